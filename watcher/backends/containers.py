@@ -1,0 +1,116 @@
+"""What Docker says about containers: state, health, version, logs (docker SDK)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+
+from watcher.errors import DockerUnavailable
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    service: str
+    image: str
+    image_id: str
+    state: str          # running, exited, created, restarting, dead, paused
+    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
+    exit_code: int
+
+    @property
+    def version(self) -> str:
+        """The tag of the image reference the container was created from."""
+        last = self.image.rsplit("/", 1)[-1]
+        return last.split(":", 1)[1] if ":" in last else "latest"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def ready(self) -> bool:
+        """Running and healthy (or running without a healthcheck to say otherwise)."""
+        return self.running and self.health in (None, "healthy")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "service": self.service, "state": self.state,
+                "health": self.health, "version": self.version, "id": self.id[:12]}
+
+
+class Containers:
+    """A thin, typed view over the Docker engine."""
+
+    def __init__(self) -> None:
+        try:
+            self.client = docker.from_env(timeout=30)
+            self.client.ping()
+        except DockerException as exc:
+            raise DockerUnavailable(f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?") from exc
+
+    def of_project(self, project: str) -> list[ContainerInfo]:
+        try:
+            found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+        except DockerException as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        return sorted((self._info(c.attrs) for c in found), key=lambda c: c.name)
+
+    def image_present(self, ref: str) -> bool:
+        return self.image_id(ref) is not None
+
+    def image_id(self, ref: str) -> str | None:
+        try:
+            return self.client.images.get(ref).id
+        except ImageNotFound:
+            return None
+
+    def last_health_output(self, container_id: str) -> str:
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+        except NotFound:
+            return ""
+        log = ((attrs.get("State") or {}).get("Health") or {}).get("Log") or []
+        return log[-1].get("Output", "").strip() if log else ""
+
+    def logs(self, container_id: str, tail: int = 20) -> str:
+        try:
+            return self.client.api.logs(container_id, tail=tail).decode(errors="replace").strip()
+        except NotFound:
+            return ""
+
+    def remove_image(self, ref: str) -> bool:
+        try:
+            self.client.images.remove(ref)
+            return True
+        except (ImageNotFound, DockerException):
+            return False
+
+    def images_of(self, repository: str) -> list[str]:
+        """Local tags of one repository, as full references."""
+        refs = []
+        for image in self.client.images.list(name=repository):
+            refs += [t for t in image.tags if t.rsplit(":", 1)[0] == repository]
+        return sorted(refs)
+
+    @staticmethod
+    def _info(attrs: dict) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        # Docker keeps the last health status of a stopped container; it means nothing then.
+        health = (state.get("Health") or {}).get("Status") if state.get("Status") == "running" else None
+        return ContainerInfo(
+            id=attrs["Id"], name=attrs["Name"].lstrip("/"), service=labels.get(SERVICE_LABEL, ""),
+            image=(attrs.get("Config") or {}).get("Image", ""), image_id=attrs.get("Image", ""), state=state.get("Status", "unknown"),
+            health=health, exit_code=int(state.get("ExitCode") or 0),
+        )
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,121 @@
+"""The recorded deployment state: which colour and version are live, which came before,
+and which deploy is in flight (a write-ahead note, so a crash can be explained afterwards).
+
+Written atomically; `.deployment-color` is kept current for users of the old deploy script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from watcher.engine.atomic import write_atomic
+from watcher.engine.color import Color
+from watcher.errors import WatcherError
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A version running as one colour."""
+
+    color: Color
+    version: str
+    since: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"color": self.color.value, "version": self.version, "since": self.since}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Release | None":
+        if not raw:
+            return None
+        color = Color.parse(raw.get("color"))
+        if color is None or not raw.get("version"):
+            return None
+        return cls(color, str(raw["version"]), str(raw.get("since", "")))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A deploy in flight: what it was doing, so a crash leaves a trail."""
+
+    kind: str
+    version: str
+    color: Color
+    phase: str
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+    started: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["color"] = self.color.value
+        return data
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> "Pending | None":
+        if not raw:
+            return None
+        color = Color.parse(raw.get("color"))
+        if color is None:
+            return None
+        return cls(str(raw.get("kind", "deploy")), str(raw.get("version", "")), color,
+                   str(raw.get("phase", "")), int(raw.get("pid", 0)), str(raw.get("host", "")),
+                   str(raw.get("started", "")))
+
+
+@dataclass(frozen=True)
+class DeployState:
+    live: Release | None = None
+    previous: Release | None = None
+    pending: Pending | None = None
+    updated: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "live": self.live.to_dict() if self.live else None,
+            "previous": self.previous.to_dict() if self.previous else None,
+            "pending": self.pending.to_dict() if self.pending else None,
+            "updated": self.updated,
+        }
+
+
+class StateStore:
+    """state.json in the state directory."""
+
+    def __init__(self, state_dir: Path, deployment_color_file: Path) -> None:
+        self.path = state_dir / "state.json"
+        self.deployment_color_file = deployment_color_file
+
+    def load(self) -> DeployState:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return DeployState()
+        except (OSError, ValueError) as exc:
+            raise WatcherError(f"state file {self.path} is unreadable ({exc}); "
+                               "fix or remove it, then run `watcher status`") from exc
+        return DeployState(Release.from_dict(raw.get("live")), Release.from_dict(raw.get("previous")),
+                           Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")))
+
+    def save(self, state: DeployState) -> DeployState:
+        state = DeployState(state.live, state.previous, state.pending, now_iso())
+        write_atomic(self.path, json.dumps(state.to_dict(), indent=2) + "\n")
+        if state.live:
+            write_atomic(self.deployment_color_file, state.live.color.value + "\n")
+        else:
+            self.deployment_color_file.unlink(missing_ok=True)
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.deployment_color_file.unlink(missing_ok=True)

@@ -1,0 +1,48 @@
+"""Errors a user can act on. Each carries a one-line message the CLI prints as is."""
+
+
+class WatcherError(Exception):
+    """Base for failures reported to the user with a non-zero exit."""
+
+    exit_code = 1
+
+
+class ConfigError(WatcherError):
+    """The configuration file or environment is wrong; names file, key and problem."""
+
+    exit_code = 2
+
+
+class UsageError(WatcherError):
+    """Bad input on the command line (a malformed tag, an unknown colour)."""
+
+    exit_code = 2
+
+
+class DockerUnavailable(WatcherError):
+    """The Docker engine cannot be reached; nothing was changed."""
+
+
+class LockBusy(WatcherError):
+    """Another deploy, rollback, cleanup or reset holds the lock."""
+
+    exit_code = 3
+
+
+class DeployFailed(WatcherError):
+    """The deploy did not go live; the previous colour still serves."""
+
+
+class GuardLost(WatcherError):
+    """The right to switch traffic was lost (lock gone); nothing was switched."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; raised from the signal handler so every phase unwinds.
+
+    A BaseException, like KeyboardInterrupt, so `except Exception` never swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
