@@ -1,0 +1,476 @@
+"""OCI Distribution API client: which tags a repository has and which digest a tag points to.
+
+Watcher must not trust a webhook or a tag policy blindly: it asks the registry whether a tag exists
+and what it points to. GHCR, Docker Hub and self-hosted registries all speak this API, with the
+token handshake, pagination and rate limits that other image updaters get wrong (see field notes
+§3.7 and §5), so those are handled here once.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import ipaddress
+import logging
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import monotonic, sleep
+from types import TracebackType
+from typing import NoReturn
+
+import httpx
+
+from watcher.validation import validate_tag
+
+log = logging.getLogger(__name__)
+
+# Every manifest type an image tag can point to; without the OCI types a registry may answer 404
+# for an OCI image (distribution 2.8 does), and without the index/list types it may pick one
+# platform's manifest, whose digest changes nothing for a multi-arch push.
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+
+DOCKER_HUB = "registry-1.docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?")
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+")
+_MAX_NAME = 255  # distribution's limit on a repository name
+
+_MAX_RETRY_AFTER = 60.0  # longer waits are the caller's business: we raise RateLimited instead
+_MAX_BACKOFF = 30.0
+_DEFAULT_TOKEN_TTL = 60.0  # distribution spec: assume 60 s when expires_in is absent
+_TOKEN_MARGIN = 10.0  # renew this long before expiry so a token never dies in flight
+
+
+class RegistryError(Exception):
+    """A registry operation failed; the message is written for the user."""
+
+
+class AuthError(RegistryError):
+    """Credentials are missing or wrong, or do not grant pull access."""
+
+
+class NotFound(RegistryError):
+    """The repository or tag does not exist (or is hidden from these credentials)."""
+
+
+class RateLimited(RegistryError):
+    """The registry kept answering 429, or asked for a longer wait than we block for."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry kept failing (5xx, connection errors, timeouts) after all retries."""
+
+
+def _split_host(registry: str) -> tuple[str, str | None]:
+    """Split "host[:port]" or "[v6]:port" into a bare host and the port text."""
+    if registry.startswith("["):
+        host, _, rest = registry[1:].partition("]")
+        return host, rest[1:] or None
+    host, _, port = registry.partition(":")
+    return host, port or None
+
+
+def _is_loopback(host: str) -> bool:
+    """True for hosts that never leave the machine, the only ones allowed plain http."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _problem(registry: str, repository: str) -> str | None:
+    """Why (registry, repository) cannot name an image, or None when it can."""
+    match = _HOST.fullmatch(registry)
+    if match is None:
+        return f"registry {registry!r} is not a valid host[:port]"
+    if match["port"] is not None and not 0 < int(match["port"]) < 65536:
+        return f"registry port in {registry!r} is out of range"
+    if registry.startswith("["):
+        try:
+            ipaddress.IPv6Address(_split_host(registry)[0])
+        except ValueError:
+            return f"registry {registry!r} is not a valid IPv6 address"
+    if not repository:
+        return "the repository name is empty"
+    if len(repository) > _MAX_NAME:
+        return f"the repository name is longer than {_MAX_NAME} characters"
+    if not all(_COMPONENT.fullmatch(part) for part in repository.split("/")):
+        return (
+            f"repository {repository!r} must be '/'-separated components of lowercase letters and"
+            " digits, joined inside a component by '.', '_', '__' or '-'"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A repository in a registry: what tags are listed from and resolved in.
+
+    Validated on construction, so a repository name is always safe to put into a URL path.
+    """
+
+    registry: str
+    repository: str
+
+    def __post_init__(self) -> None:
+        problem = _problem(self.registry, self.repository)
+        if problem is not None:
+            raise RegistryError(
+                f"invalid image reference {self.registry}/{self.repository}: {problem}"
+            )
+
+    @classmethod
+    def parse(cls, image: str) -> ImageRef:
+        """Parse "[registry/]repo[:tag]" the way docker does, lowercasing the repository.
+
+        GitHub owners keep their case in URLs and payloads, but GHCR names are lowercase, so
+        "ghcr.io/Owner/Name" means "ghcr.io/owner/name". A ":tag" suffix is checked and dropped:
+        an ImageRef names a repository and callers pass tags per call. Digest references
+        ("@sha256:...") are rejected: watcher follows tags.
+        """
+        if not image or image != image.strip():
+            raise RegistryError(f"invalid image {image!r}: empty or surrounded by whitespace")
+        if "@" in image:
+            raise RegistryError(
+                f"invalid image {image!r}: digest references are not supported; name the repository"
+            )
+        head, slash, last = image.rpartition("/")
+        if ":" in last:
+            last, _, tag = last.partition(":")
+            try:
+                validate_tag(tag)
+            except ValueError as exc:
+                raise RegistryError(f"invalid image {image!r}: {exc}") from None
+        name = f"{head}{slash}{last}"
+        first, slash, rest = name.partition("/")
+        is_host = "." in first or ":" in first or first.startswith("[") or first.lower() == "localhost"
+        if slash and is_host:
+            registry, path = first.lower(), rest.lower()
+        else:
+            registry, path = DOCKER_HUB, name.lower()
+        if registry in _DOCKER_HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in path:
+                path = f"library/{path}"
+        problem = _problem(registry, path)
+        if problem is not None:
+            raise RegistryError(f"invalid image {image!r}: {problem}")
+        return cls(registry, path)
+
+    @property
+    def base_url(self) -> str:
+        """https, except plain http for loopback registries (a local test registry has no TLS)."""
+        scheme = "http" if _is_loopback(_split_host(self.registry)[0]) else "https"
+        return f"{scheme}://{self.registry}"
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+
+@dataclass(frozen=True)
+class _Challenge:
+    scheme: str  # "bearer" or "basic"
+    realm: str
+    service: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    renew_at: float  # monotonic clock
+
+
+_AUTH_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def _parse_challenge(header: str) -> _Challenge | None:
+    """Parse a WWW-Authenticate header; quoted values may hold commas (scope="repo:a/b:pull,push")."""
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "basic"):
+        return None
+    params: dict[str, str] = {}
+    for key, quoted, bare in _AUTH_PARAM.findall(rest):
+        params.setdefault(key.lower(), re.sub(r"\\(.)", r"\1", quoted) if quoted else bare)
+    if scheme == "bearer" and not params.get("realm"):
+        return None
+    return _Challenge(
+        scheme, params.get("realm", ""), params.get("service", ""), params.get("scope", "")
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asks us to wait (Retry-After as seconds or HTTP date), None if unsaid."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _checked_tag(tag: str) -> str:
+    try:
+        return validate_tag(tag)
+    except ValueError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def _fail(response: httpx.Response, ref: ImageRef, subject: str) -> NoReturn:
+    """Turn an unexpected final status into the matching error."""
+    status = response.status_code
+    if status == 404:
+        raise NotFound(f"{subject} not found on {ref.registry}")
+    if status in (401, 403):
+        raise AuthError(f"{ref.registry} denied access to {subject} (HTTP {status})")
+    raise RegistryError(f"{ref.registry} answered HTTP {status} for {subject}")
+
+
+class RegistryClient:
+    """Sync client for one set of credentials; safe to reuse across calls, tokens are cached.
+
+    TLS certificates are always verified; only loopback registries are spoken to over http.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("registry username and password must be given together")
+        if max_retries < 0 or backoff < 0 or timeout <= 0:
+            raise ValueError("timeout must be positive; max_retries and backoff must not be negative")
+        self._basic = (
+            "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+            if username is not None
+            else None
+        )
+        self._max_retries = max_retries
+        self._backoff = backoff
+        # Redirects are not followed: a redirect elsewhere would carry our Authorization header.
+        self._http = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": "watcher"},
+        )
+        self._challenges: dict[tuple[str, str], _Challenge] = {}
+        self._tokens: dict[tuple[str, str], _Token] = {}
+
+    def manifest_digest(self, ref: ImageRef, tag: str) -> str:
+        """Digest of what `tag` points to (the index for multi-arch images), without pulling it."""
+        tag = _checked_tag(tag)
+        subject = f"image {ref}:{tag}"
+        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/manifests/{tag}")
+        response = self._request("HEAD", ref, url, accept=MANIFEST_ACCEPT)
+        if response.status_code != 200:
+            _fail(response, ref, subject)
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if _DIGEST.fullmatch(digest) is None:
+            raise RegistryError(
+                f"{ref.registry} returned no valid Docker-Content-Digest for {subject}"
+            )
+        return digest
+
+    def tag_exists(self, ref: ImageRef, tag: str) -> bool:
+        """Whether `tag` exists, e.g. to check a webhook's claim before deploying it."""
+        try:
+            self.manifest_digest(ref, tag)
+        except NotFound:
+            return False
+        return True
+
+    def list_tags(self, ref: ImageRef, *, page_size: int | None = None) -> list[str]:
+        """All tags of the repository, in the registry's order, following every `Link: rel="next"`.
+
+        Registries page silently (GHCR: 100 per page); stopping at the first page hides new tags.
+        """
+        if page_size is not None and page_size < 1:
+            raise ValueError("page_size must be a positive number")
+        origin = httpx.URL(ref.base_url)
+        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/tags/list")
+        if page_size is not None:
+            url = url.copy_merge_params({"n": str(page_size)})
+        unreadable = f"{ref.registry} returned an unreadable tag list for {ref}"
+        tags: list[str] = []
+        visited: set[str] = set()
+        while True:
+            visited.add(str(url))
+            response = self._request("GET", ref, url, accept="application/json")
+            if response.status_code != 200:
+                _fail(response, ref, f"repository {ref}")
+            try:
+                page = response.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(unreadable) from None
+            if not isinstance(page, list) or not all(isinstance(tag, str) for tag in page):
+                raise RegistryError(unreadable)
+            tags.extend(page)
+            next_link = response.links.get("next", {}).get("url")
+            if not next_link:
+                return tags
+            url = response.url.join(next_link)
+            # Our token must not travel to another host, and a loop must not spin forever.
+            if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
+                raise RegistryError(
+                    f"{ref.registry} sent a tag-list page link to another host: {url.host}"
+                )
+            if str(url) in visited:
+                raise RegistryError(f"{ref.registry} sent a tag-list page link that loops")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, ref: ImageRef, url: httpx.URL, *, accept: str) -> httpx.Response:
+        """Send with the credentials the registry asked for last time; answer a 401 challenge once."""
+        key = (ref.registry, ref.repository)
+        peer = f"registry {ref.registry}"
+        challenge = self._challenges.get(key)
+        response = self._send(method, url, self._headers(ref, challenge, accept), peer)
+        if response.status_code != 401:
+            return response
+        challenge = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise AuthError(
+                f"{ref.registry} requires authentication of a kind watcher does not support"
+            )
+        self._challenges[key] = challenge
+        # A 401 despite a cached token means it was revoked or expired early: fetch a fresh one.
+        self._tokens.pop((ref.registry, challenge.scope), None)
+        response = self._send(method, url, self._headers(ref, challenge, accept), peer)
+        if response.status_code == 401:
+            hint = "check the credentials" if self._basic else "no credentials are configured"
+            raise AuthError(f"{ref.registry} denied pull access to {ref} ({hint})")
+        return response
+
+    def _headers(self, ref: ImageRef, challenge: _Challenge | None, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept}
+        if challenge is None:
+            return headers
+        if challenge.scheme == "basic":
+            if self._basic is None:
+                raise AuthError(f"{ref.registry} requires a username and password for {ref}")
+            headers["Authorization"] = self._basic
+        else:
+            headers["Authorization"] = f"Bearer {self._token(ref.registry, challenge)}"
+        return headers
+
+    def _token(self, registry: str, challenge: _Challenge) -> str:
+        """A bearer token for the challenge's scope, from cache while it has life left."""
+        key = (registry, challenge.scope)
+        cached = self._tokens.get(key)
+        now = monotonic()
+        if cached is not None and now < cached.renew_at:
+            return cached.value
+        realm = httpx.URL(challenge.realm)
+        # Credentials go to the realm the registry names: never in clear text over the network.
+        if not (realm.scheme == "https" or (realm.scheme == "http" and _is_loopback(realm.host))):
+            raise AuthError(f"{registry} names a token service that is not https: {realm.host}")
+        wanted = (("service", challenge.service), ("scope", challenge.scope))
+        params = {name: value for name, value in wanted if value}
+        headers = {"Accept": "application/json"}
+        if self._basic is not None:
+            headers["Authorization"] = self._basic
+        log.debug("requesting a registry token from %s for scope %r", realm.host, challenge.scope)
+        # copy_merge_params: httpx's params= would replace a query the realm already carries.
+        peer = f"token service {realm.host} of {registry}"
+        response = self._send("GET", realm.copy_merge_params(params), headers, peer)
+        if response.status_code in (401, 403):
+            who = "rejected the credentials" if self._basic else "refused anonymous access"
+            raise AuthError(f"the token service of {registry} {who} (HTTP {response.status_code})")
+        if response.status_code != 200:
+            raise RegistryError(f"the token service of {registry} answered HTTP {response.status_code}")
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+            expires_in = body.get("expires_in")
+        except (ValueError, AttributeError):
+            raise RegistryError(
+                f"the token service of {registry} returned no readable JSON"
+            ) from None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"the token service of {registry} returned no token")
+        ttl = _DEFAULT_TOKEN_TTL
+        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and expires_in > 0:
+            ttl = float(expires_in)
+        self._tokens[key] = _Token(token, now + ttl - min(_TOKEN_MARGIN, ttl / 2))
+        return token
+
+    def _send(self, method: str, url: httpx.URL, headers: dict[str, str], peer: str) -> httpx.Response:
+        """One request with retries: 429 after Retry-After, 5xx and network errors with backoff."""
+        attempts = self._max_retries + 1
+        for attempt in range(attempts):
+            rate_limited = False
+            try:
+                response = self._http.request(method, url, headers=headers)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                delay = self._backoff_delay(attempt)
+            else:
+                if response.status_code == 429:
+                    rate_limited = True
+                    wait = _retry_after(response)
+                    if wait is not None and wait > _MAX_RETRY_AFTER:
+                        raise RateLimited(
+                            f"{peer} is rate-limiting; it asks to wait {wait:.0f} s", wait
+                        )
+                    problem = "HTTP 429 Too Many Requests"
+                    delay = wait if wait is not None else self._backoff_delay(attempt)
+                elif response.status_code >= 500:
+                    problem = f"HTTP {response.status_code}"
+                    delay = self._backoff_delay(attempt)
+                else:
+                    return response
+            if attempt + 1 < attempts:
+                log.warning(
+                    "%s %s: %s; retry %d of %d in %.1f s",
+                    method, peer, problem, attempt + 1, self._max_retries, delay,
+                )
+                sleep(delay)
+        if rate_limited:
+            raise RateLimited(f"{peer} is still rate-limiting after {attempts} attempts")
+        raise RegistryUnavailable(f"{peer} is unavailable after {attempts} attempts: {problem}")
+
+    def _backoff_delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter, so many watchers do not retry in lockstep."""
+        ceiling = min(_MAX_BACKOFF, self._backoff * 2**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
