@@ -20,6 +20,7 @@ from watcher.engine.maintenance import cleanup, reset
 from watcher.engine.status import format_status, status
 from watcher.errors import Interrupted, UsageError, WatcherError
 from watcher.host_lock import HostLock
+from watcher.validation import validate_tag
 
 DESCRIPTION = """\
 Zero-downtime blue-green deploys for Docker Compose apps behind Caddy.
@@ -90,6 +91,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command in (None, "help"):
         parser.print_help()
         return 0
+    for tag in (getattr(args, "version", None), getattr(args, "to", None)):
+        if tag is not None:
+            try:
+                validate_tag(tag)  # before anything touches Docker, Caddy or the lock
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
     config = load_config(find_config(args.config, os.environ))
 
     if args.command == "status":

@@ -6,6 +6,7 @@ at a bad setting is worse than one that refuses to start.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -32,6 +33,18 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "app": ("name", "image", "project_dir", "compose_files", "shared_services", "version_env"),
+    "services": (),
+    "caddy": ("admin", "route_file"),
+    "health": ("timeout", "interval"),
+    "verify": ("url", "header", "timeout", "window"),
+    "drain": ("timeout", "retain_old"),
+    "hooks": ("pre_deploy", "pre_deploy_timeout"),
+    "state": ("dir",),
+}
+
+
 def parse_duration(value: Any, where: str) -> float:
     """Seconds from `300`, `300s`, `5m`, `1.5s`, `250ms`; `where` names the key for errors."""
     if isinstance(value, bool):
@@ -43,8 +56,8 @@ def parse_duration(value: Any, where: str) -> float:
         if not match:
             raise ConfigError(f"{where}: expected a duration like 300, 300s or 5m, got {value!r}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{where}: a duration cannot be negative, got {value!r}")
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ConfigError(f"{where}: a duration must be a finite, non-negative number, got {value!r}")
     return seconds
 
 
@@ -148,12 +161,19 @@ class _Reader:
         self.path = path
         self.raw = raw
         self.env = env
-        known = {"app", "services", "caddy", "health", "verify", "drain", "hooks", "state"}
-        for key in raw:
-            if key not in known:
-                self.fail(key, f"unknown section (known: {', '.join(sorted(known))})")
+        for name, value in raw.items():
+            if name not in KNOWN_KEYS:
+                self.fail(name, f"unknown section (known: {', '.join(KNOWN_KEYS)})")
+            if name != "services" and isinstance(value, dict):
+                for key in value:
+                    if key not in KNOWN_KEYS[name]:
+                        self.fail(f"{name}.{key}", f"unknown key (known: {', '.join(KNOWN_KEYS[name])})")
 
     def fail(self, key: str, problem: str) -> None:
+        section, _, name = key.partition(".")
+        env_name = next((n for n, k in ENV_OVERRIDES.items() if k == (section, name)), None)
+        if env_name and self.env.get(env_name):
+            raise ConfigError(f"environment {env_name}: {problem}")
         raise ConfigError(f"{self.path}: {key}: {problem}")
 
     def section(self, name: str) -> dict[str, Any]:
@@ -266,6 +286,10 @@ class _Reader:
 
     def _services(self) -> tuple[Service, ...]:
         table = self.section("services")
+        for name, spec in table.items():
+            for key in spec if isinstance(spec, dict) else ():
+                if key != "port":
+                    self.fail(f"services.{name}.{key}", "unknown key (known: port)")
         if not table:
             self.fail("services", "list at least one stateless service, e.g. [services.web] port = 8080")
         services = []

@@ -22,10 +22,11 @@ class CaddyAdmin:
             self.where = admin
             transport = httpx.HTTPTransport(uds=admin[len("unix://"):])
             # Caddy checks Host against its admin origins; over a unix socket any host is fine.
-            self._client = httpx.Client(transport=transport, base_url="http://localhost", timeout=timeout)
+            self._client = httpx.Client(transport=transport, base_url="http://localhost", timeout=timeout,
+                                        trust_env=False)
         else:
             self.where = admin
-            self._client = httpx.Client(base_url=admin, timeout=timeout)
+            self._client = httpx.Client(base_url=admin, timeout=timeout, trust_env=False)
 
     def upstreams(self) -> dict[str, int]:
         """Every upstream address Caddy knows, with its requests in flight."""

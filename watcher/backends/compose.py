@@ -26,11 +26,14 @@ class ComposeProject:
     name: str
     directory: Path
     files: tuple[str, ...]
+    profiles: tuple[str, ...] = ()
 
     def run(self, args: Sequence[str], env: Mapping[str, str], *, timeout: float = 600.0) -> str:
         argv = ["docker", "compose", "-p", self.name, "--project-directory", str(self.directory)]
         for name in self.files:
             argv += ["-f", str(self.directory / name)]
+        for profile in self.profiles:
+            argv += ["--profile", profile]
         argv += list(args)
         try:
             proc = subprocess.run(argv, cwd=self.directory, env={**os.environ, **env},

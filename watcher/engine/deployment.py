@@ -86,10 +86,7 @@ class Deployment:
 
     def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False) -> DeployResult:
         """Put `version` live on the idle colour with zero failed requests, or change nothing."""
-        try:
-            validate_tag(version)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        _checked(version)
         progress = self.progress
 
         with progress.phase("pull", f"{self.stacks.image(version)}"):
@@ -164,6 +161,8 @@ class Deployment:
 
     def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
         """Back to the previous version (or `to`): instant when its colour is retained."""
+        if to is not None:
+            _checked(to)
         view = self.view()
         if to is None:
             if view.previous is None:
@@ -279,3 +278,10 @@ class Deployment:
     def _sync_state(self, view: View) -> None:
         if not view.in_sync:
             self.store.save(DeployState(view.live, view.previous, None))
+
+
+def _checked(version: str) -> str:
+    try:
+        return validate_tag(version)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -17,11 +17,12 @@ class Stacks:
         self.service_names = [s.name for s in config.services]
 
     def _project(self, color: Color | None) -> ComposeProject:
-        files = self.config.compose_files
-        if color is not None:
-            files = files + (self.config.overlay(color.value),)
-        return ComposeProject(self.config.project(color.value if color else None),
-                              self.config.project_dir, files)
+        if color is None:
+            return ComposeProject(self.config.project(), self.config.project_dir, self.config.compose_files)
+        # Every profile: app services may sit behind one (so a plain `docker compose up` skips
+        # them), and `down` must see them to remove them.
+        return ComposeProject(self.config.project(color.value), self.config.project_dir,
+                              self.config.compose_files + (self.config.overlay(color.value),), ("*",))
 
     def _env(self, version: str | None, color: Color | None = None) -> dict[str, str]:
         env = {self.config.version_env: version} if version else {}

@@ -99,13 +99,15 @@ class StateStore:
     def load(self) -> DeployState:
         try:
             raw = json.loads(self.path.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            return DeployState(Release.from_dict(raw.get("live")), Release.from_dict(raw.get("previous")),
+                               Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")))
         except FileNotFoundError:
             return DeployState()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise WatcherError(f"state file {self.path} is unreadable ({exc}); "
                                "fix or remove it, then run `watcher status`") from exc
-        return DeployState(Release.from_dict(raw.get("live")), Release.from_dict(raw.get("previous")),
-                           Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")))
 
     def save(self, state: DeployState) -> DeployState:
         state = DeployState(state.live, state.previous, state.pending, now_iso())

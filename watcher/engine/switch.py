@@ -27,9 +27,11 @@ class TrafficSwitch:
     def current(self) -> Color | None:
         """The colour Caddy routes to first, or None before the first switch."""
         try:
-            return Color.parse(self.route_file.read_text())
+            text = self.route_file.read_text().strip()
         except FileNotFoundError:
             return None
+        # Exactly what Caddy's matcher compares: "GREEN" is not green to Caddy, so not to us.
+        return next((c for c in Color if c.value == text), None)
 
     def route_to(self, color: Color) -> None:
         """Send every new request to `color`, atomically."""

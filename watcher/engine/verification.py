@@ -17,7 +17,8 @@ from watcher.engine.progress import Progress
 def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str | None:
     """The version the public URL reports now, or None when it does not answer 2xx."""
     try:
-        response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache"})
+        # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
+        response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache"}, trust_env=False)
     except httpx.HTTPError:
         return None
     if not response.is_success:
@@ -27,9 +28,10 @@ def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str 
     body = response.text.strip()
     if body.startswith("{"):
         try:
-            return str(json.loads(body).get("version"))
+            version = json.loads(body).get("version")
         except (ValueError, AttributeError):
             return None
+        return str(version) if version is not None else None
     return body.splitlines()[0].strip() if body else None
 
 

@@ -1,0 +1,338 @@
+"""End-to-end deploys on the real Docker engine, real Compose, real Caddy and a real registry,
+driven through the `watcher` CLI with a strict, non-retrying keep-alive client on Caddy.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+
+from tests.harness.load import LoadGenerator, LoadResult
+from tests.harness.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+class Loads:
+    """Fast keep-alive POSTs at 200/s and slow 1 s POSTs at 40/s, as a user's clients would send."""
+
+    def __init__(self, stack: Stack, fast_rate: float = 200, slow_rate: float = 40) -> None:
+        self.fast = LoadGenerator(f"{stack.url}/cgi-bin/work", rate=fast_rate, connections=16)
+        self.slow = LoadGenerator(f"{stack.url}/cgi-bin/work?sleep=1", rate=slow_rate, connections=64)
+        self.results: list[LoadResult] = []
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.results)
+
+    @property
+    def sent(self) -> int:
+        return sum(r.sent for r in self.results)
+
+    def versions(self) -> set[str]:
+        return {v for r in self.results for v in r.versions}
+
+    def describe(self) -> str:
+        return "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)}" for r in self.results)
+
+
+@contextmanager
+def under_load(stack: Stack, **rates: float) -> Iterator[Loads]:
+    loads = Loads(stack, **rates)
+    loads.fast.start()
+    loads.slow.start()
+    try:
+        time.sleep(1.5)  # connections open and kept alive before anything changes
+        yield loads
+        time.sleep(1.5)
+    finally:
+        loads.results = [loads.fast.stop(), loads.slow.stop()]
+
+
+def deployed(stack: Stack, version: str, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = stack.watcher("deploy", version, **env)
+    assert proc.returncode == 0, f"deploy {version} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> str:
+    """Output of a running watcher up to the line containing `marker`."""
+    seen: list[str] = []
+    found = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                found.set()
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not found.wait(timeout):
+        proc.kill()
+        raise AssertionError(f"never saw {marker!r} in:\n{''.join(seen)}")
+    return "".join(seen)
+
+
+def test_deploy_v1_then_v2_under_load_fails_no_request(stack: Stack) -> None:
+    deployed(stack, "v1")
+    assert stack.version() == "v1"
+    caddy_before = stack.container_ids(stack.name)
+    blue_before = stack.container_ids(f"{stack.name}-blue")
+
+    with under_load(stack) as loads:
+        deployed(stack, "v2")
+    assert loads.failed == 0, loads.describe()
+    assert loads.sent > 500
+    assert loads.versions() == {"v1", "v2"}
+    assert loads.results[0].last_versions[-5:] == ["v2"] * 5
+    assert stack.version() == "v2"
+
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("green", "v2")
+    assert (status["previous_color"], status["previous_version"]) == ("blue", "v1")
+    assert status["in_sync"] and not status["warnings"]
+    assert [c["state"] for c in status["colors"]["blue"]["containers"]] == ["exited"]
+    assert (stack.root / ".deployment-color").read_text().strip() == "green"
+    # Shared services are never recreated; the retained colour keeps its containers.
+    assert stack.container_ids(stack.name) == caddy_before
+    assert stack.container_ids(f"{stack.name}-blue") == blue_before
+
+
+def test_deploying_the_live_version_again_is_a_no_op(stack: Stack) -> None:
+    deployed(stack, "v1")
+    proc = deployed(stack, "v1")
+    assert "already live" in proc.stdout
+    assert stack.status()["colors"]["green"]["role"] == "absent"
+
+
+def test_abrupt_app_still_loses_no_request(stack: Stack) -> None:
+    """An app that dies at once on SIGTERM: only draining before the stop protects requests."""
+    deployed(stack, "abrupt1")
+    with under_load(stack) as loads:
+        deployed(stack, "abrupt2")
+        deployed(stack, "abrupt1")
+    assert loads.failed == 0, loads.describe()
+    assert stack.version() == "abrupt1"
+
+
+def test_unhealthy_version_never_takes_traffic(stack: Stack) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        proc = stack.watcher("deploy", "v3", HEALTH_CHECK_TIMEOUT="6s")
+    assert proc.returncode == 1
+    assert "not healthy after 6s" in proc.stderr
+    assert "last log lines" in proc.stdout + proc.stderr
+    assert loads.failed == 0, loads.describe()
+    assert loads.versions() == {"v1"}
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("blue", "v1")
+    assert status["colors"]["green"]["role"] == "absent", "the failed colour is removed"
+    assert status["recorded"]["pending"] is None
+
+
+def test_slow_boot_within_timeout_passes_and_beyond_it_fails(stack: Stack) -> None:
+    deployed(stack, "v1")
+    proc = stack.watcher("deploy", "slow", HEALTH_CHECK_TIMEOUT="5s")
+    assert proc.returncode == 1 and "not healthy after 5s" in proc.stderr
+    assert stack.status()["live_version"] == "v1"
+    deployed(stack, "slowok", HEALTH_CHECK_TIMEOUT="60s")
+    assert stack.version() == "slowok"
+
+
+def test_new_version_that_sickens_in_the_verify_window_is_rolled_back(stack: Stack) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        proc = stack.watcher("deploy", "sick", VERIFY_WINDOW="15s")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "during the verification window" in proc.stderr
+    assert loads.failed == 0, loads.describe()
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("blue", "v1")
+    assert status["colors"]["green"]["role"] == "absent"
+
+
+def test_rollback_instant_then_full(stack: Stack) -> None:
+    deployed(stack, "v1")
+    deployed(stack, "v2")
+    blue = stack.container_ids(f"{stack.name}-blue")
+
+    with under_load(stack) as loads:
+        proc = stack.watcher("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing retained blue containers of v1" in proc.stderr
+    assert loads.failed == 0, loads.describe()
+    assert stack.version() == "v1"
+    assert stack.container_ids(f"{stack.name}-blue") == blue, "instant: the retained containers serve again"
+    status = stack.status()
+    assert (status["live_version"], status["previous_version"]) == ("v1", "v2")
+
+    # Without a retained colour, rollback is a full deploy of the previous version.
+    clean = stack.watcher("cleanup", "--include-rollback")
+    assert clean.returncode == 0 and f"{stack.name}-green" in clean.stdout
+    with under_load(stack) as loads:
+        proc = stack.watcher("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert loads.failed == 0, loads.describe()
+    assert stack.version() == "v2"
+
+    proc = stack.watcher("rollback", "--to", "v1")
+    assert proc.returncode == 0 and stack.version() == "v1"
+    proc = stack.watcher("rollback", "--to", "v1")
+    assert proc.returncode == 2 and "already live" in proc.stderr
+
+
+def test_rollback_with_nothing_to_go_back_to(stack: Stack) -> None:
+    deployed(stack, "v1")
+    proc = stack.watcher("rollback")
+    assert proc.returncode == 2 and "nothing to roll back to" in proc.stderr
+
+
+def test_cleanup_keeps_live_and_rollback_target_and_reset_removes_all(stack: Stack) -> None:
+    deployed(stack, "v1")
+    deployed(stack, "v2")
+    proc = stack.watcher("cleanup")
+    assert proc.returncode == 0
+    assert "keeping blue (v1)" in proc.stderr
+    status = stack.status()
+    assert status["colors"]["blue"]["role"] == "rollback target"
+    assert status["colors"]["green"]["role"] == "live"
+
+    proc = stack.watcher("reset")
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert stack.version() == "v2", "an unconfirmed reset changes nothing"
+
+    caddy = stack.container_ids(stack.name)
+    proc = stack.watcher("reset", "--force")
+    assert proc.returncode == 0, proc.stderr
+    status = stack.status()
+    assert status["live_color"] is None
+    assert all(info["role"] == "absent" for info in status["colors"].values())
+    assert not (stack.root / ".watcher" / "state.json").exists()
+    assert stack.container_ids(stack.name) == caddy, "shared services survive a reset"
+    deployed(stack, "v1")
+    assert stack.version() == "v1"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_health_wait_keeps_live_colour(stack: Stack, sig: int) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        proc = stack.spawn("deploy", "slow", HEALTH_CHECK_TIMEOUT="120s")
+        read_until(proc, "health: every")
+        time.sleep(1)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert loads.failed == 0, loads.describe()
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("blue", "v1")
+    assert status["colors"]["green"]["role"] == "absent", "the half-started colour is removed"
+    assert status["recorded"]["pending"] is None and not status["warnings"]
+    deployed(stack, "v2")
+    assert stack.version() == "v2"
+
+
+def test_interrupt_after_switch_switches_back(stack: Stack) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        proc = stack.spawn("deploy", "v2", VERIFY_WINDOW="30s")
+        read_until(proc, "verify:")
+        time.sleep(4)  # the new version answers, the window runs
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "switching traffic back to blue" in out
+    assert loads.failed == 0, loads.describe()
+    assert stack.version() == "v1"
+    assert stack.status()["colors"]["green"]["role"] == "absent"
+
+
+@pytest.mark.parametrize("phase", ["health: every", "verify:", "drain:"])
+def test_kill_9_at_any_phase_leaves_traffic_on_a_healthy_colour(stack: Stack, phase: str) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        proc = stack.spawn("deploy", "slowok" if phase.startswith("health") else "v2",
+                           VERIFY_WINDOW="30s", DRAIN_TIMEOUT="30s")
+        read_until(proc, phase)
+        if phase == "verify:":
+            time.sleep(4)  # switched, inside the verification window
+        proc.kill()
+        proc.wait(timeout=30)
+        time.sleep(2)
+    assert loads.failed == 0, loads.describe()
+    served = stack.version()
+    assert served in ("v1", "v2", "slowok")
+
+    status = stack.status()
+    assert status["live_version"] == served, json.dumps(status, indent=2)
+    if phase != "drain:":
+        assert any("interrupted" in w for w in status["warnings"]), status["warnings"]
+
+    # The next deploy succeeds and leaves exactly one colour serving.
+    target = "v2" if served != "v2" else "v1"
+    deployed(stack, target)
+    assert stack.version() == target
+    status = stack.status()
+    assert status["in_sync"] and not status["warnings"], status["warnings"]
+    running = [c for info in status["colors"].values() for c in info["containers"] if c["state"] == "running"]
+    assert len(running) == 1
+
+
+def test_pre_deploy_hook_runs_with_the_version_and_its_failure_aborts(stack: Stack) -> None:
+    stack.write_config(pre_deploy=["sh", "-c", 'echo "$APP_VERSION $WATCHER_COLOR" > hook.out'])
+    deployed(stack, "v1")
+    assert (stack.root / "hook.out").read_text().split() == ["v1", "blue"]
+
+    stack.write_config(pre_deploy=["sh", "-c", "echo migration exploded >&2; exit 3"])
+    proc = stack.watcher("deploy", "v2")
+    assert proc.returncode == 1
+    assert "pre-deploy hook exited 3: migration exploded" in proc.stderr
+    status = stack.status()
+    assert status["live_version"] == "v1" and status["colors"]["green"]["role"] == "absent"
+
+
+def test_bad_input_gives_a_clear_error_and_changes_nothing(stack: Stack) -> None:
+    deployed(stack, "v1")
+    before = stack.status()
+
+    proc = stack.watcher("deploy", "v404")
+    assert proc.returncode == 1
+    assert "v404 does not exist in the registry" in proc.stderr
+
+    proc = stack.watcher("deploy", "1.0;rm")
+    assert proc.returncode == 2 and "invalid tag '1.0;rm'" in proc.stderr
+
+    proc = stack.watcher("deploy", "v2", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert proc.returncode == 1 and "cannot reach the Docker engine" in proc.stderr
+
+    proc = stack.watcher("deploy", "v2", WATCHER_CONFIG=str(stack.root / "missing.toml"))
+    assert proc.returncode == 2 and "no configuration file" in proc.stderr
+
+    after = stack.status()
+    assert (after["live_color"], after["live_version"], after["colors"]["green"]["role"]) == \
+        (before["live_color"], before["live_version"], "absent")
+    assert stack.version() == "v1"
+
+
+def test_deploy_is_refused_while_another_holds_the_lock(stack: Stack) -> None:
+    deployed(stack, "v1")
+    proc = stack.spawn("deploy", "slowok")
+    read_until(proc, "health: every")
+    other = stack.watcher("deploy", "v2")
+    assert other.returncode == 3 and "holds the deploy lock" in other.stderr
+    assert "deploy slowok" in other.stderr
+    status = stack.status()
+    assert status["lock"] and status["lock"]["purpose"] == "deploy slowok"
+    waited = stack.watcher("cleanup", "--wait-lock", "120")
+    assert waited.returncode == 0, waited.stderr
+    proc.wait(timeout=120)
+    assert proc.returncode == 0

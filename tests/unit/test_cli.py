@@ -1,0 +1,181 @@
+"""The `watcher` command line: help, bad input refused with exit 2 before anything touches
+Docker, Caddy or the lock, and a clear message when no configuration is found."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from watcher import cli
+from watcher.config import load_config
+from watcher.engine.deployment import Deployment
+from watcher.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ("deploy", "status", "rollback", "cleanup", "reset")
+
+CONFIG = """\
+[app]
+name = "shop"
+image = "ghcr.io/acme/shop"
+
+[services.web]
+port = 8080
+
+[verify]
+url = "http://127.0.0.1:8080/version"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A valid project dir; returns its watcher.toml."""
+    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
+        (tmp_path / name).write_text("")
+    path = tmp_path / "watcher.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def watcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m watcher` with no TTY, no inherited config, and a Docker that cannot answer."""
+    base = {k: v for k, v in os.environ.items() if k not in ("WATCHER_CONFIG", "DOCKER_HOST")}
+    base.update({"PYTHONPATH": str(REPO), "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    base.update(env or {})
+    return subprocess.run([sys.executable, "-m", "watcher", *args], cwd=cwd, env=base, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def untouched(project_dir: Path) -> None:
+    """Nothing was started: no state dir (so no lock, no route file), no .deployment-color."""
+    assert not (project_dir / ".watcher").exists()
+    assert not (project_dir / ".deployment-color").exists()
+
+
+# -- help -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [("help",), ("--help",), ()])
+def test_help_lists_the_commands(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = watcher(*args, cwd=tmp_path)   # no config needed for help
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+    assert "HEALTH_CHECK_TIMEOUT" in result.stdout and "DRAIN_TIMEOUT" in result.stdout
+
+
+def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
+    result = watcher("deploi", "1.0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+# -- tags -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [("deploy", "1.0;rm"), ("deploy", "a/b"), ("deploy", ".hidden"),
+                                  ("rollback", "--to", "1.0;rm"), ("deploy", "../../etc")])
+def test_invalid_tag_exits_2_before_touching_anything(project: Path, args: tuple[str, ...]) -> None:
+    result = watcher("--config", str(project), *args, cwd=project.parent)
+    assert result.returncode == 2, result.stderr
+    assert "invalid tag" in result.stderr
+    assert "docker" not in result.stderr.lower()
+    untouched(project.parent)
+
+
+def test_invalid_tag_is_refused_even_without_config(tmp_path: Path) -> None:
+    result = watcher("deploy", "1.0;rm", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid tag '1.0;rm'" in result.stderr
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def test_cli_validates_the_tag_before_the_lock_or_the_engine(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             restore_signals: None) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        pytest.fail("touched the lock or the engine before validating the tag")
+
+    monkeypatch.setattr(cli, "Deployment", forbidden)
+    monkeypatch.setattr(cli, "HostLock", forbidden)
+    assert cli.main(["--config", str(project), "deploy", "1.0;rm"]) == 2
+    assert "invalid tag" in capsys.readouterr().err
+    assert cli.main(["--config", str(project), "rollback", "--to", "x y"]) == 2
+
+
+class NoDocker:
+    """A Docker stand-in that fails the test on any use."""
+
+    def __getattr__(self, name: str) -> object:
+        pytest.fail(f"the engine touched Docker ({name}) before validating the tag")
+
+
+class NoGuard:
+    def check(self) -> None:
+        pytest.fail("the engine checked the lock before validating the tag")
+
+
+def test_engine_validates_the_tag_first(project: Path) -> None:
+    # The queue/webhook path calls the engine directly, without the CLI's check.
+    config = load_config(project, {})
+    engine = Deployment(config, docker=NoDocker(), registry=NoDocker())
+    with pytest.raises(UsageError, match="invalid tag"):
+        engine.deploy("1.0;rm", guard=NoGuard())
+    untouched(project.parent)
+
+
+# -- configuration --------------------------------------------------------------------------
+
+def test_missing_config_names_what_was_tried(tmp_path: Path) -> None:
+    result = watcher("status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no configuration file found" in result.stderr
+    assert "watcher.toml" in result.stderr and "config/watcher.toml" in result.stderr
+    assert "--config" in result.stderr and "WATCHER_CONFIG" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_explicit_config_is_named(tmp_path: Path) -> None:
+    result = watcher("--config", "nope.toml", "deploy", "1.0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.toml" in result.stderr
+
+
+def test_missing_watcher_config_is_named(tmp_path: Path) -> None:
+    result = watcher("deploy", "1.0", cwd=tmp_path, env={"WATCHER_CONFIG": str(tmp_path / "elsewhere.toml")})
+    assert result.returncode == 2
+    assert "elsewhere.toml" in result.stderr
+
+
+def test_bad_config_exits_2_naming_the_key(project: Path) -> None:
+    project.write_text(CONFIG.replace('image = "ghcr.io/acme/shop"', 'image = "ghcr.io/acme/shop:1.0"'))
+    result = watcher("--config", str(project), "deploy", "1.0", cwd=project.parent)
+    assert result.returncode == 2
+    assert "app.image" in result.stderr and str(project) in result.stderr
+    untouched(project.parent)
+
+
+def test_bad_environment_value_exits_2(project: Path) -> None:
+    result = watcher("deploy", "1.0", cwd=project.parent, env={"HEALTH_CHECK_TIMEOUT": "5x"})
+    assert result.returncode == 2
+    assert "HEALTH_CHECK_TIMEOUT" in result.stderr
+
+
+# -- reset ----------------------------------------------------------------------------------
+
+def test_reset_without_force_and_without_tty_exits_2(project: Path) -> None:
+    result = watcher("--config", str(project), "reset", cwd=project.parent)
+    assert result.returncode == 2, result.stderr
+    assert "--force" in result.stderr
+    untouched(project.parent)

@@ -1,0 +1,174 @@
+"""The recorded state (state.json, .deployment-color) and the atomic writes under it: a crash
+or a full disk leaves the old content or the new one, never a torn file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from watcher.engine import atomic
+from watcher.engine.atomic import write_atomic
+from watcher.engine.color import Color
+from watcher.engine.state import DeployState, Pending, Release, StateStore
+from watcher.errors import WatcherError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(tmp_path / ".watcher", tmp_path / ".deployment-color")
+
+
+def test_no_state_file_is_an_empty_state(store: StateStore) -> None:
+    assert store.load() == DeployState()
+
+
+def test_round_trip(store: StateStore) -> None:
+    state = DeployState(live=Release(Color.GREEN, "2.0", "2024-02-01T00:00:00+00:00"),
+                        previous=Release(Color.BLUE, "1.0", "2024-01-01T00:00:00+00:00"),
+                        pending=Pending("deploy", "2.1", Color.BLUE, "pull", pid=99, host="box",
+                                        started="2024-03-01T00:00:00+00:00"))
+    saved = store.save(state)
+    assert saved.updated                                   # stamped on save
+    loaded = store.load()
+    assert loaded == saved
+    assert (loaded.live, loaded.previous, loaded.pending) == (state.live, state.previous, state.pending)
+    raw = json.loads(store.path.read_text())
+    assert raw["live"] == {"color": "green", "version": "2.0", "since": "2024-02-01T00:00:00+00:00"}
+    assert raw["pending"]["phase"] == "pull" and raw["pending"]["color"] == "blue"
+
+
+def test_deployment_color_follows_the_live_colour(store: StateStore) -> None:
+    store.save(DeployState(live=Release(Color.BLUE, "1.0")))
+    assert store.deployment_color_file.read_text() == "blue\n"
+    store.save(DeployState(live=Release(Color.GREEN, "2.0"), previous=Release(Color.BLUE, "1.0")))
+    assert store.deployment_color_file.read_text() == "green\n"
+    store.save(DeployState())
+    assert not store.deployment_color_file.exists()
+    assert store.path.exists()
+
+
+def test_remove(store: StateStore) -> None:
+    store.save(DeployState(live=Release(Color.BLUE, "1.0")))
+    store.remove()
+    assert not store.path.exists() and not store.deployment_color_file.exists()
+    store.remove()  # idempotent
+    assert store.load() == DeployState()
+
+
+@pytest.mark.parametrize("content", ["{not json", "", "\x00\x01"])
+def test_unreadable_state_is_a_clear_error(store: StateStore, content: str) -> None:
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text(content)
+    with pytest.raises(WatcherError) as caught:
+        store.load()
+    message = str(caught.value)
+    assert str(store.path) in message
+    assert "unreadable" in message and "watcher status" in message
+
+
+def test_state_path_that_is_a_directory_is_a_clear_error(store: StateStore) -> None:
+    store.path.mkdir(parents=True)
+    with pytest.raises(WatcherError, match="unreadable"):
+        store.load()
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"blue"', '{"live": "blue"}',
+                                     '{"pending": {"color": "blue", "pid": "abc"}}'])
+def test_wrong_shape_state_is_a_clear_error(store: StateStore, content: str) -> None:
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text(content)
+    with pytest.raises(WatcherError, match="unreadable"):
+        store.load()
+
+
+def test_entries_with_unknown_colour_are_dropped(store: StateStore) -> None:
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text(json.dumps({"live": {"color": "purple", "version": "1"},
+                                      "previous": {"color": "blue", "version": ""}}))
+    assert store.load() == DeployState()
+
+
+# -- write_atomic ---------------------------------------------------------------------------
+
+def leftovers(directory: Path, name: str) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_write_atomic_writes_and_creates_the_directory(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "file"
+    write_atomic(target, "hello")
+    assert target.read_text() == "hello"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
+    assert leftovers(target.parent, "file") == []
+
+
+@pytest.mark.parametrize("fails", ["fsync", "replace", "write"])
+def test_failed_write_keeps_the_old_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            fails: str) -> None:
+    target = tmp_path / "state.json"
+    write_atomic(target, "old content")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if fails == "write":
+        real_fdopen = os.fdopen
+
+        class Torn:
+            """A handle that writes half the data, then fails (a full disk)."""
+
+            def __init__(self, fd: int, *args: object, **kwargs: object) -> None:
+                self.inner = real_fdopen(fd, *args, **kwargs)
+
+            def __enter__(self) -> "Torn":
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                self.inner.close()
+
+            def write(self, data: str) -> None:
+                self.inner.write(data[: len(data) // 2])
+                self.inner.flush()
+                boom()
+
+        monkeypatch.setattr(atomic.os, "fdopen", Torn)
+    else:
+        monkeypatch.setattr(atomic.os, fails, boom)
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, "new content that is much longer than the old one")
+    monkeypatch.undo()
+    assert target.read_text() == "old content"
+    assert leftovers(tmp_path, "state.json") == []
+
+
+def test_interrupt_mid_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "live"
+    write_atomic(target, "blue")
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, "green")
+    monkeypatch.undo()
+    assert target.read_text() == "blue"
+    assert leftovers(tmp_path, "live") == []
+
+
+def test_failed_state_save_keeps_the_previous_state(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = store.save(DeployState(live=Release(Color.BLUE, "1.0")))
+
+    def boom(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", boom)
+    with pytest.raises(OSError):
+        store.save(DeployState(live=Release(Color.GREEN, "2.0"), previous=first.live))
+    monkeypatch.undo()
+    assert store.load() == first
+    assert store.deployment_color_file.read_text() == "blue\n"

@@ -1,0 +1,145 @@
+"""Verification through the public URL compares the version, not just a 200: against a tiny
+HTTP server on 127.0.0.1 that answers what each test tells it to."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from watcher.engine.progress import Progress
+from watcher.engine.verification import answered_version, wait_for_version
+
+# path -> (status, headers, body, delay seconds)
+ROUTES: dict[str, tuple[int, dict[str, str], bytes, float]] = {
+    "/plain": (200, {}, b"1.2.3\n", 0),
+    "/multiline": (200, {}, b"  2.0.0  \nbuilt yesterday\n", 0),
+    "/json": (200, {"Content-Type": "application/json"}, json.dumps({"version": "3.1", "ok": True}).encode(), 0),
+    "/json-number": (200, {}, b'{"version": 4}', 0),
+    "/json-no-version": (200, {}, b'{"status": "ok"}', 0),
+    "/json-broken": (200, {}, b'{"version": ', 0),
+    "/header": (200, {"X-App-Version": "5.0"}, b"body-version", 0),
+    "/empty": (200, {}, b"", 0),
+    "/created": (201, {}, b"6.0", 0),
+    "/unavailable": (503, {}, b"1.0", 0),
+    "/missing": (404, {}, b"1.0", 0),
+    "/redirect": (302, {"Location": "/plain"}, b"", 0),
+    "/slow": (200, {}, b"7.0", 2.0),
+    "/unavailable-header": (503, {"X-App-Version": "5.0"}, b"", 0),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    seen_headers: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        Handler.seen_headers.append(dict(self.headers))
+        status, headers, body, delay = ROUTES.get(self.path, (404, {}, b"", 0))
+        if delay:
+            time.sleep(delay)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("path", "version"), [
+    ("/plain", "1.2.3"),
+    ("/multiline", "2.0.0"),
+    ("/json", "3.1"),
+    ("/json-number", "4"),
+    ("/created", "6.0"),
+])
+def test_body_modes(server: str, path: str, version: str) -> None:
+    assert answered_version(server + path, None) == version
+
+
+def test_header_mode(server: str) -> None:
+    assert answered_version(server + "/header", "X-App-Version") == "5.0"
+    assert answered_version(server + "/header", "x-app-version") == "5.0"   # headers are case-insensitive
+    assert answered_version(server + "/plain", "X-App-Version") is None     # header absent: no version
+
+
+@pytest.mark.parametrize("path", ["/unavailable", "/missing", "/redirect", "/empty", "/json-broken"])
+def test_no_version(server: str, path: str) -> None:
+    assert answered_version(server + path, None) is None
+
+
+def test_non_2xx_in_header_mode(server: str) -> None:
+    assert answered_version(server + "/unavailable-header", "X-App-Version") is None
+
+
+def test_connection_refused() -> None:
+    assert answered_version(f"http://127.0.0.1:{closed_port()}/version", None) is None
+
+
+def test_timeout(server: str) -> None:
+    started = time.monotonic()
+    assert answered_version(server + "/slow", None, timeout=0.3) is None
+    assert time.monotonic() - started < 1.5
+
+
+def test_asks_caches_not_to_answer(server: str) -> None:
+    Handler.seen_headers.clear()
+    answered_version(server + "/plain", None)
+    assert Handler.seen_headers[-1].get("Cache-Control") == "no-cache"
+
+
+def test_json_without_version_is_no_version(server: str) -> None:
+    assert answered_version(server + "/json-no-version", None) is None
+
+
+def test_proxy_environment_does_not_hijack_loopback(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert answered_version(server + "/plain", None) == "1.2.3"
+
+
+def test_wait_for_version_passes_when_the_version_answers(server: str) -> None:
+    out = io.StringIO()
+    assert wait_for_version(server + "/plain", "1.2.3", None, timeout=5, progress=Progress(out))
+
+
+def test_wait_for_version_fails_when_another_version_answers(server: str) -> None:
+    out = io.StringIO()
+    started = time.monotonic()
+    assert not wait_for_version(server + "/plain", "9.9", None, timeout=0.5, progress=Progress(out))
+    assert time.monotonic() - started < 3
+    assert "'1.2.3'" in out.getvalue() and "'9.9'" in out.getvalue()
