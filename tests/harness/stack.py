@@ -151,6 +151,13 @@ pre_deploy = {hook}
                               "--format", "{{.Names}} {{.ID}}"], capture_output=True, text=True, check=True).stdout
         return dict(line.split() for line in out.splitlines() if line.strip())
 
+    def caddy_errors(self, limit: int = 20) -> str:
+        """Caddy's error log lines (the 502s' causes), for assertion messages."""
+        proc = subprocess.run(["docker", "logs", f"{self.name}-caddy-1"], capture_output=True, text=True)
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines()
+                 if '"error"' in line and "health_checker" not in line]
+        return "\n".join(line[:400] for line in lines[-limit:])
+
     def destroy(self) -> None:
         """Remove everything this stack created: both colours, shared services, volumes, network."""
         for color in ("blue", "green"):

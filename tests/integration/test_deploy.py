@@ -24,6 +24,7 @@ class Loads:
     """Fast keep-alive POSTs at 200/s and slow 1 s POSTs at 40/s, as a user's clients would send."""
 
     def __init__(self, stack: Stack, fast_rate: float = 200, slow_rate: float = 40) -> None:
+        self.stack = stack
         self.fast = LoadGenerator(f"{stack.url}/cgi-bin/work", rate=fast_rate, connections=16)
         self.slow = LoadGenerator(f"{stack.url}/cgi-bin/work?sleep=1", rate=slow_rate, connections=64)
         self.results: list[LoadResult] = []
@@ -40,7 +41,8 @@ class Loads:
         return {v for r in self.results for v in r.versions}
 
     def describe(self) -> str:
-        return "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)}" for r in self.results)
+        loads = "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)}" for r in self.results)
+        return f"{loads}\ncaddy errors:\n{self.stack.caddy_errors()}"
 
 
 @contextmanager

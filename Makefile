@@ -1,0 +1,27 @@
+# watcher: the two commands README.md promises, and a few helpers.
+#   make demo   live local demo of a zero-downtime deploy (and a rollback) under load
+#   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
+PY := .venv/bin/python
+
+.PHONY: setup services test unit demo bench clean-services
+
+setup:
+	bash scripts/install.sh
+
+services: setup
+	bash scripts/services.sh start
+
+test: services
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+demo: services
+	$(PY) scripts/demo.py
+
+bench: services
+	$(PY) benchmarks/swap.py
+
+clean-services:
+	bash scripts/services.sh stop
