@@ -120,10 +120,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         elif args.command == "rollback":
             _print_result(engine.rollback(guard=lock, to=args.to), args.json)
         elif args.command == "cleanup":
-            removed = cleanup(engine, include_rollback=args.include_rollback)
+            removed = cleanup(engine, guard=lock, include_rollback=args.include_rollback)
             print("removed: " + ", ".join(removed) if removed else "nothing to clean up")
         elif args.command == "reset":
-            print("removed: " + ", ".join(reset(engine)))
+            print("removed: " + ", ".join(reset(engine, guard=lock)))
     return 0
 
 

@@ -30,7 +30,7 @@ from watcher.engine.stack import Stacks
 from watcher.engine.state import DeployState, Pending, Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import answered_version, wait_for_version
-from watcher.errors import DeployFailed, UsageError
+from watcher.errors import DeployFailed, GuardLost, UsageError
 from watcher.interrupts import shielded
 from watcher.validation import validate_tag
 
@@ -73,6 +73,7 @@ class Deployment:
         self.store = StateStore(config.state_dir, config.deployment_color_file)
         self.caddy = CaddyAdmin(config.caddy_admin)
         self.registry = registry
+        self._guard: Guard | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -87,6 +88,7 @@ class Deployment:
     def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False) -> DeployResult:
         """Put `version` live on the idle colour with zero failed requests, or change nothing."""
         _checked(version)
+        self._guard = guard
         progress = self.progress
 
         with progress.phase("pull", f"{self.stacks.image(version)}"):
@@ -140,8 +142,7 @@ class Deployment:
                 self._verify(target, version)
 
             with shielded():
-                released = Release(target, version)
-                self.store.save(DeployState(released, live, None))
+                self._save(DeployState(Release(target, version), live, None))
         except BaseException as failure:
             self._abort(target, live, switched, failure)
             raise
@@ -240,7 +241,14 @@ class Deployment:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _abort(self, target: Color, live: Release | None, switched: bool, failure: BaseException) -> None:
-        """Back to the colour that was live; drain and remove the new one. Never interrupted."""
+        """Back to the colour that was live; drain and remove the new one. Never interrupted.
+
+        Not when the guard is lost: another holder may already be deploying over these very
+        containers, so this process touches nothing more.
+        """
+        if isinstance(failure, GuardLost):
+            self.progress.say(f"aborting without touching anything: {failure}")
+            return
         with shielded():
             progress = self.progress
             progress.say(f"aborting: {failure}")
@@ -261,23 +269,33 @@ class Deployment:
                 progress.say(f"  abort step failed: {exc}; run `watcher status`")
                 return
             state = self.store.load()
-            self.store.save(replace(state, pending=None))
+            try:
+                self._save(replace(state, pending=None))
+            except GuardLost as exc:
+                progress.say(f"  {exc}: the state is left to the new holder")
             progress.say(f"{live.version} is still live on {live.color}" if live else "nothing is live")
 
     # -- state ----------------------------------------------------------------------------
 
+    def _save(self, state: DeployState) -> None:
+        """Every state write first checks the guard (a fenced lock): a holder that lost the
+        lock while paused must not overwrite what the new holder recorded."""
+        if self._guard is not None:
+            self._guard.check()
+        self.store.save(state)
+
     def _note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""
-        self.store.save(DeployState(view.live, view.previous, pending))
+        self._save(DeployState(view.live, view.previous, pending))
 
     def _mark(self, phase: str) -> None:
         state = self.store.load()
         if state.pending:
-            self.store.save(replace(state, pending=replace(state.pending, phase=phase)))
+            self._save(replace(state, pending=replace(state.pending, phase=phase)))
 
     def _sync_state(self, view: View) -> None:
         if not view.in_sync:
-            self.store.save(DeployState(view.live, view.previous, None))
+            self._save(DeployState(view.live, view.previous, None))
 
 
 def _checked(version: str) -> str:

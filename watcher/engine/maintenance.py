@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watcher.engine.color import Color
-from watcher.engine.deployment import Deployment
+from watcher.engine.deployment import Deployment, Guard
 from watcher.engine.drain import wait_drained
 
 
-def cleanup(engine: Deployment, *, include_rollback: bool = False) -> list[str]:
+def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
     """Remove failed or stray colours and unused app images; say what was removed."""
     view = engine.view()
     removed: list[str] = []
@@ -30,6 +30,7 @@ def cleanup(engine: Deployment, *, include_rollback: bool = False) -> list[str]:
         if any(c.running for c in containers):
             upstreams = [s.upstream(color.value) for s in engine.config.services]
             wait_drained(engine.caddy, upstreams, timeout=engine.config.drain_timeout, progress=engine.progress)
+        guard.check()
         engine.stacks.remove(color)
         removed.append(f"{engine.config.project(color.value)} ({', '.join(c.name for c in containers)})")
 
@@ -41,13 +42,15 @@ def cleanup(engine: Deployment, *, include_rollback: bool = False) -> list[str]:
             removed.append(ref)
     state = engine.store.load()
     if state.pending:
+        guard.check()
         engine.store.save(replace(state, pending=None))
         removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
     return removed
 
 
-def reset(engine: Deployment) -> list[str]:
+def reset(engine: Deployment, *, guard: Guard) -> list[str]:
     """Remove both colours, the route and the state. Shared services keep running."""
+    guard.check()
     removed = []
     for color in Color:
         if engine.stacks.containers(color):
