@@ -140,7 +140,8 @@ pre_deploy = {hook}
 
     def compose(self, *args: str, project: str | None = None, files: tuple[str, ...] = ("compose.yml",),
                 check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["docker", "compose", "-p", project or self.name, "--project-directory", str(self.root)]
+        argv = ["docker", "compose", "-p", project or self.name, "--project-directory", str(self.root),
+                "--profile", "*"]  # app services sit behind a profile; down must see them
         for name in files:
             argv += ["-f", str(self.root / name)]
         return subprocess.run([*argv, *args], cwd=self.root, capture_output=True, text=True, check=check,
