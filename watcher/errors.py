@@ -29,6 +29,10 @@ class LockBusy(WatcherError):
     exit_code = 3
 
 
+class RedisUnavailable(WatcherError):
+    """Redis (queue, lock, pause) cannot be reached; says where and why, never the password."""
+
+
 class DeployFailed(WatcherError):
     """The deploy did not go live; the previous colour still serves."""
 

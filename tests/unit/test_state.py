@@ -172,3 +172,52 @@ def test_failed_state_save_keeps_the_previous_state(store: StateStore, monkeypat
     monkeypatch.undo()
     assert store.load() == first
     assert store.deployment_color_file.read_text() == "blue\n"
+
+
+def test_a_writer_waits_for_another_between_its_check_and_its_write(store: StateStore) -> None:
+    """`writing()` spans a guard check and the write it allows: a second writer (here another
+    thread; in life another process) can only write after the first one's write landed."""
+    import threading
+    import time
+
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with store.writing():
+            inside.set()
+            time.sleep(0.3)   # e.g. stopped (SIGSTOP) between its check and its write
+            store.save(DeployState(Release(Color.BLUE, "old")))
+            order.append("first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with store.writing():
+        store.save(DeployState(Release(Color.GREEN, "new")))
+        order.append("second")
+    thread.join()
+    assert order == ["first", "second"]
+    assert store.load().live == Release(Color.GREEN, "new", store.load().live.since)  # type: ignore[union-attr]
+
+
+def test_a_writer_that_never_finishes_is_reported_not_waited_for_forever(store: StateStore) -> None:
+    import threading
+
+    held, done = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with store.writing():
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=stuck)
+    thread.start()
+    held.wait(5)
+    try:
+        with pytest.raises(WatcherError, match="stayed locked for 0.2s"):
+            with store.writing(timeout=0.2):
+                pytest.fail("entered while another writer held the lock")
+    finally:
+        done.set()
+        thread.join()

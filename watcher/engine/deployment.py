@@ -12,8 +12,9 @@ running, which is safe.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from watcher.backends.caddy import CaddyAdmin
 from watcher.backends.compose import ComposeError
@@ -52,12 +53,14 @@ class DeployResult:
     noop: bool = False
     drained: bool = True
     message: str = ""
+    digest: str | None = None   # what the tag pointed at when pulled (None: used the local image)
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "version": self.version, "color": self.color.value if self.color else None,
                 "previous": self.previous.to_dict() if self.previous else None, "noop": self.noop,
                 "drained": self.drained, "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "total": round(self.total, 3), "message": self.message}
+                "total": round(self.total, 3), "message": self.message,
+                "digest": self.digest}
 
 
 class Deployment:
@@ -92,7 +95,7 @@ class Deployment:
         progress = self.progress
 
         with progress.phase("pull", f"{self.stacks.image(version)}"):
-            self._pull(version, prefer_local)
+            digest = self._pull(version, prefer_local)
 
         with progress.phase("inspect", "live colour from state, Caddy and Docker"):
             view = self.view()
@@ -102,7 +105,8 @@ class Deployment:
             if live and live.version == version and self._same_image(live.color, version):
                 self._sync_state(view)
                 return DeployResult(kind, version, live.color, view.previous, dict(progress.durations),
-                                    progress.total, noop=True, message=f"{version} is already live on {live.color}")
+                                    progress.total, noop=True, message=f"{version} is already live on {live.color}",
+                                    digest=digest)
             target = live.color.other if live else (view.observed.route or Color.BLUE)
             progress.say(f"  live: {live.color} ({live.version})" if live else "  live: nothing yet")
             progress.say(f"  target: {target}")
@@ -134,7 +138,8 @@ class Deployment:
             guard.check()
             with shielded(), progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"):
                 self._mark("switch")
-                self.switch.route_to(target)
+                with self.fenced():
+                    self.switch.route_to(target)
                 switched = True
 
             with progress.phase("verify", f"{self.config.verify_url} answers {version}"):
@@ -158,7 +163,7 @@ class Deployment:
         message = f"{version} is live on {target}" + (f" (was {live.version} on {live.color})" if live else "")
         progress.say(message)
         return DeployResult(kind, version, target, live, dict(progress.durations), progress.total,
-                            drained=drained, message=message)
+                            drained=drained, message=message, digest=digest)
 
     def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
         """Back to the previous version (or `to`): instant when its colour is retained."""
@@ -176,11 +181,12 @@ class Deployment:
 
     # -- phases ---------------------------------------------------------------------------
 
-    def _pull(self, version: str, prefer_local: bool) -> None:
+    def _pull(self, version: str, prefer_local: bool) -> str | None:
+        """Pull `version`; return the digest the registry gave (None when the local image is used)."""
         image = self.stacks.image(version)
         if prefer_local and self.docker.image_present(image):
             self.progress.say(f"  {image} is present locally; not pulling")
-            return
+            return None
         ref = ImageRef.parse(self.config.image)
         registry = self.registry or RegistryClient(username=self.config.registry_username,
                                                    password=self.config.registry_password)
@@ -198,6 +204,7 @@ class Deployment:
             self.stacks.pull(version)
         except ComposeError as exc:
             raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
+        return digest
 
     def _same_image(self, color: Color, version: str) -> bool:
         """Whether `color` already runs the image `version` now points at (a moved tag is new)."""
@@ -244,8 +251,15 @@ class Deployment:
         """Back to the colour that was live; drain and remove the new one. Never interrupted.
 
         Not when the guard is lost: another holder may already be deploying over these very
-        containers, so this process touches nothing more.
+        containers, so this process touches nothing more. The guard is checked first whatever
+        the failure: a holder that was paused past its lock's lease may wake up to a failed
+        health check or verification caused by the new holder's work, and must not undo it.
         """
+        if not isinstance(failure, GuardLost) and self._guard is not None:
+            try:
+                self._guard.check()
+            except GuardLost as lost:
+                failure = lost
         if isinstance(failure, GuardLost):
             self.progress.say(f"aborting without touching anything: {failure}")
             return
@@ -257,12 +271,14 @@ class Deployment:
             try:
                 if switched and live:
                     progress.say(f"  switching traffic back to {live.color} ({live.version})")
-                    self.switch.route_to(live.color)
+                    with self.fenced():
+                        self.switch.route_to(live.color)
                 if switched:
                     upstreams = [s.upstream(target.value) for s in self.config.services]
                     wait_drained(self.caddy, upstreams, timeout=self.config.drain_timeout, progress=progress)
                 if live is None and switched:
-                    self.switch.clear()
+                    with self.fenced():
+                        self.switch.clear()
                 progress.say(f"  removing {self.config.project(target.value)}")
                 self.stacks.remove(target)
             except Exception as exc:  # report, and leave the trail in state for `status`
@@ -277,12 +293,23 @@ class Deployment:
 
     # -- state ----------------------------------------------------------------------------
 
+    @contextmanager
+    def fenced(self, guard: Guard | None = None) -> Iterator[None]:
+        """Check the guard (a fenced lock) and make the write it allows, with no other watcher
+        process on this host in between. Without this, a holder paused right after a passing
+        check (SIGSTOP, a frozen VM) would write after a new holder took over; with it, the new
+        holder's writes wait for the paused one's, so they land after it, in grant order."""
+        guard = guard if guard is not None else self._guard
+        with self.store.writing():
+            if guard is not None:
+                guard.check()
+            yield
+
     def _save(self, state: DeployState) -> None:
-        """Every state write first checks the guard (a fenced lock): a holder that lost the
-        lock while paused must not overwrite what the new holder recorded."""
-        if self._guard is not None:
-            self._guard.check()
-        self.store.save(state)
+        """Every state write is fenced: a holder that lost the lock while paused must not
+        overwrite what the new holder recorded."""
+        with self.fenced():
+            self.store.save(state)
 
     def _note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""

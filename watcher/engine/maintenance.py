@@ -42,8 +42,8 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
             removed.append(ref)
     state = engine.store.load()
     if state.pending:
-        guard.check()
-        engine.store.save(replace(state, pending=None))
+        with engine.fenced(guard):
+            engine.store.save(replace(state, pending=None))
         removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
     return removed
 
@@ -56,7 +56,8 @@ def reset(engine: Deployment, *, guard: Guard) -> list[str]:
         if engine.stacks.containers(color):
             engine.stacks.remove(color)
             removed.append(engine.config.project(color.value))
-    engine.switch.clear()
-    engine.store.remove()
+    with engine.fenced(guard):
+        engine.switch.clear()
+        engine.store.remove()
     removed.append("state")
     return removed

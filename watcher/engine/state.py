@@ -2,17 +2,22 @@
 and which deploy is in flight (a write-ahead note, so a crash can be explained afterwards).
 
 Written atomically; `.deployment-color` is kept current for users of the old deploy script.
+Writers hold `state.lock` (flock) across their guard check and the write: see `Deployment.fenced`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
@@ -94,7 +99,38 @@ class StateStore:
 
     def __init__(self, state_dir: Path, deployment_color_file: Path) -> None:
         self.path = state_dir / "state.json"
+        self.lock_path = state_dir / "state.lock"
         self.deployment_color_file = deployment_color_file
+        self._writer: int | None = None   # the thread inside `writing()`
+
+    @contextmanager
+    def writing(self, timeout: float = 60.0) -> Iterator[None]:
+        """Exclusive on this host (flock, released by the kernel if the holder dies) for a guard
+        check and the write it allows. Re-entrant for the thread inside it."""
+        if self._writer == threading.get_ident():
+            yield
+            return
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise WatcherError(f"{self.lock_path} stayed locked for {timeout:g}s by another watcher "
+                                           "process (one stopped in the middle of a write?); nothing was written "
+                                           "or switched") from None
+                    time.sleep(0.05)
+            self._writer = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._writer = None
+        finally:
+            os.close(fd)
 
     def load(self) -> DeployState:
         try:

@@ -51,7 +51,9 @@ def format_status(data: dict[str, Any]) -> str:
             lines.append(f"  {c['name']}: {c['state']}" + (f", {c['health']}" if c["health"] else ""))
     if data["lock"]:
         holder = data["lock"]
-        lines.append(f"lock: held by {holder.get('purpose', '?')} (pid {holder.get('pid')}, since {holder.get('since')})")
+        where = f"pid {holder.get('pid')}" + (f" on {holder['host']}" if holder.get("host") else "")
+        fence = f", fence {holder['fence']}" if holder.get("fence") is not None else ""
+        lines.append(f"lock: held by {holder.get('purpose', '?')} ({where}{fence}, since {holder.get('since')})")
     for warning in data["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -1,0 +1,257 @@
+"""Workers end to end: `watcher worker` processes running queued jobs on the real Docker engine,
+Compose, Caddy and registry, coordinating through a real Redis, with a strict non-retrying
+client on Caddy where traffic matters. Lock TTL 4 s, so expiries happen within the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pytest
+
+from tests.harness.redis_server import RedisServer
+from tests.harness.stack import Stack
+from tests.harness.traffic import under_load
+from watcher.queue import DeployQueue, Job, Status, holder_of
+from watcher.queue.connection import connect
+
+pytestmark = pytest.mark.integration
+
+LOCK_TTL = 4.0
+T = TypeVar("T")
+
+
+class Workers:
+    """`watcher worker` processes of one stack, each logging to its own file."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        log = self.path(name).open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "watcher", "worker", "--name", name], cwd=self.stack.root,
+                                env=self.stack.env(**env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def path(self, name: str) -> Path:
+        return self.stack.root / f"worker-{name}.log"
+
+    def log(self, name: str) -> str:
+        return self.path(name).read_text()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{self.log(name)[-6000:]}" for name in self.procs)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def with_redis(stack: Stack, url: str) -> Iterator[tuple[Stack, DeployQueue, Workers]]:
+    """The stack configured with Redis (so `watcher deploy` takes the Redis lock too)."""
+    stack.write_config(extra=f'[redis]\nurl = "{url}"\nlock_ttl = "{LOCK_TTL:g}s"\n')
+    client = connect(url)
+    workers = Workers(stack)
+    try:
+        yield stack, DeployQueue(client, stack.name), workers
+    finally:
+        workers.stop_all()
+        for found in client.scan_iter(f"watcher:{stack.name}:*"):
+            client.delete(found)
+
+
+@pytest.fixture
+def queued(stack: Stack, redis_url: str) -> Iterator[tuple[Stack, DeployQueue, Workers]]:
+    with with_redis(stack, redis_url) as found:
+        yield found
+
+
+@pytest.fixture
+def queued_private(stack: Stack, private_redis: RedisServer) -> Iterator[tuple[Stack, DeployQueue, Workers]]:
+    """The same on a Redis of the test's own, to stop and start."""
+    with with_redis(stack, private_redis.url) as found:
+        yield found
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, workers: Workers) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{workers.logs()}")
+
+
+def deployed(stack: Stack, version: str) -> None:
+    proc = stack.watcher("deploy", version)
+    assert proc.returncode == 0, f"deploy {version} failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+def final(queue: DeployQueue, job_id: str) -> Job | None:
+    job = queue.get(job_id)
+    return job if job and job.status.final else None
+
+
+def test_three_workers_thirty_jobs_in_bursts_never_overlap(queued: tuple[Stack, DeployQueue, Workers]) -> None:
+    stack, queue, workers = queued
+    deployed(stack, "v1")
+    for name in ("w1", "w2", "w3"):
+        workers.start(name)
+    requested: list[str] = []
+    ids: list[str] = []
+    for burst, last in enumerate(("v2", "v1", "v2")):
+        other = "v1" if last == "v2" else "v2"
+        for i in range(10):   # alternating, ending with `last`
+            version = last if i % 2 else other
+            requested.append(version)
+            ids.append(queue.enqueue(version, source=("webhook", "poll", "cli")[burst],
+                                     requested_by=f"burst {burst}").job.id)
+        # The next burst arrives while this one's newest job swaps.
+        wait_for(lambda: (j := queue.get(ids[-1])) and j.status is not Status.QUEUED, 120,
+                 f"job {ids[-1]} to start", workers)
+        time.sleep(1)
+
+    jobs = [wait_for(lambda job_id=job_id: final(queue, job_id), 240, f"job {job_id} to end", workers)
+            for job_id in dict.fromkeys(ids)]
+    assert len(jobs) == 30, "every request made its own job (alternating versions never repeat one that waits)"
+    ran = sorted((j for j in jobs if j.started is not None), key=lambda j: j.started or 0)
+    assert [j.version for j in ran] == ["v2", "v1", "v2"], [j.describe() for j in jobs]
+    for earlier, later in zip(ran, ran[1:]):
+        assert earlier.finished is not None and later.started is not None
+        assert earlier.finished <= later.started, f"swaps overlap:\n{earlier.describe()}\n{later.describe()}"
+        assert (earlier.fence or 0) < (later.fence or 0)
+    assert all(j.status is Status.SUCCEEDED for j in ran), [j.describe() for j in ran]
+    assert {j.status for j in jobs} <= {Status.SUCCEEDED, Status.SUPERSEDED}
+
+    assert requested[-1] == "v2" and stack.version() == "v2"
+    status = stack.status()
+    assert status["live_version"] == "v2" and status["in_sync"], status["warnings"]
+    assert status["queue"]["length"] == 0 and status["queue"]["running"] is None
+    assert status["lock"] is None and status["paused"] is None
+    assert status["last_job"]["id"] == ran[-1].id and status["last_job"]["status"] == "succeeded"
+    history = stack.watcher("history", "-n", "40")
+    assert history.returncode == 0 and "superseded by job" in history.stdout
+
+
+@pytest.mark.parametrize("phase", ["health", "verify"])
+def test_kill_9_mid_deploy_hands_the_job_over_with_no_failed_request(
+        queued: tuple[Stack, DeployQueue, Workers], phase: str) -> None:
+    stack, queue, workers = queued
+    deployed(stack, "v1")
+    target = "slowok" if phase == "health" else "v2"
+    victim = workers.start("victim", VERIFY_WINDOW="30s")
+    with under_load(stack) as loads:
+        job = queue.enqueue(target, source="cli", requested_by="test").job
+        wait_for(lambda: (j := queue.get(job.id)) and j.phase == phase, 120, f"job in {phase}", workers)
+        if phase == "verify":   # switched; inside the 30 s verification window
+            # While the worker holds the lock, a manual deploy is refused, naming the job.
+            refused = stack.watcher("deploy", "v3")
+            assert refused.returncode == 3, refused.stderr
+            assert "holds the deploy lock" in refused.stderr and f"job {job.id}: deploy v2" in refused.stderr
+            status = stack.status()
+            assert status["queue"]["running"]["id"] == job.id and status["queue"]["running"]["phase"] == "verify"
+            assert "victim" in status["lock"]["purpose"]
+            assert status["lock"]["fence"] == status["queue"]["running"]["fence"]
+        workers.start("heir")
+        left = holder_of(queue.client, stack.name)
+        assert left is not None and left["expires_in"] <= LOCK_TTL
+        victim.kill()
+        killed = time.monotonic()
+        wait_for(lambda: (h := holder_of(queue.client, stack.name)) and "heir" in h["purpose"], 30,
+                 "the heir to take the lock", workers)
+        handed_over = time.monotonic() - killed
+        done = wait_for(lambda: final(queue, job.id), 180, "the job's end", workers)
+    assert loads.failed == 0, f"{loads.describe()}\n{workers.logs()}"
+    assert handed_over <= left["expires_in"] + 3.0, f"hand-over took {handed_over:.1f}s"
+    assert done.status is Status.SUCCEEDED and done.worker == "heir" and done.attempts == 2, done.describe()
+    assert f"taking it over: its worker victim stopped during {phase}" in workers.log("heir")
+
+    assert stack.version() == target
+    assert loads.results[0].last_versions[-5:] == [target] * 5
+    status = stack.status()
+    assert status["live_version"] == target and status["in_sync"], status
+    assert [c for c, info in status["colors"].items() if info["role"] == "live"] == [status["live_color"]]
+    assert (stack.root / ".watcher" / "run" / "live").read_text().strip() == status["live_color"]
+
+
+def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
+        queued: tuple[Stack, DeployQueue, Workers]) -> None:
+    stack, queue, workers = queued
+    deployed(stack, "v1")
+    stale = workers.start("stale")
+    job = queue.enqueue("slowok", source="cli", requested_by="test").job
+    wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+    # Stopped while it waits for health (slowok boots in 4 s). Stopped inside a check-and-write
+    # instead, it would hold state.lock and the fresh worker's writes would wait for it
+    # (tests/unit/test_state.py covers that ordering).
+    time.sleep(1)
+    os.kill(stale.pid, signal.SIGSTOP)
+    workers.start("fresh")
+    done = wait_for(lambda: final(queue, job.id), 180, "the fresh worker to finish the job", workers)
+    assert done.status is Status.SUCCEEDED and done.worker == "fresh", done.describe()
+    routed_at = (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns
+
+    os.kill(stale.pid, signal.SIGCONT)
+    wait_for(lambda: "its outcome is left to the lock's holder" in workers.log("stale"), 60,
+             "the stale worker to give up", workers)
+    log = workers.log("stale")
+    assert "aborting without touching anything" in log, log
+    assert "switch: traffic" not in log, log
+    assert (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns == routed_at, "the route was not touched"
+    assert stale.poll() is None, "the stale worker carries on as a worker"
+
+    again = queue.get(job.id)
+    assert again is not None and again.status is Status.SUCCEEDED and again.fence == done.fence
+    assert stack.version() == "slowok"
+    status = stack.status()
+    assert status["live_version"] == "slowok" and status["in_sync"], status["warnings"]
+    running: list[Any] = [c for info in status["colors"].values() for c in info["containers"]
+                          if c["state"] == "running"]
+    assert len(running) == 1
+
+
+def test_redis_vanishing_mid_deploy_aborts_without_switching_then_the_job_completes(
+        queued_private: tuple[Stack, DeployQueue, Workers], private_redis: RedisServer) -> None:
+    """Redis stops while a worker waits for health, for longer than the lock's lease: the worker
+    cannot prove it holds the lock, so it does not switch (traffic stays on v1, no request
+    fails). When Redis is back (AOF: the job is still there), a worker takes the job over and
+    deploys it."""
+    stack, queue, workers = queued_private
+    deployed(stack, "v1")
+    worker = workers.start("w1")
+    with under_load(stack) as loads:
+        job = queue.enqueue("slowok", source="cli", requested_by="test").job
+        wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+        private_redis.stop()
+        time.sleep(LOCK_TTL + 4)   # slowok is healthy after 4 s; the check before the switch fails
+        assert stack.version() == "v1"
+        private_redis.start()
+        done = wait_for(lambda: final(queue, job.id), 180, "the job's end after Redis came back", workers)
+    assert loads.failed == 0, f"{loads.describe()}\n{workers.logs()}"
+    assert done.status is Status.SUCCEEDED and done.attempts == 2, done.describe()
+    log = workers.log("w1")
+    assert "aborting without touching anything" in log and "switch: traffic blue -> green" in log
+    assert log.index("aborting without touching anything") < log.index("switch: traffic blue -> green")
+    assert "works again after" in log and worker.poll() is None
+    assert stack.version() == "slowok" and stack.status()["in_sync"]

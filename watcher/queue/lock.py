@@ -1,0 +1,263 @@
+"""The deploy lock in Redis: one colour swap at a time for one app, across every worker, every
+`watcher deploy|rollback|cleanup|reset` and every host that shares the Redis.
+
+Scope: one lock per app (`watcher:<app>:lock`, app = `app.name`), covering the whole
+deployment: every service, both colours, the pre-deploy hook, cleanup and reset. Different
+apps in the same Redis do not wait for each other.
+
+Mechanism:
+- grant: `SET key <holder> NX PX ttl`, where the holder (JSON) carries a random token, host,
+  pid, purpose, job and since; in the same Lua script a counter (`watcher:<app>:fence`) is
+  INCRed, so each grant gets a **fencing token** larger than every earlier one;
+- renewal: a daemon thread (not thread-local: the engine runs in the main thread) extends the
+  key every ttl/3 if it still holds our token and fence; a renewal that finds the key gone or
+  someone else's marks the lock lost;
+- `check()` (the engine's Guard, called right before the switch and before every state write)
+  asks Redis, in one Lua script, whether the key still holds our token *and* the fence counter
+  is still ours; anything else raises GuardLost, and the engine aborts touching nothing.
+
+Redis unreachable during `check()`: we cannot prove ownership, so we never switch on faith.
+But a blip should not abort a healthy deploy, so `check()` retries with backoff for as long as
+our **lease** lasts: the time of the last renewal we sent plus ttl minus a margin, measured on
+this process's monotonic clock. Until then nobody else can have been granted the lock; after
+it, GuardLost. A process that was paused (SIGSTOP, a frozen VM) past its lease fails `check()`
+at once, before even asking Redis. After the switch the same rule applies to the state write:
+the new version then keeps serving, unrecorded, and the next holder reconciles it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+
+from watcher.engine.state import now_iso
+from watcher.errors import GuardLost, LockBusy, RedisUnavailable
+from watcher.queue.connection import REDIS_DOWN, Backoff, key
+
+log = logging.getLogger("watcher.lock")
+
+#: Lua prelude shared by every fenced script: KEYS[1] lock, KEYS[2] fence counter,
+#: ARGV[1] token, ARGV[2] fence.
+OWNS = """
+local function owns()
+  local raw = redis.call('GET', KEYS[1])
+  if not raw then return false end
+  local holder = cjson.decode(raw)
+  return holder.token == ARGV[1] and holder.fence == ARGV[2] and redis.call('GET', KEYS[2]) == ARGV[2]
+end
+"""
+
+_GRANT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local fence = redis.call('INCR', KEYS[2])
+local holder = cjson.decode(ARGV[1])
+holder.fence = tostring(fence)
+redis.call('SET', KEYS[1], cjson.encode(holder), 'NX', 'PX', ARGV[2])
+return fence
+"""
+_CHECK = OWNS + "if owns() then return 1 end return 0"
+_RENEW = OWNS + "if owns() then return redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 0"
+# KEYS lock fence waiting wake: a release wakes an idle worker at once when a job waits.
+_RELEASE = OWNS + """
+if not owns() then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('LLEN', KEYS[3]) > 0 then
+  redis.call('LPUSH', KEYS[4], 'released')
+  redis.call('LTRIM', KEYS[4], 0, 0)
+end
+return 1
+"""
+_NOTE_JOB = OWNS + """
+if not owns() then return 0 end
+local holder = cjson.decode(redis.call('GET', KEYS[1]))
+holder.job = ARGV[3]
+holder.purpose = ARGV[4]
+return redis.call('SET', KEYS[1], cjson.encode(holder), 'KEEPTTL') and 1
+"""
+_FORCE = "local raw = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) return raw"
+
+
+class DeployLock:
+    """A fenced, self-renewing Redis lock; also the engine's Guard."""
+
+    def __init__(self, client: redis.Redis, app: str, *, ttl: float, purpose: str, job: str | None = None) -> None:
+        self.client = client
+        self.app = app
+        self.ttl = ttl
+        self.purpose = purpose
+        self.job = job
+        self.token = secrets.token_hex(16)
+        self.fence: int | None = None
+        self.keys = [key(app, "lock"), key(app, "fence")]
+        # The lease ends before the key can expire in Redis: renewal round trips and clock-rate
+        # differences come off the margin.
+        self._lease = ttl - max(0.1 * ttl, 0.2)
+        self._lease_until = 0.0
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    # -- taking and giving back -------------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        """One attempt; True when granted (the renewal thread then runs until release)."""
+        holder = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                  "purpose": self.purpose, "job": self.job, "since": now_iso()}
+        sent = time.monotonic()
+        fence = self.client.eval(_GRANT, 2, *self.keys, json.dumps(holder), int(self.ttl * 1000))
+        if not fence:
+            return False
+        self.fence = int(fence)
+        self._lease_until = sent + self._lease
+        self._lost = None
+        self._stop.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew-{self.fence}", daemon=True)
+        self._renewer.start()
+        return True
+
+    def acquire(self, wait: float = 0.0) -> "DeployLock":
+        """Take the lock, waiting up to `wait` seconds; LockBusy names the holder.
+
+        An unreachable Redis is retried for at least a few seconds before RedisUnavailable.
+        """
+        deadline = time.monotonic() + wait
+        redis_deadline = time.monotonic() + max(wait, 5.0)
+        backoff = Backoff("taking the deploy lock")
+        while True:
+            try:
+                if self.try_acquire():
+                    backoff.succeeded()
+                    return self
+                backoff.succeeded()
+                if time.monotonic() >= deadline:
+                    raise LockBusy(f"{describe_holder(holder_of(self.client, self.app))} holds the deploy lock "
+                                   f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS")
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            except REDIS_DOWN as exc:
+                delay = backoff.failed(exc)
+                if time.monotonic() + delay > redis_deadline:
+                    raise RedisUnavailable(f"cannot take the deploy lock: Redis is unreachable ({exc})") from None
+                time.sleep(delay)
+
+    def release(self) -> None:
+        """Stop renewing and delete the key if it is still ours (a lost lock is left alone)."""
+        self._stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join()
+        if self.fence is None:
+            return
+        try:
+            self.client.eval(_RELEASE, 4, *self.keys, key(self.app, "waiting"), key(self.app, "wake"), self.token,
+                             str(self.fence))
+        except REDIS_DOWN as exc:
+            log.warning("redis: could not release the deploy lock (%s); it expires by itself within %.0fs",
+                        exc, self.ttl)
+        self.fence = None
+
+    def note_job(self, job: str, purpose: str) -> None:
+        """Record in the holder which job runs, for `status` and LockBusy messages."""
+        self.job, self.purpose = job, purpose
+        self.client.eval(_NOTE_JOB, 2, *self.keys, self.token, str(self.fence), job, purpose)
+
+    def __enter__(self) -> "DeployLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # -- the guard -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Prove, in Redis, that this grant still holds the lock; else GuardLost."""
+        if self.fence is None:
+            raise GuardLost("the deploy lock is not held")
+        if self._lost:
+            raise GuardLost(self._lost)
+        backoff = Backoff(f"checking the deploy lock (fence {self.fence})", initial=0.2, maximum=2.0)
+        while True:
+            remaining = self._lease_until - time.monotonic()
+            if remaining <= 0:
+                raise GuardLost(f"the deploy lock (fence {self.fence}) could not be renewed within its "
+                                f"{self.ttl:g}s lease (this process was paused or Redis was unreachable); "
+                                "it may belong to someone else now")
+            try:
+                held = self.client.eval(_CHECK, 2, *self.keys, self.token, str(self.fence))
+            except REDIS_DOWN as exc:
+                time.sleep(min(backoff.failed(exc), max(remaining, 0.01)))
+                continue
+            backoff.succeeded()
+            if not held:
+                self._lost = self._lost_reason()
+                raise GuardLost(self._lost)
+            return
+
+    def _lost_reason(self) -> str:
+        try:
+            now = holder_of(self.client, self.app)
+        except REDIS_DOWN:
+            now = None
+        return (f"the deploy lock (fence {self.fence}) was lost; "
+                f"{describe_holder(now) + ' holds it now' if now else 'it is free now'}")
+
+    def _renew_loop(self) -> None:
+        every = self.ttl / 3
+        backoff = Backoff(f"renewing the deploy lock (fence {self.fence})", initial=0.2, maximum=every)
+        delay = every
+        while not self._stop.wait(delay):
+            sent = time.monotonic()
+            try:
+                renewed = self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence),
+                                           int(self.ttl * 1000))
+            except REDIS_DOWN as exc:
+                delay = backoff.failed(exc)
+                continue
+            backoff.succeeded()
+            if not renewed:
+                self._lost = self._lost_reason()
+                log.error("lock: %s; this process will not switch traffic or record anything", self._lost)
+                return
+            self._lease_until = sent + self._lease
+            delay = every
+
+
+def holder_of(client: redis.Redis, app: str) -> dict[str, Any] | None:
+    """Who holds the app's lock (token left out), with `expires_in` seconds; None when free."""
+    with client.pipeline(transaction=True) as pipe:
+        raw, ttl_ms = pipe.get(key(app, "lock")).pttl(key(app, "lock")).execute()
+    return _public(raw, ttl_ms)
+
+
+def force_unlock(client: redis.Redis, app: str) -> dict[str, Any] | None:
+    """Delete the lock whoever holds it; returns who held it. The holder, if alive, fails its
+    next check and aborts without switching, but finishes the step it is in."""
+    return _public(client.eval(_FORCE, 1, key(app, "lock")), None)
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return "nobody"
+    return (f"{holder.get('purpose') or 'a command'} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"fence {holder.get('fence', '?')}, since {holder.get('since', '?')})")
+
+
+def _public(raw: str | None, ttl_ms: int | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        holder = json.loads(raw)
+    except ValueError:
+        return {"purpose": "unreadable lock value", "raw": raw[:200]}
+    holder.pop("token", None)
+    if holder.get("fence") is not None:
+        holder["fence"] = int(holder["fence"])
+    if ttl_ms is not None and ttl_ms >= 0:
+        holder["expires_in"] = round(ttl_ms / 1000, 1)
+    return holder

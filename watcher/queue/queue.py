@@ -1,0 +1,402 @@
+"""The deploy queue of one app in Redis: enqueue with coalescing, atomic take-next with recovery
+of a dead worker's job, fenced job-state writes, cancel, listing and history.
+
+Data (all `watcher:<app>:...`):
+  job:<id>   hash, one per job (job.py); ids come from the counter `seq`
+  waiting    list of queued job ids; coalescing keeps at most one
+  running    list holding the id of the job a lock holder runs (at most one: one lock)
+  history    list of finished job ids, newest first, trimmed to `history_limit` (older hashes go)
+  last       id of the last job that ran to an end (succeeded or failed)
+  live       hash: the version the last deploy under the lock put live (version, digest, colour)
+  wake       list a new job or a resume pushes to, so an idle worker's BLPOP returns at once
+
+Why lists and Lua rather than Streams: only one job may run at a time (one lock), and a job's
+liveness is exactly its lock's liveness. So "taken by a worker" means "in `running` under a fence";
+a worker that takes the lock and finds a job still in `running` knows that job's worker lost the
+lock (died, or was paused past its lease) and recovers it: retakes it under its own fence, or
+marks it superseded (a newer request waits) or failed (its workers died `max_attempts` times).
+The old worker, if it ever wakes, can no longer write: every job write is a Lua script that
+compares the lock token, the fence counter and the job's fence. Every script is atomic, so a
+job is never taken twice and never lost between two lists.
+
+Coalescing happens at enqueue: a new request supersedes whatever waits (the newest request
+wins); a request for a version already waiting (same digest, or a digest unknown on either
+side) returns that job instead; a request for the live version while nothing waits or runs is
+recorded as succeeded at once ("already live"). A moved tag is a new request only when it
+carries its new digest (webhooks and the poller do; `watcher deploy` redeploys directly).
+Scripts name job keys they compute, so a Redis Cluster is not supported (one Redis, any host).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+
+from watcher.errors import GuardLost, UsageError
+from watcher.queue.connection import key, retrying
+from watcher.queue.job import SOURCES, Job, Status
+from watcher.queue.lock import OWNS, DeployLock
+from watcher.validation import validate_tag
+
+HISTORY_LIMIT = 1000
+#: A job whose worker died is retaken until it has been taken this many times, then failed.
+MAX_ATTEMPTS = 2
+
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+
+_FINISH_FN = """
+local function finish(prefix, history, limit, id, status, field, text, now)
+  local jk = prefix .. id
+  redis.call('HSET', jk, 'status', status, 'finished', now)
+  if field ~= '' then redis.call('HSET', jk, field, text) end
+  redis.call('LPUSH', history, id)
+  while redis.call('LLEN', history) > tonumber(limit) do
+    redis.call('DEL', prefix .. redis.call('RPOP', history))
+  end
+end
+"""
+
+# KEYS waiting running live seq history wake; ARGV prefix version digest source by now app limit
+_ENQUEUE = _FINISH_FN + """
+local prefix, version, digest, now, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
+local function same(v, d)
+  return v == version and (not d or d == '' or digest == '' or d == digest)
+end
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local j = redis.call('HMGET', prefix .. id, 'version', 'digest')
+  if same(j[1], j[2]) then return {id, 'already-queued'} end
+end
+local id = tostring(redis.call('INCR', KEYS[4]))
+local jk = prefix .. id
+redis.call('HSET', jk, 'id', id, 'app', ARGV[7], 'version', version, 'source', ARGV[4],
+           'requested_by', ARGV[5], 'created', now, 'status', 'queued', 'attempts', '0')
+if digest ~= '' then redis.call('HSET', jk, 'digest', digest) end
+if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
+  local live = redis.call('HMGET', KEYS[3], 'version', 'digest', 'color')
+  if live[1] and same(live[1], live[2]) then
+    finish(prefix, KEYS[5], limit, id, 'succeeded', 'message',
+           version .. ' is already live on ' .. (live[3] or '?') .. ': nothing to do', now)
+    return {id, 'live'}
+  end
+end
+for _, old in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  finish(prefix, KEYS[5], limit, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
+end
+redis.call('DEL', KEYS[1])
+redis.call('RPUSH', KEYS[1], id)
+redis.call('LPUSH', KEYS[6], id)
+redis.call('LTRIM', KEYS[6], 0, 0)
+return {id, 'queued'}
+"""
+
+# KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max limit
+_TAKE = OWNS + _FINISH_FN + """
+if not owns() then return {'lost'} end
+local prefix, now, limit = ARGV[3], ARGV[5], ARGV[7]
+local orphan = redis.call('LINDEX', KEYS[4], 0)
+if orphan then
+  redis.call('LREM', KEYS[4], 0, orphan)
+  local jk = prefix .. orphan
+  local j = redis.call('HMGET', jk, 'worker', 'phase', 'attempts')
+  local was = 'its worker ' .. (j[1] or '?') .. ' stopped during ' .. (j[2] or 'start')
+  local attempts = tonumber(j[3] or '0')
+  if redis.call('LLEN', KEYS[3]) > 0 then
+    finish(prefix, KEYS[6], limit, orphan, 'superseded', 'reason', was .. ' and a newer request waits', now)
+  elseif attempts >= tonumber(ARGV[6]) then
+    finish(prefix, KEYS[6], limit, orphan, 'failed', 'reason',
+           was .. ' (attempt ' .. attempts .. ' of ' .. ARGV[6] .. '); not retried', now)
+    redis.call('SET', KEYS[7], orphan)
+  else
+    redis.call('HSET', jk, 'status', 'running', 'worker', ARGV[4], 'fence', ARGV[2], 'phase', 'recovering',
+               'attempts', tostring(attempts + 1))
+    redis.call('RPUSH', KEYS[4], orphan)
+    return {'recovered', orphan, was}
+  end
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'paused'} end
+local ids = redis.call('LRANGE', KEYS[3], 0, -1)
+if #ids == 0 then return {'empty'} end
+local id = ids[#ids]
+for i = 1, #ids - 1 do
+  finish(prefix, KEYS[6], limit, ids[i], 'superseded', 'reason', 'superseded by job ' .. id, now)
+end
+redis.call('DEL', KEYS[3])
+redis.call('HSET', prefix .. id, 'status', 'running', 'worker', ARGV[4], 'fence', ARGV[2], 'started', now,
+           'phase', 'starting', 'attempts', tostring(tonumber(redis.call('HGET', prefix .. id, 'attempts') or '0') + 1))
+redis.call('RPUSH', KEYS[4], id)
+return {'started', id}
+"""
+
+_OWNS_JOB = OWNS + """
+local function owns_job()
+  return owns() and redis.call('HGET', KEYS[3], 'fence') == ARGV[2]
+         and redis.call('HGET', KEYS[3], 'status') == 'running'
+end
+"""
+
+# KEYS lock fence job; ARGV token fence phase
+_PHASE = _OWNS_JOB + """
+if not owns_job() then return 0 end
+redis.call('HSET', KEYS[3], 'phase', ARGV[3])
+return 1
+"""
+
+_LIVE_FN = """
+local function record_live(live, version, digest, color, now, job)
+  if version == '' then redis.call('DEL', live) return end
+  redis.call('DEL', live)
+  redis.call('HSET', live, 'version', version, 'color', color, 'since', now, 'job', job)
+  if digest ~= '' then redis.call('HSET', live, 'digest', digest) end
+end
+"""
+
+# KEYS lock fence job running history last live;
+# ARGV token fence prefix id status field text now limit live_version live_digest live_color
+_FINISH = _OWNS_JOB + _FINISH_FN + _LIVE_FN + """
+if not owns_job() then return 0 end
+redis.call('LREM', KEYS[4], 0, ARGV[4])
+finish(ARGV[3], KEYS[5], ARGV[9], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+redis.call('SET', KEYS[6], ARGV[4])
+if ARGV[10] ~= '' then record_live(KEYS[7], ARGV[10], ARGV[11], ARGV[12], ARGV[8], ARGV[4]) end
+return 1
+"""
+
+# KEYS lock fence job running waiting history wake; ARGV token fence prefix id now limit why
+_REQUEUE = _OWNS_JOB + _FINISH_FN + """
+if not owns_job() then return 0 end
+redis.call('LREM', KEYS[4], 0, ARGV[4])
+if redis.call('LLEN', KEYS[5]) > 0 then
+  finish(ARGV[3], KEYS[6], ARGV[6], ARGV[4], 'superseded', 'reason', ARGV[7] .. ' and a newer request waits', ARGV[5])
+  return 1
+end
+redis.call('HSET', KEYS[3], 'status', 'queued')
+redis.call('HDEL', KEYS[3], 'phase', 'worker', 'fence', 'started')
+redis.call('LPUSH', KEYS[5], ARGV[4])
+redis.call('LPUSH', KEYS[7], ARGV[4])
+redis.call('LTRIM', KEYS[7], 0, 0)
+return 1
+"""
+
+# KEYS lock fence live; ARGV token fence version digest color now job
+_RECORD_LIVE = OWNS + _LIVE_FN + """
+if not owns() then return 0 end
+record_live(KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+return 1
+"""
+
+# KEYS waiting history; ARGV prefix id now by limit
+_CANCEL = _FINISH_FN + """
+local status = redis.call('HGET', ARGV[1] .. ARGV[2], 'status')
+if not status then return 'missing' end
+if status ~= 'queued' then return status end
+redis.call('LREM', KEYS[1], 0, ARGV[2])
+finish(ARGV[1], KEYS[2], ARGV[5], ARGV[2], 'cancelled', 'reason', 'cancelled by ' .. ARGV[4], ARGV[3])
+return 'done'
+"""
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What `enqueue` did: queued a new job, or found nothing to do (and said why)."""
+
+    job: Job
+    outcome: str   # "queued", "already-queued" (job is the waiting one), "live" (done at once)
+
+    @property
+    def noop(self) -> bool:
+        return self.outcome != "queued"
+
+    @property
+    def message(self) -> str:
+        if self.outcome == "already-queued":
+            return f"{self.job.version} is already queued as job {self.job.id}: nothing added"
+        if self.outcome == "live":
+            return self.job.message or f"{self.job.version} is already live"
+        return f"job {self.job.id} queued: {self.job.kind} {self.job.version}"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job a worker now runs under its lock; `recovered` says whose job it took over."""
+
+    job: Job
+    recovered: str | None = None
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the last deploy under the lock put live; the no-op rule of `enqueue` reads it."""
+
+    version: str
+    color: str
+    digest: str | None = None
+
+
+class DeployQueue:
+    """One app's queue. Reads and `enqueue`/`cancel` need no lock; `take` and every write about
+    a running job need the DeployLock they run under (its token and fence are compared)."""
+
+    def __init__(self, client: redis.Redis, app: str, *, history_limit: int = HISTORY_LIMIT,
+                 max_attempts: int = MAX_ATTEMPTS) -> None:
+        self.client = client
+        self.app = app
+        self.history_limit = history_limit
+        self.max_attempts = max_attempts
+        self.prefix = key(app, "job", "")
+
+    def _key(self, name: str) -> str:
+        return key(self.app, name)
+
+    # -- asking -------------------------------------------------------------------------------
+
+    def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None) -> Enqueued:
+        """Queue a deploy (or rollback) of `version`, coalescing with what waits."""
+        try:
+            validate_tag(version)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if source not in SOURCES:
+            raise UsageError(f"unknown job source {source!r} (known: {', '.join(SOURCES)})")
+        if digest is not None and not _DIGEST.match(digest):
+            raise UsageError(f"not an image digest: {digest!r} (expected e.g. sha256:<64 hex digits>)")
+        k = self._key
+        job_id, outcome = self.client.eval(
+            _ENQUEUE, 6, k("waiting"), k("running"), k("live"), k("seq"), k("history"), k("wake"),
+            self.prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
+            self.history_limit)
+        job = self.get(job_id)
+        assert job is not None, f"job {job_id} vanished right after enqueue"
+        return Enqueued(job, outcome)
+
+    def cancel(self, job_id: str, *, by: str) -> Job:
+        """Cancel a waiting job. A running job is not cancelled: stop its worker (SIGTERM)."""
+        k = self._key
+        outcome = self.client.eval(_CANCEL, 2, k("waiting"), k("history"), self.prefix, job_id,
+                                   repr(time.time()), by, self.history_limit)
+        if outcome == "missing":
+            raise UsageError(f"no job {job_id} (see `watcher queue` and `watcher history`)")
+        job = self.get(job_id)
+        assert job is not None
+        if outcome == "running":
+            raise UsageError(f"job {job_id} is running ({job.describe()}); it cannot be cancelled. "
+                             "Stop its worker with SIGTERM to abort it safely to the live colour")
+        if outcome != "done":
+            raise UsageError(f"job {job_id} already ended: {job.describe()}")
+        return job
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self.client.hgetall(self.prefix + job_id)
+        return Job.from_fields(raw) if raw else None
+
+    def _jobs(self, ids: list[str]) -> list[Job]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.prefix + job_id)
+            return [Job.from_fields(raw) for raw in pipe.execute() if raw]
+
+    def waiting(self) -> list[Job]:
+        return self._jobs(self.client.lrange(self._key("waiting"), 0, -1))
+
+    def running(self) -> list[Job]:
+        return self._jobs(self.client.lrange(self._key("running"), 0, -1))
+
+    def history(self, limit: int = 20) -> list[Job]:
+        """Finished jobs, newest first."""
+        return self._jobs(self.client.lrange(self._key("history"), 0, max(0, limit - 1)))
+
+    def last_job(self) -> Job | None:
+        """The last job that ran to an end (succeeded or failed)."""
+        job_id = self.client.get(self._key("last"))
+        return self.get(job_id) if job_id else None
+
+    def follow(self, job_id: str, on_change: Callable[[Job], None], *, poll: float = 0.2) -> Job:
+        """Block until the job ends, calling `on_change` whenever its status or phase changes."""
+        seen: tuple[object, ...] = ()
+        while True:
+            job = retrying(lambda: self.get(job_id), f"following job {job_id}")
+            if job is None:
+                raise UsageError(f"no job {job_id}")
+            now = (job.status, job.phase, job.worker, job.attempts)
+            if now != seen:
+                seen = now
+                on_change(job)
+            if job.status.final:
+                return job
+            time.sleep(poll)
+
+    def live(self) -> Live | None:
+        raw = self.client.hgetall(self._key("live"))
+        return Live(raw["version"], raw.get("color", ""), raw.get("digest")) if raw.get("version") else None
+
+    def has_work(self) -> bool:
+        """Something a worker should take the lock for: a waiting job (unless paused), or a job
+        in `running` while nobody holds the lock (its worker died)."""
+        k = self._key
+        with self.client.pipeline(transaction=False) as pipe:
+            waiting, running, locked, paused = (pipe.llen(k("waiting")).llen(k("running"))
+                                                .exists(k("lock")).exists(k("paused")).execute())
+        return bool((waiting and not paused) or (running and not locked))
+
+    def wait_for_wake(self, timeout: float) -> None:
+        """Block until a job is enqueued or the queue resumed, or `timeout` seconds pass."""
+        self.client.blpop([self._key("wake")], timeout=timeout)
+
+    # -- running (lock holders only; every write is fenced) -------------------------------------
+
+    def take(self, lock: DeployLock, *, worker: str) -> Taken | None:
+        """The next job to run under `lock`: a dead worker's job first, then the newest waiting
+        one (older ones superseded). None when paused or empty; GuardLost if the lock is gone."""
+        k = self._key
+        reply = self.client.eval(
+            _TAKE, 7, k("lock"), k("fence"), k("waiting"), k("running"), k("paused"), k("history"), k("last"),
+            lock.token, str(lock.fence), self.prefix, worker, repr(time.time()), self.max_attempts,
+            self.history_limit)
+        if reply[0] == "lost":
+            raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost before a job was taken")
+        if reply[0] not in ("started", "recovered"):
+            return None
+        job = self.get(reply[1])
+        assert job is not None
+        return Taken(job, reply[2] if reply[0] == "recovered" else None)
+
+    def set_phase(self, lock: DeployLock, job: Job, phase: str) -> None:
+        if not self.client.eval(_PHASE, 3, self._key("lock"), self._key("fence"), self.prefix + job.id,
+                                lock.token, str(lock.fence), phase):
+            raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
+
+    def finish(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
+               message: str | None = None, live: Live | None = None) -> None:
+        """Record a job's end, and what is live now, if this grant still owns the job."""
+        assert status in (Status.SUCCEEDED, Status.FAILED)
+        field, text = ("reason", reason) if reason else ("message", message or "")
+        k = self._key
+        done = self.client.eval(
+            _FINISH, 7, k("lock"), k("fence"), self.prefix + job.id, k("running"), k("history"), k("last"),
+            k("live"), lock.token, str(lock.fence), self.prefix, job.id, status.value, field, text,
+            repr(time.time()), self.history_limit, live.version if live else "",
+            (live.digest or "") if live else "", live.color if live else "")
+        if not done:
+            raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
+                            f"({status.value}) was not recorded")
+
+    def requeue(self, lock: DeployLock, job: Job, why: str) -> None:
+        """Put a job we stopped (SIGTERM) back at the head of the queue, or supersede it."""
+        k = self._key
+        if not self.client.eval(_REQUEUE, 7, k("lock"), k("fence"), self.prefix + job.id, k("running"),
+                                k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.prefix,
+                                job.id, repr(time.time()), self.history_limit, why):
+            raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")
+
+    def record_live(self, lock: DeployLock, live: Live | None, *, job: str = "") -> None:
+        """After a deploy outside the queue (`watcher deploy`, rollback, reset): what is live."""
+        if not self.client.eval(_RECORD_LIVE, 3, self._key("lock"), self._key("fence"), self._key("live"),
+                                lock.token, str(lock.fence), live.version if live else "",
+                                (live.digest or "") if live else "", live.color if live else "",
+                                repr(time.time()), job):
+            raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost: the live version was not recorded")

@@ -1,0 +1,184 @@
+"""`watcher worker`: take jobs from the queue one at a time, each under the deploy lock, and run
+them through the engine until stopped.
+
+Loop: wait for work (a BLPOP on `wake`, at most `poll` seconds, so a new job starts within
+milliseconds and a dead worker's job within `poll` of its lock expiring); take the lock (another
+worker or a `watcher deploy` may hold it: then wait); take the next job atomically (a dead
+worker's job first); run it with the lock as the engine's guard and the job's phase updated
+from the engine's progress; record the outcome (fenced); release the lock.
+
+Outcomes: the engine's result -> succeeded (a no-op says so); WatcherError (DeployFailed,
+a failed health check, a missing tag...) -> failed with its message; GuardLost -> nothing is
+recorded, the lock's new holder owns the job. SIGTERM or SIGINT: the engine aborts the phase it
+is in safely (traffic stays on, or goes back to, the live colour), the job goes back to the head
+of the queue (or is superseded if a newer one waits), then the worker exits; once the new
+version is recorded live, the job is recorded as succeeded instead.
+
+Redis trouble: every call is retried with backoff and logged (connection.py); a deploy in flight
+goes on while the lock can be proved or its lease lasts (lock.py), so it completes or aborts
+to the live colour, never half-switched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Callable, Protocol, TextIO
+
+import redis
+
+from watcher.engine.deployment import DeployResult, Guard
+from watcher.engine.progress import Progress
+from watcher.engine.reconcile import View
+from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
+from watcher.interrupts import shielded
+from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
+from watcher.queue.job import Job, Status
+from watcher.queue.lock import DeployLock
+from watcher.queue.queue import DeployQueue, Live, Taken
+
+log = logging.getLogger("watcher.worker")
+
+
+class Engine(Protocol):
+    """What the worker needs of `watcher.engine.deployment.Deployment`."""
+
+    def deploy(self, version: str, *, guard: Guard, kind: str = ..., prefer_local: bool = ...) -> DeployResult: ...
+
+    def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
+
+    def view(self) -> View: ...
+
+
+#: Builds the engine for one job, reporting through the given Progress.
+EngineFactory = Callable[[Progress], Engine]
+
+
+class Worker:
+    def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
+                 name: str | None = None, poll: float = 0.5, stream: TextIO | None = None) -> None:
+        self.client = client
+        self.app = app
+        self.engine = engine
+        self.lock_ttl = lock_ttl
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.poll = poll
+        self.stream = stream if stream is not None else sys.stderr
+        self.queue = DeployQueue(client, app)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Stop after the job in flight (for in-process use; the CLI stops on SIGTERM)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Until stopped: SIGTERM/SIGINT (Interrupted) or `stop()`."""
+        log.info("worker %s: started for app %s (lock TTL %gs)", self.name, self.app, self.lock_ttl)
+        backoff = Backoff(f"worker {self.name}: reading the queue")
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.queue.has_work():
+                        backoff.succeeded()
+                        self._take_and_run()
+                    else:
+                        backoff.succeeded()
+                        self.queue.wait_for_wake(self.poll)
+                except REDIS_DOWN as exc:
+                    self._stop.wait(backoff.failed(exc))
+        except Interrupted as exc:
+            log.info("worker %s: stopping (%s)", self.name, exc)
+            return
+        log.info("worker %s: stopped", self.name)
+
+    def _take_and_run(self) -> None:
+        lock = DeployLock(self.client, self.app, ttl=self.lock_ttl, purpose=f"worker {self.name}")
+        if not lock.try_acquire():
+            # A job runs elsewhere, or `watcher deploy` holds the lock: its release wakes us.
+            self.queue.wait_for_wake(self.poll)
+            return
+        try:
+            with shielded():
+                taken = self.queue.take(lock, worker=self.name)
+            if taken is not None:
+                self._run(taken, lock)
+        finally:
+            with shielded():
+                lock.release()
+
+    def _run(self, taken: Taken, lock: DeployLock) -> None:
+        job = taken.job
+        lock.note_job(job.id, f"job {job.id}: {job.kind} {job.version} (worker {self.name})")
+        log.info("worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s", self.name, job.id,
+                 job.kind, job.version, job.source, job.requested_by, lock.fence, job.attempts,
+                 f"; taking it over: {taken.recovered}" if taken.recovered else "")
+        engine = self.engine(Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase)))
+        try:
+            if job.kind == "rollback":
+                result = engine.rollback(guard=lock, to=job.version)
+            else:
+                result = engine.deploy(job.version, guard=lock, kind="deploy")
+        except GuardLost as exc:
+            log.error("worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc)
+            return
+        except Interrupted as exc:
+            self._interrupted(lock, job, engine, exc)
+            raise
+        except WatcherError as exc:
+            self._end(lock, job, Status.FAILED, reason=str(exc))
+            return
+        except Exception as exc:   # a bug must fail the job, not kill the worker
+            log.exception("worker %s: job %s: unexpected error", self.name, job.id)
+            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}")
+            return
+        live = Live(result.version, result.color.value, result.digest or job.digest) if result.color else None
+        self._end(lock, job, Status.SUCCEEDED, message=result.message, live=live)
+
+    def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
+        """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
+        Redis does not (the phase is for humans; the guard decides about the switch)."""
+        try:
+            self.queue.set_phase(lock, job, phase)
+        except REDIS_DOWN as exc:
+            log.warning("worker %s: job %s: phase %r not recorded (Redis unreachable: %s); carrying on",
+                        self.name, job.id, phase, exc)
+
+    def _end(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
+             message: str | None = None, live: Live | None = None, give_up_after: float | None = None) -> None:
+        """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
+        the waits between them not). If the lock is gone by then, the job stays `running` and the
+        next lock holder re-runs it: the engine finds the version live and says so."""
+        def record() -> None:
+            with shielded():
+                self.queue.finish(lock, job, status, reason=reason, message=message, live=live)
+
+        try:
+            retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)
+        except GuardLost as exc:
+            log.error("worker %s: %s; the next worker to take the lock re-checks the job", self.name, exc)
+            return
+        log.info("worker %s: job %s %s: %s", self.name, job.id, status.value, reason or message)
+
+    def _interrupted(self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted) -> None:
+        """The engine unwound (the live colour serves): succeeded if the job's version is live
+        by now, else back to the head of the queue."""
+        with shielded():
+            try:
+                view = engine.view()
+                live = view.live if view.live and view.live.version == job.version else None
+            except WatcherError:
+                live = None
+            try:
+                if live is not None:
+                    self._end(lock, job, Status.SUCCEEDED, live=Live(live.version, live.color.value, job.digest),
+                              message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
+                                      "before the old colour was stopped", give_up_after=5)
+                else:
+                    retrying(lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
+                             f"requeueing job {job.id}", give_up_after=5)
+                    log.info("worker %s: job %s is back in the queue", self.name, job.id)
+            except (GuardLost, RedisUnavailable) as error:
+                log.error("worker %s: job %s left for the next worker: %s", self.name, job.id, error)
