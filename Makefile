@@ -22,6 +22,9 @@ demo: services
 
 bench: services
 	$(PY) benchmarks/swap.py
+	$(PY) benchmarks/queue_latency.py --json benchmarks/results/queue_latency.json
+	$(PY) benchmarks/push_to_live.py
+	$(PY) benchmarks/webhook_rps.py
 
 clean-services:
 	bash scripts/services.sh stop

@@ -3,8 +3,10 @@
 Runs the example stack at the repository root (compose.yml, compose.<colour>.yml, Caddyfile,
 config/watcher.toml) on 127.0.0.1:8080: pushes v1 and v2 of the demo app to the local
 registry (127.0.0.1:5000, standing in for GHCR), deploys v1, then puts constant load on Caddy
-(keep-alive POSTs at 200/s and 1 s POSTs at 40/s, never retried) while it deploys v2 and rolls
-back. Prints requests sent and failed and each phase's time; ends with `failed: N`.
+(keep-alive POSTs at 200/s and 1 s POSTs at 40/s, never retried) while it deploys v2, rolls
+back, and then deploys v3 with no command at all: `watcher run` (webhook receiver + worker) is
+started, v3 is pushed, and the signed `package` webhook GitHub would send is delivered to it.
+Prints requests sent and failed and each phase's time; ends with `failed: N`.
 
     make demo                  # or: .venv/bin/python scripts/demo.py [--keep]
 """
@@ -55,6 +57,71 @@ def watcher(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+def push_triggered(version: str) -> dict:
+    """Push `version` and deliver GitHub's webhook to `watcher run`; return when it is live."""
+    import secrets
+    import uuid
+
+    import httpx
+    import redis
+
+    from tests.harness.stack import free_port
+    from tests.unit.test_github_payloads import github_package
+    from watcher.triggers.payloads import sign
+
+    redis_url = "redis://127.0.0.1:6379/14"   # the demo's own database on the services' Redis
+    secret = secrets.token_hex(16)
+    port = free_port()
+    env = {**os.environ, **ENV, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret,
+           "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "POLL_INTERVAL": "1h"}
+    server = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--no-poll"], cwd=ROOT, env=env)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        started = time.monotonic()
+        ref = images.build_app_image(f"{APP}:{version}", version)
+        print(f"pushed {ref} {images.push(ref)}", flush=True)
+        pushed = time.monotonic()
+        body = json.dumps(github_package("published", version, owner="watcher", name="demo-app",
+                                         package_url=f"{APP}:{version}")).encode()
+        answer = httpx.post(f"http://127.0.0.1:{port}/hooks/github", content=body, timeout=15, headers={
+            "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(secret, body), "Content-Type": "application/json"})
+        print(f"webhook answered {answer.status_code}: {answer.json()['reason']}", flush=True)
+        if answer.status_code != 202:
+            raise SystemExit("demo: the webhook did not queue a deploy")
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{PORT}/version", timeout=2).text.strip() == version:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - pushed > 120:
+                raise SystemExit(f"demo: {version} did not go live within 120 s of the push")
+            time.sleep(0.1)
+        live = time.monotonic()
+        print(f"{version} is live {live - pushed:.1f}s after the push", flush=True)
+        from watcher.queue import DeployQueue
+
+        queue = DeployQueue(redis.Redis.from_url(redis_url, decode_responses=True), "demo")
+        while not ((job := queue.last_job()) and job.version == version and job.status.final):
+            time.sleep(0.2)   # the job finishes: verify window, drain, stop the old colour
+        print(f"job {job.describe()}", flush=True)
+        color = queue.live().color if queue.live() else "?"
+        return {"version": version, "color": color, "total": live - started,
+                "phases": {"push": pushed - started, "push to live": live - pushed}}
+    finally:
+        server.terminate()
+        server.wait(60)
+        for key in client.scan_iter("watcher:demo:*"):
+            client.delete(key)
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -102,6 +169,9 @@ def main() -> int:
         time.sleep(2)
         say("rollback under load (to v1, whose colour was kept stopped)")
         results.append(("rollback", watcher("rollback")))
+        time.sleep(2)
+        say("push-triggered deploy under load: `watcher run` up, push v3, GitHub's webhook arrives")
+        results.append(("push v3", push_triggered("v3")))
         time.sleep(2)
         loads = [("POST 200/s keep-alive", fast.stop()), ("POST 1 s, 40/s", slow.stop())]
     finally:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real services (Docker, Compose, registry) and the offline images.
+"""Shared fixtures: the real services (Docker, Compose, registry, Redis) and the offline images.
 
 Under CI=true a missing service fails the run; elsewhere the tests that need it are skipped
 with the reason, so a laptop without Docker can still run the unit tests.
@@ -7,13 +7,19 @@ with the reason, so a laptop without Docker can still run the unit tests.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from typing import Iterator
+import uuid
+from typing import TYPE_CHECKING, Iterator
 
 import httpx
 import pytest
+import redis
 
 from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, REGISTRY, Stack
+
+if TYPE_CHECKING:
+    from tests.harness.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -46,6 +52,43 @@ def require(what: str, missing: list[str]) -> None:
 @pytest.fixture(scope="session")
 def real_services() -> None:
     require("this test", _missing_services())
+
+
+SHARED_REDIS = os.environ.get("WATCHER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The shared Redis (scripts/services.sh start); tests use db 15 and unique app names."""
+    try:
+        redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=3).ping()
+    except redis.exceptions.RedisError as exc:
+        require("this test", [f"Redis at {SHARED_REDIS} ({exc}; run scripts/services.sh start)"])
+    return SHARED_REDIS
+
+
+@pytest.fixture
+def app_name(redis_url: str) -> Iterator[str]:
+    """A fresh app name; its `watcher:<app>:*` keys are removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    for found in client.scan_iter(f"watcher:{name}:*"):
+        client.delete(found)
+
+
+@pytest.fixture
+def private_redis() -> Iterator["RedisServer"]:
+    """A redis-server of this test's own, to stop and restart."""
+    from tests.harness.redis_server import RedisServer
+
+    if shutil.which("redis-server") is None:
+        require("this test", ["redis-server (run scripts/install.sh)"])
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 # Test app versions: ref suffix -> build_app_image keyword arguments.

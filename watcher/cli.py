@@ -1,25 +1,42 @@
-"""The `watcher` command: a thin face over the engine (and, later, the queue).
+"""The `watcher` command: a thin face over the engine and the queue (watcher/queue).
 
-Exit codes: 0 success, 1 the operation failed (nothing half-done), 2 bad input or config,
-3 the deploy lock is held, 130 interrupted (the live colour still serves).
+Exit codes: 0 success, 1 the operation failed (nothing half-done; for `enqueue --wait`: the job
+did not succeed), 2 bad input or config, 3 the deploy lock is held, 130 interrupted (the live
+colour still serves).
+
+The deploy lock: with Redis configured (`[redis] url` or REDIS_URL) deploy, rollback, cleanup and
+reset take the same Redis lock as the workers, so a manual command and a worker never collide;
+without Redis they take a flock on this host (watcher/host_lock.py) and the queue commands are off.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import logging
 import os
+import socket
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
+
+import redis
 
 from watcher import interrupts
 from watcher.config import Config, find_config, load_config
-from watcher.engine.deployment import Deployment, DeployResult
+from watcher.engine.deployment import Deployment, DeployResult, Guard
 from watcher.engine.maintenance import cleanup, reset
+from watcher.engine.progress import Progress
 from watcher.engine.status import format_status, status
-from watcher.errors import Interrupted, UsageError, WatcherError
+from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
 from watcher.host_lock import HostLock
+from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
+                           format_overview, holder_of, overview)
+from watcher.queue.connection import REDIS_DOWN, connect, masked
+from watcher.triggers import commands as trigger_commands
+from watcher.triggers.commands import HELP as TRIGGER_HELP
+from watcher.triggers.commands import add_parsers as add_trigger_parsers
 from watcher.validation import validate_tag
 
 DESCRIPTION = """\
@@ -34,8 +51,21 @@ commands:
   reset [--force]        remove both colours and the recorded state (asks first)
   help                   this text
 
+the queue (needs Redis: [redis] url or REDIS_URL):
+  worker                 run queued jobs one at a time under the deploy lock, until SIGTERM
+  enqueue VERSION        queue a deploy; prints the job id (--wait: follow it to its end)
+  queue [--json]         the running and waiting jobs
+  history [-n N]         finished jobs with outcome and duration
+  cancel JOB             cancel a waiting job
+  pause [--reason TEXT]  workers start no new job (the one in flight finishes); resume undoes it
+  unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
+
+""" + TRIGGER_HELP + """
+
 environment: HEALTH_CHECK_TIMEOUT (300s), HEALTH_CHECK_INTERVAL (3s), DRAIN_TIMEOUT (30s),
-VERIFY_TIMEOUT, VERIFY_WINDOW, CADDY_ADMIN, WATCHER_CONFIG, REGISTRY_USERNAME, REGISTRY_PASSWORD[_FILE]
+VERIFY_TIMEOUT, VERIFY_WINDOW, CADDY_ADMIN, WATCHER_CONFIG, REGISTRY_USERNAME, REGISTRY_PASSWORD[_FILE],
+REDIS_URL, REDIS_PASSWORD[_FILE], WATCHER_LOCK_TTL (30s), WEBHOOK_SECRET[_FILE],
+WEBHOOK_REGISTRY_TOKEN[_FILE], WATCHER_API_TOKEN[_FILE], WEBHOOK_LISTEN, POLL_INTERVAL
 """
 
 
@@ -65,16 +95,63 @@ def build_parser() -> argparse.ArgumentParser:
     rst = locked(sub.add_parser("reset", help="remove both colours and the state"))
     rst.add_argument("--force", action="store_true", help="do not ask for confirmation")
     sub.add_parser("help", help="show this help")
+
+    worker = sub.add_parser("worker", help="run queued jobs until stopped (SIGTERM)")
+    worker.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
+    enqueue = sub.add_parser("enqueue", help="queue a deploy of a version")
+    enqueue.add_argument("version")
+    enqueue.add_argument("--digest", help="the image digest the tag should have (e.g. sha256:...)")
+    enqueue.add_argument("--rollback", action="store_true",
+                         help="a rollback job: reuse the version's retained colour when there is one")
+    enqueue.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its result")
+    queue = sub.add_parser("queue", help="show running and waiting jobs")
+    queue.add_argument("--json", action="store_true")
+    history = sub.add_parser("history", help="show finished jobs")
+    history.add_argument("-n", type=int, default=20, metavar="N", help="how many (default 20)")
+    history.add_argument("--json", action="store_true")
+    cancel = sub.add_parser("cancel", help="cancel a waiting job")
+    cancel.add_argument("job")
+    pause = sub.add_parser("pause", help="start no new job until resume")
+    pause.add_argument("--reason", default="", metavar="TEXT")
+    sub.add_parser("resume", help="lift a pause")
+    unlock = sub.add_parser("unlock", help="remove the deploy lock (operator use)")
+    unlock.add_argument("--force", action="store_true", help="really remove it, whoever holds it")
+    add_trigger_parsers(sub)
     return parser
 
 
+def _redis(config: Config) -> redis.Redis:
+    if not config.redis_url:
+        raise ConfigError(f"{config.source}: the queue needs Redis: set [redis] url or REDIS_URL")
+    return connect(config.redis_url, config.redis_password)
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 @contextmanager
-def _locked(config: Config, purpose: str, wait: float) -> Iterator[HostLock]:
-    lock = HostLock(config.state_dir / "lock").acquire(purpose, wait=wait)
+def _locked(config: Config, purpose: str, wait: float) -> Iterator[Guard]:
+    """The Redis deploy lock when Redis is configured, else the host lock."""
+    lock: DeployLock | HostLock
+    if config.redis_url:
+        lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose).acquire(wait)
+    else:
+        lock = HostLock(config.state_dir / "lock").acquire(purpose, wait=wait)
     try:
         yield lock
     finally:
         lock.release()
+
+
+def _record_live(config: Config, lock: Guard, live: Live | None) -> None:
+    """Tell the queue what is live after a command outside it (its no-op rule reads this)."""
+    if isinstance(lock, DeployLock):
+        DeployQueue(lock.client, config.app).record_live(lock, live)
 
 
 def _print_result(result: DeployResult, as_json: bool) -> None:
@@ -100,10 +177,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = load_config(find_config(args.config, os.environ))
 
     if args.command == "status":
-        holder = HostLock(config.state_dir / "lock").holder()
-        data = status(Deployment(config), holder)
-        print(json.dumps(data, indent=2) if args.json else format_status(data))
-        return 0
+        return _status(config, args.json)
+    if args.command in QUEUE_COMMANDS:
+        return QUEUE_COMMANDS[args.command](config, args)
+    if args.command in ("serve", "run"):
+        return trigger_commands.serve(config, args, status_data, _worker if args.command == "run" else None)
+    if args.command == "check-tags":
+        return trigger_commands.check_tags(config, args)
 
     if args.command == "reset" and not args.force:
         if not sys.stdin.isatty():
@@ -115,27 +195,154 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     with _locked(config, f"{args.command} {getattr(args, 'version', '')}".strip(), args.wait_lock) as lock:
         engine = Deployment(config)
-        if args.command == "deploy":
-            _print_result(engine.deploy(args.version, guard=lock), args.json)
-        elif args.command == "rollback":
-            _print_result(engine.rollback(guard=lock, to=args.to), args.json)
+        if args.command in ("deploy", "rollback"):
+            if args.command == "deploy":
+                result = engine.deploy(args.version, guard=lock)
+            else:
+                result = engine.rollback(guard=lock, to=args.to)
+            if result.color:
+                _record_live(config, lock, Live(result.version, result.color.value, result.digest))
+            _print_result(result, args.json)
         elif args.command == "cleanup":
             removed = cleanup(engine, guard=lock, include_rollback=args.include_rollback)
             print("removed: " + ", ".join(removed) if removed else "nothing to clean up")
         elif args.command == "reset":
-            print("removed: " + ", ".join(reset(engine, guard=lock)))
+            removed = reset(engine, guard=lock)
+            _record_live(config, lock, None)
+            print("removed: " + ", ".join(removed))
     return 0
+
+
+def status_data(config: Config) -> dict[str, Any]:
+    """What `status --json` prints; GET /status of `watcher serve` answers the same."""
+    if not config.redis_url:
+        return status(Deployment(config), HostLock(config.state_dir / "lock").holder())
+    data = status(Deployment(config), None)
+    try:
+        data.update(overview(_redis(config), config.app))
+    except REDIS_DOWN as exc:
+        data["redis_error"] = f"cannot reach Redis at {masked(config.redis_url)}: {exc}"
+    return data
+
+
+def _status(config: Config, as_json: bool) -> int:
+    data = status_data(config)
+    if not config.redis_url:
+        print(json.dumps(data, indent=2) if as_json else format_status(data))
+        return 0
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_status(data))
+        print(format_overview(data) if "queue" in data else f"warning: {data['redis_error']}")
+    return 0
+
+
+def _worker(config: Config, args: argparse.Namespace) -> int:
+    Worker(_redis(config), config.app, lambda progress: Deployment(config, progress=progress),
+           lock_ttl=config.lock_ttl, name=args.name).run()
+    return 0
+
+
+def _enqueue(config: Config, args: argparse.Namespace) -> int:
+    queue = DeployQueue(_redis(config), config.app)
+    done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
+                         digest=args.digest)
+    print(done.job.id)
+    print(f"watcher: {done.message}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    progress = Progress()
+
+    def show(job: Job) -> None:
+        where = f" on {job.worker}, phase {job.phase}" if job.status == "running" else ""
+        again = f" (attempt {job.attempts})" if job.attempts > 1 else ""
+        progress.say(f"job {job.id}: {job.status}{where}{again}")
+
+    job = queue.follow(done.job.id, show)
+    print(job.describe())
+    return 0 if job.status == "succeeded" else 1
+
+
+def _queue(config: Config, args: argparse.Namespace) -> int:
+    queue = DeployQueue(_redis(config), config.app)
+    running, waiting = queue.running(), queue.waiting()
+    if args.json:
+        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting]},
+                         indent=2))
+        return 0
+    for job in running + waiting:
+        print(job.describe())
+    if not running and not waiting:
+        print("no job running or waiting")
+    paused = Suspension(queue.client, config.app).paused()
+    if paused:
+        print(f"paused by {paused.get('by')} since {paused.get('since')}"
+              + (f": {paused['reason']}" if paused.get("reason") else ""))
+    return 0
+
+
+def _history(config: Config, args: argparse.Namespace) -> int:
+    jobs = DeployQueue(_redis(config), config.app).history(args.n)
+    if args.json:
+        print(json.dumps([j.to_dict() for j in jobs], indent=2))
+    else:
+        print("\n".join(job.describe() for job in jobs) if jobs else "no finished job yet")
+    return 0
+
+
+def _cancel(config: Config, args: argparse.Namespace) -> int:
+    job = DeployQueue(_redis(config), config.app).cancel(args.job, by=_who())
+    print(job.describe())
+    return 0
+
+
+def _pause(config: Config, args: argparse.Namespace) -> int:
+    info = Suspension(_redis(config), config.app).pause(by=_who(), reason=args.reason)
+    print(f"paused by {info['by']}: workers finish the job in flight and start no new one until `watcher resume`")
+    return 0
+
+
+def _resume(config: Config, args: argparse.Namespace) -> int:
+    lifted = Suspension(_redis(config), config.app).resume()
+    print(f"resumed (paused by {lifted.get('by')} since {lifted.get('since')})" if lifted else "was not paused")
+    return 0
+
+
+def _unlock(config: Config, args: argparse.Namespace) -> int:
+    client = _redis(config)
+    holder = holder_of(client, config.app)
+    if holder is None:
+        print("the deploy lock is free")
+        return 0
+    if not args.force:
+        raise UsageError(f"{describe_holder(holder)} holds the deploy lock; it expires by itself "
+                         f"{config.lock_ttl:g}s after its holder dies. Remove it anyway with --force")
+    removed = force_unlock(client, config.app)
+    print(f"watcher: warning: removed the deploy lock of {describe_holder(removed)}. If that process is "
+          "alive, it fails its next lock check and aborts without switching traffic, but finishes the "
+          "step it is in (e.g. starting containers) first", file=sys.stderr)
+    return 0
+
+
+QUEUE_COMMANDS = {"worker": _worker, "enqueue": _enqueue, "queue": _queue, "history": _history,
+                  "cancel": _cancel, "pause": _pause, "resume": _resume, "unlock": _unlock}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(message)s" if args.command in ("worker", "serve", "run") else "watcher: %(message)s")
     interrupts.install()
     try:
         return run(args, parser)
     except WatcherError as exc:
         print(f"watcher: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except REDIS_DOWN as exc:
+        print(f"watcher: error: cannot reach Redis: {exc}", file=sys.stderr)
+        return 1
     except (Interrupted, KeyboardInterrupt):
         print("watcher: interrupted; the live colour still serves (see `watcher status`)", file=sys.stderr)
         return 130

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from watcher.errors import ConfigError
-from watcher.validation import validate_name
+from watcher.validation import validate_name, validate_tag
 
 DEFAULT_LOCATIONS = ("watcher.toml", "config/watcher.toml")
 
@@ -30,6 +30,19 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "VERIFY_TIMEOUT": ("verify", "timeout"),
     "VERIFY_WINDOW": ("verify", "window"),
     "CADDY_ADMIN": ("caddy", "admin"),
+    "REDIS_URL": ("redis", "url"),
+    "WATCHER_LOCK_TTL": ("redis", "lock_ttl"),
+    "VERIFY_URL": ("verify", "url"),
+    "WEBHOOK_LISTEN": ("webhook", "listen"),
+    "POLL_INTERVAL": ("poll", "interval"),
+}
+
+# Secrets the triggers use: never read from the file (it is often committed), only from the
+# environment or a file named by NAME_FILE (Docker/Kubernetes secrets).
+SECRET_ENV: dict[tuple[str, str], str] = {
+    ("webhook", "secret"): "WEBHOOK_SECRET",
+    ("webhook", "registry_token"): "WEBHOOK_REGISTRY_TOKEN",
+    ("webhook", "api_token"): "WATCHER_API_TOKEN",
 }
 
 
@@ -42,6 +55,10 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "drain": ("timeout", "retain_old"),
     "hooks": ("pre_deploy", "pre_deploy_timeout"),
     "state": ("dir",),
+    "redis": ("url", "lock_ttl"),
+    "webhook": ("listen", "max_body", "status_auth", "threads"),
+    "poll": ("enabled", "interval", "jitter", "page_size"),
+    "policy": ("kind", "range", "prereleases", "include", "exclude", "tag"),
 }
 
 
@@ -73,6 +90,50 @@ class Service:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """`[webhook]`: the HTTP receiver (`watcher serve` / `watcher run`). Secrets come from the
+    environment only; None means "not configured", and the endpoint it guards refuses everything."""
+
+    listen: str = "127.0.0.1:9000"
+    max_body: int = 1024 * 1024
+    status_auth: bool = True       # GET /status needs the API token
+    threads: int = 8               # waitress worker threads
+    secret: str | None = field(default=None, repr=False)          # WEBHOOK_SECRET[_FILE]: GitHub HMAC key
+    registry_token: str | None = field(default=None, repr=False)  # WEBHOOK_REGISTRY_TOKEN[_FILE]: /hooks/registry
+    api_token: str | None = field(default=None, repr=False)       # WATCHER_API_TOKEN[_FILE]: /pause /resume /status
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """`[poll]`: the registry poller, one APScheduler interval job per app."""
+
+    enabled: bool = True
+    interval: float = 60.0
+    jitter: float = 5.0
+    page_size: int | None = None   # tags/list `n`; None: the registry's default page
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """`[policy]`: which tag the triggers deploy (watcher/triggers/policy.py)."""
+
+    kind: str = "semver"                     # semver | regex | digest
+    range: str | None = None                 # semver: e.g. ">=1.2,<2"
+    prereleases: bool = False                # semver: consider 1.3.0-rc.1 and the like
+    include: str | None = None               # regex: tags to consider; a capture group orders them
+    exclude: tuple[str, ...] = ()            # semver and regex: tags never considered
+    tag: str = "latest"                      # digest: the one tag followed
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the engine needs to know about one app."""
 
@@ -99,6 +160,12 @@ class Config:
     pre_deploy_timeout: float
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)   # may carry a password
+    redis_password: str | None = field(default=None, repr=False)
+    lock_ttl: float = 30.0
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
     def project(self, color: str | None = None) -> str:
         """Compose project name: the shared one, or the one of a colour."""
@@ -166,6 +233,9 @@ class _Reader:
                 self.fail(name, f"unknown section (known: {', '.join(KNOWN_KEYS)})")
             if name != "services" and isinstance(value, dict):
                 for key in value:
+                    if (name, key) in SECRET_ENV:
+                        self.fail(f"{name}.{key}", f"secrets are never read from the file: set "
+                                  f"{SECRET_ENV[name, key]} or {SECRET_ENV[name, key]}_FILE")
                     if key not in KNOWN_KEYS[name]:
                         self.fail(f"{name}.{key}", f"unknown key (known: {', '.join(KNOWN_KEYS[name])})")
 
@@ -271,6 +341,12 @@ class _Reader:
             pre_deploy_timeout=self.duration("hooks", "pre_deploy_timeout", "10m"),
             registry_username=self.env.get("REGISTRY_USERNAME") or None,
             registry_password=read_secret(self.env, "REGISTRY_PASSWORD"),
+            redis_url=self._redis_url(),
+            redis_password=read_secret(self.env, "REDIS_PASSWORD"),
+            lock_ttl=self._at_least("redis.lock_ttl", self.duration("redis", "lock_ttl", "30s"), 1.0),
+            webhook=self._webhook(),
+            poll=self._poll(),
+            policy=self._policy(),
         )
 
     def _name(self, key: str, value: Any) -> None:
@@ -283,6 +359,104 @@ class _Reader:
         if value <= 0:
             self.fail(key, "must be greater than zero")
         return value
+
+    def _at_least(self, key: str, value: float, minimum: float) -> float:
+        if value < minimum:
+            self.fail(key, f"must be at least {minimum:g}s")
+        return value
+
+    def _redis_url(self) -> str | None:
+        """The queue's Redis; None keeps the host lock and leaves the queue commands off."""
+        url = self.get("redis", "url", str, None)
+        if not url:
+            return None
+        if not re.match(r"^(redis|rediss|unix)://[^\s]+$", url):
+            shown = re.sub(r"//[^@/]*@", "//***@", url)  # never echo a password
+            self.fail("redis.url", f"expected redis://HOST:PORT/DB, rediss://... or unix://PATH, got {shown!r}")
+        return url
+
+    def _webhook(self) -> WebhookSettings:
+        listen = self.get("webhook", "listen", str, WebhookSettings.listen)
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", listen)
+        if not match or not 0 < int(match.group(2)) < 65536:
+            self.fail("webhook.listen", f"expected HOST:PORT, e.g. 127.0.0.1:9000 or 0.0.0.0:9000, got {listen!r}")
+        threads = self.get("webhook", "threads", int, WebhookSettings.threads)
+        if not 1 <= threads <= 64:
+            self.fail("webhook.threads", f"must be between 1 and 64, got {threads}")
+        return WebhookSettings(
+            listen=listen,
+            max_body=self._size("webhook.max_body", self.get("webhook", "max_body", (int, str), "1MiB")),
+            status_auth=self.get("webhook", "status_auth", bool, True),
+            threads=threads,
+            secret=read_secret(self.env, "WEBHOOK_SECRET"),
+            registry_token=read_secret(self.env, "WEBHOOK_REGISTRY_TOKEN"),
+            api_token=read_secret(self.env, "WATCHER_API_TOKEN"),
+        )
+
+    def _size(self, key: str, value: int | str) -> int:
+        units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2}
+        match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+        if isinstance(value, int):
+            size = value
+        elif match and match.group(2).lower() in units:
+            size = int(match.group(1)) * units[match.group(2).lower()]
+        else:
+            self.fail(key, f"expected a size like 1048576, 512KiB or 1MiB, got {value!r}")
+        if not 1024 <= size <= 64 * 1024**2:
+            self.fail(key, f"must be between 1KiB and 64MiB, got {value!r}")
+        return size
+
+    def _poll(self) -> PollSettings:
+        interval = self._at_least("poll.interval", self.duration("poll", "interval", "60s"), 1.0)
+        jitter = self.duration("poll", "jitter", "5s")
+        if jitter > interval:
+            self.fail("poll.jitter", f"must not exceed poll.interval ({interval:g}s)")
+        page_size = self.get("poll", "page_size", int, None)
+        if page_size is not None and not 1 <= page_size <= 10000:
+            self.fail("poll.page_size", f"must be between 1 and 10000, got {page_size}")
+        return PollSettings(enabled=self.get("poll", "enabled", bool, True), interval=interval, jitter=jitter,
+                            page_size=page_size)
+
+    def _policy(self) -> PolicySettings:
+        # Validated here, so a bad range or pattern stops watcher at start-up, not at the first poll.
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        kind = self.get("policy", "kind", str, "semver")
+        if kind not in ("semver", "regex", "digest"):
+            self.fail("policy.kind", f"expected semver, regex or digest, got {kind!r}")
+        version_range = self.get("policy", "range", str, None)
+        if version_range is not None:
+            if kind != "semver":
+                self.fail("policy.range", "only applies to kind = \"semver\"")
+            try:
+                SpecifierSet(version_range)
+            except InvalidSpecifier:
+                self.fail("policy.range", f"not a version range like \">=1.2,<2\" (comma-separated "
+                          f"comparisons: >=, >, <=, <, ==, !=, ~=, ==1.*), got {version_range!r}")
+        include = self.get("policy", "include", str, None)
+        if kind == "regex" and include is None:
+            self.fail("policy.include", "is required for kind = \"regex\", e.g. \"^main-(\\\\d+)$\"")
+        if include is not None and kind != "regex":
+            self.fail("policy.include", "only applies to kind = \"regex\"")
+        exclude = self.get("policy", "exclude", list, [])
+        for key, pattern in [("policy.include", include), *(("policy.exclude", p) for p in exclude)]:
+            if pattern is None:
+                continue
+            if not isinstance(pattern, str):
+                self.fail(key, f"expected a regular expression string, got {pattern!r}")
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                self.fail(key, f"not a valid regular expression {pattern!r}: {exc}")
+            if key == "policy.include" and compiled.groups > 1 and "order" not in compiled.groupindex:
+                self.fail(key, "has several capture groups: name the one that orders tags (?P<order>...)")
+        tag = self.get("policy", "tag", str, "latest")
+        try:
+            validate_tag(tag)
+        except ValueError as exc:
+            self.fail("policy.tag", str(exc))
+        return PolicySettings(kind=kind, range=version_range, prereleases=self.get("policy", "prereleases", bool, False),
+                              include=include, exclude=tuple(exclude), tag=tag)
 
     def _services(self) -> tuple[Service, ...]:
         table = self.section("services")

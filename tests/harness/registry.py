@@ -51,12 +51,15 @@ def _free_port() -> int:
 
 
 class LocalRegistry:
-    """docker-registry serving a temp directory; `auth` is the config's auth section, if any."""
+    """docker-registry serving a temp directory; `auth` is the config's auth section, if any;
+    `extra` adds top-level config sections (e.g. `notifications`)."""
 
-    def __init__(self, binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None):
+    def __init__(self, binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None,
+                 extra: dict[str, object] | None = None):
         self.binary = binary
         self.workdir = workdir
         self.auth = auth
+        self.extra = extra or {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -80,6 +83,7 @@ class LocalRegistry:
             }
             if self.auth:
                 config["auth"] = self.auth
+            config.update(self.extra)
             config_path = self.workdir / "config.yml"
             # JSON is YAML: no YAML library needed.
             config_path.write_text(json.dumps(config))
@@ -124,9 +128,10 @@ class LocalRegistry:
 
 @contextmanager
 def running_registry(
-    binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None
+    binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> Iterator[LocalRegistry]:
-    registry = LocalRegistry(binary, workdir, auth)
+    registry = LocalRegistry(binary, workdir, auth, extra)
     registry.start()
     try:
         yield registry

@@ -291,6 +291,32 @@ def test_no_registry_credentials(tmp_path: Path) -> None:
     assert config.registry_username is None and config.registry_password is None
 
 
+# -- redis ----------------------------------------------------------------------------------
+
+def test_without_redis_the_queue_is_off(tmp_path: Path) -> None:
+    config = load_config(make_project(tmp_path), {})
+    assert config.redis_url is None and config.lock_ttl == 30.0
+
+
+def test_redis_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = make_project(tmp_path, MINIMAL + '[redis]\nurl = "redis://10.0.0.5:6379/2"\nlock_ttl = "10s"\n')
+    config = load_config(path, {})
+    assert (config.redis_url, config.lock_ttl) == ("redis://10.0.0.5:6379/2", 10.0)
+    secret = tmp_path / "redis-password"
+    secret.write_text("pw\n")
+    config = load_config(path, {"REDIS_URL": "rediss://cache.example:6380/0", "WATCHER_LOCK_TTL": "5s",
+                                "REDIS_PASSWORD_FILE": str(secret)})
+    assert (config.redis_url, config.lock_ttl, config.redis_password) == ("rediss://cache.example:6380/0", 5.0, "pw")
+    assert "pw" not in repr(config) and "cache.example" not in repr(config)
+
+
+def test_bad_redis_settings_are_named_without_the_password(tmp_path: Path) -> None:
+    message = refused(make_project(tmp_path, MINIMAL + '[redis]\nurl = "http://u:hunter2@host:6379"\n'))
+    assert "redis.url" in message and "hunter2" not in message
+    assert "WATCHER_LOCK_TTL" in refused(make_project(tmp_path), {"WATCHER_LOCK_TTL": "500ms"})
+    assert "REDIS_URL" in refused(make_project(tmp_path), {"REDIS_URL": "localhost:6379"})
+
+
 # -- finding the file -----------------------------------------------------------------------
 
 @pytest.fixture

@@ -266,6 +266,7 @@ class RegistryClient:
         max_retries: int = 4,
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        max_retry_after: float = _MAX_RETRY_AFTER,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("registry username and password must be given together")
@@ -278,6 +279,8 @@ class RegistryClient:
         )
         self._max_retries = max_retries
         self._backoff = backoff
+        # A 429 asking for a longer wait raises RateLimited at once (a webhook cannot wait long).
+        self._max_retry_after = max_retry_after
         # Redirects are not followed: a redirect elsewhere would carry our Authorization header.
         self._http = httpx.Client(
             timeout=timeout,
@@ -449,7 +452,7 @@ class RegistryClient:
                 if response.status_code == 429:
                     rate_limited = True
                     wait = _retry_after(response)
-                    if wait is not None and wait > _MAX_RETRY_AFTER:
+                    if wait is not None and wait > self._max_retry_after:
                         raise RateLimited(
                             f"{peer} is rate-limiting; it asks to wait {wait:.0f} s", wait
                         )

@@ -1,0 +1,124 @@
+"""`watcher serve` (webhook receiver + poller) and the trigger half of `watcher run`.
+
+The WSGI server is waitress, not gunicorn: waitress is a production server (Pylons project,
+pure Python, no C extension to build in the image) that runs *inside* our process in a thread,
+so `watcher run` can hold the receiver, the APScheduler poller and the queue worker in one
+process with one SIGTERM handler, and the worker keeps the main thread the engine's interrupt
+handling needs. Gunicorn is a pre-fork master that owns the process and its signals and would
+fork the poller along with each worker. waitress also reads each request whole in its I/O
+thread before an application thread sees it (a slow client ties up no worker thread) and caps
+bodies itself (`max_request_body_size`) before buffering more than the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+import waitress
+from waitress.server import BaseWSGIServer, MultiSocketServer
+
+from watcher.config import Config
+from watcher.errors import Interrupted
+from watcher.queue.connection import connect, describe
+from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.triggers.poller import Poller
+from watcher.triggers.sink import RedisSink
+from watcher.triggers.webhook import create_app
+
+log = logging.getLogger("watcher.serve")
+
+
+def announce(config: Config) -> None:
+    """Say at start-up what each endpoint will accept: a refused endpoint must not be a surprise."""
+    webhook = config.webhook
+    if webhook.secret:
+        log.info("POST /hooks/github: verifying X-Hub-Signature-256 (HMAC-SHA256)")
+    else:
+        log.warning("POST /hooks/github: REFUSING every delivery: no webhook secret is configured "
+                    "(set WEBHOOK_SECRET or WEBHOOK_SECRET_FILE)")
+    if webhook.registry_token:
+        log.info("POST /hooks/registry: verifying the bearer token")
+    else:
+        log.warning("POST /hooks/registry: REFUSING every notification: no token is configured "
+                    "(set WEBHOOK_REGISTRY_TOKEN or WEBHOOK_REGISTRY_TOKEN_FILE)")
+    if webhook.api_token:
+        log.info("POST /pause, POST /resume%s: bearer token or X-Watcher-Signature-256",
+                 ", GET /status" if webhook.status_auth else "")
+    else:
+        log.warning("POST /pause, POST /resume%s: REFUSED: no API token is configured (set WATCHER_API_TOKEN "
+                    "or WATCHER_API_TOKEN_FILE)", ", GET /status" if webhook.status_auth else "")
+    if not webhook.status_auth:
+        log.info("GET /status: open to anyone who can reach %s ([webhook] status_auth = false)", webhook.listen)
+
+
+@dataclass
+class Service:
+    """The receiver and the poller of one app, running in background threads."""
+
+    config: Config
+    client: redis.Redis
+    triggers: Triggers
+    poller: Poller
+    server: BaseWSGIServer | MultiSocketServer
+    thread: threading.Thread
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def port(self) -> int:
+        return int(getattr(self.server, "effective_port", self.config.webhook.port))
+
+    def wait(self) -> None:
+        """Block the main thread until SIGTERM/SIGINT (Interrupted) or `stop()`."""
+        try:
+            while not self.stopped.wait(1.0):
+                pass
+        except Interrupted as exc:
+            log.info("stopping (%s)", exc)
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        self.poller.shutdown()
+        self.server.close()
+        self.server.task_dispatcher.shutdown()   # type: ignore[union-attr]
+        for app in self.triggers.apps:
+            app.registry.close()
+        log.info("webhook receiver and poller stopped")
+
+
+def start(config: Config, status: Callable[[Config], dict[str, Any]], *, client: redis.Redis | None = None,
+          poll: bool = True) -> Service:
+    """Start the receiver (waitress, in a thread) and the poller (APScheduler) for `config`."""
+    if client is None:
+        if not config.redis_url:
+            from watcher.errors import ConfigError
+            raise ConfigError(f"{config.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
+        client = connect(config.redis_url, config.redis_password)
+    sink = RedisSink(client)
+    triggers = Triggers([App.from_config(config)], sink, Memory(client))
+    flask_app = create_app(triggers, sink, config.webhook, ready=client.ping,
+                           status=lambda name: status(config))
+    webhook = config.webhook
+    # The body cap is enforced twice: by waitress before buffering (chunked bodies too), and by
+    # the app on Content-Length (so an oversize delivery is logged with its id). waitress's is one
+    # byte higher, so a body of exactly max_body reaches the app.
+    server = waitress.create_server(
+        flask_app, host=webhook.host, port=webhook.port, threads=webhook.threads,
+        max_request_body_size=webhook.max_body + 1, channel_timeout=30, connection_limit=256,
+        clear_untrusted_proxy_headers=True, expose_tracebacks=False, ident="watcher")
+    thread = threading.Thread(target=server.run, name="webhook", daemon=True)
+    poller = Poller(triggers)
+    service = Service(config, client, triggers, poller, server, thread)
+    # Say what each endpoint accepts before the first request can be answered.
+    announce(config)
+    log.info("webhook receiver on http://%s:%d (waitress, %d threads, max body %d bytes); queue in Redis %s",
+             webhook.host, service.port, webhook.threads, webhook.max_body, describe(client))
+    if poll:
+        poller.start()
+    thread.start()
+    return service

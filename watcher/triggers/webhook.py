@@ -1,0 +1,322 @@
+"""The webhook receiver: a Flask app (served by waitress, see server.py).
+
+    POST /hooks/github    GitHub `package` / `registry_package` events, HMAC-SHA256 signed
+    POST /hooks/registry  Docker Distribution notifications (or Harbor), bearer token
+    POST /pause           pause the deploy queue (JSON {"reason", "by", "app"}; all optional)
+    POST /resume          lift the pause
+    GET  /status          the JSON of `watcher status --json` (API token unless status_auth = false)
+    GET  /healthz         liveness: the process answers
+    GET  /readyz          readiness: Redis answers (503 otherwise)
+
+Trust: a delivery is read only after its signature or token is verified, each compared in
+constant time (hmac.compare_digest); with no secret configured an endpoint refuses everything
+(fail closed, 403) and start-up says so. Secrets and signatures are never logged.
+
+Answers: 202 + job id when a deploy was queued; 200 with a reason when nothing was (ping,
+unknown event, unknown image, untagged version, tag refused by the policy, duplicate delivery,
+already queued or live); 401 bad or missing signature/token; 400 malformed JSON; 413 body over
+`[webhook] max_body`; 422 the tag is not in the registry; 503 Redis or the registry is
+unreachable (the delivery can be redelivered: its id is released). Never a 500: anything
+unexpected is logged and answered 503 (nothing was enqueued).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import urllib.parse
+from typing import Any, Callable
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from watcher.config import WebhookSettings
+from watcher.errors import RedisUnavailable, WatcherError
+from watcher.queue.connection import REDIS_DOWN
+from watcher.triggers.dispatch import Outcome, Triggers
+from watcher.triggers.payloads import Ignored, Push, parse_github, parse_registry_notification, verify_github_signature
+from watcher.triggers.sink import Suspension
+
+log = logging.getLogger("watcher.webhook")
+
+GITHUB_EVENTS = ("package", "registry_package")
+_DELIVERY = re.compile(r"[A-Za-z0-9-]{1,80}")
+_EVENT = re.compile(r"[a-z_]{1,50}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(value: Any, limit: int) -> str:
+    """A caller-supplied string (reason, by) fit to store and log: no control characters, cut."""
+    return _CONTROL.sub(" ", value)[:limit].strip() if isinstance(value, str) else ""
+
+
+def _bearer_ok(header: str | None, token: str | None) -> bool:
+    if not token or not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _hmac_ok(header: str | None, token: str | None, body: bytes) -> bool:
+    if not token or not header:
+        return False
+    expected = "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.strip().lower().encode(errors="replace"))
+
+
+def _github_json(body: bytes, mimetype: str) -> bytes:
+    """The JSON of a delivery: the body, or its `payload` field when the hook was set up with
+    content type application/x-www-form-urlencoded (the signature covers the raw body either way)."""
+    if mimetype != "application/x-www-form-urlencoded":
+        return body
+    fields = urllib.parse.parse_qs(body.decode("ascii"), strict_parsing=True, max_num_fields=10)
+    payload = fields.get("payload")
+    if not payload or len(payload) != 1:
+        raise ValueError("a form-encoded delivery has no single payload field")
+    return payload[0].encode()
+
+
+def _http_status(outcomes: list[Outcome], *, not_found: int) -> tuple[int, str]:
+    statuses = [o.status for o in outcomes]
+    for status, code in (("enqueued", 202), ("unavailable", 503), ("not-found", not_found)):
+        if status in statuses:
+            return code, status
+    return 200, statuses[0] if statuses else "ignored"
+
+
+def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
+               ready: Callable[[], None], status: Callable[[str], dict[str, Any]]) -> Flask:
+    """`ready()` raises when Redis is unreachable; `status(app)` returns `status --json`'s data."""
+    app = Flask("watcher")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    memory = triggers.memory
+
+    def reply(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+        return jsonify({"outcome": outcome, "reason": reason, **extra}), code
+
+    def body_or_413() -> bytes | None:
+        if request.content_length is not None and request.content_length > settings.max_body:
+            return None
+        try:
+            return request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            return None
+
+    def delivery_log(kind: str, delivery: str | None, event: str, code: int, outcome: str, reason: str) -> None:
+        level = logging.WARNING if code in (401, 403, 503) else logging.INFO
+        log.log(level, "%s delivery %s%s: %d %s: %s", kind, delivery or "-", f" ({event})" if event else "",
+                code, outcome, reason)
+
+    # -- GitHub --------------------------------------------------------------------------------
+
+    @app.post("/hooks/github")
+    def github() -> tuple[Response, int]:
+        raw_delivery = request.headers.get("X-GitHub-Delivery", "")
+        delivery = raw_delivery if _DELIVERY.fullmatch(raw_delivery) else None
+        raw_event = request.headers.get("X-GitHub-Event", "")
+        event = raw_event if _EVENT.fullmatch(raw_event) else ""
+
+        def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+            delivery_log("github", delivery, event, code, outcome, reason)
+            return reply(code, outcome, reason, delivery=delivery, **extra)
+
+        body = body_or_413()
+        if body is None:
+            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+        if not settings.secret:
+            return done(403, "refused", "no webhook secret is configured (WEBHOOK_SECRET or WEBHOOK_SECRET_FILE): "
+                                        "every delivery is refused")
+        if not verify_github_signature(settings.secret, body, request.headers.get("X-Hub-Signature-256")):
+            return done(401, "refused", "missing or wrong X-Hub-Signature-256")
+        if not event:
+            return done(400, "refused", "missing or malformed X-GitHub-Event header")
+        try:
+            payload = json.loads(_github_json(body, request.mimetype))
+        except ValueError:   # UnicodeDecodeError is a ValueError too
+            return done(400, "refused", "the body is not valid JSON")
+        if not isinstance(payload, dict):
+            return done(400, "refused", "the body is not a JSON object")
+        if event == "ping":
+            return done(200, "pong", "ping received; this hook is set up", hook_id=payload.get("hook_id"))
+        if event not in GITHUB_EVENTS:
+            return done(200, "ignored", f"event {event!r} is not handled (only {', '.join(GITHUB_EVENTS)})")
+        parsed = parse_github(event, payload)
+        if isinstance(parsed, Ignored):
+            return done(200, "ignored", parsed.reason)
+        try:
+            return github_push(parsed, payload, delivery, done)
+        except (*REDIS_DOWN, RedisUnavailable) as exc:
+            return done(503, "unavailable", f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was "
+                                            "enqueued: redeliver later")
+
+    def github_push(parsed: Push, payload: dict[str, Any], delivery: str | None,
+                    done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
+        if delivery and not memory.claim_delivery("github", delivery):
+            return done(200, "duplicate", "this delivery id was already processed")
+        sender = payload.get("sender")
+        login = sender.get("login") if isinstance(sender, dict) and isinstance(sender.get("login"), str) else None
+        by = f"github delivery {delivery or '-'}" + (f" ({_clean(login, 40)})" if login else "")
+        try:
+            outcomes = triggers.push(parsed, source="webhook", requested_by=by)
+        except BaseException:
+            if delivery:
+                memory.release_delivery("github", delivery)
+            raise
+        code, outcome = _http_status(outcomes, not_found=422)
+        if code >= 400 and delivery:
+            memory.release_delivery("github", delivery)   # a redelivery may succeed later
+        job = next((o.job_id for o in outcomes if o.status == "enqueued"), None)
+        reason = "; ".join(f"{o.app or parsed.image}: {o.reason}" for o in outcomes)
+        return done(code, outcome, reason, job_id=job, image=parsed.image, results=[o.to_dict() for o in outcomes])
+
+    # -- registry notifications ----------------------------------------------------------------
+
+    @app.post("/hooks/registry")
+    def registry() -> tuple[Response, int]:
+        def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+            # A registry notifies every blob push and pull: only what concerns an app is worth a line.
+            if code == 200 and outcome == "ignored":
+                log.debug("registry notification: ignored: %s", reason)
+            else:
+                delivery_log("registry", None, "", code, outcome, reason)
+            return reply(code, outcome, reason, **extra)
+
+        body = body_or_413()
+        if body is None:
+            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+        if not settings.registry_token:
+            return done(403, "refused", "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
+                                        "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused")
+        if not _bearer_ok(request.headers.get("Authorization"), settings.registry_token):
+            return done(401, "refused", "missing or wrong bearer token")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return done(400, "refused", "the body is not valid JSON")
+        outcomes: list[Outcome] = []
+        claimed: list[str] = []
+        try:
+            for item in parse_registry_notification(payload):
+                if isinstance(item, Ignored):
+                    outcomes.append(Outcome(None, "ignored", item.reason))
+                    continue
+                outcomes.extend(_registry_push(item, claimed))
+        except BaseException:
+            for event_id in claimed:
+                memory.release_delivery("registry", event_id)
+            raise
+        # The registry retries a failed notification (with backoff) until it gets a 2xx: only a
+        # passing failure (Redis or registry unreachable) earns a non-2xx.
+        code, outcome = _http_status(outcomes, not_found=200)
+        if code >= 400:
+            for event_id in claimed:
+                memory.release_delivery("registry", event_id)
+        job = next((o.job_id for o in outcomes if o.status == "enqueued"), None)
+        reason = "; ".join(dict.fromkeys(f"{o.app + ': ' if o.app else ''}{o.reason}" for o in outcomes))
+        return done(code, outcome, reason, job_id=job, results=[o.to_dict() for o in outcomes])
+
+    def _registry_push(push: Push, claimed: list[str]) -> list[Outcome]:
+        if push.event_id:
+            if not memory.claim_delivery("registry", push.event_id):
+                return [Outcome(None, "duplicate", f"event {push.event_id} was already processed")]
+            claimed.append(push.event_id)
+        return triggers.push(push, source="webhook", requested_by=f"registry notification {push.event_id or '-'}")
+
+    # -- control -------------------------------------------------------------------------------
+
+    def authorized(body: bytes) -> bool:
+        token = settings.api_token
+        return (_bearer_ok(request.headers.get("Authorization"), token)
+                or _hmac_ok(request.headers.get("X-Watcher-Signature-256"), token, body))
+
+    def control(action: str) -> tuple[Response, int]:
+        def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+            level = logging.WARNING if code in (401, 403, 503) else logging.INFO
+            log.log(level, "%s from %s: %d %s: %s", action, request.remote_addr, code, outcome, reason)
+            return reply(code, outcome, reason, **extra)
+
+        body = body_or_413()
+        if body is None:
+            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+        if not settings.api_token:
+            return done(403, "refused", "no API token is configured (WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE)")
+        if not authorized(body):
+            return done(401, "refused", "missing or wrong bearer token or X-Watcher-Signature-256")
+        try:
+            data = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return done(400, "refused", "the body is not valid JSON")
+        if not isinstance(data, dict):
+            return done(400, "refused", "the body is not a JSON object")
+        reason = _clean(data.get("reason"), 500)
+        by = _clean(data.get("by"), 100) or f"http {request.remote_addr}"
+        names = [app.name for app in triggers.apps]
+        if data.get("app") is not None:
+            if data.get("app") not in names:
+                return done(404, "refused", f"no app {_clean(data.get('app'), 100)!r} (configured: {', '.join(names)})")
+            names = [data["app"]]
+        if action == "pause":
+            states = {name: suspension.pause(name, by=by, reason=reason) for name in names}
+            return done(200, "paused", f"{', '.join(names)} paused by {by}" + (f": {reason}" if reason else ""),
+                        paused=states)
+        lifted = {name: suspension.resume(name, by=by) for name in names}
+        return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
+                    lifted=lifted)
+
+    @app.post("/pause")
+    def pause() -> tuple[Response, int]:
+        return control("pause")
+
+    @app.post("/resume")
+    def resume() -> tuple[Response, int]:
+        return control("resume")
+
+    @app.get("/status")
+    def status_endpoint() -> tuple[Response, int]:
+        if settings.status_auth:
+            if not settings.api_token:
+                return reply(403, "refused", "status needs the API token, and none is configured "
+                                             "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
+            if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
+                return reply(401, "refused", "missing or wrong bearer token")
+        names = [app.name for app in triggers.apps]
+        name = request.args.get("app") or names[0]
+        if name not in names:
+            return reply(404, "refused", f"no app {_clean(name, 100)!r} (configured: {', '.join(names)})")
+        try:
+            return jsonify(status(name)), 200
+        except WatcherError as exc:
+            return reply(503, "unavailable", f"status failed: {exc}")
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify({"status": "ok"}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        try:
+            ready()
+        except (*REDIS_DOWN, RedisUnavailable) as exc:
+            return jsonify({"status": "unavailable", "redis": f"unreachable: {str(exc).splitlines()[0]}"}), 503
+        return jsonify({"status": "ready", "redis": "ok"}), 200
+
+    # -- errors: JSON, and never a 500 ---------------------------------------------------------
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = exc.code or 400
+        return reply(code, "refused", exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        if isinstance(exc, (*REDIS_DOWN, RedisUnavailable)):
+            log.warning("%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0])
+            return reply(503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver")
+        log.exception("%s %s: unexpected error", request.method, request.path)
+        return reply(503, "unavailable", "unexpected error: retry or redeliver (a request already queued is "
+                                         "recognized and not queued twice)")
+
+    return app
