@@ -295,7 +295,7 @@ def test_status_health_and_readiness(server: WatcherServer, app: str, real_servi
     assert status.status_code == 200, status.text
     data = status.json()
     assert data["app"] == app and "live_color" in data and "queue" in data and "paused" in data
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "ready": True, "redis": "ok"}
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     assert httpx.get(f"{server.url}/nowhere").status_code == 404
     assert httpx.get(f"{server.url}/hooks/github").status_code == 405
@@ -359,7 +359,8 @@ def test_redis_down_is_503_never_500(registry, tmp_path: Path) -> None:
     srv = _serve(tmp_path, f"{reg.host}/acme/app", f"redis://127.0.0.1:{free_port()}/0",
                  {"WEBHOOK_SECRET": SECRET, "WATCHER_API_TOKEN": API_TOKEN})
     try:
-        assert httpx.get(f"{srv.url}/healthz").status_code == 200          # alive
+        health = httpx.get(f"{srv.url}/healthz")
+        assert health.status_code == 200 and health.json()["ready"] is False   # alive, not ready
         ready = httpx.get(f"{srv.url}/readyz")
         assert ready.status_code == 503 and "unreachable" in ready.json()["redis"]
         response = github_delivery(srv.url, "package", push_event(registry, "1.2.0"), SECRET)

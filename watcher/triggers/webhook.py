@@ -5,7 +5,7 @@
     POST /pause           pause the deploy queue (JSON {"reason", "by", "app"}; all optional)
     POST /resume          lift the pause
     GET  /status          the JSON of `watcher status --json` (API token unless status_auth = false)
-    GET  /healthz         liveness: the process answers
+    GET  /healthz         liveness: the process answers (200), readiness (Redis) in the body
     GET  /readyz          readiness: Redis answers (503 otherwise)
 
 Trust: a delivery is read only after its signature or token is verified, each compared in
@@ -291,17 +291,25 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         except WatcherError as exc:
             return reply(503, "unavailable", f"status failed: {exc}")
 
-    @app.get("/healthz")
-    def healthz() -> tuple[Response, int]:
-        return jsonify({"status": "ok"}), 200
-
-    @app.get("/readyz")
-    def readyz() -> tuple[Response, int]:
+    def readiness() -> tuple[bool, str]:
         try:
             ready()
         except (*REDIS_DOWN, RedisUnavailable) as exc:
-            return jsonify({"status": "unavailable", "redis": f"unreachable: {str(exc).splitlines()[0]}"}), 503
-        return jsonify({"status": "ready", "redis": "ok"}), 200
+            return False, f"unreachable: {str(exc).splitlines()[0]}"
+        return True, "ok"
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        """Liveness (200 while the process answers), with readiness in the body."""
+        is_ready, redis_state = readiness()
+        return jsonify({"status": "ok", "ready": is_ready, "redis": redis_state}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        """Readiness as a status code, for probes that only read the code."""
+        is_ready, redis_state = readiness()
+        return jsonify({"status": "ready" if is_ready else "unavailable", "redis": redis_state}), \
+            200 if is_ready else 503
 
     # -- errors: JSON, and never a 500 ---------------------------------------------------------
 
