@@ -10,12 +10,12 @@ import fcntl
 import json
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 from watcher.engine.state import now_iso
 from watcher.errors import LockBusy
+from watcher.flock import lock_exclusive
 
 
 class HostLock:
@@ -26,19 +26,12 @@ class HostLock:
     def acquire(self, purpose: str, wait: float = 0.0) -> "HostLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    holder = self.holder()
-                    who = _describe(holder) if holder else "another watcher process"
-                    raise LockBusy(f"{who} holds the deploy lock ({self.path}); "
-                                   "wait for it to finish or use --wait-lock SECONDS") from None
-                time.sleep(0.2)
+        if not lock_exclusive(fd, wait, poll=0.2):
+            os.close(fd)
+            holder = self.holder()
+            who = _describe(holder) if holder else "another watcher process"
+            raise LockBusy(f"{who} holds the deploy lock ({self.path}); "
+                           "wait for it to finish or use --wait-lock SECONDS")
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "purpose": purpose, "since": now_iso()}).encode())

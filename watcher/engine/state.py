@@ -7,12 +7,10 @@ Writers hold `state.lock` (flock) across their guard check and the write: see `D
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +20,7 @@ from typing import Any, Iterator
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
 from watcher.errors import WatcherError
+from watcher.flock import lock_exclusive
 
 
 def now_iso() -> str:
@@ -113,17 +112,10 @@ class StateStore:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise WatcherError(f"{self.lock_path} stayed locked for {timeout:g}s by another watcher "
-                                           "process (one stopped in the middle of a write?); nothing was written "
-                                           "or switched") from None
-                    time.sleep(0.05)
+            if not lock_exclusive(fd, timeout):
+                raise WatcherError(f"{self.lock_path} stayed locked for {timeout:g}s by another watcher "
+                                   "process (one stopped in the middle of a write?); nothing was written "
+                                   "or switched")
             self._writer = threading.get_ident()
             try:
                 yield
