@@ -8,8 +8,8 @@
 # Compose v2 plugin (watcher drives deploys through `docker compose`, over the host's Docker socket,
 # which compose.yml mounts). Pinned versions; bump them together.
 #
-# NOTE: this file has not been built on the machine it was written on (no access to Docker Hub
-# there, which the base images come from). It is written to build anywhere with Docker Hub and PyPI.
+# NOTE: the machine it was written on has no Docker Hub; there it was built only against offline
+# stand-ins of the three base images (same names and layout), not the real ones.
 
 ARG PYTHON_VERSION=3.11
 ARG DOCKER_VERSION=27.5.1
