@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from watcher.queue import DeployQueue, Job, holder_of  # noqa: E402
 from watcher.queue.connection import connect  # noqa: E402
+from tests.harness.waiting import wait_until  # noqa: E402
 
 
 def spawn(url: str, app: str, name: str, ttl: float, phase_seconds: float, log: Path) -> subprocess.Popen[bytes]:
@@ -45,13 +46,10 @@ def spawn(url: str, app: str, name: str, ttl: float, phase_seconds: float, log: 
 
 
 def wait(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise SystemExit(f"timed out after {timeout}s waiting for {what}")
+    try:
+        return wait_until(condition, timeout, what, poll=0.005)
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:

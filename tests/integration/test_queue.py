@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from tests.harness.fake_worker import fake_worker
+from tests.harness import waiting
 from tests.harness.redis_server import RedisServer
 from watcher.errors import GuardLost, LockBusy, UsageError
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, Worker, holder_of
@@ -46,13 +47,7 @@ def ask(queue: DeployQueue, version: str, digest: str | None = None, source: str
 
 
 def wait_until(condition, timeout: float = 20, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return waiting.wait_until(condition, timeout, what)
 
 
 @contextmanager

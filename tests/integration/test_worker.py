@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 import pytest
 
 from tests.harness.redis_server import RedisServer
+from tests.harness.waiting import wait_until
 from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
 from watcher.queue import DeployQueue, Job, Status, holder_of
@@ -94,13 +95,7 @@ def queued_private(stack: Stack, private_redis: RedisServer) -> Iterator[tuple[S
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, workers: Workers) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{workers.logs()}")
+    return wait_until(condition, timeout, what, poll=0.1, detail=workers.logs)
 
 
 def deployed(stack: Stack, version: str) -> None:
