@@ -80,10 +80,11 @@ def parse_duration(value: Any, where: str) -> float:
 
 @dataclass(frozen=True)
 class Service:
-    """A stateless service that runs once per colour; Caddy dials `<name>-<colour>:<port>`."""
+    """A stateless service that runs once per colour; Caddy dials `<name>-<colour>:<port>`.
+    Without a port it runs per colour but is not proxied (a sidecar, a queue consumer)."""
 
     name: str
-    port: int
+    port: int | None
 
     def upstream(self, color: str) -> str:
         return f"{self.name}-{color}:{self.port}"
@@ -470,11 +471,13 @@ class _Reader:
         for name, spec in table.items():
             self._name(f"services.{name}", name)
             if not isinstance(spec, dict):
-                self.fail(f"services.{name}", "must be a table with a port")
+                self.fail(f"services.{name}", "must be a table (with a port, if Caddy proxies to it)")
             port = spec.get("port")
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
                 self.fail(f"services.{name}.port", f"expected a port number, got {port!r}")
             services.append(Service(name, port))
+        if all(s.port is None for s in services):
+            self.fail("services", "give at least one service the port Caddy proxies to, e.g. [services.web] port = 8080")
         return tuple(services)
 
     def _admin(self, project_dir: Path, admin: str) -> str:

@@ -36,7 +36,8 @@ def test_round_trip(store: StateStore) -> None:
     assert loaded == saved
     assert (loaded.live, loaded.previous, loaded.pending) == (state.live, state.previous, state.pending)
     raw = json.loads(store.path.read_text())
-    assert raw["live"] == {"color": "green", "version": "2.0", "since": "2024-02-01T00:00:00+00:00"}
+    assert raw["live"] == {"color": "green", "version": "2.0", "since": "2024-02-01T00:00:00+00:00",
+                           "digest": None, "image": None}
     assert raw["pending"]["phase"] == "pull" and raw["pending"]["color"] == "blue"
 
 

@@ -23,6 +23,14 @@ class ContainerInfo:
     state: str          # running, exited, created, restarting, dead, paused
     health: str | None  # healthy, unhealthy, starting; None without a healthcheck
     exit_code: int
+    restart_count: int = 0   # restarts by Docker's restart policy since the container was started
+
+    @property
+    def repository(self) -> str:
+        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
+        head, _, last = self.image.rpartition("/")
+        name = last.split(":", 1)[0].split("@", 1)[0]
+        return f"{head}/{name}" if head else name
 
     @property
     def version(self) -> str:
@@ -41,7 +49,8 @@ class ContainerInfo:
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "service": self.service, "state": self.state,
-                "health": self.health, "version": self.version, "id": self.id[:12]}
+                "health": self.health, "version": self.version, "image": self.image, "id": self.id[:12],
+                "restarts": self.restart_count}
 
 
 class Containers:
@@ -61,6 +70,13 @@ class Containers:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
         return sorted((self._info(c.attrs) for c in found), key=lambda c: c.name)
 
+    def engine_id(self) -> str:
+        """The Docker engine's ID: which host a colour's containers really live on."""
+        try:
+            return str(self.client.info().get("ID") or "")
+        except DockerException as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+
     def image_present(self, ref: str) -> bool:
         return self.image_id(ref) is not None
 
@@ -69,6 +85,14 @@ class Containers:
             return self.client.images.get(ref).id
         except ImageNotFound:
             return None
+
+    def tag(self, image_id: str, ref: str) -> None:
+        """Point the local tag `ref` at `image_id` (a rollback to an earlier digest of one tag)."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            self.client.images.get(image_id).tag(repository, tag)
+        except DockerException as exc:
+            raise DockerUnavailable(f"cannot tag {image_id[:19]} as {ref} ({_short(exc)})") from exc
 
     def last_health_output(self, container_id: str) -> str:
         try:
@@ -107,7 +131,7 @@ class Containers:
         return ContainerInfo(
             id=attrs["Id"], name=attrs["Name"].lstrip("/"), service=labels.get(SERVICE_LABEL, ""),
             image=(attrs.get("Config") or {}).get("Image", ""), image_id=attrs.get("Image", ""), state=state.get("Status", "unknown"),
-            health=health, exit_code=int(state.get("ExitCode") or 0),
+            health=health, exit_code=int(state.get("ExitCode") or 0), restart_count=int(attrs.get("RestartCount") or 0),
         )
 
 

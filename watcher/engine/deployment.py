@@ -1,12 +1,16 @@
 """The blue-green deploy flow, phase by phase. Read `Deployment.deploy` top to bottom.
 
-    pull -> inspect -> pre-deploy hook -> start other colour -> health -> [guard] SWITCH
-         -> verify (window; failure switches back) -> record -> drain old -> stop old
+    pull -> inspect -> pre-deploy hook -> start idle colour -> health -> [guard] SWITCH
+         -> verify (window) -> record -> drain old -> stop old
+
+The live colour is the route file's (reconcile.py); the target is always the other colour, and
+nothing here ever stops, removes or recreates the live colour's containers. Every move of traffic
+goes through `TrafficSwitch.move_to`, which refuses a colour that is not healthy at that moment.
 
 Until the state is recorded, any failure or interrupt runs `_abort`: traffic goes back to the
-colour that was live, the new colour drains and is removed. After that point the new version
-is live and recorded, and a failure while draining or stopping the old colour leaves both
-running, which is safe.
+colour that was live if it is still healthy; if it is not, a healthy new colour is left serving
+(and recorded), never removed; if neither is healthy, nothing is touched. Once the new version is
+recorded live, nothing switches back: an interrupt leaves both colours running, which is safe.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
 from watcher.engine.hooks import run_hook
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View, reconcile
-from watcher.engine.stack import Stacks
+from watcher.engine.rollback import RollbackTarget, choose, rollback_target
+from watcher.engine.stack import ColorStack, SharedStack
 from watcher.engine.state import DeployState, Pending, Release, StateStore
-from watcher.engine.switch import TrafficSwitch
-from watcher.engine.verification import answered_version, wait_for_version
-from watcher.errors import DeployFailed, GuardLost, UsageError
+from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
+from watcher.engine.verification import COLOR_HEADER, answer, wait_for_version
+from watcher.errors import DeployFailed, GuardLost, UsageError, WatcherError
 from watcher.interrupts import shielded
 from watcher.validation import validate_tag
 
@@ -63,6 +68,16 @@ class DeployResult:
                 "digest": self.digest}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy will do, decided from the view before anything changes."""
+
+    live: Release | None
+    target: ColorStack
+    image: str | None      # the local image ID to run, when known
+    reuse: bool            # the target's retained containers are that very image: start them
+
+
 class Deployment:
     """The engine. It knows Docker Compose and Caddy; it knows nothing of queues or webhooks."""
 
@@ -71,119 +86,132 @@ class Deployment:
         self.config = config
         self.progress = progress or Progress()
         self.docker = docker or Containers()
-        self.stacks = Stacks(config, self.docker)
+        self.colors = {color: ColorStack(config, self.docker, color) for color in Color}
+        self.shared = SharedStack(config, self.docker)
         self.switch = TrafficSwitch(config.route_file)
         self.store = StateStore(config.state_dir, config.deployment_color_file)
         self.caddy = CaddyAdmin(config.caddy_admin)
         self.registry = registry
         self._guard: Guard | None = None
+        self._engine = ""
 
     # -- reading -------------------------------------------------------------------------
 
     def observe(self) -> Observed:
-        return Observed(self.switch.current(), {c: self.stacks.containers(c) for c in Color})
+        return Observed(self.switch.current(), {c: s.containers() for c, s in self.colors.items()},
+                        tuple(s.name for s in self.config.services), self.config.image, self.switch.closed())
 
     def view(self) -> View:
         return reconcile(self.store.load(), self.observe())
 
+    def rollback_target(self, view: View) -> RollbackTarget | None:
+        return rollback_target(view, self.colors, self.docker, self.config.image)
+
     # -- deploy --------------------------------------------------------------------------
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False) -> DeployResult:
-        """Put `version` live on the idle colour with zero failed requests, or change nothing."""
+    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
+               image: str | None = None) -> DeployResult:
+        """Put `version` (pinned to the local `image`, for a rollback) live on the idle colour with
+        zero failed requests, or change nothing."""
         _checked(version)
         self._guard = guard
         progress = self.progress
+        self._check_engine()
 
-        with progress.phase("pull", f"{self.stacks.image(version)}"):
-            digest = self._pull(version, prefer_local)
+        with progress.phase("pull", self.shared.image(version)):
+            digest = self._pull(version, prefer_local or image is not None)
 
-        with progress.phase("inspect", "live colour from state, Caddy and Docker"):
+        with progress.phase("inspect", "the live colour from the route file, its health from Docker"):
             view = self.view()
             for warning in view.warnings:
                 progress.say(f"  note: {warning}")
-            live = view.live
-            if live and live.version == version and self._same_image(live.color, version):
+            plan = self._plan(view, version, image)
+            live, target = plan.live, plan.target
+            if live and live.version == version and plan.image and \
+                    self.colors[live.color].image_id(view.observed.of(live.color)) == plan.image:
                 self._sync_state(view)
                 return DeployResult(kind, version, live.color, view.previous, dict(progress.durations),
                                     progress.total, noop=True, message=f"{version} is already live on {live.color}",
                                     digest=digest)
-            target = live.color.other if live else (view.observed.route or Color.BLUE)
-            progress.say(f"  live: {live.color} ({live.version})" if live else "  live: nothing yet")
+            progress.say(f"  live: {live.color} ({live.version}, {view.live_health})" if live else "  live: nothing yet")
             progress.say(f"  target: {target}")
+            if live is not None and view.live_health.healthy:
+                self._check_route(live.color)
 
-        self._note_pending(view, Pending(kind, version, target, "prepare"))
-        switched = False
+        self._note_pending(view, Pending(kind, version, target.color, "prepare"))
+        started = switched = False
         try:
             if self.config.pre_deploy:
                 with progress.phase("pre-deploy hook", " ".join(self.config.pre_deploy)):
                     run_hook(self.config.pre_deploy, cwd=self.config.project_dir, timeout=self.config.pre_deploy_timeout,
                              env={self.config.version_env: version, "WATCHER_VERSION": version,
-                                  "WATCHER_COLOR": target.value,
+                                  "WATCHER_COLOR": target.color.value,
                                   "WATCHER_PREVIOUS_VERSION": live.version if live else ""})
 
-            with progress.phase("start", f"{self.config.project(target.value)} at {version}"):
+            with progress.phase("start", f"{target.name} at {version}"):
                 self._mark("start")
                 self.config.route_file.parent.mkdir(parents=True, exist_ok=True)  # ours, not Docker's
-                self.stacks.ensure_shared(version)
-                self._clear_leftovers(target, version)
-                self.stacks.start(target, version)
+                if live is None and view.route is None:
+                    with self.fenced():
+                        self.switch.close()   # nothing is verified yet: Caddy answers 503, not the new colour
+                self.shared.ensure(version)
+                started = True
+                self._start(plan, version)
 
             with progress.phase("health", f"every {self.config.health_interval:g}s, "
                                           f"up to {self.config.health_timeout:g}s"):
                 self._mark("health")
-                wait_until_healthy(lambda: self.stacks.containers(target), self.stacks.service_names, self.docker,
-                                   timeout=self.config.health_timeout, interval=self.config.health_interval,
-                                   progress=progress)
+                wait_until_healthy(target, timeout=self.config.health_timeout,
+                                   interval=self.config.health_interval, progress=progress)
 
             guard.check()
             with shielded(), progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"):
                 self._mark("switch")
                 with self.fenced():
-                    self.switch.route_to(target)
+                    self.switch.move_to(target)
                 switched = True
 
-            with progress.phase("verify", f"{self.config.verify_url} answers {version}"):
+            with progress.phase("verify", f"{self.config.verify_url} answers {version} from {target}"):
                 self._mark("verify")
                 self._verify(target, version)
-
-            with shielded():
-                self._save(DeployState(Release(target, version), live, None))
         except BaseException as failure:
-            self._abort(target, live, switched, failure)
+            self._abort(plan, version, digest, started, switched, failure)
             raise
+
+        release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
+        with shielded(), progress.phase("record", f"{version} live on {target}"):
+            self._record(DeployState(release, live or view.previous, None))
 
         drained = True
         if live:
-            old = [s.upstream(live.color.value) for s in self.config.services]
-            with progress.phase("drain", f"in-flight requests on {', '.join(old)}"):
-                drained = wait_drained(self.caddy, old, timeout=self.config.drain_timeout, progress=progress)
-            verb = "stop" if self.config.retain_old else "remove"
-            with progress.phase(f"{verb} old", f"{self.config.project(live.color.value)} ({live.version})"):
-                (self.stacks.stop if self.config.retain_old else self.stacks.remove)(live.color)
+            drained = self._retire(self.colors[live.color], target)
         message = f"{version} is live on {target}" + (f" (was {live.version} on {live.color})" if live else "")
         progress.say(message)
-        return DeployResult(kind, version, target, live, dict(progress.durations), progress.total,
+        return DeployResult(kind, version, target.color, live, dict(progress.durations), progress.total,
                             drained=drained, message=message, digest=digest)
 
     def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
-        """Back to the previous version (or `to`): instant when its colour is retained."""
+        """Back to the previous release (or `to`): instant when its colour is retained."""
         if to is not None:
             _checked(to)
-        view = self.view()
-        if to is None:
-            if view.previous is None:
-                raise UsageError("nothing to roll back to: no previous version is recorded "
-                                 "(use `watcher rollback --to VERSION`)")
-            to = view.previous.version
-        if view.live and view.live.version == to:
-            raise UsageError(f"{to} is already live on {view.live.color}")
-        return self.deploy(to, guard=guard, kind="rollback", prefer_local=True)
+        found = choose(self.view(), self.colors, self.docker, self.config.image, to)
+        self.progress.say(f"rolling back to {found.describe()}")
+        return self.deploy(found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image)
 
     # -- phases ---------------------------------------------------------------------------
 
+    def _check_engine(self) -> None:
+        """One Docker host per app: refuse an engine other than the one the state was recorded on."""
+        self._engine = self.docker.engine_id()
+        recorded = self.store.load().engine
+        if recorded and self._engine and recorded != self._engine:
+            raise WatcherError(f"{self.store.path} was recorded on Docker engine {recorded}, but this watcher "
+                               f"talks to engine {self._engine}: an app's colours live on one Docker host. Run "
+                               "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed")
+
     def _pull(self, version: str, prefer_local: bool) -> str | None:
         """Pull `version`; return the digest the registry gave (None when the local image is used)."""
-        image = self.stacks.image(version)
+        image = self.shared.image(version)
         if prefer_local and self.docker.image_present(image):
             self.progress.say(f"  {image} is present locally; not pulling")
             return None
@@ -201,54 +229,109 @@ class Deployment:
                 registry.close()
         self.progress.say(f"  {image} is {digest}")
         try:
-            self.stacks.pull(version)
+            self.shared.pull(version)
         except ComposeError as exc:
             raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
         return digest
 
-    def _same_image(self, color: Color, version: str) -> bool:
-        """Whether `color` already runs the image `version` now points at (a moved tag is new)."""
-        local = self.docker.image_id(self.stacks.image(version))
-        return local is not None and all(c.image_id == local for c in self.stacks.containers(color))
+    def _plan(self, view: View, version: str, image: str | None) -> Plan:
+        if view.route_lost:
+            raise DeployFailed(
+                f"the route file {self.config.route_file} is missing although colours exist, so Caddy no longer "
+                f"reads the file watcher writes (was {self.config.route_file.parent} removed after Caddy started?). "
+                f"Write the colour that should serve into it (e.g. `echo blue > {self.config.route_file}`), then "
+                f"restart Caddy so it mounts the directory again (`docker compose -p {self.config.project()} "
+                "restart caddy`); nothing was changed")
+        live = view.live
+        target = self.colors[live.color.other if live else Color.BLUE]
+        assert view.route != target.color, "a deploy never targets the colour Caddy routes to"
+        wanted = image or self.docker.image_id(self.shared.image(version))
+        containers = view.observed.of(target.color)
+        reuse = target.retained(containers) and target.version(containers) == version and \
+            wanted is not None and target.image_id(containers) == wanted
+        return Plan(live, target, wanted, reuse)
 
-    def _clear_leftovers(self, target: Color, version: str) -> None:
-        """Containers of the target colour that are not the retained `version` go first."""
-        leftovers = self.stacks.containers(target)
-        if not leftovers:
+    def _check_route(self, live: Color) -> None:
+        """Before anything changes: Caddy's answers must come from the colour the route file names,
+        or Caddy does not read this route file and a switch would be silently ignored."""
+        seen = answer(self.config.verify_url, self.config.verify_header)
+        for _ in range(10):
+            if seen.color is not None:
+                break
+            time.sleep(0.3)
+            seen = answer(self.config.verify_url, self.config.verify_header)
+        if seen.color == live.value:
             return
-        if any(c.running for c in leftovers):
-            upstreams = [s.upstream(target.value) for s in self.config.services]
-            wait_drained(self.caddy, upstreams, timeout=self.config.drain_timeout, progress=self.progress)
-        if self.stacks.version(target, leftovers) == version and not any(c.running for c in leftovers):
+        if seen.color is None:
+            raise DeployFailed(f"{self.config.verify_url} answers without a {COLOR_HEADER} header, so watcher cannot "
+                               "tell which colour serves: each colour's reverse_proxy in the Caddyfile must set "
+                               f"`header_down {COLOR_HEADER} <colour>` (see the Caddyfile shipped with watcher), or "
+                               f"Caddy does not read {self.config.route_file}; nothing was changed")
+        raise DeployFailed(f"Caddy answers from {seen.color} although {self.config.route_file} says {live}: Caddy "
+                           f"does not read this route file (was {self.config.route_file.parent} removed or "
+                           f"recreated after Caddy started? restart Caddy: `docker compose -p "
+                           f"{self.config.project()} restart caddy`); nothing was changed")
+
+    def _start(self, plan: Plan, version: str) -> None:
+        """Start the target colour; its leftovers go first (they never serve: Caddy routes to the
+        live colour alone), unless they are the retained containers of this very image."""
+        target = plan.target
+        if plan.reuse:
             self.progress.say(f"  reusing retained {target} containers of {version}")
+            target.resume()
             return
-        self.progress.say(f"  removing leftover {target} containers "
-                          f"({', '.join(f'{c.name}: {c.version} {c.state}' for c in leftovers)})")
-        self.stacks.remove(target)
+        leftovers = target.containers()
+        if leftovers:
+            if any(c.running for c in leftovers):
+                wait_drained(self.caddy, target.upstreams, timeout=self.config.drain_timeout, progress=self.progress)
+            self.progress.say(f"  removing leftover {target} containers "
+                              f"({', '.join(f'{c.name}: {c.version} {c.state}' for c in leftovers)})")
+            target.remove()
+        ref = self.shared.image(version)
+        if plan.image and self.docker.image_id(ref) != plan.image:
+            self.progress.say(f"  pointing {ref} at {plan.image[:19]} again (an earlier image of the tag)")
+            self.docker.tag(plan.image, ref)
+        target.start(version)
 
-    def _verify(self, target: Color, version: str) -> None:
-        """The new version must answer through Caddy, then stay healthy for the window."""
+    def _verify(self, target: ColorStack, version: str) -> None:
+        """The new version must answer through Caddy, from the new colour, then stay healthy and
+        answering for the window."""
         cfg = self.config
         if not wait_for_version(cfg.verify_url, version, cfg.verify_header, timeout=cfg.verify_timeout,
-                                progress=self.progress):
-            raise DeployFailed(f"{cfg.verify_url} did not answer {version} within {cfg.verify_timeout:g}s "
-                               "after the switch")
+                                progress=self.progress, color=target.color.value):
+            raise DeployFailed(f"{cfg.verify_url} did not answer {version} from {target} within "
+                               f"{cfg.verify_timeout:g}s after the switch")
         deadline = time.monotonic() + cfg.verify_window
         while time.monotonic() < deadline:
-            sick = [c for c in self.stacks.containers(target) if not c.ready]
-            if sick:
-                raise DeployFailed(f"{sick[0].name} turned {sick[0].health or sick[0].state} "
-                                   "during the verification window")
-            seen = answered_version(cfg.verify_url, cfg.verify_header)
-            if seen != version:
-                raise DeployFailed(f"{cfg.verify_url} answered {seen!r} instead of {version} "
+            health = target.health()
+            if not health.healthy:
+                raise DeployFailed(f"{target} turned {health} during the verification window")
+            seen = answer(cfg.verify_url, cfg.verify_header)
+            if (seen.version, seen.color) != (version, target.color.value):
+                raise DeployFailed(f"{cfg.verify_url} answered {seen} instead of {version!r} from {target} "
                                    "during the verification window")
             self.progress.waiting(f"the verification window ({version} healthy and answering)",
                                   cfg.verify_window - (deadline - time.monotonic()), cfg.verify_window)
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
-    def _abort(self, target: Color, live: Release | None, switched: bool, failure: BaseException) -> None:
-        """Back to the colour that was live; drain and remove the new one. Never interrupted.
+    def _retire(self, old: ColorStack, new: ColorStack) -> bool:
+        """Drain the old colour, then stop (or remove) it, unless the new one is no longer healthy:
+        then the old one is the last healthy colour and keeps running."""
+        progress = self.progress
+        with progress.phase("drain", f"in-flight requests on {', '.join(old.upstreams) or old.name}"):
+            drained = wait_drained(self.caddy, old.upstreams, timeout=self.config.drain_timeout, progress=progress)
+        health = new.health()
+        if not health.healthy:
+            progress.say(f"  warning: {new} is {health}; leaving {old} running (`watcher status`)")
+            return drained
+        verb = "stop" if self.config.retain_old else "remove"
+        with progress.phase(f"{verb} old", old.name):
+            (old.stop if self.config.retain_old else old.remove)()
+        return drained
+
+    def _abort(self, plan: Plan, version: str, digest: str | None, started: bool, switched: bool,
+               failure: BaseException) -> None:
+        """Leave one healthy colour serving. Never interrupted.
 
         Not when the guard is lost: another holder may already be deploying over these very
         containers, so this process touches nothing more. The guard is checked first whatever
@@ -264,32 +347,53 @@ class Deployment:
             self.progress.say(f"aborting without touching anything: {failure}")
             return
         with shielded():
-            progress = self.progress
-            progress.say(f"aborting: {failure}")
+            self.progress.say(f"aborting: {failure}")
             if isinstance(failure, HealthCheckFailed) and failure.details:
-                progress.say(failure.details)
+                self.progress.say(failure.details)
             try:
-                if switched and live:
-                    progress.say(f"  switching traffic back to {live.color} ({live.version})")
-                    with self.fenced():
-                        self.switch.route_to(live.color)
-                if switched:
-                    upstreams = [s.upstream(target.value) for s in self.config.services]
-                    wait_drained(self.caddy, upstreams, timeout=self.config.drain_timeout, progress=progress)
-                if live is None and switched:
-                    with self.fenced():
-                        self.switch.clear()
-                progress.say(f"  removing {self.config.project(target.value)}")
-                self.stacks.remove(target)
-            except Exception as exc:  # report, and leave the trail in state for `status`
-                progress.say(f"  abort step failed: {exc}; run `watcher status`")
+                kept = self._unwind(plan, version, digest, started, switched)
+            except WatcherError as exc:   # report, and leave the trail in state for `status`
+                self.progress.say(f"  abort step failed: {exc}; run `watcher status`")
                 return
-            state = self.store.load()
+        if kept:
+            raise DeployFailed(f"{failure}; {kept}") from failure
+
+    def _unwind(self, plan: Plan, version: str, digest: str | None, started: bool, switched: bool) -> str:
+        """Undo what this deploy did; returns why something was kept instead ("" when undone)."""
+        progress, target, live = self.progress, plan.target, plan.live
+        old = self.colors[live.color] if live else None
+        if switched and old is not None:
             try:
-                self._save(replace(state, pending=None))
-            except GuardLost as exc:
-                progress.say(f"  {exc}: the state is left to the new holder")
-            progress.say(f"{live.version} is still live on {live.color}" if live else "nothing is live")
+                progress.say(f"  switching traffic back to {old} ({live.version if live else ''})")
+                with self.fenced():
+                    self.switch.move_to(old)
+            except TargetNotHealthy as refused:
+                return self._leave_serving(plan, version, digest, str(refused))
+        elif switched:
+            with self.fenced():
+                self.switch.close()
+        if switched:
+            wait_drained(self.caddy, target.upstreams, timeout=self.config.drain_timeout, progress=progress)
+        if started:
+            progress.say(f"  {'stopping' if plan.reuse else 'removing'} {target.name}")
+            (target.stop if plan.reuse else target.remove)()
+        self._save(replace(self.store.load(), pending=None))
+        progress.say(f"{live.version} is still live on {live.color}" if live else "nothing is live")
+        return ""
+
+    def _leave_serving(self, plan: Plan, version: str, digest: str | None, why: str) -> str:
+        """The old colour is not healthy any more: the new one keeps the traffic if it is healthy
+        (recorded as live, never removed); if it is not, nothing is touched."""
+        target, live = plan.target, plan.live
+        health = target.health()
+        if not health.healthy:
+            self._save(replace(self.store.load(), pending=None))
+            return (f"{why}, and {target} is {health} too: traffic stays on {target}, nothing was removed "
+                    "(see `watcher status`)")
+        release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
+        self._record(DeployState(release, live, None))
+        return f"{why}, so {version} is left serving on {target}; {live.color if live else 'the old colour'} " \
+               "is kept as it is"
 
     # -- state ----------------------------------------------------------------------------
 
@@ -309,7 +413,17 @@ class Deployment:
         """Every state write is fenced: a holder that lost the lock while paused must not
         overwrite what the new holder recorded."""
         with self.fenced():
-            self.store.save(state)
+            self.store.save(replace(state, engine=self._engine or state.engine))
+
+    def _record(self, state: DeployState) -> None:
+        """The record step. Traffic is on the new colour already; a failure to write only leaves
+        the state behind the route file, which `status` and the next deploy reconcile."""
+        try:
+            self._save(state)
+        except OSError as exc:
+            raise WatcherError(f"{state.live.version if state.live else 'the new version'} serves, but "
+                               f"{self.store.path} could not be written ({exc.strerror}); the old colour keeps "
+                               "running: free the disk and run `watcher status`") from exc
 
     def _note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""

@@ -1,16 +1,20 @@
-"""Waiting until every new container is healthy, bounded by HEALTH_CHECK_TIMEOUT.
+"""Waiting until a new colour is healthy: fail fast, wait only for slow starts.
 
-An `unhealthy` status is not final while the timeout runs (a slow boot can still pass);
-a container that exits or dies is, and fails the wait at once.
+`unhealthy` reported by Docker, a container that exited or is restarting (a crash loop, an
+image whose entrypoint cannot start) ends the wait at once with the container's last health
+output and log lines: waiting longer cannot help, and the lock and the queue would be held for
+nothing. HEALTH_CHECK_TIMEOUT bounds only a start that is still `starting` (the app's own
+healthcheck `start_period` is where a slow boot is declared).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from watcher.backends.containers import ContainerInfo, Containers
+from watcher.engine.health import judge
 from watcher.engine.progress import Progress
+from watcher.engine.stack import ColorStack
 from watcher.errors import DeployFailed
 
 
@@ -22,37 +26,33 @@ class HealthCheckFailed(DeployFailed):
         self.details = details
 
 
-def wait_until_healthy(list_containers: Callable[[], list[ContainerInfo]], services: list[str],
-                       docker: Containers, *, timeout: float, interval: float, progress: Progress) -> float:
+def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, progress: Progress) -> float:
     """Poll every `interval` seconds; return the seconds it took, or raise HealthCheckFailed."""
     started = time.monotonic()
-    warned_no_check = False
+    restarts = {c.id: c.restart_count for c in stack.containers()}
     while True:
-        containers = list_containers()
+        containers = stack.containers()
+        health = judge(containers, stack.services, restarts)
         elapsed = time.monotonic() - started
-        missing = [s for s in services if not any(c.service == s for c in containers)]
-        dead = [c for c in containers if c.state in ("exited", "dead")]
-        if dead:
-            raise _failure(f"{dead[0].name} exited (code {dead[0].exit_code}) before it was healthy",
-                           dead, docker)
-        if not missing and containers and all(c.ready for c in containers):
-            if not warned_no_check and any(c.health is None for c in containers):
+        if health.healthy:
+            if any(c.health is None for c in containers):
                 progress.say("  warning: a container has no healthcheck; running counts as healthy")
             return elapsed
+        if health.failed:
+            raise _failure(f"{stack.color} failed its health check after {elapsed:.0f}s: {health.reason}",
+                           containers, stack.docker)
         if elapsed >= timeout:
-            waiting = [c for c in containers if not c.ready]
-            what = ", ".join(f"{c.name} ({c.health or c.state})" for c in waiting) or \
-                f"services {', '.join(missing)} to start"
-            raise _failure(f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {what}", waiting, docker)
-        pending = ", ".join(f"{c.name}: {c.health or c.state}" for c in containers if not c.ready)
-        progress.waiting(pending or "containers to be created", elapsed, timeout)
+            raise _failure(f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {health.reason}",
+                           [c for c in containers if not c.ready], stack.docker)
+        progress.waiting(health.reason or "containers to be created", elapsed, timeout)
         time.sleep(min(interval, max(0.0, timeout - elapsed)) or interval)
 
 
 def _failure(message: str, containers: list[ContainerInfo], docker: Containers) -> HealthCheckFailed:
     parts = []
     for container in containers:
-        parts.append(f"--- {container.name}: state={container.state} health={container.health}")
+        parts.append(f"--- {container.name}: state={container.state} health={container.health} "
+                     f"restarts={container.restart_count}")
         output = docker.last_health_output(container.id)
         if output:
             parts.append(f"last health check: {output[-500:]}")

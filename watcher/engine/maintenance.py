@@ -1,5 +1,9 @@
 """cleanup and reset: removing what no deploy needs, never what serves or what a rollback needs
-(unless asked). Both run under the same lock as deploy, so they never remove a deploy in flight.
+(unless asked). Both run under the same locks as deploy, so they never remove a deploy in flight.
+
+cleanup never touches the live colour (the route file's), never removes the rollback target's
+image, and never removes the other colour while it is the only healthy one. Only `reset` removes
+everything.
 """
 
 from __future__ import annotations
@@ -14,31 +18,35 @@ from watcher.engine.drain import wait_drained
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
     """Remove failed or stray colours and unused app images; say what was removed."""
     view = engine.view()
+    say = engine.progress.say
+    target = engine.rollback_target(view)
     removed: list[str] = []
-    live = view.live
     for color in Color:
-        containers = view.observed.containers.get(color, [])
-        if not containers or (live and color == live.color):
+        stack, containers = engine.colors[color], view.observed.of(color)
+        if not containers or color == view.route or view.route_lost:
             continue
-        retained = (view.previous is not None and view.previous.color == color
-                    and engine.stacks.version(color, containers) == view.previous.version
-                    and not any(c.running for c in containers))
-        if retained and not include_rollback:
-            engine.progress.say(f"keeping {color} ({view.previous.version}): the rollback target "
-                                "(use --include-rollback to remove it)")
+        if target is not None and target.way == "instant" and target.release.color == color and not include_rollback:
+            say(f"keeping {color} ({target.release.version}): the rollback target "
+                "(use --include-rollback to remove it)")
+            continue
+        if stack.health(containers).healthy and not view.live_health.healthy:
+            say(f"keeping {color}: it is healthy and the live colour is {view.live_health}")
             continue
         if any(c.running for c in containers):
-            upstreams = [s.upstream(color.value) for s in engine.config.services]
-            wait_drained(engine.caddy, upstreams, timeout=engine.config.drain_timeout, progress=engine.progress)
+            wait_drained(engine.caddy, stack.upstreams, timeout=engine.config.drain_timeout, progress=engine.progress)
         guard.check()
-        engine.stacks.remove(color)
-        removed.append(f"{engine.config.project(color.value)} ({', '.join(c.name for c in containers)})")
+        stack.remove()
+        removed.append(f"{stack.name} ({', '.join(c.name for c in containers)})")
 
-    keep = {live.version} if live else set()
-    if view.previous and not include_rollback:
-        keep.add(view.previous.version)
+    keep_versions = {view.live.version} if view.live else set()
+    keep_images = {view.live.image} if view.live and view.live.image else set()
+    if target is not None:
+        keep_versions.add(target.release.version)
+        keep_images.add(target.image or "")
     for ref in engine.docker.images_of(engine.config.image):
-        if ref.rsplit(":", 1)[1] not in keep and engine.docker.remove_image(ref):
+        if ref.rsplit(":", 1)[1] in keep_versions or engine.docker.image_id(ref) in keep_images:
+            continue
+        if engine.docker.remove_image(ref):
             removed.append(ref)
     state = engine.store.load()
     if state.pending:
@@ -49,15 +57,17 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
 
 
 def reset(engine: Deployment, *, guard: Guard) -> list[str]:
-    """Remove both colours, the route and the state. Shared services keep running."""
+    """Remove both colours and the state; Caddy answers 503 until the next deploy. Shared
+    services keep running."""
     guard.check()
     removed = []
     for color in Color:
-        if engine.stacks.containers(color):
-            engine.stacks.remove(color)
-            removed.append(engine.config.project(color.value))
+        stack = engine.colors[color]
+        if stack.containers():
+            stack.remove()
+            removed.append(stack.name)
     with engine.fenced(guard):
-        engine.switch.clear()
+        engine.switch.close()
         engine.store.remove()
     removed.append("state")
     return removed

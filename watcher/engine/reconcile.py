@@ -1,5 +1,10 @@
-"""What is really live: the recorded state checked against what Caddy routes to and what
-Docker runs. When they disagree we say so and trust what serves traffic, never a guess.
+"""What is live: one source of truth, the route file, with the recorded state beside it.
+
+The colour Caddy is told to route to *is* the live colour, whatever Docker says of its health:
+health is shown and warned about, never a reason to call another colour live (a flapping
+healthcheck must not turn the serving colour into a deploy's target). The recorded state adds
+what the route file cannot say: since when, which image, what came before, and a deploy that was
+interrupted. Where the two disagree we say so and trust the route file.
 """
 
 from __future__ import annotations
@@ -8,31 +13,45 @@ from dataclasses import dataclass, field
 
 from watcher.backends.containers import ContainerInfo
 from watcher.engine.color import Color
+from watcher.engine.health import Health, judge
 from watcher.engine.state import DeployState, Release
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What Caddy's route file and Docker show right now."""
+    """What the route file and Docker show right now."""
 
     route: Color | None
     containers: dict[Color, list[ContainerInfo]]
+    services: tuple[str, ...] = ("web",)
+    image: str = ""   # the app's image repository: only its containers give a colour's version
+    closed: bool = False  # the route file says `none`: deliberately nothing live
 
-    def ready(self, color: Color) -> bool:
-        found = self.containers.get(color, [])
-        return bool(found) and all(c.ready for c in found)
+    def of(self, color: Color) -> list[ContainerInfo]:
+        return self.containers.get(color, [])
 
-    def running(self, color: Color) -> bool:
-        return any(c.running for c in self.containers.get(color, []))
+    def health(self, color: Color) -> Health:
+        return judge(self.of(color), self.services)
+
+    def app(self, color: Color) -> list[ContainerInfo]:
+        return [c for c in self.of(color) if not self.image or c.repository == self.image]
 
     def version(self, color: Color) -> str | None:
-        versions = {c.version for c in self.containers.get(color, [])}
+        versions = {c.version for c in self.app(color)}
         return versions.pop() if len(versions) == 1 else None
+
+    def image_id(self, color: Color) -> str | None:
+        images = {c.image_id for c in self.app(color)}
+        return images.pop() if len(images) == 1 else None
+
+    @property
+    def anything(self) -> bool:
+        return any(self.containers.values())
 
 
 @dataclass(frozen=True)
 class View:
-    """The reconciled truth: the colour serving traffic, what came before, and what differs."""
+    """The reconciled truth: the live colour (the route's), its health, what came before."""
 
     live: Release | None
     previous: Release | None
@@ -41,8 +60,24 @@ class View:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def route(self) -> Color | None:
+        return self.observed.route
+
+    @property
+    def live_health(self) -> Health:
+        return self.observed.health(self.live.color) if self.live else Health("absent", "nothing is live")
+
+    @property
+    def route_lost(self) -> bool:
+        """No route file although colours exist: Caddy falls back, and watcher cannot know where."""
+        return self.route is None and not self.observed.closed and \
+            (self.observed.anything or self.recorded.live is not None)
+
+    @property
     def in_sync(self) -> bool:
-        return self.recorded.live == self.live and self.recorded.pending is None
+        recorded = self.recorded.live
+        same = (recorded is None and self.live is None) or (recorded is not None and recorded.same_as(self.live))
+        return same and self.recorded.pending is None and not self.route_lost
 
 
 def reconcile(recorded: DeployState, observed: Observed) -> View:
@@ -52,30 +87,46 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
         warnings.append(f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on "
                         f"{pending.host}, started {pending.started}) was interrupted during '{pending.phase}'")
 
-    # Caddy routes to the route file's colour first (blue when there is none yet) and falls
-    # back to the other colour when the first is down: the serving colour is the first ready.
-    first = observed.route or Color.BLUE
-    serving = next((c for c in (first, first.other) if observed.ready(c)), None)
+    route = observed.route
     live: Release | None = None
-    if serving is not None:
-        version = observed.version(serving) or "unknown"
-        since = recorded.live.since if recorded.live and recorded.live.color == serving \
-            and recorded.live.version == version else ""
-        live = Release(serving, version, since) if since else Release(serving, version)
-        if observed.route is not None and serving != observed.route:
-            warnings.append(f"Caddy routes to {observed.route} first, but {observed.route} is not healthy: "
-                            f"traffic is served by {serving} (fallback)")
-    elif observed.running(Color.BLUE) or observed.running(Color.GREEN):
-        warnings.append("no colour is healthy: Caddy has nothing healthy to send traffic to")
+    if route is not None:
+        live = _live(recorded.live, route, observed)
+        health = observed.health(route)
+        if not health.healthy:
+            warnings.append(f"the live colour {route} is {health}: Caddy routes to it alone")
+    elif not observed.closed and (observed.anything or recorded.live is not None):
+        warnings.append("the route file is missing while colours exist (was the run directory removed?): "
+                        "Caddy falls back to whichever colour answers; deploys refuse until it is restored")
 
     rec = recorded.live
-    if rec and (live is None or (rec.color, rec.version) != (live.color, live.version)):
-        now = f"{live.color} ({live.version})" if live else "nothing"
-        warnings.append(f"recorded state says {rec.color} ({rec.version}) is live, but traffic goes to {now}")
+    if rec and live and not rec.same_as(live):
+        warnings.append(f"recorded state says {rec.color} ({rec.version}) is live, "
+                        f"but Caddy routes to {live.color} ({live.version})")
 
     previous = recorded.previous
-    if rec and live and (rec.color, rec.version) != (live.color, live.version):
-        # An interrupted deploy switched traffic without recording it: what was live before
-        # is what a rollback should return to.
-        previous = rec if rec.color != live.color else recorded.previous
+    if rec and live and rec.color != live.color:
+        # A deploy switched traffic and died before recording it: what was live before is
+        # what a rollback returns to.
+        previous = rec
     return View(live, previous, recorded, observed, warnings)
+
+
+def _live(recorded: Release | None, route: Color, observed: Observed) -> Release:
+    """The route's colour as a release: the version its app containers run, and the recorded
+    details (since, digest, image) when they describe the same thing."""
+    version = observed.version(route)
+    image = observed.image_id(route)
+    if recorded is not None and recorded.color == route and version in (None, recorded.version) \
+            and (image is None or recorded.image in (None, image)):
+        return Release(route, recorded.version, recorded.since, recorded.digest, recorded.image or image)
+    return Release(route, version or "unknown", "", None, image)
+
+
+def served(recorded: DeployState, route: Color | None) -> Release | None:
+    """What serves, read without Docker (for the triggers and the queue's no-op rule): the route's
+    colour with the recorded release when they agree, else that colour with an unknown version."""
+    if route is None:
+        return None
+    if recorded.live is not None and recorded.live.color == route:
+        return recorded.live
+    return Release(route, "unknown", "")

@@ -1,5 +1,10 @@
-"""The colour stacks: the stateless services of one colour, as one compose project each,
-plus the shared project (caddy, redis) that a deploy starts if missing and never recreates.
+"""The stacks of one app: a `ColorStack` per colour (its compose project, containers, health,
+version, image and Caddy upstreams) and the `SharedStack` (caddy, redis: started if missing,
+never recreated by a deploy).
+
+A colour's *version* and *image* are those of its containers that run the app's image
+(`app.image`); a sidecar on another image is listed with the colour but never makes its version
+unknown.
 """
 
 from __future__ import annotations
@@ -8,65 +13,106 @@ from watcher.backends.compose import ComposeProject
 from watcher.backends.containers import ContainerInfo, Containers
 from watcher.config import Config
 from watcher.engine.color import Color
+from watcher.engine.health import Health, judge
 
 
-class Stacks:
-    def __init__(self, config: Config, containers: Containers) -> None:
+class ColorStack:
+    """One colour of the app's stateless services: everything a deploy asks of or does to it."""
+
+    def __init__(self, config: Config, docker: Containers, color: Color) -> None:
         self.config = config
-        self.docker = containers
-        self.service_names = [s.name for s in config.services]
-
-    def _project(self, color: Color | None) -> ComposeProject:
-        if color is None:
-            return ComposeProject(self.config.project(), self.config.project_dir, self.config.compose_files)
+        self.docker = docker
+        self.color = color
+        self.services = [s.name for s in config.services]
+        #: Caddy's upstreams of this colour (services with a port), whose in-flight counts drain watches.
+        self.upstreams = [s.upstream(color.value) for s in config.services if s.port is not None]
         # Every profile: app services may sit behind one (so a plain `docker compose up` skips
         # them), and `down` must see them to remove them.
-        return ComposeProject(self.config.project(color.value), self.config.project_dir,
-                              self.config.compose_files + (self.config.overlay(color.value),), ("*",))
+        self._project = ComposeProject(config.project(color.value), config.project_dir,
+                                       config.compose_files + (config.overlay(color.value),), ("*",))
 
-    def _env(self, version: str | None, color: Color | None = None) -> dict[str, str]:
+    @property
+    def name(self) -> str:
+        """The compose project's name, e.g. `demo-green`."""
+        return self._project.name
+
+    def __str__(self) -> str:
+        return self.color.value
+
+    # -- what Docker says ----------------------------------------------------------------------
+
+    def containers(self) -> list[ContainerInfo]:
+        """This colour's containers of the configured services."""
+        return [c for c in self.docker.of_project(self.name) if c.service in self.services]
+
+    def app_containers(self, containers: list[ContainerInfo] | None = None) -> list[ContainerInfo]:
+        found = self.containers() if containers is None else containers
+        return [c for c in found if c.repository == self.config.image]
+
+    def health(self, containers: list[ContainerInfo] | None = None) -> Health:
+        return judge(self.containers() if containers is None else containers, self.services)
+
+    def version(self, containers: list[ContainerInfo] | None = None) -> str | None:
+        """The tag the app's containers run, when they agree (None: none, or they differ)."""
+        versions = {c.version for c in self.app_containers(containers)}
+        return versions.pop() if len(versions) == 1 else None
+
+    def image_id(self, containers: list[ContainerInfo] | None = None) -> str | None:
+        """The local image ID the app's containers run, when they agree."""
+        images = {c.image_id for c in self.app_containers(containers)}
+        return images.pop() if len(images) == 1 else None
+
+    def retained(self, containers: list[ContainerInfo] | None = None) -> bool:
+        """Stopped but kept: ready for an instant rollback (`resume`)."""
+        found = self.containers() if containers is None else containers
+        return bool(found) and all(c.state in ("exited", "created") for c in found) and \
+            {c.service for c in found} >= set(self.services)
+
+    # -- what a deploy does to it ------------------------------------------------------------
+
+    def _env(self, version: str | None) -> dict[str, str]:
         env = {self.config.version_env: version} if version else {}
-        if color is not None:
-            env["WATCHER_COLOR"] = color.value
+        env["WATCHER_COLOR"] = self.color.value
         return env
+
+    def start(self, version: str) -> None:
+        """Create this colour's containers running `version` (the local image of its tag)."""
+        self._project.run(["up", "-d", "--no-deps", "--pull", "never", *self.services], self._env(version))
+
+    def resume(self) -> None:
+        """Start the retained containers as they are: same IDs, same image (an instant rollback;
+        `up` would recreate them when the tag now points at another image)."""
+        self._project.run(["start", *self.services], self._env(None))
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM, then compose's stop_grace_period), keep for rollback."""
+        self._project.run(["stop", *self.services], self._env(None))
+
+    def remove(self) -> None:
+        self._project.run(["down", "--remove-orphans"], self._env(None))
+
+
+class SharedStack:
+    """The shared services (caddy, redis) in the app's own compose project."""
+
+    def __init__(self, config: Config, docker: Containers) -> None:
+        self.config = config
+        self.docker = docker
+        self._project = ComposeProject(config.project(), config.project_dir, config.compose_files)
 
     def image(self, version: str) -> str:
         return f"{self.config.image}:{version}"
 
-    def containers(self, color: Color) -> list[ContainerInfo]:
-        """This colour's containers of the configured stateless services."""
-        return [c for c in self.docker.of_project(self.config.project(color.value))
-                if c.service in self.service_names]
-
-    def shared_containers(self) -> list[ContainerInfo]:
-        return [c for c in self.docker.of_project(self.config.project())
-                if c.service in self.config.shared_services]
+    def containers(self) -> list[ContainerInfo]:
+        return [c for c in self.docker.of_project(self.config.project()) if c.service in self.config.shared_services]
 
     def pull(self, version: str) -> None:
-        """Pull every image of the version; a failure changes nothing that runs."""
-        self._project(None).run(["pull", "--quiet", *self.service_names], self._env(version))
+        """Pull every image of the version's colour services; a failure changes nothing that runs."""
+        self._project.run(["pull", "--quiet", *(s.name for s in self.config.services)],
+                          {self.config.version_env: version})
 
-    def ensure_shared(self, version: str) -> None:
+    def ensure(self, version: str) -> None:
         """Start shared services that are not running; never recreate one."""
         if self.config.shared_services:
-            self._project(None).run(["up", "-d", "--no-recreate", *self.config.shared_services],
-                                    self._env(version))
-
-    def start(self, color: Color, version: str, *, recreate: bool = False) -> None:
-        """Create (or restart retained) containers of `color` running `version`."""
-        args = ["up", "-d", "--no-deps", "--pull", "never"]
-        if recreate:
-            args.append("--force-recreate")
-        self._project(color).run([*args, *self.service_names], self._env(version, color))
-
-    def stop(self, color: Color) -> None:
-        """Stop gracefully (SIGTERM, then compose's stop_grace_period), keep for rollback."""
-        self._project(color).run(["stop", *self.service_names], self._env(None, color))
-
-    def remove(self, color: Color) -> None:
-        self._project(color).run(["down", "--remove-orphans"], self._env(None, color))
-
-    def version(self, color: Color, containers: list[ContainerInfo] | None = None) -> str | None:
-        """The version a colour runs, when all its containers agree."""
-        versions = {c.version for c in (containers if containers is not None else self.containers(color))}
-        return versions.pop() if len(versions) == 1 else None
+            self._project.run(["up", "-d", "--no-recreate", *self.config.shared_services],
+                              {self.config.version_env: version})

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,14 +29,23 @@ def now_iso() -> str:
 
 @dataclass(frozen=True)
 class Release:
-    """A version running as one colour."""
+    """A version running as one colour: its tag, and the image it ran (a tag can move, so a
+    same-tag redeploy and a rollback to an earlier digest compare these, not the tag)."""
 
     color: Color
     version: str
     since: str = field(default_factory=now_iso)
+    digest: str | None = None   # the registry's manifest digest of the tag when it was pulled
+    image: str | None = None    # the local image ID the colour's app containers ran
 
-    def to_dict(self) -> dict[str, str]:
-        return {"color": self.color.value, "version": self.version, "since": self.since}
+    def same_as(self, other: "Release | None") -> bool:
+        """Same colour and version (and image, when both know it)."""
+        return other is not None and (self.color, self.version) == (other.color, other.version) and \
+            (self.image is None or other.image is None or self.image == other.image)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"color": self.color.value, "version": self.version, "since": self.since,
+                "digest": self.digest, "image": self.image}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> "Release | None":
@@ -45,7 +54,8 @@ class Release:
         color = Color.parse(raw.get("color"))
         if color is None or not raw.get("version"):
             return None
-        return cls(color, str(raw["version"]), str(raw.get("since", "")))
+        return cls(color, str(raw["version"]), str(raw.get("since", "")), raw.get("digest") or None,
+                   raw.get("image") or None)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class DeployState:
     previous: Release | None = None
     pending: Pending | None = None
     updated: str = ""
+    engine: str = ""   # the Docker engine ID the colours run on: one Docker host per app
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +101,7 @@ class DeployState:
             "previous": self.previous.to_dict() if self.previous else None,
             "pending": self.pending.to_dict() if self.pending else None,
             "updated": self.updated,
+            "engine": self.engine,
         }
 
 
@@ -130,7 +142,8 @@ class StateStore:
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
             return DeployState(Release.from_dict(raw.get("live")), Release.from_dict(raw.get("previous")),
-                               Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")))
+                               Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")),
+                               str(raw.get("engine", "")))
         except FileNotFoundError:
             return DeployState()
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -138,7 +151,7 @@ class StateStore:
                                "fix or remove it, then run `watcher status`") from exc
 
     def save(self, state: DeployState) -> DeployState:
-        state = DeployState(state.live, state.previous, state.pending, now_iso())
+        state = replace(state, updated=now_iso())
         write_atomic(self.path, json.dumps(state.to_dict(), indent=2) + "\n")
         if state.live:
             write_atomic(self.deployment_color_file, state.live.color.value + "\n")

@@ -1,4 +1,5 @@
-"""`status`: the reconciled truth, what differs from the record, and each colour's containers."""
+"""`status`: the live colour (the route file's) with its health, the rollback target that can
+really be reached, each colour's containers, and what differs from the record."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from watcher.engine.deployment import Deployment
 def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, Any]:
     view = engine.view()
     live, previous = view.live, view.previous
+    target = engine.rollback_target(view)
     colors: dict[str, Any] = {}
     for color in Color:
-        containers = view.observed.containers.get(color, [])
+        stack, containers = engine.colors[color], view.observed.of(color)
         role = "live" if live and live.color == color else (
-            "rollback target" if previous and previous.color == color else "idle")
+            "rollback target" if target and target.way == "instant" and target.release.color == color else "idle")
         colors[color.value] = {
             "role": role if containers else "absent",
-            "version": engine.stacks.version(color, containers),
+            "version": stack.version(containers),
+            "health": stack.health(containers).state,
             "containers": [c.to_dict() for c in containers],
         }
     return {
@@ -26,9 +29,13 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "live_color": live.color.value if live else None,
         "live_version": live.version if live else None,
         "live_since": live.since if live else None,
+        "live_digest": live.digest if live else None,
+        "live_health": view.live_health.state,
         "previous_color": previous.color.value if previous else None,
         "previous_version": previous.version if previous else None,
-        "route": view.observed.route.value if view.observed.route else None,
+        "rollback": target.to_dict() if target else None,
+        "rollback_description": target.describe() if target else None,
+        "route": view.route.value if view.route else None,
         "colors": colors,
         "recorded": view.recorded.to_dict(),
         "in_sync": view.in_sync,
@@ -40,15 +47,20 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
 def format_status(data: dict[str, Any]) -> str:
     lines = [f"app: {data['app']}"]
     if data["live_color"]:
-        lines.append(f"live: {data['live_color']} {data['live_version']} (since {data['live_since']})")
+        lines.append(f"live: {data['live_color']} {data['live_version']} ({data['live_health']}, "
+                     f"since {data['live_since'] or '?'})")
     else:
         lines.append("live: nothing")
-    if data["previous_version"]:
-        lines.append(f"previous: {data['previous_color']} {data['previous_version']} (rollback target)")
+    if data["rollback"]:
+        lines.append(f"rollback target: {data['rollback_description']}")
+    elif data["previous_version"]:
+        lines.append(f"rollback target: none ({data['previous_version']} is no longer on this host)")
     for color, info in data["colors"].items():
-        lines.append(f"{color}: {info['role']}" + (f", {info['version']}" if info["version"] else ""))
+        lines.append(f"{color}: {info['role']}" + (f", {info['version']}" if info["version"] else "")
+                     + (f", {info['health']}" if info["role"] != "absent" else ""))
         for c in info["containers"]:
-            lines.append(f"  {c['name']}: {c['state']}" + (f", {c['health']}" if c["health"] else ""))
+            lines.append(f"  {c['name']}: {c['state']}" + (f", {c['health']}" if c["health"] else "")
+                         + (f" ({c['image']})" if c.get("image") and c["version"] != info["version"] else ""))
     if data["lock"]:
         holder = data["lock"]
         where = f"pid {holder.get('pid')}" + (f" on {holder['host']}" if holder.get("host") else "")

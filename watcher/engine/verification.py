@@ -1,28 +1,54 @@
-"""Checking through Caddy that the new version is what answers: the version, not just a 200.
+"""Checking through Caddy *which colour* answers and *which version*: not just a 200.
 
-A check through the public URL passes when the *old* colour answers, unless it compares the
-version: this one does (a response header, or the body / its JSON `version` field).
+A check through the public URL passes when the *old* colour answers, unless it tells the two
+apart. The Caddyfile adds `X-Watcher-Color` to every response a colour's app served, so we ask
+for both: the colour header (a same-tag redeploy answers the same version from both colours, and
+a route file Caddy no longer reads shows up as the wrong colour) and the version (a response
+header, or the body / its JSON `version` field).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import httpx
 
 from watcher.engine.progress import Progress
 
+COLOR_HEADER = "X-Watcher-Color"
 
-def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str | None:
-    """The version the public URL reports now, or None when it does not answer 2xx."""
+
+@dataclass(frozen=True)
+class Answer:
+    """What the public URL said: the version (None unless 2xx) and the colour header."""
+
+    version: str | None
+    color: str | None
+
+    def __str__(self) -> str:
+        return f"{self.version!r} from {self.color or 'no colour (no X-Watcher-Color header)'}"
+
+
+def answer(url: str, header: str | None, timeout: float = 5.0) -> Answer:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
         response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache"}, trust_env=False)
     except httpx.HTTPError:
-        return None
+        return Answer(None, None)
+    color = response.headers.get(COLOR_HEADER)
     if not response.is_success:
-        return None
+        return Answer(None, color)
+    return Answer(_version(response, header), color)
+
+
+def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str | None:
+    """The version the public URL reports now, or None when it does not answer 2xx."""
+    return answer(url, header, timeout).version
+
+
+def _version(response: httpx.Response, header: str | None) -> str | None:
     if header:
         return response.headers.get(header)
     body = response.text.strip()
@@ -35,17 +61,18 @@ def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str 
     return body.splitlines()[0].strip() if body else None
 
 
-def wait_for_version(url: str, version: str, header: str | None, *, timeout: float,
-                     progress: Progress) -> bool:
-    """True once `version` answers at `url`; False when `timeout` passes first."""
+def wait_for_version(url: str, version: str, header: str | None, *, timeout: float, progress: Progress,
+                     color: str | None = None) -> bool:
+    """True once `version` answers at `url` (from `color`, when given); False after `timeout`."""
     started = time.monotonic()
     while True:
-        seen = answered_version(url, header)
-        if seen == version:
+        seen = answer(url, header)
+        if seen.version == version and (color is None or seen.color == color):
             return True
         elapsed = time.monotonic() - started
         if elapsed >= timeout:
-            progress.say(f"  {url} still answers {seen!r}, not {version!r}, after {timeout:.0f}s")
+            wanted = f"{version!r} from {color}" if color else repr(version)
+            progress.say(f"  {url} still answers {seen}, not {wanted}, after {timeout:.0f}s")
             return False
-        progress.waiting(f"{url} to answer {version} (now {seen!r})", elapsed, timeout, every=2.0)
+        progress.waiting(f"{url} to answer {version} (now {seen})", elapsed, timeout, every=2.0)
         time.sleep(0.2)

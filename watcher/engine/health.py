@@ -1,0 +1,70 @@
+"""The health of one colour, judged in one place from what Docker says of its containers.
+
+Every move of traffic asks this (switch.py), the health wait asks it (health_check.py), and
+`status` shows it. Docker health is a *property* of a colour: it never decides which colour is
+live (the route file does; see reconcile.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from watcher.backends.containers import ContainerInfo
+
+#: States from which a colour that is starting will not become healthy by waiting longer.
+FAILED = frozenset({"unhealthy", "restarting", "exited"})
+
+
+@dataclass(frozen=True)
+class Health:
+    """healthy | starting | unhealthy | restarting | exited | stopped | absent, and why."""
+
+    state: str
+    reason: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+    @property
+    def failed(self) -> bool:
+        """True when waiting longer cannot help: the health wait ends at once."""
+        return self.state in FAILED
+
+    def __str__(self) -> str:
+        return f"{self.state} ({self.reason})" if self.reason else self.state
+
+
+def judge(containers: Sequence[ContainerInfo], services: Sequence[str],
+          restarts_before: dict[str, int] | None = None) -> Health:
+    """The colour's health. `restarts_before` (container id -> restart count when the wait began)
+    turns any restart since then into `restarting`: a crash loop can look `running` between
+    two restarts."""
+    if not containers:
+        return Health("absent", "no containers")
+    restarted = [c for c in containers
+                 if restarts_before is not None and c.restart_count > restarts_before.get(c.id, 0)]
+    worst = _first(containers, lambda c: c.state == "restarting") or (restarted[0] if restarted else None)
+    if worst is not None:
+        return Health("restarting", f"{worst.name} is restarting (exit code {worst.exit_code}, "
+                                    f"{worst.restart_count} restarts)")
+    if all(c.state in ("exited", "dead") for c in containers):
+        return Health("stopped", ", ".join(c.name for c in containers) + " stopped")
+    dead = _first(containers, lambda c: c.state in ("exited", "dead"))
+    if dead is not None:
+        return Health("exited", f"{dead.name} exited (code {dead.exit_code})")
+    sick = _first(containers, lambda c: c.running and c.health == "unhealthy")
+    if sick is not None:
+        return Health("unhealthy", f"{sick.name} is unhealthy")
+    missing = [s for s in services if not any(c.service == s for c in containers)]
+    waiting = _first(containers, lambda c: not c.ready)
+    if missing or waiting is not None:
+        what = f"{waiting.name}: {waiting.health or waiting.state}" if waiting else \
+            f"no container yet for {', '.join(missing)}"
+        return Health("starting", what)
+    return Health("healthy")
+
+
+def _first(containers: Sequence[ContainerInfo], test: Callable[[ContainerInfo], bool]) -> ContainerInfo | None:
+    return next((c for c in containers if test(c)), None)

@@ -1,0 +1,85 @@
+"""The rollback target: the previous release, named only when it can really be rolled back to.
+
+Instant: its colour's containers are retained (stopped, same version and image) and are started
+again as they are. Full: its image is still on this host and a deploy recreates the colour from
+it. A tag can move (the `digest` policy follows one mutable tag), so the target is an *image*:
+rolling back to an earlier digest of the live tag points the local tag at that image again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from watcher.backends.containers import Containers
+from watcher.engine.color import Color
+from watcher.engine.reconcile import View
+from watcher.engine.stack import ColorStack
+from watcher.engine.state import Release
+from watcher.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    release: Release
+    way: str            # "instant" (retained containers) or "full" (image present locally)
+    image: str | None   # the local image ID to run (None: whatever the tag points at locally)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"version": self.release.version, "color": self.release.color.value, "way": self.way,
+                "digest": self.release.digest, "image": self.image}
+
+    def describe(self) -> str:
+        how = f"instant: retained on {self.release.color}" if self.way == "instant" else \
+            "full: its image is on this host"
+        return f"{self.release.version} ({how})"
+
+
+def rollback_target(view: View, colors: dict[Color, ColorStack], docker: Containers,
+                    repository: str) -> RollbackTarget | None:
+    """The previous release if it can be rolled back to, else None."""
+    previous = view.previous
+    if previous is None or _is_live(view.live, previous.version, previous.image):
+        return None
+    return _reachable(previous, view, colors, docker, repository)
+
+
+def choose(view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str,
+           to: str | None) -> RollbackTarget:
+    """What `rollback [--to VERSION]` deploys; UsageError when there is nothing to go back to."""
+    previous = view.previous
+    if to is None:
+        if previous is None:
+            raise UsageError("nothing to roll back to: no previous version is recorded "
+                             "(use `watcher rollback --to VERSION`)")
+        to = previous.version
+    idle = view.route.other if view.route else Color.BLUE
+    release = previous if previous is not None and previous.version == to else Release(idle, to, "")
+    if _is_live(view.live, to, release.image):
+        raise UsageError(f"{to} is already live on {view.live.color if view.live else '?'}"
+                         + (" (and its earlier image is no longer recorded)" if release is previous else ""))
+    found = _reachable(release, view, colors, docker, repository)
+    if found is not None:
+        return found
+    if release.image and _is_live(view.live, to, None):
+        raise UsageError(f"the earlier image of {to} ({release.image[:19]}) is no longer on this host: "
+                         "nothing to roll back to")
+    # Not on this host: a full deploy of the tag, pulled from the registry.
+    return RollbackTarget(release, "full", None)
+
+
+def _is_live(live: Release | None, version: str, image: str | None) -> bool:
+    return live is not None and live.version == version and (image is None or live.image in (None, image))
+
+
+def _reachable(release: Release, view: View, colors: dict[Color, ColorStack], docker: Containers,
+               repository: str) -> RollbackTarget | None:
+    stack = colors[release.color]
+    containers = view.observed.of(release.color)
+    if release.color != view.route and stack.retained(containers) and stack.version(containers) == release.version \
+            and (release.image is None or stack.image_id(containers) == release.image):
+        return RollbackTarget(release, "instant", stack.image_id(containers))
+    if release.image and docker.image_present(release.image):
+        return RollbackTarget(release, "full", release.image)
+    if release.image is None and docker.image_present(f"{repository}:{release.version}"):
+        return RollbackTarget(release, "full", None)
+    return None
