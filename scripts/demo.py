@@ -112,7 +112,7 @@ def push_triggered(version: str) -> dict:
         while not ((job := queue.last_job()) and job.version == version and job.status.final):
             time.sleep(0.2)   # the job finishes: verify window, drain, stop the old colour
         print(f"job {job.describe()}", flush=True)
-        color = queue.live().color if queue.live() else "?"
+        color = (ROOT / ".watcher" / "run" / "live").read_text().strip()   # the route file: what is live
         return {"version": version, "color": color, "total": live - started,
                 "phases": {"push": pushed - started, "push to live": live - pushed}}
     finally:

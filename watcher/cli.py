@@ -4,9 +4,11 @@ Exit codes: 0 success, 1 the operation failed (nothing half-done; for `enqueue -
 did not succeed), 2 bad input or config, 3 the deploy lock is held, 130 interrupted (the live
 colour still serves).
 
-The deploy lock: with Redis configured (`[redis] url` or REDIS_URL) deploy, rollback, cleanup and
-reset take the same Redis lock as the workers, so a manual command and a worker never collide;
-without Redis they take a flock on this host (watcher/host_lock.py) and the queue commands are off.
+The deploy locks: every writer of a stack (deploy, rollback, cleanup, reset and the queue worker)
+takes the host lock in the state directory (a flock, watcher/host_lock.py), so a host CLI and a
+containerised worker sharing the project directory exclude each other whatever their config says.
+With Redis configured (`[redis] url` or REDIS_URL) they take the app's Redis lock first, the one
+the workers fence their writes with; without Redis the queue commands are off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -36,6 +39,7 @@ from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worke
 from watcher.queue.connection import REDIS_DOWN, connect, masked
 from watcher.triggers import commands as trigger_commands
 from watcher.triggers.commands import HELP as TRIGGER_HELP
+from watcher.triggers.sink import live_reader
 from watcher.triggers.commands import add_parsers as add_trigger_parsers
 from watcher.validation import validate_tag
 
@@ -136,22 +140,20 @@ def _who() -> str:
 
 @contextmanager
 def _locked(config: Config, purpose: str, wait: float) -> Iterator[Guard]:
-    """The Redis deploy lock when Redis is configured, else the host lock."""
-    lock: DeployLock | HostLock
-    if config.redis_url:
-        lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose).acquire(wait)
-    else:
-        lock = HostLock(config.state_dir / "lock").acquire(purpose, wait=wait)
+    """The Redis deploy lock when Redis is configured (the guard), then the host lock, always."""
+    started = time.monotonic()
+    redis_lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose).acquire(wait) \
+        if config.redis_url else None
     try:
-        yield lock
+        host_lock = HostLock(config.state_dir / "lock").acquire(
+            purpose, wait=max(0.0, wait - (time.monotonic() - started)))
+        try:
+            yield redis_lock or host_lock
+        finally:
+            host_lock.release()
     finally:
-        lock.release()
-
-
-def _record_live(config: Config, lock: Guard, live: Live | None) -> None:
-    """Tell the queue what is live after a command outside it (its no-op rule reads this)."""
-    if isinstance(lock, DeployLock):
-        DeployQueue(lock.client, config.app).record_live(lock, live)
+        if redis_lock is not None:
+            redis_lock.release()
 
 
 def _print_result(result: DeployResult, as_json: bool) -> None:
@@ -200,28 +202,27 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 result = engine.deploy(args.version, guard=lock)
             else:
                 result = engine.rollback(guard=lock, to=args.to)
-            if result.color:
-                _record_live(config, lock, Live(result.version, result.color.value, result.digest))
             _print_result(result, args.json)
         elif args.command == "cleanup":
             removed = cleanup(engine, guard=lock, include_rollback=args.include_rollback)
             print("removed: " + ", ".join(removed) if removed else "nothing to clean up")
         elif args.command == "reset":
             removed = reset(engine, guard=lock)
-            _record_live(config, lock, None)
             print("removed: " + ", ".join(removed))
     return 0
 
 
 def status_data(config: Config) -> dict[str, Any]:
     """What `status --json` prints; GET /status of `watcher serve` answers the same."""
+    host_holder = HostLock(config.state_dir / "lock").holder()
+    data = status(Deployment(config), host_holder)
     if not config.redis_url:
-        return status(Deployment(config), HostLock(config.state_dir / "lock").holder())
-    data = status(Deployment(config), None)
+        return data
     try:
         data.update(overview(_redis(config), config.app))
     except REDIS_DOWN as exc:
         data["redis_error"] = f"cannot reach Redis at {masked(config.redis_url)}: {exc}"
+    data["lock"] = data.get("lock") or host_holder
     return data
 
 
@@ -240,14 +241,15 @@ def _status(config: Config, as_json: bool) -> int:
 
 def _worker(config: Config, args: argparse.Namespace) -> int:
     Worker(_redis(config), config.app, lambda progress: Deployment(config, progress=progress),
-           lock_ttl=config.lock_ttl, name=args.name).run()
+           lock_ttl=config.lock_ttl, name=args.name, host_lock=HostLock(config.state_dir / "lock")).run()
     return 0
 
 
 def _enqueue(config: Config, args: argparse.Namespace) -> int:
     queue = DeployQueue(_redis(config), config.app)
+    live = live_reader(config)(config.app)
     done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
-                         digest=args.digest)
+                         digest=args.digest, live=Live(live.version, live.color, live.digest) if live else None)
     print(done.job.id)
     print(f"watcher: {done.message}", file=sys.stderr)
     if not args.wait:

@@ -36,11 +36,13 @@ from tests.harness.stack import free_port
 from tests.harness.triggers import forget, jobs_created, write_project
 from watcher.backends.registry import RegistryClient
 from watcher.config import load_config
-from watcher.queue.lock import DeployLock
-from watcher.queue.queue import DeployQueue, Live
+from watcher.engine.atomic import write_atomic
+from watcher.engine.color import Color
+from watcher.engine.state import DeployState, Release, StateStore
+from watcher.queue.queue import DeployQueue
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
-from watcher.triggers.sink import RedisSink
+from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +84,7 @@ class Setup:
         self.app = App.from_config(self.config)
         self.registry = registry or RegistryClient(username=self.config.registry_username,
                                                    password=self.config.registry_password, max_retries=2, backoff=0.05)
-        self.triggers = Triggers([self.app], RedisSink(client), Memory(client))
+        self.triggers = Triggers([self.app], RedisSink(client, live_reader(self.config)), Memory(client))
         self.poller = Poller(self.triggers, {self.name: self.registry}, requested_by="test poller")
         self.queue = DeployQueue(client, self.name)
 
@@ -93,10 +95,12 @@ class Setup:
         return jobs_created(self.client, self.name)
 
     def make_live(self, version: str, digest: str | None) -> None:
-        with DeployLock(self.client, self.name, ttl=5, purpose="test").acquire(wait=5) as lock:
-            for job in self.queue.waiting():
-                self.queue.cancel(job.id, by="test")
-            self.queue.record_live(lock, Live(version, "blue", digest))
+        """What a deploy leaves behind: the route file and the state beside it (the one source)."""
+        for job in self.queue.waiting():
+            self.queue.cancel(job.id, by="test")
+        StateStore(self.config.state_dir, self.config.deployment_color_file).save(
+            DeployState(Release(Color.BLUE, version, digest=digest)))
+        write_atomic(self.config.route_file, "blue")
 
 
 @pytest.fixture
@@ -195,7 +199,7 @@ def test_two_instances_polling_make_one_job(tmp_path, client, registry, proxy, s
     """Two watcher instances (separate pollers and registry clients, one Redis) poll the same app
     at the same moments: the (app, tag, digest) claim lets one enqueue."""
     first = make(setups, tmp_path, client, f"{proxy.host}/acme/app")
-    second = Poller(first.triggers.__class__([first.app], RedisSink(client), Memory(client)),
+    second = Poller(first.triggers.__class__([first.app], RedisSink(client, live_reader(first.config)), Memory(client)),
                     {first.name: RegistryClient(max_retries=2, backoff=0.05)}, requested_by="second instance")
     results = []
     for _ in range(4):

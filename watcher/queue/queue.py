@@ -7,7 +7,6 @@ Data (all `watcher:<app>:...`):
   running    list holding the id of the job a lock holder runs (at most one: one lock)
   history    list of finished job ids, newest first, trimmed to `history_limit` (older hashes go)
   last       id of the last job that ran to an end (succeeded or failed)
-  live       hash: the version the last deploy under the lock put live (version, digest, colour)
   wake       list a new job or a resume pushes to, so an idle worker's BLPOP returns at once
 
 Why lists and Lua rather than Streams: only one job may run at a time (one lock), and a job's
@@ -22,7 +21,8 @@ job is never taken twice and never lost between two lists.
 Coalescing happens at enqueue: a new request supersedes whatever waits (the newest request
 wins); a request for a version already waiting (same digest, or a digest unknown on either
 side) returns that job instead; a request for the live version while nothing waits or runs is
-recorded as succeeded at once ("already live"). A moved tag is a new request only when it
+recorded as succeeded at once ("already live"). What is live is not kept in Redis: the caller
+reads it from its one source, the route file and the state beside it (engine/reconcile.py). A moved tag is a new request only when it
 carries its new digest (webhooks and the poller do; `watcher deploy` redeploys directly).
 Scripts name job keys they compute, so a Redis Cluster is not supported (one Redis, any host).
 """
@@ -60,7 +60,9 @@ local function finish(prefix, history, limit, id, status, field, text, now)
 end
 """
 
-# KEYS waiting running live seq history wake; ARGV prefix version digest source by now app limit
+# KEYS waiting running seq history wake
+# ARGV prefix version digest source by now app limit live_version live_digest live_color
+# (what is live comes from the caller, who read it from the route file and state: one source)
 _ENQUEUE = _FINISH_FN + """
 local prefix, version, digest, now, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
 local function same(v, d)
@@ -70,26 +72,25 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local j = redis.call('HMGET', prefix .. id, 'version', 'digest')
   if same(j[1], j[2]) then return {id, 'already-queued'} end
 end
-local id = tostring(redis.call('INCR', KEYS[4]))
+local id = tostring(redis.call('INCR', KEYS[3]))
 local jk = prefix .. id
 redis.call('HSET', jk, 'id', id, 'app', ARGV[7], 'version', version, 'source', ARGV[4],
            'requested_by', ARGV[5], 'created', now, 'status', 'queued', 'attempts', '0')
 if digest ~= '' then redis.call('HSET', jk, 'digest', digest) end
 if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
-  local live = redis.call('HMGET', KEYS[3], 'version', 'digest', 'color')
-  if live[1] and same(live[1], live[2]) then
-    finish(prefix, KEYS[5], limit, id, 'succeeded', 'message',
-           version .. ' is already live on ' .. (live[3] or '?') .. ': nothing to do', now)
+  if ARGV[9] ~= '' and same(ARGV[9], ARGV[10]) then
+    finish(prefix, KEYS[4], limit, id, 'succeeded', 'message',
+           version .. ' is already live on ' .. ARGV[11] .. ': nothing to do', now)
     return {id, 'live'}
   end
 end
 for _, old in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  finish(prefix, KEYS[5], limit, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
+  finish(prefix, KEYS[4], limit, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
 end
 redis.call('DEL', KEYS[1])
 redis.call('RPUSH', KEYS[1], id)
-redis.call('LPUSH', KEYS[6], id)
-redis.call('LTRIM', KEYS[6], 0, 0)
+redis.call('LPUSH', KEYS[5], id)
+redis.call('LTRIM', KEYS[5], 0, 0)
 return {id, 'queued'}
 """
 
@@ -145,23 +146,12 @@ redis.call('HSET', KEYS[3], 'phase', ARGV[3])
 return 1
 """
 
-_LIVE_FN = """
-local function record_live(live, version, digest, color, now, job)
-  if version == '' then redis.call('DEL', live) return end
-  redis.call('DEL', live)
-  redis.call('HSET', live, 'version', version, 'color', color, 'since', now, 'job', job)
-  if digest ~= '' then redis.call('HSET', live, 'digest', digest) end
-end
-"""
-
-# KEYS lock fence job running history last live;
-# ARGV token fence prefix id status field text now limit live_version live_digest live_color
-_FINISH = _OWNS_JOB + _FINISH_FN + _LIVE_FN + """
+# KEYS lock fence job running history last; ARGV token fence prefix id status field text now limit
+_FINISH = _OWNS_JOB + _FINISH_FN + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
 finish(ARGV[3], KEYS[5], ARGV[9], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('SET', KEYS[6], ARGV[4])
-if ARGV[10] ~= '' then record_live(KEYS[7], ARGV[10], ARGV[11], ARGV[12], ARGV[8], ARGV[4]) end
 return 1
 """
 
@@ -178,13 +168,6 @@ redis.call('HDEL', KEYS[3], 'phase', 'worker', 'fence', 'started')
 redis.call('LPUSH', KEYS[5], ARGV[4])
 redis.call('LPUSH', KEYS[7], ARGV[4])
 redis.call('LTRIM', KEYS[7], 0, 0)
-return 1
-"""
-
-# KEYS lock fence live; ARGV token fence version digest color now job
-_RECORD_LIVE = OWNS + _LIVE_FN + """
-if not owns() then return 0 end
-record_live(KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 1
 """
 
@@ -229,7 +212,7 @@ class Taken:
 
 @dataclass(frozen=True)
 class Live:
-    """What the last deploy under the lock put live; the no-op rule of `enqueue` reads it."""
+    """What serves now, as the engine's view says (route file + state); `enqueue`'s no-op rule."""
 
     version: str
     color: str
@@ -253,8 +236,10 @@ class DeployQueue:
 
     # -- asking -------------------------------------------------------------------------------
 
-    def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None) -> Enqueued:
-        """Queue a deploy (or rollback) of `version`, coalescing with what waits."""
+    def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None,
+                live: Live | None = None) -> Enqueued:
+        """Queue a deploy (or rollback) of `version`, coalescing with what waits; a no-op when
+        `live` (read by the caller from the engine's view) is that very version."""
         try:
             validate_tag(version)
         except ValueError as exc:
@@ -265,9 +250,10 @@ class DeployQueue:
             raise UsageError(f"not an image digest: {digest!r} (expected e.g. sha256:<64 hex digits>)")
         k = self._key
         job_id, outcome = self.client.eval(
-            _ENQUEUE, 6, k("waiting"), k("running"), k("live"), k("seq"), k("history"), k("wake"),
+            _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
             self.prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
-            self.history_limit)
+            self.history_limit, live.version if live else "", (live.digest or "") if live else "",
+            live.color if live else "")
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
         return Enqueued(job, outcome)
@@ -330,10 +316,6 @@ class DeployQueue:
                 return job
             time.sleep(poll)
 
-    def live(self) -> Live | None:
-        raw = self.client.hgetall(self._key("live"))
-        return Live(raw["version"], raw.get("color", ""), raw.get("digest")) if raw.get("version") else None
-
     def has_work(self) -> bool:
         """Something a worker should take the lock for: a waiting job (unless paused), or a job
         in `running` while nobody holds the lock (its worker died)."""
@@ -371,16 +353,15 @@ class DeployQueue:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
 
     def finish(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-               message: str | None = None, live: Live | None = None) -> None:
-        """Record a job's end, and what is live now, if this grant still owns the job."""
+               message: str | None = None) -> None:
+        """Record a job's end, if this grant still owns the job."""
         assert status in (Status.SUCCEEDED, Status.FAILED)
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(
-            _FINISH, 7, k("lock"), k("fence"), self.prefix + job.id, k("running"), k("history"), k("last"),
-            k("live"), lock.token, str(lock.fence), self.prefix, job.id, status.value, field, text,
-            repr(time.time()), self.history_limit, live.version if live else "",
-            (live.digest or "") if live else "", live.color if live else "")
+            _FINISH, 6, k("lock"), k("fence"), self.prefix + job.id, k("running"), k("history"), k("last"),
+            lock.token, str(lock.fence), self.prefix, job.id, status.value, field, text,
+            repr(time.time()), self.history_limit)
         if not done:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
                             f"({status.value}) was not recorded")
@@ -392,11 +373,3 @@ class DeployQueue:
                                 k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.prefix,
                                 job.id, repr(time.time()), self.history_limit, why):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")
-
-    def record_live(self, lock: DeployLock, live: Live | None, *, job: str = "") -> None:
-        """After a deploy outside the queue (`watcher deploy`, rollback, reset): what is live."""
-        if not self.client.eval(_RECORD_LIVE, 3, self._key("lock"), self._key("fence"), self._key("live"),
-                                lock.token, str(lock.fence), live.version if live else "",
-                                (live.digest or "") if live else "", live.color if live else "",
-                                repr(time.time()), job):
-            raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost: the live version was not recorded")

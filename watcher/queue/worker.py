@@ -33,12 +33,13 @@ import redis
 from watcher.engine.deployment import DeployResult, Guard
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
-from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
+from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
+from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
 from watcher.queue.job import Job, Status
 from watcher.queue.lock import DeployLock
-from watcher.queue.queue import DeployQueue, Live, Taken
+from watcher.queue.queue import DeployQueue, Taken
 
 log = logging.getLogger("watcher.worker")
 
@@ -59,7 +60,8 @@ EngineFactory = Callable[[Progress], Engine]
 
 class Worker:
     def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
-                 name: str | None = None, poll: float = 0.5, stream: TextIO | None = None) -> None:
+                 name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
+                 host_lock: HostLock | None = None) -> None:
         self.client = client
         self.app = app
         self.engine = engine
@@ -68,6 +70,7 @@ class Worker:
         self.poll = poll
         self.stream = stream if stream is not None else sys.stderr
         self.queue = DeployQueue(client, app)
+        self.host_lock = host_lock
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -101,13 +104,32 @@ class Worker:
             self.queue.wait_for_wake(self.poll)
             return
         try:
-            with shielded():
-                taken = self.queue.take(lock, worker=self.name)
-            if taken is not None:
-                self._run(taken, lock)
+            if not self._take_host_lock():
+                return
+            try:
+                with shielded():
+                    taken = self.queue.take(lock, worker=self.name)
+                if taken is not None:
+                    self._run(taken, lock)
+            finally:
+                if self.host_lock is not None:
+                    self.host_lock.release()
         finally:
             with shielded():
                 lock.release()
+
+    def _take_host_lock(self) -> bool:
+        """The stack's host lock, on top of the Redis lock: a `watcher deploy` on the host whose
+        config has no Redis takes only this one, and must never deploy beside a job."""
+        if self.host_lock is None:
+            return True
+        try:
+            self.host_lock.acquire(f"worker {self.name}")
+            return True
+        except LockBusy as busy:
+            log.info("worker %s: %s; the job waits", self.name, busy)
+            self._stop.wait(self.poll)
+            return False
 
     def _run(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
@@ -134,8 +156,7 @@ class Worker:
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
             self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}")
             return
-        live = Live(result.version, result.color.value, result.digest or job.digest) if result.color else None
-        self._end(lock, job, Status.SUCCEEDED, message=result.message, live=live)
+        self._end(lock, job, Status.SUCCEEDED, message=result.message)
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
@@ -147,13 +168,13 @@ class Worker:
                         self.name, job.id, phase, exc)
 
     def _end(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-             message: str | None = None, live: Live | None = None, give_up_after: float | None = None) -> None:
+             message: str | None = None, give_up_after: float | None = None) -> None:
         """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
         the waits between them not). If the lock is gone by then, the job stays `running` and the
         next lock holder re-runs it: the engine finds the version live and says so."""
         def record() -> None:
             with shielded():
-                self.queue.finish(lock, job, status, reason=reason, message=message, live=live)
+                self.queue.finish(lock, job, status, reason=reason, message=message)
 
         try:
             retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)
@@ -173,7 +194,7 @@ class Worker:
                 live = None
             try:
                 if live is not None:
-                    self._end(lock, job, Status.SUCCEEDED, live=Live(live.version, live.color.value, job.digest),
+                    self._end(lock, job, Status.SUCCEEDED,
                               message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
                                       "before the old colour was stopped", give_up_after=5)
                 else:

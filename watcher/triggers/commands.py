@@ -64,14 +64,18 @@ def serve(config: Config, args: argparse.Namespace, status: Callable[[Config], d
 
 
 class _Offline:
-    """Sink and memory for a dry run without Redis: nothing live, nothing requested."""
+    """Sink and memory for a dry run without Redis: what is live from the route file and state,
+    nothing requested."""
+
+    def __init__(self, live_of: Callable[[str], LiveVersion | None]) -> None:
+        self.live_of = live_of
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
                 digest: str | None) -> EnqueueOutcome:
         raise AssertionError("a dry run enqueues nothing")
 
     def live(self, app: str) -> LiveVersion | None:
-        return None
+        return self.live_of(app)
 
     def waiting(self, app: str) -> str | None:
         return None
@@ -87,21 +91,22 @@ def check_tags(config: Config, args: argparse.Namespace) -> int:
     from watcher.queue.connection import REDIS_DOWN, connect
     from watcher.triggers.dispatch import App, Memory, Triggers
     from watcher.triggers.poller import Poller, poll_client
-    from watcher.triggers.sink import RedisSink
+    from watcher.triggers.sink import RedisSink, live_reader
 
     app = App.from_config(config)
     notes: list[str] = []
-    sink: Any = _Offline()
-    memory: Any = _Offline()
+    live_of = live_reader(config)
+    sink: Any = _Offline(live_of)
+    memory: Any = _Offline(live_of)
     if config.redis_url:
         client = connect(config.redis_url, config.redis_password)
         try:
             client.ping()
-            sink, memory = RedisSink(client), Memory(client)
+            sink, memory = RedisSink(client, live_of), Memory(client)
         except REDIS_DOWN as exc:
-            notes.append(f"Redis unreachable ({exc}): live version and last request unknown")
+            notes.append(f"Redis unreachable ({exc}): last request unknown")
     else:
-        notes.append("no Redis configured: live version and last request unknown")
+        notes.append("no Redis configured: last request unknown")
     triggers = Triggers([app], sink, memory)
     client = poll_client(app)
     try:
@@ -144,7 +149,7 @@ def _format(app: App, result: PollResult, live: LiveVersion | None, last: dict[s
         lines.append(f"candidate: {decision.candidate or 'none'}"
                      + (f" ({result.digest})" if result.digest else "") + f": {decision.reason}")
     lines.append(f"live: {live.version}" + (f" ({live.digest})" if live and live.digest else "") if live
-                 else "live: nothing recorded in the queue")
+                 else "live: nothing (route file and state on this host)")
     if last:
         lines.append(f"last request: {last.get('tag')} (job {last.get('job')}, {last.get('source')})")
     lines.append(f"verdict: {_VERDICTS.get(result.status, result.status)}: {result.reason}")

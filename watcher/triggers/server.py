@@ -26,7 +26,7 @@ from watcher.errors import Interrupted
 from watcher.queue.connection import connect, describe
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
-from watcher.triggers.sink import RedisSink
+from watcher.triggers.sink import RedisSink, live_reader
 from watcher.triggers.webhook import create_app
 
 log = logging.getLogger("watcher.serve")
@@ -99,7 +99,7 @@ def start(config: Config, status: Callable[[Config], dict[str, Any]], *, client:
             from watcher.errors import ConfigError
             raise ConfigError(f"{config.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
         client = connect(config.redis_url, config.redis_password)
-    sink = RedisSink(client)
+    sink = RedisSink(client, live_reader(config))
     triggers = Triggers([App.from_config(config)], sink, Memory(client))
     flask_app = create_app(triggers, sink, config.webhook, ready=client.ping,
                            status=lambda name: status(config))

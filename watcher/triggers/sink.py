@@ -10,11 +10,16 @@ the workers and `watcher enqueue/pause/resume` use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import redis
 
-from watcher.queue.queue import DeployQueue
+from watcher.config import Config
+from watcher.engine.reconcile import served
+from watcher.engine.state import StateStore
+from watcher.engine.switch import TrafficSwitch
+
+from watcher.queue.queue import DeployQueue, Live
 from watcher.queue.suspension import Suspension as QueueSuspension
 
 
@@ -29,6 +34,7 @@ class EnqueueOutcome:
 class LiveVersion:
     version: str
     digest: str | None
+    color: str = ""
 
 
 class Enqueuer(Protocol):
@@ -36,7 +42,7 @@ class Enqueuer(Protocol):
                 digest: str | None) -> EnqueueOutcome: ...
 
     def live(self, app: str) -> LiveVersion | None:
-        """What the last deploy under the lock put live (None: nothing recorded)."""
+        """What serves now, from the engine's route file and state (None: nothing live)."""
 
     def waiting(self, app: str) -> str | None:
         """The version of the newest waiting job, if any."""
@@ -51,22 +57,25 @@ class Suspension(Protocol):
 
 
 class RedisSink:
-    """Enqueuer and Suspension over the real Redis queue."""
+    """Enqueuer and Suspension over the real Redis queue. What is live comes from `live_of`, which
+    reads the engine's one source (the route file and the state beside it), never a copy in Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None]) -> None:
         self.client = client
+        self.live_of = live_of
 
     def _queue(self, app: str) -> DeployQueue:
         return DeployQueue(self.client, app)
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
                 digest: str | None) -> EnqueueOutcome:
-        done = self._queue(app).enqueue(version, source=source, requested_by=requested_by, digest=digest)
+        live = self.live_of(app)
+        done = self._queue(app).enqueue(version, source=source, requested_by=requested_by, digest=digest,
+                                        live=Live(live.version, live.color, live.digest) if live else None)
         return EnqueueOutcome(done.job.id, not done.noop, done.message)
 
     def live(self, app: str) -> LiveVersion | None:
-        live = self._queue(app).live()
-        return LiveVersion(live.version, live.digest) if live else None
+        return self.live_of(app)
 
     def waiting(self, app: str) -> str | None:
         jobs = self._queue(app).waiting()
@@ -80,3 +89,17 @@ class RedisSink:
 
     def state(self, app: str) -> dict[str, Any] | None:
         return QueueSuspension(self.client, app).paused()
+
+
+def live_reader(config: Config) -> Callable[[str], LiveVersion | None]:
+    """What serves `config`'s app, read from its route file and state on this host."""
+    store = StateStore(config.state_dir, config.deployment_color_file)
+    switch = TrafficSwitch(config.route_file)
+
+    def live_of(app: str) -> LiveVersion | None:
+        release = served(store.load(), switch.current()) if app == config.app else None
+        if release is None or release.version == "unknown":
+            return None
+        return LiveVersion(release.version, release.digest, release.color.value)
+
+    return live_of
