@@ -192,19 +192,22 @@ def test_kill_9_mid_deploy_hands_the_job_over_with_no_failed_request(
 
 def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
         queued: tuple[Stack, DeployQueue, Workers]) -> None:
+    """SIGSTOP past the lock's TTL: the Redis lock expires, but the stopped worker still holds the
+    stack's host lock (a flock), so no other writer deploys over its half-started colour while it
+    is frozen. Once resumed it finds its lease gone and touches nothing; then the fresh worker
+    takes the job over and deploys it."""
     stack, queue, workers = queued
     deployed(stack, "v1")
     stale = workers.start("stale")
     job = queue.enqueue("slowok", source="cli", requested_by="test").job
     wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
-    # Stopped while it waits for health (slowok boots in 4 s). Stopped inside a check-and-write
-    # instead, it would hold state.lock and the fresh worker's writes would wait for it
-    # (tests/unit/test_state.py covers that ordering).
     time.sleep(1)
     os.kill(stale.pid, signal.SIGSTOP)
     workers.start("fresh")
-    done = wait_for(lambda: final(queue, job.id), 180, "the fresh worker to finish the job", workers)
-    assert done.status is Status.SUCCEEDED and done.worker == "fresh", done.describe()
+    wait_for(lambda: "holds the deploy lock" in workers.log("fresh"), 60, "the fresh worker to wait", workers)
+    time.sleep(LOCK_TTL)
+    assert queue.get(job.id).worker == "stale", "nobody deploys beside a frozen writer"  # type: ignore[union-attr]
+    assert stack.version() == "v1"
     routed_at = (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns
 
     os.kill(stale.pid, signal.SIGCONT)
@@ -213,11 +216,11 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     log = workers.log("stale")
     assert "aborting without touching anything" in log, log
     assert "switch: traffic" not in log, log
-    assert (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns == routed_at, "the route was not touched"
+    assert (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns == routed_at, "the stale one switched"
     assert stale.poll() is None, "the stale worker carries on as a worker"
 
-    again = queue.get(job.id)
-    assert again is not None and again.status is Status.SUCCEEDED and again.fence == done.fence
+    done = wait_for(lambda: final(queue, job.id), 180, "the fresh worker to finish the job", workers)
+    assert done.status is Status.SUCCEEDED and done.worker == "fresh", done.describe()
     assert stack.version() == "slowok"
     status = stack.status()
     assert status["live_version"] == "slowok" and status["in_sync"], status["warnings"]

@@ -71,6 +71,7 @@ class Worker:
         self.stream = stream if stream is not None else sys.stderr
         self.queue = DeployQueue(client, app)
         self.host_lock = host_lock
+        self._host_busy = False
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -125,11 +126,14 @@ class Worker:
             return True
         try:
             self.host_lock.acquire(f"worker {self.name}")
-            return True
         except LockBusy as busy:
-            log.info("worker %s: %s; the job waits", self.name, busy)
+            if not self._host_busy:   # once per wait, not once per poll
+                log.info("worker %s: %s; the job waits", self.name, busy)
+            self._host_busy = True
             self._stop.wait(self.poll)
             return False
+        self._host_busy = False
+        return True
 
     def _run(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
