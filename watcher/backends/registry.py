@@ -9,19 +9,18 @@ token handshake, pagination and rate limits that other image updaters get wrong 
 from __future__ import annotations
 
 import base64
-import email.utils
 import ipaddress
 import logging
-import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from time import monotonic, sleep
 from types import TracebackType
 from typing import NoReturn
 
 import httpx
+from tenacity import RetryCallState
 
+from watcher.retry import asked_wait, http_retrying, problem
 from watcher.validation import validate_tag
 
 log = logging.getLogger(__name__)
@@ -216,22 +215,6 @@ def _parse_challenge(header: str) -> _Challenge | None:
     return _Challenge(
         scheme, params.get("realm", ""), params.get("service", ""), params.get("scope", "")
     )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds the server asks us to wait (Retry-After as seconds or HTTP date), None if unsaid."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _checked_tag(tag: str) -> str:
@@ -439,41 +422,31 @@ class RegistryClient:
         return token
 
     def _send(self, method: str, url: httpx.URL, headers: dict[str, str], peer: str) -> httpx.Response:
-        """One request with retries: 429 after Retry-After, 5xx and network errors with backoff."""
+        """One request with retries (watcher/retry.py): 429 after Retry-After, 5xx and network
+        errors with backoff, `max_retries` retries at most."""
         attempts = self._max_retries + 1
-        for attempt in range(attempts):
-            rate_limited = False
-            try:
-                response = self._http.request(method, url, headers=headers)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                delay = self._backoff_delay(attempt)
-            else:
-                if response.status_code == 429:
-                    rate_limited = True
-                    wait = _retry_after(response)
-                    if wait is not None and wait > self._max_retry_after:
-                        raise RateLimited(
-                            f"{peer} is rate-limiting; it asks to wait {wait:.0f} s", wait
-                        )
-                    problem = "HTTP 429 Too Many Requests"
-                    delay = wait if wait is not None else self._backoff_delay(attempt)
-                elif response.status_code >= 500:
-                    problem = f"HTTP {response.status_code}"
-                    delay = self._backoff_delay(attempt)
-                else:
-                    return response
-            if attempt + 1 < attempts:
-                log.warning(
-                    "%s %s: %s; retry %d of %d in %.1f s",
-                    method, peer, problem, attempt + 1, self._max_retries, delay,
-                )
-                sleep(delay)
-        if rate_limited:
-            raise RateLimited(f"{peer} is still rate-limiting after {attempts} attempts")
-        raise RegistryUnavailable(f"{peer} is unavailable after {attempts} attempts: {problem}")
 
-    def _backoff_delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter, so many watchers do not retry in lockstep."""
-        ceiling = min(_MAX_BACKOFF, self._backoff * 2**attempt)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        def log_retry(retry_state: RetryCallState) -> None:
+            log.warning(
+                "%s %s: %s; retry %d of %d in %.1f s",
+                method, peer, problem(retry_state), retry_state.attempt_number, self._max_retries,
+                retry_state.upcoming_sleep,
+            )
+
+        def give_up(retry_state: RetryCallState) -> RegistryError:
+            asked = asked_wait(retry_state)
+            if asked is not None and asked > self._max_retry_after:
+                return RateLimited(f"{peer} is rate-limiting; it asks to wait {asked:.0f} s", asked)
+            outcome = retry_state.outcome
+            if outcome is not None and not outcome.failed and outcome.result().status_code == 429:
+                return RateLimited(f"{peer} is still rate-limiting after {attempts} attempts")
+            return RegistryUnavailable(
+                f"{peer} is unavailable after {attempts} attempts: {problem(retry_state)}"
+            )
+
+        retrying = http_retrying(
+            attempts=attempts, initial=self._backoff, maximum=_MAX_BACKOFF,
+            max_retry_after=self._max_retry_after, before_sleep=log_retry, give_up=give_up,
+            sleep=sleep,
+        )
+        return retrying(self._http.request, method, url, headers=headers)

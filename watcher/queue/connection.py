@@ -1,34 +1,42 @@
 """The Redis connection: from `redis.url` / REDIS_URL (redis://, rediss:// for TLS, unix://) with
 REDIS_PASSWORD or REDIS_PASSWORD_FILE when the URL carries none, key names, and the retry
-helpers every caller uses so that losing Redis reads the same in every log.
+helpers every caller uses so that losing Redis reads the same in every log. Which failures are
+retried and how long to wait is decided in one place, watcher/retry.py.
 
 Why our own backoff rather than redis-py's: an operator watching a worker during a Redis
 restart must see one clear line when Redis goes, one per retry, and one when it is back; and
 callers holding the deploy lock must bound their retries by the lock's lease, which only they
 know.
+
+A wrong password is no outage: redis-py raises AuthenticationError, a ConnectionError, which
+every `except REDIS_DOWN` would retry for ever as "unreachable". The clients `connect()` makes
+raise RedisRefused instead, at once, naming the setting to fix (and UnblockedError for a failover's
+UNBLOCKED, which redis-py leaves untyped).
 """
 
 from __future__ import annotations
 
-import logging
-import random
 import re
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection, Connection, SSLConnection, parse_url
 from redis.retry import Retry
 
-from watcher.errors import RedisUnavailable
+from watcher.errors import ConfigError, RedisUnavailable
+from watcher.retry import (REDIS_DOWN, REDIS_REFUSED, UnblockedError, backoff, log_redis_back, log_redis_retry,
+                           retry_redis)
 
-log = logging.getLogger("watcher.redis")
-
-#: What "Redis is unreachable" looks like from redis-py (BusyLoadingError, the AOF replay after
-#: a restart, is a ConnectionError too).
-REDIS_DOWN: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+__all__ = ["REDIS_DOWN", "Backoff", "RedisRefused", "connect", "describe", "key", "masked", "retrying"]
 
 T = TypeVar("T")
+
+
+class RedisRefused(RedisUnavailable, ConfigError):
+    """Redis refused the credentials, or by its ACL a command: the configuration must change
+    (exit 2). A RedisUnavailable too, so whatever reports Redis trouble reports this as well."""
 
 
 def key(app: str, *parts: str) -> str:
@@ -42,28 +50,72 @@ def masked(url: str) -> str:
 
 
 def connect(url: str, password: str | None = None) -> redis.Redis:
-    """A client that fails fast (one quick reconnect, then our backoff takes over).
+    """A client that fails fast (one quick reconnect, then our backoff takes over), and at once,
+    with RedisRefused, when Redis refuses the password or a command (see _Classified).
 
     `health_check_interval` pings a pooled connection idle for 10 s before using it, so the
     first command after a Redis restart does not fail on a dead socket.
     """
     try:
+        base = parse_url(url).get("connection_class", Connection)
+        checked = type(f"Classified{base.__name__}", (_Classified, base), {"url": masked(url)})
         return redis.Redis.from_url(url, password=password, decode_responses=True, socket_connect_timeout=3,
-                                    socket_timeout=10, health_check_interval=10, retry=Retry(NoBackoff(), 1))
+                                    socket_timeout=10, health_check_interval=10, retry=Retry(NoBackoff(), 1),
+                                    connection_class=checked)
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {masked(url)}: {exc}") from None
+
+
+class _Classified(AbstractConnection):
+    """Mixed into the connection class of each client, to type two replies as watcher/retry.py
+    needs them: a refusal (REDIS_REFUSED) becomes RedisRefused, which neither redis-py's retry
+    nor ours catches (the connection is closed first, as redis-py does after an error, so a
+    half-authenticated socket is never reused); UNBLOCKED becomes UnblockedError."""
+
+    url = ""   # masked, set per client by connect()
+
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().connect_check_health(*args, **kwargs)
+        except REDIS_REFUSED as exc:
+            self.disconnect()
+            raise self._refused(exc) from None
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        # AuthenticationWrongNumberOfArgsError is left to connect_check_health: redis-py's
+        # handshake answers it by retrying AUTH with the password alone (a Redis before 6).
+        try:
+            return super().read_response(*args, **kwargs)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            self.disconnect()
+            raise self._refused(exc) from None
+        except redis.exceptions.ResponseError as exc:
+            if type(exc) is redis.exceptions.ResponseError and str(exc).startswith("UNBLOCKED "):
+                raise UnblockedError(str(exc)) from None
+            raise
+
+    def _refused(self, exc: Exception) -> RedisRefused:
+        said = f"(Redis said: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            return RedisRefused(f"Redis at {self.url} denied a command to the user of [redis] url / REDIS_URL: "
+                                f"allow it watcher's commands and its watcher:* keys in the ACL {said}")
+        if not (self.password or self.credential_provider):
+            return RedisRefused(f"Redis at {self.url} requires a password: set REDIS_PASSWORD or "
+                                f"REDIS_PASSWORD_FILE, or put it in [redis] url / REDIS_URL {said}")
+        return RedisRefused(f"Redis at {self.url} refused the password: check REDIS_PASSWORD / "
+                            f"REDIS_PASSWORD_FILE or the password in [redis] url / REDIS_URL {said}")
 
 
 def describe(client: redis.Redis) -> str:
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
-    scheme = "rediss" if client.connection_pool.connection_class.__name__ == "SSLConnection" else "redis"
+    scheme = "rediss" if issubclass(client.connection_pool.connection_class, SSLConnection) else "redis"
     return f"{scheme}://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
 
 
 class Backoff:
-    """Exponential backoff with jitter, logging each failure and the recovery."""
+    """The same waits and log lines as `retrying`, for a loop that is not one call (the worker's)."""
 
     def __init__(self, what: str, *, initial: float = 0.5, maximum: float = 10.0) -> None:
         self.what = what
@@ -77,35 +129,21 @@ class Backoff:
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
-        delay = min(self.maximum, self.initial * 2 ** self.failures) * random.uniform(0.8, 1.2)
         self.failures += 1
-        log.warning("redis: %s failed (%s); retrying in %.1fs (unreachable for %.1fs)",
-                    self.what, _reason(exc), delay, now - self.down_since)
+        delay = backoff(self.failures, initial=self.initial, maximum=self.maximum)
+        log_redis_retry(self.what, exc, delay, now - self.down_since)
         return delay
 
     def succeeded(self) -> None:
         if self.down_since is not None:
-            log.warning("redis: %s works again after %.1fs", self.what, time.monotonic() - self.down_since)
+            log_redis_back(self.what, time.monotonic() - self.down_since)
         self.failures = 0
         self.down_since = None
 
 
 def retrying(call: Callable[[], T], what: str, *, give_up_after: float | None = None) -> T:
     """`call()` until Redis answers; RedisUnavailable once `give_up_after` seconds have passed."""
-    backoff = Backoff(what)
-    started = time.monotonic()
-    while True:
-        try:
-            result = call()
-        except REDIS_DOWN as exc:
-            delay = backoff.failed(exc)
-            if give_up_after is not None and time.monotonic() + delay - started > give_up_after:
-                raise RedisUnavailable(f"cannot reach Redis for {what}: {_reason(exc)}") from None
-            time.sleep(delay)
-            continue
-        backoff.succeeded()
-        return result
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if give_up_after is None:
+        return retry_redis(call, what)
+    deadline = time.monotonic() + give_up_after
+    return retry_redis(call, what, deadline=lambda: deadline)

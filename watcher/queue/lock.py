@@ -16,13 +16,17 @@ Mechanism:
   asks Redis, in one Lua script, whether the key still holds our token *and* the fence counter
   is still ours; anything else raises GuardLost, and the engine aborts touching nothing.
 
-Redis unreachable during `check()`: we cannot prove ownership, so we never switch on faith.
-But a blip should not abort a healthy deploy, so `check()` retries with backoff for as long as
-our **lease** lasts: the time of the last renewal we sent plus ttl minus a margin, measured on
-this process's monotonic clock. Until then nobody else can have been granted the lock; after
-it, GuardLost. A process that was paused (SIGSTOP, a frozen VM) past its lease fails `check()`
-at once, before even asking Redis. After the switch the same rule applies to the state write:
-the new version then keeps serving, unrecorded, and the next holder reconciles it.
+Redis unreachable during `check()` (or failing over, or full: whatever watcher/retry.py calls
+transient): we cannot prove ownership, so we never switch on faith. But a blip should not abort
+a healthy deploy, so `check()` retries with backoff for as long as our **lease** lasts: the
+time of the last renewal we sent plus ttl minus a margin, measured on this process's monotonic
+clock. Until then nobody else can have been granted the lock; after it, GuardLost. A process
+that was paused (SIGSTOP, a frozen VM) past its lease fails `check()` at once, before even
+asking Redis. Any other answer (a refused password, an error reply) proves nothing either:
+GuardLost too, so the engine aborts touching nothing. After the switch the same rule applies to
+the state write: the new version then keeps serving, unrecorded, and the next holder reconciles
+it. The renewal thread rides out the same failures for as long as the lock is held; one that
+no retry can fix marks the lock lost.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import redis
 
 from watcher.engine.state import now_iso
 from watcher.errors import GuardLost, LockBusy, RedisUnavailable
-from watcher.queue.connection import REDIS_DOWN, Backoff, key
+from watcher.queue.connection import REDIS_DOWN, RedisRefused, key
+from watcher.retry import reason, retry_redis
 
 log = logging.getLogger("watcher.lock")
 
@@ -130,22 +135,20 @@ class DeployLock:
         """
         deadline = time.monotonic() + wait
         redis_deadline = time.monotonic() + max(wait, 5.0)
-        backoff = Backoff("taking the deploy lock")
-        while True:
-            try:
-                if self.try_acquire():
-                    backoff.succeeded()
-                    return self
-                backoff.succeeded()
-                if time.monotonic() >= deadline:
-                    raise LockBusy(f"{describe_holder(holder_of(self.client, self.app))} holds the deploy lock "
-                                   f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS")
-                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-            except REDIS_DOWN as exc:
-                delay = backoff.failed(exc)
-                if time.monotonic() + delay > redis_deadline:
-                    raise RedisUnavailable(f"cannot take the deploy lock: Redis is unreachable ({exc})") from None
-                time.sleep(delay)
+
+        def attempt() -> bool:
+            if self.try_acquire():
+                return True
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"{describe_holder(holder_of(self.client, self.app))} holds the deploy lock "
+                               f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS")
+            return False
+
+        while not retry_redis(attempt, "taking the deploy lock", deadline=lambda: redis_deadline,
+                              give_up=lambda exc: RedisUnavailable(
+                                  f"cannot take the deploy lock: Redis is unavailable ({reason(exc)})")):
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        return self
 
     def release(self) -> None:
         """Stop renewing and delete the key if it is still ours (a lost lock is left alone)."""
@@ -163,9 +166,13 @@ class DeployLock:
         self.fence = None
 
     def note_job(self, job: str, purpose: str) -> None:
-        """Record in the holder which job runs, for `status` and LockBusy messages."""
+        """Record in the holder which job runs, for `status` and LockBusy messages: for humans,
+        so Redis failing here does not stop the job (the guard decides about the switch)."""
         self.job, self.purpose = job, purpose
-        self.client.eval(_NOTE_JOB, 2, *self.keys, self.token, str(self.fence), job, purpose)
+        try:
+            self.client.eval(_NOTE_JOB, 2, *self.keys, self.token, str(self.fence), job, purpose)
+        except REDIS_DOWN as exc:
+            log.warning("redis: could not note job %s in the deploy lock (%s); carrying on", job, reason(exc))
 
     def __enter__(self) -> "DeployLock":
         return self
@@ -176,56 +183,73 @@ class DeployLock:
     # -- the guard -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Prove, in Redis, that this grant still holds the lock; else GuardLost."""
+        """Prove, in Redis, that this grant still holds the lock; else GuardLost, the only error
+        it raises (the engine's abort path counts on that)."""
         if self.fence is None:
             raise GuardLost("the deploy lock is not held")
         if self._lost:
             raise GuardLost(self._lost)
-        backoff = Backoff(f"checking the deploy lock (fence {self.fence})", initial=0.2, maximum=2.0)
-        while True:
-            remaining = self._lease_until - time.monotonic()
-            if remaining <= 0:
-                raise GuardLost(f"the deploy lock (fence {self.fence}) could not be renewed within its "
-                                f"{self.ttl:g}s lease (this process was paused or Redis was unreachable); "
-                                "it may belong to someone else now")
-            try:
-                held = self.client.eval(_CHECK, 2, *self.keys, self.token, str(self.fence))
-            except REDIS_DOWN as exc:
-                time.sleep(min(backoff.failed(exc), max(remaining, 0.01)))
-                continue
-            backoff.succeeded()
-            if not held:
-                self._lost = self._lost_reason()
-                raise GuardLost(self._lost)
-            return
+
+        def attempt() -> object:
+            if self._lease_until <= time.monotonic():
+                raise self._lease_over()
+            return self.client.eval(_CHECK, 2, *self.keys, self.token, str(self.fence))
+
+        try:
+            held = retry_redis(attempt, f"checking the deploy lock (fence {self.fence})",
+                               deadline=lambda: self._lease_until, give_up=lambda exc: self._lease_over(),
+                               initial=0.2, maximum=2.0)
+        except (redis.exceptions.RedisError, RedisRefused) as exc:
+            raise GuardLost(f"the deploy lock (fence {self.fence}) cannot be proved: {reason(exc)}") from None
+        if not held:
+            self._lost = self._lost_reason()
+            raise GuardLost(self._lost)
+
+    def _lease_over(self) -> GuardLost:
+        return GuardLost(f"the deploy lock (fence {self.fence}) could not be renewed within its "
+                         f"{self.ttl:g}s lease (this process was paused or Redis was unreachable); "
+                         "it may belong to someone else now")
 
     def _lost_reason(self) -> str:
         try:
             now = holder_of(self.client, self.app)
-        except REDIS_DOWN:
+        except (*REDIS_DOWN, RedisRefused):
             now = None
         return (f"the deploy lock (fence {self.fence}) was lost; "
                 f"{describe_holder(now) + ' holds it now' if now else 'it is free now'}")
 
     def _renew_loop(self) -> None:
+        """Every ttl/3, extend the key; transient failures are retried until the lock is released
+        (a renewal that lands before the key expires revives the lease). Anything else ends it."""
         every = self.ttl / 3
-        backoff = Backoff(f"renewing the deploy lock (fence {self.fence})", initial=0.2, maximum=every)
-        delay = every
-        while not self._stop.wait(delay):
-            sent = time.monotonic()
+        what = f"renewing the deploy lock (fence {self.fence})"
+        while not self._stop.wait(every):
             try:
-                renewed = self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence),
-                                           int(self.ttl * 1000))
-            except REDIS_DOWN as exc:
-                delay = backoff.failed(exc)
-                continue
-            backoff.succeeded()
+                renewed = retry_redis(self._renew, what, initial=0.2, maximum=every, sleep=self._stop.wait)
+            except _Released:
+                return
+            except Exception as exc:   # a refused password, a script error: no retry will renew it
+                self._lost = f"the deploy lock (fence {self.fence}) could not be renewed: {reason(exc)}"
+                log.error("lock: %s; this process will not switch traffic or record anything", self._lost)
+                return
             if not renewed:
                 self._lost = self._lost_reason()
                 log.error("lock: %s; this process will not switch traffic or record anything", self._lost)
                 return
+
+    def _renew(self) -> bool:
+        """One renewal; the lease runs from when it was sent. _Released once release() began."""
+        if self._stop.is_set():
+            raise _Released
+        sent = time.monotonic()
+        renewed = bool(self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence), int(self.ttl * 1000)))
+        if renewed:
             self._lease_until = sent + self._lease
-            delay = every
+        return renewed
+
+
+class _Released(Exception):
+    """Ends the renewal retries: the lock is being released."""
 
 
 def holder_of(client: redis.Redis, app: str) -> dict[str, Any] | None:
