@@ -253,3 +253,25 @@ def test_redis_vanishing_mid_deploy_aborts_without_switching_then_the_job_comple
     assert log.index("aborting without touching anything") < log.index("switch: traffic blue -> green")
     assert "works again after" in log and worker.poll() is None
     assert stack.version() == "slowok" and stack.status()["in_sync"]
+
+
+@pytest.mark.parametrize("trouble", ["readonly", "oom"])
+def test_redis_readonly_or_full_mid_deploy_the_deploy_completes_and_the_worker_lives(
+        queued_private: tuple[Stack, DeployQueue, Workers], private_redis: RedisServer, trouble: str) -> None:
+    """A failover (READONLY) or a full Redis (OOM) for less than the lock's lease, while the job
+    waits for health: ridden out like a dropped connection, through the real engine."""
+    stack, queue, workers = queued_private
+    deployed(stack, "v1")
+    worker = workers.start("w1")
+    with under_load(stack) as loads:
+        job = queue.enqueue("slowok", source="cli", requested_by="test").job
+        wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+        private_redis.fail_over() if trouble == "readonly" else private_redis.fill_up()
+        time.sleep(1.0)   # well inside the lease (TTL - 10 %), whenever the last renewal landed
+        private_redis.take_over() if trouble == "readonly" else private_redis.free_up()
+        done = wait_for(lambda: final(queue, job.id), 180, "the job's end", workers)
+    assert loads.sent > 500 and loads.failed == 0, f"{loads.describe()}\n{workers.logs()}"
+    assert done.status is Status.SUCCEEDED and done.attempts == 1, done.describe()
+    assert worker.poll() is None, "the worker keeps running"
+    assert stack.version() == "slowok" and stack.status()["in_sync"]
+    print(f"redis {trouble} mid-deploy: sent {loads.sent}, failed {loads.failed}")
