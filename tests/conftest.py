@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, REGISTRY, Stack
+from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, REGISTRY, SIDECAR_IMAGE, Stack
 
 if TYPE_CHECKING:
     from tests.harness.redis_server import RedisServer
@@ -101,6 +101,9 @@ APP_VARIANTS: dict[str, dict[str, object]] = {
     "sick": {"unhealthy_after": 4},               # healthy, then sick during the verify window
     "abrupt1": {"shutdown": "abrupt"},            # exits at once on SIGTERM
     "abrupt2": {"shutdown": "abrupt"},
+    "crash": {"exit_at_start": 1},                # exits 1 at once: restart-loops under unless-stopped
+    "loop127": {"entrypoint": ["/bin/no-such-app"]},  # exec fails with 127 under init: true; loops
+    "wrongver": {"served_version": "not-wrongver"},   # healthy, but GET /version is not its tag
 }
 
 
@@ -111,6 +114,7 @@ def app_images(real_services: None) -> dict[str, str]:
 
     images.build_caddy_image(CADDY_IMAGE)
     images.build_redis_image(REDIS_IMAGE)
+    images.push(images.build_sidecar_image(SIDECAR_IMAGE))  # the engine pulls every configured service
     refs = {}
     for tag, options in APP_VARIANTS.items():
         ref = images.build_app_image(f"{APP_REPO}:{tag}", tag, **options)  # type: ignore[arg-type]

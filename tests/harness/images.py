@@ -76,6 +76,10 @@ on_term() {
 }
 trap on_term TERM INT
 
+if [ -n "$EXIT_AT_START" ]; then
+  log "exiting $EXIT_AT_START at start (crash)"
+  exit "$EXIT_AT_START"
+fi
 if [ "$HEALTHY" = 1 ]; then printf ok > /www/healthz; else rm -f /www/healthz; fi
 if [ -n "$UNHEALTHY_AFTER" ]; then
   # Counted from the app's start, start delay included.
@@ -245,12 +249,25 @@ def build_app_image(
     start_delay: float = 0,
     unhealthy_after: float | None = None,
     shutdown: str = "graceful",
+    exit_at_start: int | None = None,
+    entrypoint: list[str] | None = None,
+    served_version: str | None = None,
+    flavor: str | None = None,
 ) -> str:
-    """Build the busybox-httpd test app (see APP_SCRIPT / WORK_CGI) as ``ref``."""
+    """Build the busybox-httpd test app (see APP_SCRIPT / WORK_CGI) as ``ref``.
+
+    ``exit_at_start``: the app exits with this code at once (a crash at start; under a restart
+    policy, Docker restart-loops it). ``entrypoint``: replaces ``/bin/app`` (e.g. a missing
+    binary: under ``init: true`` the exec fails with 127). ``served_version``: what
+    ``GET /version`` answers instead of ``version`` (the CGI ``/cgi-bin/work`` still answers
+    ``version``), so verification through Caddy fails. ``flavor``: served as ``GET /flavor``,
+    so two builds of one tag differ in content (and digest).
+    """
     if shutdown not in ("graceful", "abrupt"):
         raise ValueError(f"shutdown must be 'graceful' or 'abrupt', not {shutdown!r}")
-    if "\n" in version or "'" in version:
-        raise ValueError(f"bad version {version!r}")
+    for text in (version, served_version, flavor):
+        if text is not None and ("\n" in text or "'" in text):
+            raise ValueError(f"bad version or flavor {text!r}")
     fs = RootFS()
     fs.busybox()
     fs.file("bin/app", APP_SCRIPT.encode(), 0o755)
@@ -261,15 +278,45 @@ def build_app_image(
         "START_DELAY": f"{start_delay:g}" if start_delay else "",
         "UNHEALTHY_AFTER": f"{unhealthy_after:g}" if unhealthy_after is not None else "",
         "SHUTDOWN": shutdown,
+        "EXIT_AT_START": str(exit_at_start) if exit_at_start is not None else "",
     }
     fs.file("etc/app/env", "".join(f"{k}='{v}'\n" for k, v in env.items()).encode())
-    fs.file("www/version", f"{version}\n".encode())
+    fs.file("www/version", f"{served_version if served_version is not None else version}\n".encode())
+    if flavor is not None:
+        fs.file("www/flavor", f"{flavor}\n".encode())
     fs.file("www/cgi-bin/work", WORK_CGI.encode(), 0o755)
     changes = [
-        f"ENTRYPOINT {_json(['/bin/app'])}",
+        f"ENTRYPOINT {_json(entrypoint or ['/bin/app'])}",
         "EXPOSE 8080",
         "WORKDIR /www",
         f"LABEL org.opencontainers.image.version={_json(version)}",
+    ]
+    _import(ref, fs, changes)
+    return ref
+
+
+# The per-colour sidecar: sleeps until SIGTERM/SIGINT, then exits 0 at once (no init needed:
+# as PID 1 the shell's own trap handles the signal).
+SIDECAR_SCRIPT = r"""#!/bin/sh
+trap 'echo "sidecar: stopping"; exit 0' TERM INT
+echo "sidecar: up"
+while :; do
+  sleep 3600 &
+  wait $!
+done
+"""
+SIDECAR_REF = f"{REGISTRY}/watcher-test/sidecar:1"
+
+
+def build_sidecar_image(ref: str = SIDECAR_REF) -> str:
+    """Build the tiny sidecar (busybox sleeping forever, quick on SIGTERM) as ``ref``."""
+    fs = RootFS()
+    fs.busybox(["sh", "sleep", "true", "echo"])
+    fs.file("bin/sidecar", SIDECAR_SCRIPT.encode(), 0o755)
+    changes = [
+        "ENV PATH=/bin",
+        f"ENTRYPOINT {_json(['/bin/sidecar'])}",
+        f"LABEL org.opencontainers.image.version={_json('1')}",
     ]
     _import(ref, fs, changes)
     return ref
@@ -390,7 +437,8 @@ def _report(build: Callable[[str], str], ref: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``all`` | ``caddy [REF]`` | ``redis [REF]`` | ``app REF VERSION [--unhealthy]`` | ``push REF``."""
+    """CLI: ``all`` | ``caddy [REF]`` | ``redis [REF]`` | ``app REF VERSION [--unhealthy]`` | ``sidecar [REF]``
+    | ``push REF``."""
     p = argparse.ArgumentParser(prog="python -m tests.harness.images", description=main.__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("all", help="caddy + redis images, push demo-app v1 v2 v3 (v3 unhealthy)")
@@ -403,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     app.add_argument("--start-delay", type=float, default=0)
     app.add_argument("--unhealthy-after", type=float)
     app.add_argument("--shutdown", choices=["graceful", "abrupt"], default="graceful")
+    app.add_argument("--exit-at-start", type=int)
+    app.add_argument("--served-version")
+    app.add_argument("--flavor")
+    sub.add_parser("sidecar").add_argument("ref", nargs="?", default=SIDECAR_REF)
     sub.add_parser("push").add_argument("ref")
     args = p.parse_args(argv)
 
@@ -418,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         _report(functools.partial(
             build_app_image, version=args.version, healthy=not args.unhealthy,
             start_delay=args.start_delay, unhealthy_after=args.unhealthy_after,
-            shutdown=args.shutdown), args.ref)
+            shutdown=args.shutdown, exit_at_start=args.exit_at_start,
+            served_version=args.served_version, flavor=args.flavor), args.ref)
+    if args.cmd == "sidecar":
+        _report(build_sidecar_image, args.ref)
     if args.cmd == "push":
         print("pushed", args.ref, push(args.ref))
     print(f"done in {time.monotonic() - t0:.1f} s")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LOOPBACK_HOSTS", "LoadGenerator", "LoadResult", "run_load", "main"]
+__all__ = ["COLOR_HEADER", "LOOPBACK_HOSTS", "LoadGenerator", "LoadResult", "run_load", "main"]
 
 #: Only these hosts may be loaded: the generator is a test tool, never a way to hit someone else.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -39,6 +39,9 @@ CLOSED_BEFORE_RESPONSE = "connection closed before response"
 CLOSED_WHILE_IDLE = "connection closed before response (closed while idle)"
 CLOSED_MID_RESPONSE = "connection closed mid-response"
 CANCELLED_AT_STOP = "cancelled at stop"
+
+#: The response header Caddy sets to the colour whose app served the response (header_down).
+COLOR_HEADER = "x-watcher-color"
 
 _LAST_N = 20  # how many recent ok bodies to keep: enough to see which colour answers now
 _VERSION_MAX = 200  # cap stored bodies so a large page cannot bloat the counters
@@ -56,6 +59,10 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)  # complete responses, from scheduled time
     versions: collections.Counter[str] = field(default_factory=collections.Counter)  # 2xx bodies
     last_versions: list[str] = field(default_factory=list)  # bodies of the last 20 ok responses
+    # Complete responses (any status) by their X-Watcher-Color header; "" when it is absent.
+    colors: collections.Counter[str] = field(default_factory=collections.Counter)
+    # time.monotonic() at which the first complete response of each colour (same keys) arrived.
+    colors_first_at: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0  # from the first scheduled request to stop (or now, for a snapshot)
     in_flight: int = 0
 
@@ -91,6 +98,7 @@ class LoadResult:
             "completed": len(self.latencies_ms),
             "versions": dict(self.versions),
             "last_versions": list(self.last_versions),
+            "colors": dict(self.colors),
             "duration_s": round(self.duration_s, 3),
             "rate_achieved": round(self.sent / self.duration_s, 2) if self.duration_s > 0 else None,
         }
@@ -186,6 +194,8 @@ class LoadGenerator:
         self._latencies: list[float] = []
         self._versions: collections.Counter[str] = collections.Counter()
         self._last: collections.deque[str] = collections.deque(maxlen=_LAST_N)
+        self._colors: collections.Counter[str] = collections.Counter()
+        self._colors_first: dict[str, float] = {}
         self._t0: float | None = None  # loop.time() of the first scheduled request (== time.monotonic())
         self._t_end: float | None = None
 
@@ -277,6 +287,8 @@ class LoadGenerator:
                 latencies_ms=list(self._latencies),
                 versions=collections.Counter(self._versions),
                 last_versions=list(self._last),
+                colors=collections.Counter(self._colors),
+                colors_first_at=dict(self._colors_first),
                 duration_s=max(0.0, end - self._t0) if self._t0 is not None else 0.0,
                 in_flight=self._sent - self._ok - self._failed,
             )
@@ -357,11 +369,12 @@ class LoadGenerator:
         keep = False
         status = 0
         body = b""
+        color = ""
         reason: str | None = None
         try:
             async with asyncio.timeout_at(scheduled + self.timeout):
                 slot = await self._acquire()
-                status, body, keep = await self._exchange(slot)
+                status, body, keep, color = await self._exchange(slot)
         except TimeoutError:
             reason = "timeout"
         except _Failure as exc:
@@ -378,12 +391,15 @@ class LoadGenerator:
                 if reason is not None or not keep:
                     slot.discard()
                 self._release(slot)
-            self._record(scheduled, loop.time(), status, body, reason)
+            self._record(scheduled, loop.time(), status, body, reason, color)
 
-    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None) -> None:
+    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None,
+                color: str = "") -> None:
         with self._lock:
             if status:  # a complete response arrived, whatever its status
                 self._latencies.append((now - scheduled) * 1000.0)
+                self._colors[color] += 1
+                self._colors_first.setdefault(color, now)
             if reason is not None:
                 self._failed += 1
                 self._errors[reason] += 1
@@ -394,7 +410,7 @@ class LoadGenerator:
                 self._versions[text] += 1
             self._last.append(text)
 
-    async def _exchange(self, slot: _Slot) -> tuple[int, bytes, bool]:
+    async def _exchange(self, slot: _Slot) -> tuple[int, bytes, bool, str]:
         """Write the request on the slot's connection (opening it if needed) and read the response."""
         if slot.writer is None:
             try:
@@ -412,8 +428,9 @@ class LoadGenerator:
                 raise _Failure(CLOSED_WHILE_IDLE) from None
             raise
 
-    async def _read_response(self, reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-        """Parse status line, headers and a Content-Length, chunked or close-delimited body."""
+    async def _read_response(self, reader: asyncio.StreamReader) -> tuple[int, bytes, bool, str]:
+        """Parse status line, headers and a Content-Length, chunked or close-delimited body;
+        return (status, body, keep-alive, X-Watcher-Color value or "")."""
         got_any = False
         while True:
             try:
@@ -458,7 +475,7 @@ class LoadGenerator:
                 keep = False
         except asyncio.IncompleteReadError:
             raise _Failure(CLOSED_MID_RESPONSE) from None
-        return status, body, keep
+        return status, body, keep, headers.get(COLOR_HEADER, "")
 
     @staticmethod
     async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -496,11 +513,12 @@ def _format(result: LoadResult) -> str:
 
     errors = ", ".join(f"{k}={v}" for k, v in result.errors.most_common()) or "none"
     versions = ", ".join(f"{k!r}={v}" for k, v in result.versions.most_common(10)) or "none"
+    colors = ", ".join(f"{k or '(none)'}={v}" for k, v in result.colors.most_common()) or "none"
     return (
         f"sent {d['sent']}  ok {d['ok']}  failed {d['failed']}  "
         f"({d['rate_achieved']}/s over {d['duration_s']:.2f} s)\n"
         f"p50 {ms(d['p50_ms'])}  p99 {ms(d['p99_ms'])}  max {ms(d['max_ms'])}\n"
-        f"errors: {errors}\nversions: {versions}"
+        f"errors: {errors}\nversions: {versions}\ncolors: {colors}"
     )
 
 

@@ -15,7 +15,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ REGISTRY = "127.0.0.1:5000"
 APP_REPO = f"{REGISTRY}/watcher-test/app"
 CADDY_IMAGE = "watcher-test/caddy:2.11.7"
 REDIS_IMAGE = "watcher-test/redis:7"
+SIDECAR_IMAGE = f"{REGISTRY}/watcher-test/sidecar:1"
 STACK_FILES = ("compose.yml", "compose.blue.yml", "compose.green.yml", "Caddyfile")
 
 
@@ -55,7 +58,8 @@ class Stack:
         stack = cls(root, name, free_port(), settings)
         (root / ".env").write_text(
             f"STACK_NAME={name}\nHTTP_PORT={stack.port}\nCADDY_IMAGE={CADDY_IMAGE}\n"
-            f"REDIS_IMAGE={REDIS_IMAGE}\nAPP_IMAGE={image}\nAPP_HEALTH_INTERVAL=1s\n")
+            f"REDIS_IMAGE={REDIS_IMAGE}\nAPP_IMAGE={image}\nAPP_HEALTH_INTERVAL=1s\n"
+            "APP_HEALTH_START_PERIOD=5s\n")
         stack.write_config(image=image, **settings)
         return stack
 
@@ -158,6 +162,94 @@ pre_deploy = {hook}
         lines = [line for line in (proc.stdout + proc.stderr).splitlines()
                  if '"error"' in line and "health_checker" not in line]
         return "\n".join(line[:400] for line in lines[-limit:])
+
+    # -- the live colour and its health, poked from outside ---------------------------------
+
+    def live_route(self) -> str | None:
+        """The colour the route file `.watcher/run/live` names (what Caddy routes to), or None."""
+        try:
+            return (self.root / ".watcher" / "run" / "live").read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def containers_of(self, color: str, service: str = "web") -> list[str]:
+        """Names of `color`'s containers of `service` (any state)."""
+        project = f"{self.name}-{color}"
+        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                              "--filter", f"label=com.docker.compose.service={service}",
+                              "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout
+        return sorted(out.split())
+
+    def health(self, container: str) -> str:
+        """Docker's view of one container: its health when running with a healthcheck, else its state."""
+        out = subprocess.run(["docker", "inspect", "--format",
+                              "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", container],
+                             capture_output=True, text=True).stdout.split()
+        if not out:
+            return "absent"
+        return out[1] if out[0] == "running" and len(out) > 1 else out[0]
+
+    def break_health(self, color: str) -> list[str]:
+        """Make `color`'s web containers fail their healthcheck (and Caddy's /healthz probe);
+        return their IDs, for `restore_health`."""
+        ids = [self.container_ids(f"{self.name}-{color}")[name] for name in self.containers_of(color)]
+        for container in ids:
+            subprocess.run(["docker", "exec", container, "rm", "-f", "/www/healthz"], capture_output=True, check=True)
+        return ids
+
+    def restore_health(self, containers: list[str]) -> None:
+        """Undo `break_health` on exactly the containers it broke (never on a container that took
+        the colour's name since); one that is no longer running is left alone."""
+        for container in containers:
+            subprocess.run(["docker", "exec", container, "sh", "-c", "printf ok > /www/healthz"], capture_output=True)
+
+    def flap(self, color: str, seconds: float) -> threading.Thread:
+        """Break `color`'s health now and restore it `seconds` later, in the background.
+
+        With the test stacks' healthcheck (interval 1 s, retries 3) Docker reports the colour
+        `unhealthy` about 3 s after the break, until a check passes again after the restore.
+        Only the containers broken now are restored. Join the returned thread to wait for it.
+        """
+        broken = self.break_health(color)
+
+        def restore() -> None:
+            time.sleep(seconds)
+            self.restore_health(broken)
+
+        thread = threading.Thread(target=restore, name=f"flap-{color}", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_health(self, color: str, wanted: str, timeout: float = 30) -> None:
+        """Until every web container of `color` reports `wanted` (see `health`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {name: self.health(name) for name in self.containers_of(color)}
+            if seen and all(h == wanted for h in seen.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{color} is not {wanted} after {timeout}s: {seen}")
+            time.sleep(0.2)
+
+    # -- a per-colour sidecar ------------------------------------------------------------
+
+    def add_sidecar(self, image: str = SIDECAR_IMAGE, *, name: str = "sidecar", healthcheck: bool = True) -> None:
+        """Add a per-colour service `name` on another image to this stack's compose.yml copy and
+        to the config as `[services.<name>]` with no port: started per colour beside web, never
+        proxied nor drained."""
+        compose = self.root / "compose.yml"
+        text = compose.read_text()
+        check = ('    healthcheck:\n      test: ["CMD", "true"]\n      interval: 1s\n      timeout: 2s\n'
+                 '      retries: 3\n') if healthcheck else ""
+        block = (f"  {name}:\n    profiles: [app]\n    image: {image}\n    restart: unless-stopped\n"
+                 f"    stop_grace_period: 5s\n{check}    networks: [web]\n\n")
+        marker = "\nservices:\n"
+        if marker not in text:
+            raise AssertionError("compose.yml has no top-level `services:` to add the sidecar to")
+        compose.write_text(text.replace(marker, marker + block, 1))
+        current = tomllib.loads(self.config.read_text())
+        self.settings["extra"] = self.settings.get("extra", "") + f"\n[services.{name}]\n"
+        self.write_config(image=current["app"]["image"], **self.settings)
 
     def destroy(self) -> None:
         """Remove everything this stack created: both colours, shared services, volumes, network."""

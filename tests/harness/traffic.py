@@ -4,6 +4,8 @@ watcher's output: shared by the end-to-end deploy and worker tests.
 
 from __future__ import annotations
 
+import collections
+import re
 import subprocess
 import threading
 import time
@@ -34,8 +36,24 @@ class Loads:
     def versions(self) -> set[str]:
         return {v for r in self.results for v in r.versions}
 
+    def colors(self) -> set[str]:
+        """The X-Watcher-Color values of every complete response ("" for one without the header)."""
+        return set(self.color_counts())
+
+    def color_counts(self) -> collections.Counter[str]:
+        total: collections.Counter[str] = collections.Counter()
+        for r in self.results:
+            total.update(r.colors)
+        return total
+
+    def first_seen(self, color: str) -> float | None:
+        """time.monotonic() of the first complete response of `color`, or None if none came."""
+        times = [r.colors_first_at[color] for r in self.results if color in r.colors_first_at]
+        return min(times) if times else None
+
     def describe(self) -> str:
-        loads = "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)}" for r in self.results)
+        loads = "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)} versions {dict(r.versions)} "
+                          f"colors {dict(r.colors)}" for r in self.results)
         return f"{loads}\ncaddy errors:\n{self.stack.caddy_errors()}"
 
 
@@ -70,3 +88,79 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -
         proc.kill()
         raise AssertionError(f"never saw {marker!r} in:\n{''.join(seen)}")
     return "".join(seen)
+
+
+class Output:
+    """Every output line of a spawned watcher, read on a thread as it comes, each with the
+    `time.monotonic()` at which it was read (CLOCK_MONOTONIC: comparable with the load
+    generator's `colors_first_at`).
+
+    `started` must be taken right before the process was spawned: a phase line "[  12.3s] x: ..."
+    was then printed no earlier than `started + 12.3 - 0.05` (the engine's clock starts after
+    the process does), which `printed_after` returns: a lower bound safe against reader lag.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str], started: float) -> None:
+        self.proc = proc
+        self.started = started
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, name="watcher-output", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append((time.monotonic(), line))
+                self._cond.notify_all()
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return "".join(line for _, line in self.lines)
+
+    def find(self, marker: str) -> tuple[float, str] | None:
+        with self._cond:
+            return next(((t, line) for t, line in self.lines if marker in line), None)
+
+    def wait_for(self, marker: str, timeout: float = 120) -> float:
+        """Block until a line containing `marker` is read; return when it was read."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = next((t for t, line in self.lines if marker in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if self._done or left <= 0:
+                    break
+                self._cond.wait(min(left, 1.0))
+        self.proc.kill()
+        raise AssertionError(f"never saw {marker!r} (exit {self.proc.poll()}) in:\n{self.text}")
+
+    def printed_after(self, marker: str) -> float:
+        """A lower bound of when the line containing `marker` was printed (see the class doc)."""
+        found = self.find(marker)
+        if found is None:
+            raise AssertionError(f"no line with {marker!r} in:\n{self.text}")
+        stamp = re.match(r"\s*\[\s*([0-9.]+)s\]", found[1])
+        if stamp is None:
+            raise AssertionError(f"no [elapsed] stamp on {found[1]!r}")
+        return self.started + float(stamp.group(1)) - 0.05
+
+    def wait(self, timeout: float = 180) -> int:
+        """Wait for the process to exit and its output to be read; return its exit code."""
+        code = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        return code
+
+
+def spawn(stack: Stack, *args: str, **env: str) -> Output:
+    """`stack.spawn(*args)` with its output followed line by line (see Output)."""
+    started = time.monotonic()
+    return Output(stack.spawn(*args, **env), started)

@@ -42,8 +42,10 @@ class Server:
         body: bytes = b"v1\n",
         connection_close: bool = False,
         chunked: bool = False,
+        color: Callable[[int], str | None] = lambda n: None,
     ) -> None:
         self.delay = delay
+        self.color = color  # request number -> X-Watcher-Color value (None: no header)
         self.status = status
         self.body = body
         self.connection_close = connection_close
@@ -154,6 +156,9 @@ class Server:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 close = self.connection_close or state["close"]
                 hdrs = f"HTTP/1.1 {status} X\r\n"
+                color = self.color(n)
+                if color is not None:
+                    hdrs += f"X-Watcher-Color: {color}\r\n"
                 if self.chunked:
                     mid = len(self.body) // 2
                     payload = b"".join(
@@ -263,6 +268,38 @@ def test_5xx_and_4xx_are_failures_recorded_by_status() -> None:
     assert r.versions == {"v1": r.ok}  # error bodies are not versions
     assert s.accepted <= 4 + r.failed  # a connection is dropped only after a failure
     assert len(r.latencies_ms) == r.sent  # 502s are complete responses: their latency counts
+
+
+# colours ---------------------------------------------------------------------------------------
+
+
+def test_responses_counted_by_colour_header_errors_included_and_none_as_empty() -> None:
+    """Every complete response counts under its X-Watcher-Color value ("" without one), errors too:
+    a 502 Caddy made up itself carries no colour."""
+    colors = {0: "blue", 1: "green", 2: None}
+    codes = {3: 502}
+    with Server(color=lambda n: colors.get(n % 4, "blue"), status=lambda n: codes.get(n % 4, 200)) as s:
+        t0 = time.monotonic()
+        r = run_load(s.url, rate=100, duration=1.0, connections=4)
+    assert_consistent(r)
+    assert sum(r.colors.values()) == len(r.latencies_ms) == r.sent
+    expect = {"blue": 0, "green": 0, "": 0}
+    for n in range(1, s.received + 1):
+        expect[colors.get(n % 4, "blue") or ""] += 1
+    assert r.colors == {k: v for k, v in expect.items() if v}
+    assert r.failed == s.statuses[502] and r.colors["blue"] > r.failed  # the 502s came back "blue" here
+    assert set(r.colors_first_at) == set(r.colors)
+    assert all(t0 <= t <= time.monotonic() for t in r.colors_first_at.values())
+    # Request 1 answered green, request 3 (a 502) blue: 20 ms apart in schedule.
+    assert r.colors_first_at["green"] < r.colors_first_at[""] < r.colors_first_at["blue"]
+    d = r.as_dict()
+    assert d["colors"] == dict(r.colors)
+    json.dumps(d)
+
+
+def test_no_colour_header_counts_as_empty(server: Server) -> None:
+    r = run_load(server.url, rate=50, duration=0.5, connections=2)
+    assert r.colors == {"": r.sent} and r.failed == 0
 
 
 # (4) ------------------------------------------------------------------------------------------

@@ -1,0 +1,446 @@
+"""One truth for what is live (issue 7), end to end on the real Docker engine, Compose, Caddy,
+registry and Redis, each under a strict non-retrying keep-alive POST load through Caddy.
+
+The route file `.watcher/run/live` names THE live colour; Caddy routes only there and tags
+every response a colour's app served with `X-Watcher-Color`. A deploy always targets the other
+colour and never touches the live one; a broken new version fails fast and never answers; an
+abort never leaves traffic on a dead colour; signals after the record never switch back; every
+writer takes the host lock; the route file lost is refused; a moved tag is a new version; a
+per-colour sidecar is part of the colour.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker.errors
+import httpx
+import pytest
+
+from tests.harness import images
+from tests.harness.stack import REGISTRY, Stack
+from tests.harness.traffic import Loads, Output, spawn, under_load
+from tests.harness.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+FLAVOR_REPO = f"{REGISTRY}/watcher-test/flavored"
+
+
+def deployed(stack: Stack, version: str, **env: str) -> subprocess.CompletedProcess[str]:
+    proc = stack.watcher("deploy", version, **env)
+    assert proc.returncode == 0, f"deploy {version} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def clean(loads: Loads, at_least: int = 300, context: str = "") -> None:
+    """The load really ran, and not one request failed (`context`: e.g. watcher's output)."""
+    assert loads.sent > at_least, loads.describe()
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+    print(f"load: {test}: sent {loads.sent}, failed {loads.failed}")   # the closing note's figures (-s)
+    if loads.failed:
+        raise AssertionError(f"{loads.failed} request(s) failed: {loads.describe()}\n"
+                             f"addresses (for Caddy's errors): {addresses(loads.stack)}\n{context}")
+
+
+def addresses(stack: Stack) -> dict[str, str]:
+    """Container name -> IP on the stack's network (left containers only)."""
+    proc = subprocess.run(["docker", "network", "inspect", f"{stack.name}_web", "--format",
+                           "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}"], capture_output=True, text=True)
+    return dict(item.split("=", 1) for item in proc.stdout.split() if "=" in item)
+
+
+def running(stack: Stack, color: str) -> dict[str, str]:
+    """`color`'s containers by service name -> state, from `status --json`."""
+    return {c["service"]: c["state"] for c in stack.status()["colors"][color]["containers"]}
+
+
+def timed(out: Output) -> str:
+    """watcher's output, each line prefixed with the wall-clock time it was read (as in Caddy's log)."""
+    offset = time.time() - time.monotonic()
+    return "".join(f"{t + offset:.2f} {line}" for t, line in out.lines)
+
+
+class IdSampler:
+    """Samples a compose project's container IDs every `every` seconds on a thread."""
+
+    def __init__(self, stack: Stack, project: str, every: float = 0.5) -> None:
+        self.samples: list[dict[str, str]] = []
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.is_set():
+                self.samples.append(stack.container_ids(project))
+                self._stop.wait(every)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[dict[str, str]]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.samples
+
+
+# (a) + (f) ---------------------------------------------------------------------------------------
+
+
+def test_live_colour_flapping_never_moves_the_target_and_a_broken_version_never_answers(stack: Stack) -> None:
+    deployed(stack, "v1")
+    blue = stack.container_ids(f"{stack.name}-blue")
+    assert blue and stack.live_route() == "blue"
+
+    # (f) blue turns unhealthy in Docker's eyes, then the never-healthy v3 is deployed.
+    with under_load(stack) as loads:
+        flap = stack.flap("blue", 14)
+        stack.wait_health("blue", "unhealthy", timeout=15)
+        proc = stack.watcher("deploy", "v3", HEALTH_CHECK_TIMEOUT="120s", timeout=60)
+        flap.join()
+        stack.wait_health("blue", "healthy", timeout=15)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    clean(loads)
+    assert loads.versions() == {"v1"}, loads.describe()
+    assert loads.colors() == {"blue"}, loads.describe()
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("blue", "v1"), status
+    assert status["colors"]["green"]["role"] == "absent", "the failed colour is removed"
+    assert stack.live_route() == "blue"
+    assert stack.container_ids(f"{stack.name}-blue") == blue, "the live colour was not touched"
+
+    # (a) blue flaps again right before and during a deploy of v2: green is the target, blue's
+    # containers are the same ones all along (stopped and retained at the end), and no request
+    # reached green before the switch.
+    with under_load(stack) as loads:
+        flap = stack.flap("blue", 12)
+        stack.wait_health("blue", "unhealthy", timeout=15)
+        sampler = IdSampler(stack, f"{stack.name}-blue")
+        out = spawn(stack, "deploy", "v2")
+        code = out.wait(timeout=150)
+        samples = sampler.stop()
+        flap.join()
+    assert code == 0, out.text
+    clean(loads)
+    assert loads.versions() == {"v1", "v2"}, loads.describe()
+    assert loads.colors() == {"blue", "green"}, loads.describe()
+    switched = out.printed_after("switch:")
+    first_green = loads.first_seen("green")
+    assert first_green is not None and first_green >= switched, \
+        f"green answered {switched - (first_green or 0):.2f}s before the switch\n{out.text}"
+    assert samples and all(s == blue for s in samples), f"blue's containers changed: {blue} -> {samples}"
+    assert stack.container_ids(f"{stack.name}-blue") == blue, "the retained blue containers are the same"
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("green", "v2"), status
+    assert [c["state"] for c in status["colors"]["blue"]["containers"]] == ["exited"]
+    assert stack.live_route() == "green" and stack.version() == "v2"
+
+
+# (b) situation A ---------------------------------------------------------------------------------
+
+
+def test_host_cli_without_redis_is_refused_while_a_worker_deploys(stack: Stack, redis_url: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker (REDIS_URL set) and the host CLI (no Redis in its config) share one project
+    directory: the host lock, taken by every writer, keeps them from deploying at once."""
+    from watcher.queue import DeployQueue
+    from watcher.queue.connection import connect
+
+    monkeypatch.delenv("REDIS_URL", raising=False)  # the host CLI must run without Redis
+    deployed(stack, "v1")
+    client = connect(redis_url)
+    queue = DeployQueue(client, stack.name)
+    log_path = stack.root / "worker.log"
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "watcher", "worker", "--name", "w1"], cwd=stack.root,
+                                  env=stack.env(REDIS_URL=redis_url), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        with under_load(stack) as loads:
+            enqueued = stack.watcher("enqueue", "slowok", REDIS_URL=redis_url)
+            assert enqueued.returncode == 0, enqueued.stderr
+            job_id = enqueued.stdout.split()[0]
+            wait_until(lambda: "health:" in log_path.read_text(), 60, "the worker's deploy to wait for health",
+                       poll=0.1, detail=log_path.read_text)
+            refused = stack.watcher("deploy", "v2")
+            job = wait_until(lambda: (j := queue.get(job_id)) and j.status.final and j, 120,
+                             f"job {job_id} to end", poll=0.2, detail=log_path.read_text)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        for found in client.scan_iter(f"watcher:{stack.name}:*"):
+            client.delete(found)
+    worker_log = log_path.read_text()
+    assert refused.returncode == 3, f"{refused.stdout}\n{refused.stderr}\n--- worker\n{worker_log}"
+    assert "holds the deploy lock" in refused.stderr, refused.stderr
+    assert job.status == "succeeded", f"{job.describe()}\n{worker_log}"
+    clean(loads)
+    assert loads.versions() <= {"v1", "slowok"}, loads.describe()
+    assert stack.version() == "slowok"
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("green", "slowok"), status
+    assert stack.live_route() == "green"
+
+
+# (c) situation B ---------------------------------------------------------------------------------
+
+
+def test_verification_failing_after_the_old_colour_died_leaves_the_new_one_serving(stack: Stack) -> None:
+    """`wrongver` is healthy but answers another version: verification fails after the switch.
+    Meanwhile the old colour dies (docker stop), so switching back would send traffic nowhere.
+
+    The stop waits 2 s after the switch: requests Caddy routed to blue just before it may still
+    be connecting (busybox httpd's small listen backlog drops SYNs under this load, retried by
+    TCP after 1 s; ListenOverflows counts them), and killing blue under them would fail them
+    whatever watcher does. VERIFY_TIMEOUT 8 s leaves the stop (~1.5 s) done well before it."""
+    deployed(stack, "v1")
+    blue = stack.containers_of("blue")
+    with under_load(stack) as loads:
+        out = spawn(stack, "deploy", "wrongver", VERIFY_TIMEOUT="8s")
+        out.wait_for("verify:")
+        time.sleep(2)
+        subprocess.run(["docker", "stop", "-t", "20", *blue], check=True, capture_output=True)
+        stopped = time.monotonic()
+        code = out.wait(timeout=150)
+        time.sleep(1)
+    aborted = out.find("aborting")
+    assert aborted is not None and aborted[0] > stopped, f"blue was not stopped before the abort:\n{timed(out)}"
+    assert code == 1, out.text
+    assert "left serving" in out.text, out.text
+    clean(loads, context=f"stopped blue at {stopped + time.time() - time.monotonic():.2f}\n{timed(out)}")
+    assert loads.versions() <= {"v1", "wrongver"}, loads.describe()
+    assert loads.results[0].last_versions[-5:] == ["wrongver"] * 5, loads.describe()
+    assert stack.live_route() == "green"
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("green", "wrongver"), status
+    assert status["live_health"] == "healthy", status
+    assert [c["state"] for c in status["colors"]["green"]["containers"]] == ["running"], "not removed"
+
+
+# (d) + (e) ---------------------------------------------------------------------------------------
+
+FAIL_FAST = {  # version -> what stderr names (any one of them)
+    "v3": ("unhealthy",),
+    "crash": ("restarting", "exited (code 1)"),
+    "loop127": ("restarting", "exited (code 127)"),
+}
+
+
+def test_broken_versions_fail_fast_and_the_rollback_target_stays_truthful(stack: Stack) -> None:
+    deployed(stack, "v1")
+    deployed(stack, "v2")
+    green = stack.container_ids(f"{stack.name}-green")
+    outcomes: dict[str, tuple[subprocess.CompletedProcess[str], float, dict[str, Any]]] = {}
+    with under_load(stack) as loads:
+        for version in FAIL_FAST:
+            started = time.monotonic()
+            proc = stack.watcher("deploy", version, HEALTH_CHECK_TIMEOUT="120s", timeout=60)
+            took = time.monotonic() - started
+            print(f"deploy {version}: exit {proc.returncode} after {took:.1f}s")
+            outcomes[version] = (proc, took, stack.status())
+    for version, (proc, took, status) in outcomes.items():
+        assert proc.returncode == 1, f"{version}:\n{proc.stdout}\n{proc.stderr}"
+        assert any(state in proc.stderr for state in FAIL_FAST[version]), \
+            f"{version}: stderr names none of {FAIL_FAST[version]}:\n{proc.stderr}"
+        assert took < 30, f"{version} took {took:.1f}s to fail with HEALTH_CHECK_TIMEOUT=120s"
+        assert (status["live_color"], status["live_version"]) == ("green", "v2"), (version, status)
+        assert status["colors"]["blue"]["role"] == "absent", f"{version}: the failed colour is removed"
+    clean(loads)
+    assert loads.versions() == {"v2"}, loads.describe()
+    assert loads.colors() == {"green"}, loads.describe()
+    assert stack.live_route() == "green"
+    assert stack.container_ids(f"{stack.name}-green") == green, "the live colour was not touched"
+
+    # (e) the failures did not move the rollback target off v1; its blue containers are gone.
+    status = stack.status()
+    assert status["live_health"] == "healthy", status
+    rollback = status["rollback"]
+    assert rollback is not None, status
+    assert (rollback["version"], rollback["color"], rollback["way"]) == ("v1", "blue", "full"), rollback
+    assert "digest" in rollback
+    with under_load(stack) as loads:
+        proc = stack.watcher("rollback")
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    clean(loads)
+    assert stack.version() == "v1" and stack.live_route() == "blue"
+    status = stack.status()
+    assert (status["live_color"], status["live_version"]) == ("blue", "v1"), status
+
+
+# (g) signals after the record ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signal_stack(app_images: dict[str, str]) -> Iterator[Stack]:
+    """One stack for the signal cases: each leaves it as it found it (its last deploy goes back)."""
+    created = Stack.create()
+    try:
+        deployed(created, "v1")
+        yield created
+    finally:
+        created.destroy()
+
+
+@pytest.mark.parametrize(("sig", "phase"), [
+    (signal.SIGTERM, "record:"),
+    (signal.SIGINT, "record:"),
+    (signal.SIGINT, "drain:"),
+    (signal.SIGTERM, "stop old:"),
+], ids=["term-record", "int-record", "int-drain", "term-stop-old"])
+def test_a_signal_after_the_record_never_switches_back(signal_stack: Stack, sig: int, phase: str) -> None:
+    stack = signal_stack
+    before = stack.status()
+    live_color, live_version = before["live_color"], before["live_version"]
+    assert live_color in ("blue", "green") and live_version in ("v1", "v2"), before
+    target = "v2" if live_version == "v1" else "v1"
+    new_color = "green" if live_color == "blue" else "blue"
+    with under_load(stack) as loads:
+        out = spawn(stack, "deploy", target)
+        out.wait_for(phase)
+        out.proc.send_signal(sig)
+        code = out.wait(timeout=150)
+        time.sleep(1)
+        served = stack.version()
+        route = stack.live_route()
+        status = stack.status()
+        again = stack.watcher("deploy", live_version)
+    print(f"{signal.Signals(sig).name} at {phase!r}: exit {code}")
+    clean(loads)
+    assert served == target, out.text
+    assert route == new_color, out.text
+    assert (status["live_color"], status["live_version"]) == (new_color, target), f"{status}\n{out.text}"
+    assert status["colors"][new_color]["role"] == "live", status
+    assert all(c["state"] == "running" and c["health"] in (None, "healthy")
+               for c in status["colors"][new_color]["containers"]), status
+    assert loads.results[0].last_versions, loads.describe()
+
+    assert again.returncode == 0, f"the next deploy failed:\n{again.stdout}\n{again.stderr}"
+    after = stack.status()
+    assert (after["live_color"], after["live_version"]) == (live_color, live_version), after
+    assert after["in_sync"] and not after["warnings"], after
+    assert stack.live_route() == live_color and stack.version() == live_version
+
+
+# (h) a moved tag ---------------------------------------------------------------------------------
+
+
+def flavor(stack: Stack) -> str:
+    response = httpx.get(f"{stack.url}/flavor", timeout=5)
+    response.raise_for_status()
+    return response.text.strip()
+
+
+def test_same_tag_with_new_content_is_a_new_version_and_rolls_back(app_images: dict[str, str]) -> None:
+    ref = f"{FLAVOR_REPO}:latest"
+    stack = Stack.create(image=FLAVOR_REPO)
+    try:
+        first = images.push(images.build_app_image(ref, "latest", flavor="a"))
+        deployed(stack, "latest")
+        assert flavor(stack) == "a" and stack.live_route() == "blue"
+        blue = stack.container_ids(f"{stack.name}-blue")
+
+        second = images.push(images.build_app_image(ref, "latest", flavor="b"))
+        assert second != first
+        with under_load(stack) as loads:
+            proc = deployed(stack, "latest")
+            moved = flavor(stack)
+        assert "already live" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+        clean(loads)
+        assert moved == "b" and stack.live_route() == "green"
+        assert loads.colors() == {"blue", "green"}, loads.describe()
+        status = stack.status()
+        assert (status["live_color"], status["live_version"]) == ("green", "latest"), status
+        rollback = status["rollback"]
+        assert rollback is not None, status
+        assert (rollback["version"], rollback["color"], rollback["way"]) == ("latest", "blue", "instant"), rollback
+        assert rollback["digest"] in (first, None), rollback
+
+        with under_load(stack) as loads:
+            proc = stack.watcher("rollback")
+            back = flavor(stack) if proc.returncode == 0 else None
+        assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+        clean(loads)
+        assert back == "a" and stack.live_route() == "blue"
+        assert stack.container_ids(f"{stack.name}-blue") == blue, "instant: the retained containers serve again"
+    finally:
+        stack.destroy()
+        remove_local_images(FLAVOR_REPO)
+
+
+def remove_local_images(repository: str) -> None:
+    """Every local image of `repository`, tagged or left untagged by a rebuild of its tag."""
+    for image in images.client().images.list():
+        names = image.tags + (image.attrs.get("RepoDigests") or [])
+        if any(_repository_of(name) == repository for name in names):
+            try:
+                images.client().images.remove(image.id, force=True)
+            except docker.errors.APIError as exc:
+                print(f"could not remove {image.id[:19]} ({names}): {exc}")
+
+
+def _repository_of(name: str) -> str:
+    """`repo` of `repo:tag` or `repo@digest` (a registry's `host:port/` is part of the repo)."""
+    if "@" in name:
+        return name.split("@", 1)[0]
+    head, _, tail = name.rpartition(":")
+    return head if head and "/" not in tail else name
+
+
+# (i) a sidecar -----------------------------------------------------------------------------------
+
+
+def test_a_per_colour_sidecar_keeps_redeploys_of_the_live_version_no_ops(stack: Stack) -> None:
+    stack.add_sidecar()
+    deployed(stack, "v1")
+    assert running(stack, "blue") == {"web": "running", "sidecar": "running"}
+    with under_load(stack) as loads:
+        again = deployed(stack, "v1")
+        status = stack.status()
+        deployed(stack, "v2")
+        after = stack.status()
+        once_more = deployed(stack, "v2")
+    clean(loads)
+    assert "already live" in again.stdout, again.stdout + again.stderr
+    assert not status["warnings"] and status["in_sync"], status
+    assert status["colors"]["green"]["role"] == "absent", status
+    assert status["live_health"] == "healthy", status
+
+    assert (after["live_color"], after["live_version"]) == ("green", "v2"), after
+    assert not after["warnings"] and after["in_sync"], after
+    assert {c["service"]: c["state"] for c in after["colors"]["green"]["containers"]} == \
+        {"web": "running", "sidecar": "running"}, after
+    assert {c["state"] for c in after["colors"]["blue"]["containers"]} == {"exited"}, after
+    assert "already live" in once_more.stdout, once_more.stdout + once_more.stderr
+    assert not stack.status()["warnings"]
+    assert loads.colors() == {"blue", "green"}, loads.describe()
+
+
+# (j) the route file lost -------------------------------------------------------------------------
+
+
+def test_a_lost_route_file_is_refused_until_caddy_restarts(stack: Stack) -> None:
+    deployed(stack, "v1")
+    with under_load(stack) as loads:
+        shutil.rmtree(stack.root / ".watcher" / "run")
+        proc = stack.watcher("deploy", "v2")
+    assert proc.returncode == 1, f"{proc.stdout}\n{proc.stderr}"
+    assert "route file" in proc.stderr, proc.stderr
+    assert "restart caddy" in proc.stderr.lower(), proc.stderr
+    clean(loads)
+    assert loads.versions() == {"v1"}, loads.describe()
+    # Caddy still reads the deleted directory: its safety net (no colour header) serves blue.
+    assert loads.colors() <= {"blue", ""}, loads.describe()
+    assert stack.version() == "v1"
+    green = stack.containers_of("green")
+    assert all(stack.health(name) in ("absent", "exited", "created") for name in green), \
+        {name: stack.health(name) for name in green}
