@@ -12,7 +12,7 @@ services: setup
 	bash scripts/services.sh start
 
 test: services
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
 
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit

@@ -277,3 +277,17 @@ def test_deploy_is_refused_while_another_holds_the_lock(stack: Stack) -> None:
     assert waited.returncode == 0, waited.stderr
     proc.wait(timeout=120)
     assert proc.returncode == 0
+
+
+def test_a_state_recorded_on_another_docker_engine_is_refused(stack: Stack) -> None:
+    """One Docker host per app: a watcher talking to another engine than the one the state was
+    recorded on refuses, and changes nothing."""
+    deployed(stack, "v1")
+    state_file = stack.root / ".watcher" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["engine"], "the engine ID is recorded"
+    state["engine"] = "ANOTHER:ENGINE"
+    state_file.write_text(json.dumps(state))
+    proc = stack.watcher("deploy", "v2")
+    assert proc.returncode == 1 and "recorded on Docker engine ANOTHER:ENGINE" in proc.stderr, proc.stderr
+    assert stack.version() == "v1" and stack.status()["colors"]["green"]["role"] == "absent"

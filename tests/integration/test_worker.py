@@ -275,3 +275,18 @@ def test_redis_readonly_or_full_mid_deploy_the_deploy_completes_and_the_worker_l
     assert worker.poll() is None, "the worker keeps running"
     assert stack.version() == "slowok" and stack.status()["in_sync"]
     print(f"redis {trouble} mid-deploy: sent {loads.sent}, failed {loads.failed}")
+
+
+def test_what_is_live_comes_from_the_route_file_not_a_copy_in_redis(
+        queued: tuple[Stack, DeployQueue, Workers]) -> None:
+    """Defect E: the queue's no-op rule and check-tags read what serves from the route file and
+    the state, so deploys made outside the queue can never leave a stale 'already live'."""
+    stack, queue, _ = queued
+    deployed(stack, "v1")
+    deployed(stack, "v2")
+    noop = stack.watcher("enqueue", "v2")
+    assert noop.returncode == 0 and "v2 is already live on green: nothing to do" in noop.stderr, noop.stderr
+    again = stack.watcher("enqueue", "v1")
+    assert again.returncode == 0 and "queued: deploy v1" in again.stderr, again.stderr
+    tags = stack.watcher("check-tags")
+    assert "live: v2" in tags.stdout, tags.stdout
