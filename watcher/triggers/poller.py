@@ -34,7 +34,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.backends.registry import NotFound, RegistryClient, RegistryError
-from watcher.queue.connection import REDIS_DOWN
+from watcher.queue.connection import REDIS_DOWN, RedisRefused
 from watcher.triggers.dispatch import App, Triggers
 from watcher.triggers.policy import Decision, DigestPolicy, older
 
@@ -84,6 +84,8 @@ class Poller:
             result = PollResult(app.name, "failed", f"registry: {exc}; nothing enqueued, next poll retries")
         except REDIS_DOWN as exc:
             result = PollResult(app.name, "failed", f"Redis unreachable ({exc}); nothing enqueued, next poll retries")
+        except RedisRefused as exc:   # a wrong password: say so on every poll, no traceback
+            result = PollResult(app.name, "failed", f"{exc}; nothing enqueued")
         self._log(result)
         return result
 
