@@ -183,6 +183,7 @@ class Method:
     """A way to replace the app version; `swap(i)` puts the i-th next version live."""
 
     name = ""
+    caddyfile: str | None = None   # a Caddyfile of the method's own, instead of watcher's
 
     def __init__(self, stack: Stack, log_file: Path) -> None:
         self.stack = stack
@@ -233,8 +234,43 @@ class RecreateInPlace(Method):
                 "then_healthy_s": round(healthy_s, 3)}
 
 
+#: The old script's routing, for the fallback method only: both colours as upstreams of each route,
+#: `lb_policy first` with active health checks (watcher's own Caddyfile proxies to one colour).
+#: The colour header lets the bootstrap `watcher deploy` verify; it names the route, not the answerer.
+FALLBACK_CADDYFILE = """{
+\tadmin unix//run/watcher/caddy-admin.sock
+}
+(fallback_policy) {
+\tlb_policy first
+\tlb_try_duration 5s
+\tlb_try_interval 100ms
+\thealth_uri /healthz
+\thealth_interval 1s
+\thealth_timeout 3s
+\thealth_passes 1
+\thealth_fails 3
+}
+:80 {
+\t@green vars {file./run/watcher/live} green
+\thandle @green {
+\t\treverse_proxy web-green:8080 web-blue:8080 {
+\t\t\timport fallback_policy
+\t\t\theader_down X-Watcher-Color green
+\t\t}
+\t}
+\thandle {
+\t\treverse_proxy web-blue:8080 web-green:8080 {
+\t\t\timport fallback_policy
+\t\t\theader_down X-Watcher-Color blue
+\t\t}
+\t}
+}
+"""
+
+
 class FallbackNoSwitch(Method):
     name = "fallback"
+    caddyfile = FALLBACK_CADDYFILE
 
     def swap(self) -> dict[str, Any]:
         version = self.next_version()
@@ -283,7 +319,8 @@ class TimedLoad(LoadGenerator):
         super().__init__(*args, **kwargs)
         self.failures: list[dict[str, Any]] = []
 
-    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None) -> None:
+    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None,
+                color: str = "") -> None:
         if reason is None and status >= 400:
             reason = f"status {status}"
         if reason is not None:
@@ -291,7 +328,7 @@ class TimedLoad(LoadGenerator):
             self.failures.append({"reason": reason, "ended_at": iso(wall),
                                   "scheduled_at": iso(wall - (now - scheduled)),
                                   "latency_ms": round((now - scheduled) * 1000, 1)})
-        super()._record(scheduled, now, status, body, reason)
+        super()._record(scheduled, now, status, body, reason, color)
 
 
 def iso(ts: float) -> str:
@@ -339,6 +376,8 @@ def run_method(name: str, swaps: int, gap: float, results_dir: Path, baseline: f
     record: dict[str, Any] = {"description": METHODS[name], "swaps": []}
     try:
         stack = Stack.create(image=BENCH_REPO, verify_window=VERIFY_WINDOW)
+        if METHOD_CLASSES[name].caddyfile:
+            (stack.root / "Caddyfile").write_text(METHOD_CLASSES[name].caddyfile or "")
         record["stack"] = stack.name
         log(f"   stack {stack.name} on {stack.url}; bootstrap: watcher deploy {VERSIONS[0]}")
         record["bootstrap"] = bootstrap(stack)

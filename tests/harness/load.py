@@ -273,6 +273,9 @@ class LoadGenerator:
         if self._t_end is None:
             self._t_end = time.monotonic()
         self.result = self.snapshot()
+        lost = self.result.sent - self.result.ok - self.result.failed - self.result.in_flight
+        if lost:   # a request neither succeeded nor failed: the client's bug, never a clean result
+            raise RuntimeError(f"the load generator lost track of {lost} of {self.result.sent} requests")
         return self.result
 
     def snapshot(self) -> LoadResult:
