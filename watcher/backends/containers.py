@@ -53,6 +53,16 @@ class ContainerInfo:
                 "restarts": self.restart_count}
 
 
+def of_image(containers: list[ContainerInfo], repository: str) -> list[ContainerInfo]:
+    """The containers that run `repository` (an app's image; sidecars run others)."""
+    return [c for c in containers if c.repository == repository]
+
+
+def agreed(values: set[str]) -> str | None:
+    """The one value all containers agree on (a version, an image ID), else None."""
+    return values.pop() if len(values) == 1 else None
+
+
 class Containers:
     """A thin, typed view over the Docker engine."""
 

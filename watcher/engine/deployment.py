@@ -127,8 +127,7 @@ class Deployment:
                 progress.say(f"  note: {warning}")
             plan = self._plan(view, version, image)
             live, target = plan.live, plan.target
-            if live and live.version == version and plan.image and \
-                    self.colors[live.color].image_id(view.observed.of(live.color)) == plan.image:
+            if live and live.version == version and plan.image and view.observed.image_id(live.color) == plan.image:
                 self._sync_state(view)
                 return DeployResult(kind, version, live.color, view.previous, dict(progress.durations),
                                     progress.total, noop=True, message=f"{version} is already live on {live.color}",

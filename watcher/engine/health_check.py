@@ -39,8 +39,8 @@ def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, pr
                 progress.say("  warning: a container has no healthcheck; running counts as healthy")
             return elapsed
         if health.failed:
-            raise _failure(f"{stack.color} failed its health check after {elapsed:.0f}s: {health.reason}"
-                           + _last_check(containers, stack.docker), containers, stack.docker)
+            raise _failure(f"{stack.color} failed its health check after {elapsed:.0f}s: {health.reason}",
+                           containers, stack.docker)
         if elapsed >= timeout:
             raise _failure(f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {health.reason}",
                            [c for c in containers if not c.ready], stack.docker)
@@ -49,23 +49,20 @@ def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, pr
 
 
 def _failure(message: str, containers: list[ContainerInfo], docker: Containers) -> HealthCheckFailed:
-    parts = []
+    """The message carries the first failing container's last health output (short enough for a
+    job's reason); the details, every container's state, health output and last log lines."""
+    parts, first_output = [], ""
     for container in containers:
         parts.append(f"--- {container.name}: state={container.state} health={container.health} "
                      f"restarts={container.restart_count}")
         output = docker.last_health_output(container.id)
         if output:
             parts.append(f"last health check: {output[-500:]}")
+            if not first_output and not container.ready:
+                first_output = " ".join(output.split())[:200]
         logs = docker.logs(container.id, tail=15)
         if logs:
             parts.append("last log lines:\n" + logs)
+    if first_output:
+        message += f" (last health check: {first_output})"
     return HealthCheckFailed(message, "\n".join(parts))
-
-
-def _last_check(containers: list[ContainerInfo], docker: Containers) -> str:
-    """The first failing container's last health output, short enough for a job's reason."""
-    for container in containers:
-        if not container.ready:
-            output = " ".join(docker.last_health_output(container.id).split())
-            return f" (last health check: {output[:200]})" if output else ""
-    return ""

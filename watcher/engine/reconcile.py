@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.backends.containers import ContainerInfo
+from watcher.backends.containers import ContainerInfo, agreed, of_image
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
 from watcher.engine.state import DeployState, Release
@@ -34,15 +34,13 @@ class Observed:
         return judge(self.of(color), self.services)
 
     def app(self, color: Color) -> list[ContainerInfo]:
-        return [c for c in self.of(color) if not self.image or c.repository == self.image]
+        return of_image(self.of(color), self.image) if self.image else self.of(color)
 
     def version(self, color: Color) -> str | None:
-        versions = {c.version for c in self.app(color)}
-        return versions.pop() if len(versions) == 1 else None
+        return agreed({c.version for c in self.app(color)})
 
     def image_id(self, color: Color) -> str | None:
-        images = {c.image_id for c in self.app(color)}
-        return images.pop() if len(images) == 1 else None
+        return agreed({c.image_id for c in self.app(color)})
 
     @property
     def anything(self) -> bool:

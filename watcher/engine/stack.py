@@ -10,7 +10,7 @@ unknown.
 from __future__ import annotations
 
 from watcher.backends.compose import ComposeProject
-from watcher.backends.containers import ContainerInfo, Containers
+from watcher.backends.containers import ContainerInfo, Containers, agreed, of_image
 from watcher.config import Config
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
@@ -46,21 +46,18 @@ class ColorStack:
         return [c for c in self.docker.of_project(self.name) if c.service in self.services]
 
     def app_containers(self, containers: list[ContainerInfo] | None = None) -> list[ContainerInfo]:
-        found = self.containers() if containers is None else containers
-        return [c for c in found if c.repository == self.config.image]
+        return of_image(self.containers() if containers is None else containers, self.config.image)
 
     def health(self, containers: list[ContainerInfo] | None = None) -> Health:
         return judge(self.containers() if containers is None else containers, self.services)
 
     def version(self, containers: list[ContainerInfo] | None = None) -> str | None:
         """The tag the app's containers run, when they agree (None: none, or they differ)."""
-        versions = {c.version for c in self.app_containers(containers)}
-        return versions.pop() if len(versions) == 1 else None
+        return agreed({c.version for c in self.app_containers(containers)})
 
     def image_id(self, containers: list[ContainerInfo] | None = None) -> str | None:
         """The local image ID the app's containers run, when they agree."""
-        images = {c.image_id for c in self.app_containers(containers)}
-        return images.pop() if len(images) == 1 else None
+        return agreed({c.image_id for c in self.app_containers(containers)})
 
     def retained(self, containers: list[ContainerInfo] | None = None) -> bool:
         """Stopped but kept: ready for an instant rollback (`resume`)."""
