@@ -68,6 +68,9 @@ def under_load(stack: Stack, **rates: float) -> Iterator[Loads]:
         time.sleep(1.5)
     finally:
         loads.results = [loads.fast.stop(), loads.slow.stop()]
+    # Every load test holds only if the load really ran: "0 failed" of nothing proves nothing.
+    idle = [name for name, result in zip(("fast", "slow"), loads.results) if result.sent == 0]
+    assert not idle, f"the {' and '.join(idle)} load sent no request: {loads.describe()}"
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> str:

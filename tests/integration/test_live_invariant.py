@@ -27,7 +27,7 @@ import pytest
 
 from tests.harness import images
 from tests.harness.stack import REGISTRY, Stack
-from tests.harness.traffic import Loads, Output, spawn, under_load
+from tests.harness.traffic import Loads, Output, read_until, spawn, under_load
 from tests.harness.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -444,3 +444,31 @@ def test_a_lost_route_file_is_refused_until_caddy_restarts(stack: Stack) -> None
     green = stack.containers_of("green")
     assert all(stack.health(name) in ("absent", "exited", "created") for name in green), \
         {name: stack.health(name) for name in green}
+
+
+# cleanup never removes the last healthy colour -----------------------------------------------------
+
+
+def test_cleanup_keeps_the_idle_colour_while_the_live_one_is_unhealthy(stack: Stack) -> None:
+    """A deploy killed at drain leaves both colours running; if the live one then turns
+    unhealthy, the running idle colour is the last healthy one: cleanup keeps it."""
+    deployed(stack, "v1")
+    proc = stack.spawn("deploy", "v2", DRAIN_TIMEOUT="30s")
+    read_until(proc, "drain:")
+    proc.kill()
+    proc.wait(timeout=30)
+    assert running(stack, "blue") == {"web": "running"} and stack.live_route() == "green"
+    broken = stack.break_health("green")
+    try:
+        stack.wait_health("green", "unhealthy")
+        with under_load(stack) as loads:
+            proc = stack.watcher("cleanup")
+        assert proc.returncode == 0, proc.stderr
+        assert "keeping blue: it is healthy and the live colour is unhealthy" in proc.stderr, proc.stderr
+        clean(loads)
+        assert running(stack, "blue") == {"web": "running"}, "the last healthy colour was kept"
+    finally:
+        stack.restore_health(broken)
+    stack.wait_health("green", "healthy")
+    proc = stack.watcher("cleanup")
+    assert proc.returncode == 0 and f"{stack.name}-blue" in proc.stdout, proc.stdout + proc.stderr

@@ -21,6 +21,8 @@ import redis
 
 from tests.harness.fake_worker import fake_worker
 from tests.harness.redis_server import RedisServer
+from tests.harness.stack import free_port
+from tests.harness.triggers import write_project
 from tests.harness.waiting import wait_until
 from watcher.errors import ConfigError, GuardLost
 from watcher.queue import DeployLock, DeployQueue, Status, Worker, holder_of
@@ -241,19 +243,6 @@ def test_a_command_the_acl_denies_fails_at_once_naming_the_user(private_redis: R
     assert time.monotonic() - started < 1
 
 
-CONFIG = """\
-[app]
-name = "{app}"
-image = "127.0.0.1:5000/watcher-test/app"
-
-[services.web]
-port = 8080
-
-[verify]
-url = "http://127.0.0.1:9/version"
-{redis}"""
-
-
 @pytest.mark.parametrize("argv, url_in", [
     (["enqueue", "v1"], "config"),
     (["worker", "--name", "w1"], "config"),
@@ -262,10 +251,8 @@ url = "http://127.0.0.1:9/version"
 def test_the_cli_exits_at_once_on_a_wrong_password_naming_the_setting(private_redis: RedisServer, tmp_path: Path,
                                                                       argv: list[str], url_in: str) -> None:
     private_redis.require_password(PASSWORD)
-    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
-        (tmp_path / name).write_text("")
     redis_section = f'\n[redis]\nurl = "{private_redis.url}"\nlock_ttl = "3s"\n' if url_in == "config" else ""
-    (tmp_path / "watcher.toml").write_text(CONFIG.format(app=APP, redis=redis_section))
+    write_project(tmp_path, app=APP, image="127.0.0.1:5000/watcher-test/app", port=free_port(), extra=redis_section)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "WATCHER_"))}
     env.update(WATCHER_CONFIG=str(tmp_path / "watcher.toml"), PYTHONPATH=str(REPO), REDIS_PASSWORD=WRONG,
                DOCKER_HOST="unix:///nonexistent/docker.sock")

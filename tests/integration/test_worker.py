@@ -98,6 +98,13 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, worke
     return wait_until(condition, timeout, what, poll=0.1, detail=workers.logs)
 
 
+def job_in_health(queue: DeployQueue, workers: Workers) -> Job:
+    """Queue `slowok` (healthy after 4 s) and return once a worker's engine waits for its health."""
+    job = queue.enqueue("slowok", source="cli", requested_by="test").job
+    wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+    return job
+
+
 def deployed(stack: Stack, version: str) -> None:
     proc = stack.watcher("deploy", version)
     assert proc.returncode == 0, f"deploy {version} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -199,8 +206,7 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     stack, queue, workers = queued
     deployed(stack, "v1")
     stale = workers.start("stale")
-    job = queue.enqueue("slowok", source="cli", requested_by="test").job
-    wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+    job = job_in_health(queue, workers)
     time.sleep(1)
     os.kill(stale.pid, signal.SIGSTOP)
     workers.start("fresh")
@@ -239,8 +245,7 @@ def test_redis_vanishing_mid_deploy_aborts_without_switching_then_the_job_comple
     deployed(stack, "v1")
     worker = workers.start("w1")
     with under_load(stack) as loads:
-        job = queue.enqueue("slowok", source="cli", requested_by="test").job
-        wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+        job = job_in_health(queue, workers)
         private_redis.stop()
         time.sleep(LOCK_TTL + 4)   # slowok is healthy after 4 s; the check before the switch fails
         assert stack.version() == "v1"
@@ -264,8 +269,7 @@ def test_redis_readonly_or_full_mid_deploy_the_deploy_completes_and_the_worker_l
     deployed(stack, "v1")
     worker = workers.start("w1")
     with under_load(stack) as loads:
-        job = queue.enqueue("slowok", source="cli", requested_by="test").job
-        wait_for(lambda: (j := queue.get(job.id)) and j.phase == "health", 120, "job in health", workers)
+        job = job_in_health(queue, workers)
         private_redis.fail_over() if trouble == "readonly" else private_redis.fill_up()
         time.sleep(1.0)   # well inside the lease (TTL - 10 %), whenever the last renewal landed
         private_redis.take_over() if trouble == "readonly" else private_redis.free_up()
