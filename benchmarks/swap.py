@@ -114,6 +114,7 @@ def compose_color(stack: Stack, color: str, *args: str, version: str | None = No
     """`docker compose -p <stack>-<color> -f compose.yml -f compose.<color>.yml ARGS` in the stack dir."""
     env = dict(os.environ)
     env.pop("COMPOSE_PROJECT_NAME", None)
+    env["WATCHER_APP"] = stack.name
     if version is not None:
         env["APP_VERSION"] = version
     argv = ["docker", "compose", "-p", f"{stack.name}-{color}", "--project-directory", str(stack.root),
@@ -170,7 +171,7 @@ def bootstrap(stack: Stack) -> dict[str, Any]:
     """`watcher deploy a` on the empty stack: caddy up, blue live at a, route file says blue."""
     proc = stack.watcher("deploy", VERSIONS[0], "--json", check=True)
     stack.wait_serving()
-    route = (stack.root / ".watcher" / "run" / "live").read_text().strip()
+    route = stack.route_file.read_text().strip()
     if route != "blue":
         raise RuntimeError(f"after the bootstrap deploy the route file says {route!r}, not blue")
     return json.loads(proc.stdout)
@@ -251,15 +252,15 @@ FALLBACK_CADDYFILE = """{
 \thealth_fails 3
 }
 :80 {
-\t@green vars {file./run/watcher/live} green
+\t@green vars {file./run/watcher/{app}.live} green
 \thandle @green {
-\t\treverse_proxy web-green:8080 web-blue:8080 {
+\t\treverse_proxy {app}-web-green:8080 {app}-web-blue:8080 {
 \t\t\timport fallback_policy
 \t\t\theader_down X-Watcher-Color green
 \t\t}
 \t}
 \thandle {
-\t\treverse_proxy web-blue:8080 web-green:8080 {
+\t\treverse_proxy {app}-web-blue:8080 {app}-web-green:8080 {
 \t\t\timport fallback_policy
 \t\t\theader_down X-Watcher-Color blue
 \t\t}
@@ -377,7 +378,7 @@ def run_method(name: str, swaps: int, gap: float, results_dir: Path, baseline: f
     try:
         stack = Stack.create(image=BENCH_REPO, verify_window=VERIFY_WINDOW)
         if METHOD_CLASSES[name].caddyfile:
-            (stack.root / "Caddyfile").write_text(METHOD_CLASSES[name].caddyfile or "")
+            (stack.root / "Caddyfile").write_text((METHOD_CLASSES[name].caddyfile or "").replace("{app}", stack.name))
         record["stack"] = stack.name
         log(f"   stack {stack.name} on {stack.url}; bootstrap: watcher deploy {VERSIONS[0]}")
         record["bootstrap"] = bootstrap(stack)

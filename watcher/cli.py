@@ -4,6 +4,10 @@ Exit codes: 0 success, 1 the operation failed (nothing half-done; for `enqueue -
 did not succeed), 2 bad input or config, 3 the deploy lock is held, 130 interrupted (the live
 colour still serves).
 
+One file configures every app on the host; each per-app command takes `--app NAME` (needed only
+when several apps are configured). `status`, `pause --all`, `resume --all`, `worker`, `serve` and
+`run` cover every app at once.
+
 The deploy locks: every writer of a stack (deploy, rollback, cleanup, reset and the queue worker)
 takes the host lock in the state directory (a flock, watcher/host_lock.py), so a host CLI and a
 containerised worker sharing the project directory exclude each other whatever their config says.
@@ -19,49 +23,59 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import redis
 
 from watcher import interrupts
-from watcher.config import Config, find_config, load_config
+from watcher.config import Config, HostConfig, find_config, load_host
 from watcher.engine.deployment import Deployment, DeployResult, Guard
 from watcher.engine.maintenance import cleanup, reset
 from watcher.engine.progress import Progress
-from watcher.engine.status import format_status, status
+from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
 from watcher.host_lock import HostLock
 from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
                            format_overview, holder_of, overview)
 from watcher.queue.connection import REDIS_DOWN, connect, masked
+from watcher.queue.pool import NOTHING_RUN, WorkerPool
 from watcher.triggers import commands as trigger_commands
 from watcher.triggers.commands import HELP as TRIGGER_HELP
-from watcher.triggers.sink import live_reader
 from watcher.triggers.commands import add_parsers as add_trigger_parsers
+from watcher.triggers.commands import quiet_libraries
+from watcher.triggers.sink import live_reader
 from watcher.validation import validate_tag
 
 DESCRIPTION = """\
 Zero-downtime blue-green deploys for Docker Compose apps behind Caddy.
 
+Per-app commands take --app NAME when the config has several apps.
+
 commands:
+  apps                   the configured apps: image, compose project, Caddy route, policy
   deploy VERSION         pull VERSION, start it beside the live colour, wait until healthy,
                          switch Caddy, verify, drain and stop the old colour
   status [--json]        live colour and version, rollback target, containers, warnings
+                         (several apps and no --app: one line per app)
   rollback [--to V]      back to the previous version (instant while its colour is retained)
   cleanup                remove failed or stray colours and unused images (keeps live and rollback)
   reset [--force]        remove both colours and the recorded state (asks first)
+  caddyfile              print the Caddyfile routing every configured app (or --app's block)
   help                   this text
 
 the queue (needs Redis: [redis] url or REDIS_URL):
-  worker                 run queued jobs one at a time under the deploy lock, until SIGTERM
+  worker                 run queued jobs of every app (one per app, [worker] concurrency at
+                         once) under each app's deploy lock, until SIGTERM
   enqueue VERSION        queue a deploy; prints the job id (--wait: follow it to its end)
   queue [--json]         the running and waiting jobs
   history [-n N]         finished jobs with outcome and duration
   cancel JOB             cancel a waiting job
   pause [--reason TEXT]  workers start no new job (the one in flight finishes); resume undoes it
+                         (--all: every app)
   unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
 
 """ + TRIGGER_HELP + """
@@ -80,15 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                "./config/watcher.toml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def locked(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
-                       help="wait this long for the deploy lock instead of failing at once")
+    def per_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--app", metavar="NAME", help="the app (needed when several are configured)")
         return p
 
+    def locked(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        per_app(p).add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                                help="wait this long for the deploy lock instead of failing at once")
+        return p
+
+    sub.add_parser("apps", help="list the configured apps")
     deploy = locked(sub.add_parser("deploy", help="deploy a version"))
     deploy.add_argument("version")
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
-    st = sub.add_parser("status", help="show what is live")
+    st = per_app(sub.add_parser("status", help="show what is live"))
     st.add_argument("--json", action="store_true")
     rollback = locked(sub.add_parser("rollback", help="go back to the previous version"))
     rollback.add_argument("--to", metavar="VERSION", help="roll back to this version instead")
@@ -98,29 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also remove the retained rollback target")
     rst = locked(sub.add_parser("reset", help="remove both colours and the state"))
     rst.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    per_app(sub.add_parser("caddyfile", help="print the Caddyfile for the configured apps"))
     sub.add_parser("help", help="show this help")
 
-    worker = sub.add_parser("worker", help="run queued jobs until stopped (SIGTERM)")
+    worker = per_app(sub.add_parser("worker", help="run queued jobs until stopped (SIGTERM)"))
     worker.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
-    enqueue = sub.add_parser("enqueue", help="queue a deploy of a version")
+    worker.add_argument("--one", action="store_true", help=argparse.SUPPRESS)   # the pool's child
+    enqueue = per_app(sub.add_parser("enqueue", help="queue a deploy of a version"))
     enqueue.add_argument("version")
     enqueue.add_argument("--digest", help="the image digest the tag should have (e.g. sha256:...)")
     enqueue.add_argument("--rollback", action="store_true",
                          help="a rollback job: reuse the version's retained colour when there is one")
     enqueue.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its result")
-    queue = sub.add_parser("queue", help="show running and waiting jobs")
+    queue = per_app(sub.add_parser("queue", help="show running and waiting jobs"))
     queue.add_argument("--json", action="store_true")
-    history = sub.add_parser("history", help="show finished jobs")
+    history = per_app(sub.add_parser("history", help="show finished jobs"))
     history.add_argument("-n", type=int, default=20, metavar="N", help="how many (default 20)")
     history.add_argument("--json", action="store_true")
-    cancel = sub.add_parser("cancel", help="cancel a waiting job")
+    cancel = per_app(sub.add_parser("cancel", help="cancel a waiting job"))
     cancel.add_argument("job")
-    pause = sub.add_parser("pause", help="start no new job until resume")
+    pause = per_app(sub.add_parser("pause", help="start no new job until resume"))
     pause.add_argument("--reason", default="", metavar="TEXT")
-    sub.add_parser("resume", help="lift a pause")
-    unlock = sub.add_parser("unlock", help="remove the deploy lock (operator use)")
+    pause.add_argument("--all", action="store_true", help="every configured app")
+    resume = per_app(sub.add_parser("resume", help="lift a pause"))
+    resume.add_argument("--all", action="store_true", help="every configured app")
+    unlock = per_app(sub.add_parser("unlock", help="remove the deploy lock (operator use)"))
     unlock.add_argument("--force", action="store_true", help="really remove it, whoever holds it")
     add_trigger_parsers(sub)
+    from watcher.adoption import add_parser as add_init_parser
+    add_init_parser(sub)
     return parser
 
 
@@ -142,7 +167,8 @@ def _who() -> str:
 def _locked(config: Config, purpose: str, wait: float) -> Iterator[Guard]:
     """The Redis deploy lock when Redis is configured (the guard), then the host lock, always."""
     started = time.monotonic()
-    redis_lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose).acquire(wait) \
+    redis_lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose,
+                            prefix=config.redis_prefix).acquire(wait) \
         if config.redis_url else None
     try:
         host_lock = HostLock(config.state_dir / "lock").acquire(
@@ -176,14 +202,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 validate_tag(tag)  # before anything touches Docker, Caddy or the lock
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-    config = load_config(find_config(args.config, os.environ))
+    if args.command == "init":
+        from watcher.adoption import run_init
+        return run_init(args)
+    host = load_host(find_config(args.config, os.environ))
 
-    if args.command == "status":
-        return _status(config, args.json)
+    if args.command in HOST_COMMANDS:
+        return HOST_COMMANDS[args.command](host, args)
+    if args.command in ("serve", "run"):
+        return trigger_commands.serve(host, args, status_data, _pool if args.command == "run" else None)
+    config = host.app(getattr(args, "app", None))
     if args.command in QUEUE_COMMANDS:
         return QUEUE_COMMANDS[args.command](config, args)
-    if args.command in ("serve", "run"):
-        return trigger_commands.serve(config, args, status_data, _worker if args.command == "run" else None)
     if args.command == "check-tags":
         return trigger_commands.check_tags(config, args)
 
@@ -213,40 +243,113 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def status_data(config: Config) -> dict[str, Any]:
-    """What `status --json` prints; GET /status of `watcher serve` answers the same."""
+    """What `status --json` prints for one app; GET /status of `watcher serve` answers the same."""
     host_holder = HostLock(config.state_dir / "lock").holder()
     data = status(Deployment(config), host_holder)
     if not config.redis_url:
         return data
     try:
-        data.update(overview(_redis(config), config.app))
+        data.update(overview(_redis(config), config.app, config.redis_prefix))
     except REDIS_DOWN as exc:
         data["redis_error"] = f"cannot reach Redis at {masked(config.redis_url)}: {exc}"
     data["lock"] = data.get("lock") or host_holder
     return data
 
 
-def _status(config: Config, as_json: bool) -> int:
-    data = status_data(config)
-    if not config.redis_url:
-        print(json.dumps(data, indent=2) if as_json else format_status(data))
+def _status(host: HostConfig, args: argparse.Namespace) -> int:
+    if args.app is None and len(host.apps) > 1:
+        every = {name: status_data(config) for name, config in host.apps.items()}
+        print(json.dumps(every, indent=2) if args.json else format_summary(list(every.values())))
         return 0
-    if as_json:
+    config = host.app(args.app)
+    data = status_data(config)
+    if args.json:
         print(json.dumps(data, indent=2))
-    else:
-        print(format_status(data))
+        return 0
+    print(format_status(data))
+    if config.redis_url:
         print(format_overview(data) if "queue" in data else f"warning: {data['redis_error']}")
     return 0
 
 
-def _worker(config: Config, args: argparse.Namespace) -> int:
-    Worker(_redis(config), config.app, lambda progress: Deployment(config, progress=progress),
-           lock_ttl=config.lock_ttl, name=args.name, host_lock=HostLock(config.state_dir / "lock")).run()
+def _apps(host: HostConfig, args: argparse.Namespace) -> int:
+    from watcher.triggers.policy import build_policy
+
+    for config in host.apps.values():
+        route = f"{config.route.site}{config.route.path or ''}"
+        print(f"{config.app}: {config.image}, compose project {config.project()} in {config.project_dir}, "
+              f"route {route}, policy {build_policy(config.policy).describe()}")
+    return 0
+
+
+def _caddyfile(host: HostConfig, args: argparse.Namespace) -> int:
+    from watcher.caddyfile import render
+
+    print(render(host, host.chosen(args.app)), end="")
+    return 0
+
+
+def _pool(host: HostConfig, args: argparse.Namespace) -> int:
+    """Every app's queue in one worker (`--app`: one app's); each job in a child process."""
+    if args.one:
+        return _one_job(host.app(args.app), args)
+    apps = host.chosen(args.app)
+    name = args.name or f"{socket.gethostname()}:{os.getpid()}"
+    argv = [sys.executable, "-m", "watcher", "--config", str(host.source), "worker", "--one", "--name", name]
+
+    def spawn(app: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*argv, "--app", app])
+
+    client = _redis(apps[0])
+    WorkerPool(client, [c.app for c in apps], spawn, concurrency=host.concurrency, name=name,
+               prefix=host.redis_prefix).run()
+    return 0
+
+
+def _one_job(config: Config, args: argparse.Namespace) -> int:
+    """The pool's child: the next job of one app, then exit (NOTHING_RUN: the locks were taken)."""
+    _die_with_parent()
+    worker = Worker(_redis(config), config.app, lambda progress: Deployment(config, progress=progress),
+                    lock_ttl=config.lock_ttl, name=args.name, host_lock=HostLock(config.state_dir / "lock"),
+                    prefix=config.redis_prefix)
+    return 0 if worker.run_once() else NOTHING_RUN
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the pool dies however it dies (Linux), so the swap unwinds to the live colour."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, 15)   # PR_SET_PDEATHSIG, SIGTERM
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:   # the pool died before the call took effect
+        raise Interrupted(15)
+
+
+def _pause_all(host: HostConfig, args: argparse.Namespace) -> int:
+    return _each(host, args, _pause)
+
+
+def _resume_all(host: HostConfig, args: argparse.Namespace) -> int:
+    return _each(host, args, _resume)
+
+
+def _each(host: HostConfig, args: argparse.Namespace, command: Callable[[Config, argparse.Namespace], int]) -> int:
+    """`--all`: the command for every app; else for `--app` (or the only one)."""
+    if not args.all:
+        return command(host.app(args.app), args)
+    if args.app:
+        raise UsageError("--all and --app: choose one")
+    for config in host.apps.values():
+        command(config, args)
     return 0
 
 
 def _enqueue(config: Config, args: argparse.Namespace) -> int:
-    queue = DeployQueue(_redis(config), config.app)
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix)
+    if not args.rollback:   # a rollback may reuse a retained colour whose tag left the registry
+        _check_registry(config, args.version, args.digest)
     live = live_reader(config)(config.app)
     done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
                          digest=args.digest, live=Live(live.version, live.color, live.digest) if live else None)
@@ -266,8 +369,24 @@ def _enqueue(config: Config, args: argparse.Namespace) -> int:
     return 0 if job.status == "succeeded" else 1
 
 
+def _check_registry(config: Config, version: str, digest: str | None) -> None:
+    """A tag the registry does not have is refused now, as `deploy` would, not later in a worker."""
+    from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
+
+    ref = ImageRef.parse(config.image)
+    with RegistryClient(username=config.registry_username, password=config.registry_password) as client:
+        try:
+            found = client.manifest_digest(ref, version)
+        except NotFound:
+            raise UsageError(f"{ref}:{version} does not exist in the registry: nothing queued") from None
+        except RegistryError as exc:
+            raise WatcherError(f"cannot check {ref}:{version} in the registry ({exc}): nothing queued") from None
+    if digest and digest != found:
+        raise UsageError(f"{ref}:{version} is {found} in the registry, not {digest}: nothing queued")
+
+
 def _queue(config: Config, args: argparse.Namespace) -> int:
-    queue = DeployQueue(_redis(config), config.app)
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix)
     running, waiting = queue.running(), queue.waiting()
     if args.json:
         print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting]},
@@ -277,7 +396,7 @@ def _queue(config: Config, args: argparse.Namespace) -> int:
         print(job.describe())
     if not running and not waiting:
         print("no job running or waiting")
-    paused = Suspension(queue.client, config.app).paused()
+    paused = Suspension(queue.client, config.app, config.redis_prefix).paused()
     if paused:
         print(f"paused by {paused.get('by')} since {paused.get('since')}"
               + (f": {paused['reason']}" if paused.get("reason") else ""))
@@ -285,7 +404,7 @@ def _queue(config: Config, args: argparse.Namespace) -> int:
 
 
 def _history(config: Config, args: argparse.Namespace) -> int:
-    jobs = DeployQueue(_redis(config), config.app).history(args.n)
+    jobs = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix).history(args.n)
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2))
     else:
@@ -294,41 +413,45 @@ def _history(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cancel(config: Config, args: argparse.Namespace) -> int:
-    job = DeployQueue(_redis(config), config.app).cancel(args.job, by=_who())
+    job = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix).cancel(args.job, by=_who())
     print(job.describe())
     return 0
 
 
 def _pause(config: Config, args: argparse.Namespace) -> int:
-    info = Suspension(_redis(config), config.app).pause(by=_who(), reason=args.reason)
-    print(f"paused by {info['by']}: workers finish the job in flight and start no new one until `watcher resume`")
+    info = Suspension(_redis(config), config.app, config.redis_prefix).pause(by=_who(), reason=args.reason)
+    print(f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one "
+          "until `watcher resume`")
     return 0
 
 
 def _resume(config: Config, args: argparse.Namespace) -> int:
-    lifted = Suspension(_redis(config), config.app).resume()
-    print(f"resumed (paused by {lifted.get('by')} since {lifted.get('since')})" if lifted else "was not paused")
+    lifted = Suspension(_redis(config), config.app, config.redis_prefix).resume()
+    print(f"{config.app}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})" if lifted
+          else f"{config.app}: was not paused")
     return 0
 
 
 def _unlock(config: Config, args: argparse.Namespace) -> int:
     client = _redis(config)
-    holder = holder_of(client, config.app)
+    holder = holder_of(client, config.app, config.redis_prefix)
     if holder is None:
         print("the deploy lock is free")
         return 0
     if not args.force:
         raise UsageError(f"{describe_holder(holder)} holds the deploy lock; it expires by itself "
                          f"{config.lock_ttl:g}s after its holder dies. Remove it anyway with --force")
-    removed = force_unlock(client, config.app)
+    removed = force_unlock(client, config.app, config.redis_prefix)
     print(f"watcher: warning: removed the deploy lock of {describe_holder(removed)}. If that process is "
           "alive, it fails its next lock check and aborts without switching traffic, but finishes the "
           "step it is in (e.g. starting containers) first", file=sys.stderr)
     return 0
 
 
-QUEUE_COMMANDS = {"worker": _worker, "enqueue": _enqueue, "queue": _queue, "history": _history,
-                  "cancel": _cancel, "pause": _pause, "resume": _resume, "unlock": _unlock}
+QUEUE_COMMANDS = {"enqueue": _enqueue, "queue": _queue, "history": _history, "cancel": _cancel,
+                  "unlock": _unlock}
+HOST_COMMANDS = {"status": _status, "apps": _apps, "caddyfile": _caddyfile, "worker": _pool,
+                 "pause": _pause_all, "resume": _resume_all}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,9 +459,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(message)s" if args.command in ("worker", "serve", "run") else "watcher: %(message)s")
+    quiet_libraries()
     interrupts.install()
     try:
         return run(args, parser)
+    except BrokenPipeError:
+        # `watcher status | head -3`: the reader left; say nothing more (stdout is gone).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except WatcherError as exc:
         print(f"watcher: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,5 +1,6 @@
-"""A throw-away copy of the example stack (compose.yml, colour overlays, Caddyfile) with a
-unique compose project name and port, a watcher config for it, and a `watcher` runner.
+"""A throw-away copy of the example stack (compose.yml, colour overlays) with a unique compose
+project name and port, a watcher config for it, the Caddyfile `watcher caddyfile` makes of that
+config, and a `watcher` runner.
 
 Every test stack cleans up what it created; names are unique per run, so stacks left by an
 earlier, killed run never collide with this one.
@@ -31,7 +32,7 @@ APP_REPO = f"{REGISTRY}/watcher-test/app"
 CADDY_IMAGE = "watcher-test/caddy:2.11.7"
 REDIS_IMAGE = "watcher-test/redis:7"
 SIDECAR_IMAGE = f"{REGISTRY}/watcher-test/sidecar:1"
-STACK_FILES = ("compose.yml", "compose.blue.yml", "compose.green.yml", "Caddyfile")
+STACK_FILES = ("compose.yml", "compose.blue.yml", "compose.green.yml")
 
 
 def free_port() -> int:
@@ -93,6 +94,15 @@ retain_old = {"true" if retain_old else "false"}
 pre_deploy = {hook}
 {extra}
 """)
+        self.write_caddyfile()
+
+    def write_caddyfile(self) -> None:
+        """The Caddyfile of this stack's config, as `watcher caddyfile` prints it."""
+        from watcher.caddyfile import render
+        from watcher.config import load_host
+
+        host = load_host(self.config, {})
+        (self.root / "Caddyfile").write_text(render(host, list(host.apps.values())))
 
     @property
     def url(self) -> str:
@@ -149,7 +159,7 @@ pre_deploy = {hook}
         for name in files:
             argv += ["-f", str(self.root / name)]
         return subprocess.run([*argv, *args], cwd=self.root, capture_output=True, text=True, check=check,
-                              env={**os.environ, "APP_VERSION": "unset"})
+                              env={**os.environ, "APP_VERSION": "unset", "WATCHER_APP": self.name})
 
     def container_ids(self, project: str) -> dict[str, str]:
         out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
@@ -165,10 +175,19 @@ pre_deploy = {hook}
 
     # -- the live colour and its health, poked from outside ---------------------------------
 
+    @property
+    def route_file(self) -> Path:
+        """The app's route file: what Caddy routes to."""
+        return self.root / ".watcher" / "run" / f"{self.name}.live"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / ".watcher" / self.name / "state.json"
+
     def live_route(self) -> str | None:
-        """The colour the route file `.watcher/run/live` names (what Caddy routes to), or None."""
+        """The colour the route file names (what Caddy routes to), or None."""
         try:
-            return (self.root / ".watcher" / "run" / "live").read_text().strip()
+            return self.route_file.read_text().strip()
         except FileNotFoundError:
             return None
 

@@ -19,10 +19,13 @@ from tests.harness.stack import Stack
 class Loads:
     """Fast keep-alive POSTs at 200/s and slow 1 s POSTs at 40/s, as a user's clients would send."""
 
-    def __init__(self, stack: Stack, fast_rate: float = 200, slow_rate: float = 40) -> None:
+    def __init__(self, stack: Stack, fast_rate: float = 200, slow_rate: float = 40, *, path: str = "",
+                 fast_connections: int = 16, slow_connections: int = 64) -> None:
+        """`path`: the app's prefix on the stack's Caddy (one of several apps behind it)."""
         self.stack = stack
-        self.fast = LoadGenerator(f"{stack.url}/cgi-bin/work", rate=fast_rate, connections=16)
-        self.slow = LoadGenerator(f"{stack.url}/cgi-bin/work?sleep=1", rate=slow_rate, connections=64)
+        self.fast = LoadGenerator(f"{stack.url}{path}/cgi-bin/work", rate=fast_rate, connections=fast_connections)
+        self.slow = LoadGenerator(f"{stack.url}{path}/cgi-bin/work?sleep=1", rate=slow_rate,
+                                  connections=slow_connections)
         self.results: list[LoadResult] = []
 
     @property
@@ -59,18 +62,29 @@ class Loads:
 
 @contextmanager
 def under_load(stack: Stack, **rates: float) -> Iterator[Loads]:
-    loads = Loads(stack, **rates)
-    loads.fast.start()
-    loads.slow.start()
+    with under_loads(stack, [""], **rates) as loads:
+        yield loads[""]
+
+
+@contextmanager
+def under_loads(stack: Stack, paths: list[str], **options: float) -> Iterator[dict[str, Loads]]:
+    """A Loads per path prefix on the stack's Caddy (one per app behind it), all at once."""
+    loads = {path: Loads(stack, path=path, **options) for path in paths}  # type: ignore[arg-type]
+    for each in loads.values():
+        each.fast.start()
+        each.slow.start()
     try:
         time.sleep(1.5)  # connections open and kept alive before anything changes
         yield loads
         time.sleep(1.5)
     finally:
-        loads.results = [loads.fast.stop(), loads.slow.stop()]
+        for each in loads.values():
+            each.results = [each.fast.stop(), each.slow.stop()]
     # Every load test holds only if the load really ran: "0 failed" of nothing proves nothing.
-    idle = [name for name, result in zip(("fast", "slow"), loads.results) if result.sent == 0]
-    assert not idle, f"the {' and '.join(idle)} load sent no request: {loads.describe()}"
+    idle = [f"{kind} load on {path or '/'}" for path, each in loads.items()
+            for kind, result in zip(("fast", "slow"), each.results) if result.sent == 0]
+    assert not idle, f"the {' and '.join(idle)} sent no request: " + "; ".join(
+        each.describe() for each in loads.values())
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> str:

@@ -157,7 +157,7 @@ def test_cleanup_keeps_live_and_rollback_target_and_reset_removes_all(stack: Sta
     status = stack.status()
     assert status["live_color"] is None
     assert all(info["role"] == "absent" for info in status["colors"].values())
-    assert not (stack.root / ".watcher" / "state.json").exists()
+    assert not stack.state_file.exists()
     assert stack.container_ids(stack.name) == caddy, "shared services survive a reset"
     deployed(stack, "v1")
     assert stack.version() == "v1"
@@ -283,7 +283,7 @@ def test_a_state_recorded_on_another_docker_engine_is_refused(stack: Stack) -> N
     """One Docker host per app: a watcher talking to another engine than the one the state was
     recorded on refuses, and changes nothing."""
     deployed(stack, "v1")
-    state_file = stack.root / ".watcher" / "state.json"
+    state_file = stack.state_file
     state = json.loads(state_file.read_text())
     assert state["engine"], "the engine ID is recorded"
     state["engine"] = "ANOTHER:ENGINE"

@@ -194,7 +194,7 @@ def test_kill_9_mid_deploy_hands_the_job_over_with_no_failed_request(
     status = stack.status()
     assert status["live_version"] == target and status["in_sync"], status
     assert [c for c, info in status["colors"].items() if info["role"] == "live"] == [status["live_color"]]
-    assert (stack.root / ".watcher" / "run" / "live").read_text().strip() == status["live_color"]
+    assert stack.route_file.read_text().strip() == status["live_color"]
 
 
 def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
@@ -214,7 +214,7 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     time.sleep(LOCK_TTL)
     assert queue.get(job.id).worker == "stale", "nobody deploys beside a frozen writer"  # type: ignore[union-attr]
     assert stack.version() == "v1"
-    routed_at = (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns
+    routed_at = stack.route_file.stat().st_mtime_ns
 
     os.kill(stale.pid, signal.SIGCONT)
     wait_for(lambda: "its outcome is left to the lock's holder" in workers.log("stale"), 60,
@@ -222,7 +222,7 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     log = workers.log("stale")
     assert "aborting without touching anything" in log, log
     assert "switch: traffic" not in log, log
-    assert (stack.root / ".watcher" / "run" / "live").stat().st_mtime_ns == routed_at, "the stale one switched"
+    assert stack.route_file.stat().st_mtime_ns == routed_at, "the stale one switched"
     assert stale.poll() is None, "the stale worker carries on as a worker"
 
     done = wait_for(lambda: final(queue, job.id), 180, "the fresh worker to finish the job", workers)

@@ -46,7 +46,7 @@ def refused(path: Path, env: dict[str, str] | None = None) -> str:
 # -- the example ----------------------------------------------------------------------------
 
 def test_example_config_loads() -> None:
-    config = load_config(EXAMPLE, {})
+    config = load_config(EXAMPLE, {}, "demo")
     assert config.app == "demo"
     assert config.image == "127.0.0.1:5000/watcher/demo-app"
     assert config.project_dir == REPO
@@ -54,14 +54,14 @@ def test_example_config_loads() -> None:
     assert config.services == (Service("web", 8080),)
     assert config.shared_services == ("caddy", "redis")
     assert config.caddy_admin == f"unix://{REPO}/.watcher/run/caddy-admin.sock"
-    assert config.route_file == REPO / ".watcher" / "run" / "live"
-    assert config.state_dir == REPO / ".watcher"
+    assert config.route_file == REPO / ".watcher" / "run" / "demo.live"
+    assert config.state_dir == REPO / ".watcher" / "demo"
     assert (config.health_timeout, config.health_interval) == (300.0, 3.0)
     assert (config.verify_timeout, config.verify_window, config.drain_timeout) == (30.0, 10.0, 30.0)
     assert config.pre_deploy == ()
     assert config.pre_deploy_timeout == 600.0
     assert config.retain_old is True
-    assert config.deployment_color_file == REPO / ".deployment-color"
+    assert config.deployment_color_file is None   # two apps share the project directory
 
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.drain_timeout == 30.0
     assert config.version_env == "APP_VERSION"
     assert config.project() == "shop" and config.project("blue") == "shop-blue"
-    assert config.services[0].upstream("green") == "web-green:8080"
+    assert config.services[0].upstream(config.app, "green") == "shop-web-green:8080"
 
 
 # -- durations ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_config import MINIMAL, make_project, refused
-from watcher.config import load_config
+from watcher.config import load_config, load_host
 from watcher.triggers.payloads import (
     Ignored,
     Push,
@@ -238,22 +238,23 @@ def test_harbor_push() -> None:
 # -- the [webhook] and [poll] sections ------------------------------------------------------------
 
 def test_webhook_and_poll_defaults(tmp_path: Path) -> None:
-    config = load_config(make_project(tmp_path), {})
-    assert (config.webhook.listen, config.webhook.max_body, config.webhook.status_auth) == ("127.0.0.1:9000", 1 << 20, True)
-    assert config.webhook.secret is None and config.webhook.registry_token is None and config.webhook.api_token is None
+    host = load_host(make_project(tmp_path), {})
+    config = host.app(None)
+    assert (host.webhook.listen, host.webhook.max_body, host.webhook.status_auth) == ("127.0.0.1:9000", 1 << 20, True)
+    assert host.webhook.secret is None and host.webhook.registry_token is None and host.webhook.api_token is None
     assert (config.poll.enabled, config.poll.interval, config.poll.jitter, config.poll.page_size) == (True, 60.0, 5.0, None)
 
 
 def test_secrets_from_env_or_file_never_shown(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("from-a-file\n")
-    config = load_config(make_project(tmp_path, MINIMAL + '[webhook]\nlisten = "0.0.0.0:9100"\nmax_body = "512KiB"\n'),
+    host = load_host(make_project(tmp_path, MINIMAL + '[webhook]\nlisten = "0.0.0.0:9100"\nmax_body = "512KiB"\n'),
                          {"WEBHOOK_SECRET_FILE": str(secret_file), "WEBHOOK_REGISTRY_TOKEN": "tok",
                           "WATCHER_API_TOKEN": "api", "POLL_INTERVAL": "2m"})
-    assert config.webhook.secret == "from-a-file" and config.webhook.registry_token == "tok"
-    assert (config.webhook.host, config.webhook.port, config.webhook.max_body) == ("0.0.0.0", 9100, 512 * 1024)
-    assert config.poll.interval == 120.0
-    shown = repr(config)
+    assert host.webhook.secret == "from-a-file" and host.webhook.registry_token == "tok"
+    assert (host.webhook.host, host.webhook.port, host.webhook.max_body) == ("0.0.0.0", 9100, 512 * 1024)
+    assert host.app(None).poll.interval == 120.0
+    shown = repr(host) + repr(host.app(None))
     assert "from-a-file" not in shown and "tok" not in shown.replace("token", "") and "'api'" not in shown
 
 
@@ -262,7 +263,8 @@ def test_secrets_from_env_or_file_never_shown(tmp_path: Path) -> None:
     ('[webhook]\napi_token = "x"', "set WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE"),
     ('[webhook]\nlisten = "9000"', "webhook.listen: expected HOST:PORT"),
     ('[webhook]\nmax_body = "lots"', "webhook.max_body: expected a size"),
-    ('[webhook]\nmax_body = 10', "webhook.max_body: must be between 1KiB and 64MiB"),
+    ('[webhook]\nmax_body = 10', "webhook.max_body: 10 is under the 1 KiB minimum"),
+    ('[webhook]\nmax_body = "1GiB"', "webhook.max_body: '1GiB' is over the 64 MiB maximum"),
     ('[poll]\ninterval = "0.5s"', "poll.interval: must be at least 1s"),
     ('[poll]\ninterval = "10s"\njitter = "20s"', "poll.jitter: must not exceed poll.interval"),
     ('[poll]\npage_size = 0', "poll.page_size: must be between 1 and 10000"),

@@ -143,7 +143,7 @@ class Deployment:
             if self.config.pre_deploy:
                 with progress.phase("pre-deploy hook", " ".join(self.config.pre_deploy)):
                     run_hook(self.config.pre_deploy, cwd=self.config.project_dir, timeout=self.config.pre_deploy_timeout,
-                             env={self.config.version_env: version, "WATCHER_VERSION": version,
+                             env={**self.config.compose_env(version), "WATCHER_VERSION": version,
                                   "WATCHER_COLOR": target.color.value,
                                   "WATCHER_PREVIOUS_VERSION": live.version if live else ""})
 

@@ -25,7 +25,7 @@ class ColorStack:
         self.color = color
         self.services = [s.name for s in config.services]
         #: Caddy's upstreams of this colour (services with a port), whose in-flight counts drain watches.
-        self.upstreams = [s.upstream(color.value) for s in config.services if s.port is not None]
+        self.upstreams = [s.upstream(config.app, color.value) for s in config.services if s.port is not None]
         # Every profile: app services may sit behind one (so a plain `docker compose up` skips
         # them), and `down` must see them to remove them.
         self._project = ComposeProject(config.project(color.value), config.project_dir,
@@ -68,9 +68,7 @@ class ColorStack:
     # -- what a deploy does to it ------------------------------------------------------------
 
     def _env(self, version: str | None) -> dict[str, str]:
-        env = {self.config.version_env: version} if version else {}
-        env["WATCHER_COLOR"] = self.color.value
-        return env
+        return {**self.config.compose_env(version), "WATCHER_COLOR": self.color.value}
 
     def start(self, version: str) -> None:
         """Create this colour's containers running `version` (the local image of its tag)."""
@@ -106,10 +104,10 @@ class SharedStack:
     def pull(self, version: str) -> None:
         """Pull every image of the version's colour services; a failure changes nothing that runs."""
         self._project.run(["pull", "--quiet", *(s.name for s in self.config.services)],
-                          {self.config.version_env: version})
+                          self.config.compose_env(version))
 
     def ensure(self, version: str) -> None:
         """Start shared services that are not running; never recreate one."""
         if self.config.shared_services:
             self._project.run(["up", "-d", "--no-recreate", *self.config.shared_services],
-                              {self.config.version_env: version})
+                              self.config.compose_env(version))

@@ -108,7 +108,7 @@ class DeployState:
 class StateStore:
     """state.json in the state directory."""
 
-    def __init__(self, state_dir: Path, deployment_color_file: Path) -> None:
+    def __init__(self, state_dir: Path, deployment_color_file: Path | None) -> None:
         self.path = state_dir / "state.json"
         self.lock_path = state_dir / "state.lock"
         self.deployment_color_file = deployment_color_file
@@ -153,6 +153,8 @@ class StateStore:
     def save(self, state: DeployState) -> DeployState:
         state = replace(state, updated=now_iso())
         write_atomic(self.path, json.dumps(state.to_dict(), indent=2) + "\n")
+        if self.deployment_color_file is None:
+            return state
         if state.live:
             write_atomic(self.deployment_color_file, state.live.color.value + "\n")
         else:
@@ -161,4 +163,5 @@ class StateStore:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
-        self.deployment_color_file.unlink(missing_ok=True)
+        if self.deployment_color_file is not None:
+            self.deployment_color_file.unlink(missing_ok=True)

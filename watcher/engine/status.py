@@ -69,3 +69,20 @@ def format_status(data: dict[str, Any]) -> str:
     for warning in data["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+def format_summary(apps: list[dict[str, Any]]) -> str:
+    """`status` for several apps: one line each (colour, version, since, health, queue, paused)."""
+    rows = [("APP", "LIVE", "VERSION", "SINCE", "HEALTH", "QUEUE", "PAUSED")]
+    for data in apps:
+        queue = data.get("queue")
+        waiting = "?" if queue is None else str(queue["length"]) + (" +running" if queue["running"] else "")
+        paused = "?" if "paused" not in data else ("yes" if data["paused"] else "no")
+        rows.append((data["app"], data["live_color"] or "-", data["live_version"] or "-", data["live_since"] or "-",
+                     data["live_health"], waiting if data.get("queue") is not None or "redis_error" in data else "-",
+                     paused if "paused" in data or "redis_error" in data else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines += [f"warning: {data['app']}: {w}" for data in apps for w in data["warnings"]]
+    lines += [f"warning: {data['redis_error']}" for data in apps[:1] if "redis_error" in data]
+    return "\n".join(lines)

@@ -26,15 +26,15 @@ __all__ = ["DeployLock", "DeployQueue", "Enqueued", "Job", "Live", "Status", "Su
            "describe_holder", "force_unlock", "holder_of", "overview", "format_overview"]
 
 
-def overview(client: redis.Redis, app: str) -> dict[str, Any]:
+def overview(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any]:
     """What `status` adds when Redis is configured: paused, queue, lock, last_job."""
-    queue = DeployQueue(client, app)
+    queue = DeployQueue(client, app, prefix=prefix)
     waiting, running, last = queue.waiting(), queue.running(), queue.last_job()
     return {
-        "paused": Suspension(client, app).paused(),
+        "paused": Suspension(client, app, prefix).paused(),
         "queue": {"length": len(waiting), "next": waiting[-1].to_dict() if waiting else None,
                   "running": running[0].to_dict() if running else None},
-        "lock": holder_of(client, app),
+        "lock": holder_of(client, app, prefix),
         "last_job": last.to_dict() if last else None,
     }
 

@@ -39,9 +39,10 @@ class RedisRefused(RedisUnavailable, ConfigError):
     (exit 2). A RedisUnavailable too, so whatever reports Redis trouble reports this as well."""
 
 
-def key(app: str, *parts: str) -> str:
-    """Every key watcher writes is `watcher:<app>:...`, so apps can share one Redis."""
-    return ":".join(("watcher", app, *parts))
+def key(app: str, *parts: str, prefix: str = "") -> str:
+    """Every key watcher writes is `watcher:<app>:...`, so apps can share one Redis; with the
+    installation's `[redis] prefix`, `<prefix>:watcher:<app>:...`, so installations can too."""
+    return ":".join((*([prefix] if prefix else []), "watcher", app, *parts))
 
 
 def masked(url: str) -> str:

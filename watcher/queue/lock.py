@@ -93,15 +93,17 @@ _FORCE = "local raw = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) retu
 class DeployLock:
     """A fenced, self-renewing Redis lock; also the engine's Guard."""
 
-    def __init__(self, client: redis.Redis, app: str, *, ttl: float, purpose: str, job: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, app: str, *, ttl: float, purpose: str, job: str | None = None,
+                 prefix: str = "") -> None:
         self.client = client
         self.app = app
+        self.prefix = prefix
         self.ttl = ttl
         self.purpose = purpose
         self.job = job
         self.token = secrets.token_hex(16)
         self.fence: int | None = None
-        self.keys = [key(app, "lock"), key(app, "fence")]
+        self.keys = [key(app, "lock", prefix=prefix), key(app, "fence", prefix=prefix)]
         # The lease ends before the key can expire in Redis: renewal round trips and clock-rate
         # differences come off the margin.
         self._lease = ttl - max(0.1 * ttl, 0.2)
@@ -140,7 +142,7 @@ class DeployLock:
             if self.try_acquire():
                 return True
             if time.monotonic() >= deadline:
-                raise LockBusy(f"{describe_holder(holder_of(self.client, self.app))} holds the deploy lock "
+                raise LockBusy(f"{describe_holder(holder_of(self.client, self.app, self.prefix))} holds the deploy lock "
                                f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS")
             return False
 
@@ -158,7 +160,8 @@ class DeployLock:
         if self.fence is None:
             return
         try:
-            self.client.eval(_RELEASE, 4, *self.keys, key(self.app, "waiting"), key(self.app, "wake"), self.token,
+            self.client.eval(_RELEASE, 4, *self.keys, key(self.app, "waiting", prefix=self.prefix),
+                             key(self.app, "wake", prefix=self.prefix), self.token,
                              str(self.fence))
         except REDIS_DOWN as exc:
             log.warning("redis: could not release the deploy lock (%s); it expires by itself within %.0fs",
@@ -212,7 +215,7 @@ class DeployLock:
 
     def _lost_reason(self) -> str:
         try:
-            now = holder_of(self.client, self.app)
+            now = holder_of(self.client, self.app, self.prefix)
         except (*REDIS_DOWN, RedisRefused):
             now = None
         return (f"the deploy lock (fence {self.fence}) was lost; "
@@ -252,17 +255,17 @@ class _Released(Exception):
     """Ends the renewal retries: the lock is being released."""
 
 
-def holder_of(client: redis.Redis, app: str) -> dict[str, Any] | None:
+def holder_of(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Who holds the app's lock (token left out), with `expires_in` seconds; None when free."""
     with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = pipe.get(key(app, "lock")).pttl(key(app, "lock")).execute()
+        raw, ttl_ms = pipe.get(key(app, "lock", prefix=prefix)).pttl(key(app, "lock", prefix=prefix)).execute()
     return _public(raw, ttl_ms)
 
 
-def force_unlock(client: redis.Redis, app: str) -> dict[str, Any] | None:
+def force_unlock(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Delete the lock whoever holds it; returns who held it. The holder, if alive, fails its
     next check and aborts without switching, but finishes the step it is in."""
-    return _public(client.eval(_FORCE, 1, key(app, "lock")), None)
+    return _public(client.eval(_FORCE, 1, key(app, "lock", prefix=prefix)), None)
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:

@@ -224,15 +224,16 @@ class DeployQueue:
     a running job need the DeployLock they run under (its token and fence are compared)."""
 
     def __init__(self, client: redis.Redis, app: str, *, history_limit: int = HISTORY_LIMIT,
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "") -> None:
         self.client = client
         self.app = app
+        self.prefix = prefix
         self.history_limit = history_limit
         self.max_attempts = max_attempts
-        self.prefix = key(app, "job", "")
+        self.job_prefix = key(app, "job", "", prefix=prefix)
 
     def _key(self, name: str) -> str:
-        return key(self.app, name)
+        return key(self.app, name, prefix=self.prefix)
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -251,7 +252,7 @@ class DeployQueue:
         k = self._key
         job_id, outcome = self.client.eval(
             _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
-            self.prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
+            self.job_prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
             self.history_limit, live.version if live else "", (live.digest or "") if live else "",
             live.color if live else "")
         job = self.get(job_id)
@@ -261,7 +262,7 @@ class DeployQueue:
     def cancel(self, job_id: str, *, by: str) -> Job:
         """Cancel a waiting job. A running job is not cancelled: stop its worker (SIGTERM)."""
         k = self._key
-        outcome = self.client.eval(_CANCEL, 2, k("waiting"), k("history"), self.prefix, job_id,
+        outcome = self.client.eval(_CANCEL, 2, k("waiting"), k("history"), self.job_prefix, job_id,
                                    repr(time.time()), by, self.history_limit)
         if outcome == "missing":
             raise UsageError(f"no job {job_id} (see `watcher queue` and `watcher history`)")
@@ -277,13 +278,13 @@ class DeployQueue:
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
-        raw = self.client.hgetall(self.prefix + job_id)
+        raw = self.client.hgetall(self.job_prefix + job_id)
         return Job.from_fields(raw) if raw else None
 
     def _jobs(self, ids: list[str]) -> list[Job]:
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(self.prefix + job_id)
+                pipe.hgetall(self.job_prefix + job_id)
             return [Job.from_fields(raw) for raw in pipe.execute() if raw]
 
     def waiting(self) -> list[Job]:
@@ -337,7 +338,7 @@ class DeployQueue:
         k = self._key
         reply = self.client.eval(
             _TAKE, 7, k("lock"), k("fence"), k("waiting"), k("running"), k("paused"), k("history"), k("last"),
-            lock.token, str(lock.fence), self.prefix, worker, repr(time.time()), self.max_attempts,
+            lock.token, str(lock.fence), self.job_prefix, worker, repr(time.time()), self.max_attempts,
             self.history_limit)
         if reply[0] == "lost":
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost before a job was taken")
@@ -348,7 +349,7 @@ class DeployQueue:
         return Taken(job, reply[2] if reply[0] == "recovered" else None)
 
     def set_phase(self, lock: DeployLock, job: Job, phase: str) -> None:
-        if not self.client.eval(_PHASE, 3, self._key("lock"), self._key("fence"), self.prefix + job.id,
+        if not self.client.eval(_PHASE, 3, self._key("lock"), self._key("fence"), self.job_prefix + job.id,
                                 lock.token, str(lock.fence), phase):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
 
@@ -359,8 +360,8 @@ class DeployQueue:
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(
-            _FINISH, 6, k("lock"), k("fence"), self.prefix + job.id, k("running"), k("history"), k("last"),
-            lock.token, str(lock.fence), self.prefix, job.id, status.value, field, text,
+            _FINISH, 6, k("lock"), k("fence"), self.job_prefix + job.id, k("running"), k("history"), k("last"),
+            lock.token, str(lock.fence), self.job_prefix, job.id, status.value, field, text,
             repr(time.time()), self.history_limit)
         if not done:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
@@ -369,7 +370,7 @@ class DeployQueue:
     def requeue(self, lock: DeployLock, job: Job, why: str) -> None:
         """Put a job we stopped (SIGTERM) back at the head of the queue, or supersede it."""
         k = self._key
-        if not self.client.eval(_REQUEUE, 7, k("lock"), k("fence"), self.prefix + job.id, k("running"),
-                                k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.prefix,
+        if not self.client.eval(_REQUEUE, 7, k("lock"), k("fence"), self.job_prefix + job.id, k("running"),
+                                k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.job_prefix,
                                 job.id, repr(time.time()), self.history_limit, why):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")

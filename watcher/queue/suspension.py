@@ -17,10 +17,11 @@ from watcher.queue.connection import key
 
 
 class Suspension:
-    def __init__(self, client: redis.Redis, app: str) -> None:
+    def __init__(self, client: redis.Redis, app: str, prefix: str = "") -> None:
         self.client = client
         self.app = app
-        self.key = key(app, "paused")
+        self.key = key(app, "paused", prefix=prefix)
+        self.wake = key(app, "wake", prefix=prefix)
 
     def pause(self, *, by: str, reason: str = "") -> dict[str, Any]:
         """Pause (again: the newest reason and author win); returns the pause."""
@@ -33,7 +34,7 @@ class Suspension:
         """Lift the pause and wake an idle worker; returns the pause lifted (None if none)."""
         with self.client.pipeline(transaction=True) as pipe:
             info, _, _, _ = (pipe.hgetall(self.key).delete(self.key)
-                             .lpush(key(self.app, "wake"), "resume").ltrim(key(self.app, "wake"), 0, 0).execute())
+                             .lpush(self.wake, "resume").ltrim(self.wake, 0, 0).execute())
         return info or None
 
     def paused(self) -> dict[str, Any] | None:

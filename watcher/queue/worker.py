@@ -61,7 +61,7 @@ EngineFactory = Callable[[Progress], Engine]
 class Worker:
     def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
                  name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
-                 host_lock: HostLock | None = None) -> None:
+                 host_lock: HostLock | None = None, prefix: str = "") -> None:
         self.client = client
         self.app = app
         self.engine = engine
@@ -69,7 +69,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll = poll
         self.stream = stream if stream is not None else sys.stderr
-        self.queue = DeployQueue(client, app)
+        self.prefix = prefix
+        self.queue = DeployQueue(client, app, prefix=prefix)
         self.host_lock = host_lock
         self._host_busy = False
         self._stop = threading.Event()
@@ -87,7 +88,9 @@ class Worker:
                 try:
                     if self.queue.has_work():
                         backoff.succeeded()
-                        self._take_and_run()
+                        if not self._take_and_run():
+                            # A job runs elsewhere, or `watcher deploy` holds a lock: its release wakes us.
+                            self.queue.wait_for_wake(self.poll)
                     else:
                         backoff.succeeded()
                         self.queue.wait_for_wake(self.poll)
@@ -98,20 +101,26 @@ class Worker:
             return
         log.info("worker %s: stopped", self.name)
 
-    def _take_and_run(self) -> None:
-        lock = DeployLock(self.client, self.app, ttl=self.lock_ttl, purpose=f"worker {self.name}")
+    def run_once(self) -> bool:
+        """The next job, if there is one and the locks are free (a pool's child, pool.py)."""
+        return self.queue.has_work() and self._take_and_run()
+
+    def _take_and_run(self) -> bool:
+        """False when nothing ran: another holder had the deploy lock or the host lock."""
+        lock = DeployLock(self.client, self.app, ttl=self.lock_ttl, purpose=f"worker {self.name}",
+                          prefix=self.prefix)
         if not lock.try_acquire():
-            # A job runs elsewhere, or `watcher deploy` holds the lock: its release wakes us.
-            self.queue.wait_for_wake(self.poll)
-            return
+            return False
         try:
             if not self._take_host_lock():
-                return
+                return False
             try:
                 with shielded():
                     taken = self.queue.take(lock, worker=self.name)
-                if taken is not None:
-                    self._run(taken, lock)
+                if taken is None:
+                    return False
+                self._run(taken, lock)
+                return True
             finally:
                 if self.host_lock is not None:
                     self.host_lock.release()

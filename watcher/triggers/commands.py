@@ -11,7 +11,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from watcher.config import Config
+from watcher.config import Config, HostConfig
 from watcher.errors import UsageError
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ log = logging.getLogger("watcher.serve")
 HELP = """\
 the triggers (need Redis):
   serve [--no-poll]      webhook receiver (POST /hooks/github, /hooks/registry, /pause, /resume;
-                         GET /status, /healthz, /readyz) and registry poller; they only enqueue
+                         GET /status, /healthz, /readyz) and registry poller, for every app;
+                         they only enqueue
   run [--no-poll]        serve + worker in one process (the compose service's default)
   check-tags [APP]       dry run: the tags seen, which one the tag policy would deploy, and why
 """
@@ -36,8 +37,9 @@ def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="serve + worker in one process")
     run.add_argument("--no-poll", action="store_true", help="receive webhooks only; do not poll the registry")
     run.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
+    run.set_defaults(app=None, one=False)
     check = sub.add_parser("check-tags", help="dry run of the tag policy against the registry")
-    check.add_argument("app", nargs="?", help="the app (default: the configured one)")
+    check.add_argument("app", nargs="?", help="the app (needed when several are configured)")
     check.add_argument("--json", action="store_true")
 
 
@@ -47,18 +49,18 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def serve(config: Config, args: argparse.Namespace, status: Callable[[Config], dict[str, Any]],
-          worker: Callable[[Config, argparse.Namespace], int] | None = None) -> int:
-    """`serve` (worker None) or `run` (the worker loop in the main thread, the triggers beside it)."""
+def serve(host: HostConfig, args: argparse.Namespace, status: Callable[[Config], dict[str, Any]],
+          worker: Callable[[HostConfig, argparse.Namespace], int] | None = None) -> int:
+    """`serve` (worker None) or `run` (the worker pool in the main thread, the triggers beside it)."""
     quiet_libraries()
     from watcher.triggers import server
 
-    service = server.start(config, status, poll=not args.no_poll)
+    service = server.start(host, status, poll=not args.no_poll)
     try:
         if worker is None:
             service.wait()
             return 0
-        return worker(config, args)
+        return worker(host, args)
     finally:
         service.stop()
 
@@ -85,8 +87,7 @@ class _Offline:
 
 
 def check_tags(config: Config, args: argparse.Namespace) -> int:
-    if args.app and args.app != config.app:
-        raise UsageError(f"no app {args.app!r} in {config.source} (it configures {config.app!r})")
+    """`config`: the app chosen by the CLI (the positional APP or the only one)."""
     quiet_libraries()
     from watcher.queue.connection import REDIS_DOWN, connect
     from watcher.triggers.dispatch import App, Memory, Triggers
@@ -102,7 +103,7 @@ def check_tags(config: Config, args: argparse.Namespace) -> int:
         client = connect(config.redis_url, config.redis_password)
         try:
             client.ping()
-            sink, memory = RedisSink(client, live_of), Memory(client)
+            sink, memory = RedisSink(client, live_of, config.redis_prefix), Memory(client, config.redis_prefix)
         except REDIS_DOWN as exc:
             notes.append(f"Redis unreachable ({exc}): last request unknown")
     else:

@@ -82,13 +82,13 @@ class Outcome:
 class Memory:
     """The triggers' Redis keys: delivery ids seen, pushes claimed, the last request per app."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "") -> None:
         self.client = client
+        self.prefix = prefix
 
-    @staticmethod
-    def _delivery(kind: str, delivery: str) -> str:
+    def _delivery(self, kind: str, delivery: str) -> str:
         # "_deliveries" cannot be an app name (app names start with a letter or digit).
-        return key("_deliveries", kind, delivery)
+        return key("_deliveries", kind, delivery, prefix=self.prefix)
 
     def claim_delivery(self, kind: str, delivery: str) -> bool:
         return bool(self.client.set(self._delivery(kind, delivery), str(time.time()), nx=True, ex=DELIVERY_TTL))
@@ -97,9 +97,8 @@ class Memory:
         """Forget a delivery that failed for a passing reason, so its redelivery is processed."""
         self.client.delete(self._delivery(kind, delivery))
 
-    @staticmethod
-    def _seen(app: str, tag: str, digest: str) -> str:
-        return key(app, "trigger", "seen", f"{tag}@{digest}")
+    def _seen(self, app: str, tag: str, digest: str) -> str:
+        return key(app, "trigger", "seen", f"{tag}@{digest}", prefix=self.prefix)
 
     def claim_push(self, app: str, tag: str, digest: str) -> str | None:
         """None when claimed now; else what holds the claim (a job id, or "pending")."""
@@ -115,7 +114,7 @@ class Memory:
         self.client.delete(self._seen(app, tag, digest))
 
     def last(self, app: str) -> dict[str, Any] | None:
-        raw = self.client.get(key(app, "trigger", "last"))
+        raw = self.client.get(key(app, "trigger", "last", prefix=self.prefix))
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
@@ -123,7 +122,7 @@ class Memory:
         return value if isinstance(value, dict) else None
 
     def set_last(self, app: str, tag: str, digest: str, job_id: str, source: str) -> None:
-        self.client.set(key(app, "trigger", "last"), json.dumps(
+        self.client.set(key(app, "trigger", "last", prefix=self.prefix), json.dumps(
             {"tag": tag, "digest": digest, "job": job_id, "source": source, "at": time.time()}))
 
 

@@ -21,7 +21,7 @@ import redis
 import waitress
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
-from watcher.config import Config
+from watcher.config import Config, HostConfig
 from watcher.errors import Interrupted
 from watcher.queue.connection import connect, describe
 from watcher.triggers.dispatch import App, Memory, Triggers
@@ -32,9 +32,9 @@ from watcher.triggers.webhook import create_app
 log = logging.getLogger("watcher.serve")
 
 
-def announce(config: Config) -> None:
+def announce(host: HostConfig) -> None:
     """Say at start-up what each endpoint will accept: a refused endpoint must not be a surprise."""
-    webhook = config.webhook
+    webhook = host.webhook
     if webhook.secret:
         log.info("POST /hooks/github: verifying X-Hub-Signature-256 (HMAC-SHA256)")
     else:
@@ -57,9 +57,9 @@ def announce(config: Config) -> None:
 
 @dataclass
 class Service:
-    """The receiver and the poller of one app, running in background threads."""
+    """The receiver and the poller of every app, running in background threads."""
 
-    config: Config
+    host: HostConfig
     client: redis.Redis
     triggers: Triggers
     poller: Poller
@@ -69,7 +69,7 @@ class Service:
 
     @property
     def port(self) -> int:
-        return int(getattr(self.server, "effective_port", self.config.webhook.port))
+        return int(getattr(self.server, "effective_port", self.host.webhook.port))
 
     def wait(self) -> None:
         """Block the main thread until SIGTERM/SIGINT (Interrupted) or `stop()`."""
@@ -91,31 +91,34 @@ class Service:
         log.info("webhook receiver and poller stopped")
 
 
-def start(config: Config, status: Callable[[Config], dict[str, Any]], *, client: redis.Redis | None = None,
+def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, client: redis.Redis | None = None,
           poll: bool = True) -> Service:
-    """Start the receiver (waitress, in a thread) and the poller (APScheduler) for `config`."""
+    """Start the receiver (waitress, in a thread) and the poller (APScheduler, a job per app) for
+    every app in `host`."""
     if client is None:
-        if not config.redis_url:
+        if not host.redis_url:
             from watcher.errors import ConfigError
-            raise ConfigError(f"{config.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
-        client = connect(config.redis_url, config.redis_password)
-    sink = RedisSink(client, live_reader(config))
-    triggers = Triggers([App.from_config(config)], sink, Memory(client))
-    flask_app = create_app(triggers, sink, config.webhook, ready=client.ping,
-                           status=lambda name: status(config))
-    webhook = config.webhook
-    # The body cap is enforced twice: by waitress before buffering (chunked bodies too), and by
-    # the app on Content-Length (so an oversize delivery is logged with its id). waitress's is one
-    # byte higher, so a body of exactly max_body reaches the app.
+            raise ConfigError(f"{host.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
+        client = connect(host.redis_url, host.redis_password)
+    apps = list(host.apps.values())
+    sink = RedisSink(client, live_reader(*apps), host.redis_prefix)
+    triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix))
+    flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
+                           status=lambda name: status(host.apps[name]))
+    webhook = host.webhook
+    # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
+    # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
+    # answers a body over *its* cap itself, unlogged, so the app must see the usual oversize
+    # delivery, and a hostile client still cannot make waitress buffer more than 2 x max_body.
     server = waitress.create_server(
         flask_app, host=webhook.host, port=webhook.port, threads=webhook.threads,
-        max_request_body_size=webhook.max_body + 1, channel_timeout=30, connection_limit=256,
+        max_request_body_size=2 * webhook.max_body, channel_timeout=30, connection_limit=256,
         clear_untrusted_proxy_headers=True, expose_tracebacks=False, ident="watcher")
     thread = threading.Thread(target=server.run, name="webhook", daemon=True)
     poller = Poller(triggers)
-    service = Service(config, client, triggers, poller, server, thread)
+    service = Service(host, client, triggers, poller, server, thread)
     # Say what each endpoint accepts before the first request can be answered.
-    announce(config)
+    announce(host)
     log.info("webhook receiver on http://%s:%d (waitress, %d threads, max body %d bytes); queue in Redis %s",
              webhook.host, service.port, webhook.threads, webhook.max_body, describe(client))
     if poll:

@@ -60,12 +60,13 @@ class RedisSink:
     """Enqueuer and Suspension over the real Redis queue. What is live comes from `live_of`, which
     reads the engine's one source (the route file and the state beside it), never a copy in Redis."""
 
-    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None]) -> None:
+    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None], prefix: str = "") -> None:
         self.client = client
         self.live_of = live_of
+        self.prefix = prefix
 
     def _queue(self, app: str) -> DeployQueue:
-        return DeployQueue(self.client, app)
+        return DeployQueue(self.client, app, prefix=self.prefix)
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
                 digest: str | None) -> EnqueueOutcome:
@@ -82,22 +83,25 @@ class RedisSink:
         return jobs[-1].version if jobs else None
 
     def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
-        return QueueSuspension(self.client, app).pause(by=by, reason=reason)
+        return QueueSuspension(self.client, app, self.prefix).pause(by=by, reason=reason)
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
-        return QueueSuspension(self.client, app).resume()
+        return QueueSuspension(self.client, app, self.prefix).resume()
 
     def state(self, app: str) -> dict[str, Any] | None:
-        return QueueSuspension(self.client, app).paused()
+        return QueueSuspension(self.client, app, self.prefix).paused()
 
 
-def live_reader(config: Config) -> Callable[[str], LiveVersion | None]:
-    """What serves `config`'s app, read from its route file and state on this host."""
-    store = StateStore(config.state_dir, config.deployment_color_file)
-    switch = TrafficSwitch(config.route_file)
+def live_reader(*configs: Config) -> Callable[[str], LiveVersion | None]:
+    """What serves each of these apps, read from its route file and state on this host."""
+    sources = {c.app: (StateStore(c.state_dir, c.deployment_color_file), TrafficSwitch(c.route_file))
+               for c in configs}
 
     def live_of(app: str) -> LiveVersion | None:
-        release = served(store.load(), switch.current()) if app == config.app else None
+        if app not in sources:
+            return None
+        store, switch = sources[app]
+        release = served(store.load(), switch.current())
         if release is None or release.version == "unknown":
             return None
         return LiveVersion(release.version, release.digest, release.color.value)

@@ -1,0 +1,157 @@
+"""The configuration file's shape, as pydantic models: which sections and keys exist, their
+types and defaults. Unknown keys are refused (a typo must not silently fall back to a default),
+and nothing is coerced (`port = "8080"` is an error, not a guess).
+
+Two layouts map onto `FileModel`: today's `[apps.<name>]` tables for many apps, and the
+single-app file (`[app]` plus top-level `[services]`, `[health]`, ...), which `legacy_to_apps`
+rewrites into one `apps` entry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from watcher.config.values import (Admin, Duration, EnvName, HttpUrl, Image, KeyPrefix, Listen, Name,
+                                   PositiveDuration, RedisUrl, RoutePath, Site, Size, Tag, at_least, between)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServiceModel(Section):
+    port: Annotated[int, between(1, 65535, "port")] | None = None
+    path: RoutePath | None = None         # a second proxied service: the prefix Caddy sends to it
+
+
+class AppCaddyModel(Section):
+    site: Site | None = None              # default: [caddy] site
+    path: RoutePath | None = None         # default: every path of the site
+    route_file: str | None = None         # default: <[caddy] run_dir>/<app>.live
+    admin: Admin | None = None            # default: [caddy] admin
+
+
+class HealthModel(Section):
+    timeout: Duration = 300.0
+    interval: PositiveDuration = 3.0
+
+
+class VerifyModel(Section):
+    url: HttpUrl
+    header: str | None = None
+    timeout: Duration = 30.0
+    window: Duration = 10.0
+
+
+class DrainModel(Section):
+    timeout: Duration = 30.0
+    retain_old: bool = True
+
+
+class HooksModel(Section):
+    pre_deploy: list[str] = []
+    pre_deploy_timeout: Duration = 600.0
+
+
+class StateModel(Section):
+    dir: str | None = None                # default: <project_dir>/.watcher/<app>
+
+
+class PolicyModel(Section):
+    kind: Literal["semver", "regex", "digest"] = "semver"
+    range: str | None = None
+    prereleases: bool = False
+    include: str | None = None
+    exclude: list[str] = []
+    tag: Tag = "latest"
+
+
+class AppPollModel(Section):
+    """Per app; unset keys take the host's `[poll]`."""
+
+    enabled: bool | None = None
+    interval: Annotated[Duration, at_least(1.0)] | None = None
+    jitter: Duration | None = None
+
+
+class AppModel(Section):
+    image: Image
+    project: Name | None = None           # the shared compose project (default: the app's name)
+    project_dir: str = "."
+    compose_files: list[str] = ["compose.yml"]
+    shared_services: list[Name] = []
+    version_env: EnvName = "APP_VERSION"
+    services: dict[Name, ServiceModel]
+    caddy: AppCaddyModel = AppCaddyModel()
+    health: HealthModel = HealthModel()
+    verify: VerifyModel
+    drain: DrainModel = DrainModel()
+    hooks: HooksModel = HooksModel()
+    state: StateModel = StateModel()
+    policy: PolicyModel = PolicyModel()
+    poll: AppPollModel = AppPollModel()
+
+
+class RedisModel(Section):
+    url: RedisUrl | None = None
+    lock_ttl: Annotated[Duration, at_least(1.0)] = 30.0
+    prefix: KeyPrefix = ""                # keys are [<prefix>:]watcher:<app>:...
+
+
+class WebhookModel(Section):
+    listen: Listen = "127.0.0.1:9000"
+    max_body: Size = 1024 * 1024
+    status_auth: bool = True
+    threads: Annotated[int, between(1, 64)] = 8
+
+
+class PollModel(Section):
+    enabled: bool = True
+    interval: Annotated[Duration, at_least(1.0)] = 60.0
+    jitter: Duration = 5.0
+    page_size: Annotated[int, between(1, 10000)] | None = None
+
+
+class WorkerModel(Section):
+    concurrency: Annotated[int, between(1, 32)] = 1
+
+
+class CaddyModel(Section):
+    """The one Caddy in front of the apps."""
+
+    admin: Admin | None = None            # default: unix://<run_dir>/caddy-admin.sock
+    run_dir: str = ".watcher/run"         # host directory mounted into Caddy at `mount`
+    mount: Annotated[str, Field(pattern=r"^/[^\s{}]*$")] = "/run/watcher"
+    site: Site = ":80"                    # the site address of apps that name none
+
+
+class FileModel(Section):
+    apps: dict[Name, AppModel]
+    redis: RedisModel = RedisModel()
+    webhook: WebhookModel = WebhookModel()
+    poll: PollModel = PollModel()
+    worker: WorkerModel = WorkerModel()
+    caddy: CaddyModel = CaddyModel()
+
+
+#: Top-level sections of the single-app layout that belong to its one app.
+LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "hooks", "state", "policy")
+HOST_SECTIONS = ("redis", "webhook", "poll", "worker")
+
+
+def legacy_to_apps(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The single-app layout as `{"apps": {name: {...}}, ...}`; returns (name, rewritten)."""
+    app = dict(raw.get("app") or {}) if isinstance(raw.get("app"), dict) else {}
+    name = app.pop("name", None)
+    body: dict[str, Any] = dict(app)
+    for section in LEGACY_APP_SECTIONS:
+        if section in raw:
+            body[section] = raw[section]
+    if "caddy" in raw:
+        body["caddy"] = raw["caddy"]
+    rewritten = {k: v for k, v in raw.items() if k in HOST_SECTIONS or k not in (
+        "app", "caddy", *LEGACY_APP_SECTIONS)}
+    rewritten["apps"] = {name: body}
+    return name, rewritten
