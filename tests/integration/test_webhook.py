@@ -233,6 +233,14 @@ def test_oversize_bodies_are_413(server: WatcherServer, app: str) -> None:
     assert github_delivery(server.url, "ping", None, SECRET, body=exact).status_code == 200
 
 
+def test_oversize_delivery_names_the_limit_and_is_logged(server: WatcherServer, app: str) -> None:
+    delivery = str(uuid.uuid4())
+    response = github_delivery(server.url, "ping", None, SECRET, body=b"x" * (MAX_BODY + 1), delivery=delivery)
+    assert response.status_code == 413
+    assert "exceeds the 1 MiB (1048576 bytes) limit" in response.text
+    assert f"github delivery {delivery} (ping): 413 refused" in server.log()
+
+
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]", b"", b"null"])
 def test_malformed_json_is_400(server: WatcherServer, app: str, body: bytes) -> None:
     assert github_delivery(server.url, "package", None, SECRET, body=body).status_code == 400
@@ -268,6 +276,27 @@ def test_registry_notification(server: WatcherServer, app: str, registry, client
     assert httpx.post(url, json=envelope, headers=auth).json()["outcome"] == "duplicate"
     assert httpx.post(url, content=b"{", headers=auth).status_code == 400
     assert jobs_created(client, app) == 1
+    assert f"registry delivery {envelope['events'][0]['id']}: 202 enqueued" in server.log()
+
+
+def test_registry_notification_of_a_missing_tag_is_422_until_it_exists(server: WatcherServer, app: str, registry,
+                                                                      client) -> None:
+    """As /hooks/github: 422, the event id released, so the registry's retry is processed once
+    the tag shows."""
+    reg, _ = registry
+    envelope = distribution_envelope(tag="1.6.0")
+    envelope["events"][0]["target"]["repository"] = "acme/app"
+    envelope["events"][0]["request"]["host"] = reg.host
+    envelope["events"][0]["id"] = event = str(uuid.uuid4())
+    auth = {"Authorization": f"Bearer {REGISTRY_TOKEN}"}
+    missing = httpx.post(f"{server.url}/hooks/registry", json=envelope, headers=auth)
+    assert missing.status_code == 422 and "does not exist in the registry" in missing.json()["reason"]
+    assert f"registry delivery {event}: 422 not-found" in server.log()
+    assert jobs_created(client, app) == 0
+    digest = push_images(reg.url, "acme/app", ["1.6.0"])["1.6.0"]
+    retried = httpx.post(f"{server.url}/hooks/registry", json=envelope, headers=auth)
+    assert retried.status_code == 202, retried.text
+    assert DeployQueue(client, app).get(retried.json()["job_id"]).digest == digest
 
 
 # -- pause, resume, status, health ------------------------------------------------------------------

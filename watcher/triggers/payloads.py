@@ -61,6 +61,7 @@ class Push:
 @dataclass(frozen=True)
 class Ignored:
     reason: str
+    event_id: str | None = None   # as Push.event_id: the log names every event of an envelope
 
 
 def shown(value: Any) -> str:
@@ -197,15 +198,15 @@ def parse_distribution(payload: Any) -> list[Push | Ignored]:
         event_id = _text(event.get("id"))[:100] or None
         target = _dict(event.get("target"))
         if event.get("action") != "push":
-            results.append(Ignored(f"action {shown(event.get('action'))} is not push"))
+            results.append(Ignored(f"action {shown(event.get('action'))} is not push", event_id))
             continue
         media = _text(target.get("mediaType"))
         if media and media not in MANIFEST_TYPES:
-            results.append(Ignored(f"a {shown(media)} push is no tagged image"))
+            results.append(Ignored(f"a {shown(media)} push is no tagged image", event_id))
             continue
         tags, problem = _tags([target.get("tag")])
         if not tags:
-            results.append(Ignored(f"invalid tag: {problem}" if problem else "untagged push (digest only)"))
+            results.append(Ignored(f"invalid tag: {problem}" if problem else "untagged push (digest only)", event_id))
             continue
         host = _text(_dict(event.get("request")).get("host"))
         if not host:
@@ -214,7 +215,8 @@ def parse_distribution(payload: Any) -> list[Push | Ignored]:
         repository = _text(target.get("repository"))
         ref = _image(f"{host}/{repository}") if host and repository else None
         if ref is None:
-            results.append(Ignored(f"no valid registry host and repository ({shown(host)}, {shown(repository)})"))
+            results.append(Ignored(f"no valid registry host and repository ({shown(host)}, {shown(repository)})",
+                                   event_id))
             continue
         results.append(Push(ref.registry, ref.repository, tags, _digest(target.get("digest")), event_id))
     return results or [Ignored("the envelope holds no event")]

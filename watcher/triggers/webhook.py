@@ -12,12 +12,15 @@ Trust: a delivery is read only after its signature or token is verified, each co
 constant time (hmac.compare_digest); with no secret configured an endpoint refuses everything
 (fail closed, 403) and start-up says so. Secrets and signatures are never logged.
 
-Answers: 202 + job id when a deploy was queued; 200 with a reason when nothing was (ping,
-unknown event, unknown image, untagged version, tag refused by the policy, duplicate delivery,
-already queued or live); 401 bad or missing signature/token; 400 malformed JSON; 413 body over
-`[webhook] max_body`; 422 the tag is not in the registry; 503 Redis or the registry is
-unreachable (the delivery can be redelivered: its id is released). Never a 500: anything
-unexpected is logged and answered 503 (nothing was enqueued).
+Answers, the same on both hooks: 202 + job id when a deploy was queued; 200 with a reason when
+nothing was (ping, unknown event, unknown image, untagged version, tag refused by the policy,
+duplicate delivery, already queued or live); 401 bad or missing signature/token; 400 malformed
+JSON; 413 body over `[webhook] max_body`; 422 the tag is not in the registry; 503 Redis or the
+registry is unreachable (after a 422 or 503 the delivery can be redelivered: its id is released).
+Never a 500: anything unexpected is logged and answered 503 (nothing was enqueued).
+
+Every delivery is logged with the id its sender gives it: GitHub's X-GitHub-Delivery, the
+`events[].id` of a registry notification.
 """
 
 from __future__ import annotations
@@ -46,11 +49,19 @@ GITHUB_EVENTS = ("package", "registry_package")
 _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,80}")
 _EVENT = re.compile(r"[a-z_]{1,50}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHOWN_IDS = 10   # event ids named in one log line; an envelope may batch many events
 
 
 def _clean(value: Any, limit: int) -> str:
     """A caller-supplied string (reason, by) fit to store and log: no control characters, cut."""
     return _CONTROL.sub(" ", value)[:limit].strip() if isinstance(value, str) else ""
+
+
+def _event_ids(items: list[Push | Ignored]) -> str:
+    """The envelope's event ids for its log line (the registry's own log names the same ids)."""
+    ids = list(dict.fromkeys(filter(None, (_clean(item.event_id, 100) for item in items))))
+    more = f" (+{len(ids) - _SHOWN_IDS} more)" if len(ids) > _SHOWN_IDS else ""
+    return ", ".join(ids[:_SHOWN_IDS]) + more
 
 
 def _bearer_ok(header: str | None, token: str | None) -> bool:
@@ -79,12 +90,26 @@ def _github_json(body: bytes, mimetype: str) -> bytes:
     return payload[0].encode()
 
 
-def _http_status(outcomes: list[Outcome], *, not_found: int) -> tuple[int, str]:
+def _http_status(outcomes: list[Outcome]) -> tuple[int, str]:
+    """One answer for a delivery's outcomes: the first of enqueued, unavailable, not-found."""
     statuses = [o.status for o in outcomes]
-    for status, code in (("enqueued", 202), ("unavailable", 503), ("not-found", not_found)):
+    for status, code in (("enqueued", 202), ("unavailable", 503), ("not-found", 422)):
         if status in statuses:
             return code, status
     return 200, statuses[0] if statuses else "ignored"
+
+
+def _level(code: int) -> int:
+    """Refusals an operator must see (a lost delivery, a sender set up wrong, Redis down) warn."""
+    return logging.WARNING if code in (401, 403, 413, 503) else logging.INFO
+
+
+def _size(size: int) -> str:
+    """`1 MiB (1048576 bytes)`: the limit as it was likely configured, and to the byte."""
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size % factor == 0:
+            return f"{size // factor} {unit} ({size} bytes)"
+    return f"{size} bytes"
 
 
 def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
@@ -105,9 +130,13 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         except RequestEntityTooLarge:
             return None
 
+    def too_large() -> str:
+        """The 413 reason: the limit as configured (`1MiB`), and the body's size when it was sent."""
+        sent = f" ({request.content_length} bytes)" if request.content_length is not None else ""
+        return f"the body{sent} exceeds the {_size(settings.max_body)} limit ([webhook] max_body)"
+
     def delivery_log(kind: str, delivery: str | None, event: str, code: int, outcome: str, reason: str) -> None:
-        level = logging.WARNING if code in (401, 403, 503) else logging.INFO
-        log.log(level, "%s delivery %s%s: %d %s: %s", kind, delivery or "-", f" ({event})" if event else "",
+        log.log(_level(code), "%s delivery %s%s: %d %s: %s", kind, delivery or "-", f" ({event})" if event else "",
                 code, outcome, reason)
 
     # -- GitHub --------------------------------------------------------------------------------
@@ -125,7 +154,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
 
         body = body_or_413()
         if body is None:
-            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+            return done(413, "refused", too_large())
         if not settings.secret:
             return done(403, "refused", "no webhook secret is configured (WEBHOOK_SECRET or WEBHOOK_SECRET_FILE): "
                                         "every delivery is refused")
@@ -165,7 +194,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             if delivery:
                 memory.release_delivery("github", delivery)
             raise
-        code, outcome = _http_status(outcomes, not_found=422)
+        code, outcome = _http_status(outcomes)
         if code >= 400 and delivery:
             memory.release_delivery("github", delivery)   # a redelivery may succeed later
         job = next((o.job_id for o in outcomes if o.status == "enqueued"), None)
@@ -176,17 +205,20 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
 
     @app.post("/hooks/registry")
     def registry() -> tuple[Response, int]:
+        items: list[Push | Ignored] = []   # the envelope's events, once it is read
+
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             # A registry notifies every blob push and pull: only what concerns an app is worth a line.
+            ids = _event_ids(items)
             if code == 200 and outcome == "ignored":
-                log.debug("registry notification: ignored: %s", reason)
+                log.debug("registry delivery %s: ignored: %s", ids or "-", reason)
             else:
-                delivery_log("registry", None, "", code, outcome, reason)
+                delivery_log("registry", ids, "", code, outcome, reason)
             return reply(code, outcome, reason, **extra)
 
         body = body_or_413()
         if body is None:
-            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+            return done(413, "refused", too_large())
         if not settings.registry_token:
             return done(403, "refused", "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
                                         "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused")
@@ -196,10 +228,19 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             payload = json.loads(body)
         except ValueError:
             return done(400, "refused", "the body is not valid JSON")
+        items.extend(parse_registry_notification(payload))
+        try:
+            return registry_pushes(items, done)
+        except (*REDIS_DOWN, RedisUnavailable) as exc:
+            return done(503, "unavailable", f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was "
+                                            "enqueued: the registry retries")
+
+    def registry_pushes(items: list[Push | Ignored],
+                        done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
         outcomes: list[Outcome] = []
         claimed: list[str] = []
         try:
-            for item in parse_registry_notification(payload):
+            for item in items:
                 if isinstance(item, Ignored):
                     outcomes.append(Outcome(None, "ignored", item.reason))
                     continue
@@ -209,8 +250,9 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
                 memory.release_delivery("registry", event_id)
             raise
         # The registry retries a failed notification (with backoff) until it gets a 2xx: only a
-        # passing failure (Redis or registry unreachable) earns a non-2xx.
-        code, outcome = _http_status(outcomes, not_found=200)
+        # failure a retry can mend earns a non-2xx: Redis or the registry unreachable (503), or a
+        # tag the app's registry does not show yet (422, as /hooks/github).
+        code, outcome = _http_status(outcomes)
         if code >= 400:
             for event_id in claimed:
                 memory.release_delivery("registry", event_id)
@@ -234,13 +276,12 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
 
     def control(action: str) -> tuple[Response, int]:
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
-            level = logging.WARNING if code in (401, 403, 503) else logging.INFO
-            log.log(level, "%s from %s: %d %s: %s", action, request.remote_addr, code, outcome, reason)
+            log.log(_level(code), "%s from %s: %d %s: %s", action, request.remote_addr, code, outcome, reason)
             return reply(code, outcome, reason, **extra)
 
         body = body_or_413()
         if body is None:
-            return done(413, "refused", f"body larger than {settings.max_body} bytes")
+            return done(413, "refused", too_large())
         if not settings.api_token:
             return done(403, "refused", "no API token is configured (WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE)")
         if not authorized(body):

@@ -1,0 +1,262 @@
+"""The webhook receiver through Flask's test client: the real dispatch (Triggers, Memory) over an
+in-memory Redis stand-in, a registry that holds the tags a test gives it, and a sink that counts.
+
+What the user sees of a delivery: the answer's code for a tag the registry lacks (the same 422 on
+both hooks), the 413 naming the configured limit, and a log line naming the delivery or event ids.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
+from watcher.backends.registry import ImageRef, NotFound
+from watcher.config import WebhookSettings
+from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.triggers.payloads import sign
+from watcher.triggers.policy import SemverPolicy
+from watcher.triggers.sink import EnqueueOutcome, LiveVersion
+from watcher.triggers.webhook import create_app
+
+SECRET = "github-secret"
+TOKEN = "registry-token"
+API_TOKEN = "api-token"
+REGISTRY = "127.0.0.1:5000"     # what distribution_envelope's events name
+IMAGE = f"{REGISTRY}/acme/app"
+MiB = 1024 * 1024
+
+
+class FakeRedis:
+    """The few commands Memory sends; `down` makes every one fail as an unreachable server does."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    def set(self, name: str, value: str, *, nx: bool = False, xx: bool = False, ex: int | None = None,
+            keepttl: bool = False) -> bool | None:
+        self._check()
+        if (nx and name in self.data) or (xx and name not in self.data):
+            return None
+        self.data[name] = value
+        return True
+
+    def get(self, name: str) -> str | None:
+        self._check()
+        return self.data.get(name)
+
+    def delete(self, name: str) -> int:
+        self._check()
+        return int(self.data.pop(name, None) is not None)
+
+
+@dataclass
+class FakeRegistry:
+    """The app's registry: it has exactly the tags in `tags`."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def manifest_digest(self, ref: ImageRef, tag: str) -> str:
+        if tag not in self.tags:
+            raise NotFound(f"manifest unknown: {ref}:{tag}")
+        return self.tags[tag]
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeSink:
+    jobs: list[str] = field(default_factory=list)
+
+    def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
+                digest: str | None) -> EnqueueOutcome:
+        self.jobs.append(version)
+        return EnqueueOutcome(str(len(self.jobs)), True, f"job {len(self.jobs)} queued: deploy {version}")
+
+    def live(self, app: str) -> LiveVersion | None:
+        return None
+
+    def waiting(self, app: str) -> str | None:
+        return None
+
+    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
+        return {"by": by, "reason": reason}
+
+    def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
+        return None
+
+    def state(self, app: str) -> dict[str, Any] | None:
+        return None
+
+
+@dataclass
+class Receiver:
+    client: FlaskClient
+    registry: FakeRegistry
+    sink: FakeSink
+    redis: FakeRedis
+
+
+def receiver(max_body: int = MiB) -> Receiver:
+    registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
+    app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
+    triggers = Triggers([app], sink, Memory(store), exists_wait=0)   # type: ignore[arg-type]
+    settings = WebhookSettings(max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
+    flask_app = create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name})
+    return Receiver(flask_app.test_client(), registry, sink, store)
+
+
+@pytest.fixture
+def hooks() -> Iterator[Receiver]:
+    yield receiver()
+
+
+def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
+    body = body if body is not None else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
+    return hooks.client.post("/hooks/github", data=body, content_type="application/json", headers={
+        "X-GitHub-Event": "package", "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(SECRET, body)})
+
+
+def envelope(*tags: str | None, action: str = "push") -> dict[str, Any]:
+    """One event per tag, each with its own id."""
+    events = []
+    for tag in tags:
+        event = copy.deepcopy(distribution_envelope(tag=tag, action=action)["events"][0])
+        event["id"] = str(uuid.uuid4())
+        events.append(event)
+    return {"events": events}
+
+
+def notify(hooks: Receiver, payload: dict[str, Any] | None = None, *, body: bytes | None = None) -> Any:
+    return hooks.client.post("/hooks/registry", data=body if body is not None else json.dumps(payload),
+                             content_type="application/vnd.docker.distribution.events.v1+json",
+                             headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def ids(payload: dict[str, Any]) -> list[str]:
+    return [event["id"] for event in payload["events"]]
+
+
+# -- a tag the registry does not have: 422 on both hooks ----------------------------------------
+
+def test_missing_tag_is_422_on_both_hooks_and_a_redelivery_is_processed(hooks: Receiver) -> None:
+    """README: "422 the tag is not in the registry", for GitHub and the registry alike; the ids
+    are released, so the same delivery is processed once the tag shows."""
+    delivery, notification = str(uuid.uuid4()), envelope("1.5.0")
+    missing = [github(hooks, "1.5.0", delivery=delivery), notify(hooks, notification)]
+    for response in missing:
+        assert response.status_code == 422, response.get_json()
+        assert response.get_json()["outcome"] == "not-found"
+        assert "does not exist in the registry" in response.get_json()["reason"]
+    assert hooks.sink.jobs == []
+    hooks.registry.tags["1.5.0"] = DIGEST
+    assert github(hooks, "1.5.0", delivery=delivery).status_code == 202
+    again = notify(hooks, notification)
+    assert again.status_code == 200 and again.get_json()["outcome"] == "duplicate"   # the push, not the event
+    assert hooks.sink.jobs == ["1.5.0"]
+
+
+def test_a_notification_is_422_whenever_a_missing_tag_is_the_worst_outcome(hooks: Receiver) -> None:
+    """As on /hooks/github: an ignored event beside the missing tag does not hide it (the
+    registry's retry re-ignores the one and may find the other); an enqueued one does (202)."""
+    mixed = envelope("1.5.0")
+    mixed["events"] += envelope("1.5.0", action="pull")["events"]
+    assert notify(hooks, mixed).status_code == 422
+    hooks.registry.tags["1.4.0"] = DIGEST
+    assert notify(hooks, envelope("1.5.0", "1.4.0")).status_code == 202
+
+
+def test_a_notification_with_nothing_for_an_app_is_still_200(hooks: Receiver) -> None:
+    response = notify(hooks, envelope("1.5.0", action="pull"))
+    assert response.status_code == 200 and response.get_json()["outcome"] == "ignored"
+
+
+# -- oversize bodies ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/hooks/github", "/hooks/registry", "/pause"])
+def test_oversize_reply_names_the_configured_limit(hooks: Receiver, path: str) -> None:
+    response = hooks.client.post(path, data=b"x" * (MiB + 1), headers={"X-GitHub-Event": "package"})
+    assert response.status_code == 413
+    assert response.get_json()["reason"] == ("the body (1048577 bytes) exceeds the 1 MiB (1048576 bytes) limit "
+                                             "([webhook] max_body)")
+
+
+@pytest.mark.parametrize("max_body, shown", [(512 * 1024, "512 KiB (524288 bytes)"), (1500, "1500 bytes")])
+def test_the_limit_is_shown_as_configured(max_body: int, shown: str) -> None:
+    response = receiver(max_body).client.post("/hooks/registry", data=b"x" * (max_body + 1))
+    assert response.status_code == 413 and f"exceeds the {shown} limit" in response.get_json()["reason"]
+
+
+def test_a_body_of_exactly_the_limit_is_read(hooks: Receiver) -> None:
+    response = github(hooks, "1.5.0", body=b'{"zen": "' + b"x" * (MiB - 11) + b'"}')
+    assert response.status_code == 200, response.get_json()   # read and verified: not a package event
+
+
+def test_oversize_delivery_is_logged_with_its_id(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "watcher.webhook")
+    delivery = str(uuid.uuid4())
+    assert github(hooks, "1.5.0", delivery=delivery, body=b"x" * (MiB + 1)).status_code == 413
+    assert notify(hooks, body=b"x" * (MiB + 1)).status_code == 413   # the headers name no event
+    records = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.WARNING, f"github delivery {delivery} (package): 413 refused: the body (1048577 bytes) "
+                             "exceeds the 1 MiB (1048576 bytes) limit ([webhook] max_body)") in records
+    assert any(level == logging.WARNING and message.startswith("registry delivery -: 413 refused: the body")
+               for level, message in records), records
+
+
+# -- registry event ids in the log ----------------------------------------------------------------
+
+def test_registry_delivery_is_logged_with_its_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "watcher.webhook")
+    hooks.registry.tags["1.4.0"] = DIGEST
+    pushed, missing, pulled = envelope("1.4.0"), envelope("1.5.0", "1.6.0"), envelope("1.4.0", action="pull")
+    for payload in (pushed, missing, pulled):
+        notify(hooks, payload)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(f"registry delivery {ids(pushed)[0]}: 202 enqueued: demo: job 1 queued")
+               for m in messages), messages
+    assert any(m.startswith(f"registry delivery {', '.join(ids(missing))}: 422 not-found") for m in messages)
+    assert any(m.startswith(f"registry delivery {ids(pulled)[0]}: ignored: action 'pull'") for m in messages)
+
+
+def test_a_long_envelope_names_its_first_ten_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "watcher.webhook")
+    payload = envelope(*["1.5.0"] * 12)
+    notify(hooks, payload)
+    assert f"registry delivery {', '.join(ids(payload)[:10])} (+2 more): 422" in caplog.text
+
+
+def test_event_ids_are_logged_without_control_characters(hooks: Receiver,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "watcher.webhook")
+    payload = envelope("1.5.0")
+    payload["events"][0]["id"] = "abc\nFAKE registry delivery x: 202 enqueued"
+    notify(hooks, payload)
+    assert "registry delivery abc FAKE registry delivery x: 202 enqueued: 422 not-found" in caplog.text
+    assert "\n" not in caplog.records[-1].getMessage()
+
+
+def test_redis_down_is_503_and_logged_with_the_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "watcher.webhook")
+    hooks.redis.down = True
+    payload = envelope("1.5.0")
+    response = notify(hooks, payload)
+    assert response.status_code == 503 and "Redis is unreachable" in response.get_json()["reason"]
+    assert f"registry delivery {ids(payload)[0]}: 503 unavailable: Redis is unreachable" in caplog.text
