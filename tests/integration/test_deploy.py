@@ -291,3 +291,20 @@ def test_a_state_recorded_on_another_docker_engine_is_refused(stack: Stack) -> N
     proc = stack.watcher("deploy", "v2")
     assert proc.returncode == 1 and "recorded on Docker engine ANOTHER:ENGINE" in proc.stderr, proc.stderr
     assert stack.version() == "v1" and stack.status()["colors"]["green"]["role"] == "absent"
+
+
+@pytest.mark.parametrize(("image_line", "wanted"), [
+    ("image: 127.0.0.1:5000/someone-else/app:${APP_VERSION:-unset}",
+     "service web: its image resolves to 127.0.0.1:5000/someone-else/app:v1, not the app's"),
+    ("image: 127.0.0.1:5000/watcher-test/app:v1", "no service of compose.yml takes its image tag from ${APP_VERSION}"),
+])
+def test_a_compose_file_on_another_image_is_refused(stack: Stack, image_line: str, wanted: str) -> None:
+    """compose.yml must run `app.image:<version>`: a hard-coded repository would deploy (and
+    verify) something else than the config names."""
+    compose = stack.root / "compose.yml"
+    text = compose.read_text()
+    compose.write_text(text.replace("image: ${APP_IMAGE:-127.0.0.1:5000/watcher/demo-app}:${APP_VERSION:-unset}",
+                                    image_line))
+    proc = stack.watcher("deploy", "v1")
+    assert proc.returncode == 1 and wanted in proc.stderr, proc.stderr
+    assert stack.containers_of("blue") == [] and stack.containers_of("green") == []

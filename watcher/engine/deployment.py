@@ -104,6 +104,23 @@ class Deployment:
     def view(self) -> View:
         return reconcile(self.store.load(), self.observe())
 
+    def _check_images(self, version: str) -> None:
+        """Refuse compose files that would run another image than `app.image:<version>`: the
+        services whose image follows the version must name the app's repository (a hard-coded
+        repository that differs from the config would deploy, and verify, the wrong thing)."""
+        stack = self.colors[Color.BLUE]
+        wanted, probe = stack.declared_images(version), stack.declared_images(f"{version}-watcher-probe")
+        versioned = {name: image for name, image in wanted.items() if probe.get(name) != image}
+        if not versioned:
+            raise DeployFailed(f"no service of {', '.join(self.config.compose_files)} takes its image tag from "
+                               f"${{{self.config.version_env}}}: give the app's services "
+                               f"image: ${{APP_IMAGE}}:${{{self.config.version_env}}}")
+        for name, image in versioned.items():
+            if image != self.shared.image(version):
+                raise DeployFailed(f"service {name}: its image resolves to {image}, not the app's "
+                                   f"{self.shared.image(version)}: use image: ${{APP_IMAGE}}:"
+                                   f"${{{self.config.version_env}}} (watcher sets APP_IMAGE to {self.config.image})")
+
     def rollback_target(self, view: View) -> RollbackTarget | None:
         return rollback_target(view, self.colors, self.docker, self.config.image)
 
@@ -117,6 +134,7 @@ class Deployment:
         self._guard = guard
         progress = self.progress
         self._check_engine()
+        self._check_images(version)
 
         with progress.phase("pull", self.shared.image(version)):
             digest = self._pull(version, prefer_local or image is not None)

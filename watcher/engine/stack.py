@@ -59,6 +59,14 @@ class ColorStack:
         """The local image ID the app's containers run, when they agree."""
         return agreed({c.image_id for c in self.app_containers(containers)})
 
+    def declared_images(self, version: str) -> dict[str, str]:
+        """What compose.yml + this colour's overlay make each service's image for `version`."""
+        import json
+
+        rendered = json.loads(self._project.run(["config", "--format", "json"], self._env(version)))
+        return {name: str(spec.get("image", "")) for name, spec in rendered.get("services", {}).items()
+                if name in self.services}
+
     def retained(self, containers: list[ContainerInfo] | None = None) -> bool:
         """Stopped but kept: ready for an instant rollback (`resume`)."""
         found = self.containers() if containers is None else containers
