@@ -1,12 +1,15 @@
-"""Live local demo: a zero-downtime deploy and rollback under load, with the repo's own stack.
+"""Live local demo: zero-downtime deploys and a rollback under load, two apps behind one Caddy,
+with the repo's own stack.
 
-Runs the example stack at the repository root (compose.yml, compose.<colour>.yml, Caddyfile,
-config/watcher.toml) on 127.0.0.1:8080: pushes v1 and v2 of the demo app to the local
-registry (127.0.0.1:5000, standing in for GHCR), deploys v1, then puts constant load on Caddy
-(keep-alive POSTs at 200/s and 1 s POSTs at 40/s, never retried) while it deploys v2, rolls
-back, and then deploys v3 with no command at all: `watcher run` (webhook receiver + worker) is
-started, v3 is pushed, and the signed `package` webhook GitHub would send is delivered to it.
-Prints requests sent and failed and each phase's time; ends with `failed: N`.
+Runs the example stack at the repository root (compose.yml, compose.<colour>.yml, the Caddyfile
+`watcher caddyfile` printed, config/watcher.toml) on 127.0.0.1:8080: two apps, `demo` at / and
+`api` at /api/, from the same compose files. Pushes their images to the local registry
+(127.0.0.1:5000, standing in for GHCR), deploys v1 of each, then puts constant load on both
+routes (keep-alive POSTs and 1 s POSTs, never retried) while it deploys demo v2, rolls it back,
+and then deploys demo v3 and api v2 with no command at all: one `watcher run` (webhook receiver
++ worker for both apps) is started, both images are pushed in the same second, and the signed
+`package` webhooks GitHub's organisation hook would send are delivered to it. Prints requests
+sent and failed and each phase's time; ends with `failed: N`.
 
     make demo                  # or: .venv/bin/python scripts/demo.py [--keep]
 """
@@ -30,12 +33,14 @@ from tests.harness.load import LoadGenerator  # noqa: E402
 
 CONFIG = ROOT / "config" / "watcher.toml"
 APP = "127.0.0.1:5000/watcher/demo-app"
+API = "127.0.0.1:5000/watcher/demo-api"
+REPOS = {"demo": APP, "api": API}
+ROUTES = {"demo": "", "api": "/api"}
 PORT = 8080
 ENV = {
     "WATCHER_CONFIG": str(CONFIG),
     "STACK_NAME": "demo",
     "HTTP_PORT": str(PORT),
-    "APP_IMAGE": APP,
     "CADDY_IMAGE": images.DEFAULT_CADDY_REF,   # offline stand-ins for caddy:2.11 and redis:7.4
     "REDIS_IMAGE": images.DEFAULT_REDIS_REF,
     "APP_HEALTH_INTERVAL": "1s",
@@ -57,9 +62,11 @@ def watcher(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def push_triggered(version: str) -> dict:
-    """Push `version` and deliver GitHub's webhook to `watcher run`; return when it is live."""
+def push_triggered(versions: dict[str, str]) -> list[tuple[str, dict]]:
+    """Push each app's version in the same second and deliver GitHub's webhooks to one
+    `watcher run`; return when every app is live on its version and its job has ended."""
     import secrets
+    import threading
     import uuid
 
     import httpx
@@ -67,6 +74,7 @@ def push_triggered(version: str) -> dict:
 
     from tests.harness.stack import free_port
     from tests.unit.test_github_payloads import github_package
+    from watcher.queue import DeployQueue
     from watcher.triggers.payloads import sign
 
     redis_url = "redis://127.0.0.1:6379/14"   # the demo's own database on the services' Redis
@@ -75,7 +83,7 @@ def push_triggered(version: str) -> dict:
     env = {**os.environ, **ENV, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret,
            "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "POLL_INTERVAL": "1h"}
     server = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--no-poll"], cwd=ROOT, env=env)
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         for _ in range(100):
             try:
@@ -84,42 +92,60 @@ def push_triggered(version: str) -> dict:
             except httpx.TransportError:
                 time.sleep(0.1)
         started = time.monotonic()
-        ref = images.build_app_image(f"{APP}:{version}", version)
-        print(f"pushed {ref} {images.push(ref)}", flush=True)
+        refs = {app: images.build_app_image(f"{REPOS[app]}:{version}", version) for app, version in versions.items()}
+        pushes = [threading.Thread(target=images.push, args=(ref,)) for ref in refs.values()]
+        for thread in pushes:
+            thread.start()
+        for thread in pushes:
+            thread.join()
         pushed = time.monotonic()
-        body = json.dumps(github_package("published", version, owner="watcher", name="demo-app",
-                                         package_url=f"{APP}:{version}")).encode()
-        answer = httpx.post(f"http://127.0.0.1:{port}/hooks/github", content=body, timeout=15, headers={
-            "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": sign(secret, body), "Content-Type": "application/json"})
-        print(f"webhook answered {answer.status_code}: {answer.json()['reason']}", flush=True)
-        if answer.status_code != 202:
-            raise SystemExit("demo: the webhook did not queue a deploy")
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{PORT}/version", timeout=2).text.strip() == version:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - pushed > 120:
-                raise SystemExit(f"demo: {version} did not go live within 120 s of the push")
+        print(f"pushed {', '.join(refs.values())} in {pushed - started:.1f}s", flush=True)
+        for app, version in versions.items():
+            owner, name = REPOS[app].split("/")[1:]
+            body = json.dumps(github_package("published", version, owner=owner, name=name,
+                                             package_url=f"{REPOS[app]}:{version}")).encode()
+            answer = httpx.post(f"http://127.0.0.1:{port}/hooks/github", content=body, timeout=15, headers={
+                "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": sign(secret, body), "Content-Type": "application/json"})
+            print(f"webhook for {app} answered {answer.status_code}: {answer.json()['reason']}", flush=True)
+            if answer.status_code != 202:
+                raise SystemExit("demo: the webhook did not queue a deploy")
+        live: dict[str, float] = {}
+        while len(live) < len(versions):
+            for app, version in versions.items():
+                if app not in live and served(app) == version:
+                    live[app] = time.monotonic()
+                    print(f"{app} {version} is live {live[app] - pushed:.1f}s after the push", flush=True)
+            if time.monotonic() - pushed > 180:
+                raise SystemExit(f"demo: {versions} did not all go live within 180 s of the push")
             time.sleep(0.1)
-        live = time.monotonic()
-        print(f"{version} is live {live - pushed:.1f}s after the push", flush=True)
-        from watcher.queue import DeployQueue
-
-        queue = DeployQueue(redis.Redis.from_url(redis_url, decode_responses=True), "demo")
-        while not ((job := queue.last_job()) and job.version == version and job.status.final):
-            time.sleep(0.2)   # the job finishes: verify window, drain, stop the old colour
-        print(f"job {job.describe()}", flush=True)
-        color = (ROOT / ".watcher" / "run" / "live").read_text().strip()   # the route file: what is live
-        return {"version": version, "color": color, "total": live - started,
-                "phases": {"push": pushed - started, "push to live": live - pushed}}
+        results = []
+        for app, version in versions.items():
+            queue = DeployQueue(client, app)
+            while not ((job := queue.last_job()) and job.version == version and job.status.final):
+                time.sleep(0.2)   # the job finishes: verify window, drain, stop the old colour
+            print(f"{app}: job {job.describe()}", flush=True)
+            color = (ROOT / ".watcher" / "run" / f"{app}.live").read_text().strip()   # the route file: what is live
+            results.append((f"push {app} {version}", {
+                "version": version, "color": color, "total": live[app] - started,
+                "phases": {"push": pushed - started, "push to live": live[app] - pushed}}))
+        return results
     finally:
         server.terminate()
         server.wait(60)
-        for key in client.scan_iter("watcher:demo:*"):
-            client.delete(key)
+        for app in versions:
+            for key in client.scan_iter(f"watcher:{app}:*"):
+                client.delete(key)
+
+
+def served(app: str) -> str | None:
+    import httpx
+
+    try:
+        response = httpx.get(f"http://127.0.0.1:{PORT}{ROUTES[app]}/version", timeout=2)
+    except httpx.TransportError:
+        return None
+    return response.text.strip() if response.is_success else None
 
 
 def port_is_free(port: int) -> bool:
@@ -128,7 +154,9 @@ def port_is_free(port: int) -> bool:
 
 
 def teardown() -> None:
-    for project, files in (("demo-blue", ["compose.yml", "compose.blue.yml"]),
+    for project, files in (("api-blue", ["compose.yml", "compose.blue.yml"]),
+                           ("api-green", ["compose.yml", "compose.green.yml"]),
+                           ("demo-blue", ["compose.yml", "compose.blue.yml"]),
                            ("demo-green", ["compose.yml", "compose.green.yml"]),
                            ("demo", ["compose.yml"])):
         argv = ["docker", "compose", "-p", project, "--project-directory", str(ROOT), "--profile", "*"]
@@ -136,8 +164,9 @@ def teardown() -> None:
             argv += ["-f", str(ROOT / name)]
         subprocess.run([*argv, "down", "-v", "-t", "2"], cwd=ROOT, env={**os.environ, **ENV},
                        capture_output=True, check=False)
-    for leftover in (ROOT / ".watcher" / "state.json", ROOT / ".watcher" / "run" / "live", ROOT / ".deployment-color"):
-        leftover.unlink(missing_ok=True)
+    for app in REPOS:
+        for leftover in (ROOT / ".watcher" / app / "state.json", ROOT / ".watcher" / "run" / f"{app}.live"):
+            leftover.unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -145,35 +174,42 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     args = parser.parse_args()
 
-    say("building offline images and pushing demo-app v1, v2 to the local registry")
+    say("building offline images and pushing demo-app v1, v2 and demo-api v1 to the local registry")
     images.build_caddy_image()
     images.build_redis_image()
-    for version in ("v1", "v2"):
-        ref = images.build_app_image(f"{APP}:{version}", version)
-        print(f"pushed {ref} {images.push(ref)}")
+    for ref in (f"{APP}:v1", f"{APP}:v2", f"{API}:v1"):
+        built = images.build_app_image(ref, ref.rsplit(":", 1)[1])
+        print(f"pushed {built} {images.push(built)}")
 
     teardown()  # a previous, interrupted demo
     if not port_is_free(PORT):
         raise SystemExit(f"demo: 127.0.0.1:{PORT} is in use; free it and run again")
     results = []
     try:
-        say("deploy v1 (first deploy: starts caddy and redis, then the blue colour)")
-        results.append(("deploy v1", watcher("deploy", "v1")))
+        say("deploy demo v1 (first deploy: starts caddy and redis, then the blue colour), then api v1")
+        results.append(("demo v1", watcher("deploy", "v1", "--app", "demo")))
+        results.append(("api v1", watcher("deploy", "v1", "--app", "api")))
 
-        say("constant load on Caddy: keep-alive POSTs at 200/s + 1 s POSTs at 40/s (never retried)")
-        fast = LoadGenerator(f"http://127.0.0.1:{PORT}/cgi-bin/work", rate=200, connections=16).start()
-        slow = LoadGenerator(f"http://127.0.0.1:{PORT}/cgi-bin/work?sleep=1", rate=40, connections=64).start()
+        say("constant load on both apps: keep-alive POSTs at 150/s + 1 s POSTs at 30/s on /, "
+            "50/s + 10/s on /api/ (never retried)")
+        generators = {}
+        for app, fast_rate, slow_rate in (("demo", 150, 30), ("api", 50, 10)):
+            url = f"http://127.0.0.1:{PORT}{ROUTES[app]}/cgi-bin/work"
+            generators[f"{app} POST {fast_rate}/s keep-alive"] = LoadGenerator(url, rate=fast_rate, connections=16).start()
+            generators[f"{app} POST 1 s, {slow_rate}/s"] = LoadGenerator(f"{url}?sleep=1", rate=slow_rate,
+                                                                       connections=2 * slow_rate).start()
         time.sleep(2)
-        say("deploy v2 under load")
-        results.append(("deploy v2", watcher("deploy", "v2")))
+        say("deploy demo v2 under load")
+        results.append(("demo v2", watcher("deploy", "v2", "--app", "demo")))
         time.sleep(2)
-        say("rollback under load (to v1, whose colour was kept stopped)")
-        results.append(("rollback", watcher("rollback")))
+        say("rollback demo under load (to v1, whose colour was kept stopped)")
+        results.append(("rollback", watcher("rollback", "--app", "demo")))
         time.sleep(2)
-        say("push-triggered deploy under load: `watcher run` up, push v3, GitHub's webhook arrives")
-        results.append(("push v3", push_triggered("v3")))
+        say("push-triggered deploys under load: one `watcher run`, push demo v3 and api v2 at once, "
+            "GitHub's webhooks arrive")
+        results += push_triggered({"demo": "v3", "api": "v2"})
         time.sleep(2)
-        loads = [("POST 200/s keep-alive", fast.stop()), ("POST 1 s, 40/s", slow.stop())]
+        loads = [(name, generator.stop()) for name, generator in generators.items()]
     finally:
         if not args.keep:
             say("tearing the demo stack down (use --keep to leave it running)")
@@ -182,11 +218,11 @@ def main() -> int:
     say("results")
     for name, result in results:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in result["phases"].items())
-        print(f"{name:10} -> {result['version']} on {result['color']}: {result['total']:.1f}s ({phases})")
+        print(f"{name:14} -> {result['version']} on {result['color']}: {result['total']:.1f}s ({phases})")
     failed = 0
     for name, load in loads:
         failed += load.failed
-        print(f"{name:24} sent {load.sent:5}  failed {load.failed}  p50 {load.p50():.0f} ms  "
+        print(f"{name:30} sent {load.sent:5}  failed {load.failed}  p50 {load.p50():.0f} ms  "
               f"p99 {load.p99():.0f} ms  answered by {dict(load.versions)}")
     print(f"requests sent: {sum(load.sent for _, load in loads)}")
     print(f"failed: {failed}")

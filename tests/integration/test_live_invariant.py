@@ -1,7 +1,7 @@
 """One truth for what is live (issue 7), end to end on the real Docker engine, Compose, Caddy,
 registry and Redis, each under a strict non-retrying keep-alive POST load through Caddy.
 
-The route file `.watcher/run/live` names THE live colour; Caddy routes only there and tags
+The app's route file (`.watcher/run/<app>.live`) names THE live colour; Caddy routes only there and tags
 every response a colour's app served with `X-Watcher-Color`. A deploy always targets the other
 colour and never touches the live one; a broken new version fails fast and never answers; an
 abort never leaves traffic on a dead colour; signals after the record never switch back; every

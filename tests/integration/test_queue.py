@@ -21,7 +21,8 @@ import pytest
 import redis
 
 from tests.harness.fake_worker import fake_worker
-from tests.harness import waiting
+from tests.harness import images, waiting
+from tests.harness.stack import APP_REPO
 from tests.harness.redis_server import RedisServer
 from watcher.errors import GuardLost, LockBusy, UsageError
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, Worker, holder_of
@@ -404,7 +405,7 @@ lock_ttl = "3s"
 
 
 def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redis, queue: DeployQueue,
-                                                               redis_url: str, app_name: str,
+                                                               redis_url: str, app_name: str, app_images: dict[str, str],
                                                                tmp_path: Path) -> None:
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (tmp_path / name).write_text("")
@@ -439,6 +440,10 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redi
         waited = watcher("enqueue", "v3", "--wait")
         assert waited.returncode == 0, waited.stderr
         assert "succeeded" in waited.stdout and "running on cli-w, phase health" in waited.stderr
+        missing = watcher("enqueue", "fail1")    # refused at once, as `deploy` would be, not in a worker
+        assert missing.returncode == 2 and "fail1 does not exist in the registry" in missing.stderr
+        assert not DeployQueue(client, app_name).waiting()
+        images.push(images.build_app_image(f"{APP_REPO}:fail1", "fail1"))
         failed = watcher("enqueue", "fail1", "--wait")
         assert failed.returncode == 1 and "fail1 never became healthy" in failed.stdout
 

@@ -260,3 +260,16 @@ def test_redis_down_is_503_and_logged_with_the_event_ids(hooks: Receiver, caplog
     response = notify(hooks, payload)
     assert response.status_code == 503 and "Redis is unreachable" in response.get_json()["reason"]
     assert f"registry delivery {ids(payload)[0]}: 503 unavailable: Redis is unreachable" in caplog.text
+
+
+def test_status_answers_an_object_per_app_when_several_are_configured() -> None:
+    registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
+    apps = [App(SimpleNamespace(app=name), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
+            for name in ("shop", "blog")]
+    settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
+    client = create_app(Triggers(apps, sink, Memory(store), exists_wait=0), sink, settings,  # type: ignore[arg-type]
+                        ready=lambda: None, status=lambda name: {"app": name}).test_client()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert client.get("/status", headers=auth).get_json() == {"shop": {"app": "shop"}, "blog": {"app": "blog"}}
+    assert client.get("/status?app=blog", headers=auth).get_json() == {"app": "blog"}
+    assert client.get("/status?app=nope", headers=auth).status_code == 404

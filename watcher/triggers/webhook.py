@@ -4,7 +4,8 @@
     POST /hooks/registry  Docker Distribution notifications (or Harbor), bearer token
     POST /pause           pause the deploy queue (JSON {"reason", "by", "app"}; all optional)
     POST /resume          lift the pause
-    GET  /status          the JSON of `watcher status --json` (API token unless status_auth = false)
+    GET  /status          `watcher status --json` (?app=NAME; several apps: an object per app;
+                          API token unless status_auth = false)
     GET  /healthz         liveness: the process answers (200), readiness (Redis) in the body
     GET  /readyz          readiness: Redis answers (503 otherwise)
 
@@ -324,11 +325,12 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
                 return reply(401, "refused", "missing or wrong bearer token")
         names = [app.name for app in triggers.apps]
-        name = request.args.get("app") or names[0]
-        if name not in names:
+        name = request.args.get("app") or (names[0] if len(names) == 1 else None)
+        if name is not None and name not in names:
             return reply(404, "refused", f"no app {_clean(name, 100)!r} (configured: {', '.join(names)})")
         try:
-            return jsonify(status(name)), 200
+            # One app: its `status --json`; several and no ?app=: an object per app, as the CLI.
+            return jsonify(status(name) if name else {each: status(each) for each in names}), 200
         except WatcherError as exc:
             return reply(503, "unavailable", f"status failed: {exc}")
 
