@@ -1,0 +1,110 @@
+"""`watcher init` end to end on the real Docker engine: a user's own compose file (web, worker,
+postgres, redis, caddy; tests/fixtures/adoption/compose.yml on the offline test images) is
+refused while web binds a host port, adopted once that is fixed, and then deployed twice, the
+second time under load, with no failed request and the shared services' containers kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, Stack, free_port
+from tests.harness.traffic import under_load
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("patch") is None, reason="needs patch(1) to apply the diff init prints")]
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "adoption" / "compose.yml"
+HOST_PORT = '    ports:\n      - "8080:8080"           # handy in development; Caddy proxies to web:8080\n'
+USERS_CADDYFILE = ":80 {\n\treverse_proxy web:8080\n}\n"
+
+
+@pytest.fixture
+def adopted(app_images: dict[str, str]) -> Iterator[Stack]:
+    """A copy of the user's compose file, before adoption, on the offline images ("postgres" is
+    the test redis: no postgres image can be pulled here), with a unique project and port."""
+    name = f"wa{uuid.uuid4().hex[:8]}"
+    root = Path(tempfile.mkdtemp(prefix=f"watcher-{name}-"))
+    stack = Stack(root, name, free_port())
+    text = FIXTURE.read_text()
+    for old, new in [("name: shop\n", f"name: {name}\n"), ("ghcr.io/acme/shop:1.4.2", f"{APP_REPO}:v1"),
+                     ("postgres:16", REDIS_IMAGE), ("redis:7.4", REDIS_IMAGE), ("caddy:2.11", CADDY_IMAGE),
+                     ('"80:80"', f'"127.0.0.1:{stack.port}:80"')]:
+        assert old in text, old
+        text = text.replace(old, new)
+    (root / "compose.yml").write_text(text)
+    (root / "Caddyfile").write_text(USERS_CADDYFILE)
+    (root / "config").mkdir()
+    (root / "config" / "shop.ini").write_text("[shop]\n")
+    try:
+        yield stack
+    finally:
+        stack.destroy()
+
+
+def plain_compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker compose ARGS` as the user types it: no -p, no profile, no watcher variables."""
+    return subprocess.run(["docker", "compose", *args], cwd=stack.root, capture_output=True, text=True)
+
+
+def init(stack: Stack) -> subprocess.CompletedProcess[str]:
+    return stack.watcher("init", "--service", "web:8080", "--service", "worker",
+                         "--verify-url", f"{stack.url}/version", "--yes")
+
+
+def test_adopt_then_deploy_twice_under_load(adopted: Stack) -> None:
+    stack, root = adopted, adopted.root
+    # The user's data services run today, started from their own file.
+    assert plain_compose(stack, "up", "-d", "postgres", "redis").returncode == 0
+    shared_before = stack.container_ids(stack.name)
+
+    refused = init(stack)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert 'web: ports "8080:8080": a host port can be bound by one colour only' in refused.stderr
+    assert not (root / "compose.blue.yml").exists() and not (root / "watcher.toml").exists()
+
+    # The user's fix: no host port on web.
+    compose = root / "compose.yml"
+    compose.write_text(compose.read_text().replace(HOST_PORT, ""))
+    adopting = init(stack)
+    assert adopting.returncode == 0, adopting.stdout + adopting.stderr
+    out = adopting.stdout
+    for name in ("compose.blue.yml", "compose.green.yml", "watcher.toml", f"Caddyfile.{stack.name}"):
+        assert (root / name).is_file(), name
+
+    # Step 1: apply the printed diff. Step 2: Caddy serves the app's Caddyfile (it fronts only
+    # this app), and is recreated with the run directory the diff mounts.
+    (root / "watcher-init.diff").write_text(out[out.index("--- a/compose.yml"):out.index("\nSteps left:")])
+    subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=root, check=True, capture_output=True)
+    text = compose.read_text()
+    compose.write_text(text.replace("./Caddyfile:/etc/caddy/Caddyfile:ro",
+                                    f"./Caddyfile.{stack.name}:/etc/caddy/Caddyfile:ro"))
+    up = plain_compose(stack, "up", "-d")
+    assert up.returncode == 0, up.stderr
+    running = stack.container_ids(stack.name)
+    assert {n: running[n] for n in shared_before} == shared_before, "postgres and redis are kept, not recreated"
+    assert not any("-web-" in n or "-worker-" in n for n in running), "the app profile keeps web and worker out"
+
+    fast = {"HEALTH_CHECK_INTERVAL": "1s", "VERIFY_WINDOW": "2s"}
+    first = stack.watcher("deploy", "v1", **fast)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert stack.version() == "v1"
+    with under_load(stack) as loads:
+        second = stack.watcher("deploy", "v2", **fast)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert loads.failed == 0, loads.describe()
+    assert loads.sent > 100, loads.describe()
+    assert loads.versions() == {"v1", "v2"}
+    assert stack.version() == "v2"
+
+    assert stack.containers_of("green", "worker"), "the worker runs per colour"
+    assert stack.health(stack.containers_of("green", "worker")[0]) == "running"
+    after = stack.container_ids(stack.name)
+    assert {n: after[n] for n in shared_before} == shared_before, "deploys never recreate shared services"
