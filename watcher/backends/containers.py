@@ -87,6 +87,20 @@ class Containers:
         except DockerException as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
+    def caddy_log(self, since: float) -> list[str]:
+        """The recent log lines of every running Caddy container on this engine (an image named
+        caddy): where an upstream's broken HTTP shows. Best effort: Docker trouble gives none."""
+        try:
+            running = self.client.containers.list(filters={"status": "running"})
+            lines: list[str] = []
+            for container in running:
+                if "caddy" in " ".join(container.attrs.get("Config", {}).get("Image", "").split("/")[-1:]):
+                    lines += container.logs(since=int(since), stdout=True, stderr=True).decode(
+                        errors="replace").splitlines()
+            return lines
+        except DockerException:
+            return []
+
     def image_present(self, ref: str) -> bool:
         return self.image_id(ref) is not None
 

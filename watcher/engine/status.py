@@ -3,6 +3,7 @@ really be reached, each colour's containers, and what differs from the record.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from watcher.engine.color import Color
@@ -24,6 +25,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "health": stack.health(containers).state,
             "containers": [c.to_dict() for c in containers],
         }
+    warnings = view.warnings + upstream_faults(engine)
     return {
         "app": engine.config.app,
         "live_color": live.color.value if live else None,
@@ -39,9 +41,30 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "colors": colors,
         "recorded": view.recorded.to_dict(),
         "in_sync": view.in_sync,
-        "warnings": view.warnings,
+        "warnings": warnings,
         "lock": lock_holder,
     }
+
+
+#: What Caddy logs when an app broke HTTP/1.1 (no Content-Length, a keep-alive connection closed
+#: under a request): failures that are the app's, with or without a swap.
+BROKEN_HTTP = ("aborting with incomplete response", "connection reset by peer", "unexpected EOF")
+FAULT_WINDOW = 600.0
+
+
+def upstream_faults(engine: Deployment) -> list[str]:
+    """A warning when Caddy's log of the last ten minutes shows this app's upstreams breaking
+    responses off: the zero-failed-requests promise assumes a correct HTTP/1.1 upstream."""
+    aliases = [service.alias(engine.config.app, color.value) for service in engine.config.services
+               if service.port is not None for color in Color]
+    hits = [line for line in engine.docker.caddy_log(time.time() - FAULT_WINDOW)
+            if any(fault in line for fault in BROKEN_HTTP) and any(alias in line for alias in aliases)]
+    if not hits:
+        return []
+    return [f"Caddy logged {len(hits)} response(s) of {engine.config.app} broken off by the app in the last "
+            f"{FAULT_WINDOW / 60:g} min (e.g. \"aborting with incomplete response\": a body without "
+            "Content-Length, or a keep-alive connection the app closed): such requests fail with or without "
+            "a swap; fix the app's HTTP/1.1 (see README, The stack)"]
 
 
 def format_status(data: dict[str, Any]) -> str:
