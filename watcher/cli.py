@@ -65,6 +65,8 @@ commands:
   cleanup                remove failed or stray colours and unused images (keeps live and rollback)
   reset [--force]        remove both colours and the recorded state (asks first)
   caddyfile              print the Caddyfile routing every configured app (or --app's block)
+  init [COMPOSE_FILE]    adopt an existing compose project: colour overlays, config section,
+                         Caddy snippet, and the compose changes left as a diff (see init --help)
   help                   this text
 
 the queue (needs Redis: [redis] url or REDIS_URL):
