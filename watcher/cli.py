@@ -303,18 +303,22 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
         return subprocess.Popen([*argv, "--app", app])
 
     client = _redis(apps[0])
-    WorkerPool(client, [c.app for c in apps], spawn, concurrency=host.concurrency, name=name,
-               prefix=host.redis_prefix).run()
+    workers = {config.app: _app_worker(config, name, client) for config in apps}
+    WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
+               name=name, prefix=host.redis_prefix).run()
     return 0
+
+
+def _app_worker(config: Config, name: str | None, client: redis.Redis | None = None) -> Worker:
+    return Worker(client or _redis(config), config.app, lambda progress: Deployment(config, progress=progress),
+                  lock_ttl=config.lock_ttl, name=name, host_lock=HostLock(config.state_dir / "lock"),
+                  prefix=config.redis_prefix)
 
 
 def _one_job(config: Config, args: argparse.Namespace) -> int:
     """The pool's child: the next job of one app, then exit (NOTHING_RUN: the locks were taken)."""
     _die_with_parent()
-    worker = Worker(_redis(config), config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name=args.name, host_lock=HostLock(config.state_dir / "lock"),
-                    prefix=config.redis_prefix)
-    return 0 if worker.run_once() else NOTHING_RUN
+    return 0 if _app_worker(config, args.name).run_once() else NOTHING_RUN
 
 
 def _die_with_parent() -> None:

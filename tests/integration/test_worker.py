@@ -57,7 +57,7 @@ class Workers:
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGCONT)
                 proc.terminate()
         for proc in self.procs.values():
             try:
@@ -178,7 +178,7 @@ def test_kill_9_mid_deploy_hands_the_job_over_with_no_failed_request(
         workers.start("heir")
         left = holder_of(queue.client, stack.name)
         assert left is not None and left["expires_in"] <= LOCK_TTL
-        victim.kill()
+        os.killpg(victim.pid, signal.SIGKILL)   # the worker and its job's process, as `docker kill` does
         killed = time.monotonic()
         wait_for(lambda: (h := holder_of(queue.client, stack.name)) and "heir" in h["purpose"], 30,
                  "the heir to take the lock", workers)
@@ -208,7 +208,7 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     stale = workers.start("stale")
     job = job_in_health(queue, workers)
     time.sleep(1)
-    os.kill(stale.pid, signal.SIGSTOP)
+    os.killpg(stale.pid, signal.SIGSTOP)     # the worker and its job's process
     workers.start("fresh")
     wait_for(lambda: "holds the deploy lock" in workers.log("fresh"), 60, "the fresh worker to wait", workers)
     time.sleep(LOCK_TTL)
@@ -216,7 +216,7 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     assert stack.version() == "v1"
     routed_at = stack.route_file.stat().st_mtime_ns
 
-    os.kill(stale.pid, signal.SIGCONT)
+    os.killpg(stale.pid, signal.SIGCONT)
     wait_for(lambda: "its outcome is left to the lock's holder" in workers.log("stale"), 60,
              "the stale worker to give up", workers)
     log = workers.log("stale")

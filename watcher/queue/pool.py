@@ -2,11 +2,12 @@
 runs their jobs, at most one per app (the app's deploy lock) and at most `concurrency` at once
 (a swap briefly doubles an app's memory, so the default is one swap at a time on the host).
 
-Each job runs in a child process (`watcher worker --app NAME --one`): a swap needs the main
-thread of its process, where SIGTERM and SIGINT become the `Interrupted` that unwinds it to the
-live colour, and a child gives each concurrent swap one. The pool forwards SIGTERM/SIGINT to
-its children and waits for them to unwind; a child whose pool dies abruptly gets SIGTERM from
-the kernel (PR_SET_PDEATHSIG) and unwinds the same way.
+With `concurrency = 1` (the default) the pool runs each job itself, in its main thread, exactly
+as a single-app worker does. Above one, each job runs in a child process (`watcher worker --app
+NAME --one`): a swap needs the main thread of its process, where SIGTERM and SIGINT become the
+`Interrupted` that unwinds it to the live colour, and a child gives each concurrent swap one.
+The pool forwards SIGTERM/SIGINT to its children and waits for them to unwind; a child whose
+pool dies abruptly gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and unwinds the same way.
 
 The pool only decides *when* to start a child: an app has work (`has_work`: a waiting job while
 not paused, or a dead worker's job), no one holds its lock, and a slot is free. The child takes
@@ -35,6 +36,8 @@ log = logging.getLogger("watcher.worker")
 
 #: Starts the child that runs one job of the named app.
 Spawn = Callable[[str], subprocess.Popen[bytes]]
+#: Runs the next job of the named app here and now; False when its locks were taken first.
+RunHere = Callable[[str], bool]
 
 #: Exit code of a child that found nothing to run (the lock or the host lock was taken first).
 NOTHING_RUN = 3
@@ -48,11 +51,12 @@ class Child:
 
 
 class WorkerPool:
-    def __init__(self, client: redis.Redis, apps: list[str], spawn: Spawn, *, concurrency: int = 1,
-                 name: str, poll: float = 0.5, prefix: str = "") -> None:
+    def __init__(self, client: redis.Redis, apps: list[str], spawn: Spawn, run_here: RunHere, *,
+                 concurrency: int = 1, name: str, poll: float = 0.5, prefix: str = "") -> None:
         self.client = client
         self.apps = apps
         self.spawn = spawn
+        self.run_here = run_here
         self.concurrency = concurrency
         self.name = name
         self.poll = poll
@@ -95,10 +99,15 @@ class WorkerPool:
             app = self.apps[(self._next + offset) % len(self.apps)]
             if app in self.children or self._not_before.get(app, 0.0) > now:
                 continue
-            if self.queues[app].has_work():
-                with shielded():   # a child started is a child recorded, so a signal reaches it
-                    self.children[app] = Child(app, self.spawn(app), now)
-                self._next = (self._next + offset + 1) % len(self.apps)
+            if not self.queues[app].has_work():
+                continue
+            self._next = (self._next + offset + 1) % len(self.apps)
+            if self.concurrency == 1:
+                if not self.run_here(app):
+                    self._not_before[app] = time.monotonic() + self.poll
+                return
+            with shielded():   # a child started is a child recorded, so a signal reaches it
+                self.children[app] = Child(app, self.spawn(app), now)
 
     def _wait(self) -> None:
         """Until an app is woken (enqueue, resume, lock release) or a short poll passes; shorter
