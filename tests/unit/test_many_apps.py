@@ -204,3 +204,14 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     finally:
         os.close(write)
     assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("body", "wanted"), [
+    (app("shop") + app("shop"), "app shop: [apps.shop] is declared twice"),
+    (app("shop", compose_project="store") + app("blog", compose_project="store", extra='[apps.blog.caddy]\npath = "/b"\n'),
+     "app blog: project: compose project store is already shop's"),
+])
+def test_config_errors_exit_2_naming_file_app_and_key(tmp_path: Path, body: str, wanted: str) -> None:
+    path = project(tmp_path, body)
+    proc = watcher(path, "status")
+    assert proc.returncode == 2 and f"watcher: error: {path}: {wanted}" in proc.stderr, proc.stderr
