@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from watcher import adoption, cli
+from watcher import cli
+from watcher.adoption import run_init
+from watcher.adoption.answers import Answers, Prompt, gather
+from watcher.adoption.compose_file import read_compose
+from watcher.adoption.proposal import proposed
 from watcher.caddyfile import render
 from watcher.config import Service, load_host
 from watcher.errors import ConfigError, UsageError
@@ -41,7 +45,7 @@ def init(*args: str) -> str:
     """`watcher init ARGS` in-process; returns what it printed (a refusal raises)."""
     parsed = cli.build_parser().parse_args(["init", *args])
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert adoption.run_init(parsed) == 0
+        assert run_init(parsed) == 0
     return out.getvalue()
 
 
@@ -120,8 +124,8 @@ def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Pat
     assert '+      - "./.watcher/run:/run/watcher"' in diff
     assert "postgres:16" not in diff and "redis:7.4" not in diff
 
-    applied = adoption.proposed(adoption.read_compose(project / "compose.yml"), _answers(project),
-                                project / ".watcher" / "run", "/run/watcher")
+    applied = proposed(read_compose(project / "compose.yml"), _answers(project), project / ".watcher" / "run",
+                       "/run/watcher")
     assert applied is not None
     services = yaml.safe_load(applied)["services"]
     for name in ("web", "worker"):
@@ -189,7 +193,7 @@ def test_a_layout_beyond_line_edits_is_said_in_words(project: Path) -> None:
                  "    {image: ghcr.io/acme/shop:1.4.2, depends_on: [postgres, redis]}\n")
     (project / "compose.yml").write_text((project / "compose.yml").read_text().replace(
         "  worker:\n    {image", "  worker: {image").replace("redis]}\n\n  postgres", "redis]}\n\n  postgres"))
-    assert adoption.read_compose(project / "compose.yml").services["worker"]["image"] == "ghcr.io/acme/shop:1.4.2"
+    assert read_compose(project / "compose.yml").services["worker"]["image"] == "ghcr.io/acme/shop:1.4.2"
     out = init(*FLAGS)
     assert "--- a/compose.yml" not in out
     assert ("1. Edit compose.yml by hand (its layout is beyond init's line edits): web: image "
@@ -463,7 +467,7 @@ def test_exit_code_2_from_the_command_line(project: Path) -> None:
     assert 'watcher: error: compose.yml cannot be coloured safely as it is:\n  web: ports "8080:8080"' in result.stderr
 
 
-def _answers(project: Path) -> adoption.Answers:
-    compose = adoption.read_compose(project / "compose.yml")
+def _answers(project: Path) -> Answers:
+    compose = read_compose(project / "compose.yml")
     parsed = cli.build_parser().parse_args(["init", *FLAGS])
-    return adoption.gather(compose, parsed, adoption.Prompt(interactive=False))
+    return gather(compose, parsed, Prompt(interactive=False))

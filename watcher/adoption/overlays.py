@@ -1,0 +1,91 @@
+"""The text of what init writes for the app: the colour overlays (compose.<colour>.yml) and the
+app's `[apps.<name>]` section of the watcher config, or a new config around it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from watcher.adoption.answers import Answers
+from watcher.adoption.compose_file import ComposeFile, volumes_of
+
+COLORS = ("blue", "green")
+
+
+def quoted(value: str) -> str:
+    """A double-quoted string, valid both in YAML and in TOML."""
+    return json.dumps(value)
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else quoted(name)
+
+
+def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
+    """compose.<colour>.yml: per stateless service, the colour's label and its network alias on
+    each of its networks, which are the shared project's (external: a colour only joins them)."""
+    names = answers.names
+    lines = [f"# The {color} colour of {answers.app}'s stateless services (written by `watcher init`). watcher runs",
+             f"#   docker compose -p {answers.project}-{color} -f {compose.path.name} -f compose.{color}.yml "
+             f"--profile '*' up -d {' '.join(names)}",
+             "# with WATCHER_APP, APP_IMAGE, APP_VERSION and WATCHER_COLOR set. Caddy reaches this colour by",
+             f"# the network alias {answers.app}-<service>-{color}.", "services:"]
+    networks: dict[str, None] = {}
+    volumes: dict[str, None] = {}
+    for name in names:
+        lines += [f"  {_key(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
+        for network in compose.networks_of(name):
+            networks[network] = None
+            lines += [f"      {_key(network)}:", f"        aliases: [{quoted(f'{answers.app}-{name}-{color}')}]"]
+        volumes.update((m.source, None) for m in volumes_of(compose.services[name]) if m.named and m.source)
+    lines += ["", "networks:"]
+    for index, network in enumerate(networks):
+        if index == 0:
+            lines.append(f"  # The shared project {answers.project}'s: a colour project only joins them.")
+        lines += [f"  {_key(network)}:", f"    name: {quoted(compose.network_name(network, answers.project))}",
+                  "    external: true"]
+    if volumes:
+        lines += ["", "volumes:", f"  # The shared project {answers.project}'s, read-only here: one copy for "
+                                  "both colours."]
+        for volume in volumes:
+            lines += [f"  {_key(volume)}:", f"    name: {quoted(compose.volume_name(volume, answers.project))}",
+                      "    external: true"]
+    return "\n".join(lines) + "\n"
+
+
+def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str:
+    """The app's `[apps.<name>]` tables, each key commented for the user who reads them next."""
+    app = answers.app
+    shared = answers.shared(compose)
+    lines = [f"# {app}: adopted from {compose.path.name} by `watcher init`.", f"[apps.{app}]",
+             f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
+             f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
+             f"project_dir = {quoted(project_dir)}",
+             f"compose_files = [{quoted(compose.path.name)}]   # compose.<colour>.yml is added per colour",
+             f"shared_services = [{', '.join(quoted(s) for s in shared)}]   # started if missing, never recreated"]
+    if answers.site:
+        lines += ["", f"[apps.{app}.caddy]", f"site = {quoted(answers.site)}"]
+    for service in answers.stateless:
+        lines += ["", f"[apps.{app}.services.{service.name}]"]
+        if service.port is None:
+            lines[-1] += "   # per colour, not proxied"
+            continue
+        lines[-1] += f"   # Caddy dials {app}-{service.name}-<colour>:{service.port}"
+        lines.append(f"port = {service.port}")
+        if service.path:
+            lines.append(f"path = {quoted(service.path)}")
+    lines += ["", f"[apps.{app}.verify]",
+              f"url = {quoted(answers.verify_url)}   # through Caddy: must answer the version deployed"]
+    if answers.verify_header:
+        lines.append(f"header = {quoted(answers.verify_header)}")
+    return "\n".join(lines) + "\n"
+
+
+NEW_CONFIG = """\
+# watcher configuration, written by `watcher init`. Every key is described in watcher's README
+# ("Configuration"); durations accept 300, 300s, 5m, 250ms.
+
+[caddy]
+run_dir = ".watcher/run"   # mounted into Caddy at /run/watcher: the route files and its admin socket
+
+"""
