@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -440,12 +441,13 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redi
         waited = watcher("enqueue", "v3", "--wait")
         assert waited.returncode == 0, waited.stderr
         assert "succeeded" in waited.stdout and "running on cli-w, phase health" in waited.stderr
-        missing = watcher("enqueue", "fail1")    # refused at once, as `deploy` would be, not in a worker
-        assert missing.returncode == 2 and "fail1 does not exist in the registry" in missing.stderr
+        tag = f"fail{uuid.uuid4().hex[:8]}"       # new to the registry, whatever earlier runs pushed
+        missing = watcher("enqueue", tag)         # refused at once, as `deploy` would be, not in a worker
+        assert missing.returncode == 2 and f"{tag} does not exist in the registry" in missing.stderr
         assert not DeployQueue(client, app_name).waiting()
-        images.push(images.build_app_image(f"{APP_REPO}:fail1", "fail1"))
-        failed = watcher("enqueue", "fail1", "--wait")
-        assert failed.returncode == 1 and "fail1 never became healthy" in failed.stdout
+        images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag))
+        failed = watcher("enqueue", tag, "--wait")
+        assert failed.returncode == 1 and f"{tag} never became healthy" in failed.stdout
 
     lock = DeployLock(client, app_name, ttl=30, purpose="deploy v4").acquire()
     refused = watcher("unlock")
