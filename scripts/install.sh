@@ -2,7 +2,8 @@
 # Make this machine ready for watcher's tests (idempotent).
 # Fresh Debian as root: installs everything. A machine that already has Docker:
 # adds only what is missing. Prints what it does, nothing when all is in place.
-#   Debian packages: docker.io (only if there is no dockerd and `docker info`
+#   Debian packages (patch among them: tests apply the diff `watcher init` prints):
+#   docker.io (only if there is no dockerd and `docker info`
 #   fails), busybox-static, redis-server, docker-registry, python3-venv (only
 #   if a venv cannot be created).
 #   .venv with `pip install -e '.[harness,dev]'`.
@@ -46,6 +47,7 @@ is_static /usr/bin/busybox || is_static /bin/busybox || missing+=(busybox-static
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v patch >/dev/null || missing+=(patch)   # tests apply the diff `watcher init` prints
 if [[ ! -x $VENV/bin/python ]]; then
   tmp=$(mktemp -d)
   "$PYTHON" -m venv "$tmp/v" >/dev/null 2>&1 || missing+=(python3-venv)
