@@ -3,7 +3,7 @@
 #   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
 PY := .venv/bin/python
 
-.PHONY: setup services test unit demo bench clean-services
+.PHONY: setup services test unit faults demo bench clean-services
 
 setup:
 	bash scripts/install.sh
@@ -12,10 +12,13 @@ services: setup
 	bash scripts/services.sh start
 
 test: services
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration tests/faults
 
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+faults: services
+	$(PY) -m pytest -q -p no:cacheprovider tests/faults
 
 demo: services
 	$(PY) scripts/demo.py
