@@ -241,7 +241,7 @@ def _json(value: object) -> str:
     return json.dumps(value)
 
 
-def build_app_image(
+def build_busybox_app_image(
     ref: str,
     version: str,
     *,
@@ -254,7 +254,10 @@ def build_app_image(
     served_version: str | None = None,
     flavor: str | None = None,
 ) -> str:
-    """Build the busybox-httpd test app (see APP_SCRIPT / WORK_CGI) as ``ref``.
+    """Build the minimal busybox-httpd test app (see APP_SCRIPT / WORK_CGI) as ``ref``: for tests
+    about a minimal image and as the baseline of benchmarks/testapp.py. It forks per connection
+    with a listen backlog of 9, so it fails requests under load on its own; tests use
+    `build_app_image`. Knobs as there, but no ``error_rate``.
 
     ``exit_at_start``: the app exits with this code at once (a crash at start; under a restart
     policy, Docker restart-loops it). ``entrypoint``: replaces ``/bin/app`` (e.g. a missing
@@ -293,6 +296,136 @@ def build_app_image(
     ]
     _import(ref, fs, changes)
     return ref
+
+
+APP_SERVER = Path(__file__).with_name("app_server.py")
+APP_BASE_REPO = "watcher-test/app-base"
+PY_HOME = "/usr/local"
+
+# Run by the base interpreter with -S -I: the stdlib modules app_server.py imports, and where.
+_IMPORTS = r"""
+import importlib.util, json, sys, sysconfig
+spec = importlib.util.spec_from_file_location("app_server", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+import encodings.latin_1, encodings.utf_8, encodings.ascii
+print(json.dumps({"stdlib": sysconfig.get_paths()["stdlib"], "version": "%d.%d" % sys.version_info[:2],
+                  "files": sorted({m.__file__ for m in list(sys.modules.values())
+                                   if getattr(m, "__file__", None)})}))
+"""
+
+
+def _base_python() -> str:
+    """The interpreter behind this (virtual) environment: its stdlib is what the image carries."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+@functools.cache
+def _python_runtime() -> RootFS:
+    """busybox (sh, wget for the healthcheck) + the host's Python with only the stdlib modules
+    the app imports, their shared libraries, and app_server.py as /app/server.py."""
+    python = _base_python()
+    out = subprocess.run([python, "-S", "-I", "-c", _IMPORTS, str(APP_SERVER)], check=True,
+                         capture_output=True, text=True).stdout
+    found = json.loads(out)
+    stdlib, lib = Path(found["stdlib"]), f"{PY_HOME}/lib/python{found['version']}"
+    fs = RootFS()
+    fs.busybox()
+    fs.host_file(f"{PY_HOME.lstrip('/')}/bin/python3", python, 0o755)
+    native = [python]
+    for name in found["files"]:
+        path = Path(name)
+        if not path.is_relative_to(stdlib):
+            continue  # app_server.py itself
+        fs.host_file(f"{lib.lstrip('/')}/{path.relative_to(stdlib)}", path)
+        if path.suffix == ".so":
+            native.append(name)
+    fs.file(f"{lib.lstrip('/')}/os.py", (stdlib / "os.py").read_bytes())  # the landmark of PYTHONHOME
+    for binary in native:
+        for shared in _shared_libs(binary):
+            fs.host_file(shared.lstrip("/"), shared, 0o755)
+    fs.file("app/server.py", APP_SERVER.read_bytes(), 0o644)
+    fs.file("bin/app", f"#!/bin/sh\nexec {PY_HOME}/bin/python3 -u /app/server.py\n".encode(), 0o755)
+    fs.dir("www")
+    fs.dir("etc/app")
+    return fs
+
+
+def build_app_base_image() -> str:
+    """The layer every test app version shares (runtime + server), tagged by its content."""
+    fs = _python_runtime()
+    ref = f"{APP_BASE_REPO}:{hashlib.sha256(fs.tar()).hexdigest()[:16]}"
+    changes = [f"ENV PYTHONHOME={PY_HOME} PYTHONDONTWRITEBYTECODE=1 PATH=/bin:{PY_HOME}/bin", "WORKDIR /www",
+               "EXPOSE 8080", f"ENTRYPOINT {_json(['/bin/app'])}"]
+    if _import(ref, fs, changes):
+        _check_runs(ref, [f"{PY_HOME}/bin/python3", "-c", "import asyncio, json; print('python ok')"], "python ok")
+    return ref
+
+
+def build_app_image(
+    ref: str,
+    version: str,
+    *,
+    healthy: bool = True,
+    start_delay: float = 0,
+    unhealthy_after: float | None = None,
+    shutdown: str = "graceful",
+    exit_at_start: int | None = None,
+    entrypoint: list[str] | None = None,
+    served_version: str | None = None,
+    flavor: str | None = None,
+    error_rate: float = 0.0,
+) -> str:
+    """Build the test app (tests/harness/app_server.py: asyncio, keep-alive, backlog 1024) as ``ref``.
+
+    Two layers: the shared runtime of `build_app_base_image`, and this version's
+    /etc/app/config.json. ``exit_at_start``: exit with this code at once (under a restart policy
+    Docker restart-loops it). ``entrypoint``: replaces ``/bin/app`` (e.g. a missing binary:
+    under ``init: true`` the exec fails with 127). ``served_version``: what ``GET /version``
+    answers instead of ``version`` (``/cgi-bin/work`` still answers ``version``), so
+    verification through Caddy fails. ``flavor``: served as ``GET /flavor``, so two builds of
+    one tag differ in content. ``error_rate``: the share of ``/cgi-bin/work`` answered 500.
+    """
+    if shutdown not in ("graceful", "abrupt"):
+        raise ValueError(f"shutdown must be 'graceful' or 'abrupt', not {shutdown!r}")
+    if not 0 <= error_rate <= 1:
+        raise ValueError(f"error_rate must be within 0..1, not {error_rate!r}")
+    for text in (version, served_version, flavor):
+        if text is not None and "\n" in text:
+            raise ValueError(f"bad version or flavor {text!r}")
+    settings = {"version": version, "served_version": served_version, "flavor": flavor, "healthy": healthy,
+                "start_delay": start_delay, "unhealthy_after": unhealthy_after, "shutdown": shutdown,
+                "exit_at_start": exit_at_start, "error_rate": error_rate}
+    layer = RootFS()
+    layer.file("etc/app/config.json", json.dumps(settings, sort_keys=True).encode())
+    layer.file("etc/app/version", f"{version}\n".encode())
+    changes = [f"ENTRYPOINT {_json(entrypoint or ['/bin/app'])}",
+               f"LABEL org.opencontainers.image.version={_json(version)}"]
+    _commit(ref, build_app_base_image(), layer, changes)
+    return ref
+
+
+def _commit(ref: str, base: str, layer: RootFS, changes: list[str]) -> bool:
+    """``base`` plus the files of ``layer`` as one more layer, committed as ``ref`` (unless an
+    identical image already is); True if committed. Offline: a created, never started container."""
+    data = layer.tar()
+    digest = hashlib.sha256(client().images.get(base).id.encode() + data + json.dumps(changes).encode()).hexdigest()
+    labels = _labels(ref)
+    if labels is not None and labels.get(CONTENT_LABEL) == digest:
+        return False
+    old = client().images.get(ref).id if labels is not None else None
+    container = client().containers.create(base, network_disabled=True)
+    try:
+        container.put_archive("/", data)
+        repo, tag = _split(ref)
+        container.commit(repository=repo, tag=tag, changes=[*changes, f"LABEL {CONTENT_LABEL}={digest}"])
+    finally:
+        container.remove(force=True)
+    if old is not None:
+        try:  # drop the now untagged previous build; in use -> keep it
+            client().images.remove(old)
+        except docker.errors.APIError:
+            pass
+    return True
 
 
 # The per-colour sidecar: sleeps until SIGTERM/SIGINT, then exits 0 at once (no init needed:

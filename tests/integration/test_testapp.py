@@ -5,7 +5,10 @@ Skipped when Docker is unreachable, except under CI=true where that fails.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import socket
 import threading
 import time
 import uuid
@@ -78,6 +81,18 @@ def wait_up(url: str, timeout: float = 15) -> float:
             time.sleep(0.1)
 
 
+@pytest.fixture(params=["app", "busybox"])
+def build(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Each knob test runs on the test app and on the minimal busybox app (same knobs)."""
+    builder = images.build_app_image if request.param == "app" else images.build_busybox_app_image
+    flavor = request.param
+
+    def _build(tag: str, version: str, **options: Any) -> str:
+        return builder(f"{APP}:{tag}-{flavor}", version, **options)
+
+    return _build
+
+
 def in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
     """Run ``fn`` in a thread; the returned callable joins it and returns its result or exception."""
     box: dict[str, Any] = {}
@@ -98,8 +113,8 @@ def in_background(fn: Callable[[], Any]) -> Callable[[], Any]:
     return join
 
 
-def test_endpoints(run: Callable[..., Any], dclient: docker.DockerClient) -> None:
-    ref = images.build_app_image(f"{APP}:it-ok", "it-ok")
+def test_endpoints(run: Callable[..., Any], dclient: docker.DockerClient, build: Callable[..., str]) -> None:
+    ref = build("it-ok", "it-ok")
     cfg = dclient.images.get(ref).attrs["Config"]
     assert cfg["Entrypoint"] == ["/bin/app"]
     assert "8080/tcp" in cfg["ExposedPorts"]
@@ -126,16 +141,16 @@ def test_endpoints(run: Callable[..., Any], dclient: docker.DockerClient) -> Non
     assert time.monotonic() - t0 >= 0.3
 
 
-def test_unhealthy_build(run: Callable[..., Any]) -> None:
-    ref = images.build_app_image(f"{APP}:it-unhealthy", "it-unhealthy", healthy=False)
+def test_unhealthy_build(run: Callable[..., Any], build: Callable[..., str]) -> None:
+    ref = build("it-unhealthy", "it-unhealthy", healthy=False)
     _, addr = run(ref, init=True)
     wait_up(f"http://{addr}/version")
     assert httpx.get(f"http://{addr}/healthz").status_code == 404
     assert httpx.get(f"http://{addr}/version").text == "it-unhealthy\n"
 
 
-def test_start_delay(run: Callable[..., Any]) -> None:
-    ref = images.build_app_image(f"{APP}:it-delay", "it-delay", start_delay=2)
+def test_start_delay(run: Callable[..., Any], build: Callable[..., str]) -> None:
+    ref = build("it-delay", "it-delay", start_delay=2)
     ct, addr = run(ref, init=True)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://{addr}/healthz", timeout=1)
@@ -145,8 +160,8 @@ def test_start_delay(run: Callable[..., Any]) -> None:
     assert "sleeping 2 s" in ct.logs().decode()
 
 
-def test_unhealthy_after(run: Callable[..., Any]) -> None:
-    ref = images.build_app_image(f"{APP}:it-decay", "it-decay", unhealthy_after=2)
+def test_unhealthy_after(run: Callable[..., Any], build: Callable[..., str]) -> None:
+    ref = build("it-decay", "it-decay", unhealthy_after=2)
     _, addr = run(ref, init=True)
     wait_up(f"http://{addr}/healthz")
     assert httpx.get(f"http://{addr}/healthz").status_code == 200
@@ -159,8 +174,8 @@ def test_unhealthy_after(run: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize("init", [True, False], ids=["init", "no-init"])
-def test_graceful_shutdown_drains(run: Callable[..., Any], init: bool) -> None:
-    ref = images.build_app_image(f"{APP}:it-graceful", "it-graceful")
+def test_graceful_shutdown_drains(run: Callable[..., Any], init: bool, build: Callable[..., str]) -> None:
+    ref = build("it-graceful", "it-graceful")
     ct, addr = run(ref, init=init)
     wait_up(f"http://{addr}/healthz")
     slow = in_background(lambda: httpx.post(f"http://{addr}/cgi-bin/work?sleep=2", content=b"x", timeout=20))
@@ -177,8 +192,8 @@ def test_graceful_shutdown_drains(run: Callable[..., Any], init: bool) -> None:
 
 
 @pytest.mark.parametrize("init", [True, False], ids=["init", "no-init"])
-def test_abrupt_shutdown_cuts_requests(run: Callable[..., Any], init: bool) -> None:
-    ref = images.build_app_image(f"{APP}:it-abrupt", "it-abrupt", shutdown="abrupt")
+def test_abrupt_shutdown_cuts_requests(run: Callable[..., Any], init: bool, build: Callable[..., str]) -> None:
+    ref = build("it-abrupt", "it-abrupt", shutdown="abrupt")
     ct, addr = run(ref, init=init)
     wait_up(f"http://{addr}/healthz")
     slow = in_background(lambda: httpx.post(f"http://{addr}/cgi-bin/work?sleep=3", content=b"x", timeout=20))
@@ -188,6 +203,84 @@ def test_abrupt_shutdown_cuts_requests(run: Callable[..., Any], init: bool) -> N
     assert time.monotonic() - t0 < 5
     assert isinstance(slow(), httpx.TransportError)
     assert ct.wait(timeout=5)["StatusCode"] != 0
+
+
+def _raw(addr: str, data: bytes, *, until: bytes = b"", timeout: float = 5) -> bytes:
+    """Send raw bytes on one connection; read until `until` is seen or the server closes."""
+    host, port = addr.split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        got = b""
+        while not (until and until in got):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_keep_alive_and_pipelining(run: Callable[..., Any]) -> None:
+    _, addr = run(images.build_app_image(f"{APP}:it-pipe", "it-pipe"), init=True)
+    wait_up(f"http://{addr}/version")
+    request = b"POST /cgi-bin/work HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    got = _raw(addr, request * 3 + b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert got.count(b"HTTP/1.1 200 OK") == 4, got
+    assert got.count(b"Connection: keep-alive") == 3 and got.endswith(b"Connection: close\r\n\r\nit-pipe\n"), got
+
+
+def test_a_burst_of_600_connections_is_accepted(run: Callable[..., Any]) -> None:
+    """The listen backlog (1024) holds a burst that busybox httpd's (9) would reset."""
+    _, addr = run(images.build_app_image(f"{APP}:it-burst", "it-burst"), init=True)
+    wait_up(f"http://{addr}/version")
+    host, port = addr.split(":")
+    socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(600)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = [sock.recv(4096) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    assert all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
+
+
+def test_error_rate(run: Callable[..., Any]) -> None:
+    _, addr = run(images.build_app_image(f"{APP}:it-err", "it-err", error_rate=0.25), init=True)
+    wait_up(f"http://{addr}/version")
+    with httpx.Client(timeout=5) as c:
+        codes = [c.post(f"http://{addr}/cgi-bin/work", content=b"x").status_code for _ in range(400)]
+        assert all(c.get(f"http://{addr}/healthz").status_code == 200 for _ in range(20)), "health is not affected"
+    assert set(codes) == {200, 500} and 60 <= codes.count(500) <= 140, codes.count(500)
+
+
+def test_server_sent_events_end_at_a_graceful_stop(run: Callable[..., Any]) -> None:
+    ct, addr = run(images.build_app_image(f"{APP}:it-sse", "it-sse"), init=True)
+    wait_up(f"http://{addr}/version")
+    with httpx.stream("GET", f"http://{addr}/events?every=0.2", timeout=10) as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        lines = r.iter_lines()
+        events = [line for line in (next(lines) for _ in range(6)) if line]
+        assert events == ["data: it-sse"] * 3
+        t0 = time.monotonic()
+        ct.kill(signal="SIGTERM")
+        for _ in lines:
+            pass  # ends when the app closes the stream
+    assert time.monotonic() - t0 < 5
+    assert ct.wait(timeout=10)["StatusCode"] == 0
+
+
+def test_websocket_greets_and_echoes(run: Callable[..., Any]) -> None:
+    _, addr = run(images.build_app_image(f"{APP}:it-ws", "it-ws"), init=True)
+    wait_up(f"http://{addr}/version")
+    key = base64.b64encode(os.urandom(16)).decode()
+    mask = os.urandom(4)
+    frame = bytes([0x81, 0x80 | 5]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello"))
+    got = _raw(addr, f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode() + frame,
+               until=b"hello")
+    accept = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85").digest())
+    assert got.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Accept: " + accept in got, got
+    assert got.endswith(bytes([0x81, 5]) + b"it-ws" + bytes([0x81, 5]) + b"hello"), got
 
 
 def test_build_is_idempotent(dclient: docker.DockerClient) -> None:
