@@ -24,6 +24,7 @@ demo: services
 	$(PY) scripts/demo.py
 
 bench: services
+	$(PY) benchmarks/testapp.py
 	$(PY) benchmarks/swap.py
 	$(PY) benchmarks/queue_latency.py --json benchmarks/results/queue_latency.json
 	$(PY) benchmarks/push_to_live.py
