@@ -190,10 +190,10 @@ def main() -> int:
         results.append(("demo v1", watcher("deploy", "v1", "--app", "demo")))
         results.append(("api v1", watcher("deploy", "v1", "--app", "api")))
 
-        say("constant load on both apps: keep-alive POSTs at 100/s + 1 s POSTs at 20/s on /, "
-            "40/s + 8/s on /api/ (never retried)")
+        say("constant load on both apps: keep-alive POSTs at 200/s + 1 s POSTs at 40/s on /, "
+            "100/s + 20/s on /api/ (never retried)")
         generators = {}
-        for app, fast_rate, slow_rate in (("demo", 100, 20), ("api", 40, 8)):
+        for app, fast_rate, slow_rate in (("demo", 200, 40), ("api", 100, 20)):
             url = f"http://127.0.0.1:{PORT}{ROUTES[app]}/cgi-bin/work"
             generators[f"{app} POST {fast_rate}/s keep-alive"] = LoadGenerator(url, rate=fast_rate, connections=16).start()
             generators[f"{app} POST 1 s, {slow_rate}/s"] = LoadGenerator(f"{url}?sleep=1", rate=slow_rate,
