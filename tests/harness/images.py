@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -314,6 +315,16 @@ print(json.dumps({"stdlib": sysconfig.get_paths()["stdlib"], "version": "%d.%d" 
 """
 
 
+def _unchecked_pyc(source: Path, target: str) -> bytes:
+    """Bytecode Python loads without checking the source (PEP 552 unchecked hash): every app
+    start would otherwise compile asyncio and friends again, a CPU burst per container start.
+    Only valid for the interpreter running this harness, which is the one the image carries."""
+    data = source.read_bytes()
+    code = compile(data, target, "exec", dont_inherit=True)
+    return importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
+        code, importlib.util.source_hash(data), checked=False)
+
+
 def _base_python() -> str:
     """The interpreter behind this (virtual) environment: its stdlib is what the image carries."""
     return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
@@ -336,8 +347,11 @@ def _python_runtime() -> RootFS:
         path = Path(name)
         if not path.is_relative_to(stdlib):
             continue  # app_server.py itself
-        fs.host_file(f"{lib.lstrip('/')}/{path.relative_to(stdlib)}", path)
-        if path.suffix == ".so":
+        target = f"{lib}/{path.relative_to(stdlib)}"
+        fs.host_file(target.lstrip("/"), path)
+        if path.suffix == ".py" and found["version"] == "%d.%d" % sys.version_info[:2]:
+            fs.file(importlib.util.cache_from_source(target).lstrip("/"), _unchecked_pyc(path, target))
+        elif path.suffix == ".so":
             native.append(name)
     fs.file(f"{lib.lstrip('/')}/os.py", (stdlib / "os.py").read_bytes())  # the landmark of PYTHONHOME
     for binary in native:
