@@ -1,8 +1,9 @@
 """`watcher caddyfile`: the Caddyfile that routes every configured app, so nobody hand-writes the
 matcher blocks that make a switch atomic.
 
-Per app (at its site address, under its path prefix if it has one): the route file, read on every
-request through `{file.*}`, names the live colour; each colour's block proxies to that colour
+Per app (at its site address, under its path prefix if it has one): the route file, read once per
+request through `{file.*}` into a request variable, names the live colour; each colour's block
+(matched on that variable, so every matcher sees the same read) proxies to that colour
 alone (`<app>-<service>-<colour>:<port>`, aliases from the colour overlays), retries a blip of it
 (`lb_try_duration`) and tags answers with X-Watcher-Color; `none` answers 503; a missing route
 file falls back to whichever colour answers (watcher refuses to deploy until it is restored).
@@ -22,7 +23,7 @@ HEADER = """\
 # Do not edit the app routes by hand: change the config and run `watcher caddyfile` again.
 #
 # How watcher switches traffic: each app's route file names its live colour ("blue", "green",
-# or "none"). Caddy reads it on every request through the {{file.*}} placeholder and proxies to
+# or "none"). Caddy reads it once per request through the {{file.*}} placeholder and proxies to
 # that colour alone, so a switch is an atomic rename of that file: no config reload, so no client
 # keep-alive connection is ever closed, and requests in flight finish on the colour they started on.
 # The idle colour never takes traffic (it is unverified, or draining); a blip of the live one is
@@ -58,11 +59,15 @@ def app_block(config: Config) -> list[str]:
              f"handle {path}/* {{" if path else "handle {"]
     if path:
         lines.append(f"\turi strip_prefix {path}")
+    # One read per request: a matcher reading the file itself re-reads it, and a switch between
+    # two matchers' reads would match neither colour (the request then takes the fallback).
+    live = f"{name}_live"
+    lines.append(f"\tvars {live} {{file.{route_file}}}")
     for color in COLORS:
-        lines += [f"\t@{name}_{color} vars {{file.{route_file}}} {color}", f"\thandle @{name}_{color} {{"]
+        lines += [f"\t@{name}_{color} vars {{vars.{live}}} {color}", f"\thandle @{name}_{color} {{"]
         lines += ["\t\t" + line for line in _services(config, [color])]
         lines.append("\t}")
-    lines += [f"\t@{name}_none vars {{file.{route_file}}} none", f"\thandle @{name}_none {{",
+    lines += [f"\t@{name}_none vars {{vars.{live}}} none", f"\thandle @{name}_none {{",
               f"\t\trespond \"no version of {name} is live yet\" 503", "\t}",
               "\thandle {", "\t\theader X-Watcher-Route fallback"]
     lines += ["\t\t" + line for line in _services(config, list(COLORS))]

@@ -154,7 +154,20 @@ def test_caddyfile_routes_each_app_to_its_own_upstreams(tmp_path: Path) -> None:
     text = render(host, list(host.apps.values()))
     assert text.index("handle /blog/*") < text.index("# app shop")     # the prefix before the catch-all
     assert "reverse_proxy blog-web-green:8080 {" in text and "reverse_proxy shop-web-blue:8080 {" in text
-    assert "{file./run/watcher/shop.live} blue" in text and "admin unix//run/watcher/caddy-admin.sock" in text
+    assert "@shop_blue vars {vars.shop_live} blue" in text and "admin unix//run/watcher/caddy-admin.sock" in text
+
+
+def test_caddyfile_reads_each_route_file_once_per_request(tmp_path: Path) -> None:
+    """Every colour matcher compares one read of the route file: a matcher reading the file itself
+    would re-read it, and a switch between two matchers' reads matched neither colour (the request
+    took the fallback route, without X-Watcher-Color)."""
+    host = load_host(project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')), {})
+    text = render(host, list(host.apps.values()))
+    for name in ("shop", "blog"):
+        assert text.count(f"{{file./run/watcher/{name}.live}}") == 1, text
+        assert f"vars {name}_live {{file./run/watcher/{name}.live}}" in text
+        for value in ("blue", "green", "none"):
+            assert f"@{name}_{value} vars {{vars.{name}_live}} {value}" in text
 
 
 def test_a_second_proxied_service_gets_its_prefix(tmp_path: Path) -> None:
