@@ -35,7 +35,10 @@ def _duration(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"expected a duration like 300, 300s or 5m, got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:   # an int past float's range (TOML integers are unbounded): refused below
+            seconds = math.inf
     else:
         match = _DURATION.match(value)
         if not match:
