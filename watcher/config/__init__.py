@@ -257,7 +257,7 @@ def load_host(path: Path, env: Mapping[str, str] | None = None) -> HostConfig:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:   # TOMLDecodeError; also a file not in UTF-8, an int of over 4300 digits
         twice = re.match(r"Cannot declare \('apps', '([^']+)'\) twice", str(exc))
         if twice:
             raise ConfigError(f"{path}: app {twice.group(1)}: [apps.{twice.group(1)}] is declared twice: "
