@@ -153,5 +153,5 @@ def legacy_to_apps(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         body["caddy"] = raw["caddy"]
     rewritten = {k: v for k, v in raw.items() if k in HOST_SECTIONS or k not in (
         "app", "caddy", *LEGACY_APP_SECTIONS)}
-    rewritten["apps"] = {name: body}
+    rewritten["apps"] = {name: body} if isinstance(name, str) else {}   # the caller refuses such a name
     return name, rewritten
