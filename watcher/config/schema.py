@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from watcher.config.values import (Admin, Duration, EnvName, HttpUrl, Image, KeyPrefix, Listen, Name,
-                                   PositiveDuration, RedisUrl, RoutePath, Site, Size, Tag, at_least, between)
+                                   PathText, PositiveDuration, RedisUrl, RoutePath, Site, Size, Tag, at_least, between)
 
 
 class Section(BaseModel):
@@ -29,7 +29,7 @@ class ServiceModel(Section):
 class AppCaddyModel(Section):
     site: Site | None = None              # default: [caddy] site
     path: RoutePath | None = None         # default: every path of the site
-    route_file: str | None = None         # default: <[caddy] run_dir>/<app>.live
+    route_file: PathText | None = None    # default: <[caddy] run_dir>/<app>.live
     admin: Admin | None = None            # default: [caddy] admin
 
 
@@ -56,7 +56,7 @@ class HooksModel(Section):
 
 
 class StateModel(Section):
-    dir: str | None = None                # default: <project_dir>/.watcher/<app>
+    dir: PathText | None = None           # default: <project_dir>/.watcher/<app>
 
 
 class PolicyModel(Section):
@@ -79,8 +79,8 @@ class AppPollModel(Section):
 class AppModel(Section):
     image: Image
     project: Name | None = None           # the shared compose project (default: the app's name)
-    project_dir: str = "."
-    compose_files: list[str] = ["compose.yml"]
+    project_dir: PathText = "."
+    compose_files: list[PathText] = ["compose.yml"]
     shared_services: list[Name] = []
     version_env: EnvName = "APP_VERSION"
     services: dict[Name, ServiceModel]
@@ -122,7 +122,7 @@ class CaddyModel(Section):
     """The one Caddy in front of the apps."""
 
     admin: Admin | None = None            # default: unix://<run_dir>/caddy-admin.sock
-    run_dir: str = ".watcher/run"         # host directory mounted into Caddy at `mount`
+    run_dir: PathText = ".watcher/run"    # host directory mounted into Caddy at `mount`
     mount: Annotated[str, Field(pattern=r"^/[^\s{}]*$")] = "/run/watcher"
     site: Site = ":80"                    # the site address of apps that name none
 

@@ -105,9 +105,16 @@ def _image(value: str) -> str:
     return value
 
 
+def _path(value: str) -> str:
+    """A file or directory: any text the OS can name (a NUL byte it cannot, and pathlib raises)."""
+    if "\x00" in value:
+        raise ValueError(f"a path cannot contain a NUL character, got {value!r}")
+    return value
+
+
 def _admin(value: str) -> str:
     if value.startswith("unix://"):
-        return value
+        return _path(value)
     if not re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/?$", value):
         raise ValueError("must be unix://PATH or http://127.0.0.1:PORT: Caddy's admin API is never "
                          "reached over a public address")
@@ -168,3 +175,4 @@ RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 RoutePath = Annotated[str, AfterValidator(_route_path)]
 Site = Annotated[str, AfterValidator(_site)]
 KeyPrefix = Annotated[str, AfterValidator(_key_prefix)]
+PathText = Annotated[str, AfterValidator(_path)]
