@@ -501,7 +501,7 @@ class _Loader:
                 continue
             try:
                 compiled = re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:   # a{4294967296}; 1000 nested groups
                 raise self.fail(name, key, f"not a valid regular expression {pattern!r}: {exc}") from None
             if key == "policy.include" and compiled.groups > 1 and "order" not in compiled.groupindex:
                 raise self.fail(name, key, "has several capture groups: name the one that orders tags (?P<order>...)")
