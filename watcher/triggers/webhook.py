@@ -51,6 +51,7 @@ _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,80}")
 _EVENT = re.compile(r"[a-z_]{1,50}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN_IDS = 10   # event ids named in one log line; an envelope may batch many events
+_MAX_DEPTH = 32   # JSON nesting; GitHub's package events nest 6 deep, registry envelopes 5
 
 
 def _clean(value: Any, limit: int) -> str:
@@ -77,6 +78,23 @@ def _hmac_ok(header: str | None, token: str | None, body: bytes) -> bool:
         return False
     expected = "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), header.strip().lower().encode(errors="replace"))
+
+
+def _loads(body: bytes) -> Any:
+    """The body's JSON, refused with ValueError (a 400, as any malformed body) when it nests
+    deeper than any sender's: `[[[...` a thousand deep is a RecursionError in json.loads, and a
+    little less deep one in whatever recurses through it next (jsonify echoing `hook_id`)."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    level = [payload]
+    for _ in range(_MAX_DEPTH):
+        level = [child for value in level if isinstance(value, (dict, list))
+                 for child in (value.values() if isinstance(value, dict) else value)]
+    if level:
+        raise ValueError("the JSON is nested too deeply")
+    return payload
 
 
 def _github_json(body: bytes, mimetype: str) -> bytes:
@@ -164,7 +182,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if not event:
             return done(400, "refused", "missing or malformed X-GitHub-Event header")
         try:
-            payload = json.loads(_github_json(body, request.mimetype))
+            payload = _loads(_github_json(body, request.mimetype))
         except ValueError:   # UnicodeDecodeError is a ValueError too
             return done(400, "refused", "the body is not valid JSON")
         if not isinstance(payload, dict):
@@ -226,7 +244,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if not _bearer_ok(request.headers.get("Authorization"), settings.registry_token):
             return done(401, "refused", "missing or wrong bearer token")
         try:
-            payload = json.loads(body)
+            payload = _loads(body)
         except ValueError:
             return done(400, "refused", "the body is not valid JSON")
         items.extend(parse_registry_notification(payload))
@@ -288,7 +306,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if not authorized(body):
             return done(401, "refused", "missing or wrong bearer token or X-Watcher-Signature-256")
         try:
-            data = json.loads(body) if body.strip() else {}
+            data = _loads(body) if body.strip() else {}
         except ValueError:
             return done(400, "refused", "the body is not valid JSON")
         if not isinstance(data, dict):
