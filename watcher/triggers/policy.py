@@ -199,7 +199,7 @@ class SemverPolicy(_Ordered):
 
 def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
     """Natural order: digit runs compare as numbers (9 < 10), the rest as text."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", text))
+    return tuple((0, int(part)) if part.isdecimal() else (1, part) for part in re.findall(r"\d+|\D+", text))
 
 
 class RegexPolicy(_Ordered):
