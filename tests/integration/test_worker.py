@@ -115,47 +115,6 @@ def final(queue: DeployQueue, job_id: str) -> Job | None:
     return job if job and job.status.final else None
 
 
-def test_three_workers_thirty_jobs_in_bursts_never_overlap(queued: tuple[Stack, DeployQueue, Workers]) -> None:
-    stack, queue, workers = queued
-    deployed(stack, "v1")
-    for name in ("w1", "w2", "w3"):
-        workers.start(name)
-    requested: list[str] = []
-    ids: list[str] = []
-    for burst, last in enumerate(("v2", "v1", "v2")):
-        other = "v1" if last == "v2" else "v2"
-        for i in range(10):   # alternating, ending with `last`
-            version = last if i % 2 else other
-            requested.append(version)
-            ids.append(queue.enqueue(version, source=("webhook", "poll", "cli")[burst],
-                                     requested_by=f"burst {burst}").job.id)
-        # The next burst arrives while this one's newest job swaps.
-        wait_for(lambda: (j := queue.get(ids[-1])) and j.status is not Status.QUEUED, 120,
-                 f"job {ids[-1]} to start", workers)
-        time.sleep(1)
-
-    jobs = [wait_for(lambda job_id=job_id: final(queue, job_id), 240, f"job {job_id} to end", workers)
-            for job_id in dict.fromkeys(ids)]
-    assert len(jobs) == 30, "every request made its own job (alternating versions never repeat one that waits)"
-    ran = sorted((j for j in jobs if j.started is not None), key=lambda j: j.started or 0)
-    assert [j.version for j in ran] == ["v2", "v1", "v2"], [j.describe() for j in jobs]
-    for earlier, later in zip(ran, ran[1:]):
-        assert earlier.finished is not None and later.started is not None
-        assert earlier.finished <= later.started, f"swaps overlap:\n{earlier.describe()}\n{later.describe()}"
-        assert (earlier.fence or 0) < (later.fence or 0)
-    assert all(j.status is Status.SUCCEEDED for j in ran), [j.describe() for j in ran]
-    assert {j.status for j in jobs} <= {Status.SUCCEEDED, Status.SUPERSEDED}
-
-    assert requested[-1] == "v2" and stack.version() == "v2"
-    status = stack.status()
-    assert status["live_version"] == "v2" and status["in_sync"], status["warnings"]
-    assert status["queue"]["length"] == 0 and status["queue"]["running"] is None
-    assert status["lock"] is None and status["paused"] is None
-    assert status["last_job"]["id"] == ran[-1].id and status["last_job"]["status"] == "succeeded"
-    history = stack.watcher("history", "-n", "40")
-    assert history.returncode == 0 and "superseded by job" in history.stdout
-
-
 @pytest.mark.parametrize("phase", ["health", "verify"])
 def test_kill_9_mid_deploy_hands_the_job_over_with_no_failed_request(
         queued: tuple[Stack, DeployQueue, Workers], phase: str) -> None:
