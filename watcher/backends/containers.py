@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
+from requests import RequestException
 
+from watcher.backends.container_events import HEALTH_ACTIONS, ContainerEvents
 from watcher.errors import DockerUnavailable
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -117,6 +120,19 @@ class Containers:
             self.client.images.get(image_id).tag(repository, tag)
         except DockerException as exc:
             raise DockerUnavailable(f"cannot tag {image_id[:19]} as {ref} ({_short(exc)})") from exc
+
+    def events(self, project: str, *, until: float) -> ContainerEvents:
+        """Health and life-cycle events of `project`'s containers, from a second before now (Docker
+        answers before it subscribes; the replay closes that gap) until `until` (epoch seconds) at
+        the latest, so the daemon ends a stream even if it cannot be closed. Refused or
+        unreachable: a source without events that says why."""
+        try:
+            stream = self.client.events(since=int(time.time()) - 1, until=int(until) + 1, decode=True,
+                                        filters={"type": "container", "label": f"{PROJECT_LABEL}={project}",
+                                                 "event": list(HEALTH_ACTIONS)})
+        except (DockerException, RequestException) as exc:
+            return ContainerEvents(None, f"cannot subscribe to Docker's events: {_short(exc)}")
+        return ContainerEvents(stream)
 
     def last_health_output(self, container_id: str) -> str:
         try:

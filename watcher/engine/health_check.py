@@ -1,16 +1,23 @@
-"""Waiting until a new colour is healthy: fail fast, wait only for slow starts.
+"""Waiting until a new colour is healthy: fail fast, wait only for slow starts, see it at once.
 
 `unhealthy` reported by Docker, a container that exited or is restarting (a crash loop, an
 image whose entrypoint cannot start) ends the wait at once with the container's last health
 output and log lines: waiting longer cannot help, and the lock and the queue would be held for
 nothing. HEALTH_CHECK_TIMEOUT bounds only a start that is still `starting` (the app's own
 healthcheck `start_period` is where a slow boot is declared).
+
+The colour is judged again the moment Docker reports an event of one of its containers
+(`health_status: healthy`, `die`, a restart), so the switch follows Docker's healthy report
+within milliseconds, not up to HEALTH_CHECK_INTERVAL later. The poll every interval stays as
+the fallback: events are a hint that can be lost, and a socket proxy may not forward them.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
+from watcher.backends.container_events import ContainerEvent
 from watcher.backends.containers import ContainerInfo, Containers
 from watcher.engine.health import judge
 from watcher.engine.progress import Progress
@@ -26,15 +33,33 @@ class HealthCheckFailed(DeployFailed):
         self.details = details
 
 
+class EventSource(Protocol):
+    """Docker's events of the colour's containers (backends/container_events.py)."""
+
+    problem: str
+
+    def wait(self, timeout: float) -> list[ContainerEvent]: ...
+
+
 def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, progress: Progress) -> float:
-    """Poll every `interval` seconds; return the seconds it took, or raise HealthCheckFailed."""
+    """Subscribe to the colour's events, then wait; return the seconds it took, or raise
+    HealthCheckFailed."""
+    with stack.docker.events(stack.name, until=time.time() + timeout + interval) as events:
+        return wait_on_events(stack, events, timeout=timeout, interval=interval, progress=progress)
+
+
+def wait_on_events(stack: ColorStack, events: EventSource, *, timeout: float, interval: float,
+                   progress: Progress) -> float:
+    """Judge the colour now, on every batch of events, and every `interval` seconds without one."""
     started = time.monotonic()
     restarts = {c.id: c.restart_count for c in stack.containers()}
+    seen_by, told = "the first look", ""
     while True:
         containers = stack.containers()
         health = judge(containers, stack.services, restarts)
         elapsed = time.monotonic() - started
         if health.healthy:
+            progress.say(f"  healthy, seen on {seen_by}")
             if any(c.health is None for c in containers):
                 progress.say("  warning: a container has no healthcheck; running counts as healthy")
             return elapsed
@@ -45,7 +70,12 @@ def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, pr
             raise _failure(f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {health.reason}",
                            [c for c in containers if not c.ready], stack.docker)
         progress.waiting(health.reason or "containers to be created", elapsed, timeout)
-        time.sleep(min(interval, max(0.0, timeout - elapsed)) or interval)
+        if events.problem != told:
+            told = events.problem
+            progress.say(f"  note: {told}; polling every {interval:g}s")
+        arrived = events.wait(min(interval, max(0.0, timeout - elapsed)) or interval)
+        seen_by = f"Docker's event {', '.join(map(str, arrived[-3:]))}" if arrived else \
+            f"the poll (every {interval:g}s)"
 
 
 def _failure(message: str, containers: list[ContainerInfo], docker: Containers) -> HealthCheckFailed:
