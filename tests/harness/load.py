@@ -65,6 +65,14 @@ class LoadResult:
     colors_first_at: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0  # from the first scheduled request to stop (or now, for a snapshot)
     in_flight: int = 0
+    # time.monotonic() of the first scheduled request: second 0 of the per-second counters below.
+    started_at: float | None = None
+    # Outcomes per whole second since `started_at`, by when each was recorded: a plot of the rate of
+    # answers and failures over time (benchmarks/deploy_plot.py) lines these up with a deploy's phases.
+    ok_per_second: collections.Counter[int] = field(default_factory=collections.Counter)
+    failed_per_second: collections.Counter[int] = field(default_factory=collections.Counter)
+    # Complete responses (any status, as `colors`) per (second, X-Watcher-Color value).
+    colors_per_second: collections.Counter[tuple[int, str]] = field(default_factory=collections.Counter)
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile in ms; NaN when nothing completed (so ``p99() < x`` is False)."""
@@ -79,6 +87,16 @@ class LoadResult:
 
     def p99(self) -> float:
         return self.percentile(99)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """JSON-ready rows ``{"second", "ok", "failed", "colors": {colour: n}}``, one per second from
+        0 to the last second anything was recorded in (quiet seconds included, as zeros)."""
+        seconds = [*self.ok_per_second, *self.failed_per_second, *(s for s, _ in self.colors_per_second)]
+        rows = [{"second": s, "ok": self.ok_per_second[s], "failed": self.failed_per_second[s], "colors": {}}
+                for s in range(max(seconds, default=-1) + 1)]
+        for (second, color), count in sorted(self.colors_per_second.items()):
+            rows[second]["colors"][color] = count
+        return rows
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (raw latencies left out; NaN percentiles become None)."""
@@ -196,6 +214,9 @@ class LoadGenerator:
         self._last: collections.deque[str] = collections.deque(maxlen=_LAST_N)
         self._colors: collections.Counter[str] = collections.Counter()
         self._colors_first: dict[str, float] = {}
+        self._ok_per_second: collections.Counter[int] = collections.Counter()
+        self._failed_per_second: collections.Counter[int] = collections.Counter()
+        self._colors_per_second: collections.Counter[tuple[int, str]] = collections.Counter()
         self._t0: float | None = None  # loop.time() of the first scheduled request (== time.monotonic())
         self._t_end: float | None = None
 
@@ -294,6 +315,10 @@ class LoadGenerator:
                 colors_first_at=dict(self._colors_first),
                 duration_s=max(0.0, end - self._t0) if self._t0 is not None else 0.0,
                 in_flight=self._sent - self._ok - self._failed,
+                started_at=self._t0,
+                ok_per_second=collections.Counter(self._ok_per_second),
+                failed_per_second=collections.Counter(self._failed_per_second),
+                colors_per_second=collections.Counter(self._colors_per_second),
             )
 
     def __enter__(self) -> LoadGenerator:
@@ -399,15 +424,20 @@ class LoadGenerator:
     def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None,
                 color: str = "") -> None:
         with self._lock:
+            assert self._t0 is not None  # set before the first request is scheduled
+            second = int(now - self._t0)
             if status:  # a complete response arrived, whatever its status
                 self._latencies.append((now - scheduled) * 1000.0)
                 self._colors[color] += 1
                 self._colors_first.setdefault(color, now)
+                self._colors_per_second[second, color] += 1
             if reason is not None:
                 self._failed += 1
                 self._errors[reason] += 1
+                self._failed_per_second[second] += 1
                 return
             self._ok += 1
+            self._ok_per_second[second] += 1
             text = body.strip()[:_VERSION_MAX].decode("utf-8", "replace")
             if 200 <= status < 300:
                 self._versions[text] += 1

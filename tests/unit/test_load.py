@@ -297,6 +297,25 @@ def test_responses_counted_by_colour_header_errors_included_and_none_as_empty() 
     json.dumps(d)
 
 
+def test_per_second_timeline_adds_up_to_the_totals() -> None:
+    """The per-second counters (for plots of a deploy under load) hold every outcome once, in the
+    second since the first scheduled request it was recorded in, colours as in `colors`."""
+    with Server(color=lambda n: "green" if n % 2 else "blue", status=lambda n: 502 if n % 5 == 0 else 200) as s:
+        before = time.monotonic()
+        r = run_load(s.url, rate=100, duration=2.5, connections=4)
+    assert_consistent(r)
+    assert r.started_at is not None and before <= r.started_at <= before + 1
+    assert sum(r.ok_per_second.values()) == r.ok and sum(r.failed_per_second.values()) == r.failed > 0
+    rows = r.timeline()
+    assert [row["second"] for row in rows] == list(range(len(rows))) and len(rows) >= 3   # 2.5 s of load
+    per_color: dict[str, int] = {}
+    for row in rows:
+        for color, count in row["colors"].items():
+            per_color[color] = per_color.get(color, 0) + count
+    assert per_color == dict(r.colors)
+    json.dumps(rows)
+
+
 def test_no_colour_header_counts_as_empty(server: Server) -> None:
     r = run_load(server.url, rate=50, duration=0.5, connections=2)
     assert r.colors == {"": r.sent} and r.failed == 0
