@@ -24,11 +24,15 @@ demo: services
 	$(PY) scripts/demo.py
 
 bench: services
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) benchmarks/testapp.py
 	$(PY) benchmarks/swap.py
 	$(PY) benchmarks/queue_latency.py --json benchmarks/results/queue_latency.json
 	$(PY) benchmarks/push_to_live.py
 	$(PY) benchmarks/webhook_rps.py
+	$(PY) benchmarks/health_detection.py
+	$(PY) benchmarks/footprint.py
+	$(PY) benchmarks/deploy_plot.py
 
 clean-services:
 	bash scripts/services.sh stop
