@@ -19,7 +19,6 @@ starts from whatever that is), short timeouts, and the flood on a receiver with 
 from __future__ import annotations
 
 import collections
-import json
 import os
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ from tests.harness.stack import REPO, STACK_FILES, Stack, free_port
 from tests.harness.traffic import Loads, spawn, under_load
 from tests.harness.triggers import WatcherServer, forget, jobs_created
 from tests.harness.waiting import wait_until
+from watcher.engine.state import StateStore
 from watcher.queue import DeployQueue, Job, Status, Suspension
 from watcher.queue.connection import connect
 
@@ -107,8 +107,8 @@ def serving(stack: Stack) -> tuple[str, str]:
 
 def recorded_previous(stack: Stack) -> str | None:
     """The previous version the state records (what `rollback` goes back to)."""
-    previous = json.loads(stack.state_file.read_text())["previous"]
-    return previous["version"] if previous else None
+    previous = StateStore(stack.state_file.parent, None).load().previous
+    return previous.version if previous else None
 
 
 def timed_deploy(stack: Stack, version: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -150,7 +150,7 @@ def failed_colour_removed(status: dict[str, Any], color: str, version: str) -> N
 # -- broken versions ---------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_unhealthy_version_fails_fast_while_the_live_colour_flaps(stack: Stack, client: redis.Redis) -> None:
     """v3 never turns healthy: Docker's `unhealthy` ends the wait at once, not the 300 s timeout.
     Meanwhile the live colour flaps (unhealthy in Docker's eyes for most of the deploy): v3's
@@ -174,7 +174,7 @@ def test_unhealthy_version_fails_fast_while_the_live_colour_flaps(stack: Stack, 
     assert_next_deploy_works(stack)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_slow_boot_beyond_the_timeout_fails_and_within_it_passes(stack: Stack, client: redis.Redis) -> None:
     color, version = serving(stack)
     with under_load(stack) as loads:
@@ -187,7 +187,7 @@ def test_slow_boot_beyond_the_timeout_fails_and_within_it_passes(stack: Stack, c
     assert_next_deploy_works(stack, ("slowok", version))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_new_version_that_sickens_in_the_verify_window_is_switched_back(stack: Stack, client: redis.Redis) -> None:
     """`sick` is healthy at the switch (so it may answer), then fails its healthcheck inside the
     window: traffic goes straight back, and the last answers are the old colour's."""
@@ -208,7 +208,7 @@ def test_new_version_that_sickens_in_the_verify_window_is_switched_back(stack: S
     assert_next_deploy_works(stack)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful(
         stack: Stack, client: redis.Redis) -> None:
     """A crash at start and an entrypoint that cannot exec both restart-loop (`restarting`): each
@@ -247,7 +247,7 @@ def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful
     assert_next_deploy_works(stack)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_live_colour_flapping_during_a_deploy_never_moves_the_target(stack: Stack, client: redis.Redis) -> None:
     """The live colour turns unhealthy in Docker's eyes (a flapping healthcheck) right before and
     during a deploy of a good version: the target is the other colour all the same, the live
@@ -314,7 +314,7 @@ def assert_jobs_one_at_a_time(jobs: list[Job]) -> list[Job]:
     return ran
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_three_workers_a_run_and_a_host_deploy_race_for_the_lock_one_swap_at_a_time(
         stack: Stack, client: redis.Redis) -> None:
     """Thirty jobs in three bursts (each arriving while the previous burst's newest job swaps)
