@@ -33,6 +33,11 @@ class RedisUnavailable(WatcherError):
     """Redis (queue, lock, pause) cannot be reached; says where and why, never the password."""
 
 
+class StateUnwritable(WatcherError):
+    """The state directory refused a write (a full disk, a read-only file system): that write
+    did not land; what was there before is intact (every write is atomic)."""
+
+
 class DeployFailed(WatcherError):
     """The deploy did not go live; the previous colour still serves."""
 

@@ -6,6 +6,7 @@ any way (kill -9 included), so it can never go stale. The file names the holder 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -33,8 +34,11 @@ class HostLock:
             raise LockBusy(f"{who} holds the deploy lock ({self.path}); "
                            "wait for it to finish or use --wait-lock SECONDS")
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "purpose": purpose, "since": now_iso()}).encode())
+        # The holder's name is for `status` only: a full disk refusing these bytes changes nothing
+        # else (the flock is the lock).
+        with contextlib.suppress(OSError):
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "purpose": purpose, "since": now_iso()}).encode())
         self._fd = fd
         return self
 

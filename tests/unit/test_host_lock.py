@@ -6,6 +6,7 @@ second `watcher` would.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -154,3 +155,18 @@ def test_wait_gives_up_after_the_wait(lock_path: Path, holders: list[Holder]) ->
     with pytest.raises(LockBusy, match="deploy 7.0"):
         HostLock(lock_path).acquire("deploy 8.0", wait=1.0)
     assert 0.9 < time.monotonic() - started < 5
+
+
+def test_a_full_disk_leaves_the_holder_unnamed_but_the_lock_held(lock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("watcher.host_lock.os.write", full)
+    lock = HostLock(lock_path).acquire("deploy v2")
+    try:
+        assert lock.holder() == {"pid": "?"}   # held, by somebody it cannot name
+        with pytest.raises(LockBusy):
+            HostLock(lock_path).acquire("deploy v3")
+    finally:
+        lock.release()
+    assert lock.holder() is None

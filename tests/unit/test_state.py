@@ -175,6 +175,42 @@ def test_failed_state_save_keeps_the_previous_state(store: StateStore, monkeypat
     assert store.deployment_color_file.read_text() == "blue\n"
 
 
+def full_disk(*args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_a_prepared_state_is_in_force_only_once_committed(store: StateStore) -> None:
+    first = store.save(DeployState(live=Release(Color.BLUE, "1.0"),
+                                   pending=Pending("deploy", "2.0", Color.GREEN, "health")))
+    prepared = store.prepare(DeployState(live=Release(Color.GREEN, "2.0"), previous=first.live))
+    assert store.load() == first and store.deployment_color_file.read_text() == "blue\n"
+    assert store.commit(prepared) == store.load()
+    assert store.load().live == Release(Color.GREEN, "2.0", prepared.state.live.since)   # type: ignore[union-attr]
+    assert store.load().pending is None and store.deployment_color_file.read_text() == "green\n"
+    assert not prepared.path.exists()
+
+
+def test_committing_needs_no_free_space(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record step of a deploy is a commit: a disk that filled up after the prepare (before
+    the switch) cannot refuse it, while it refuses every new write."""
+    store.save(DeployState(live=Release(Color.BLUE, "1.0")))
+    prepared = store.prepare(DeployState(live=Release(Color.GREEN, "2.0")))
+    monkeypatch.setattr(atomic.os, "fdopen", full_disk)   # every new file's write fails
+    with pytest.raises(OSError, match="No space left"):
+        store.save(DeployState(live=Release(Color.BLUE, "3.0")))
+    store.deployment_color_file = None   # (it lives in the project directory, not on this disk)
+    store.commit(prepared)
+    assert store.load() == prepared.state
+
+
+def test_a_discarded_prepare_is_never_seen(store: StateStore) -> None:
+    first = store.save(DeployState(live=Release(Color.BLUE, "1.0")))
+    store.prepare(DeployState(live=Release(Color.GREEN, "2.0")))
+    store.discard()
+    store.discard()   # idempotent
+    assert store.load() == first and not store.prepared_path.exists()
+
+
 def test_a_writer_waits_for_another_between_its_check_and_its_write(store: StateStore) -> None:
     """`writing()` spans a guard check and the write it allows: a second writer (here another
     thread; in life another process) can only write after the first one's write landed."""

@@ -33,10 +33,10 @@ from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.stack import ColorStack, SharedStack
-from watcher.engine.state import DeployState, Pending, Release, StateStore
+from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
 from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
 from watcher.engine.verification import COLOR_HEADER, answer, wait_for_version
-from watcher.errors import DeployFailed, GuardLost, UsageError, WatcherError
+from watcher.errors import DeployFailed, GuardLost, StateUnwritable, UsageError, WatcherError
 from watcher.interrupts import shielded
 from watcher.validation import validate_tag
 
@@ -182,6 +182,8 @@ class Deployment:
                                    interval=self.config.health_interval, progress=progress)
 
             guard.check()
+            release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
+            prepared = self._prepare(DeployState(release, live or view.previous, None))
             with shielded(), progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"):
                 self._mark("switch")
                 with self.fenced():
@@ -195,9 +197,8 @@ class Deployment:
             self._abort(plan, version, digest, started, switched, failure)
             raise
 
-        release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
         with shielded(), progress.phase("record", f"{version} live on {target}"):
-            self._record(DeployState(release, live or view.previous, None))
+            self._record(prepared)
 
         drained = True
         if live:
@@ -394,6 +395,7 @@ class Deployment:
         if started:
             progress.say(f"  {'stopping' if plan.reuse else 'removing'} {target.name}")
             (target.stop if plan.reuse else target.remove)()
+        self.store.discard()
         self._save(replace(self.store.load(), pending=None))
         progress.say(f"{live.version} is still live on {live.color}" if live else "nothing is live")
         return ""
@@ -408,7 +410,8 @@ class Deployment:
             return (f"{why}, and {target} is {health} too: traffic stays on {target}, nothing was removed "
                     "(see `watcher status`)")
         release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
-        self._record(DeployState(release, live, None))
+        self.store.discard()
+        self._save(DeployState(release, live, None))
         return f"{why}, so {version} is left serving on {target}; {live.color if live else 'the old colour'} " \
                "is kept as it is"
 
@@ -429,27 +432,51 @@ class Deployment:
     def _save(self, state: DeployState) -> None:
         """Every state write is fenced: a holder that lost the lock while paused must not
         overwrite what the new holder recorded."""
-        with self.fenced():
-            self.store.save(replace(state, engine=self._engine or state.engine))
-
-    def _record(self, state: DeployState) -> None:
-        """The record step. Traffic is on the new colour already; a failure to write only leaves
-        the state behind the route file, which `status` and the next deploy reconcile."""
         try:
-            self._save(state)
+            with self.fenced():
+                self.store.save(replace(state, engine=self._engine or state.engine))
         except OSError as exc:
-            raise WatcherError(f"{state.live.version if state.live else 'the new version'} serves, but "
+            raise StateUnwritable(f"cannot write {self.store.path} ({exc.strerror or exc})") from exc
+
+    def _prepare(self, state: DeployState) -> Prepared:
+        """The record of the new release, written whole before traffic moves: a full disk then
+        stops the deploy with nothing switched, and a disk that fills up after the switch cannot
+        refuse the record step (a rename)."""
+        try:
+            return self.store.prepare(replace(state, engine=self._engine or state.engine))
+        except OSError as exc:
+            raise DeployFailed(f"cannot write {self.store.prepared_path} ({exc.strerror or exc}), so the new "
+                               "release could not be recorded: traffic was not switched") from exc
+
+    def _record(self, prepared: Prepared) -> None:
+        """The record step: the state prepared before the switch goes in force. Traffic is on the
+        new colour already; a failure (the lock lost, a file system gone read-only) only leaves the
+        state behind the route file, which `status` and the next deploy reconcile."""
+        live = prepared.state.live
+        try:
+            with self.fenced():
+                self.store.commit(prepared)
+        except OSError as exc:
+            raise WatcherError(f"{live.version if live else 'the new version'} serves, but "
                                f"{self.store.path} could not be written ({exc.strerror}); the old colour keeps "
                                "running: free the disk and run `watcher status`") from exc
 
     def _note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""
-        self._save(DeployState(view.live, view.previous, pending))
+        try:
+            self._save(DeployState(view.live, view.previous, pending))
+        except StateUnwritable as exc:
+            raise DeployFailed(f"{exc}; nothing was changed") from exc
 
     def _mark(self, phase: str) -> None:
+        """Note the phase for `status` after a crash. A disk that refuses the note does not stop
+        the deploy: the record itself is prepared before the switch."""
         state = self.store.load()
         if state.pending:
-            self._save(replace(state, pending=replace(state.pending, phase=phase)))
+            try:
+                self._save(replace(state, pending=replace(state.pending, phase=phase)))
+            except StateUnwritable as exc:
+                self.progress.say(f"  note: {exc}: phase {phase!r} is not noted; carrying on")
 
     def _sync_state(self, view: View) -> None:
         if not view.in_sync:

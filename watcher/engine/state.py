@@ -7,6 +7,7 @@ Writers hold `state.lock` (flock) across their guard check and the write: see `D
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -105,11 +106,20 @@ class DeployState:
         }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A state written whole beside state.json, not yet in force (`StateStore.commit`)."""
+
+    path: Path
+    state: DeployState
+
+
 class StateStore:
     """state.json in the state directory."""
 
     def __init__(self, state_dir: Path, deployment_color_file: Path | None) -> None:
         self.path = state_dir / "state.json"
+        self.prepared_path = state_dir / ".state.json.prepared"
         self.lock_path = state_dir / "state.lock"
         self.deployment_color_file = deployment_color_file
         self._writer: int | None = None   # the thread inside `writing()`
@@ -152,16 +162,48 @@ class StateStore:
 
     def save(self, state: DeployState) -> DeployState:
         state = replace(state, updated=now_iso())
-        write_atomic(self.path, json.dumps(state.to_dict(), indent=2) + "\n")
+        write_atomic(self.path, _text(state))
+        self._write_color(state)
+        return state
+
+    def prepare(self, state: DeployState) -> Prepared:
+        """Write `state` whole, beside state.json, for `commit` to put in force later by a rename:
+        a rename needs no free space, so a record prepared before the switch cannot be refused by
+        a disk that fills up after it."""
+        state = replace(state, updated=now_iso())
+        write_atomic(self.prepared_path, _text(state))
+        return Prepared(self.prepared_path, state)
+
+    def commit(self, prepared: Prepared) -> DeployState:
+        os.replace(prepared.path, self.path)
+        dir_fd = os.open(self.path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._write_color(prepared.state)
+        return prepared.state
+
+    def discard(self) -> None:
+        """Drop a prepared state that will not be committed (the deploy aborted). Best effort: a
+        leftover is never committed, only replaced by the next `prepare`."""
+        with contextlib.suppress(OSError):
+            self.prepared_path.unlink(missing_ok=True)
+
+    def _write_color(self, state: DeployState) -> None:
         if self.deployment_color_file is None:
-            return state
+            return
         if state.live:
             write_atomic(self.deployment_color_file, state.live.color.value + "\n")
         else:
             self.deployment_color_file.unlink(missing_ok=True)
-        return state
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+        self.discard()
         if self.deployment_color_file is not None:
             self.deployment_color_file.unlink(missing_ok=True)
+
+
+def _text(state: DeployState) -> str:
+    return json.dumps(state.to_dict(), indent=2) + "\n"
