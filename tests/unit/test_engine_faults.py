@@ -1,6 +1,6 @@
 """The engine under infrastructure faults, without Docker: a full disk under the state directory
-(before a deploy, in its phase notes, at its record step). End to end, on the real services:
-tests/faults/test_infra.py.
+(before a deploy, in its phase notes, at its record step) and a Docker engine that restarts
+under an abort. End to end, on the real services: tests/faults/test_infra.py.
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 
 from tests.harness.triggers import write_project
+from watcher.backends.containers import Containers
 from watcher.config import load_host
-from watcher.engine import atomic
+from watcher.engine import atomic, deployment
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View
 from watcher.engine.state import DeployState, Pending, Release
-from watcher.errors import DeployFailed
+from watcher.errors import DeployFailed, DockerUnavailable
 
 LIVE = Release(Color.BLUE, "v1")
 
@@ -80,3 +82,40 @@ def test_a_full_disk_before_the_switch_stops_it(engine: Deployment, monkeypatch:
     fill_disk(monkeypatch)
     with pytest.raises(DeployFailed, match="No space left on device.*traffic was not switched"):
         engine._prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
+
+
+def test_an_abort_waits_for_a_restarting_docker_engine(engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([False, False, False, True])
+    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: next(answers)))
+    monkeypatch.setattr(deployment.time, "sleep", lambda seconds: None)
+    assert engine._docker_came_back()
+    assert any("Docker is not answering; waiting up to" in line for line in engine.progress.lines)  # type: ignore[attr-defined]
+
+
+def test_an_abort_step_that_failed_with_docker_answering_is_not_retried(engine: Deployment,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: True))
+    assert not engine._docker_came_back()
+
+
+def test_an_abort_gives_up_on_an_engine_that_stays_away(engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 10_000, 50))
+    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: False))
+    monkeypatch.setattr(deployment.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(deployment.time, "sleep", lambda seconds: None)
+    assert not engine._docker_came_back()
+
+
+def test_docker_going_away_under_a_call_is_docker_unavailable() -> None:
+    """The SDK lets requests' ConnectionError through when the daemon's socket vanishes (a
+    restart): it must read as DockerUnavailable, which the engine's abort knows, not a traceback."""
+    def vanished(**kwargs: object) -> None:
+        raise requests.exceptions.ConnectionError("('Connection aborted.', FileNotFoundError(2))")
+
+    docker = Containers.__new__(Containers)
+    docker.client = SimpleNamespace(containers=SimpleNamespace(list=vanished),   # type: ignore[assignment]
+                                    info=lambda: vanished())
+    with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
+        docker.of_project("shop-green")
+    with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
+        docker.engine_id()

@@ -12,6 +12,10 @@ from requests import RequestException
 from watcher.backends.container_events import HEALTH_ACTIONS, ContainerEvents
 from watcher.errors import DockerUnavailable
 
+#: What the Docker SDK raises when the engine is away: its own errors, and requests' (a
+#: connection refused or reset while dockerd restarts is not wrapped into a DockerException).
+DOCKER_DOWN = (DockerException, RequestException)
+
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
@@ -73,13 +77,13 @@ class Containers:
         try:
             self.client = docker.from_env(timeout=30)
             self.client.ping()
-        except DockerException as exc:
+        except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?") from exc
 
     def of_project(self, project: str) -> list[ContainerInfo]:
         try:
             found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
-        except DockerException as exc:
+        except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
         return sorted((self._info(c.attrs) for c in found), key=lambda c: c.name)
 
@@ -87,7 +91,7 @@ class Containers:
         """The Docker engine's ID: which host a colour's containers really live on."""
         try:
             return str(self.client.info().get("ID") or "")
-        except DockerException as exc:
+        except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
     def caddy_log(self, since: float) -> list[str]:
@@ -101,7 +105,7 @@ class Containers:
                     lines += container.logs(since=int(since), stdout=True, stderr=True).decode(
                         errors="replace").splitlines()
             return lines
-        except DockerException:
+        except DOCKER_DOWN:
             return []
 
     def image_present(self, ref: str) -> bool:

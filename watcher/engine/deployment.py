@@ -36,9 +36,14 @@ from watcher.engine.stack import ColorStack, SharedStack
 from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
 from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
 from watcher.engine.verification import COLOR_HEADER, answer, wait_for_version
-from watcher.errors import DeployFailed, GuardLost, StateUnwritable, UsageError, WatcherError
+from watcher.errors import DeployFailed, DockerUnavailable, GuardLost, StateUnwritable, UsageError, WatcherError
 from watcher.interrupts import shielded
 from watcher.validation import validate_tag
+
+#: How long an abort waits for a Docker engine that went away (a restart) to remove what the
+#: deploy started: dockerd restarts every running container by its restart policy, so what is
+#: not removed comes back beside the live colour.
+DOCKER_WAIT = 120.0
 
 
 class Guard(Protocol):
@@ -369,7 +374,12 @@ class Deployment:
             if isinstance(failure, HealthCheckFailed) and failure.details:
                 self.progress.say(failure.details)
             try:
-                kept = self._unwind(plan, version, digest, started, switched)
+                try:
+                    kept = self._unwind(plan, version, digest, started, switched)
+                except (DockerUnavailable, ComposeError):
+                    if not self._docker_came_back():
+                        raise
+                    kept = self._unwind(plan, version, digest, started, switched)
             except WatcherError as exc:   # report, and leave the trail in state for `status`
                 self.progress.say(f"  abort step failed: {exc}; run `watcher status`")
                 return
@@ -477,6 +487,30 @@ class Deployment:
                 self._save(replace(state, pending=replace(state.pending, phase=phase)))
             except StateUnwritable as exc:
                 self.progress.say(f"  note: {exc}: phase {phase!r} is not noted; carrying on")
+
+    def _docker_came_back(self) -> bool:
+        """After an abort step failed: False if Docker answers (it was not Docker's absence);
+        else wait up to DOCKER_WAIT for the engine, True once it answers again."""
+        if self._docker_answers():
+            return False
+        self.progress.say(f"  Docker is not answering; waiting up to {DOCKER_WAIT:g}s for it to finish the abort")
+        deadline = time.monotonic() + DOCKER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            if self._docker_answers():
+                self.progress.say("  Docker answers again")
+                return True
+        return False
+
+    @staticmethod
+    def _docker_answers() -> bool:
+        """Asked on a new connection: a daemon that is shutting down has closed its socket but
+        still answers on the connections it has."""
+        try:
+            Containers().client.close()
+        except DockerUnavailable:
+            return False
+        return True
 
     def _sync_state(self, view: View) -> None:
         if not view.in_sync:
