@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from watcher.backends.caddy import CaddyUnavailable
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 
@@ -25,7 +26,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "health": stack.health(containers).state,
             "containers": [c.to_dict() for c in containers],
         }
-    warnings = view.warnings + upstream_faults(engine)
+    warnings = view.warnings + upstream_faults(engine) + (admin_fault(engine) if live else [])
     return {
         "app": engine.config.app,
         "live_color": live.color.value if live else None,
@@ -65,6 +66,17 @@ def upstream_faults(engine: Deployment) -> list[str]:
             f"{FAULT_WINDOW / 60:g} min (e.g. \"aborting with incomplete response\": a body without "
             "Content-Length, or a keep-alive connection the app closed): such requests fail with or without "
             "a swap; fix the app's HTTP/1.1 (see README, The stack)"]
+
+
+def admin_fault(engine: Deployment) -> list[str]:
+    """A warning when Caddy's admin API does not answer while a colour is live: drains cannot
+    count the old colour's requests in flight then, and each waits the whole DRAIN_TIMEOUT."""
+    try:
+        engine.caddy.upstreams()
+    except CaddyUnavailable as exc:
+        return [f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
+                f"({engine.config.drain_timeout:g}s); restart Caddy to recreate its admin socket"]
+    return []
 
 
 def format_status(data: dict[str, Any]) -> str:
