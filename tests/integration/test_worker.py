@@ -17,7 +17,6 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 
-from tests.harness.redis_server import RedisServer
 from tests.harness.waiting import wait_until
 from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
@@ -84,13 +83,6 @@ def with_redis(stack: Stack, url: str) -> Iterator[tuple[Stack, DeployQueue, Wor
 @pytest.fixture
 def queued(stack: Stack, redis_url: str) -> Iterator[tuple[Stack, DeployQueue, Workers]]:
     with with_redis(stack, redis_url) as found:
-        yield found
-
-
-@pytest.fixture
-def queued_private(stack: Stack, private_redis: RedisServer) -> Iterator[tuple[Stack, DeployQueue, Workers]]:
-    """The same on a Redis of the test's own, to stop and start."""
-    with with_redis(stack, private_redis.url) as found:
         yield found
 
 
@@ -192,52 +184,6 @@ def test_a_worker_stopped_past_its_ttl_never_switches_after_it_resumes(
     running: list[Any] = [c for info in status["colors"].values() for c in info["containers"]
                           if c["state"] == "running"]
     assert len(running) == 1
-
-
-def test_redis_vanishing_mid_deploy_aborts_without_switching_then_the_job_completes(
-        queued_private: tuple[Stack, DeployQueue, Workers], private_redis: RedisServer) -> None:
-    """Redis stops while a worker waits for health, for longer than the lock's lease: the worker
-    cannot prove it holds the lock, so it does not switch (traffic stays on v1, no request
-    fails). When Redis is back (AOF: the job is still there), a worker takes the job over and
-    deploys it."""
-    stack, queue, workers = queued_private
-    deployed(stack, "v1")
-    worker = workers.start("w1")
-    with under_load(stack) as loads:
-        job = job_in_health(queue, workers)
-        private_redis.stop()
-        time.sleep(LOCK_TTL + 4)   # slowok is healthy after 4 s; the check before the switch fails
-        assert stack.version() == "v1"
-        private_redis.start()
-        done = wait_for(lambda: final(queue, job.id), 180, "the job's end after Redis came back", workers)
-    assert loads.failed == 0, f"{loads.describe()}\n{workers.logs()}"
-    assert done.status is Status.SUCCEEDED and done.attempts == 2, done.describe()
-    log = workers.log("w1")
-    assert "aborting without touching anything" in log and "switch: traffic blue -> green" in log
-    assert log.index("aborting without touching anything") < log.index("switch: traffic blue -> green")
-    assert "works again after" in log and worker.poll() is None
-    assert stack.version() == "slowok" and stack.status()["in_sync"]
-
-
-@pytest.mark.parametrize("trouble", ["readonly", "oom"])
-def test_redis_readonly_or_full_mid_deploy_the_deploy_completes_and_the_worker_lives(
-        queued_private: tuple[Stack, DeployQueue, Workers], private_redis: RedisServer, trouble: str) -> None:
-    """A failover (READONLY) or a full Redis (OOM) for less than the lock's lease, while the job
-    waits for health: ridden out like a dropped connection, through the real engine."""
-    stack, queue, workers = queued_private
-    deployed(stack, "v1")
-    worker = workers.start("w1")
-    with under_load(stack) as loads:
-        job = job_in_health(queue, workers)
-        private_redis.fail_over() if trouble == "readonly" else private_redis.fill_up()
-        time.sleep(1.0)   # well inside the lease (TTL - 10 %), whenever the last renewal landed
-        private_redis.take_over() if trouble == "readonly" else private_redis.free_up()
-        done = wait_for(lambda: final(queue, job.id), 180, "the job's end", workers)
-    assert loads.sent > 500 and loads.failed == 0, f"{loads.describe()}\n{workers.logs()}"
-    assert done.status is Status.SUCCEEDED and done.attempts == 1, done.describe()
-    assert worker.poll() is None, "the worker keeps running"
-    assert stack.version() == "slowok" and stack.status()["in_sync"]
-    print(f"redis {trouble} mid-deploy: sent {loads.sent}, failed {loads.failed}")
 
 
 def test_what_is_live_comes_from_the_route_file_not_a_copy_in_redis(
