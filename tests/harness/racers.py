@@ -75,12 +75,10 @@ class Racers:
         self.stack = stack
         self.outputs: dict[str, Output] = {}
 
-    def start(self, racer: str, *args: str, ready: str | None = None, timeout: float = 60) -> Output:
-        """Spawn `watcher *args` as `racer`; with `ready`, wait for a line containing it."""
+    def start(self, racer: str, *args: str) -> Output:
+        """Spawn `watcher *args` as `racer`, its output followed line by line."""
         out = spawn(self.stack, *args)
         self.outputs[racer] = out
-        if ready is not None:
-            out.wait_for(ready, timeout=timeout)
         return out
 
     def swaps(self) -> list[Swap]:
