@@ -1,30 +1,41 @@
-"""Benchmark: failed requests and latency while the app version is replaced, three ways.
+"""Benchmark: failed requests and latency while the app version is replaced and rolled back, three ways.
 
-    .venv/bin/python benchmarks/swap.py [--swaps 10] [--json benchmarks/results/swap.json]
+    .venv/bin/python benchmarks/swap.py [--deploys 20] [--rollbacks 5] [--json benchmarks/results/swap.json]
 
 One run measures, against the same example stack (a fresh throw-away copy per method, see
-tests/harness/stack.py) and the same two loads:
+tests/harness/stack.py), the same test app and the same two loads, for each method: --deploys
+consecutive deploys of new versions (v1, v2, ...), then --rollbacks consecutive rollbacks (each
+back to the version before: v19, v20, v19, ... after 20 deploys):
 
-  watcher   `watcher deploy VERSION`, alternating two versions: start the idle colour, wait
-            healthy, switch the live-colour file, verify, drain, stop the old colour;
+  watcher   `watcher deploy VERSION`: start the idle colour, wait healthy, switch the live-colour
+            file, verify, drain, stop the old colour (kept for rollback); `watcher rollback`:
+            the retained colour started again, health, switch, verify, drain, stop;
   recreate  recreate in place: the route file stays on blue and
             `docker compose -p <stack>-blue -f compose.yml -f compose.blue.yml up -d web`
             runs with APP_VERSION set to the new tag (compose stops the old container, then
-            starts the new one: what Watchtower or a plain `docker compose up -d` does);
+            starts the new one: what Watchtower or a plain `docker compose up -d` does); a
+            rollback is the same recreate, back to the previous tag;
   fallback  the old script's way: both colours are health-checked upstreams in Caddy and
             nothing switches: `compose up -d` the idle colour with the new version, wait until
             Docker reports it healthy, `docker compose stop` the old colour and let Caddy's
             health checks / retries find the new one. The route file is never touched (blue
-            stays first in the route, green second).
+            stays first in the route, green second). A rollback is the same move back: the idle
+            colour still holds the previous version, stopped, and compose starts it again.
 
-Loads (tests/harness/load.py: open-loop, keep-alive HTTP/1.1, never retries), both running for
-the whole swap sequence of a method and reported separately:
+The app is the test app (tests/harness/app_server.py, images.build_app_image: one asyncio
+process, keep-alive, listen backlog 1024), so a failed request is the method's, not the app's.
+
+Loads (tests/harness/load.py: open-loop, keep-alive HTTP/1.1, never retries), reported separately,
+started afresh for the deploys and again for the rollbacks of each method:
   fast   POST /cgi-bin/work          200/s, 16 connections
   slow   POST /cgi-bin/work?sleep=1   40/s, 64 connections (each request takes 1 s)
 
-Each method: create stack, `watcher deploy a` (blue live, route file "blue"), start the loads,
-wait 2 s, run N swaps back to back with ~1 s gaps, wait 2 s, stop the loads, destroy the stack
-(also on failure or Ctrl-C). Latency is measured from each request's scheduled send time.
+Each method: create stack, `watcher deploy v0` (blue live, route file "blue"); then for the deploys
+and again for the rollbacks: start the loads, wait 2 s, run the operations back to back with ~1 s
+gaps, wait 2 s, stop the loads; destroy the stack (also on failure or Ctrl-C). Latency is measured
+from each request's scheduled send time. The engine is pinged every second
+(tests/harness/docker_watch.py): a method during which Docker stopped answering (other tests on a
+shared engine restart or freeze dockerd) is void and runs again on a fresh stack, up to --attempts.
 Not a test: it prints a table and writes JSON (benchmarks/results/ is git-ignored).
 """
 
@@ -32,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -40,7 +52,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,16 +60,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import docker.errors  # noqa: E402
+
 from tests.harness import images  # noqa: E402
+from tests.harness.docker_watch import DockerWatch, wait_for_docker  # noqa: E402
 from tests.harness.load import LoadGenerator, LoadResult  # noqa: E402
 from tests.harness.stack import CADDY_IMAGE, Stack  # noqa: E402
 
 BENCH_REPO = "127.0.0.1:5000/watcher-bench/app"
-VERSIONS = ("a", "b")  # the bootstrap deploys VERSIONS[0]; swaps alternate b, a, b, ...
 VERIFY_WINDOW = "2s"
 WARMUP_S = 2.0
 TAIL_S = 2.0
 HEALTHY_TIMEOUT_S = 60.0
+SEGMENTS = ("deploys", "rollbacks")
 
 LOADS: dict[str, dict[str, Any]] = {
     "fast": {"path": "/cgi-bin/work", "rate": 200.0, "connections": 16,
@@ -67,12 +82,23 @@ LOADS: dict[str, dict[str, Any]] = {
 }
 
 METHODS: dict[str, str] = {
-    "watcher": f"watcher deploy (blue-green, explicit switch of the live-colour file; verify window "
-               f"{VERIFY_WINDOW})",
-    "recreate": "recreate in place: compose up -d web on the blue project with the new APP_VERSION",
-    "fallback": "both colours upstreams, no switch: compose up -d idle colour, wait healthy, "
-                "compose stop old colour",
+    "watcher": f"watcher deploy / watcher rollback (blue-green, explicit switch of the live-colour file; "
+               f"verify window {VERIFY_WINDOW})",
+    "recreate": "recreate in place: compose up -d web on the blue project with the new (rollback: the "
+                "previous) APP_VERSION",
+    "fallback": "both colours upstreams, no switch: compose up -d idle colour with the new (rollback: the "
+                "previous) version, wait healthy, compose stop old colour",
 }
+
+
+def plural(n: int, kind: str) -> str:
+    """`20 deploys`, `1 rollback`."""
+    return f"{n} {kind if n != 1 else kind[:-1]}"
+
+
+def versions(deploys: int) -> list[str]:
+    """v0 (the bootstrap) and one new version per deploy: every deploy starts new containers."""
+    return [f"v{i}" for i in range(deploys + 1)]
 
 
 def log(message: str) -> None:
@@ -145,17 +171,29 @@ def wait_healthy(stack: Stack, color: str, version: str, timeout: float = HEALTH
     raise RuntimeError(f"{project} web did not turn healthy at {version} within {timeout:g}s ({seen})")
 
 
-def destroy(stack: Stack) -> None:
-    """Remove everything of the stack. The colour projects go first, with every profile active:
-    `web` sits behind the `app` profile, and a `compose down` without `--profile` neither removes
-    it nor counts it as an orphan (Stack.destroy alone leaves the colour containers and so the
-    network behind). Then Stack.destroy; then a check that nothing of the stack is left."""
-    for color in ("blue", "green"):
+def destroy(stack: Stack, attempts: int = 3) -> None:
+    """Remove everything of the stack, again while Docker comes and goes (a restarted dockerd would
+    leave it all behind): the colour projects first, with every profile active (`web` sits behind
+    the `app` profile, and a `compose down` without `--profile` neither removes it nor counts it as
+    an orphan), then Stack.destroy, then whatever of the stack is still there."""
+    for attempt in range(1, attempts + 1):
+        if not wait_for_docker():
+            log("   Docker does not answer; cleaning up anyway")
+        for color in ("blue", "green"):
+            try:
+                compose_color(stack, color, "--profile", "*", "down", "--remove-orphans", "-t", "1")
+            except Exception as exc:  # noqa: BLE001 - go on: force-remove below
+                log(f"   compose down of {stack.name}-{color} failed: {exc}")
+        stack.destroy()
         try:
-            compose_color(stack, color, "--profile", "*", "down", "--remove-orphans", "-t", "1")
-        except Exception as exc:  # noqa: BLE001 - go on: force-remove below
-            log(f"   compose down of {stack.name}-{color} failed: {exc}")
-    stack.destroy()
+            remove_leftovers(stack)
+            return
+        except (docker.errors.DockerException, OSError) as exc:
+            log(f"   cleaning up {stack.name} failed (attempt {attempt} of {attempts}): {exc}")
+    raise RuntimeError(f"{stack.name} could not be cleaned up")
+
+
+def remove_leftovers(stack: Stack) -> None:
     client = images.client()
     left = [c for color in ("", "-blue", "-green") for c in client.containers.list(
         all=True, filters={"label": f"com.docker.compose.project={stack.name}{color}"})]
@@ -165,11 +203,14 @@ def destroy(stack: Stack) -> None:
     for network in client.networks.list(names=[f"{stack.name}_web"]):
         log(f"   removing leftover network {network.name}")
         network.remove()
+    for volume in client.volumes.list(filters={"label": f"com.docker.compose.project={stack.name}"}):
+        log(f"   removing leftover volume {volume.name}")
+        volume.remove(force=True)
 
 
-def bootstrap(stack: Stack) -> dict[str, Any]:
-    """`watcher deploy a` on the empty stack: caddy up, blue live at a, route file says blue."""
-    proc = stack.watcher("deploy", VERSIONS[0], "--json", check=True)
+def bootstrap(stack: Stack, version: str) -> dict[str, Any]:
+    """`watcher deploy VERSION` on the empty stack: caddy up, blue live, route file says blue."""
+    proc = stack.watcher("deploy", version, "--json", check=True)
     stack.wait_serving()
     route = stack.route_file.read_text().strip()
     if route != "blue":
@@ -181,56 +222,75 @@ def bootstrap(stack: Stack) -> dict[str, Any]:
 
 
 class Method:
-    """A way to replace the app version; `swap(i)` puts the i-th next version live."""
+    """A way to replace the app version: `deploy(version)` puts a new version live, `rollback()`
+    the one that was live before."""
 
     name = ""
     caddyfile: str | None = None   # a Caddyfile of the method's own, instead of watcher's
 
-    def __init__(self, stack: Stack, log_file: Path) -> None:
+    def __init__(self, stack: Stack, log_file: Path, version: str) -> None:
         self.stack = stack
         self.log_file = log_file
-        self.version = VERSIONS[0]
+        self.version = version
+        self.previous: str | None = None
         self.color = "blue"
 
-    def next_version(self) -> str:
-        return VERSIONS[1] if self.version == VERSIONS[0] else VERSIONS[0]
+    def moved(self, version: str, color: str | None = None) -> None:
+        self.previous, self.version = self.version, version
+        self.color = color or self.color
 
     def note(self, text: str) -> None:
         with self.log_file.open("a") as handle:
             handle.write(text if text.endswith("\n") else text + "\n")
 
-    def swap(self) -> dict[str, Any]:
+    def deploy(self, version: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    def rollback(self) -> dict[str, Any]:
+        """The baselines' rollback: the same move as their deploy, back to the previous tag."""
+        if self.previous is None:
+            raise RuntimeError("nothing to roll back to")
+        return self.deploy(self.previous)
 
 
 class WatcherDeploy(Method):
     name = "watcher"
 
-    def swap(self) -> dict[str, Any]:
-        version = self.next_version()
-        proc = self.stack.watcher("deploy", version, "--json")
+    def deploy(self, version: str) -> dict[str, Any]:
+        return self._run(version, "deploy", version)
+
+    def rollback(self) -> dict[str, Any]:
+        if self.previous is None:
+            raise RuntimeError("nothing to roll back to")
+        return self._run(self.previous, "rollback")
+
+    def _run(self, expected: str, *args: str) -> dict[str, Any]:
+        """`watcher ARGS --json`; it must put `expected` live."""
+        command = " ".join(args)
+        proc = self.stack.watcher(*args, "--json")
         interrupted(proc.returncode)
-        self.note(f"### watcher deploy {version} (exit {proc.returncode}) at {now_iso()}\n{proc.stderr}")
+        self.note(f"### watcher {command} (exit {proc.returncode}) at {now_iso()}\n{proc.stderr}")
         if proc.returncode != 0:
-            raise RuntimeError(f"watcher deploy {version} exited {proc.returncode}:\n{proc.stderr}")
+            raise RuntimeError(f"watcher {command} exited {proc.returncode}:\n{proc.stderr}")
         result = json.loads(proc.stdout)
+        if result["version"] != expected:
+            raise RuntimeError(f"watcher {command} put {result['version']} live, not {expected}")
         phases = result["phases"]
         overhead = result["total"] - phases.get("health", 0.0) - phases.get("drain", 0.0)
-        self.version, self.color = version, result["color"]
-        return {"version": version, "color": self.color, "phases": phases, "total": result["total"],
+        self.moved(expected, result["color"])
+        return {"version": expected, "color": self.color, "phases": phases, "total": result["total"],
                 "drained": result["drained"], "overhead_s": round(overhead, 3)}
 
 
 class RecreateInPlace(Method):
     name = "recreate"
 
-    def swap(self) -> dict[str, Any]:
-        version = self.next_version()
+    def deploy(self, version: str) -> dict[str, Any]:
         t0 = time.monotonic()
         compose_color(self.stack, "blue", "up", "-d", "web", version=version)
         up_s = time.monotonic() - t0
         healthy_s = wait_healthy(self.stack, "blue", version)
-        self.version = version
+        self.moved(version)
         return {"version": version, "color": "blue", "compose_up_s": round(up_s, 3),
                 "then_healthy_s": round(healthy_s, 3)}
 
@@ -273,8 +333,7 @@ class FallbackNoSwitch(Method):
     name = "fallback"
     caddyfile = FALLBACK_CADDYFILE
 
-    def swap(self) -> dict[str, Any]:
-        version = self.next_version()
+    def deploy(self, version: str) -> dict[str, Any]:
         idle = "green" if self.color == "blue" else "blue"
         t0 = time.monotonic()
         compose_color(self.stack, idle, "up", "-d", "web", version=version)
@@ -283,7 +342,7 @@ class FallbackNoSwitch(Method):
         t1 = time.monotonic()
         compose_color(self.stack, self.color, "stop", "web")
         stop_s = time.monotonic() - t1
-        self.version, self.color = version, idle
+        self.moved(version, idle)
         return {"version": version, "color": idle, "compose_up_s": round(up_s, 3),
                 "healthy_s": round(healthy_s, 3), "stop_old_s": round(stop_s, 3)}
 
@@ -338,8 +397,7 @@ def iso(ts: float) -> str:
 
 class LoadAverage:
     """Samples the host's 1-minute load average every 2 s: a busy host makes every method look worse
-    (the test app is fork-per-connection busybox httpd with a listen backlog of 9; starved of CPU it
-    drops SYNs and resets connections whatever the swap method)."""
+    (slower starts and health checks, longer latencies), so a run's figures carry their host's load."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
@@ -364,79 +422,16 @@ class LoadAverage:
         return {"mean": round(statistics.fmean(s), 2), "max": round(max(s), 2)}
 
 
-def start_loads(stack: Stack) -> dict[str, LoadGenerator]:
-    return {load: TimedLoad(stack.url + spec["path"], rate=spec["rate"], connections=spec["connections"]).start()
-            for load, spec in LOADS.items()}
-
-
-def run_method(name: str, swaps: int, gap: float, results_dir: Path, baseline: float = 0.0) -> dict[str, Any]:
-    log(f"== {name}: {METHODS[name]}")
-    t_method = time.monotonic()
-    stack: Stack | None = None
-    loads: dict[str, LoadGenerator] = {}
-    record: dict[str, Any] = {"description": METHODS[name], "swaps": []}
+@contextmanager
+def running_loads(stack: Stack) -> Iterator[dict[str, TimedLoad]]:
+    """Both loads on the stack's Caddy; stopped on the way out whatever happened (stop() is
+    idempotent, so a caller that stopped them for their results is not stopped twice)."""
+    loads: dict[str, TimedLoad] = {}
     try:
-        stack = Stack.create(image=BENCH_REPO, verify_window=VERIFY_WINDOW)
-        if METHOD_CLASSES[name].caddyfile:
-            (stack.root / "Caddyfile").write_text((METHOD_CLASSES[name].caddyfile or "").replace("{app}", stack.name))
-        record["stack"] = stack.name
-        log(f"   stack {stack.name} on {stack.url}; bootstrap: watcher deploy {VERSIONS[0]}")
-        record["bootstrap"] = bootstrap(stack)
-        watcher_log = results_dir / f"swap-{name}-watcher.log"  # progress of each `watcher deploy`
-        watcher_log.unlink(missing_ok=True)
-        method = METHOD_CLASSES[name](stack, watcher_log)
-
-        if baseline > 0:
-            log(f"   baseline: both loads for {baseline:g}s, no swap")
-            loads = start_loads(stack)
-            time.sleep(baseline)
-            record["baseline"] = {k: g.stop().as_dict() | {"label": LOADS[k]["label"]} for k, g in loads.items()}
-        loads = start_loads(stack)
-        record["load_started_at"] = now_iso()
-        time.sleep(WARMUP_S)
-        before = failed_counts(loads)
-        if any(count for count, _ in before.values()):
-            log(f"   warning: failures before the first swap: {before}")
-        record["failed_before_first_swap"] = diff_failed({k: (0, {}) for k in before}, before)
-
-        swap_rows = record["swaps"]
-        for i in range(1, swaps + 1):
-            started_at, t0 = now_iso(), time.monotonic()
-            row = method.swap()
-            row.update(i=i, started_at=started_at, ended_at=now_iso(), seconds=round(time.monotonic() - t0, 3))
-            swap_rows.append(row)
-            time.sleep(gap)
-            after = failed_counts(loads)  # failures from this swap's start to the next one's
-            row["failed"] = diff_failed(before, after)
-            before = after
-            extra = f", overhead {row['overhead_s']:.2f}s" if "overhead_s" in row else ""
-            fails = ", ".join(f"{k} {v['failed']}" for k, v in row["failed"].items())
-            log(f"   swap {i:2d}: {row['version']} on {row['color']} in {row['seconds']:.1f}s{extra}; "
-                f"failed: {fails}")
-        time.sleep(max(0.0, TAIL_S - gap))
-        results: dict[str, LoadResult] = {k: g.stop() for k, g in loads.items()}
-        tail = diff_failed(before, {k: (r.failed, dict(r.errors)) for k, r in results.items()})
-        record["failed_after_last_swap"] = tail  # from the last swap's gap to the end of the load
-        record["loads"] = {k: r.as_dict() for k, r in results.items()}
-        for k, r in results.items():
-            record["loads"][k]["label"] = LOADS[k]["label"]
-            record["loads"][k]["failures"] = getattr(loads[k], "failures", [])
-        if name == "watcher":
-            overheads = [row["overhead_s"] for row in swap_rows]
-            beyond_verify = [row["overhead_s"] - row["phases"].get("verify", 0.0) for row in swap_rows]
-            totals = [row["total"] for row in swap_rows]
-            phase_names = list(dict.fromkeys(p for row in swap_rows for p in row["phases"]))
-            record["watcher"] = {
-                "verify_window": VERIFY_WINDOW,
-                "overhead_s": {"mean": round(statistics.fmean(overheads), 3), "max": round(max(overheads), 3)},
-                "overhead_without_verify_s": {"mean": round(statistics.fmean(beyond_verify), 3),
-                                              "max": round(max(beyond_verify), 3)},
-                "total_s": {"mean": round(statistics.fmean(totals), 3), "max": round(max(totals), 3)},
-                "phases_mean_s": {p: round(statistics.fmean(row["phases"].get(p, 0.0) for row in swap_rows), 3)
-                                  for p in phase_names},
-                "phases_max_s": {p: round(max(row["phases"].get(p, 0.0) for row in swap_rows), 3)
-                                 for p in phase_names},
-            }
+        for name, spec in LOADS.items():
+            loads[name] = TimedLoad(stack.url + spec["path"], rate=spec["rate"], connections=spec["connections"])
+            loads[name].start()
+        yield loads
     finally:
         with shielded():
             for gen in loads.values():
@@ -444,16 +439,140 @@ def run_method(name: str, swaps: int, gap: float, results_dir: Path, baseline: f
                     gen.stop()
                 except Exception as exc:  # noqa: BLE001 - cleanup goes on
                     log(f"   stopping a load failed: {exc}")
+
+
+def load_summary(loads: dict[str, TimedLoad], results: dict[str, LoadResult]) -> dict[str, Any]:
+    return {k: r.as_dict() | {"label": LOADS[k]["label"], "failures": loads[k].failures} for k, r in results.items()}
+
+
+def run_baseline(stack: Stack, seconds: float) -> dict[str, Any]:
+    """Both loads with no swap at all: what the machine gives."""
+    log(f"   baseline: both loads for {seconds:g}s, no swap")
+    with running_loads(stack) as loads:
+        time.sleep(seconds)
+        return load_summary(loads, {k: g.stop() for k, g in loads.items()})
+
+
+def run_segment(stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str, gap: float,
+                record: dict[str, Any]) -> None:
+    """`ops` back to back under fresh loads, into `record`: each op's failures (from its start to the
+    next op's), each load's summary with every failed request's time, and watcher's phase figures.
+    An op that fails ends the segment (recorded as `error`); what was measured until then is kept."""
+    record["ops"] = []
+    with running_loads(stack) as loads:
+        record["load_started_at"] = now_iso()
+        time.sleep(WARMUP_S)
+        before = failed_counts(loads)
+        if any(count for count, _ in before.values()):
+            log(f"   warning: failures before the first {kind[:-1]}: {before}")
+        record["failed_before_first"] = diff_failed({k: (0, {}) for k in before}, before)
+        for i, op in enumerate(ops, 1):
+            started_at, t0 = now_iso(), time.monotonic()
+            try:
+                row = op()
+            except Exception as exc:  # noqa: BLE001 - keep the loads' figures up to here
+                record["error"] = f"{kind[:-1]} {i}: {type(exc).__name__}: {exc}"
+                log(f"   {record['error']}")
+                break
+            row.update(i=i, started_at=started_at, ended_at=now_iso(), seconds=round(time.monotonic() - t0, 3))
+            record["ops"].append(row)
+            time.sleep(gap)
+            after = failed_counts(loads)
+            row["failed"] = diff_failed(before, after)
+            before = after
+            extra = f", overhead {row['overhead_s']:.2f}s" if "overhead_s" in row else ""
+            fails = ", ".join(f"{k} {v['failed']}" for k, v in row["failed"].items())
+            log(f"   {kind[:-1]} {i:2d}: {row['version']} on {row['color']} in {row['seconds']:.1f}s{extra}; "
+                f"failed: {fails}")
+        time.sleep(max(0.0, TAIL_S - gap))
+        results = {k: g.stop() for k, g in loads.items()}
+        record["failed_after_last"] = diff_failed(before, {k: (r.failed, dict(r.errors)) for k, r in results.items()})
+        record["loads"] = load_summary(loads, results)
+    phased = [row for row in record["ops"] if "phases" in row]
+    if phased:
+        record["watcher"] = watcher_figures(phased)
+
+
+def watcher_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """watcher's own time per operation: total - health - drain, with and without the verify window."""
+    def mean_max(values: list[float]) -> dict[str, float]:
+        return {"mean": round(statistics.fmean(values), 3), "max": round(max(values), 3)}
+
+    phase_names = list(dict.fromkeys(p for row in rows for p in row["phases"]))
+    return {
+        "verify_window": VERIFY_WINDOW,
+        "overhead_s": mean_max([row["overhead_s"] for row in rows]),
+        "overhead_without_verify_s": mean_max([row["overhead_s"] - row["phases"].get("verify", 0.0) for row in rows]),
+        "total_s": mean_max([row["total"] for row in rows]),
+        "phases_mean_s": {p: round(statistics.fmean(row["phases"].get(p, 0.0) for row in rows), 3)
+                          for p in phase_names},
+        "phases_max_s": {p: round(max(row["phases"].get(p, 0.0) for row in rows), 3) for p in phase_names},
+    }
+
+
+def save_logs(stack: Stack, name: str, results_dir: Path) -> None:
+    """Caddy's and the apps' logs beside the JSON, to line failures up with them."""
+    logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-caddy-1"], capture_output=True, text=True,
+                          timeout=30)
+    (results_dir / f"swap-{name}-caddy.log").write_text(logs.stdout + logs.stderr)
+    with (results_dir / f"swap-{name}-apps.log").open("w") as out:
+        for color in ("blue", "green"):
+            logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-{color}-web-1"],
+                                  capture_output=True, text=True, timeout=30)
+            out.write(f"### {stack.name}-{color}-web-1\n{logs.stdout}{logs.stderr}")
+
+
+def slow_start_allowed(stack: Stack) -> None:
+    """A start period of 30 s instead of the test stacks' 5 s: on a loaded host the app may take
+    longer than 5 s + 3 checks to listen, and Docker would call it unhealthy (failing the deploy for
+    every method). A passing check ends the start period, so a quick start costs nothing."""
+    env = stack.root / ".env"
+    env.write_text(env.read_text().replace("APP_HEALTH_START_PERIOD=5s", "APP_HEALTH_START_PERIOD=30s"))
+
+
+def run_method(name: str, tags: list[str], rollbacks: int, gap: float, results_dir: Path, watch: DockerWatch,
+               baseline: float = 0.0) -> dict[str, Any]:
+    """One method on a fresh stack; a failure is recorded as `error`, with what was measured before
+    it; `void` lists the Docker outages during it (its figures then measure the engine's absence)."""
+    log(f"== {name}: {METHODS[name]}")
+    t_method, began = time.monotonic(), time.time()
+    stack: Stack | None = None
+    record: dict[str, Any] = {"description": METHODS[name], "segments": {}}
+    try:
+        stack = Stack.create(image=BENCH_REPO, verify_window=VERIFY_WINDOW)
+        slow_start_allowed(stack)
+        if METHOD_CLASSES[name].caddyfile:
+            (stack.root / "Caddyfile").write_text((METHOD_CLASSES[name].caddyfile or "").replace("{app}", stack.name))
+        record["stack"] = stack.name
+        log(f"   stack {stack.name} on {stack.url}; bootstrap: watcher deploy {tags[0]}")
+        record["bootstrap"] = bootstrap(stack, tags[0])
+        watcher_log = results_dir / f"swap-{name}-watcher.log"  # progress of each `watcher deploy`/`rollback`
+        watcher_log.unlink(missing_ok=True)
+        method = METHOD_CLASSES[name](stack, watcher_log, tags[0])
+        if baseline > 0:
+            record["baseline"] = run_baseline(stack, baseline)
+        plan = {"deploys": [functools.partial(method.deploy, tag) for tag in tags[1:]],
+                "rollbacks": [method.rollback] * rollbacks}
+        for kind, ops in plan.items():
+            if not ops:
+                continue
+            log(f"   {plural(len(ops), kind)}")
+            segment = record["segments"][kind] = {"planned": len(ops)}
+            run_segment(stack, ops, kind, gap, segment)
+            if "error" in segment:
+                record["error"] = segment["error"]
+                break
+    except Exception as exc:  # noqa: BLE001 - keep what was measured; the stack goes below
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"{name} failed: {record['error']}")
+    finally:
+        outages = watch.outages(began, time.time())
+        if outages:
+            record["void"] = outages
+        with shielded():
             if stack is not None:
                 try:
-                    logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-caddy-1"],
-                                          capture_output=True, text=True, timeout=30)
-                    (results_dir / f"swap-{name}-caddy.log").write_text(logs.stdout + logs.stderr)
-                    with (results_dir / f"swap-{name}-apps.log").open("w") as out:
-                        for color in ("blue", "green"):
-                            logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-{color}-web-1"],
-                                                  capture_output=True, text=True, timeout=30)
-                            out.write(f"### {stack.name}-{color}-web-1\n{logs.stdout}{logs.stderr}")
+                    save_logs(stack, name, results_dir)
                 except Exception as exc:  # noqa: BLE001
                     log(f"   saving logs failed: {exc}")
                 log(f"   destroying stack {stack.name}")
@@ -478,54 +597,123 @@ def ratio(failed: int, base: int) -> str:
     return f"{failed / base:.1f}x"
 
 
+def table_row(name: str, ops: str, load: str, r: dict[str, Any], vs: str) -> dict[str, Any]:
+    return {"method": name, "ops": ops, "load": load, "requests": r["sent"], "failed": r["failed"],
+            "failed_pct": round(100.0 * r["failed"] / r["sent"], 3) if r["sent"] else None,
+            "errors": r["errors"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"], "vs_watcher": vs}
+
+
 def table(record: dict[str, Any]) -> list[dict[str, Any]]:
-    methods = dict(record["methods"])
-    for m in record["methods"].values():
-        if "baseline" in m:
-            methods = {"no swap": {"loads": m["baseline"]}, **methods}
+    """Per load: the no-swap baseline, then each method's deploys, then each method's rollbacks."""
+    methods = record["methods"]
+    baseline = next((m["baseline"] for m in methods.values() if "baseline" in m), None)
     rows = []
     for load in LOADS:
-        base = methods.get("watcher", {}).get("loads", {}).get(load, {}).get("failed")
-        for name, m in methods.items():
-            if "loads" not in m:
-                continue
-            r = m["loads"][load]
-            rows.append({"method": name, "load": load, "requests": r["sent"], "failed": r["failed"],
-                         "failed_pct": round(100.0 * r["failed"] / r["sent"], 3) if r["sent"] else None,
-                         "errors": r["errors"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"],
-                         "vs_watcher": "" if name in ("watcher", "no swap") else
-                         ratio(r["failed"], base) if base is not None else "n/a"})
+        if baseline is not None:
+            rows.append(table_row("no swap", "none", load, baseline[load], ""))
+        for kind in SEGMENTS:
+            base = methods.get("watcher", {}).get("segments", {}).get(kind, {}).get("loads", {}).get(load, {})
+            for name, m in methods.items():
+                segment = m.get("segments", {}).get(kind)
+                if segment is None or "loads" not in segment:
+                    continue
+                r = segment["loads"][load]
+                vs = "" if name == "watcher" else ratio(r["failed"], base["failed"]) if base else "n/a"
+                ops = plural(len(segment["ops"]), kind) + (f" (of {segment['planned']}; failed)" if "error" in segment else "")
+                ops += " (void: Docker away)" if "void" in m else ""
+                rows.append(table_row(name, ops, load, r, vs))
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("method", "load", "requests", "failed", "p50 ms", "p99 ms", "failed vs watcher")
-    body = [(r["method"], r["load"], str(r["requests"]),
+    head = ("method", "ops", "load", "requests", "failed", "p50 ms", "p99 ms", "failed vs watcher")
+    body = [(r["method"], r["ops"], r["load"], str(r["requests"]),
              f"{r['failed']} ({r['failed_pct']:.2f}%)" if r["failed_pct"] is not None else str(r["failed"]),
              fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]), r["vs_watcher"]) for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     print(line(head))
     print("  ".join("-" * w for w in widths))
     for b in body:
         print(line(b))
 
 
+def print_report(record: dict[str, Any], json_path: Path) -> None:
+    print()
+    print(f"swap benchmark, {record['deploys_per_method']} deploys and {record['rollbacks_per_method']} rollbacks "
+          f"per method, {os.cpu_count()} CPUs, {record['started_at']}")
+    print(f"watcher configured with verify window {VERIFY_WINDOW} (health interval 1s)")
+    for k, v in LOADS.items():
+        print(f"  load {k}: {v['label']}")
+    print()
+    print_table(record["table"])
+    for kind in SEGMENTS:
+        w = record["methods"].get("watcher", {}).get("segments", {}).get(kind, {}).get("watcher")
+        if not w:
+            continue
+        print()
+        print(f"watcher {kind}: own overhead per operation (total - health - drain): mean "
+              f"{w['overhead_s']['mean']:.2f}s, max {w['overhead_s']['max']:.2f}s; total mean {w['total_s']['mean']:.2f}s")
+        print(f"  without the verify phase (its {VERIFY_WINDOW} window is configured): "
+              f"mean {w['overhead_without_verify_s']['mean']:.2f}s, max {w['overhead_without_verify_s']['max']:.2f}s")
+        print("  mean phase times: " + ", ".join(f"{k} {v:.2f}s" for k, v in w["phases_mean_s"].items()))
+    for name, m in record["methods"].items():
+        if "error" in m:
+            print(f"{name}: FAILED: {m['error']}")
+        if m.get("voided_attempts"):
+            print(f"{name}: {len(m['voided_attempts'])} earlier attempt(s) void: Docker did not answer during them")
+        hl = m.get("host_load_1min", {})
+        print(f"{name}: {m.get('seconds', 0):.0f}s including stack set-up and tear-down; host 1-min load average "
+              f"mean {hl.get('mean', float('nan')):.1f}, max {hl.get('max', float('nan')):.1f}")
+    print(f"total runtime {record['runtime_s']:.0f}s; results in {json_path}")
+
+
+def push_images(tags: list[str]) -> dict[str, str]:
+    """Build the test app at every tag and push it (both skipped or cheap when up to date)."""
+    pushed = {}
+    for tag in tags:
+        ref = images.build_app_image(f"{BENCH_REPO}:{tag}", tag, healthy=True, shutdown="graceful")
+        pushed[ref] = images.push(ref)
+    return pushed
+
+
+def run_attempts(name: str, tags: list[str], args: argparse.Namespace, watch: DockerWatch,
+                 baseline: float) -> dict[str, Any]:
+    """The method, again on a fresh stack while Docker went away during it (up to --attempts):
+    on a shared engine, other tests restart or freeze dockerd."""
+    voided: list[dict[str, Any]] = []
+    for attempt in range(1, args.attempts + 1):
+        with LoadAverage() as host_load:
+            record = run_method(name, tags, args.rollbacks, args.gap, args.json.parent, watch, baseline)
+        record["host_load_1min"] = host_load.summary()
+        if "void" not in record:
+            break
+        log(f"{name}: Docker did not answer for {sum(o['seconds'] for o in record['void']):.0f}s during attempt "
+            f"{attempt} of {args.attempts}: its figures are void")
+        voided.append({k: record.get(k) for k in ("void", "error", "seconds")})
+    record["voided_attempts"] = voided
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--swaps", type=int, default=10, help="consecutive swaps per method (default 10)")
-    p.add_argument("--gap", type=float, default=1.0, help="seconds between swaps (default 1)")
+    p.add_argument("--deploys", type=int, default=20, help="consecutive deploys per method (default 20)")
+    p.add_argument("--rollbacks", type=int, default=5,
+                   help="consecutive rollbacks per method after the deploys (default 5; 0: none)")
+    p.add_argument("--gap", type=float, default=1.0, help="seconds between operations (default 1)")
     p.add_argument("--baseline", type=float, default=10.0,
-                   help="seconds of both loads with no swap, on the first stack, before its swaps (default 10; "
+                   help="seconds of both loads with no swap, on the first stack, before its deploys (default 10; "
                         "0: none): what the machine gives without any swap")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "swap.json",
                    help="where to write the results (default benchmarks/results/swap.json)")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="runs of a method while Docker goes away during it (default 3; see DockerWatch)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.swaps < 1 or not methods or any(m not in METHODS for m in methods):
-        p.error(f"--swaps must be >= 1 and --methods a subset of {','.join(METHODS)}")
+    if args.deploys < 1 or args.rollbacks < 0 or args.attempts < 1 or not methods or any(m not in METHODS for m in methods):
+        p.error(f"--deploys and --attempts must be >= 1, --rollbacks >= 0 and --methods a subset of {','.join(METHODS)}")
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started, t0 = now_iso(), time.monotonic()
@@ -533,67 +721,32 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: the host is busy (1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); "
             "figures will be worse for every method, and even watcher's can show failed requests")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    results_dir = args.json.parent
+    tags = versions(args.deploys)
 
-    log("building and pushing the test images (skipped when up to date)")
+    log(f"building and pushing the test images {tags[0]}..{tags[-1]} (skipped when up to date)")
     images.build_caddy_image(CADDY_IMAGE)
-    pushed = {}
-    for version in VERSIONS:
-        ref = images.build_app_image(f"{BENCH_REPO}:{version}", version, healthy=True, shutdown="graceful")
-        pushed[ref] = images.push(ref)
-
     record: dict[str, Any] = {
-        "started_at": started, "host": {"cpus": os.cpu_count()}, "swaps_per_method": args.swaps,
-        "gap_s": args.gap, "warmup_s": WARMUP_S, "tail_s": TAIL_S,
+        "started_at": started, "host": {"cpus": os.cpu_count()}, "deploys_per_method": args.deploys,
+        "rollbacks_per_method": args.rollbacks, "gap_s": args.gap, "warmup_s": WARMUP_S, "tail_s": TAIL_S,
         "watcher_settings": {"verify_window": VERIFY_WINDOW, "health_interval": "1s", "drain_timeout": "30s",
-                             "retain_old": True, "app_health_interval": "1s"},
-        "images": pushed, "loads": {k: v["label"] for k, v in LOADS.items()}, "methods": {},
+                             "retain_old": True, "app_health_interval": "1s",
+                             "app_health_start_period": "30s"},
+        "app": "tests/harness/app_server.py (images.build_app_image)",
+        "images": push_images(tags), "loads": {k: v["label"] for k, v in LOADS.items()}, "methods": {},
     }
     status = 0
     try:
-        for i, name in enumerate(methods):
-            with LoadAverage() as host_load:
-                try:
-                    record["methods"][name] = run_method(name, args.swaps, args.gap, results_dir,
-                                                         args.baseline if i == 0 else 0.0)
-                except Exception as exc:  # noqa: BLE001 - the stack is gone; go on with the next method
-                    log(f"{name} failed: {type(exc).__name__}: {exc}")
-                    record["methods"][name] = {"description": METHODS[name], "error": f"{type(exc).__name__}: {exc}"}
-                    status = 1
-            record["methods"][name]["host_load_1min"] = host_load.summary()
+        with DockerWatch() as watch:
+            for i, name in enumerate(methods):
+                record["methods"][name] = run_attempts(name, tags, args, watch, args.baseline if i == 0 else 0.0)
+                status = 1 if "error" in record["methods"][name] or "void" in record["methods"][name] else status
     except KeyboardInterrupt:
         log("interrupted; stacks were destroyed, partial results follow")
         status = 130
-    except Exception as exc:  # noqa: BLE001 - report what we have
-        log(f"failed: {type(exc).__name__}: {exc}")
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        status = 1
     record["runtime_s"] = round(time.monotonic() - t0, 1)
     record["table"] = table(record)
     args.json.write_text(json.dumps(record, indent=2) + "\n")
-
-    print()
-    print(f"swap benchmark, {args.swaps} swaps per method, {os.cpu_count()} CPUs, {started}")
-    print(f"watcher configured with verify window {VERIFY_WINDOW} (health interval 1s)")
-    for k, v in LOADS.items():
-        print(f"  load {k}: {v['label']}")
-    print()
-    print_table(record["table"])
-    w = record["methods"].get("watcher", {}).get("watcher")
-    if w:
-        print()
-        print(f"watcher's own overhead per swap (total - health - drain): mean {w['overhead_s']['mean']:.2f}s, "
-              f"max {w['overhead_s']['max']:.2f}s; total per swap mean {w['total_s']['mean']:.2f}s")
-        print(f"  without the verify phase (its {VERIFY_WINDOW} window is configured): "
-              f"mean {w['overhead_without_verify_s']['mean']:.2f}s, max {w['overhead_without_verify_s']['max']:.2f}s")
-        print("  mean phase times: " + ", ".join(f"{k} {v:.2f}s" for k, v in w["phases_mean_s"].items()))
-    for name, m in record["methods"].items():
-        if "error" in m:
-            print(f"{name}: FAILED: {m['error']}")
-        hl = m.get("host_load_1min", {})
-        print(f"{name}: {m.get('seconds', 0):.0f}s including stack set-up and tear-down; host 1-min load average "
-              f"mean {hl.get('mean', float('nan')):.1f}, max {hl.get('max', float('nan')):.1f}")
-    print(f"total runtime {record['runtime_s']:.0f}s; results in {args.json}")
+    print_report(record, args.json)
     return status
 
 
