@@ -5,9 +5,7 @@ driven through the `watcher` CLI with a strict, non-retrying keep-alive client o
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 
 import pytest
 
@@ -125,71 +123,6 @@ def test_cleanup_keeps_live_and_rollback_target_and_reset_removes_all(stack: Sta
     assert stack.container_ids(stack.name) == caddy, "shared services survive a reset"
     deployed(stack, "v1")
     assert stack.version() == "v1"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_during_health_wait_keeps_live_colour(stack: Stack, sig: int) -> None:
-    deployed(stack, "v1")
-    with under_load(stack) as loads:
-        proc = stack.spawn("deploy", "slow", HEALTH_CHECK_TIMEOUT="120s")
-        read_until(proc, "health: every")
-        time.sleep(1)
-        proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
-    assert loads.failed == 0, loads.describe()
-    status = stack.status()
-    assert (status["live_color"], status["live_version"]) == ("blue", "v1")
-    assert status["colors"]["green"]["role"] == "absent", "the half-started colour is removed"
-    assert status["recorded"]["pending"] is None and not status["warnings"]
-    deployed(stack, "v2")
-    assert stack.version() == "v2"
-
-
-def test_interrupt_after_switch_switches_back(stack: Stack) -> None:
-    deployed(stack, "v1")
-    with under_load(stack) as loads:
-        proc = stack.spawn("deploy", "v2", VERIFY_WINDOW="30s")
-        read_until(proc, "verify:")
-        time.sleep(4)  # the new version answers, the window runs
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
-    assert "switching traffic back to blue" in out
-    assert loads.failed == 0, loads.describe()
-    assert stack.version() == "v1"
-    assert stack.status()["colors"]["green"]["role"] == "absent"
-
-
-@pytest.mark.parametrize("phase", ["health: every", "verify:", "drain:"])
-def test_kill_9_at_any_phase_leaves_traffic_on_a_healthy_colour(stack: Stack, phase: str) -> None:
-    deployed(stack, "v1")
-    with under_load(stack) as loads:
-        proc = stack.spawn("deploy", "slowok" if phase.startswith("health") else "v2",
-                           VERIFY_WINDOW="30s", DRAIN_TIMEOUT="30s")
-        read_until(proc, phase)
-        if phase == "verify:":
-            time.sleep(4)  # switched, inside the verification window
-        proc.kill()
-        proc.wait(timeout=30)
-        time.sleep(2)
-    assert loads.failed == 0, loads.describe()
-    served = stack.version()
-    assert served in ("v1", "v2", "slowok")
-
-    status = stack.status()
-    assert status["live_version"] == served, json.dumps(status, indent=2)
-    if phase != "drain:":
-        assert any("interrupted" in w for w in status["warnings"]), status["warnings"]
-
-    # The next deploy succeeds and leaves exactly one colour serving.
-    target = "v2" if served != "v2" else "v1"
-    deployed(stack, target)
-    assert stack.version() == target
-    status = stack.status()
-    assert status["in_sync"] and not status["warnings"], status["warnings"]
-    running = [c for info in status["colors"].values() for c in info["containers"] if c["state"] == "running"]
-    assert len(running) == 1
 
 
 def test_pre_deploy_hook_runs_with_the_version_and_its_failure_aborts(stack: Stack) -> None:

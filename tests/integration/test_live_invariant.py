@@ -5,8 +5,8 @@ The app's route file (`.watcher/run/<app>.live`) names THE live colour; Caddy ro
 every response a colour's app served with `X-Watcher-Color`. A deploy always targets the other
 colour and never touches the live one, and a broken new version fails fast and never answers
 (both in tests/faults/test_versions_and_races.py); an
-abort never leaves traffic on a dead colour; signals after the record never switch back; every
-writer takes the host lock; the route file lost is refused; a moved tag is a new version; a
+abort never leaves traffic on a dead colour (signals at each phase: tests/faults/test_signals.py);
+every writer takes the host lock; the route file lost is refused; a moved tag is a new version; a
 per-colour sidecar is part of the colour.
 """
 
@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import docker.errors
 import httpx
@@ -151,60 +149,6 @@ def test_verification_failing_after_the_old_colour_died_leaves_the_new_one_servi
     assert (status["live_color"], status["live_version"]) == ("green", "wrongver"), status
     assert status["live_health"] == "healthy", status
     assert [c["state"] for c in status["colors"]["green"]["containers"]] == ["running"], "not removed"
-
-
-# (g) signals after the record ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def signal_stack(app_images: dict[str, str]) -> Iterator[Stack]:
-    """One stack for the signal cases: each leaves it as it found it (its last deploy goes back)."""
-    created = Stack.create()
-    try:
-        deployed(created, "v1")
-        yield created
-    finally:
-        created.destroy()
-
-
-@pytest.mark.parametrize(("sig", "phase"), [
-    (signal.SIGTERM, "record:"),
-    (signal.SIGINT, "record:"),
-    (signal.SIGINT, "drain:"),
-    (signal.SIGTERM, "stop old:"),
-], ids=["term-record", "int-record", "int-drain", "term-stop-old"])
-def test_a_signal_after_the_record_never_switches_back(signal_stack: Stack, sig: int, phase: str) -> None:
-    stack = signal_stack
-    before = stack.status()
-    live_color, live_version = before["live_color"], before["live_version"]
-    assert live_color in ("blue", "green") and live_version in ("v1", "v2"), before
-    target = "v2" if live_version == "v1" else "v1"
-    new_color = "green" if live_color == "blue" else "blue"
-    with under_load(stack) as loads:
-        out = spawn(stack, "deploy", target)
-        out.wait_for(phase)
-        out.proc.send_signal(sig)
-        code = out.wait(timeout=150)
-        time.sleep(1)
-        served = stack.version()
-        route = stack.live_route()
-        status = stack.status()
-        again = stack.watcher("deploy", live_version)
-    print(f"{signal.Signals(sig).name} at {phase!r}: exit {code}")
-    clean(loads)
-    assert served == target, out.text
-    assert route == new_color, out.text
-    assert (status["live_color"], status["live_version"]) == (new_color, target), f"{status}\n{out.text}"
-    assert status["colors"][new_color]["role"] == "live", status
-    assert all(c["state"] == "running" and c["health"] in (None, "healthy")
-               for c in status["colors"][new_color]["containers"]), status
-    assert loads.results[0].last_versions, loads.describe()
-
-    assert again.returncode == 0, f"the next deploy failed:\n{again.stdout}\n{again.stderr}"
-    after = stack.status()
-    assert (after["live_color"], after["live_version"]) == (live_color, live_version), after
-    assert after["in_sync"] and not after["warnings"], after
-    assert stack.live_route() == live_color and stack.version() == live_version
 
 
 # (h) a moved tag ---------------------------------------------------------------------------------
