@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 
+from tests.harness.leftovers import sweep
 from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, REGISTRY, SIDECAR_IMAGE, Stack
 
 if TYPE_CHECKING:
@@ -51,7 +52,11 @@ def require(what: str, missing: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def real_services() -> None:
+    """The services are up, and the test stacks of earlier runs that nobody owns any more are gone."""
     require("this test", _missing_services())
+    swept = sweep()
+    if swept:
+        print(f"removed {len(swept)} compose projects left by earlier runs: {' '.join(swept)}")
 
 
 SHARED_REDIS = os.environ.get("WATCHER_TEST_REDIS", "redis://127.0.0.1:6379/15")

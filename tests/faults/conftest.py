@@ -337,9 +337,6 @@ def two_apps(app_images: dict[str, str], redis_url: str) -> Iterator[TwoApps]:
             assert proc.returncode == 0, out
         yield TwoApps(stack, apps, client)
     finally:
-        for color in ("blue", "green"):
-            stack.compose("down", "--remove-orphans", "-t", "1", project=f"{b}-{color}",
-                          files=("compose.yml", f"compose.{color}.yml"), check=False)
-        stack.destroy()
+        stack.destroy()   # app b's projects too: named after the stack
         for app in apps.values():
             forget_app(client, app.name)

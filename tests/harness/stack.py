@@ -3,7 +3,7 @@ project name and port, a watcher config for it, the Caddyfile `watcher caddyfile
 config, and a `watcher` runner.
 
 Every test stack cleans up what it created; names are unique per run, so stacks left by an
-earlier, killed run never collide with this one.
+earlier, killed run never collide with this one, and tests/harness/leftovers.py removes those.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.harness.leftovers import claim, remove_stack
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
@@ -54,6 +56,7 @@ class Stack:
     def create(cls, *, image: str = APP_REPO, **settings: Any) -> "Stack":
         name = f"wt{uuid.uuid4().hex[:8]}"
         root = Path(tempfile.mkdtemp(prefix=f"watcher-{name}-"))
+        claim(root)
         for file_name in STACK_FILES:
             shutil.copy(REPO / file_name, root / file_name)
         stack = cls(root, name, free_port(), settings)
@@ -271,11 +274,9 @@ pre_deploy = {hook}
         self.write_config(image=current["app"]["image"], **self.settings)
 
     def destroy(self) -> None:
-        """Remove everything this stack created: both colours, shared services, volumes, network."""
-        for color in ("blue", "green"):
-            self.compose("down", "--remove-orphans", "-t", "1", project=f"{self.name}-{color}",
-                         files=("compose.yml", f"compose.{color}.yml"), check=False)
-        self.compose("down", "-v", "--remove-orphans", "-t", "1", check=False)
+        """Remove everything this stack created: every compose project named after it (both
+        colours, shared services, the other apps it hosts), their volumes and network."""
+        remove_stack(self.name)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.harness.leftovers import claim
 from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, Stack, free_port
 from tests.harness.traffic import under_load
 
@@ -35,6 +36,7 @@ def adopted(app_images: dict[str, str]) -> Iterator[Stack]:
     the test redis: no postgres image can be pulled here), with a unique project and port."""
     name = f"wa{uuid.uuid4().hex[:8]}"
     root = Path(tempfile.mkdtemp(prefix=f"watcher-{name}-"))
+    claim(root)
     stack = Stack(root, name, free_port())
     text = FIXTURE.read_text()
     for old, new in [("name: shop\n", f"name: {name}\n"), ("ghcr.io/acme/shop:1.4.2", f"{APP_REPO}:v1"),

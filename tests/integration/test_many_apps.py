@@ -215,13 +215,7 @@ def host(app_images: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator
                 assert deployed.returncode == 0, deployed.stdout + deployed.stderr
             yield setup
         finally:
-            for name in names[1:]:
-                directory = c_dir if name == names[2] else stack.root
-                for color in ("blue", "green"):
-                    stack.compose("down", "--remove-orphans", "-t", "1", project=f"{name}-{color}",
-                                  files=(str(directory / "compose.yml"), str(directory / f"compose.{color}.yml")),
-                                  check=False)
-            stack.destroy()
+            stack.destroy()   # every app's projects: all are named after the stack
             for name in names:
                 for found in client.scan_iter(f"watcher:{name}:*"):
                     client.delete(found)
