@@ -5,7 +5,8 @@ Each case freezes the process group (SIGSTOP) the instant the line of its phase 
 sends the real signal, so the fault lands as close to the phase as an outside observer can;
 the line it landed after is printed with the case's load figures (`-s`). Then the invariants
 of tests/harness/invariants.py, and a following full deploy: the recovered or requeued job
-itself when it deployed, else `assert_next_deploy_works`. What each fault promises:
+itself when it deployed, else the other version queued to a worker (for the CLI case,
+`assert_next_deploy_works`). What each fault promises:
 
 - kill -9 (the worker and its job's processes, as `docker kill` does): the lock frees itself
   within its TTL, another worker takes the job over and completes it (a job switched before
@@ -53,6 +54,9 @@ PHASES = {
     "stopping-old": "stop old:",
 }
 AFTER = {"verifying": 1.0}
+#: Seconds of load before and after a case's body: every body boots a process and runs a deploy
+#: for seconds before its fault, so its connections are open and kept alive long before.
+SETTLE = 0.5
 
 
 def report(case: str, landed: str, loads: Loads | dict[str, Loads]) -> None:
@@ -94,7 +98,7 @@ def test_kill_9_of_the_worker_hands_the_job_over(queued_stack: QueuedStack, watc
     _, target = old_and_new(queued)
     probing = phase == "verifying"   # a long window: time to read the lock from outside, then the kill
     victim = watchers.worker("victim", **({"VERIFY_WINDOW": "30s"} if probing else {}))   # boots as the load starts
-    with under_load(stack) as loads:
+    with under_load(stack, settle=SETTLE) as loads:
         if not probing:
             victim.freeze_at(PHASES[phase], AFTER.get(phase, 0.0))
         job = taken_by_the_victim(queued, victim, target, watchers)
@@ -121,8 +125,19 @@ def test_kill_9_of_the_worker_hands_the_job_over(queued_stack: QueuedStack, watc
     status = assert_settled(stack, loads, client=queued.client, job_ids=[job.id])
     assert status["live_version"] == target, status
     if "already live" in (done.message or ""):   # the victim had switched: the heir found it live
-        assert_next_deploy_works(stack)
+        a_queued_deploy_works(queued, target, watchers)
     only_live_runs(stack)
+
+
+def a_queued_deploy_works(queued: QueuedStack, live: str, watchers: Watchers) -> None:
+    """The following deploy, when the case's own job did not deploy: the other version, queued
+    to a running worker (one already booted: the CLI's `assert_next_deploy_works` would add a
+    start-up and a `status`), deploys and everything settles."""
+    job = queued.enqueue(other_version(live))
+    done = queued.final(job.id, 60, watchers)
+    assert done.status is Status.SUCCEEDED and "already live" not in (done.message or ""), done.describe()
+    status = assert_settled(queued.stack, client=queued.client, job_ids=[job.id])
+    assert status["live_version"] == job.version, status
 
 
 def taken_by_the_victim(queued: QueuedStack, victim: Followed, version: str, watchers: Watchers) -> Job:
@@ -155,7 +170,7 @@ def test_sigterm_of_the_worker_aborts_before_the_record_and_keeps_the_new_colour
     queued, stack = queued_stack, queued_stack.stack
     old, target = old_and_new(queued)
     victim = watchers.worker("victim")   # boots as the load starts
-    with under_load(stack) as loads:
+    with under_load(stack, settle=SETTLE) as loads:
         victim.freeze_at(PHASES[phase], AFTER.get(phase, 0.0))
         job = taken_by_the_victim(queued, victim, target, watchers)
         printed = victim.frozen_output()
@@ -173,7 +188,8 @@ def test_sigterm_of_the_worker_aborts_before_the_record_and_keeps_the_new_colour
     status = assert_settled(stack, loads, client=queued.client, job_ids=[job.id])
     assert status["live_version"] == target, status
     if recorded:
-        assert_next_deploy_works(stack)
+        watchers.worker("next")
+        a_queued_deploy_works(queued, target, watchers)
     else:
         assert "taking it over" not in heir.text, heir.text
     only_live_runs(stack)
@@ -210,7 +226,7 @@ def test_a_worker_frozen_past_its_ttl_never_switches_and_a_new_grant_takes_the_j
     queued, stack = queued_stack, queued_stack.stack
     old, target = old_and_new(queued)
     stale = watchers.worker("stale")   # boots as the load starts
-    with under_load(stack) as loads:
+    with under_load(stack, settle=SETTLE) as loads:
         stale.freeze_at("health: every")
         job = queued.enqueue(target)
         stale.frozen_output()
@@ -248,7 +264,7 @@ def test_ctrl_c_of_watcher_deploy_after_the_switch_switches_back(queued_stack: Q
     says so: exit 130, traffic back on the live colour, the new colour not left running."""
     queued, stack = queued_stack, queued_stack.stack
     old, target = old_and_new(queued)
-    with under_load(stack) as loads:
+    with under_load(stack, settle=SETTLE) as loads:
         deploy = watchers.spawn("deploy", "deploy", target)
         deploy.freeze_at(PHASES["verifying"], AFTER["verifying"])
         deploy.frozen_output()
@@ -278,7 +294,7 @@ def test_kill_9_of_watcher_run_with_two_apps_in_flight(two_apps: TwoApps, watche
     host = two_apps
     targets = {path: other_version(app.version()) for path, app in host.apps.items()}
     first = watchers.spawn("run", "run", "--no-poll", "--name", "run1")   # boots as the load starts
-    with under_loads(host.stack, list(host.apps), fast_rate=60, slow_rate=12, fast_connections=8,
+    with under_loads(host.stack, list(host.apps), settle=SETTLE, fast_rate=60, slow_rate=12, fast_connections=8,
                      slow_connections=32) as loads:
         jobs = {path: host.queue(app).enqueue(targets[path], source="cli", requested_by="fault test").job.id
                 for path, app in host.apps.items()}

@@ -65,22 +65,27 @@ class Loads:
 
 
 @contextmanager
-def under_load(stack: Stack, **rates: float) -> Iterator[Loads]:
-    with under_loads(stack, [""], **rates) as loads:
+def under_load(stack: Stack, *, settle: float = 1.5, **rates: float) -> Iterator[Loads]:
+    with under_loads(stack, [""], settle=settle, **rates) as loads:
         yield loads[""]
 
 
 @contextmanager
-def under_loads(stack: Stack, paths: list[str], **options: float) -> Iterator[dict[str, Loads]]:
-    """A Loads per path prefix on the stack's Caddy (one per app behind it), all at once."""
+def under_loads(stack: Stack, paths: list[str], *, settle: float = 1.5,
+                **options: float) -> Iterator[dict[str, Loads]]:
+    """A Loads per path prefix on the stack's Caddy (one per app behind it), all at once.
+
+    `settle`: seconds of load before the body (connections open and kept alive before anything
+    changes) and after it (the last requests land); shorter for a body that itself runs a while
+    before it changes anything."""
     loads = {path: Loads(stack, path=path, **options) for path in paths}  # type: ignore[arg-type]
     for each in loads.values():
         each.fast.start()
         each.slow.start()
     try:
-        time.sleep(1.5)  # connections open and kept alive before anything changes
+        time.sleep(settle)
         yield loads
-        time.sleep(1.5)
+        time.sleep(settle)
     finally:
         for each in loads.values():
             each.results = [each.fast.stop(), each.slow.stop()]
