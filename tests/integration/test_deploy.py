@@ -205,3 +205,19 @@ def test_a_compose_file_on_another_image_is_refused(stack: Stack, image_line: st
     proc = stack.watcher("deploy", "v1")
     assert proc.returncode == 1 and wanted in proc.stderr, proc.stderr
     assert stack.containers_of("blue") == [] and stack.containers_of("green") == []
+
+
+def test_a_deploy_with_caddy_down_says_so_and_changes_nothing(stack: Stack) -> None:
+    """Caddy stopped before a deploy: the route check says Caddy does not answer (not that the
+    Caddyfile lacks the colour header), and nothing moves; with Caddy back the deploy goes."""
+    deployed(stack, "v1")
+    assert stack.compose("stop", "-t", "1", "caddy").returncode == 0
+    refused = stack.watcher("deploy", "v2")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "does not answer" in refused.stderr and "is Caddy running?" in refused.stderr, refused.stderr
+    assert "X-Watcher-Color header" not in refused.stderr, refused.stderr
+    assert (stack.root / ".deployment-color").read_text().strip() == "blue"
+    assert stack.status()["colors"]["green"]["role"] == "absent"
+    assert stack.compose("start", "caddy").returncode == 0
+    deployed(stack, "v2")
+    assert stack.version() == "v2"

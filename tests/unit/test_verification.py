@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from watcher.engine.progress import Progress
-from watcher.engine.verification import answered_version, wait_for_version
+from watcher.engine.verification import answer, answered_version, wait_for_version
 
 # path -> (status, headers, body, delay seconds)
 ROUTES: dict[str, tuple[int, dict[str, str], bytes, float]] = {
@@ -107,6 +107,18 @@ def test_non_2xx_in_header_mode(server: str) -> None:
 
 def test_connection_refused() -> None:
     assert answered_version(f"http://127.0.0.1:{closed_port()}/version", None) is None
+
+
+def test_an_answer_tells_no_answer_from_an_error_status(server: str) -> None:
+    """`deploy` reports "Caddy does not answer" and "answers 503" differently from "no colour
+    header": each has another fix."""
+    refused = answer(f"http://127.0.0.1:{closed_port()}/version", None)
+    assert (refused.version, refused.color, refused.status) == (None, None, None)
+    assert refused.error and "ConnectError" in refused.error and "no answer" in str(refused)
+    unavailable = answer(server + "/unavailable", None)
+    assert (unavailable.version, unavailable.status, unavailable.error) == (None, 503, None)
+    plain = answer(server + "/plain", None)
+    assert (plain.version, plain.status, plain.error) == ("1.2.3", 200, None)
 
 
 def test_timeout(server: str) -> None:

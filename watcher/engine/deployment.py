@@ -285,6 +285,13 @@ class Deployment:
             seen = answer(self.config.verify_url, self.config.verify_header)
         if seen.color == live.value:
             return
+        if seen.error:
+            raise DeployFailed(f"{self.config.verify_url} does not answer ({seen.error}): is Caddy running? "
+                               f"(`docker compose -p {self.config.project()} ps caddy`); nothing was changed")
+        if seen.color is None and seen.status is not None and seen.status >= 500:
+            raise DeployFailed(f"{self.config.verify_url} answers {seen.status} with no {COLOR_HEADER} header: Caddy "
+                               f"cannot reach the live colour {live} (`watcher status` shows its containers); "
+                               "nothing was changed")
         if seen.color is None:
             raise DeployFailed(f"{self.config.verify_url} answers without a {COLOR_HEADER} header, so watcher cannot "
                                "tell which colour serves: each colour's reverse_proxy in the Caddyfile must set "

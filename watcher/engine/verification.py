@@ -22,12 +22,17 @@ COLOR_HEADER = "X-Watcher-Color"
 
 @dataclass(frozen=True)
 class Answer:
-    """What the public URL said: the version (None unless 2xx) and the colour header."""
+    """What the public URL said: the version (None unless 2xx), the colour header, the status,
+    and, when nothing answered at all, why (so "Caddy is down" never reads as "no header")."""
 
     version: str | None
     color: str | None
+    status: int | None = None
+    error: str | None = None
 
     def __str__(self) -> str:
+        if self.error:
+            return f"no answer ({self.error})"
         return f"{self.version!r} from {self.color or 'no colour (no X-Watcher-Color header)'}"
 
 
@@ -35,12 +40,12 @@ def answer(url: str, header: str | None, timeout: float = 5.0) -> Answer:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
         response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache"}, trust_env=False)
-    except httpx.HTTPError:
-        return Answer(None, None)
+    except httpx.HTTPError as exc:
+        return Answer(None, None, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     color = response.headers.get(COLOR_HEADER)
     if not response.is_success:
-        return Answer(None, color)
-    return Answer(_version(response, header), color)
+        return Answer(None, color, response.status_code)
+    return Answer(_version(response, header), color, response.status_code)
 
 
 def answered_version(url: str, header: str | None, timeout: float = 5.0) -> str | None:
