@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from watcher.queue.job import Job, Status
+from watcher.queue.job import Job, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
 from watcher.queue.queue import DeployQueue, Enqueued, Live
 from watcher.queue.suspension import Suspension
@@ -54,4 +54,4 @@ def format_overview(data: dict[str, Any]) -> str:
 
 
 def _fields(job: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in job.items() if v is not None and k in Job.__dataclass_fields__}
+    return {k: field_text(v) for k, v in job.items() if v is not None and k in Job.__dataclass_fields__}

@@ -7,8 +7,9 @@ seconds, so latencies and durations can be computed across hosts.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Mapping
@@ -50,6 +51,7 @@ class Job:
     message: str | None = None     # what a succeeded job did
     attempts: int = 0              # how many times a worker took it (a dead worker's job is retaken)
     fence: int | None = None       # the lock grant it runs under; every write about it compares this
+    phases: dict[str, float] = field(default_factory=dict)   # seconds per engine phase, kept at its end
 
     @property
     def kind(self) -> str:
@@ -64,7 +66,7 @@ class Job:
 
     def to_fields(self) -> dict[str, str]:
         """The Redis hash; absent values are left out."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        return {f.name: field_text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, str]) -> "Job":
@@ -78,7 +80,8 @@ class Job:
                    worker=raw.get("worker") or None, started=num("started"), finished=num("finished"),
                    reason=raw.get("reason") or None, message=raw.get("message") or None,
                    attempts=int(raw.get("attempts") or 0),
-                   fence=int(raw["fence"]) if raw.get("fence") else None)
+                   fence=int(raw["fence"]) if raw.get("fence") else None,
+                   phases=json.loads(raw["phases"]) if raw.get("phases") else {})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""
@@ -103,6 +106,11 @@ class Job:
             line += f" {'for' if self.status is Status.RUNNING else 'in'} {duration:.1f}s"
         detail = self.reason or self.message
         return line + (f": {detail}" if detail else "")
+
+
+def field_text(value: object) -> str:
+    """A value as its Redis hash field holds it (`phases` as JSON, the rest as text)."""
+    return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
 def iso(stamp: float | None) -> str | None:

@@ -29,6 +29,7 @@ Scripts name job keys they compute, so a Redis Cluster is not supported (one Red
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -146,10 +147,11 @@ redis.call('HSET', KEYS[3], 'phase', ARGV[3])
 return 1
 """
 
-# KEYS lock fence job running history last; ARGV token fence prefix id status field text now limit
+# KEYS lock fence job running history last; ARGV token fence prefix id status field text now limit phases
 _FINISH = _OWNS_JOB + _FINISH_FN + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[3], 'phases', ARGV[10]) end
 finish(ARGV[3], KEYS[5], ARGV[9], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('SET', KEYS[6], ARGV[4])
 return 1
@@ -354,15 +356,16 @@ class DeployQueue:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
 
     def finish(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-               message: str | None = None) -> None:
-        """Record a job's end, if this grant still owns the job."""
+               message: str | None = None, phases: dict[str, float] | None = None) -> None:
+        """Record a job's end, if this grant still owns the job, with the seconds each engine
+        phase took (the audit trail, and the metrics' phase histograms, read them back)."""
         assert status in (Status.SUCCEEDED, Status.FAILED)
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(
             _FINISH, 6, k("lock"), k("fence"), self.job_prefix + job.id, k("running"), k("history"), k("last"),
             lock.token, str(lock.fence), self.job_prefix, job.id, status.value, field, text,
-            repr(time.time()), self.history_limit)
+            repr(time.time()), self.history_limit, json.dumps(phases) if phases else "")
         if not done:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
                             f"({status.value}) was not recorded")

@@ -150,7 +150,9 @@ class Worker:
         log.info("worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s", self.name, job.id,
                  job.kind, job.version, job.source, job.requested_by, lock.fence, job.attempts,
                  f"; taking it over: {taken.recovered}" if taken.recovered else "")
-        engine = self.engine(Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase)))
+        progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
+        engine = self.engine(progress)
+        phases = progress.durations   # filled in as the engine goes; recorded with the outcome
         try:
             if job.kind == "rollback":
                 result = engine.rollback(guard=lock, to=job.version)
@@ -160,16 +162,16 @@ class Worker:
             log.error("worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc)
             return
         except Interrupted as exc:
-            self._interrupted(lock, job, engine, exc)
+            self._interrupted(lock, job, engine, exc, phases)
             raise
         except WatcherError as exc:
-            self._end(lock, job, Status.FAILED, reason=str(exc))
+            self._end(lock, job, Status.FAILED, reason=str(exc), phases=phases)
             return
         except Exception as exc:   # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
-            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}")
+            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", phases=phases)
             return
-        self._end(lock, job, Status.SUCCEEDED, message=result.message)
+        self._end(lock, job, Status.SUCCEEDED, message=result.message, phases=phases)
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
@@ -181,13 +183,14 @@ class Worker:
                         self.name, job.id, phase, exc)
 
     def _end(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-             message: str | None = None, give_up_after: float | None = None) -> None:
+             message: str | None = None, phases: dict[str, float] | None = None,
+             give_up_after: float | None = None) -> None:
         """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
         the waits between them not). If the lock is gone by then, the job stays `running` and the
         next lock holder re-runs it: the engine finds the version live and says so."""
         def record() -> None:
             with shielded():
-                self.queue.finish(lock, job, status, reason=reason, message=message)
+                self.queue.finish(lock, job, status, reason=reason, message=message, phases=phases)
 
         try:
             retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)
@@ -196,7 +199,8 @@ class Worker:
             return
         log.info("worker %s: job %s %s: %s", self.name, job.id, status.value, reason or message)
 
-    def _interrupted(self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted) -> None:
+    def _interrupted(self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted,
+                     phases: dict[str, float]) -> None:
         """The engine unwound (the live colour serves): succeeded if the job's version is live
         by now, else back to the head of the queue."""
         with shielded():
@@ -209,7 +213,7 @@ class Worker:
                 if live is not None:
                     self._end(lock, job, Status.SUCCEEDED,
                               message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
-                                      "before the old colour was stopped", give_up_after=5)
+                                      "before the old colour was stopped", phases=phases, give_up_after=5)
                 else:
                     retrying(lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
                              f"requeueing job {job.id}", give_up_after=5)
