@@ -28,6 +28,7 @@ from unittest import mock
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 from hypothesis import example, given
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
@@ -181,7 +182,8 @@ def _built(secret: str | None, token: str | None, api_token: str | None) -> Rece
     app = App(config, ImageRef.parse(IMAGE), RegexPolicy(".*"), EveryTag())  # type: ignore[arg-type]
     triggers = Triggers([app], sink, Memory(store), exists_wait=0)   # type: ignore[arg-type]
     settings = WebhookSettings(max_body=MAX_BODY, secret=secret, registry_token=token, api_token=api_token)
-    flask_app = webhook.create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name})
+    flask_app = webhook.create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name},
+                                   metrics=CollectorRegistry())
     return Receiver(flask_app.test_client(), sink, store)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
 from watcher.backends.registry import ImageRef, NotFound
@@ -113,12 +114,14 @@ class Receiver:
     redis: FakeRedis
 
 
-def receiver(max_body: int = MiB) -> Receiver:
+def receiver(max_body: int = MiB, metrics: CollectorRegistry | None = None, status_auth: bool = True) -> Receiver:
     registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
     app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
     triggers = Triggers([app], sink, Memory(store), exists_wait=0)   # type: ignore[arg-type]
-    settings = WebhookSettings(max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
-    flask_app = create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name})
+    settings = WebhookSettings(max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN,
+                               status_auth=status_auth)
+    flask_app = create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name},
+                           metrics=metrics or CollectorRegistry())
     return Receiver(flask_app.test_client(), registry, sink, store)
 
 
@@ -268,7 +271,8 @@ def test_status_answers_an_object_per_app_when_several_are_configured() -> None:
             for name in ("shop", "blog")]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
     client = create_app(Triggers(apps, sink, Memory(store), exists_wait=0), sink, settings,  # type: ignore[arg-type]
-                        ready=lambda: None, status=lambda name: {"app": name}).test_client()
+                        ready=lambda: None, status=lambda name: {"app": name},
+                        metrics=CollectorRegistry()).test_client()
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     assert client.get("/status", headers=auth).get_json() == {"shop": {"app": "shop"}, "blog": {"app": "blog"}}
     assert client.get("/status?app=blog", headers=auth).get_json() == {"app": "blog"}

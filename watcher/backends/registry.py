@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from time import monotonic, sleep
 from types import TracebackType
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 import httpx
 from tenacity import RetryCallState
@@ -50,6 +50,11 @@ _MAX_RETRY_AFTER = 60.0  # longer waits are the caller's business: we raise Rate
 _MAX_BACKOFF = 30.0
 _DEFAULT_TOKEN_TTL = 60.0  # distribution spec: assume 60 s when expires_in is absent
 _TOKEN_MARGIN = 10.0  # renew this long before expiry so a token never dies in flight
+
+
+#: Told of every HTTP attempt: the host (`ghcr.io`, `127.0.0.1:5000`), seconds, status (None: no
+#: answer). A callback, so this backend knows nothing of metrics (the triggers pass one).
+AttemptObserver = Callable[[str, float, int | None], None]
 
 
 class RegistryError(Exception):
@@ -250,6 +255,7 @@ class RegistryClient:
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
         max_retry_after: float = _MAX_RETRY_AFTER,
+        on_attempt: AttemptObserver | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("registry username and password must be given together")
@@ -271,6 +277,7 @@ class RegistryClient:
             follow_redirects=False,
             headers={"User-Agent": "watcher"},
         )
+        self._on_attempt = on_attempt
         self._challenges: dict[tuple[str, str], _Challenge] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
 
@@ -449,4 +456,16 @@ class RegistryClient:
             max_retry_after=self._max_retry_after, before_sleep=log_retry, give_up=give_up,
             sleep=sleep,
         )
-        return retrying(self._http.request, method, url, headers=headers)
+        return retrying(self._attempt, method, url, headers)
+
+    def _attempt(self, method: str, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
+        """One HTTP request, told to `on_attempt` (the metrics) with its host, time and status."""
+        begun = monotonic()
+        status: int | None = None
+        try:
+            response = self._http.request(method, url, headers=headers)
+            status = response.status_code
+            return response
+        finally:
+            if self._on_attempt is not None:
+                self._on_attempt(url.netloc.decode("ascii"), monotonic() - begun, status)

@@ -81,7 +81,7 @@ class WebhookSettings:
 
     listen: str = "127.0.0.1:9000"
     max_body: int = 1024 * 1024
-    status_auth: bool = True       # GET /status needs the API token
+    status_auth: bool = True       # GET /status and GET /metrics need the API token
     threads: int = 8               # waitress worker threads
     secret: str | None = field(default=None, repr=False)          # WEBHOOK_SECRET[_FILE]: GitHub HMAC key
     registry_token: str | None = field(default=None, repr=False)  # WEBHOOK_REGISTRY_TOKEN[_FILE]: /hooks/registry

@@ -30,6 +30,7 @@ import redis
 
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.metrics import activity
 from watcher.queue.connection import key
 from watcher.triggers.payloads import Push
 from watcher.triggers.policy import TagPolicy, build_policy, older
@@ -60,7 +61,8 @@ class App:
         # GitHub waits 10 s for an answer: short timeouts, one quick retry, and a 429 asking for
         # more than 2 s fails the delivery at once (503; the poller catches up) instead of waiting.
         registry = registry or RegistryClient(username=config.registry_username, password=config.registry_password,
-                                              timeout=2.5, max_retries=1, backoff=0.2, max_retry_after=2.0)
+                                              timeout=2.5, max_retries=1, backoff=0.2, max_retry_after=2.0,
+                                              on_attempt=activity.registry_request)
         return cls(config, ImageRef.parse(config.image), build_policy(config.policy), registry)
 
 

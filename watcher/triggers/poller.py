@@ -34,6 +34,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.backends.registry import NotFound, RegistryClient, RegistryError
+from watcher.metrics import activity
 from watcher.queue.connection import REDIS_DOWN, RedisRefused
 from watcher.triggers.dispatch import App, Triggers
 from watcher.triggers.policy import Decision, DigestPolicy, older
@@ -63,7 +64,7 @@ def poll_client(app: App) -> RegistryClient:
     """Patient registry client for polls (nobody waits on a poll, unlike a webhook)."""
     config = app.config
     return RegistryClient(username=config.registry_username, password=config.registry_password,
-                          timeout=10.0, max_retries=3, backoff=1.0)
+                          timeout=10.0, max_retries=3, backoff=1.0, on_attempt=activity.registry_request)
 
 
 class Poller:
@@ -87,6 +88,8 @@ class Poller:
         except RedisRefused as exc:   # a wrong password: say so on every poll, no traceback
             result = PollResult(app.name, "failed", f"{exc}; nothing enqueued")
         self._log(result)
+        if not dry_run:   # `check-tags` is a look, not a poll
+            activity.poll(app.name, failed=result.status == "failed")
         return result
 
     def _poll(self, app: App, dry_run: bool) -> PollResult:

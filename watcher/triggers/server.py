@@ -23,6 +23,7 @@ from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from watcher.config import Config, HostConfig
 from watcher.errors import Interrupted
+from watcher.metrics import registry_for
 from watcher.queue.connection import connect, describe
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
@@ -47,12 +48,13 @@ def announce(host: HostConfig) -> None:
                     "(set WEBHOOK_REGISTRY_TOKEN or WEBHOOK_REGISTRY_TOKEN_FILE)")
     if webhook.api_token:
         log.info("POST /pause, POST /resume%s: bearer token or X-Watcher-Signature-256",
-                 ", GET /status" if webhook.status_auth else "")
+                 ", GET /status, GET /metrics" if webhook.status_auth else "")
     else:
         log.warning("POST /pause, POST /resume%s: REFUSED: no API token is configured (set WATCHER_API_TOKEN "
-                    "or WATCHER_API_TOKEN_FILE)", ", GET /status" if webhook.status_auth else "")
+                    "or WATCHER_API_TOKEN_FILE)", ", GET /status, GET /metrics" if webhook.status_auth else "")
     if not webhook.status_auth:
-        log.info("GET /status: open to anyone who can reach %s ([webhook] status_auth = false)", webhook.listen)
+        log.info("GET /status, GET /metrics: open to anyone who can reach %s ([webhook] status_auth = false)",
+                 webhook.listen)
 
 
 @dataclass
@@ -104,7 +106,8 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
     sink = RedisSink(client, live_reader(*apps), host.redis_prefix)
     triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix))
     flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
-                           status=lambda name: status(host.apps[name]))
+                           status=lambda name: status(host.apps[name]),
+                           metrics=registry_for(client, list(host.apps), sink.live_of, host.redis_prefix))
     webhook = host.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress

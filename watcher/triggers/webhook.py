@@ -6,6 +6,8 @@
     POST /resume          lift the pause
     GET  /status          `watcher status --json` (?app=NAME; several apps: an object per app;
                           API token unless status_auth = false)
+    GET  /metrics         Prometheus metrics (watcher/metrics/); guarded exactly as /status, so a
+                          scraper sends the API token (`authorization: {credentials: ...}`)
     GET  /healthz         liveness: the process answers (200), readiness (Redis) in the body
     GET  /readyz          readiness: Redis answers (503 otherwise)
 
@@ -35,10 +37,12 @@ import urllib.parse
 from typing import Any, Callable
 
 from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from watcher.config import WebhookSettings
 from watcher.errors import RedisUnavailable, WatcherError
+from watcher.metrics import activity
 from watcher.queue.connection import REDIS_DOWN
 from watcher.triggers.dispatch import Outcome, Triggers
 from watcher.triggers.payloads import Ignored, Push, parse_github, parse_registry_notification, verify_github_signature
@@ -132,8 +136,10 @@ def _size(size: int) -> str:
 
 
 def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
-               ready: Callable[[], None], status: Callable[[str], dict[str, Any]]) -> Flask:
-    """`ready()` raises when Redis is unreachable; `status(app)` returns `status --json`'s data."""
+               ready: Callable[[], None], status: Callable[[str], dict[str, Any]],
+               metrics: CollectorRegistry) -> Flask:
+    """`ready()` raises when Redis is unreachable; `status(app)` returns `status --json`'s data;
+    `metrics` is what /metrics exposes (watcher.metrics.registry_for)."""
     app = Flask("watcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     memory = triggers.memory
@@ -169,6 +175,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
 
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             delivery_log("github", delivery, event, code, outcome, reason)
+            activity.delivery("github", outcome)
             return reply(code, outcome, reason, delivery=delivery, **extra)
 
         body = body_or_413()
@@ -229,6 +236,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             # A registry notifies every blob push and pull: only what concerns an app is worth a line.
             ids = _event_ids(items)
+            activity.delivery("registry", outcome)
             if code == 200 and outcome == "ignored":
                 log.debug("registry delivery %s: ignored: %s", ids or "-", reason)
             else:
@@ -334,14 +342,23 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     def resume() -> tuple[Response, int]:
         return control("resume")
 
+    def read_refused(what: str) -> tuple[Response, int] | None:
+        """The refusal of a read endpoint (/status, /metrics) without the API token, unless
+        `status_auth = false`: both tell what is deployed where, and when."""
+        if not settings.status_auth:
+            return None
+        if not settings.api_token:
+            return reply(403, "refused", f"{what} needs the API token, and none is configured "
+                                         "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
+        if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
+            return reply(401, "refused", "missing or wrong bearer token")
+        return None
+
     @app.get("/status")
     def status_endpoint() -> tuple[Response, int]:
-        if settings.status_auth:
-            if not settings.api_token:
-                return reply(403, "refused", "status needs the API token, and none is configured "
-                                             "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
-            if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
-                return reply(401, "refused", "missing or wrong bearer token")
+        refused = read_refused("status")
+        if refused:
+            return refused
         names = [app.name for app in triggers.apps]
         name = request.args.get("app") or (names[0] if len(names) == 1 else None)
         if name is not None and name not in names:
@@ -351,6 +368,13 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             return jsonify(status(name) if name else {each: status(each) for each in names}), 200
         except WatcherError as exc:
             return reply(503, "unavailable", f"status failed: {exc}")
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> tuple[Response, int]:
+        refused = read_refused("metrics")
+        if refused:
+            return refused
+        return Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST), 200
 
     def readiness() -> tuple[bool, str]:
         try:

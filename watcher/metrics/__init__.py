@@ -1,0 +1,38 @@
+"""Prometheus metrics, served at `GET /metrics` by the webhook receiver (triggers/webhook.py).
+
+    activity.py  in-process counters of what the serving process itself does: webhook deliveries,
+                 polls, registry requests
+    history.py   deploys, their durations and phases, the last success: tallied from the queue's
+                 job history in Redis at scrape time
+    queue.py     queue length, running job, paused, lock: read from Redis at scrape time
+    live.py      the live colour, version and digest: read from the route file and state
+
+Why read at scrape time: jobs run in the worker, often another process than the receiver (`watcher
+worker`, or the pool's child per job), so an in-process counter there would never reach /metrics.
+Redis and the route file are the truth every process writes; the collectors only read them, and
+nothing in the engine or the queue knows metrics exist.
+"""
+
+from __future__ import annotations
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from watcher.metrics.activity import ACTIVITY
+from watcher.metrics.history import HistoryCollector
+from watcher.metrics.live import LiveCollector, LiveOf
+from watcher.metrics.queue import QueueCollector
+
+__all__ = ["registry_for"]
+
+
+def registry_for(client: redis.Redis, apps: list[str], live_of: LiveOf, prefix: str = "") -> CollectorRegistry:
+    """One receiver's registry: the process-wide activity counters and the scrape-time readers of
+    these apps (a registry per receiver, so tests and `watcher run` never register twice)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ACTIVITY)
+    registry.register(HistoryCollector(client, apps, prefix))
+    registry.register(QueueCollector(client, apps, prefix))
+    registry.register(LiveCollector(apps, live_of))
+    return registry
+

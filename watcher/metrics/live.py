@@ -1,0 +1,36 @@
+"""What serves each app, read at scrape time from the route file and the state beside it (the
+one source `watcher status` reads too): `watcher_live_info{app,color,version,digest} 1`.
+
+The version and digest are labels only here, in an `_info` metric: one series per app at a
+time, so a tag never multiplies the series of a counter.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from watcher.errors import WatcherError
+from watcher.triggers.sink import LiveVersion
+
+LiveOf = Callable[[str], LiveVersion | None]
+
+
+class LiveCollector(Collector):
+    def __init__(self, apps: list[str], live_of: LiveOf) -> None:
+        self.apps = apps
+        self.live_of = live_of
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily("watcher_live_info", "1 for the colour, version and digest that serve each app.",
+                                 labels=["app", "color", "version", "digest"])
+        for app in self.apps:
+            try:
+                live = self.live_of(app)
+            except (OSError, WatcherError):
+                continue   # an unreadable state is `watcher status`'s to explain; no guess here
+            if live is not None:
+                info.add_metric([app, live.color, live.version, live.digest or ""], 1)
+        yield info

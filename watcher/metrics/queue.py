@@ -1,0 +1,68 @@
+"""The queue's state per app, read from Redis at scrape time: waiting jobs, the running job,
+the pause and the deploy lock. Gauges of the present, true whichever process runs the jobs.
+
+Redis unreachable: `watcher_redis_up 0` and no queue gauges (an absent series is honest; a
+zero would claim an empty queue).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+import redis
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from watcher.queue.connection import REDIS_DOWN
+from watcher.queue.lock import holder_of
+from watcher.queue.queue import DeployQueue
+from watcher.queue.suspension import Suspension
+
+
+def lock_age(holder: dict[str, Any]) -> float | None:
+    """Seconds since the holder took the lock (its `since`, ISO 8601); None if unreadable."""
+    try:
+        return max(0.0, time.time() - datetime.fromisoformat(str(holder["since"])).timestamp())
+    except (KeyError, ValueError):
+        return None
+
+
+class QueueCollector(Collector):
+    def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "") -> None:
+        self.client = client
+        self.apps = apps
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauges = {name: GaugeMetricFamily(f"watcher_{name}", text, labels=["app"]) for name, text in (
+            ("queue_length", "Jobs waiting."),
+            ("job_running", "1 while a job runs."),
+            ("job_running_seconds", "How long the running job has run."),
+            ("paused", "1 while the queue is paused."),
+            ("lock_held", "1 while someone holds the deploy lock (a worker, deploy, rollback...)."),
+            ("lock_age_seconds", "How long the deploy lock has been held."),
+        )}
+        try:
+            for app in self.apps:
+                self._read(app, gauges)
+        except REDIS_DOWN:
+            yield GaugeMetricFamily("watcher_redis_up", "1 when Redis answered this scrape.", value=0)
+            return
+        yield GaugeMetricFamily("watcher_redis_up", "1 when Redis answered this scrape.", value=1)
+        yield from gauges.values()
+
+    def _read(self, app: str, gauges: dict[str, GaugeMetricFamily]) -> None:
+        queue = DeployQueue(self.client, app, prefix=self.prefix)
+        running = queue.running()
+        holder = holder_of(self.client, app, self.prefix)
+        gauges["queue_length"].add_metric([app], len(queue.waiting()))
+        gauges["job_running"].add_metric([app], 1 if running else 0)
+        if running and running[0].duration is not None:
+            gauges["job_running_seconds"].add_metric([app], running[0].duration)
+        gauges["paused"].add_metric([app], 1 if Suspension(self.client, app, self.prefix).paused() else 0)
+        gauges["lock_held"].add_metric([app], 1 if holder else 0)
+        age = lock_age(holder) if holder else None
+        if age is not None:
+            gauges["lock_age_seconds"].add_metric([app], age)
