@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -17,8 +18,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.harness.metrics import Samples, named, parse, value
+from tests.harness.stack import free_port
+from tests.unit.test_config import MINIMAL, make_project, refused
 from tests.unit.test_webhook import API_TOKEN, IMAGE, FakeRedis, FakeRegistry, FakeSink, Receiver, github, receiver
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
+from watcher.config import load_host
 from watcher.errors import WatcherError
 from watcher.metrics import activity, registry_for
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension
@@ -26,6 +30,7 @@ from watcher.queue.connection import connect
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
 from watcher.triggers.policy import SemverPolicy
+from watcher.triggers.server import start
 from watcher.triggers.sink import LiveVersion
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -233,3 +238,33 @@ def test_polls_and_their_failures_are_counted(hooks: Receiver) -> None:
     after = scrape(hooks)
     for name in ("watcher_poll_runs_total", "watcher_poll_errors_total"):
         assert value(after, name, app="polled") - value(before, name, app="polled") == 1
+
+
+# -- [metrics] listen: an address of its own ----------------------------------------------------
+
+def metrics_config(tmp_path: Path, listen: str, webhook: str = "127.0.0.1:9000") -> Path:
+    return make_project(tmp_path, MINIMAL + f'\n[webhook]\nlisten = "{webhook}"\n\n[metrics]\nlisten = "{listen}"\n')
+
+
+def test_metrics_listen_is_validated_like_the_receivers(tmp_path: Path) -> None:
+    assert load_host(metrics_config(tmp_path, "127.0.0.1:9100"), {}).webhook.metrics_listen == "127.0.0.1:9100"
+    assert load_host(make_project(tmp_path), {"METRICS_LISTEN": "0.0.0.0:9100"}).webhook.metrics_listen == \
+        "0.0.0.0:9100"
+    assert load_host(make_project(tmp_path), {}).webhook.metrics_listen is None
+    assert "metrics.listen" in refused(metrics_config(tmp_path, "127.0.0.1:99999"))
+    assert "the receiver's address already" in refused(metrics_config(tmp_path, "127.0.0.1:9000"))
+
+
+def test_with_its_own_address_metrics_are_served_there_only(tmp_path: Path, redis_url: str) -> None:
+    receiver_port, metrics_port = free_port(), free_port()
+    path = metrics_config(tmp_path, f"127.0.0.1:{metrics_port}", f"127.0.0.1:{receiver_port}")
+    host = load_host(path, {"WATCHER_API_TOKEN": API_TOKEN})
+    service = start(host, lambda config: {}, client=connect(redis_url), poll=False)
+    try:
+        answer = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", headers=AUTH, timeout=10)
+        assert answer.status_code == 200
+        assert named(parse(answer.text), "watcher_queue_length") == [{"app": "shop"}]
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{receiver_port}/metrics", headers=AUTH, timeout=10).status_code == 404
+    finally:
+        service.stop()

@@ -44,6 +44,7 @@ HOST_ENV: dict[str, tuple[str, str]] = {
     "REDIS_URL": ("redis", "url"),
     "WATCHER_LOCK_TTL": ("redis", "lock_ttl"),
     "WEBHOOK_LISTEN": ("webhook", "listen"),
+    "METRICS_LISTEN": ("metrics", "listen"),
     "POLL_INTERVAL": ("poll", "interval"),
 }
 
@@ -86,14 +87,23 @@ class WebhookSettings:
     secret: str | None = field(default=None, repr=False)          # WEBHOOK_SECRET[_FILE]: GitHub HMAC key
     registry_token: str | None = field(default=None, repr=False)  # WEBHOOK_REGISTRY_TOKEN[_FILE]: /hooks/registry
     api_token: str | None = field(default=None, repr=False)       # WATCHER_API_TOKEN[_FILE]: /pause /resume /status
+    metrics_listen: str | None = None   # [metrics] listen: GET /metrics there, not on `listen`
 
     @property
     def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
+        return listen_host(self.listen)
 
     @property
     def port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
+        return listen_port(self.listen)
+
+
+def listen_host(listen: str) -> str:
+    return listen.rsplit(":", 1)[0].strip("[]")
+
+
+def listen_port(listen: str) -> int:
+    return int(listen.rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True)
@@ -371,6 +381,9 @@ class _Loader:
         run_dir = _resolve(base, model.caddy.run_dir)
         admin = _admin_path(base, model.caddy.admin or f"unix://{run_dir / 'caddy-admin.sock'}")
         webhook = model.webhook
+        if model.metrics.listen == webhook.listen:
+            raise ConfigError(f"{self.path}: metrics.listen: {webhook.listen} is the receiver's address already "
+                              "([webhook] listen); leave it out to serve /metrics there")
         host = HostConfig(
             source=self.path,
             apps={},
@@ -378,7 +391,7 @@ class _Loader:
                 listen=webhook.listen, max_body=webhook.max_body, status_auth=webhook.status_auth,
                 threads=webhook.threads, secret=read_secret(self.env, "WEBHOOK_SECRET"),
                 registry_token=read_secret(self.env, "WEBHOOK_REGISTRY_TOKEN"),
-                api_token=read_secret(self.env, "WATCHER_API_TOKEN")),
+                api_token=read_secret(self.env, "WATCHER_API_TOKEN"), metrics_listen=model.metrics.listen),
             concurrency=model.worker.concurrency,
             caddy_admin=admin,
             caddy_site=model.caddy.site,

@@ -107,6 +107,10 @@ class WebhookModel(Section):
     threads: Annotated[int, between(1, 64)] = 8
 
 
+class MetricsModel(Section):
+    listen: Listen | None = None          # GET /metrics on its own address instead of the receiver's
+
+
 class PollModel(Section):
     enabled: bool = True
     interval: Annotated[Duration, at_least(1.0)] = 60.0
@@ -131,6 +135,7 @@ class FileModel(Section):
     apps: dict[Name, AppModel]
     redis: RedisModel = RedisModel()
     webhook: WebhookModel = WebhookModel()
+    metrics: MetricsModel = MetricsModel()
     poll: PollModel = PollModel()
     worker: WorkerModel = WorkerModel()
     caddy: CaddyModel = CaddyModel()
@@ -138,7 +143,7 @@ class FileModel(Section):
 
 #: Top-level sections of the single-app layout that belong to its one app.
 LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "hooks", "state", "policy")
-HOST_SECTIONS = ("redis", "webhook", "poll", "worker")
+HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker")
 
 
 def legacy_to_apps(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -19,16 +19,17 @@ from typing import Any, Callable
 
 import redis
 import waitress
+from prometheus_client import CollectorRegistry
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
-from watcher.config import Config, HostConfig
+from watcher.config import Config, HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import Interrupted
 from watcher.metrics import registry_for
 from watcher.queue.connection import connect, describe
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
 from watcher.triggers.sink import RedisSink, live_reader
-from watcher.triggers.webhook import create_app
+from watcher.triggers.webhook import create_app, create_metrics_app
 
 log = logging.getLogger("watcher.serve")
 
@@ -67,6 +68,7 @@ class Service:
     poller: Poller
     server: BaseWSGIServer | MultiSocketServer
     thread: threading.Thread
+    metrics_server: BaseWSGIServer | MultiSocketServer | None = None   # [metrics] listen
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -86,8 +88,9 @@ class Service:
             return
         self.stopped.set()
         self.poller.shutdown()
-        self.server.close()
-        self.server.task_dispatcher.shutdown()   # type: ignore[union-attr]
+        for server in filter(None, (self.server, self.metrics_server)):
+            server.close()
+            server.task_dispatcher.shutdown()   # type: ignore[union-attr]
         for app in self.triggers.apps:
             app.registry.close()
         log.info("webhook receiver and poller stopped")
@@ -105,9 +108,9 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
     apps = list(host.apps.values())
     sink = RedisSink(client, live_reader(*apps), host.redis_prefix)
     triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix))
+    metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix)
     flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
-                           status=lambda name: status(host.apps[name]),
-                           metrics=registry_for(client, list(host.apps), sink.live_of, host.redis_prefix))
+                           status=lambda name: status(host.apps[name]), metrics=metrics)
     webhook = host.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
@@ -119,7 +122,7 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
         clear_untrusted_proxy_headers=True, expose_tracebacks=False, ident="watcher")
     thread = threading.Thread(target=server.run, name="webhook", daemon=True)
     poller = Poller(triggers)
-    service = Service(host, client, triggers, poller, server, thread)
+    service = Service(host, client, triggers, poller, server, thread, metrics_server(webhook, metrics))
     # Say what each endpoint accepts before the first request can be answered.
     announce(host)
     log.info("webhook receiver on http://%s:%d (waitress, %d threads, max body %d bytes); queue in Redis %s",
@@ -127,4 +130,19 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
     if poll:
         poller.start()
     thread.start()
+    if service.metrics_server is not None:
+        threading.Thread(target=service.metrics_server.run, name="metrics", daemon=True).start()
     return service
+
+
+def metrics_server(webhook: WebhookSettings, metrics: CollectorRegistry) -> BaseWSGIServer | MultiSocketServer | None:
+    """GET /metrics alone on `[metrics] listen`, if set: two threads (a scrape is one request now
+    and then), no body to read."""
+    if not webhook.metrics_listen:
+        return None
+    server = waitress.create_server(
+        create_metrics_app(webhook, metrics), host=listen_host(webhook.metrics_listen),
+        port=listen_port(webhook.metrics_listen), threads=2, max_request_body_size=0, channel_timeout=30,
+        connection_limit=32, clear_untrusted_proxy_headers=True, expose_tracebacks=False, ident="watcher")
+    log.info("GET /metrics on http://%s (not on the receiver's address)", webhook.metrics_listen)
+    return server

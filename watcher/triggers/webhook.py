@@ -7,7 +7,7 @@
     GET  /status          `watcher status --json` (?app=NAME; several apps: an object per app;
                           API token unless status_auth = false)
     GET  /metrics         Prometheus metrics (watcher/metrics/); guarded exactly as /status, so a
-                          scraper sends the API token (`authorization: {credentials: ...}`)
+                          scraper sends the API token; at `[metrics] listen` instead when set
     GET  /healthz         liveness: the process answers (200), readiness (Redis) in the body
     GET  /readyz          readiness: Redis answers (503 otherwise)
 
@@ -135,17 +135,47 @@ def _size(size: int) -> str:
     return f"{size} bytes"
 
 
+def _reply(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"outcome": outcome, "reason": reason, **extra}), code
+
+
+def _read_refused(settings: WebhookSettings, what: str) -> tuple[Response, int] | None:
+    """The refusal of a read endpoint (/status, /metrics) without the API token, unless
+    `status_auth = false`: both tell what is deployed where, and when."""
+    if not settings.status_auth:
+        return None
+    if not settings.api_token:
+        return _reply(403, "refused", f"{what} needs the API token, and none is configured "
+                                      "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
+    if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
+        return _reply(401, "refused", "missing or wrong bearer token")
+    return None
+
+
+def _add_metrics(app: Flask, settings: WebhookSettings, metrics: CollectorRegistry) -> None:
+    @app.get("/metrics")
+    def metrics_endpoint() -> tuple[Response, int]:
+        return _read_refused(settings, "metrics") or \
+            (Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST), 200)
+
+
+def create_metrics_app(settings: WebhookSettings, metrics: CollectorRegistry) -> Flask:
+    """/metrics alone, for `[metrics] listen`: a scrape address apart from the hooks (a private
+    interface, while the receiver faces GitHub), guarded the same way."""
+    app = Flask("watcher-metrics")
+    _add_metrics(app, settings, metrics)
+    return app
+
+
 def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
                ready: Callable[[], None], status: Callable[[str], dict[str, Any]],
                metrics: CollectorRegistry) -> Flask:
     """`ready()` raises when Redis is unreachable; `status(app)` returns `status --json`'s data;
-    `metrics` is what /metrics exposes (watcher.metrics.registry_for)."""
+    `metrics` is what /metrics exposes (watcher.metrics.registry_for), here unless `[metrics]
+    listen` gives it an address of its own (create_metrics_app)."""
     app = Flask("watcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     memory = triggers.memory
-
-    def reply(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
-        return jsonify({"outcome": outcome, "reason": reason, **extra}), code
 
     def body_or_413() -> bytes | None:
         if request.content_length is not None and request.content_length > settings.max_body:
@@ -176,7 +206,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             delivery_log("github", delivery, event, code, outcome, reason)
             activity.delivery("github", outcome)
-            return reply(code, outcome, reason, delivery=delivery, **extra)
+            return _reply(code, outcome, reason, delivery=delivery, **extra)
 
         body = body_or_413()
         if body is None:
@@ -241,7 +271,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
                 log.debug("registry delivery %s: ignored: %s", ids or "-", reason)
             else:
                 delivery_log("registry", ids, "", code, outcome, reason)
-            return reply(code, outcome, reason, **extra)
+            return _reply(code, outcome, reason, **extra)
 
         body = body_or_413()
         if body is None:
@@ -304,7 +334,7 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     def control(action: str) -> tuple[Response, int]:
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             log.log(_level(code), "%s from %s: %d %s: %s", action, request.remote_addr, code, outcome, reason)
-            return reply(code, outcome, reason, **extra)
+            return _reply(code, outcome, reason, **extra)
 
         body = body_or_413()
         if body is None:
@@ -342,39 +372,23 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     def resume() -> tuple[Response, int]:
         return control("resume")
 
-    def read_refused(what: str) -> tuple[Response, int] | None:
-        """The refusal of a read endpoint (/status, /metrics) without the API token, unless
-        `status_auth = false`: both tell what is deployed where, and when."""
-        if not settings.status_auth:
-            return None
-        if not settings.api_token:
-            return reply(403, "refused", f"{what} needs the API token, and none is configured "
-                                         "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
-        if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
-            return reply(401, "refused", "missing or wrong bearer token")
-        return None
-
     @app.get("/status")
     def status_endpoint() -> tuple[Response, int]:
-        refused = read_refused("status")
+        refused = _read_refused(settings, "status")
         if refused:
             return refused
         names = [app.name for app in triggers.apps]
         name = request.args.get("app") or (names[0] if len(names) == 1 else None)
         if name is not None and name not in names:
-            return reply(404, "refused", f"no app {_clean(name, 100)!r} (configured: {', '.join(names)})")
+            return _reply(404, "refused", f"no app {_clean(name, 100)!r} (configured: {', '.join(names)})")
         try:
             # One app: its `status --json`; several and no ?app=: an object per app, as the CLI.
             return jsonify(status(name) if name else {each: status(each) for each in names}), 200
         except WatcherError as exc:
-            return reply(503, "unavailable", f"status failed: {exc}")
+            return _reply(503, "unavailable", f"status failed: {exc}")
 
-    @app.get("/metrics")
-    def metrics_endpoint() -> tuple[Response, int]:
-        refused = read_refused("metrics")
-        if refused:
-            return refused
-        return Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST), 200
+    if not settings.metrics_listen:
+        _add_metrics(app, settings, metrics)
 
     def readiness() -> tuple[bool, str]:
         try:
@@ -401,15 +415,15 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = exc.code or 400
-        return reply(code, "refused", exc.description or exc.name)
+        return _reply(code, "refused", exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
         if isinstance(exc, (*REDIS_DOWN, RedisUnavailable)):
             log.warning("%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0])
-            return reply(503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver")
+            return _reply(503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver")
         log.exception("%s %s: unexpected error", request.method, request.path)
-        return reply(503, "unavailable", "unexpected error: retry or redeliver (a request already queued is "
+        return _reply(503, "unavailable", "unexpected error: retry or redeliver (a request already queued is "
                                          "recognized and not queued twice)")
 
     return app
