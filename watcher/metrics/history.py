@@ -58,13 +58,9 @@ class HistoryCollector(Collector):
         yield from families
 
     def _catch_up(self, app: str) -> None:
-        """Add the jobs finished since the last scrape: those above the head seen then (all of
-        them when it has been trimmed away), oldest first."""
-        queue = self.queues[app]
-        jobs = queue.history(queue.history_limit)
-        ids = [job.id for job in jobs]
-        seen = self.seen[app]
-        for job in reversed(jobs[:ids.index(seen)] if seen in ids else jobs):
+        """Add the jobs finished since the last scrape, oldest first."""
+        jobs = self.queues[app].finished_after(self.seen[app])
+        for job in reversed(jobs):
             self._add(app, job)
         if jobs:
             self.seen[app] = jobs[0].id

@@ -20,6 +20,8 @@ from watcher.queue.lock import holder_of
 from watcher.queue.queue import DeployQueue
 from watcher.queue.suspension import Suspension
 
+REDIS_UP = "1 when Redis answered this scrape."
+
 
 def lock_age(holder: dict[str, Any]) -> float | None:
     """Seconds since the holder took the lock (its `since`, ISO 8601); None if unreadable."""
@@ -48,9 +50,9 @@ class QueueCollector(Collector):
             for app in self.apps:
                 self._read(app, gauges)
         except REDIS_DOWN:
-            yield GaugeMetricFamily("watcher_redis_up", "1 when Redis answered this scrape.", value=0)
+            yield GaugeMetricFamily("watcher_redis_up", REDIS_UP, value=0)
             return
-        yield GaugeMetricFamily("watcher_redis_up", "1 when Redis answered this scrape.", value=1)
+        yield GaugeMetricFamily("watcher_redis_up", REDIS_UP, value=1)
         yield from gauges.values()
 
     def _read(self, app: str, gauges: dict[str, GaugeMetricFamily]) -> None:

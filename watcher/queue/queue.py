@@ -299,6 +299,13 @@ class DeployQueue:
         """Finished jobs, newest first."""
         return self._jobs(self.client.lrange(self._key("history"), 0, max(0, limit - 1)))
 
+    def finished_after(self, job_id: str | None) -> list[Job]:
+        """The jobs that finished after job `job_id` did, newest first: the ones above it in the
+        history (every one held, when it is None or trimmed away). One LRANGE when none did, so
+        a reader that follows the history (the metrics) costs little per look."""
+        ids = self.client.lrange(self._key("history"), 0, -1)
+        return self._jobs(ids[:ids.index(job_id)] if job_id in ids else ids)
+
     def last_job(self) -> Job | None:
         """The last job that ran to an end (succeeded or failed)."""
         job_id = self.client.get(self._key("last"))
