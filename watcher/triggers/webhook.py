@@ -424,6 +424,6 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             return _reply(503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver")
         log.exception("%s %s: unexpected error", request.method, request.path)
         return _reply(503, "unavailable", "unexpected error: retry or redeliver (a request already queued is "
-                                         "recognized and not queued twice)")
+                                          "recognized and not queued twice)")
 
     return app
