@@ -117,6 +117,14 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """`[history]`: how many finished jobs each app keeps, and for how long (the audit trail)."""
+
+    keep: int = 1000
+    max_age: float = 90 * 86400.0
+
+
+@dataclass(frozen=True)
 class PolicySettings:
     """`[policy]`: which tag the triggers deploy (watcher/triggers/policy.py)."""
 
@@ -170,6 +178,7 @@ class Config:
     redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = ""
     lock_ttl: float = 30.0
+    history: Retention = Retention()
     poll: PollSettings = field(default_factory=PollSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
@@ -209,6 +218,7 @@ class HostConfig:
     redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = ""
     lock_ttl: float = 30.0
+    history: Retention = Retention()
 
     def app(self, name: str | None) -> Config:
         """One app by name; without a name, the only one (several: the user must say which)."""
@@ -401,6 +411,7 @@ class _Loader:
             redis_password=read_secret(self.env, "REDIS_PASSWORD"),
             redis_prefix=model.redis.prefix,
             lock_ttl=model.redis.lock_ttl,
+            history=Retention(model.history.keep, model.history.max_age),
         )
         project_dirs = [_resolve(self.path.parent, app.project_dir) for app in model.apps.values()]
         for (name, app), project_dir in zip(model.apps.items(), project_dirs):
@@ -456,6 +467,7 @@ class _Loader:
             redis_password=host.redis_password,
             redis_prefix=host.redis_prefix,
             lock_ttl=host.lock_ttl,
+            history=host.history,
             poll=self._poll(name, app, poll),
             policy=self._policy(name, app.policy),
             deployment_color_file=None if shared_dir else project_dir / ".deployment-color",

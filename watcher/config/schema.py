@@ -122,6 +122,11 @@ class WorkerModel(Section):
     concurrency: Annotated[int, between(1, 32)] = 1
 
 
+class HistoryModel(Section):
+    keep: Annotated[int, between(1, 100_000, "keep")] = 1000   # finished jobs kept per app
+    max_age: Annotated[Duration, at_least(60.0)] = 90 * 86400.0  # and none older than this
+
+
 class CaddyModel(Section):
     """The one Caddy in front of the apps."""
 
@@ -138,12 +143,13 @@ class FileModel(Section):
     metrics: MetricsModel = MetricsModel()
     poll: PollModel = PollModel()
     worker: WorkerModel = WorkerModel()
+    history: HistoryModel = HistoryModel()
     caddy: CaddyModel = CaddyModel()
 
 
 #: Top-level sections of the single-app layout that belong to its one app.
 LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "hooks", "state", "policy")
-HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker")
+HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 
 def legacy_to_apps(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from pydantic import AfterValidator, BeforeValidator
 
 from watcher.validation import validate_name, validate_tag
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
                "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
@@ -20,7 +20,7 @@ MIN_BODY, MAX_BODY = 1024, 64 * 1024**2
 
 
 def parse_duration(value: Any, where: str | None = None) -> float:
-    """Seconds from `300`, `300s`, `5m`, `1.5s`, `250ms`. With `where`, a ConfigError naming it;
+    """Seconds from `300`, `300s`, `5m`, `1.5s`, `250ms`, `90d`. With `where`, a ConfigError naming it;
     without, a ValueError (the schema adds file and key)."""
     try:
         return _duration(value)
