@@ -30,7 +30,7 @@ class Status(StrEnum):
 
 #: Who may ask for a deploy. A `rollback` job runs the engine's rollback (instant when the
 #: version's colour is retained); the others run a deploy.
-SOURCES = ("cli", "webhook", "poll", "rollback")
+SOURCES = ("cli", "webhook", "poll", "rollback", "dashboard")
 
 
 @dataclass
