@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from watcher.config.schema import AppModel, FileModel, PolicyModel, legacy_to_apps
+from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
 
@@ -54,6 +54,7 @@ SECRET_ENV: dict[tuple[str, str], str] = {
     ("webhook", "secret"): "WEBHOOK_SECRET",
     ("webhook", "registry_token"): "WEBHOOK_REGISTRY_TOKEN",
     ("webhook", "api_token"): "WATCHER_API_TOKEN",
+    ("github", "token"): "GITHUB_TOKEN",
 }
 
 
@@ -137,6 +138,40 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class NotifyRoute:
+    """One apprise URL and the events it is sent (None: every event). The URL holds the
+    service's token: it is never shown; `channel` (its scheme) stands for it in logs and metrics."""
+
+    url: str = field(repr=False)
+    events: frozenset[str] | None = None
+
+    @property
+    def channel(self) -> str:
+        return self.url.split("://", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """`[notify]` with `[apps.<name>.notify]`: the app's routes are the host's plus its own."""
+
+    routes: tuple[NotifyRoute, ...] = ()
+    timeout: float = 10.0          # one send; past it the send counts as failed
+    queue: int = 100               # events waiting to be sent; more are dropped (and counted)
+
+
+@dataclass(frozen=True)
+class GithubSettings:
+    """GitHub deployment statuses of one app: on when a token and a repository are known (from
+    `[apps.<name>.github] repository`, or the job's, from the webhook payload)."""
+
+    api_url: str = "https://api.github.com"
+    token: str | None = field(default=None, repr=False)   # GITHUB_TOKEN[_FILE]
+    repository: str | None = None
+    environment: str = ""
+    environment_url: str | None = None
+
+
+@dataclass(frozen=True)
 class Route:
     """Where Caddy sends an app's requests: a site address and, optionally, a path prefix."""
 
@@ -181,6 +216,9 @@ class Config:
     history: Retention = Retention()
     poll: PollSettings = field(default_factory=PollSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    notify: NotifySettings = NotifySettings()
+    github: GithubSettings = GithubSettings()
+    dashboard_url: str | None = None   # [dashboard] url: links to a job's page in notifications
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
     #: several apps share the project directory (whose colour would it be?).
     deployment_color_file: Path | None = None
@@ -413,15 +451,16 @@ class _Loader:
             lock_ttl=model.redis.lock_ttl,
             history=Retention(model.history.keep, model.history.max_age),
         )
+        host_routes = self._routes(None, model.notify) + self._env_routes()
         project_dirs = [_resolve(self.path.parent, app.project_dir) for app in model.apps.values()]
         for (name, app), project_dir in zip(model.apps.items(), project_dirs):
-            host.apps[name] = self._app(name, app, project_dir, model, host, run_dir,
+            host.apps[name] = self._app(name, app, project_dir, model, host, run_dir, host_routes,
                                         shared_dir=project_dirs.count(project_dir) > 1)
         self._check_apart(host, run_dir)
         return host
 
     def _app(self, name: str, app: AppModel, project_dir: Path, model: FileModel, host: HostConfig,
-             run_dir: Path, *, shared_dir: bool) -> Config:
+             run_dir: Path, host_routes: tuple[NotifyRoute, ...], *, shared_dir: bool) -> Config:
         if not project_dir.is_dir():
             raise self.fail(name, "project_dir", f"{project_dir} is not a directory")
         for file_name in app.compose_files:
@@ -470,8 +509,35 @@ class _Loader:
             history=host.history,
             poll=self._poll(name, app, poll),
             policy=self._policy(name, app.policy),
+            notify=NotifySettings(host_routes + self._routes(name, app.notify), model.notify.timeout,
+                                  model.notify.queue),
+            github=GithubSettings(model.github.api_url, read_secret(self.env, "GITHUB_TOKEN"), app.github.repository,
+                                  app.github.environment or name, app.github.environment_url or app.verify.url),
+            dashboard_url=model.dashboard.url.rstrip("/") if model.dashboard.url else None,
             deployment_color_file=None if shared_dir else project_dir / ".deployment-color",
         )
+
+    def _routes(self, app: str | None, notify: AppNotifyModel) -> tuple[NotifyRoute, ...]:
+        routes = [NotifyRoute(url) for url in notify.urls]
+        routes += [NotifyRoute(route.url, frozenset(route.events)) for route in notify.routes]
+        for index, route in enumerate(routes):
+            problem = _apprise_problem(route.url)
+            if problem:   # which entry, and its scheme: never the URL, which holds a token
+                key = f"notify.urls[{index}]" if index < len(notify.urls) else \
+                    f"notify.routes[{index - len(notify.urls)}].url"
+                raise self.fail(app, key, problem)
+        return tuple(routes)
+
+    def _env_routes(self) -> tuple[NotifyRoute, ...]:
+        """WATCHER_NOTIFY_URLS[_FILE]: URLs separated by spaces or lines (`#` starts a comment
+        line in the file), sent every event of every app."""
+        text = read_secret(self.env, "WATCHER_NOTIFY_URLS") or ""
+        urls = [word for line in text.splitlines() if not line.lstrip().startswith("#") for word in line.split()]
+        for index, url in enumerate(urls):
+            problem = _apprise_problem(url)
+            if problem:
+                raise ConfigError(f"environment WATCHER_NOTIFY_URLS: URL {index + 1}: {problem}")
+        return tuple(NotifyRoute(url) for url in urls)
 
     def _services(self, name: str, app: AppModel) -> tuple[Service, ...]:
         if not app.services:
@@ -578,6 +644,17 @@ def _problem(error: Any, known: list[str]) -> str:
     if kind == "string_pattern_mismatch":
         return f"expected an absolute path, got {value!r}"
     return message.removeprefix("Value error, ")
+
+
+def _apprise_problem(url: str) -> str | None:
+    """Why apprise cannot send to `url` (named by its scheme only), or None."""
+    import apprise   # only when notifications are configured: most commands never send one
+
+    if apprise.Apprise.instantiate(url) is not None:
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return (f"not a URL apprise can send to (scheme {scheme!r}; see https://github.com/caronc/apprise/wiki)"
+            if scheme else "not an apprise URL (expected SCHEME://..., e.g. json://host/path or slack://...)")
 
 
 def _resolve(base: Path, value: str) -> Path:

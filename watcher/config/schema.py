@@ -76,6 +76,28 @@ class AppPollModel(Section):
     jitter: Duration | None = None
 
 
+NotifyEvent = Literal["started", "succeeded", "failed", "rolled_back", "rollback_done", "paused", "resumed",
+                      "refused"]
+
+
+class NotifyRouteModel(Section):
+    """One apprise URL that is sent only the events it names."""
+
+    url: Annotated[str, Field(min_length=1)]
+    events: Annotated[list[NotifyEvent], Field(min_length=1)]
+
+
+class AppNotifyModel(Section):
+    urls: list[Annotated[str, Field(min_length=1)]] = []   # apprise URLs sent every event of the app
+    routes: list[NotifyRouteModel] = []
+
+
+class AppGithubModel(Section):
+    repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
+    environment: Annotated[str, Field(min_length=1)] | None = None   # default: the app's name
+    environment_url: HttpUrl | None = None                           # default: [verify] url
+
+
 class AppModel(Section):
     image: Image
     project: Name | None = None           # the shared compose project (default: the app's name)
@@ -92,6 +114,8 @@ class AppModel(Section):
     state: StateModel = StateModel()
     policy: PolicyModel = PolicyModel()
     poll: AppPollModel = AppPollModel()
+    notify: AppNotifyModel = AppNotifyModel()
+    github: AppGithubModel = AppGithubModel()
 
 
 class RedisModel(Section):
@@ -127,6 +151,21 @@ class HistoryModel(Section):
     max_age: Annotated[Duration, at_least(60.0)] = 90 * 86400.0  # and none older than this
 
 
+class NotifyModel(AppNotifyModel):
+    """The host's URLs get every app's events; the sender's bounds apply to every URL."""
+
+    timeout: PositiveDuration = 10.0      # one send, after which it counts as failed
+    queue: Annotated[int, between(1, 10_000, "queue")] = 100   # events waiting; more are dropped
+
+
+class GithubModel(Section):
+    api_url: HttpUrl = "https://api.github.com"
+
+
+class DashboardModel(Section):
+    url: HttpUrl | None = None            # the dashboard's public base URL, for links in messages
+
+
 class CaddyModel(Section):
     """The one Caddy in front of the apps."""
 
@@ -144,6 +183,9 @@ class FileModel(Section):
     poll: PollModel = PollModel()
     worker: WorkerModel = WorkerModel()
     history: HistoryModel = HistoryModel()
+    notify: NotifyModel = NotifyModel()
+    github: GithubModel = GithubModel()
+    dashboard: DashboardModel = DashboardModel()
     caddy: CaddyModel = CaddyModel()
 
 
