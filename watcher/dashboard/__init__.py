@@ -1,0 +1,46 @@
+"""The web dashboard: server-rendered pages over the same functions the CLI and the HTTP API
+call (the queue, the suspension, the triggers' sink, `status --json`'s data), served by the
+webhook receiver's Flask app. It adds no deploy logic of its own: a button enqueues a job as
+`watcher enqueue` would, and a worker runs it.
+
+Routes (auth.py, views.py, actions.py):
+
+    GET  /login, POST /login, POST /logout    the API token (WATCHER_API_TOKEN) -> a session
+    GET  /                                    every app: live colour, health, rollback, queue
+    GET  /apps/<app>                          one app: actions, running job live, history
+    GET  /apps/<app>/jobs/<id>                one job: every field, its phases with durations
+    GET  /apps/<app>/live.json                the queue, polled by static/live.js
+    GET  /apps/<app>/jobs/<id>.json           one job (Job.to_dict()), polled while it runs
+    POST /apps/<app>/deploy|rollback|pause|resume, /apps/<app>/jobs/<id>/cancel
+
+Everything needs a login unless `[webhook] status_auth = false`, which opens the read pages
+(as it opens GET /status); actions always need a login and the form's CSRF token.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flask import Blueprint
+
+from watcher.config import WebhookSettings
+from watcher.dashboard import actions, auth, views
+from watcher.dashboard.face import Face
+from watcher.queue.queue import DeployQueue
+from watcher.triggers.dispatch import Triggers
+from watcher.triggers.sink import Suspension
+
+__all__ = ["blueprint"]
+
+
+def blueprint(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
+              status: Callable[[str], dict[str, Any]], queue: Callable[[str], DeployQueue]) -> Blueprint:
+    """The dashboard for the apps `triggers` knows; `status(app)` is `status --json`'s data and
+    `queue(app)` the app's DeployQueue (both what `watcher serve` already has)."""
+    face = Face(triggers, suspension, settings, status, queue)
+    bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
+                   static_url_path="/dashboard/static")
+    auth.install(bp, settings)
+    views.install(bp, face)
+    actions.install(bp, face)
+    return bp

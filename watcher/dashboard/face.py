@@ -1,0 +1,29 @@
+"""What the dashboard's pages and actions reach: the functions `watcher serve` already holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import abort
+
+from watcher.config import WebhookSettings
+from watcher.queue.queue import DeployQueue
+from watcher.triggers.dispatch import App, Triggers
+from watcher.triggers.sink import Suspension
+
+
+@dataclass(frozen=True)
+class Face:
+    triggers: Triggers
+    suspension: Suspension
+    settings: WebhookSettings
+    status: Callable[[str], dict[str, Any]]
+    queue: Callable[[str], DeployQueue]
+
+    def app(self, name: str) -> App:
+        """The configured app, or a 404 page (a URL names it)."""
+        app = self.triggers.app(name)
+        if app is None:
+            abort(404, f"no app {name!r} is configured")
+        return app
