@@ -66,7 +66,9 @@ from tests.harness.triggers import WatcherServer  # noqa: E402
 from tests.harness.waiting import wait_until  # noqa: E402
 from watcher.queue import DeployQueue  # noqa: E402
 from watcher.queue.connection import connect, key  # noqa: E402
-from watcher.queue.queue import HISTORY_LIMIT  # noqa: E402
+from watcher.config import Retention  # noqa: E402
+
+HISTORY_LIMIT = Retention().keep
 
 TICK = os.sysconf("SC_CLK_TCK")
 RESULTS = REPO / "benchmarks" / "results"

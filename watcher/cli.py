@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import redis
 
-from watcher import interrupts
+from watcher import history, interrupts, logs
 from watcher.config import Config, HostConfig, find_config, load_host
 from watcher.engine.deployment import Deployment, DeployResult, Guard
 from watcher.engine.maintenance import cleanup, reset
@@ -74,7 +73,11 @@ the queue (needs Redis: [redis] url or REDIS_URL):
                          once) under each app's deploy lock, until SIGTERM
   enqueue VERSION        queue a deploy; prints the job id (--wait: follow it to its end)
   queue [--json]         the running and waiting jobs
-  history [-n N]         finished jobs with outcome and duration
+  history [-n N] [--since WHEN]
+                         finished jobs, newest first: who asked, outcome, duration (every app's
+                         without --app; --since 6h, 7d or a date)
+  show JOB               one job whole: who asked, digest, each phase's time, outcome, the
+                         versions live before and after
   cancel JOB             cancel a waiting job
   pause [--reason TEXT]  workers start no new job (the one in flight finishes); resume undoes it
                          (--all: every app)
@@ -94,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", help="config file (default: $WATCHER_CONFIG, ./watcher.toml, "
                                                "./config/watcher.toml)")
+    parser.add_argument("--log-format", metavar="text|json",
+                        help=f"log lines as text (default) or one JSON object each (${logs.ENV})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def per_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -133,9 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its result")
     queue = per_app(sub.add_parser("queue", help="show running and waiting jobs"))
     queue.add_argument("--json", action="store_true")
-    history = per_app(sub.add_parser("history", help="show finished jobs"))
+    history = per_app(sub.add_parser("history", help="show finished jobs (every app's without --app)"))
     history.add_argument("-n", type=int, default=20, metavar="N", help="how many (default 20)")
+    history.add_argument("--since", metavar="WHEN", help="only jobs that ended since WHEN: 6h, 7d, 2026-12-01, "
+                                                         "2026-12-01T08:00")
     history.add_argument("--json", action="store_true")
+    show = per_app(sub.add_parser("show", help="one job whole: who asked, digest, phases, outcome"))
+    show.add_argument("job")
+    show.add_argument("--json", action="store_true")
     cancel = per_app(sub.add_parser("cancel", help="cancel a waiting job"))
     cancel.add_argument("job")
     pause = per_app(sub.add_parser("pause", help="start no new job until resume"))
@@ -312,7 +322,7 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
 def _app_worker(config: Config, name: str | None, client: redis.Redis | None = None) -> Worker:
     return Worker(client or _redis(config), config.app, lambda progress: Deployment(config, progress=progress),
                   lock_ttl=config.lock_ttl, name=name, host_lock=HostLock(config.state_dir / "lock"),
-                  prefix=config.redis_prefix)
+                  prefix=config.redis_prefix, retention=config.history)
 
 
 def _one_job(config: Config, args: argparse.Namespace) -> int:
@@ -353,7 +363,7 @@ def _each(host: HostConfig, args: argparse.Namespace, command: Callable[[Config,
 
 
 def _enqueue(config: Config, args: argparse.Namespace) -> int:
-    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix)
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     if not args.rollback:   # a rollback may reuse a retained colour whose tag left the registry
         _check_registry(config, args.version, args.digest)
     live = live_reader(config)(config.app)
@@ -392,7 +402,7 @@ def _check_registry(config: Config, version: str, digest: str | None) -> None:
 
 
 def _queue(config: Config, args: argparse.Namespace) -> int:
-    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix)
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     running, waiting = queue.running(), queue.waiting()
     if args.json:
         print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting]},
@@ -409,17 +419,35 @@ def _queue(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _history(config: Config, args: argparse.Namespace) -> int:
-    jobs = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix).history(args.n)
+def _queues(host: HostConfig, app: str | None) -> list[DeployQueue]:
+    configs = host.chosen(app)
+    client = _redis(configs[0])
+    return [DeployQueue(client, c.app, prefix=c.redis_prefix, retention=c.history) for c in configs]
+
+
+def _history(host: HostConfig, args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise UsageError(f"-n: expected at least 1, got {args.n}")
+    since = history.parse_since(args.since) if args.since else None
+    jobs = history.newest_first(_queues(host, args.app), args.n, since)
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs], indent=2))
+    elif not jobs:
+        print("no finished job" + (f" since {args.since}" if args.since else " yet"))
     else:
-        print("\n".join(job.describe() for job in jobs) if jobs else "no finished job yet")
+        several = len(host.chosen(args.app)) > 1
+        print("\n".join((f"{job.app}: " if several else "") + job.describe() for job in jobs))
+    return 0
+
+
+def _show(host: HostConfig, args: argparse.Namespace) -> int:
+    job = history.find(_queues(host, args.app), args.job)
+    print(json.dumps(job.to_dict(), indent=2) if args.json else history.show(job))
     return 0
 
 
 def _cancel(config: Config, args: argparse.Namespace) -> int:
-    job = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix).cancel(args.job, by=_who())
+    job = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history).cancel(args.job, by=_who())
     print(job.describe())
     return 0
 
@@ -454,17 +482,20 @@ def _unlock(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-QUEUE_COMMANDS = {"enqueue": _enqueue, "queue": _queue, "history": _history, "cancel": _cancel,
-                  "unlock": _unlock}
+QUEUE_COMMANDS = {"enqueue": _enqueue, "queue": _queue, "cancel": _cancel, "unlock": _unlock}
 HOST_COMMANDS = {"status": _status, "apps": _apps, "caddyfile": _caddyfile, "worker": _pool,
-                 "pause": _pause_all, "resume": _resume_all}
+                 "pause": _pause_all, "resume": _resume_all, "history": _history, "show": _show}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(message)s" if args.command in ("worker", "serve", "run") else "watcher: %(message)s")
+    log_format = logs.chosen(args.log_format, os.environ)
+    if log_format not in logs.FORMATS:
+        print(f"watcher: error: --log-format / {logs.ENV}: expected one of {', '.join(logs.FORMATS)}, "
+              f"got {log_format!r}", file=sys.stderr)
+        return 2
+    logs.configure(log_format, daemon=args.command in ("worker", "serve", "run"))
     quiet_libraries()
     interrupts.install()
     try:

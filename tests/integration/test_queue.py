@@ -25,6 +25,7 @@ from tests.harness.fake_worker import fake_worker
 from tests.harness import images, waiting
 from tests.harness.stack import APP_REPO
 from tests.harness.redis_server import RedisServer
+from watcher.config import Retention
 from watcher.errors import GuardLost, LockBusy, UsageError
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, Worker, holder_of
 from watcher.queue.connection import connect, key
@@ -153,7 +154,7 @@ def test_cancel_a_waiting_job_only(client: redis.Redis, queue: DeployQueue, app_
 
 
 def test_history_is_newest_first_and_trimmed(client: redis.Redis, app_name: str) -> None:
-    queue = DeployQueue(client, app_name, history_limit=5)
+    queue = DeployQueue(client, app_name, retention=Retention(keep=5))
     ids = [ask(queue, f"v{i}").job.id for i in range(9)]
     # v0..v7 were superseded in order; only the newest 5 are kept, their hashes too.
     assert [j.id for j in queue.history(10)] == ids[7:2:-1]

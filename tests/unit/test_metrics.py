@@ -22,10 +22,11 @@ from tests.harness.stack import free_port
 from tests.unit.test_config import MINIMAL, make_project, refused
 from tests.unit.test_webhook import API_TOKEN, IMAGE, FakeRedis, FakeRegistry, FakeSink, Receiver, github, receiver
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
-from watcher.config import load_host
+from watcher.config import Retention, load_host
 from watcher.errors import WatcherError
 from watcher.metrics import activity, registry_for
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension
+from watcher.queue.job import Audit
 from watcher.queue.connection import connect
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
@@ -78,7 +79,7 @@ def run_job(client: redis.Redis, app: str, version: str, status: Status, phases:
         assert taken is not None
         time.sleep(0.05)
         queue.finish(lock, taken.job, status, reason="broke" if status is Status.FAILED else None,
-                     message="done", phases=phases)
+                     message="done", audit=Audit(phases))
     finally:
         lock.release()
 
@@ -134,7 +135,7 @@ def test_an_already_live_request_is_a_noop_not_a_success(hooks: Receiver, client
 
 def test_counters_never_fall_when_the_history_is_trimmed(client: redis.Redis, app_name: str) -> None:
     hooks = receiver(metrics=registry_for(client, [app_name], lambda app: None))
-    trimmed = DeployQueue(client, app_name, history_limit=2)
+    trimmed = DeployQueue(client, app_name, retention=Retention(keep=2))
     for version in ("v1", "v2", "v3"):
         trimmed.enqueue(version, source="cli", requested_by="test")   # each supersedes the one before
     first = value(scrape(hooks), "watcher_deploys_total", app=app_name, kind="deploy", outcome="superseded")

@@ -52,6 +52,8 @@ class Job:
     attempts: int = 0              # how many times a worker took it (a dead worker's job is retaken)
     fence: int | None = None       # the lock grant it runs under; every write about it compares this
     phases: dict[str, float] = field(default_factory=dict)   # seconds per engine phase, kept at its end
+    before: str | None = None      # the version live before it ran
+    after: str | None = None       # the version live once it ended
 
     @property
     def kind(self) -> str:
@@ -81,7 +83,8 @@ class Job:
                    reason=raw.get("reason") or None, message=raw.get("message") or None,
                    attempts=int(raw.get("attempts") or 0),
                    fence=int(raw["fence"]) if raw.get("fence") else None,
-                   phases=json.loads(raw["phases"]) if raw.get("phases") else {})
+                   phases=json.loads(raw["phases"]) if raw.get("phases") else {},
+                   before=raw.get("before") or None, after=raw.get("after") or None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""
@@ -106,6 +109,21 @@ class Job:
             line += f" {'for' if self.status is Status.RUNNING else 'in'} {duration:.1f}s"
         detail = self.reason or self.message
         return line + (f": {detail}" if detail else "")
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What a job's end records beside its outcome: the seconds each engine phase took, the
+    versions live before and after it ran, and the digest it deployed (when the pull said)."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+    before: str | None = None
+    after: str | None = None
+    digest: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The job hash's fields this sets; absent values are left as they were."""
+        return {f.name: field_text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name)}
 
 
 def field_text(value: object) -> str:

@@ -5,7 +5,8 @@ Data (all `watcher:<app>:...`):
   job:<id>   hash, one per job (job.py); ids come from the counter `seq`
   waiting    list of queued job ids; coalescing keeps at most one
   running    list holding the id of the job a lock holder runs (at most one: one lock)
-  history    list of finished job ids, newest first, trimmed to `history_limit` (older hashes go)
+  history    list of finished job ids, newest first, trimmed to the app's `Retention` (count and age;
+             older hashes go)
   last       id of the last job that ran to an end (succeeded or failed)
   wake       list a new job or a resume pushes to, so an idle worker's BLPOP returns at once
 
@@ -39,33 +40,41 @@ import redis
 
 from watcher.errors import GuardLost, UsageError
 from watcher.queue.connection import key, retrying
-from watcher.queue.job import SOURCES, Job, Status
+from watcher.config import Retention
+from watcher.queue.job import SOURCES, Audit, Job, Status
 from watcher.queue.lock import OWNS, DeployLock
 from watcher.validation import validate_tag
 
-HISTORY_LIMIT = 1000
 #: A job whose worker died is retaken until it has been taken this many times, then failed.
 MAX_ATTEMPTS = 2
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
 
+# finish(prefix, history, retention, id, status, field, text, now): the job's end, and the
+# history trimmed to `retention` = "<keep> <max age in seconds>": at most keep ids, none whose
+# job finished more than max age ago (the trimmed jobs' hashes go with them).
 _FINISH_FN = """
-local function finish(prefix, history, limit, id, status, field, text, now)
+local function finish(prefix, history, retention, id, status, field, text, now)
   local jk = prefix .. id
   redis.call('HSET', jk, 'status', status, 'finished', now)
   if field ~= '' then redis.call('HSET', jk, field, text) end
   redis.call('LPUSH', history, id)
-  while redis.call('LLEN', history) > tonumber(limit) do
+  local keep, max_age = string.match(retention, '^(%d+) (%d+)$')
+  local oldest = tonumber(now) - tonumber(max_age)
+  while redis.call('LLEN', history) > 1 do
+    local last = redis.call('LINDEX', history, -1)
+    local ended = tonumber(redis.call('HGET', prefix .. last, 'finished') or '0')
+    if redis.call('LLEN', history) <= tonumber(keep) and ended >= oldest then break end
     redis.call('DEL', prefix .. redis.call('RPOP', history))
   end
 end
 """
 
 # KEYS waiting running seq history wake
-# ARGV prefix version digest source by now app limit live_version live_digest live_color
+# ARGV prefix version digest source by now app retention live_version live_digest live_color
 # (what is live comes from the caller, who read it from the route file and state: one source)
 _ENQUEUE = _FINISH_FN + """
-local prefix, version, digest, now, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
+local prefix, version, digest, now, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
 local function same(v, d)
   return v == version and (not d or d == '' or digest == '' or d == digest)
 end
@@ -80,13 +89,13 @@ redis.call('HSET', jk, 'id', id, 'app', ARGV[7], 'version', version, 'source', A
 if digest ~= '' then redis.call('HSET', jk, 'digest', digest) end
 if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
   if ARGV[9] ~= '' and same(ARGV[9], ARGV[10]) then
-    finish(prefix, KEYS[4], limit, id, 'succeeded', 'message',
+    finish(prefix, KEYS[4], retention, id, 'succeeded', 'message',
            version .. ' is already live on ' .. ARGV[11] .. ': nothing to do', now)
     return {id, 'live'}
   end
 end
 for _, old in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  finish(prefix, KEYS[4], limit, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
+  finish(prefix, KEYS[4], retention, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
 end
 redis.call('DEL', KEYS[1])
 redis.call('RPUSH', KEYS[1], id)
@@ -95,10 +104,10 @@ redis.call('LTRIM', KEYS[5], 0, 0)
 return {id, 'queued'}
 """
 
-# KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max limit
+# KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max retention
 _TAKE = OWNS + _FINISH_FN + """
 if not owns() then return {'lost'} end
-local prefix, now, limit = ARGV[3], ARGV[5], ARGV[7]
+local prefix, now, retention = ARGV[3], ARGV[5], ARGV[7]
 local orphan = redis.call('LINDEX', KEYS[4], 0)
 if orphan then
   redis.call('LREM', KEYS[4], 0, orphan)
@@ -107,9 +116,9 @@ if orphan then
   local was = 'its worker ' .. (j[1] or '?') .. ' stopped during ' .. (j[2] or 'start')
   local attempts = tonumber(j[3] or '0')
   if redis.call('LLEN', KEYS[3]) > 0 then
-    finish(prefix, KEYS[6], limit, orphan, 'superseded', 'reason', was .. ' and a newer request waits', now)
+    finish(prefix, KEYS[6], retention, orphan, 'superseded', 'reason', was .. ' and a newer request waits', now)
   elseif attempts >= tonumber(ARGV[6]) then
-    finish(prefix, KEYS[6], limit, orphan, 'failed', 'reason',
+    finish(prefix, KEYS[6], retention, orphan, 'failed', 'reason',
            was .. ' (attempt ' .. attempts .. ' of ' .. ARGV[6] .. '); not retried', now)
     redis.call('SET', KEYS[7], orphan)
   else
@@ -124,7 +133,7 @@ local ids = redis.call('LRANGE', KEYS[3], 0, -1)
 if #ids == 0 then return {'empty'} end
 local id = ids[#ids]
 for i = 1, #ids - 1 do
-  finish(prefix, KEYS[6], limit, ids[i], 'superseded', 'reason', 'superseded by job ' .. id, now)
+  finish(prefix, KEYS[6], retention, ids[i], 'superseded', 'reason', 'superseded by job ' .. id, now)
 end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', prefix .. id, 'status', 'running', 'worker', ARGV[4], 'fence', ARGV[2], 'started', now,
@@ -147,17 +156,19 @@ redis.call('HSET', KEYS[3], 'phase', ARGV[3])
 return 1
 """
 
-# KEYS lock fence job running history last; ARGV token fence prefix id status field text now limit phases
+# KEYS lock fence job running history last
+# ARGV token fence prefix id status field text now retention audit
+# (audit: a JSON object of the job's other end fields, e.g. phases, before, after, digest)
 _FINISH = _OWNS_JOB + _FINISH_FN + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
-if ARGV[10] ~= '' then redis.call('HSET', KEYS[3], 'phases', ARGV[10]) end
+for name, value in pairs(cjson.decode(ARGV[10])) do redis.call('HSET', KEYS[3], name, value) end
 finish(ARGV[3], KEYS[5], ARGV[9], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('SET', KEYS[6], ARGV[4])
 return 1
 """
 
-# KEYS lock fence job running waiting history wake; ARGV token fence prefix id now limit why
+# KEYS lock fence job running waiting history wake; ARGV token fence prefix id now retention why
 _REQUEUE = _OWNS_JOB + _FINISH_FN + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
@@ -173,7 +184,7 @@ redis.call('LTRIM', KEYS[7], 0, 0)
 return 1
 """
 
-# KEYS waiting history; ARGV prefix id now by limit
+# KEYS waiting history; ARGV prefix id now by retention
 _CANCEL = _FINISH_FN + """
 local status = redis.call('HGET', ARGV[1] .. ARGV[2], 'status')
 if not status then return 'missing' end
@@ -225,12 +236,14 @@ class DeployQueue:
     """One app's queue. Reads and `enqueue`/`cancel` need no lock; `take` and every write about
     a running job need the DeployLock they run under (its token and fence are compared)."""
 
-    def __init__(self, client: redis.Redis, app: str, *, history_limit: int = HISTORY_LIMIT,
+    def __init__(self, client: redis.Redis, app: str, *, retention: Retention = Retention(),
                  max_attempts: int = MAX_ATTEMPTS, prefix: str = "") -> None:
         self.client = client
         self.app = app
         self.prefix = prefix
-        self.history_limit = history_limit
+        self.retention = retention
+        # The Lua scripts' argument: whole seconds, bounded so that Lua reads it as a plain integer.
+        self._retention = f"{retention.keep} {int(min(retention.max_age, 10**12))}"
         self.max_attempts = max_attempts
         self.job_prefix = key(app, "job", "", prefix=prefix)
 
@@ -255,7 +268,7 @@ class DeployQueue:
         job_id, outcome = self.client.eval(
             _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
             self.job_prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
-            self.history_limit, live.version if live else "", (live.digest or "") if live else "",
+            self._retention, live.version if live else "", (live.digest or "") if live else "",
             live.color if live else "")
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
@@ -265,7 +278,7 @@ class DeployQueue:
         """Cancel a waiting job. A running job is not cancelled: stop its worker (SIGTERM)."""
         k = self._key
         outcome = self.client.eval(_CANCEL, 2, k("waiting"), k("history"), self.job_prefix, job_id,
-                                   repr(time.time()), by, self.history_limit)
+                                   repr(time.time()), by, self._retention)
         if outcome == "missing":
             raise UsageError(f"no job {job_id} (see `watcher queue` and `watcher history`)")
         job = self.get(job_id)
@@ -295,9 +308,16 @@ class DeployQueue:
     def running(self) -> list[Job]:
         return self._jobs(self.client.lrange(self._key("running"), 0, -1))
 
-    def history(self, limit: int = 20) -> list[Job]:
-        """Finished jobs, newest first."""
-        return self._jobs(self.client.lrange(self._key("history"), 0, max(0, limit - 1)))
+    def history(self, limit: int = 20, *, since: float | None = None) -> list[Job]:
+        """Finished jobs, newest first: at most `limit`, none that ended before `since` (Unix
+        time) nor past the retention's age (trimmed only when a job ends: an idle app's old jobs
+        are still held, not shown)."""
+        oldest = max(since or 0.0, time.time() - self.retention.max_age)
+        if since is None:
+            jobs = self._jobs(self.client.lrange(self._key("history"), 0, max(0, limit - 1)))
+        else:   # the list is in the order jobs ended: read it all (at most `keep` ids), then cut
+            jobs = self._jobs(self.client.lrange(self._key("history"), 0, -1))
+        return [job for job in jobs if (job.finished or 0.0) >= oldest][:limit]
 
     def finished_after(self, job_id: str | None) -> list[Job]:
         """The jobs that finished after job `job_id` did, newest first: the ones above it in the
@@ -348,7 +368,7 @@ class DeployQueue:
         reply = self.client.eval(
             _TAKE, 7, k("lock"), k("fence"), k("waiting"), k("running"), k("paused"), k("history"), k("last"),
             lock.token, str(lock.fence), self.job_prefix, worker, repr(time.time()), self.max_attempts,
-            self.history_limit)
+            self._retention)
         if reply[0] == "lost":
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost before a job was taken")
         if reply[0] not in ("started", "recovered"):
@@ -363,16 +383,17 @@ class DeployQueue:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
 
     def finish(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-               message: str | None = None, phases: dict[str, float] | None = None) -> None:
-        """Record a job's end, if this grant still owns the job, with the seconds each engine
-        phase took (the audit trail, and the metrics' phase histograms, read them back)."""
+               message: str | None = None, audit: Audit | None = None) -> None:
+        """Record a job's end, if this grant still owns the job, with its audit trail: the
+        seconds each engine phase took (the metrics' phase histograms read them back too), the
+        versions live before and after, the digest deployed."""
         assert status in (Status.SUCCEEDED, Status.FAILED)
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(
             _FINISH, 6, k("lock"), k("fence"), self.job_prefix + job.id, k("running"), k("history"), k("last"),
             lock.token, str(lock.fence), self.job_prefix, job.id, status.value, field, text,
-            repr(time.time()), self.history_limit, json.dumps(phases) if phases else "")
+            repr(time.time()), self._retention, json.dumps((audit or Audit()).fields()))
         if not done:
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
                             f"({status.value}) was not recorded")
@@ -382,5 +403,5 @@ class DeployQueue:
         k = self._key
         if not self.client.eval(_REQUEUE, 7, k("lock"), k("fence"), self.job_prefix + job.id, k("running"),
                                 k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.job_prefix,
-                                job.id, repr(time.time()), self.history_limit, why):
+                                job.id, repr(time.time()), self._retention, why):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")

@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 from typing import Callable, Protocol, TextIO
 
 import redis
 
+from watcher import logs
+from watcher.config import Retention
 from watcher.engine.deployment import DeployResult, Guard
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
@@ -37,7 +38,7 @@ from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, W
 from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
-from watcher.queue.job import Job, Status
+from watcher.queue.job import Audit, Job, Status
 from watcher.queue.lock import DeployLock
 from watcher.queue.queue import DeployQueue, Taken
 
@@ -61,16 +62,16 @@ EngineFactory = Callable[[Progress], Engine]
 class Worker:
     def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
                  name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
-                 host_lock: HostLock | None = None, prefix: str = "") -> None:
+                 host_lock: HostLock | None = None, prefix: str = "", retention: Retention = Retention()) -> None:
         self.client = client
         self.app = app
         self.engine = engine
         self.lock_ttl = lock_ttl
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll = poll
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream if stream is not None else logs.progress_stream()
         self.prefix = prefix
-        self.queue = DeployQueue(client, app, prefix=prefix)
+        self.queue = DeployQueue(client, app, prefix=prefix, retention=retention)
         self.host_lock = host_lock
         self._host_busy = False
         self._stop = threading.Event()
@@ -145,6 +146,10 @@ class Worker:
         return True
 
     def _run(self, taken: Taken, lock: DeployLock) -> None:
+        with logs.job_context(self.app, taken.job.id):
+            self._run_job(taken, lock)
+
+    def _run_job(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
         lock.note_job(job.id, f"job {job.id}: {job.kind} {job.version} (worker {self.name})")
         log.info("worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s", self.name, job.id,
@@ -165,17 +170,18 @@ class Worker:
             self._interrupted(lock, job, engine, exc, phases)
             raise
         except WatcherError as exc:
-            self._end(lock, job, Status.FAILED, reason=str(exc), phases=phases)
+            self._end(lock, job, Status.FAILED, reason=str(exc), audit=unchanged(engine, phases))
             return
         except Exception as exc:   # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
-            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", phases=phases)
+            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases))
             return
-        self._end(lock, job, Status.SUCCEEDED, message=result.message, phases=phases)
+        self._end(lock, job, Status.SUCCEEDED, message=result.message, audit=audit_of(result, phases))
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
         Redis does not (the phase is for humans; the guard decides about the switch)."""
+        logs.enter_phase(phase)
         try:
             self.queue.set_phase(lock, job, phase)
         except REDIS_DOWN as exc:
@@ -183,14 +189,14 @@ class Worker:
                         self.name, job.id, phase, exc)
 
     def _end(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-             message: str | None = None, phases: dict[str, float] | None = None,
+             message: str | None = None, audit: Audit | None = None,
              give_up_after: float | None = None) -> None:
         """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
         the waits between them not). If the lock is gone by then, the job stays `running` and the
         next lock holder re-runs it: the engine finds the version live and says so."""
         def record() -> None:
             with shielded():
-                self.queue.finish(lock, job, status, reason=reason, message=message, phases=phases)
+                self.queue.finish(lock, job, status, reason=reason, message=message, audit=audit)
 
         try:
             retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)
@@ -213,10 +219,29 @@ class Worker:
                 if live is not None:
                     self._end(lock, job, Status.SUCCEEDED,
                               message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
-                                      "before the old colour was stopped", phases=phases, give_up_after=5)
+                                      "before the old colour was stopped",
+                              audit=Audit(phases, None, job.version, live.digest), give_up_after=5)
                 else:
                     retrying(lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
                              f"requeueing job {job.id}", give_up_after=5)
                     log.info("worker %s: job %s is back in the queue", self.name, job.id)
             except (GuardLost, RedisUnavailable) as error:
                 log.error("worker %s: job %s left for the next worker: %s", self.name, job.id, error)
+
+
+def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
+    """A finished engine run's trail: a no-op changed nothing; otherwise what was live before."""
+    before = result.version if result.noop else (result.previous.version if result.previous else None)
+    return Audit(phases, before, result.version, result.digest)
+
+
+def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
+    """A failed run's trail: the engine unwound to what was live, so it is both before and after
+    (read once from the engine's view; unknown when Docker cannot say)."""
+    with shielded():
+        try:
+            live = engine.view().live
+        except Exception:   # Docker unreachable, or worse: the outcome is recorded all the same
+            live = None
+    version = live.version if live else None
+    return Audit(phases, version, version)

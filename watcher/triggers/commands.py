@@ -103,7 +103,7 @@ def check_tags(config: Config, args: argparse.Namespace) -> int:
         client = connect(config.redis_url, config.redis_password)
         try:
             client.ping()
-            sink, memory = RedisSink(client, live_of, config.redis_prefix), Memory(client, config.redis_prefix)
+            sink, memory = RedisSink(client, live_of, config.redis_prefix, config.history), Memory(client, config.redis_prefix)
         except REDIS_DOWN as exc:
             notes.append(f"Redis unreachable ({exc}): last request unknown")
     else:

@@ -22,10 +22,12 @@ import waitress
 from prometheus_client import CollectorRegistry
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
+from watcher import dashboard
 from watcher.config import Config, HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import Interrupted
 from watcher.metrics import registry_for
 from watcher.queue.connection import connect, describe
+from watcher.queue.queue import DeployQueue
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
 from watcher.triggers.sink import RedisSink, live_reader
@@ -106,11 +108,14 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
             raise ConfigError(f"{host.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
         client = connect(host.redis_url, host.redis_password)
     apps = list(host.apps.values())
-    sink = RedisSink(client, live_reader(*apps), host.redis_prefix)
+    sink = RedisSink(client, live_reader(*apps), host.redis_prefix, host.history)
     triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix))
     metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix)
     flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
                            status=lambda name: status(host.apps[name]), metrics=metrics)
+    flask_app.register_blueprint(dashboard.blueprint(
+        triggers, sink, host.webhook, status=lambda name: status(host.apps[name]),
+        queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix)))
     webhook = host.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress

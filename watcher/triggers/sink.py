@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import redis
 
-from watcher.config import Config
+from watcher.config import Config, Retention
 from watcher.engine.reconcile import served
 from watcher.engine.state import StateStore
 from watcher.engine.switch import TrafficSwitch
@@ -60,13 +60,15 @@ class RedisSink:
     """Enqueuer and Suspension over the real Redis queue. What is live comes from `live_of`, which
     reads the engine's one source (the route file and the state beside it), never a copy in Redis."""
 
-    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None], prefix: str = "") -> None:
+    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None], prefix: str = "",
+                 retention: Retention = Retention()) -> None:
         self.client = client
         self.live_of = live_of
         self.prefix = prefix
+        self.retention = retention
 
     def _queue(self, app: str) -> DeployQueue:
-        return DeployQueue(self.client, app, prefix=self.prefix)
+        return DeployQueue(self.client, app, prefix=self.prefix, retention=self.retention)
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
                 digest: str | None) -> EnqueueOutcome:
