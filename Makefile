@@ -21,7 +21,7 @@ faults: services
 	$(PY) -m pytest -q -p no:cacheprovider tests/faults
 
 demo: services
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)
 
 bench: services
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'

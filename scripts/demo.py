@@ -12,6 +12,9 @@ and then deploys demo v3 and api v2 with no command at all: one `watcher run` (w
 sent and failed and each phase's time; ends with `failed: N`.
 
     make demo                  # or: .venv/bin/python scripts/demo.py [--keep]
+    make demo KEEP=1           # leave the stack and a `watcher run` with the dashboard running;
+                               # prints the dashboard's URL and login token
+    .venv/bin/python scripts/demo.py --down    # stop what KEEP=1 left running
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
+
 from tests.harness import images  # noqa: E402
 from tests.harness.load import LoadGenerator  # noqa: E402
 
@@ -37,6 +42,8 @@ API = "127.0.0.1:5000/watcher/demo-api"
 REPOS = {"demo": APP, "api": API}
 ROUTES = {"demo": "", "api": "/api"}
 PORT = 8080
+REDIS_URL = "redis://127.0.0.1:6379/14"   # the demo's own database on the services' Redis
+KEPT = ROOT / ".watcher" / "demo"          # what --keep leaves: the run's pid, log and login token
 ENV = {
     "WATCHER_CONFIG": str(CONFIG),
     "STACK_NAME": "demo",
@@ -62,22 +69,22 @@ def watcher(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def push_triggered(versions: dict[str, str]) -> list[tuple[str, dict]]:
+def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, dict]]:
     """Push each app's version in the same second and deliver GitHub's webhooks to one
-    `watcher run`; return when every app is live on its version and its job has ended."""
+    `watcher run`; return when every app is live on its version and its job has ended. With
+    `keep`, the jobs stay in Redis for the dashboard's history."""
     import secrets
     import threading
     import uuid
 
     import httpx
-    import redis
 
     from tests.harness.stack import free_port
     from tests.unit.test_github_payloads import github_package
     from watcher.queue import DeployQueue
     from watcher.triggers.payloads import sign
 
-    redis_url = "redis://127.0.0.1:6379/14"   # the demo's own database on the services' Redis
+    redis_url = REDIS_URL
     secret = secrets.token_hex(16)
     port = free_port()
     env = {**os.environ, **ENV, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret,
@@ -133,9 +140,69 @@ def push_triggered(versions: dict[str, str]) -> list[tuple[str, dict]]:
     finally:
         server.terminate()
         server.wait(60)
-        for app in versions:
-            for key in client.scan_iter(f"watcher:{app}:*"):
-                client.delete(key)
+        if not keep:
+            forget_jobs(client)
+
+
+def forget_jobs(client: redis.Redis) -> None:
+    for app in REPOS:
+        for key in client.scan_iter(f"watcher:{app}:*"):
+            client.delete(key)
+
+
+def leave_running() -> None:
+    """After the demo: a detached `watcher run` (receiver, dashboard, poller, worker) for both
+    apps, with a fresh login token, so `make demo KEEP=1` ends with something to look at."""
+    import secrets
+
+    import httpx
+
+    from tests.harness.stack import free_port
+
+    KEPT.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    token_file = KEPT / "token"
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n")
+    port = free_port()
+    env = {**os.environ, **ENV, "REDIS_URL": REDIS_URL, "WATCHER_API_TOKEN_FILE": str(token_file),
+           "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "POLL_INTERVAL": "30s"}
+    with open(KEPT / "run.log", "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "watcher", "run"], cwd=ROOT, env=env, stdout=log,
+                                  stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    (KEPT / "run.pid").write_text(f"{server.pid}\n")
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        raise SystemExit(f"demo: the kept `watcher run` did not start; see {KEPT / 'run.log'}")
+    say("left running (stop it all with: .venv/bin/python scripts/demo.py --down)")
+    print(f"apps:        http://127.0.0.1:{PORT}/ (demo)  http://127.0.0.1:{PORT}/api/ (api)")
+    print(f"dashboard:   http://127.0.0.1:{port}/")
+    print(f"login token: {token}   (also in {token_file})")
+    print(f"watcher run: pid {server.pid}, log {KEPT / 'run.log'}; it polls the registry every 30 s, so")
+    print(f"             a push (e.g. of {APP}:v4) deploys by itself")
+
+
+def stop_kept() -> None:
+    """Stop the `watcher run` a --keep demo left (its whole process group) and forget its jobs."""
+    import signal
+
+    pid_file = KEPT / "run.pid"
+    if pid_file.exists():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            time.sleep(1)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink()
+    try:
+        forget_jobs(redis.Redis.from_url(REDIS_URL))
+    except redis.RedisError:
+        pass   # Redis is gone: nothing of ours is left in it to forget
 
 
 def served(app: str) -> str | None:
@@ -154,6 +221,7 @@ def port_is_free(port: int) -> bool:
 
 
 def teardown() -> None:
+    stop_kept()
     for project, files in (("api-blue", ["compose.yml", "compose.blue.yml"]),
                            ("api-green", ["compose.yml", "compose.green.yml"]),
                            ("demo-blue", ["compose.yml", "compose.blue.yml"]),
@@ -171,8 +239,14 @@ def teardown() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the stack and a `watcher run` with the dashboard running at the end")
+    parser.add_argument("--down", action="store_true", help="stop what a --keep demo left running, and exit")
     args = parser.parse_args()
+    if args.down:
+        teardown()
+        print("demo: stopped")
+        return 0
 
     say("building offline images and pushing demo-app v1, v2 and demo-api v1 to the local registry")
     images.build_caddy_image()
@@ -207,7 +281,7 @@ def main() -> int:
         time.sleep(2)
         say("push-triggered deploys under load: one `watcher run`, push demo v3 and api v2 at once, "
             "GitHub's webhooks arrive")
-        results += push_triggered({"demo": "v3", "api": "v2"})
+        results += push_triggered({"demo": "v3", "api": "v2"}, keep=args.keep)
         time.sleep(2)
         loads = [(name, generator.stop()) for name, generator in generators.items()]
     finally:
@@ -226,6 +300,8 @@ def main() -> int:
               f"p99 {load.p99():.0f} ms  answered by {dict(load.versions)}")
     print(f"requests sent: {sum(load.sent for _, load in loads)}")
     print(f"failed: {failed}")
+    if args.keep:
+        leave_running()
     return 0 if failed == 0 else 1
 
 
