@@ -385,7 +385,7 @@ class _Loader:
             return ["app", *_LEGACY_TOP]
         model: Any = FileModel if app is None else AppModel
         for part in loc[:-1]:
-            annotation = model.model_fields.get(part)
+            annotation = getattr(model, "model_fields", {}).get(part)   # a list of tables has none
             if annotation is None or part == "services":
                 return ["port", "path"] if part == "services" else []
             model = annotation.annotation
