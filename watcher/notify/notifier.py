@@ -1,0 +1,75 @@
+"""The one notifier of a process: turns what the worker, the triggers and pause/resume report
+into events, and hands each to the outbox for every channel of its app that wants it.
+
+Nothing here blocks or raises into its caller: the hooks in the worker, the webhook, the
+dispatcher and the CLI are a line each, and a deploy goes exactly as it would without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from watcher.config import Config
+from watcher.notify import event as events
+from watcher.notify.apprise_channel import AppriseChannel
+from watcher.notify.event import Event
+from watcher.notify.github import GithubDeployments
+from watcher.notify.outbox import Channel, Outbox
+from watcher.queue.job import Audit, Job, Status
+
+log = logging.getLogger("watcher.notify")
+
+
+class Notifier:
+    def __init__(self, channels: dict[str, list[Channel]], outbox: Outbox,
+                 dashboards: dict[str, str | None]) -> None:
+        self.channels = channels
+        self.outbox = outbox
+        self.dashboards = dashboards
+
+    def emit(self, event: Event) -> None:
+        for channel in self.channels.get(event.app, ()):
+            if channel.wants(event):
+                self.outbox.put(channel, event)
+
+    # -- the worker's observer (watcher/queue/worker.py) ---------------------------------------
+
+    def job_started(self, job: Job) -> None:
+        self.emit(events.started(job, self.dashboards.get(job.app)))
+
+    def job_ended(self, job: Job, status: Status, detail: str, audit: Audit) -> None:
+        if status in (Status.SUCCEEDED, Status.FAILED):
+            self.emit(events.ended(job, status, detail, audit, self.dashboards.get(job.app)))
+
+    # -- the queue's controls and the triggers -------------------------------------------------
+
+    def paused(self, app: str, by: str, reason: str = "") -> None:
+        self.emit(events.paused(app, by, reason))
+
+    def resumed(self, app: str, by: str) -> None:
+        self.emit(events.resumed(app, by))
+
+    def refused(self, app: str, tag: str, reason: str) -> None:
+        self.emit(events.refused(app, tag, reason))
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.outbox.close(timeout)
+
+
+def notifier_for(configs: Iterable[Config]) -> Notifier | None:
+    """The notifier of these apps, or None when none has a URL or GitHub repository to tell
+    (then the hooks cost nothing). Each process builds its own (a pool's child per job, too)."""
+    configs = list(configs)
+    channels: dict[str, list[Channel]] = {}
+    for config in configs:
+        own: list[Channel] = [AppriseChannel(route) for route in config.notify.routes]
+        if config.github.token:
+            own.append(GithubDeployments(config.github))
+        if own:
+            channels[config.app] = own
+    if not channels:
+        return None
+    first = configs[0].notify   # [notify] timeout and queue are the host's, the same for every app
+    return Notifier(channels, Outbox(size=first.queue, timeout=first.timeout),
+                    {config.app: config.dashboard_url for config in configs})
