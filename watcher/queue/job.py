@@ -54,6 +54,7 @@ class Job:
     phases: dict[str, float] = field(default_factory=dict)   # seconds per engine phase, kept at its end
     before: str | None = None      # the version live before it ran
     after: str | None = None       # the version live once it ended
+    repository: str | None = None  # the GitHub repository a webhook's payload named (deployment statuses)
 
     @property
     def kind(self) -> str:
@@ -84,7 +85,8 @@ class Job:
                    attempts=int(raw.get("attempts") or 0),
                    fence=int(raw["fence"]) if raw.get("fence") else None,
                    phases=json.loads(raw["phases"]) if raw.get("phases") else {},
-                   before=raw.get("before") or None, after=raw.get("after") or None)
+                   before=raw.get("before") or None, after=raw.get("after") or None,
+                   repository=raw.get("repository") or None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""
