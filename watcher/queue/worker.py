@@ -59,10 +59,20 @@ class Engine(Protocol):
 EngineFactory = Callable[[Progress], Engine]
 
 
+class Observer(Protocol):
+    """Told when a job starts and once its outcome is recorded (watcher/notify); returns at once
+    and never raises, so it cannot delay or fail a job."""
+
+    def job_started(self, job: Job) -> None: ...
+
+    def job_ended(self, job: Job, status: Status, detail: str, audit: Audit) -> None: ...
+
+
 class Worker:
     def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
                  name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
-                 host_lock: HostLock | None = None, prefix: str = "", retention: Retention = Retention()) -> None:
+                 host_lock: HostLock | None = None, prefix: str = "", retention: Retention = Retention(),
+                 observer: Observer | None = None) -> None:
         self.client = client
         self.app = app
         self.engine = engine
@@ -73,6 +83,7 @@ class Worker:
         self.prefix = prefix
         self.queue = DeployQueue(client, app, prefix=prefix, retention=retention)
         self.host_lock = host_lock
+        self.observer = observer
         self._host_busy = False
         self._stop = threading.Event()
 
@@ -155,6 +166,8 @@ class Worker:
         log.info("worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s", self.name, job.id,
                  job.kind, job.version, job.source, job.requested_by, lock.fence, job.attempts,
                  f"; taking it over: {taken.recovered}" if taken.recovered else "")
+        if self.observer is not None:
+            self.observer.job_started(job)
         progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
         engine = self.engine(progress)
         phases = progress.durations   # filled in as the engine goes; recorded with the outcome
@@ -204,6 +217,8 @@ class Worker:
             log.error("worker %s: %s; the next worker to take the lock re-checks the job", self.name, exc)
             return
         log.info("worker %s: job %s %s: %s", self.name, job.id, status.value, reason or message)
+        if self.observer is not None:
+            self.observer.job_ended(job, status, reason or message or "", audit or Audit())
 
     def _interrupted(self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted,
                      phases: dict[str, float]) -> None:
