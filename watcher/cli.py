@@ -38,6 +38,7 @@ from watcher.engine.progress import Progress
 from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
 from watcher.host_lock import HostLock
+from watcher.notify import Notifier, notifier_for
 from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
                            format_overview, holder_of, overview)
 from watcher.queue.connection import REDIS_DOWN, connect, masked
@@ -313,22 +314,34 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
         return subprocess.Popen([*argv, "--app", app])
 
     client = _redis(apps[0])
-    workers = {config.app: _app_worker(config, name, client) for config in apps}
-    WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
-               name=name, prefix=host.redis_prefix).run()
+    notifier = notifier_for(apps)
+    workers = {config.app: _app_worker(config, name, client, notifier) for config in apps}
+    try:
+        WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
+                   name=name, prefix=host.redis_prefix).run()
+    finally:
+        if notifier is not None:
+            notifier.close()   # what is still queued gets a few seconds, no more
     return 0
 
 
-def _app_worker(config: Config, name: str | None, client: redis.Redis | None = None) -> Worker:
+def _app_worker(config: Config, name: str | None, client: redis.Redis | None = None,
+                notifier: Notifier | None = None) -> Worker:
     return Worker(client or _redis(config), config.app, lambda progress: Deployment(config, progress=progress),
                   lock_ttl=config.lock_ttl, name=name, host_lock=HostLock(config.state_dir / "lock"),
-                  prefix=config.redis_prefix, retention=config.history)
+                  prefix=config.redis_prefix, retention=config.history, observer=notifier)
 
 
 def _one_job(config: Config, args: argparse.Namespace) -> int:
-    """The pool's child: the next job of one app, then exit (NOTHING_RUN: the locks were taken)."""
+    """The pool's child: the next job of one app, then exit (NOTHING_RUN: the locks were taken).
+    It tells its own notifier, and gives it a few seconds to send before the process ends."""
     _die_with_parent()
-    return 0 if _app_worker(config, args.name).run_once() else NOTHING_RUN
+    notifier = notifier_for([config])
+    try:
+        return 0 if _app_worker(config, args.name, notifier=notifier).run_once() else NOTHING_RUN
+    finally:
+        if notifier is not None:
+            notifier.close()
 
 
 def _die_with_parent() -> None:
