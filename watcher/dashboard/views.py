@@ -75,7 +75,12 @@ def shown(value: Any) -> str:
     """Any field of a job record, as text: JSON for structures, `-` for nothing."""
     if value is None or value == "":
         return "-"
-    return json.dumps(value, indent=2, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+    return json.dumps(value, indent=2) if isinstance(value, (dict, list)) else str(value)
+
+
+def ordered_json(data: Any) -> Response:
+    """JSON in the record's own order (jsonify sorts keys: the phases would lose theirs)."""
+    return Response(json.dumps(data), mimetype="application/json")
 
 
 def install(bp: Blueprint, face: Face) -> None:
@@ -111,12 +116,12 @@ def install(bp: Blueprint, face: Face) -> None:
 
     @bp.get("/apps/<name>/jobs/<int:job_id>.json")
     def job_json(name: str, job_id: int) -> Response:
-        return jsonify(job_or_404(name, job_id).to_dict())
+        return ordered_json(job_or_404(name, job_id).to_dict())
 
     @bp.get("/apps/<name>/live.json")
     def live_json(name: str) -> Response:
         face.app(name)
-        return jsonify(queue_state(face, name))
+        return ordered_json(queue_state(face, name))
 
     @bp.errorhandler(HTTPException)
     def refused(exc: HTTPException) -> tuple[Response | str, int]:
