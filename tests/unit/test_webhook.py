@@ -65,6 +65,11 @@ class FakeRedis:
         self._check()
         return int(self.data.pop(name, None) is not None)
 
+    def hset(self, name: str, key: str, value: str) -> int:
+        self._check()
+        self.data[f"{name}#{key}"] = value
+        return 1
+
 
 @dataclass
 class FakeRegistry:

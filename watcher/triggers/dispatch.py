@@ -31,6 +31,7 @@ import redis
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import Config
 from watcher.metrics import activity
+from watcher.notify import Notifier
 from watcher.queue.connection import key
 from watcher.triggers.payloads import Push
 from watcher.triggers.policy import TagPolicy, build_policy, older
@@ -127,13 +128,19 @@ class Memory:
         self.client.set(key(app, "trigger", "last", prefix=self.prefix), json.dumps(
             {"tag": tag, "digest": digest, "job": job_id, "source": source, "at": time.time()}))
 
+    def note_repository(self, app: str, job_id: str, repository: str) -> None:
+        """The GitHub repository a webhook named, on its job (Job.repository: deployment statuses)."""
+        self.client.hset(key(app, "job", job_id, prefix=self.prefix), "repository", repository)
+
 
 class Triggers:
-    def __init__(self, apps: list[App], sink: Enqueuer, memory: Memory, *, exists_wait: float = EXISTS_WAIT) -> None:
+    def __init__(self, apps: list[App], sink: Enqueuer, memory: Memory, *, exists_wait: float = EXISTS_WAIT,
+                 notifier: Notifier | None = None) -> None:
         self.apps = apps
         self.sink = sink
         self.memory = memory
         self.exists_wait = exists_wait
+        self.notifier = notifier   # told of the refusals an operator must see
 
     def app(self, name: str) -> App | None:
         return next((app for app in self.apps if app.name == name), None)
@@ -142,19 +149,25 @@ class Triggers:
         return [app for app in self.apps
                 if (app.ref.registry, app.ref.repository) == (registry.lower(), repository.lower())]
 
-    def push(self, push: Push, *, source: str, requested_by: str) -> list[Outcome]:
-        """A push a webhook reported: one outcome per configured app it concerns."""
+    def push(self, push: Push, *, source: str, requested_by: str, repository: str | None = None) -> list[Outcome]:
+        """A push a webhook reported: one outcome per configured app it concerns. `repository`:
+        the GitHub repository the payload named, kept on the job."""
         apps = self.apps_for(push.registry, push.repository)
         if not apps:
             return [Outcome(None, "ignored", f"no configured app deploys {push.image}")]
-        return [self._push_one(app, push, source=source, requested_by=requested_by) for app in apps]
+        return [self._push_one(app, push, source=source, requested_by=requested_by, repository=repository)
+                for app in apps]
 
-    def _push_one(self, app: App, push: Push, *, source: str, requested_by: str) -> Outcome:
+    def _push_one(self, app: App, push: Push, *, source: str, requested_by: str, repository: str | None) -> Outcome:
         refusals = {tag: app.policy.refusal(tag) for tag in push.tags}
         accepted = [tag for tag, why in refusals.items() if why is None]
         if not accepted:
             tag, why = next(iter(refusals.items()))
-            return Outcome(app.name, "ignored", f"tag {tag}: {why} ({app.policy.describe()})", tag=tag)
+            refused = Outcome(app.name, "ignored", f"tag {tag}: {why} ({app.policy.describe()})", tag=tag)
+            live = self.sink.live(app.name)
+            if live and older(app.policy, live.version, tag):   # newer than live, yet refused: say so
+                self._tell_refused(refused)
+            return refused
         # Several tags in one event (the legacy registry): the highest the policy accepts.
         tag = accepted[0] if len(accepted) == 1 else max(accepted, key=lambda t: (app.policy.order(t), t))
         stale = self.stale(app, tag)
@@ -163,14 +176,19 @@ class Triggers:
         try:
             digest = self._resolve(app, tag)
         except NotFound:
-            return Outcome(app.name, "not-found", f"{app.ref}:{tag} does not exist in the registry: not deployed",
-                           tag=tag)
+            return self._tell_refused(Outcome(app.name, "not-found", f"{app.ref}:{tag} does not exist in the "
+                                              "registry: not deployed", tag=tag))
         except RegistryError as exc:
             return Outcome(app.name, "unavailable", f"cannot check {app.ref}:{tag} in the registry: {exc}", tag=tag)
         if push.digest and push.digest != digest:
             log.debug("%s: %s:%s resolves to %s; the event named %s (a platform manifest of a multi-arch "
                       "push?)", app.name, app.ref, tag, digest, push.digest)
-        return self.request(app, tag, digest, source=source, requested_by=requested_by)
+        return self.request(app, tag, digest, source=source, requested_by=requested_by, repository=repository)
+
+    def _tell_refused(self, outcome: Outcome) -> Outcome:
+        if self.notifier is not None and outcome.app and outcome.tag:
+            self.notifier.refused(outcome.app, outcome.tag, outcome.reason)
+        return outcome
 
     def stale(self, app: App, tag: str) -> str | None:
         """Why requesting `tag` would go backwards: older than live or than what waits."""
@@ -193,7 +211,8 @@ class Triggers:
                     raise
                 time.sleep(0.5)
 
-    def request(self, app: App, tag: str, digest: str, *, source: str, requested_by: str) -> Outcome:
+    def request(self, app: App, tag: str, digest: str, *, source: str, requested_by: str,
+                repository: str | None = None) -> Outcome:
         """Enqueue `tag`@`digest` for `app` once, however many events and instances ask."""
         live = self.sink.live(app.name)
         if live and live.version == tag and live.digest == digest:
@@ -209,6 +228,8 @@ class Triggers:
             self.memory.release_push(app.name, tag, digest)
             raise
         self.memory.settle_push(app.name, tag, digest, done.job_id)
+        if repository and done.created:
+            self.memory.note_repository(app.name, done.job_id, repository)
         self.memory.set_last(app.name, tag, digest, done.job_id, source)
         status = "enqueued" if done.created else "noop"
         return Outcome(app.name, status, done.reason, tag, digest, done.job_id)
