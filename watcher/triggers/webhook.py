@@ -54,6 +54,7 @@ GITHUB_EVENTS = ("package", "registry_package")
 _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,80}")
 _EVENT = re.compile(r"[a-z_]{1,50}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
 _SHOWN_IDS = 10   # event ids named in one log line; an envelope may batch many events
 _MAX_DEPTH = 32   # JSON nesting; GitHub's package events nest 6 deep, registry envelopes 5
 
@@ -244,8 +245,11 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         sender = payload.get("sender")
         login = sender.get("login") if isinstance(sender, dict) and isinstance(sender.get("login"), str) else None
         by = f"github delivery {delivery or '-'}" + (f" ({_clean(login, 40)})" if login else "")
+        named = payload.get("repository")
+        repository = named.get("full_name") if isinstance(named, dict) else None
         try:
-            outcomes = triggers.push(parsed, source="webhook", requested_by=by)
+            outcomes = triggers.push(parsed, source="webhook", requested_by=by, repository=repository
+                                     if isinstance(repository, str) and _REPOSITORY.fullmatch(repository) else None)
         except BaseException:
             if delivery:
                 memory.release_delivery("github", delivery)
@@ -358,9 +362,15 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             names = [data["app"]]
         if action == "pause":
             states = {name: suspension.pause(name, by=by, reason=reason) for name in names}
+            if triggers.notifier is not None:
+                for name in names:
+                    triggers.notifier.paused(name, by, reason)
             return done(200, "paused", f"{', '.join(names)} paused by {by}" + (f": {reason}" if reason else ""),
                         paused=states)
         lifted = {name: suspension.resume(name, by=by) for name in names}
+        if triggers.notifier is not None:
+            for name in (name for name, pause in lifted.items() if pause):   # not paused: no news
+                triggers.notifier.resumed(name, by)
         return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
                     lifted=lifted)
 
