@@ -26,6 +26,7 @@ from watcher import dashboard
 from watcher.config import Config, HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import Interrupted
 from watcher.metrics import registry_for
+from watcher.notify import notifier_for
 from watcher.queue.connection import connect, describe
 from watcher.queue.queue import DeployQueue
 from watcher.triggers.dispatch import App, Memory, Triggers
@@ -95,6 +96,8 @@ class Service:
             server.task_dispatcher.shutdown()   # type: ignore[union-attr]
         for app in self.triggers.apps:
             app.registry.close()
+        if self.triggers.notifier is not None:
+            self.triggers.notifier.close()
         log.info("webhook receiver and poller stopped")
 
 
@@ -109,7 +112,8 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
         client = connect(host.redis_url, host.redis_password)
     apps = list(host.apps.values())
     sink = RedisSink(client, live_reader(*apps), host.redis_prefix, host.history)
-    triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix))
+    triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix),
+                        notifier=notifier_for(apps))
     metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix)
     flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
                            status=lambda name: status(host.apps[name]), metrics=metrics)
