@@ -467,6 +467,7 @@ def _cancel(config: Config, args: argparse.Namespace) -> int:
 
 def _pause(config: Config, args: argparse.Namespace) -> int:
     info = Suspension(_redis(config), config.app, config.redis_prefix).pause(by=_who(), reason=args.reason)
+    _notify(config, lambda notifier: notifier.paused(config.app, info["by"], args.reason))
     print(f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one "
           "until `watcher resume`")
     return 0
@@ -474,9 +475,19 @@ def _pause(config: Config, args: argparse.Namespace) -> int:
 
 def _resume(config: Config, args: argparse.Namespace) -> int:
     lifted = Suspension(_redis(config), config.app, config.redis_prefix).resume()
+    if lifted:
+        _notify(config, lambda notifier: notifier.resumed(config.app, _who()))
     print(f"{config.app}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})" if lifted
           else f"{config.app}: was not paused")
     return 0
+
+
+def _notify(config: Config, tell: Callable[[Notifier], None]) -> None:
+    """An event of a short-lived command, sent before it exits (a few seconds at most)."""
+    notifier = notifier_for([config])
+    if notifier is not None:
+        tell(notifier)
+        notifier.close()
 
 
 def _unlock(config: Config, args: argparse.Namespace) -> int:
