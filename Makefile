@@ -12,7 +12,7 @@ services: setup
 	bash scripts/services.sh start
 
 test: services
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration tests/faults
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration tests/browser tests/faults
 
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
