@@ -37,7 +37,7 @@ def blueprint(triggers: Triggers, suspension: Suspension, settings: WebhookSetti
               status: Callable[[str], dict[str, Any]], queue: Callable[[str], DeployQueue]) -> Blueprint:
     """The dashboard for the apps `triggers` knows; `status(app)` is `status --json`'s data and
     `queue(app)` the app's DeployQueue (both what `watcher serve` already has)."""
-    face = Face(triggers, suspension, settings, status, queue)
+    face = Face(triggers, suspension, status, queue)
     bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/dashboard/static")
     auth.install(bp, settings)

@@ -31,6 +31,7 @@ from watcher.config import WebhookSettings
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_FAILURES = 5          # failed logins from one address within FAILURE_WINDOW, then a wait
 FAILURE_WINDOW = 60.0
+MAX_CLIENTS = 1024        # addresses remembered before the stale ones are dropped
 OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 
 
@@ -69,7 +70,10 @@ class Throttle:
 
     def fail(self, client: str) -> None:
         with self.lock:
-            self.failures.setdefault(client, deque(maxlen=MAX_FAILURES)).append(time.monotonic())
+            now = time.monotonic()
+            if len(self.failures) >= MAX_CLIENTS:   # many addresses: forget those past the window
+                self.failures = {c: f for c, f in self.failures.items() if f and f[-1] > now - FAILURE_WINDOW}
+            self.failures.setdefault(client, deque(maxlen=MAX_FAILURES)).append(now)
 
     def forget(self, client: str) -> None:
         with self.lock:

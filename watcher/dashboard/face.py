@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 from flask import abort
 
-from watcher.config import WebhookSettings
 from watcher.queue.queue import DeployQueue
 from watcher.triggers.dispatch import App, Triggers
 from watcher.triggers.sink import Suspension
@@ -17,7 +16,6 @@ from watcher.triggers.sink import Suspension
 class Face:
     triggers: Triggers
     suspension: Suspension
-    settings: WebhookSettings
     status: Callable[[str], dict[str, Any]]
     queue: Callable[[str], DeployQueue]
 
