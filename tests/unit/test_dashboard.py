@@ -76,7 +76,8 @@ class Dashboard:
         return self.client.post("/login", data={"token": token, "csrf": self.csrf()})
 
 
-def dashboard(redis_url: str, name: str, *, token: str | None = TOKEN, status_auth: bool = True) -> Dashboard:
+def dashboard(redis_url: str, name: str, *, token: str | None = TOKEN, status_auth: bool = True,
+              public_url: str | None = None) -> Dashboard:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     sink = RedisSink(client, lambda app: None)
     config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None))
@@ -85,7 +86,7 @@ def dashboard(redis_url: str, name: str, *, token: str | None = TOKEN, status_au
     settings = WebhookSettings(api_token=token, status_auth=status_auth)
     app = create_app(triggers, sink, settings, ready=lambda: None, status=fake_status, metrics=CollectorRegistry())
     app.register_blueprint(blueprint(triggers, sink, settings, status=fake_status,
-                                     queue=lambda app_name: DeployQueue(client, app_name)))
+                                     queue=lambda app_name: DeployQueue(client, app_name), public_url=public_url))
     return Dashboard(app.test_client(), DeployQueue(client, name), Suspension(client, name), name)
 
 
@@ -128,6 +129,11 @@ def test_the_session_cookie_is_httponly_strict_and_secure_over_https(board: Dash
     over_https = board.client.post("/login", base_url="https://localhost",
                                    data={"token": TOKEN, "csrf": board.csrf()})
     assert "Secure" in over_https.headers["Set-Cookie"], over_https.headers
+
+
+def test_an_https_public_url_makes_the_cookie_secure_behind_a_tls_proxy(redis_url: str, app_name: str) -> None:
+    board = dashboard(redis_url, app_name, public_url="https://deploy.example.com")
+    assert "Secure" in board.login().headers["Set-Cookie"]      # the request itself was plain http
 
 
 def test_logout_ends_the_session(board: Dashboard) -> None:

@@ -34,13 +34,15 @@ __all__ = ["blueprint"]
 
 
 def blueprint(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
-              status: Callable[[str], dict[str, Any]], queue: Callable[[str], DeployQueue]) -> Blueprint:
+              status: Callable[[str], dict[str, Any]], queue: Callable[[str], DeployQueue],
+              public_url: str | None = None) -> Blueprint:
     """The dashboard for the apps `triggers` knows; `status(app)` is `status --json`'s data and
-    `queue(app)` the app's DeployQueue (both what `watcher serve` already has)."""
+    `queue(app)` the app's DeployQueue (both what `watcher serve` already has); `public_url` is
+    `[dashboard] url` (an https one makes the session cookie Secure on every answer)."""
     face = Face(triggers, suspension, status, queue)
     bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/dashboard/static")
-    auth.install(bp, settings)
+    auth.install(bp, settings, public_url)
     views.install(bp, face)
     actions.install(bp, face)
     return bp

@@ -36,11 +36,15 @@ OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 
 
 class _Sessions(SecureCookieSessionInterface):
-    """Flask's signed cookie, with the flags decided per request: Secure only over https (a
-    plain-http loopback dashboard must still work), SameSite=Strict and HttpOnly always."""
+    """Flask's signed cookie, with the flags decided per request: Secure over https (a plain-http
+    loopback dashboard must still work), or always when the public URL is https (behind a TLS
+    proxy the request itself is plain http); SameSite=Strict and HttpOnly always."""
+
+    def __init__(self, always_secure: bool) -> None:
+        self.always_secure = always_secure
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return request.is_secure
+        return self.always_secure or request.is_secure
 
     def get_cookie_samesite(self, app: Flask) -> str:
         return "Strict"
@@ -114,14 +118,14 @@ def _local(target: str | None) -> str | None:
     return None
 
 
-def install(bp: Blueprint, settings: WebhookSettings) -> None:
+def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) -> None:
     throttle = Throttle()
 
     @bp.record_once
     def configure(state: BlueprintSetupState) -> None:
         app = state.app
         app.secret_key = signing_key(settings.api_token)
-        app.session_interface = _Sessions()
+        app.session_interface = _Sessions(always_secure=(public_url or "").startswith("https://"))
         app.permanent_session_lifetime = SESSION_LIFETIME   # also the signature's max age
         app.config["SESSION_COOKIE_NAME"] = "watcher_session"
 
