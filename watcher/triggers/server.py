@@ -119,7 +119,8 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
                            status=lambda name: status(host.apps[name]), metrics=metrics)
     flask_app.register_blueprint(dashboard.blueprint(
         triggers, sink, host.webhook, status=lambda name: status(host.apps[name]),
-        queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix, retention=host.history)))
+        queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix, retention=host.history),
+        public_url=host.dashboard_url))
     webhook = host.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
