@@ -196,3 +196,13 @@ def test_after_close_a_put_is_dropped_at_once() -> None:
     before = count("late-test", "dropped")
     assert outbox.put(Recorder("late-test"), Event("started", "shop")) is False
     assert count("late-test", "dropped") - before == 1
+
+
+def test_the_counter_is_on_the_receivers_metrics() -> None:
+    from prometheus_client import generate_latest
+
+    from watcher.metrics import registry_for
+
+    Outbox._count(Recorder("scrape-test"), Event("started", "shop"), "sent", "")
+    text = generate_latest(registry_for(None, [], lambda app: None)).decode()   # type: ignore[arg-type]
+    assert 'watcher_notifications_total{channel="scrape-test",outcome="sent"} 1.0' in text

@@ -1,0 +1,87 @@
+"""The triggers' hooks into the notifier, through the webhook receiver's real Flask app with
+fakes behind it: a refused push an operator must see, pause and resume, and the repository a
+GitHub delivery names, kept on its job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from tests.unit.test_github_payloads import github_package
+from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeRegistry, FakeSink
+from watcher.backends.registry import ImageRef
+from watcher.config import WebhookSettings
+from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.triggers.payloads import sign
+from watcher.triggers.policy import SemverPolicy
+from watcher.triggers.sink import LiveVersion
+from watcher.triggers.webhook import create_app
+
+
+@dataclass
+class Told:
+    """The notifier's face the triggers use, recording what it is told."""
+
+    events: list[tuple[str, ...]] = field(default_factory=list)
+
+    def refused(self, app: str, tag: str, reason: str) -> None:
+        self.events.append(("refused", app, tag, reason))
+
+    def paused(self, app: str, by: str, reason: str = "") -> None:
+        self.events.append(("paused", app, by, reason))
+
+    def resumed(self, app: str, by: str) -> None:
+        self.events.append(("resumed", app, by))
+
+
+class LiveSink(FakeSink):
+    def live(self, app: str) -> LiveVersion | None:
+        return LiveVersion("1.2.0", None)
+
+    def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
+        return {"by": "ann"}
+
+
+def hooks(registry: FakeRegistry) -> tuple[Any, Told, FakeRedis]:
+    told, store = Told(), FakeRedis()
+    app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
+    triggers = Triggers([app], LiveSink(), Memory(store), exists_wait=0, notifier=told)   # type: ignore[arg-type]
+    settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
+    flask_app = create_app(triggers, triggers.sink, settings, ready=lambda: None,   # type: ignore[arg-type]
+                           status=lambda name: {}, metrics=CollectorRegistry())
+    return flask_app.test_client(), told, store
+
+
+def push(client: Any, tag: str) -> Any:
+    body = json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}", owner="acme", name="app")).encode()
+    return client.post("/hooks/github", data=body, content_type="application/json", headers={
+        "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sign(SECRET, body)})
+
+
+def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_is_not() -> None:
+    client, told, _ = hooks(FakeRegistry())
+    assert push(client, "1.3.0").status_code == 422          # not in the registry
+    assert push(client, "2.0.0").status_code == 200          # newer than live, outside >=1,<2
+    assert push(client, "0.9.0").status_code == 200          # refused too, but older than live: no news
+    assert [(e[0], e[2]) for e in told.events] == [("refused", "1.3.0"), ("refused", "2.0.0")]
+    assert "does not exist in the registry" in told.events[0][3] and "range >=1,<2" in told.events[1][3]
+
+
+def test_a_github_deliverys_repository_is_kept_on_its_job() -> None:
+    client, _, store = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
+    answer = push(client, "1.3.0")
+    assert answer.status_code == 202, answer.get_json()
+    assert store.data[f"watcher:demo:job:{answer.get_json()['job_id']}#repository"] == "acme/app"
+
+
+def test_pause_and_resume_over_http_are_told() -> None:
+    client, told, _ = hooks(FakeRegistry())
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    assert client.post("/pause", json={"reason": "freeze", "by": "ann"}, headers=headers).status_code == 200
+    assert client.post("/resume", json={"by": "bob"}, headers=headers).status_code == 200
+    assert told.events == [("paused", "demo", "ann", "freeze"), ("resumed", "demo", "bob")]
