@@ -120,7 +120,7 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
     flask_app.register_blueprint(dashboard.blueprint(
         triggers, sink, host.webhook, status=lambda name: status(host.apps[name]),
         queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix, retention=host.history),
-        public_url=host.dashboard_url))
+        public_url=apps[0].dashboard_url))   # [dashboard] url: one for the host, kept on each app
     webhook = host.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
