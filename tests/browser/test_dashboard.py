@@ -1,6 +1,6 @@
 """The dashboard in Debian's Chromium (Playwright, headless) over a real two-app host: log in,
 see both apps, deploy from the page and watch the job's phases change in place until it
-succeeded, roll back, pause and resume; a page without login redirects, and a POST without the
+succeeded, roll back, pause and resume, cancel a waiting job; a page without login redirects, and a POST without the
 CSRF token is refused. Screenshots go to tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
 
 The tests share one host and run in file order (see conftest.py).
@@ -124,6 +124,26 @@ def test_pause_with_a_reason_and_resume(page: "Page", host: Host) -> None:
     page.wait_for_url(f"{host.url}/apps/{app}")
     assert Suspension(host.client, app).paused() is None
     assert page.get_by_role("button", name="Pause").is_visible()
+
+
+def test_a_waiting_job_is_cancelled_from_the_page(page: "Page", host: Host) -> None:
+    app = list(host.apps)[1]
+    Suspension(host.client, app).pause(by="test", reason="hold the queue")   # so the job waits
+    try:
+        page.goto(f"/apps/{app}")
+        page.get_by_label("Deploy version").select_option("v2")
+        page.get_by_role("button", name="Deploy").click()
+        page.wait_for_url(re.compile(rf"/apps/{app}/jobs/\d+$"))
+        job_id = page.url.rsplit("/", 1)[1]
+        assert page.locator(".job-live [data-state]").get_attribute("data-state") == "queued"
+        page.goto(f"/apps/{app}")
+        page.get_by_role("button", name=f"Cancel #{job_id}").click()
+        page.wait_for_url(f"{host.url}/apps/{app}")
+        assert f"Job {job_id} (deploy v2) cancelled" in page.inner_text("body")
+        assert "cancelled" in page.locator("table.history tbody tr").first.inner_text()
+    finally:
+        Suspension(host.client, app).resume()
+    assert serves(host, app) == "v1"
 
 
 def test_a_post_without_the_csrf_token_is_refused(page: "Page", host: Host) -> None:
