@@ -156,3 +156,20 @@ def test_notification_latency_median_of_ten(stack: Stack, redis_url: str) -> Non
     print(f"\nnotification latency, event to receiver: median {median * 1000:.1f} ms of 10 "
           f"(min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
     assert median < 1.0
+
+
+def test_the_worker_and_pause_commands_send_them_from_their_own_processes(stack: Stack, redis_url: str) -> None:
+    """The CLI's wiring: a pool's child (`watcher worker --one`) sends the job's events before it
+    exits; `watcher pause` and `resume` send theirs."""
+    with Receiver() as receiver:
+        configure(stack, redis_url, [receiver.apprise_url("/cli")])
+        version = "v2" if stack.version() != "v2" else "v1"
+        stack.watcher("enqueue", version, check=True)
+        child = stack.watcher("worker", "--one", "--name", "notify-cli", check=True)
+        assert [r.body["title"] for r in receiver.wait_for(2)] == [
+            f"{stack.name}: deploying {version}", f"{stack.name}: {version} is live"], child.stderr
+        stack.watcher("pause", "--reason", "release freeze", check=True)
+        stack.watcher("resume", check=True)
+        paused, resumed = (r.body for r in receiver.wait_for(4)[2:])
+        assert paused["title"] == f"{stack.name}: deploys paused" and "release freeze" in paused["message"]
+        assert resumed["title"] == f"{stack.name}: deploys resumed"
