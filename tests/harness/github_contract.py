@@ -138,8 +138,8 @@ class GithubContract:
     def _create_deployment(self, owner: str, repo: str, body: Any) -> tuple[int, Any]:
         problem = _invalid(body, required=("ref",), strings=("ref", "task", "environment", "description"),
                            booleans=("auto_merge", "transient_environment", "production_environment"))
-        if problem is None and "required_contexts" in body and not (
-                isinstance(body["required_contexts"], list) and all(isinstance(c, str) for c in body["required_contexts"])):
+        contexts = body.get("required_contexts", []) if isinstance(body, dict) else []
+        if problem is None and not (isinstance(contexts, list) and all(isinstance(c, str) for c in contexts)):
             problem = "required_contexts is not an array of strings"
         if problem is None and "payload" in body and not isinstance(body["payload"], (dict, str)):
             problem = "payload is not an object or string"
@@ -227,7 +227,8 @@ class GithubContract:
             self.deployments.clear()
 
 
-def _invalid(body: Any, *, required: tuple[str, ...], strings: tuple[str, ...], booleans: tuple[str, ...]) -> str | None:
+def _invalid(body: Any, *, required: tuple[str, ...], strings: tuple[str, ...],
+             booleans: tuple[str, ...]) -> str | None:
     if not isinstance(body, dict):
         return "the body is not a JSON object"
     for name in required:

@@ -206,3 +206,12 @@ def test_the_counter_is_on_the_receivers_metrics() -> None:
     Outbox._count(Recorder("scrape-test"), Event("started", "shop"), "sent", "")
     text = generate_latest(registry_for(None, [], lambda app: None)).decode()   # type: ignore[arg-type]
     assert 'watcher_notifications_total{channel="scrape-test",outcome="sent"} 1.0' in text
+
+
+def test_every_kind_the_config_accepts_has_a_title() -> None:
+    from typing import get_args
+
+    from watcher.config.schema import NotifyEvent
+    from watcher.notify.event import _TITLES
+
+    assert set(_TITLES) == set(get_args(NotifyEvent))

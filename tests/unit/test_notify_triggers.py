@@ -49,7 +49,8 @@ class LiveSink(FakeSink):
 
 def hooks(registry: FakeRegistry) -> tuple[Any, Told, FakeRedis]:
     told, store = Told(), FakeRedis()
-    app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
+    config = SimpleNamespace(app="demo")
+    app = App(config, ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
     triggers = Triggers([app], LiveSink(), Memory(store), exists_wait=0, notifier=told)   # type: ignore[arg-type]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
     flask_app = create_app(triggers, triggers.sink, settings, ready=lambda: None,   # type: ignore[arg-type]

@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 
 from watcher.queue.job import Audit, Job, Status
 
-#: Every kind of event, as `[[notify.routes]] events` names them.
-KINDS = ("started", "succeeded", "failed", "rolled_back", "rollback_done", "paused", "resumed", "refused")
-
 #: The failing container's last health output, as HealthCheckFailed puts it in its message.
 _HEALTH = re.compile(r"\(last health check: (.*?)\)(?=;|$)")
 
+#: Each kind of event (as `[[notify.routes]] events` names them: NotifyEvent in config/schema.py) and its title.
 _TITLES = {"started": "{app}: deploying {version}", "succeeded": "{app}: {version} is live",
            "failed": "{app}: deploy of {version} failed", "rolled_back": "{app}: {version} rolled back",
            "rollback_done": "{app}: rolled back to {version}", "paused": "{app}: deploys paused",
@@ -44,10 +42,6 @@ class Event:
     @property
     def title(self) -> str:
         return _TITLES[self.kind].format(app=self.app, version=self.version or "")
-
-    @property
-    def failed(self) -> bool:
-        return self.kind in ("failed", "rolled_back", "refused")
 
     def body(self) -> str:
         """Plain text, one fact a line: what chat and e-mail show under the title."""
