@@ -227,9 +227,9 @@ class Triggers:
         except BaseException:
             self.memory.release_push(app.name, tag, digest)
             raise
-        self.memory.settle_push(app.name, tag, digest, done.job_id)
-        if repository and done.created:
+        if repository and done.created:   # first: a worker may take the job at once
             self.memory.note_repository(app.name, done.job_id, repository)
+        self.memory.settle_push(app.name, tag, digest, done.job_id)
         self.memory.set_last(app.name, tag, digest, done.job_id, source)
         status = "enqueued" if done.created else "noop"
         return Outcome(app.name, status, done.reason, tag, digest, done.job_id)
