@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -27,6 +28,8 @@ from flask.blueprints import BlueprintSetupState
 from flask.sessions import SecureCookieSessionInterface
 
 from watcher.config import WebhookSettings
+
+log = logging.getLogger("watcher.dashboard")
 
 SESSION_LIFETIME = timedelta(hours=12)
 MAX_FAILURES = 5          # failed logins from one address within FAILURE_WINDOW, then a wait
@@ -165,9 +168,11 @@ def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) ->
             return render_template("login.html", configured=True, next=target), 429
         if not hmac.compare_digest(request.form.get("token", "").strip().encode(), settings.api_token.encode()):
             throttle.fail(client)
+            log.warning("dashboard: failed login from %s", client)   # never what was sent
             flash("Wrong token.", "error")
             return render_template("login.html", configured=True, next=target), 401
         throttle.forget(client)
+        log.info("dashboard: login from %s", client)
         session.clear()                       # a new session, and a new CSRF token, at login
         session["auth"] = True
         return redirect(target or url_for("dashboard.host"), 303)
