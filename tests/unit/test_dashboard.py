@@ -5,6 +5,7 @@ action does what the CLI does, to the same queue."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -111,6 +112,14 @@ def test_a_wrong_token_is_refused_and_the_right_one_lets_in(board: Dashboard) ->
     assert right.status_code == 303 and right.headers["Location"] == "/"
     page = board.client.get("/").get_data(as_text=True)
     assert board.name in page and "1.1.0" in page and "healthy" in page
+
+
+def test_logins_are_logged_without_the_token(board: Dashboard, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    board.login("a-guess-of-the-token")
+    board.login()
+    assert "failed login from 127.0.0.1" in caplog.text and "login from 127.0.0.1" in caplog.text
+    assert "a-guess-of-the-token" not in caplog.text and TOKEN not in caplog.text
 
 
 def test_login_goes_back_to_the_page_asked_for_but_never_off_site(board: Dashboard) -> None:
