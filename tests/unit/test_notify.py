@@ -5,6 +5,7 @@ bounded."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -215,3 +216,11 @@ def test_every_kind_the_config_accepts_has_a_title() -> None:
     from watcher.notify.event import _TITLES
 
     assert set(_TITLES) == set(get_args(NotifyEvent))
+
+
+def test_apprise_never_logs_a_url_it_refuses(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logging.getLogger("apprise").setLevel(logging.NOTSET)   # as in a process that only loads its config
+    toml = MINIMAL + '[notify]\nurls = ["slack://hunter2"]\n'
+    with pytest.raises(ConfigError, match="'slack'"):
+        load_config(make_project(tmp_path, toml), {})
+    assert "hunter2" not in caplog.text

@@ -11,6 +11,7 @@ than one that refuses to start.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -650,6 +651,7 @@ def _apprise_problem(url: str) -> str | None:
     """Why apprise cannot send to `url` (named by its scheme only), or None."""
     import apprise   # only when notifications are configured: most commands never send one
 
+    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)   # its messages quote the URL and its token
     if apprise.Apprise.instantiate(url) is not None:
         return None
     scheme = url.split("://", 1)[0] if "://" in url else ""

@@ -14,7 +14,7 @@ import apprise
 from watcher.config import NotifyRoute
 from watcher.notify.event import Event
 
-logging.getLogger("apprise").setLevel(logging.CRITICAL)
+logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
 _TYPES = {"succeeded": apprise.NotifyType.SUCCESS, "rollback_done": apprise.NotifyType.SUCCESS,
           "failed": apprise.NotifyType.FAILURE, "rolled_back": apprise.NotifyType.FAILURE,
