@@ -171,6 +171,7 @@ def leave_running() -> None:
         server = subprocess.Popen([sys.executable, "-m", "watcher", "run"], cwd=ROOT, env=env, stdout=log,
                                   stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     (KEPT / "run.pid").write_text(f"{server.pid}\n")
+    (KEPT / "url").write_text(f"http://127.0.0.1:{port}/\n")
     for _ in range(100):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
