@@ -15,11 +15,12 @@ import statistics
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.harness.receiver import Receiver, down_url
-from tests.harness.stack import Stack
-from tests.harness.triggers import forget
+from tests.harness.stack import Stack, free_port
+from tests.harness.triggers import WatcherServer, forget
 from watcher.config import Config, load_config
 from watcher.engine.deployment import Deployment
 from watcher.metrics.activity import ACTIVITY
@@ -48,7 +49,7 @@ def stack(app_images: dict[str, str], redis_url: str) -> Iterator[Stack]:
         created.destroy()
 
 
-def configure(stack: Stack, redis_url: str, urls: list[str], timeout: str = "2s") -> Config:
+def configure(stack: Stack, redis_url: str, urls: list[str], timeout: str = "2s", extra: str = "") -> Config:
     quoted = ", ".join(f'"{url}"' for url in urls)
     stack.write_config(**SETTINGS, extra=f"""
 [redis]
@@ -61,7 +62,7 @@ timeout = "{timeout}"
 
 [dashboard]
 url = "{DASHBOARD}"
-""")
+{extra}""")
     return load_config(stack.config, {})
 
 
@@ -173,3 +174,23 @@ def test_the_worker_and_pause_commands_send_them_from_their_own_processes(stack:
         paused, resumed = (r.body for r in receiver.wait_for(4)[2:])
         assert paused["title"] == f"{stack.name}: deploys paused" and "release freeze" in paused["message"]
         assert resumed["title"] == f"{stack.name}: deploys resumed"
+
+
+def test_pause_and_resume_over_http_are_told_by_serve(stack: Stack, redis_url: str) -> None:
+    """`watcher serve` hands /pause, /resume and the dashboard one suspension that tells."""
+    token = "api-notify-test"
+    with Receiver() as receiver:
+        port = free_port()
+        configure(stack, redis_url, [receiver.apprise_url("/serve")], extra=f'[webhook]\nlisten = "127.0.0.1:{port}"\n')
+        server = WatcherServer(stack.config, {"WATCHER_API_TOKEN": token}, port, command=("serve", "--no-poll"))
+        server.start()
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            assert httpx.post(f"{server.url}/pause", json={"reason": "incident", "by": "ops"}, headers=headers,
+                              timeout=10).status_code == 200
+            assert httpx.post(f"{server.url}/resume", json={"by": "ops"}, headers=headers, timeout=10).status_code == 200
+            paused, resumed = (r.body for r in receiver.wait_for(2))
+        finally:
+            server.stop()
+        assert paused["title"] == f"{stack.name}: deploys paused" and "incident" in paused["message"]
+        assert resumed["title"] == f"{stack.name}: deploys resumed" and "by ops" in resumed["message"]

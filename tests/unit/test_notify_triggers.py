@@ -1,6 +1,7 @@
 """The triggers' hooks into the notifier, through the webhook receiver's real Flask app with
-fakes behind it: a refused push an operator must see, pause and resume, and the repository a
-GitHub delivery names, kept on its job."""
+fakes behind it: a refused push an operator must see, pause and resume (the suspension `serve`
+hands both the hooks and the dashboard), and the repository a GitHub delivery names, kept on
+its job."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.unit.test_github_payloads import github_package
 from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeRegistry, FakeSink
 from watcher.backends.registry import ImageRef
 from watcher.config import WebhookSettings
+from watcher.notify.suspension import NotifyingSuspension
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.payloads import sign
 from watcher.triggers.policy import SemverPolicy
@@ -53,7 +55,8 @@ def hooks(registry: FakeRegistry) -> tuple[Any, Told, FakeRedis]:
     app = App(config, ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
     triggers = Triggers([app], LiveSink(), Memory(store), exists_wait=0, notifier=told)   # type: ignore[arg-type]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
-    flask_app = create_app(triggers, triggers.sink, settings, ready=lambda: None,   # type: ignore[arg-type]
+    suspension = NotifyingSuspension(triggers.sink, told)   # type: ignore[arg-type]   # as serve wires it
+    flask_app = create_app(triggers, suspension, settings, ready=lambda: None,
                            status=lambda name: {}, metrics=CollectorRegistry())
     return flask_app.test_client(), told, store
 

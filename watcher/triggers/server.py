@@ -27,6 +27,7 @@ from watcher.config import Config, HostConfig, WebhookSettings, listen_host, lis
 from watcher.errors import Interrupted
 from watcher.metrics import registry_for
 from watcher.notify import notifier_for
+from watcher.notify.suspension import NotifyingSuspension
 from watcher.queue.connection import connect, describe
 from watcher.queue.queue import DeployQueue
 from watcher.triggers.dispatch import App, Memory, Triggers
@@ -112,13 +113,15 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
         client = connect(host.redis_url, host.redis_password)
     apps = list(host.apps.values())
     sink = RedisSink(client, live_reader(*apps), host.redis_prefix, host.history)
+    notifier = notifier_for(apps)
     triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix),
-                        notifier=notifier_for(apps))
+                        notifier=notifier)
+    suspension = NotifyingSuspension(sink, notifier) if notifier else sink   # /pause, /resume, the dashboard
     metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix)
-    flask_app = create_app(triggers, sink, host.webhook, ready=client.ping,
+    flask_app = create_app(triggers, suspension, host.webhook, ready=client.ping,
                            status=lambda name: status(host.apps[name]), metrics=metrics)
     flask_app.register_blueprint(dashboard.blueprint(
-        triggers, sink, host.webhook, status=lambda name: status(host.apps[name]),
+        triggers, suspension, host.webhook, status=lambda name: status(host.apps[name]),
         queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix, retention=host.history),
         public_url=apps[0].dashboard_url))   # [dashboard] url: one for the host, kept on each app
     webhook = host.webhook

@@ -362,15 +362,9 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             names = [data["app"]]
         if action == "pause":
             states = {name: suspension.pause(name, by=by, reason=reason) for name in names}
-            if triggers.notifier is not None:
-                for name in names:
-                    triggers.notifier.paused(name, by, reason)
             return done(200, "paused", f"{', '.join(names)} paused by {by}" + (f": {reason}" if reason else ""),
                         paused=states)
         lifted = {name: suspension.resume(name, by=by) for name in names}
-        if triggers.notifier is not None:
-            for name in (name for name, pause in lifted.items() if pause):   # not paused: no news
-                triggers.notifier.resumed(name, by)
         return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
                     lifted=lifted)
 
