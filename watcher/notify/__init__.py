@@ -5,6 +5,7 @@
     apprise_channel.py  one apprise URL, with the events it is sent
     github.py           a GitHub deployment per job, its statuses as the job goes
     notifier.py         the process's notifier: from events to the channels of their app
+    suspension.py       pause and resume over HTTP and from the dashboard, told to the notifier
 
 Data flows one way: the worker, the triggers and pause/resume tell the notifier; the engine
 knows nothing of it.
