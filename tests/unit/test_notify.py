@@ -224,3 +224,14 @@ def test_apprise_never_logs_a_url_it_refuses(tmp_path: Path, caplog: pytest.LogC
     with pytest.raises(ConfigError, match="'slack'"):
         load_config(make_project(tmp_path, toml), {})
     assert "hunter2" not in caplog.text
+
+
+def test_a_bug_in_a_channel_is_logged_never_raised_into_the_worker(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Recorder):
+        def wants(self, event: Event) -> bool:
+            raise KeyError("bug")
+
+    outbox = Outbox(timeout=1)
+    Notifier({"shop": [Broken()]}, outbox, {}).job_ended(job(), Status.SUCCEEDED, "v2 is live", Audit())
+    outbox.close(1)
+    assert "notify: an event could not be built or queued" in caplog.text

@@ -8,7 +8,7 @@ dispatcher and the CLI are a line each, and a deploy goes exactly as it would wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from watcher.config import Config
 from watcher.notify import event as events
@@ -28,30 +28,36 @@ class Notifier:
         self.outbox = outbox
         self.dashboards = dashboards
 
-    def emit(self, event: Event) -> None:
-        for channel in self.channels.get(event.app, ()):
-            if channel.wants(event):
-                self.outbox.put(channel, event)
+    def emit(self, build: Callable[[], Event]) -> None:
+        """Build an event and queue it for each channel of its app that wants it. A bug here is
+        logged, never raised: the caller is a worker that just recorded a job, or a request."""
+        try:
+            event = build()
+            for channel in self.channels.get(event.app, ()):
+                if channel.wants(event):
+                    self.outbox.put(channel, event)
+        except Exception:
+            log.exception("notify: an event could not be built or queued; nothing sent")
 
     # -- the worker's observer (watcher/queue/worker.py) ---------------------------------------
 
     def job_started(self, job: Job) -> None:
-        self.emit(events.started(job, self.dashboards.get(job.app)))
+        self.emit(lambda: events.started(job, self.dashboards.get(job.app)))
 
     def job_ended(self, job: Job, status: Status, detail: str, audit: Audit) -> None:
         if status in (Status.SUCCEEDED, Status.FAILED):
-            self.emit(events.ended(job, status, detail, audit, self.dashboards.get(job.app)))
+            self.emit(lambda: events.ended(job, status, detail, audit, self.dashboards.get(job.app)))
 
     # -- the queue's controls and the triggers -------------------------------------------------
 
     def paused(self, app: str, by: str, reason: str = "") -> None:
-        self.emit(events.paused(app, by, reason))
+        self.emit(lambda: events.paused(app, by, reason))
 
     def resumed(self, app: str, by: str) -> None:
-        self.emit(events.resumed(app, by))
+        self.emit(lambda: events.resumed(app, by))
 
     def refused(self, app: str, tag: str, reason: str) -> None:
-        self.emit(events.refused(app, tag, reason))
+        self.emit(lambda: events.refused(app, tag, reason))
 
     def close(self, timeout: float = 5.0) -> None:
         self.outbox.close(timeout)
