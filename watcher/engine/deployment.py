@@ -150,6 +150,7 @@ class Deployment:
                 progress.say(f"  note: {warning}")
             plan = self._plan(view, version, image)
             live, target = plan.live, plan.target
+            digest = digest or recorded_digest(view, version, plan.image)
             if live and live.version == version and plan.image and view.observed.image_id(live.color) == plan.image:
                 self._sync_state(view)
                 return DeployResult(kind, version, live.color, view.previous, dict(progress.durations),
@@ -529,3 +530,12 @@ def _checked(version: str) -> str:
         return validate_tag(version)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def recorded_digest(view: View, version: str, image: str | None) -> str | None:
+    """The digest a local image had when it was pulled, as the state recorded it: a rollback
+    reuses the image without asking the registry, and its release keeps saying what it runs."""
+    for release in (view.previous, view.live):
+        if release and release.version == version and release.digest and release.image in (None, image):
+            return release.digest
+    return None
