@@ -65,6 +65,7 @@ def test_abrupt_app_still_loses_no_request(stack: Stack) -> None:
 
 def test_rollback_instant_then_full(stack: Stack) -> None:
     deployed(stack, "v1")
+    v1_digest = stack.status()["live_digest"]
     deployed(stack, "v2")
     blue = stack.container_ids(f"{stack.name}-blue")
 
@@ -77,6 +78,7 @@ def test_rollback_instant_then_full(stack: Stack) -> None:
     assert stack.container_ids(f"{stack.name}-blue") == blue, "instant: the retained containers serve again"
     status = stack.status()
     assert (status["live_version"], status["previous_version"]) == ("v1", "v2")
+    assert v1_digest and status["live_digest"] == v1_digest, "the reused image keeps the digest it was pulled at"
 
     # Without a retained colour, rollback is a full deploy of the previous version.
     clean = stack.watcher("cleanup", "--include-rollback")
