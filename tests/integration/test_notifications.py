@@ -120,8 +120,9 @@ def test_a_receiver_down_or_hanging_neither_delays_nor_fails_a_deploy(
     durations: dict[str, float] = {}
     with Receiver() as receiver:
         failed_before, timeouts_before = counted("failed"), counted("timeout")
-        for case, url, version in (("ok", receiver.apprise_url("/ok"), "v1"), ("down", down_url(), "v2"),
-                                   ("hanging", receiver.apprise_url("/hang"), "v1")):
+        new, old = ("v2", "v1") if stack.version() == "v1" else ("v1", "v2")   # each case a real swap
+        for case, url, version in (("ok", receiver.apprise_url("/ok"), new), ("down", down_url(), old),
+                                   ("hanging", receiver.apprise_url("/hang"), new)):
             receiver.mode = "hang" if case == "hanging" else "ok"
             config = configure(stack, redis_url, [url])
             notifier = notifier_for([config])
