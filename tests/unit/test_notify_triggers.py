@@ -49,16 +49,16 @@ class LiveSink(FakeSink):
         return {"by": "ann"}
 
 
-def hooks(registry: FakeRegistry) -> tuple[Any, Told, FakeRedis]:
-    told, store = Told(), FakeRedis()
+def hooks(registry: FakeRegistry) -> tuple[Any, Told, LiveSink]:
+    told, sink = Told(), LiveSink()
     config = SimpleNamespace(app="demo")
     app = App(config, ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
-    triggers = Triggers([app], LiveSink(), Memory(store), exists_wait=0, notifier=told)   # type: ignore[arg-type]
+    triggers = Triggers([app], sink, Memory(FakeRedis()), exists_wait=0, notifier=told)   # type: ignore[arg-type]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
     suspension = NotifyingSuspension(triggers.sink, told)   # type: ignore[arg-type]   # as serve wires it
     flask_app = create_app(triggers, suspension, settings, ready=lambda: None,
                            status=lambda name: {}, metrics=CollectorRegistry())
-    return flask_app.test_client(), told, store
+    return flask_app.test_client(), told, sink
 
 
 def push(client: Any, tag: str) -> Any:
@@ -77,10 +77,10 @@ def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_
 
 
 def test_a_github_deliverys_repository_is_kept_on_its_job() -> None:
-    client, _, store = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
+    client, _, sink = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
     answer = push(client, "1.3.0")
     assert answer.status_code == 202, answer.get_json()
-    assert store.data[f"watcher:demo:job:{answer.get_json()['job_id']}#repository"] == "acme/app"
+    assert sink.repositories == ["acme/app"]   # enqueued with the job, in the same script
 
 
 def test_pause_and_resume_over_http_are_told() -> None:

@@ -65,11 +65,6 @@ class FakeRedis:
         self._check()
         return int(self.data.pop(name, None) is not None)
 
-    def hset(self, name: str, key: str, value: str) -> int:
-        self._check()
-        self.data[f"{name}#{key}"] = value
-        return 1
-
 
 @dataclass
 class FakeRegistry:
@@ -89,10 +84,12 @@ class FakeRegistry:
 @dataclass
 class FakeSink:
     jobs: list[str] = field(default_factory=list)
+    repositories: list[str | None] = field(default_factory=list)
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None) -> EnqueueOutcome:
+                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
         self.jobs.append(version)
+        self.repositories.append(repository)
         return EnqueueOutcome(str(len(self.jobs)), True, f"job {len(self.jobs)} queued: deploy {version}")
 
     def live(self, app: str) -> LiveVersion | None:

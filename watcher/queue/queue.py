@@ -71,7 +71,8 @@ end
 """
 
 # KEYS waiting running seq history wake
-# ARGV prefix version digest source by now app retention live_version live_digest live_color
+# ARGV prefix version digest source by now app retention live_version live_digest live_color repository
+# (repository: the GitHub repository a webhook named, for deployment statuses; '' when none)
 # (what is live comes from the caller, who read it from the route file and state: one source)
 _ENQUEUE = _FINISH_FN + """
 local prefix, version, digest, now, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
@@ -87,6 +88,7 @@ local jk = prefix .. id
 redis.call('HSET', jk, 'id', id, 'app', ARGV[7], 'version', version, 'source', ARGV[4],
            'requested_by', ARGV[5], 'created', now, 'status', 'queued', 'attempts', '0')
 if digest ~= '' then redis.call('HSET', jk, 'digest', digest) end
+if ARGV[12] ~= '' then redis.call('HSET', jk, 'repository', ARGV[12]) end
 if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
   if ARGV[9] ~= '' and same(ARGV[9], ARGV[10]) then
     finish(prefix, KEYS[4], retention, id, 'succeeded', 'message',
@@ -253,7 +255,7 @@ class DeployQueue:
     # -- asking -------------------------------------------------------------------------------
 
     def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None,
-                live: Live | None = None) -> Enqueued:
+                live: Live | None = None, repository: str | None = None) -> Enqueued:
         """Queue a deploy (or rollback) of `version`, coalescing with what waits; a no-op when
         `live` (read by the caller from the engine's view) is that very version."""
         try:
@@ -269,7 +271,7 @@ class DeployQueue:
             _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
             self.job_prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
             self._retention, live.version if live else "", (live.digest or "") if live else "",
-            live.color if live else "")
+            live.color if live else "", repository or "")
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
         return Enqueued(job, outcome)

@@ -73,7 +73,7 @@ class _Offline:
         self.live_of = live_of
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None) -> EnqueueOutcome:
+                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
         raise AssertionError("a dry run enqueues nothing")
 
     def live(self, app: str) -> LiveVersion | None:

@@ -128,10 +128,6 @@ class Memory:
         self.client.set(key(app, "trigger", "last", prefix=self.prefix), json.dumps(
             {"tag": tag, "digest": digest, "job": job_id, "source": source, "at": time.time()}))
 
-    def note_repository(self, app: str, job_id: str, repository: str) -> None:
-        """The GitHub repository a webhook named, on its job (Job.repository: deployment statuses)."""
-        self.client.hset(key(app, "job", job_id, prefix=self.prefix), "repository", repository)
-
 
 class Triggers:
     def __init__(self, apps: list[App], sink: Enqueuer, memory: Memory, *, exists_wait: float = EXISTS_WAIT,
@@ -223,12 +219,11 @@ class Triggers:
             return Outcome(app.name, "duplicate", f"{tag}@{digest[:19]} was already requested"
                            + (f" (job {job})" if job else " (being enqueued)"), tag, digest, job)
         try:
-            done = self.sink.enqueue(app.name, tag, source=source, requested_by=requested_by, digest=digest)
+            done = self.sink.enqueue(app.name, tag, source=source, requested_by=requested_by, digest=digest,
+                                     repository=repository)
         except BaseException:
             self.memory.release_push(app.name, tag, digest)
             raise
-        if repository and done.created:   # first: a worker may take the job at once
-            self.memory.note_repository(app.name, done.job_id, repository)
         self.memory.settle_push(app.name, tag, digest, done.job_id)
         self.memory.set_last(app.name, tag, digest, done.job_id, source)
         status = "enqueued" if done.created else "noop"

@@ -39,7 +39,7 @@ class LiveVersion:
 
 class Enqueuer(Protocol):
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None) -> EnqueueOutcome: ...
+                digest: str | None, repository: str | None = None) -> EnqueueOutcome: ...
 
     def live(self, app: str) -> LiveVersion | None:
         """What serves now, from the engine's route file and state (None: nothing live)."""
@@ -71,10 +71,11 @@ class RedisSink:
         return DeployQueue(self.client, app, prefix=self.prefix, retention=self.retention)
 
     def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None) -> EnqueueOutcome:
+                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
         live = self.live_of(app)
         done = self._queue(app).enqueue(version, source=source, requested_by=requested_by, digest=digest,
-                                        live=Live(live.version, live.color, live.digest) if live else None)
+                                        live=Live(live.version, live.color, live.digest) if live else None,
+                                        repository=repository)
         return EnqueueOutcome(done.job.id, not done.noop, done.message)
 
     def live(self, app: str) -> LiveVersion | None:
