@@ -92,12 +92,7 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
     server = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--no-poll"], cwd=ROOT, env=env)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        ready(port)
         started = time.monotonic()
         refs = {app: images.build_app_image(f"{REPOS[app]}:{version}", version) for app, version in versions.items()}
         pushes = [threading.Thread(target=images.push, args=(ref,)) for ref in refs.values()]
@@ -155,8 +150,6 @@ def leave_running() -> None:
     apps, with a fresh login token, so `make demo KEEP=1` ends with something to look at."""
     import secrets
 
-    import httpx
-
     from tests.harness.stack import free_port
 
     KEPT.mkdir(parents=True, exist_ok=True)
@@ -172,13 +165,7 @@ def leave_running() -> None:
                                   stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     (KEPT / "run.pid").write_text(f"{server.pid}\n")
     (KEPT / "url").write_text(f"http://127.0.0.1:{port}/\n")
-    for _ in range(100):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
+    if not ready(port):
         raise SystemExit(f"demo: the kept `watcher run` did not start; see {KEPT / 'run.log'}")
     say("left running (stop it all with: .venv/bin/python scripts/demo.py --down)")
     print(f"apps:        http://127.0.0.1:{PORT}/ (demo)  http://127.0.0.1:{PORT}/api/ (api)")
@@ -204,6 +191,20 @@ def stop_kept() -> None:
         forget_jobs(redis.Redis.from_url(REDIS_URL))
     except redis.RedisError:
         pass   # Redis is gone: nothing of ours is left in it to forget
+
+
+def ready(port: int) -> bool:
+    """Whether the `watcher run` on `port` answers /readyz within about 10 s."""
+    import httpx
+
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def served(app: str) -> str | None:

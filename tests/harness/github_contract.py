@@ -19,28 +19,20 @@ environment. `mode` makes it answer 500 or hang instead, as an outage would.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.harness.local_server import LocalServer, Received, answer, received
 
 API_VERSION = "2022-11-28"
 STATES = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
 _DEPLOYMENTS = re.compile(r"/repos/([^/]+)/([^/]+)/deployments")
 _STATUSES = re.compile(r"/repos/([^/]+)/([^/]+)/deployments/(\d+)/statuses")
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    at: float
 
 
 @dataclass
@@ -53,66 +45,35 @@ class Deployment:
         return self.statuses[-1]["state"] if self.statuses else None
 
 
-class GithubContract:
+class GithubContract(LocalServer):
     def __init__(self, token: str) -> None:
+        super().__init__()
         self.token = token
         self.mode = "ok"                  # ok | fail (500) | hang
-        self.calls: list[Call] = []
+        self.calls: list[Received] = []
         self.deployments: dict[int, Deployment] = {}
         self._ids = iter(range(1000, 10**9))
         self._lock = threading.Lock()
-        self._release = threading.Event()
-        contract = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:   # noqa: N802
-                contract.handle(self, "GET")
-
-            def do_POST(self) -> None:   # noqa: N802
-                contract.handle(self, "POST")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "GithubContract":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
     # -- the API -------------------------------------------------------------------------------
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(request.headers.get("Content-Length") or 0)
-        raw = request.rfile.read(length) if length else b""
-        parts = urlsplit(request.path)
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
+        call = received(request, method)
         with self._lock:
-            self.calls.append(Call(method, parts.path, dict(request.headers), body, time.time()))
+            self.calls.append(call)
         if self.mode == "hang":
-            self._release.wait(120)
+            self.released.wait(120)
             return
         if self.mode == "fail":
-            return self._answer(request, 500, {"message": "Server Error"})
+            return answer(request, 500, {"message": "Server Error"})
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return self._answer(request, 401, {"message": "Bad credentials"})
+            return answer(request, 401, {"message": "Bad credentials"})
         if request.headers.get("X-GitHub-Api-Version") != API_VERSION or \
                 request.headers.get("Accept") != "application/vnd.github+json":
-            return self._answer(request, 400, {"message": "unsupported API version or media type"})
+            return answer(request, 400, {"message": "unsupported API version or media type"})
         with self._lock:
-            code, answer = self._route(method, parts.path, parse_qs(parts.query), body)
-        self._answer(request, code, answer)
+            code, reply = self._route(method, call.path, parse_qs(urlsplit(request.path).query), call.body)
+        answer(request, code, reply)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
         statuses = _STATUSES.fullmatch(path)
@@ -196,22 +157,13 @@ class GithubContract:
     def _repo_url(self, owner: str, repo: str) -> str:
         return f"{self.url}/repos/{owner.lower()}/{repo.lower()}"
 
-    @staticmethod
-    def _answer(request: BaseHTTPRequestHandler, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        request.send_response(code)
-        request.send_header("Content-Type", "application/json; charset=utf-8")
-        request.send_header("Content-Length", str(len(data)))
-        request.end_headers()
-        request.wfile.write(data)
-
     # -- for the tests -------------------------------------------------------------------------
 
-    def posts(self) -> list[Call]:
+    def posts(self) -> list[Received]:
         with self._lock:
             return [call for call in self.calls if call.method == "POST"]
 
-    def wait_posts(self, count: int, timeout: float = 15.0) -> list[Call]:
+    def wait_posts(self, count: int, timeout: float = 15.0) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             posts = self.posts()

@@ -10,67 +10,27 @@ hang (accept and never answer) or to fail (500). `down_url` is a port nothing li
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+
+from tests.harness.local_server import LocalServer, Received, answer, received
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    at: float          # time.time() when it arrived
-
-
-class Receiver:
+class Receiver(LocalServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Received] = []
         self.mode = "ok"               # ok | hang | fail
         self._changed = threading.Condition()
-        self._release = threading.Event()   # set at stop: a hanging handler returns
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:   # noqa: N802 (http.server's naming)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode(errors="replace")
-                receiver.record(Received("POST", self.path, dict(self.headers), body, time.time()))
-                if receiver.mode == "hang":
-                    receiver._release.wait(120)
-                    return
-                code = 500 if receiver.mode == "fail" else 200
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Receiver":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        self.record(received(request, method))
+        if self.mode == "hang":
+            self.released.wait(120)
+            return
+        answer(request, 500 if self.mode == "fail" else 200, {})
 
     def record(self, request: Received) -> None:
         with self._changed:
