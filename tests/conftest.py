@@ -109,6 +109,7 @@ APP_VARIANTS: dict[str, dict[str, object]] = {
     "crash": {"exit_at_start": 1},                # exits 1 at once: restart-loops under unless-stopped
     "loop127": {"entrypoint": ["/bin/no-such-app"]},  # exec fails with 127 under init: true; loops
     "wrongver": {"served_version": "not-wrongver"},   # healthy, but GET /version is not its tag
+    "err5": {"error_rate": 0.05},                 # healthy and verified, but 5 % of /cgi-bin/work answer 500
 }
 
 

@@ -7,12 +7,17 @@ request through `{file.*}` into a request variable, names the live colour; each 
 alone (`<app>-<service>-<colour>:<port>`, aliases from the colour overlays), retries a blip of it
 (`lb_try_duration`) and tags answers with X-Watcher-Color; `none` answers 503; a missing route
 file falls back to whichever colour answers (watcher refuses to deploy until it is restored).
+
+Per site: a JSON access log in the run directory, and per request the app and colour that served
+it (`log_append`), which is what a deploy's traffic receipt and its bake read
+(backends/access_log.py): Caddy's own count of what users were served, not a probe's.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from watcher.backends.access_log import FILE_NAME as ACCESS_LOG, ROLL_KEEP, ROLL_SIZE_MB
 from watcher.config import Config, HostConfig, Service
 from watcher.errors import ConfigError
 
@@ -29,6 +34,8 @@ HEADER = """\
 # The idle colour never takes traffic (it is unverified, or draining); a blip of the live one is
 # ridden out by retrying it. Each colour adds X-Watcher-Color, so watcher can check which colour
 # answers. In-flight counts per upstream come from the admin API, on a unix socket (no TCP).
+# Every request is logged (JSON, in the run directory) with the app and colour that served it:
+# that log is each deploy's traffic receipt.
 """
 
 
@@ -40,7 +47,7 @@ def render(host: HostConfig, apps: list[Config]) -> str:
     for config in apps:
         sites.setdefault(config.route.site, []).append(config)
     for site, configs in sites.items():
-        lines.append(f"{site} {{")
+        lines += [f"{site} {{", *("\t" + line for line in _access_log(host)), ""]
         # Longest prefix first, the app without a prefix last: Caddy tries `handle` blocks in that order.
         for config in sorted(configs, key=lambda c: -len(c.route.path or "")):
             lines += ["\t" + line if line else "" for line in app_block(config)]
@@ -59,20 +66,38 @@ def app_block(config: Config) -> list[str]:
              f"handle {path}/* {{" if path else "handle {"]
     if path:
         lines.append(f"\turi strip_prefix {path}")
+    lines += [f"\tlog_append watcher_app {name}",
+              "\tlog_append watcher_probe {http.request.header.X-Watcher-Probe}"]
     # One read per request: a matcher reading the file itself re-reads it, and a switch between
     # two matchers' reads would match neither colour (the request then takes the fallback).
     live = f"{name}_live"
     lines.append(f"\tvars {live} {{file.{route_file}}}")
     for color in COLORS:
-        lines += [f"\t@{name}_{color} vars {{vars.{live}}} {color}", f"\thandle @{name}_{color} {{"]
+        lines += [f"\t@{name}_{color} vars {{vars.{live}}} {color}", f"\thandle @{name}_{color} {{",
+                  *_tagged(color)]
         lines += ["\t\t" + line for line in _services(config, [color])]
         lines.append("\t}")
     lines += [f"\t@{name}_none vars {{vars.{live}}} none", f"\thandle @{name}_none {{",
-              f"\t\trespond \"no version of {name} is live yet\" 503", "\t}",
-              "\thandle {", "\t\theader X-Watcher-Route fallback"]
+              "\t\tlog_append watcher_color none", f"\t\trespond \"no version of {name} is live yet\" 503", "\t}",
+              "\thandle {", *_tagged("fallback"), "\t\theader X-Watcher-Route fallback"]
     lines += ["\t\t" + line for line in _services(config, list(COLORS))]
     lines += ["\t}", "}"]
     return lines
+
+
+def _tagged(color: str) -> list[str]:
+    """The access log fields of a colour block: which colour took the request, what the app said."""
+    return [f"\t\tlog_append watcher_color {color}",
+            "\t\tlog_append watcher_upstream {http.reverse_proxy.status_code}"]
+
+
+def _access_log(host: HostConfig) -> list[str]:
+    """The site's access log: JSON lines in the run directory, without headers (which may carry
+    credentials and would triple every line)."""
+    return ["log {", f"\toutput file {Path(host.caddy_mount) / ACCESS_LOG} {{", "\t\tmode 0644",
+            f"\t\troll_size {ROLL_SIZE_MB}MiB", f"\t\troll_keep {ROLL_KEEP}", "\t}",
+            "\tformat filter {", "\t\twrap json", "\t\tfields {", "\t\t\trequest delete", "\t\t\tresp_headers delete",
+            "\t\t\tuser_id delete", "\t\t}", "\t}", "}"]
 
 
 def _services(config: Config, colors: list[str]) -> list[str]:

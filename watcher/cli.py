@@ -242,10 +242,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with _locked(config, f"{args.command} {getattr(args, 'version', '')}".strip(), args.wait_lock) as lock:
         engine = Deployment(config)
         if args.command in ("deploy", "rollback"):
-            if args.command == "deploy":
-                result = engine.deploy(args.version, guard=lock)
-            else:
-                result = engine.rollback(guard=lock, to=args.to)
+            try:
+                if args.command == "deploy":
+                    result = engine.deploy(args.version, guard=lock)
+                else:
+                    result = engine.rollback(guard=lock, to=args.to)
+            except WatcherError as exc:
+                if args.json:   # a failed run's receipt says what users got while it unwound
+                    print(json.dumps({"error": str(exc), "receipt": engine.receipt.to_dict() if engine.receipt
+                                      else None}, indent=2))
+                raise
             _print_result(result, args.json)
         elif args.command == "cleanup":
             removed = cleanup(engine, guard=lock, include_rollback=args.include_rollback)

@@ -13,6 +13,8 @@ import time
 from datetime import datetime, timezone
 from typing import Iterable
 
+from watcher.engine import receipt as receipts
+from watcher.engine.receipt import Receipt
 from watcher.errors import UsageError
 from watcher.queue.job import Job, iso
 from watcher.queue.queue import DeployQueue
@@ -81,5 +83,19 @@ def show(job: Job) -> str:
         lines.append("phases:")
         lines += [f"  {name:<14} {seconds:8.2f}s" for name, seconds in job.phases.items()]
         lines.append(f"  {'total':<14} {sum(job.phases.values()):8.2f}s")
+    if job.receipt:
+        lines += receipt_lines(Receipt.from_dict(job.receipt))
     return "\n".join(lines)
+
+
+def receipt_lines(receipt: Receipt) -> list[str]:
+    """The traffic receipt as a table: per colour, what Caddy served from LEAD before the move."""
+    lines = [f"traffic ({receipt.summary()}; Caddy's access log, {receipts.LEAD:g}s before the move to the end):"]
+    for color, tally in receipt.colors.items():
+        classes = ", ".join(f"{kind} {count:,}" for kind, count in tally["classes"].items())
+        lines.append(f"  {color:<9} {tally['requests']:>8,} requests, {tally['failed']:,} failed ({classes}); "
+                     f"p50 {tally['p50_ms']} ms, p99 {tally['p99_ms']} ms")
+    if receipt.probes:
+        lines.append(f"  (and {receipt.probes:,} of watcher's own verification requests)")
+    return lines
 

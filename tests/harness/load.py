@@ -73,6 +73,9 @@ class LoadResult:
     failed_per_second: collections.Counter[int] = field(default_factory=collections.Counter)
     # Complete responses (any status, as `colors`) per (second, X-Watcher-Color value).
     colors_per_second: collections.Counter[tuple[int, str]] = field(default_factory=collections.Counter)
+    # time.time() at which each complete response (any status) arrived, with its colour and status:
+    # what a traffic receipt read from Caddy's log is checked against (tests/integration/test_receipts.py).
+    answered: list[tuple[float, str, int]] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile in ms; NaN when nothing completed (so ``p99() < x`` is False)."""
@@ -217,6 +220,7 @@ class LoadGenerator:
         self._ok_per_second: collections.Counter[int] = collections.Counter()
         self._failed_per_second: collections.Counter[int] = collections.Counter()
         self._colors_per_second: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._answered: list[tuple[float, str, int]] = []
         self._t0: float | None = None  # loop.time() of the first scheduled request (== time.monotonic())
         self._t_end: float | None = None
 
@@ -319,6 +323,7 @@ class LoadGenerator:
                 ok_per_second=collections.Counter(self._ok_per_second),
                 failed_per_second=collections.Counter(self._failed_per_second),
                 colors_per_second=collections.Counter(self._colors_per_second),
+                answered=list(self._answered),
             )
 
     def __enter__(self) -> LoadGenerator:
@@ -431,6 +436,7 @@ class LoadGenerator:
                 self._colors[color] += 1
                 self._colors_first.setdefault(color, now)
                 self._colors_per_second[second, color] += 1
+                self._answered.append((time.time(), color, status))
             if reason is not None:
                 self._failed += 1
                 self._errors[reason] += 1

@@ -376,3 +376,24 @@ def test_a_directory_is_not_a_config_file(in_tmp: Path) -> None:
     os.mkdir(in_tmp / "watcher.toml")
     with pytest.raises(ConfigError, match="no configuration file found"):
         find_config(None, {})
+
+
+# -- the bake -------------------------------------------------------------------------------
+
+def test_the_bake_is_on_by_default_and_each_check_can_be_turned_off(tmp_path: Path) -> None:
+    config = load_config(make_project(tmp_path), {})
+    assert (config.bake.duration, config.bake.max_error_rate, config.bake.max_latency_ratio) == (None, 0.01, 3.0)
+    assert config.access_log == tmp_path / ".watcher" / "run" / "access.log"
+    off = load_config(make_project(tmp_path, MINIMAL + '[bake]\nmax_latency_ratio = 0\nduration = "2m"\n'), {})
+    assert (off.bake.duration, off.bake.max_latency_ratio, off.bake.judges) == (120.0, None, True)
+    disabled = load_config(make_project(tmp_path, MINIMAL + "[bake]\nenabled = false\n"), {})
+    assert not disabled.bake.judges
+
+
+@pytest.mark.parametrize(("toml_value", "wanted"), [
+    ("max_error_rate = 5", "bake.max_error_rate: must be a fraction between 0 and 1 (0.01 is 1 %), got 5"),
+    ("max_latency_ratio = 0.5", "bake.max_latency_ratio: must be at least 1 (0 turns the latency check off)"),
+    ("min_requests = 0", "bake.min_requests: must be between 1 and 1000000"),
+])
+def test_bad_bake_thresholds_are_named(tmp_path: Path, toml_value: str, wanted: str) -> None:
+    assert wanted in refused(make_project(tmp_path, MINIMAL + f"[bake]\n{toml_value}\n"))

@@ -228,3 +228,15 @@ def test_config_errors_exit_2_naming_file_app_and_key(tmp_path: Path, body: str,
     path = project(tmp_path, body)
     proc = watcher(path, "status")
     assert proc.returncode == 2 and f"watcher: error: {path}: {wanted}" in proc.stderr, proc.stderr
+
+
+def test_caddyfile_logs_every_request_with_its_app_and_colour(tmp_path: Path) -> None:
+    """The traffic receipts' source: one JSON access log in the run directory, each request
+    tagged with the app, the colour block that took it and what the app answered."""
+    host = load_host(project(tmp_path, app("shop")), {})
+    text = render(host, list(host.apps.values()))
+    assert "output file /run/watcher/access.log {" in text and "request delete" in text
+    block = text[text.index("handle @shop_green {"):]
+    assert block.index("log_append watcher_color green") < block.index("reverse_proxy shop-web-green:8080")
+    assert "log_append watcher_upstream {http.reverse_proxy.status_code}" in block
+    assert "log_append watcher_app shop" in text and "log_append watcher_color none" in text

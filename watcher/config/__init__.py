@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
+from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
@@ -161,6 +162,22 @@ class NotifySettings:
 
 
 @dataclass(frozen=True)
+class BakeSettings:
+    """`[apps.<name>.bake]`. duration None: the verification window; max_error_rate None: errors
+    are not judged; max_latency_ratio None: latency is not judged."""
+
+    duration: float | None = None
+    max_error_rate: float | None = 0.01
+    max_latency_ratio: float | None = 3.0
+    min_requests: int = 50
+    baseline: float = 300.0      # how far before the switch the old colour's answers are read
+
+    @property
+    def judges(self) -> bool:
+        return self.max_error_rate is not None or self.max_latency_ratio is not None
+
+
+@dataclass(frozen=True)
 class GithubSettings:
     """GitHub deployment statuses of one app: on when a token and a repository are known (from
     `[apps.<name>.github] repository`, or the job's, from the webhook payload)."""
@@ -206,6 +223,8 @@ class Config:
     retain_old: bool
     pre_deploy: tuple[str, ...]
     pre_deploy_timeout: float
+    bake: BakeSettings = BakeSettings()
+    access_log: Path | None = None   # Caddy's access log (the traffic receipts); None: not known
     route: Route = Route(":80", None, None)
     project_name: str = ""          # the shared compose project; colours are <project>-blue/-green
     registry_username: str | None = None
@@ -500,6 +519,10 @@ class _Loader:
             retain_old=app.drain.retain_old,
             pre_deploy=tuple(app.hooks.pre_deploy),
             pre_deploy_timeout=app.hooks.pre_deploy_timeout,
+            bake=BakeSettings(app.bake.duration, app.bake.max_error_rate if app.bake.enabled else None,
+                              app.bake.max_latency_ratio or None if app.bake.enabled else None,
+                              app.bake.min_requests, app.bake.baseline),
+            access_log=run_dir / ACCESS_LOG,
             route=Route(app.caddy.site or model.caddy.site, app.caddy.path, in_caddy),
             registry_username=self.env.get("REGISTRY_USERNAME") or None,
             registry_password=read_secret(self.env, "REGISTRY_PASSWORD"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from watcher.config.values import (Admin, Duration, EnvName, HttpUrl, Image, KeyPrefix, Listen, Name,
                                    PathText, PositiveDuration, RedisUrl, RoutePath, Site, Size, Tag, at_least, between)
@@ -48,6 +48,29 @@ class VerifyModel(Section):
 class DrainModel(Section):
     timeout: Duration = 30.0
     retain_old: bool = True
+
+
+def _rate(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a fraction between 0 and 1 (0.01 is 1 %), got {value!r}")
+    return value
+
+
+def _ratio(value: float) -> float:
+    if value != 0 and value < 1.0:
+        raise ValueError(f"must be at least 1 (0 turns the latency check off), got {value!r}")
+    return value
+
+
+class BakeModel(Section):
+    """After the switch: the new colour's errors and p99 against the old colour's before it."""
+
+    enabled: bool = True
+    duration: Duration | None = None      # default: [verify] window
+    max_error_rate: Annotated[float, AfterValidator(_rate)] = 0.01
+    max_latency_ratio: Annotated[float, AfterValidator(_ratio)] = 3.0
+    min_requests: Annotated[int, between(1, 1_000_000)] = 50
+    baseline: PositiveDuration = 300.0    # how long before the switch the old colour is read
 
 
 class HooksModel(Section):
@@ -110,6 +133,7 @@ class AppModel(Section):
     health: HealthModel = HealthModel()
     verify: VerifyModel
     drain: DrainModel = DrainModel()
+    bake: BakeModel = BakeModel()
     hooks: HooksModel = HooksModel()
     state: StateModel = StateModel()
     policy: PolicyModel = PolicyModel()
@@ -190,7 +214,7 @@ class FileModel(Section):
 
 
 #: Top-level sections of the single-app layout that belong to its one app.
-LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "hooks", "state", "policy")
+LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "state", "policy")
 HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 

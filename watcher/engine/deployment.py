@@ -1,7 +1,7 @@
 """The blue-green deploy flow, phase by phase. Read `Deployment.deploy` top to bottom.
 
     pull -> inspect -> pre-deploy hook -> start idle colour -> health -> [guard] SWITCH
-         -> verify (window) -> record -> drain old -> stop old
+         -> verify (window, and the bake) -> record -> drain old -> stop old -> receipt
 
 The live colour is the route file's (reconcile.py); the target is always the other colour, and
 nothing here ever stops, removes or recreates the live colour's containers. Every move of traffic
@@ -11,6 +11,11 @@ Until the state is recorded, any failure or interrupt runs `_abort`: traffic goe
 colour that was live if it is still healthy; if it is not, a healthy new colour is left serving
 (and recorded), never removed; if neither is healthy, nothing is touched. Once the new version is
 recorded live, nothing switches back: an interrupt leaves both colours running, which is safe.
+
+The bake (bake.py) judges the new colour's answers during the verification window: a version
+that fails more than the old one did goes back through `_abort` like any failed verification.
+Every run that moved traffic or unwound ends with a traffic receipt (receipt.py, `self.receipt`):
+what Caddy served on each colour, read from its access log.
 """
 
 from __future__ import annotations
@@ -20,16 +25,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Protocol
 
+from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
 from watcher.backends.compose import ComposeError
 from watcher.backends.containers import Containers
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.engine import receipt as receipts
+from watcher.engine.bake import Bake
 from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
 from watcher.engine.hooks import run_hook
 from watcher.engine.progress import Progress
+from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.stack import ColorStack, SharedStack
@@ -64,13 +73,14 @@ class DeployResult:
     drained: bool = True
     message: str = ""
     digest: str | None = None   # what the tag pointed at when pulled (None: used the local image)
+    receipt: Receipt | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "version": self.version, "color": self.color.value if self.color else None,
                 "previous": self.previous.to_dict() if self.previous else None, "noop": self.noop,
                 "drained": self.drained, "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "total": round(self.total, 3), "message": self.message,
-                "digest": self.digest}
+                "digest": self.digest, "receipt": self.receipt.to_dict() if self.receipt else None}
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,8 @@ class Deployment:
         self.store = StateStore(config.state_dir, config.deployment_color_file)
         self.caddy = CaddyAdmin(config.caddy_admin)
         self.registry = registry
+        self.access_log = AccessLog(config.access_log) if config.access_log else None
+        self.receipt: Receipt | None = None   # of the last run that moved traffic or unwound
         self._guard: Guard | None = None
         self._engine = ""
 
@@ -137,6 +149,7 @@ class Deployment:
         zero failed requests, or change nothing."""
         _checked(version)
         self._guard = guard
+        self.receipt = None
         progress = self.progress
         self._check_engine()
         self._check_images(version)
@@ -163,6 +176,7 @@ class Deployment:
 
         self._note_pending(view, Pending(kind, version, target.color, "prepare"))
         started = switched = False
+        moved_at: float | None = None
         try:
             if self.config.pre_deploy:
                 with progress.phase("pre-deploy hook", " ".join(self.config.pre_deploy)):
@@ -194,13 +208,19 @@ class Deployment:
                 self._mark("switch")
                 with self.fenced():
                     self.switch.move_to(target)
-                switched = True
+                switched, moved_at = True, time.time()
 
-            with progress.phase("verify", f"{self.config.verify_url} answers {version} from {target}"):
+            bake = self._bake(kind, live, target, moved_at)
+            with progress.phase("verify", f"{self.config.verify_url} answers {version} from {target}"
+                                          + (" (and the bake)" if bake else "")):
                 self._mark("verify")
-                self._verify(target, version)
+                self._verify(target, version, bake)
         except BaseException as failure:
-            self._abort(plan, version, digest, started, switched, failure)
+            failed_at = time.time()
+            try:
+                self._abort(plan, version, digest, started, switched, failure)
+            finally:
+                self.receipt = self._take_receipt("abort", moved_at or failed_at)
             raise
 
         with shielded(), progress.phase("record", f"{version} live on {target}"):
@@ -209,10 +229,13 @@ class Deployment:
         drained = True
         if live:
             drained = self._retire(self.colors[live.color], target)
+        self.receipt = self._take_receipt(kind, moved_at)
         message = f"{version} is live on {target}" + (f" (was {live.version} on {live.color})" if live else "")
         progress.say(message)
+        progress.say(f"  {self.receipt.summary()}")
         return DeployResult(kind, version, target.color, live, dict(progress.durations), progress.total,
-                            drained=drained, message=message, digest=digest)
+                            drained=drained, message=f"{message}; {self.receipt.summary()}", digest=digest,
+                            receipt=self.receipt)
 
     def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
         """Back to the previous release (or `to`): instant when its colour is retained."""
@@ -324,15 +347,16 @@ class Deployment:
             self.docker.tag(plan.image, ref)
         target.start(version)
 
-    def _verify(self, target: ColorStack, version: str) -> None:
+    def _verify(self, target: ColorStack, version: str, bake: Bake | None) -> None:
         """The new version must answer through Caddy, from the new colour, then stay healthy and
-        answering for the window."""
+        answering for the window (and pass the bake, when one runs, for its duration)."""
         cfg = self.config
         if not wait_for_version(cfg.verify_url, version, cfg.verify_header, timeout=cfg.verify_timeout,
                                 progress=self.progress, color=target.color.value):
             raise DeployFailed(f"{cfg.verify_url} did not answer {version} from {target} within "
                                f"{cfg.verify_timeout:g}s after the switch")
-        deadline = time.monotonic() + cfg.verify_window
+        window = max(cfg.verify_window, self._bake_duration() if bake else 0.0)
+        deadline = time.monotonic() + window
         while time.monotonic() < deadline:
             health = target.health()
             if not health.healthy:
@@ -341,9 +365,43 @@ class Deployment:
             if (seen.version, seen.color) != (version, target.color.value):
                 raise DeployFailed(f"{cfg.verify_url} answered {seen} instead of {version!r} from {target} "
                                    "during the verification window")
+            if bake and (verdict := bake.check(time.time())):
+                raise DeployFailed(verdict)
             self.progress.waiting(f"the verification window ({version} healthy and answering)",
-                                  cfg.verify_window - (deadline - time.monotonic()), cfg.verify_window)
+                                  window - (deadline - time.monotonic()), window)
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        if bake and (verdict := bake.check(time.time(), final=True)):
+            raise DeployFailed(verdict)
+
+    def _bake_duration(self) -> float:
+        duration = self.config.bake.duration
+        return self.config.verify_window if duration is None else duration
+
+    def _bake(self, kind: str, live: Release | None, target: ColorStack, moved_at: float) -> Bake | None:
+        """The bake of a deploy that has a colour to go back to (a rollback is the way back
+        itself, and a first deploy has nothing to fall back on), when Caddy logs what it serves."""
+        settings = self.config.bake
+        if kind != "deploy" or live is None or not settings.judges or self._bake_duration() <= 0:
+            return None
+        if self.access_log is None or not self.access_log.exists():
+            self.progress.say(f"  note: no bake: Caddy writes no access log at {self.config.access_log} "
+                              "(regenerate the Caddyfile with `watcher caddyfile`)")
+            return None
+        return Bake(settings, self.access_log, self.config.app, live.color.value, target.color.value, moved_at)
+
+    def _take_receipt(self, kind: str, moved_at: float) -> Receipt:
+        """What Caddy served from LEAD before `moved_at` to now. Never fails the run: a log that
+        cannot be read makes a receipt that says why."""
+        now = time.time()
+        log = self.access_log
+        if log is None or not log.exists():
+            return receipts.missing(kind, moved_at, now, f"Caddy writes no access log at {self.config.access_log} "
+                                                         "(regenerate the Caddyfile with `watcher caddyfile`)")
+        try:
+            served = log.served(self.config.app, moved_at - receipts.LEAD, now)
+        except OSError as exc:
+            return receipts.missing(kind, moved_at, now, f"cannot read {log.path}: {exc.strerror or exc}")
+        return receipts.build(kind, served, moved_at, moved_at - receipts.LEAD, now, str(log.path))
 
     def _retire(self, old: ColorStack, new: ColorStack) -> bool:
         """Drain the old colour, then stop (or remove) it, unless the new one is no longer healthy:

@@ -18,6 +18,9 @@ import httpx
 from watcher.engine.progress import Progress
 
 COLOR_HEADER = "X-Watcher-Color"
+#: Sent with every check, so Caddy's access log (and so the traffic receipt) tells watcher's own
+#: requests apart from users'.
+PROBE_HEADER = "X-Watcher-Probe"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Answer:
 def answer(url: str, header: str | None, timeout: float = 5.0) -> Answer:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
-        response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache"}, trust_env=False)
+        response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache", PROBE_HEADER: "1"}, trust_env=False)
     except httpx.HTTPError as exc:
         return Answer(None, None, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     color = response.headers.get(COLOR_HEADER)

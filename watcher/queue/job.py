@@ -55,6 +55,7 @@ class Job:
     before: str | None = None      # the version live before it ran
     after: str | None = None       # the version live once it ended
     repository: str | None = None  # the GitHub repository a webhook's payload named (deployment statuses)
+    receipt: dict[str, Any] | None = None   # what Caddy served during the run (engine/receipt.py)
 
     @property
     def kind(self) -> str:
@@ -86,7 +87,8 @@ class Job:
                    fence=int(raw["fence"]) if raw.get("fence") else None,
                    phases=json.loads(raw["phases"]) if raw.get("phases") else {},
                    before=raw.get("before") or None, after=raw.get("after") or None,
-                   repository=raw.get("repository") or None)
+                   repository=raw.get("repository") or None,
+                   receipt=json.loads(raw["receipt"]) if raw.get("receipt") else None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""
@@ -116,12 +118,14 @@ class Job:
 @dataclass(frozen=True)
 class Audit:
     """What a job's end records beside its outcome: the seconds each engine phase took, the
-    versions live before and after it ran, and the digest it deployed (when the pull said)."""
+    versions live before and after it ran, the digest it deployed (when the pull said) and the
+    traffic receipt of the run (when it moved traffic or unwound)."""
 
     phases: dict[str, float] = field(default_factory=dict)
     before: str | None = None
     after: str | None = None
     digest: str | None = None
+    receipt: dict[str, Any] | None = None
 
     def fields(self) -> dict[str, str]:
         """The job hash's fields this sets; absent values are left as they were."""
@@ -129,7 +133,7 @@ class Audit:
 
 
 def field_text(value: object) -> str:
-    """A value as its Redis hash field holds it (`phases` as JSON, the rest as text)."""
+    """A value as its Redis hash field holds it (`phases` and `receipt` as JSON, the rest as text)."""
     return json.dumps(value) if isinstance(value, dict) else str(value)
 
 

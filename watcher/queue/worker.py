@@ -32,6 +32,7 @@ import redis
 from watcher import logs
 from watcher.config import Retention
 from watcher.engine.deployment import DeployResult, Guard
+from watcher.engine.receipt import Receipt
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
@@ -53,6 +54,9 @@ class Engine(Protocol):
     def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
 
     def view(self) -> View: ...
+
+    #: What Caddy served during the last run that moved traffic or unwound (None: neither).
+    receipt: Receipt | None
 
 
 #: Builds the engine for one job, reporting through the given Progress.
@@ -247,7 +251,8 @@ class Worker:
 def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
     """A finished engine run's trail: a no-op changed nothing; otherwise what was live before."""
     before = result.version if result.noop else (result.previous.version if result.previous else None)
-    return Audit(phases, before, result.version, result.digest)
+    return Audit(phases, before, result.version, result.digest,
+                 result.receipt.to_dict() if result.receipt else None)
 
 
 def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
@@ -259,4 +264,4 @@ def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
         except Exception:   # Docker unreachable, or worse: the outcome is recorded all the same
             live = None
     version = live.version if live else None
-    return Audit(phases, version, version)
+    return Audit(phases, version, version, receipt=engine.receipt.to_dict() if engine.receipt else None)
