@@ -16,10 +16,13 @@ import redis
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
+from watcher.backends.access_log import Served
 from watcher.backends.registry import ImageRef, NotFound
 from watcher.config import WebhookSettings
 from watcher.dashboard import blueprint
-from watcher.queue import DeployQueue, Status, Suspension
+from watcher.engine.receipt import build
+from watcher.queue import DeployLock, DeployQueue, Status, Suspension
+from watcher.queue.job import Audit
 from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.sink import RedisSink
@@ -253,3 +256,22 @@ def test_an_unknown_app_or_job_is_a_404_page(board: Dashboard) -> None:
     assert board.client.get("/apps/nosuchapp").status_code == 404
     missing = board.client.get(f"/apps/{board.name}/jobs/999")
     assert missing.status_code == 404 and "has no job 999" in missing.get_data(as_text=True)
+
+
+def test_a_jobs_page_charts_its_traffic_receipt(board: Dashboard) -> None:
+    moved = 1000.0
+    served = [Served(moved - 5 + i * 0.1, "blue", 200, 200, 0.01, False) for i in range(50)]
+    served += [Served(moved + i * 0.1, "green", 500 if i % 10 == 0 else 200, 200, 0.02, False) for i in range(50)]
+    receipt = build("abort", served, moved, moved - 10, moved + 5, "/run/watcher/access.log").to_dict()
+    board.queue.enqueue("1.1.0", source="cli", requested_by="test")
+    lock = DeployLock(board.queue.client, board.name, ttl=30, purpose="test")
+    assert lock.try_acquire()
+    taken = board.queue.take(lock, worker="test")
+    board.queue.finish(lock, taken.job, Status.FAILED, reason="bake: green answered 5 of 50",
+                       audit=Audit(receipt=receipt))
+    lock.release()
+    board.login()
+    page = board.client.get(f"/apps/{board.name}/jobs/{taken.job.id}").get_data(as_text=True)
+    assert "served 100 requests during the abort, 5 failed" in page
+    assert page.count('class="c-green"') == 5 and page.count('class="failed"') == 5 and 'class="moved"' in page
+    assert "t=0s green: 10 requests, 1 failed" in page

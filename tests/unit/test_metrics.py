@@ -68,7 +68,7 @@ def hooks(client: redis.Redis, app_name: str, live: dict[str, LiveVersion | Exce
 
 
 def run_job(client: redis.Redis, app: str, version: str, status: Status, phases: dict[str, float],
-            *, kind: str = "cli") -> None:
+            *, kind: str = "cli", receipt: dict | None = None) -> None:
     """Enqueue, take and finish one job as a worker does."""
     queue = DeployQueue(client, app)
     queue.enqueue(version, source=kind, requested_by="test")
@@ -79,7 +79,7 @@ def run_job(client: redis.Redis, app: str, version: str, status: Status, phases:
         assert taken is not None
         time.sleep(0.05)
         queue.finish(lock, taken.job, status, reason="broke" if status is Status.FAILED else None,
-                     message="done", audit=Audit(phases))
+                     message="done", audit=Audit(phases, receipt=receipt))
     finally:
         lock.release()
 
@@ -122,6 +122,20 @@ def test_finished_jobs_count_once_with_their_durations_and_phases(hooks: Receive
     after = scrape(hooks)
     assert value(after, "watcher_deploys_total", app=app_name, kind="rollback", outcome="succeeded") == 1
     assert value(after, "watcher_deploy_phase_duration_seconds_count", app=app_name, phase="pull") == 3
+
+
+def test_receipts_count_the_requests_served_during_deploys(hooks: Receiver, client: redis.Redis,
+                                                           app_name: str) -> None:
+    receipt = {"moved_at": 10.0, "start": 0.0, "end": 20.0, "colors": {
+        "blue": {"requests": 90, "failed": 0, "classes": {"2xx": 90}},
+        "green": {"requests": 110, "failed": 6, "classes": {"2xx": 100, "4xx": 4, "5xx": 5, "upstream_error": 1}}}}
+    run_job(client, app_name, "v1", Status.FAILED, {"verify": 1.4}, receipt=receipt)
+    run_job(client, app_name, "v1", Status.SUCCEEDED, {"verify": 2.0}, receipt=receipt)
+    samples = scrape(hooks)
+    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="green", **{"class": "5xx"}) == 10
+    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="blue", **{"class": "2xx"}) == 180
+    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="green",
+                 **{"class": "upstream_error"}) == 2
 
 
 def test_an_already_live_request_is_a_noop_not_a_success(hooks: Receiver, client: redis.Redis,

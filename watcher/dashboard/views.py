@@ -12,6 +12,7 @@ from flask import Blueprint, Response, abort, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from watcher.backends.registry import RegistryError
+from watcher.dashboard import chart
 from watcher.dashboard.face import Face
 from watcher.errors import RedisUnavailable, WatcherError
 from watcher.queue.connection import REDIS_DOWN
@@ -87,6 +88,7 @@ def install(bp: Blueprint, face: Face) -> None:
     bp.add_app_template_filter(ago)
     bp.add_app_template_filter(seconds)
     bp.add_app_template_filter(shown)
+    bp.add_app_template_global(chart.bars, "receipt_bars")
 
     @bp.get("/")
     def host() -> str:

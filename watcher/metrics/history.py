@@ -44,6 +44,9 @@ class HistoryCollector(Collector):
                                    ["app", "kind", "outcome"], buckets=DEPLOY_BUCKETS, registry=self.tally)
         self.phases = Histogram("watcher_deploy_phase_duration_seconds", "Seconds the engine spent in each phase.",
                                 ["app", "phase"], buckets=PHASE_BUCKETS, registry=self.tally)
+        self.requests = Counter("watcher_deploy_requests", "Requests Caddy served during deploys, rollbacks and "
+                                "aborts (their traffic receipts), by colour and response class.",
+                                ["app", "color", "class"], registry=self.tally)
         self.last_success = Gauge("watcher_last_success_timestamp_seconds",
                                   "When the last successful job ended (Unix time).", ["app"], registry=self.tally)
 
@@ -72,6 +75,9 @@ class HistoryCollector(Collector):
             self.durations.labels(app, job.kind, result).observe(job.finished - job.started)
         for phase, seconds in job.phases.items():
             self.phases.labels(app, phase).observe(seconds)
+        for color, tally in ((job.receipt or {}).get("colors") or {}).items():
+            for kind, count in (tally.get("classes") or {}).items():
+                self.requests.labels(app, color, kind).inc(count)
         if result == Status.SUCCEEDED.value and job.finished is not None:
             self.latest[app] = max(job.finished, self.latest.get(app, 0.0))
             self.last_success.labels(app).set(self.latest[app])

@@ -82,6 +82,9 @@ def ended(job: Job, status: Status, detail: str, audit: Audit, dashboard: str | 
     else:
         kind = "failed"
     health = _HEALTH.search(detail) if status is Status.FAILED else None
+    summary = audit.receipt.get("summary") if audit.receipt else None
+    if summary and summary not in detail:
+        detail = f"{detail}; {summary}"
     return Event(kind, job.app, job.version, job.id, job.source, detail, health.group(1) if health else None,
                  dict(audit.phases), time.time() - job.started if job.started else None, job.requested_by,
                  job_link(dashboard, job.app, job.id), job.repository)
