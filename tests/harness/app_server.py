@@ -40,7 +40,7 @@ PORT = 8080
 BACKLOG = 1024
 DRAIN_LIMIT = 15.0
 MAX_HEADER = 64 * 1024
-WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 REASONS = {101: "Switching Protocols", 200: "OK", 400: "Bad Request", 404: "Not Found",
            500: "Internal Server Error", 503: "Service Unavailable"}
 

@@ -8,9 +8,12 @@ import collections
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
+import websockets.exceptions
+import websockets.sync.client
 
 from tests.harness.load import LoadResult
 from tests.harness.stack import Stack
@@ -92,5 +95,41 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
     assert loads.failed == sum(n for (_, status), n in got.items() if status == 500) == green["classes"]["5xx"]
     shown = stack.watcher("show", job["id"])
     assert receipt["summary"] in shown.stdout, shown.stdout
+    print(shown.stdout)
     print(f"bake: switch to err5 -> switched back after {job['phases']['verify']:.1f}s of verification "
           f"(green served {green['requests']}, {green['failed']} failed)")
+
+
+def test_a_websocket_on_the_old_colour_lasts_until_the_drain_timeout(stack: Stack) -> None:
+    """A stream open on the old colour at the switch is not cut by it: it keeps working through
+    the verification and the drain, is closed when the old colour stops (drain.timeout later),
+    and the receipt counts it. The app must reconnect (README)."""
+    stack.write_config(drain_timeout="6s")
+    assert stack.watcher("deploy", "v1").returncode == 0
+    echoes: list[tuple[float, str]] = []
+    closed: list[float] = []
+    with websockets.sync.client.connect(f"ws://127.0.0.1:{stack.port}/ws", open_timeout=10) as socket:
+        assert socket.recv(timeout=10) == "v1"
+
+        def talk() -> None:
+            try:
+                while True:
+                    socket.send("ping")
+                    echoes.append((time.time(), str(socket.recv(timeout=10))))
+                    time.sleep(0.5)
+            except websockets.exceptions.ConnectionClosed:
+                closed.append(time.time())
+
+        talker = threading.Thread(target=talk, daemon=True)
+        talker.start()
+        proc = stack.watcher("deploy", "v2", "--json")
+        talker.join(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    receipt = json.loads(proc.stdout)["receipt"]
+    assert closed, "the stream was not closed when the old colour stopped"
+    moved, drain = receipt["moved_at"], json.loads(proc.stdout)["phases"]["drain"]
+    assert drain >= 5.5, f"the drain did not wait for the open stream: {drain:.1f}s"
+    assert any(at > moved + 4 for at, text in echoes if text == "ping"), "the stream stopped working at the switch"
+    assert closed[0] >= moved + 6, (closed[0] - moved)
+    assert receipt["colors"]["blue"]["long_lived"] == 1 and receipt["colors"]["blue"]["classes"].get("1xx") == 1
+    print(f"websocket: open on blue until {closed[0] - moved:.1f}s after the switch (drain {drain:.1f}s)")

@@ -2,7 +2,7 @@
 before traffic moved to the end of the drain, so every deploy, rollback and abort can say
 "served 4,812 requests during the swap, 0 failed" from the proxy's own log.
 
-Classes of a response: 2xx, 3xx, 4xx and 5xx as the app answered, `upstream_error` when Caddy
+Classes of a response: 1xx (a WebSocket), 2xx, 3xx, 4xx and 5xx as the app answered, `upstream_error` when Caddy
 got no answer from the app (connection refused or reset, timeout: the client saw a 502/503/504)
 and `cancelled` when the client left first. Failed = 5xx + upstream_error. Watcher's own probes
 are counted apart (`probes`), never as users' requests.
@@ -18,9 +18,9 @@ from watcher.backends.access_log import Served
 
 #: The receipt starts this long before traffic moves (or before the abort began).
 LEAD = 10.0
-CLASSES = ("2xx", "3xx", "4xx", "5xx", "upstream_error", "cancelled")
 FAILED = ("5xx", "upstream_error")
-#: A request open this long is a stream (WebSocket, SSE), not a slow request.
+#: A request open this long is a stream (SSE, a long poll), not a slow request; a WebSocket (101)
+#: is a stream whatever its length.
 LONG_LIVED = 10.0
 
 
@@ -46,7 +46,7 @@ class Tally:
         kind = response_class(served)
         self.classes[kind] = self.classes.get(kind, 0) + 1
         self.durations.append(served.duration)
-        if served.duration >= LONG_LIVED:
+        if served.status == 101 or served.duration >= LONG_LIVED:
             self.long_lived += 1
 
     @property
