@@ -107,7 +107,7 @@ class Hold:
 
     def to_dict(self) -> dict[str, Any]:
         return {"until": datetime.fromtimestamp(self.until, timezone.utc).isoformat(timespec="seconds"),
-                "until_ts": self.until, **self.window.to_dict()}
+                "until_ts": self.until, **self.window.to_dict(), "description": self.describe()}
 
 
 class FreezeSchedule:
