@@ -406,7 +406,9 @@ def _enqueue(config: Config, args: argparse.Namespace) -> int:
     done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
                          digest=args.digest, live=Live(live.version, live.color, live.digest) if live else None)
     print(done.job.id)
-    print(f"watcher: {done.message}", file=sys.stderr)
+    hold = FreezeSchedule(config.freezes).hold() if not args.rollback and not done.noop else None
+    print(f"watcher: {done.message}" + (f"; it waits: {config.app} is {hold.describe()}" if hold else ""),
+          file=sys.stderr)
     if not args.wait:
         return 0
     progress = Progress()

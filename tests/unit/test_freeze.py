@@ -4,7 +4,7 @@ windows), what the config accepts and refuses (each error naming the key), and `
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -139,3 +139,78 @@ def test_until_takes_a_span_ahead_or_a_date_time(text: str, expected: str) -> No
 def test_until_refuses_the_past_and_junk(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_until(text, NOW)
+
+
+# -- /metrics --------------------------------------------------------------------------------
+
+def test_metrics_say_frozen_and_when_a_freeze_and_a_timed_pause_end(redis_url: str, app_name: str) -> None:
+    from prometheus_client import generate_latest
+
+    from tests.harness.metrics import named, parse, value
+    from watcher.metrics import registry_for
+    from watcher.queue import Suspension
+    from watcher.queue.connection import connect
+
+    client = connect(redis_url)
+    saturday = FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-05T12:00"))
+
+    def scrape(schedule: FreezeSchedule) -> dict:  # type: ignore[type-arg]
+        return parse(generate_latest(registry_for(client, [app_name], lambda app: None, "", {app_name: schedule}))
+                     .decode())
+
+    frozen = scrape(saturday)
+    assert value(frozen, "watcher_frozen", app=app_name) == 1
+    assert value(frozen, "watcher_frozen_until_timestamp_seconds", app=app_name) == at("2026-12-07T08:00")
+    assert not named(frozen, "watcher_paused_until_timestamp_seconds")
+    free = scrape(FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-08T12:00")))
+    assert value(free, "watcher_frozen", app=app_name) == 0 and not named(free, "watcher_frozen_until_timestamp_seconds")
+
+    Suspension(client, app_name).pause(by="test", until=at("2099-01-01T08:00"))
+    paused = scrape(FreezeSchedule())
+    assert value(paused, "watcher_paused", app=app_name) == 1
+    assert value(paused, "watcher_paused_until_timestamp_seconds", app=app_name) == at("2099-01-01T08:00")
+    Suspension(client, app_name).pause(by="test")   # a new pause, until resumed: no end
+    assert not named(scrape(FreezeSchedule()), "watcher_paused_until_timestamp_seconds")
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+def in_force_now(reason: str = "") -> str:
+    """A `[[freeze]]` table whose window began two hours ago and ends in two (daily crons)."""
+    now = datetime.now(timezone.utc)
+    began, ends = now - timedelta(hours=2), now + timedelta(hours=2)
+    return (f'\n[[freeze]]\nstart = "{began.minute} {began.hour} * * *"\nend = "{ends.minute} {ends.hour} * * *"\n'
+            f'reason = "{reason}"\n')
+
+
+def test_deploy_in_a_freeze_is_refused_saying_how_to_deploy_anyway(tmp_path: Path) -> None:
+    from tests.unit.test_cli import untouched, watcher
+
+    path = make_project(tmp_path, MINIMAL + in_force_now("weekend"))
+    refused_deploy = watcher("--config", str(path), "deploy", "v2", cwd=tmp_path)
+    assert refused_deploy.returncode == 2, refused_deploy.stderr
+    assert "shop is frozen until" in refused_deploy.stderr and ": weekend)" in refused_deploy.stderr
+    assert "`watcher enqueue v2` deploys it when the freeze ends" in refused_deploy.stderr
+    assert "`watcher deploy --ignore-freeze v2` deploys it now" in refused_deploy.stderr
+    untouched(tmp_path)
+    # --ignore-freeze goes on to the engine (which finds no Docker here): past the freeze check.
+    forced = watcher("--config", str(path), "deploy", "--ignore-freeze", "v2", cwd=tmp_path)
+    assert forced.returncode != 0 and "frozen" not in forced.stderr
+
+
+def test_pause_until_junk_or_the_past_exits_2_and_a_timed_pause_shows_its_end(tmp_path: Path, redis_url: str,
+                                                                             app_name: str) -> None:
+    from tests.unit.test_cli import watcher
+
+    toml = MINIMAL.replace('name = "shop"', f'name = "{app_name}"') + f'\n[redis]\nurl = "{redis_url}"\n'
+    path = make_project(tmp_path, toml + in_force_now())
+    for junk, problem in (("soon", "--until: expected a span like 30m or 2h"),
+                          ("2020-01-01T00:00", "--until: 2020-01-01 00:00 UTC is in the past")):
+        answer = watcher("--config", str(path), "pause", "--until", junk, cwd=tmp_path)
+        assert answer.returncode == 2 and problem in answer.stderr, answer.stderr
+    paused = watcher("--config", str(path), "pause", "--until", "2099-01-01T09:00+01:00", "--reason", "x", cwd=tmp_path)
+    assert paused.returncode == 0, paused.stderr
+    assert "start no new one until 2099-01-01 08:00 UTC (or `watcher resume`)" in paused.stdout
+    queued = watcher("--config", str(path), "queue", cwd=tmp_path)
+    assert "paused until 2099-01-01 08:00 UTC (by " in queued.stdout and ": x\n" in queued.stdout, queued.stdout
+    assert "\nfrozen until " in queued.stdout, queued.stdout
