@@ -339,7 +339,8 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
     workers = {config.app: _app_worker(config, name, client, notifier) for config in apps}
     try:
         WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
-                   name=name, prefix=host.redis_prefix, freezes={app: w.queue.freezes for app, w in workers.items()}).run()
+                   name=name, prefix=host.redis_prefix,
+                   freezes={app: worker.queue.freezes for app, worker in workers.items()}).run()
     finally:
         if notifier is not None:
             notifier.close()   # what is still queued gets a few seconds, no more

@@ -97,7 +97,8 @@ def test_the_config_reads_freezes_and_names_a_bad_one(tmp_path: Path) -> None:
     zone = good.replace("Europe/Berlin", "Europe/Atlantis")
     assert "freeze[0].timezone: not a timezone name like UTC or Europe/Berlin, got 'Europe/Atlantis'" in \
         refused(make_project(tmp_path, zone))
-    assert "freeze.0.end: is required" in refused(make_project(tmp_path, MINIMAL + '\n[[freeze]]\nstart = "0 1 * * *"\n'))
+    missing = MINIMAL + '\n[[freeze]]\nstart = "0 1 * * *"\n'
+    assert "freeze.0.end: is required" in refused(make_project(tmp_path, missing))
 
 
 def test_several_apps_name_the_app_of_a_bad_freeze(tmp_path: Path) -> None:
@@ -163,7 +164,8 @@ def test_metrics_say_frozen_and_when_a_freeze_and_a_timed_pause_end(redis_url: s
     assert value(frozen, "watcher_frozen_until_timestamp_seconds", app=app_name) == at("2026-12-07T08:00")
     assert not named(frozen, "watcher_paused_until_timestamp_seconds")
     free = scrape(FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-08T12:00")))
-    assert value(free, "watcher_frozen", app=app_name) == 0 and not named(free, "watcher_frozen_until_timestamp_seconds")
+    assert value(free, "watcher_frozen", app=app_name) == 0
+    assert not named(free, "watcher_frozen_until_timestamp_seconds")
 
     Suspension(client, app_name).pause(by="test", until=at("2099-01-01T08:00"))
     paused = scrape(FreezeSchedule())
@@ -214,3 +216,22 @@ def test_pause_until_junk_or_the_past_exits_2_and_a_timed_pause_shows_its_end(tm
     queued = watcher("--config", str(path), "queue", cwd=tmp_path)
     assert "paused until 2099-01-01 08:00 UTC (by " in queued.stdout and ": x\n" in queued.stdout, queued.stdout
     assert "\nfrozen until " in queued.stdout, queued.stdout
+
+
+def test_status_says_frozen_and_held_and_the_summary_says_frozen(redis_url: str, app_name: str) -> None:
+    from watcher.engine.status import format_summary
+    from watcher.queue import DeployQueue, format_overview, overview
+    from watcher.queue.connection import connect
+
+    client = connect(redis_url)
+    saturday = FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-05T12:00"))
+    DeployQueue(client, app_name).enqueue("v2", source="webhook", requested_by="test")
+    data = overview(client, app_name, freezes=saturday)
+    assert data["frozen"]["holds_next"] and data["frozen"]["until"] == "2026-12-07T08:00:00+00:00"
+    text = format_overview(data)
+    assert 'frozen: until 2026-12-07 08:00 UTC (freeze "0 16 * * fri" to "0 8 * * mon" UTC: weekend)' in text
+    assert "(held by freeze until 2026-12-07 08:00 UTC)" in text and "paused: no" in text
+    row = {"app": app_name, "live_color": None, "live_version": None, "live_since": None, "live_health": "none",
+           "warnings": [], **data}
+    assert format_summary([row]).splitlines()[1].split()[-1] == "frozen"
+    assert overview(client, app_name)["frozen"] is None

@@ -75,7 +75,8 @@ def when(stamp: float | str | None) -> str:
     if stamp in (None, ""):
         return "-"
     try:
-        return moment(float(stamp) if isinstance(stamp, (int, float)) else datetime.fromisoformat(str(stamp)).timestamp())
+        return moment(float(stamp) if isinstance(stamp, (int, float))
+                      else datetime.fromisoformat(str(stamp)).timestamp())
     except ValueError:
         return str(stamp)
 

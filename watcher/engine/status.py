@@ -113,7 +113,8 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     for data in apps:
         queue = data.get("queue")
         waiting = "?" if queue is None else str(queue["length"]) + (" +running" if queue["running"] else "")
-        paused = "?" if "paused" not in data else ("yes" if data["paused"] else "frozen" if data.get("frozen") else "no")
+        paused = "?" if "paused" not in data else (
+            "yes" if data["paused"] else "frozen" if data.get("frozen") else "no")
         rows.append((data["app"], data["live_color"] or "-", data["live_version"] or "-", data["live_since"] or "-",
                      data["live_health"], waiting if data.get("queue") is not None or "redis_error" in data else "-",
                      paused if "paused" in data or "redis_error" in data else "-"))

@@ -10,9 +10,9 @@ The pool forwards SIGTERM/SIGINT to its children and waits for them to unwind; a
 pool dies abruptly gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and unwinds the same way.
 
 The pool only decides *when* to start a child: an app has work (`has_work`: a waiting job while
-not paused nor held by a scheduled freeze, or a dead worker's job), no one holds its lock, and a slot is free. The child takes
-the lock and the job itself, exactly as a single-app worker does, so a race between the pool's
-look and the child's take is settled by the lock.
+not paused nor held by a scheduled freeze, or a dead worker's job), no one holds its lock, and a
+slot is free. The child takes the lock and the job itself, exactly as a single-app worker does,
+so a race between the pool's look and the child's take is settled by the lock.
 """
 
 from __future__ import annotations

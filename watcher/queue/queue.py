@@ -242,7 +242,8 @@ class DeployQueue:
     a running job need the DeployLock they run under (its token and fence are compared)."""
 
     def __init__(self, client: redis.Redis, app: str, *, retention: Retention = Retention(),
-                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "", freezes: FreezeSchedule = FreezeSchedule()) -> None:
+                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "",
+                 freezes: FreezeSchedule = FreezeSchedule()) -> None:
         self.client = client
         self.freezes = freezes
         self.app = app
