@@ -235,3 +235,28 @@ def test_status_says_frozen_and_held_and_the_summary_says_frozen(redis_url: str,
            "warnings": [], **data}
     assert format_summary([row]).splitlines()[1].split()[-1] == "frozen"
     assert overview(client, app_name)["frozen"] is None
+
+
+def test_the_cli_worker_and_pool_read_the_apps_freezes(tmp_path: Path, redis_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from watcher import cli
+    from watcher.config import load_host
+
+    toml = MINIMAL + f'\n[redis]\nurl = "{redis_url}"\n' + in_force_now("weekend")
+    host = load_host(make_project(tmp_path, toml), {})
+    config = host.app(None)
+    assert cli._app_worker(config, "n").queue.freezes.windows == config.freezes != ()
+    seen: dict[str, FreezeSchedule] = {}
+
+    class Pool:
+        def __init__(self, *args: object, freezes: dict[str, FreezeSchedule], **kwargs: object) -> None:
+            seen.update(freezes)
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli, "WorkerPool", Pool)
+    cli._pool(host, SimpleNamespace(one=False, app=None, name="n"))  # type: ignore[arg-type]
+    assert seen["shop"].windows == config.freezes and seen["shop"].hold() is not None
