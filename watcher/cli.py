@@ -37,12 +37,15 @@ from watcher.engine.maintenance import cleanup, reset
 from watcher.engine.progress import Progress
 from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
+from watcher.freeze import FreezeSchedule, moment
 from watcher.host_lock import HostLock
 from watcher.notify import Notifier, notifier_for
 from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
                            format_overview, holder_of, overview)
 from watcher.queue.connection import REDIS_DOWN, connect, masked
 from watcher.queue.pool import NOTHING_RUN, WorkerPool
+from watcher.queue.suspension import describe as describe_pause
+from watcher.queue.suspension import parse_until
 from watcher.triggers import commands as trigger_commands
 from watcher.triggers.commands import HELP as TRIGGER_HELP
 from watcher.triggers.commands import add_parsers as add_trigger_parsers
@@ -80,8 +83,10 @@ the queue (needs Redis: [redis] url or REDIS_URL):
   show JOB               one job whole: who asked, digest, each phase's time, outcome, the
                          versions live before and after
   cancel JOB             cancel a waiting job
-  pause [--reason TEXT]  workers start no new job (the one in flight finishes); resume undoes it
-                         (--all: every app)
+  pause [--reason TEXT] [--until TIME]
+                         workers start no new job (the one in flight finishes); resume undoes
+                         it, or TIME does (2h, 30m, 2026-12-04T08:00, UTC unless it says
+                         otherwise) (--all: every app)
   unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
 
 """ + TRIGGER_HELP + """
@@ -116,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = locked(sub.add_parser("deploy", help="deploy a version"))
     deploy.add_argument("version")
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
+    deploy.add_argument("--ignore-freeze", action="store_true",
+                        help="deploy even while a scheduled freeze ([[freeze]]) is in force")
     st = per_app(sub.add_parser("status", help="show what is live"))
     st.add_argument("--json", action="store_true")
     rollback = locked(sub.add_parser("rollback", help="go back to the previous version"))
@@ -152,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job")
     pause = per_app(sub.add_parser("pause", help="start no new job until resume"))
     pause.add_argument("--reason", default="", metavar="TEXT")
+    pause.add_argument("--until", metavar="TIME", help="lift the pause by itself then: a span ahead (2h, 30m, 1d) "
+                                                       "or a date-time (2026-12-04T08:00; UTC unless it names "
+                                                       "an offset)")
     pause.add_argument("--all", action="store_true", help="every configured app")
     resume = per_app(sub.add_parser("resume", help="lift a pause"))
     resume.add_argument("--all", action="store_true", help="every configured app")
@@ -239,6 +249,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print("reset cancelled")
             return 1
 
+    if args.command == "deploy" and not args.ignore_freeze:
+        _refuse_if_frozen(config, args.version)
     with _locked(config, f"{args.command} {getattr(args, 'version', '')}".strip(), args.wait_lock) as lock:
         engine = Deployment(config)
         if args.command in ("deploy", "rollback"):
@@ -262,6 +274,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _refuse_if_frozen(config: Config, version: str) -> None:
+    """`watcher deploy` in a scheduled freeze: refused, saying both ways on (a rollback never is)."""
+    hold = FreezeSchedule(config.freezes).hold()
+    if hold is not None:
+        raise UsageError(f"{config.app} is {hold.describe()}: nothing deployed. `watcher enqueue {version}` "
+                         f"deploys it when the freeze ends; `watcher deploy --ignore-freeze {version}` deploys it now")
+
+
 def status_data(config: Config) -> dict[str, Any]:
     """What `status --json` prints for one app; GET /status of `watcher serve` answers the same."""
     host_holder = HostLock(config.state_dir / "lock").holder()
@@ -269,7 +289,7 @@ def status_data(config: Config) -> dict[str, Any]:
     if not config.redis_url:
         return data
     try:
-        data.update(overview(_redis(config), config.app, config.redis_prefix))
+        data.update(overview(_redis(config), config.app, config.redis_prefix, FreezeSchedule(config.freezes)))
     except REDIS_DOWN as exc:
         data["redis_error"] = f"cannot reach Redis at {masked(config.redis_url)}: {exc}"
     data["lock"] = data.get("lock") or host_holder
@@ -325,7 +345,8 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
     workers = {config.app: _app_worker(config, name, client, notifier) for config in apps}
     try:
         WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
-                   name=name, prefix=host.redis_prefix).run()
+                   name=name, prefix=host.redis_prefix,
+                   freezes={app: worker.queue.freezes for app, worker in workers.items()}).run()
     finally:
         if notifier is not None:
             notifier.close()   # what is still queued gets a few seconds, no more
@@ -336,7 +357,8 @@ def _app_worker(config: Config, name: str | None, client: redis.Redis | None = N
                 notifier: Notifier | None = None) -> Worker:
     return Worker(client or _redis(config), config.app, lambda progress: Deployment(config, progress=progress),
                   lock_ttl=config.lock_ttl, name=name, host_lock=HostLock(config.state_dir / "lock"),
-                  prefix=config.redis_prefix, retention=config.history, observer=notifier)
+                  prefix=config.redis_prefix, retention=config.history, observer=notifier,
+                  freezes=FreezeSchedule(config.freezes))
 
 
 def _one_job(config: Config, args: argparse.Namespace) -> int:
@@ -364,6 +386,7 @@ def _die_with_parent() -> None:
 
 
 def _pause_all(host: HostConfig, args: argparse.Namespace) -> int:
+    args.until_at = _until(args.until)   # read once, so every app of `--all` lifts at the same moment
     return _each(host, args, _pause)
 
 
@@ -390,7 +413,9 @@ def _enqueue(config: Config, args: argparse.Namespace) -> int:
     done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
                          digest=args.digest, live=Live(live.version, live.color, live.digest) if live else None)
     print(done.job.id)
-    print(f"watcher: {done.message}", file=sys.stderr)
+    hold = FreezeSchedule(config.freezes).hold() if not args.rollback and not done.noop else None
+    print(f"watcher: {done.message}" + (f"; it waits: {config.app} is {hold.describe()}" if hold else ""),
+          file=sys.stderr)
     if not args.wait:
         return 0
     progress = Progress()
@@ -434,8 +459,10 @@ def _queue(config: Config, args: argparse.Namespace) -> int:
         print("no job running or waiting")
     paused = Suspension(queue.client, config.app, config.redis_prefix).paused()
     if paused:
-        print(f"paused by {paused.get('by')} since {paused.get('since')}"
-              + (f": {paused['reason']}" if paused.get("reason") else ""))
+        print(describe_pause(paused))
+    hold = FreezeSchedule(config.freezes).hold()
+    if hold:
+        print(hold.describe() + ("; waiting deploys are held until then" if waiting else ""))
     return 0
 
 
@@ -473,11 +500,29 @@ def _cancel(config: Config, args: argparse.Namespace) -> int:
 
 
 def _pause(config: Config, args: argparse.Namespace) -> int:
-    info = Suspension(_redis(config), config.app, config.redis_prefix).pause(by=_who(), reason=args.reason)
-    _notify(config, lambda notifier: notifier.paused(config.app, info["by"], args.reason))
-    print(f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one "
-          "until `watcher resume`")
+    until = args.until_at
+    info = Suspension(_redis(config), config.app, config.redis_prefix).pause(by=_who(), reason=args.reason,
+                                                                             until=until)
+    _notify(config, lambda notifier: notifier.paused(config.app, info["by"], _pause_detail(args.reason, until)))
+    ends = f"{moment(until)} (or `watcher resume`)" if until is not None else "`watcher resume`"
+    print(f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one until {ends}")
     return 0
+
+
+def _until(text: str | None) -> float | None:
+    """`--until` as a Unix time (None: until resumed); a UsageError for junk or the past."""
+    if text is None:
+        return None
+    try:
+        return parse_until(text)
+    except ValueError as exc:
+        raise UsageError(f"--until: {exc}") from None
+
+
+def _pause_detail(reason: str, until: float | None) -> str:
+    """What the pause notification says: the reason, and when the pause ends by itself."""
+    ends = f"until {moment(until)}" if until is not None else ""
+    return ": ".join(part for part in (ends, reason) if part)
 
 
 def _resume(config: Config, args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ from watcher.backends.registry import ImageRef, NotFound
 from watcher.config import WebhookSettings
 from watcher.dashboard import blueprint
 from watcher.engine.receipt import build
+from watcher.freeze import FreezeWindow, window
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.job import Audit
 from watcher.triggers.dispatch import App, Memory, Triggers
@@ -81,10 +83,10 @@ class Dashboard:
 
 
 def dashboard(redis_url: str, name: str, *, token: str | None = TOKEN, status_auth: bool = True,
-              public_url: str | None = None) -> Dashboard:
+              public_url: str | None = None, freezes: tuple[FreezeWindow, ...] = ()) -> Dashboard:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     sink = RedisSink(client, lambda app: None)
-    config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None))
+    config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
     triggers = Triggers([App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())],  # type: ignore[arg-type]
                         sink, Memory(client), exists_wait=0)
     settings = WebhookSettings(api_token=token, status_auth=status_auth)
@@ -275,3 +277,34 @@ def test_a_jobs_page_charts_its_traffic_receipt(board: Dashboard) -> None:
     assert "served 100 requests during the abort, 5 failed" in page
     assert page.count('class="c-green"') == 5 and page.count('class="failed"') == 5 and 'class="moved"' in page
     assert "t=0s green: 10 requests, 1 failed" in page
+
+
+def test_a_freeze_and_a_timed_pause_are_shown_and_a_deploy_says_it_waits(redis_url: str, app_name: str) -> None:
+    """A window in force now (it began two hours ago and ends in two): the badge, when it ends,
+    the waiting job held; a rollback is not held. A pause with `until` shows its end."""
+    now = datetime.now(timezone.utc)
+    began, ends = now - timedelta(hours=2), now + timedelta(hours=2)
+    freeze = window(f"{began.minute} {began.hour} * * *", f"{ends.minute} {ends.hour} * * *", reason="release")
+    board = dashboard(redis_url, app_name, freezes=(freeze,))
+    board.login()
+    until = ends.replace(second=0, microsecond=0).strftime("%Y-%m-%d %H:%M UTC")
+    answer = board.client.post(f"/apps/{board.name}/deploy", data={"version": "1.1.0", "csrf": board.csrf("/")},
+                               follow_redirects=True)
+    assert f"it waits: {board.name} is frozen until {until}" in answer.get_data(as_text=True)
+    page = board.client.get(f"/apps/{board.name}").get_data(as_text=True)
+    assert 'data-state="frozen"' in page and f"until <strong>{until}</strong>" in page and "<q>release</q>" in page
+    assert f"held by freeze until {until}" in page
+    assert "is-paused" in board.client.get("/").get_data(as_text=True)
+    live = board.client.get(f"/apps/{board.name}/live.json").get_json()
+    assert live["frozen"]["until"] == ends.replace(second=0, microsecond=0).isoformat()
+    board.client.post(f"/apps/{board.name}/rollback", data={"version": "1.0.0", "csrf": board.csrf("/")})
+    assert "held by freeze" not in board.client.get(f"/apps/{board.name}").get_data(as_text=True)
+
+    refused = board.client.post(f"/apps/{board.name}/pause", data={"until": "yesterday", "csrf": board.csrf("/")},
+                                follow_redirects=True)
+    assert "until: expected a span like 30m or 2h" in refused.get_data(as_text=True)
+    assert board.suspension.paused() is None
+    board.client.post(f"/apps/{board.name}/pause", data={"until": "2099-01-01T08:00", "csrf": board.csrf("/")})
+    assert board.suspension.paused()["until"] == "2099-01-01T08:00:00+00:00"  # type: ignore[index]
+    assert "until <strong>2099-01-01 08:00 UTC</strong>" in board.client.get("/").get_data(as_text=True)
+    board.suspension.resume()

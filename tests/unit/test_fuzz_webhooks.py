@@ -153,9 +153,9 @@ class RecordingSink(FakeSink):
         super().__init__()
         self.controls: list[str] = []
 
-    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
+    def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]:
         self.controls.append(f"pause {app}")
-        return super().pause(app, by=by, reason=reason)
+        return super().pause(app, by=by, reason=reason, until=until)
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
         self.controls.append(f"resume {app}")
@@ -353,8 +353,8 @@ def test_json_nested_to_just_under_the_recursion_limit_is_refused(field: tuple[b
 
 
 def control_bodies() -> st.SearchStrategy[bytes]:
-    fields = st.dictionaries(st.sampled_from(["app", "reason", "by"]),
-                             st.sampled_from(["demo", "other"]) | json_values(), max_size=3)
+    fields = st.dictionaries(st.sampled_from(["app", "reason", "by", "until"]),
+                             st.sampled_from(["demo", "other", "2h", "2000-01-01T00:00"]) | json_values(), max_size=4)
     return st.one_of((fields | payloads()).map(lambda payload: json.dumps(payload).encode()), deep_bodies(),
                      st.binary(max_size=50))
 

@@ -89,3 +89,17 @@ def test_pause_and_resume_over_http_are_told() -> None:
     assert client.post("/pause", json={"reason": "freeze", "by": "ann"}, headers=headers).status_code == 200
     assert client.post("/resume", json={"by": "bob"}, headers=headers).status_code == 200
     assert told.events == [("paused", "demo", "ann", "freeze"), ("resumed", "demo", "bob")]
+
+
+def test_a_timed_pause_over_http_says_when_it_ends_and_junk_is_refused() -> None:
+    client, told, _ = hooks(FakeRegistry())
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    answer = client.post("/pause", json={"by": "ann", "until": "2099-01-01T08:00+01:00", "reason": "freeze"},
+                         headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["reason"] == "demo paused until 2099-01-01 07:00 UTC by ann: freeze"
+    assert told.events == [("paused", "demo", "ann", "until 2099-01-01 07:00 UTC: freeze")]
+    for junk, problem in (("yesterday", "expected a span like 30m or 2h"), ("2000-01-01", "is in the past")):
+        refused = client.post("/pause", json={"until": junk}, headers=headers)
+        assert refused.status_code == 400 and problem in refused.get_json()["reason"], refused.get_json()
+    assert len(told.events) == 1

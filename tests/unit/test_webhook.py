@@ -98,8 +98,8 @@ class FakeSink:
     def waiting(self, app: str) -> str | None:
         return None
 
-    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
-        return {"by": by, "reason": reason}
+    def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]:
+        return {"by": by, "reason": reason} | ({"until": until} if until is not None else {})
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
         return None

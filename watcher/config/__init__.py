@@ -25,6 +25,7 @@ from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
+from watcher.freeze import FreezeWindow, window
 
 __all__ = ["Config", "HostConfig", "PolicySettings", "PollSettings", "Service", "WebhookSettings",
            "find_config", "load_config", "load_host", "parse_duration", "read_secret", "DEFAULT_LOCATIONS"]
@@ -239,6 +240,7 @@ class Config:
     notify: NotifySettings = NotifySettings()
     github: GithubSettings = GithubSettings()
     dashboard_url: str | None = None   # [dashboard] url: links to a job's page in notifications
+    freezes: tuple[FreezeWindow, ...] = ()   # [[freeze]]: when workers hold the app's deploys
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
     #: several apps share the project directory (whose colour would it be?).
     deployment_color_file: Path | None = None
@@ -376,7 +378,7 @@ class _Loader:
             if target == (section, name) and (app, key) in self.overridden:
                 return f"environment {env_name}"
         if self.legacy or app is None:
-            if self.legacy and app is not None and section not in _LEGACY_TOP:
+            if self.legacy and app is not None and section.split("[")[0] not in _LEGACY_TOP:
                 key = f"app.{key}"
             return f"{self.path}: {key}"
         return f"{self.path}: app {app}: {key}"
@@ -539,7 +541,18 @@ class _Loader:
                                   app.github.environment or name, app.github.environment_url or app.verify.url),
             dashboard_url=model.dashboard.url.rstrip("/") if model.dashboard.url else None,
             deployment_color_file=None if shared_dir else project_dir / ".deployment-color",
+            freezes=self._freezes(name, app),
         )
+
+    def _freezes(self, name: str, app: AppModel) -> tuple[FreezeWindow, ...]:
+        windows = []
+        for index, entry in enumerate(app.freeze):
+            try:
+                windows.append(window(entry.start, entry.end, entry.timezone, entry.reason))
+            except ValueError as exc:
+                key, _, problem = str(exc).partition(": ")
+                raise self.fail(name, f"freeze[{index}].{key}", problem) from None
+        return tuple(windows)
 
     def _routes(self, app: str | None, notify: AppNotifyModel) -> tuple[NotifyRoute, ...]:
         routes = [NotifyRoute(url) for url in notify.urls]
@@ -642,7 +655,7 @@ class _Loader:
 
 
 _LEGACY_TOP = {"services", "health", "verify", "drain", "hooks", "state", "policy", "caddy", "poll", "redis",
-               "webhook", "worker"}
+               "webhook", "worker", "freeze"}
 
 _TYPES = {"string_type": "expected a string", "int_type": "expected a number", "float_type": "expected a number",
           "bool_type": "expected true or false", "list_type": "expected a list", "dict_type": "must be a table",

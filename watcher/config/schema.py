@@ -121,6 +121,15 @@ class AppGithubModel(Section):
     environment_url: HttpUrl | None = None                           # default: [verify] url
 
 
+class FreezeModel(Section):
+    """A scheduled freeze (watcher/freeze.py): 5-field cron times, in `timezone`."""
+
+    start: Annotated[str, Field(min_length=1)]
+    end: Annotated[str, Field(min_length=1)]
+    timezone: Annotated[str, Field(min_length=1)] = "UTC"
+    reason: str = ""
+
+
 class AppModel(Section):
     image: Image
     project: Name | None = None           # the shared compose project (default: the app's name)
@@ -140,6 +149,7 @@ class AppModel(Section):
     poll: AppPollModel = AppPollModel()
     notify: AppNotifyModel = AppNotifyModel()
     github: AppGithubModel = AppGithubModel()
+    freeze: list[FreezeModel] = []
 
 
 class RedisModel(Section):
@@ -214,7 +224,7 @@ class FileModel(Section):
 
 
 #: Top-level sections of the single-app layout that belong to its one app.
-LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "state", "policy")
+LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "state", "policy", "freeze")
 HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 

@@ -20,6 +20,8 @@ from watcher.backends.registry import NotFound, RegistryError
 from watcher.dashboard.face import Face
 from watcher.dashboard.views import app_status
 from watcher.errors import UsageError
+from watcher.freeze import FreezeSchedule, moment
+from watcher.queue.suspension import parse_until
 from watcher.triggers.webhook import _clean
 
 log = logging.getLogger("watcher.dashboard")
@@ -41,7 +43,9 @@ def install(bp: Blueprint, face: Face) -> None:
             flash(str(exc), "error")
             return back(name)
         log.info("dashboard: %s %s of %s from %s: %s", source, version, name, request.remote_addr, done.reason)
-        flash(done.reason, "ok" if done.created else "info")
+        hold = FreezeSchedule(face.app(name).config.freezes).hold() if source != "rollback" else None
+        flash(done.reason + (f"; it waits: {name} is {hold.describe()}" if hold and done.created else ""),
+              "ok" if done.created else "info")
         return redirect(url_for("dashboard.job_page", name=name, job_id=int(done.job_id)), 303)
 
     @bp.post("/apps/<name>/deploy")
@@ -77,9 +81,16 @@ def install(bp: Blueprint, face: Face) -> None:
     def pause(name: str) -> Response:
         face.app(name)
         reason = _clean(request.form.get("reason"), 500)
-        face.suspension.pause(name, by=requester(), reason=reason)
+        text = request.form.get("until", "").strip()
+        try:
+            until = parse_until(text) if text else None
+        except ValueError as exc:
+            flash(f"until: {exc}; not paused", "error")
+            return back(name)
+        face.suspension.pause(name, by=requester(), reason=reason, until=until)
         log.info("dashboard: %s paused from %s", name, request.remote_addr)
-        flash(f"{name} paused: workers finish the job in flight and start no new one until resumed.", "ok")
+        ends = f"{moment(until)} or resumed" if until is not None else "resumed"
+        flash(f"{name} paused: workers finish the job in flight and start no new one until {ends}.", "ok")
         return back(name)
 
     @bp.post("/apps/<name>/resume")

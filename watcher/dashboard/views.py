@@ -15,6 +15,7 @@ from watcher.backends.registry import RegistryError
 from watcher.dashboard import chart
 from watcher.dashboard.face import Face
 from watcher.errors import RedisUnavailable, WatcherError
+from watcher.freeze import FreezeSchedule, moment
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.job import Job
 from watcher.triggers.dispatch import App
@@ -36,10 +37,12 @@ def deployable(app: App) -> tuple[list[str], str | None]:
 
 
 def queue_state(face: Face, name: str) -> dict[str, Any]:
-    """What the live view polls: paused, the running and waiting jobs, the last finished one."""
+    """What the live view polls: paused, frozen (the scheduled freeze in force), the running and
+    waiting jobs, the last finished one."""
     queue = face.queue(name)
     history = queue.history(1)
-    return {"app": name, "paused": face.suspension.state(name),
+    hold = FreezeSchedule(face.app(name).config.freezes).hold()
+    return {"app": name, "paused": face.suspension.state(name), "frozen": hold.to_dict() if hold else None,
             "running": [job.to_dict() for job in queue.running()],
             "waiting": [job.to_dict() for job in queue.waiting()],
             "last": history[0].to_dict() if history else None}
@@ -68,6 +71,17 @@ def ago(stamp: float | str | None) -> str:
     return f"{max(seconds, 0):.0f} s ago"
 
 
+def when(stamp: float | str | None) -> str:
+    """`2026-12-04 08:00 UTC`: a Unix time or an ISO time, as the CLI shows it."""
+    if stamp in (None, ""):
+        return "-"
+    try:
+        return moment(float(stamp) if isinstance(stamp, (int, float))
+                      else datetime.fromisoformat(str(stamp)).timestamp())
+    except ValueError:
+        return str(stamp)
+
+
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
@@ -86,6 +100,7 @@ def ordered_json(data: Any) -> Response:
 
 def install(bp: Blueprint, face: Face) -> None:
     bp.add_app_template_filter(ago)
+    bp.add_app_template_filter(when)
     bp.add_app_template_filter(seconds)
     bp.add_app_template_filter(shown)
     bp.add_app_template_global(chart.bars, "receipt_bars")

@@ -107,12 +107,14 @@ def format_status(data: dict[str, Any]) -> str:
 
 
 def format_summary(apps: list[dict[str, Any]]) -> str:
-    """`status` for several apps: one line each (colour, version, since, health, queue, paused)."""
+    """`status` for several apps: one line each (colour, version, since, health, queue, paused
+    or frozen by a scheduled freeze)."""
     rows = [("APP", "LIVE", "VERSION", "SINCE", "HEALTH", "QUEUE", "PAUSED")]
     for data in apps:
         queue = data.get("queue")
         waiting = "?" if queue is None else str(queue["length"]) + (" +running" if queue["running"] else "")
-        paused = "?" if "paused" not in data else ("yes" if data["paused"] else "no")
+        paused = "?" if "paused" not in data else (
+            "yes" if data["paused"] else "frozen" if data.get("frozen") else "no")
         rows.append((data["app"], data["live_color"] or "-", data["live_version"] or "-", data["live_since"] or "-",
                      data["live_health"], waiting if data.get("queue") is not None or "redis_error" in data else "-",
                      paused if "paused" in data or "redis_error" in data else "-"))

@@ -4,7 +4,8 @@
                  polls, registry requests
     history.py   deploys, their durations and phases, the last success: tallied from the queue's
                  job history in Redis at scrape time
-    queue.py     queue length, running job, paused, lock: read from Redis at scrape time
+    queue.py     queue length, running job, paused (until), frozen (until), lock: read from Redis
+                 and the config at scrape time
     live.py      the live colour, version and digest: read from the route file and state
 
 Why read at scrape time: jobs run in the worker, often another process than the receiver (`watcher
@@ -15,8 +16,12 @@ nothing in the engine or the queue knows metrics exist.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import redis
 from prometheus_client import CollectorRegistry
+
+from watcher.freeze import FreezeSchedule
 
 from watcher.metrics.activity import ACTIVITY
 from watcher.metrics.history import HistoryCollector
@@ -26,13 +31,14 @@ from watcher.metrics.queue import QueueCollector
 __all__ = ["registry_for"]
 
 
-def registry_for(client: redis.Redis, apps: list[str], live_of: LiveOf, prefix: str = "") -> CollectorRegistry:
+def registry_for(client: redis.Redis, apps: list[str], live_of: LiveOf, prefix: str = "",
+                 freezes: Mapping[str, FreezeSchedule] | None = None) -> CollectorRegistry:
     """One receiver's registry: the process-wide activity counters and the scrape-time readers of
     these apps (a registry per receiver, so tests and `watcher run` never register twice)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ACTIVITY)
     registry.register(HistoryCollector(client, apps, prefix))
-    registry.register(QueueCollector(client, apps, prefix))
+    registry.register(QueueCollector(client, apps, prefix, freezes))
     registry.register(LiveCollector(apps, live_of))
     return registry
 

@@ -1,5 +1,6 @@
 """The queue's state per app, read from Redis at scrape time: waiting jobs, the running job,
-the pause and the deploy lock. Gauges of the present, true whichever process runs the jobs.
+the pause (and when a timed one lifts), the scheduled freeze in force (from the config and the
+clock) and the deploy lock. Gauges of the present, true whichever process runs the jobs.
 
 Redis unreachable: `watcher_redis_up 0` and no queue gauges (an absent series is honest; a
 zero would claim an empty queue).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -18,7 +19,8 @@ from prometheus_client.registry import Collector
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.lock import holder_of
 from watcher.queue.queue import DeployQueue
-from watcher.queue.suspension import Suspension
+from watcher.freeze import FreezeSchedule
+from watcher.queue.suspension import Suspension, until_of
 
 REDIS_UP = "1 when Redis answered this scrape."
 
@@ -32,10 +34,12 @@ def lock_age(holder: dict[str, Any]) -> float | None:
 
 
 class QueueCollector(Collector):
-    def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "") -> None:
+    def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "",
+                 freezes: Mapping[str, FreezeSchedule] | None = None) -> None:
         self.client = client
         self.apps = apps
         self.prefix = prefix
+        self.freezes = freezes or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauges = {name: GaugeMetricFamily(f"watcher_{name}", text, labels=["app"]) for name, text in (
@@ -43,6 +47,10 @@ class QueueCollector(Collector):
             ("job_running", "1 while a job runs."),
             ("job_running_seconds", "How long the running job has run."),
             ("paused", "1 while the queue is paused."),
+            ("paused_until_timestamp_seconds", "When a timed pause lifts by itself (Unix time); absent for a "
+                                               "pause until resumed."),
+            ("frozen", "1 while a scheduled freeze ([[freeze]]) holds the app's deploys (rollbacks still run)."),
+            ("frozen_until_timestamp_seconds", "When the scheduled freeze in force ends (Unix time)."),
             ("lock_held", "1 while someone holds the deploy lock (a worker, deploy, rollback...)."),
             ("lock_age_seconds", "How long the deploy lock has been held."),
         )}
@@ -63,7 +71,15 @@ class QueueCollector(Collector):
         gauges["job_running"].add_metric([app], 1 if running else 0)
         if running and running[0].duration is not None:
             gauges["job_running_seconds"].add_metric([app], running[0].duration)
-        gauges["paused"].add_metric([app], 1 if Suspension(self.client, app, self.prefix).paused() else 0)
+        paused = Suspension(self.client, app, self.prefix).paused()
+        gauges["paused"].add_metric([app], 1 if paused else 0)
+        ends = until_of(paused) if paused else None
+        if ends is not None:
+            gauges["paused_until_timestamp_seconds"].add_metric([app], ends)
+        hold = self.freezes.get(app, FreezeSchedule()).hold()
+        gauges["frozen"].add_metric([app], 1 if hold else 0)
+        if hold is not None:
+            gauges["frozen_until_timestamp_seconds"].add_metric([app], hold.until)
         gauges["lock_held"].add_metric([app], 1 if holder else 0)
         age = lock_age(holder) if holder else None
         if age is not None:

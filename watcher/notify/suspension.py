@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from watcher.freeze import moment
 from watcher.notify.notifier import Notifier
 from watcher.triggers.sink import Suspension
 
@@ -17,9 +18,10 @@ class NotifyingSuspension:
         self.suspension = suspension
         self.notifier = notifier
 
-    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
-        info = self.suspension.pause(app, by=by, reason=reason)
-        self.notifier.paused(app, by, reason)
+    def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]:
+        info = self.suspension.pause(app, by=by, reason=reason, until=until)
+        ends = f"until {moment(until)}" if until is not None else ""
+        self.notifier.paused(app, by, ": ".join(part for part in (ends, reason) if part))
         return info
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:

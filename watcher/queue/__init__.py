@@ -16,22 +16,27 @@ from typing import Any
 
 import redis
 
+from watcher.freeze import FreezeSchedule, moment
 from watcher.queue.job import Job, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
 from watcher.queue.queue import DeployQueue, Enqueued, Live
-from watcher.queue.suspension import Suspension
+from watcher.queue.suspension import Suspension, describe
 from watcher.queue.worker import Worker
 
 __all__ = ["DeployLock", "DeployQueue", "Enqueued", "Job", "Live", "Status", "Suspension", "Worker",
            "describe_holder", "force_unlock", "holder_of", "overview", "format_overview"]
 
 
-def overview(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any]:
-    """What `status` adds when Redis is configured: paused, queue, lock, last_job."""
-    queue = DeployQueue(client, app, prefix=prefix)
+def overview(client: redis.Redis, app: str, prefix: str = "",
+             freezes: FreezeSchedule = FreezeSchedule()) -> dict[str, Any]:
+    """What `status` adds when Redis is configured: paused, frozen (the scheduled freeze in
+    force, and whether it holds the waiting job), queue, lock, last_job."""
+    queue = DeployQueue(client, app, prefix=prefix, freezes=freezes)
     waiting, running, last = queue.waiting(), queue.running(), queue.last_job()
+    hold = freezes.hold()
     return {
         "paused": Suspension(client, app, prefix).paused(),
+        "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind != "rollback"} if hold else None,
         "queue": {"length": len(waiting), "next": waiting[-1].to_dict() if waiting else None,
                   "running": running[0].to_dict() if running else None},
         "lock": holder_of(client, app, prefix),
@@ -40,14 +45,16 @@ def overview(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any]:
 
 
 def format_overview(data: dict[str, Any]) -> str:
-    paused = data["paused"]
-    lines = [f"paused: by {paused.get('by')} since {paused.get('since')}"
-             + (f": {paused['reason']}" if paused.get("reason") else "") if paused else "paused: no"]
+    paused, frozen = data["paused"], data.get("frozen")
+    lines = [describe(paused).replace("paused ", "paused: ", 1) if paused else "paused: no"]
+    if frozen:
+        lines.append(frozen["description"].replace("frozen ", "frozen: ", 1))
     queue = data["queue"]
     if queue["running"]:
         lines.append(f"running: {Job.from_fields(_fields(queue['running'])).describe()}")
+    held = f" (held by freeze until {moment(frozen['until_ts'])})" if frozen and frozen["holds_next"] else ""
     lines.append(f"queue: {queue['length']} waiting"
-                 + (f", next: {Job.from_fields(_fields(queue['next'])).describe()}" if queue["next"] else ""))
+                 + (f", next: {Job.from_fields(_fields(queue['next'])).describe()}{held}" if queue["next"] else ""))
     if data["last_job"]:
         lines.append(f"last job: {Job.from_fields(_fields(data['last_job'])).describe()}")
     return "\n".join(lines)

@@ -10,9 +10,9 @@ The pool forwards SIGTERM/SIGINT to its children and waits for them to unwind; a
 pool dies abruptly gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and unwinds the same way.
 
 The pool only decides *when* to start a child: an app has work (`has_work`: a waiting job while
-not paused, or a dead worker's job), no one holds its lock, and a slot is free. The child takes
-the lock and the job itself, exactly as a single-app worker does, so a race between the pool's
-look and the child's take is settled by the lock.
+not paused nor held by a scheduled freeze, or a dead worker's job), no one holds its lock, and a
+slot is free. The child takes the lock and the job itself, exactly as a single-app worker does,
+so a race between the pool's look and the child's take is settled by the lock.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import redis
 
 from watcher.errors import Interrupted
+from watcher.freeze import FreezeSchedule
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, key
 from watcher.queue.queue import DeployQueue
@@ -52,7 +53,8 @@ class Child:
 
 class WorkerPool:
     def __init__(self, client: redis.Redis, apps: list[str], spawn: Spawn, run_here: RunHere, *,
-                 concurrency: int = 1, name: str, poll: float = 0.5, prefix: str = "") -> None:
+                 concurrency: int = 1, name: str, poll: float = 0.5, prefix: str = "",
+                 freezes: Mapping[str, FreezeSchedule] | None = None) -> None:
         self.client = client
         self.apps = apps
         self.spawn = spawn
@@ -61,7 +63,8 @@ class WorkerPool:
         self.name = name
         self.poll = poll
         self.prefix = prefix
-        self.queues = {app: DeployQueue(client, app, prefix=prefix) for app in apps}
+        self.queues = {app: DeployQueue(client, app, prefix=prefix, freezes=(freezes or {}).get(app, FreezeSchedule()))
+                       for app in apps}
         self.children: dict[str, Child] = {}
         self._not_before: dict[str, float] = {}   # an app whose child found nothing: wait a little
         self._next = 0                            # round robin: no app starves the others

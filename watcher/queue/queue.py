@@ -39,6 +39,7 @@ from typing import Callable
 import redis
 
 from watcher.errors import GuardLost, UsageError
+from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import key, retrying
 from watcher.config import Retention
 from watcher.queue.job import SOURCES, Audit, Job, Status
@@ -106,7 +107,8 @@ redis.call('LTRIM', KEYS[5], 0, 0)
 return {id, 'queued'}
 """
 
-# KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max retention
+# KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max retention frozen
+# (frozen: '1' while a scheduled freeze holds deploys; a rollback still runs)
 _TAKE = OWNS + _FINISH_FN + """
 if not owns() then return {'lost'} end
 local prefix, now, retention = ARGV[3], ARGV[5], ARGV[7]
@@ -134,6 +136,7 @@ if redis.call('EXISTS', KEYS[5]) == 1 then return {'paused'} end
 local ids = redis.call('LRANGE', KEYS[3], 0, -1)
 if #ids == 0 then return {'empty'} end
 local id = ids[#ids]
+if ARGV[8] == '1' and redis.call('HGET', prefix .. id, 'source') ~= 'rollback' then return {'frozen'} end
 for i = 1, #ids - 1 do
   finish(prefix, KEYS[6], retention, ids[i], 'superseded', 'reason', 'superseded by job ' .. id, now)
 end
@@ -239,8 +242,10 @@ class DeployQueue:
     a running job need the DeployLock they run under (its token and fence are compared)."""
 
     def __init__(self, client: redis.Redis, app: str, *, retention: Retention = Retention(),
-                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "") -> None:
+                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "",
+                 freezes: FreezeSchedule = FreezeSchedule()) -> None:
         self.client = client
+        self.freezes = freezes
         self.app = app
         self.prefix = prefix
         self.retention = retention
@@ -349,13 +354,24 @@ class DeployQueue:
             time.sleep(poll)
 
     def has_work(self) -> bool:
-        """Something a worker should take the lock for: a waiting job (unless paused), or a job
-        in `running` while nobody holds the lock (its worker died)."""
+        """Something a worker should take the lock for: a waiting job (unless paused, or held by
+        a scheduled freeze), or a job in `running` while nobody holds the lock (its worker died)."""
         k = self._key
         with self.client.pipeline(transaction=False) as pipe:
             waiting, running, locked, paused = (pipe.llen(k("waiting")).llen(k("running"))
                                                 .exists(k("lock")).exists(k("paused")).execute())
-        return bool((waiting and not paused) or (running and not locked))
+        if running and not locked:
+            return True
+        return bool(waiting and not paused) and self.held() is None
+
+    def held(self) -> Hold | None:
+        """The scheduled freeze that holds the newest waiting job now, or None (nothing waits, no
+        freeze is in force, or the job is a rollback: the way back is never frozen)."""
+        hold = self.freezes.hold()
+        if hold is None:
+            return None
+        newest = self.client.lindex(self._key("waiting"), -1)
+        return None if newest is None or self.client.hget(self.job_prefix + newest, "source") == "rollback" else hold
 
     def wait_for_wake(self, timeout: float) -> None:
         """Block until a job is enqueued or the queue resumed, or `timeout` seconds pass."""
@@ -365,12 +381,13 @@ class DeployQueue:
 
     def take(self, lock: DeployLock, *, worker: str) -> Taken | None:
         """The next job to run under `lock`: a dead worker's job first, then the newest waiting
-        one (older ones superseded). None when paused or empty; GuardLost if the lock is gone."""
+        one (older ones superseded). None when paused, frozen (a rollback excepted) or empty;
+        GuardLost if the lock is gone."""
         k = self._key
         reply = self.client.eval(
             _TAKE, 7, k("lock"), k("fence"), k("waiting"), k("running"), k("paused"), k("history"), k("last"),
             lock.token, str(lock.fence), self.job_prefix, worker, repr(time.time()), self.max_attempts,
-            self._retention)
+            self._retention, "1" if self.freezes.hold() else "0")
         if reply[0] == "lost":
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost before a job was taken")
         if reply[0] not in ("started", "recovered"):

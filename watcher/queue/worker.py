@@ -36,6 +36,7 @@ from watcher.engine.receipt import Receipt
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
+from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
@@ -76,7 +77,7 @@ class Worker:
     def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
                  name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
                  host_lock: HostLock | None = None, prefix: str = "", retention: Retention = Retention(),
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, freezes: FreezeSchedule = FreezeSchedule()) -> None:
         self.client = client
         self.app = app
         self.engine = engine
@@ -85,7 +86,7 @@ class Worker:
         self.poll = poll
         self.stream = stream if stream is not None else logs.progress_stream()
         self.prefix = prefix
-        self.queue = DeployQueue(client, app, prefix=prefix, retention=retention)
+        self.queue = DeployQueue(client, app, prefix=prefix, retention=retention, freezes=freezes)
         self.host_lock = host_lock
         self.observer = observer
         self._host_busy = False

@@ -25,6 +25,7 @@ from waitress.server import BaseWSGIServer, MultiSocketServer
 from watcher import dashboard
 from watcher.config import Config, HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import Interrupted
+from watcher.freeze import FreezeSchedule
 from watcher.metrics import registry_for
 from watcher.notify import notifier_for
 from watcher.notify.suspension import NotifyingSuspension
@@ -117,7 +118,8 @@ def start(host: HostConfig, status: Callable[[Config], dict[str, Any]], *, clien
     triggers = Triggers([App.from_config(config) for config in apps], sink, Memory(client, host.redis_prefix),
                         notifier=notifier)
     suspension = NotifyingSuspension(sink, notifier) if notifier else sink   # /pause, /resume, the dashboard
-    metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix)
+    metrics = registry_for(client, list(host.apps), sink.live_of, host.redis_prefix,
+                           {config.app: FreezeSchedule(config.freezes) for config in apps})
     flask_app = create_app(triggers, suspension, host.webhook, ready=client.ping,
                            status=lambda name: status(host.apps[name]), metrics=metrics)
     flask_app.register_blueprint(dashboard.blueprint(

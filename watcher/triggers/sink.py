@@ -49,7 +49,7 @@ class Enqueuer(Protocol):
 
 
 class Suspension(Protocol):
-    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]: ...
+    def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]: ...
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None: ...
 
@@ -85,8 +85,8 @@ class RedisSink:
         jobs = self._queue(app).waiting()
         return jobs[-1].version if jobs else None
 
-    def pause(self, app: str, *, by: str, reason: str) -> dict[str, Any]:
-        return QueueSuspension(self.client, app, self.prefix).pause(by=by, reason=reason)
+    def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]:
+        return QueueSuspension(self.client, app, self.prefix).pause(by=by, reason=reason, until=until)
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
         return QueueSuspension(self.client, app, self.prefix).resume()

@@ -2,7 +2,7 @@
 
     POST /hooks/github    GitHub `package` / `registry_package` events, HMAC-SHA256 signed
     POST /hooks/registry  Docker Distribution notifications (or Harbor), bearer token
-    POST /pause           pause the deploy queue (JSON {"reason", "by", "app"}; all optional)
+    POST /pause           pause the deploy queue (JSON {"reason", "by", "app", "until"}; all optional)
     POST /resume          lift the pause
     GET  /status          `watcher status --json` (?app=NAME; several apps: an object per app;
                           API token unless status_auth = false)
@@ -42,8 +42,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from watcher.config import WebhookSettings
 from watcher.errors import RedisUnavailable, WatcherError
+from watcher.freeze import moment
 from watcher.metrics import activity
 from watcher.queue.connection import REDIS_DOWN
+from watcher.queue.suspension import parse_until
 from watcher.triggers.dispatch import Outcome, Triggers
 from watcher.triggers.payloads import Ignored, Push, parse_github, parse_registry_notification, verify_github_signature
 from watcher.triggers.sink import Suspension
@@ -361,8 +363,13 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
                 return done(404, "refused", f"no app {_clean(data.get('app'), 100)!r} (configured: {', '.join(names)})")
             names = [data["app"]]
         if action == "pause":
-            states = {name: suspension.pause(name, by=by, reason=reason) for name in names}
-            return done(200, "paused", f"{', '.join(names)} paused by {by}" + (f": {reason}" if reason else ""),
+            try:   # "until": a span ahead (2h) or an ISO date-time, as `watcher pause --until`
+                until = None if data.get("until") is None else parse_until(str(data["until"]))
+            except ValueError as exc:
+                return done(400, "refused", f"until: {_clean(str(exc), 300)}")
+            states = {name: suspension.pause(name, by=by, reason=reason, until=until) for name in names}
+            ends = f" until {moment(until)}" if until is not None else ""
+            return done(200, "paused", f"{', '.join(names)} paused{ends} by {by}" + (f": {reason}" if reason else ""),
                         paused=states)
         lifted = {name: suspension.resume(name, by=by) for name in names}
         return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),

@@ -1,7 +1,7 @@
 // Live refresh for the watcher dashboard: no framework, no build step.
 // [data-live-job]   a job: polls its JSON every second and redraws it in place until it ends.
 // [data-live-queue] an app's queue: polls live.json; a new, started or finished job, or a
-//                   pause, reloads the page (unless the user is typing), a new phase is shown in place.
+//                   pause or a freeze starting or ending, reloads the page (unless the user is typing), a new phase is shown in place.
 "use strict";
 
 const FINAL = ["succeeded", "failed", "superseded", "cancelled"];
@@ -115,7 +115,7 @@ function liveQueue(el) {
     const data = await getJSON(el.dataset.liveQueue);
     if (data === null) return;
     if (data) {
-      const sig = JSON.stringify([!!data.paused, data.running.map((j) => j.id), data.waiting.map((j) => j.id),
+      const sig = JSON.stringify([!!data.paused, !!data.frozen, data.running.map((j) => j.id), data.waiting.map((j) => j.id),
                                   data.last && data.last.id]);
       if (base === null) base = sig;
       if (sig !== base) {
