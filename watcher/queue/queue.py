@@ -24,7 +24,9 @@ wins); a request for a version already waiting (same digest, or a digest unknown
 side) returns that job instead; a request for the live version while nothing waits or runs is
 recorded as succeeded at once ("already live"). What is live is not kept in Redis: the caller
 reads it from its one source, the route file and the state beside it (engine/reconcile.py). A moved tag is a new request only when it
-carries its new digest (webhooks and the poller do; `watcher deploy` redeploys directly).
+carries its new digest (webhooks and the poller do; a worker whose job's tag moved queues the new
+digest with `keep_newer`, so a newer request that waits is never superseded by it; `watcher
+deploy` redeploys directly).
 Scripts name job keys they compute, so a Redis Cluster is not supported (one Redis, any host).
 """
 
