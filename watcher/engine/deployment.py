@@ -25,10 +25,10 @@ from watcher.backends.compose import ComposeError
 from watcher.backends.containers import Containers, PullFailed
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.engine import pin
 from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
-from watcher.engine import pin
 from watcher.engine.hooks import run_hook
 from watcher.engine.platform import host_platform
 from watcher.engine.progress import Progress
@@ -279,14 +279,14 @@ class Deployment:
 
     def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
         """The local `image` must be the pinned `digest`: if the pull brought another (the tag
-        moved during it) or none, pull the digest and point the tag at it."""
+        moved during it) or none, pull the digest and point the tag at it. What Docker pulled is
+        not reported as a move: only the registry's answer to the check is (a registry whose
+        digests Docker records otherwise would make each job queue the next)."""
         pulled = [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]
         if digest in pulled:
             return
-        if pulled and self.moved is None:
-            self.moved = pulled[0]
-            self.progress.say(f"  the tag moved to {pulled[0]} during the pull: pulling the checked {digest}; "
-                              "the new one is a job of its own")
+        self.progress.say(f"  the pull brought {', '.join(pulled) or 'no image of the checked digest'} (the tag "
+                          f"moved during it?): pulling {digest} itself")
         self.docker.pull_digest(image, digest)
         if digest not in [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]:
             raise PullFailed(f"{image} does not carry {digest} after pulling it")
