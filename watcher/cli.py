@@ -407,11 +407,12 @@ def _each(host: HostConfig, args: argparse.Namespace, command: Callable[[Config,
 
 def _enqueue(config: Config, args: argparse.Namespace) -> int:
     queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
+    digest = args.digest
     if not args.rollback:   # a rollback may reuse a retained colour whose tag left the registry
-        _check_registry(config, args.version, args.digest)
+        digest = _check_registry(config, args.version, args.digest)   # the job deploys this digest
     live = live_reader(config)(config.app)
     done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
-                         digest=args.digest, live=Live(live.version, live.color, live.digest) if live else None)
+                         digest=digest, live=Live(live.version, live.color, live.digest) if live else None)
     print(done.job.id)
     hold = FreezeSchedule(config.freezes).hold() if not args.rollback and not done.noop else None
     print(f"watcher: {done.message}" + (f"; it waits: {config.app} is {hold.describe()}" if hold else ""),
@@ -430,8 +431,9 @@ def _enqueue(config: Config, args: argparse.Namespace) -> int:
     return 0 if job.status == "succeeded" else 1
 
 
-def _check_registry(config: Config, version: str, digest: str | None) -> None:
-    """A tag the registry does not have is refused now, as `deploy` would, not later in a worker."""
+def _check_registry(config: Config, version: str, digest: str | None) -> str:
+    """A tag the registry does not have is refused now, as `deploy` would, not later in a worker;
+    returns its digest, which the job is pinned to."""
     from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 
     ref = ImageRef.parse(config.image)
@@ -444,6 +446,7 @@ def _check_registry(config: Config, version: str, digest: str | None) -> None:
             raise WatcherError(f"cannot check {ref}:{version} in the registry ({exc}): nothing queued") from None
     if digest and digest != found:
         raise UsageError(f"{ref}:{version} is {found} in the registry, not {digest}: nothing queued")
+    return found
 
 
 def _queue(config: Config, args: argparse.Namespace) -> int:

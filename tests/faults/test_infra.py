@@ -338,8 +338,9 @@ def test_caddy_admin_socket_removed_deploys_wait_the_whole_drain_and_status_says
 
 
 def digest_check(method: str, path: str) -> bool:
-    """watcher's own look at the tag, before docker pulls it."""
-    return method == "HEAD" and "/manifests/" in path
+    """watcher's last own look at the image before docker pulls it: the tag's digest (HEAD), its
+    manifest, then the config that names its platform (the first blob anyone reads)."""
+    return method == "GET" and "/blobs/" in path
 
 
 @pytest.mark.timeout(180)

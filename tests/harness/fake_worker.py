@@ -50,7 +50,10 @@ class FakeEngine:
         live = self.client.get(key(self.app, "fake", "live"))
         return FakeView(Release(Color.GREEN, live) if live else None)
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False) -> DeployResult:
+    moved: str | None = None   # its tags never move
+
+    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
+               digest: str | None = None) -> DeployResult:
         progress = self.progress
         with progress.phase("pull"):
             time.sleep(self.phase_seconds)

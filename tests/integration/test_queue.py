@@ -427,9 +427,11 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redi
     second = watcher("enqueue", "v2")
     assert f"job {second.stdout.strip()} queued: deploy v2" in second.stderr
     listed = watcher("queue")
-    assert "deploy v2 (cli by" in listed.stdout and "queued" in listed.stdout and "freeze" in listed.stdout
+    assert "deploy v2@sha256:" in listed.stdout and "(cli by" in listed.stdout and "queued" in listed.stdout
+    assert "freeze" in listed.stdout
     waiting = json.loads(watcher("queue", "--json").stdout)["waiting"]
     assert [j["version"] for j in waiting] == ["v2"]
+    assert waiting[0]["digest"].startswith("sha256:"), "the job is pinned to the digest the registry gave"
     cancelled = watcher("cancel", second.stdout.strip())
     assert cancelled.returncode == 0 and "cancelled by" in cancelled.stdout
     history = json.loads(watcher("history", "-n", "5", "--json").stdout)

@@ -6,15 +6,20 @@ import time
 from dataclasses import dataclass
 
 import docker
-from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests import RequestException
 
 from watcher.backends.container_events import HEALTH_ACTIONS, ContainerEvents
-from watcher.errors import DockerUnavailable
+from watcher.errors import DockerUnavailable, WatcherError
 
 #: What the Docker SDK raises when the engine is away: its own errors, and requests' (a
 #: connection refused or reset while dockerd restarts is not wrapped into a DockerException).
 DOCKER_DOWN = (DockerException, RequestException)
+
+
+class PullFailed(WatcherError):
+    """The engine refused or failed a pull (the registry's answer, not Docker's absence)."""
+
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -94,6 +99,14 @@ class Containers:
         except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
+    def platform(self) -> tuple[str, str]:
+        """The engine's OSType and Architecture (`linux`, `x86_64`): what its images must be built for."""
+        try:
+            info = self.client.info()
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        return str(info.get("OSType") or ""), str(info.get("Architecture") or "")
+
     def caddy_log(self, since: float) -> list[str]:
         """The recent log lines of every running Caddy container on this engine (an image named
         caddy): where an upstream's broken HTTP shows. Best effort: Docker trouble gives none."""
@@ -124,6 +137,26 @@ class Containers:
             self.client.images.get(image_id).tag(repository, tag)
         except DockerException as exc:
             raise DockerUnavailable(f"cannot tag {image_id[:19]} as {ref} ({_short(exc)})") from exc
+
+    def repo_digests(self, ref: str) -> list[str]:
+        """The registry digests the local image `ref` was pulled at (`repo@sha256:...`)."""
+        try:
+            return list(self.client.images.get(ref).attrs.get("RepoDigests") or [])
+        except ImageNotFound:
+            return []
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+
+    def pull_digest(self, ref: str, digest: str) -> None:
+        """Pull `ref`'s repository at `digest` and point the local tag `ref` at it: the image a
+        job was queued at, whatever the tag points at in the registry by now."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            self.client.images.pull(repository, tag=digest).tag(repository, tag)
+        except APIError as exc:
+            raise PullFailed(f"cannot pull {repository}@{digest}: {exc.explanation or exc}") from exc
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
     def events(self, project: str, *, until: float) -> ContainerEvents:
         """Health and life-cycle events of `project`'s containers, from a second before now (Docker

@@ -9,6 +9,7 @@ token handshake, pagination and rate limits that other image updaters get wrong 
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import logging
 import re
@@ -45,6 +46,9 @@ _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[A-Za-z0-9=_-]+")
 _MAX_NAME = 255  # distribution's limit on a repository name
+
+_MAX_DOCUMENT = 4 * 1024 * 1024  # manifests and image configs are small; more is not one
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 _MAX_RETRY_AFTER = 60.0  # longer waits are the caller's business: we raise RateLimited instead
 _MAX_BACKOFF = 30.0
@@ -190,6 +194,15 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class Manifest:
+    """A manifest as the registry sent it: its media type, digest and exact bytes."""
+
+    media_type: str
+    digest: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class _Challenge:
     scheme: str  # "bearer" or "basic"
     realm: str
@@ -227,6 +240,22 @@ def _checked_tag(tag: str) -> str:
         return validate_tag(tag)
     except ValueError as exc:
         raise RegistryError(str(exc)) from None
+
+
+def _checked_digest(digest: str) -> str:
+    if _DIGEST.fullmatch(digest) is None:
+        raise RegistryError(f"not an image digest: {digest!r}")
+    return digest
+
+
+def _verified(body: bytes, digest: str, ref: ImageRef) -> bytes:
+    """`body` if it hashes to `digest` (sha256; other algorithms are taken on trust)."""
+    if len(body) > _MAX_DOCUMENT:
+        raise RegistryError(f"{ref.registry} sent {len(body)} bytes for {ref}@{digest}: too big to be a manifest or config")
+    algorithm, _, hex_digest = digest.partition(":")
+    if algorithm == "sha256" and hashlib.sha256(body).hexdigest() != hex_digest:
+        raise RegistryError(f"{ref.registry} sent content for {ref}@{digest} that does not match that digest")
+    return body
 
 
 def _fail(response: httpx.Response, ref: ImageRef, subject: str) -> NoReturn:
@@ -295,6 +324,34 @@ class RegistryClient:
                 f"{ref.registry} returned no valid Docker-Content-Digest for {subject}"
             )
         return digest
+
+    def manifest(self, ref: ImageRef, digest: str) -> Manifest:
+        """The manifest (index or image) stored at `digest`, its bytes checked against it: what a
+        deploy pinned to that digest will pull, read before anything is pulled."""
+        digest = _checked_digest(digest)
+        subject = f"image {ref}@{digest}"
+        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/manifests/{digest}")
+        response = self._request("GET", ref, url, accept=MANIFEST_ACCEPT)
+        if response.status_code != 200:
+            _fail(response, ref, subject)
+        media_type = response.headers.get("Content-Type", "").partition(";")[0].strip()
+        return Manifest(media_type, digest, _verified(response.content, digest, ref))
+
+    def blob(self, ref: ImageRef, digest: str) -> bytes:
+        """A small blob (an image config) by digest. Registries with external storage (GHCR, S3)
+        answer with a redirect: it is followed once, without our credentials."""
+        digest = _checked_digest(digest)
+        subject = f"blob {ref}@{digest}"
+        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/blobs/{digest}")
+        response = self._request("GET", ref, url, accept="*/*")
+        if response.status_code in _REDIRECTS and response.headers.get("Location"):
+            location = response.url.join(response.headers["Location"])
+            if not (location.scheme == "https" or (location.scheme == "http" and _is_loopback(location.host))):
+                raise RegistryError(f"{ref.registry} redirects {subject} to a URL that is not https: {location.host}")
+            response = self._send("GET", location, {"Accept": "*/*"}, f"blob storage {location.host} of {ref.registry}")
+        if response.status_code != 200:
+            _fail(response, ref, subject)
+        return _verified(response.content, digest, ref)
 
     def tag_exists(self, ref: ImageRef, tag: str) -> bool:
         """Whether `tag` exists, e.g. to check a webhook's claim before deploying it."""

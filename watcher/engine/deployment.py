@@ -28,15 +28,17 @@ from typing import Iterator, Protocol
 from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
 from watcher.backends.compose import ComposeError
-from watcher.backends.containers import Containers
-from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
+from watcher.backends.containers import Containers, PullFailed
+from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.engine import pin
 from watcher.engine import receipt as receipts
 from watcher.engine.bake import Bake
 from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
 from watcher.engine.hooks import run_hook
+from watcher.engine.platform import host_platform
 from watcher.engine.progress import Progress
 from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import Observed, View, reconcile
@@ -111,6 +113,9 @@ class Deployment:
         self.receipt: Receipt | None = None   # of the last run that moved traffic or unwound
         self._guard: Guard | None = None
         self._engine = ""
+        #: The tag's digest when it moved away from the one the deploy was asked for: a new request
+        #: the caller (the worker) queues; set whether the deploy then succeeds or fails.
+        self.moved: str | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -144,18 +149,19 @@ class Deployment:
     # -- deploy --------------------------------------------------------------------------
 
     def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
-               image: str | None = None) -> DeployResult:
-        """Put `version` (pinned to the local `image`, for a rollback) live on the idle colour with
-        zero failed requests, or change nothing."""
+               image: str | None = None, digest: str | None = None) -> DeployResult:
+        """Put `version` (pinned to the local `image`, for a rollback, or to the registry `digest`
+        its job was queued at) live on the idle colour with zero failed requests, or change nothing."""
         _checked(version)
         self._guard = guard
         self.receipt = None
+        self.moved = None
         progress = self.progress
         self._check_engine()
         self._check_images(version)
 
         with progress.phase("pull", self.shared.image(version)):
-            digest = self._pull(version, prefer_local or image is not None)
+            digest = self._pull(version, prefer_local or image is not None, digest)
 
         with progress.phase("inspect", "the live colour from the route file, its health from Docker"):
             view = self.view()
@@ -256,8 +262,9 @@ class Deployment:
                                f"talks to engine {self._engine}: an app's colours live on one Docker host. Run "
                                "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed")
 
-    def _pull(self, version: str, prefer_local: bool) -> str | None:
-        """Pull `version`; return the digest the registry gave (None when the local image is used)."""
+    def _pull(self, version: str, prefer_local: bool, queued: str | None = None) -> str | None:
+        """Pull `version` at the digest it was queued at (or the tag's, when none was), checked for
+        this host's platform first; return that digest (None when the local image is used)."""
         image = self.shared.image(version)
         if prefer_local and self.docker.image_present(image):
             self.progress.say(f"  {image} is present locally; not pulling")
@@ -266,20 +273,46 @@ class Deployment:
         registry = self.registry or RegistryClient(username=self.config.registry_username,
                                                    password=self.config.registry_password)
         try:
-            digest = registry.manifest_digest(ref, version)
-        except NotFound:
-            raise DeployFailed(f"{image} does not exist in the registry; nothing was changed") from None
-        except RegistryError as exc:
-            raise DeployFailed(f"cannot check {image} in the registry: {exc}; nothing was changed") from None
+            chosen = pin.resolve(registry, ref, version, queued, image)
+            self.moved = chosen.moved
+            pin.check(registry, ref, chosen, host_platform(*self.docker.platform()), image)
         finally:
             if self.registry is None:
                 registry.close()
-        self.progress.say(f"  {image} is {digest}")
+        digest = chosen.digest
+        if chosen.moved:
+            self.progress.say(f"  {image} was queued at {digest}, but the tag has moved to {chosen.moved} since: "
+                              "deploying the queued digest; the new one is a job of its own")
+        else:
+            self.progress.say(f"  {image} is {digest}")
         try:
-            self.shared.pull(version)
-        except ComposeError as exc:
+            if chosen.moved is None:
+                self.shared.pull(version)
+            elif sidecars := self._sidecars(version):
+                self.shared.pull(version, sidecars)
+            self._hold(image, ref, digest)
+        except (ComposeError, PullFailed) as exc:
             raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
         return digest
+
+    def _sidecars(self, version: str) -> list[str]:
+        """The colour services whose image is not the app's (their own images, pulled by tag)."""
+        app = self.shared.image(version)
+        return [name for name, image in self.colors[Color.BLUE].declared_images(version).items() if image != app]
+
+    def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
+        """The local `image` must be the pinned `digest`: if the pull brought another (the tag
+        moved during it) or none, pull the digest and point the tag at it. What Docker pulled is
+        not reported as a move: only the registry's answer to the check is (a registry whose
+        digests Docker records otherwise would make each job queue the next)."""
+        pulled = [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]
+        if digest in pulled:
+            return
+        self.progress.say(f"  the pull brought {', '.join(pulled) or 'no image of the checked digest'} (the tag "
+                          f"moved during it?): pulling {digest} itself")
+        self.docker.pull_digest(image, digest)
+        if digest not in [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]:
+            raise PullFailed(f"{image} does not carry {digest} after pulling it")
 
     def _plan(self, view: View, version: str, image: str | None) -> Plan:
         if view.route_lost:
@@ -588,6 +621,15 @@ def _checked(version: str) -> str:
         return validate_tag(version)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def same_repository(repo_digest: str, ref: ImageRef) -> bool:
+    """Whether a RepoDigests entry (`repo@sha256:...`, Docker's short names for Docker Hub) is of `ref`."""
+    name = repo_digest.rpartition("@")[0]
+    try:
+        return ImageRef.parse(name) == ref
+    except RegistryError:
+        return False
 
 
 def recorded_digest(view: View, version: str, image: str | None) -> str | None:

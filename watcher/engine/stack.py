@@ -109,10 +109,11 @@ class SharedStack:
     def containers(self) -> list[ContainerInfo]:
         return [c for c in self.docker.of_project(self.config.project()) if c.service in self.config.shared_services]
 
-    def pull(self, version: str) -> None:
-        """Pull every image of the version's colour services; a failure changes nothing that runs."""
-        self._project.run(["pull", "--quiet", *(s.name for s in self.config.services)],
-                          self.config.compose_env(version))
+    def pull(self, version: str, services: list[str] | None = None) -> None:
+        """Pull every image of the version's colour services (or of `services`); a failure changes
+        nothing that runs."""
+        names = services if services is not None else [s.name for s in self.config.services]
+        self._project.run(["pull", "--quiet", *names], self.config.compose_env(version))
 
     def ensure(self, version: str) -> None:
         """Start shared services that are not running; never recreate one."""

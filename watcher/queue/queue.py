@@ -24,7 +24,9 @@ wins); a request for a version already waiting (same digest, or a digest unknown
 side) returns that job instead; a request for the live version while nothing waits or runs is
 recorded as succeeded at once ("already live"). What is live is not kept in Redis: the caller
 reads it from its one source, the route file and the state beside it (engine/reconcile.py). A moved tag is a new request only when it
-carries its new digest (webhooks and the poller do; `watcher deploy` redeploys directly).
+carries its new digest (webhooks and the poller do; a worker whose job's tag moved queues the new
+digest with `keep_newer`, so a newer request that waits is never superseded by it; `watcher
+deploy` redeploys directly).
 Scripts name job keys they compute, so a Redis Cluster is not supported (one Redis, any host).
 """
 
@@ -73,7 +75,9 @@ end
 
 # KEYS waiting running seq history wake
 # ARGV prefix version digest source by now app retention live_version live_digest live_color repository
+# keep_newer
 # (repository: the GitHub repository a webhook named, for deployment statuses; '' when none)
+# (keep_newer '1': a waiting request is newer than this one, so it stays and nothing is added)
 # (what is live comes from the caller, who read it from the route file and state: one source)
 _ENQUEUE = _FINISH_FN + """
 local prefix, version, digest, now, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
@@ -83,6 +87,9 @@ end
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local j = redis.call('HMGET', prefix .. id, 'version', 'digest')
   if same(j[1], j[2]) then return {id, 'already-queued'} end
+end
+if ARGV[13] == '1' and redis.call('LLEN', KEYS[1]) > 0 then
+  return {redis.call('LINDEX', KEYS[1], -1), 'newer-queued'}
 end
 local id = tostring(redis.call('INCR', KEYS[3]))
 local jk = prefix .. id
@@ -205,7 +212,8 @@ class Enqueued:
     """What `enqueue` did: queued a new job, or found nothing to do (and said why)."""
 
     job: Job
-    outcome: str   # "queued", "already-queued" (job is the waiting one), "live" (done at once)
+    outcome: str   # "queued", "already-queued" (job is the waiting one), "live" (done at once),
+                   # "newer-queued" (keep_newer: job is the newer one that waits)
 
     @property
     def noop(self) -> bool:
@@ -217,6 +225,8 @@ class Enqueued:
             return f"{self.job.version} is already queued as job {self.job.id}: nothing added"
         if self.outcome == "live":
             return self.job.message or f"{self.job.version} is already live"
+        if self.outcome == "newer-queued":
+            return f"job {self.job.id} ({self.job.version}), a newer request, is queued: nothing added"
         return f"job {self.job.id} queued: {self.job.kind} {self.job.version}"
 
 
@@ -260,9 +270,11 @@ class DeployQueue:
     # -- asking -------------------------------------------------------------------------------
 
     def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None,
-                live: Live | None = None, repository: str | None = None) -> Enqueued:
+                live: Live | None = None, repository: str | None = None, keep_newer: bool = False) -> Enqueued:
         """Queue a deploy (or rollback) of `version`, coalescing with what waits; a no-op when
-        `live` (read by the caller from the engine's view) is that very version."""
+        `live` (read by the caller from the engine's view) is that very version. `keep_newer`:
+        this request is older than any that waits (a tag that moved during a job), so a waiting
+        one stays and nothing is added."""
         try:
             validate_tag(version)
         except ValueError as exc:
@@ -276,7 +288,7 @@ class DeployQueue:
             _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
             self.job_prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
             self._retention, live.version if live else "", (live.digest or "") if live else "",
-            live.color if live else "", repository or "")
+            live.color if live else "", repository or "", "1" if keep_newer else "")
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
         return Enqueued(job, outcome)

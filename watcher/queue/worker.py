@@ -50,7 +50,11 @@ log = logging.getLogger("watcher.worker")
 class Engine(Protocol):
     """What the worker needs of `watcher.engine.deployment.Deployment`."""
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = ..., prefer_local: bool = ...) -> DeployResult: ...
+    #: The tag's new digest when it moved away from the job's since the job was queued.
+    moved: str | None
+
+    def deploy(self, version: str, *, guard: Guard, kind: str = ..., prefer_local: bool = ...,
+               digest: str | None = ...) -> DeployResult: ...
 
     def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
 
@@ -180,7 +184,7 @@ class Worker:
             if job.kind == "rollback":
                 result = engine.rollback(guard=lock, to=job.version)
             else:
-                result = engine.deploy(job.version, guard=lock, kind="deploy")
+                result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
         except GuardLost as exc:
             log.error("worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc)
             return
@@ -188,13 +192,38 @@ class Worker:
             self._interrupted(lock, job, engine, exc, phases)
             raise
         except WatcherError as exc:
-            self._end(lock, job, Status.FAILED, reason=str(exc), audit=unchanged(engine, phases))
+            self._end(lock, job, Status.FAILED, reason=f"{exc}{self._follow_move(engine, job)}",
+                      audit=unchanged(engine, phases))
             return
         except Exception as exc:   # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
             self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases))
             return
-        self._end(lock, job, Status.SUCCEEDED, message=result.message, audit=audit_of(result, phases))
+        self._end(lock, job, Status.SUCCEEDED, message=f"{result.message}{self._follow_move(engine, job)}",
+                  audit=audit_of(result, phases))
+
+    def _follow_move(self, engine: Engine, job: Job) -> str:
+        """A tag that moved since the job was queued is a new request: queue its new digest
+        (unless a newer request already waits), and say so in the job's outcome ("" if no move)."""
+        moved = engine.moved
+        if not moved or job.kind != "deploy":
+            return ""
+        said = f"; {job.version} has moved to {moved} since the job was queued"
+        try:
+            done = retrying(lambda: self.queue.enqueue(job.version, source=job.source, digest=moved,
+                                                       requested_by=f"job {job.id} (its tag moved)",
+                                                       repository=job.repository, keep_newer=True),
+                            f"queueing the moved tag of job {job.id}", give_up_after=5)
+        except WatcherError as exc:   # Redis stayed away
+            log.error("worker %s: job %s: the moved tag %s@%s was not queued: %s", self.name, job.id,
+                      job.version, moved, exc)
+            return f"{said}, but it could not be queued ({exc}): deploy it again"
+        log.info("worker %s: job %s: %s", self.name, job.id, done.message)
+        if done.outcome == "queued":
+            return f"{said}: job {done.job.id} deploys it"
+        if done.outcome == "already-queued":
+            return f"{said}: job {done.job.id}, waiting, deploys it"
+        return f"{said}; not queued: {done.message}"
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
