@@ -227,3 +227,14 @@ def test_a_failing_smoke_hook_stops_before_the_checks(tmp_path: Path) -> None:
         with pytest.raises(DeployFailed, match=r"^smoke hook exited 3: <preview secret> \| no$"):
             run_smoke(config, "v2", Color.BLUE, Progress(io.StringIO()))
     assert caddy.requests == [] and not config.preview_file.exists()
+
+
+def test_a_smoke_hook_that_cannot_run_says_so(tmp_path: Path) -> None:
+    (tmp_path / "smoke.sh").write_text("#!/bin/sh\n")   # not executable
+    with FakeCaddy() as caddy:
+        config = smoke_config(tmp_path, caddy.port, ["./smoke.sh"])
+        with pytest.raises(DeployFailed, match=r"^smoke hook './smoke.sh' cannot run: Permission denied$"):
+            run_smoke(config, "v2", Color.GREEN, Progress(io.StringIO()))
+        config = smoke_config(tmp_path, caddy.port, ["./no-such-smoke"])
+        with pytest.raises(DeployFailed, match=r"^smoke hook './no-such-smoke' not found$"):
+            run_smoke(config, "v2", Color.GREEN, Progress(io.StringIO()))

@@ -24,6 +24,8 @@ def run_hook(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout:
                               text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         raise DeployFailed(f"{what} {argv[0]!r} not found") from exc
+    except OSError as exc:   # not executable, a directory, ...
+        raise DeployFailed(f"{what} {argv[0]!r} cannot run: {exc.strerror or exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise DeployFailed(f"{what} timed out after {timeout:.0f}s") from exc
     output = (proc.stdout + proc.stderr).strip()

@@ -91,7 +91,7 @@ def run_check(base_url: str, check: SmokeCheck, preview: Preview) -> None:
     """One request through Caddy with the preview header: it must be answered by the previewed
     colour (else Caddy does not route the preview), with the status and body text wanted."""
     name, secret = preview.header
-    headers = {**dict(check.headers), name: secret, "Cache-Control": "no-cache"}
+    headers = {"Cache-Control": "no-cache", **dict(check.headers), name: secret}
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
         with httpx.Client(trust_env=False, follow_redirects=False, timeout=check.timeout) as client:
