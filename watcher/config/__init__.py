@@ -23,11 +23,13 @@ from pydantic import ValidationError
 
 from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
+from watcher.config.smoke import SmokeCheck, SmokeSettings, smoke_settings
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
 from watcher.freeze import FreezeWindow, window
 
-__all__ = ["Config", "HostConfig", "PolicySettings", "PollSettings", "Service", "WebhookSettings",
+__all__ = ["Config", "HostConfig", "PolicySettings", "PollSettings", "Service", "SmokeCheck", "SmokeSettings",
+           "WebhookSettings",
            "find_config", "load_config", "load_host", "parse_duration", "read_secret", "DEFAULT_LOCATIONS"]
 
 DEFAULT_LOCATIONS = ("watcher.toml", "config/watcher.toml")
@@ -241,6 +243,7 @@ class Config:
     github: GithubSettings = GithubSettings()
     dashboard_url: str | None = None   # [dashboard] url: links to a job's page in notifications
     freezes: tuple[FreezeWindow, ...] = ()   # [[freeze]]: when workers hold the app's deploys
+    smoke: SmokeSettings = SmokeSettings()
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
     #: several apps share the project directory (whose colour would it be?).
     deployment_color_file: Path | None = None
@@ -249,6 +252,19 @@ class Config:
         """Compose project name: the shared one, or the one of a colour."""
         name = self.project_name or self.app
         return name if color is None else f"{name}-{color}"
+
+    @property
+    def preview_file(self) -> Path:
+        """Beside the route file (so Caddy reads it too): "<colour> <secret>" while a deploy
+        previews its idle colour, absent otherwise."""
+        return self.route_file.parent / f"{self.app}.preview"
+
+    @property
+    def preview_url(self) -> str:
+        """The app's root through Caddy, where the smoke phase sends its requests: the origin of
+        [verify] url plus the app's path prefix."""
+        origin = re.match(r"^https?://[^/?#]*", self.verify_url)
+        return (origin.group(0) if origin else self.verify_url.rstrip("/")) + (self.route.path or "")
 
     def overlay(self, color: str) -> str:
         return f"compose.{color}.yml"
@@ -542,6 +558,8 @@ class _Loader:
             dashboard_url=model.dashboard.url.rstrip("/") if model.dashboard.url else None,
             deployment_color_file=None if shared_dir else project_dir / ".deployment-color",
             freezes=self._freezes(name, app),
+            smoke=smoke_settings(app.hooks.smoke, app.hooks.smoke_timeout, app.smoke,
+                                 lambda key, problem: self.fail(name, key, problem)),
         )
 
     def _freezes(self, name: str, app: AppModel) -> tuple[FreezeWindow, ...]:
@@ -654,8 +672,8 @@ class _Loader:
                 raise self.fail(name, "state.dir", f"{run_dir} is Caddy's run directory; keep state out of it")
 
 
-_LEGACY_TOP = {"services", "health", "verify", "drain", "hooks", "state", "policy", "caddy", "poll", "redis",
-               "webhook", "worker", "freeze"}
+_LEGACY_TOP = {"services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy", "caddy",
+               "poll", "redis", "webhook", "worker", "freeze"}
 
 _TYPES = {"string_type": "expected a string", "int_type": "expected a number", "float_type": "expected a number",
           "bool_type": "expected true or false", "list_type": "expected a list", "dict_type": "must be a table",

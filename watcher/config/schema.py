@@ -76,6 +76,20 @@ class BakeModel(Section):
 class HooksModel(Section):
     pre_deploy: list[str] = []
     pre_deploy_timeout: Duration = 600.0
+    smoke: list[str] = []                 # run against the previewed idle colour, before the switch
+    smoke_timeout: Duration = 300.0
+
+
+class SmokeCheckModel(Section):
+    """One `[[smoke]]` request sent through Caddy to the previewed idle colour."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/[^\s]*$")]
+    status: Annotated[int, between(100, 599)] = 200
+    body_contains: Annotated[str, Field(min_length=1)] | None = None
+    body: str | None = None               # sent with the request
+    headers: dict[str, str] = {}
+    timeout: PositiveDuration = 10.0
 
 
 class StateModel(Section):
@@ -144,6 +158,7 @@ class AppModel(Section):
     drain: DrainModel = DrainModel()
     bake: BakeModel = BakeModel()
     hooks: HooksModel = HooksModel()
+    smoke: list[SmokeCheckModel] = []
     state: StateModel = StateModel()
     policy: PolicyModel = PolicyModel()
     poll: AppPollModel = AppPollModel()
@@ -224,7 +239,8 @@ class FileModel(Section):
 
 
 #: Top-level sections of the single-app layout that belong to its one app.
-LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "state", "policy", "freeze")
+LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy",
+                       "freeze")
 HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 

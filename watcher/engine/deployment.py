@@ -1,6 +1,6 @@
 """The blue-green deploy flow, phase by phase. Read `Deployment.deploy` top to bottom.
 
-    pull -> inspect -> pre-deploy hook -> start idle colour -> health -> [guard] SWITCH
+    pull -> inspect -> pre-deploy hook -> start idle colour -> health -> smoke -> [guard] SWITCH
          -> verify (window, and the bake) -> record -> drain old -> stop old -> receipt
 
 The live colour is the route file's (reconcile.py); the target is always the other colour, and
@@ -43,6 +43,7 @@ from watcher.engine.progress import Progress
 from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
+from watcher.engine.smoke import clear_preview, run_smoke
 from watcher.engine.stack import ColorStack, SharedStack
 from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
 from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
@@ -181,6 +182,8 @@ class Deployment:
                 self._check_route(live.color)
 
         self._note_pending(view, Pending(kind, version, target.color, "prepare"))
+        if clear_preview(self.config.preview_file):
+            progress.say(f"  removed {self.config.preview_file}, left by a deploy that stopped in its smoke phase")
         started = switched = False
         moved_at: float | None = None
         try:
@@ -206,6 +209,11 @@ class Deployment:
                 self._mark("health")
                 wait_until_healthy(target, timeout=self.config.health_timeout,
                                    interval=self.config.health_interval, progress=progress)
+
+            if self.config.smoke.enabled:
+                with progress.phase("smoke", f"{target} previewed at {self.config.preview_url}"):
+                    self._mark("smoke")
+                    run_smoke(self.config, version, target.color, progress)
 
             guard.check()
             release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())

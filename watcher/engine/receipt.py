@@ -5,7 +5,7 @@ before traffic moved to the end of the drain, so every deploy, rollback and abor
 Classes of a response: 1xx (a WebSocket), 2xx, 3xx, 4xx and 5xx as the app answered, `upstream_error` when Caddy
 got no answer from the app (connection refused or reset, timeout: the client saw a 502/503/504)
 and `cancelled` when the client left first. Failed = 5xx + upstream_error. Watcher's own probes
-are counted apart (`probes`), never as users' requests.
+and the smoke phase's preview requests are counted apart (`probes`), never as users' requests.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def build(kind: str, entries: list[Served], moved_at: float, start: float, end: 
     per_second: dict[int, dict[str, Tally]] = {}
     probes = 0
     for served in entries:
-        if served.probe:
+        if served.probe or served.color == "preview":   # watcher's own checks and smoke requests
             probes += 1
             continue
         per_color.setdefault(served.color, Tally()).add(served)
