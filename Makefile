@@ -30,6 +30,7 @@ bench: services
 	$(PY) benchmarks/queue_latency.py --json benchmarks/results/queue_latency.json
 	$(PY) benchmarks/push_to_live.py
 	$(PY) benchmarks/webhook_rps.py
+	$(PY) benchmarks/receipt_cost.py
 	$(PY) benchmarks/health_detection.py
 	$(PY) benchmarks/footprint.py
 	$(PY) benchmarks/deploy_plot.py
