@@ -16,7 +16,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
@@ -83,6 +86,19 @@ def fake_worker(client: redis.Redis, app: str, *, ttl: float, name: str, phase_s
                 poll: float = 0.5) -> Worker:
     return Worker(client, app, lambda progress: FakeEngine(progress, client, app, phase_seconds),
                   lock_ttl=ttl, name=name, poll=poll)
+
+
+@contextmanager
+def running(worker: Worker) -> Iterator[Worker]:
+    """A worker's loop (real or with the stand-in) on a thread, stopped and joined at the end."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the worker did not stop"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,16 +17,14 @@ its recorded start.
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pytest
 import redis
 
-from tests.harness.fake_worker import FakeEngine
+from tests.harness.fake_worker import running, FakeEngine
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
@@ -53,18 +51,6 @@ def ending_in(seconds: float, windows: tuple[FreezeWindow, ...] = (WEEKEND,)) ->
 def fake(client: redis.Redis, app: str, freezes: FreezeSchedule = FreezeSchedule()) -> Worker:
     return Worker(client, app, lambda progress: FakeEngine(progress, client, app), lock_ttl=3, name="freeze-test",
                   poll=0.2, stream=io.StringIO(), freezes=freezes)
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not stop"
 
 
 def ended(queue: DeployQueue, job_id: str, timeout: float = 30) -> Job:

@@ -14,20 +14,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.harness.fake_worker import fake_worker
+from tests.harness.fake_worker import running, fake_worker
 from tests.harness import images, waiting
 from tests.harness.stack import APP_REPO
 from tests.harness.redis_server import RedisServer
 from watcher.config import Retention
 from watcher.errors import GuardLost, LockBusy, UsageError
-from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, Worker, holder_of
+from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, holder_of
 from watcher.queue.connection import connect, key
 
 pytestmark = pytest.mark.integration
@@ -52,18 +50,6 @@ def ask(queue: DeployQueue, version: str, digest: str | None = None, source: str
 
 def wait_until(condition, timeout: float = 20, what: str = "condition"):  # noqa: ANN001, ANN201
     return waiting.wait_until(condition, timeout, what)
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the worker did not stop"
 
 
 def spawn_fake_worker(url: str, app: str, name: str, log: Path, *, ttl: float = 3.0,

@@ -9,7 +9,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import websockets.exceptions
@@ -18,7 +17,6 @@ import websockets.sync.client
 from tests.harness.load import LoadResult
 from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
-from watcher.queue.connection import connect
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +47,6 @@ def test_the_receipt_counts_what_the_load_generator_was_answered(stack: Stack) -
     assert moved[0].get("green") and moved[-1].get("green") and not moved[-1].get("blue")
     print(f"receipt accuracy: {receipt['requests']} in the receipt vs {total} answered to the load "
           f"({(receipt['requests'] - total) / total:+.3%})")
-
-
-@pytest.fixture
-def queued(stack: Stack, redis_url: str) -> Iterator[Stack]:
-    stack.write_config(extra=f'[redis]\nurl = "{redis_url}"\n')
-    client = connect(redis_url)
-    try:
-        yield stack
-    finally:
-        for found in client.scan_iter(f"watcher:{stack.name}:*"):
-            client.delete(found)
 
 
 def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack) -> None:

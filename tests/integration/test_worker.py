@@ -5,26 +5,11 @@ tests/faults/test_signals.py.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.harness.stack import Stack
-from watcher.queue.connection import connect
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def queued(stack: Stack, redis_url: str) -> Iterator[Stack]:
-    """The stack configured with Redis (so `watcher deploy` takes the Redis lock too)."""
-    stack.write_config(extra=f'[redis]\nurl = "{redis_url}"\n')
-    client = connect(redis_url)
-    try:
-        yield stack
-    finally:
-        for found in client.scan_iter(f"watcher:{stack.name}:*"):
-            client.delete(found)
 
 
 def deployed(stack: Stack, version: str) -> None:
