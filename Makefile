@@ -31,6 +31,7 @@ bench: services
 	$(PY) benchmarks/push_to_live.py
 	$(PY) benchmarks/webhook_rps.py
 	$(PY) benchmarks/receipt_cost.py
+	$(PY) benchmarks/bake.py
 	$(PY) benchmarks/health_detection.py
 	$(PY) benchmarks/footprint.py
 	$(PY) benchmarks/deploy_plot.py
