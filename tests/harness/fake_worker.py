@@ -54,6 +54,7 @@ class FakeEngine:
         return FakeView(Release(Color.GREEN, live) if live else None)
 
     moved: str | None = None   # its tags never move
+    receipt: None = None       # it moves no traffic: nothing for Caddy to have served
 
     def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
                digest: str | None = None) -> DeployResult:
