@@ -288,10 +288,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _act(config: Config, args: argparse.Namespace) -> int:
-    """`watcher promote` / `watcher abort`: a job for the worker when Redis is configured (one
-    colour swap at a time per app), else run here under the host lock like `watcher deploy`."""
+    """`watcher promote` / `watcher abort`: a job for the worker when a queued deploy waits (one
+    colour swap at a time per app), else run here under the locks like `watcher deploy` (no
+    Redis, or the wait was made by `watcher deploy`)."""
     action = args.command
-    if not config.redis_url:
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history) \
+        if config.redis_url else None
+    if queue is None or Promotions(queue).waiting() is None:   # none, or `watcher deploy` made the wait
         with _locked(config, action, args.wait_lock) as lock:
             engine = Deployment(config)
             if action == "promote":
@@ -300,7 +303,6 @@ def _act(config: Config, args: argparse.Namespace) -> int:
                 done = engine.abort_waiting(guard=lock)
                 print(json.dumps({"message": done}) if args.json else done)
         return 0
-    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     asked = Promotions(queue).ask(action, requested_by=_who())
     assert asked.job is not None
     print(asked.job.id)

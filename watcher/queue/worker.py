@@ -189,7 +189,11 @@ class Worker:
         progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
         engine = self.engine(progress)
         phases = progress.durations   # filled in as the engine goes; recorded with the outcome
-        waiting = self.promotions.waiting()
+        try:
+            waiting = self.promotions.waiting()
+        except REDIS_DOWN as exc:   # the next job's run settles it
+            log.warning("worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc)
+            waiting = None
         try:
             if job.kind == "rollback":
                 result = engine.rollback(guard=lock, to=job.version)
@@ -235,7 +239,8 @@ class Worker:
             pending = engine.view().recorded.pending
         except WatcherError:
             return   # Docker cannot say: the next job settles it
-        if pending is not None and awaiting(pending) and pending.until == waiting.until:
+        if pending is not None and awaiting(pending) and (pending.version, pending.until) == (waiting.version,
+                                                                                           waiting.until):
             return   # it still waits (a promote refused, a deploy that stopped before it started)
         if job.kind == "promote" and ok:
             status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
