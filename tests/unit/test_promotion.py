@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_config import MINIMAL, make_project, refused
+from tests.unit.test_dashboard import dashboard
 from tests.unit.test_webhook import API_TOKEN, receiver
 from watcher.config import load_config
 from watcher.engine.color import Color
@@ -16,7 +17,9 @@ from watcher.engine.promotion import AWAITING, awaiting, deadline, expired, past
 from watcher.engine.reconcile import Observed, reconcile
 from watcher.engine.state import DeployState, Pending, StateStore
 from watcher.errors import UsageError
+from watcher.queue import DeployLock
 from watcher.queue.job import Job, Status
+from watcher.queue.promotion import Promotions
 from watcher.triggers.sink import EnqueueOutcome
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
@@ -128,3 +131,28 @@ def test_promote_with_nothing_waiting_is_409_with_the_reason() -> None:
     reply = hooks.client.post("/promote", headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert reply.status_code == 409
     assert "awaits promotion" in reply.json["reason"]
+
+
+# -- the dashboard's buttons (login + CSRF, as every action) -----------------------------------
+
+def test_the_dashboard_promotes_the_waiting_job_and_says_when_nothing_waits(redis_url: str, app_name: str) -> None:
+    board = dashboard(redis_url, app_name)
+    board.login()
+    nothing = board.client.post(f"/apps/{app_name}/promote", data={"csrf": board.csrf("/")})
+    assert nothing.status_code == 303 and nothing.headers["Location"].endswith(f"/apps/{app_name}")
+    assert "awaits promotion: nothing to promote" in board.client.get(f"/apps/{app_name}").get_data(as_text=True)
+    assert board.client.post(f"/apps/{app_name}/promote", data={}).status_code in (400, 403), "CSRF is checked"
+
+    queue, lock = board.queue, DeployLock(board.queue.client, app_name, ttl=10, purpose="test")
+    job = queue.enqueue("v2", source="cli", requested_by="test").job
+    assert lock.try_acquire()
+    try:
+        assert queue.take(lock, worker="test") is not None
+        queue.finish(lock, job, Status.AWAITING, message="v2 is healthy on green, awaiting promotion")
+        Promotions(queue).mark(lock, job, "2026-12-03T13:00:00+00:00")
+    finally:
+        lock.release()
+    asked = board.client.post(f"/apps/{app_name}/abort", data={"csrf": board.csrf("/")})
+    assert asked.status_code == 303 and "/jobs/" in asked.headers["Location"]
+    waiting = queue.waiting()
+    assert [(j.kind, j.version, j.awaits) for j in waiting] == [("abort", "v2", job.id)]
