@@ -31,6 +31,7 @@ from watcher.backends.compose import ComposeError
 from watcher.backends.containers import Containers, PullFailed
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine import pin
 from watcher.engine import receipt as receipts
 from watcher.engine.bake import Bake
@@ -45,7 +46,6 @@ from watcher.engine.promotion import describe as describe_wait
 from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
-from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine.smoke import clear_preview, run_smoke
 from watcher.engine.stack import ColorStack, SharedStack
 from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
@@ -337,9 +337,7 @@ class Deployment:
         self._guard = guard
         self._check_engine()
         view = self.view()
-        pending = self._waiting(view, "abort")
-        guard.check()
-        return self._remove_waiting(view, pending)
+        return self._remove_waiting(view, self._waiting(view, "abort"))
 
     def expire_waiting(self, *, guard: Guard) -> str | None:
         """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
@@ -348,7 +346,6 @@ class Deployment:
             return None
         self._guard = guard
         self._check_engine()
-        guard.check()
         removed = self._remove_waiting(self.view(), pending)
         return f"the wait of {pending.version} on {pending.color} expired at {pending.until}: {removed}"
 
@@ -364,7 +361,10 @@ class Deployment:
         return pending
 
     def _remove_waiting(self, view: View, pending: Pending) -> str:
+        """Remove the waiting colour and its note, under the guard (never interrupted halfway)."""
         target = self.colors[pending.color]
+        assert self._guard is not None
+        self._guard.check()
         with shielded():
             clear_preview(self.config.preview_file)
             self.progress.say(f"  removing {target.name} ({pending.version}, awaiting promotion)")
