@@ -494,13 +494,16 @@ def _check_registry(config: Config, version: str, digest: str | None) -> str:
 def _queue(config: Config, args: argparse.Namespace) -> int:
     queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     running, waiting = queue.running(), queue.waiting()
+    promotion = Promotions(queue).waiting()
     if args.json:
-        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting]},
-                         indent=2))
+        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting],
+                          "awaiting_promotion": promotion.to_dict() if promotion else None}, indent=2))
         return 0
     for job in running + waiting:
         print(job.describe())
-    if not running and not waiting:
+    if promotion:
+        print(f"{promotion.describe()} (until {promotion.until}: `watcher promote` or `watcher abort`)")
+    if not running and not waiting and not promotion:
         print("no job running or waiting")
     paused = Suspension(queue.client, config.app, config.redis_prefix).paused()
     if paused:

@@ -226,8 +226,11 @@ class Worker:
                   audit=audit_of(result, phases))
         self._settle(lock, job, engine, waiting, result.message, ok=True)
         if result.awaiting and result.until:
-            retrying(lambda: self.promotions.mark(lock, job, result.until or ""),
-                     f"marking job {job.id} as awaiting promotion", give_up_after=5)
+            try:
+                retrying(lambda: self.promotions.mark(lock, job, result.until or ""),
+                         f"marking job {job.id} as awaiting promotion", give_up_after=5)
+            except (GuardLost, RedisUnavailable) as exc:   # `watcher promote` then runs it directly
+                log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.name, job.id, exc)
 
     def _settle(self, lock: DeployLock, job: Job, engine: Engine, waiting: Job | None, detail: str, *,
                 ok: bool) -> None:
@@ -244,10 +247,10 @@ class Worker:
             return   # it still waits (a promote refused, a deploy that stopped before it started)
         if job.kind == "promote" and ok:
             status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind == "abort":
+        elif job.kind == "abort" and ok:
             status, text = Status.CANCELLED, f"aborted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind == "promote":
-            status, text = Status.FAILED, f"job {job.id} (promote): {detail}"
+        elif job.kind in ("promote", "abort"):
+            status, text = Status.FAILED, f"job {job.id} ({job.kind}): {detail}"
         else:
             status, text = Status.SUPERSEDED, f"superseded by job {job.id} ({job.kind} {job.version})"
         self._settle_as(lock, waiting, status, text)
