@@ -11,7 +11,6 @@ nothing switched. One stack serves every case, in sequence, to keep the wall tim
 from __future__ import annotations
 
 import io
-import subprocess
 
 import httpx
 import pytest
@@ -66,10 +65,6 @@ def ran(worker: Worker, queue: DeployQueue, job_id: str) -> Job:
     return job
 
 
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return stack.watcher(*args)
-
-
 def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack: Stack, redis_url: str) -> None:
     client = connect(redis_url)
     try:
@@ -78,7 +73,7 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         config, worker = manual(stack, redis_url)
         queue = DeployQueue(client, config.app)
 
-        nothing = cli(stack, "promote")
+        nothing = stack.watcher("promote")
         assert nothing.returncode != 0 and "nothing awaits promotion" in nothing.stderr, nothing.stderr
 
         # The deploy waits: green healthy and previewable, blue serves.
@@ -95,7 +90,7 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         assert (preview.text.strip(), preview.headers.get(COLOR_HEADER)) == ("v2", "green")
 
         # Promote under load: 0 failed, v2 live, the waiting job succeeded.
-        asked = cli(stack, "promote", "--no-wait")
+        asked = stack.watcher("promote", "--no-wait")
         assert asked.returncode == 0, asked.stderr
         with under_load(stack) as loads:
             promote = ran(worker, queue, asked.stdout.strip())
@@ -111,14 +106,14 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         green = stack.container_ids(f"{stack.name}-green")
         back = ran(worker, queue, pushed(client, config, "v1"))
         assert back.status is Status.AWAITING and stack.version() == "v2", back.describe()
-        abort = cli(stack, "abort", "--no-wait")
+        abort = stack.watcher("abort", "--no-wait")
         assert abort.returncode == 0, abort.stderr
         done = ran(worker, queue, abort.stdout.strip())
         assert done.status is Status.SUCCEEDED, done.describe()
         assert queue.get(back.id).status is Status.CANCELLED   # type: ignore[union-attr]
         assert stack.status()["colors"]["blue"]["role"] == "absent"
         assert stack.container_ids(f"{stack.name}-green") == green and stack.version() == "v2"
-        again = cli(stack, "abort")
+        again = stack.watcher("abort")
         assert again.returncode != 0 and "nothing to abort" in again.stderr, again.stderr
 
         # A newer push supersedes the waiting deploy.
@@ -134,13 +129,13 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         # A waiting colour that turned unhealthy is refused: nothing switched, it still waits.
         stack.break_health("blue")
         stack.wait_health("blue", "unhealthy")
-        refused = ran(worker, queue, cli(stack, "promote", "--no-wait").stdout.strip())
+        refused = ran(worker, queue, stack.watcher("promote", "--no-wait").stdout.strip())
         assert refused.status is Status.FAILED, refused.describe()
         assert "was not promoted and nothing was switched" in (refused.reason or ""), refused.describe()
         assert stack.version() == "v2" and queue.get(newer.id).status is Status.AWAITING  # type: ignore[union-attr]
 
         # The timeout removes the waiting colour with nobody calling.
-        assert ran(worker, queue, cli(stack, "abort", "--no-wait").stdout.strip()).status is Status.SUCCEEDED
+        assert ran(worker, queue, stack.watcher("abort", "--no-wait").stdout.strip()).status is Status.SUCCEEDED
         config, worker = manual(stack, redis_url, timeout="3s")
         short = ran(worker, queue, pushed(client, config, "v1"))
         assert short.status is Status.AWAITING, short.describe()
