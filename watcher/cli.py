@@ -43,7 +43,9 @@ from watcher.notify import Notifier, notifier_for
 from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
                            format_overview, holder_of, overview)
 from watcher.queue.connection import REDIS_DOWN, connect, masked
+from watcher.queue.job import Status
 from watcher.queue.pool import NOTHING_RUN, WorkerPool
+from watcher.queue.promotion import Promotions
 from watcher.queue.suspension import describe as describe_pause
 from watcher.queue.suspension import parse_until
 from watcher.triggers import commands as trigger_commands
@@ -65,6 +67,10 @@ commands:
   status [--json]        live colour and version, rollback target, containers, warnings
                          (several apps and no --app: one line per app)
   rollback [--to V]      back to the previous version (instant while its colour is retained)
+  promote                switch to the version a manual deploy ([promote] mode = "manual")
+                         left healthy beside the live colour (with Redis: a job, followed
+                         to its end unless --no-wait)
+  abort                  remove the colour awaiting promotion; the live colour is untouched
   cleanup                remove failed or stray colours and unused images (keeps live and rollback)
   reset [--force]        remove both colours and the recorded state (asks first)
   caddyfile              print the Caddyfile routing every configured app (or --app's block)
@@ -128,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = locked(sub.add_parser("rollback", help="go back to the previous version"))
     rollback.add_argument("--to", metavar="VERSION", help="roll back to this version instead")
     rollback.add_argument("--json", action="store_true")
+    for action, text in (("promote", "switch to the deploy awaiting promotion"),
+                         ("abort", "remove the deploy awaiting promotion")):
+        acting = locked(sub.add_parser(action, help=text))
+        acting.add_argument("--json", action="store_true", help="print the result (or the job) as JSON")
+        acting.add_argument("--no-wait", action="store_true", help="with Redis: queue the job and exit")
     clean = locked(sub.add_parser("cleanup", help="remove stopped or failed colours and unused images"))
     clean.add_argument("--include-rollback", action="store_true",
                        help="also remove the retained rollback target")
@@ -249,6 +260,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print("reset cancelled")
             return 1
 
+    if args.command in ("promote", "abort"):
+        return _act(config, args)
     if args.command == "deploy" and not args.ignore_freeze:
         _refuse_if_frozen(config, args.version)
     with _locked(config, f"{args.command} {getattr(args, 'version', '')}".strip(), args.wait_lock) as lock:
@@ -272,6 +285,35 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             removed = reset(engine, guard=lock)
             print("removed: " + ", ".join(removed))
     return 0
+
+
+def _act(config: Config, args: argparse.Namespace) -> int:
+    """`watcher promote` / `watcher abort`: a job for the worker when a queued deploy waits (one
+    colour swap at a time per app), else run here under the locks like `watcher deploy` (no
+    Redis, or the wait was made by `watcher deploy`)."""
+    action = args.command
+    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history) \
+        if config.redis_url else None
+    if queue is None or Promotions(queue).waiting() is None:   # none, or `watcher deploy` made the wait
+        with _locked(config, action, args.wait_lock) as lock:
+            engine = Deployment(config)
+            if action == "promote":
+                _print_result(engine.promote(guard=lock), args.json)
+            else:
+                done = engine.abort_waiting(guard=lock)
+                print(json.dumps({"message": done}) if args.json else done)
+        return 0
+    asked = Promotions(queue).ask(action, requested_by=_who())
+    assert asked.job is not None
+    print(asked.job.id)
+    print(f"watcher: {asked.message}", file=sys.stderr)
+    if args.no_wait:
+        return 0
+    progress = Progress()
+    job = queue.follow(asked.job.id, lambda job: progress.say(f"job {job.id}: {job.status}"
+                                                               + (f", phase {job.phase}" if job.phase else "")))
+    print(json.dumps(job.to_dict(), indent=2) if args.json else job.describe())
+    return 0 if job.status is Status.SUCCEEDED else 1
 
 
 def _refuse_if_frozen(config: Config, version: str) -> None:
@@ -428,7 +470,7 @@ def _enqueue(config: Config, args: argparse.Namespace) -> int:
 
     job = queue.follow(done.job.id, show)
     print(job.describe())
-    return 0 if job.status == "succeeded" else 1
+    return 0 if job.status in ("succeeded", "awaiting promotion") else 1
 
 
 def _check_registry(config: Config, version: str, digest: str | None) -> str:
@@ -452,13 +494,16 @@ def _check_registry(config: Config, version: str, digest: str | None) -> str:
 def _queue(config: Config, args: argparse.Namespace) -> int:
     queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     running, waiting = queue.running(), queue.waiting()
+    promotion = Promotions(queue).waiting()
     if args.json:
-        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting]},
-                         indent=2))
+        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting],
+                          "awaiting_promotion": promotion.to_dict() if promotion else None}, indent=2))
         return 0
     for job in running + waiting:
         print(job.describe())
-    if not running and not waiting:
+    if promotion:
+        print(f"{promotion.describe()} (until {promotion.until}: `watcher promote` or `watcher abort`)")
+    if not running and not waiting and not promotion:
         print("no job running or waiting")
     paused = Suspension(queue.client, config.app, config.redis_prefix).paused()
     if paused:

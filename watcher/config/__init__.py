@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
+from watcher.config.promote import PromoteSettings
 from watcher.config.smoke import SmokeCheck, SmokeSettings, smoke_settings
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
@@ -244,6 +245,7 @@ class Config:
     dashboard_url: str | None = None   # [dashboard] url: links to a job's page in notifications
     freezes: tuple[FreezeWindow, ...] = ()   # [[freeze]]: when workers hold the app's deploys
     smoke: SmokeSettings = SmokeSettings()
+    promote: PromoteSettings = PromoteSettings()
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
     #: several apps share the project directory (whose colour would it be?).
     deployment_color_file: Path | None = None
@@ -560,6 +562,7 @@ class _Loader:
             freezes=self._freezes(name, app),
             smoke=smoke_settings(app.hooks.smoke, app.hooks.smoke_timeout, app.smoke,
                                  lambda key, problem: self.fail(name, key, problem)),
+            promote=PromoteSettings(app.promote.mode == "manual", app.promote.timeout),
         )
 
     def _freezes(self, name: str, app: AppModel) -> tuple[FreezeWindow, ...]:
@@ -673,7 +676,8 @@ class _Loader:
 
 
 _LEGACY_TOP = {"services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy", "caddy",
-               "poll", "redis", "webhook", "worker", "freeze"}
+               "poll", "redis", "webhook", "worker", "freeze",
+               "promote"}
 
 _TYPES = {"string_type": "expected a string", "int_type": "expected a number", "float_type": "expected a number",
           "bool_type": "expected true or false", "list_type": "expected a list", "dict_type": "must be a table",

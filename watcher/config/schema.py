@@ -92,6 +92,13 @@ class SmokeCheckModel(Section):
     timeout: PositiveDuration = 10.0
 
 
+class PromoteModel(Section):
+    """`[promote]`: manual holds a deploy, healthy and previewable, until `watcher promote`."""
+
+    mode: Literal["auto", "manual"] = "auto"
+    timeout: PositiveDuration = 3600.0    # an unpromoted deploy is removed after this
+
+
 class StateModel(Section):
     dir: PathText | None = None           # default: <project_dir>/.watcher/<app>
 
@@ -159,6 +166,7 @@ class AppModel(Section):
     bake: BakeModel = BakeModel()
     hooks: HooksModel = HooksModel()
     smoke: list[SmokeCheckModel] = []
+    promote: PromoteModel = PromoteModel()
     state: StateModel = StateModel()
     policy: PolicyModel = PolicyModel()
     poll: AppPollModel = AppPollModel()
@@ -240,7 +248,7 @@ class FileModel(Section):
 
 #: Top-level sections of the single-app layout that belong to its one app.
 LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy",
-                       "freeze")
+                       "freeze", "promote")
 HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 

@@ -6,6 +6,7 @@ says what came of it (a flash message), and redirects (303) to the page to watch
     rollback  a `rollback` job of the rollback target, as `watcher enqueue --rollback`
     pause     the suspension /pause uses; resume likewise
     cancel    DeployQueue.cancel of a waiting job, as `watcher cancel`
+    promote   a promote (or abort) job of the deploy awaiting promotion, as `watcher promote`
 
 auth.py has already checked the login and the CSRF token of every POST.
 """
@@ -100,6 +101,25 @@ def install(bp: Blueprint, face: Face) -> None:
         log.info("dashboard: %s resumed from %s", name, request.remote_addr)
         flash(f"{name} resumed." if lifted else f"{name} was not paused.", "ok" if lifted else "info")
         return back(name)
+
+    def act(name: str, action: str) -> Response:
+        face.app(name)
+        try:
+            done = face.triggers.sink.act(name, action, requested_by=requester())
+        except UsageError as exc:
+            flash(str(exc), "error")
+            return back(name)
+        log.info("dashboard: %s of %s from %s: %s", action, name, request.remote_addr, done.reason)
+        flash(done.reason, "ok" if done.created else "info")
+        return redirect(url_for("dashboard.job_page", name=name, job_id=int(done.job_id)), 303)
+
+    @bp.post("/apps/<name>/promote")
+    def promote(name: str) -> Response:
+        return act(name, "promote")
+
+    @bp.post("/apps/<name>/abort")
+    def abort(name: str) -> Response:
+        return act(name, "abort")
 
     @bp.post("/apps/<name>/jobs/<int:job_id>/cancel")
     def cancel(name: str, job_id: int) -> Response:

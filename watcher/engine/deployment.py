@@ -31,6 +31,7 @@ from watcher.backends.compose import ComposeError
 from watcher.backends.containers import Containers, PullFailed
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import Config
+from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine import pin
 from watcher.engine import receipt as receipts
 from watcher.engine.bake import Bake
@@ -40,6 +41,8 @@ from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
 from watcher.engine.hooks import run_hook
 from watcher.engine.platform import host_platform
 from watcher.engine.progress import Progress
+from watcher.engine.promotion import AWAITING, awaiting, deadline, expired, keep_preview
+from watcher.engine.promotion import describe as describe_wait
 from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
@@ -77,12 +80,14 @@ class DeployResult:
     message: str = ""
     digest: str | None = None   # what the tag pointed at when pulled (None: used the local image)
     receipt: Receipt | None = None
+    awaiting: bool = False      # manual promotion: healthy on `color`, traffic untouched
+    until: str | None = None    # ... until this moment (ISO), then removed
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "version": self.version, "color": self.color.value if self.color else None,
                 "previous": self.previous.to_dict() if self.previous else None, "noop": self.noop,
                 "drained": self.drained, "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "total": round(self.total, 3), "message": self.message,
+                "total": round(self.total, 3), "message": self.message, "awaiting": self.awaiting,
                 "digest": self.digest, "receipt": self.receipt.to_dict() if self.receipt else None}
 
 
@@ -181,11 +186,12 @@ class Deployment:
             if live is not None and view.live_health.healthy:
                 self._check_route(live.color)
 
+        if awaiting(waiting := view.recorded.pending):
+            progress.say(f"  superseding: {describe_wait(waiting)}; its containers go")
         self._note_pending(view, Pending(kind, version, target.color, "prepare"))
         if clear_preview(self.config.preview_file):
             progress.say(f"  removed {self.config.preview_file}, left by a deploy that stopped in its smoke phase")
-        started = switched = False
-        moved_at: float | None = None
+        started = False
         try:
             if self.config.pre_deploy:
                 with progress.phase("pre-deploy hook", " ".join(self.config.pre_deploy)):
@@ -215,7 +221,22 @@ class Deployment:
                     self._mark("smoke")
                     run_smoke(self.config, version, target.color, progress)
 
-            guard.check()
+        except BaseException as failure:
+            self._failed(plan, version, digest, started, False, None, failure)
+            raise
+        if self.config.promote.manual and kind == "deploy":
+            return self._await_promotion(plan, view, version, digest)
+        return self._go_live(plan, view, version, digest, kind)
+
+    def _go_live(self, plan: Plan, view: View, version: str, digest: str | None, kind: str) -> DeployResult:
+        """The second half of a deploy, from the guard check before the switch: the target colour
+        runs `version`, healthy (and smoke-tested)."""
+        progress, live, target = self.progress, plan.live, plan.target
+        switched = False
+        moved_at: float | None = None
+        try:
+            assert self._guard is not None
+            self._guard.check()
             release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
             prepared = self._prepare(DeployState(release, live or view.previous, None))
             with shielded(), progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"):
@@ -230,11 +251,7 @@ class Deployment:
                 self._mark("verify")
                 self._verify(target, version, bake)
         except BaseException as failure:
-            failed_at = time.time()
-            try:
-                self._abort(plan, version, digest, started, switched, failure)
-            finally:
-                self.receipt = self._take_receipt("abort", moved_at or failed_at)
+            self._failed(plan, version, digest, True, switched, moved_at, failure)
             raise
 
         with shielded(), progress.phase("record", f"{version} live on {target}"):
@@ -251,6 +268,15 @@ class Deployment:
                             drained=drained, message=f"{message}; {self.receipt.summary()}", digest=digest,
                             receipt=self.receipt)
 
+    def _failed(self, plan: Plan, version: str, digest: str | None, started: bool, switched: bool,
+                moved_at: float | None, failure: BaseException) -> None:
+        """Abort, and take the receipt of what was served meanwhile; the caller re-raises."""
+        failed_at = time.time()
+        try:
+            self._abort(plan, version, digest, started, switched, failure)
+        finally:
+            self.receipt = self._take_receipt("abort", moved_at or failed_at)
+
     def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
         """Back to the previous release (or `to`): instant when its colour is retained."""
         if to is not None:
@@ -258,6 +284,95 @@ class Deployment:
         found = choose(self.view(), self.colors, self.docker, self.config.image, to)
         self.progress.say(f"rolling back to {found.describe()}")
         return self.deploy(found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image)
+
+    # -- manual promotion (promotion.py) ----------------------------------------------------
+
+    def _await_promotion(self, plan: Plan, view: View, version: str, digest: str | None) -> DeployResult:
+        """Stop before the switch: the target runs `version`, healthy, smoke-tested and open to
+        the preview header; traffic stays where it is until `promote` (or `abort_waiting`)."""
+        progress, target, live = self.progress, plan.target, plan.live
+        pending = Pending("deploy", version, target.color, AWAITING, until=deadline(self.config.promote.timeout),
+                          digest=digest, image=plan.image or target.image_id())
+        try:
+            keep_preview(self.config.preview_file, target.color)
+            self._save(replace(self.store.load(), pending=pending))
+        except (OSError, WatcherError) as failure:
+            self._failed(plan, version, digest, True, False, None, failure)
+            raise
+        message = (f"{version} is healthy on {target}, awaiting promotion until {pending.until}: `watcher promote` "
+                   f"switches to it, `watcher abort` removes it (preview it at {self.config.preview_url} with "
+                   f"the {PREVIEW_HEADER} header set to the secret in {self.config.preview_file})")
+        progress.say(message)
+        return DeployResult("deploy", version, target.color, live, dict(progress.durations), progress.total,
+                            message=message, digest=digest, awaiting=True, until=pending.until)
+
+    def promote(self, *, guard: Guard) -> DeployResult:
+        """Switch to the colour a manual deploy left waiting: the second half of that deploy
+        (guard, switch, verify and bake, record, drain, stop old, receipt)."""
+        self._guard, self.receipt, self.moved = guard, None, None
+        self._check_engine()
+        view = self.view()
+        pending = self._waiting(view, "promote")
+        if expired(pending):
+            removed = self._remove_waiting(view, pending)
+            raise DeployFailed(f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
+                               f"not promoted, nothing was switched; {removed}")
+        target, live = self.colors[pending.color], view.live
+        containers = target.containers()
+        health = target.health(containers)
+        if not health.healthy or target.version(containers) != pending.version or \
+                (pending.image and target.image_id(containers) != pending.image):
+            raise DeployFailed(f"{target} is {health} (running {target.version(containers) or 'nothing'}), so "
+                               f"{pending.version} was not promoted and nothing was switched: `watcher abort` "
+                               "removes it, a new deploy replaces it")
+        if live is not None and view.live_health.healthy:
+            self._check_route(live.color)
+        self.progress.say(f"promoting {pending.version} on {target}")
+        clear_preview(self.config.preview_file)
+        return self._go_live(Plan(live, target, pending.image, False), view, pending.version, pending.digest,
+                             "deploy")
+
+    def abort_waiting(self, *, guard: Guard) -> str:
+        """Remove the colour a manual deploy left waiting; the live colour is never touched."""
+        self._guard = guard
+        self._check_engine()
+        view = self.view()
+        return self._remove_waiting(view, self._waiting(view, "abort"))
+
+    def expire_waiting(self, *, guard: Guard) -> str | None:
+        """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
+        pending = self.store.load().pending
+        if pending is None or not awaiting(pending) or not expired(pending):
+            return None
+        self._guard = guard
+        self._check_engine()
+        removed = self._remove_waiting(self.view(), pending)
+        return f"the wait of {pending.version} on {pending.color} expired at {pending.until}: {removed}"
+
+    def _waiting(self, view: View, verb: str) -> Pending:
+        pending = view.recorded.pending
+        if pending is None or not awaiting(pending):
+            doing = f"; a {pending.kind} of {pending.version} is in phase {pending.phase!r}" if pending else ""
+            raise UsageError(f"nothing awaits promotion for {self.config.app}{doing}: nothing to {verb} "
+                             "(`watcher status`)")
+        if view.route == pending.color:
+            raise DeployFailed(f"Caddy routes to {pending.color} although {pending.version} awaits promotion "
+                               "there; nothing was changed (`watcher status`)")
+        return pending
+
+    def _remove_waiting(self, view: View, pending: Pending) -> str:
+        """Remove the waiting colour and its note, under the guard (never interrupted halfway)."""
+        target = self.colors[pending.color]
+        assert self._guard is not None
+        self._guard.check()
+        with shielded():
+            clear_preview(self.config.preview_file)
+            self.progress.say(f"  removing {target.name} ({pending.version}, awaiting promotion)")
+            target.remove()
+            self._save(replace(self.store.load(), pending=None))
+        live = view.live
+        return f"removed {target.name} ({pending.version}); " + (
+            f"{live.version} is still live on {live.color}" if live else "nothing is live")
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -621,7 +736,8 @@ class Deployment:
 
     def _sync_state(self, view: View) -> None:
         if not view.in_sync:
-            self._save(DeployState(view.live, view.previous, None))
+            kept = view.recorded.pending if awaiting(view.recorded.pending) else None
+            self._save(DeployState(view.live, view.previous, kept))
 
 
 def _checked(version: str) -> str:

@@ -1,8 +1,8 @@
 """cleanup and reset: removing what no deploy needs, never what serves or what a rollback needs
 (unless asked). Both run under the same locks as deploy, so they never remove a deploy in flight.
 
-cleanup never touches the live colour (the route file's), never removes the rollback target's
-image, and never removes the other colour while it is the only healthy one. Only `reset` removes
+cleanup never touches the live colour (the route file's) nor a colour awaiting promotion, never
+removes the rollback target's image, and never removes the other colour while it is the only healthy one. Only `reset` removes
 everything.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import replace
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment, Guard
 from watcher.engine.drain import wait_drained
+from watcher.engine.promotion import awaiting
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
@@ -21,9 +22,13 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     say = engine.progress.say
     target = engine.rollback_target(view)
     removed: list[str] = []
+    waiting = view.recorded.pending if awaiting(view.recorded.pending) else None
     for color in Color:
         stack, containers = engine.colors[color], view.observed.of(color)
         if not containers or color == view.route or view.route_lost:
+            continue
+        if waiting is not None and waiting.color == color:
+            say(f"keeping {color} ({waiting.version}): it awaits promotion (`watcher abort` removes it)")
             continue
         if target is not None and target.way == "instant" and target.release.color == color and not include_rollback:
             say(f"keeping {color} ({target.release.version}): the rollback target "
@@ -40,6 +45,8 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
 
     keep_versions = {view.live.version} if view.live else set()
     keep_images = {view.live.image} if view.live and view.live.image else set()
+    if waiting is not None:
+        keep_versions.add(waiting.version)
     if target is not None:
         keep_versions.add(target.release.version)
         keep_images.add(target.image or "")
@@ -49,7 +56,7 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
         if engine.docker.remove_image(ref):
             removed.append(ref)
     state = engine.store.load()
-    if state.pending:
+    if state.pending and not awaiting(state.pending):
         with engine.fenced(guard):
             engine.store.save(replace(state, pending=None))
         removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")

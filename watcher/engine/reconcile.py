@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from watcher.backends.containers import ContainerInfo, agreed, of_image
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
+from watcher.engine.promotion import AWAITING
 from watcher.engine.state import DeployState, Release
 
 
@@ -81,7 +82,10 @@ class View:
 def reconcile(recorded: DeployState, observed: Observed) -> View:
     warnings: list[str] = []
     pending = recorded.pending
-    if pending:
+    if pending and pending.phase == AWAITING:
+        warnings.append(f"{pending.version} on {pending.color} awaits promotion until {pending.until} "
+                        "(`watcher promote` switches to it, `watcher abort` removes it)")
+    elif pending:
         warnings.append(f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on "
                         f"{pending.host}, started {pending.started}) was interrupted during '{pending.phase}'")
 

@@ -70,6 +70,9 @@ class Pending:
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
     started: str = field(default_factory=now_iso)
+    until: str = ""              # awaiting promotion: when the wait expires (engine/promotion.py)
+    digest: str | None = None    # awaiting promotion: what the waiting colour runs
+    image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -85,7 +88,8 @@ class Pending:
             return None
         return cls(str(raw.get("kind", "deploy")), str(raw.get("version", "")), color,
                    str(raw.get("phase", "")), int(raw.get("pid", 0)), str(raw.get("host", "")),
-                   str(raw.get("started", "")))
+                   str(raw.get("started", "")), str(raw.get("until", "")), raw.get("digest") or None,
+                   raw.get("image") or None)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,20 @@ from typing import Any
 from watcher.backends.caddy import CaddyUnavailable
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
+from watcher.engine.promotion import AWAITING, awaiting, expired
 
 
 def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, Any]:
     view = engine.view()
     live, previous = view.live, view.previous
     target = engine.rollback_target(view)
+    pending = view.recorded.pending
+    waiting = pending if awaiting(pending) else None
     colors: dict[str, Any] = {}
     for color in Color:
         stack, containers = engine.colors[color], view.observed.of(color)
         role = "live" if live and live.color == color else (
+            AWAITING if waiting and waiting.color == color else
             "rollback target" if target and target.way == "instant" and target.release.color == color else "idle")
         colors[color.value] = {
             "role": role if containers else "absent",
@@ -39,6 +43,9 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "rollback": target.to_dict() if target else None,
         "rollback_description": target.describe() if target else None,
         "route": view.route.value if view.route else None,
+        "awaiting": None if waiting is None else {"version": waiting.version, "color": waiting.color.value,
+                                                  "since": waiting.started, "until": waiting.until,
+                                                  "expired": expired(waiting), "digest": waiting.digest},
         "colors": colors,
         "recorded": view.recorded.to_dict(),
         "in_sync": view.in_sync,
@@ -86,6 +93,11 @@ def format_status(data: dict[str, Any]) -> str:
                      f"since {data['live_since'] or '?'})")
     else:
         lines.append("live: nothing")
+    if data.get("awaiting"):
+        wait = data["awaiting"]
+        lines.append(f"awaiting promotion: {wait['version']} on {wait['color']} (since {wait['since']}, "
+                     + ("expired " if wait["expired"] else "until ") + f"{wait['until']}): `watcher promote` "
+                     "switches to it, `watcher abort` removes it")
     if data["rollback"]:
         lines.append(f"rollback target: {data['rollback_description']}")
     elif data["previous_version"]:

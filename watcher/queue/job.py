@@ -22,6 +22,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"
+    AWAITING = "awaiting promotion"   # manual promotion: healthy beside the live colour (promotion.py)
 
     @property
     def final(self) -> bool:
@@ -31,6 +32,8 @@ class Status(StrEnum):
 #: Who may ask for a deploy. A `rollback` job runs the engine's rollback (instant when the
 #: version's colour is retained); the others run a deploy.
 SOURCES = ("cli", "webhook", "poll", "rollback", "dashboard")
+#: Jobs that act on the job awaiting promotion (queue/promotion.py), not on a version.
+ACTIONS = ("promote", "abort")
 
 
 @dataclass
@@ -56,9 +59,13 @@ class Job:
     after: str | None = None       # the version live once it ended
     repository: str | None = None  # the GitHub repository a webhook's payload named (deployment statuses)
     receipt: dict[str, Any] | None = None   # what Caddy served during the run (engine/receipt.py)
+    until: str | None = None       # awaiting promotion: when the wait expires (ISO)
+    awaits: str | None = None      # a promote or abort job: the id of the job it acts on
 
     @property
     def kind(self) -> str:
+        if self.source in ACTIONS:
+            return self.source
         return "rollback" if self.source == "rollback" else "deploy"
 
     @property
@@ -88,7 +95,8 @@ class Job:
                    phases=json.loads(raw["phases"]) if raw.get("phases") else {},
                    before=raw.get("before") or None, after=raw.get("after") or None,
                    repository=raw.get("repository") or None,
-                   receipt=json.loads(raw["receipt"]) if raw.get("receipt") else None)
+                   receipt=json.loads(raw["receipt"]) if raw.get("receipt") else None,
+                   until=raw.get("until") or None, awaits=raw.get("awaits") or None)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""

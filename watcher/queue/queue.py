@@ -40,6 +40,7 @@ from typing import Callable
 
 import redis
 
+from watcher.engine.promotion import past
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import key, retrying
@@ -279,7 +280,7 @@ class DeployQueue:
             validate_tag(version)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if source not in SOURCES:
+        if source not in SOURCES:   # promote and abort jobs are queued by queue/promotion.py
             raise UsageError(f"unknown job source {source!r} (known: {', '.join(SOURCES)})")
         if digest is not None and not _DIGEST.match(digest):
             raise UsageError(f"not an image digest: {digest!r} (expected e.g. sha256:<64 hex digits>)")
@@ -374,7 +375,13 @@ class DeployQueue:
                                                 .exists(k("lock")).exists(k("paused")).execute())
         if running and not locked:
             return True
-        return bool(waiting and not paused) and self.held() is None
+        return bool(waiting and not paused) and self.held() is None or self._expiry_due()
+
+    def _expiry_due(self) -> bool:
+        """The job awaiting promotion has waited its `promote.timeout`: its colour must go."""
+        job_id = self.client.get(self._key("awaiting"))
+        job = self.get(job_id) if job_id else None
+        return job is not None and job.status is Status.AWAITING and past(job.until)
 
     def held(self) -> Hold | None:
         """The scheduled freeze that holds the newest waiting job now, or None (nothing waits, no
@@ -418,7 +425,7 @@ class DeployQueue:
         """Record a job's end, if this grant still owns the job, with its audit trail: the
         seconds each engine phase took (the metrics' phase histograms read them back too), the
         versions live before and after, the digest deployed."""
-        assert status in (Status.SUCCEEDED, Status.FAILED)
+        assert status in (Status.SUCCEEDED, Status.FAILED, Status.AWAITING)
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(

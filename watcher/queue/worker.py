@@ -32,6 +32,7 @@ import redis
 from watcher import logs
 from watcher.config import Retention
 from watcher.engine.deployment import DeployResult, Guard
+from watcher.engine.promotion import awaiting, past
 from watcher.engine.receipt import Receipt
 from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
@@ -42,6 +43,7 @@ from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
 from watcher.queue.job import Audit, Job, Status
 from watcher.queue.lock import DeployLock
+from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue, Taken
 
 log = logging.getLogger("watcher.worker")
@@ -57,6 +59,12 @@ class Engine(Protocol):
                digest: str | None = ...) -> DeployResult: ...
 
     def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
+
+    def promote(self, *, guard: Guard) -> DeployResult: ...
+
+    def abort_waiting(self, *, guard: Guard) -> str: ...
+
+    def expire_waiting(self, *, guard: Guard) -> str | None: ...
 
     def view(self) -> View: ...
 
@@ -91,6 +99,7 @@ class Worker:
         self.stream = stream if stream is not None else logs.progress_stream()
         self.prefix = prefix
         self.queue = DeployQueue(client, app, prefix=prefix, retention=retention, freezes=freezes)
+        self.promotions = Promotions(self.queue)
         self.host_lock = host_lock
         self.observer = observer
         self._host_busy = False
@@ -139,7 +148,7 @@ class Worker:
                 with shielded():
                     taken = self.queue.take(lock, worker=self.name)
                 if taken is None:
-                    return False
+                    return self._expire(lock)
                 self._run(taken, lock)
                 return True
             finally:
@@ -181,8 +190,20 @@ class Worker:
         engine = self.engine(progress)
         phases = progress.durations   # filled in as the engine goes; recorded with the outcome
         try:
+            waiting = self.promotions.waiting()
+        except REDIS_DOWN as exc:   # the next job's run settles it
+            log.warning("worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc)
+            waiting = None
+        try:
             if job.kind == "rollback":
                 result = engine.rollback(guard=lock, to=job.version)
+            elif job.kind == "promote":
+                result = engine.promote(guard=lock)
+            elif job.kind == "abort":
+                done = engine.abort_waiting(guard=lock)
+                self._end(lock, job, Status.SUCCEEDED, message=done, audit=unchanged(engine, phases))
+                self._settle(lock, job, engine, waiting, done, ok=True)
+                return
             else:
                 result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
         except GuardLost as exc:
@@ -194,13 +215,74 @@ class Worker:
         except WatcherError as exc:
             self._end(lock, job, Status.FAILED, reason=f"{exc}{self._follow_move(engine, job)}",
                       audit=unchanged(engine, phases))
+            self._settle(lock, job, engine, waiting, str(exc), ok=False)
             return
         except Exception as exc:   # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
             self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases))
             return
-        self._end(lock, job, Status.SUCCEEDED, message=f"{result.message}{self._follow_move(engine, job)}",
+        status = Status.AWAITING if result.awaiting else Status.SUCCEEDED
+        self._end(lock, job, status, message=f"{result.message}{self._follow_move(engine, job)}",
                   audit=audit_of(result, phases))
+        self._settle(lock, job, engine, waiting, result.message, ok=True)
+        if result.awaiting and result.until:
+            try:
+                retrying(lambda: self.promotions.mark(lock, job, result.until or ""),
+                         f"marking job {job.id} as awaiting promotion", give_up_after=5)
+            except (GuardLost, RedisUnavailable) as exc:   # `watcher promote` then runs it directly
+                log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.name, job.id, exc)
+
+    def _settle(self, lock: DeployLock, job: Job, engine: Engine, waiting: Job | None, detail: str, *,
+                ok: bool) -> None:
+        """End the job that awaited promotion when `job`'s run ended its wait (the state file says
+        so): promoted, aborted, expired, or superseded by a newer deploy."""
+        if waiting is None or waiting.id == job.id:
+            return
+        try:
+            pending = engine.view().recorded.pending
+        except WatcherError:
+            return   # Docker cannot say: the next job settles it
+        if pending is not None and awaiting(pending) and (pending.version, pending.until) == (waiting.version,
+                                                                                           waiting.until):
+            return   # it still waits (a promote refused, a deploy that stopped before it started)
+        if job.kind == "promote" and ok:
+            status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
+        elif job.kind == "abort" and ok:
+            status, text = Status.CANCELLED, f"aborted by job {job.id} ({job.requested_by}): {detail}"
+        elif job.kind in ("promote", "abort"):
+            status, text = Status.FAILED, f"job {job.id} ({job.kind}): {detail}"
+        else:
+            status, text = Status.SUPERSEDED, f"superseded by job {job.id} ({job.kind} {job.version})"
+        self._settle_as(lock, waiting, status, text)
+
+    def _settle_as(self, lock: DeployLock, waiting: Job, status: Status, text: str) -> None:
+        try:
+            retrying(lambda: self.promotions.settle(lock, waiting, status, text),
+                     f"settling job {waiting.id}", give_up_after=5)
+        except (GuardLost, RedisUnavailable) as exc:
+            log.error("worker %s: job %s was not settled (%s): %s", self.name, waiting.id, text, exc)
+            return
+        log.info("worker %s: job %s %s: %s", self.name, waiting.id, status.value, text)
+
+    def _expire(self, lock: DeployLock) -> bool:
+        """No job to take: remove the colour of a job whose wait for promotion is over."""
+        waiting = self.promotions.waiting()
+        if waiting is None or not past(waiting.until):
+            return False
+        with logs.job_context(self.app, waiting.id):
+            engine = self.engine(Progress(self.stream))
+            try:
+                done = engine.expire_waiting(guard=lock)
+            except GuardLost as exc:
+                log.error("worker %s: job %s: %s; its expiry is left to the lock's holder", self.name, waiting.id, exc)
+                return True
+            except WatcherError as exc:
+                log.error("worker %s: job %s: its expired colour was not removed: %s", self.name, waiting.id, exc)
+                done = f"the wait for promotion ended at {waiting.until}, but its colour was not removed ({exc}): " \
+                       "the next deploy removes it (`watcher status`)"
+            self._settle_as(lock, waiting, Status.FAILED,
+                            done or f"the wait for promotion ended at {waiting.until} (nothing waited in the state)")
+        return True
 
     def _follow_move(self, engine: Engine, job: Job) -> str:
         """A tag that moved since the job was queued is a new request: queue its new digest

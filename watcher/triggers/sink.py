@@ -19,6 +19,7 @@ from watcher.engine.reconcile import served
 from watcher.engine.state import StateStore
 from watcher.engine.switch import TrafficSwitch
 
+from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue, Live
 from watcher.queue.suspension import Suspension as QueueSuspension
 
@@ -46,6 +47,9 @@ class Enqueuer(Protocol):
 
     def waiting(self, app: str) -> str | None:
         """The version of the newest waiting job, if any."""
+
+    def act(self, app: str, action: str, *, requested_by: str) -> EnqueueOutcome:
+        """Queue a promote or abort of the job awaiting promotion (UsageError: nothing to act on)."""
 
 
 class Suspension(Protocol):
@@ -84,6 +88,11 @@ class RedisSink:
     def waiting(self, app: str) -> str | None:
         jobs = self._queue(app).waiting()
         return jobs[-1].version if jobs else None
+
+    def act(self, app: str, action: str, *, requested_by: str) -> EnqueueOutcome:
+        asked = Promotions(self._queue(app)).ask(action, requested_by=requested_by)
+        assert asked.job is not None
+        return EnqueueOutcome(asked.job.id, asked.outcome == "queued", asked.message)
 
     def pause(self, app: str, *, by: str, reason: str, until: float | None = None) -> dict[str, Any]:
         return QueueSuspension(self.client, app, self.prefix).pause(by=by, reason=reason, until=until)

@@ -4,6 +4,8 @@
     POST /hooks/registry  Docker Distribution notifications (or Harbor), bearer token
     POST /pause           pause the deploy queue (JSON {"reason", "by", "app", "until"}; all optional)
     POST /resume          lift the pause
+    POST /promote         queue a promote of the deploy awaiting promotion (JSON {"app", "by"});
+    POST /abort           ... or an abort: 202 + job id, 200 already queued, 409 nothing awaits
     GET  /status          `watcher status --json` (?app=NAME; several apps: an object per app;
                           API token unless status_auth = false)
     GET  /metrics         Prometheus metrics (watcher/metrics/); guarded exactly as /status, so a
@@ -362,6 +364,8 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             if data.get("app") not in names:
                 return done(404, "refused", f"no app {_clean(data.get('app'), 100)!r} (configured: {', '.join(names)})")
             names = [data["app"]]
+        if action in ("promote", "abort"):
+            return act(action, names, by, done)
         if action == "pause":
             try:   # "until": a span ahead (2h) or an ISO date-time, as `watcher pause --until`
                 until = None if data.get("until") is None else parse_until(str(data["until"]))
@@ -375,9 +379,29 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
                     lifted=lifted)
 
+    def act(action: str, names: list[str], by: str,
+            done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
+        """Promote or abort: a job for the app's worker, as `watcher promote` / `watcher abort`."""
+        if len(names) != 1:
+            return done(400, "refused", f"several apps are configured: name one with \"app\" ({', '.join(names)})")
+        try:
+            asked = triggers.sink.act(names[0], action, requested_by=by)
+        except WatcherError as exc:
+            return done(409, "refused", str(exc))
+        return done(202 if asked.created else 200, "queued" if asked.created else "already-queued", asked.reason,
+                    job=asked.job_id)
+
     @app.post("/pause")
     def pause() -> tuple[Response, int]:
         return control("pause")
+
+    @app.post("/promote")
+    def promote() -> tuple[Response, int]:
+        return control("promote")
+
+    @app.post("/abort")
+    def abort() -> tuple[Response, int]:
+        return control("abort")
 
     @app.post("/resume")
     def resume() -> tuple[Response, int]:

@@ -4,7 +4,7 @@
 //                   pause or a freeze starting or ending, reloads the page (unless the user is typing), a new phase is shown in place.
 "use strict";
 
-const FINAL = ["succeeded", "failed", "superseded", "cancelled"];
+const FINAL = ["succeeded", "failed", "superseded", "cancelled", "awaiting promotion"];
 
 async function getJSON(url) {
   const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
