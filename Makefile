@@ -1,15 +1,20 @@
 # watcher: the two commands README.md promises, and a few helpers.
 #   make demo   live local demo of a zero-downtime deploy (and a rollback) under load
 #   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
+#   make lint   ruff: the lint rules and the format in pyproject.toml
 PY := .venv/bin/python
 
-.PHONY: setup services test unit faults demo bench clean-services
+.PHONY: setup services lint test unit faults demo bench clean-services
 
 setup:
 	bash scripts/install.sh
 
 services: setup
 	bash scripts/services.sh start
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: services
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration tests/browser tests/faults

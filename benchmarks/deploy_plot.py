@@ -76,7 +76,7 @@ class Operation:
     started: float = 0.0
     ended: float = 0.0
     exit_code: int | None = None
-    phases: list[dict[str, Any]] = field(default_factory=list)   # {"name", "start", "end"}
+    phases: list[dict[str, Any]] = field(default_factory=list)  # {"name", "start", "end"}
     switches: list[dict[str, Any]] = field(default_factory=list)  # {"at", "what"}
     output: str = ""
 
@@ -96,8 +96,14 @@ def run(stack: Stack, operation: Operation, origin: float) -> None:
     read_phases(operation, out, origin)
 
 
-def under_load(stack: Stack, loads: Loads, operations: list[Operation], origin: float, gap: float,
-               load_averages: list[float]) -> None:
+def under_load(
+    stack: Stack,
+    loads: Loads,
+    operations: list[Operation],
+    origin: float,
+    gap: float,
+    load_averages: list[float],
+) -> None:
     """The operations one after the other, `gap` seconds of steady load before, between and after;
     the host's 1-minute load average before each and at the end, into `load_averages`."""
     loads.fast.start()
@@ -108,7 +114,9 @@ def under_load(stack: Stack, loads: Loads, operations: list[Operation], origin: 
             load_averages.append(os.getloadavg()[0])
             log(f"{operation.label}: watcher {' '.join(operation.argv)}")
             run(stack, operation, origin)
-            log(f"{operation.label}: exit {operation.exit_code} after {operation.ended - operation.started:.1f} s")
+            log(
+                f"{operation.label}: exit {operation.exit_code} after {operation.ended - operation.started:.1f} s"
+            )
         time.sleep(gap)
         load_averages.append(os.getloadavg()[0])
     finally:
@@ -122,8 +130,11 @@ def read_phases(operation: Operation, out: Output, origin: float) -> None:
     on a busy host (imports); each line is read a moment after it was printed. So the clock's
     start is the earliest (read time - stamp) of all the lines, and every stamp is placed from it.
     """
-    stamped = [(read, float(m.group(1)), m.group(2).strip()) for read, line in out.lines
-               if (m := STAMPED.match(line))]
+    stamped = [
+        (read, float(m.group(1)), m.group(2).strip())
+        for read, line in out.lines
+        if (m := STAMPED.match(line))
+    ]
     if not stamped:
         return
     clock = min(read - stamp for read, stamp, _ in stamped) - origin
@@ -154,18 +165,30 @@ def series(results: list[LoadResult], origin: float) -> list[dict[str, Any]]:
     return [{"second": s, **rows.get(s, {"ok": 0, "failed": 0, "colors": {}})} for s in range(max(rows) + 1)]
 
 
-def plot(rows: list[dict[str, Any]], operations: list[Operation], offered: float, footer: str, png: Path) -> None:
+def plot(
+    rows: list[dict[str, Any]], operations: list[Operation], offered: float, footer: str, png: Path
+) -> None:
     """Responses per second stacked by colour over failures per second, the phases marked on both."""
-    seconds = [r["second"] + 0.5 for r in rows]   # a second's count drawn at its middle
+    seconds = [r["second"] + 0.5 for r in rows]  # a second's count drawn at its middle
     colors = [c for c in ("blue", "green", "") if any(c in r["colors"] for r in rows)]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 4.8), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
-    top.stackplot(seconds, *[[r["colors"].get(c, 0) for r in rows] for c in colors], step="mid",
-                  colors=[COLORS[c] for c in colors], labels=[f"answered by {c or 'no colour'}" for c in colors])
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 4.8), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    )
+    top.stackplot(
+        seconds,
+        *[[r["colors"].get(c, 0) for r in rows] for c in colors],
+        step="mid",
+        colors=[COLORS[c] for c in colors],
+        labels=[f"answered by {c or 'no colour'}" for c in colors],
+    )
     top.axhline(offered, color="black", ls=":", lw=1)
     top.set_ylim(0, max(sum(r["colors"].values()) for r in rows) * 1.15)
     top.set_ylabel("responses / s")
-    top.set_title("watcher under constant load (200/s fast POSTs + 40/s 1 s POSTs): a deploy, an automatic "
-                  "rollback, a manual rollback", fontsize=10)
+    top.set_title(
+        "watcher under constant load (200/s fast POSTs + 40/s 1 s POSTs): a deploy, an automatic "
+        "rollback, a manual rollback",
+        fontsize=10,
+    )
     bottom.bar(seconds, [r["failed"] for r in rows], width=1.0, color="#d62728")
     bottom.set_ylim(0, max(5, max(r["failed"] for r in rows) * 1.2))
     bottom.set_ylabel("failed / s")
@@ -173,10 +196,15 @@ def plot(rows: list[dict[str, Any]], operations: list[Operation], offered: float
     bottom.set_xlim(0, seconds[-1] + 0.5)
     bottom.text(0.995, 0.9, footer, transform=bottom.transAxes, ha="right", va="top", fontsize=8.5)
     mark(top, bottom, operations)
-    handles = top.get_legend_handles_labels()[0] + [Patch(color=BANDS[n], alpha=0.6, label=n) for n in BANDS] + [
-        Line2D([], [], color="black", ls=":", lw=1, label=f"sent: {offered:g}/s"),
-        Line2D([], [], color="black", lw=1.2, label="switch"),
-        Line2D([], [], color="black", lw=1.2, ls="--", label="switch back")]
+    handles = (
+        top.get_legend_handles_labels()[0]
+        + [Patch(color=BANDS[n], alpha=0.6, label=n) for n in BANDS]
+        + [
+            Line2D([], [], color="black", ls=":", lw=1, label=f"sent: {offered:g}/s"),
+            Line2D([], [], color="black", lw=1.2, label="switch"),
+            Line2D([], [], color="black", lw=1.2, ls="--", label="switch back"),
+        ]
+    )
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7.5, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(png, dpi=90, metadata={"Software": None}, pil_kwargs={"optimize": True})
@@ -192,16 +220,31 @@ def mark(top: Axes, bottom: Axes, operations: list[Operation]) -> None:
                 axis.axvspan(phase["start"], phase["end"], color=shade, alpha=0.6, lw=0, zorder=0)
         for switch in operation.switches:
             for axis in (top, bottom):
-                axis.axvline(switch["at"], color="black", ls="-" if switch["what"] == "switch" else "--", lw=1.2)
-        top.annotate(operation.label, (operation.started, 1.0), xycoords=("data", "axes fraction"),
-                     xytext=(2, -12), textcoords="offset points", fontsize=8.5, va="top")
+                axis.axvline(
+                    switch["at"], color="black", ls="-" if switch["what"] == "switch" else "--", lw=1.2
+                )
+        top.annotate(
+            operation.label,
+            (operation.started, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -12),
+            textcoords="offset points",
+            fontsize=8.5,
+            va="top",
+        )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--verify-window", type=float, default=15.0, help="seconds (watcher's default: 10)")
-    parser.add_argument("--unhealthy-after", type=float, default=5.0,
-                        help="v3's health check fails this many seconds after it starts")
+    parser.add_argument(
+        "--unhealthy-after",
+        type=float,
+        default=5.0,
+        help="v3's health check fails this many seconds after it starts",
+    )
     parser.add_argument("--gap", type=float, default=5.0, help="seconds of steady load around each operation")
     parser.add_argument("--png", type=Path, default=REPO / "docs" / "deploy-timeline.png")
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "deploy_plot.json")
@@ -214,9 +257,11 @@ def main() -> int:
     for version, options in (("v1", {}), ("v2", {}), ("v3", {"unhealthy_after": args.unhealthy_after})):
         images.push(images.build_app_image(f"{REPO_REF}:{version}", version, **options))
     stack = Stack.create(image=REPO_REF, verify_window=f"{args.verify_window:g}s")
-    operations = [Operation("deploy v2", ["deploy", "v2"]),
-                  Operation(f"deploy v3 (sick after {args.unhealthy_after:g} s)", ["deploy", "v3"]),
-                  Operation("rollback", ["rollback"])]
+    operations = [
+        Operation("deploy v2", ["deploy", "v2"]),
+        Operation(f"deploy v3 (sick after {args.unhealthy_after:g} s)", ["deploy", "v3"]),
+        Operation("rollback", ["rollback"]),
+    ]
     loads = Loads(stack)
     load_averages: list[float] = []
     try:
@@ -229,25 +274,44 @@ def main() -> int:
     rows = series(loads.results, origin)
     args.png.parent.mkdir(parents=True, exist_ok=True)
     load = sum(load_averages) / len(load_averages)
-    footer = f"failed: {loads.failed:,} of {loads.sent:,} requests; host load average {load:.0f} on {os.cpu_count()} CPUs"
+    footer = (
+        f"failed: {loads.failed:,} of {loads.sent:,} requests; "
+        f"host load average {load:.0f} on {os.cpu_count()} CPUs"
+    )
     plot(rows, operations, loads.fast.rate + loads.slow.rate, footer, args.png)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "verify_window_s": args.verify_window, "unhealthy_after_s": args.unhealthy_after,
-        "loads": {name: r.as_dict() for name, r in zip(("fast", "slow"), loads.results)},
-        "operations": [asdict(op) for op in operations], "per_second": rows,
-        "load_averages": load_averages, "cpus": os.cpu_count()}, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "verify_window_s": args.verify_window,
+                "unhealthy_after_s": args.unhealthy_after,
+                "loads": {name: r.as_dict() for name, r in zip(("fast", "slow"), loads.results)},
+                "operations": [asdict(op) for op in operations],
+                "per_second": rows,
+                "load_averages": load_averages,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print("| operation | exit | seconds | switch | switch back | failed requests during it |")
     print("|---|---|---|---|---|---|")
     for op in operations:
         during = sum(r["failed"] for r in rows if op.started <= r["second"] < op.ended + 1)
-        marks = {what: ", ".join(f"{s['at']:.1f}" for s in op.switches if s["what"] == what) or "-"
-                 for what in ("switch", "switch back")}
-        print(f"| {op.label} | {op.exit_code} | {op.ended - op.started:.1f} | {marks['switch']} "
-              f"| {marks['switch back']} | {during} |")
-    print(f"\n{loads.describe()}\nPNG {args.png} ({args.png.stat().st_size / 1024:.0f} KiB), JSON {args.json}")
+        marks = {
+            what: ", ".join(f"{s['at']:.1f}" for s in op.switches if s["what"] == what) or "-"
+            for what in ("switch", "switch back")
+        }
+        print(
+            f"| {op.label} | {op.exit_code} | {op.ended - op.started:.1f} | {marks['switch']} "
+            f"| {marks['switch back']} | {during} |"
+        )
+    print(
+        f"\n{loads.describe()}\nPNG {args.png} ({args.png.stat().st_size / 1024:.0f} KiB), JSON {args.json}"
+    )
     codes, expected = [op.exit_code for op in operations], [0, 1, 0]
-    if codes != expected:   # the plot shows something else than it says (see the outputs in the JSON)
+    if codes != expected:  # the plot shows something else than it says (see the outputs in the JSON)
         print(f"benchmark: exit codes {codes}, expected {expected}", file=sys.stderr)
     return 0 if codes == expected else 1
 

@@ -64,9 +64,9 @@ from tests.harness.redis_server import RedisServer  # noqa: E402
 from tests.harness.stack import CADDY_IMAGE, REDIS_IMAGE, REGISTRY, Stack, free_port  # noqa: E402
 from tests.harness.triggers import WatcherServer  # noqa: E402
 from tests.harness.waiting import wait_until  # noqa: E402
+from watcher.config import Retention  # noqa: E402
 from watcher.queue import DeployQueue  # noqa: E402
 from watcher.queue.connection import connect, key  # noqa: E402
-from watcher.config import Retention  # noqa: E402
 
 HISTORY_LIMIT = Retention().keep
 
@@ -80,11 +80,12 @@ def log(message: str) -> None:
 
 # -- /proc ------------------------------------------------------------------------------------
 
+
 def _stat(pid: str) -> tuple[int, int]:
     """(parent pid, CPU ticks of the process and of its reaped descendants)."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()   # the command name may hold spaces and ')'
-    return int(fields[1]), sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+        fields = f.read().rpartition(")")[2].split()  # the command name may hold spaces and ')'
+    return int(fields[1]), sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
 
 
 def _status(pid: int) -> tuple[int, int]:
@@ -102,9 +103,9 @@ def _status(pid: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Sample:
     at: float
-    rss_kb: int          # the whole tree
-    main_rss_kb: int     # `watcher run` itself
-    cpu_ticks: int       # the whole tree, reaped descendants included
+    rss_kb: int  # the whole tree
+    main_rss_kb: int  # `watcher run` itself
+    cpu_ticks: int  # the whole tree, reaped descendants included
     processes: int
     threads: int
 
@@ -118,7 +119,7 @@ def sample(root: int) -> Sample:
             try:
                 parents[int(entry.name)], ticks[int(entry.name)] = _stat(entry.name)
             except (FileNotFoundError, ProcessLookupError):
-                continue   # exited while we looked
+                continue  # exited while we looked
     children: dict[int, list[int]] = defaultdict(list)
     for pid, parent in parents.items():
         children[parent].append(pid)
@@ -151,14 +152,21 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
     seconds = samples[-1].at - samples[0].at
     cpu = (samples[-1].cpu_ticks - samples[0].cpu_ticks) / TICK
     mb = [s.rss_kb / 1024 for s in samples]
-    return {"seconds": round(seconds, 1), "samples": len(samples),
-            "rss_mb_mean": round(statistics.mean(mb), 1), "rss_mb_max": round(max(mb), 1),
-            "main_rss_mb_max": round(max(s.main_rss_kb for s in samples) / 1024, 1),
-            "cpu_s": round(cpu, 2), "cpu_pct_of_a_core": round(100 * cpu / seconds, 2) if seconds else None,
-            "processes_max": max(s.processes for s in samples), "threads_max": max(s.threads for s in samples)}
+    return {
+        "seconds": round(seconds, 1),
+        "samples": len(samples),
+        "rss_mb_mean": round(statistics.mean(mb), 1),
+        "rss_mb_max": round(max(mb), 1),
+        "main_rss_mb_max": round(max(s.main_rss_kb for s in samples) / 1024, 1),
+        "cpu_s": round(cpu, 2),
+        "cpu_pct_of_a_core": round(100 * cpu / seconds, 2) if seconds else None,
+        "processes_max": max(s.processes for s in samples),
+        "threads_max": max(s.threads for s in samples),
+    }
 
 
 # -- part 1: `watcher run` on a real stack --------------------------------------------------------
+
 
 @dataclass
 class Host:
@@ -178,7 +186,8 @@ class Host:
 
     def write_config(self, count: int) -> None:
         """The host and the first `count` apps; app a0 owns the shared Caddy."""
-        sections = [f"""
+        sections = [
+            f"""
 [caddy]
 run_dir = ".watcher/run"
 
@@ -193,7 +202,8 @@ listen = "127.0.0.1:{self.port}"
 enabled = true
 interval = "60s"
 jitter = "5s"
-"""]
+"""
+        ]
         for index, name in enumerate(self.names[:count]):
             path = f"/a{index}" if index else ""
             sections.append(f"""
@@ -223,14 +233,22 @@ include = "a{index}-v(\\\\d+)"
     def watcher(self, *args: str) -> None:
         done = self.stack.watcher(*args, timeout=600)
         if done.returncode != 0:
-            raise SystemExit(f"benchmark: watcher {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
+            raise SystemExit(
+                f"benchmark: watcher {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+            )
 
     def destroy(self) -> None:
-        for name in self.names[1:]:   # a0 is the stack's own project: destroy() takes it down
+        for name in self.names[1:]:  # a0 is the stack's own project: destroy() takes it down
             for color in ("blue", "green"):
-                self.stack.compose("down", "--remove-orphans", "-t", "1", project=f"{name}-{color}",
-                                   files=("compose.yml", f"compose.{color}.yml"), check=False)
+                self.stack.compose(
+                    "down",
+                    "--remove-orphans",
+                    "-t",
+                    "1",
+                    project=f"{name}-{color}",
+                    files=("compose.yml", f"compose.{color}.yml"),
+                    check=False,
+                )
         self.stack.destroy()
 
 
@@ -246,7 +264,7 @@ def host(apps: int, redis_url: str) -> Iterator[Host]:
     setup = Host(stack, names, repo, redis_url, f"fp{suffix}", free_port())
     try:
         setup.write_config(apps)
-        stack.write_caddyfile()   # every app's route, once: Caddy reads it when a0's deploy starts it
+        stack.write_caddyfile()  # every app's route, once: Caddy reads it when a0's deploy starts it
         for index, name in enumerate(names):
             log(f"deploying a{index}-v1 ({index + 1} of {apps})")
             setup.watcher("deploy", setup.push(index, 1), "--app", name)
@@ -265,9 +283,14 @@ def run_footprint(setup: Host, count: int, version: int, idle_seconds: float) ->
         idle_until = time.monotonic() + idle_seconds
         idle = watch(root, lambda: time.monotonic() >= idle_until, 1.0)
         tag = setup.push(0, version)
-        enqueue = subprocess.Popen([sys.executable, "-m", "watcher", "enqueue", tag, "--app", setup.names[0],
-                                    "--wait"], cwd=setup.stack.root, env=setup.stack.env(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        enqueue = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "enqueue", tag, "--app", setup.names[0], "--wait"],
+            cwd=setup.stack.root,
+            env=setup.stack.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deploy = watch(root, lambda: enqueue.poll() is not None, 0.2)
         out = enqueue.communicate()[0]
         if enqueue.returncode != 0:
@@ -276,11 +299,16 @@ def run_footprint(setup: Host, count: int, version: int, idle_seconds: float) ->
         server.stop()
     client = redis.Redis.from_url(setup.redis_url, decode_responses=True)
     keys = sum(1 for _ in client.scan_iter(f"{setup.prefix}:*", count=1000))
-    return {"apps": count, "idle": summarise(idle), "deploy": {"version": tag, **summarise(deploy)},
-            "redis_keys_after": keys}
+    return {
+        "apps": count,
+        "idle": summarise(idle),
+        "deploy": {"version": tag, **summarise(deploy)},
+        "redis_keys_after": keys,
+    }
 
 
 # -- part 2: Redis as jobs pile up ---------------------------------------------------------------
+
 
 def kib(client: redis.Redis, keys: list[str]) -> float:
     return round(sum(client.memory_usage(k, samples=0) or 0 for k in keys) / 1024, 1)
@@ -291,12 +319,17 @@ def redis_figures(client: redis.Redis, app: str, jobs: int) -> dict[str, Any]:
     stand_in = [k for k in every if k.startswith(key(app, "fake", ""))]
     own = [k for k in every if k not in stand_in]
     hashes = [k for k in own if k.startswith(key(app, "job", ""))]
-    return {"jobs": jobs, "keys": len(own), "job_hashes": len(hashes),
-            "other_keys": sorted(k.removeprefix(key(app, "")) for k in set(own) - set(hashes)),
-            "history": client.llen(key(app, "history")),
-            "memory_kib": kib(client, own), "stand_in_kib": kib(client, stand_in),
-            "used_memory_mib": round(int(client.info("memory")["used_memory"]) / 2**20, 2),
-            "dbsize": client.dbsize()}
+    return {
+        "jobs": jobs,
+        "keys": len(own),
+        "job_hashes": len(hashes),
+        "other_keys": sorted(k.removeprefix(key(app, "")) for k in set(own) - set(hashes)),
+        "history": client.llen(key(app, "history")),
+        "memory_kib": kib(client, own),
+        "stand_in_kib": kib(client, stand_in),
+        "used_memory_mib": round(int(client.info("memory")["used_memory"]) / 2**20, 2),
+        "dbsize": client.dbsize(),
+    }
 
 
 def run_jobs(url: str, checkpoints: list[int], worker_log: Path) -> list[dict[str, Any]]:
@@ -305,14 +338,22 @@ def run_jobs(url: str, checkpoints: list[int], worker_log: Path) -> list[dict[st
     client = connect(url)
     queue = DeployQueue(client, app)
     with worker_log.open("ab") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "tests.harness.fake_worker", url, app, "--name", "fp"],
-                                  cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.harness.fake_worker", url, app, "--name", "fp"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         rows = [redis_figures(client, app, 0)]
         for n in range(1, max(checkpoints) + 1):
             job_id = queue.enqueue(f"b{n}", source="cli", requested_by="benchmark").job.id
-            wait_until(lambda: (j := queue.get(job_id)) is not None and j.status.final, 30, f"job {job_id}",
-                       poll=0.005)
+            wait_until(
+                lambda: (j := queue.get(job_id)) is not None and j.status.final,
+                30,
+                f"job {job_id}",
+                poll=0.005,
+            )
             if n in checkpoints:
                 rows.append(redis_figures(client, app, n))
                 log(f"redis after {n} jobs: {rows[-1]}")
@@ -326,23 +367,32 @@ def run_jobs(url: str, checkpoints: list[int], worker_log: Path) -> list[dict[st
 
 # -- report -------------------------------------------------------------------------------------
 
+
 def print_tables(runs: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> None:
-    print("\n| apps | what | seconds | RSS mean MB | RSS max MB | `watcher run` alone, max MB | CPU s "
-          "| CPU % of a core | processes max | threads max |")
+    print(
+        "\n| apps | what | seconds | RSS mean MB | RSS max MB | `watcher run` alone, max MB | CPU s "
+        "| CPU % of a core | processes max | threads max |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         for what in ("idle", "deploy"):
             s = run[what]
             label = "idle" if what == "idle" else f"deploy {s['version']}"
-            print(f"| {run['apps']} | {label} | {s['seconds']:g} | {s['rss_mb_mean']:g} | {s['rss_mb_max']:g} "
-                  f"| {s['main_rss_mb_max']:g} | {s['cpu_s']:g} | {s['cpu_pct_of_a_core']:g} "
-                  f"| {s['processes_max']} | {s['threads_max']} |")
-    print("\n| jobs run | keys of the app | job hashes | history length | MEMORY USAGE of those keys KiB "
-          "| stand-in engine's keys KiB | used_memory MiB | DBSIZE |")
+            print(
+                f"| {run['apps']} | {label} | {s['seconds']:g} | {s['rss_mb_mean']:g} | {s['rss_mb_max']:g} "
+                f"| {s['main_rss_mb_max']:g} | {s['cpu_s']:g} | {s['cpu_pct_of_a_core']:g} "
+                f"| {s['processes_max']} | {s['threads_max']} |"
+            )
+    print(
+        "\n| jobs run | keys of the app | job hashes | history length | MEMORY USAGE of those keys KiB "
+        "| stand-in engine's keys KiB | used_memory MiB | DBSIZE |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for row in jobs:
-        print(f"| {row['jobs']:,} | {row['keys']:,} | {row['job_hashes']:,} | {row['history']:,} "
-              f"| {row['memory_kib']:,} | {row['stand_in_kib']:,} | {row['used_memory_mib']:g} | {row['dbsize']:,} |")
+        print(
+            f"| {row['jobs']:,} | {row['keys']:,} | {row['job_hashes']:,} | {row['history']:,} "
+            f"| {row['memory_kib']:,} | {row['stand_in_kib']:,} | {row['used_memory_mib']:g} | {row['dbsize']:,} |"
+        )
 
 
 def checkpoints(jobs: int, past_cap: int) -> list[int]:
@@ -365,12 +415,18 @@ def private_redis(url: str | None) -> Iterator[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--apps", default="1,10", help="comma-separated app counts (default 1,10)")
     parser.add_argument("--jobs", type=int, default=1000, help="measured at 10 %%, 50 %% and 100 %% of it")
-    parser.add_argument("--past-cap", type=int, default=500,
-                        help=f"and this many jobs past the history cap ({HISTORY_LIMIT}); 0: not")
+    parser.add_argument(
+        "--past-cap",
+        type=int,
+        default=500,
+        help=f"and this many jobs past the history cap ({HISTORY_LIMIT}); 0: not",
+    )
     parser.add_argument("--redis", help="Redis URL (default: a private redis-server on a free port)")
     parser.add_argument("--json", type=Path, default=RESULTS / "footprint.json")
     args = parser.parse_args()
@@ -387,17 +443,32 @@ def main() -> int:
         runs = []
         with host(max(counts), url) as setup:
             for version, count in enumerate(counts, start=2):
-                log(f"watcher run with {count} app{'s' if count > 1 else ''}: idle {args.idle_seconds:g} s, "
-                    f"then a deploy")
+                log(
+                    f"watcher run with {count} app{'s' if count > 1 else ''}: idle {args.idle_seconds:g} s, "
+                    f"then a deploy"
+                )
                 runs.append(run_footprint(setup, count, version, args.idle_seconds))
                 log(f"{count} apps: {runs[-1]}")
     print_tables(runs, jobs)
     load = os.getloadavg()[0]
-    print(f"\nruntime {time.monotonic() - started:.0f} s, 1-minute load average at the end {load:.1f} "
-          f"on {os.cpu_count()} CPUs; history cap {HISTORY_LIMIT}")
-    args.json.write_text(json.dumps({"footprint": runs, "redis": jobs, "history_limit": HISTORY_LIMIT,
-                                     "idle_seconds": args.idle_seconds, "load_average_at_end": load,
-                                     "cpus": os.cpu_count()}, indent=2) + "\n")
+    print(
+        f"\nruntime {time.monotonic() - started:.0f} s, 1-minute load average at the end {load:.1f} "
+        f"on {os.cpu_count()} CPUs; history cap {HISTORY_LIMIT}"
+    )
+    args.json.write_text(
+        json.dumps(
+            {
+                "footprint": runs,
+                "redis": jobs,
+                "history_limit": HISTORY_LIMIT,
+                "idle_seconds": args.idle_seconds,
+                "load_average_at_end": load,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -47,7 +47,7 @@ from tests.harness import images  # noqa: E402
 from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, Stack  # noqa: E402
 
 PROJECT_LABEL = "com.docker.compose.project"
-METHODS = ("poll", "events", "events", "poll")   # the interleaving: each method sees both colours
+METHODS = ("poll", "events", "events", "poll")  # the interleaving: each method sees both colours
 
 #: The CLI with Docker's /events refused at the SDK, as a socket proxy that does not forward it.
 POLL_ONLY = """
@@ -75,9 +75,10 @@ class HealthyEvents:
 
     def __init__(self, stack: Stack) -> None:
         self.prefix = f"{stack.name}-"
-        self.seen: list[tuple[str, int]] = []   # (compose project, timeNano)
-        self._stream = docker.from_env().events(decode=True, filters={
-            "type": "container", "event": "health_status", "label": PROJECT_LABEL})
+        self.seen: list[tuple[str, int]] = []  # (compose project, timeNano)
+        self._stream = docker.from_env().events(
+            decode=True, filters={"type": "container", "event": "health_status", "label": PROJECT_LABEL}
+        )
         self._thread = threading.Thread(target=self._read, name="healthy-events", daemon=True)
         self._thread.start()
 
@@ -98,9 +99,14 @@ class HealthyEvents:
 def deploy(stack: Stack, method: str, version: str, interval: float) -> tuple[dict[str, Any], str]:
     """Run one deploy; return its --json result and its progress output."""
     command = ["-m", "watcher"] if method == "events" else ["-c", POLL_ONLY]
-    proc = subprocess.run([sys.executable, *command, "deploy", version, "--json"], cwd=stack.root,
-                          env=stack.env(HEALTH_CHECK_INTERVAL=f"{interval:g}s"), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, *command, "deploy", version, "--json"],
+        cwd=stack.root,
+        env=stack.env(HEALTH_CHECK_INTERVAL=f"{interval:g}s"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"benchmark: {method} deploy of {version} failed:\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout), proc.stderr
@@ -112,7 +118,9 @@ def seen_by(progress: str) -> str:
     return {"Docker's event": "event", "the poll": "poll"}.get(found.group(1), "first look") if found else "?"
 
 
-def measure(stack: Stack, events: HealthyEvents, method: str, version: str, interval: float) -> dict[str, Any]:
+def measure(
+    stack: Stack, events: HealthyEvents, method: str, version: str, interval: float
+) -> dict[str, Any]:
     begun = time.time_ns()
     result, progress = deploy(stack, method, version, interval)
     project = f"{stack.name}-{result['color']}"
@@ -122,25 +130,41 @@ def measure(stack: Stack, events: HealthyEvents, method: str, version: str, inte
     switched = stack.route_file.stat().st_mtime_ns
     if method == "poll" and "cannot subscribe to Docker's events" not in progress:
         raise SystemExit("benchmark: the poll baseline still had Docker's events:\n" + progress)
-    return {"method": method, "interval_s": interval, "version": version, "color": result["color"],
-            "healthy_to_switch_ms": round((switched - healthy) / 1e6, 1), "seen_by": seen_by(progress),
-            "health_phase_s": result["phases"]["health"], "total_s": result["total"],
-            "load_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "method": method,
+        "interval_s": interval,
+        "version": version,
+        "color": result["color"],
+        "healthy_to_switch_ms": round((switched - healthy) / 1e6, 1),
+        "seen_by": seen_by(progress),
+        "health_phase_s": result["phases"]["health"],
+        "total_s": result["total"],
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = sorted(r["healthy_to_switch_ms"] for r in rows)
     p90 = statistics.quantiles(latencies, n=10, method="inclusive")[8] if len(latencies) > 1 else latencies[0]
-    return {"deploys": len(rows), "p50_ms": round(statistics.median(latencies), 1), "p90_ms": round(p90, 1),
-            "max_ms": max(latencies), "mean_health_phase_s": round(statistics.mean(r["health_phase_s"] for r in rows), 2),
-            "seen_by": {k: sum(r["seen_by"] == k for r in rows) for k in sorted({r["seen_by"] for r in rows})}}
+    return {
+        "deploys": len(rows),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p90_ms": round(p90, 1),
+        "max_ms": max(latencies),
+        "mean_health_phase_s": round(statistics.mean(r["health_phase_s"] for r in rows), 2),
+        "seen_by": {k: sum(r["seen_by"] == k for r in rows) for k in sorted({r["seen_by"] for r in rows})},
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--deploys", type=int, default=8, help="deploys per method and interval")
     parser.add_argument("--intervals", default="3", help="HEALTH_CHECK_INTERVAL values in seconds, e.g. 3,1")
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "health_detection.json")
+    parser.add_argument(
+        "--json", type=Path, default=REPO / "benchmarks" / "results" / "health_detection.json"
+    )
     args = parser.parse_args()
     intervals = [float(v) for v in args.intervals.split(",")]
 
@@ -165,22 +189,29 @@ def main() -> int:
         stack.destroy()
 
     print("\nhealthy-to-switch: Docker's health_status: healthy event -> route file replaced (ms)")
-    print(f"{'interval':<9} {'method':<7} {'deploys':>7} {'p50':>7} {'p90':>7} {'max':>7} "
-          f"{'health s':>9}  seen by")
+    print(
+        f"{'interval':<9} {'method':<7} {'deploys':>7} {'p50':>7} {'p90':>7} {'max':>7} "
+        f"{'health s':>9}  seen by"
+    )
     summary: dict[str, Any] = {}
     for interval in intervals:
         for method in ("poll", "events"):
             figures = summarize([r for r in rows if r["interval_s"] == interval and r["method"] == method])
             summary[f"{interval:g}s {method}"] = figures
-            print(f"{interval:g}s{'':<7} {method:<7} {figures['deploys']:>7} {figures['p50_ms']:>7.0f} "
-                  f"{figures['p90_ms']:>7.0f} {figures['max_ms']:>7.0f} {figures['mean_health_phase_s']:>9.2f}  "
-                  + ", ".join(f"{k} {n}" for k, n in figures["seen_by"].items()))
+            print(
+                f"{interval:g}s{'':<7} {method:<7} {figures['deploys']:>7} {figures['p50_ms']:>7.0f} "
+                f"{figures['p90_ms']:>7.0f} {figures['max_ms']:>7.0f} {figures['mean_health_phase_s']:>9.2f}  "
+                + ", ".join(f"{k} {n}" for k, n in figures["seen_by"].items())
+            )
     loads = [r["load_1m"] for r in rows]
-    print(f"host 1-minute load average during the run: mean {statistics.mean(loads):.1f}, max {max(loads):.1f}; "
-          f"{os.cpu_count()} CPUs; runtime {time.monotonic() - started:.0f} s")
+    print(
+        f"host 1-minute load average during the run: mean {statistics.mean(loads):.1f}, max {max(loads):.1f}; "
+        f"{os.cpu_count()} CPUs; runtime {time.monotonic() - started:.0f} s"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "deploys": rows},
-                                    indent=2))
+    args.json.write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary, "deploys": rows}, indent=2)
+    )
     return 0
 
 

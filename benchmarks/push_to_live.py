@@ -87,7 +87,7 @@ SCENARIOS = {"1 app": 1, "3 apps": 3}
 #: The registry first: docker-registry retries a refused notification until it is accepted, so
 #: after a github or poll section its queue would hold the old pushes when /hooks/registry opens.
 TRIGGERS = ("registry", "github", "poll")
-SETTLE_S = 3.0      # after `watcher run` starts: the registry redelivers what was sent before (no-ops)
+SETTLE_S = 3.0  # after `watcher run` starts: the registry redelivers what was sent before (no-ops)
 TIMEOUT_S = 240.0
 #: A phase's end in the engine's progress output: `[  3.2s] health done in 2.1s`.
 PHASE_DONE = re.compile(r"^\[\s*[\d.]+s\] (?P<phase>.+?) done in (?P<took>[\d.]+)s$")
@@ -96,10 +96,29 @@ JOB_STARTED = re.compile(r"worker .*: job (?P<id>\S+) started: \w+ (?P<version>\
 #: The first phase names the image, hence the app, and starts `at` seconds after the engine was
 #: set up for the job: `[  0.7s] pull: 127.0.0.1:PORT/bench/APP:v3`.
 PULL = re.compile(r"^\[\s*(?P<at>[\d.]+)s\] pull: (?P<ref>\S+)$")
-NAMED = {"pull": "pull", "inspect": "inspect", "start": "start_to_healthy", "health": "start_to_healthy",
-         "switch": "switch", "verify": "verify", "drain": "drain"}
-COLUMNS = ("detect", "queue", "prepare", "pull", "inspect", "start_to_healthy", "switch", "verify", "drain", "other",
-           "live", "job_end")
+NAMED = {
+    "pull": "pull",
+    "inspect": "inspect",
+    "start": "start_to_healthy",
+    "health": "start_to_healthy",
+    "switch": "switch",
+    "verify": "verify",
+    "drain": "drain",
+}
+COLUMNS = (
+    "detect",
+    "queue",
+    "prepare",
+    "pull",
+    "inspect",
+    "start_to_healthy",
+    "switch",
+    "verify",
+    "drain",
+    "other",
+    "live",
+    "job_end",
+)
 
 
 def log(message: str) -> None:
@@ -127,8 +146,8 @@ def shielded() -> Iterator[None]:
 @dataclass
 class Bench:
     stack: Stack
-    repos: dict[str, str]          # app -> image repository in the benchmark's registry
-    paths: dict[str, str]          # app -> path prefix on Caddy ("" for A)
+    repos: dict[str, str]  # app -> image repository in the benchmark's registry
+    paths: dict[str, str]  # app -> path prefix on Caddy ("" for A)
     client: redis.Redis
     port: int
     poll_interval: float
@@ -142,7 +161,8 @@ class Bench:
 
     def write_config(self, apps: list[str], poll: bool) -> None:
         """The host's config with `apps` (the Caddyfile, written once for all three, stays)."""
-        sections = [f"""
+        sections = [
+            f"""
 [caddy]
 run_dir = ".watcher/run"
 
@@ -159,7 +179,8 @@ listen = "127.0.0.1:{self.port}"
 enabled = {"true" if poll else "false"}
 interval = "{self.poll_interval:g}s"
 jitter = "0s"
-"""]
+"""
+        ]
         for name in apps:
             path = self.paths[name]
             sections.append(f"""
@@ -195,11 +216,14 @@ include = "v(\\\\d+)"
         """The signed `package` event GitHub sends for the app's image."""
         registry, _, repository = self.repos[app].partition("/")
         owner, _, name = repository.partition("/")
-        payload = github_package("published", version, owner=owner, name=name,
-                                 package_url=f"{registry}/{repository}:{version}")
+        payload = github_package(
+            "published", version, owner=owner, name=name, package_url=f"{registry}/{repository}:{version}"
+        )
         response = github_delivery(server.url, "package", payload, SECRET)
         if response.status_code != 202:
-            raise RuntimeError(f"/hooks/github answered {response.status_code} for {app} {version}: {response.text}")
+            raise RuntimeError(
+                f"/hooks/github answered {response.status_code} for {app} {version}: {response.text}"
+            )
 
     def destroy(self, attempts: int = 3) -> None:
         """Every container of the three apps and the stack, again while Docker comes and goes (a
@@ -211,8 +235,15 @@ include = "v(\\\\d+)"
                 log("   Docker does not answer; cleaning up anyway")
             for name in list(self.repos)[1:]:
                 for color in ("blue", "green"):
-                    self.stack.compose("down", "--remove-orphans", "-t", "1", project=f"{name}-{color}",
-                                       files=("compose.yml", f"compose.{color}.yml"), check=False)
+                    self.stack.compose(
+                        "down",
+                        "--remove-orphans",
+                        "-t",
+                        "1",
+                        project=f"{name}-{color}",
+                        files=("compose.yml", f"compose.{color}.yml"),
+                        check=False,
+                    )
             self.stack.destroy()
             try:
                 self.remove_leftovers()
@@ -225,8 +256,9 @@ include = "v(\\\\d+)"
         client = images.client()
         for name in self.repos:
             for project in (name, f"{name}-blue", f"{name}-green"):
-                for container in client.containers.list(all=True,
-                                                        filters={"label": f"com.docker.compose.project={project}"}):
+                for container in client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={project}"}
+                ):
                     log(f"   force-removing leftover {container.name}")
                     container.remove(force=True)
         for network in client.networks.list(names=[f"{self.stack.name}_web"]):
@@ -249,7 +281,9 @@ include = "v(\\\\d+)"
 # -- one run: push, wait live, wait for the jobs' end ---------------------------------------------------
 
 
-def push_all(bench: Bench, server: WatcherServer, trigger: str, apps: list[str], version: str) -> dict[str, dict[str, float]]:
+def push_all(
+    bench: Bench, server: WatcherServer, trigger: str, apps: list[str], version: str
+) -> dict[str, dict[str, float]]:
     """Push `version` of every app at once (built beforehand, so only the pushes are timed); for
     github, each app's delivery goes the moment its push returns. Returns per app when the push
     returned (time.time()) and how long it took; the pushes run while the caller waits for live."""
@@ -288,9 +322,14 @@ def wait_live(bench: Bench, apps: list[str], version: str, errors: list[str]) ->
             if errors:
                 raise RuntimeError("; ".join(errors))
             if time.monotonic() > deadline:
-                raise RuntimeError(f"not live within {TIMEOUT_S:g}s: {sorted(set(apps) - set(live))} at {version}")
+                raise RuntimeError(
+                    f"not live within {TIMEOUT_S:g}s: {sorted(set(apps) - set(live))} at {version}"
+                )
             for app in apps:
-                if app not in live and answers(client, f"{bench.stack.url}{bench.paths[app]}/version") == version:
+                if (
+                    app not in live
+                    and answers(client, f"{bench.stack.url}{bench.paths[app]}/version") == version
+                ):
                     live[app] = time.time()
             time.sleep(0.05)
     return live
@@ -318,7 +357,9 @@ def finished_job(bench: Bench, app: str, version: str) -> Job:
     raise RuntimeError(f"{app}: no finished job for {version} within {TIMEOUT_S:g}s")
 
 
-def one_run(bench: Bench, server: WatcherServer, trigger: str, apps: list[str], version: str) -> list[dict[str, Any]]:
+def one_run(
+    bench: Bench, server: WatcherServer, trigger: str, apps: list[str], version: str
+) -> list[dict[str, Any]]:
     """One push of every app; a row per app with the times from its push (phases added later)."""
     jobs_before = {app: jobs_created(bench.client, app) for app in apps}
     host_load = os.getloadavg()[0]
@@ -327,13 +368,23 @@ def one_run(bench: Bench, server: WatcherServer, trigger: str, apps: list[str], 
     for app in apps:
         job = finished_job(bench, app, version)
         at = pushed[app]["at"]
-        rows.append({"app": app, "label": bench.label(app), "version": version, "job": job.id, "source": job.source,
-                     "push_s": pushed[app]["push_s"],
-                     "jobs_created": jobs_created(bench.client, app) - jobs_before[app],
-                     "detect": round(job.created - at, 3), "queue": round((job.started or 0) - job.created, 3),
-                     "live": round(pushed[app]["live_at"] - at, 3),
-                     "job_end": round((job.finished or 0) - at, 3), "started": job.started,
-                     "host_load_1min": round(host_load, 1)})
+        rows.append(
+            {
+                "app": app,
+                "label": bench.label(app),
+                "version": version,
+                "job": job.id,
+                "source": job.source,
+                "push_s": pushed[app]["push_s"],
+                "jobs_created": jobs_created(bench.client, app) - jobs_before[app],
+                "detect": round(job.created - at, 3),
+                "queue": round((job.started or 0) - job.created, 3),
+                "live": round(pushed[app]["live_at"] - at, 3),
+                "job_end": round((job.finished or 0) - at, 3),
+                "started": job.started,
+                "host_load_1min": round(host_load, 1),
+            }
+        )
     rows.sort(key=lambda row: row["started"])
     return rows
 
@@ -367,8 +418,12 @@ def add_phases(rows: list[dict[str, Any]], phases: dict[tuple[str, str], dict[st
         row["phases"] = each
         row["prepare"] = each.get("prepare")
         for column in set(NAMED.values()):
-            row[column] = round(sum(v for k, v in each.items() if NAMED.get(k) == column), 3) if each else None
-        row["other"] = round(sum(v for k, v in each.items() if k not in NAMED and k != "prepare"), 3) if each else None
+            row[column] = (
+                round(sum(v for k, v in each.items() if NAMED.get(k) == column), 3) if each else None
+            )
+        row["other"] = (
+            round(sum(v for k, v in each.items() if k not in NAMED and k != "prepare"), 3) if each else None
+        )
 
 
 # -- one trigger, one scenario -------------------------------------------------------------------------
@@ -378,8 +433,16 @@ class DockerAway(RuntimeError):
     """Docker did not answer during a section: its figures measure the engine's absence."""
 
 
-def run_trigger(bench: Bench, trigger: str, apps: list[str], runs: int, versions: Iterator[str],
-                results_dir: Path, scenario: str, watch: DockerWatch) -> list[list[dict[str, Any]]]:
+def run_trigger(
+    bench: Bench,
+    trigger: str,
+    apps: list[str],
+    runs: int,
+    versions: Iterator[str],
+    results_dir: Path,
+    scenario: str,
+    watch: DockerWatch,
+) -> list[list[dict[str, Any]]]:
     """`runs` pushes through one `watcher run` configured with `apps` and this trigger."""
     bench.write_config(apps, poll=trigger == "poll")
     env = {"WEBHOOK_SECRET": SECRET}
@@ -400,9 +463,14 @@ def run_trigger(bench: Bench, trigger: str, apps: list[str], runs: int, versions
                     raise DockerAway(f"{exc} (Docker did not answer meanwhile)") from exc
                 raise
             out.append(rows)
-            log(f"{scenario} {trigger} run {run + 1}: " + "; ".join(
-                f"{row['label']} detect {row['detect']:.2f} queue {row['queue']:.2f} "
-                f"live {row['live']:.2f} end {row['job_end']:.2f}" for row in rows))
+            log(
+                f"{scenario} {trigger} run {run + 1}: "
+                + "; ".join(
+                    f"{row['label']} detect {row['detect']:.2f} queue {row['queue']:.2f} "
+                    f"live {row['live']:.2f} end {row['job_end']:.2f}"
+                    for row in rows
+                )
+            )
     finally:
         with shielded():
             server.stop()
@@ -417,8 +485,15 @@ def run_trigger(bench: Bench, trigger: str, apps: list[str], runs: int, versions
     return out
 
 
-def run_section(bench: Bench, trigger: str, apps: list[str], args: argparse.Namespace, versions: Iterator[str],
-                scenario: str, watch: DockerWatch) -> dict[str, Any]:
+def run_section(
+    bench: Bench,
+    trigger: str,
+    apps: list[str],
+    args: argparse.Namespace,
+    versions: Iterator[str],
+    scenario: str,
+    watch: DockerWatch,
+) -> dict[str, Any]:
     """One trigger and scenario, again while Docker went away during it (up to --attempts): on a
     shared engine, other tests restart or freeze dockerd."""
     voided = []
@@ -433,9 +508,15 @@ def run_section(bench: Bench, trigger: str, apps: list[str], args: argparse.Name
                 raise
             continue
         load = [rows[0]["host_load_1min"] for rows in runs]
-        return {"summary": summarise(runs), "runs": runs, "voided_attempts": voided,
-                "host_load_1min": {"mean": round(statistics.fmean(load), 1), "max": max(load)}}
-    raise RuntimeError(f"{scenario}, {trigger}: Docker went away in each of {args.attempts} attempts: {voided}")
+        return {
+            "summary": summarise(runs),
+            "runs": runs,
+            "voided_attempts": voided,
+            "host_load_1min": {"mean": round(statistics.fmean(load), 1), "max": max(load)},
+        }
+    raise RuntimeError(
+        f"{scenario}, {trigger}: Docker went away in each of {args.attempts} attempts: {voided}"
+    )
 
 
 # -- summary -----------------------------------------------------------------------------------------
@@ -448,26 +529,54 @@ def median(values: list[float | None]) -> float | None:
 
 def summarise(runs: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Medians per place in the queue (by job start), and for the last app live when there are several."""
-    places = ["app"] if len(runs[0]) == 1 else ["1st", "2nd", "3rd"][:len(runs[0])]
-    summary = {place: {column: median([rows[i][column] for rows in runs]) for column in COLUMNS}
-               for i, place in enumerate(places)}
+    places = ["app"] if len(runs[0]) == 1 else ["1st", "2nd", "3rd"][: len(runs[0])]
+    summary = {
+        place: {column: median([rows[i][column] for rows in runs]) for column in COLUMNS}
+        for i, place in enumerate(places)
+    }
     for i, place in enumerate(places):
         live = [rows[i]["live"] for rows in runs]
-        summary[place].update(live_min=min(live), live_max=max(live),
-                              push_s=median([rows[i]["push_s"] for rows in runs]))
+        summary[place].update(
+            live_min=min(live), live_max=max(live), push_s=median([rows[i]["push_s"] for rows in runs])
+        )
     if len(places) > 1:
         last = [max(row["live"] for row in rows) for rows in runs]
-        summary["all live"] = {"live": median(last), "job_end": median([max(r["job_end"] for r in rows) for rows in runs]),
-                               "live_min": min(last), "live_max": max(last)}
+        summary["all live"] = {
+            "live": median(last),
+            "job_end": median([max(r["job_end"] for r in rows) for rows in runs]),
+            "live_min": min(last),
+            "live_max": max(last),
+        }
     return summary
 
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]], runs: int, poll_interval: float) -> None:
-    print(f"\npush-to-live, seconds from `docker push` returning; median of {runs} run{'s' * (runs != 1)} per trigger")
-    print(f"poll interval {poll_interval:g} s (jitter 0 s); [worker] concurrency {CONCURRENCY}; phases from watcher's "
-          "phase lines (0.1 s resolution)")
-    head = ("scenario", "trigger", "job", "detect", "queue", "prepare", "pull", "inspect", "start->healthy", "switch",
-            "verify", "drain", "other", "live", "(min-max)", "job end", "host load")
+    print(
+        f"\npush-to-live, seconds from `docker push` returning; median of {runs} run{'s' * (runs != 1)} per trigger"
+    )
+    print(
+        f"poll interval {poll_interval:g} s (jitter 0 s); [worker] concurrency {CONCURRENCY}; phases from watcher's "
+        "phase lines (0.1 s resolution)"
+    )
+    head = (
+        "scenario",
+        "trigger",
+        "job",
+        "detect",
+        "queue",
+        "prepare",
+        "pull",
+        "inspect",
+        "start->healthy",
+        "switch",
+        "verify",
+        "drain",
+        "other",
+        "live",
+        "(min-max)",
+        "job end",
+        "host load",
+    )
     lines = []
     for scenario in SCENARIOS:
         for trigger in TRIGGERS:
@@ -475,8 +584,17 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]], runs: int, poll_i
             for place, m in section.get("summary", {}).items():
                 label = f"poll {poll_interval:g}s" if trigger == "poll" else trigger
                 cells = [fmt(m.get(c)) for c in COLUMNS[:-1]]
-                lines.append((scenario, label, place, *cells, f"{m['live_min']:.1f}-{m['live_max']:.1f}",
-                              fmt(m.get("job_end")), f"{section['host_load_1min']['mean']:.1f}"))
+                lines.append(
+                    (
+                        scenario,
+                        label,
+                        place,
+                        *cells,
+                        f"{m['live_min']:.1f}-{m['live_max']:.1f}",
+                        fmt(m.get("job_end")),
+                        f"{section['host_load_1min']['mean']:.1f}",
+                    )
+                )
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
     for row in (head, tuple("-" * w for w in widths), *lines):
         print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
@@ -505,13 +623,19 @@ def set_up(bench: Bench) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5, help="pushes per trigger and scenario (default 5)")
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("--triggers", default=",".join(TRIGGERS), help=f"a subset of {','.join(TRIGGERS)}")
     parser.add_argument("--scenarios", default="1,3", help="apps pushed at once: 1, 3 or 1,3 (default)")
-    parser.add_argument("--attempts", type=int, default=3,
-                        help="runs of a trigger and scenario while Docker goes away during it (default 3)")
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="runs of a trigger and scenario while Docker goes away during it (default 3)",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "push_to_live.json")
     args = parser.parse_args(argv)
     triggers = [t for t in TRIGGERS if t in args.triggers.split(",")]
@@ -523,28 +647,47 @@ def main(argv: list[str] | None = None) -> int:
 
     images.build_caddy_image(CADDY_IMAGE)
     port = free_port()
-    notifications = {"notifications": {"endpoints": [{
-        "name": "watcher", "url": f"http://127.0.0.1:{port}/hooks/registry",
-        "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]}, "timeout": "2s", "threshold": 3,
-        "backoff": "1s"}]}}
+    notifications = {
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "watcher",
+                    "url": f"http://127.0.0.1:{port}/hooks/registry",
+                    "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]},
+                    "timeout": "2s",
+                    "threshold": 3,
+                    "backoff": "1s",
+                }
+            ]
+        }
+    }
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     work = Path(f"/tmp/watcher-bench-ptl-{uuid.uuid4().hex[:6]}")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     started, status, error = time.strftime("%Y-%m-%dT%H:%M:%S%z"), 0, None
     versions = (f"v{n}" for n in count(2))
     try:
-        with running_registry(require_tool("docker-registry"), work / "registry", extra=notifications) as registry:
+        with running_registry(
+            require_tool("docker-registry"), work / "registry", extra=notifications
+        ) as registry:
             stack = Stack.create()
             names = [stack.name, f"{stack.name}b", f"{stack.name}c"]
-            bench = Bench(stack, {name: f"{registry.host}/bench/{name}" for name in names}, dict(zip(names, PATHS)),
-                          client, port, args.poll_interval)
+            bench = Bench(
+                stack,
+                {name: f"{registry.host}/bench/{name}" for name in names},
+                dict(zip(names, PATHS)),
+                client,
+                port,
+                args.poll_interval,
+            )
             try:
                 set_up(bench)
                 with DockerWatch() as watch:
                     for trigger in triggers:
                         for scenario in scenarios:
                             results.setdefault(trigger, {})[scenario] = run_section(
-                                bench, trigger, names[:SCENARIOS[scenario]], args, versions, scenario, watch)
+                                bench, trigger, names[: SCENARIOS[scenario]], args, versions, scenario, watch
+                            )
             finally:
                 with shielded():
                     log(f"destroying stack {stack.name} and its apps")
@@ -559,11 +702,23 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.json.write_text(json.dumps({"started_at": started, "runs_per_trigger": args.runs,
-                                     "poll_interval_s": args.poll_interval, "poll_jitter_s": 0,
-                                     "worker_concurrency": CONCURRENCY, "verify_window_s": 1,
-                                     "phase_source": "watcher run's phase lines (0.1 s); job times from Redis",
-                                     "error": error, "results": results}, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "started_at": started,
+                "runs_per_trigger": args.runs,
+                "poll_interval_s": args.poll_interval,
+                "poll_jitter_s": 0,
+                "worker_concurrency": CONCURRENCY,
+                "verify_window_s": 1,
+                "phase_source": "watcher run's phase lines (0.1 s); job times from Redis",
+                "error": error,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print_table(results, args.runs, args.poll_interval)
     print(f"results in {args.json}")
     return status

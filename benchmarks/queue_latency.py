@@ -34,15 +34,32 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.harness.waiting import wait_until  # noqa: E402
 from watcher.queue import DeployQueue, Job, holder_of  # noqa: E402
 from watcher.queue.connection import connect  # noqa: E402
-from tests.harness.waiting import wait_until  # noqa: E402
 
 
-def spawn(url: str, app: str, name: str, ttl: float, phase_seconds: float, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.harness.fake_worker", url, app, "--ttl", str(ttl),
-                             "--name", name, "--phase-seconds", str(phase_seconds)],
-                            cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def spawn(
+    url: str, app: str, name: str, ttl: float, phase_seconds: float, log: Path
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.harness.fake_worker",
+            url,
+            app,
+            "--ttl",
+            str(ttl),
+            "--name",
+            name,
+            "--phase-seconds",
+            str(phase_seconds),
+        ],
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait(condition: Any, timeout: float, what: str) -> Any:
@@ -69,7 +86,7 @@ def enqueue_to_start(url: str, jobs: int, ttl: float, log: Path) -> list[float]:
     queue = DeployQueue(client, app)
     workers = [spawn(url, app, f"w{i}", ttl, 0.0, log) for i in range(3)]
     try:
-        time.sleep(2)   # workers up and idle in their BLPOP
+        time.sleep(2)  # workers up and idle in their BLPOP
         latencies = []
         for i in range(jobs):
             job_id = queue.enqueue(f"b{i}", source="cli", requested_by="benchmark").job.id
@@ -95,12 +112,16 @@ def handover(url: str, ttl: float, log: Path) -> tuple[float, float]:
         job_id = queue.enqueue("slow", source="cli", requested_by="benchmark").job.id
         job: Job = wait(lambda: (j := queue.get(job_id)) and j.phase == "pull" and j, 30, "the job running")
         assert job.worker is not None
-        time.sleep(ttl / 3 * 1.5)   # somewhere between two renewals
+        time.sleep(ttl / 3 * 1.5)  # somewhere between two renewals
         left = holder_of(client, app)
         os.kill(workers[job.worker].pid, signal.SIGKILL)
         killed = time.monotonic()
         heir = "b" if job.worker == "a" else "a"
-        wait(lambda: (h := holder_of(client, app)) and f"worker {heir}" in h["purpose"], ttl + 10, "the hand-over")
+        wait(
+            lambda: (h := holder_of(client, app)) and f"worker {heir}" in h["purpose"],
+            ttl + 10,
+            "the hand-over",
+        )
         return time.monotonic() - killed, (left or {}).get("expires_in", float("nan"))
     finally:
         stop(list(workers.values()))
@@ -122,23 +143,35 @@ def main() -> int:
 
     latencies = enqueue_to_start(args.redis, args.jobs, args.ttl, log)
     ms = sorted(x * 1000 for x in latencies)
-    print(f"enqueue-to-start, {len(ms)} jobs, 3 idle workers: median {statistics.median(ms):.1f} ms, "
-          f"p90 {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, worst {ms[-1]:.1f} ms, best {ms[0]:.1f} ms")
+    print(
+        f"enqueue-to-start, {len(ms)} jobs, 3 idle workers: median {statistics.median(ms):.1f} ms, "
+        f"p90 {ms[int(0.9 * (len(ms) - 1))]:.1f} ms, worst {ms[-1]:.1f} ms, best {ms[0]:.1f} ms"
+    )
 
     handovers = []
     for i in range(args.handovers):
         took, left = handover(args.redis, args.ttl, log)
         handovers.append({"seconds": round(took, 3), "ttl_left_at_kill": left})
-        print(f"lock hand-over after kill -9 #{i + 1}: {took:.2f} s (TTL {args.ttl:g} s, {left:.1f} s left at the kill)")
+        print(
+            f"lock hand-over after kill -9 #{i + 1}: {took:.2f} s (TTL {args.ttl:g} s, {left:.1f} s left at the kill)"
+        )
     seconds = [h["seconds"] for h in handovers]
     if seconds:
-        print(f"lock hand-over after kill -9, {len(seconds)} runs, TTL {args.ttl:g} s: median "
-              f"{statistics.median(seconds):.2f} s, worst {max(seconds):.2f} s")
+        print(
+            f"lock hand-over after kill -9, {len(seconds)} runs, TTL {args.ttl:g} s: median "
+            f"{statistics.median(seconds):.2f} s, worst {max(seconds):.2f} s"
+        )
     if args.json:
-        args.json.write_text(json.dumps({
-            "enqueue_to_start_ms": {"median": statistics.median(ms), "worst": ms[-1], "all": ms},
-            "handover": {"ttl": args.ttl, "runs": handovers},
-        }, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "enqueue_to_start_ms": {"median": statistics.median(ms), "worst": ms[-1], "all": ms},
+                    "handover": {"ttl": args.ttl, "runs": handovers},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

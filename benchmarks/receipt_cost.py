@@ -52,18 +52,25 @@ def use_caddyfile(stack: Stack, text: str) -> None:
 def measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
     url = f"{stack.url}/cgi-bin/work"
     with LoadGenerator(url, rate=rate, connections=32):
-        time.sleep(3)   # warm-up: connections open, Caddy and the app warm
+        time.sleep(3)  # warm-up: connections open, Caddy and the app warm
     generator = LoadGenerator(url, rate=rate, connections=32)
     generator.start()
     time.sleep(seconds)
     result = generator.stop()
     assert result.sent > 0.9 * rate * seconds, f"the load sent {result.sent} of {rate * seconds:.0f}"
-    return {"sent": result.sent, "failed": result.failed, "p50_ms": round(result.p50(), 2),
-            "p99_ms": round(result.p99(), 2), "load_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "sent": result.sent,
+        "failed": result.failed,
+        "p50_ms": round(result.p50(), 2),
+        "p99_ms": round(result.p99(), 2),
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rates", default="200,1000", help="requests per second, e.g. 200,1000")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=2, help="off/on pairs per rate")
@@ -84,12 +91,12 @@ def main() -> int:
         files = {"on": with_log, "off": without_log}
         for rate in rates:
             for round_ in range(args.rounds):
-                for mode in (("off", "on") if round_ % 2 == 0 else ("on", "off")):
+                for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
                     use_caddyfile(stack, files[mode])
                     row = {"rate": rate, "log": mode, **measure(stack, rate, args.seconds)}
                     rows.append(row)
                     log(str(row))
-        lines = (stack.root / ".watcher" / "run" / "access.log")
+        lines = stack.root / ".watcher" / "run" / "access.log"
         log_bytes = lines.stat().st_size if lines.exists() else 0
     finally:
         stack.destroy()
@@ -100,19 +107,36 @@ def main() -> int:
     for rate in rates:
         for mode in ("off", "on"):
             runs = [r for r in rows if r["rate"] == rate and r["log"] == mode]
-            figures = {"runs": len(runs), "sent": sum(r["sent"] for r in runs), "failed": sum(r["failed"] for r in runs),
-                       "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
-                       "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2)}
+            figures = {
+                "runs": len(runs),
+                "sent": sum(r["sent"] for r in runs),
+                "failed": sum(r["failed"] for r in runs),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+            }
             summary[f"{rate:g}/s log {mode}"] = figures
-            print(f"{rate:>7g} {mode:<4} {figures['runs']:>4} {figures['sent']:>8} {figures['failed']:>6} "
-                  f"{figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}")
+            print(
+                f"{rate:>7g} {mode:<4} {figures['runs']:>4} {figures['sent']:>8} {figures['failed']:>6} "
+                f"{figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}"
+            )
     on_lines = sum(r["sent"] for r in rows if r["log"] == "on")
     per_line = log_bytes / on_lines if on_lines else 0
-    print(f"access log: {log_bytes / 1e6:.1f} MB for about {on_lines:,} requests ({per_line:.0f} bytes per request); "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"access log: {log_bytes / 1e6:.1f} MB for about {on_lines:,} requests ({per_line:.0f} bytes per request); "
+        f"{os.cpu_count()} CPUs"
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "summary": summary,
-                                     "bytes_per_request": round(per_line), "runs": rows}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "summary": summary,
+                "bytes_per_request": round(per_line),
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -75,19 +75,27 @@ HEALTHY_TIMEOUT_S = 60.0
 SEGMENTS = ("deploys", "rollbacks")
 
 LOADS: dict[str, dict[str, Any]] = {
-    "fast": {"path": "/cgi-bin/work", "rate": 200.0, "connections": 16,
-             "label": "POST /cgi-bin/work, 200/s, 16 conns"},
-    "slow": {"path": "/cgi-bin/work?sleep=1", "rate": 40.0, "connections": 64,
-             "label": "POST /cgi-bin/work?sleep=1 (1 s), 40/s, 64 conns"},
+    "fast": {
+        "path": "/cgi-bin/work",
+        "rate": 200.0,
+        "connections": 16,
+        "label": "POST /cgi-bin/work, 200/s, 16 conns",
+    },
+    "slow": {
+        "path": "/cgi-bin/work?sleep=1",
+        "rate": 40.0,
+        "connections": 64,
+        "label": "POST /cgi-bin/work?sleep=1 (1 s), 40/s, 64 conns",
+    },
 }
 
 METHODS: dict[str, str] = {
     "watcher": f"watcher deploy / watcher rollback (blue-green, explicit switch of the live-colour file; "
-               f"verify window {VERIFY_WINDOW})",
+    f"verify window {VERIFY_WINDOW})",
     "recreate": "recreate in place: compose up -d web on the blue project with the new (rollback: the "
-                "previous) APP_VERSION",
+    "previous) APP_VERSION",
     "fallback": "both colours upstreams, no switch: compose up -d idle colour with the new (rollback: the "
-                "previous) version, wait healthy, compose stop old colour",
+    "previous) version, wait healthy, compose stop old colour",
 }
 
 
@@ -106,7 +114,7 @@ def log(message: str) -> None:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 # -- signals and cleanup ------------------------------------------------------------------------
@@ -143,8 +151,19 @@ def compose_color(stack: Stack, color: str, *args: str, version: str | None = No
     env["WATCHER_APP"] = stack.name
     if version is not None:
         env["APP_VERSION"] = version
-    argv = ["docker", "compose", "-p", f"{stack.name}-{color}", "--project-directory", str(stack.root),
-            "-f", str(stack.root / "compose.yml"), "-f", str(stack.root / f"compose.{color}.yml"), *args]
+    argv = [
+        "docker",
+        "compose",
+        "-p",
+        f"{stack.name}-{color}",
+        "--project-directory",
+        str(stack.root),
+        "-f",
+        str(stack.root / "compose.yml"),
+        "-f",
+        str(stack.root / f"compose.{color}.yml"),
+        *args,
+    ]
     proc = subprocess.run(argv, cwd=stack.root, env=env, capture_output=True, text=True, timeout=120)
     interrupted(proc.returncode)
     if proc.returncode != 0:
@@ -158,8 +177,10 @@ def wait_healthy(stack: Stack, color: str, version: str, timeout: float = HEALTH
     started = time.monotonic()
     seen = "no container"
     while time.monotonic() - started < timeout:
-        found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
-                                                                     "com.docker.compose.service=web"]})
+        found = client.containers.list(
+            all=True,
+            filters={"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=web"]},
+        )
         for container in found:
             env = dict(e.split("=", 1) for e in container.attrs["Config"].get("Env") or [] if "=" in e)
             state = container.attrs["State"]
@@ -195,8 +216,13 @@ def destroy(stack: Stack, attempts: int = 3) -> None:
 
 def remove_leftovers(stack: Stack) -> None:
     client = images.client()
-    left = [c for color in ("", "-blue", "-green") for c in client.containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={stack.name}{color}"})]
+    left = [
+        c
+        for color in ("", "-blue", "-green")
+        for c in client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={stack.name}{color}"}
+        )
+    ]
     for container in left:
         log(f"   force-removing leftover {container.name}")
         container.remove(force=True)
@@ -226,7 +252,7 @@ class Method:
     the one that was live before."""
 
     name = ""
-    caddyfile: str | None = None   # a Caddyfile of the method's own, instead of watcher's
+    caddyfile: str | None = None  # a Caddyfile of the method's own, instead of watcher's
 
     def __init__(self, stack: Stack, log_file: Path, version: str) -> None:
         self.stack = stack
@@ -278,8 +304,14 @@ class WatcherDeploy(Method):
         phases = result["phases"]
         overhead = result["total"] - phases.get("health", 0.0) - phases.get("drain", 0.0)
         self.moved(expected, result["color"])
-        return {"version": expected, "color": self.color, "phases": phases, "total": result["total"],
-                "drained": result["drained"], "overhead_s": round(overhead, 3)}
+        return {
+            "version": expected,
+            "color": self.color,
+            "phases": phases,
+            "total": result["total"],
+            "drained": result["drained"],
+            "overhead_s": round(overhead, 3),
+        }
 
 
 class RecreateInPlace(Method):
@@ -291,8 +323,12 @@ class RecreateInPlace(Method):
         up_s = time.monotonic() - t0
         healthy_s = wait_healthy(self.stack, "blue", version)
         self.moved(version)
-        return {"version": version, "color": "blue", "compose_up_s": round(up_s, 3),
-                "then_healthy_s": round(healthy_s, 3)}
+        return {
+            "version": version,
+            "color": "blue",
+            "compose_up_s": round(up_s, 3),
+            "then_healthy_s": round(healthy_s, 3),
+        }
 
 
 #: The old script's routing, for the fallback method only: both colours as upstreams of each route,
@@ -343,11 +379,18 @@ class FallbackNoSwitch(Method):
         compose_color(self.stack, self.color, "stop", "web")
         stop_s = time.monotonic() - t1
         self.moved(version, idle)
-        return {"version": version, "color": idle, "compose_up_s": round(up_s, 3),
-                "healthy_s": round(healthy_s, 3), "stop_old_s": round(stop_s, 3)}
+        return {
+            "version": version,
+            "color": idle,
+            "compose_up_s": round(up_s, 3),
+            "healthy_s": round(healthy_s, 3),
+            "stop_old_s": round(stop_s, 3),
+        }
 
 
-METHOD_CLASSES: dict[str, type[Method]] = {m.name: m for m in (WatcherDeploy, RecreateInPlace, FallbackNoSwitch)}
+METHOD_CLASSES: dict[str, type[Method]] = {
+    m.name: m for m in (WatcherDeploy, RecreateInPlace, FallbackNoSwitch)
+}
 
 
 # -- one method, start to end --------------------------------------------------------------------
@@ -361,8 +404,9 @@ def failed_counts(loads: dict[str, LoadGenerator]) -> dict[str, tuple[int, dict[
     return out
 
 
-def diff_failed(before: dict[str, tuple[int, dict[str, int]]],
-                after: dict[str, tuple[int, dict[str, int]]]) -> dict[str, Any]:
+def diff_failed(
+    before: dict[str, tuple[int, dict[str, int]]], after: dict[str, tuple[int, dict[str, int]]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (count, errors) in after.items():
         b_count, b_errors = before[name]
@@ -379,20 +423,26 @@ class TimedLoad(LoadGenerator):
         super().__init__(*args, **kwargs)
         self.failures: list[dict[str, Any]] = []
 
-    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None,
-                color: str = "") -> None:
+    def _record(
+        self, scheduled: float, now: float, status: int, body: bytes, reason: str | None, color: str = ""
+    ) -> None:
         if reason is None and status >= 400:
             reason = f"status {status}"
         if reason is not None:
             wall = time.time() - (time.monotonic() - now)  # loop.time() is time.monotonic()
-            self.failures.append({"reason": reason, "ended_at": iso(wall),
-                                  "scheduled_at": iso(wall - (now - scheduled)),
-                                  "latency_ms": round((now - scheduled) * 1000, 1)})
+            self.failures.append(
+                {
+                    "reason": reason,
+                    "ended_at": iso(wall),
+                    "scheduled_at": iso(wall - (now - scheduled)),
+                    "latency_ms": round((now - scheduled) * 1000, 1),
+                }
+            )
         super()._record(scheduled, now, status, body, reason, color)
 
 
 def iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
 class LoadAverage:
@@ -409,7 +459,7 @@ class LoadAverage:
             self.samples.append(os.getloadavg()[0])
             self._stop.wait(2.0)
 
-    def __enter__(self) -> "LoadAverage":
+    def __enter__(self) -> LoadAverage:
         self._thread.start()
         return self
 
@@ -429,7 +479,9 @@ def running_loads(stack: Stack) -> Iterator[dict[str, TimedLoad]]:
     loads: dict[str, TimedLoad] = {}
     try:
         for name, spec in LOADS.items():
-            loads[name] = TimedLoad(stack.url + spec["path"], rate=spec["rate"], connections=spec["connections"])
+            loads[name] = TimedLoad(
+                stack.url + spec["path"], rate=spec["rate"], connections=spec["connections"]
+            )
             loads[name].start()
         yield loads
     finally:
@@ -442,7 +494,10 @@ def running_loads(stack: Stack) -> Iterator[dict[str, TimedLoad]]:
 
 
 def load_summary(loads: dict[str, TimedLoad], results: dict[str, LoadResult]) -> dict[str, Any]:
-    return {k: r.as_dict() | {"label": LOADS[k]["label"], "failures": loads[k].failures} for k, r in results.items()}
+    return {
+        k: r.as_dict() | {"label": LOADS[k]["label"], "failures": loads[k].failures}
+        for k, r in results.items()
+    }
 
 
 def run_baseline(stack: Stack, seconds: float) -> dict[str, Any]:
@@ -453,8 +508,9 @@ def run_baseline(stack: Stack, seconds: float) -> dict[str, Any]:
         return load_summary(loads, {k: g.stop() for k, g in loads.items()})
 
 
-def run_segment(stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str, gap: float,
-                record: dict[str, Any]) -> None:
+def run_segment(
+    stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str, gap: float, record: dict[str, Any]
+) -> None:
     """`ops` back to back under fresh loads, into `record`: each op's failures (from its start to the
     next op's), each load's summary with every failed request's time, and watcher's phase figures.
     An op that fails ends the segment (recorded as `error`); what was measured until then is kept."""
@@ -474,7 +530,9 @@ def run_segment(stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str
                 record["error"] = f"{kind[:-1]} {i}: {type(exc).__name__}: {exc}"
                 log(f"   {record['error']}")
                 break
-            row.update(i=i, started_at=started_at, ended_at=now_iso(), seconds=round(time.monotonic() - t0, 3))
+            row.update(
+                i=i, started_at=started_at, ended_at=now_iso(), seconds=round(time.monotonic() - t0, 3)
+            )
             record["ops"].append(row)
             time.sleep(gap)
             after = failed_counts(loads)
@@ -482,11 +540,15 @@ def run_segment(stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str
             before = after
             extra = f", overhead {row['overhead_s']:.2f}s" if "overhead_s" in row else ""
             fails = ", ".join(f"{k} {v['failed']}" for k, v in row["failed"].items())
-            log(f"   {kind[:-1]} {i:2d}: {row['version']} on {row['color']} in {row['seconds']:.1f}s{extra}; "
-                f"failed: {fails}")
+            log(
+                f"   {kind[:-1]} {i:2d}: {row['version']} on {row['color']} in {row['seconds']:.1f}s{extra}; "
+                f"failed: {fails}"
+            )
         time.sleep(max(0.0, TAIL_S - gap))
         results = {k: g.stop() for k, g in loads.items()}
-        record["failed_after_last"] = diff_failed(before, {k: (r.failed, dict(r.errors)) for k, r in results.items()})
+        record["failed_after_last"] = diff_failed(
+            before, {k: (r.failed, dict(r.errors)) for k, r in results.items()}
+        )
         record["loads"] = load_summary(loads, results)
     phased = [row for row in record["ops"] if "phases" in row]
     if phased:
@@ -495,6 +557,7 @@ def run_segment(stack: Stack, ops: list[Callable[[], dict[str, Any]]], kind: str
 
 def watcher_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """watcher's own time per operation: total - health - drain, with and without the verify window."""
+
     def mean_max(values: list[float]) -> dict[str, float]:
         return {"mean": round(statistics.fmean(values), 3), "max": round(max(values), 3)}
 
@@ -502,23 +565,31 @@ def watcher_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "verify_window": VERIFY_WINDOW,
         "overhead_s": mean_max([row["overhead_s"] for row in rows]),
-        "overhead_without_verify_s": mean_max([row["overhead_s"] - row["phases"].get("verify", 0.0) for row in rows]),
+        "overhead_without_verify_s": mean_max(
+            [row["overhead_s"] - row["phases"].get("verify", 0.0) for row in rows]
+        ),
         "total_s": mean_max([row["total"] for row in rows]),
-        "phases_mean_s": {p: round(statistics.fmean(row["phases"].get(p, 0.0) for row in rows), 3)
-                          for p in phase_names},
+        "phases_mean_s": {
+            p: round(statistics.fmean(row["phases"].get(p, 0.0) for row in rows), 3) for p in phase_names
+        },
         "phases_max_s": {p: round(max(row["phases"].get(p, 0.0) for row in rows), 3) for p in phase_names},
     }
 
 
 def save_logs(stack: Stack, name: str, results_dir: Path) -> None:
     """Caddy's and the apps' logs beside the JSON, to line failures up with them."""
-    logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-caddy-1"], capture_output=True, text=True,
-                          timeout=30)
+    logs = subprocess.run(
+        ["docker", "logs", "-t", f"{stack.name}-caddy-1"], capture_output=True, text=True, timeout=30
+    )
     (results_dir / f"swap-{name}-caddy.log").write_text(logs.stdout + logs.stderr)
     with (results_dir / f"swap-{name}-apps.log").open("w") as out:
         for color in ("blue", "green"):
-            logs = subprocess.run(["docker", "logs", "-t", f"{stack.name}-{color}-web-1"],
-                                  capture_output=True, text=True, timeout=30)
+            logs = subprocess.run(
+                ["docker", "logs", "-t", f"{stack.name}-{color}-web-1"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             out.write(f"### {stack.name}-{color}-web-1\n{logs.stdout}{logs.stderr}")
 
 
@@ -530,8 +601,15 @@ def slow_start_allowed(stack: Stack) -> None:
     env.write_text(env.read_text().replace("APP_HEALTH_START_PERIOD=5s", "APP_HEALTH_START_PERIOD=30s"))
 
 
-def run_method(name: str, tags: list[str], rollbacks: int, gap: float, results_dir: Path, watch: DockerWatch,
-               baseline: float = 0.0) -> dict[str, Any]:
+def run_method(
+    name: str,
+    tags: list[str],
+    rollbacks: int,
+    gap: float,
+    results_dir: Path,
+    watch: DockerWatch,
+    baseline: float = 0.0,
+) -> dict[str, Any]:
     """One method on a fresh stack; a failure is recorded as `error`, with what was measured before
     it; `void` lists the Docker outages during it (its figures then measure the engine's absence)."""
     log(f"== {name}: {METHODS[name]}")
@@ -542,7 +620,9 @@ def run_method(name: str, tags: list[str], rollbacks: int, gap: float, results_d
         stack = Stack.create(image=BENCH_REPO, verify_window=VERIFY_WINDOW)
         slow_start_allowed(stack)
         if METHOD_CLASSES[name].caddyfile:
-            (stack.root / "Caddyfile").write_text((METHOD_CLASSES[name].caddyfile or "").replace("{app}", stack.name))
+            (stack.root / "Caddyfile").write_text(
+                (METHOD_CLASSES[name].caddyfile or "").replace("{app}", stack.name)
+            )
         record["stack"] = stack.name
         log(f"   stack {stack.name} on {stack.url}; bootstrap: watcher deploy {tags[0]}")
         record["bootstrap"] = bootstrap(stack, tags[0])
@@ -551,8 +631,10 @@ def run_method(name: str, tags: list[str], rollbacks: int, gap: float, results_d
         method = METHOD_CLASSES[name](stack, watcher_log, tags[0])
         if baseline > 0:
             record["baseline"] = run_baseline(stack, baseline)
-        plan = {"deploys": [functools.partial(method.deploy, tag) for tag in tags[1:]],
-                "rollbacks": [method.rollback] * rollbacks}
+        plan = {
+            "deploys": [functools.partial(method.deploy, tag) for tag in tags[1:]],
+            "rollbacks": [method.rollback] * rollbacks,
+        }
         for kind, ops in plan.items():
             if not ops:
                 continue
@@ -598,9 +680,19 @@ def ratio(failed: int, base: int) -> str:
 
 
 def table_row(name: str, ops: str, load: str, r: dict[str, Any], vs: str) -> dict[str, Any]:
-    return {"method": name, "ops": ops, "load": load, "requests": r["sent"], "failed": r["failed"],
-            "failed_pct": round(100.0 * r["failed"] / r["sent"], 3) if r["sent"] else None,
-            "errors": r["errors"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "max_ms": r["max_ms"], "vs_watcher": vs}
+    return {
+        "method": name,
+        "ops": ops,
+        "load": load,
+        "requests": r["sent"],
+        "failed": r["failed"],
+        "failed_pct": round(100.0 * r["failed"] / r["sent"], 3) if r["sent"] else None,
+        "errors": r["errors"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "max_ms": r["max_ms"],
+        "vs_watcher": vs,
+    }
 
 
 def table(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -619,7 +711,9 @@ def table(record: dict[str, Any]) -> list[dict[str, Any]]:
                     continue
                 r = segment["loads"][load]
                 vs = "" if name == "watcher" else ratio(r["failed"], base["failed"]) if base else "n/a"
-                ops = plural(len(segment["ops"]), kind) + (f" (of {segment['planned']}; failed)" if "error" in segment else "")
+                ops = plural(len(segment["ops"]), kind) + (
+                    f" (of {segment['planned']}; failed)" if "error" in segment else ""
+                )
                 ops += " (void: Docker away)" if "void" in m else ""
                 rows.append(table_row(name, ops, load, r, vs))
     return rows
@@ -627,11 +721,24 @@ def table(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = ("method", "ops", "load", "requests", "failed", "p50 ms", "p99 ms", "failed vs watcher")
-    body = [(r["method"], r["ops"], r["load"], str(r["requests"]),
-             f"{r['failed']} ({r['failed_pct']:.2f}%)" if r["failed_pct"] is not None else str(r["failed"]),
-             fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]), r["vs_watcher"]) for r in rows]
+    body = [
+        (
+            r["method"],
+            r["ops"],
+            r["load"],
+            str(r["requests"]),
+            f"{r['failed']} ({r['failed_pct']:.2f}%)" if r["failed_pct"] is not None else str(r["failed"]),
+            fmt_ms(r["p50_ms"]),
+            fmt_ms(r["p99_ms"]),
+            r["vs_watcher"],
+        )
+        for r in rows
+    ]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     print(line(head))
     print("  ".join("-" * w for w in widths))
     for b in body:
@@ -640,8 +747,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def print_report(record: dict[str, Any], json_path: Path) -> None:
     print()
-    print(f"swap benchmark, {record['deploys_per_method']} deploys and {record['rollbacks_per_method']} rollbacks "
-          f"per method, {os.cpu_count()} CPUs, {record['started_at']}")
+    print(
+        f"swap benchmark, {record['deploys_per_method']} deploys and {record['rollbacks_per_method']} rollbacks "
+        f"per method, {os.cpu_count()} CPUs, {record['started_at']}"
+    )
     print(f"watcher configured with verify window {VERIFY_WINDOW} (health interval 1s)")
     for k, v in LOADS.items():
         print(f"  load {k}: {v['label']}")
@@ -652,19 +761,27 @@ def print_report(record: dict[str, Any], json_path: Path) -> None:
         if not w:
             continue
         print()
-        print(f"watcher {kind}: own overhead per operation (total - health - drain): mean "
-              f"{w['overhead_s']['mean']:.2f}s, max {w['overhead_s']['max']:.2f}s; total mean {w['total_s']['mean']:.2f}s")
-        print(f"  without the verify phase (its {VERIFY_WINDOW} window is configured): "
-              f"mean {w['overhead_without_verify_s']['mean']:.2f}s, max {w['overhead_without_verify_s']['max']:.2f}s")
+        print(
+            f"watcher {kind}: own overhead per operation (total - health - drain): mean "
+            f"{w['overhead_s']['mean']:.2f}s, max {w['overhead_s']['max']:.2f}s; total mean {w['total_s']['mean']:.2f}s"
+        )
+        print(
+            f"  without the verify phase (its {VERIFY_WINDOW} window is configured): "
+            f"mean {w['overhead_without_verify_s']['mean']:.2f}s, max {w['overhead_without_verify_s']['max']:.2f}s"
+        )
         print("  mean phase times: " + ", ".join(f"{k} {v:.2f}s" for k, v in w["phases_mean_s"].items()))
     for name, m in record["methods"].items():
         if "error" in m:
             print(f"{name}: FAILED: {m['error']}")
         if m.get("voided_attempts"):
-            print(f"{name}: {len(m['voided_attempts'])} earlier attempt(s) void: Docker did not answer during them")
+            print(
+                f"{name}: {len(m['voided_attempts'])} earlier attempt(s) void: Docker did not answer during them"
+            )
         hl = m.get("host_load_1min", {})
-        print(f"{name}: {m.get('seconds', 0):.0f}s including stack set-up and tear-down; host 1-min load average "
-              f"mean {hl.get('mean', float('nan')):.1f}, max {hl.get('max', float('nan')):.1f}")
+        print(
+            f"{name}: {m.get('seconds', 0):.0f}s including stack set-up and tear-down; host 1-min load average "
+            f"mean {hl.get('mean', float('nan')):.1f}, max {hl.get('max', float('nan')):.1f}"
+        )
     print(f"total runtime {record['runtime_s']:.0f}s; results in {json_path}")
 
 
@@ -677,8 +794,9 @@ def push_images(tags: list[str]) -> dict[str, str]:
     return pushed
 
 
-def run_attempts(name: str, tags: list[str], args: argparse.Namespace, watch: DockerWatch,
-                 baseline: float) -> dict[str, Any]:
+def run_attempts(
+    name: str, tags: list[str], args: argparse.Namespace, watch: DockerWatch, baseline: float
+) -> dict[str, Any]:
     """The method, again on a fresh stack while Docker went away during it (up to --attempts):
     on a shared engine, other tests restart or freeze dockerd."""
     voided: list[dict[str, Any]] = []
@@ -688,8 +806,10 @@ def run_attempts(name: str, tags: list[str], args: argparse.Namespace, watch: Do
         record["host_load_1min"] = host_load.summary()
         if "void" not in record:
             break
-        log(f"{name}: Docker did not answer for {sum(o['seconds'] for o in record['void']):.0f}s during attempt "
-            f"{attempt} of {args.attempts}: its figures are void")
+        log(
+            f"{name}: Docker did not answer for {sum(o['seconds'] for o in record['void']):.0f}s during attempt "
+            f"{attempt} of {args.attempts}: its figures are void"
+        )
         voided.append({k: record.get(k) for k in ("void", "error", "seconds")})
     record["voided_attempts"] = voided
     return record
@@ -698,48 +818,93 @@ def run_attempts(name: str, tags: list[str], args: argparse.Namespace, watch: Do
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--deploys", type=int, default=20, help="consecutive deploys per method (default 20)")
-    p.add_argument("--rollbacks", type=int, default=5,
-                   help="consecutive rollbacks per method after the deploys (default 5; 0: none)")
+    p.add_argument(
+        "--rollbacks",
+        type=int,
+        default=5,
+        help="consecutive rollbacks per method after the deploys (default 5; 0: none)",
+    )
     p.add_argument("--gap", type=float, default=1.0, help="seconds between operations (default 1)")
-    p.add_argument("--baseline", type=float, default=10.0,
-                   help="seconds of both loads with no swap, on the first stack, before its deploys (default 10; "
-                        "0: none): what the machine gives without any swap")
-    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "swap.json",
-                   help="where to write the results (default benchmarks/results/swap.json)")
-    p.add_argument("--attempts", type=int, default=3,
-                   help="runs of a method while Docker goes away during it (default 3; see DockerWatch)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    p.add_argument(
+        "--baseline",
+        type=float,
+        default=10.0,
+        help="seconds of both loads with no swap, on the first stack, before its deploys (default 10; "
+        "0: none): what the machine gives without any swap",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "swap.json",
+        help="where to write the results (default benchmarks/results/swap.json)",
+    )
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        help="runs of a method while Docker goes away during it (default 3; see DockerWatch)",
+    )
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)} (default: all)",
+    )
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.deploys < 1 or args.rollbacks < 0 or args.attempts < 1 or not methods or any(m not in METHODS for m in methods):
-        p.error(f"--deploys and --attempts must be >= 1, --rollbacks >= 0 and --methods a subset of {','.join(METHODS)}")
+    if (
+        args.deploys < 1
+        or args.rollbacks < 0
+        or args.attempts < 1
+        or not methods
+        or any(m not in METHODS for m in methods)
+    ):
+        p.error(
+            f"--deploys and --attempts must be >= 1, --rollbacks >= 0 and --methods a subset of {','.join(METHODS)}"
+        )
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started, t0 = now_iso(), time.monotonic()
     if os.getloadavg()[0] > (os.cpu_count() or 1):
-        log(f"warning: the host is busy (1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be worse for every method, and even watcher's can show failed requests")
+        log(
+            f"warning: the host is busy (1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); "
+            "figures will be worse for every method, and even watcher's can show failed requests"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tags = versions(args.deploys)
 
     log(f"building and pushing the test images {tags[0]}..{tags[-1]} (skipped when up to date)")
     images.build_caddy_image(CADDY_IMAGE)
     record: dict[str, Any] = {
-        "started_at": started, "host": {"cpus": os.cpu_count()}, "deploys_per_method": args.deploys,
-        "rollbacks_per_method": args.rollbacks, "gap_s": args.gap, "warmup_s": WARMUP_S, "tail_s": TAIL_S,
-        "watcher_settings": {"verify_window": VERIFY_WINDOW, "health_interval": "1s", "drain_timeout": "30s",
-                             "retain_old": True, "app_health_interval": "1s",
-                             "app_health_start_period": "30s"},
+        "started_at": started,
+        "host": {"cpus": os.cpu_count()},
+        "deploys_per_method": args.deploys,
+        "rollbacks_per_method": args.rollbacks,
+        "gap_s": args.gap,
+        "warmup_s": WARMUP_S,
+        "tail_s": TAIL_S,
+        "watcher_settings": {
+            "verify_window": VERIFY_WINDOW,
+            "health_interval": "1s",
+            "drain_timeout": "30s",
+            "retain_old": True,
+            "app_health_interval": "1s",
+            "app_health_start_period": "30s",
+        },
         "app": "tests/harness/app_server.py (images.build_app_image)",
-        "images": push_images(tags), "loads": {k: v["label"] for k, v in LOADS.items()}, "methods": {},
+        "images": push_images(tags),
+        "loads": {k: v["label"] for k, v in LOADS.items()},
+        "methods": {},
     }
     status = 0
     try:
         with DockerWatch() as watch:
             for i, name in enumerate(methods):
-                record["methods"][name] = run_attempts(name, tags, args, watch, args.baseline if i == 0 else 0.0)
-                status = 1 if "error" in record["methods"][name] or "void" in record["methods"][name] else status
+                record["methods"][name] = run_attempts(
+                    name, tags, args, watch, args.baseline if i == 0 else 0.0
+                )
+                status = (
+                    1 if "error" in record["methods"][name] or "void" in record["methods"][name] else status
+                )
     except KeyboardInterrupt:
         log("interrupted; stacks were destroyed, partial results follow")
         status = 130

@@ -53,9 +53,11 @@ class Hogs:
         self.count = count
         self.procs: list[multiprocessing.Process] = []
 
-    def __enter__(self) -> "Hogs":
+    def __enter__(self) -> Hogs:
         stop_at = time.monotonic() + 600
-        self.procs = [multiprocessing.Process(target=hog, args=(stop_at,), daemon=True) for _ in range(self.count)]
+        self.procs = [
+            multiprocessing.Process(target=hog, args=(stop_at,), daemon=True) for _ in range(self.count)
+        ]
         for proc in self.procs:
             proc.start()
         return self
@@ -92,9 +94,17 @@ def capacity(addr: str, container: Any) -> list[dict[str, Any]]:
         before = cpu_ns(container)
         r = run_load(f"http://{addr}/cgi-bin/work", rate=rate, duration=5, connections=64)
         used = (cpu_ns(container) - before) / 1e9
-        rows.append({"rate": rate, "sent": r.sent, "ok_per_s": r.ok / max(r.duration_s, 1e-9), "failed": r.failed,
-                     "p99_ms": r.p99(), "cpu_ms_per_request": 1000 * used / max(r.ok, 1),
-                     "errors": dict(r.errors)})
+        rows.append(
+            {
+                "rate": rate,
+                "sent": r.sent,
+                "ok_per_s": r.ok / max(r.duration_s, 1e-9),
+                "failed": r.failed,
+                "p99_ms": r.p99(),
+                "cpu_ms_per_request": 1000 * used / max(r.ok, 1),
+                "errors": dict(r.errors),
+            }
+        )
     return rows
 
 
@@ -120,8 +130,14 @@ def burst(addr: str, count: int = 600) -> dict[str, int]:
 
 def measure(name: str, build: Any, seconds: float, hogs: int) -> dict[str, Any]:
     ref = build(f"watcher-bench/testapp:{name.split()[0]}", "bench")
-    container = images.client().containers.run(ref, name=f"wt-bench-{uuid.uuid4().hex[:8]}", detach=True, init=True,
-                                                nano_cpus=1_000_000_000, ports={"8080/tcp": ("127.0.0.1", None)})
+    container = images.client().containers.run(
+        ref,
+        name=f"wt-bench-{uuid.uuid4().hex[:8]}",
+        detach=True,
+        init=True,
+        nano_cpus=1_000_000_000,
+        ports={"8080/tcp": ("127.0.0.1", None)},
+    )
     try:
         container.reload()
         addr = f"127.0.0.1:{container.attrs['NetworkSettings']['Ports']['8080/tcp'][0]['HostPort']}"
@@ -129,24 +145,34 @@ def measure(name: str, build: Any, seconds: float, hogs: int) -> dict[str, Any]:
         idle = fixed_rate(addr, seconds)
         with Hogs(hogs):
             loaded = fixed_rate(addr, seconds)
-        return {"app": name, "idle_200": idle, "loaded_200": loaded, "capacity": capacity(addr, container),
-                "burst": burst(addr)}
+        return {
+            "app": name,
+            "idle_200": idle,
+            "loaded_200": loaded,
+            "capacity": capacity(addr, container),
+            "burst": burst(addr),
+        }
     finally:
         container.remove(force=True)
 
 
 def table(results: list[dict[str, Any]], hogs: int) -> str:
-    lines = [f"| app | 200/s idle: failed/sent, p50, p99 | 200/s with {hogs} CPU hogs | "
-             + " | ".join(f"{r}/s: answered/s, failed, p99, CPU/req" for r in RATES) + " | 600-connection burst failed |",
-             "|---" * (4 + len(RATES)) + "|"]
+    lines = [
+        f"| app | 200/s idle: failed/sent, p50, p99 | 200/s with {hogs} CPU hogs | "
+        + " | ".join(f"{r}/s: answered/s, failed, p99, CPU/req" for r in RATES)
+        + " | 600-connection burst failed |",
+        "|---" * (4 + len(RATES)) + "|",
+    ]
     for res in results:
         cells = [res["app"]]
         for key in ("idle_200", "loaded_200"):
             m = res[key]
             cells.append(f"{m['failed']}/{m['sent']}, {m['p50_ms']:.1f} ms, {m['p99_ms']:.1f} ms")
         for row in res["capacity"]:
-            cells.append(f"{row['ok_per_s']:.0f}, {row['failed']}, {row['p99_ms']:.0f} ms, "
-                         f"{row['cpu_ms_per_request']:.3f} ms")
+            cells.append(
+                f"{row['ok_per_s']:.0f}, {row['failed']}, {row['p99_ms']:.0f} ms, "
+                f"{row['cpu_ms_per_request']:.3f} ms"
+            )
         cells.append(f"{res['burst']['failed']}/{res['burst']['connections']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -160,13 +186,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = [measure(name, build, args.seconds, args.hogs) for name, build in APPS.items()]
     for res in results:
-        res["capacity_per_core"] = round(1000 / max(min(r["cpu_ms_per_request"] for r in res["capacity"]), 1e-6))
+        res["capacity_per_core"] = round(
+            1000 / max(min(r["cpu_ms_per_request"] for r in res["capacity"]), 1e-6)
+        )
     print(table(results, args.hogs))
     for res in results:
-        print(f"{res['app']}: ~{res['capacity_per_core']:,} requests/s per core (from its CPU time per request)")
+        print(
+            f"{res['app']}: ~{res['capacity_per_core']:,} requests/s per core (from its CPU time per request)"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hogs": args.hogs,
-                                     "results": results}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hogs": args.hogs, "results": results},
+            indent=2,
+        )
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -55,25 +55,89 @@ BENCH_REPO = "watcher-bench/webhook"
 def realistic(payload: dict[str, Any]) -> dict[str, Any]:
     """Add the repository object GitHub sends (URLs mostly), so the body is GitHub's size."""
     base = "https://api.github.com/repos/acme/app"
-    payload["repository"] = {"id": 1060841726, "node_id": "R_kgDOPzso_g", "name": "app", "full_name": "acme/app",
-                             "private": False, "owner": payload["package"]["owner"], "html_url": "https://github.com/acme/app",
-                             "description": "the app", "fork": False, "url": base,
-                             **{f"{name}_url": f"{base}/{name}{{/number}}" for name in (
-                                 "forks", "keys", "collaborators", "teams", "hooks", "issue_events", "events",
-                                 "assignees", "branches", "tags", "blobs", "git_tags", "git_refs", "trees",
-                                 "statuses", "languages", "stargazers", "contributors", "subscribers",
-                                 "subscription", "commits", "git_commits", "comments", "issue_comment", "contents",
-                                 "compare", "merges", "archive", "downloads", "issues", "pulls", "milestones",
-                                 "notifications", "labels", "releases", "deployments")}}
-    payload["package"]["owner"].update({f"{name}_url": f"https://api.github.com/users/acme/{name}" for name in (
-        "followers", "following", "gists", "starred", "subscriptions", "organizations", "repos", "events",
-        "received_events")})
+    payload["repository"] = {
+        "id": 1060841726,
+        "node_id": "R_kgDOPzso_g",
+        "name": "app",
+        "full_name": "acme/app",
+        "private": False,
+        "owner": payload["package"]["owner"],
+        "html_url": "https://github.com/acme/app",
+        "description": "the app",
+        "fork": False,
+        "url": base,
+        **{
+            f"{name}_url": f"{base}/{name}{{/number}}"
+            for name in (
+                "forks",
+                "keys",
+                "collaborators",
+                "teams",
+                "hooks",
+                "issue_events",
+                "events",
+                "assignees",
+                "branches",
+                "tags",
+                "blobs",
+                "git_tags",
+                "git_refs",
+                "trees",
+                "statuses",
+                "languages",
+                "stargazers",
+                "contributors",
+                "subscribers",
+                "subscription",
+                "commits",
+                "git_commits",
+                "comments",
+                "issue_comment",
+                "contents",
+                "compare",
+                "merges",
+                "archive",
+                "downloads",
+                "issues",
+                "pulls",
+                "milestones",
+                "notifications",
+                "labels",
+                "releases",
+                "deployments",
+            )
+        },
+    }
+    payload["package"]["owner"].update(
+        {
+            f"{name}_url": f"https://api.github.com/users/acme/{name}"
+            for name in (
+                "followers",
+                "following",
+                "gists",
+                "starred",
+                "subscriptions",
+                "organizations",
+                "repos",
+                "events",
+                "received_events",
+            )
+        }
+    )
     payload["package"]["package_version"]["author"] = payload["package"]["owner"]
     return payload
 
 
-def client(url: str, body: bytes, signature: str, delivery: str | None, seconds: float, warmup: float,
-           connections: int, out: multiprocessing.Queue) -> None:
+def client(
+    url: str,
+    body: bytes,
+    signature: str,
+    delivery: str | None,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    out: multiprocessing.Queue,
+) -> None:
     """One client process: `connections` keep-alive connections, each in its own thread."""
     import threading
 
@@ -91,8 +155,12 @@ def client(url: str, body: bytes, signature: str, delivery: str | None, seconds:
             now = time.monotonic()
             if now >= stop:
                 break
-            headers = {"X-GitHub-Event": "package", "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-                       "X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+            headers = {
+                "X-GitHub-Event": "package",
+                "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature,
+                "Content-Type": "application/json",
+            }
             try:
                 conn.request("POST", "/hooks/github", body=body, headers=headers)
                 response = conn.getresponse()
@@ -115,12 +183,17 @@ def client(url: str, body: bytes, signature: str, delivery: str | None, seconds:
     out.put((results, errors))
 
 
-def measure(url: str, body: bytes, delivery: str | None, *, seconds: float, clients: int,
-            connections: int) -> dict[str, Any]:
+def measure(
+    url: str, body: bytes, delivery: str | None, *, seconds: float, clients: int, connections: int
+) -> dict[str, Any]:
     out: multiprocessing.Queue = multiprocessing.Queue()
     signature = sign(SECRET, body)
-    procs = [multiprocessing.Process(target=client, args=(url, body, signature, delivery, seconds, 2.0, connections, out))
-             for _ in range(clients)]
+    procs = [
+        multiprocessing.Process(
+            target=client, args=(url, body, signature, delivery, seconds, 2.0, connections, out)
+        )
+        for _ in range(clients)
+    ]
     [p.start() for p in procs]
     results: list[tuple[int, float]] = []
     errors: list[str] = []
@@ -134,7 +207,9 @@ def measure(url: str, body: bytes, delivery: str | None, *, seconds: float, clie
     for status, _ in results:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
     return {
-        "requests": len(results), "rps": round(len(results) / seconds, 1), "statuses": statuses,
+        "requests": len(results),
+        "rps": round(len(results) / seconds, 1),
+        "statuses": statuses,
         "errors": len(errors),
         "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
         "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else None,
@@ -142,10 +217,14 @@ def measure(url: str, body: bytes, delivery: str | None, *, seconds: float, clie
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
-    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per client process")
+    parser.add_argument(
+        "--connections", type=int, default=8, help="keep-alive connections per client process"
+    )
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "webhook_rps.json")
     args = parser.parse_args()
 
@@ -153,23 +232,40 @@ def main() -> int:
     digests = push_images(f"http://{REGISTRY}", BENCH_REPO, ["1.0.0"])
     port = free_port()
     root = Path(tempfile.mkdtemp(prefix="watcher-bench-webhook-"))
-    config = write_project(root, app=app, image=f"{REGISTRY}/{BENCH_REPO}", port=port,
-                           extra=f'[redis]\nurl = "{REDIS_URL}"\n')
+    config = write_project(
+        root, app=app, image=f"{REGISTRY}/{BENCH_REPO}", port=port, extra=f'[redis]\nurl = "{REDIS_URL}"\n'
+    )
     server = WatcherServer(config, {"WEBHOOK_SECRET": SECRET}, port).start()
     rdb = redis.Redis.from_url(REDIS_URL)
     try:
-        ours = realistic(github_package("published", "1.0.0", owner="watcher-bench", name="webhook",
-                                        package_url=f"{REGISTRY}/{BENCH_REPO}:1.0.0", digest=digests["1.0.0"]))
+        ours = realistic(
+            github_package(
+                "published",
+                "1.0.0",
+                owner="watcher-bench",
+                name="webhook",
+                package_url=f"{REGISTRY}/{BENCH_REPO}:1.0.0",
+                digest=digests["1.0.0"],
+            )
+        )
         other = realistic(github_package("published", "1.0.0", owner="someone", name="else"))
         body_ours, body_other = json.dumps(ours).encode(), json.dumps(other).encode()
 
         # Queue the push once, so "same-push" deliveries are duplicates of it; and process one
         # delivery id once, so "replayed-id" deliveries are replays of it.
         import httpx
+
         replayed = str(uuid.uuid4())
-        first = httpx.post(f"{server.url}/hooks/github", content=body_ours, timeout=15, headers={
-            "X-GitHub-Event": "package", "X-GitHub-Delivery": replayed,
-            "X-Hub-Signature-256": sign(SECRET, body_ours)})
+        first = httpx.post(
+            f"{server.url}/hooks/github",
+            content=body_ours,
+            timeout=15,
+            headers={
+                "X-GitHub-Event": "package",
+                "X-GitHub-Delivery": replayed,
+                "X-Hub-Signature-256": sign(SECRET, body_ours),
+            },
+        )
         assert first.status_code == 202, first.text
 
         scenarios = {
@@ -179,26 +275,51 @@ def main() -> int:
         }
         results: dict[str, Any] = {}
         for name, (body, delivery) in scenarios.items():
-            print(f"[{time.strftime('%H:%M:%S')}] {name}: {args.clients} clients x {args.connections} connections, "
-                  f"{args.seconds:g}s ...", file=sys.stderr, flush=True)
-            results[name] = measure(server.url, body, delivery, seconds=args.seconds, clients=args.clients,
-                                    connections=args.connections)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {name}: {args.clients} clients x {args.connections} connections, "
+                f"{args.seconds:g}s ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            results[name] = measure(
+                server.url,
+                body,
+                delivery,
+                seconds=args.seconds,
+                clients=args.clients,
+                connections=args.connections,
+            )
         jobs = int(rdb.get(f"watcher:{app}:seq") or 0)
     finally:
         server.stop()
         forget(rdb, app)
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\nwebhook receiver: signed GitHub deliveries of {len(body_ours)} bytes, waitress 8 threads, "
-          f"{args.clients}x{args.connections} keep-alive connections, {args.seconds:g}s each")
+    print(
+        f"\nwebhook receiver: signed GitHub deliveries of {len(body_ours)} bytes, waitress 8 threads, "
+        f"{args.clients}x{args.connections} keep-alive connections, {args.seconds:g}s each"
+    )
     print(f"{'path':<15} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  statuses")
     for name, r in results.items():
-        print(f"{name:<15} {r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}  {r['statuses']}"
-              + (f"  transport errors: {r['errors']}" if r["errors"] else ""))
+        print(
+            f"{name:<15} {r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8}  {r['statuses']}"
+            + (f"  transport errors: {r['errors']}" if r["errors"] else "")
+        )
     print(f"jobs created during the run: {jobs} (the one queued before it)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"body_bytes": len(body_ours), "seconds": args.seconds, "clients": args.clients,
-                                     "connections": args.connections, "results": results, "jobs": jobs}, indent=2))
+    args.json.write_text(
+        json.dumps(
+            {
+                "body_bytes": len(body_ours),
+                "seconds": args.seconds,
+                "clients": args.clients,
+                "connections": args.connections,
+                "results": results,
+                "jobs": jobs,
+            },
+            indent=2,
+        )
+    )
     return 0 if jobs == 1 and all(set(r["statuses"]) == {"200"} for r in results.values()) else 1
 
 

@@ -32,8 +32,11 @@ def main(argv: list[str]) -> int:
     url, token = (argv[0].rstrip("/") + "/", argv[1]) if len(argv) == 2 else kept_demo()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
-        for name, width, page_path in (("dashboard", 1280, ""), ("dashboard-app", 1280, "apps/demo"),
-                                       ("dashboard-phone", 390, "")):
+        for name, width, page_path in (
+            ("dashboard", 1280, ""),
+            ("dashboard-app", 1280, "apps/demo"),
+            ("dashboard-phone", 390, ""),
+        ):
             page = browser.new_page(viewport={"width": width, "height": 900})
             page.goto(url + "login")
             page.fill("input[name=token]", token)

@@ -42,13 +42,13 @@ API = "127.0.0.1:5000/watcher/demo-api"
 REPOS = {"demo": APP, "api": API}
 ROUTES = {"demo": "", "api": "/api"}
 PORT = 8080
-REDIS_URL = "redis://127.0.0.1:6379/14"   # the demo's own database on the services' Redis
-KEPT = ROOT / ".watcher" / "demo"          # what --keep leaves: the run's pid, log and login token
+REDIS_URL = "redis://127.0.0.1:6379/14"  # the demo's own database on the services' Redis
+KEPT = ROOT / ".watcher" / "demo"  # what --keep leaves: the run's pid, log and login token
 ENV = {
     "WATCHER_CONFIG": str(CONFIG),
     "STACK_NAME": "demo",
     "HTTP_PORT": str(PORT),
-    "CADDY_IMAGE": images.DEFAULT_CADDY_REF,   # offline stand-ins for caddy:2.11 and redis:7.4
+    "CADDY_IMAGE": images.DEFAULT_CADDY_REF,  # offline stand-ins for caddy:2.11 and redis:7.4
     "REDIS_IMAGE": images.DEFAULT_REDIS_REF,
     "APP_HEALTH_INTERVAL": "1s",
     "HEALTH_CHECK_INTERVAL": "1s",
@@ -62,8 +62,13 @@ def say(text: str) -> None:
 
 def watcher(*args: str) -> dict:
     """Run the real CLI; show its progress; return its JSON result."""
-    proc = subprocess.run([sys.executable, "-m", "watcher", *args, "--json"], cwd=ROOT,
-                          env={**os.environ, **ENV}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher", *args, "--json"],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"demo: `watcher {' '.join(args)}` failed with exit {proc.returncode}")
     return json.loads(proc.stdout)
@@ -87,14 +92,23 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
     redis_url = REDIS_URL
     secret = secrets.token_hex(16)
     port = free_port()
-    env = {**os.environ, **ENV, "REDIS_URL": redis_url, "WEBHOOK_SECRET": secret,
-           "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "POLL_INTERVAL": "1h"}
+    env = {
+        **os.environ,
+        **ENV,
+        "REDIS_URL": redis_url,
+        "WEBHOOK_SECRET": secret,
+        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+        "POLL_INTERVAL": "1h",
+    }
     server = subprocess.Popen([sys.executable, "-m", "watcher", "run", "--no-poll"], cwd=ROOT, env=env)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         ready(port)
         started = time.monotonic()
-        refs = {app: images.build_app_image(f"{REPOS[app]}:{version}", version) for app, version in versions.items()}
+        refs = {
+            app: images.build_app_image(f"{REPOS[app]}:{version}", version)
+            for app, version in versions.items()
+        }
         pushes = [threading.Thread(target=images.push, args=(ref,)) for ref in refs.values()]
         for thread in pushes:
             thread.start()
@@ -104,11 +118,22 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
         print(f"pushed {', '.join(refs.values())} in {pushed - started:.1f}s", flush=True)
         for app, version in versions.items():
             owner, name = REPOS[app].split("/")[1:]
-            body = json.dumps(github_package("published", version, owner=owner, name=name,
-                                             package_url=f"{REPOS[app]}:{version}")).encode()
-            answer = httpx.post(f"http://127.0.0.1:{port}/hooks/github", content=body, timeout=15, headers={
-                "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()),
-                "X-Hub-Signature-256": sign(secret, body), "Content-Type": "application/json"})
+            body = json.dumps(
+                github_package(
+                    "published", version, owner=owner, name=name, package_url=f"{REPOS[app]}:{version}"
+                )
+            ).encode()
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/hooks/github",
+                content=body,
+                timeout=15,
+                headers={
+                    "X-GitHub-Event": "package",
+                    "X-GitHub-Delivery": str(uuid.uuid4()),
+                    "X-Hub-Signature-256": sign(secret, body),
+                    "Content-Type": "application/json",
+                },
+            )
             print(f"webhook for {app} answered {answer.status_code}: {answer.json()['reason']}", flush=True)
             if answer.status_code != 202:
                 raise SystemExit("demo: the webhook did not queue a deploy")
@@ -125,12 +150,22 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
         for app, version in versions.items():
             queue = DeployQueue(client, app)
             while not ((job := queue.last_job()) and job.version == version and job.status.final):
-                time.sleep(0.2)   # the job finishes: verify window, drain, stop the old colour
+                time.sleep(0.2)  # the job finishes: verify window, drain, stop the old colour
             print(f"{app}: job {job.describe()}", flush=True)
-            color = (ROOT / ".watcher" / "run" / f"{app}.live").read_text().strip()   # the route file: what is live
-            results.append((f"push {app} {version}", {
-                "version": version, "color": color, "total": live[app] - started,
-                "phases": {"push": pushed - started, "push to live": live[app] - pushed}}))
+            color = (
+                (ROOT / ".watcher" / "run" / f"{app}.live").read_text().strip()
+            )  # the route file: what is live
+            results.append(
+                (
+                    f"push {app} {version}",
+                    {
+                        "version": version,
+                        "color": color,
+                        "total": live[app] - started,
+                        "phases": {"push": pushed - started, "push to live": live[app] - pushed},
+                    },
+                )
+            )
         return results
     finally:
         server.terminate()
@@ -158,11 +193,24 @@ def leave_running() -> None:
     token_file.touch(mode=0o600)
     token_file.write_text(token + "\n")
     port = free_port()
-    env = {**os.environ, **ENV, "REDIS_URL": REDIS_URL, "WATCHER_API_TOKEN_FILE": str(token_file),
-           "WEBHOOK_LISTEN": f"127.0.0.1:{port}", "POLL_INTERVAL": "30s"}
+    env = {
+        **os.environ,
+        **ENV,
+        "REDIS_URL": REDIS_URL,
+        "WATCHER_API_TOKEN_FILE": str(token_file),
+        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+        "POLL_INTERVAL": "30s",
+    }
     with open(KEPT / "run.log", "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "watcher", "run"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     (KEPT / "run.pid").write_text(f"{server.pid}\n")
     (KEPT / "url").write_text(f"http://127.0.0.1:{port}/\n")
     if not ready(port):
@@ -190,7 +238,7 @@ def stop_kept() -> None:
     try:
         forget_jobs(redis.Redis.from_url(REDIS_URL))
     except redis.RedisError:
-        pass   # Redis is gone: nothing of ours is left in it to forget
+        pass  # Redis is gone: nothing of ours is left in it to forget
 
 
 def ready(port: int) -> bool:
@@ -224,25 +272,37 @@ def port_is_free(port: int) -> bool:
 
 def teardown() -> None:
     stop_kept()
-    for project, files in (("api-blue", ["compose.yml", "compose.blue.yml"]),
-                           ("api-green", ["compose.yml", "compose.green.yml"]),
-                           ("demo-blue", ["compose.yml", "compose.blue.yml"]),
-                           ("demo-green", ["compose.yml", "compose.green.yml"]),
-                           ("demo", ["compose.yml"])):
+    for project, files in (
+        ("api-blue", ["compose.yml", "compose.blue.yml"]),
+        ("api-green", ["compose.yml", "compose.green.yml"]),
+        ("demo-blue", ["compose.yml", "compose.blue.yml"]),
+        ("demo-green", ["compose.yml", "compose.green.yml"]),
+        ("demo", ["compose.yml"]),
+    ):
         argv = ["docker", "compose", "-p", project, "--project-directory", str(ROOT), "--profile", "*"]
         for name in files:
             argv += ["-f", str(ROOT / name)]
-        subprocess.run([*argv, "down", "-v", "-t", "2"], cwd=ROOT, env={**os.environ, **ENV},
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*argv, "down", "-v", "-t", "2"],
+            cwd=ROOT,
+            env={**os.environ, **ENV},
+            capture_output=True,
+            check=False,
+        )
     for app in REPOS:
         for leftover in (ROOT / ".watcher" / app / "state.json", ROOT / ".watcher" / "run" / f"{app}.live"):
             leftover.unlink(missing_ok=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the stack and a `watcher run` with the dashboard running at the end")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the stack and a `watcher run` with the dashboard running at the end",
+    )
     parser.add_argument("--down", action="store_true", help="stop what a --keep demo left running, and exit")
     args = parser.parse_args()
     if args.down:
@@ -266,14 +326,19 @@ def main() -> int:
         results.append(("demo v1", watcher("deploy", "v1", "--app", "demo")))
         results.append(("api v1", watcher("deploy", "v1", "--app", "api")))
 
-        say("constant load on both apps: keep-alive POSTs at 200/s + 1 s POSTs at 40/s on /, "
-            "100/s + 20/s on /api/ (never retried)")
+        say(
+            "constant load on both apps: keep-alive POSTs at 200/s + 1 s POSTs at 40/s on /, "
+            "100/s + 20/s on /api/ (never retried)"
+        )
         generators = {}
         for app, fast_rate, slow_rate in (("demo", 200, 40), ("api", 100, 20)):
             url = f"http://127.0.0.1:{PORT}{ROUTES[app]}/cgi-bin/work"
-            generators[f"{app} POST {fast_rate}/s keep-alive"] = LoadGenerator(url, rate=fast_rate, connections=16).start()
-            generators[f"{app} POST 1 s, {slow_rate}/s"] = LoadGenerator(f"{url}?sleep=1", rate=slow_rate,
-                                                                       connections=2 * slow_rate).start()
+            generators[f"{app} POST {fast_rate}/s keep-alive"] = LoadGenerator(
+                url, rate=fast_rate, connections=16
+            ).start()
+            generators[f"{app} POST 1 s, {slow_rate}/s"] = LoadGenerator(
+                f"{url}?sleep=1", rate=slow_rate, connections=2 * slow_rate
+            ).start()
         time.sleep(2)
         say("deploy demo v2 under load")
         results.append(("demo v2", watcher("deploy", "v2", "--app", "demo")))
@@ -281,8 +346,10 @@ def main() -> int:
         say("rollback demo under load (to v1, whose colour was kept stopped)")
         results.append(("rollback", watcher("rollback", "--app", "demo")))
         time.sleep(2)
-        say("push-triggered deploys under load: one `watcher run`, push demo v3 and api v2 at once, "
-            "GitHub's webhooks arrive")
+        say(
+            "push-triggered deploys under load: one `watcher run`, push demo v3 and api v2 at once, "
+            "GitHub's webhooks arrive"
+        )
         results += push_triggered({"demo": "v3", "api": "v2"}, keep=args.keep)
         time.sleep(2)
         loads = [(name, generator.stop()) for name, generator in generators.items()]
@@ -298,8 +365,10 @@ def main() -> int:
     failed = 0
     for name, load in loads:
         failed += load.failed
-        print(f"{name:30} sent {load.sent:5}  failed {load.failed}  p50 {load.p50():.0f} ms  "
-              f"p99 {load.p99():.0f} ms  answered by {dict(load.versions)}")
+        print(
+            f"{name:30} sent {load.sent:5}  failed {load.failed}  p50 {load.p50():.0f} ms  "
+            f"p99 {load.p99():.0f} ms  answered by {dict(load.versions)}"
+        )
     print(f"requests sent: {sum(load.sent for _, load in loads)}")
     print(f"failed: {failed}")
     if args.keep:

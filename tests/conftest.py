@@ -10,7 +10,8 @@ import os
 import shutil
 import subprocess
 import uuid
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ def app_name(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def private_redis() -> Iterator["RedisServer"]:
+def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own, to stop and restart."""
     from tests.harness.redis_server import RedisServer
 
@@ -100,16 +101,16 @@ def private_redis() -> Iterator["RedisServer"]:
 APP_VARIANTS: dict[str, dict[str, object]] = {
     "v1": {},
     "v2": {},
-    "v3": {"healthy": False},                     # never healthy
-    "slow": {"start_delay": 30},                  # boots slower than the tests' timeout
-    "slowok": {"start_delay": 4},                 # slow boot within the timeout
-    "sick": {"unhealthy_after": 4},               # healthy, then sick during the verify window
-    "abrupt1": {"shutdown": "abrupt"},            # exits at once on SIGTERM
+    "v3": {"healthy": False},  # never healthy
+    "slow": {"start_delay": 30},  # boots slower than the tests' timeout
+    "slowok": {"start_delay": 4},  # slow boot within the timeout
+    "sick": {"unhealthy_after": 4},  # healthy, then sick during the verify window
+    "abrupt1": {"shutdown": "abrupt"},  # exits at once on SIGTERM
     "abrupt2": {"shutdown": "abrupt"},
-    "crash": {"exit_at_start": 1},                # exits 1 at once: restart-loops under unless-stopped
+    "crash": {"exit_at_start": 1},  # exits 1 at once: restart-loops under unless-stopped
     "loop127": {"entrypoint": ["/bin/no-such-app"]},  # exec fails with 127 under init: true; loops
-    "wrongver": {"served_version": "not-wrongver"},   # healthy, but GET /version is not its tag
-    "err5": {"error_rate": 0.05},                 # healthy and verified, but 5 % of /cgi-bin/work answer 500
+    "wrongver": {"served_version": "not-wrongver"},  # healthy, but GET /version is not its tag
+    "err5": {"error_rate": 0.05},  # healthy and verified, but 5 % of /cgi-bin/work answer 500
 }
 
 

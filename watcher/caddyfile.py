@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from watcher.backends.access_log import FILE_NAME as ACCESS_LOG, ROLL_KEEP, ROLL_SIZE_MB
+from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
+from watcher.backends.access_log import ROLL_KEEP, ROLL_SIZE_MB
 from watcher.config import Config, HostConfig, Service
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.errors import ConfigError
@@ -53,8 +54,18 @@ HEADER = """\
 
 def render(host: HostConfig, apps: list[Config]) -> str:
     """The whole Caddyfile for `apps` (all: the file Caddy runs; one: that app's site block)."""
-    lines = [HEADER.format(source=host.source.name), "{", f"\tadmin {_admin(host)}", "}", "",
-             "(ride_out_blips) {", "\tlb_try_duration 5s", "\tlb_try_interval 100ms", "}", ""]
+    lines = [
+        HEADER.format(source=host.source.name),
+        "{",
+        f"\tadmin {_admin(host)}",
+        "}",
+        "",
+        "(ride_out_blips) {",
+        "\tlb_try_duration 5s",
+        "\tlb_try_interval 100ms",
+        "}",
+        "",
+    ]
     sites: dict[str, list[Config]] = {}
     for config in apps:
         sites.setdefault(config.route.site, []).append(config)
@@ -70,29 +81,45 @@ def render(host: HostConfig, apps: list[Config]) -> str:
 def app_block(config: Config) -> list[str]:
     route_file = config.route.route_file_in_caddy
     if route_file is None:
-        raise ConfigError(f"{config.source}: app {config.app}: caddy.route_file: {config.route_file} is "
-                          "not under [caddy] run_dir, so Caddy cannot read it")
+        raise ConfigError(
+            f"{config.source}: app {config.app}: caddy.route_file: {config.route_file} is "
+            "not under [caddy] run_dir, so Caddy cannot read it"
+        )
     name = config.app
     path = config.route.path
-    lines = [f"# app {name}: {config.image}, route file {route_file}",
-             f"handle {path}/* {{" if path else "handle {"]
+    lines = [
+        f"# app {name}: {config.image}, route file {route_file}",
+        f"handle {path}/* {{" if path else "handle {",
+    ]
     if path:
         lines.append(f"\turi strip_prefix {path}")
-    lines += [f"\tlog_append watcher_app {name}",
-              "\tlog_append watcher_probe {http.request.header.X-Watcher-Probe}"]
+    lines += [
+        f"\tlog_append watcher_app {name}",
+        "\tlog_append watcher_probe {http.request.header.X-Watcher-Probe}",
+    ]
     # One read per request: a matcher reading the file itself re-reads it, and a switch between
     # two matchers' reads would match neither colour (the request then takes the fallback).
     live = f"{name}_live"
     lines.append(f"\tvars {live} {{file.{route_file}}}")
     lines += _preview(config, route_file)
     for color in COLORS:
-        lines += [f"\t@{name}_{color} vars {{vars.{live}}} {color}", f"\thandle @{name}_{color} {{",
-                  *_tagged(color)]
+        lines += [
+            f"\t@{name}_{color} vars {{vars.{live}}} {color}",
+            f"\thandle @{name}_{color} {{",
+            *_tagged(color),
+        ]
         lines += ["\t\t" + line for line in _services(config, [color])]
         lines.append("\t}")
-    lines += [f"\t@{name}_none vars {{vars.{live}}} none", f"\thandle @{name}_none {{",
-              "\t\tlog_append watcher_color none", f"\t\trespond \"no version of {name} is live yet\" 503", "\t}",
-              "\thandle {", *_tagged("fallback"), "\t\theader X-Watcher-Route fallback"]
+    lines += [
+        f"\t@{name}_none vars {{vars.{live}}} none",
+        f"\thandle @{name}_none {{",
+        "\t\tlog_append watcher_color none",
+        f'\t\trespond "no version of {name} is live yet" 503',
+        "\t}",
+        "\thandle {",
+        *_tagged("fallback"),
+        "\t\theader X-Watcher-Route fallback",
+    ]
     lines += ["\t\t" + line for line in _services(config, list(COLORS))]
     lines += ["\t}", "}"]
     return lines
@@ -100,17 +127,32 @@ def app_block(config: Config) -> list[str]:
 
 def _tagged(color: str) -> list[str]:
     """The access log fields of a colour block: which colour took the request, what the app said."""
-    return [f"\t\tlog_append watcher_color {color}",
-            "\t\tlog_append watcher_upstream {http.reverse_proxy.status_code}"]
+    return [
+        f"\t\tlog_append watcher_color {color}",
+        "\t\tlog_append watcher_upstream {http.reverse_proxy.status_code}",
+    ]
 
 
 def _access_log(host: HostConfig) -> list[str]:
     """The site's access log: JSON lines in the run directory, without headers (which may carry
     credentials and would triple every line)."""
-    return ["log {", f"\toutput file {Path(host.caddy_mount) / ACCESS_LOG} {{", "\t\tmode 0644",
-            f"\t\troll_size {ROLL_SIZE_MB}MiB", f"\t\troll_keep {ROLL_KEEP}", "\t}",
-            "\tformat filter {", "\t\twrap json", "\t\tfields {", "\t\t\trequest delete", "\t\t\tresp_headers delete",
-            "\t\t\tuser_id delete", "\t\t}", "\t}", "}"]
+    return [
+        "log {",
+        f"\toutput file {Path(host.caddy_mount) / ACCESS_LOG} {{",
+        "\t\tmode 0644",
+        f"\t\troll_size {ROLL_SIZE_MB}MiB",
+        f"\t\troll_keep {ROLL_KEEP}",
+        "\t}",
+        "\tformat filter {",
+        "\t\twrap json",
+        "\t\tfields {",
+        "\t\t\trequest delete",
+        "\t\t\tresp_headers delete",
+        "\t\t\tuser_id delete",
+        "\t\t}",
+        "\t}",
+        "}",
+    ]
 
 
 def _preview(config: Config, route_file: str) -> list[str]:
@@ -119,14 +161,21 @@ def _preview(config: Config, route_file: str) -> list[str]:
     name = config.app
     preview_file = PurePosixPath(route_file).parent / f"{name}.preview"
     header = f"{{http.request.header.{PREVIEW_HEADER}}}"
-    lines = [f"\t@{name}_preview_asked header_regexp {PREVIEW_HEADER} {PREVIEW_TOKEN}",
-             f"\tvars @{name}_preview_asked {name}_preview {{file.{preview_file}}}"]
+    lines = [
+        f"\t@{name}_preview_asked header_regexp {PREVIEW_HEADER} {PREVIEW_TOKEN}",
+        f"\tvars @{name}_preview_asked {name}_preview {{file.{preview_file}}}",
+    ]
     for color in COLORS:
-        lines += [f"\t@{name}_preview_{color} {{", f"\t\theader_regexp {PREVIEW_HEADER} {PREVIEW_TOKEN}",
-                  f"\t\tvars {{vars.{name}_preview}} \"{color} {header}\"", "\t}",
-                  f"\thandle @{name}_preview_{color} {{", f"\t\trequest_header -{PREVIEW_HEADER}",
-                  f"\t\theader {PREVIEW_HEADER} 1",
-                  "\t\tlog_append watcher_color preview"]   # smoke checks: never counted as users' traffic
+        lines += [
+            f"\t@{name}_preview_{color} {{",
+            f"\t\theader_regexp {PREVIEW_HEADER} {PREVIEW_TOKEN}",
+            f'\t\tvars {{vars.{name}_preview}} "{color} {header}"',
+            "\t}",
+            f"\thandle @{name}_preview_{color} {{",
+            f"\t\trequest_header -{PREVIEW_HEADER}",
+            f"\t\theader {PREVIEW_HEADER} 1",
+            "\t\tlog_append watcher_color preview",
+        ]  # smoke checks: never counted as users' traffic
         lines += ["\t\t" + line for line in _services(config, [color])]
         lines.append("\t}")
     return lines
@@ -138,8 +187,11 @@ def _services(config: Config, colors: list[str]) -> list[str]:
     main = next(s for s in proxied if s.path is None)
     lines: list[str] = []
     for service in [s for s in proxied if s.path]:
-        lines += [f"handle_path {service.path}/* {{", *("\t" + line for line in _proxy(config.app, service, colors)),
-                  "}"]
+        lines += [
+            f"handle_path {service.path}/* {{",
+            *("\t" + line for line in _proxy(config.app, service, colors)),
+            "}",
+        ]
     if len(proxied) == 1:
         return _proxy(config.app, main, colors)
     return lines + ["handle {", *("\t" + line for line in _proxy(config.app, main, colors)), "}"]

@@ -25,8 +25,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import redis
 
@@ -40,8 +41,19 @@ from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
 from watcher.freeze import FreezeSchedule, moment
 from watcher.host_lock import HostLock
 from watcher.notify import Notifier, notifier_for
-from watcher.queue import (DeployLock, DeployQueue, Job, Live, Suspension, Worker, describe_holder, force_unlock,
-                           format_overview, holder_of, overview)
+from watcher.queue import (
+    DeployLock,
+    DeployQueue,
+    Job,
+    Live,
+    Suspension,
+    Worker,
+    describe_holder,
+    force_unlock,
+    format_overview,
+    holder_of,
+    overview,
+)
 from watcher.queue.connection import REDIS_DOWN, connect, masked
 from watcher.queue.job import Status
 from watcher.queue.pool import NOTHING_RUN, WorkerPool
@@ -55,7 +67,8 @@ from watcher.triggers.commands import quiet_libraries
 from watcher.triggers.sink import live_reader
 from watcher.validation import validate_tag
 
-DESCRIPTION = """\
+DESCRIPTION = (
+    """\
 Zero-downtime blue-green deploys for Docker Compose apps behind Caddy.
 
 Per-app commands take --app NAME when the config has several apps.
@@ -95,7 +108,9 @@ the queue (needs Redis: [redis] url or REDIS_URL):
                          otherwise) (--all: every app)
   unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
 
-""" + TRIGGER_HELP + """
+"""
+    + TRIGGER_HELP
+    + """
 
 environment: HEALTH_CHECK_TIMEOUT (300s), HEALTH_CHECK_INTERVAL (3s), DRAIN_TIMEOUT (30s),
 VERIFY_TIMEOUT, VERIFY_WINDOW, CADDY_ADMIN, WATCHER_CONFIG, REGISTRY_USERNAME, REGISTRY_PASSWORD[_FILE],
@@ -103,15 +118,21 @@ REDIS_URL, REDIS_PASSWORD[_FILE], WATCHER_LOCK_TTL (30s), WEBHOOK_SECRET[_FILE],
 WEBHOOK_REGISTRY_TOKEN[_FILE], WATCHER_API_TOKEN[_FILE], WEBHOOK_LISTEN, POLL_INTERVAL,
 WATCHER_NOTIFY_URLS[_FILE], GITHUB_TOKEN[_FILE]
 """
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watcher", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", help="config file (default: $WATCHER_CONFIG, ./watcher.toml, "
-                                               "./config/watcher.toml)")
-    parser.add_argument("--log-format", metavar="text|json",
-                        help=f"log lines as text (default) or one JSON object each (${logs.ENV})")
+    parser = argparse.ArgumentParser(
+        prog="watcher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "-c", "--config", help="config file (default: $WATCHER_CONFIG, ./watcher.toml, ./config/watcher.toml)"
+    )
+    parser.add_argument(
+        "--log-format",
+        metavar="text|json",
+        help=f"log lines as text (default) or one JSON object each (${logs.ENV})",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def per_app(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -119,29 +140,40 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def locked(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        per_app(p).add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
-                                help="wait this long for the deploy lock instead of failing at once")
+        per_app(p).add_argument(
+            "--wait-lock",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait this long for the deploy lock instead of failing at once",
+        )
         return p
 
     sub.add_parser("apps", help="list the configured apps")
     deploy = locked(sub.add_parser("deploy", help="deploy a version"))
     deploy.add_argument("version")
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
-    deploy.add_argument("--ignore-freeze", action="store_true",
-                        help="deploy even while a scheduled freeze ([[freeze]]) is in force")
+    deploy.add_argument(
+        "--ignore-freeze",
+        action="store_true",
+        help="deploy even while a scheduled freeze ([[freeze]]) is in force",
+    )
     st = per_app(sub.add_parser("status", help="show what is live"))
     st.add_argument("--json", action="store_true")
     rollback = locked(sub.add_parser("rollback", help="go back to the previous version"))
     rollback.add_argument("--to", metavar="VERSION", help="roll back to this version instead")
     rollback.add_argument("--json", action="store_true")
-    for action, text in (("promote", "switch to the deploy awaiting promotion"),
-                         ("abort", "remove the deploy awaiting promotion")):
+    for action, text in (
+        ("promote", "switch to the deploy awaiting promotion"),
+        ("abort", "remove the deploy awaiting promotion"),
+    ):
         acting = locked(sub.add_parser(action, help=text))
         acting.add_argument("--json", action="store_true", help="print the result (or the job) as JSON")
         acting.add_argument("--no-wait", action="store_true", help="with Redis: queue the job and exit")
     clean = locked(sub.add_parser("cleanup", help="remove stopped or failed colours and unused images"))
-    clean.add_argument("--include-rollback", action="store_true",
-                       help="also remove the retained rollback target")
+    clean.add_argument(
+        "--include-rollback", action="store_true", help="also remove the retained rollback target"
+    )
     rst = locked(sub.add_parser("reset", help="remove both colours and the state"))
     rst.add_argument("--force", action="store_true", help="do not ask for confirmation")
     per_app(sub.add_parser("caddyfile", help="print the Caddyfile for the configured apps"))
@@ -149,19 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = per_app(sub.add_parser("worker", help="run queued jobs until stopped (SIGTERM)"))
     worker.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
-    worker.add_argument("--one", action="store_true", help=argparse.SUPPRESS)   # the pool's child
+    worker.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the pool's child
     enqueue = per_app(sub.add_parser("enqueue", help="queue a deploy of a version"))
     enqueue.add_argument("version")
     enqueue.add_argument("--digest", help="the image digest the tag should have (e.g. sha256:...)")
-    enqueue.add_argument("--rollback", action="store_true",
-                         help="a rollback job: reuse the version's retained colour when there is one")
-    enqueue.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its result")
+    enqueue.add_argument(
+        "--rollback",
+        action="store_true",
+        help="a rollback job: reuse the version's retained colour when there is one",
+    )
+    enqueue.add_argument(
+        "--wait", action="store_true", help="follow the job to its end and exit with its result"
+    )
     queue = per_app(sub.add_parser("queue", help="show running and waiting jobs"))
     queue.add_argument("--json", action="store_true")
     history = per_app(sub.add_parser("history", help="show finished jobs (every app's without --app)"))
     history.add_argument("-n", type=int, default=20, metavar="N", help="how many (default 20)")
-    history.add_argument("--since", metavar="WHEN", help="only jobs that ended since WHEN: 6h, 7d, 2026-12-01, "
-                                                         "2026-12-01T08:00")
+    history.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only jobs that ended since WHEN: 6h, 7d, 2026-12-01, 2026-12-01T08:00",
+    )
     history.add_argument("--json", action="store_true")
     show = per_app(sub.add_parser("show", help="one job whole: who asked, digest, phases, outcome"))
     show.add_argument("job")
@@ -170,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job")
     pause = per_app(sub.add_parser("pause", help="start no new job until resume"))
     pause.add_argument("--reason", default="", metavar="TEXT")
-    pause.add_argument("--until", metavar="TIME", help="lift the pause by itself then: a span ahead (2h, 30m, 1d) "
-                                                       "or a date-time (2026-12-04T08:00; UTC unless it names "
-                                                       "an offset)")
+    pause.add_argument(
+        "--until",
+        metavar="TIME",
+        help="lift the pause by itself then: a span ahead (2h, 30m, 1d) "
+        "or a date-time (2026-12-04T08:00; UTC unless it names "
+        "an offset)",
+    )
     pause.add_argument("--all", action="store_true", help="every configured app")
     resume = per_app(sub.add_parser("resume", help="lift a pause"))
     resume.add_argument("--all", action="store_true", help="every configured app")
@@ -180,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--force", action="store_true", help="really remove it, whoever holds it")
     add_trigger_parsers(sub)
     from watcher.adoption import add_parser as add_init_parser
+
     add_init_parser(sub)
     return parser
 
@@ -202,12 +247,17 @@ def _who() -> str:
 def _locked(config: Config, purpose: str, wait: float) -> Iterator[Guard]:
     """The Redis deploy lock when Redis is configured (the guard), then the host lock, always."""
     started = time.monotonic()
-    redis_lock = DeployLock(_redis(config), config.app, ttl=config.lock_ttl, purpose=purpose,
-                            prefix=config.redis_prefix).acquire(wait) \
-        if config.redis_url else None
+    redis_lock = (
+        DeployLock(
+            _redis(config), config.app, ttl=config.lock_ttl, purpose=purpose, prefix=config.redis_prefix
+        ).acquire(wait)
+        if config.redis_url
+        else None
+    )
     try:
         host_lock = HostLock(config.state_dir / "lock").acquire(
-            purpose, wait=max(0.0, wait - (time.monotonic() - started)))
+            purpose, wait=max(0.0, wait - (time.monotonic() - started))
+        )
         try:
             yield redis_lock or host_lock
         finally:
@@ -239,6 +289,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 raise UsageError(str(exc)) from None
     if args.command == "init":
         from watcher.adoption import run_init
+
         return run_init(args)
     host = load_host(find_config(args.config, os.environ))
 
@@ -273,9 +324,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 else:
                     result = engine.rollback(guard=lock, to=args.to)
             except WatcherError as exc:
-                if args.json:   # a failed run's receipt says what users got while it unwound
-                    print(json.dumps({"error": str(exc), "receipt": engine.receipt.to_dict() if engine.receipt
-                                      else None}, indent=2))
+                if args.json:  # a failed run's receipt says what users got while it unwound
+                    print(
+                        json.dumps(
+                            {
+                                "error": str(exc),
+                                "receipt": engine.receipt.to_dict() if engine.receipt else None,
+                            },
+                            indent=2,
+                        )
+                    )
                 raise
             _print_result(result, args.json)
         elif args.command == "cleanup":
@@ -292,9 +350,12 @@ def _act(config: Config, args: argparse.Namespace) -> int:
     colour swap at a time per app), else run here under the locks like `watcher deploy` (no
     Redis, or the wait was made by `watcher deploy`)."""
     action = args.command
-    queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history) \
-        if config.redis_url else None
-    if queue is None or Promotions(queue).waiting() is None:   # none, or `watcher deploy` made the wait
+    queue = (
+        DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
+        if config.redis_url
+        else None
+    )
+    if queue is None or Promotions(queue).waiting() is None:  # none, or `watcher deploy` made the wait
         with _locked(config, action, args.wait_lock) as lock:
             engine = Deployment(config)
             if action == "promote":
@@ -310,8 +371,12 @@ def _act(config: Config, args: argparse.Namespace) -> int:
     if args.no_wait:
         return 0
     progress = Progress()
-    job = queue.follow(asked.job.id, lambda job: progress.say(f"job {job.id}: {job.status}"
-                                                               + (f", phase {job.phase}" if job.phase else "")))
+    job = queue.follow(
+        asked.job.id,
+        lambda job: progress.say(
+            f"job {job.id}: {job.status}" + (f", phase {job.phase}" if job.phase else "")
+        ),
+    )
     print(json.dumps(job.to_dict(), indent=2) if args.json else job.describe())
     return 0 if job.status is Status.SUCCEEDED else 1
 
@@ -320,8 +385,10 @@ def _refuse_if_frozen(config: Config, version: str) -> None:
     """`watcher deploy` in a scheduled freeze: refused, saying both ways on (a rollback never is)."""
     hold = FreezeSchedule(config.freezes).hold()
     if hold is not None:
-        raise UsageError(f"{config.app} is {hold.describe()}: nothing deployed. `watcher enqueue {version}` "
-                         f"deploys it when the freeze ends; `watcher deploy --ignore-freeze {version}` deploys it now")
+        raise UsageError(
+            f"{config.app} is {hold.describe()}: nothing deployed. `watcher enqueue {version}` "
+            f"deploys it when the freeze ends; `watcher deploy --ignore-freeze {version}` deploys it now"
+        )
 
 
 def status_data(config: Config) -> dict[str, Any]:
@@ -359,8 +426,10 @@ def _apps(host: HostConfig, args: argparse.Namespace) -> int:
 
     for config in host.apps.values():
         route = f"{config.route.site}{config.route.path or ''}"
-        print(f"{config.app}: {config.image}, compose project {config.project()} in {config.project_dir}, "
-              f"route {route}, policy {build_policy(config.policy).describe()}")
+        print(
+            f"{config.app}: {config.image}, compose project {config.project()} in {config.project_dir}, "
+            f"route {route}, policy {build_policy(config.policy).describe()}"
+        )
     return 0
 
 
@@ -386,21 +455,37 @@ def _pool(host: HostConfig, args: argparse.Namespace) -> int:
     notifier = notifier_for(apps)
     workers = {config.app: _app_worker(config, name, client, notifier) for config in apps}
     try:
-        WorkerPool(client, list(workers), spawn, lambda app: workers[app].run_once(), concurrency=host.concurrency,
-                   name=name, prefix=host.redis_prefix,
-                   freezes={app: worker.queue.freezes for app, worker in workers.items()}).run()
+        WorkerPool(
+            client,
+            list(workers),
+            spawn,
+            lambda app: workers[app].run_once(),
+            concurrency=host.concurrency,
+            name=name,
+            prefix=host.redis_prefix,
+            freezes={app: worker.queue.freezes for app, worker in workers.items()},
+        ).run()
     finally:
         if notifier is not None:
-            notifier.close()   # what is still queued gets a few seconds, no more
+            notifier.close()  # what is still queued gets a few seconds, no more
     return 0
 
 
-def _app_worker(config: Config, name: str | None, client: redis.Redis | None = None,
-                notifier: Notifier | None = None) -> Worker:
-    return Worker(client or _redis(config), config.app, lambda progress: Deployment(config, progress=progress),
-                  lock_ttl=config.lock_ttl, name=name, host_lock=HostLock(config.state_dir / "lock"),
-                  prefix=config.redis_prefix, retention=config.history, observer=notifier,
-                  freezes=FreezeSchedule(config.freezes))
+def _app_worker(
+    config: Config, name: str | None, client: redis.Redis | None = None, notifier: Notifier | None = None
+) -> Worker:
+    return Worker(
+        client or _redis(config),
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name=name,
+        host_lock=HostLock(config.state_dir / "lock"),
+        prefix=config.redis_prefix,
+        retention=config.history,
+        observer=notifier,
+        freezes=FreezeSchedule(config.freezes),
+    )
 
 
 def _one_job(config: Config, args: argparse.Namespace) -> int:
@@ -420,15 +505,16 @@ def _die_with_parent() -> None:
     parent = os.getppid()
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, 15)   # PR_SET_PDEATHSIG, SIGTERM
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:   # the pool died before the call took effect
+    if os.getppid() != parent:  # the pool died before the call took effect
         raise Interrupted(15)
 
 
 def _pause_all(host: HostConfig, args: argparse.Namespace) -> int:
-    args.until_at = _until(args.until)   # read once, so every app of `--all` lifts at the same moment
+    args.until_at = _until(args.until)  # read once, so every app of `--all` lifts at the same moment
     return _each(host, args, _pause)
 
 
@@ -436,7 +522,9 @@ def _resume_all(host: HostConfig, args: argparse.Namespace) -> int:
     return _each(host, args, _resume)
 
 
-def _each(host: HostConfig, args: argparse.Namespace, command: Callable[[Config, argparse.Namespace], int]) -> int:
+def _each(
+    host: HostConfig, args: argparse.Namespace, command: Callable[[Config, argparse.Namespace], int]
+) -> int:
     """`--all`: the command for every app; else for `--app` (or the only one)."""
     if not args.all:
         return command(host.app(args.app), args)
@@ -450,15 +538,22 @@ def _each(host: HostConfig, args: argparse.Namespace, command: Callable[[Config,
 def _enqueue(config: Config, args: argparse.Namespace) -> int:
     queue = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history)
     digest = args.digest
-    if not args.rollback:   # a rollback may reuse a retained colour whose tag left the registry
-        digest = _check_registry(config, args.version, args.digest)   # the job deploys this digest
+    if not args.rollback:  # a rollback may reuse a retained colour whose tag left the registry
+        digest = _check_registry(config, args.version, args.digest)  # the job deploys this digest
     live = live_reader(config)(config.app)
-    done = queue.enqueue(args.version, source="rollback" if args.rollback else "cli", requested_by=_who(),
-                         digest=digest, live=Live(live.version, live.color, live.digest) if live else None)
+    done = queue.enqueue(
+        args.version,
+        source="rollback" if args.rollback else "cli",
+        requested_by=_who(),
+        digest=digest,
+        live=Live(live.version, live.color, live.digest) if live else None,
+    )
     print(done.job.id)
     hold = FreezeSchedule(config.freezes).hold() if not args.rollback and not done.noop else None
-    print(f"watcher: {done.message}" + (f"; it waits: {config.app} is {hold.describe()}" if hold else ""),
-          file=sys.stderr)
+    print(
+        f"watcher: {done.message}" + (f"; it waits: {config.app} is {hold.describe()}" if hold else ""),
+        file=sys.stderr,
+    )
     if not args.wait:
         return 0
     progress = Progress()
@@ -485,7 +580,9 @@ def _check_registry(config: Config, version: str, digest: str | None) -> str:
         except NotFound:
             raise UsageError(f"{ref}:{version} does not exist in the registry: nothing queued") from None
         except RegistryError as exc:
-            raise WatcherError(f"cannot check {ref}:{version} in the registry ({exc}): nothing queued") from None
+            raise WatcherError(
+                f"cannot check {ref}:{version} in the registry ({exc}): nothing queued"
+            ) from None
     if digest and digest != found:
         raise UsageError(f"{ref}:{version} is {found} in the registry, not {digest}: nothing queued")
     return found
@@ -496,8 +593,16 @@ def _queue(config: Config, args: argparse.Namespace) -> int:
     running, waiting = queue.running(), queue.waiting()
     promotion = Promotions(queue).waiting()
     if args.json:
-        print(json.dumps({"running": [j.to_dict() for j in running], "waiting": [j.to_dict() for j in waiting],
-                          "awaiting_promotion": promotion.to_dict() if promotion else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "running": [j.to_dict() for j in running],
+                    "waiting": [j.to_dict() for j in waiting],
+                    "awaiting_promotion": promotion.to_dict() if promotion else None,
+                },
+                indent=2,
+            )
+        )
         return 0
     for job in running + waiting:
         print(job.describe())
@@ -542,18 +647,25 @@ def _show(host: HostConfig, args: argparse.Namespace) -> int:
 
 
 def _cancel(config: Config, args: argparse.Namespace) -> int:
-    job = DeployQueue(_redis(config), config.app, prefix=config.redis_prefix, retention=config.history).cancel(args.job, by=_who())
+    job = DeployQueue(
+        _redis(config), config.app, prefix=config.redis_prefix, retention=config.history
+    ).cancel(args.job, by=_who())
     print(job.describe())
     return 0
 
 
 def _pause(config: Config, args: argparse.Namespace) -> int:
     until = args.until_at
-    info = Suspension(_redis(config), config.app, config.redis_prefix).pause(by=_who(), reason=args.reason,
-                                                                             until=until)
-    _notify(config, lambda notifier: notifier.paused(config.app, info["by"], _pause_detail(args.reason, until)))
+    info = Suspension(_redis(config), config.app, config.redis_prefix).pause(
+        by=_who(), reason=args.reason, until=until
+    )
+    _notify(
+        config, lambda notifier: notifier.paused(config.app, info["by"], _pause_detail(args.reason, until))
+    )
     ends = f"{moment(until)} (or `watcher resume`)" if until is not None else "`watcher resume`"
-    print(f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one until {ends}")
+    print(
+        f"{config.app}: paused by {info['by']}: workers finish the job in flight and start no new one until {ends}"
+    )
     return 0
 
 
@@ -577,8 +689,11 @@ def _resume(config: Config, args: argparse.Namespace) -> int:
     lifted = Suspension(_redis(config), config.app, config.redis_prefix).resume()
     if lifted:
         _notify(config, lambda notifier: notifier.resumed(config.app, _who()))
-    print(f"{config.app}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})" if lifted
-          else f"{config.app}: was not paused")
+    print(
+        f"{config.app}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})"
+        if lifted
+        else f"{config.app}: was not paused"
+    )
     return 0
 
 
@@ -597,18 +712,31 @@ def _unlock(config: Config, args: argparse.Namespace) -> int:
         print("the deploy lock is free")
         return 0
     if not args.force:
-        raise UsageError(f"{describe_holder(holder)} holds the deploy lock; it expires by itself "
-                         f"{config.lock_ttl:g}s after its holder dies. Remove it anyway with --force")
+        raise UsageError(
+            f"{describe_holder(holder)} holds the deploy lock; it expires by itself "
+            f"{config.lock_ttl:g}s after its holder dies. Remove it anyway with --force"
+        )
     removed = force_unlock(client, config.app, config.redis_prefix)
-    print(f"watcher: warning: removed the deploy lock of {describe_holder(removed)}. If that process is "
-          "alive, it fails its next lock check and aborts without switching traffic, but finishes the "
-          "step it is in (e.g. starting containers) first", file=sys.stderr)
+    print(
+        f"watcher: warning: removed the deploy lock of {describe_holder(removed)}. If that process is "
+        "alive, it fails its next lock check and aborts without switching traffic, but finishes the "
+        "step it is in (e.g. starting containers) first",
+        file=sys.stderr,
+    )
     return 0
 
 
 QUEUE_COMMANDS = {"enqueue": _enqueue, "queue": _queue, "cancel": _cancel, "unlock": _unlock}
-HOST_COMMANDS = {"status": _status, "apps": _apps, "caddyfile": _caddyfile, "worker": _pool,
-                 "pause": _pause_all, "resume": _resume_all, "history": _history, "show": _show}
+HOST_COMMANDS = {
+    "status": _status,
+    "apps": _apps,
+    "caddyfile": _caddyfile,
+    "worker": _pool,
+    "pause": _pause_all,
+    "resume": _resume_all,
+    "history": _history,
+    "show": _show,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -616,8 +744,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_format = logs.chosen(args.log_format, os.environ)
     if log_format not in logs.FORMATS:
-        print(f"watcher: error: --log-format / {logs.ENV}: expected one of {', '.join(logs.FORMATS)}, "
-              f"got {log_format!r}", file=sys.stderr)
+        print(
+            f"watcher: error: --log-format / {logs.ENV}: expected one of {', '.join(logs.FORMATS)}, "
+            f"got {log_format!r}",
+            file=sys.stderr,
+        )
         return 2
     logs.configure(log_format, daemon=args.command in ("worker", "serve", "run"))
     quiet_libraries()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from watcher.engine import receipt as receipts
 from watcher.engine.receipt import Receipt
@@ -34,10 +34,12 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError:
-        raise UsageError(f"--since: expected a span like 6h or 7d, or a date like 2026-12-01 or "
-                         f"2026-12-01T08:00, got {text!r}") from None
+        raise UsageError(
+            f"--since: expected a span like 6h or 7d, or a date like 2026-12-01 or "
+            f"2026-12-01T08:00, got {text!r}"
+        ) from None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
+        stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
 
 
@@ -53,7 +55,9 @@ def find(queues: Iterable[DeployQueue], job_id: str) -> Job:
     if not found:
         raise UsageError(f"no job {job_id} (it may be older than the history keeps: see `watcher history`)")
     if len(found) > 1:
-        raise UsageError(f"job {job_id} exists in apps {', '.join(j.app for j in found)}: say which with --app")
+        raise UsageError(
+            f"job {job_id} exists in apps {', '.join(j.app for j in found)}: say which with --app"
+        )
     return found[0]
 
 
@@ -73,7 +77,10 @@ def show(job: Job) -> str:
         ("reason" if job.reason else "message", job.reason or job.message or "-"),
         ("live before", job.before or "-"),
         ("live after", job.after or "-"),
-        ("worker", f"{job.worker or '-'} (attempt {job.attempts}, fence {job.fence if job.fence is not None else '-'})"),
+        (
+            "worker",
+            f"{job.worker or '-'} (attempt {job.attempts}, fence {job.fence if job.fence is not None else '-'})",
+        ),
     ]
     if job.phase and not job.status.final:
         rows.append(("phase now", job.phase))
@@ -90,12 +97,15 @@ def show(job: Job) -> str:
 
 def receipt_lines(receipt: Receipt) -> list[str]:
     """The traffic receipt as a table: per colour, what Caddy served from LEAD before the move."""
-    lines = [f"traffic ({receipt.summary()}; Caddy's access log, {receipts.LEAD:g}s before the move to the end):"]
+    lines = [
+        f"traffic ({receipt.summary()}; Caddy's access log, {receipts.LEAD:g}s before the move to the end):"
+    ]
     for color, tally in receipt.colors.items():
         classes = ", ".join(f"{kind} {count:,}" for kind, count in tally["classes"].items())
-        lines.append(f"  {color:<9} {tally['requests']:>8,} requests, {tally['failed']:,} failed ({classes}); "
-                     f"p50 {tally['p50_ms']} ms, p99 {tally['p99_ms']} ms")
+        lines.append(
+            f"  {color:<9} {tally['requests']:>8,} requests, {tally['failed']:,} failed ({classes}); "
+            f"p50 {tally['p50_ms']} ms, p99 {tally['p99_ms']} ms"
+        )
     if receipt.probes:
         lines.append(f"  (and {receipt.probes:,} of watcher's own verification requests)")
     return lines
-

@@ -24,21 +24,26 @@ class HostLock:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self, purpose: str, wait: float = 0.0) -> "HostLock":
+    def acquire(self, purpose: str, wait: float = 0.0) -> HostLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if not lock_exclusive(fd, wait, poll=0.2):
             os.close(fd)
             holder = self.holder()
             who = _describe(holder) if holder else "another watcher process"
-            raise LockBusy(f"{who} holds the deploy lock ({self.path}); "
-                           "wait for it to finish or use --wait-lock SECONDS")
+            raise LockBusy(
+                f"{who} holds the deploy lock ({self.path}); wait for it to finish or use --wait-lock SECONDS"
+            )
         os.ftruncate(fd, 0)
         # The holder's name is for `status` only: a full disk refusing these bytes changes nothing
         # else (the flock is the lock).
         with contextlib.suppress(OSError):
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                     "purpose": purpose, "since": now_iso()}).encode())
+            os.write(
+                fd,
+                json.dumps(
+                    {"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose, "since": now_iso()}
+                ).encode(),
+            )
         self._fd = fd
         return self
 
@@ -74,7 +79,7 @@ class HostLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "HostLock":
+    def __enter__(self) -> HostLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -82,5 +87,7 @@ class HostLock:
 
 
 def _describe(holder: dict[str, Any]) -> str:
-    return (f"{holder.get('purpose', 'a command')} (pid {holder.get('pid', '?')} on "
-            f"{holder.get('host', '?')}, since {holder.get('since', '?')})")
+    return (
+        f"{holder.get('purpose', 'a command')} (pid {holder.get('pid', '?')} on "
+        f"{holder.get('host', '?')}, since {holder.get('since', '?')})"
+    )

@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Iterator, Mapping, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 FORMATS = ("text", "json")
 ENV = "WATCHER_LOG_FORMAT"
@@ -58,7 +59,7 @@ def _with_context(record: logging.LogRecord) -> bool:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -109,5 +110,5 @@ class _LineLog(io.TextIOBase):
 def progress_stream() -> TextIO:
     """Where the engine's progress lines go: stderr as they are, or, in JSON mode, as records."""
     if os.environ.get(ENV) == "json":
-        return _LineLog(logging.getLogger("watcher.engine"))   # type: ignore[return-value]
+        return _LineLog(logging.getLogger("watcher.engine"))  # type: ignore[return-value]
     return sys.stderr

@@ -25,8 +25,9 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Callable, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
 import redis
@@ -38,7 +39,6 @@ from watcher.errors import RedisUnavailable
 log = logging.getLogger("watcher.redis")
 
 T = TypeVar("T")
-
 
 
 class UnblockedError(redis.exceptions.ResponseError):
@@ -53,9 +53,9 @@ class UnblockedError(redis.exceptions.ResponseError):
 REDIS_DOWN: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,     # a failover made this server a replica
-    UnblockedError,                     # the same, for a command blocked at that moment
-    redis.exceptions.MasterDownError,   # a replica lost its master and serves no stale data
+    redis.exceptions.ReadOnlyError,  # a failover made this server a replica
+    UnblockedError,  # the same, for a command blocked at that moment
+    redis.exceptions.MasterDownError,  # a replica lost its master and serves no stale data
     redis.exceptions.OutOfMemoryError,  # maxmemory reached: writes refused until memory is freed
 )
 
@@ -81,6 +81,7 @@ def reason(exc: BaseException) -> str:
 
 # -- how long -----------------------------------------------------------------------------------
 
+
 def backoff(failures: int, *, initial: float, maximum: float) -> float:
     """The wait after the `failures`-th failure in a row (1, 2, ...)."""
     ceiling = min(maximum, initial * 2 ** (failures - 1))
@@ -101,8 +102,10 @@ class wait_backoff(tenacity.wait.wait_base):
 
 def _raising(give_up: Callable[[RetryCallState], BaseException]) -> Callable[[RetryCallState], NoReturn]:
     """A retry_error_callback that raises the caller's error instead of tenacity's RetryError."""
+
     def callback(retry_state: RetryCallState) -> NoReturn:
         raise give_up(retry_state) from None
+
     return callback
 
 
@@ -129,18 +132,27 @@ class wait_within(tenacity.wait.wait_base):
 
 # -- Redis --------------------------------------------------------------------------------------
 
+
 def log_redis_retry(what: str, exc: BaseException, delay: float, down_for: float) -> None:
-    log.warning("redis: %s failed (%s); retrying in %.1fs (down for %.1fs)", what, reason(exc), delay,
-                down_for)
+    log.warning(
+        "redis: %s failed (%s); retrying in %.1fs (down for %.1fs)", what, reason(exc), delay, down_for
+    )
 
 
 def log_redis_back(what: str, down_for: float) -> None:
     log.warning("redis: %s works again after %.1fs", what, down_for)
 
 
-def retry_redis(call: Callable[[], T], what: str, *, deadline: Callable[[], float] | None = None,
-                give_up: Callable[[BaseException], BaseException] | None = None, initial: float = 0.5,
-                maximum: float = 10.0, sleep: Callable[[float], object] = time.sleep) -> T:
+def retry_redis(
+    call: Callable[[], T],
+    what: str,
+    *,
+    deadline: Callable[[], float] | None = None,
+    give_up: Callable[[BaseException], BaseException] | None = None,
+    initial: float = 0.5,
+    maximum: float = 10.0,
+    sleep: Callable[[float], object] = time.sleep,
+) -> T:
     """`call()`, retried while Redis fails transiently, logging each retry and the recovery.
 
     `deadline()` is a time on the monotonic clock, read again after every failure (a lock's lease
@@ -158,16 +170,28 @@ def retry_redis(call: Callable[[], T], what: str, *, deadline: Callable[[], floa
 
     def before_sleep(retry_state: RetryCallState) -> None:
         assert retry_state.outcome is not None
-        log_redis_retry(what, retry_state.outcome.exception(), retry_state.upcoming_sleep,
-                        time.monotonic() - retry_state.start_time)
+        log_redis_retry(
+            what,
+            retry_state.outcome.exception(),
+            retry_state.upcoming_sleep,
+            time.monotonic() - retry_state.start_time,
+        )
 
     def failed(retry_state: RetryCallState) -> BaseException:
         assert retry_state.outcome is not None
         exc = retry_state.outcome.exception()
-        return give_up(exc) if give_up else RedisUnavailable(f"Redis is unavailable for {what}: {reason(exc)}")
+        return (
+            give_up(exc) if give_up else RedisUnavailable(f"Redis is unavailable for {what}: {reason(exc)}")
+        )
 
-    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(redis_transient), wait=wait, stop=stop,
-                                 sleep=sleep, before_sleep=before_sleep, retry_error_callback=_raising(failed))
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(redis_transient),
+        wait=wait,
+        stop=stop,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=_raising(failed),
+    )
     result = retrying(call)
     if retrying.statistics["attempt_number"] > 1:
         log_redis_back(what, time.monotonic() - retrying.statistics["start_time"])
@@ -175,6 +199,7 @@ def retry_redis(call: Callable[[], T], what: str, *, deadline: Callable[[], floa
 
 
 # -- registries (HTTP) --------------------------------------------------------------------------
+
 
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds the server asks us to wait (Retry-After as seconds or HTTP date), None if unsaid."""
@@ -215,10 +240,16 @@ def problem(retry_state: RetryCallState) -> str:
     return "HTTP 429 Too Many Requests" if status == 429 else f"HTTP {status}"
 
 
-def http_retrying(*, attempts: int, initial: float, maximum: float, max_retry_after: float,
-                  before_sleep: Callable[[RetryCallState], None],
-                  give_up: Callable[[RetryCallState], BaseException],
-                  sleep: Callable[[float], object] = time.sleep) -> tenacity.Retrying:
+def http_retrying(
+    *,
+    attempts: int,
+    initial: float,
+    maximum: float,
+    max_retry_after: float,
+    before_sleep: Callable[[RetryCallState], None],
+    give_up: Callable[[RetryCallState], BaseException],
+    sleep: Callable[[float], object] = time.sleep,
+) -> tenacity.Retrying:
     """Retry a request on network errors, 429 and 5xx, `attempts` tries in all.
 
     A 429 is retried after its Retry-After, else after the backoff; one asking for longer than
@@ -236,6 +267,11 @@ def http_retrying(*, attempts: int, initial: float, maximum: float, max_retry_af
         return asked is not None and asked > max_retry_after
 
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(httpx.TransportError) | tenacity.retry_if_result(http_transient),
-        wait=wait, stop=tenacity.stop_any(tenacity.stop_after_attempt(attempts), asks_too_long), sleep=sleep,
-        before_sleep=before_sleep, retry_error_callback=_raising(give_up))
+        retry=tenacity.retry_if_exception_type(httpx.TransportError)
+        | tenacity.retry_if_result(http_transient),
+        wait=wait,
+        stop=tenacity.stop_any(tenacity.stop_after_attempt(attempts), asks_too_long),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=_raising(give_up),
+    )

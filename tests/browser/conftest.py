@@ -36,8 +36,8 @@ DOCS = REPO / "docs"
 @dataclass
 class Host:
     stack: Stack
-    apps: dict[str, str]            # app name -> image repository
-    paths: dict[str, str]           # app name -> its path prefix on Caddy
+    apps: dict[str, str]  # app name -> image repository
+    paths: dict[str, str]  # app name -> its path prefix on Caddy
     client: redis.Redis
     server: WatcherServer
 
@@ -108,7 +108,9 @@ def host(app_images: dict[str, str], redis_url: str) -> Iterator[Host]:
             for version in ("v1", "v2"):
                 images.push(images.build_app_image(f"{apps[name]}:{version}", version))
             stack.watcher("deploy", "v1", "--app", name, check=True)
-        server = WatcherServer(stack.config, {"WATCHER_API_TOKEN": API_TOKEN}, port, command=("run", "--no-poll"))
+        server = WatcherServer(
+            stack.config, {"WATCHER_API_TOKEN": API_TOKEN}, port, command=("run", "--no-poll")
+        )
         yield Host(stack, apps, paths, client, server.start())
     finally:
         if server is not None:
@@ -120,7 +122,7 @@ def host(app_images: dict[str, str], redis_url: str) -> Iterator[Host]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator["Browser"]:
+def browser() -> Iterator[Browser]:
     """Debian's Chromium, headless (Playwright's own browser download is not used)."""
     missing = [] if CHROMIUM.exists() else [f"{CHROMIUM} (apt-get install chromium; scripts/install.sh)"]
     try:
@@ -129,15 +131,16 @@ def browser() -> Iterator["Browser"]:
         missing.append("playwright (pip install -e '.[browser]')")
     require("the dashboard's browser tests", missing)
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=["--disable-dev-shm-usage"])
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--disable-dev-shm-usage"]
+        )
         try:
             yield chromium
         finally:
             chromium.close()
 
 
-def screenshot(page: "Page", name: str, *, docs: str | None = None) -> None:
+def screenshot(page: Page, name: str, *, docs: str | None = None) -> None:
     """Save a screenshot under tests/artifacts/, and as docs/`docs` too when WATCHER_SCREENSHOTS=docs
     (the README's pictures are taken from the real thing)."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -29,7 +29,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def page(browser: "Browser", host: Host) -> Iterator["Page"]:
+def page(browser: Browser, host: Host) -> Iterator[Page]:
     """One logged-in tab for the whole module, as a user keeps one open."""
     context = browser.new_context(viewport=WIDE, base_url=host.url)
     tab = context.new_page()
@@ -49,7 +49,7 @@ def serves(host: Host, app: str) -> str | None:
         return None
 
 
-def test_a_page_without_login_redirects_to_the_login(browser: "Browser", host: Host) -> None:
+def test_a_page_without_login_redirects_to_the_login(browser: Browser, host: Host) -> None:
     context = browser.new_context(viewport=WIDE, base_url=host.url)
     tab = context.new_page()
     first = next(iter(host.apps))
@@ -61,7 +61,7 @@ def test_a_page_without_login_redirects_to_the_login(browser: "Browser", host: H
     context.close()
 
 
-def test_the_host_page_shows_both_apps(page: "Page", host: Host) -> None:
+def test_the_host_page_shows_both_apps(page: Page, host: Host) -> None:
     page.goto("/")
     for name in host.apps:
         card = page.locator(f"[data-app-card='{name}']")
@@ -69,22 +69,28 @@ def test_the_host_page_shows_both_apps(page: "Page", host: Host) -> None:
     screenshot(page, "host")
 
 
-def test_a_deploy_started_from_the_page_shows_its_phases_live(page: "Page", host: Host) -> None:
+def test_a_deploy_started_from_the_page_shows_its_phases_live(page: Page, host: Host) -> None:
     app = next(iter(host.apps))
     page.goto(f"/apps/{app}")
     page.get_by_label("Deploy version").select_option("v2")
     page.get_by_role("button", name="Deploy").click()
     page.wait_for_url(re.compile(rf"/apps/{app}/jobs/\d+$"))
-    page.evaluate("window.stillThisPage = true")     # a reload would drop it: updates are in place
-    page.wait_for_function("document.querySelector('.job-live [data-state]').dataset.state === 'running'",
-                           timeout=60_000)
-    page.wait_for_function("document.querySelector('[data-field=phase]').textContent === 'health'", timeout=60_000)
+    page.evaluate("window.stillThisPage = true")  # a reload would drop it: updates are in place
+    page.wait_for_function(
+        "document.querySelector('.job-live [data-state]').dataset.state === 'running'", timeout=60_000
+    )
+    page.wait_for_function(
+        "document.querySelector('[data-field=phase]').textContent === 'health'", timeout=60_000
+    )
     screenshot(page, "job-running")
-    page.wait_for_function("document.querySelector('.job-live [data-state]').dataset.state === 'succeeded'",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('.job-live [data-state]').dataset.state === 'succeeded'", timeout=120_000
+    )
     assert page.evaluate("window.stillThisPage") is True
     recorded = [item.rsplit(" ", 2)[0] for item in page.locator(".phases li.done").all_inner_texts()]
-    assert recorded.index("pull") < recorded.index("health") < recorded.index("switch"), recorded   # as they ran
+    assert recorded.index("pull") < recorded.index("health") < recorded.index("switch"), (
+        recorded
+    )  # as they ran
     assert serves(host, app) == "v2"
     screenshot(page, "job-succeeded")
     page.goto(f"/apps/{app}")
@@ -92,19 +98,20 @@ def test_a_deploy_started_from_the_page_shows_its_phases_live(page: "Page", host
     assert "v2" in history and "succeeded" in history and "dashboard" in history, history
 
 
-def test_rollback_from_the_page(page: "Page", host: Host) -> None:
+def test_rollback_from_the_page(page: Page, host: Host) -> None:
     app = next(iter(host.apps))
     page.goto(f"/apps/{app}")
     assert "Roll back to v1" in page.inner_text("body")
     page.get_by_role("button", name="Roll back").click()
     page.wait_for_url(re.compile(rf"/apps/{app}/jobs/\d+$"))
-    page.wait_for_function("document.querySelector('.job-live [data-state]').dataset.state === 'succeeded'",
-                           timeout=120_000)
+    page.wait_for_function(
+        "document.querySelector('.job-live [data-state]').dataset.state === 'succeeded'", timeout=120_000
+    )
     assert serves(host, app) == "v1"
     assert "rollback" in page.inner_text("[data-field=kind]")
 
 
-def test_pause_with_a_reason_and_resume(page: "Page", host: Host) -> None:
+def test_pause_with_a_reason_and_resume(page: Page, host: Host) -> None:
     app = list(host.apps)[1]
     page.goto(f"/apps/{app}")
     page.get_by_label("Pause reason").fill("release freeze")
@@ -126,9 +133,9 @@ def test_pause_with_a_reason_and_resume(page: "Page", host: Host) -> None:
     assert page.get_by_role("button", name="Pause").is_visible()
 
 
-def test_a_waiting_job_is_cancelled_from_the_page(page: "Page", host: Host) -> None:
+def test_a_waiting_job_is_cancelled_from_the_page(page: Page, host: Host) -> None:
     app = list(host.apps)[1]
-    Suspension(host.client, app).pause(by="test", reason="hold the queue")   # so the job waits
+    Suspension(host.client, app).pause(by="test", reason="hold the queue")  # so the job waits
     try:
         page.goto(f"/apps/{app}")
         page.get_by_label("Deploy version").select_option("v2")
@@ -146,7 +153,7 @@ def test_a_waiting_job_is_cancelled_from_the_page(page: "Page", host: Host) -> N
     assert serves(host, app) == "v1"
 
 
-def test_a_post_without_the_csrf_token_is_refused(page: "Page", host: Host) -> None:
+def test_a_post_without_the_csrf_token_is_refused(page: Page, host: Host) -> None:
     app = list(host.apps)[1]
     missing = page.request.post(f"/apps/{app}/pause", form={"reason": "forged"})
     forged = page.request.post(f"/apps/{app}/pause", form={"reason": "forged", "csrf": "not-the-token"})

@@ -52,8 +52,13 @@ def other_version(live: str | None) -> str:
 
 def running_colors(stack: Stack) -> set[str]:
     """The colours with a running container, as Docker says."""
-    return {color for color in ("blue", "green")
-            if any(stack.health(name) not in ("exited", "created", "absent") for name in stack.containers_of(color))}
+    return {
+        color
+        for color in ("blue", "green")
+        if any(
+            stack.health(name) not in ("exited", "created", "absent") for name in stack.containers_of(color)
+        )
+    }
 
 
 def view_of(stack: Stack) -> View:
@@ -197,6 +202,7 @@ class QueuedStack:
 
     def final(self, job_id: str, timeout: float, detail: Watchers) -> Job:
         """The job once it has ended (the processes' output in the message if it does not)."""
+
         def ended() -> Job | None:
             job = self.queue.get(job_id)
             return job if job and job.status.final else None
@@ -229,8 +235,11 @@ def queued_stack(app_images: dict[str, str], redis_url: str) -> Iterator[QueuedS
 def watchers(request: pytest.FixtureRequest) -> Iterator[Watchers]:
     """The case's processes on the module's stack (or on `two_apps`' when the case uses it)."""
     names = request.fixturenames
-    stack = request.getfixturevalue("two_apps").stack if "two_apps" in names else \
-        request.getfixturevalue("queued_stack").stack
+    stack = (
+        request.getfixturevalue("two_apps").stack
+        if "two_apps" in names
+        else request.getfixturevalue("queued_stack").stack
+    )
     started = Watchers(stack)
     yield started
     started.stop_all()
@@ -272,7 +281,7 @@ class TwoApps:
     """Apps `a` (at /, the stack's name, its Caddy) and `b` (at /b) in one config; both v1 live."""
 
     stack: Stack
-    apps: dict[str, AppStack]   # by path prefix
+    apps: dict[str, AppStack]  # by path prefix
     client: redis.Redis
 
     def queue(self, app: AppStack) -> DeployQueue:
@@ -281,7 +290,9 @@ class TwoApps:
 
 def two_app_config(stack: Stack, b: str, redis_url: str) -> str:
     """Both apps on the stack's compose files; health interval 1 s, verify window 2 s."""
-    sections = [redis_extra(redis_url) + f"""
+    sections = [
+        redis_extra(redis_url)
+        + f"""
 [caddy]
 run_dir = ".watcher/run"
 
@@ -293,7 +304,8 @@ listen = "127.0.0.1:{free_port()}"
 
 [poll]
 enabled = false
-"""]
+"""
+    ]
     for name, path, shared in ((stack.name, "", '["caddy"]'), (b, "/b", "[]")):
         sections.append(f"""
 [apps.{name}]
@@ -324,12 +336,17 @@ def two_apps(app_images: dict[str, str], redis_url: str) -> Iterator[TwoApps]:
     stack = Stack.create()
     b = f"{stack.name}b"
     client = connect(redis_url)
-    apps = {"": AppStack(stack.root, stack.name, stack.port), "/b": AppStack(stack.root, b, stack.port, path="/b")}
+    apps = {
+        "": AppStack(stack.root, stack.name, stack.port),
+        "/b": AppStack(stack.root, b, stack.port, path="/b"),
+    }
     quick_healthcheck(stack)
     try:
         stack.config.write_text(two_app_config(stack, b, redis_url))
         stack.write_caddyfile()
-        shared = stack.compose("up", "-d", "caddy", check=False)   # first, so both first deploys can run at once
+        shared = stack.compose(
+            "up", "-d", "caddy", check=False
+        )  # first, so both first deploys can run at once
         assert shared.returncode == 0, shared.stderr
         first = [stack.spawn("deploy", VERSIONS[0], "--app", app.name) for app in apps.values()]
         for proc in first:
@@ -337,6 +354,6 @@ def two_apps(app_images: dict[str, str], redis_url: str) -> Iterator[TwoApps]:
             assert proc.returncode == 0, out
         yield TwoApps(stack, apps, client)
     finally:
-        stack.destroy()   # app b's projects too: named after the stack
+        stack.destroy()  # app b's projects too: named after the stack
         for app in apps.values():
             forget_app(client, app.name)

@@ -43,8 +43,15 @@ import pytest
 import redis
 
 from tests.conftest import require
-from tests.harness.faults import (RegistryFront, Window, kill_caddy, kill_redis, restart_caddy,
-                                  restart_dockerd, small_disk)
+from tests.harness.faults import (
+    RegistryFront,
+    Window,
+    kill_caddy,
+    kill_redis,
+    restart_caddy,
+    restart_dockerd,
+    small_disk,
+)
 from tests.harness.invariants import assert_next_deploy_works, assert_settled
 from tests.harness.redis_server import RedisServer
 from tests.harness.stack import Stack, free_port
@@ -76,8 +83,11 @@ class Infra:
 
     def configure(self, extra: str = "") -> None:
         """The stack's config: its Redis, polling every second (for `watcher run`), and `extra`."""
-        self.stack.write_config(image=f"{self.front.host}/watcher-test/app", verify_window="1s",
-                                drain_timeout="3s", extra=f"""
+        self.stack.write_config(
+            image=f"{self.front.host}/watcher-test/app",
+            verify_window="1s",
+            drain_timeout="3s",
+            extra=f"""
 [redis]
 url = "{self.server.url}"
 lock_ttl = "{LOCK_TTL:g}s"
@@ -88,7 +98,8 @@ listen = "127.0.0.1:{free_port()}"
 [poll]
 interval = "1s"
 jitter = "0s"
-{extra}""")
+{extra}""",
+        )
 
     def enqueue(self, version: str) -> Job:
         return self.queue.enqueue(version, source="cli", requested_by="fault test").job
@@ -98,12 +109,17 @@ jitter = "0s"
             job = self.queue.get(job_id)
             return job if job and job.status.final else None
 
-        return wait_until(ended, timeout, f"job {job_id} to end", poll=0.1,
-                          detail=lambda: "\n".join(out.text[-5000:] for out in logs))
+        return wait_until(
+            ended,
+            timeout,
+            f"job {job_id} to end",
+            poll=0.1,
+            detail=lambda: "\n".join(out.text[-5000:] for out in logs),
+        )
 
     def forget_jobs(self) -> None:
         for found in self.client.scan_iter(f"watcher:{self.stack.name}:*"):
-            if not found.endswith(":fence"):   # fences only ever grow
+            if not found.endswith(":fence"):  # fences only ever grow
                 self.client.delete(found)
 
 
@@ -183,8 +199,13 @@ def start(infra: Infra, procs: list[Output], *args: str) -> Output:
 
 def job_in(infra: Infra, version: str, phase: str, worker: Output) -> Job:
     job = infra.enqueue(version)
-    wait_until(lambda: (j := infra.queue.get(job.id)) and j.phase == phase, 120, f"job {job.id} in {phase}",
-               poll=0.1, detail=lambda: worker.text)
+    wait_until(
+        lambda: (j := infra.queue.get(job.id)) and j.phase == phase,
+        120,
+        f"job {job.id} in {phase}",
+        poll=0.1,
+        detail=lambda: worker.text,
+    )
     return job
 
 
@@ -203,7 +224,8 @@ def figures(case: str, loads: Loads, window: Window | None = None) -> None:
 
 @pytest.mark.timeout(150)
 def test_redis_killed_mid_deploy_aborts_without_switching_then_the_job_completes(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """Redis is killed while a worker starts the new colour, and stays away longer than the
     lock's lease: the worker cannot prove it holds the lock, so it does not switch (traffic
     stays on the live version, no request fails). When Redis is back (AOF: the job is still
@@ -214,7 +236,7 @@ def test_redis_killed_mid_deploy_aborts_without_switching_then_the_job_completes
     with under_load(stack) as loads:
         job = job_in(case, target, "start", worker)
         kill_redis(case.server)
-        time.sleep(LOCK_TTL + 4)   # the lease ends before the switch, whenever health is done
+        time.sleep(LOCK_TTL + 4)  # the lease ends before the switch, whenever health is done
         assert stack.version() == live
         case.server.start()
         done = case.final(job.id, 120, worker)
@@ -225,12 +247,13 @@ def test_redis_killed_mid_deploy_aborts_without_switching_then_the_job_completes
     assert log.index("aborting without touching anything") < log.index("switch: traffic"), log
     assert "works again after" in log and worker.proc.poll() is None, log
     assert stack.version() == target
-    figures("redis killed mid-deploy", loads)   # the taken-over job was the following deploy
+    figures("redis killed mid-deploy", loads)  # the taken-over job was the following deploy
 
 
 @pytest.mark.timeout(120)
 def test_redis_killed_while_a_job_waits_loses_neither_the_job_nor_the_pause(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """A paused queue with a job waiting, an idle worker: Redis killed and restarted. The job
     (written more than a second before the kill: AOF fsyncs every second) and the pause are
     still there, the worker rode it out; resumed, the job runs once."""
@@ -255,12 +278,13 @@ def test_redis_killed_while_a_job_waits_loses_neither_the_job_nor_the_pause(
     settled(case, loads, [job.id])
     assert done.status is Status.SUCCEEDED and done.attempts == 1 and done.version == target, done.describe()
     assert "failed (ConnectionError" in worker.text and worker.proc.poll() is None, worker.text
-    figures("redis killed while a job waits", loads)   # the job ran once Redis was back: the following deploy
+    figures("redis killed while a job waits", loads)  # the job ran once Redis was back: the following deploy
 
 
 @pytest.mark.timeout(120)
 def test_redis_failing_over_then_full_mid_deploy_the_deploy_completes_and_the_worker_lives(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """A failover (READONLY), then a full Redis (OOM), each for less than the lock's lease, while
     the job waits for health: ridden out like a dropped connection, through the real engine."""
     stack, server = case.stack, case.server
@@ -270,9 +294,9 @@ def test_redis_failing_over_then_full_mid_deploy_the_deploy_completes_and_the_wo
         job = job_in(case, target, "health", worker)
         for trouble, undo in ((server.fail_over, server.take_over), (server.fill_up, server.free_up)):
             trouble()
-            time.sleep(1.0)   # well inside the lease (TTL - 10 %), whenever the last renewal landed
+            time.sleep(1.0)  # well inside the lease (TTL - 10 %), whenever the last renewal landed
             undo()
-            time.sleep(1.5)   # a renewal lands in between
+            time.sleep(1.5)  # a renewal lands in between
         done = case.final(job.id, 90, worker)
     settled(case, loads, [job.id])
     assert done.status is Status.SUCCEEDED and done.attempts == 1, done.describe()
@@ -290,7 +314,9 @@ def admin_socket(stack: Stack) -> Path:
 
 
 @pytest.mark.timeout(150)
-def test_caddy_killed_mid_deploy_fails_requests_only_while_it_is_down(case: Infra, procs: list[Output]) -> None:
+def test_caddy_killed_mid_deploy_fails_requests_only_while_it_is_down(
+    case: Infra, procs: list[Output]
+) -> None:
     """kill -9 of Caddy right after the switch: requests fail until Docker has restarted it (the
     bound README states), none before or after; the deploy's verification waits for Caddy to
     answer again, then completes."""
@@ -314,7 +340,8 @@ def test_caddy_killed_mid_deploy_fails_requests_only_while_it_is_down(case: Infr
 
 @pytest.mark.timeout(150)
 def test_caddy_admin_socket_removed_deploys_wait_the_whole_drain_and_status_says_why(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """Without the admin socket nobody can count requests in flight: the deploy still succeeds
     with no failed request, waiting the whole DRAIN_TIMEOUT (3 s here) instead, and `status`
     warns until Caddy is restarted (which recreates the socket)."""
@@ -327,7 +354,7 @@ def test_caddy_admin_socket_removed_deploys_wait_the_whole_drain_and_status_says
     assert "waiting the full drain timeout instead" in proc.stderr, proc.stderr
     warnings = stack.status()["warnings"]
     assert any("admin API" in w and "restart Caddy" in w for w in warnings), warnings
-    restart_caddy(stack)   # the repair, after the load: a restart closes client connections
+    restart_caddy(stack)  # the repair, after the load: a restart closes client connections
     assert admin_socket(stack).is_socket()
     settled(case, loads, [])
     figures("caddy admin socket removed", loads)
@@ -345,7 +372,8 @@ def digest_check(method: str, path: str) -> bool:
 
 @pytest.mark.timeout(180)
 def test_registry_trouble_during_the_pull_fails_with_nothing_changed_or_only_makes_it_wait(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """The registry goes down right after watcher's look at the tag: docker's pull finds nobody,
     the deploy fails and nothing was changed. Back, it answers two 429s asking to wait 1 s, then
     5 s for every answer (below the client's 10 s timeout): watcher waits as asked, docker's pull
@@ -369,9 +397,11 @@ def test_registry_trouble_during_the_pull_fails_with_nothing_changed_or_only_mak
     assert waited.returncode == 0, waited.stderr
     seen = front.requests(since=back)
     assert [s.status for s in seen[:3]] == [429, 429, 200], seen
-    assert seen[1].at - seen[0].answered >= 1.0 and seen[2].at - seen[1].answered >= 1.0, "Retry-After honoured"
+    assert seen[1].at - seen[0].answered >= 1.0 and seen[2].at - seen[1].answered >= 1.0, (
+        "Retry-After honoured"
+    )
     answered = seen[2:]
-    assert len(answered) >= 3 and all(s.answered - s.at >= 5.0 for s in answered), seen   # watcher's, docker's
+    assert len(answered) >= 3 and all(s.answered - s.at >= 5.0 for s in answered), seen  # watcher's, docker's
     settled(case, loads, [])
     assert stack.version() == target
     figures("registry down, then rate-limiting and slow, during the pull", loads)
@@ -384,7 +414,8 @@ def jobs_created(infra: Infra) -> int:
 
 @pytest.mark.timeout(150)
 def test_registry_down_then_slow_and_rate_limiting_while_polling_enqueues_one_job(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """`watcher run` polls every second (digest policy on the tag to deploy). The registry down:
     the poll retries (1, 2, 4 s), logs the failure and enqueues nothing. Back, but 5 s per answer
     and one 429 asking to wait 1 s: Retry-After is honoured, polls never overlap (one at a time,
@@ -408,7 +439,9 @@ def test_registry_down_then_slow_and_rate_limiting_while_polling_enqueues_one_jo
         done = case.final(str(jobs_created(case)), 90, run)
         run.proc.terminate()
         run.wait(60)
-    assert done.status is Status.SUCCEEDED and done.version == target and done.source == "poll", done.describe()
+    assert done.status is Status.SUCCEEDED and done.version == target and done.source == "poll", (
+        done.describe()
+    )
     assert jobs_created(case) == 1, run.text
     log = run.text
     assert "retry 1 of 3" in log and "retry 3 of 3" in log and "unavailable after 4 attempts" in log, log
@@ -423,13 +456,19 @@ def test_registry_down_then_slow_and_rate_limiting_while_polling_enqueues_one_jo
 
 
 def colors_running(stack: Stack) -> set[str]:
-    return {color for color in ("blue", "green")
-            if any(stack.health(name) not in ("exited", "created", "absent") for name in stack.containers_of(color))}
+    return {
+        color
+        for color in ("blue", "green")
+        if any(
+            stack.health(name) not in ("exited", "created", "absent") for name in stack.containers_of(color)
+        )
+    }
 
 
 @pytest.mark.timeout(180)
 def test_docker_engine_restarted_between_deploys_brings_the_same_colour_back(
-        case: Infra, procs: list[Output]) -> None:
+    case: Infra, procs: list[Output]
+) -> None:
     """dockerd stops every container when it stops: the site is down until the engine has
     restarted Caddy and the live colour (`restart: unless-stopped`); the retained colour stays
     stopped, the record is unchanged, and the next deploy succeeds."""
@@ -451,7 +490,9 @@ def test_docker_engine_restarted_between_deploys_brings_the_same_colour_back(
 
 
 @pytest.mark.timeout(180)
-def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(case: Infra, procs: list[Output]) -> None:
+def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(
+    case: Infra, procs: list[Output]
+) -> None:
     """The engine restarts while the deploy waits for the new colour's health. Either the wait
     rides it out (the new colour comes back by its restart policy and is healthy before the
     switch) and the deploy completes, or it fails, waits for the engine to answer again and
@@ -473,7 +514,9 @@ def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(case: 
         serving, running = target, {"blue", "green"} - {color}
     else:
         assert code == 1 and "Docker" in deploy.text.splitlines()[-1], deploy.text
-        assert "Docker answers again" in deploy.text and f"{live} is still live on {color}" in deploy.text, deploy.text
+        assert "Docker answers again" in deploy.text and f"{live} is still live on {color}" in deploy.text, (
+            deploy.text
+        )
         serving, running = live, {color}
     stack.wait_health(next(iter(running)), "healthy", 60)
     settled(case, loads, [], max_failed=window.failed)
@@ -490,7 +533,9 @@ def recorded(stack: Stack) -> dict[str, object]:
 
 
 @pytest.mark.timeout(120)
-def test_state_disk_full_at_the_record_step_never_leaves_half_a_deploy(case: Infra, procs: list[Output]) -> None:
+def test_state_disk_full_at_the_record_step_never_leaves_half_a_deploy(
+    case: Infra, procs: list[Output]
+) -> None:
     """The disk under the state directory fills up while the new version is verified: the record
     lands whole all the same (it was written before the switch), so nothing is half-switched. A
     deploy that then starts on the full disk changes nothing and says the disk is full."""
@@ -499,19 +544,26 @@ def test_state_disk_full_at_the_record_step_never_leaves_half_a_deploy(case: Inf
     with small_disk(stack.state_file.parent) as disk:
         with under_load(stack) as loads:
             deploy = start(case, procs, "deploy", target)
-            wait_until(lambda: ((recorded(stack).get("pending") or {}).get("phase") == "verify"), 60,
-                       "the deploy to note its verification", poll=0.02, detail=lambda: deploy.text)
+            wait_until(
+                lambda: (recorded(stack).get("pending") or {}).get("phase") == "verify",
+                60,
+                "the deploy to note its verification",
+                poll=0.02,
+                detail=lambda: deploy.text,
+            )
             disk.fill()
             code = deploy.wait()
             assert code == 0, deploy.text
             state = recorded(stack)
-            assert state["live"]["version"] == target and state["pending"] is None, state   # type: ignore[index]
-            assert stack.live_route() == state["live"]["color"]   # type: ignore[index]
+            assert state["live"]["version"] == target and state["pending"] is None, state  # type: ignore[index]
+            assert stack.live_route() == state["live"]["color"]  # type: ignore[index]
             before = stack.state_file.read_text()
-            disk.fill()   # the record's rename freed the old state's page
+            disk.fill()  # the record's rename freed the old state's page
             refused = stack.watcher("deploy", live)
         assert refused.returncode == 1, refused.stderr
-        assert "No space left on device" in refused.stderr and "nothing was changed" in refused.stderr, refused.stderr
+        assert "No space left on device" in refused.stderr and "nothing was changed" in refused.stderr, (
+            refused.stderr
+        )
         assert stack.state_file.read_text() == before and stack.version() == target
         disk.free()
         settled(case, loads, [])

@@ -29,8 +29,16 @@ import time
 
 import pytest
 
-from tests.faults.conftest import (LOCK_TTL, Followed, QueuedStack, TwoApps, Watchers, other_version,
-                                   running_colors, view_of)
+from tests.faults.conftest import (
+    LOCK_TTL,
+    Followed,
+    QueuedStack,
+    TwoApps,
+    Watchers,
+    other_version,
+    running_colors,
+    view_of,
+)
 from tests.harness.invariants import assert_next_deploy_works, assert_settled
 from tests.harness.stack import Stack
 from tests.harness.traffic import Loads, under_load, under_loads
@@ -93,28 +101,41 @@ def only_live_runs(stack: Stack) -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("phase", PHASES, ids=[f"kill9-{p}" for p in PHASES])
-def test_kill_9_of_the_worker_hands_the_job_over(queued_stack: QueuedStack, watchers: Watchers, phase: str) -> None:
+def test_kill_9_of_the_worker_hands_the_job_over(
+    queued_stack: QueuedStack, watchers: Watchers, phase: str
+) -> None:
     queued, stack = queued_stack, queued_stack.stack
     _, target = old_and_new(queued)
-    probing = phase == "verifying"   # a long window: time to read the lock from outside, then the kill
-    victim = watchers.worker("victim", **({"VERIFY_WINDOW": "30s"} if probing else {}))   # boots as the load starts
+    probing = phase == "verifying"  # a long window: time to read the lock from outside, then the kill
+    victim = watchers.worker(
+        "victim", **({"VERIFY_WINDOW": "30s"} if probing else {})
+    )  # boots as the load starts
     with under_load(stack, settle=SETTLE) as loads:
         if not probing:
             victim.freeze_at(PHASES[phase], AFTER.get(phase, 0.0))
         job = taken_by_the_victim(queued, victim, target, watchers)
-        heir = watchers.worker("heir")   # boots while the victim works; the lock keeps it waiting
+        heir = watchers.worker("heir")  # boots while the victim works; the lock keeps it waiting
         if probing:
             victim.wait_for(PHASES[phase])
             lock_names_the_job(stack, job, target)
             victim.freeze()
         printed = victim.frozen_output()
         held = holder_of(queued.client, stack.name)
-        assert held is not None and "victim" in held["purpose"] and held["fence"] == queued.queue.get(job.id).fence
+        assert (
+            held is not None
+            and "victim" in held["purpose"]
+            and held["fence"] == queued.queue.get(job.id).fence
+        )
         os.killpg(victim.pid, signal.SIGKILL)
         killed = time.monotonic()
         interrupted_deploy_is_shown(stack, printed)
-        wait_until(lambda: (h := holder_of(queued.client, stack.name)) and "heir" in h["purpose"], 30,
-                   "the heir to take the lock", poll=0.05, detail=watchers.logs)
+        wait_until(
+            lambda: (h := holder_of(queued.client, stack.name)) and "heir" in h["purpose"],
+            30,
+            "the heir to take the lock",
+            poll=0.05,
+            detail=watchers.logs,
+        )
         handed_over = time.monotonic() - killed
         done = queued.final(job.id, 60, watchers)
     report(f"kill -9 at {phase}", f"after {victim.landed_at_freeze!r}", loads)
@@ -124,7 +145,7 @@ def test_kill_9_of_the_worker_hands_the_job_over(queued_stack: QueuedStack, watc
     assert loads.results[0].last_versions[-5:] == [target] * 5, loads.describe()
     status = assert_settled(stack, loads, client=queued.client, job_ids=[job.id])
     assert status["live_version"] == target, status
-    if "already live" in (done.message or ""):   # the victim had switched: the heir found it live
+    if "already live" in (done.message or ""):  # the victim had switched: the heir found it live
         a_queued_deploy_works(queued, target, watchers)
     only_live_runs(stack)
 
@@ -144,8 +165,13 @@ def taken_by_the_victim(queued: QueuedStack, victim: Followed, version: str, wat
     """Queue `version` once the victim waits for work, and return the job once the victim runs it."""
     victim.wait_for("started for")
     job = queued.enqueue(version)
-    wait_until(lambda: (j := queued.queue.get(job.id)) and j.worker == "victim", 30, "the victim to take the job",
-               poll=0.02, detail=watchers.logs)
+    wait_until(
+        lambda: (j := queued.queue.get(job.id)) and j.worker == "victim",
+        30,
+        "the victim to take the job",
+        poll=0.02,
+        detail=watchers.logs,
+    )
     return job
 
 
@@ -156,8 +182,13 @@ def lock_names_the_job(stack: Stack, job: Job, target: str) -> None:
     assert refused.returncode == 3, refused.stderr
     assert "holds the deploy lock" in refused.stderr and f"job {job.id}: deploy {target}" in refused.stderr
     status = stack.status()
-    assert status["queue"]["running"]["id"] == job.id and status["queue"]["running"]["phase"] == "verify", status
-    assert "victim" in status["lock"]["purpose"] and status["lock"]["fence"] == status["queue"]["running"]["fence"]
+    assert status["queue"]["running"]["id"] == job.id and status["queue"]["running"]["phase"] == "verify", (
+        status
+    )
+    assert (
+        "victim" in status["lock"]["purpose"]
+        and status["lock"]["fence"] == status["queue"]["running"]["fence"]
+    )
 
 
 # -- SIGTERM ---------------------------------------------------------------------------------------
@@ -166,10 +197,11 @@ def lock_names_the_job(stack: Stack, job: Job, target: str) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("phase", PHASES, ids=[f"term-{p}" for p in PHASES])
 def test_sigterm_of_the_worker_aborts_before_the_record_and_keeps_the_new_colour_after(
-        queued_stack: QueuedStack, watchers: Watchers, phase: str) -> None:
+    queued_stack: QueuedStack, watchers: Watchers, phase: str
+) -> None:
     queued, stack = queued_stack, queued_stack.stack
     old, target = old_and_new(queued)
-    victim = watchers.worker("victim")   # boots as the load starts
+    victim = watchers.worker("victim")  # boots as the load starts
     with under_load(stack, settle=SETTLE) as loads:
         victim.freeze_at(PHASES[phase], AFTER.get(phase, 0.0))
         job = taken_by_the_victim(queued, victim, target, watchers)
@@ -217,7 +249,8 @@ def aborted_to_the_live_colour(queued: QueuedStack, victim: Followed, job: Job, 
 
 @pytest.mark.timeout(120)
 def test_a_worker_frozen_past_its_ttl_never_switches_and_a_new_grant_takes_the_job(
-        queued_stack: QueuedStack, watchers: Watchers) -> None:
+    queued_stack: QueuedStack, watchers: Watchers
+) -> None:
     """The frozen worker's Redis lock expires, but it still holds the stack's host lock (a
     flock), so nobody deploys over its half-started colour while it is frozen. Resumed, it finds
     its lease gone and touches nothing (fencing through the real engine); then the lock's next
@@ -225,7 +258,7 @@ def test_a_worker_frozen_past_its_ttl_never_switches_and_a_new_grant_takes_the_j
     new grant (whichever takes the lock first once the host lock is free: both are workers)."""
     queued, stack = queued_stack, queued_stack.stack
     old, target = old_and_new(queued)
-    stale = watchers.worker("stale")   # boots as the load starts
+    stale = watchers.worker("stale")  # boots as the load starts
     with under_load(stack, settle=SETTLE) as loads:
         stale.freeze_at("health: every")
         job = queued.enqueue(target)
@@ -258,8 +291,9 @@ def test_a_worker_frozen_past_its_ttl_never_switches_and_a_new_grant_takes_the_j
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_of_watcher_deploy_after_the_switch_switches_back(queued_stack: QueuedStack,
-                                                                 watchers: Watchers) -> None:
+def test_ctrl_c_of_watcher_deploy_after_the_switch_switches_back(
+    queued_stack: QueuedStack, watchers: Watchers
+) -> None:
     """The CLI unwinds as the worker's engine does (SIGINT and SIGTERM are one handler) and
     says so: exit 130, traffic back on the live colour, the new colour not left running."""
     queued, stack = queued_stack, queued_stack.stack
@@ -286,25 +320,40 @@ def test_ctrl_c_of_watcher_deploy_after_the_switch_switches_back(queued_stack: Q
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("whom", ["group", "parent"], ids=["kill9-run-group", "kill9-run-parent"])
-def test_kill_9_of_watcher_run_with_two_apps_in_flight(two_apps: TwoApps, watchers: Watchers, whom: str) -> None:
+def test_kill_9_of_watcher_run_with_two_apps_in_flight(
+    two_apps: TwoApps, watchers: Watchers, whom: str
+) -> None:
     """`group`: the run process and its job processes (`docker kill`): the locks expire, the
     restarted `watcher run` takes both jobs over. `parent`: the run process alone: its job
     processes get SIGTERM from the kernel (PDEATHSIG), unwind to the live colour and requeue
     their jobs, which the restarted `watcher run` runs."""
     host = two_apps
     targets = {path: other_version(app.version()) for path, app in host.apps.items()}
-    first = watchers.spawn("run", "run", "--no-poll", "--name", "run1")   # boots as the load starts
-    with under_loads(host.stack, list(host.apps), settle=SETTLE, fast_rate=60, slow_rate=12, fast_connections=8,
-                     slow_connections=32) as loads:
-        jobs = {path: host.queue(app).enqueue(targets[path], source="cli", requested_by="fault test").job.id
-                for path, app in host.apps.items()}
+    first = watchers.spawn("run", "run", "--no-poll", "--name", "run1")  # boots as the load starts
+    with under_loads(
+        host.stack,
+        list(host.apps),
+        settle=SETTLE,
+        fast_rate=60,
+        slow_rate=12,
+        fast_connections=8,
+        slow_connections=32,
+    ) as loads:
+        jobs = {
+            path: host.queue(app).enqueue(targets[path], source="cli", requested_by="fault test").job.id
+            for path, app in host.apps.items()
+        }
 
         def both_before_the_switch() -> dict[str, str] | None:
-            phases = {app.name: (j := host.queue(app).get(jobs[path])) and j.phase for path, app in host.apps.items()}
+            phases = {
+                app.name: (j := host.queue(app).get(jobs[path])) and j.phase
+                for path, app in host.apps.items()
+            }
             return phases if all(phase in ("start", "health") for phase in phases.values()) else None
 
-        at_kill = wait_until(both_before_the_switch, 60, "both jobs started, neither switched", poll=0.02,
-                             detail=watchers.logs)
+        at_kill = wait_until(
+            both_before_the_switch, 60, "both jobs started, neither switched", poll=0.02, detail=watchers.logs
+        )
         first.freeze()
         if whom == "group":
             os.killpg(first.pid, signal.SIGKILL)
@@ -313,9 +362,16 @@ def test_kill_9_of_watcher_run_with_two_apps_in_flight(two_apps: TwoApps, watche
             first.thaw()
         first.proc.wait(60)
         watchers.spawn("run again", "run", "--no-poll", "--name", "run2")
-        done = {path: wait_until(lambda p=path, a=app: (j := host.queue(a).get(jobs[p])) and j.status.final and j,
-                                 90, f"{app.name}'s job to end", poll=0.1, detail=watchers.logs)
-                for path, app in host.apps.items()}
+        done = {
+            path: wait_until(
+                lambda p=path, a=app: (j := host.queue(a).get(jobs[p])) and j.status.final and j,
+                90,
+                f"{app.name}'s job to end",
+                poll=0.1,
+                detail=watchers.logs,
+            )
+            for path, app in host.apps.items()
+        }
     report(f"kill -9 of watcher run ({whom})", f"in {at_kill}", loads)
     for path, app in host.apps.items():
         job = done[path]

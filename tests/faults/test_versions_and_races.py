@@ -47,7 +47,7 @@ from watcher.queue.connection import connect
 
 pytestmark = pytest.mark.integration
 
-LOCK_TTL = "4s"          # expiries and renewals happen within a case
+LOCK_TTL = "4s"  # expiries and renewals happen within a case
 SECRET = "flood-secret-" + os.urandom(6).hex()
 TOKEN = "flood-token-" + os.urandom(6).hex()
 FAIL_FAST = {  # crash-looping version -> what stderr names (any one of them)
@@ -67,8 +67,10 @@ def client(redis_url: str) -> redis.Redis:
 @pytest.fixture(scope="module")
 def module_stack(app_images: dict[str, str], redis_url: str, client: redis.Redis) -> Iterator[Stack]:
     """One stack with Redis (so `watcher deploy` takes the Redis lock, as workers do), v1 live."""
-    created = Stack.create(extra=f'[redis]\nurl = "{redis_url}"\nlock_ttl = "{LOCK_TTL}"\n\n'
-                                 f'[webhook]\nlisten = "127.0.0.1:{free_port()}"\n')
+    created = Stack.create(
+        extra=f'[redis]\nurl = "{redis_url}"\nlock_ttl = "{LOCK_TTL}"\n\n'
+        f'[webhook]\nlisten = "127.0.0.1:{free_port()}"\n'
+    )
     try:
         deployed(created, "v1")
         yield created
@@ -137,7 +139,9 @@ def seen_so_far(loads: Loads) -> tuple[set[str], set[str]]:
     return {v for s in snaps for v in s.versions}, {c for s in snaps for c in s.colors}
 
 
-def settled(stack: Stack, loads: Loads, client: redis.Redis, job_ids: list[str] | None = None) -> dict[str, Any]:
+def settled(
+    stack: Stack, loads: Loads, client: redis.Redis, job_ids: list[str] | None = None
+) -> dict[str, Any]:
     """Every invariant, the load's `failed == 0` included (README: zero failed requests)."""
     return assert_settled(stack, loads, max_failed=0, client=client, job_ids=job_ids or [])
 
@@ -164,7 +168,9 @@ def test_unhealthy_version_fails_fast_while_the_live_colour_flaps(stack: Stack, 
         flap.join()
         stack.wait_health(color, "healthy", timeout=15)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"{other(color)} failed its health check" in proc.stderr and "is unhealthy" in proc.stderr, proc.stderr
+    assert f"{other(color)} failed its health check" in proc.stderr and "is unhealthy" in proc.stderr, (
+        proc.stderr
+    )
     assert "last log lines" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert took < 30, f"v3 took {took:.1f}s to fail with HEALTH_CHECK_TIMEOUT=300s"
     reported(loads, "unhealthy, the live colour flapping")
@@ -188,7 +194,9 @@ def test_slow_boot_beyond_the_timeout_fails_and_within_it_passes(stack: Stack, c
 
 
 @pytest.mark.timeout(180)
-def test_new_version_that_sickens_in_the_verify_window_is_switched_back(stack: Stack, client: redis.Redis) -> None:
+def test_new_version_that_sickens_in_the_verify_window_is_switched_back(
+    stack: Stack, client: redis.Redis
+) -> None:
     """`sick` is healthy at the switch (so it may answer), then fails its healthcheck inside the
     window: traffic goes straight back, and the last answers are the old colour's."""
     color, version = serving(stack)
@@ -210,11 +218,12 @@ def test_new_version_that_sickens_in_the_verify_window_is_switched_back(stack: S
 
 @pytest.mark.timeout(240)
 def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful(
-        stack: Stack, client: redis.Redis) -> None:
+    stack: Stack, client: redis.Redis
+) -> None:
     """A crash at start and an entrypoint that cannot exec both restart-loop (`restarting`): each
     deploy fails within seconds with HEALTH_CHECK_TIMEOUT=300s. The failures leave the rollback
     target on the previous version (its retained containers gone: a full deploy), and it works."""
-    if recorded_previous(stack) is None:   # only when this case runs alone
+    if recorded_previous(stack) is None:  # only when this case runs alone
         assert_next_deploy_works(stack)
     color, version = serving(stack)
     previous = recorded_previous(stack)
@@ -227,8 +236,9 @@ def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful
         rolled = stack.watcher("rollback")
     for v, (proc, took) in outcomes.items():
         assert proc.returncode == 1, f"{v}:\n{proc.stdout}\n{proc.stderr}"
-        assert any(state in proc.stderr for state in FAIL_FAST[v]), \
+        assert any(state in proc.stderr for state in FAIL_FAST[v]), (
             f"{v}: stderr names none of {FAIL_FAST[v]}:\n{proc.stderr}"
+        )
         assert took < 30, f"{v} took {took:.1f}s to fail with HEALTH_CHECK_TIMEOUT=300s"
     assert during == ({version}, {color}), loads.describe()
     assert after_ids == live_ids, "the live colour was not touched"
@@ -236,7 +246,9 @@ def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful
     assert after["live_health"] == "healthy", after
     rollback = after["rollback"]
     assert rollback is not None, after
-    assert (rollback["version"], rollback["color"], rollback["way"]) == (previous, other(color), "full"), rollback
+    assert (rollback["version"], rollback["color"], rollback["way"]) == (previous, other(color), "full"), (
+        rollback
+    )
     assert "digest" in rollback
 
     assert rolled.returncode == 0, f"{rolled.stdout}\n{rolled.stderr}"
@@ -248,7 +260,9 @@ def test_crash_looping_versions_fail_fast_and_the_rollback_target_stays_truthful
 
 
 @pytest.mark.timeout(180)
-def test_live_colour_flapping_during_a_deploy_never_moves_the_target(stack: Stack, client: redis.Redis) -> None:
+def test_live_colour_flapping_during_a_deploy_never_moves_the_target(
+    stack: Stack, client: redis.Redis
+) -> None:
     """The live colour turns unhealthy in Docker's eyes (a flapping healthcheck) right before and
     during a deploy of a good version: the target is the other colour all the same, the live
     colour's containers are the same ones all along (stopped and retained at the end), and no
@@ -271,8 +285,9 @@ def test_live_colour_flapping_during_a_deploy_never_moves_the_target(stack: Stac
     assert loads.colors() == {live, idle}, loads.describe()
     switched = out.printed_after("switch:")
     first_new = loads.first_seen(idle)
-    assert first_new is not None and first_new >= switched, \
+    assert first_new is not None and first_new >= switched, (
         f"{idle} answered {switched - (first_new or 0):.2f}s before the switch\n{out.text}"
+    )
     assert samples and all(s == ids for s in samples), f"{live}'s containers changed: {ids} -> {samples}"
     assert stack.container_ids(f"{stack.name}-{live}") == ids, "the retained containers are the same"
     status = settled(stack, loads, client)
@@ -298,8 +313,14 @@ def enqueue_burst(queue: DeployQueue, burst: int, last: str) -> list[str]:
     pause = Suspension(queue.client, queue.app)
     pause.pause(by="test", reason=f"burst {burst} arriving")
     try:
-        return [queue.enqueue(last if i % 2 else first, source=("webhook", "poll", "cli")[burst],
-                              requested_by=f"burst {burst}").job.id for i in range(10)]
+        return [
+            queue.enqueue(
+                last if i % 2 else first,
+                source=("webhook", "poll", "cli")[burst],
+                requested_by=f"burst {burst}",
+            ).job.id
+            for i in range(10)
+        ]
     finally:
         pause.resume()
 
@@ -316,11 +337,12 @@ def assert_jobs_one_at_a_time(jobs: list[Job]) -> list[Job]:
 
 @pytest.mark.timeout(300)
 def test_three_workers_a_run_and_a_host_deploy_race_for_the_lock_one_swap_at_a_time(
-        stack: Stack, client: redis.Redis) -> None:
+    stack: Stack, client: redis.Redis
+) -> None:
     """Thirty jobs in three bursts (each arriving while the previous burst's newest job swaps)
     for three workers and a `watcher run`, and a host-CLI deploy waiting for the same lock: the
     bursts coalesce to three jobs, and the four swaps run one after the other."""
-    if serving(stack)[1] != "v1":   # the bursts' first job must be a swap, not a no-op
+    if serving(stack)[1] != "v1":  # the bursts' first job must be a swap, not a no-op
         deployed(stack, "v1")
     queue = DeployQueue(client, stack.name)
     racers = Racers(stack)
@@ -336,18 +358,33 @@ def test_three_workers_a_run_and_a_host_deploy_race_for_the_lock_one_swap_at_a_t
                 ids += enqueue_burst(queue, burst, last)
                 if burst == 0:
                     cli = racers.start("cli", "deploy", "slowok", "--wait-lock", "180")
-                wait_until(lambda: (j := queue.get(ids[-1])) and j.status is not Status.QUEUED, 120,
-                           f"job {ids[-1]} to start", poll=0.1, detail=racers.text)
+                wait_until(
+                    lambda: (j := queue.get(ids[-1])) and j.status is not Status.QUEUED,
+                    120,
+                    f"job {ids[-1]} to start",
+                    poll=0.1,
+                    detail=racers.text,
+                )
                 time.sleep(1)
-            jobs = [wait_until(lambda job_id=job_id: final(queue, job_id), 240, f"job {job_id} to end", poll=0.2,
-                               detail=racers.text) for job_id in dict.fromkeys(ids)]
+            jobs = [
+                wait_until(
+                    lambda job_id=job_id: final(queue, job_id),
+                    240,
+                    f"job {job_id} to end",
+                    poll=0.2,
+                    detail=racers.text,
+                )
+                for job_id in dict.fromkeys(ids)
+            ]
             cli_code = cli.wait(timeout=180)
     finally:
         codes = racers.stop()
     assert cli_code == 0, racers.text()
     assert all(code == 0 for code in codes.values()), f"{codes}\n{racers.text()}"
 
-    assert len(jobs) == 30, "every request made its own job (alternating versions never repeat one that waits)"
+    assert len(jobs) == 30, (
+        "every request made its own job (alternating versions never repeat one that waits)"
+    )
     ran = assert_jobs_one_at_a_time(jobs)
     assert [j.version for j in ran] == ["v2", "v1", "v2"], [j.describe() for j in jobs]
     assert all(j.status is Status.SUCCEEDED for j in ran), [j.describe() for j in ran]
@@ -359,9 +396,10 @@ def test_three_workers_a_run_and_a_host_deploy_race_for_the_lock_one_swap_at_a_t
     assert sorted(s.version for s in swaps) == ["slowok", "v1", "v2", "v2"], racers.text()
     assert all(s.switches == 1 for s in swaps), racers.text()
     [host] = [s for s in swaps if s.racer == "cli"]
-    for job in ran:   # the host's swap fell between two jobs, never inside one
-        assert host.end + offset < (job.started or 0) or host.start + offset > (job.finished or 0), \
+    for job in ran:  # the host's swap fell between two jobs, never inside one
+        assert host.end + offset < (job.started or 0) or host.start + offset > (job.finished or 0), (
             f"the host deploy ran during job {job.describe()}\n{racers.text()}"
+        )
 
     reported(loads, "three workers, a run and a host deploy")
     assert loads.versions() <= {"v1", "v2", "slowok"}, loads.describe()
@@ -386,7 +424,9 @@ def flood_config(root: Path, apps: dict[str, tuple[str, str]], redis_url: str, p
     root.mkdir(parents=True, exist_ok=True)
     for name in STACK_FILES:
         shutil.copy(REPO / name, root / name)
-    sections = [f'[redis]\nurl = "{redis_url}"\n\n[webhook]\nlisten = "127.0.0.1:{port}"\n\n[poll]\nenabled = false\n']
+    sections = [
+        f'[redis]\nurl = "{redis_url}"\n\n[webhook]\nlisten = "127.0.0.1:{port}"\n\n[poll]\nenabled = false\n'
+    ]
     for name, (image, include) in apps.items():
         sections.append(f"""
 [apps.{name}]
@@ -414,7 +454,7 @@ include = '{include}'
 @dataclass
 class Flood:
     server: WatcherServer
-    pushes: dict[str, flood.Pushed]   # app -> its one genuinely new version
+    pushes: dict[str, flood.Pushed]  # app -> its one genuinely new version
 
 
 @pytest.fixture
@@ -424,18 +464,36 @@ def flooded(redis_url: str, client: redis.Redis, tmp_path: Path) -> Iterator[Flo
     suffix = os.urandom(4).hex()
     names = [f"fl{suffix}a", f"fl{suffix}b", f"fl{suffix}c"]
     with running_registry(require_tool("docker-registry"), tmp_path / "registry") as registry:
-        digests = {**push_images(registry.url, "acme/app", ["v2", "abrupt1"]),
-                   "1": push_images(registry.url, "acme/worker", ["1"])["1"]}
-        follows = dict(zip(names, (("acme/app", "v2", r"v(\d+)"), ("acme/app", "abrupt1", r"abrupt(\d+)"),
-                                   ("acme/worker", "1", r"(\d+)"))))
+        digests = {
+            **push_images(registry.url, "acme/app", ["v2", "abrupt1"]),
+            "1": push_images(registry.url, "acme/worker", ["1"])["1"],
+        }
+        follows = dict(
+            zip(
+                names,
+                (
+                    ("acme/app", "v2", r"v(\d+)"),
+                    ("acme/app", "abrupt1", r"abrupt(\d+)"),
+                    ("acme/worker", "1", r"(\d+)"),
+                ),
+            )
+        )
         port = free_port()
-        config = flood_config(tmp_path / "project", {name: (f"{registry.host}/{repo}", include)
-                                                     for name, (repo, _, include) in follows.items()},
-                              redis_url, port)
+        config = flood_config(
+            tmp_path / "project",
+            {name: (f"{registry.host}/{repo}", include) for name, (repo, _, include) in follows.items()},
+            redis_url,
+            port,
+        )
         server = WatcherServer(config, {"WEBHOOK_SECRET": SECRET, "WEBHOOK_REGISTRY_TOKEN": TOKEN}, port)
         try:
-            yield Flood(server.start(), {name: flood.Pushed(registry.host, repo, tag, digests[tag])
-                                         for name, (repo, tag, _) in follows.items()})
+            yield Flood(
+                server.start(),
+                {
+                    name: flood.Pushed(registry.host, repo, tag, digests[tag])
+                    for name, (repo, tag, _) in follows.items()
+                },
+            )
         finally:
             server.stop()
             for name in names:
@@ -443,25 +501,32 @@ def flooded(redis_url: str, client: redis.Redis, tmp_path: Path) -> Iterator[Flo
 
 
 @pytest.mark.timeout(120)
-def test_a_webhook_flood_makes_one_job_per_new_version_per_app(
-        flooded: Flood, client: redis.Redis) -> None:
+def test_a_webhook_flood_makes_one_job_per_new_version_per_app(flooded: Flood, client: redis.Redis) -> None:
     """1,000 deliveries at once across three apps: a new version for each (its GitHub delivery
     and its registry notification), replays of those (same and fresh delivery ids), forgeries
     (wrong key, body changed after signing, no signature, wrong token) and signed noise."""
     server, names, pushes = flooded.server, list(flooded.pushes), list(flooded.pushes.values())
-    deliveries = (flood.copies(pushes, SECRET, TOKEN, replays=194, fresh_ids=250, notifications=100)
-                  + flood.forgeries(pushes, SECRET, github_count=250, registry_count=100)
-                  + flood.noise(SECRET, 100))
+    deliveries = (
+        flood.copies(pushes, SECRET, TOKEN, replays=194, fresh_ids=250, notifications=100)
+        + flood.forgeries(pushes, SECRET, github_count=250, registry_count=100)
+        + flood.noise(SECRET, 100)
+    )
     assert len(deliveries) == 1000
     try:
         answers, took = flood.send(server.url, deliveries, budget=90)
         codes = collections.Counter(a.status for a in answers)
         by_kind = flood.codes_by_kind(answers)
-        print(f"flood: {len(answers)} deliveries in {took:.1f}s; codes {dict(codes)}; "
-              f"by kind {({k: dict(v) for k, v in by_kind.items()})}")
+        print(
+            f"flood: {len(answers)} deliveries in {took:.1f}s; codes {dict(codes)}; "
+            f"by kind { ({k: dict(v) for k, v in by_kind.items()}) }"
+        )
         assert not flood.wrong(answers), "\n".join(flood.wrong(answers)[:20])
-        enqueued = [(r["app"], r["job_id"]) for a in answers for r in a.body.get("results", [])
-                    if r.get("status") == "enqueued"]
+        enqueued = [
+            (r["app"], r["job_id"])
+            for a in answers
+            for r in a.body.get("results", [])
+            if r.get("status") == "enqueued"
+        ]
         print(f"flood: jobs {enqueued}; created {[jobs_created(client, n) for n in names]}")
         assert codes[202] == len(names) and sorted(app for app, _ in enqueued) == sorted(names), enqueued
         for name in names:
@@ -473,9 +538,11 @@ def test_a_webhook_flood_makes_one_job_per_new_version_per_app(
         # The receiver still answers, and still knows what it saw.
         health = httpx.get(f"{server.url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["ready"] is True, health.text
-        deliveries += [*flood.noise(SECRET, 1),
-                       *flood.copies(pushes[:1], SECRET, TOKEN, replays=0, fresh_ids=1, notifications=0)[-1:],
-                       *flood.forgeries(pushes, SECRET, github_count=1, registry_count=1)]
+        deliveries += [
+            *flood.noise(SECRET, 1),
+            *flood.copies(pushes[:1], SECRET, TOKEN, replays=0, fresh_ids=1, notifications=0)[-1:],
+            *flood.forgeries(pushes, SECRET, github_count=1, registry_count=1),
+        ]
         after, _ = flood.send(server.url, deliveries[-4:])
         assert [a.status for a in after] == [200, 200, 401, 401], [(a.status, a.body) for a in after]
         assert after[1].body["outcome"] == "duplicate", after[1].body

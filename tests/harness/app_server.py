@@ -41,8 +41,14 @@ BACKLOG = 1024
 DRAIN_LIMIT = 15.0
 MAX_HEADER = 64 * 1024
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-REASONS = {101: "Switching Protocols", 200: "OK", 400: "Bad Request", 404: "Not Found",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    101: "Switching Protocols",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def log(settings: dict, message: str) -> None:
@@ -138,7 +144,7 @@ class Connection(asyncio.Protocol):
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return  # the body is still coming
         self.continued = False
-        del self.buffer[:end + 4 + length]
+        del self.buffer[: end + 4 + length]
         keep = proto == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         self.busy = True
         self.app.inflight += 1
@@ -175,15 +181,24 @@ class Connection(asyncio.Protocol):
         else:
             self._reply(404, b"not found\n", keep=keep)
 
-    def _reply(self, status: int, body: bytes, *, keep: bool = True, close: bool = False,
-               content_type: str = "text/plain") -> None:
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        keep: bool = True,
+        close: bool = False,
+        content_type: str = "text/plain",
+    ) -> None:
         """Answer with Content-Length; `Connection: close` when the client or a drain asks for it."""
         if self.transport is None or self.transport.is_closing():
             return
         keep = keep and not close and not self.app.draining
-        head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nX-App-Version: {self.app.version}\r\n"
-                f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nX-App-Version: {self.app.version}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
+        )
         self.transport.write(head.encode() + body)
         self.busy = False
         if not keep:
@@ -194,8 +209,10 @@ class Connection(asyncio.Protocol):
     async def _events(self, every: float) -> None:
         """An endless SSE stream until the client leaves or the app drains."""
         assert self.transport is not None
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                             b"Connection: close\r\n\r\n")
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         self.app.inflight -= 1  # a stream is not an in-flight request: a drain does not wait for it
         try:
             while not self.transport.is_closing():
@@ -208,8 +225,12 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         key = headers.get("sec-websocket-key", "").encode()
         accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
-        self.transport.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        self.transport.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         self.websocket = True
         self.busy = False
         self._send_frame(0x1, self.app.version.encode())
@@ -236,12 +257,12 @@ class Connection(asyncio.Protocol):
             elif size == 127:
                 size, offset = int.from_bytes(self.buffer[2:10], "big"), 10
             masked = self.buffer[1] & 0x80
-            mask = bytes(self.buffer[offset:offset + 4]) if masked else b"\0\0\0\0"
+            mask = bytes(self.buffer[offset : offset + 4]) if masked else b"\0\0\0\0"
             offset += 4 if masked else 0
             if len(self.buffer) < offset + size:
                 return
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.buffer[offset:offset + size]))
-            del self.buffer[:offset + size]
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.buffer[offset : offset + size]))
+            del self.buffer[: offset + size]
             if opcode == 0x8:
                 self._send_frame(0x8, payload[:2])
                 if self.transport is not None:
@@ -262,8 +283,9 @@ async def serve(settings: dict, started: float) -> int:
     """Listen until SIGTERM; then exit as the "shutdown" setting says."""
     app = App(settings)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Connection(app), "0.0.0.0", PORT, backlog=BACKLOG,
-                                      reuse_address=True)
+    server = await loop.create_server(
+        lambda: Connection(app), "0.0.0.0", PORT, backlog=BACKLOG, reuse_address=True
+    )
     if settings.get("unhealthy_after") is not None:
         delay = max(0.0, float(settings["unhealthy_after"]) - (time.monotonic() - started))
         loop.call_later(delay, _sicken, settings)
@@ -272,16 +294,22 @@ async def serve(settings: dict, started: float) -> int:
         if settings.get("shutdown", "graceful") == "abrupt":
             log(settings, "SIGTERM: exiting now (abrupt)")
             os._exit(143)
-        log(settings, f"SIGTERM: closing the listener, draining {app.inflight} in-flight requests "
-                      f"(max {DRAIN_LIMIT:g} s)")
+        log(
+            settings,
+            f"SIGTERM: closing the listener, draining {app.inflight} in-flight requests "
+            f"(max {DRAIN_LIMIT:g} s)",
+        )
         server.close()
         app.begin_drain()
         loop.call_later(DRAIN_LIMIT, _cut, app)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_term)
-    log(settings, f"listening on :{PORT} (backlog {BACKLOG}, healthy={os.path.exists(HEALTH_FILE)}, "
-                  f"shutdown={settings.get('shutdown', 'graceful')})")
+    log(
+        settings,
+        f"listening on :{PORT} (backlog {BACKLOG}, healthy={os.path.exists(HEALTH_FILE)}, "
+        f"shutdown={settings.get('shutdown', 'graceful')})",
+    )
     await app.stopped.wait()
     log(settings, "stopped")
     return 0

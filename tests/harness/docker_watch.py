@@ -47,7 +47,7 @@ class DockerWatch:
     def __init__(self, every: float = 1.0, slow: float = 5.0) -> None:
         self.every = every
         self.slow = slow
-        self._outages: list[list[float]] = []   # [start, end]; end == 0.0 while it lasts
+        self._outages: list[list[float]] = []  # [start, end]; end == 0.0 while it lasts
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="docker-watch", daemon=True)
@@ -77,5 +77,8 @@ class DockerWatch:
         now = time.time()
         with self._lock:
             spans = [(s, e or now) for s, e in self._outages]
-        return [{"from": round(s, 3), "to": round(e, 3), "seconds": round(e - s, 1)}
-                for s, e in spans if s <= end and e >= start]
+        return [
+            {"from": round(s, 3), "to": round(e, 3), "seconds": round(e - s, 1)}
+            for s, e in spans
+            if s <= end and e >= start
+        ]

@@ -53,25 +53,36 @@ class FakeEngine:
         live = self.client.get(key(self.app, "fake", "live"))
         return FakeView(Release(Color.GREEN, live) if live else None)
 
-    moved: str | None = None   # its tags never move
-    receipt: None = None       # it moves no traffic: nothing for Caddy to have served
+    moved: str | None = None  # its tags never move
+    receipt: None = None  # it moves no traffic: nothing for Caddy to have served
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
-               digest: str | None = None) -> DeployResult:
+    def deploy(
+        self,
+        version: str,
+        *,
+        guard: Guard,
+        kind: str = "deploy",
+        prefer_local: bool = False,
+        digest: str | None = None,
+    ) -> DeployResult:
         progress = self.progress
         with progress.phase("pull"):
             time.sleep(self.phase_seconds)
         live = self.view().live
         if live and live.version == version:
-            return DeployResult(kind, version, live.color, None, noop=True, message=f"{version} is already live")
+            return DeployResult(
+                kind, version, live.color, None, noop=True, message=f"{version} is already live"
+            )
         with progress.phase("health"):
             time.sleep(self.phase_seconds)
             if version.startswith("fail"):
                 raise DeployFailed(f"{version} never became healthy")
         guard.check()
         with shielded(), progress.phase("switch"):
-            self.client.rpush(key(self.app, "fake", "switches"),
-                              json.dumps({"version": version, "kind": kind, "pid": os.getpid(), "at": time.time()}))
+            self.client.rpush(
+                key(self.app, "fake", "switches"),
+                json.dumps({"version": version, "kind": kind, "pid": os.getpid(), "at": time.time()}),
+            )
         with progress.phase("verify"):
             time.sleep(self.phase_seconds)
         guard.check()
@@ -83,10 +94,17 @@ class FakeEngine:
         return self.deploy(to, guard=guard, kind="rollback", prefer_local=True)
 
 
-def fake_worker(client: redis.Redis, app: str, *, ttl: float, name: str, phase_seconds: float = 0.0,
-                poll: float = 0.5) -> Worker:
-    return Worker(client, app, lambda progress: FakeEngine(progress, client, app, phase_seconds),
-                  lock_ttl=ttl, name=name, poll=poll)
+def fake_worker(
+    client: redis.Redis, app: str, *, ttl: float, name: str, phase_seconds: float = 0.0, poll: float = 0.5
+) -> Worker:
+    return Worker(
+        client,
+        app,
+        lambda progress: FakeEngine(progress, client, app, phase_seconds),
+        lock_ttl=ttl,
+        name=name,
+        poll=poll,
+    )
 
 
 @contextmanager
@@ -113,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     interrupts.install()
-    fake_worker(connect(args.url), args.app, ttl=args.ttl, name=args.name, phase_seconds=args.phase_seconds,
-                poll=args.poll).run()
+    fake_worker(
+        connect(args.url),
+        args.app,
+        ttl=args.ttl,
+        name=args.name,
+        phase_seconds=args.phase_seconds,
+        poll=args.poll,
+    ).run()
     return 0
 
 

@@ -31,7 +31,7 @@ from tests.harness.stack import REGISTRY, Stack, free_port
 from tests.harness.traffic import Loads
 
 IN_CI = os.environ.get("CI") == "true"
-SERVICES = Path("/var/tmp/watcher-services")   # scripts/services.sh's pid files and logs
+SERVICES = Path("/var/tmp/watcher-services")  # scripts/services.sh's pid files and logs
 DOCKERD_PIDFILE = Path("/var/run/docker.pid")  # written by dockerd itself
 
 
@@ -47,11 +47,11 @@ def unavailable(message: str) -> None:
 
 @dataclass(frozen=True)
 class Seen:
-    at: float         # time.monotonic() when the request arrived
-    answered: float   # ... and when the front had answered it
+    at: float  # time.monotonic() when the request arrived
+    answered: float  # ... and when the front had answered it
     method: str
     path: str
-    status: int       # what the front answered
+    status: int  # what the front answered
 
 
 @dataclass
@@ -136,8 +136,11 @@ class RegistryFront:
             conn.request(method, path, headers=headers)
             response = conn.getresponse()
             data = response.read()
-            kept = {k: v for k, v in response.getheaders()
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+            kept = {
+                k: v
+                for k, v in response.getheaders()
+                if k.lower() not in ("connection", "transfer-encoding", "content-length")
+            }
             if method == "HEAD":
                 kept["Content-Length"] = response.getheader("Content-Length", "0")
             return response.status, kept, data
@@ -159,7 +162,9 @@ class RegistryFront:
                 answer = front._rate_limited()
                 if answer is None:
                     time.sleep(front.delay)
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    headers = {
+                        k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                    }
                     answer = front._forward(self.command, self.path, headers)
                 status, headers, body = answer
                 self._reply(status, headers, body)
@@ -205,8 +210,12 @@ def caddy_container(stack: Stack) -> str:
 def kill_caddy(stack: Stack) -> None:
     """kill -9 Caddy's process from the host, as a crash: Docker restarts it by its restart
     policy (`docker kill` would count as stopping it by hand)."""
-    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", caddy_container(stack)],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", caddy_container(stack)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert pid.isdigit() and pid != "0", f"Caddy is not running (pid {pid!r})"
     os.kill(int(pid), signal.SIGKILL)
 
@@ -224,8 +233,10 @@ def _services_dockerd() -> int:
     except (OSError, ValueError):
         pid = 0
     if not _alive(pid, "dockerd"):
-        unavailable("the Docker engine restart needs the dockerd scripts/services.sh started "
-                    f"({SERVICES}/dockerd.pid)")
+        unavailable(
+            "the Docker engine restart needs the dockerd scripts/services.sh started "
+            f"({SERVICES}/dockerd.pid)"
+        )
     return pid
 
 
@@ -235,7 +246,7 @@ def _alive(pid: int, comm: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    name, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+    name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
     return name == comm and state != "Z"
 
 
@@ -255,8 +266,13 @@ def restart_dockerd(timeout: float = 120) -> float:
             raise AssertionError(f"dockerd (pid {pid}) did not stop within {timeout}s")
         time.sleep(0.1)
     with (SERVICES / "dockerd.log").open("ab") as log:
-        subprocess.run(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       check=True)
+        subprocess.run(
+            ["setsid", "-f", "dockerd"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
     while not docker_answers():
         if time.monotonic() - started > timeout:
             raise AssertionError(f"dockerd did not come back within {timeout}s; see {SERVICES}/dockerd.log")
@@ -283,7 +299,7 @@ class Window:
     def _failed_so_far(self) -> int:
         return self.loads.fast.snapshot().failed + self.loads.slow.snapshot().failed
 
-    def open(self) -> "Window":
+    def open(self) -> Window:
         self._at, self._before = time.monotonic(), self._failed_so_far()
         return self
 
@@ -337,8 +353,11 @@ def small_disk(directory: Path, size: str = "256k") -> Iterator[SmallDisk]:
     keep = Path(tempfile.mkdtemp(prefix="watcher-disk-"))
     try:
         _copy_into(directory, keep)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(directory)],
+            check=True,
+            capture_output=True,
+        )
         disk = SmallDisk(directory)
         try:
             _copy_into(keep, directory)

@@ -26,7 +26,7 @@ from watcher.triggers.payloads import sign
 
 GITHUB = "/hooks/github"
 REGISTRY = "/hooks/registry"
-ACCEPTED = frozenset({200, 202})   # a genuine copy: the first one to arrive makes the job, the rest are 200
+ACCEPTED = frozenset({200, 202})  # a genuine copy: the first one to arrive makes the job, the rest are 200
 IGNORED = frozenset({200})
 FORGED = frozenset({401, 403})
 
@@ -42,23 +42,48 @@ class Pushed:
 
     def github_payload(self) -> dict[str, Any]:
         owner, _, name = self.repository.partition("/")
-        return github_package(tag=self.tag, owner=owner, name=name, digest=self.digest,
-                              package_url=f"{self.host}/{self.repository}:{self.tag}")
+        return github_package(
+            tag=self.tag,
+            owner=owner,
+            name=name,
+            digest=self.digest,
+            package_url=f"{self.host}/{self.repository}:{self.tag}",
+        )
 
     def envelope(self, event_id: str) -> dict[str, Any]:
         """The Distribution notification the registry sends for this push."""
-        target = {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 528,
-                  "digest": self.digest, "repository": self.repository, "tag": self.tag,
-                  "url": f"http://{self.host}/v2/{self.repository}/manifests/{self.digest}"}
-        return {"events": [{"id": event_id, "timestamp": "2026-01-01T00:00:00Z", "action": "push",
-                            "target": target, "request": {"id": "r", "addr": "127.0.0.1:1", "host": self.host,
-                                                          "method": "PUT", "useragent": "docker/27"},
-                            "actor": {}, "source": {"addr": "registry:5000", "instanceID": "i"}}]}
+        target = {
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "size": 528,
+            "digest": self.digest,
+            "repository": self.repository,
+            "tag": self.tag,
+            "url": f"http://{self.host}/v2/{self.repository}/manifests/{self.digest}",
+        }
+        return {
+            "events": [
+                {
+                    "id": event_id,
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "action": "push",
+                    "target": target,
+                    "request": {
+                        "id": "r",
+                        "addr": "127.0.0.1:1",
+                        "host": self.host,
+                        "method": "PUT",
+                        "useragent": "docker/27",
+                    },
+                    "actor": {},
+                    "source": {"addr": "registry:5000", "instanceID": "i"},
+                }
+            ]
+        }
 
 
 @dataclass(frozen=True)
 class Delivery:
-    kind: str                      # what it is, for counting: "github copy", "forged registry", ...
+    kind: str  # what it is, for counting: "github copy", "forged registry", ...
     path: str
     body: bytes
     headers: dict[str, str]
@@ -68,16 +93,27 @@ class Delivery:
 @dataclass(frozen=True)
 class Answer:
     delivery: Delivery
-    status: int                    # 0: no response (transport error, named in `error`)
+    status: int  # 0: no response (transport error, named in `error`)
     body: dict[str, Any]
     error: str = ""
 
 
-def github(kind: str, event: str, body: bytes, *, secret: str | None, delivery: str | None = None,
-           signature: str | None = None, allowed: frozenset[int] = ACCEPTED) -> Delivery:
+def github(
+    kind: str,
+    event: str,
+    body: bytes,
+    *,
+    secret: str | None,
+    delivery: str | None = None,
+    signature: str | None = None,
+    allowed: frozenset[int] = ACCEPTED,
+) -> Delivery:
     """A GitHub delivery signed with `secret` (or carrying `signature` as given, or none)."""
-    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-               "Content-Type": "application/json"}
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+    }
     if signature is None and secret is not None:
         signature = sign(secret, body)
     if signature is not None:
@@ -85,16 +121,18 @@ def github(kind: str, event: str, body: bytes, *, secret: str | None, delivery: 
     return Delivery(kind, GITHUB, body, headers, allowed)
 
 
-def registry(kind: str, envelope: dict[str, Any], authorization: str | None,
-             allowed: frozenset[int] = ACCEPTED) -> Delivery:
+def registry(
+    kind: str, envelope: dict[str, Any], authorization: str | None, allowed: frozenset[int] = ACCEPTED
+) -> Delivery:
     headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
     if authorization is not None:
         headers["Authorization"] = authorization
     return Delivery(kind, REGISTRY, json.dumps(envelope).encode(), headers, allowed)
 
 
-def copies(pushes: list[Pushed], secret: str, token: str, *, replays: int, fresh_ids: int,
-           notifications: int) -> list[Delivery]:
+def copies(
+    pushes: list[Pushed], secret: str, token: str, *, replays: int, fresh_ids: int, notifications: int
+) -> list[Delivery]:
     """Every genuine delivery of `pushes`: each push's original GitHub delivery and registry
     notification, plus exact replays (same delivery or event id), and the same bodies under
     fresh delivery ids (a sender's retry, or a second hook) spread over the pushes."""
@@ -104,7 +142,9 @@ def copies(pushes: list[Pushed], secret: str, token: str, *, replays: int, fresh
     events = {push: str(uuid.uuid4()) for push in pushes}
     bearer = f"Bearer {token}"
     for push in pushes:
-        out.append(github("github original", "package", bodies[push], secret=secret, delivery=originals[push]))
+        out.append(
+            github("github original", "package", bodies[push], secret=secret, delivery=originals[push])
+        )
         out.append(registry("registry original", push.envelope(events[push]), bearer))
     for i in range(replays):
         push = pushes[i % len(pushes)]
@@ -127,14 +167,30 @@ def forgeries(pushes: list[Pushed], secret: str, *, github_count: int, registry_
         push = pushes[i % len(pushes)]
         body = json.dumps(push.github_payload()).encode()
         forged = body.replace(push.tag.encode(), b"v9999")
-        signature = (sign("not-the-secret", body), sign(secret, body), None, "sha256=" + "0" * 64,
-                     "sha1=" + "0" * 40)[i % 5]
-        out.append(github("forged github", "package", forged if i % 5 == 1 else body, secret=None,
-                          signature=signature, allowed=FORGED))
+        signature = (
+            sign("not-the-secret", body),
+            sign(secret, body),
+            None,
+            "sha256=" + "0" * 64,
+            "sha1=" + "0" * 40,
+        )[i % 5]
+        out.append(
+            github(
+                "forged github",
+                "package",
+                forged if i % 5 == 1 else body,
+                secret=None,
+                signature=signature,
+                allowed=FORGED,
+            )
+        )
     for i in range(registry_count):
         auth = ("Bearer not-the-token", None, "Basic Zm9vOmJhcg==", "Bearer")[i % 4]
-        out.append(registry("forged registry", pushes[i % len(pushes)].envelope(str(uuid.uuid4())), auth,
-                            allowed=FORGED))
+        out.append(
+            registry(
+                "forged registry", pushes[i % len(pushes)].envelope(str(uuid.uuid4())), auth, allowed=FORGED
+            )
+        )
     return out
 
 
@@ -157,10 +213,12 @@ def noise(secret: str, count: int) -> list[Delivery]:
     return out
 
 
-def send(url: str, deliveries: list[Delivery], *, threads: int = 32, budget: float = 90,
-         seed: int = 9) -> tuple[list[Answer], float]:
+def send(
+    url: str, deliveries: list[Delivery], *, threads: int = 32, budget: float = 90, seed: int = 9
+) -> tuple[list[Answer], float]:
     """POST every delivery in a shuffled burst from `threads` threads (one keep-alive client each);
-    returns the answers, in the order of `deliveries`, and the seconds the burst took. AssertionError past `budget` seconds."""
+    returns the answers, in the order of `deliveries`, and the seconds the burst took.
+    AssertionError past `budget` seconds."""
     order = list(range(len(deliveries)))
     random.Random(seed).shuffle(order)
     local = threading.local()
@@ -209,8 +267,11 @@ def codes_by_kind(answers: list[Answer]) -> dict[str, collections.Counter[int]]:
 
 def wrong(answers: list[Answer]) -> list[str]:
     """Each answer whose code is not one its delivery allows, described."""
-    return [f"{a.delivery.kind}: {a.status} {a.error or a.body}" for a in answers
-            if a.status not in a.delivery.allowed]
+    return [
+        f"{a.delivery.kind}: {a.status} {a.error or a.body}"
+        for a in answers
+        if a.status not in a.delivery.allowed
+    ]
 
 
 def delivery_keys(deliveries: list[Delivery]) -> list[str]:
@@ -221,5 +282,7 @@ def delivery_keys(deliveries: list[Delivery]) -> list[str]:
         if delivery.path == GITHUB:
             found.add(key("_deliveries", "github", delivery.headers["X-GitHub-Delivery"]))
         else:
-            found.update(key("_deliveries", "registry", event["id"]) for event in json.loads(delivery.body)["events"])
+            found.update(
+                key("_deliveries", "registry", event["id"]) for event in json.loads(delivery.body)["events"]
+            )
     return sorted(found)

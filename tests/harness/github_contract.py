@@ -38,7 +38,7 @@ _STATUSES = re.compile(r"/repos/([^/]+)/([^/]+)/deployments/(\d+)/statuses")
 @dataclass
 class Deployment:
     data: dict[str, Any]
-    statuses: list[dict[str, Any]] = field(default_factory=list)   # oldest first
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
     @property
     def state(self) -> str | None:
@@ -49,7 +49,7 @@ class GithubContract(LocalServer):
     def __init__(self, token: str) -> None:
         super().__init__()
         self.token = token
-        self.mode = "ok"                  # ok | fail (500) | hang
+        self.mode = "ok"  # ok | fail (500) | hang
         self.calls: list[Received] = []
         self.deployments: dict[int, Deployment] = {}
         self._ids = iter(range(1000, 10**9))
@@ -68,8 +68,10 @@ class GithubContract(LocalServer):
             return answer(request, 500, {"message": "Server Error"})
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return answer(request, 401, {"message": "Bad credentials"})
-        if request.headers.get("X-GitHub-Api-Version") != API_VERSION or \
-                request.headers.get("Accept") != "application/vnd.github+json":
+        if (
+            request.headers.get("X-GitHub-Api-Version") != API_VERSION
+            or request.headers.get("Accept") != "application/vnd.github+json"
+        ):
             return answer(request, 400, {"message": "unsupported API version or media type"})
         with self._lock:
             code, reply = self._route(method, call.path, parse_qs(urlsplit(request.path).query), call.body)
@@ -89,16 +91,23 @@ class GithubContract(LocalServer):
         if deployments:
             owner, repo = deployments.groups()
             if method == "GET":
-                found = [d.data for d in reversed(self.deployments.values())
-                         if d.data["repository_url"] == self._repo_url(owner, repo)
-                         and all(d.data.get(k) == v[0] for k, v in query.items() if k in ("environment", "ref"))]
+                found = [
+                    d.data
+                    for d in reversed(self.deployments.values())
+                    if d.data["repository_url"] == self._repo_url(owner, repo)
+                    and all(d.data.get(k) == v[0] for k, v in query.items() if k in ("environment", "ref"))
+                ]
                 return 200, found
             return self._create_deployment(owner, repo, body)
         return 404, {"message": "Not Found"}
 
     def _create_deployment(self, owner: str, repo: str, body: Any) -> tuple[int, Any]:
-        problem = _invalid(body, required=("ref",), strings=("ref", "task", "environment", "description"),
-                           booleans=("auto_merge", "transient_environment", "production_environment"))
+        problem = _invalid(
+            body,
+            required=("ref",),
+            strings=("ref", "task", "environment", "description"),
+            booleans=("auto_merge", "transient_environment", "production_environment"),
+        )
         contexts = body.get("required_contexts", []) if isinstance(body, dict) else []
         if problem is None and not (isinstance(contexts, list) and all(isinstance(c, str) for c in contexts)):
             problem = "required_contexts is not an array of strings"
@@ -109,21 +118,34 @@ class GithubContract(LocalServer):
         number = next(self._ids)
         environment = body.get("environment", "production")
         now = _now()
-        data = {"id": number, "node_id": f"DE_{number}", "sha": "0" * 40, "ref": body["ref"],
-                "task": body.get("task", "deploy"), "payload": body.get("payload", {}), "environment": environment,
-                "original_environment": environment, "description": body.get("description"),
-                "creator": {"login": "watcher-bot"}, "created_at": now, "updated_at": now,
-                "statuses_url": f"{self.url}/repos/{owner}/{repo}/deployments/{number}/statuses",
-                "repository_url": self._repo_url(owner, repo),
-                "transient_environment": body.get("transient_environment", False),
-                "production_environment": body.get("production_environment", environment == "production")}
+        data = {
+            "id": number,
+            "node_id": f"DE_{number}",
+            "sha": "0" * 40,
+            "ref": body["ref"],
+            "task": body.get("task", "deploy"),
+            "payload": body.get("payload", {}),
+            "environment": environment,
+            "original_environment": environment,
+            "description": body.get("description"),
+            "creator": {"login": "watcher-bot"},
+            "created_at": now,
+            "updated_at": now,
+            "statuses_url": f"{self.url}/repos/{owner}/{repo}/deployments/{number}/statuses",
+            "repository_url": self._repo_url(owner, repo),
+            "transient_environment": body.get("transient_environment", False),
+            "production_environment": body.get("production_environment", environment == "production"),
+        }
         self.deployments[number] = Deployment(data)
         return 201, data
 
     def _create_status(self, deployment: Deployment, body: Any) -> tuple[int, Any]:
-        problem = _invalid(body, required=("state",), strings=("state", "log_url", "target_url", "environment_url",
-                                                                "description", "environment"),
-                           booleans=("auto_inactive",))
+        problem = _invalid(
+            body,
+            required=("state",),
+            strings=("state", "log_url", "target_url", "environment_url", "description", "environment"),
+            booleans=("auto_inactive",),
+        )
         if problem is None and body["state"] not in STATES:
             problem = f"state {body['state']!r} is not one of {', '.join(STATES)}"
         if problem is None and len(body.get("description") or "") > 140:
@@ -133,24 +155,39 @@ class GithubContract(LocalServer):
         status = self._add_status(deployment, body)
         if body["state"] == "success" and body.get("auto_inactive", True):
             for other in self.deployments.values():
-                same = (other.data["repository_url"], other.data["environment"]) == \
-                    (deployment.data["repository_url"], deployment.data["environment"])
-                if other is not deployment and same and other.state != "inactive" \
-                        and not other.data["transient_environment"] and not other.data["production_environment"] \
-                        and other.data["id"] < deployment.data["id"]:
+                same = (other.data["repository_url"], other.data["environment"]) == (
+                    deployment.data["repository_url"],
+                    deployment.data["environment"],
+                )
+                if (
+                    other is not deployment
+                    and same
+                    and other.state != "inactive"
+                    and not other.data["transient_environment"]
+                    and not other.data["production_environment"]
+                    and other.data["id"] < deployment.data["id"]
+                ):
                     self._add_status(other, {"state": "inactive", "description": "replaced"})
         return 201, status
 
     def _add_status(self, deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
         number = next(self._ids)
         log_url = body.get("log_url", body.get("target_url", ""))
-        status = {"id": number, "node_id": f"DES_{number}", "state": body["state"],
-                  "description": body.get("description", ""),
-                  "environment": body.get("environment", deployment.data["environment"]),
-                  "target_url": log_url, "log_url": log_url, "environment_url": body.get("environment_url", ""),
-                  "created_at": _now(), "updated_at": _now(), "creator": {"login": "watcher-bot"},
-                  "deployment_url": deployment.data["statuses_url"].rsplit("/statuses", 1)[0],
-                  "repository_url": deployment.data["repository_url"]}
+        status = {
+            "id": number,
+            "node_id": f"DES_{number}",
+            "state": body["state"],
+            "description": body.get("description", ""),
+            "environment": body.get("environment", deployment.data["environment"]),
+            "target_url": log_url,
+            "log_url": log_url,
+            "environment_url": body.get("environment_url", ""),
+            "created_at": _now(),
+            "updated_at": _now(),
+            "creator": {"login": "watcher-bot"},
+            "deployment_url": deployment.data["statuses_url"].rsplit("/statuses", 1)[0],
+            "repository_url": deployment.data["repository_url"],
+        }
         deployment.statuses.append(status)
         return status
 
@@ -170,8 +207,10 @@ class GithubContract(LocalServer):
             if len(posts) >= count:
                 return posts
             time.sleep(0.05)
-        raise AssertionError(f"{len(self.posts())} POSTs within {timeout:g}s, expected {count}: "
-                             f"{[(c.path, c.body) for c in self.posts()]}")
+        raise AssertionError(
+            f"{len(self.posts())} POSTs within {timeout:g}s, expected {count}: "
+            f"{[(c.path, c.body) for c in self.posts()]}"
+        )
 
     def reset(self) -> None:
         with self._lock:
@@ -179,8 +218,9 @@ class GithubContract(LocalServer):
             self.deployments.clear()
 
 
-def _invalid(body: Any, *, required: tuple[str, ...], strings: tuple[str, ...],
-             booleans: tuple[str, ...]) -> str | None:
+def _invalid(
+    body: Any, *, required: tuple[str, ...], strings: tuple[str, ...], booleans: tuple[str, ...]
+) -> str | None:
     if not isinstance(body, dict):
         return "the body is not a JSON object"
     for name in required:

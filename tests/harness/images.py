@@ -309,7 +309,7 @@ import importlib.util, json, sys, sysconfig
 spec = importlib.util.spec_from_file_location("app_server", sys.argv[1])
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
 import encodings.latin_1, encodings.utf_8, encodings.ascii
-print(json.dumps({"stdlib": sysconfig.get_paths()["stdlib"], "version": "%d.%d" % sys.version_info[:2],
+print(json.dumps({"stdlib": sysconfig.get_paths()["stdlib"], "version": "{}.{}".format(*sys.version_info[:2]),
                   "files": sorted({m.__file__ for m in list(sys.modules.values())
                                    if getattr(m, "__file__", None)})}))
 """
@@ -322,7 +322,8 @@ def _unchecked_pyc(source: Path, target: str) -> bytes:
     data = source.read_bytes()
     code = compile(data, target, "exec", dont_inherit=True)
     return importlib._bootstrap_external._code_to_hash_pyc(  # type: ignore[attr-defined]
-        code, importlib.util.source_hash(data), checked=False)
+        code, importlib.util.source_hash(data), checked=False
+    )
 
 
 def _base_python() -> str:
@@ -335,8 +336,9 @@ def _python_runtime() -> RootFS:
     """busybox (sh, wget for the healthcheck) + the host's Python with only the stdlib modules
     the app imports, their shared libraries, and app_server.py as /app/server.py."""
     python = _base_python()
-    out = subprocess.run([python, "-S", "-I", "-c", _IMPORTS, str(APP_SERVER)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [python, "-S", "-I", "-c", _IMPORTS, str(APP_SERVER)], check=True, capture_output=True, text=True
+    ).stdout
     found = json.loads(out)
     stdlib, lib = Path(found["stdlib"]), f"{PY_HOME}/lib/python{found['version']}"
     fs = RootFS()
@@ -349,7 +351,7 @@ def _python_runtime() -> RootFS:
             continue  # app_server.py itself
         target = f"{lib}/{path.relative_to(stdlib)}"
         fs.host_file(target.lstrip("/"), path)
-        if path.suffix == ".py" and found["version"] == "%d.%d" % sys.version_info[:2]:
+        if path.suffix == ".py" and found["version"] == "{}.{}".format(*sys.version_info[:2]):
             fs.file(importlib.util.cache_from_source(target).lstrip("/"), _unchecked_pyc(path, target))
         elif path.suffix == ".so":
             native.append(name)
@@ -368,10 +370,16 @@ def build_app_base_image() -> str:
     """The layer every test app version shares (runtime + server), tagged by its content."""
     fs = _python_runtime()
     ref = f"{APP_BASE_REPO}:{hashlib.sha256(fs.tar()).hexdigest()[:16]}"
-    changes = [f"ENV PYTHONHOME={PY_HOME} PYTHONDONTWRITEBYTECODE=1 PATH=/bin:{PY_HOME}/bin", "WORKDIR /www",
-               "EXPOSE 8080", f"ENTRYPOINT {_json(['/bin/app'])}"]
+    changes = [
+        f"ENV PYTHONHOME={PY_HOME} PYTHONDONTWRITEBYTECODE=1 PATH=/bin:{PY_HOME}/bin",
+        "WORKDIR /www",
+        "EXPOSE 8080",
+        f"ENTRYPOINT {_json(['/bin/app'])}",
+    ]
     if _import(ref, fs, changes):
-        _check_runs(ref, [f"{PY_HOME}/bin/python3", "-c", "import asyncio, json; print('python ok')"], "python ok")
+        _check_runs(
+            ref, [f"{PY_HOME}/bin/python3", "-c", "import asyncio, json; print('python ok')"], "python ok"
+        )
     return ref
 
 
@@ -406,14 +414,24 @@ def build_app_image(
     for text in (version, served_version, flavor):
         if text is not None and "\n" in text:
             raise ValueError(f"bad version or flavor {text!r}")
-    settings = {"version": version, "served_version": served_version, "flavor": flavor, "healthy": healthy,
-                "start_delay": start_delay, "unhealthy_after": unhealthy_after, "shutdown": shutdown,
-                "exit_at_start": exit_at_start, "error_rate": error_rate}
+    settings = {
+        "version": version,
+        "served_version": served_version,
+        "flavor": flavor,
+        "healthy": healthy,
+        "start_delay": start_delay,
+        "unhealthy_after": unhealthy_after,
+        "shutdown": shutdown,
+        "exit_at_start": exit_at_start,
+        "error_rate": error_rate,
+    }
     layer = RootFS()
     layer.file("etc/app/config.json", json.dumps(settings, sort_keys=True).encode())
     layer.file("etc/app/version", f"{version}\n".encode())
-    changes = [f"ENTRYPOINT {_json(entrypoint or ['/bin/app'])}",
-               f"LABEL org.opencontainers.image.version={_json(version)}"]
+    changes = [
+        f"ENTRYPOINT {_json(entrypoint or ['/bin/app'])}",
+        f"LABEL org.opencontainers.image.version={_json(version)}",
+    ]
     _commit(ref, build_app_base_image(), layer, changes)
     return ref
 
@@ -422,7 +440,9 @@ def _commit(ref: str, base: str, layer: RootFS, changes: list[str]) -> bool:
     """``base`` plus the files of ``layer`` as one more layer, committed as ``ref`` (unless an
     identical image already is); True if committed. Offline: a created, never started container."""
     data = layer.tar()
-    digest = hashlib.sha256(client().images.get(base).id.encode() + data + json.dumps(changes).encode()).hexdigest()
+    digest = hashlib.sha256(
+        client().images.get(base).id.encode() + data + json.dumps(changes).encode()
+    ).hexdigest()
     labels = _labels(ref)
     if labels is not None and labels.get(CONTENT_LABEL) == digest:
         return False
@@ -614,11 +634,20 @@ def main(argv: list[str] | None = None) -> int:
         for ref, digest in build_demo_apps().items():
             print("pushed", ref, digest)
     if args.cmd == "app":
-        _report(functools.partial(
-            build_app_image, version=args.version, healthy=not args.unhealthy,
-            start_delay=args.start_delay, unhealthy_after=args.unhealthy_after,
-            shutdown=args.shutdown, exit_at_start=args.exit_at_start,
-            served_version=args.served_version, flavor=args.flavor), args.ref)
+        _report(
+            functools.partial(
+                build_app_image,
+                version=args.version,
+                healthy=not args.unhealthy,
+                start_delay=args.start_delay,
+                unhealthy_after=args.unhealthy_after,
+                shutdown=args.shutdown,
+                exit_at_start=args.exit_at_start,
+                served_version=args.served_version,
+                flavor=args.flavor,
+            ),
+            args.ref,
+        )
     if args.cmd == "sidecar":
         _report(build_sidecar_image, args.ref)
     if args.cmd == "push":

@@ -26,8 +26,9 @@ def assert_load_ran(loads: dict[str, Loads] | Loads, *, max_failed: int = 0) -> 
         assert load.results, f"the load on {path or '/'} was never stopped"
         for kind, result in zip(("fast", "slow"), load.results):
             assert result.sent > 0, f"the {kind} load on {path or '/'} sent nothing: {load.describe()}"
-        assert load.failed <= max_failed, f"{load.failed} failed on {path or '/'} (bound {max_failed}): " \
-                                          f"{load.describe()}"
+        assert load.failed <= max_failed, (
+            f"{load.failed} failed on {path or '/'} (bound {max_failed}): {load.describe()}"
+        )
 
 
 def assert_one_healthy_live(stack: Stack) -> dict[str, Any]:
@@ -43,8 +44,9 @@ def assert_one_healthy_live(stack: Stack) -> dict[str, Any]:
     roles = {color: info["role"] for color, info in status["colors"].items()}
     assert list(roles.values()).count("live") == 1, shown
     containers = status["colors"][live]["containers"]
-    assert containers and all(c["state"] == "running" and c["health"] in (None, "healthy")
-                              for c in containers), shown
+    assert containers and all(
+        c["state"] == "running" and c["health"] in (None, "healthy") for c in containers
+    ), shown
     served = stack.version()
     assert served == status["live_version"], f"Caddy serves {served!r}:\n{shown}"
     return status
@@ -65,9 +67,15 @@ def assert_lock_free(client: redis.Redis, app: str, *, prefix: str = "") -> None
     assert holder is None, f"the lock of {app} is still held: {holder}"
 
 
-def assert_settled(stack: Stack, loads: dict[str, Loads] | Loads | None = None, *, max_failed: int = 0,
-                   client: redis.Redis | None = None, job_ids: list[str] | None = None,
-                   prefix: str = "") -> dict[str, Any]:
+def assert_settled(
+    stack: Stack,
+    loads: dict[str, Loads] | Loads | None = None,
+    *,
+    max_failed: int = 0,
+    client: redis.Redis | None = None,
+    job_ids: list[str] | None = None,
+    prefix: str = "",
+) -> dict[str, Any]:
     """Every invariant of the module doc, but the next deploy; returns the final status."""
     if loads is not None:
         assert_load_ran(loads, max_failed=max_failed)

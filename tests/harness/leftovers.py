@@ -16,13 +16,15 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import docker
 
 PROJECT = "com.docker.compose.project"
-STACK_NAME = re.compile(r"w[at][0-9a-f]{8}")   # Stack.create's and the adoption test's; apps and colours add suffixes
+STACK_NAME = re.compile(
+    r"w[at][0-9a-f]{8}"
+)  # Stack.create's and the adoption test's; apps and colours add suffixes
 OWNER = "owner"
 
 
@@ -60,9 +62,21 @@ def remove_projects(match: Callable[[str], bool]) -> list[str]:
     labelled = {"label": PROJECT}
     try:
         listings = (  # containers first: a network or volume in use cannot go
-            (api.containers.list(all=True, filters=labelled), lambda c: c.labels, lambda c: c.remove(force=True, v=True)),
-            (api.networks.list(filters=labelled), lambda n: n.attrs.get("Labels") or {}, lambda n: n.remove()),
-            (api.volumes.list(filters=labelled), lambda v: v.attrs.get("Labels") or {}, lambda v: v.remove(force=True)),
+            (
+                api.containers.list(all=True, filters=labelled),
+                lambda c: c.labels,
+                lambda c: c.remove(force=True, v=True),
+            ),
+            (
+                api.networks.list(filters=labelled),
+                lambda n: n.attrs.get("Labels") or {},
+                lambda n: n.remove(),
+            ),
+            (
+                api.volumes.list(filters=labelled),
+                lambda v: v.attrs.get("Labels") or {},
+                lambda v: v.remove(force=True),
+            ),
         )
         for found_all, labels_of, remove in listings:
             for found in found_all:
@@ -85,7 +99,9 @@ def remove_stack(name: str) -> None:
 
 def sweep() -> list[str]:
     """Remove the stacks of earlier runs (their creator is gone); return their projects' names."""
+
     def left_over(project: str) -> bool:
         found = STACK_NAME.match(project)
         return found is not None and not _owned(found.group())
+
     return remove_projects(left_over)

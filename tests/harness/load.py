@@ -95,8 +95,10 @@ class LoadResult:
         """JSON-ready rows ``{"second", "ok", "failed", "colors": {colour: n}}``, one per second from
         0 to the last second anything was recorded in (quiet seconds included, as zeros)."""
         seconds = [*self.ok_per_second, *self.failed_per_second, *(s for s, _ in self.colors_per_second)]
-        rows = [{"second": s, "ok": self.ok_per_second[s], "failed": self.failed_per_second[s], "colors": {}}
-                for s in range(max(seconds, default=-1) + 1)]
+        rows = [
+            {"second": s, "ok": self.ok_per_second[s], "failed": self.failed_per_second[s], "colors": {}}
+            for s in range(max(seconds, default=-1) + 1)
+        ]
         for (second, color), count in sorted(self.colors_per_second.items()):
             rows[second]["colors"][color] = count
         return rows
@@ -299,7 +301,7 @@ class LoadGenerator:
             self._t_end = time.monotonic()
         self.result = self.snapshot()
         lost = self.result.sent - self.result.ok - self.result.failed - self.result.in_flight
-        if lost:   # a request neither succeeded nor failed: the client's bug, never a clean result
+        if lost:  # a request neither succeeded nor failed: the client's bug, never a clean result
             raise RuntimeError(f"the load generator lost track of {lost} of {self.result.sent} requests")
         return self.result
 
@@ -426,8 +428,9 @@ class LoadGenerator:
                 self._release(slot)
             self._record(scheduled, loop.time(), status, body, reason, color)
 
-    def _record(self, scheduled: float, now: float, status: int, body: bytes, reason: str | None,
-                color: str = "") -> None:
+    def _record(
+        self, scheduled: float, now: float, status: int, body: bytes, reason: str | None, color: str = ""
+    ) -> None:
         with self._lock:
             assert self._t0 is not None  # set before the first request is scheduled
             second = int(now - self._t0)

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 @dataclass
 class Received:
     method: str
-    path: str          # without the query
+    path: str  # without the query
     headers: dict[str, str]
-    body: Any          # the JSON body, the text of one that is not JSON, or None
-    at: float          # time.time() when it arrived
+    body: Any  # the JSON body, the text of one that is not JSON, or None
+    at: float  # time.time() when it arrived
 
 
 def received(request: BaseHTTPRequestHandler, method: str) -> Received:
@@ -45,14 +45,14 @@ def answer(request: BaseHTTPRequestHandler, code: int, body: Any) -> None:
 
 class LocalServer:
     def __init__(self) -> None:
-        self.released = threading.Event()   # set at stop: a hanging handler returns
+        self.released = threading.Event()  # set at stop: a hanging handler returns
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:   # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 owner.handle(self, "GET")
 
-            def do_POST(self) -> None:   # noqa: N802
+            def do_POST(self) -> None:  # noqa: N802
                 owner.handle(self, "POST")
 
             def log_message(self, *args: object) -> None:
@@ -67,7 +67,7 @@ class LocalServer:
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self._thread.start()
         return self
 

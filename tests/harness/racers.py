@@ -32,12 +32,14 @@ class Swap:
     version: str
     start: float
     end: float
-    switches: int   # "switch: traffic" lines: 1 for a swap, 0 for a deploy that failed before it
-    outcome: str    # its last phase line
+    switches: int  # "switch: traffic" lines: 1 for a swap, 0 for a deploy that failed before it
+    outcome: str  # its last phase line
 
     def describe(self, offset: float) -> str:
-        return (f"{self.racer}: {self.version} from {self.start + offset:.2f} to {self.end + offset:.2f} "
-                f"({self.switches} switch) -> {self.outcome.strip()}")
+        return (
+            f"{self.racer}: {self.version} from {self.start + offset:.2f} to {self.end + offset:.2f} "
+            f"({self.switches} switch) -> {self.outcome.strip()}"
+        )
 
 
 def swaps_of(racer: str, out: Output) -> list[Swap]:
@@ -48,8 +50,17 @@ def swaps_of(racer: str, out: Output) -> list[Swap]:
             runs.append([])
         if PHASE_LINE.match(line) and runs:
             runs[-1].append((stamp, line))
-    return [Swap(racer, _tag(run[0][1]), run[0][0], run[-1][0],
-                 sum("switch: traffic" in line for _, line in run), run[-1][1]) for run in runs]
+    return [
+        Swap(
+            racer,
+            _tag(run[0][1]),
+            run[0][0],
+            run[-1][0],
+            sum("switch: traffic" in line for _, line in run),
+            run[-1][1],
+        )
+        for run in runs
+    ]
 
 
 def _tag(line: str) -> str:

@@ -22,7 +22,7 @@ class Receiver(LocalServer):
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[Received] = []
-        self.mode = "ok"               # ok | hang | fail
+        self.mode = "ok"  # ok | hang | fail
         self._changed = threading.Condition()
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
@@ -47,8 +47,10 @@ class Receiver(LocalServer):
             while len(self.requests) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"{len(self.requests)} requests within {timeout:g}s, expected {count}: "
-                                         f"{[r.body for r in self.requests]}")
+                    raise AssertionError(
+                        f"{len(self.requests)} requests within {timeout:g}s, expected {count}: "
+                        f"{[r.body for r in self.requests]}"
+                    )
                 self._changed.wait(left)
             return list(self.requests[:count])
 

@@ -29,20 +29,37 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         password = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--logfile", "redis.log",
-             *password],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--logfile",
+                "redis.log",
+                *password,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = self.admin()
         deadline = time.monotonic() + 20
         while True:
             try:
                 if client.ping():
                     return self
-            except redis.exceptions.ConnectionError:   # refused, or still loading the AOF
+            except redis.exceptions.ConnectionError:  # refused, or still loading the AOF
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError(f"redis-server on {self.port} did not start: {self.log()}")
@@ -61,7 +78,9 @@ class RedisServer:
 
     def admin(self) -> redis.Redis:
         """A plain redis-py client with the server's password: the operator's, not watcher's."""
-        return redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1, decode_responses=True)
+        return redis.Redis(
+            port=self.port, password=self.password, socket_connect_timeout=1, decode_responses=True
+        )
 
     def command(self, *args: Any) -> Any:
         with self.admin() as client:

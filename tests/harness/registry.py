@@ -54,8 +54,13 @@ class LocalRegistry:
     """docker-registry serving a temp directory; `auth` is the config's auth section, if any;
     `extra` adds top-level config sections (e.g. `notifications`)."""
 
-    def __init__(self, binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None,
-                 extra: dict[str, object] | None = None):
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        auth: dict[str, dict[str, str]] | None = None,
+        extra: dict[str, object] | None = None,
+    ):
         self.binary = binary
         self.workdir = workdir
         self.auth = auth
@@ -128,7 +133,9 @@ class LocalRegistry:
 
 @contextmanager
 def running_registry(
-    binary: str, workdir: Path, auth: dict[str, dict[str, str]] | None = None,
+    binary: str,
+    workdir: Path,
+    auth: dict[str, dict[str, str]] | None = None,
     extra: dict[str, object] | None = None,
 ) -> Iterator[LocalRegistry]:
     registry = LocalRegistry(binary, workdir, auth, extra)
@@ -174,8 +181,12 @@ def push_images(
 ) -> dict[str, str]:
     """Push one distinct OCI image manifest per tag (shared blobs); returns tag -> digest."""
     with httpx.Client(headers=headers or {}, timeout=10) as client:
-        config = upload_blob(client, base, repo, b'{"architecture":"amd64","os":"linux","rootfs":'
-                             b'{"type":"layers","diff_ids":[]}}')
+        config = upload_blob(
+            client,
+            base,
+            repo,
+            b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}',
+        )
         layer = upload_blob(client, base, repo, b"a small layer, not a real tarball")
         digests = {}
         for tag in tags:
@@ -196,12 +207,20 @@ def push_index(base: str, repo: str, tag: str, manifests: list[str]) -> str:
     with httpx.Client(timeout=10) as client:
         entries = []
         for number, digest in enumerate(manifests):
-            size = len(client.get(f"{base}/v2/{repo}/manifests/{digest}",
-                                  headers={"Accept": OCI_MANIFEST}).content)
-            entries.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": size,
-                            "platform": {"architecture": ["amd64", "arm64"][number % 2], "os": "linux"}})
-        return put_manifest(client, base, repo, tag,
-                            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+            size = len(
+                client.get(f"{base}/v2/{repo}/manifests/{digest}", headers={"Accept": OCI_MANIFEST}).content
+            )
+            entries.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": size,
+                    "platform": {"architecture": ["amd64", "arm64"][number % 2], "os": "linux"},
+                }
+            )
+        return put_manifest(
+            client, base, repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        )
 
 
 # --- a token service the registry really verifies ------------------------------------------------
@@ -234,9 +253,24 @@ class TokenService:
         self.key = self.workdir / "token.key"
         self.cert = self.workdir / "token.crt"
         subprocess.run(
-            [self.openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=watcher test token issuer", "-keyout", str(self.key), "-out", str(self.cert)],
-            check=True, capture_output=True,
+            [
+                self.openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=watcher test token issuer",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            check=True,
+            capture_output=True,
         )
         self._x5c = base64.b64encode(ssl.PEM_cert_to_DER_cert(self.cert.read_text())).decode()
 
@@ -246,18 +280,34 @@ class TokenService:
 
     def registry_auth(self) -> dict[str, dict[str, str]]:
         """The `auth` section that makes docker-registry demand our tokens."""
-        return {"token": {"realm": self.realm, "service": self.service, "issuer": self.issuer,
-                          "rootcertbundle": str(self.cert)}}
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": self.service,
+                "issuer": self.issuer,
+                "rootcertbundle": str(self.cert),
+            }
+        }
 
     def mint(self, subject: str, access: list[dict[str, object]]) -> str:
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
-        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "iat": now, "nbf": now - 5,
-                  "exp": now + 600, "jti": os.urandom(8).hex(), "access": access}
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.service,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + 600,
+            "jti": os.urandom(8).hex(),
+            "access": access,
+        }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         signature = subprocess.run(
             [self.openssl, "dgst", "-sha256", "-sign", str(self.key)],
-            input=signing_input.encode(), check=True, capture_output=True,
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
         ).stdout
         return f"{signing_input}.{_b64url(signature)}"
 
@@ -284,8 +334,9 @@ class TokenService:
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query)
                 user = service._user(self.headers.get("Authorization"))
-                service.requests.append({"query": query, "user": user,
-                                         "authorization": self.headers.get("Authorization")})
+                service.requests.append(
+                    {"query": query, "user": user, "authorization": self.headers.get("Authorization")}
+                )
                 if url.path != "/token":
                     return self._reply(404, {"error": "not found"})
                 if user is False:
@@ -385,13 +436,17 @@ class Proxy:
             def _forward(self, path: str) -> tuple[int, dict[str, str], bytes]:
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=10)
                 try:
-                    forwarded = {k: v for k, v in self.headers.items()
-                                 if k.lower() not in ("host", "connection")}
+                    forwarded = {
+                        k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")
+                    }
                     conn.request(self.command, path, headers=forwarded)
                     response = conn.getresponse()
                     body = response.read()
-                    headers = {k: v for k, v in response.getheaders()
-                               if k.lower() not in ("connection", "transfer-encoding", "content-length")}
+                    headers = {
+                        k: v
+                        for k, v in response.getheaders()
+                        if k.lower() not in ("connection", "transfer-encoding", "content-length")
+                    }
                     if self.command == "HEAD":
                         headers["Content-Length"] = response.getheader("Content-Length", "0")
                     return response.status, headers, body

@@ -53,7 +53,7 @@ class Stack:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, *, image: str = APP_REPO, **settings: Any) -> "Stack":
+    def create(cls, *, image: str = APP_REPO, **settings: Any) -> Stack:
         name = f"wt{uuid.uuid4().hex[:8]}"
         root = Path(tempfile.mkdtemp(prefix=f"watcher-{name}-"))
         claim(root)
@@ -63,13 +63,24 @@ class Stack:
         (root / ".env").write_text(
             f"STACK_NAME={name}\nHTTP_PORT={stack.port}\nCADDY_IMAGE={CADDY_IMAGE}\n"
             f"REDIS_IMAGE={REDIS_IMAGE}\nAPP_IMAGE={image}\nAPP_HEALTH_INTERVAL=1s\n"
-            "APP_HEALTH_START_PERIOD=5s\n")
+            "APP_HEALTH_START_PERIOD=5s\n"
+        )
         stack.write_config(image=image, **settings)
         return stack
 
-    def write_config(self, *, image: str = APP_REPO, health_timeout: str = "60s", health_interval: str = "1s",
-                     verify_window: str = "2s", verify_timeout: str = "15s", drain_timeout: str = "30s",
-                     retain_old: bool = True, pre_deploy: list[str] | None = None, extra: str = "") -> None:
+    def write_config(
+        self,
+        *,
+        image: str = APP_REPO,
+        health_timeout: str = "60s",
+        health_interval: str = "1s",
+        verify_window: str = "2s",
+        verify_timeout: str = "15s",
+        drain_timeout: str = "30s",
+        retain_old: bool = True,
+        pre_deploy: list[str] | None = None,
+        extra: str = "",
+    ) -> None:
         hook = json.dumps(pre_deploy or [])
         (self.root / "watcher.toml").write_text(f"""
 [app]
@@ -121,19 +132,35 @@ pre_deploy = {hook}
         env.update(extra)
         return env
 
-    def watcher(self, *args: str, timeout: float = 300, check: bool = False, **env: str) -> subprocess.CompletedProcess[str]:
+    def watcher(
+        self, *args: str, timeout: float = 300, check: bool = False, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in this stack's directory."""
-        proc = subprocess.run([sys.executable, "-m", "watcher", *args], cwd=self.root, env=self.env(**env),
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"watcher {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"watcher {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def spawn(self, *args: str, **env: str) -> subprocess.Popen[str]:
         """Start the CLI in the background (for interrupt tests)."""
-        return subprocess.Popen([sys.executable, "-m", "watcher", *args], cwd=self.root, env=self.env(**env),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "watcher", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     def status(self) -> dict[str, Any]:
         proc = self.watcher("status", "--json", check=True)
@@ -155,25 +182,59 @@ pre_deploy = {hook}
             time.sleep(0.2)
         raise AssertionError(f"{self.url} did not serve within {timeout}s")
 
-    def compose(self, *args: str, project: str | None = None, files: tuple[str, ...] = ("compose.yml",),
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["docker", "compose", "-p", project or self.name, "--project-directory", str(self.root),
-                "--profile", "*"]  # app services sit behind a profile; down must see them
+    def compose(
+        self,
+        *args: str,
+        project: str | None = None,
+        files: tuple[str, ...] = ("compose.yml",),
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "docker",
+            "compose",
+            "-p",
+            project or self.name,
+            "--project-directory",
+            str(self.root),
+            "--profile",
+            "*",
+        ]  # app services sit behind a profile; down must see them
         for name in files:
             argv += ["-f", str(self.root / name)]
-        return subprocess.run([*argv, *args], cwd=self.root, capture_output=True, text=True, check=check,
-                              env={**os.environ, "APP_VERSION": "unset", "WATCHER_APP": self.name})
+        return subprocess.run(
+            [*argv, *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            check=check,
+            env={**os.environ, "APP_VERSION": "unset", "WATCHER_APP": self.name},
+        )
 
     def container_ids(self, project: str) -> dict[str, str]:
-        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-                              "--format", "{{.Names}} {{.ID}}"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--format",
+                "{{.Names}} {{.ID}}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return dict(line.split() for line in out.splitlines() if line.strip())
 
     def caddy_errors(self, limit: int = 20) -> str:
         """Caddy's error log lines (the 502s' causes), for assertion messages."""
         proc = subprocess.run(["docker", "logs", f"{self.name}-caddy-1"], capture_output=True, text=True)
-        lines = [line for line in (proc.stdout + proc.stderr).splitlines()
-                 if '"error"' in line and "health_checker" not in line]
+        lines = [
+            line
+            for line in (proc.stdout + proc.stderr).splitlines()
+            if '"error"' in line and "health_checker" not in line
+        ]
         return "\n".join(line[:400] for line in lines[-limit:])
 
     # -- the live colour and its health, poked from outside ---------------------------------
@@ -197,16 +258,37 @@ pre_deploy = {hook}
     def containers_of(self, color: str, service: str = "web") -> list[str]:
         """Names of `color`'s containers of `service` (any state)."""
         project = f"{self.name}-{color}"
-        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-                              "--filter", f"label=com.docker.compose.service={service}",
-                              "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+                "--format",
+                "{{.Names}}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return sorted(out.split())
 
     def health(self, container: str) -> str:
         """Docker's view of one container: its health when running with a healthcheck, else its state."""
-        out = subprocess.run(["docker", "inspect", "--format",
-                              "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", container],
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                container,
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         if not out:
             return "absent"
         return out[1] if out[0] == "running" and len(out) > 1 else out[0]
@@ -216,14 +298,18 @@ pre_deploy = {hook}
         return their IDs, for `restore_health`."""
         ids = [self.container_ids(f"{self.name}-{color}")[name] for name in self.containers_of(color)]
         for container in ids:
-            subprocess.run(["docker", "exec", container, "rm", "-f", "/www/healthz"], capture_output=True, check=True)
+            subprocess.run(
+                ["docker", "exec", container, "rm", "-f", "/www/healthz"], capture_output=True, check=True
+            )
         return ids
 
     def restore_health(self, containers: list[str]) -> None:
         """Undo `break_health` on exactly the containers it broke (never on a container that took
         the colour's name since); one that is no longer running is left alone."""
         for container in containers:
-            subprocess.run(["docker", "exec", container, "sh", "-c", "printf ok > /www/healthz"], capture_output=True)
+            subprocess.run(
+                ["docker", "exec", container, "sh", "-c", "printf ok > /www/healthz"], capture_output=True
+            )
 
     def flap(self, color: str, seconds: float) -> threading.Thread:
         """Break `color`'s health now and restore it `seconds` later, in the background.
@@ -255,16 +341,26 @@ pre_deploy = {hook}
 
     # -- a per-colour sidecar ------------------------------------------------------------
 
-    def add_sidecar(self, image: str = SIDECAR_IMAGE, *, name: str = "sidecar", healthcheck: bool = True) -> None:
+    def add_sidecar(
+        self, image: str = SIDECAR_IMAGE, *, name: str = "sidecar", healthcheck: bool = True
+    ) -> None:
         """Add a per-colour service `name` on another image to this stack's compose.yml copy and
         to the config as `[services.<name>]` with no port: started per colour beside web, never
         proxied nor drained."""
         compose = self.root / "compose.yml"
         text = compose.read_text()
-        check = ('    healthcheck:\n      test: ["CMD", "true"]\n      interval: 1s\n      timeout: 2s\n'
-                 '      retries: 3\n') if healthcheck else ""
-        block = (f"  {name}:\n    profiles: [app]\n    image: {image}\n    restart: unless-stopped\n"
-                 f"    stop_grace_period: 5s\n{check}    networks: [web]\n\n")
+        check = (
+            (
+                '    healthcheck:\n      test: ["CMD", "true"]\n      interval: 1s\n      timeout: 2s\n'
+                "      retries: 3\n"
+            )
+            if healthcheck
+            else ""
+        )
+        block = (
+            f"  {name}:\n    profiles: [app]\n    image: {image}\n    restart: unless-stopped\n"
+            f"    stop_grace_period: 5s\n{check}    networks: [web]\n\n"
+        )
         marker = "\nservices:\n"
         if marker not in text:
             raise AssertionError("compose.yml has no top-level `services:` to add the sidecar to")

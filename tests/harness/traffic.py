@@ -9,8 +9,8 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from tests.harness.load import LoadGenerator, LoadResult
 from tests.harness.stack import Stack
@@ -23,13 +23,24 @@ class Loads:
     core with a listen backlog of 1024, so a request that fails here failed in the switch or
     the proxy, not in the app's accept queue."""
 
-    def __init__(self, stack: Stack, fast_rate: float = 200, slow_rate: float = 40, *, path: str = "",
-                 fast_connections: int = 16, slow_connections: int = 64) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        fast_rate: float = 200,
+        slow_rate: float = 40,
+        *,
+        path: str = "",
+        fast_connections: int = 16,
+        slow_connections: int = 64,
+    ) -> None:
         """`path`: the app's prefix on the stack's Caddy (one of several apps behind it)."""
         self.stack = stack
-        self.fast = LoadGenerator(f"{stack.url}{path}/cgi-bin/work", rate=fast_rate, connections=fast_connections)
-        self.slow = LoadGenerator(f"{stack.url}{path}/cgi-bin/work?sleep=1", rate=slow_rate,
-                                  connections=slow_connections)
+        self.fast = LoadGenerator(
+            f"{stack.url}{path}/cgi-bin/work", rate=fast_rate, connections=fast_connections
+        )
+        self.slow = LoadGenerator(
+            f"{stack.url}{path}/cgi-bin/work?sleep=1", rate=slow_rate, connections=slow_connections
+        )
         self.results: list[LoadResult] = []
 
     @property
@@ -59,8 +70,11 @@ class Loads:
         return min(times) if times else None
 
     def describe(self) -> str:
-        loads = "; ".join(f"sent {r.sent} failed {r.failed} {dict(r.errors)} versions {dict(r.versions)} "
-                          f"colors {dict(r.colors)}" for r in self.results)
+        loads = "; ".join(
+            f"sent {r.sent} failed {r.failed} {dict(r.errors)} versions {dict(r.versions)} "
+            f"colors {dict(r.colors)}"
+            for r in self.results
+        )
         return f"{loads}\ncaddy errors:\n{self.stack.caddy_errors()}"
 
 
@@ -71,8 +85,9 @@ def under_load(stack: Stack, *, settle: float = 1.5, **rates: float) -> Iterator
 
 
 @contextmanager
-def under_loads(stack: Stack, paths: list[str], *, settle: float = 1.5,
-                **options: float) -> Iterator[dict[str, Loads]]:
+def under_loads(
+    stack: Stack, paths: list[str], *, settle: float = 1.5, **options: float
+) -> Iterator[dict[str, Loads]]:
     """A Loads per path prefix on the stack's Caddy (one per app behind it), all at once.
 
     `settle`: seconds of load before the body (connections open and kept alive before anything
@@ -90,10 +105,15 @@ def under_loads(stack: Stack, paths: list[str], *, settle: float = 1.5,
         for each in loads.values():
             each.results = [each.fast.stop(), each.slow.stop()]
     # Every load test holds only if the load really ran: "0 failed" of nothing proves nothing.
-    idle = [f"{kind} load on {path or '/'}" for path, each in loads.items()
-            for kind, result in zip(("fast", "slow"), each.results) if result.sent == 0]
+    idle = [
+        f"{kind} load on {path or '/'}"
+        for path, each in loads.items()
+        for kind, result in zip(("fast", "slow"), each.results)
+        if result.sent == 0
+    ]
     assert not idle, f"the {' and '.join(idle)} sent no request: " + "; ".join(
-        each.describe() for each in loads.values())
+        each.describe() for each in loads.values()
+    )
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> str:

@@ -69,18 +69,29 @@ class WatcherServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "WatcherServer":
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("WEBHOOK_", "WATCHER_API_TOKEN", "REDIS_", "POLL_", "REGISTRY_"))}
+    def start(self, timeout: float = 30) -> WatcherServer:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WEBHOOK_", "WATCHER_API_TOKEN", "REDIS_", "POLL_", "REGISTRY_"))
+        }
         env.update(WATCHER_CONFIG=str(self.config), PYTHONUNBUFFERED="1", **self.env)
         assert self.log_path is not None
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "watcher", *self.command], cwd=self.config.parent,
-                                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "watcher", *self.command],
+                cwd=self.config.parent,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"watcher {' '.join(self.command)} exited {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(
+                    f"watcher {' '.join(self.command)} exited {self.proc.returncode}:\n{self.log()}"
+                )
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
@@ -88,7 +99,9 @@ class WatcherServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise AssertionError(f"watcher {' '.join(self.command)} did not answer within {timeout}s:\n{self.log()}")
+        raise AssertionError(
+            f"watcher {' '.join(self.command)} did not answer within {timeout}s:\n{self.log()}"
+        )
 
     def log(self) -> str:
         assert self.log_path is not None
@@ -107,13 +120,25 @@ class WatcherServer:
         return self.proc.returncode
 
 
-def github_delivery(url: str, event: str, payload: Any, secret: str | None, *, delivery: str | None = None,
-                    body: bytes | None = None, signature: str | None = None,
-                    client: httpx.Client | None = None) -> httpx.Response:
+def github_delivery(
+    url: str,
+    event: str,
+    payload: Any,
+    secret: str | None,
+    *,
+    delivery: str | None = None,
+    body: bytes | None = None,
+    signature: str | None = None,
+    client: httpx.Client | None = None,
+) -> httpx.Response:
     """POST a delivery the way GitHub does (signature over the exact bytes sent)."""
     data = body if body is not None else json.dumps(payload).encode()
-    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-               "Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test"}
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/test",
+    }
     if signature is not None:
         headers["X-Hub-Signature-256"] = signature
     elif secret is not None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T | None], timeout: float, what: str, *, poll: float = 0.05,
-               detail: Callable[[], str] | None = None) -> T:
+def wait_until(
+    condition: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    *,
+    poll: float = 0.05,
+    detail: Callable[[], str] | None = None,
+) -> T:
     """The first truthy value of `condition()`; AssertionError naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

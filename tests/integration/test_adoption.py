@@ -11,8 +11,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,9 +21,13 @@ from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, Stack, free_
 from tests.harness.traffic import under_load
 
 # Without patch(1): a skip on a developer machine, a failure under CI (scripts/install.sh installs it).
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("patch") is None and os.environ.get("CI") != "true",
-                                 reason="needs patch(1) to apply the diff init prints")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("patch") is None and os.environ.get("CI") != "true",
+        reason="needs patch(1) to apply the diff init prints",
+    ),
+]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "adoption" / "compose.yml"
 HOST_PORT = '    ports:\n      - "8080:8080"           # handy in development; Caddy proxies to web:8080\n'
@@ -39,9 +43,14 @@ def adopted(app_images: dict[str, str]) -> Iterator[Stack]:
     claim(root)
     stack = Stack(root, name, free_port())
     text = FIXTURE.read_text()
-    for old, new in [("name: shop\n", f"name: {name}\n"), ("ghcr.io/acme/shop:1.4.2", f"{APP_REPO}:v1"),
-                     ("postgres:16", REDIS_IMAGE), ("redis:7.4", REDIS_IMAGE), ("caddy:2.11", CADDY_IMAGE),
-                     ('"80:80"', f'"127.0.0.1:{stack.port}:80"')]:
+    for old, new in [
+        ("name: shop\n", f"name: {name}\n"),
+        ("ghcr.io/acme/shop:1.4.2", f"{APP_REPO}:v1"),
+        ("postgres:16", REDIS_IMAGE),
+        ("redis:7.4", REDIS_IMAGE),
+        ("caddy:2.11", CADDY_IMAGE),
+        ('"80:80"', f'"127.0.0.1:{stack.port}:80"'),
+    ]:
         assert old in text, old
         text = text.replace(old, new)
     (root / "compose.yml").write_text(text)
@@ -60,8 +69,16 @@ def plain_compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def init(stack: Stack) -> subprocess.CompletedProcess[str]:
-    return stack.watcher("init", "--service", "web:8080", "--service", "worker",
-                         "--verify-url", f"{stack.url}/version", "--yes")
+    return stack.watcher(
+        "init",
+        "--service",
+        "web:8080",
+        "--service",
+        "worker",
+        "--verify-url",
+        f"{stack.url}/version",
+        "--yes",
+    )
 
 
 def test_adopt_then_deploy_twice_under_load(adopted: Stack) -> None:
@@ -86,22 +103,31 @@ def test_adopt_then_deploy_twice_under_load(adopted: Stack) -> None:
 
     # Step 1: apply the printed diff. Step 2: Caddy serves the app's Caddyfile (it fronts only
     # this app), and is recreated with the run directory the diff mounts.
-    (root / "watcher-init.diff").write_text(out[out.index("--- a/compose.yml"):out.index("\nSteps left:")])
+    (root / "watcher-init.diff").write_text(out[out.index("--- a/compose.yml") : out.index("\nSteps left:")])
     subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=root, check=True, capture_output=True)
     text = compose.read_text()
-    compose.write_text(text.replace("./Caddyfile:/etc/caddy/Caddyfile:ro",
-                                    f"./Caddyfile.{stack.name}:/etc/caddy/Caddyfile:ro"))
+    compose.write_text(
+        text.replace(
+            "./Caddyfile:/etc/caddy/Caddyfile:ro", f"./Caddyfile.{stack.name}:/etc/caddy/Caddyfile:ro"
+        )
+    )
     up = plain_compose(stack, "up", "-d")
     assert up.returncode == 0, up.stderr
     running = stack.container_ids(stack.name)
-    assert {n: running[n] for n in shared_before} == shared_before, "postgres and redis are kept, not recreated"
-    assert not any("-web-" in n or "-worker-" in n for n in running), "the app profile keeps web and worker out"
+    assert {n: running[n] for n in shared_before} == shared_before, (
+        "postgres and redis are kept, not recreated"
+    )
+    assert not any("-web-" in n or "-worker-" in n for n in running), (
+        "the app profile keeps web and worker out"
+    )
 
     fast = {"HEALTH_CHECK_INTERVAL": "1s", "VERIFY_WINDOW": "2s"}
     first = stack.watcher("deploy", "v1", **fast)
     assert first.returncode == 0, first.stdout + first.stderr
     assert stack.version() == "v1"
-    with under_load(stack, fast_rate=100, slow_rate=20) as loads:   # the busybox app is the bottleneck above (issue 9)
+    with under_load(
+        stack, fast_rate=100, slow_rate=20
+    ) as loads:  # the busybox app is the bottleneck above (issue 9)
         second = stack.watcher("deploy", "v2", **fast)
     assert second.returncode == 0, second.stdout + second.stderr
     assert loads.failed == 0, loads.describe()

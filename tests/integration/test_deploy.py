@@ -78,7 +78,9 @@ def test_rollback_instant_then_full(stack: Stack) -> None:
     assert stack.container_ids(f"{stack.name}-blue") == blue, "instant: the retained containers serve again"
     status = stack.status()
     assert (status["live_version"], status["previous_version"]) == ("v1", "v2")
-    assert v1_digest and status["live_digest"] == v1_digest, "the reused image keeps the digest it was pulled at"
+    assert v1_digest and status["live_digest"] == v1_digest, (
+        "the reused image keeps the digest it was pulled at"
+    )
 
     # Without a retained colour, rollback is a full deploy of the previous version.
     clean = stack.watcher("cleanup", "--include-rollback")
@@ -158,8 +160,11 @@ def test_bad_input_gives_a_clear_error_and_changes_nothing(stack: Stack) -> None
     assert proc.returncode == 2 and "no configuration file" in proc.stderr
 
     after = stack.status()
-    assert (after["live_color"], after["live_version"], after["colors"]["green"]["role"]) == \
-        (before["live_color"], before["live_version"], "absent")
+    assert (after["live_color"], after["live_version"], after["colors"]["green"]["role"]) == (
+        before["live_color"],
+        before["live_version"],
+        "absent",
+    )
     assert stack.version() == "v1"
 
 
@@ -192,18 +197,27 @@ def test_a_state_recorded_on_another_docker_engine_is_refused(stack: Stack) -> N
     assert stack.version() == "v1" and stack.status()["colors"]["green"]["role"] == "absent"
 
 
-@pytest.mark.parametrize(("image_line", "wanted"), [
-    ("image: 127.0.0.1:5000/someone-else/app:${APP_VERSION:-unset}",
-     "service web: its image resolves to 127.0.0.1:5000/someone-else/app:v1, not the app's"),
-    ("image: 127.0.0.1:5000/watcher-test/app:v1", "no service of compose.yml takes its image tag from ${APP_VERSION}"),
-])
+@pytest.mark.parametrize(
+    ("image_line", "wanted"),
+    [
+        (
+            "image: 127.0.0.1:5000/someone-else/app:${APP_VERSION:-unset}",
+            "service web: its image resolves to 127.0.0.1:5000/someone-else/app:v1, not the app's",
+        ),
+        (
+            "image: 127.0.0.1:5000/watcher-test/app:v1",
+            "no service of compose.yml takes its image tag from ${APP_VERSION}",
+        ),
+    ],
+)
 def test_a_compose_file_on_another_image_is_refused(stack: Stack, image_line: str, wanted: str) -> None:
     """compose.yml must run `app.image:<version>`: a hard-coded repository would deploy (and
     verify) something else than the config names."""
     compose = stack.root / "compose.yml"
     text = compose.read_text()
-    compose.write_text(text.replace("image: ${APP_IMAGE:-127.0.0.1:5000/watcher/demo-app}:${APP_VERSION:-unset}",
-                                    image_line))
+    compose.write_text(
+        text.replace("image: ${APP_IMAGE:-127.0.0.1:5000/watcher/demo-app}:${APP_VERSION:-unset}", image_line)
+    )
     proc = stack.watcher("deploy", "v1")
     assert proc.returncode == 1 and wanted in proc.stderr, proc.stderr
     assert stack.containers_of("blue") == [] and stack.containers_of("green") == []

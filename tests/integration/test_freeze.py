@@ -19,12 +19,12 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
-from tests.harness.fake_worker import running, FakeEngine
+from tests.harness.fake_worker import FakeEngine, running
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
@@ -39,7 +39,7 @@ from watcher.triggers.sink import RedisSink, live_reader
 pytestmark = pytest.mark.integration
 
 WEEKEND = window("0 16 * * fri", "0 8 * * mon")
-MONDAY_8 = datetime(2026, 12, 7, 8, 0, tzinfo=timezone.utc).timestamp()
+MONDAY_8 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC).timestamp()
 
 
 def ending_in(seconds: float, windows: tuple[FreezeWindow, ...] = (WEEKEND,)) -> tuple[FreezeSchedule, float]:
@@ -49,12 +49,22 @@ def ending_in(seconds: float, windows: tuple[FreezeWindow, ...] = (WEEKEND,)) ->
 
 
 def fake(client: redis.Redis, app: str, freezes: FreezeSchedule = FreezeSchedule()) -> Worker:
-    return Worker(client, app, lambda progress: FakeEngine(progress, client, app), lock_ttl=3, name="freeze-test",
-                  poll=0.2, stream=io.StringIO(), freezes=freezes)
+    return Worker(
+        client,
+        app,
+        lambda progress: FakeEngine(progress, client, app),
+        lock_ttl=3,
+        name="freeze-test",
+        poll=0.2,
+        stream=io.StringIO(),
+        freezes=freezes,
+    )
 
 
 def ended(queue: DeployQueue, job_id: str, timeout: float = 30) -> Job:
-    return wait_until(lambda: (job := queue.get(job_id)) and job.status.final and job, timeout, f"job {job_id} to end")
+    return wait_until(
+        lambda: (job := queue.get(job_id)) and job.status.final and job, timeout, f"job {job_id} to end"
+    )
 
 
 @pytest.fixture
@@ -62,7 +72,9 @@ def client(redis_url: str) -> redis.Redis:
     return connect(redis_url)
 
 
-def test_a_timed_pause_lifts_by_itself_and_the_newest_waiting_job_runs(client: redis.Redis, app_name: str) -> None:
+def test_a_timed_pause_lifts_by_itself_and_the_newest_waiting_job_runs(
+    client: redis.Redis, app_name: str
+) -> None:
     queue = DeployQueue(client, app_name)
     until = time.time() + 2.0
     Suspension(client, app_name).pause(by="ann", reason="deploy after the demo", until=until)
@@ -72,18 +84,23 @@ def test_a_timed_pause_lifts_by_itself_and_the_newest_waiting_job_runs(client: r
     assert not worker.run_once() and [j.id for j in queue.waiting()] == [newest.id], "the pause holds the job"
     with running(worker):
         done = ended(queue, newest.id)
-    assert done.status is Status.SUCCEEDED and done.started is not None and done.started >= until, done.describe()
+    assert done.status is Status.SUCCEEDED and done.started is not None and done.started >= until, (
+        done.describe()
+    )
     assert queue.get(older.id).status is Status.SUPERSEDED  # type: ignore[union-attr]
     assert Suspension(client, app_name).paused() is None, "the pause is gone without a resume"
 
 
 def test_a_scheduled_freeze_holds_a_deploy_lets_a_rollback_through_and_ends_by_itself(
-        client: redis.Redis, app_name: str) -> None:
+    client: redis.Redis, app_name: str
+) -> None:
     queue = DeployQueue(client, app_name)
     freezes, end = ending_in(4.0)
     worker = fake(client, app_name, freezes)
     deploy = queue.enqueue("v2", source="webhook", requested_by="test").job
-    assert not worker.run_once() and [j.id for j in queue.waiting()] == [deploy.id], "the freeze holds the deploy"
+    assert not worker.run_once() and [j.id for j in queue.waiting()] == [deploy.id], (
+        "the freeze holds the deploy"
+    )
     state = overview(client, app_name, freezes=freezes)
     assert state["frozen"]["holds_next"] and state["frozen"]["until_ts"] == pytest.approx(MONDAY_8)
     # A rollback (it supersedes the waiting deploy, as any newer request) runs in the freeze.
@@ -95,12 +112,17 @@ def test_a_scheduled_freeze_holds_a_deploy_lets_a_rollback_through_and_ends_by_i
     assert not worker.run_once(), "the freeze still holds the next deploy"
     with running(worker):
         done = ended(queue, deploy.id)
-    assert done.status is Status.SUCCEEDED and done.started is not None and done.started >= end, done.describe()
+    assert done.status is Status.SUCCEEDED and done.started is not None and done.started >= end, (
+        done.describe()
+    )
 
 
 @pytest.fixture
 def frozen_stack(stack: Stack, redis_url: str) -> Iterator[Stack]:
-    stack.write_config(health_timeout="30s", verify_window="1s", extra=f"""
+    stack.write_config(
+        health_timeout="30s",
+        verify_window="1s",
+        extra=f"""
 [redis]
 url = "{redis_url}"
 lock_ttl = "10s"
@@ -109,28 +131,39 @@ lock_ttl = "10s"
 start = "0 16 * * fri"
 end = "0 8 * * mon"
 reason = "weekend"
-""")
+""",
+    )
     try:
         yield stack
     finally:
         forget(connect(redis_url), stack.name)
 
 
-def test_a_push_during_a_freeze_waits_then_deploys_when_the_freeze_ends(frozen_stack: Stack, redis_url: str) -> None:
+def test_a_push_during_a_freeze_waits_then_deploys_when_the_freeze_ends(
+    frozen_stack: Stack, redis_url: str
+) -> None:
     """The issue's test, with a real deploy: the worker of the config's freeze, read 5 s before
     Monday 08:00, holds the push's job; at 08:00 it deploys it, nobody having done anything."""
     stack = frozen_stack
-    first = stack.watcher("deploy", "--ignore-freeze", "v1")   # whatever day the test runs on
+    first = stack.watcher("deploy", "--ignore-freeze", "v1")  # whatever day the test runs on
     assert first.returncode == 0, first.stderr
     config = load_config(stack.config, {})
     assert config.freezes == (window("0 16 * * fri", "0 8 * * mon", reason="weekend"),)
     client = connect(redis_url)
     freezes, end = ending_in(5.0, config.freezes)
-    worker = Worker(client, config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name="freeze-test", stream=io.StringIO(),
-                    host_lock=HostLock(config.state_dir / "lock"), freezes=freezes)
-    pushed = RedisSink(client, live_reader(config)).enqueue(config.app, "v2", source="webhook",
-                                                             requested_by="registry notification test", digest=None)
+    worker = Worker(
+        client,
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name="freeze-test",
+        stream=io.StringIO(),
+        host_lock=HostLock(config.state_dir / "lock"),
+        freezes=freezes,
+    )
+    pushed = RedisSink(client, live_reader(config)).enqueue(
+        config.app, "v2", source="webhook", requested_by="registry notification test", digest=None
+    )
     assert pushed.created, pushed.reason
     assert not worker.run_once(), "the freeze holds the push"
     queue = DeployQueue(client, config.app)

@@ -52,7 +52,7 @@ def stack(app_images: dict[str, str], redis_url: str, github: GithubContract) ->
     created = Stack.create(**SETTINGS)
     try:
         configure(created, redis_url, github.url)
-        created.watcher("deploy", "v1", check=True)   # the baseline: not a job, nothing reported
+        created.watcher("deploy", "v1", check=True)  # the baseline: not a job, nothing reported
         yield created
     finally:
         forget(connect(redis_url), created.name)
@@ -60,7 +60,9 @@ def stack(app_images: dict[str, str], redis_url: str, github: GithubContract) ->
 
 
 def configure(stack: Stack, redis_url: str, api_url: str) -> Config:
-    stack.write_config(**SETTINGS, extra=f"""
+    stack.write_config(
+        **SETTINGS,
+        extra=f"""
 [redis]
 url = "{redis_url}"
 lock_ttl = "10s"
@@ -73,7 +75,8 @@ api_url = "{api_url}"
 
 [dashboard]
 url = "{DASHBOARD}"
-""")
+""",
+    )
     return load_config(stack.config, {"GITHUB_TOKEN": TOKEN})
 
 
@@ -85,14 +88,22 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
     memory = Memory(client)
     triggers = Triggers([app], RedisSink(client, live_reader(config), retention=config.history), memory)
     digest = app.registry.manifest_digest(app.ref, version)
-    memory.release_push(app.name, version, digest)   # a new push of a tag deployed before in this module
-    outcome = triggers.request(app, version, digest, source="webhook", requested_by="github delivery test",
-                               repository=REPOSITORY)
+    memory.release_push(app.name, version, digest)  # a new push of a tag deployed before in this module
+    outcome = triggers.request(
+        app, version, digest, source="webhook", requested_by="github delivery test", repository=REPOSITORY
+    )
     assert outcome.status == "enqueued" and outcome.job_id, outcome
     queue = DeployQueue(client, config.app, retention=config.history)
-    assert queue.get(outcome.job_id).repository == REPOSITORY   # type: ignore[union-attr]
-    worker = Worker(client, config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name="github-test", stream=io.StringIO(), observer=notifier)
+    assert queue.get(outcome.job_id).repository == REPOSITORY  # type: ignore[union-attr]
+    worker = Worker(
+        client,
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name="github-test",
+        stream=io.StringIO(),
+        observer=notifier,
+    )
     begun = time.monotonic()
     assert worker.run_once(), "the worker ran nothing"
     took = time.monotonic() - begun
@@ -102,15 +113,22 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
 
 
 def statuses(github: GithubContract, deployment: int) -> list[str]:
-    answer = httpx.get(f"{github.url}/repos/{REPOSITORY}/deployments/{deployment}/statuses", headers={
-        "Authorization": f"Bearer {TOKEN}", "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": API_VERSION}, timeout=5)
+    answer = httpx.get(
+        f"{github.url}/repos/{REPOSITORY}/deployments/{deployment}/statuses",
+        headers={
+            "Authorization": f"Bearer {TOKEN}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+        },
+        timeout=5,
+    )
     assert answer.status_code == 200, answer.text
-    return [status["state"] for status in reversed(answer.json())]   # oldest first
+    return [status["state"] for status in reversed(answer.json())]  # oldest first
 
 
 def test_two_deploys_and_a_failed_one_become_deployments_and_statuses(
-        stack: Stack, redis_url: str, github: GithubContract) -> None:
+    stack: Stack, redis_url: str, github: GithubContract
+) -> None:
     github.reset()
     github.mode = "ok"
     config = configure(stack, redis_url, github.url)
@@ -122,21 +140,38 @@ def test_two_deploys_and_a_failed_one_become_deployments_and_statuses(
     assert notifier is not None
     notifier.close(10)
     posts = github.wait_posts(9)
-    for call in github.calls:   # every call as GitHub documents it: token, version, media type
+    for call in github.calls:  # every call as GitHub documents it: token, version, media type
         assert call.headers["Authorization"] == f"Bearer {TOKEN}"
         assert call.headers["X-GitHub-Api-Version"] == API_VERSION
         assert call.headers["Accept"] == "application/vnd.github+json"
     created = f"/repos/{REPOSITORY}/deployments"
     ids = [d.data["id"] for d in github.deployments.values()]
-    assert [c.path for c in posts] == [created, f"{created}/{ids[0]}/statuses", f"{created}/{ids[0]}/statuses",
-                                       created, f"{created}/{ids[1]}/statuses", f"{created}/{ids[1]}/statuses",
-                                       created, f"{created}/{ids[2]}/statuses", f"{created}/{ids[2]}/statuses"]
+    assert [c.path for c in posts] == [
+        created,
+        f"{created}/{ids[0]}/statuses",
+        f"{created}/{ids[0]}/statuses",
+        created,
+        f"{created}/{ids[1]}/statuses",
+        f"{created}/{ids[1]}/statuses",
+        created,
+        f"{created}/{ids[2]}/statuses",
+        f"{created}/{ids[2]}/statuses",
+    ]
     for call, job in zip(posts[0::3], (first, second, failed)):
-        assert call.body == {"ref": job.version, "environment": stack.name, "auto_merge": False,
-                             "required_contexts": [], "transient_environment": False,
-                             "description": f"watcher job {job.id}: {job.version}", "payload": {"job": job.id}}
-    for start, end, job, state in ((posts[1], posts[2], first, "success"), (posts[4], posts[5], second, "success"),
-                                   (posts[7], posts[8], failed, "failure")):
+        assert call.body == {
+            "ref": job.version,
+            "environment": stack.name,
+            "auto_merge": False,
+            "required_contexts": [],
+            "transient_environment": False,
+            "description": f"watcher job {job.id}: {job.version}",
+            "payload": {"job": job.id},
+        }
+    for start, end, job, state in (
+        (posts[1], posts[2], first, "success"),
+        (posts[4], posts[5], second, "success"),
+        (posts[7], posts[8], failed, "failure"),
+    ):
         page = f"{DASHBOARD}/apps/{stack.name}/jobs/{job.id}"
         assert start.body["state"] == "in_progress" and start.body["log_url"] == page
         assert end.body["state"] == state and end.body["log_url"] == page
@@ -150,15 +185,21 @@ def test_two_deploys_and_a_failed_one_become_deployments_and_statuses(
 
 
 def test_github_failing_or_hanging_neither_fails_nor_delays_a_deploy(
-        stack: Stack, redis_url: str, github: GithubContract, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, redis_url: str, github: GithubContract, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="watcher.notify")
 
     def count(outcome: str) -> float:
-        return ACTIVITY.get_sample_value("watcher_notifications_total", {"channel": "github", "outcome": outcome}) or 0
+        return (
+            ACTIVITY.get_sample_value(
+                "watcher_notifications_total", {"channel": "github", "outcome": outcome}
+            )
+            or 0
+        )
 
     failed_before, timeouts_before = count("failed"), count("timeout")
     durations: dict[str, float] = {}
-    new, old = ("v2", "v1") if stack.version() == "v1" else ("v1", "v2")   # each case a real swap
+    new, old = ("v2", "v1") if stack.version() == "v1" else ("v1", "v2")  # each case a real swap
     for mode, version in (("ok", new), ("fail", old), ("hang", new)):
         github.mode = mode
         config = configure(stack, redis_url, github.url)
@@ -169,11 +210,13 @@ def test_github_failing_or_hanging_neither_fails_nor_delays_a_deploy(
         assert notifier is not None
         notifier.close(5)
     github.mode = "ok"
-    print(f"\ndeploy durations: GitHub ok {durations['ok']:.2f}s, 500 {durations['fail']:.2f}s, "
-          f"hanging {durations['hang']:.2f}s")
+    print(
+        f"\ndeploy durations: GitHub ok {durations['ok']:.2f}s, 500 {durations['fail']:.2f}s, "
+        f"hanging {durations['hang']:.2f}s"
+    )
     assert abs(durations["fail"] - durations["ok"]) <= 1.0, durations
     assert abs(durations["hang"] - durations["ok"]) <= 1.0, durations
-    assert count("failed") - failed_before >= 2      # 500 on create; then no deployment for the outcome
+    assert count("failed") - failed_before >= 2  # 500 on create; then no deployment for the outcome
     assert count("timeout") - timeouts_before >= 1
     assert "notify github: started of" in caplog.text and "500 Server Error" in caplog.text
     assert "timeout: no answer within 2s" in caplog.text

@@ -59,8 +59,13 @@ def run_jobs(queue: DeployQueue, count: int, *, first: int = 0) -> list[str]:
         try:
             taken = queue.take(lock, worker="w")
             assert taken is not None
-            queue.finish(lock, taken.job, Status.SUCCEEDED, message=f"v{n} is live on green",
-                         audit=Audit({"pull": 0.5, "health": 2.25, "switch": 0.01}, f"v{n - 1}", f"v{n}"))
+            queue.finish(
+                lock,
+                taken.job,
+                Status.SUCCEEDED,
+                message=f"v{n} is live on green",
+                audit=Audit({"pull": 0.5, "health": 2.25, "switch": 0.01}, f"v{n - 1}", f"v{n}"),
+            )
             ids.append(taken.job.id)
         finally:
             lock.release()
@@ -91,19 +96,27 @@ def test_a_job_records_who_asked_the_digest_phases_and_versions(client: redis.Re
     assert list(failed.phases) == ["pull", "health"]
 
 
-def test_retention_keeps_1000_jobs_and_show_prints_an_old_ones_phases(client: redis.Redis, app_name: str,
-                                                                      tmp_path: Path) -> None:
+def test_retention_keeps_1000_jobs_and_show_prints_an_old_ones_phases(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
     queue = DeployQueue(client, app_name)
     ids = run_jobs(queue, 1100)
     held = client.lrange(f"watcher:{app_name}:history", 0, -1)
     assert len(held) == 1000 and held[0] == ids[-1] and held[-1] == ids[100]
-    assert queue.get(ids[99]) is None and queue.get(ids[100]) is not None   # trimmed hashes go too
+    assert queue.get(ids[99]) is None and queue.get(ids[100]) is not None  # trimmed hashes go too
     assert sum(1 for _ in client.scan_iter(f"watcher:{app_name}:job:*", count=1000)) == 1000
 
     out = cli(tmp_path, client, app_name, "show", ids[100])
     assert out.returncode == 0, out.stderr
-    for expected in (f"job          {ids[100]} ({app_name})", "webhook: github delivery d-100 (ann)", DIGEST,
-                     "live before  v99", "live after   v100", "health             2.25s", "total              2.76s"):
+    for expected in (
+        f"job          {ids[100]} ({app_name})",
+        "webhook: github delivery d-100 (ann)",
+        DIGEST,
+        "live before  v99",
+        "live after   v100",
+        "health             2.25s",
+        "total              2.76s",
+    ):
         assert expected in out.stdout, out.stdout
     gone = cli(tmp_path, client, app_name, "show", ids[0])
     assert gone.returncode == 2 and f"no job {ids[0]}" in gone.stderr
@@ -112,16 +125,17 @@ def test_retention_keeps_1000_jobs_and_show_prints_an_old_ones_phases(client: re
 def test_retention_by_age_drops_jobs_older_than_max_age(client: redis.Redis, app_name: str) -> None:
     queue = DeployQueue(client, app_name, retention=Retention(keep=1000, max_age=3600))
     old = run_jobs(queue, 3)
-    for job_id in old[:2]:   # as if they had ended two hours ago
+    for job_id in old[:2]:  # as if they had ended two hours ago
         client.hset(f"watcher:{app_name}:job:{job_id}", "finished", repr(time.time() - 7200))
-    assert [j.id for j in queue.history(10)] == [old[2]]      # not shown before the trim...
+    assert [j.id for j in queue.history(10)] == [old[2]]  # not shown before the trim...
     new = run_jobs(queue, 1, first=3)
     assert [j.id for j in queue.history(10)] == [new[0], old[2]]
-    assert queue.get(old[0]) is None and queue.get(old[1]) is None   # ...and gone at the next end
+    assert queue.get(old[0]) is None and queue.get(old[1]) is None  # ...and gone at the next end
 
 
-def test_history_of_every_app_since_a_time_and_as_json(client: redis.Redis, app_name: str, other_app: str,
-                                                       tmp_path: Path) -> None:
+def test_history_of_every_app_since_a_time_and_as_json(
+    client: redis.Redis, app_name: str, other_app: str, tmp_path: Path
+) -> None:
     first = run_jobs(DeployQueue(client, app_name), 2)
     client.hset(f"watcher:{app_name}:job:{first[0]}", "finished", repr(time.time() - 3 * 86400))
     run_jobs(DeployQueue(client, other_app), 1)
@@ -131,15 +145,28 @@ def test_history_of_every_app_since_a_time_and_as_json(client: redis.Redis, app_
     assert everything.returncode == 0 and len(lines) == 3, everything.stderr
     assert lines[0].startswith(f"{other_app}: ") and lines[2].startswith(f"{app_name}: {first[0]} deploy v0")
 
-    recent = json.loads(cli(tmp_path, client, app_name, "history", "--since", "1d", "--json",
-                            apps=(app_name, other_app)).stdout)
+    recent = json.loads(
+        cli(
+            tmp_path, client, app_name, "history", "--since", "1d", "--json", apps=(app_name, other_app)
+        ).stdout
+    )
     assert [(j["app"], j["version"]) for j in recent] == [(other_app, "v0"), (app_name, "v1")]
     assert recent[1]["before"] == "v0" and recent[1]["after"] == "v1" and recent[1]["digest"] == DIGEST
     assert recent[1]["phases"] == {"pull": 0.5, "health": 2.25, "switch": 0.01}
     assert recent[1]["requested_by"] == "github delivery d-1 (ann)"
 
-    one = cli(tmp_path, client, app_name, "history", "--app", app_name, "--since", "2026-01-01", "--json",
-              apps=(app_name, other_app))
+    one = cli(
+        tmp_path,
+        client,
+        app_name,
+        "history",
+        "--app",
+        app_name,
+        "--since",
+        "2026-01-01",
+        "--json",
+        apps=(app_name, other_app),
+    )
     assert [j["id"] for j in json.loads(one.stdout)] == first[::-1]
     bad = cli(tmp_path, client, app_name, "history", "--since", "last tuesday", apps=(app_name, other_app))
     assert bad.returncode == 2 and "--since: expected a span like 6h or 7d" in bad.stderr
@@ -147,8 +174,9 @@ def test_history_of_every_app_since_a_time_and_as_json(client: redis.Redis, app_
     assert both.returncode == 2 and "say which with --app" in both.stderr
 
 
-def test_json_logs_name_the_app_job_and_phase(client: redis.Redis, app_name: str,
-                                              capfd: pytest.CaptureFixture[str]) -> None:
+def test_json_logs_name_the_app_job_and_phase(
+    client: redis.Redis, app_name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     saved = logging.getLogger().handlers[:], os.environ.get(logs.ENV)
     logs.configure("json", daemon=True)
     try:
@@ -164,31 +192,44 @@ def test_json_logs_name_the_app_job_and_phase(client: redis.Redis, app_name: str
         logging.getLogger().handlers[:] = saved[0]
         os.environ.pop(logs.ENV, None) if saved[1] is None else os.environ.__setitem__(logs.ENV, saved[1])
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]          # every line is one JSON object
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
     about_job = [e for e in entries if e["job"] == job.id]
     assert about_job and all(e["app"] == app_name for e in about_job)
     assert {"pull", "health", "switch", "verify"} <= {e["phase"] for e in about_job}
-    assert any("pull done" in e["message"] for e in about_job)   # the engine's progress lines too
+    assert any("pull done" in e["message"] for e in about_job)  # the engine's progress lines too
     assert {"time", "level", "logger", "message"} <= set(entries[0])
 
 
-def cli(tmp_path: Path, client: redis.Redis, app: str, *args: str,
-        apps: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def cli(
+    tmp_path: Path, client: redis.Redis, app: str, *args: str, apps: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """`watcher ARGS` with a config of `apps` (default: `app` alone) on the test Redis."""
     url = client.connection_pool.connection_kwargs
     redis_url = f"redis://{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (tmp_path / name).write_text("")
-    sections = "".join(f'''
+    sections = "".join(
+        f"""
 [apps.{name}]
 image = "127.0.0.1:5000/watcher-test/{name}"
 services.web.port = 8080
 verify.url = "http://127.0.0.1:9/version"
 caddy.path = "/{name}"
-''' for name in (apps or (app,)))
+"""
+        for name in (apps or (app,))
+    )
     (tmp_path / "watcher.toml").write_text(f'[redis]\nurl = "{redis_url}"\n' + sections)
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", logs.ENV)}
-    env.update(WATCHER_CONFIG=str(tmp_path / "watcher.toml"), PYTHONPATH=str(REPO),
-               DOCKER_HOST="unix:///nonexistent/docker.sock")
-    return subprocess.run([sys.executable, "-m", "watcher", *args], cwd=tmp_path, env=env, text=True,
-                          capture_output=True, timeout=60)
+    env.update(
+        WATCHER_CONFIG=str(tmp_path / "watcher.toml"),
+        PYTHONPATH=str(REPO),
+        DOCKER_HOST="unix:///nonexistent/docker.sock",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )

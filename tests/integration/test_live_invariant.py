@@ -42,16 +42,28 @@ def clean(loads: Loads, at_least: int = 300, context: str = "") -> None:
     """The load really ran, and not one request failed (`context`: e.g. watcher's output)."""
     assert loads.sent > at_least, loads.describe()
     test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
-    print(f"load: {test}: sent {loads.sent}, failed {loads.failed}")   # the closing note's figures (-s)
+    print(f"load: {test}: sent {loads.sent}, failed {loads.failed}")  # the closing note's figures (-s)
     if loads.failed:
-        raise AssertionError(f"{loads.failed} request(s) failed: {loads.describe()}\n"
-                             f"addresses (for Caddy's errors): {addresses(loads.stack)}\n{context}")
+        raise AssertionError(
+            f"{loads.failed} request(s) failed: {loads.describe()}\n"
+            f"addresses (for Caddy's errors): {addresses(loads.stack)}\n{context}"
+        )
 
 
 def addresses(stack: Stack) -> dict[str, str]:
     """Container name -> IP on the stack's network (left containers only)."""
-    proc = subprocess.run(["docker", "network", "inspect", f"{stack.name}_web", "--format",
-                           "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            "docker",
+            "network",
+            "inspect",
+            f"{stack.name}_web",
+            "--format",
+            "{{range .Containers}}{{.Name}}={{.IPv4Address}} {{end}}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return dict(item.split("=", 1) for item in proc.stdout.split() if "=" in item)
 
 
@@ -69,8 +81,9 @@ def timed(out: Output) -> str:
 # (b) situation A ---------------------------------------------------------------------------------
 
 
-def test_host_cli_without_redis_is_refused_while_a_worker_deploys(stack: Stack, redis_url: str,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_cli_without_redis_is_refused_while_a_worker_deploys(
+    stack: Stack, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker (REDIS_URL set) and the host CLI (no Redis in its config) share one project
     directory: the host lock, taken by every writer, keeps them from deploying at once."""
     from watcher.queue import DeployQueue
@@ -82,19 +95,34 @@ def test_host_cli_without_redis_is_refused_while_a_worker_deploys(stack: Stack, 
     queue = DeployQueue(client, stack.name)
     log_path = stack.root / "worker.log"
     with log_path.open("ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "watcher", "worker", "--name", "w1"], cwd=stack.root,
-                                  env=stack.env(REDIS_URL=redis_url), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "worker", "--name", "w1"],
+            cwd=stack.root,
+            env=stack.env(REDIS_URL=redis_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         with under_load(stack) as loads:
             enqueued = stack.watcher("enqueue", "slowok", REDIS_URL=redis_url)
             assert enqueued.returncode == 0, enqueued.stderr
             job_id = enqueued.stdout.split()[0]
-            wait_until(lambda: "health:" in log_path.read_text(), 60, "the worker's deploy to wait for health",
-                       poll=0.1, detail=log_path.read_text)
+            wait_until(
+                lambda: "health:" in log_path.read_text(),
+                60,
+                "the worker's deploy to wait for health",
+                poll=0.1,
+                detail=log_path.read_text,
+            )
             refused = stack.watcher("deploy", "v2")
-            job = wait_until(lambda: (j := queue.get(job_id)) and j.status.final and j, 120,
-                             f"job {job_id} to end", poll=0.2, detail=log_path.read_text)
+            job = wait_until(
+                lambda: (j := queue.get(job_id)) and j.status.final and j,
+                120,
+                f"job {job_id} to end",
+                poll=0.2,
+                detail=log_path.read_text,
+            )
     finally:
         worker.terminate()
         try:
@@ -138,7 +166,9 @@ def test_verification_failing_after_the_old_colour_died_leaves_the_new_one_servi
         code = out.wait(timeout=150)
         time.sleep(1)
     aborted = out.find("aborting")
-    assert aborted is not None and aborted[0] > stopped, f"blue was not stopped before the abort:\n{timed(out)}"
+    assert aborted is not None and aborted[0] > stopped, (
+        f"blue was not stopped before the abort:\n{timed(out)}"
+    )
     assert code == 1, out.text
     assert "left serving" in out.text, out.text
     clean(loads, context=f"stopped blue at {stopped + time.time() - time.monotonic():.2f}\n{timed(out)}")
@@ -182,7 +212,9 @@ def test_same_tag_with_new_content_is_a_new_version_and_rolls_back(app_images: d
         assert (status["live_color"], status["live_version"]) == ("green", "latest"), status
         rollback = status["rollback"]
         assert rollback is not None, status
-        assert (rollback["version"], rollback["color"], rollback["way"]) == ("latest", "blue", "instant"), rollback
+        assert (rollback["version"], rollback["color"], rollback["way"]) == ("latest", "blue", "instant"), (
+            rollback
+        )
         assert rollback["digest"] in (first, None), rollback
 
         with under_load(stack) as loads:
@@ -191,7 +223,9 @@ def test_same_tag_with_new_content_is_a_new_version_and_rolls_back(app_images: d
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
         clean(loads)
         assert back == "a" and stack.live_route() == "blue"
-        assert stack.container_ids(f"{stack.name}-blue") == blue, "instant: the retained containers serve again"
+        assert stack.container_ids(f"{stack.name}-blue") == blue, (
+            "instant: the retained containers serve again"
+        )
     finally:
         stack.destroy()
         remove_local_images(FLAVOR_REPO)
@@ -237,8 +271,10 @@ def test_a_per_colour_sidecar_keeps_redeploys_of_the_live_version_no_ops(stack: 
 
     assert (after["live_color"], after["live_version"]) == ("green", "v2"), after
     assert not after["warnings"] and after["in_sync"], after
-    assert {c["service"]: c["state"] for c in after["colors"]["green"]["containers"]} == \
-        {"web": "running", "sidecar": "running"}, after
+    assert {c["service"]: c["state"] for c in after["colors"]["green"]["containers"]} == {
+        "web": "running",
+        "sidecar": "running",
+    }, after
     assert {c["state"] for c in after["colors"]["blue"]["containers"]} == {"exited"}, after
     assert "already live" in once_more.stdout, once_more.stdout + once_more.stderr
     assert not stack.status()["warnings"]
@@ -262,8 +298,9 @@ def test_a_lost_route_file_is_refused_until_caddy_restarts(stack: Stack) -> None
     assert loads.colors() <= {"blue", ""}, loads.describe()
     assert stack.version() == "v1"
     green = stack.containers_of("green")
-    assert all(stack.health(name) in ("absent", "exited", "created") for name in green), \
-        {name: stack.health(name) for name in green}
+    assert all(stack.health(name) in ("absent", "exited", "created") for name in green), {
+        name: stack.health(name) for name in green
+    }
 
 
 # cleanup never removes the last healthy colour -----------------------------------------------------

@@ -20,10 +20,9 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
@@ -99,8 +98,8 @@ class Host:
 
     stack: Stack
     registry: LocalRegistry
-    apps: dict[str, str]          # app name -> image repository
-    paths: dict[str, str]         # app name -> path prefix on Caddy ("" for A)
+    apps: dict[str, str]  # app name -> image repository
+    paths: dict[str, str]  # app name -> path prefix on Caddy ("" for A)
     client: redis.Redis
     redis_url: str
     port: int
@@ -120,7 +119,8 @@ class Host:
 
     def write_config(self, concurrency: int) -> None:
         a, b, c = self.apps
-        sections = [f"""
+        sections = [
+            f"""
 [caddy]
 run_dir = ".watcher/run"
 
@@ -136,9 +136,13 @@ listen = "127.0.0.1:{self.port}"
 
 [poll]
 enabled = false
-"""]
-        for name, directory, shared, extra in ((a, ".", '["caddy"]', ""), (b, ".", "[]", ""),
-                                               (c, "c", "[]", "[apps.%s.services.worker]\n" % c)):
+"""
+        ]
+        for name, directory, shared, extra in (
+            (a, ".", '["caddy"]', ""),
+            (b, ".", "[]", ""),
+            (c, "c", "[]", f"[apps.{c}.services.worker]\n"),
+        ):
             path = self.paths[name]
             sections.append(f"""
 [apps.{name}]
@@ -169,15 +173,20 @@ include = "v(\\\\d+)"
         self.stack.write_caddyfile()
 
     def run(self) -> WatcherServer:
-        env = {"WEBHOOK_SECRET": SECRET, "WEBHOOK_REGISTRY_TOKEN": REGISTRY_TOKEN, "WATCHER_API_TOKEN": API_TOKEN}
+        env = {
+            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_REGISTRY_TOKEN": REGISTRY_TOKEN,
+            "WATCHER_API_TOKEN": API_TOKEN,
+        }
         return WatcherServer(self.stack.config, env, self.port, command=("run", "--no-poll")).start()
 
     def deliver(self, server: WatcherServer, app: str, version: str) -> httpx.Response:
         """The organisation webhook's signed `package` event for `app`'s image."""
         registry, _, repository = self.apps[app].partition("/")
         owner, _, name = repository.partition("/")
-        payload = github_package(tag=version, owner=owner, name=name,
-                                 package_url=f"{registry}/{repository}:{version}")
+        payload = github_package(
+            tag=version, owner=owner, name=name, package_url=f"{registry}/{repository}:{version}"
+        )
         return github_delivery(server.url, "package", payload, SECRET)
 
 
@@ -189,10 +198,20 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, log: Ca
 def host(app_images: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator[Host]:
     binary = require_tool("docker-registry")
     port = free_port()
-    notifications = {"notifications": {"endpoints": [{
-        "name": "watcher", "url": f"http://127.0.0.1:{port}/hooks/registry",
-        "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]},
-        "timeout": "2s", "threshold": 3, "backoff": "1s"}]}}
+    notifications = {
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "watcher",
+                    "url": f"http://127.0.0.1:{port}/hooks/registry",
+                    "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]},
+                    "timeout": "2s",
+                    "threshold": 3,
+                    "backoff": "1s",
+                }
+            ]
+        }
+    }
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     with running_registry(binary, tmp_path / "registry", extra=notifications) as registry:
         stack = Stack.create()
@@ -215,7 +234,7 @@ def host(app_images: dict[str, str], redis_url: str, tmp_path: Path) -> Iterator
                 assert deployed.returncode == 0, deployed.stdout + deployed.stderr
             yield setup
         finally:
-            stack.destroy()   # every app's projects: all are named after the stack
+            stack.destroy()  # every app's projects: all are named after the stack
             for name in names:
                 for found in client.scan_iter(f"watcher:{name}:*"):
                     client.delete(found)
@@ -235,8 +254,14 @@ def test_three_apps_pushed_at_once_go_live_under_load(host: Host, concurrency: i
     server = host.run()
     live_after: dict[str, float] = {}
     try:
-        with under_loads(host.stack, list(host.paths.values()), fast_rate=40, slow_rate=8,
-                         fast_connections=8, slow_connections=16) as loads:
+        with under_loads(
+            host.stack,
+            list(host.paths.values()),
+            fast_rate=40,
+            slow_rate=8,
+            fast_connections=8,
+            slow_connections=16,
+        ) as loads:
             pushed = time.monotonic()
             pushes = [threading.Thread(target=host.push, args=(name, "v2")) for name in names]
             for thread in pushes:
@@ -249,6 +274,7 @@ def test_three_apps_pushed_at_once_go_live_under_load(host: Host, concurrency: i
             wait_until(lambda: bool(host.queue(names[0]).running()), 60, "the first swap runs", server.log)
             again = host.deliver(server, names[0], "v2")
             assert again.status_code in (200, 202) and "already" in again.text, again.text
+
             def all_live() -> bool:
                 for name in names:
                     if name not in live_after and host.version(name) == "v2":
@@ -257,8 +283,16 @@ def test_three_apps_pushed_at_once_go_live_under_load(host: Host, concurrency: i
 
             wait_until(all_live, 240, "every app v2 live", server.log)
             for name in names:
-                wait_until(lambda n=name: bool(host.queue(n).history(1)) and host.queue(n).history(1)[0].status.final
-                           and not host.queue(n).running(), 120, f"{name}'s job ends", server.log)
+                wait_until(
+                    lambda n=name: (
+                        bool(host.queue(n).history(1))
+                        and host.queue(n).history(1)[0].status.final
+                        and not host.queue(n).running()
+                    ),
+                    120,
+                    f"{name}'s job ends",
+                    server.log,
+                )
     finally:
         server.stop()
     report = {}
@@ -266,10 +300,16 @@ def test_three_apps_pushed_at_once_go_live_under_load(host: Host, concurrency: i
         each = loads[path]
         assert each.failed == 0, f"{name}: {each.describe()}"
         assert each.versions() == {"v1", "v2"}, f"{name}: {each.describe()}"
-        report[name] = {"push_to_live_s": round(live_after[name], 1), "sent": each.sent, "failed": each.failed}
+        report[name] = {
+            "push_to_live_s": round(live_after[name], 1),
+            "sent": each.sent,
+            "failed": each.failed,
+        }
     jobs = [job for name in names for job in host.queue(name).history(5)]
-    assert [(j.version, j.status) for j in jobs] == [("v2", Status.SUCCEEDED)] * 3, [j.describe() for j in jobs]
-    assert all(int(host.client.get(f"watcher:{name}:seq") or 0) == 1 for name in names)   # one job per push
+    assert [(j.version, j.status) for j in jobs] == [("v2", Status.SUCCEEDED)] * 3, [
+        j.describe() for j in jobs
+    ]
+    assert all(int(host.client.get(f"watcher:{name}:seq") or 0) == 1 for name in names)  # one job per push
     assert overlap(jobs) is (concurrency > 1), [(j.app, j.started, j.finished) for j in jobs]
     print(f"concurrency {concurrency}: " + json.dumps(report))
 
@@ -279,7 +319,9 @@ def test_org_webhook_unknown_package_and_a_paused_app(host: Host) -> None:
     server = host.run()
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     try:
-        payload = github_package(tag="v9", owner="someone", name="else", package_url="ghcr.io/someone/else:v9")
+        payload = github_package(
+            tag="v9", owner="someone", name="else", package_url="ghcr.io/someone/else:v9"
+        )
         unknown = github_delivery(server.url, "package", payload, SECRET)
         assert unknown.status_code == 200 and "no configured app deploys" in unknown.text, unknown.text
 
@@ -288,12 +330,13 @@ def test_org_webhook_unknown_package_and_a_paused_app(host: Host) -> None:
         host.push(names[2], "v2")
         answer = host.deliver(server, names[2], "v2")
         assert answer.status_code in (200, 202), answer.text
-        wait_until(lambda: [j.version for j in host.queue(names[2]).waiting()] == ["v2"], 30, "v2 queued",
-                   server.log)
-        time.sleep(3)                                     # a worker that ignored the pause would have started
+        wait_until(
+            lambda: [j.version for j in host.queue(names[2]).waiting()] == ["v2"], 30, "v2 queued", server.log
+        )
+        time.sleep(3)  # a worker that ignored the pause would have started
         assert host.version(names[2]) == "v1" and not host.queue(names[2]).running()
         assert Suspension(host.client, names[2]).paused() is not None
-        assert Suspension(host.client, names[0]).paused() is None      # one app paused, not all
+        assert Suspension(host.client, names[0]).paused() is None  # one app paused, not all
 
         resumed = httpx.post(f"{server.url}/resume", json={"app": names[2]}, headers=auth)
         assert resumed.status_code == 200, resumed.text
@@ -307,15 +350,20 @@ def test_a_key_prefix_keeps_two_installations_apart(redis_url: str, tmp_path: Pa
     from tests.unit.test_many_apps import app, project, watcher
 
     name = f"p{uuid.uuid4().hex[:8]}"
-    body = f'[redis]\nurl = "{redis_url}"\nprefix = "other"\n' + app(name, directory="shop") \
+    body = (
+        f'[redis]\nurl = "{redis_url}"\nprefix = "other"\n'
+        + app(name, directory="shop")
         + app(f"{name}b", directory="blog", extra=f'[apps.{name}b.caddy]\npath = "/b"\n')
+    )
     config = project(tmp_path, body)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         paused = watcher(config, "pause", "--all", "--reason", "freeze")
         assert paused.returncode == 0 and paused.stdout.count("paused by") == 2, paused.stderr
         for each in (name, f"{name}b"):
-            assert client.exists(f"other:watcher:{each}:paused") and not client.exists(f"watcher:{each}:paused")
+            assert client.exists(f"other:watcher:{each}:paused") and not client.exists(
+                f"watcher:{each}:paused"
+            )
             assert not Suspension(client, each).paused() and Suspension(client, each, "other").paused()
         assert watcher(config, "resume", "--all").returncode == 0
         assert not client.exists(f"other:watcher:{name}:paused")

@@ -30,8 +30,8 @@ API_TOKEN = "api-" + secrets.token_hex(8)
 
 @dataclass
 class Host:
-    server: WatcherServer   # `watcher serve`: the receiver, and /metrics
-    worker_log: Path        # `watcher worker`, another process
+    server: WatcherServer  # `watcher serve`: the receiver, and /metrics
+    worker_log: Path  # `watcher worker`, another process
 
     def log(self) -> str:
         return f"serve:\n{self.server.log()[-3000:]}\nworker:\n{self.worker_log.read_text()[-5000:]}"
@@ -40,21 +40,32 @@ class Host:
 @pytest.fixture
 def host(stack: Stack, redis_url: str) -> Iterator[Host]:
     port = free_port()
-    stack.write_config(health_timeout="20s", verify_window="1s", extra=f"""
+    stack.write_config(
+        health_timeout="20s",
+        verify_window="1s",
+        extra=f"""
 [redis]
 url = "{redis_url}"
 lock_ttl = "10s"
 
 [webhook]
 listen = "127.0.0.1:{port}"
-""")
-    stack.watcher("deploy", "v1", check=True)   # not a job: the baseline the jobs start from
-    server = WatcherServer(stack.config, {"WATCHER_API_TOKEN": API_TOKEN}, port, command=("serve", "--no-poll"))
+""",
+    )
+    stack.watcher("deploy", "v1", check=True)  # not a job: the baseline the jobs start from
+    server = WatcherServer(
+        stack.config, {"WATCHER_API_TOKEN": API_TOKEN}, port, command=("serve", "--no-poll")
+    )
     worker_log = stack.root / "worker.log"
     with worker_log.open("ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "watcher", "worker", "--name", "metrics-w"],
-                                  cwd=stack.root, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "worker", "--name", "metrics-w"],
+            cwd=stack.root,
+            env=stack.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield Host(server.start(), worker_log)
     finally:
@@ -82,38 +93,54 @@ def test_a_deploy_and_a_failed_deploy_move_the_counters_and_histograms(stack: St
     assert value(start, "watcher_deploys_total", outcome="succeeded", **deploy) == 0
     [live] = named(start, "watcher_live_info")
     assert (live["app"], live["version"]) == (app, "v1") and live["digest"].startswith("sha256:")
-    assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401   # guarded as /status is
+    assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401  # guarded as /status is
 
     done = stack.watcher("enqueue", "v2", "--wait")
     assert done.returncode == 0, done.stdout + done.stderr + host.log()
     succeeded = scrape(server)
     assert moved(start, succeeded, "watcher_deploys_total", outcome="succeeded", **deploy) == 1
-    assert moved(start, succeeded, "watcher_deploy_duration_seconds_count", outcome="succeeded", **deploy) == 1
+    assert (
+        moved(start, succeeded, "watcher_deploy_duration_seconds_count", outcome="succeeded", **deploy) == 1
+    )
     took = moved(start, succeeded, "watcher_deploy_duration_seconds_sum", outcome="succeeded", **deploy)
     assert 1 < took < 300
     for phase in ("pull", "start", "health", "switch", "verify", "drain"):
-        assert moved(start, succeeded, "watcher_deploy_phase_duration_seconds_count", app=app, phase=phase) == 1, phase
-    phases = sum(moved(start, succeeded, "watcher_deploy_phase_duration_seconds_sum", app=app, phase=labels["phase"])
-                 for labels in named(succeeded, "watcher_deploy_phase_duration_seconds_sum"))
-    assert phases <= took + 1   # the phases happen within the job
+        assert (
+            moved(start, succeeded, "watcher_deploy_phase_duration_seconds_count", app=app, phase=phase) == 1
+        ), phase
+    phases = sum(
+        moved(start, succeeded, "watcher_deploy_phase_duration_seconds_sum", app=app, phase=labels["phase"])
+        for labels in named(succeeded, "watcher_deploy_phase_duration_seconds_sum")
+    )
+    assert phases <= took + 1  # the phases happen within the job
     assert value(succeeded, "watcher_last_success_timestamp_seconds", app=app) > 0
     [live] = named(succeeded, "watcher_live_info")
     assert live["version"] == "v2"
 
-    failed_job = stack.watcher("enqueue", "v3", "--wait")   # v3 never becomes healthy
+    failed_job = stack.watcher("enqueue", "v3", "--wait")  # v3 never becomes healthy
     assert failed_job.returncode == 1, failed_job.stdout + failed_job.stderr + host.log()
     failed = scrape(server)
     assert moved(succeeded, failed, "watcher_deploys_total", outcome="failed", **deploy) == 1
     assert moved(succeeded, failed, "watcher_deploys_total", outcome="succeeded", **deploy) == 0
     assert moved(succeeded, failed, "watcher_deploy_duration_seconds_count", outcome="failed", **deploy) == 1
     health = moved(succeeded, failed, "watcher_deploy_phase_duration_seconds_sum", app=app, phase="health")
-    assert 0 < health <= moved(succeeded, failed, "watcher_deploy_duration_seconds_sum", outcome="failed", **deploy)
-    assert moved(succeeded, failed, "watcher_deploy_phase_duration_seconds_count", app=app, phase="health") == 1
-    assert moved(succeeded, failed, "watcher_deploy_phase_duration_seconds_count", app=app, phase="switch") == 0
-    assert value(failed, "watcher_last_success_timestamp_seconds", app=app) == \
-        value(succeeded, "watcher_last_success_timestamp_seconds", app=app)
+    assert (
+        0
+        < health
+        <= moved(succeeded, failed, "watcher_deploy_duration_seconds_sum", outcome="failed", **deploy)
+    )
+    assert (
+        moved(succeeded, failed, "watcher_deploy_phase_duration_seconds_count", app=app, phase="health") == 1
+    )
+    assert (
+        moved(succeeded, failed, "watcher_deploy_phase_duration_seconds_count", app=app, phase="switch") == 0
+    )
+    assert value(failed, "watcher_last_success_timestamp_seconds", app=app) == value(
+        succeeded, "watcher_last_success_timestamp_seconds", app=app
+    )
     [live] = named(failed, "watcher_live_info")
     assert live["version"] == "v2"
+
     def released() -> Samples | None:
         """The worker releases the lock a moment after it records the outcome `--wait` returns on."""
         now = scrape(server)

@@ -51,7 +51,9 @@ def stack(app_images: dict[str, str], redis_url: str) -> Iterator[Stack]:
 
 def configure(stack: Stack, redis_url: str, urls: list[str], timeout: str = "2s", extra: str = "") -> Config:
     quoted = ", ".join(f'"{url}"' for url in urls)
-    stack.write_config(**SETTINGS, extra=f"""
+    stack.write_config(
+        **SETTINGS,
+        extra=f"""
 [redis]
 url = "{redis_url}"
 lock_ttl = "10s"
@@ -62,7 +64,8 @@ timeout = "{timeout}"
 
 [dashboard]
 url = "{DASHBOARD}"
-{extra}""")
+{extra}""",
+    )
     return load_config(stack.config, {})
 
 
@@ -72,8 +75,15 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
     client = connect(redis_url)
     queue = DeployQueue(client, config.app, retention=config.history)
     job_id = queue.enqueue(version, source="cli", requested_by="notify-test").job.id
-    worker = Worker(client, config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name="notify-test", stream=io.StringIO(), observer=notifier)
+    worker = Worker(
+        client,
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name="notify-test",
+        stream=io.StringIO(),
+        observer=notifier,
+    )
     begun = time.monotonic()
     assert worker.run_once(), "the worker ran nothing"
     took = time.monotonic() - begun
@@ -83,7 +93,10 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
 
 
 def counted(outcome: str) -> float:
-    return ACTIVITY.get_sample_value("watcher_notifications_total", {"channel": "json", "outcome": outcome}) or 0.0
+    return (
+        ACTIVITY.get_sample_value("watcher_notifications_total", {"channel": "json", "outcome": outcome})
+        or 0.0
+    )
 
 
 def test_each_event_of_a_deploy_and_a_failed_deploy_is_one_message(stack: Stack, redis_url: str) -> None:
@@ -98,14 +111,18 @@ def test_each_event_of_a_deploy_and_a_failed_deploy_is_one_message(stack: Stack,
         assert (began["title"], began["type"]) == (f"{stack.name}: deploying v2", "info")
         assert f"job {job.id} (cli by notify-test)" in began["message"] and page in began["message"]
         assert (done["title"], done["type"]) == (f"{stack.name}: v2 is live", "success")
-        assert "phases: pull" in done["message"] and ", health " in done["message"] and "switch" in done["message"]
+        assert (
+            "phases: pull" in done["message"]
+            and ", health " in done["message"]
+            and "switch" in done["message"]
+        )
         assert f"duration: {job.duration:.1f}s"[:12] in done["message"] and page in done["message"]
 
-        failed, _ = run_job(config, redis_url, "v3", notifier)   # never healthy
+        failed, _ = run_job(config, redis_url, "v3", notifier)  # never healthy
         assert failed.status is Status.FAILED
         notifier.close(5)
         messages = [r.body for r in receiver.wait_for(4)]
-        assert len(receiver.requests) == 4, [m["title"] for m in messages]   # one per event, no more
+        assert len(receiver.requests) == 4, [m["title"] for m in messages]  # one per event, no more
         assert messages[2]["title"] == f"{stack.name}: deploying v3"
         bad = messages[3]
         assert (bad["title"], bad["type"]) == (f"{stack.name}: deploy of v3 failed", "failure")
@@ -115,14 +132,18 @@ def test_each_event_of_a_deploy_and_a_failed_deploy_is_one_message(stack: Stack,
 
 
 def test_a_receiver_down_or_hanging_neither_delays_nor_fails_a_deploy(
-        stack: Stack, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    stack: Stack, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="watcher.notify")
     durations: dict[str, float] = {}
     with Receiver() as receiver:
         failed_before, timeouts_before = counted("failed"), counted("timeout")
-        new, old = ("v2", "v1") if stack.version() == "v1" else ("v1", "v2")   # each case a real swap
-        for case, url, version in (("ok", receiver.apprise_url("/ok"), new), ("down", down_url(), old),
-                                   ("hanging", receiver.apprise_url("/hang"), new)):
+        new, old = ("v2", "v1") if stack.version() == "v1" else ("v1", "v2")  # each case a real swap
+        for case, url, version in (
+            ("ok", receiver.apprise_url("/ok"), new),
+            ("down", down_url(), old),
+            ("hanging", receiver.apprise_url("/hang"), new),
+        ):
             receiver.mode = "hang" if case == "hanging" else "ok"
             config = configure(stack, redis_url, [url])
             notifier = notifier_for([config])
@@ -131,15 +152,20 @@ def test_a_receiver_down_or_hanging_neither_delays_nor_fails_a_deploy(
             assert stack.version() == version
             assert notifier is not None
             notifier.close(5)
-        print(f"\ndeploy durations: receiver ok {durations['ok']:.2f}s, down {durations['down']:.2f}s, "
-              f"hanging {durations['hanging']:.2f}s")
+        print(
+            f"\ndeploy durations: receiver ok {durations['ok']:.2f}s, down {durations['down']:.2f}s, "
+            f"hanging {durations['hanging']:.2f}s"
+        )
         assert abs(durations["down"] - durations["ok"]) <= 1.0, durations
         assert abs(durations["hanging"] - durations["ok"]) <= 1.0, durations
-        assert counted("failed") - failed_before == 2            # started and succeeded, receiver down
-        assert counted("timeout") - timeouts_before >= 1         # the hanging one (the other may be cut at close)
-        assert "notify json: started of" in caplog.text and " failed: the json service did not accept" in caplog.text
+        assert counted("failed") - failed_before == 2  # started and succeeded, receiver down
+        assert counted("timeout") - timeouts_before >= 1  # the hanging one (the other may be cut at close)
+        assert (
+            "notify json: started of" in caplog.text
+            and " failed: the json service did not accept" in caplog.text
+        )
         assert " timeout: no answer within 2s" in caplog.text
-        assert "127.0.0.1:" not in caplog.text                   # the URL (where a token would be) is never logged
+        assert "127.0.0.1:" not in caplog.text  # the URL (where a token would be) is never logged
 
 
 def test_notification_latency_median_of_ten(stack: Stack, redis_url: str) -> None:
@@ -152,15 +178,22 @@ def test_notification_latency_median_of_ten(stack: Stack, redis_url: str) -> Non
             notifier.paused(stack.name, "latency-test", f"pause {n}")
             arrived = receiver.wait_for(n + 1)[-1]
             latencies.append(arrived.at - sent)
-            assert arrived.body["title"] == f"{stack.name}: deploys paused" and f"pause {n}" in arrived.body["message"]
+            assert (
+                arrived.body["title"] == f"{stack.name}: deploys paused"
+                and f"pause {n}" in arrived.body["message"]
+            )
         notifier.close(5)
     median = statistics.median(latencies)
-    print(f"\nnotification latency, event to receiver: median {median * 1000:.1f} ms of 10 "
-          f"(min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})")
+    print(
+        f"\nnotification latency, event to receiver: median {median * 1000:.1f} ms of 10 "
+        f"(min {min(latencies) * 1000:.1f}, max {max(latencies) * 1000:.1f})"
+    )
     assert median < 1.0
 
 
-def test_the_worker_and_pause_commands_send_them_from_their_own_processes(stack: Stack, redis_url: str) -> None:
+def test_the_worker_and_pause_commands_send_them_from_their_own_processes(
+    stack: Stack, redis_url: str
+) -> None:
     """The CLI's wiring: a pool's child (`watcher worker --one`) sends the job's events before it
     exits; `watcher pause` and `resume` send theirs."""
     with Receiver() as receiver:
@@ -169,7 +202,9 @@ def test_the_worker_and_pause_commands_send_them_from_their_own_processes(stack:
         stack.watcher("enqueue", version, check=True)
         child = stack.watcher("worker", "--one", "--name", "notify-cli", check=True)
         assert [r.body["title"] for r in receiver.wait_for(2)] == [
-            f"{stack.name}: deploying {version}", f"{stack.name}: {version} is live"], child.stderr
+            f"{stack.name}: deploying {version}",
+            f"{stack.name}: {version} is live",
+        ], child.stderr
         stack.watcher("pause", "--reason", "release freeze", check=True)
         stack.watcher("resume", check=True)
         paused, resumed = (r.body for r in receiver.wait_for(4)[2:])
@@ -182,14 +217,33 @@ def test_pause_and_resume_over_http_are_told_by_serve(stack: Stack, redis_url: s
     token = "api-notify-test"
     with Receiver() as receiver:
         port = free_port()
-        configure(stack, redis_url, [receiver.apprise_url("/serve")], extra=f'[webhook]\nlisten = "127.0.0.1:{port}"\n')
-        server = WatcherServer(stack.config, {"WATCHER_API_TOKEN": token}, port, command=("serve", "--no-poll"))
+        configure(
+            stack,
+            redis_url,
+            [receiver.apprise_url("/serve")],
+            extra=f'[webhook]\nlisten = "127.0.0.1:{port}"\n',
+        )
+        server = WatcherServer(
+            stack.config, {"WATCHER_API_TOKEN": token}, port, command=("serve", "--no-poll")
+        )
         server.start()
         try:
             headers = {"Authorization": f"Bearer {token}"}
-            assert httpx.post(f"{server.url}/pause", json={"reason": "incident", "by": "ops"}, headers=headers,
-                              timeout=10).status_code == 200
-            assert httpx.post(f"{server.url}/resume", json={"by": "ops"}, headers=headers, timeout=10).status_code == 200
+            assert (
+                httpx.post(
+                    f"{server.url}/pause",
+                    json={"reason": "incident", "by": "ops"},
+                    headers=headers,
+                    timeout=10,
+                ).status_code
+                == 200
+            )
+            assert (
+                httpx.post(
+                    f"{server.url}/resume", json={"by": "ops"}, headers=headers, timeout=10
+                ).status_code
+                == 200
+            )
             paused, resumed = (r.body for r in receiver.wait_for(2))
         finally:
             server.stop()

@@ -16,10 +16,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
-
-import httpx
 
 from tests.harness.registry import (
     OCI_MANIFEST,
@@ -46,10 +45,24 @@ from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
-RELEASES = [f"1.{minor}.{patch}" for minor in range(5) for patch in (0, 1, 2, 10)]       # 20, up to 1.4.10
-OTHERS = ["2.0.0-rc.1", "1.5.0-beta.2", "v1.3.3", "1", "1.4", "latest", "main", "sha-0a1b2c3", "sha-ffffff0",
-          "sha256-" + "a" * 64 + ".sig", "main-9-abc1234", "main-41-def5678", "main-100-0a1b2c3", "pr-12"]
-PAGE = 4   # 34 tags: 9 pages
+RELEASES = [f"1.{minor}.{patch}" for minor in range(5) for patch in (0, 1, 2, 10)]  # 20, up to 1.4.10
+OTHERS = [
+    "2.0.0-rc.1",
+    "1.5.0-beta.2",
+    "v1.3.3",
+    "1",
+    "1.4",
+    "latest",
+    "main",
+    "sha-0a1b2c3",
+    "sha-ffffff0",
+    "sha256-" + "a" * 64 + ".sig",
+    "main-9-abc1234",
+    "main-41-def5678",
+    "main-100-0a1b2c3",
+    "pr-12",
+]
+PAGE = 4  # 34 tags: 9 pages
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +87,32 @@ def client(redis_url: str) -> redis.Redis:
 class Setup:
     """One app (its own name, so its own queue) polled in-process."""
 
-    def __init__(self, tmp: Path, client: redis.Redis, image: str, policy: str = "", env: dict[str, str] | None = None,
-                 registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        client: redis.Redis,
+        image: str,
+        policy: str = "",
+        env: dict[str, str] | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.name = f"pl{uuid.uuid4().hex[:8]}"
-        path = write_project(tmp, app=self.name, image=image, port=free_port(),
-                             extra=f"[poll]\npage_size = {PAGE}\ninterval = \"1s\"\njitter = \"0s\"\n{policy}")
+        path = write_project(
+            tmp,
+            app=self.name,
+            image=image,
+            port=free_port(),
+            extra=f'[poll]\npage_size = {PAGE}\ninterval = "1s"\njitter = "0s"\n{policy}',
+        )
         self.config = load_config(path, env or {})
         self.client = client
         self.app = App.from_config(self.config)
-        self.registry = registry or RegistryClient(username=self.config.registry_username,
-                                                   password=self.config.registry_password, max_retries=2, backoff=0.05)
+        self.registry = registry or RegistryClient(
+            username=self.config.registry_username,
+            password=self.config.registry_password,
+            max_retries=2,
+            backoff=0.05,
+        )
         self.triggers = Triggers([self.app], RedisSink(client, live_reader(self.config)), Memory(client))
         self.poller = Poller(self.triggers, {self.name: self.registry}, requested_by="test poller")
         self.queue = DeployQueue(client, self.name)
@@ -99,7 +128,8 @@ class Setup:
         for job in self.queue.waiting():
             self.queue.cancel(job.id, by="test")
         StateStore(self.config.state_dir, self.config.deployment_color_file).save(
-            DeployState(Release(Color.BLUE, version, digest=digest)))
+            DeployState(Release(Color.BLUE, version, digest=digest))
+        )
         write_atomic(self.config.route_file, "blue")
 
 
@@ -120,16 +150,23 @@ def make(setups: list[Setup], tmp: Path, client: redis.Redis, image: str, policy
 
 # -- policies over paged tag lists ------------------------------------------------------------------
 
-@pytest.mark.parametrize("policy, expected", [
-    ('[policy]\nkind = "semver"', "1.4.10"),
-    ('[policy]\nkind = "semver"\nrange = ">=1.2,<1.4"', "1.3.10"),         # numeric: 1.3.10 > v1.3.3
-    ('[policy]\nkind = "semver"\nprereleases = true', "2.0.0-rc.1"),
-    ('[policy]\nkind = "semver"\nrange = "~=1.1.0"\nexclude = ["1\\\\.1\\\\.10"]', "1.1.2"),
-    ('[policy]\nkind = "regex"\ninclude = "main-(\\\\d+)-[0-9a-f]{7}"\nexclude = ["sha-.*", ".*\\\\.sig"]',
-     "main-100-0a1b2c3"),
-])
-def test_each_policy_picks_the_right_tag_across_pages(setups, tmp_path, client, registry, proxy,
-                                                      policy: str, expected: str) -> None:
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ('[policy]\nkind = "semver"', "1.4.10"),
+        ('[policy]\nkind = "semver"\nrange = ">=1.2,<1.4"', "1.3.10"),  # numeric: 1.3.10 > v1.3.3
+        ('[policy]\nkind = "semver"\nprereleases = true', "2.0.0-rc.1"),
+        ('[policy]\nkind = "semver"\nrange = "~=1.1.0"\nexclude = ["1\\\\.1\\\\.10"]', "1.1.2"),
+        (
+            '[policy]\nkind = "regex"\ninclude = "main-(\\\\d+)-[0-9a-f]{7}"\nexclude = ["sha-.*", ".*\\\\.sig"]',
+            "main-100-0a1b2c3",
+        ),
+    ],
+)
+def test_each_policy_picks_the_right_tag_across_pages(
+    setups, tmp_path, client, registry, proxy, policy: str, expected: str
+) -> None:
     _, digests = registry
     setup = make(setups, tmp_path, client, f"{proxy.host}/acme/app", policy)
     before = len([s for s in proxy.seen if "/tags/list" in s[1]])
@@ -139,16 +176,23 @@ def test_each_policy_picks_the_right_tag_across_pages(setups, tmp_path, client, 
     pages = len([s for s in proxy.seen if "/tags/list" in s[1]]) - before
     assert pages == (len(RELEASES) + len(OTHERS) + PAGE - 1) // PAGE, "every page was read"
     job = setup.queue.get(result.job_id)
-    assert (job.version, job.digest, job.source, job.requested_by) == (expected, digests[expected], "poll", "test poller")
+    assert (job.version, job.digest, job.source, job.requested_by) == (
+        expected,
+        digests[expected],
+        "poll",
+        "test poller",
+    )
 
 
-def test_enqueues_only_what_differs_from_live_and_last_request(setups, tmp_path, client, registry, proxy) -> None:
+def test_enqueues_only_what_differs_from_live_and_last_request(
+    setups, tmp_path, client, registry, proxy
+) -> None:
     reg, _ = registry
-    digests = push_images(reg.url, "acme/grow", ["1.4.2", "1.4.10"])   # a repository of its own: it grows
+    digests = push_images(reg.url, "acme/grow", ["1.4.2", "1.4.10"])  # a repository of its own: it grows
     setup = make(setups, tmp_path, client, f"{proxy.host}/acme/grow")
     assert setup.poll().status == "enqueued" and setup.jobs() == 1
     again = setup.poll()
-    assert again.status == "requested" and setup.jobs() == 1          # same candidate: not again
+    assert again.status == "requested" and setup.jobs() == 1  # same candidate: not again
     # The deploy happened: the candidate is live.
     setup.make_live("1.4.10", digests["1.4.10"])
     assert setup.poll().status == "up-to-date"
@@ -168,7 +212,9 @@ def test_enqueues_only_what_differs_from_live_and_last_request(setups, tmp_path,
 def test_digest_policy_follows_a_mutable_tag(setups, tmp_path, client, registry, proxy) -> None:
     reg, _ = registry
     push_images(reg.url, "acme/moving", ["main"])
-    setup = make(setups, tmp_path, client, f"{proxy.host}/acme/moving", '[policy]\nkind = "digest"\ntag = "main"')
+    setup = make(
+        setups, tmp_path, client, f"{proxy.host}/acme/moving", '[policy]\nkind = "digest"\ntag = "main"'
+    )
     first = setup.poll()
     assert first.status == "enqueued" and first.tag == "main"
     setup.make_live("main", first.digest)
@@ -186,21 +232,36 @@ def test_digest_policy_follows_a_mutable_tag(setups, tmp_path, client, registry,
 def rebuild(base: str, repo: str, tag: str) -> str:
     """Push a new image under an existing tag (new content, so a new digest)."""
     with httpx.Client(timeout=10) as http:
-        config = upload_blob(http, base, repo, b'{"architecture":"amd64","os":"linux","rootfs":'
-                             b'{"type":"layers","diff_ids":[]}}')
+        config = upload_blob(
+            http,
+            base,
+            repo,
+            b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}',
+        )
         layer = upload_blob(http, base, repo, uuid.uuid4().hex.encode())
-        return put_manifest(http, base, repo, tag, {
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}]})
+        return put_manifest(
+            http,
+            base,
+            repo,
+            tag,
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer}],
+            },
+        )
 
 
 def test_two_instances_polling_make_one_job(tmp_path, client, registry, proxy, setups) -> None:
     """Two watcher instances (separate pollers and registry clients, one Redis) poll the same app
     at the same moments: the (app, tag, digest) claim lets one enqueue."""
     first = make(setups, tmp_path, client, f"{proxy.host}/acme/app")
-    second = Poller(first.triggers.__class__([first.app], RedisSink(client, live_reader(first.config)), Memory(client)),
-                    {first.name: RegistryClient(max_retries=2, backoff=0.05)}, requested_by="second instance")
+    second = Poller(
+        first.triggers.__class__([first.app], RedisSink(client, live_reader(first.config)), Memory(client)),
+        {first.name: RegistryClient(max_retries=2, backoff=0.05)},
+        requested_by="second instance",
+    )
     results = []
     for _ in range(4):
         barrier = threading.Barrier(2)
@@ -215,21 +276,36 @@ def test_two_instances_polling_make_one_job(tmp_path, client, registry, proxy, s
     second.shutdown()
     statuses = [r.status for r in results]
     assert first.jobs() == 1, statuses
-    assert statuses.count("enqueued") == 1 and set(statuses) <= {"enqueued", "duplicate", "requested"}, statuses
+    assert statuses.count("enqueued") == 1 and set(statuses) <= {"enqueued", "duplicate", "requested"}, (
+        statuses
+    )
 
 
 # -- auth, rate limits, failures -------------------------------------------------------------------
+
 
 def test_token_challenge_flow_with_a_real_token_endpoint(tmp_path, client, setups) -> None:
     openssl = require_tool("openssl")
     binary = require_tool("docker-registry")
     (tmp_path / "tokens-work").mkdir()
     tokens = TokenService(openssl, tmp_path / "tokens-work", users={"deployer": "pat-123"}, public=set())
-    with tokens.serving(), running_registry(binary, tmp_path / "auth-registry", tokens.registry_auth()) as reg:
-        push = tokens.mint("pusher", [{"type": "repository", "name": "acme/private", "actions": ["pull", "push"]}])
-        digests = push_images(reg.url, "acme/private", ["1.0.0", "1.1.0"], headers={"Authorization": f"Bearer {push}"})
-        setup = make(setups, tmp_path, client, f"{reg.host}/acme/private",
-                     env={"REGISTRY_USERNAME": "deployer", "REGISTRY_PASSWORD": "pat-123"})
+    with (
+        tokens.serving(),
+        running_registry(binary, tmp_path / "auth-registry", tokens.registry_auth()) as reg,
+    ):
+        push = tokens.mint(
+            "pusher", [{"type": "repository", "name": "acme/private", "actions": ["pull", "push"]}]
+        )
+        digests = push_images(
+            reg.url, "acme/private", ["1.0.0", "1.1.0"], headers={"Authorization": f"Bearer {push}"}
+        )
+        setup = make(
+            setups,
+            tmp_path,
+            client,
+            f"{reg.host}/acme/private",
+            env={"REGISTRY_USERNAME": "deployer", "REGISTRY_PASSWORD": "pat-123"},
+        )
         result = setup.poll()
         assert (result.status, result.tag, result.digest) == ("enqueued", "1.1.0", digests["1.1.0"]), result
         assert tokens.requests and all(r["user"] == "deployer" for r in tokens.requests)

@@ -35,7 +35,10 @@ pytestmark = pytest.mark.integration
 
 
 def manual(stack: Stack, redis_url: str, timeout: str = "1h") -> tuple[Config, Worker]:
-    stack.write_config(health_timeout="30s", verify_window="1s", extra=f"""
+    stack.write_config(
+        health_timeout="30s",
+        verify_window="1s",
+        extra=f"""
 [redis]
 url = "{redis_url}"
 lock_ttl = "10s"
@@ -43,17 +46,25 @@ lock_ttl = "10s"
 [promote]
 mode = "manual"
 timeout = "{timeout}"
-""")
+""",
+    )
     config = load_config(stack.config, {})
-    worker = Worker(connect(redis_url), config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name="promotion-test", stream=io.StringIO(),
-                    host_lock=HostLock(config.state_dir / "lock"))
+    worker = Worker(
+        connect(redis_url),
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name="promotion-test",
+        stream=io.StringIO(),
+        host_lock=HostLock(config.state_dir / "lock"),
+    )
     return config, worker
 
 
 def pushed(client: redis.Redis, config: Config, version: str) -> str:
-    done = RedisSink(client, live_reader(config)).enqueue(config.app, version, source="webhook",
-                                                         requested_by="promotion test", digest=None)
+    done = RedisSink(client, live_reader(config)).enqueue(
+        config.app, version, source="webhook", requested_by="promotion test", digest=None
+    )
     assert done.created, done.reason
     return done.job_id
 
@@ -65,7 +76,9 @@ def ran(worker: Worker, queue: DeployQueue, job_id: str) -> Job:
     return job
 
 
-def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack: Stack, redis_url: str) -> None:
+def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(
+    stack: Stack, redis_url: str
+) -> None:
     client = connect(redis_url)
     try:
         first = stack.watcher("deploy", "v1")
@@ -98,7 +111,7 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         assert loads.failed == 0, loads.describe()
         assert loads.sent > 0
         assert stack.version() == "v2" and stack.live_route() == "green"
-        assert queue.get(v2.id).status is Status.SUCCEEDED   # type: ignore[union-attr]
+        assert queue.get(v2.id).status is Status.SUCCEEDED  # type: ignore[union-attr]
         assert not config.preview_file.exists()
         assert stack.status()["awaiting"] is None
 
@@ -110,7 +123,7 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         assert abort.returncode == 0, abort.stderr
         done = ran(worker, queue, abort.stdout.strip())
         assert done.status is Status.SUCCEEDED, done.describe()
-        assert queue.get(back.id).status is Status.CANCELLED   # type: ignore[union-attr]
+        assert queue.get(back.id).status is Status.CANCELLED  # type: ignore[union-attr]
         assert stack.status()["colors"]["blue"]["role"] == "absent"
         assert stack.container_ids(f"{stack.name}-green") == green and stack.version() == "v2"
         again = stack.watcher("abort")
@@ -135,7 +148,9 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(stack:
         assert stack.version() == "v2" and queue.get(newer.id).status is Status.AWAITING  # type: ignore[union-attr]
 
         # The timeout removes the waiting colour with nobody calling.
-        assert ran(worker, queue, stack.watcher("abort", "--no-wait").stdout.strip()).status is Status.SUCCEEDED
+        assert (
+            ran(worker, queue, stack.watcher("abort", "--no-wait").stdout.strip()).status is Status.SUCCEEDED
+        )
         config, worker = manual(stack, redis_url, timeout="3s")
         short = ran(worker, queue, pushed(client, config, "v1"))
         assert short.status is Status.AWAITING, short.describe()
@@ -176,10 +191,12 @@ def test_promote_and_abort_requests_in_the_queue(redis_url: str, app_name: str) 
         assert promotions.ask("promote", requested_by="bob").outcome == "already-queued"
         abort = promotions.ask("abort", requested_by="bob")
         assert abort.outcome == "queued" and abort.job is not None
-        assert queue.get(first.job.id).status is Status.SUPERSEDED   # type: ignore[union-attr]
+        assert queue.get(first.job.id).status is Status.SUPERSEDED  # type: ignore[union-attr]
         newer = queue.enqueue("v3", source="webhook", requested_by="push").job
-        assert queue.get(abort.job.id).status is Status.SUPERSEDED   # type: ignore[union-attr]
-        with pytest.raises(UsageError, match=f"job {newer.id} \\(deploy v3\\) waits: a newer deploy supersedes"):
+        assert queue.get(abort.job.id).status is Status.SUPERSEDED  # type: ignore[union-attr]
+        with pytest.raises(
+            UsageError, match=f"job {newer.id} \\(deploy v3\\) waits: a newer deploy supersedes"
+        ):
             promotions.ask("promote", requested_by="ann")
         promotions.settle(lock, job, Status.SUPERSEDED, f"superseded by job {newer.id} (deploy v3)")
         settled = queue.get(job.id)

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 SETTINGS = {"health_timeout": "20s", "verify_window": "1s"}
 REPOSITORY = APP_REPO.removeprefix(f"{REGISTRY}/")
-PUSHED: list[str] = []   # the tags this module pushes: their local images go at the end
+PUSHED: list[str] = []  # the tags this module pushes: their local images go at the end
 
 
 @pytest.fixture(scope="module")
@@ -74,20 +74,53 @@ def push_foreign(tag: str, architecture: str, *, as_index: bool) -> str:
     """An image for `architecture` only, as one manifest or behind an index, over the HTTP API."""
     base = f"http://{REGISTRY}"
     with httpx.Client(timeout=10) as client:
-        config = upload_blob(client, base, REPOSITORY, json.dumps(
-            {"architecture": architecture, "os": "linux", "config": {"Labels": {"tag": tag}},
-             "rootfs": {"type": "layers", "diff_ids": []}}).encode())
-        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config}, "layers": []}
+        config = upload_blob(
+            client,
+            base,
+            REPOSITORY,
+            json.dumps(
+                {
+                    "architecture": architecture,
+                    "os": "linux",
+                    "config": {"Labels": {"tag": tag}},
+                    "rootfs": {"type": "layers", "diff_ids": []},
+                }
+            ).encode(),
+        )
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+            "layers": [],
+        }
         if not as_index:
             return put_manifest(client, base, REPOSITORY, tag, manifest)
         child = put_manifest(client, base, REPOSITORY, f"{tag}-{architecture}", manifest)
         size = len(json.dumps(manifest).encode())
-        return put_manifest(client, base, REPOSITORY, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            {"mediaType": OCI_MANIFEST, "digest": child, "size": size,
-             "platform": {"architecture": architecture, "os": "linux"}},
-            {"mediaType": OCI_MANIFEST, "digest": child, "size": size,   # a build attestation: no platform
-             "platform": {"architecture": "unknown", "os": "unknown"}}]})
+        return put_manifest(
+            client,
+            base,
+            REPOSITORY,
+            tag,
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": child,
+                        "size": size,
+                        "platform": {"architecture": architecture, "os": "linux"},
+                    },
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": child,
+                        "size": size,  # a build attestation: no platform
+                        "platform": {"architecture": "unknown", "os": "unknown"},
+                    },
+                ],
+            },
+        )
 
 
 def project_containers(stack: Stack) -> dict[str, str]:
@@ -99,7 +132,9 @@ def project_containers(stack: Stack) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("as_index", [False, True], ids=["manifest", "index"])
-def test_an_image_for_another_architecture_only_is_refused_before_any_pull(stack: Stack, as_index: bool) -> None:
+def test_an_image_for_another_architecture_only_is_refused_before_any_pull(
+    stack: Stack, as_index: bool
+) -> None:
     other = other_architecture()
     tag = new_tag("foreign")
     push_foreign(tag, other, as_index=as_index)
@@ -109,8 +144,10 @@ def test_an_image_for_another_architecture_only_is_refused_before_any_pull(stack
     refused = stack.watcher("deploy", tag)
 
     assert refused.returncode == 1, refused.stderr
-    assert f"{APP_REPO}:{tag} has no linux/{host.architecture} image (it has: linux/{other}); nothing was " \
-           "changed" in refused.stderr, refused.stderr
+    assert (
+        f"{APP_REPO}:{tag} has no linux/{host.architecture} image (it has: linux/{other}); nothing was "
+        "changed" in refused.stderr
+    ), refused.stderr
     assert not images.image_exists(f"{APP_REPO}:{tag}"), "nothing was pulled"
     assert (stack.state_file.read_text(), stack.live_route(), project_containers(stack)) == before
     assert stack.version() == "v1"
@@ -121,8 +158,14 @@ def config_of(stack: Stack) -> Config:
 
 
 def run_next_job(config: Config, client: redis.Redis) -> None:
-    worker = Worker(client, config.app, lambda progress: Deployment(config, progress=progress),
-                    lock_ttl=config.lock_ttl, name="pull-safety-test", stream=io.StringIO())
+    worker = Worker(
+        client,
+        config.app,
+        lambda progress: Deployment(config, progress=progress),
+        lock_ttl=config.lock_ttl,
+        name="pull-safety-test",
+        stream=io.StringIO(),
+    )
     assert worker.run_once(), "the worker ran nothing"
 
 
@@ -131,15 +174,16 @@ def flavor(stack: Stack) -> str:
 
 
 def test_a_tag_moved_after_the_enqueue_deploys_the_queued_digest_and_the_move_is_a_new_job(
-        stack: Stack, redis_url: str) -> None:
+    stack: Stack, redis_url: str
+) -> None:
     config, client = config_of(stack), connect(redis_url)
     queue = DeployQueue(client, config.app, retention=config.history)
     tag = new_tag("moved")
     first = images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag, flavor="first"))
     enqueued = stack.watcher("enqueue", tag, check=True)
     job_id = enqueued.stdout.strip()
-    assert queue.get(job_id).digest == first, "the CLI records the tag's digest with the job"   # type: ignore[union-attr]
-    second = images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag, flavor="second"))   # the tag moves
+    assert queue.get(job_id).digest == first, "the CLI records the tag's digest with the job"  # type: ignore[union-attr]
+    second = images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag, flavor="second"))  # the tag moves
     assert second != first
 
     run_next_job(config, client)
@@ -151,9 +195,11 @@ def test_a_tag_moved_after_the_enqueue_deploys_the_queued_digest_and_the_move_is
     assert flavor(stack) == "first", "the queued build serves, not the one the tag moved to"
     [follow] = queue.waiting()
     assert (follow.version, follow.digest, follow.source) == (tag, second, "cli"), follow
-    assert f"{tag} has moved to {second} since the job was queued: job {follow.id} deploys it" in (job.message or "")
+    assert f"{tag} has moved to {second} since the job was queued: job {follow.id} deploys it" in (
+        job.message or ""
+    )
 
-    run_next_job(config, client)   # the move, deployed as a job of its own
+    run_next_job(config, client)  # the move, deployed as a job of its own
 
     done = queue.get(follow.id)
     assert done is not None and done.status is Status.SUCCEEDED, done
@@ -166,10 +212,14 @@ def test_a_move_never_supersedes_a_newer_request(redis_url: str, app_name: str) 
     that saw the move, so it stays; with nothing waiting, the move is queued."""
     queue = DeployQueue(connect(redis_url), app_name)
     moved = "sha256:" + "ab" * 32
-    alone = queue.enqueue("v1", source="poll", requested_by="job 1 (its tag moved)", digest=moved, keep_newer=True)
+    alone = queue.enqueue(
+        "v1", source="poll", requested_by="job 1 (its tag moved)", digest=moved, keep_newer=True
+    )
     assert alone.outcome == "queued"
     newer = queue.enqueue("v3", source="webhook", requested_by="test")
-    assert queue.get(alone.job.id).status is Status.SUPERSEDED   # type: ignore[union-attr]
-    kept = queue.enqueue("v1", source="poll", requested_by="job 2 (its tag moved)", digest=moved, keep_newer=True)
+    assert queue.get(alone.job.id).status is Status.SUPERSEDED  # type: ignore[union-attr]
+    kept = queue.enqueue(
+        "v1", source="poll", requested_by="job 2 (its tag moved)", digest=moved, keep_newer=True
+    )
     assert (kept.outcome, kept.job.id) == ("newer-queued", newer.job.id)
     assert [job.id for job in queue.waiting()] == [newer.job.id]

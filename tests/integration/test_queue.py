@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness.fake_worker import running, fake_worker
 from tests.harness import images, waiting
-from tests.harness.stack import APP_REPO
+from tests.harness.fake_worker import fake_worker, running
 from tests.harness.redis_server import RedisServer
+from tests.harness.stack import APP_REPO
 from watcher.config import Retention
 from watcher.errors import GuardLost, LockBusy, UsageError
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, holder_of
@@ -43,8 +43,13 @@ def queue(client: redis.Redis, app_name: str) -> DeployQueue:
     return DeployQueue(client, app_name)
 
 
-def ask(queue: DeployQueue, version: str, digest: str | None = None, source: str = "cli",  # noqa: ANN201
-        live: Live | None = None):
+def ask(
+    queue: DeployQueue,
+    version: str,
+    digest: str | None = None,
+    source: str = "cli",  # noqa: ANN201
+    live: Live | None = None,
+):
     return queue.enqueue(version, source=source, requested_by="test", digest=digest, live=live)
 
 
@@ -52,11 +57,27 @@ def wait_until(condition, timeout: float = 20, what: str = "condition"):  # noqa
     return waiting.wait_until(condition, timeout, what)
 
 
-def spawn_fake_worker(url: str, app: str, name: str, log: Path, *, ttl: float = 3.0,
-                      phase_seconds: float = 0.0) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "tests.harness.fake_worker", url, app, "--ttl", str(ttl),
-                             "--name", name, "--phase-seconds", str(phase_seconds)],
-                            cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def spawn_fake_worker(
+    url: str, app: str, name: str, log: Path, *, ttl: float = 3.0, phase_seconds: float = 0.0
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.harness.fake_worker",
+            url,
+            app,
+            "--ttl",
+            str(ttl),
+            "--name",
+            name,
+            "--phase-seconds",
+            str(phase_seconds),
+        ],
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def switches(client: redis.Redis, app: str) -> list[dict[str, object]]:
@@ -64,6 +85,7 @@ def switches(client: redis.Redis, app: str) -> list[dict[str, object]]:
 
 
 # -- enqueue: coalescing and no-ops -------------------------------------------------------
+
 
 def test_newest_request_supersedes_what_waits_and_a_repeat_is_a_no_op(queue: DeployQueue) -> None:
     first = ask(queue, "v2")
@@ -92,8 +114,9 @@ def test_same_tag_with_a_new_digest_is_a_new_request(queue: DeployQueue) -> None
     assert queue.get(first.job.id).status is Status.SUPERSEDED  # type: ignore[union-attr]
 
 
-def test_the_live_version_is_a_no_op_only_when_nothing_waits_or_runs(client: redis.Redis, queue: DeployQueue,
-                                                                       app_name: str) -> None:
+def test_the_live_version_is_a_no_op_only_when_nothing_waits_or_runs(
+    client: redis.Redis, queue: DeployQueue, app_name: str
+) -> None:
     """What is live comes from the caller (the engine's route file and state), not from Redis."""
     digest = "sha256:" + "c" * 64
     live = Live("v1", "blue", digest)
@@ -150,6 +173,7 @@ def test_history_is_newest_first_and_trimmed(client: redis.Redis, app_name: str)
 
 # -- the lock ----------------------------------------------------------------------------
 
+
 def test_lock_is_exclusive_fenced_and_names_its_holder(client: redis.Redis, app_name: str) -> None:
     first = DeployLock(client, app_name, ttl=5, purpose="deploy v2").acquire()
     first_fence = first.fence
@@ -170,7 +194,7 @@ def test_lock_is_exclusive_fenced_and_names_its_holder(client: redis.Redis, app_
     assert second.fence is not None and first_fence is not None and second.fence > first_fence
     second_fence = second.fence
     threading.Timer(0.5, second.release).start()
-    third = DeployLock(client, app_name, ttl=5, purpose="reset").acquire(wait=10)   # --wait-lock
+    third = DeployLock(client, app_name, ttl=5, purpose="reset").acquire(wait=10)  # --wait-lock
     assert third.fence is not None and third.fence > second_fence
     third.release()
 
@@ -184,14 +208,16 @@ def test_renewal_keeps_the_lock_well_past_its_ttl(client: redis.Redis, app_name:
         assert holder_of(client, app_name)["fence"] == lock.fence  # type: ignore[index]
 
 
-def test_a_stale_holder_is_fenced_out_of_every_write(client: redis.Redis, queue: DeployQueue, app_name: str) -> None:
+def test_a_stale_holder_is_fenced_out_of_every_write(
+    client: redis.Redis, queue: DeployQueue, app_name: str
+) -> None:
     """A holder that stalls past its TTL (here: its renewals stop) can write nothing once another
     took the lock: not the switch (check), not the job's phase or outcome."""
     job = ask(queue, "v2").job
     stale = DeployLock(client, app_name, ttl=1, purpose="worker a").acquire()
     taken = queue.take(stale, worker="a")
     assert taken is not None and taken.job.id == job.id
-    stale._stop.set()   # what SIGSTOP does to the renewal thread
+    stale._stop.set()  # what SIGSTOP does to the renewal thread
     time.sleep(1.3)
     fresh = DeployLock(client, app_name, ttl=5, purpose="worker b").acquire()
     try:
@@ -227,15 +253,16 @@ def test_unlock_force_takes_the_lock_from_its_holder(client: redis.Redis, app_na
     lock.release()
 
 
-def test_a_job_whose_workers_keep_dying_fails_cleanly(client: redis.Redis, queue: DeployQueue,
-                                                      app_name: str) -> None:
+def test_a_job_whose_workers_keep_dying_fails_cleanly(
+    client: redis.Redis, queue: DeployQueue, app_name: str
+) -> None:
     job = ask(queue, "v2").job
     for attempt in (1, 2):
         lock = DeployLock(client, app_name, ttl=5, purpose="w").acquire()
         taken = queue.take(lock, worker=f"w{attempt}")
         assert taken is not None and taken.job.attempts == attempt
         queue.set_phase(lock, taken.job, "health")
-        lock.release()   # the worker "dies": the job stays in `running` without a lock
+        lock.release()  # the worker "dies": the job stays in `running` without a lock
     lock = DeployLock(client, app_name, ttl=5, purpose="w").acquire()
     assert queue.take(lock, worker="w3") is None
     lock.release()
@@ -247,8 +274,10 @@ def test_a_job_whose_workers_keep_dying_fails_cleanly(client: redis.Redis, queue
 
 # -- workers -------------------------------------------------------------------------------
 
+
 def test_pause_holds_new_jobs_across_a_worker_restart_and_resume_runs_the_newest(
-        client: redis.Redis, queue: DeployQueue, app_name: str) -> None:
+    client: redis.Redis, queue: DeployQueue, app_name: str
+) -> None:
     pause = Suspension(client, app_name)
     with running(fake_worker(client, app_name, ttl=3, name="w1", phase_seconds=0.5)):
         first = ask(queue, "v1").job
@@ -273,7 +302,9 @@ def test_pause_holds_new_jobs_across_a_worker_restart_and_resume_runs_the_newest
     assert pause.paused() is None
 
 
-def test_a_rollback_job_runs_the_engines_rollback(client: redis.Redis, queue: DeployQueue, app_name: str) -> None:
+def test_a_rollback_job_runs_the_engines_rollback(
+    client: redis.Redis, queue: DeployQueue, app_name: str
+) -> None:
     with running(fake_worker(client, app_name, ttl=3, name="w1")):
         job = ask(queue, "v1", source="rollback").job
         assert job.kind == "rollback"
@@ -282,9 +313,9 @@ def test_a_rollback_job_runs_the_engines_rollback(client: redis.Redis, queue: De
     assert [(s["version"], s["kind"]) for s in switches(client, app_name)] == [("v1", "rollback")]
 
 
-def test_a_killed_workers_job_is_taken_over_once_its_lock_expires(client: redis.Redis, queue: DeployQueue,
-                                                                   redis_url: str, app_name: str,
-                                                                   tmp_path: Path) -> None:
+def test_a_killed_workers_job_is_taken_over_once_its_lock_expires(
+    client: redis.Redis, queue: DeployQueue, redis_url: str, app_name: str, tmp_path: Path
+) -> None:
     log = tmp_path / "workers.log"
     victim = spawn_fake_worker(redis_url, app_name, "victim", log, ttl=2, phase_seconds=2)
     heir = None
@@ -295,8 +326,11 @@ def test_a_killed_workers_job_is_taken_over_once_its_lock_expires(client: redis.
         victim.kill()
         killed = time.monotonic()
         victim.wait()
-        holder = wait_until(lambda: (h := holder_of(client, app_name)) and "heir" in h["purpose"] and h,
-                            timeout=10, what="the heir taking the lock")
+        holder = wait_until(
+            lambda: (h := holder_of(client, app_name)) and "heir" in h["purpose"] and h,
+            timeout=10,
+            what="the heir taking the lock",
+        )
         handed_over = time.monotonic() - killed
         assert handed_over < 2 + 1.5, f"lock handed over after {handed_over:.1f}s (TTL 2s)"
         done = wait_until(lambda: (j := queue.get(job.id)) and j.status.final and j, what="the job's end")
@@ -311,8 +345,9 @@ def test_a_killed_workers_job_is_taken_over_once_its_lock_expires(client: redis.
     assert "taking it over: its worker victim stopped during health" in log.read_text()
 
 
-def test_sigterm_aborts_the_job_in_flight_and_requeues_it(client: redis.Redis, queue: DeployQueue,
-                                                         redis_url: str, app_name: str, tmp_path: Path) -> None:
+def test_sigterm_aborts_the_job_in_flight_and_requeues_it(
+    client: redis.Redis, queue: DeployQueue, redis_url: str, app_name: str, tmp_path: Path
+) -> None:
     log = tmp_path / "worker.log"
     proc = spawn_fake_worker(redis_url, app_name, "w1", log, ttl=3, phase_seconds=3)
     try:
@@ -331,19 +366,21 @@ def test_sigterm_aborts_the_job_in_flight_and_requeues_it(client: redis.Redis, q
     assert "is back in the queue" in log.read_text()
 
 
-def test_workers_carry_on_after_a_redis_restart_and_nothing_waiting_is_lost(private_redis: RedisServer,
-                                                                              app_name: str,
-                                                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_carry_on_after_a_redis_restart_and_nothing_waiting_is_lost(
+    private_redis: RedisServer, app_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client = connect(private_redis.url)
     queue = DeployQueue(client, app_name)
     Suspension(client, app_name).pause(by="ops", reason="redis maintenance")
     with running(fake_worker(client, app_name, ttl=3, name="w1", phase_seconds=0.1)):
         ask(queue, "v1")
         last = ask(queue, "v2", "sha256:" + "e" * 64, source="webhook").job
-        time.sleep(1.2)   # longer than the AOF's fsync interval; the restart is a clean one anyway
-        private_redis.restart(down_for=2.0)   # the worker polls the dead Redis meanwhile
+        time.sleep(1.2)  # longer than the AOF's fsync interval; the restart is a clean one anyway
+        private_redis.restart(down_for=2.0)  # the worker polls the dead Redis meanwhile
         waiting = queue.waiting()
-        assert [(j.id, j.version, j.digest, j.source) for j in waiting] == [(last.id, "v2", last.digest, "webhook")]
+        assert [(j.id, j.version, j.digest, j.source) for j in waiting] == [
+            (last.id, "v2", last.digest, "webhook")
+        ]
         assert Suspension(client, app_name).paused()["reason"] == "redis maintenance"  # type: ignore[index]
         Suspension(client, app_name).resume()
         done = wait_until(lambda: (j := queue.get(last.id)) and j.status.final and j, what="v2 done")
@@ -353,14 +390,16 @@ def test_workers_carry_on_after_a_redis_restart_and_nothing_waiting_is_lost(priv
     assert any("works again after" in m for m in messages), messages
 
 
-def test_lock_check_rides_out_a_redis_blip_but_not_an_outage(private_redis: RedisServer, app_name: str) -> None:
+def test_lock_check_rides_out_a_redis_blip_but_not_an_outage(
+    private_redis: RedisServer, app_name: str
+) -> None:
     client = connect(private_redis.url)
     lock = DeployLock(client, app_name, ttl=4, purpose="deploy v2").acquire()
     try:
         private_redis.stop()
         blip = threading.Timer(1.0, private_redis.start)
         blip.start()
-        lock.check()   # waits for Redis within the lease, then proves ownership
+        lock.check()  # waits for Redis within the lease, then proves ownership
         blip.join()
 
         private_redis.stop()
@@ -392,19 +431,33 @@ lock_ttl = "3s"
 """
 
 
-def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redis, queue: DeployQueue,
-                                                               redis_url: str, app_name: str, app_images: dict[str, str],
-                                                               tmp_path: Path) -> None:
+def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(
+    client: redis.Redis,
+    queue: DeployQueue,
+    redis_url: str,
+    app_name: str,
+    app_images: dict[str, str],
+    tmp_path: Path,
+) -> None:
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (tmp_path / name).write_text("")
     (tmp_path / "watcher.toml").write_text(CONFIG.format(app=app_name, url=redis_url))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WATCHER_LOCK_TTL")}
-    env.update(WATCHER_CONFIG=str(tmp_path / "watcher.toml"), PYTHONPATH=str(REPO),
-               DOCKER_HOST="unix:///nonexistent/docker.sock")
+    env.update(
+        WATCHER_CONFIG=str(tmp_path / "watcher.toml"),
+        PYTHONPATH=str(REPO),
+        DOCKER_HOST="unix:///nonexistent/docker.sock",
+    )
 
     def watcher(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "watcher", *args], cwd=tmp_path, env=env, text=True,
-                              capture_output=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "watcher", *args],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     out = watcher("pause", "--reason", "freeze")
     assert out.returncode == 0 and "paused by" in out.stdout
@@ -430,8 +483,8 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(client: redis.Redi
         waited = watcher("enqueue", "v3", "--wait")
         assert waited.returncode == 0, waited.stderr
         assert "succeeded" in waited.stdout and "running on cli-w, phase health" in waited.stderr
-        tag = f"fail{uuid.uuid4().hex[:8]}"       # new to the registry, whatever earlier runs pushed
-        missing = watcher("enqueue", tag)         # refused at once, as `deploy` would be, not in a worker
+        tag = f"fail{uuid.uuid4().hex[:8]}"  # new to the registry, whatever earlier runs pushed
+        missing = watcher("enqueue", tag)  # refused at once, as `deploy` would be, not in a worker
         assert missing.returncode == 2 and f"{tag} does not exist in the registry" in missing.stderr
         assert not DeployQueue(client, app_name).waiting()
         images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag))
@@ -454,6 +507,11 @@ def test_queue_commands_need_redis(tmp_path: Path) -> None:
     config = CONFIG.format(app="shop", url="x").split("[redis]")[0]
     (tmp_path / "watcher.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    proc = subprocess.run([sys.executable, "-m", "watcher", "-c", str(tmp_path / "watcher.toml"), "queue"],
-                          env={**env, "PYTHONPATH": str(REPO)}, text=True, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "watcher", "-c", str(tmp_path / "watcher.toml"), "queue"],
+        env={**env, "PYTHONPATH": str(REPO)},
+        text=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "the queue needs Redis" in proc.stderr

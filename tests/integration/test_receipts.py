@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 def answered_in(results: list[LoadResult], start: float, end: float) -> collections.Counter[tuple[str, int]]:
     """The load generator's complete responses received in [start, end), by colour and status."""
-    return collections.Counter((color, status) for r in results for at, color, status in r.answered
-                               if start <= at < end)
+    return collections.Counter(
+        (color, status) for r in results for at, color, status in r.answered if start <= at < end
+    )
 
 
 def test_the_receipt_counts_what_the_load_generator_was_answered(stack: Stack) -> None:
@@ -41,12 +42,14 @@ def test_the_receipt_counts_what_the_load_generator_was_answered(stack: Stack) -
     for color in ("blue", "green"):
         mine = sum(n for (c, _), n in got.items() if c == color)
         assert abs(receipt["colors"][color]["requests"] - mine) <= max(2, 0.01 * mine), (color, receipt, got)
-    assert receipt["failed"] == 0 and receipt["probes"] > 0     # the verification's own requests, apart
+    assert receipt["failed"] == 0 and receipt["probes"] > 0  # the verification's own requests, apart
     assert receipt["summary"] == f"served {receipt['requests']:,} requests during the swap, 0 failed"
     moved = [row for row in receipt["seconds"] if row["t"] >= 0]
     assert moved[0].get("green") and moved[-1].get("green") and not moved[-1].get("blue")
-    print(f"receipt accuracy: {receipt['requests']} in the receipt vs {total} answered to the load "
-          f"({(receipt['requests'] - total) / total:+.3%})")
+    print(
+        f"receipt accuracy: {receipt['requests']} in the receipt vs {total} answered to the load "
+        f"({(receipt['requests'] - total) / total:+.3%})"
+    )
 
 
 def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack) -> None:
@@ -56,7 +59,7 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
     stack = queued
     assert stack.watcher("deploy", "v1").returncode == 0
     worker = stack.spawn("worker")
-    threading.Thread(target=worker.communicate, daemon=True).start()   # its output must not fill the pipe
+    threading.Thread(target=worker.communicate, daemon=True).start()  # its output must not fill the pipe
     try:
         with under_load(stack) as loads:
             proc = stack.watcher("enqueue", "err5", "--wait", timeout=180)
@@ -67,7 +70,9 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
     assert stack.live_route() == "blue" and stack.version() == "v1"
     job = json.loads(stack.watcher("history", "--json").stdout)[0]
     assert job["version"] == "err5" and job["status"] == "failed"
-    assert "bake: green answered" in job["reason"] and "above the allowed 1.0%" in job["reason"], job["reason"]
+    assert "bake: green answered" in job["reason"] and "above the allowed 1.0%" in job["reason"], job[
+        "reason"
+    ]
     receipt = job["receipt"]
     green, blue = receipt["colors"]["green"], receipt["colors"]["blue"]
     assert receipt["kind"] == "abort" and green["classes"].get("5xx", 0) > 0
@@ -79,12 +84,16 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
     assert set(loads.results[0].errors) | set(loads.results[1].errors) == {"status 500"}, loads.describe()
     got = answered_in(loads.results, receipt["start"], receipt["end"])
     assert {c for (c, status) in got if status == 500} == {"green"}
-    assert loads.failed == sum(n for (_, status), n in got.items() if status == 500) == green["classes"]["5xx"]
+    assert (
+        loads.failed == sum(n for (_, status), n in got.items() if status == 500) == green["classes"]["5xx"]
+    )
     shown = stack.watcher("show", job["id"])
     assert receipt["summary"] in shown.stdout, shown.stdout
     print(shown.stdout)
-    print(f"bake: switch to err5 -> switched back after {job['phases']['verify']:.1f}s of verification "
-          f"(green served {green['requests']}, {green['failed']} failed)")
+    print(
+        f"bake: switch to err5 -> switched back after {job['phases']['verify']:.1f}s of verification "
+        f"(green served {green['requests']}, {green['failed']} failed)"
+    )
 
 
 def test_a_websocket_on_the_old_colour_lasts_until_the_drain_timeout(stack: Stack) -> None:
@@ -116,7 +125,11 @@ def test_a_websocket_on_the_old_colour_lasts_until_the_drain_timeout(stack: Stac
     assert closed, "the stream was not closed when the old colour stopped"
     moved, drain = receipt["moved_at"], json.loads(proc.stdout)["phases"]["drain"]
     assert drain >= 5.5, f"the drain did not wait for the open stream: {drain:.1f}s"
-    assert any(at > moved + 4 for at, text in echoes if text == "ping"), "the stream stopped working at the switch"
-    assert closed[0] >= moved + 6, (closed[0] - moved)
-    assert receipt["colors"]["blue"]["long_lived"] == 1 and receipt["colors"]["blue"]["classes"].get("1xx") == 1
+    assert any(at > moved + 4 for at, text in echoes if text == "ping"), (
+        "the stream stopped working at the switch"
+    )
+    assert closed[0] >= moved + 6, closed[0] - moved
+    assert (
+        receipt["colors"]["blue"]["long_lived"] == 1 and receipt["colors"]["blue"]["classes"].get("1xx") == 1
+    )
     print(f"websocket: open on blue until {closed[0] - moved:.1f}s after the switch (drain {drain:.1f}s)")

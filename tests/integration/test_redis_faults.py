@@ -60,16 +60,18 @@ def renewer(lock: DeployLock) -> threading.Thread:
 
 # -- a failover: the server turns read-only replica, then master again ------------------------
 
+
 def test_a_failover_shorter_than_the_lease_is_ridden_out_and_the_renewal_goes_on(
-        private_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client = connect(private_redis.url)
-    lock = DeployLock(client, APP, ttl=6, purpose="deploy v2").acquire()   # renewed every 2 s
+    lock = DeployLock(client, APP, ttl=6, purpose="deploy v2").acquire()  # renewed every 2 s
     try:
         private_redis.fail_over()
-        with pytest.raises(redis.exceptions.ReadOnlyError):   # the failover is real
+        with pytest.raises(redis.exceptions.ReadOnlyError):  # the failover is real
             client.set(key(APP, "probe"), "x")
-        time.sleep(3)   # a renewal falls in it and answers READONLY
-        lock.check()    # the replica still has the key: ownership proved within the lease
+        time.sleep(3)  # a renewal falls in it and answers READONLY
+        lock.check()  # the replica still has the key: ownership proved within the lease
         assert renewer(lock).is_alive()
         private_redis.take_over()
         wait_until(lambda: client.pttl(key(APP, "lock")) > 5000, 10, "a renewal once Redis is writable again")
@@ -84,11 +86,12 @@ def test_a_failover_shorter_than_the_lease_is_ridden_out_and_the_renewal_goes_on
 
 
 def test_the_lock_check_waits_for_a_replica_that_cannot_answer_within_the_lease(
-        private_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client = connect(private_redis.url)
     lock = DeployLock(client, APP, ttl=6, purpose="deploy v2").acquire()
     try:
-        private_redis.fail_over(stale_reads=False)   # reads too answer MASTERDOWN
+        private_redis.fail_over(stale_reads=False)  # reads too answer MASTERDOWN
         back = threading.Timer(1.5, private_redis.take_over)
         back.start()
         started = time.monotonic()
@@ -102,20 +105,21 @@ def test_the_lock_check_waits_for_a_replica_that_cannot_answer_within_the_lease(
 
 
 @pytest.mark.parametrize("stale_reads", [True, False], ids=["stale-reads", "no-reads"])
-def test_a_failover_longer_than_the_lease_loses_the_lock_as_guard_lost_only(private_redis: RedisServer,
-                                                                           stale_reads: bool) -> None:
+def test_a_failover_longer_than_the_lease_loses_the_lock_as_guard_lost_only(
+    private_redis: RedisServer, stale_reads: bool
+) -> None:
     client = connect(private_redis.url)
-    lock = DeployLock(client, APP, ttl=3, purpose="deploy v2").acquire()   # a 2.7 s lease
+    lock = DeployLock(client, APP, ttl=3, purpose="deploy v2").acquire()  # a 2.7 s lease
     try:
         private_redis.fail_over(stale_reads=stale_reads)
         if stale_reads:
-            time.sleep(2.9)   # reads would still prove the key: the lease is what ends it
+            time.sleep(2.9)  # reads would still prove the key: the lease is what ends it
         started = time.monotonic()
         with pytest.raises(GuardLost, match="could not be renewed within its 3s lease"):
-            lock.check()      # without reads, MASTERDOWN is retried until the lease ends
+            lock.check()  # without reads, MASTERDOWN is retried until the lease ends
         assert time.monotonic() - started < (1 if stale_reads else 3)
         assert renewer(lock).is_alive(), "the renewal thread keeps trying through the failover"
-        time.sleep(1.0)   # the key has expired by now
+        time.sleep(1.0)  # the key has expired by now
         private_redis.take_over()
         wait_until(lambda: not renewer(lock).is_alive(), 10, "the renewal to find the key gone")
         with pytest.raises(GuardLost, match="was lost; it is free now"):
@@ -124,8 +128,9 @@ def test_a_failover_longer_than_the_lease_loses_the_lock_as_guard_lost_only(priv
         lock.release()
 
 
-def test_an_idle_worker_rides_out_a_failover_and_then_runs_a_job(private_redis: RedisServer,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_an_idle_worker_rides_out_a_failover_and_then_runs_a_job(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """Blocked in BLPOP when the server turns replica, the worker is told UNBLOCKED; then every
     BLPOP answers READONLY. Neither may end its loop."""
     client = connect(private_redis.url)
@@ -145,13 +150,14 @@ def test_an_idle_worker_rides_out_a_failover_and_then_runs_a_job(private_redis: 
 
 
 def test_a_worker_started_during_a_failover_takes_the_waiting_job_once_it_is_over(
-        private_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client = connect(private_redis.url)
     queue = DeployQueue(client, APP)
     job = queue.enqueue("v2", source="cli", requested_by="test").job
     private_redis.fail_over()
     with running(fake_worker(client, APP, ttl=3, name="w2")) as thread:
-        time.sleep(2.5)   # it sees the job (reads work) but cannot take the lock (a write)
+        time.sleep(2.5)  # it sees the job (reads work) but cannot take the lock (a write)
         assert thread.is_alive() and queue.get(job.id).status is Status.QUEUED  # type: ignore[union-attr]
         private_redis.take_over()
         done = wait_until(lambda: (j := queue.get(job.id)) and j.status.final and j, 20, "the job's end")
@@ -174,22 +180,24 @@ def _try_enqueue(queue: DeployQueue, version: str) -> str | None:
 
 # -- a full server: maxmemory reached under noeviction -----------------------------------------
 
+
 def test_a_full_redis_keeps_the_lock_and_holds_back_writes_until_memory_is_freed(
-        private_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     client = connect(private_redis.url)
     lock = DeployLock(client, APP, ttl=3, purpose="deploy v2").acquire()
     try:
         private_redis.fill_up()
-        with pytest.raises(redis.exceptions.OutOfMemoryError):   # the server is really full
+        with pytest.raises(redis.exceptions.OutOfMemoryError):  # the server is really full
             client.set(key(APP, "probe"), "x")
-        time.sleep(4)   # longer than the lease: a renewal (PEXPIRE) needs no memory
+        time.sleep(4)  # longer than the lease: a renewal (PEXPIRE) needs no memory
         lock.check()
         assert renewer(lock).is_alive()
 
         freed = threading.Timer(1.5, private_redis.free_up)
         freed.start()
         started = time.monotonic()
-        other = DeployLock(client, "other", ttl=3, purpose="deploy v1").acquire()   # INCR, SET: OOM
+        other = DeployLock(client, "other", ttl=3, purpose="deploy v1").acquire()  # INCR, SET: OOM
         freed.join()
         assert time.monotonic() - started >= 1.4
         other.release()
@@ -202,8 +210,10 @@ def test_a_full_redis_keeps_the_lock_and_holds_back_writes_until_memory_is_freed
 
 # -- refusals: a wrong password, a missing ACL permission ----------------------------------------
 
-REFUSED = (r"Redis at redis://127\.0\.0\.1:\d+/0 refused the password: check REDIS_PASSWORD / "
-           r"REDIS_PASSWORD_FILE or the password in \[redis\] url / REDIS_URL")
+REFUSED = (
+    r"Redis at redis://127\.0\.0\.1:\d+/0 refused the password: check REDIS_PASSWORD / "
+    r"REDIS_PASSWORD_FILE or the password in \[redis\] url / REDIS_URL"
+)
 
 
 def test_a_wrong_password_fails_every_call_at_once_naming_the_setting(private_redis: RedisServer) -> None:
@@ -238,29 +248,48 @@ def test_a_command_the_acl_denies_fails_at_once_naming_the_user(private_redis: R
     client = connect(private_redis.url.replace("//", "//reader:reader-pass@"))
     assert client.ping()
     started = time.monotonic()
-    with pytest.raises(RedisRefused, match=r"denied a command to the user of \[redis\] url / REDIS_URL.*'eval'"):
+    with pytest.raises(
+        RedisRefused, match=r"denied a command to the user of \[redis\] url / REDIS_URL.*'eval'"
+    ):
         DeployLock(client, APP, ttl=3, purpose="deploy v1").acquire(wait=10)
     assert time.monotonic() - started < 1
 
 
-@pytest.mark.parametrize("argv, url_in", [
-    (["enqueue", "v1"], "config"),
-    (["worker", "--name", "w1"], "config"),
-    (["deploy", "v1"], "env"),
-], ids=["enqueue", "worker", "deploy-with-REDIS_URL"])
-def test_the_cli_exits_at_once_on_a_wrong_password_naming_the_setting(private_redis: RedisServer, tmp_path: Path,
-                                                                      argv: list[str], url_in: str) -> None:
+@pytest.mark.parametrize(
+    "argv, url_in",
+    [
+        (["enqueue", "v1"], "config"),
+        (["worker", "--name", "w1"], "config"),
+        (["deploy", "v1"], "env"),
+    ],
+    ids=["enqueue", "worker", "deploy-with-REDIS_URL"],
+)
+def test_the_cli_exits_at_once_on_a_wrong_password_naming_the_setting(
+    private_redis: RedisServer, tmp_path: Path, argv: list[str], url_in: str
+) -> None:
     private_redis.require_password(PASSWORD)
     redis_section = f'\n[redis]\nurl = "{private_redis.url}"\nlock_ttl = "3s"\n' if url_in == "config" else ""
-    write_project(tmp_path, app=APP, image="127.0.0.1:5000/watcher-test/app", port=free_port(), extra=redis_section)
+    write_project(
+        tmp_path, app=APP, image="127.0.0.1:5000/watcher-test/app", port=free_port(), extra=redis_section
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "WATCHER_"))}
-    env.update(WATCHER_CONFIG=str(tmp_path / "watcher.toml"), PYTHONPATH=str(REPO), REDIS_PASSWORD=WRONG,
-               DOCKER_HOST="unix:///nonexistent/docker.sock")
+    env.update(
+        WATCHER_CONFIG=str(tmp_path / "watcher.toml"),
+        PYTHONPATH=str(REPO),
+        REDIS_PASSWORD=WRONG,
+        DOCKER_HOST="unix:///nonexistent/docker.sock",
+    )
     if url_in == "env":
         env["REDIS_URL"] = private_redis.url
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "watcher", *argv], cwd=tmp_path, env=env, text=True,
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "watcher", *argv],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=30,
+    )
     took = time.monotonic() - started
     assert out.returncode == 2, out.stderr
     assert took < 5, f"took {took:.1f}s: {out.stderr}"

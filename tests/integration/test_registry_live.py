@@ -51,8 +51,9 @@ def open_registry(registry_binary: str, tmp_path_factory: pytest.TempPathFactory
     """An unauthenticated registry with 25 tagged OCI images and one multi-arch index."""
     with running_registry(registry_binary, tmp_path_factory.mktemp("open")) as registry:
         digests = push_images(registry.url, "watcher/app", TAGS)
-        digests["multi"] = push_index(registry.url, "watcher/app", "multi",
-                                      [digests["1.0.0"], digests["1.0.1"]])
+        digests["multi"] = push_index(
+            registry.url, "watcher/app", "multi", [digests["1.0.0"], digests["1.0.1"]]
+        )
         yield {"registry": registry, "digests": digests}
 
 
@@ -62,8 +63,10 @@ def token_setup(registry_binary: str, tmp_path_factory: pytest.TempPathFactory) 
     openssl = require_tool("openssl")
     workdir = tmp_path_factory.mktemp("token")
     tokens = TokenService(openssl, workdir, users={USER: PASSWORD}, public={"acme/public"})
-    with tokens.serving(), running_registry(registry_binary, workdir / "registry",
-                                            tokens.registry_auth()) as registry:
+    with (
+        tokens.serving(),
+        running_registry(registry_binary, workdir / "registry", tokens.registry_auth()) as registry,
+    ):
         for repo in ("acme/private", "acme/public"):
             push = tokens.mint("pusher", [{"type": "repository", "name": repo, "actions": ["pull", "push"]}])
             push_images(registry.url, repo, TAGS, headers={"Authorization": f"Bearer {push}"})
@@ -141,8 +144,10 @@ def test_token_flow_with_credentials_and_pagination(tokens: TokenService, proxy:
     pages = [path for method, path, _ in proxy.seen if "/tags/list" in path]
     # First page twice (401 challenge, then with the token), then two further pages.
     assert pages[0] == pages[1] == "/v2/acme/private/tags/list?n=10"
-    assert pages[2:] == ["/v2/acme/private/tags/list?n=10&last=1.1.4",
-                         "/v2/acme/private/tags/list?n=10&last=1.3.4"]
+    assert pages[2:] == [
+        "/v2/acme/private/tags/list?n=10&last=1.1.4",
+        "/v2/acme/private/tags/list?n=10&last=1.3.4",
+    ]
     assert all(auth and auth.startswith("Bearer ") for _, _, auth in proxy.seen[1:])
     assert digest.startswith("sha256:")
     # One token for the whole session, requested with Basic credentials and the registry's scope.
@@ -195,16 +200,18 @@ def test_429_retry_after_is_honoured(tokens: TokenService, proxy: Proxy, sleeps:
     assert proxy.seen[0][0] == "HEAD" and len(proxy.seen) == 3  # 429, 401 challenge, 200
 
 
-def test_long_retry_after_is_left_to_the_caller(tokens: TokenService, proxy: Proxy,
-                                                  sleeps: list[float]) -> None:
+def test_long_retry_after_is_left_to_the_caller(
+    tokens: TokenService, proxy: Proxy, sleeps: list[float]
+) -> None:
     proxy.canned.append((429, {"Retry-After": "3600"}))
     with RegistryClient() as client, pytest.raises(RateLimited) as caught:
         client.list_tags(ImageRef.parse(f"{proxy.host}/acme/public"))
     assert caught.value.retry_after == 3600 and sleeps == []
 
 
-def test_5xx_then_recovery_and_then_unavailable(tokens: TokenService, proxy: Proxy,
-                                                sleeps: list[float]) -> None:
+def test_5xx_then_recovery_and_then_unavailable(
+    tokens: TokenService, proxy: Proxy, sleeps: list[float]
+) -> None:
     ref = ImageRef.parse(f"{proxy.host}/acme/public")
     with RegistryClient(max_retries=2, backoff=0.01) as client:
         proxy.canned.extend([(503, {}), (502, {})])
@@ -242,6 +249,8 @@ def test_basic_challenge(registry_binary: str, tmp_path: Path) -> None:
             assert client.list_tags(ref) == ["1.0.0"]
         with RegistryClient() as client, pytest.raises(AuthError, match="requires a username"):
             client.list_tags(ref)
-        with RegistryClient(username=USER, password="nope") as client, \
-                pytest.raises(AuthError, match="check the credentials"):
+        with (
+            RegistryClient(username=USER, password="nope") as client,
+            pytest.raises(AuthError, match="check the credentials"),
+        ):
             client.list_tags(ref)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -77,8 +77,9 @@ def assert_nothing_switched(stack: Stack, color: str, version: str, idle: str) -
 
 def test_a_failing_smoke_check_aborts_with_nothing_switched(smoke_stack: Stack) -> None:
     color, version, idle, other = live_and_other(smoke_stack)
-    smoke_stack.write_config(extra='\n[[smoke]]\npath = "/version"\nbody_contains = "v"\n'
-                                   '\n[[smoke]]\npath = "/nope"\n')
+    smoke_stack.write_config(
+        extra='\n[[smoke]]\npath = "/version"\nbody_contains = "v"\n\n[[smoke]]\npath = "/nope"\n'
+    )
     proc = smoke_stack.watcher("deploy", other)
     assert proc.returncode == 1, proc.stderr
     assert "smoke check GET /version" in proc.stderr, "the checks run in order"
@@ -89,12 +90,15 @@ def test_a_failing_smoke_check_aborts_with_nothing_switched(smoke_stack: Stack) 
 
 def test_a_failing_smoke_hook_aborts_with_its_output_and_never_the_secret(smoke_stack: Stack) -> None:
     color, version, idle, other = live_and_other(smoke_stack)
-    smoke_stack.write_config(extra='smoke = ["sh", "-c", "echo \\"sent $WATCHER_PREVIEW_HEADER\\"; '
-                                   'echo orders page exploded >&2; exit 4"]\n')
+    smoke_stack.write_config(
+        extra='smoke = ["sh", "-c", "echo \\"sent $WATCHER_PREVIEW_HEADER\\"; '
+        'echo orders page exploded >&2; exit 4"]\n'
+    )
     proc = smoke_stack.watcher("deploy", other)
     assert proc.returncode == 1, proc.stderr
-    assert "smoke hook exited 4: sent X-Watcher-Preview: <preview secret> | orders page exploded" in proc.stderr, \
-        proc.stderr
+    assert (
+        "smoke hook exited 4: sent X-Watcher-Preview: <preview secret> | orders page exploded" in proc.stderr
+    ), proc.stderr
     assert_nothing_switched(smoke_stack, color, version, idle)
 
 
@@ -104,8 +108,10 @@ def test_load_never_reaches_the_previewed_colour(smoke_stack: Stack) -> None:
     only the right secret reaches it."""
     color, version, idle, other = live_and_other(smoke_stack)
     (smoke_stack.root / "smoke_probe.py").write_text(PROBE)
-    smoke_stack.write_config(extra=f'smoke = {json.dumps([sys.executable, "smoke_probe.py"])}\n'
-                                   f'\n[[smoke]]\npath = "/version"\nbody_contains = "{other}"\n')
+    smoke_stack.write_config(
+        extra=f"smoke = {json.dumps([sys.executable, 'smoke_probe.py'])}\n"
+        f'\n[[smoke]]\npath = "/version"\nbody_contains = "{other}"\n'
+    )
     with under_load(smoke_stack) as loads:
         proc = smoke_stack.watcher("deploy", other)
         assert proc.returncode == 0, proc.stderr
@@ -114,13 +120,19 @@ def test_load_never_reaches_the_previewed_colour(smoke_stack: Stack) -> None:
     assert loads.sent > 0 and loads.failed == 0, loads.describe()
     assert loads.colors() == {color, idle}, loads.describe()
     first_idle = loads.first_seen(idle)
-    assert first_idle is not None and first_idle > seen["end"], \
-        f"a load request was answered by {idle} at {first_idle}, while it was previewed ({seen['start']}..{seen['end']})"
+    assert first_idle is not None and first_idle > seen["end"], (
+        f"a load request was answered by {idle} at {first_idle}, "
+        f"while it was previewed ({seen['start']}..{seen['end']})"
+    )
     assert seen["right"] == seen["right_again"] == [idle, other]
     for case in ("none", "empty", "wrong", "made_up"):
         assert seen[case] == [color, version], (case, seen[case])
     assert seen["mode"] == "0o600" and seen["secret_alone"]
-    assert seen["env"] == {"WATCHER_VERSION": other, "WATCHER_COLOR": idle, "WATCHER_PREVIEW_URL": smoke_stack.url}
+    assert seen["env"] == {
+        "WATCHER_VERSION": other,
+        "WATCHER_COLOR": idle,
+        "WATCHER_PREVIEW_URL": smoke_stack.url,
+    }
     assert "smoke: " in proc.stderr and "smoke check GET /version" in proc.stderr
     assert smoke_stack.live_route() == idle and smoke_stack.version() == other
     assert not (smoke_stack.route_file.parent / f"{smoke_stack.name}.preview").exists()

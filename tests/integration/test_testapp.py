@@ -192,7 +192,9 @@ def test_graceful_shutdown_drains(run: Callable[..., Any], init: bool, build: Ca
 
 
 @pytest.mark.parametrize("init", [True, False], ids=["init", "no-init"])
-def test_abrupt_shutdown_cuts_requests(run: Callable[..., Any], init: bool, build: Callable[..., str]) -> None:
+def test_abrupt_shutdown_cuts_requests(
+    run: Callable[..., Any], init: bool, build: Callable[..., str]
+) -> None:
     ref = build("it-abrupt", "it-abrupt", shutdown="abrupt")
     ct, addr = run(ref, init=init)
     wait_up(f"http://{addr}/healthz")
@@ -225,7 +227,9 @@ def test_keep_alive_and_pipelining(run: Callable[..., Any]) -> None:
     request = b"POST /cgi-bin/work HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
     got = _raw(addr, request * 3 + b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert got.count(b"HTTP/1.1 200 OK") == 4, got
-    assert got.count(b"Connection: keep-alive") == 3 and got.endswith(b"Connection: close\r\n\r\nit-pipe\n"), got
+    assert got.count(b"Connection: keep-alive") == 3 and got.endswith(
+        b"Connection: close\r\n\r\nit-pipe\n"
+    ), got
 
 
 def test_a_burst_of_600_connections_is_accepted(run: Callable[..., Any]) -> None:
@@ -249,7 +253,9 @@ def test_error_rate(run: Callable[..., Any]) -> None:
     wait_up(f"http://{addr}/version")
     with httpx.Client(timeout=5) as c:
         codes = [c.post(f"http://{addr}/cgi-bin/work", content=b"x").status_code for _ in range(400)]
-        assert all(c.get(f"http://{addr}/healthz").status_code == 200 for _ in range(20)), "health is not affected"
+        assert all(c.get(f"http://{addr}/healthz").status_code == 200 for _ in range(20)), (
+            "health is not affected"
+        )
     assert set(codes) == {200, 500} and 60 <= codes.count(500) <= 140, codes.count(500)
 
 
@@ -275,9 +281,13 @@ def test_websocket_greets_and_echoes(run: Callable[..., Any]) -> None:
     key = base64.b64encode(os.urandom(16)).decode()
     mask = os.urandom(4)
     frame = bytes([0x81, 0x80 | 5]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello"))
-    got = _raw(addr, f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode() + frame,
-               until=b"hello")
+    got = _raw(
+        addr,
+        f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        + frame,
+        until=b"hello",
+    )
     accept = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     assert got.startswith(b"HTTP/1.1 101 ") and b"Sec-WebSocket-Accept: " + accept in got, got
     assert got.endswith(bytes([0x81, 5]) + b"it-ws" + bytes([0x81, 5]) + b"hello"), got
@@ -308,10 +318,13 @@ def test_caddy_image(run: Callable[..., Any], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["redis-server", "--appendonly", "yes"], ["--appendonly", "yes"]], ids=["official-style", "flags"]
+    "command",
+    [["redis-server", "--appendonly", "yes"], ["--appendonly", "yes"]],
+    ids=["official-style", "flags"],
 )
 def test_redis_image(run: Callable[..., Any], command: list[str]) -> None:
     import redis  # a dependency of watcher itself: never skipped
+
     ct, addr = run(images.build_redis_image(), port=6379, command=command)
     host, port = addr.split(":")
     r = redis.Redis(host=host, port=int(port), socket_timeout=2)

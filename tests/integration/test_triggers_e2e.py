@@ -16,9 +16,8 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 import pytest
@@ -60,7 +59,10 @@ class E2E:
         images.push(images.build_app_image(f"{self.repo}:{version}", version))
 
     def run(self, *, poll: bool, registry_token: bool) -> WatcherServer:
-        self.stack.write_config(image=self.repo, verify_window="1s", extra=f"""
+        self.stack.write_config(
+            image=self.repo,
+            verify_window="1s",
+            extra=f"""
 [redis]
 url = "{self.redis_url}"
 lock_ttl = "10s"
@@ -76,7 +78,8 @@ jitter = "0s"
 [policy]
 kind = "regex"
 include = "v(\\\\d+)"
-""")
+""",
+        )
         env = {"WATCHER_API_TOKEN": API_TOKEN, "WEBHOOK_SECRET": "unused-" + secrets.token_hex(4)}
         if registry_token:
             env["WEBHOOK_REGISTRY_TOKEN"] = REGISTRY_TOKEN
@@ -93,20 +96,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, log: Ca
 
 
 @pytest.fixture(scope="module")
-def e2e(app_images: dict[str, str], redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+def e2e(
+    app_images: dict[str, str], redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[E2E]:
     binary = require_tool("docker-registry")
     port = free_port()
-    notifications = {"notifications": {"endpoints": [{
-        "name": "watcher", "url": f"http://127.0.0.1:{port}/hooks/registry",
-        "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]},
-        "timeout": "2s", "threshold": 3, "backoff": "1s"}]}}
+    notifications = {
+        "notifications": {
+            "endpoints": [
+                {
+                    "name": "watcher",
+                    "url": f"http://127.0.0.1:{port}/hooks/registry",
+                    "headers": {"Authorization": [f"Bearer {REGISTRY_TOKEN}"]},
+                    "timeout": "2s",
+                    "threshold": 3,
+                    "backoff": "1s",
+                }
+            ]
+        }
+    }
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     with running_registry(binary, tmp_path_factory.mktemp("e2e-registry"), extra=notifications) as registry:
         repo = f"{registry.host}/e2e/app{uuid.uuid4().hex[:6]}"
         stack = Stack.create(image=repo)
         try:
             setup = E2E(stack, registry, repo, port, client, redis_url)
-            setup.run(poll=False, registry_token=False).stop()   # writes the config
+            setup.run(poll=False, registry_token=False).stop()  # writes the config
             setup.push("v1")
             deployed = stack.watcher("deploy", "v1")
             assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -136,7 +151,9 @@ def test_push_notification_deploys_under_load(e2e: E2E) -> None:
     assert (job.version, job.status, job.source) == ("v2", Status.SUCCEEDED, "webhook"), job.describe()
     assert job.requested_by.startswith("registry notification ")
     assert re.search(r"registry delivery [0-9a-f-]{8,}.*: 202 enqueued", server.log()), server.log()[-3000:]
-    print(f"push-to-live via registry notification: {live_after:.1f}s (live {took:.1f}s after the push began)")
+    print(
+        f"push-to-live via registry notification: {live_after:.1f}s (live {took:.1f}s after the push began)"
+    )
 
 
 def test_pause_holds_a_pushed_version_until_resume(e2e: E2E) -> None:
@@ -149,7 +166,7 @@ def test_pause_holds_a_pushed_version_until_resume(e2e: E2E) -> None:
         assert paused.status_code == 200, paused.text
         e2e.push("v3")
         wait_until(lambda: [j.version for j in e2e.queue.waiting()] == ["v3"], 30, "v3 queued", server.log)
-        time.sleep(4)                                   # a worker that ignored the pause would have started
+        time.sleep(4)  # a worker that ignored the pause would have started
         assert stack.version() == "v2"
         assert [j.status for j in e2e.queue.waiting()] == [Status.QUEUED]
         assert Suspension(e2e.client, stack.name).paused()["reason"] == "e2e freeze"
@@ -166,7 +183,7 @@ def test_pause_holds_a_pushed_version_until_resume(e2e: E2E) -> None:
 def test_polling_alone_deploys_under_load(e2e: E2E) -> None:
     stack = e2e.stack
     assert stack.version() == "v3"
-    server = e2e.run(poll=True, registry_token=False)   # notifications refused (403): polling only
+    server = e2e.run(poll=True, registry_token=False)  # notifications refused (403): polling only
     try:
         with under_load(stack) as loads:
             pushed = time.monotonic()

@@ -22,7 +22,14 @@ import httpx
 import pytest
 import redis
 
-from tests.harness.registry import LocalRegistry, Proxy, push_images, push_index, require_tool, running_registry
+from tests.harness.registry import (
+    LocalRegistry,
+    Proxy,
+    push_images,
+    push_index,
+    require_tool,
+    running_registry,
+)
 from tests.harness.stack import free_port
 from tests.harness.triggers import WatcherServer, forget, github_delivery, jobs_created, write_project
 from tests.unit.test_github_payloads import PLATFORM, distribution_envelope, github_package
@@ -32,7 +39,7 @@ from watcher.triggers.payloads import sign
 
 pytestmark = pytest.mark.integration
 
-SECRET = "It's a Secret to Everybody"       # GitHub's test-vector secret, so the vector is checked live
+SECRET = "It's a Secret to Everybody"  # GitHub's test-vector secret, so the vector is checked live
 VECTOR = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 REGISTRY_TOKEN = "notify-" + secrets.token_hex(8)
 API_TOKEN = "api-" + secrets.token_hex(8)
@@ -68,8 +75,16 @@ def server(registry, redis_url: str, client: redis.Redis, tmp_path_factory) -> I
     tmp = tmp_path_factory.mktemp("serve")
     token_file = tmp / "registry-token"
     token_file.write_text(REGISTRY_TOKEN + "\n")
-    srv = _serve(tmp / "project", f"{reg.host}/acme/app", redis_url,
-                 {"WEBHOOK_SECRET": SECRET, "WEBHOOK_REGISTRY_TOKEN_FILE": str(token_file), "WATCHER_API_TOKEN": API_TOKEN})
+    srv = _serve(
+        tmp / "project",
+        f"{reg.host}/acme/app",
+        redis_url,
+        {
+            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_REGISTRY_TOKEN_FILE": str(token_file),
+            "WATCHER_API_TOKEN": API_TOKEN,
+        },
+    )
     try:
         yield srv
     finally:
@@ -84,27 +99,53 @@ def app(server: WatcherServer, client: redis.Redis) -> str:
     return server.app  # type: ignore[attr-defined]
 
 
-def push_event(registry, tag: str | None, *, event: str = "package", action: str = "published",
-               digest: str | None = None, **kw: Any) -> dict[str, Any]:
+def push_event(
+    registry,
+    tag: str | None,
+    *,
+    event: str = "package",
+    action: str = "published",
+    digest: str | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
     reg, digests = registry
-    return github_package(action, tag, event=event, owner="Acme", name="App",
-                          package_url=f"{reg.host}/acme/app:{tag or ''}", digest=digest or digests.get(tag or "", PLATFORM), **kw)
+    return github_package(
+        action,
+        tag,
+        event=event,
+        owner="Acme",
+        name="App",
+        package_url=f"{reg.host}/acme/app:{tag or ''}",
+        digest=digest or digests.get(tag or "", PLATFORM),
+        **kw,
+    )
 
 
 # -- signatures ---------------------------------------------------------------------------------
+
 
 def test_github_docs_test_vector(server: WatcherServer, app: str) -> None:
     """The documented signature is accepted (the body then fails as JSON, 400); one digit off is 401."""
     accepted = github_delivery(server.url, "package", None, None, body=b"Hello, World!", signature=VECTOR)
     assert accepted.status_code == 400 and "not valid JSON" in accepted.json()["reason"]
-    refused = github_delivery(server.url, "package", None, None, body=b"Hello, World!", signature=VECTOR[:-1] + "8")
+    refused = github_delivery(
+        server.url, "package", None, None, body=b"Hello, World!", signature=VECTOR[:-1] + "8"
+    )
     assert refused.status_code == 401
 
 
-def test_bad_signatures_are_401_and_enqueue_nothing(server: WatcherServer, app: str, registry, client) -> None:
+def test_bad_signatures_are_401_and_enqueue_nothing(
+    server: WatcherServer, app: str, registry, client
+) -> None:
     payload = push_event(registry, "1.2.0")
     body = json.dumps(payload).encode()
-    for signature in (None, sign("wrong secret", body), sign(SECRET, body + b" "), "sha1=" + "0" * 40, "garbage"):
+    for signature in (
+        None,
+        sign("wrong secret", body),
+        sign(SECRET, body + b" "),
+        "sha1=" + "0" * 40,
+        "garbage",
+    ):
         response = github_delivery(server.url, "package", payload, None, body=body, signature=signature)
         assert response.status_code == 401, (signature, response.text)
         assert "X-Hub-Signature-256" in response.json()["reason"]
@@ -118,13 +159,28 @@ def test_ping(server: WatcherServer, app: str) -> None:
 
 # -- pushes -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("event, action", [("package", "published"), ("package", "updated"),
-                                           ("registry_package", "published"), ("registry_package", "updated")])
-def test_push_enqueues_one_job(server: WatcherServer, app: str, registry, client, event: str, action: str) -> None:
+
+@pytest.mark.parametrize(
+    "event, action",
+    [
+        ("package", "published"),
+        ("package", "updated"),
+        ("registry_package", "published"),
+        ("registry_package", "updated"),
+    ],
+)
+def test_push_enqueues_one_job(
+    server: WatcherServer, app: str, registry, client, event: str, action: str
+) -> None:
     _, digests = registry
     delivery = str(uuid.uuid4())
-    response = github_delivery(server.url, event, push_event(registry, "1.2.0", event=event, action=action), SECRET,
-                               delivery=delivery)
+    response = github_delivery(
+        server.url,
+        event,
+        push_event(registry, "1.2.0", event=event, action=action),
+        SECRET,
+        delivery=delivery,
+    )
     assert response.status_code == 202, response.text
     assert response.elapsed.total_seconds() < 5, "well inside GitHub's 10 s"
     body = response.json()
@@ -139,9 +195,16 @@ def test_form_encoded_delivery(server: WatcherServer, app: str, registry, client
     import urllib.parse
 
     body = urllib.parse.urlencode({"payload": json.dumps(push_event(registry, "1.2.0"))}).encode()
-    response = httpx.post(f"{server.url}/hooks/github", content=body, headers={
-        "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sign(SECRET, body),
-        "Content-Type": "application/x-www-form-urlencoded"})
+    response = httpx.post(
+        f"{server.url}/hooks/github",
+        content=body,
+        headers={
+            "X-GitHub-Event": "package",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(SECRET, body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
     assert response.status_code == 202, response.text
     assert jobs_created(client, app) == 1
 
@@ -156,7 +219,9 @@ def test_legacy_docker_package(server: WatcherServer, app: str, registry, client
     assert DeployQueue(client, app).get(response.json()["job_id"]).digest == digests["1.1.0"]
 
 
-def test_untagged_version_with_trailing_colon_is_ignored(server: WatcherServer, app: str, registry, client) -> None:
+def test_untagged_version_with_trailing_colon_is_ignored(
+    server: WatcherServer, app: str, registry, client
+) -> None:
     payload = push_event(registry, None, digest=PLATFORM)
     assert payload["package"]["package_version"]["package_url"].endswith("/acme/app:")
     response = github_delivery(server.url, "package", payload, SECRET)
@@ -169,7 +234,10 @@ def test_multi_arch_burst_makes_one_job(server: WatcherServer, app: str, registr
     different digest (two platform manifests and the index); the registry resolves them all to
     the index, so one job is queued and the others answer duplicate."""
     _, digests = registry
-    events = [push_event(registry, "1.3.0", digest=d) for d in (digests["1.0.0"], digests["1.1.0"], digests["1.3.0"])]
+    events = [
+        push_event(registry, "1.3.0", digest=d)
+        for d in (digests["1.0.0"], digests["1.1.0"], digests["1.3.0"])
+    ]
     with ThreadPoolExecutor(3) as pool:
         responses = list(pool.map(lambda p: github_delivery(server.url, "package", p, SECRET), events))
     assert sorted(r.status_code for r in responses) == [200, 200, 202], [r.text for r in responses]
@@ -193,8 +261,9 @@ def test_replayed_delivery_makes_no_new_job(server: WatcherServer, app: str, reg
     assert jobs_created(client, app) == 1
 
 
-def test_tag_absent_from_registry_is_not_enqueued_until_it_exists(server: WatcherServer, app: str, registry,
-                                                                   client) -> None:
+def test_tag_absent_from_registry_is_not_enqueued_until_it_exists(
+    server: WatcherServer, app: str, registry, client
+) -> None:
     reg, _ = registry
     delivery = str(uuid.uuid4())
     payload = push_event(registry, "1.5.0", digest=PLATFORM)
@@ -219,13 +288,18 @@ def test_policy_refusals_and_no_downgrade(server: WatcherServer, app: str, regis
 
 # -- bad input ----------------------------------------------------------------------------------
 
+
 def test_oversize_bodies_are_413(server: WatcherServer, app: str) -> None:
     big = b'{"zen": "' + b"x" * MAX_BODY + b'"}'
     response = github_delivery(server.url, "ping", None, SECRET, body=big)
     assert response.status_code == 413
     # Chunked (no Content-Length): waitress stops reading at the cap.
-    chunked = httpx.post(f"{server.url}/hooks/github", content=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
-                         headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign(SECRET, big)}, timeout=15)
+    chunked = httpx.post(
+        f"{server.url}/hooks/github",
+        content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]),
+        headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign(SECRET, big)},
+        timeout=15,
+    )
     assert chunked.status_code == 413
     # Exactly at the limit is fine.
     exact = b'{"zen": "' + b"x" * (MAX_BODY - 11) + b'"}'
@@ -235,7 +309,9 @@ def test_oversize_bodies_are_413(server: WatcherServer, app: str) -> None:
 
 def test_oversize_delivery_names_the_limit_and_is_logged(server: WatcherServer, app: str) -> None:
     delivery = str(uuid.uuid4())
-    response = github_delivery(server.url, "ping", None, SECRET, body=b"x" * (MAX_BODY + 1), delivery=delivery)
+    response = github_delivery(
+        server.url, "ping", None, SECRET, body=b"x" * (MAX_BODY + 1), delivery=delivery
+    )
     assert response.status_code == 413
     assert "exceeds the 1 MiB (1048576 bytes) limit" in response.text
     assert f"github delivery {delivery} (ping): 413 refused" in server.log()
@@ -246,18 +322,24 @@ def test_malformed_json_is_400(server: WatcherServer, app: str, body: bytes) -> 
     assert github_delivery(server.url, "package", None, SECRET, body=body).status_code == 400
 
 
-def test_unknown_event_and_unknown_image_are_200_ignored(server: WatcherServer, app: str, registry, client) -> None:
+def test_unknown_event_and_unknown_image_are_200_ignored(
+    server: WatcherServer, app: str, registry, client
+) -> None:
     issues = github_delivery(server.url, "issues", {"action": "opened"}, SECRET)
     assert issues.status_code == 200 and "not handled" in issues.json()["reason"]
-    other = github_package("published", "1.2.0", owner="someone", name="else")   # ghcr.io/someone/else
+    other = github_package("published", "1.2.0", owner="someone", name="else")  # ghcr.io/someone/else
     unknown = github_delivery(server.url, "package", other, SECRET)
-    assert unknown.status_code == 200 and "no configured app deploys ghcr.io/someone/else" in unknown.json()["reason"]
+    assert (
+        unknown.status_code == 200
+        and "no configured app deploys ghcr.io/someone/else" in unknown.json()["reason"]
+    )
     npm = github_package("published", "1.2.0", ecosystem="npm")
     assert github_delivery(server.url, "package", npm, SECRET).status_code == 200
     assert jobs_created(client, app) == 0
 
 
 # -- registry notifications -----------------------------------------------------------------------
+
 
 def test_registry_notification(server: WatcherServer, app: str, registry, client) -> None:
     reg, digests = registry
@@ -268,7 +350,10 @@ def test_registry_notification(server: WatcherServer, app: str, registry, client
     url = f"{server.url}/hooks/registry"
     headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
     assert httpx.post(url, json=envelope, headers=headers).status_code == 401
-    assert httpx.post(url, json=envelope, headers={**headers, "Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(url, json=envelope, headers={**headers, "Authorization": "Bearer wrong"}).status_code
+        == 401
+    )
     auth = {**headers, "Authorization": f"Bearer {REGISTRY_TOKEN}"}
     accepted = httpx.post(url, json=envelope, headers=auth)
     assert accepted.status_code == 202, accepted.text
@@ -279,8 +364,9 @@ def test_registry_notification(server: WatcherServer, app: str, registry, client
     assert f"registry delivery {envelope['events'][0]['id']}: 202 enqueued" in server.log()
 
 
-def test_registry_notification_of_a_missing_tag_is_422_until_it_exists(server: WatcherServer, app: str, registry,
-                                                                      client) -> None:
+def test_registry_notification_of_a_missing_tag_is_422_until_it_exists(
+    server: WatcherServer, app: str, registry, client
+) -> None:
     """As /hooks/github: 422, the event id released, so the registry's retry is processed once
     the tag shows."""
     reg, _ = registry
@@ -301,19 +387,26 @@ def test_registry_notification_of_a_missing_tag_is_422_until_it_exists(server: W
 
 # -- pause, resume, status, health ------------------------------------------------------------------
 
+
 def test_pause_and_resume(server: WatcherServer, app: str, client) -> None:
     suspension = Suspension(client, app)
     assert httpx.post(f"{server.url}/pause", json={"reason": "x"}).status_code == 401
     assert httpx.post(f"{server.url}/pause", headers={"Authorization": "Bearer nope"}).status_code == 401
-    paused = httpx.post(f"{server.url}/pause", json={"reason": "release freeze", "by": "ops"},
-                        headers={"Authorization": f"Bearer {API_TOKEN}"})
+    paused = httpx.post(
+        f"{server.url}/pause",
+        json={"reason": "release freeze", "by": "ops"},
+        headers={"Authorization": f"Bearer {API_TOKEN}"},
+    )
     assert paused.status_code == 200, paused.text
     assert suspension.paused() is not None and suspension.paused()["reason"] == "release freeze"
     body = json.dumps({"reason": "freeze over"}).encode()
-    bad = httpx.post(f"{server.url}/resume", content=body, headers={"X-Watcher-Signature-256": sign("nope", body)})
+    bad = httpx.post(
+        f"{server.url}/resume", content=body, headers={"X-Watcher-Signature-256": sign("nope", body)}
+    )
     assert bad.status_code == 401 and suspension.paused() is not None
-    resumed = httpx.post(f"{server.url}/resume", content=body,
-                         headers={"X-Watcher-Signature-256": sign(API_TOKEN, body)})
+    resumed = httpx.post(
+        f"{server.url}/resume", content=body, headers={"X-Watcher-Signature-256": sign(API_TOKEN, body)}
+    )
     assert resumed.status_code == 200 and resumed.json()["lifted"][app]["by"] == "ops"
     assert suspension.paused() is None
 
@@ -344,6 +437,7 @@ def test_log_names_deliveries_and_never_secrets(server: WatcherServer, app: str,
 
 # -- fail closed; Redis down ------------------------------------------------------------------------
 
+
 def test_without_secrets_every_endpoint_refuses(registry, redis_url: str, tmp_path: Path) -> None:
     reg, _ = registry
     srv = _serve(tmp_path, f"{reg.host}/acme/app", redis_url, {})
@@ -355,7 +449,12 @@ def test_without_secrets_every_endpoint_refuses(registry, redis_url: str, tmp_pa
         for secret in ("", SECRET):
             response = github_delivery(srv.url, "package", payload, secret)
             assert response.status_code == 403 and "no webhook secret" in response.json()["reason"]
-        assert httpx.post(f"{srv.url}/hooks/registry", json={}, headers={"Authorization": "Bearer x"}).status_code == 403
+        assert (
+            httpx.post(
+                f"{srv.url}/hooks/registry", json={}, headers={"Authorization": "Bearer x"}
+            ).status_code
+            == 403
+        )
         assert httpx.post(f"{srv.url}/pause", headers={"Authorization": "Bearer x"}).status_code == 403
         assert httpx.get(f"{srv.url}/status").status_code == 403
     finally:
@@ -375,21 +474,25 @@ def test_rate_limited_registry_answers_503_at_once(registry, redis_url: str, cli
             response = github_delivery(srv.url, "package", payload, SECRET, delivery=delivery)
             assert response.status_code == 503 and "rate-limiting" in response.json()["reason"], response.text
             assert response.elapsed.total_seconds() < 5
-            assert jobs_created(client, srv.app) == 0   # type: ignore[attr-defined]
+            assert jobs_created(client, srv.app) == 0  # type: ignore[attr-defined]
             again = github_delivery(srv.url, "package", payload, SECRET, delivery=delivery)
             assert again.status_code == 202, again.text
         finally:
             srv.stop()
-            forget(client, srv.app)   # type: ignore[attr-defined]
+            forget(client, srv.app)  # type: ignore[attr-defined]
 
 
 def test_redis_down_is_503_never_500(registry, tmp_path: Path) -> None:
     reg, _ = registry
-    srv = _serve(tmp_path, f"{reg.host}/acme/app", f"redis://127.0.0.1:{free_port()}/0",
-                 {"WEBHOOK_SECRET": SECRET, "WATCHER_API_TOKEN": API_TOKEN})
+    srv = _serve(
+        tmp_path,
+        f"{reg.host}/acme/app",
+        f"redis://127.0.0.1:{free_port()}/0",
+        {"WEBHOOK_SECRET": SECRET, "WATCHER_API_TOKEN": API_TOKEN},
+    )
     try:
         health = httpx.get(f"{srv.url}/healthz")
-        assert health.status_code == 200 and health.json()["ready"] is False   # alive, not ready
+        assert health.status_code == 200 and health.json()["ready"] is False  # alive, not ready
         ready = httpx.get(f"{srv.url}/readyz")
         assert ready.status_code == 503 and "unreachable" in ready.json()["redis"]
         response = github_delivery(srv.url, "package", push_event(registry, "1.2.0"), SECRET)

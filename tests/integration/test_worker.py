@@ -17,8 +17,7 @@ def deployed(stack: Stack, version: str) -> None:
     assert proc.returncode == 0, f"deploy {version} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
-def test_what_is_live_comes_from_the_route_file_not_a_copy_in_redis(
-        queued: Stack) -> None:
+def test_what_is_live_comes_from_the_route_file_not_a_copy_in_redis(queued: Stack) -> None:
     """Defect E: the queue's no-op rule and check-tags read what serves from the route file and
     the state, so deploys made outside the queue can never leave a stale 'already live'."""
     stack = queued

@@ -18,4 +18,6 @@ EXAMPLES = 100
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=EXAMPLES)
 settings.register_profile("dev", deadline=None, max_examples=EXAMPLES)
 settings.register_profile("deep", deadline=None, max_examples=20 * EXAMPLES)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)

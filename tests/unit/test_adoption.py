@@ -70,21 +70,34 @@ def with_service(project: Path, old: str, new: str) -> None:
 
 # -- what it writes --------------------------------------------------------------------------
 
+
 def test_writes_the_overlays_the_config_and_the_caddyfile(project: Path) -> None:
     before = (project / "compose.yml").read_text()
     out = init(*FLAGS)
 
     assert (project / "compose.yml").read_text() == before, "the user's compose file is never edited"
-    assert sorted(listing(project)) == ["Caddyfile.shop", "compose.blue.yml", "compose.green.yml", "compose.yml",
-                                        "watcher.toml"]
+    assert sorted(listing(project)) == [
+        "Caddyfile.shop",
+        "compose.blue.yml",
+        "compose.green.yml",
+        "compose.yml",
+        "watcher.toml",
+    ]
     for color in ("blue", "green"):
         overlay = yaml.safe_load((project / f"compose.{color}.yml").read_text())
         for service in ("web", "worker"):
             assert overlay["services"][service]["labels"] == {"watcher.color": color}
-            assert overlay["services"][service]["networks"] == {"default": {"aliases": [f"shop-{service}-{color}"]}}
+            assert overlay["services"][service]["networks"] == {
+                "default": {"aliases": [f"shop-{service}-{color}"]}
+            }
         assert overlay["networks"] == {"default": {"name": "shop_default", "external": True}}
         assert set(overlay["services"]) == {"web", "worker"}, "shared services stay out of the colours"
-    for line in ("wrote compose.blue.yml", "wrote compose.green.yml", "wrote watcher.toml", "wrote Caddyfile.shop"):
+    for line in (
+        "wrote compose.blue.yml",
+        "wrote compose.green.yml",
+        "wrote watcher.toml",
+        "wrote Caddyfile.shop",
+    ):
         assert line in out
 
 
@@ -116,7 +129,7 @@ def test_the_caddyfile_dials_the_overlays_aliases(project: Path) -> None:
 
 def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Path) -> None:
     out = init(*FLAGS)
-    diff = out[out.index("--- a/compose.yml"):out.index("Steps left:")]
+    diff = out[out.index("--- a/compose.yml") : out.index("Steps left:")]
     assert "+++ b/compose.yml" in diff
     assert diff.count("-    image: ghcr.io/acme/shop:1.4.2") == 2
     assert diff.count("+    image: ${APP_IMAGE:-ghcr.io/acme/shop}:${APP_VERSION:-unset}") == 2
@@ -124,8 +137,9 @@ def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Pat
     assert '+      - "./.watcher/run:/run/watcher"' in diff
     assert "postgres:16" not in diff and "redis:7.4" not in diff
 
-    applied = proposed(read_compose(project / "compose.yml"), _answers(project), project / ".watcher" / "run",
-                       "/run/watcher")
+    applied = proposed(
+        read_compose(project / "compose.yml"), _answers(project), project / ".watcher" / "run", "/run/watcher"
+    )
     assert applied is not None
     services = yaml.safe_load(applied)["services"]
     for name in ("web", "worker"):
@@ -135,11 +149,12 @@ def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Pat
     assert "# handy" not in applied and "# The shop: a web front" in applied, "comments are kept"
 
 
-@pytest.mark.skipif(shutil.which("patch") is None and os.environ.get("CI") != "true",
-                    reason="needs patch(1)")   # under CI a missing patch fails (install.sh installs it)
+@pytest.mark.skipif(
+    shutil.which("patch") is None and os.environ.get("CI") != "true", reason="needs patch(1)"
+)  # under CI a missing patch fails (install.sh installs it)
 def test_the_printed_diff_applies_with_patch(project: Path) -> None:
     out = init(*FLAGS)
-    diff = out[out.index("--- a/compose.yml"):out.index("\nSteps left:")]
+    diff = out[out.index("--- a/compose.yml") : out.index("\nSteps left:")]
     (project / "watcher-init.diff").write_text(diff)
     subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=project, check=True, capture_output=True)
     services = yaml.safe_load((project / "compose.yml").read_text())["services"]
@@ -148,7 +163,7 @@ def test_the_printed_diff_applies_with_patch(project: Path) -> None:
 
 def test_the_steps_say_what_is_left(project: Path) -> None:
     out = init(*FLAGS)
-    steps = out[out.index("Steps left:"):]
+    steps = out[out.index("Steps left:") :]
     assert f"patch -p1 < watcher-init.diff` in {project}" in steps
     assert "Caddy (service caddy)" in steps and "Caddyfile.shop" in steps
     assert "`watcher --config watcher.toml deploy 1.4.2`" in steps
@@ -158,17 +173,24 @@ def test_the_steps_say_what_is_left(project: Path) -> None:
 
 def test_a_sidecar_on_its_own_image_keeps_it(project: Path) -> None:
     with_service(project, "  postgres:\n", "  logs:\n    image: vector:0.40\n\n  postgres:\n")
-    out = init("--service", "web:8080", "--service", "logs", "--verify-url", "http://127.0.0.1/version", "--yes")
+    out = init(
+        "--service", "web:8080", "--service", "logs", "--verify-url", "http://127.0.0.1/version", "--yes"
+    )
     assert "on their own image (started per colour as they are, not versioned): logs" in out
-    diff = out[out.index("--- a/compose.yml"):]
+    diff = out[out.index("--- a/compose.yml") :]
     assert "-    image: vector:0.40" not in diff and " logs:\n+    profiles: [app]" in diff
-    assert load_host(project / "watcher.toml", {}).app("shop").services == (Service("web", 8080),
-                                                                          Service("logs", None))
+    assert load_host(project / "watcher.toml", {}).app("shop").services == (
+        Service("web", 8080),
+        Service("logs", None),
+    )
 
 
 def test_a_read_only_named_volume_is_pinned_to_the_shared_projects(project: Path) -> None:
-    with_service(project, "      - ./config/shop.ini:/etc/shop.ini:ro\n",
-                 "      - ./config/shop.ini:/etc/shop.ini:ro\n      - caddy-data:/srv/caddy:ro\n")
+    with_service(
+        project,
+        "      - ./config/shop.ini:/etc/shop.ini:ro\n",
+        "      - ./config/shop.ini:/etc/shop.ini:ro\n      - caddy-data:/srv/caddy:ro\n",
+    )
     init(*FLAGS)
     overlay = yaml.safe_load((project / "compose.blue.yml").read_text())
     assert overlay["volumes"] == {"caddy-data": {"name": "shop_caddy-data", "external": True}}
@@ -176,29 +198,45 @@ def test_a_read_only_named_volume_is_pinned_to_the_shared_projects(project: Path
 
 def test_the_colours_join_each_network_of_the_shared_project(project: Path) -> None:
     with_service(project, "    init: true\n", "    init: true\n    networks: [front, back]\n")
-    with_service(project, "volumes:\n  caddy-data:", "networks:\n  front:\n    name: edge\n  back:\n\n"
-                 "volumes:\n  caddy-data:")
+    with_service(
+        project,
+        "volumes:\n  caddy-data:",
+        "networks:\n  front:\n    name: edge\n  back:\n\nvolumes:\n  caddy-data:",
+    )
     init(*FLAGS)
     overlay = yaml.safe_load((project / "compose.green.yml").read_text())
-    assert overlay["services"]["web"]["networks"] == {"front": {"aliases": ["shop-web-green"]},
-                                                      "back": {"aliases": ["shop-web-green"]}}
-    assert overlay["networks"] == {"front": {"name": "edge", "external": True},
-                                   "back": {"name": "shop_back", "external": True},
-                                   "default": {"name": "shop_default", "external": True}}
+    assert overlay["services"]["web"]["networks"] == {
+        "front": {"aliases": ["shop-web-green"]},
+        "back": {"aliases": ["shop-web-green"]},
+    }
+    assert overlay["networks"] == {
+        "front": {"name": "edge", "external": True},
+        "back": {"name": "shop_back", "external": True},
+        "default": {"name": "shop_default", "external": True},
+    }
 
 
 def test_a_layout_beyond_line_edits_is_said_in_words(project: Path) -> None:
-    with_service(project, "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
-                 "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
-                 "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
-                 "    {image: ghcr.io/acme/shop:1.4.2, depends_on: [postgres, redis]}\n")
-    (project / "compose.yml").write_text((project / "compose.yml").read_text().replace(
-        "  worker:\n    {image", "  worker: {image").replace("redis]}\n\n  postgres", "redis]}\n\n  postgres"))
+    with_service(
+        project,
+        "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
+        "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
+        "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
+        "    {image: ghcr.io/acme/shop:1.4.2, depends_on: [postgres, redis]}\n",
+    )
+    (project / "compose.yml").write_text(
+        (project / "compose.yml")
+        .read_text()
+        .replace("  worker:\n    {image", "  worker: {image")
+        .replace("redis]}\n\n  postgres", "redis]}\n\n  postgres")
+    )
     assert read_compose(project / "compose.yml").services["worker"]["image"] == "ghcr.io/acme/shop:1.4.2"
     out = init(*FLAGS)
     assert "--- a/compose.yml" not in out
-    assert ("1. Edit compose.yml by hand (its layout is beyond init's line edits): web: image "
-            "${APP_IMAGE:-ghcr.io/acme/shop}:${APP_VERSION:-unset} and profile app; worker: image") in out
+    assert (
+        "1. Edit compose.yml by hand (its layout is beyond init's line edits): web: image "
+        "${APP_IMAGE:-ghcr.io/acme/shop}:${APP_VERSION:-unset} and profile app; worker: image"
+    ) in out
 
 
 def test_project_name_comes_from_the_directory_or_env_file(project: Path) -> None:
@@ -221,10 +259,12 @@ def test_app_name_and_site_from_flags(project: Path) -> None:
     config = load_host(project / "watcher.toml", {}).app("store")
     assert config.project() == "shop" and config.route.site == "shop.example.com"
     assert yaml.safe_load((project / "compose.blue.yml").read_text())["services"]["web"]["networks"] == {
-        "default": {"aliases": ["store-web-blue"]}}
+        "default": {"aliases": ["store-web-blue"]}
+    }
 
 
 # -- --dry-run and --force -------------------------------------------------------------------
+
 
 def test_dry_run_prints_everything_and_writes_nothing(project: Path) -> None:
     before = listing(project)
@@ -238,8 +278,9 @@ def test_dry_run_prints_everything_and_writes_nothing(project: Path) -> None:
     assert "reverse_proxy shop-web-blue:8080" in out and "+    profiles: [app]" in out
     assert "Steps left:" in out
     real = init(*FLAGS)
-    assert out[out.index("Proposed changes"):] == real[real.index("Proposed changes"):], \
+    assert out[out.index("Proposed changes") :] == real[real.index("Proposed changes") :], (
         "the dry run proposes what the real run does"
+    )
 
 
 def test_dry_run_refuses_what_the_real_run_would(project: Path) -> None:
@@ -268,9 +309,11 @@ def test_an_existing_config_gets_the_app_appended_only_with_force(project: Path)
     other.mkdir()
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (other / name).write_text("")
-    existing = ('[caddy]\nsite = ":8080"\n\n[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "other"\n\n'
-                '[apps.blog.caddy]\nsite = "blog.example.com"\n\n[apps.blog.services.web]\nport = 80\n\n'
-                '[apps.blog.verify]\nurl = "http://127.0.0.1/version"\n')
+    existing = (
+        '[caddy]\nsite = ":8080"\n\n[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "other"\n\n'
+        '[apps.blog.caddy]\nsite = "blog.example.com"\n\n[apps.blog.services.web]\nport = 80\n\n'
+        '[apps.blog.verify]\nurl = "http://127.0.0.1/version"\n'
+    )
     (project / "watcher.toml").write_text(existing)
 
     assert "watcher.toml exists: pass --force to append [apps.shop] to it" in refused(*FLAGS)
@@ -292,9 +335,11 @@ def test_what_another_app_already_has_is_refused_even_in_a_dry_run(project: Path
     other.mkdir()
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (other / name).write_text("")
-    (project / "watcher.toml").write_text('[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject = "shop"\n'
-                                          'project_dir = "blog"\n\n[apps.blog.services.web]\nport = 80\n\n'
-                                          '[apps.blog.verify]\nurl = "http://127.0.0.1/version"\n')
+    (project / "watcher.toml").write_text(
+        '[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject = "shop"\n'
+        'project_dir = "blog"\n\n[apps.blog.services.web]\nport = 80\n\n'
+        '[apps.blog.verify]\nurl = "http://127.0.0.1/version"\n'
+    )
     message = refused(*FLAGS, "--force", "--dry-run")
     assert "app blog runs in compose project shop: two apps never share one" in message
     assert "app blog already answers at :80: give shop its own site with --site" in message
@@ -305,7 +350,9 @@ def test_an_app_already_configured_is_never_replaced_nor_doubled(project: Path) 
     init(*FLAGS)
     config = (project / "watcher.toml").read_text()
     message = refused(*FLAGS, "--force")
-    assert "watcher.toml already has [apps.shop]: init never replaces or duplicates an app's section" in message
+    assert (
+        "watcher.toml already has [apps.shop]: init never replaces or duplicates an app's section" in message
+    )
     assert (project / "watcher.toml").read_text() == config
 
 
@@ -323,7 +370,13 @@ def test_a_config_that_does_not_load_is_undone(project: Path) -> None:
 
 def test_the_config_is_written_where_asked(project: Path) -> None:
     (project / "etc").mkdir()
-    init(*FLAGS, "--config", str(project / "etc" / "hosts.toml"), "--caddyfile", str(project / "etc" / "Caddyfile"))
+    init(
+        *FLAGS,
+        "--config",
+        str(project / "etc" / "hosts.toml"),
+        "--caddyfile",
+        str(project / "etc" / "Caddyfile"),
+    )
     config = load_host(project / "etc" / "hosts.toml", {}).app("shop")
     assert config.project_dir == project
     assert 'project_dir = ".."' in (project / "etc" / "hosts.toml").read_text()
@@ -331,6 +384,7 @@ def test_the_config_is_written_where_asked(project: Path) -> None:
 
 
 # -- refusals, each with its reason ---------------------------------------------------------
+
 
 def test_a_host_port_is_refused_naming_the_port(project: Path) -> None:
     (project / "compose.yml").write_text(FIXTURE.read_text())
@@ -340,9 +394,14 @@ def test_a_host_port_is_refused_naming_the_port(project: Path) -> None:
     assert sorted(listing(project)) == ["compose.yml"], "a refusal writes nothing"
 
 
-@pytest.mark.parametrize("entry, shown", [('"127.0.0.1:8000:8080"', "127.0.0.1:8000:8080"),
-                                          ("22:22", "22:22"),   # YAML 1.1 would read 1342
-                                          ("{target: 8080, published: 80}", "80:8080")])
+@pytest.mark.parametrize(
+    "entry, shown",
+    [
+        ('"127.0.0.1:8000:8080"', "127.0.0.1:8000:8080"),
+        ("22:22", "22:22"),  # YAML 1.1 would read 1342
+        ("{target: 8080, published: 80}", "80:8080"),
+    ],
+)
 def test_every_spelling_of_a_host_port_is_refused(project: Path, entry: str, shown: str) -> None:
     with_service(project, "    init: true\n", f"    init: true\n    ports:\n      - {entry}\n")
     assert f'web: ports "{shown}"' in refused(*FLAGS)
@@ -364,11 +423,14 @@ def test_container_name_on_a_shared_service_is_fine(project: Path) -> None:
 
 
 def test_a_named_volume_written_by_a_stateless_service_is_refused(project: Path) -> None:
-    with_service(project, "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
-                 "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
-                 "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
-                 "    image: ghcr.io/acme/shop:1.4.2\n    volumes:\n      - pgdata:/var/lib/data\n"
-                 "    depends_on: [postgres, redis]\n")
+    with_service(
+        project,
+        "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
+        "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
+        "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
+        "    image: ghcr.io/acme/shop:1.4.2\n    volumes:\n      - pgdata:/var/lib/data\n"
+        "    depends_on: [postgres, redis]\n",
+    )
     message = refused(*FLAGS)
     assert 'worker: volumes "pgdata:/var/lib/data": named volume pgdata is mounted read-write' in message
     assert "two colours would write it" in message
@@ -382,10 +444,13 @@ def test_every_problem_is_reported_at_once(project: Path) -> None:
 
 
 def test_build_without_image_is_refused(project: Path) -> None:
-    with_service(project, "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
-                 "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
-                 "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
-                 "    build: .\n    depends_on: [postgres, redis]\n")
+    with_service(
+        project,
+        "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
+        "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
+        "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
+        "    build: .\n    depends_on: [postgres, redis]\n",
+    )
     assert "worker: build without image: watcher deploys registry images" in refused(*FLAGS)
 
 
@@ -401,25 +466,35 @@ def test_a_shared_service_waiting_on_a_stateless_one_is_refused(project: Path) -
 
 def test_unknown_services_are_refused(project: Path) -> None:
     message = refused("--service", "wbe:8080", "--verify-url", "http://127.0.0.1/version", "--yes")
-    assert "--service wbe: no such service in compose.yml (its services: caddy, web, worker, postgres, redis)" \
+    assert (
+        "--service wbe: no such service in compose.yml (its services: caddy, web, worker, postgres, redis)"
         in message
+    )
 
 
-@pytest.mark.parametrize("flag, problem", [("Web:8080", "invalid service name 'Web'"),
-                                           ("web:80x", "'80x' is not a port number"),
-                                           ("web:8080:api", "must start with '/'")])
+@pytest.mark.parametrize(
+    "flag, problem",
+    [
+        ("Web:8080", "invalid service name 'Web'"),
+        ("web:80x", "'80x' is not a port number"),
+        ("web:8080:api", "must start with '/'"),
+    ],
+)
 def test_bad_service_flags_are_refused(project: Path, flag: str, problem: str) -> None:
     assert problem in refused("--service", flag, "--verify-url", "http://127.0.0.1/version", "--yes")
 
 
 def test_two_ports_need_a_path_for_all_but_one(project: Path) -> None:
-    message = refused("--service", "web:8080", "--service", "worker:9000", "--verify-url", "http://x/v", "--yes")
+    message = refused(
+        "--service", "web:8080", "--service", "worker:9000", "--verify-url", "http://x/v", "--yes"
+    )
     assert "give all but one a path prefix, e.g. --service worker:9000:/api" in message
     init("--service", "web:8080", "--service", "worker:9000:/jobs", "--verify-url", "http://x/v", "--yes")
     assert load_host(project / "watcher.toml", {}).app("shop").services[1] == Service("worker", 9000, "/jobs")
 
 
 # -- non-interactive and interactive answers -----------------------------------------------
+
 
 def test_without_a_terminal_missing_answers_name_their_flag(project: Path) -> None:
     assert "pass --service NAME:PORT" in refused("--verify-url", "http://127.0.0.1/version")
@@ -439,7 +514,7 @@ def test_interactive_answers(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
         questions.append(question)
         return next(answers)
 
-    with_service(project, "    init: true\n", "    init: true\n    expose: [\"8080\"]\n")
+    with_service(project, "    init: true\n", '    init: true\n    expose: ["8080"]\n')
     monkeypatch.setattr(sys, "stdin", _Tty())
     monkeypatch.setattr("builtins.input", fake_input)
     init()
@@ -462,10 +537,20 @@ def test_exit_code_2_from_the_command_line(project: Path) -> None:
     (project / "compose.yml").write_text(FIXTURE.read_text())
     env = {k: v for k, v in os.environ.items() if k != "WATCHER_CONFIG"}
     env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run([sys.executable, "-m", "watcher", "init", *FLAGS], cwd=project, env=env, text=True,
-                            capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "watcher", "init", *FLAGS],
+        cwd=project,
+        env=env,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert 'watcher: error: compose.yml cannot be coloured safely as it is:\n  web: ports "8080:8080"' in result.stderr
+    assert (
+        'watcher: error: compose.yml cannot be coloured safely as it is:\n  web: ports "8080:8080"'
+        in result.stderr
+    )
 
 
 def _answers(project: Path) -> Answers:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from watcher.backends.access_log import Served
 from watcher.config import BakeSettings
@@ -29,11 +30,15 @@ def test_a_five_percent_errors_version_fails_within_a_second_of_200_requests() -
 
 def test_no_verdict_before_min_requests_nor_for_a_rate_the_old_colour_had_too() -> None:
     assert error_verdict(SETTINGS, tally_of(1000), tally_of(49, failed=49), "blue", "green") is None
-    assert error_verdict(SETTINGS, tally_of(1000, failed=50), tally_of(1000, failed=55), "blue", "green") is None
+    assert (
+        error_verdict(SETTINGS, tally_of(1000, failed=50), tally_of(1000, failed=55), "blue", "green") is None
+    )
 
 
 def test_two_unlucky_errors_in_fifty_requests_of_a_healthy_app_do_not_roll_it_back() -> None:
-    assert error_verdict(SETTINGS, tally_of(10_000, failed=50), tally_of(50, failed=2), "blue", "green") is None
+    assert (
+        error_verdict(SETTINGS, tally_of(10_000, failed=50), tally_of(50, failed=2), "blue", "green") is None
+    )
 
 
 def test_errors_are_not_judged_when_turned_off() -> None:
@@ -50,23 +55,25 @@ def test_a_version_as_good_as_the_old_one_is_rarely_rolled_back(seed: int) -> No
     before = tally_of(60_000, failed=300)
     after = Tally()
     for second in range(60):
-        for i in range(200):
+        for _ in range(200):
             after.add(Served(float(second), "green", 500 if rng.random() < 0.005 else 200, 200, 0.01, False))
         assert error_verdict(SETTINGS, before, after, "blue", "green") is None
 
 
 def test_the_binomial_tail() -> None:
-    assert above(10, 200, 0.01)          # 10 of 200 where 2 are expected
-    assert not above(3, 200, 0.01)       # 3 of 200: chance
+    assert above(10, 200, 0.01)  # 10 of 200 where 2 are expected
+    assert not above(3, 200, 0.01)  # 3 of 200: chance
     assert not above(0, 10, 0.0)
-    assert above(1, 10, 0.0)             # any error where none are allowed
-    assert above(5_300, 100_000, 0.05)   # large counts stay cheap and exact enough
+    assert above(1, 10, 0.0)  # any error where none are allowed
+    assert above(5_300, 100_000, 0.05)  # large counts stay cheap and exact enough
     assert not above(5_050, 100_000, 0.05)
 
 
 def test_latency_judged_against_the_old_p99_with_a_floor() -> None:
     before = tally_of(1000, duration=0.02)
-    assert latency_verdict(SETTINGS, before, tally_of(1000, duration=0.25), "blue", "green") is None   # +230 ms
+    assert (
+        latency_verdict(SETTINGS, before, tally_of(1000, duration=0.25), "blue", "green") is None
+    )  # +230 ms
     verdict = latency_verdict(SETTINGS, before, tally_of(1000, duration=0.5), "blue", "green")
     assert verdict is not None and "green's p99 latency is 500 ms" in verdict and "3x blue's 20 ms" in verdict
     assert latency_verdict(SETTINGS, tally_of(10), tally_of(1000, duration=5.0), "blue", "green") is None

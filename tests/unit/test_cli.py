@@ -48,8 +48,15 @@ def watcher(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     base = {k: v for k, v in os.environ.items() if k not in ("WATCHER_CONFIG", "DOCKER_HOST")}
     base.update({"PYTHONPATH": str(REPO), "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     base.update(env or {})
-    return subprocess.run([sys.executable, "-m", "watcher", *args], cwd=cwd, env=base, text=True,
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args],
+        cwd=cwd,
+        env=base,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 def untouched(project_dir: Path) -> None:
@@ -60,9 +67,10 @@ def untouched(project_dir: Path) -> None:
 
 # -- help -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("args", [("help",), ("--help",), ()])
 def test_help_lists_the_commands(tmp_path: Path, args: tuple[str, ...]) -> None:
-    result = watcher(*args, cwd=tmp_path)   # no config needed for help
+    result = watcher(*args, cwd=tmp_path)  # no config needed for help
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
@@ -77,8 +85,17 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
 
 # -- tags -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args", [("deploy", "1.0;rm"), ("deploy", "a/b"), ("deploy", ".hidden"),
-                                  ("rollback", "--to", "1.0;rm"), ("deploy", "../../etc")])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("deploy", "1.0;rm"),
+        ("deploy", "a/b"),
+        ("deploy", ".hidden"),
+        ("rollback", "--to", "1.0;rm"),
+        ("deploy", "../../etc"),
+    ],
+)
 def test_invalid_tag_exits_2_before_touching_anything(project: Path, args: tuple[str, ...]) -> None:
     result = watcher("--config", str(project), *args, cwd=project.parent)
     assert result.returncode == 2, result.stderr
@@ -101,9 +118,9 @@ def restore_signals() -> Iterator[None]:
         signal.signal(signum, handler)
 
 
-def test_cli_validates_the_tag_before_the_lock_or_the_engine(project: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str],
-                                                             restore_signals: None) -> None:
+def test_cli_validates_the_tag_before_the_lock_or_the_engine(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_signals: None
+) -> None:
     def forbidden(*args: object, **kwargs: object) -> None:
         pytest.fail("touched the lock or the engine before validating the tag")
 
@@ -136,6 +153,7 @@ def test_engine_validates_the_tag_first(project: Path) -> None:
 
 
 # -- configuration --------------------------------------------------------------------------
+
 
 def test_missing_config_names_what_was_tried(tmp_path: Path) -> None:
     result = watcher("status", cwd=tmp_path)
@@ -173,6 +191,7 @@ def test_bad_environment_value_exits_2(project: Path) -> None:
 
 
 # -- reset ----------------------------------------------------------------------------------
+
 
 def test_reset_without_force_and_without_tty_exits_2(project: Path) -> None:
     result = watcher("--config", str(project), "reset", cwd=project.parent)

@@ -27,8 +27,12 @@ url = "http://127.0.0.1:8080/version"
 """
 
 
-def make_project(tmp_path: Path, toml: str = MINIMAL, *, compose: tuple[str, ...] = (
-        "compose.yml", "compose.blue.yml", "compose.green.yml")) -> Path:
+def make_project(
+    tmp_path: Path,
+    toml: str = MINIMAL,
+    *,
+    compose: tuple[str, ...] = ("compose.yml", "compose.blue.yml", "compose.green.yml"),
+) -> Path:
     """A project dir with (empty) compose files and watcher.toml; returns the config path."""
     for name in compose:
         (tmp_path / name).write_text("")
@@ -44,6 +48,7 @@ def refused(path: Path, env: dict[str, str] | None = None) -> str:
 
 
 # -- the example ----------------------------------------------------------------------------
+
 
 def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, {}, "demo")
@@ -61,7 +66,7 @@ def test_example_config_loads() -> None:
     assert config.pre_deploy == ()
     assert config.pre_deploy_timeout == 600.0
     assert config.retain_old is True
-    assert config.deployment_color_file is None   # two apps share the project directory
+    assert config.deployment_color_file is None  # two apps share the project directory
 
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
@@ -77,10 +82,21 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
 
 # -- durations ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    (300, 300.0), ("300", 300.0), ("300s", 300.0), ("5m", 300.0), ("1.5s", 1.5), ("250ms", 0.25),
-    ("1h", 3600.0), (2.5, 2.5), (" 10s ", 10.0),
-])
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (300, 300.0),
+        ("300", 300.0),
+        ("300s", 300.0),
+        ("5m", 300.0),
+        ("1.5s", 1.5),
+        ("250ms", 0.25),
+        ("1h", 3600.0),
+        (2.5, 2.5),
+        (" 10s ", 10.0),
+    ],
+)
 def test_durations_parse(value: object, seconds: float) -> None:
     assert parse_duration(value, "health.timeout") == pytest.approx(seconds)
 
@@ -91,9 +107,16 @@ def test_junk_durations_are_rejected(value: object) -> None:
         parse_duration(value, "health.timeout")
 
 
-@pytest.mark.parametrize(("toml_value", "seconds"), [
-    ("300", 300.0), ('"300s"', 300.0), ('"5m"', 300.0), ('"1.5s"', 1.5), ('"250ms"', 0.25),
-])
+@pytest.mark.parametrize(
+    ("toml_value", "seconds"),
+    [
+        ("300", 300.0),
+        ('"300s"', 300.0),
+        ('"5m"', 300.0),
+        ('"1.5s"', 1.5),
+        ('"250ms"', 0.25),
+    ],
+)
 def test_durations_in_the_file(tmp_path: Path, toml_value: str, seconds: float) -> None:
     path = make_project(tmp_path, MINIMAL + f"\n[drain]\ntimeout = {toml_value}\n")
     assert load_config(path, {}).drain_timeout == pytest.approx(seconds)
@@ -120,10 +143,12 @@ def test_non_finite_duration_is_rejected(tmp_path: Path, toml_value: str) -> Non
 
 # -- environment overrides ------------------------------------------------------------------
 
+
 def test_environment_overrides_durations(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + '\n[health]\ntimeout = "300s"\ninterval = "3s"\n')
-    config = load_config(path, {"HEALTH_CHECK_TIMEOUT": "2m", "HEALTH_CHECK_INTERVAL": "500ms",
-                                "DRAIN_TIMEOUT": "45"})
+    config = load_config(
+        path, {"HEALTH_CHECK_TIMEOUT": "2m", "HEALTH_CHECK_INTERVAL": "500ms", "DRAIN_TIMEOUT": "45"}
+    )
     assert config.health_timeout == 120.0
     assert config.health_interval == 0.5
     assert config.drain_timeout == 45.0
@@ -153,12 +178,16 @@ def test_default_os_environ_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # -- required keys and structure ------------------------------------------------------------
 
-@pytest.mark.parametrize(("remove", "key"), [
-    ('name = "shop"\n', "app.name"),
-    ('image = "ghcr.io/acme/shop"\n', "app.image"),
-    ('url = "http://127.0.0.1:8080/version"\n', "verify.url"),
-    ("[services.web]\nport = 8080\n", "services"),
-])
+
+@pytest.mark.parametrize(
+    ("remove", "key"),
+    [
+        ('name = "shop"\n', "app.name"),
+        ('image = "ghcr.io/acme/shop"\n', "app.image"),
+        ('url = "http://127.0.0.1:8080/version"\n', "verify.url"),
+        ("[services.web]\nport = 8080\n", "services"),
+    ],
+)
 def test_missing_required_key_is_named(tmp_path: Path, remove: str, key: str) -> None:
     assert remove in MINIMAL
     path = make_project(tmp_path, MINIMAL.replace(remove, ""))
@@ -184,8 +213,10 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     assert str(path) in message and "not valid TOML" in message
 
 
-@pytest.mark.parametrize("image", ["ghcr.io/acme/shop:1.0", "shop:latest", "localhost:5000/shop:1",
-                                   "ghcr.io/acme/shop@sha256:" + "a" * 64])
+@pytest.mark.parametrize(
+    "image",
+    ["ghcr.io/acme/shop:1.0", "shop:latest", "localhost:5000/shop:1", "ghcr.io/acme/shop@sha256:" + "a" * 64],
+)
 def test_image_with_tag_or_digest_is_rejected(tmp_path: Path, image: str) -> None:
     path = make_project(tmp_path, MINIMAL.replace("ghcr.io/acme/shop", image))
     message = refused(path)
@@ -214,15 +245,24 @@ def test_verify_url_must_be_http(tmp_path: Path) -> None:
 
 # -- caddy admin ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("admin", ["http://127.0.0.1:2019", "http://localhost:2019/", "http://[::1]:2019"])
 def test_loopback_admin_is_accepted(tmp_path: Path, admin: str) -> None:
     path = make_project(tmp_path, MINIMAL + f'\n[caddy]\nadmin = "{admin}"\n')
     assert load_config(path, {}).caddy_admin == admin.rstrip("/")
 
 
-@pytest.mark.parametrize("admin", ["http://0.0.0.0:2019", "http://10.0.0.5:2019", "http://caddy:2019",
-                                   "http://127.0.0.1.evil.example:2019", "tcp://127.0.0.1:2019",
-                                   "https://example.com:2019"])
+@pytest.mark.parametrize(
+    "admin",
+    [
+        "http://0.0.0.0:2019",
+        "http://10.0.0.5:2019",
+        "http://caddy:2019",
+        "http://127.0.0.1.evil.example:2019",
+        "tcp://127.0.0.1:2019",
+        "https://example.com:2019",
+    ],
+)
 def test_non_loopback_admin_is_rejected(tmp_path: Path, admin: str) -> None:
     path = make_project(tmp_path, MINIMAL + f'\n[caddy]\nadmin = "{admin}"\n')
     message = refused(path)
@@ -240,10 +280,13 @@ def test_caddy_admin_from_environment(tmp_path: Path) -> None:
 
 
 def test_non_loopback_caddy_admin_from_environment_is_rejected(tmp_path: Path) -> None:
-    assert "environment CADDY_ADMIN" in refused(make_project(tmp_path), {"CADDY_ADMIN": "http://10.1.2.3:2019"})
+    assert "environment CADDY_ADMIN" in refused(
+        make_project(tmp_path), {"CADDY_ADMIN": "http://10.1.2.3:2019"}
+    )
 
 
 # -- compose files --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("missing", ["compose.blue.yml", "compose.green.yml"])
 def test_missing_colour_overlay_is_rejected(tmp_path: Path, missing: str) -> None:
@@ -258,26 +301,33 @@ def test_missing_base_compose_file_is_rejected(tmp_path: Path) -> None:
 
 
 def test_project_dir_must_exist(tmp_path: Path) -> None:
-    path = make_project(tmp_path, MINIMAL.replace('image = "ghcr.io/acme/shop"\n',
-                                                  'image = "ghcr.io/acme/shop"\nproject_dir = "nope"\n'))
+    path = make_project(
+        tmp_path,
+        MINIMAL.replace(
+            'image = "ghcr.io/acme/shop"\n', 'image = "ghcr.io/acme/shop"\nproject_dir = "nope"\n'
+        ),
+    )
     assert "app.project_dir" in refused(path)
 
 
 # -- secrets --------------------------------------------------------------------------------
 
+
 def test_registry_password_file_is_read(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret\n")
-    config = load_config(make_project(tmp_path), {"REGISTRY_USERNAME": "bot",
-                                                  "REGISTRY_PASSWORD_FILE": str(secret)})
+    config = load_config(
+        make_project(tmp_path), {"REGISTRY_USERNAME": "bot", "REGISTRY_PASSWORD_FILE": str(secret)}
+    )
     assert config.registry_username == "bot"
     assert config.registry_password == "s3cret"
     assert "s3cret" not in repr(config)
 
 
 def test_registry_password_beats_the_file(tmp_path: Path) -> None:
-    config = load_config(make_project(tmp_path), {"REGISTRY_PASSWORD": "direct",
-                                                  "REGISTRY_PASSWORD_FILE": "/nonexistent"})
+    config = load_config(
+        make_project(tmp_path), {"REGISTRY_PASSWORD": "direct", "REGISTRY_PASSWORD_FILE": "/nonexistent"}
+    )
     assert config.registry_password == "direct"
 
 
@@ -293,6 +343,7 @@ def test_no_registry_credentials(tmp_path: Path) -> None:
 
 # -- redis ----------------------------------------------------------------------------------
 
+
 def test_without_redis_the_queue_is_off(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {})
     assert config.redis_url is None and config.lock_ttl == 30.0
@@ -304,9 +355,19 @@ def test_redis_from_the_file_and_the_environment(tmp_path: Path) -> None:
     assert (config.redis_url, config.lock_ttl) == ("redis://10.0.0.5:6379/2", 10.0)
     secret = tmp_path / "redis-password"
     secret.write_text("pw\n")
-    config = load_config(path, {"REDIS_URL": "rediss://cache.example:6380/0", "WATCHER_LOCK_TTL": "5s",
-                                "REDIS_PASSWORD_FILE": str(secret)})
-    assert (config.redis_url, config.lock_ttl, config.redis_password) == ("rediss://cache.example:6380/0", 5.0, "pw")
+    config = load_config(
+        path,
+        {
+            "REDIS_URL": "rediss://cache.example:6380/0",
+            "WATCHER_LOCK_TTL": "5s",
+            "REDIS_PASSWORD_FILE": str(secret),
+        },
+    )
+    assert (config.redis_url, config.lock_ttl, config.redis_password) == (
+        "rediss://cache.example:6380/0",
+        5.0,
+        "pw",
+    )
     assert "pw" not in repr(config) and "cache.example" not in repr(config)
 
 
@@ -318,6 +379,7 @@ def test_bad_redis_settings_are_named_without_the_password(tmp_path: Path) -> No
 
 
 # -- finding the file -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -380,20 +442,36 @@ def test_a_directory_is_not_a_config_file(in_tmp: Path) -> None:
 
 # -- the bake -------------------------------------------------------------------------------
 
+
 def test_the_bake_is_on_by_default_and_each_check_can_be_turned_off(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {})
-    assert (config.bake.duration, config.bake.max_error_rate, config.bake.max_latency_ratio) == (None, 0.01, 3.0)
+    assert (config.bake.duration, config.bake.max_error_rate, config.bake.max_latency_ratio) == (
+        None,
+        0.01,
+        3.0,
+    )
     assert config.access_log == tmp_path / ".watcher" / "run" / "access.log"
-    off = load_config(make_project(tmp_path, MINIMAL + '[bake]\nmax_latency_ratio = 0\nduration = "2m"\n'), {})
+    off = load_config(
+        make_project(tmp_path, MINIMAL + '[bake]\nmax_latency_ratio = 0\nduration = "2m"\n'), {}
+    )
     assert (off.bake.duration, off.bake.max_latency_ratio, off.bake.judges) == (120.0, None, True)
     disabled = load_config(make_project(tmp_path, MINIMAL + "[bake]\nenabled = false\n"), {})
     assert not disabled.bake.judges
 
 
-@pytest.mark.parametrize(("toml_value", "wanted"), [
-    ("max_error_rate = 5", "bake.max_error_rate: must be a fraction between 0 and 1 (0.01 is 1 %), got 5"),
-    ("max_latency_ratio = 0.5", "bake.max_latency_ratio: must be at least 1 (0 turns the latency check off)"),
-    ("min_requests = 0", "bake.min_requests: must be between 1 and 1000000"),
-])
+@pytest.mark.parametrize(
+    ("toml_value", "wanted"),
+    [
+        (
+            "max_error_rate = 5",
+            "bake.max_error_rate: must be a fraction between 0 and 1 (0.01 is 1 %), got 5",
+        ),
+        (
+            "max_latency_ratio = 0.5",
+            "bake.max_latency_ratio: must be at least 1 (0 turns the latency check off)",
+        ),
+        ("min_requests = 0", "bake.min_requests: must be between 1 and 1000000"),
+    ],
+)
 def test_bad_bake_thresholds_are_named(tmp_path: Path, toml_value: str, wanted: str) -> None:
     assert wanted in refused(make_project(tmp_path, MINIMAL + f"[bake]\n{toml_value}\n"))

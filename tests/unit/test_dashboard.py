@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -37,7 +38,9 @@ IMAGE = "127.0.0.1:5000/acme/app"
 
 @dataclass
 class FakeRegistry:
-    tags: dict[str, str] = field(default_factory=lambda: {"1.0.0": DIGEST, "1.1.0": DIGEST, "nightly": DIGEST})
+    tags: dict[str, str] = field(
+        default_factory=lambda: {"1.0.0": DIGEST, "1.1.0": DIGEST, "nightly": DIGEST}
+    )
 
     def list_tags(self, ref: ImageRef, *, page_size: int | None = None) -> list[str]:
         return list(self.tags)
@@ -53,16 +56,34 @@ class FakeRegistry:
 
 def fake_status(name: str) -> dict[str, Any]:
     """`status --json`'s shape: live on blue, 1.0.0 retained on green as the rollback target."""
-    container = {"name": f"{name}-web-blue-1", "service": "web", "state": "running", "health": "healthy",
-                 "version": "1.1.0", "image": f"{IMAGE}:1.1.0", "id": "0123456789ab", "restarts": 0}
-    return {"app": name, "live_color": "blue", "live_version": "1.1.0", "live_since": "2026-01-01T00:00:00+00:00",
-            "live_digest": DIGEST, "live_health": "healthy", "previous_color": "green", "previous_version": "1.0.0",
-            "rollback": {"version": "1.0.0", "color": "green", "way": "instant", "digest": None, "image": None},
-            "rollback_description": "1.0.0 (instant: retained on green)", "route": "blue",
-            "colors": {"blue": {"role": "live", "version": "1.1.0", "health": "healthy", "containers": [container]},
-                       "green": {"role": "rollback target", "version": "1.0.0", "health": "stopped",
-                                 "containers": []}},
-            "warnings": []}
+    container = {
+        "name": f"{name}-web-blue-1",
+        "service": "web",
+        "state": "running",
+        "health": "healthy",
+        "version": "1.1.0",
+        "image": f"{IMAGE}:1.1.0",
+        "id": "0123456789ab",
+        "restarts": 0,
+    }
+    return {
+        "app": name,
+        "live_color": "blue",
+        "live_version": "1.1.0",
+        "live_since": "2026-01-01T00:00:00+00:00",
+        "live_digest": DIGEST,
+        "live_health": "healthy",
+        "previous_color": "green",
+        "previous_version": "1.0.0",
+        "rollback": {"version": "1.0.0", "color": "green", "way": "instant", "digest": None, "image": None},
+        "rollback_description": "1.0.0 (instant: retained on green)",
+        "route": "blue",
+        "colors": {
+            "blue": {"role": "live", "version": "1.1.0", "health": "healthy", "containers": [container]},
+            "green": {"role": "rollback target", "version": "1.0.0", "health": "stopped", "containers": []},
+        },
+        "warnings": [],
+    }
 
 
 @dataclass
@@ -82,17 +103,38 @@ class Dashboard:
         return self.client.post("/login", data={"token": token, "csrf": self.csrf()})
 
 
-def dashboard(redis_url: str, name: str, *, token: str | None = TOKEN, status_auth: bool = True,
-              public_url: str | None = None, freezes: tuple[FreezeWindow, ...] = ()) -> Dashboard:
+def dashboard(
+    redis_url: str,
+    name: str,
+    *,
+    token: str | None = TOKEN,
+    status_auth: bool = True,
+    public_url: str | None = None,
+    freezes: tuple[FreezeWindow, ...] = (),
+) -> Dashboard:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     sink = RedisSink(client, lambda app: None)
     config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
-    triggers = Triggers([App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())],  # type: ignore[arg-type]
-                        sink, Memory(client), exists_wait=0)
+    triggers = Triggers(
+        [App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())],  # type: ignore[arg-type]
+        sink,
+        Memory(client),
+        exists_wait=0,
+    )
     settings = WebhookSettings(api_token=token, status_auth=status_auth)
-    app = create_app(triggers, sink, settings, ready=lambda: None, status=fake_status, metrics=CollectorRegistry())
-    app.register_blueprint(blueprint(triggers, sink, settings, status=fake_status,
-                                     queue=lambda app_name: DeployQueue(client, app_name), public_url=public_url))
+    app = create_app(
+        triggers, sink, settings, ready=lambda: None, status=fake_status, metrics=CollectorRegistry()
+    )
+    app.register_blueprint(
+        blueprint(
+            triggers,
+            sink,
+            settings,
+            status=fake_status,
+            queue=lambda app_name: DeployQueue(client, app_name),
+            public_url=public_url,
+        )
+    )
     return Dashboard(app.test_client(), DeployQueue(client, name), Suspension(client, name), name)
 
 
@@ -130,24 +172,31 @@ def test_logins_are_logged_without_the_token(board: Dashboard, caplog: pytest.Lo
 def test_login_goes_back_to_the_page_asked_for_but_never_off_site(board: Dashboard) -> None:
     target = f"/apps/{board.name}"
     csrf = board.csrf()
-    assert board.client.post("/login", data={"token": TOKEN, "csrf": csrf, "next": target}).headers["Location"] \
+    assert (
+        board.client.post("/login", data={"token": TOKEN, "csrf": csrf, "next": target}).headers["Location"]
         == target
+    )
     board.client.post("/logout", data={"csrf": board.csrf("/")})
-    evil = board.client.post("/login", data={"token": TOKEN, "csrf": board.csrf(), "next": "//evil.example/x"})
+    evil = board.client.post(
+        "/login", data={"token": TOKEN, "csrf": board.csrf(), "next": "//evil.example/x"}
+    )
     assert evil.headers["Location"] == "/"
 
 
 def test_the_session_cookie_is_httponly_strict_and_secure_over_https(board: Dashboard) -> None:
     cookie = board.login().headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
-    over_https = board.client.post("/login", base_url="https://localhost",
-                                   data={"token": TOKEN, "csrf": board.csrf()})
+    over_https = board.client.post(
+        "/login", base_url="https://localhost", data={"token": TOKEN, "csrf": board.csrf()}
+    )
     assert "Secure" in over_https.headers["Set-Cookie"], over_https.headers
 
 
-def test_an_https_public_url_makes_the_cookie_secure_behind_a_tls_proxy(redis_url: str, app_name: str) -> None:
+def test_an_https_public_url_makes_the_cookie_secure_behind_a_tls_proxy(
+    redis_url: str, app_name: str
+) -> None:
     board = dashboard(redis_url, app_name, public_url="https://deploy.example.com")
-    assert "Secure" in board.login().headers["Set-Cookie"]      # the request itself was plain http
+    assert "Secure" in board.login().headers["Set-Cookie"]  # the request itself was plain http
 
 
 def test_logout_ends_the_session(board: Dashboard) -> None:
@@ -159,7 +208,7 @@ def test_logout_ends_the_session(board: Dashboard) -> None:
 def test_repeated_failed_logins_are_slowed_down(board: Dashboard) -> None:
     for _ in range(5):
         assert board.login("guess").status_code == 401
-    assert board.login().status_code == 429      # even the right token waits out the window
+    assert board.login().status_code == 429  # even the right token waits out the window
 
 
 def test_without_an_api_token_every_login_is_refused(redis_url: str, app_name: str) -> None:
@@ -171,7 +220,9 @@ def test_without_an_api_token_every_login_is_refused(redis_url: str, app_name: s
 
 
 @pytest.mark.parametrize("csrf, code", [(None, 400), ("forged", 403)])
-def test_an_action_without_the_right_csrf_token_does_nothing(board: Dashboard, csrf: str | None, code: int) -> None:
+def test_an_action_without_the_right_csrf_token_does_nothing(
+    board: Dashboard, csrf: str | None, code: int
+) -> None:
     board.login()
     form = {"version": "1.1.0"} | ({"csrf": csrf} if csrf else {})
     assert board.client.post(f"/apps/{board.name}/deploy", data=form).status_code == code
@@ -198,30 +249,38 @@ def test_deploy_queues_a_dashboard_job_of_a_tag_the_policy_lists(board: Dashboar
     board.login()
     page = board.client.get(f"/apps/{board.name}").get_data(as_text=True)
     assert '<option value="1.1.0">' in page and '<option value="1.0.0">' in page and "nightly" not in page
-    answer = board.client.post(f"/apps/{board.name}/deploy", data={"version": "1.1.0", "csrf": board.csrf("/")})
+    answer = board.client.post(
+        f"/apps/{board.name}/deploy", data={"version": "1.1.0", "csrf": board.csrf("/")}
+    )
     assert answer.status_code == 303 and answer.headers["Location"] == f"/apps/{board.name}/jobs/1"
     [job] = board.queue.waiting()
     assert (job.version, job.source, job.digest) == ("1.1.0", "dashboard", DIGEST)
     assert job.requested_by == "dashboard (127.0.0.1)"
     job_page = board.client.get(answer.headers["Location"]).get_data(as_text=True)
-    for name, value in job.to_dict().items():
-        assert f">{name}</dt>" in job_page, name                      # every field of the record
+    for name in job.to_dict():
+        assert f">{name}</dt>" in job_page, name  # every field of the record
     assert board.client.get(f"/apps/{board.name}/jobs/1.json").get_json()["version"] == "1.1.0"
 
 
 def test_deploy_refuses_a_tag_the_policy_or_the_registry_does_not_have(board: Dashboard) -> None:
     board.login()
     for version, why in (("nightly", "not a semantic version"), ("9.9.9", "does not exist in the registry")):
-        answer = board.client.post(f"/apps/{board.name}/deploy", data={"version": version, "csrf": board.csrf("/")},
-                                   follow_redirects=True)
+        answer = board.client.post(
+            f"/apps/{board.name}/deploy",
+            data={"version": version, "csrf": board.csrf("/")},
+            follow_redirects=True,
+        )
         assert why in answer.get_data(as_text=True), version
     assert board.queue.waiting() == []
 
 
 def test_rollback_queues_a_rollback_job_of_the_target_shown(board: Dashboard) -> None:
     board.login()
-    stale = board.client.post(f"/apps/{board.name}/rollback", data={"version": "0.9.0", "csrf": board.csrf("/")},
-                              follow_redirects=True)
+    stale = board.client.post(
+        f"/apps/{board.name}/rollback",
+        data={"version": "0.9.0", "csrf": board.csrf("/")},
+        follow_redirects=True,
+    )
     assert "rollback target is now 1.0.0" in stale.get_data(as_text=True) and board.queue.waiting() == []
     board.client.post(f"/apps/{board.name}/rollback", data={"version": "1.0.0", "csrf": board.csrf("/")})
     [job] = board.queue.waiting()
@@ -241,8 +300,9 @@ def test_pause_resume_and_cancel_do_what_the_cli_does(board: Dashboard) -> None:
     board.client.post(f"/apps/{board.name}/jobs/{job.id}/cancel", data={"csrf": board.csrf("/")})
     cancelled = board.queue.get(job.id)
     assert cancelled and cancelled.status is Status.CANCELLED and board.queue.waiting() == []
-    again = board.client.post(f"/apps/{board.name}/jobs/{job.id}/cancel", data={"csrf": board.csrf("/")},
-                              follow_redirects=True)
+    again = board.client.post(
+        f"/apps/{board.name}/jobs/{job.id}/cancel", data={"csrf": board.csrf("/")}, follow_redirects=True
+    )
     assert "already ended" in again.get_data(as_text=True)
 
 
@@ -250,7 +310,11 @@ def test_live_json_reports_the_queue(board: Dashboard) -> None:
     board.login()
     board.queue.enqueue("1.1.0", source="cli", requested_by="test")
     data = board.client.get(f"/apps/{board.name}/live.json").get_json()
-    assert [j["version"] for j in data["waiting"]] == ["1.1.0"] and data["running"] == [] and data["paused"] is None
+    assert (
+        [j["version"] for j in data["waiting"]] == ["1.1.0"]
+        and data["running"] == []
+        and data["paused"] is None
+    )
 
 
 def test_an_unknown_app_or_job_is_a_404_page(board: Dashboard) -> None:
@@ -263,36 +327,52 @@ def test_an_unknown_app_or_job_is_a_404_page(board: Dashboard) -> None:
 def test_a_jobs_page_charts_its_traffic_receipt(board: Dashboard) -> None:
     moved = 1000.0
     served = [Served(moved - 5 + i * 0.1, "blue", 200, 200, 0.01, False) for i in range(50)]
-    served += [Served(moved + i * 0.1, "green", 500 if i % 10 == 0 else 200, 200, 0.02, False) for i in range(50)]
+    served += [
+        Served(moved + i * 0.1, "green", 500 if i % 10 == 0 else 200, 200, 0.02, False) for i in range(50)
+    ]
     receipt = build("abort", served, moved, moved - 10, moved + 5, "/run/watcher/access.log").to_dict()
     board.queue.enqueue("1.1.0", source="cli", requested_by="test")
     lock = DeployLock(board.queue.client, board.name, ttl=30, purpose="test")
     assert lock.try_acquire()
     taken = board.queue.take(lock, worker="test")
-    board.queue.finish(lock, taken.job, Status.FAILED, reason="bake: green answered 5 of 50",
-                       audit=Audit(receipt=receipt))
+    board.queue.finish(
+        lock, taken.job, Status.FAILED, reason="bake: green answered 5 of 50", audit=Audit(receipt=receipt)
+    )
     lock.release()
     board.login()
     page = board.client.get(f"/apps/{board.name}/jobs/{taken.job.id}").get_data(as_text=True)
     assert "served 100 requests during the abort, 5 failed" in page
-    assert page.count('class="c-green"') == 5 and page.count('class="failed"') == 5 and 'class="moved"' in page
+    assert (
+        page.count('class="c-green"') == 5 and page.count('class="failed"') == 5 and 'class="moved"' in page
+    )
     assert "t=0s green: 10 requests, 1 failed" in page
 
 
-def test_a_freeze_and_a_timed_pause_are_shown_and_a_deploy_says_it_waits(redis_url: str, app_name: str) -> None:
+def test_a_freeze_and_a_timed_pause_are_shown_and_a_deploy_says_it_waits(
+    redis_url: str, app_name: str
+) -> None:
     """A window in force now (it began two hours ago and ends in two): the badge, when it ends,
     the waiting job held; a rollback is not held. A pause with `until` shows its end."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     began, ends = now - timedelta(hours=2), now + timedelta(hours=2)
-    freeze = window(f"{began.minute} {began.hour} * * *", f"{ends.minute} {ends.hour} * * *", reason="release")
+    freeze = window(
+        f"{began.minute} {began.hour} * * *", f"{ends.minute} {ends.hour} * * *", reason="release"
+    )
     board = dashboard(redis_url, app_name, freezes=(freeze,))
     board.login()
     until = ends.replace(second=0, microsecond=0).strftime("%Y-%m-%d %H:%M UTC")
-    answer = board.client.post(f"/apps/{board.name}/deploy", data={"version": "1.1.0", "csrf": board.csrf("/")},
-                               follow_redirects=True)
+    answer = board.client.post(
+        f"/apps/{board.name}/deploy",
+        data={"version": "1.1.0", "csrf": board.csrf("/")},
+        follow_redirects=True,
+    )
     assert f"it waits: {board.name} is frozen until {until}" in answer.get_data(as_text=True)
     page = board.client.get(f"/apps/{board.name}").get_data(as_text=True)
-    assert 'data-state="frozen"' in page and f"until <strong>{until}</strong>" in page and "<q>release</q>" in page
+    assert (
+        'data-state="frozen"' in page
+        and f"until <strong>{until}</strong>" in page
+        and "<q>release</q>" in page
+    )
     assert f"held by freeze until {until}" in page
     assert "is-paused" in board.client.get("/").get_data(as_text=True)
     live = board.client.get(f"/apps/{board.name}/live.json").get_json()
@@ -300,11 +380,16 @@ def test_a_freeze_and_a_timed_pause_are_shown_and_a_deploy_says_it_waits(redis_u
     board.client.post(f"/apps/{board.name}/rollback", data={"version": "1.0.0", "csrf": board.csrf("/")})
     assert "held by freeze" not in board.client.get(f"/apps/{board.name}").get_data(as_text=True)
 
-    refused = board.client.post(f"/apps/{board.name}/pause", data={"until": "yesterday", "csrf": board.csrf("/")},
-                                follow_redirects=True)
+    refused = board.client.post(
+        f"/apps/{board.name}/pause",
+        data={"until": "yesterday", "csrf": board.csrf("/")},
+        follow_redirects=True,
+    )
     assert "until: expected a span like 30m or 2h" in refused.get_data(as_text=True)
     assert board.suspension.paused() is None
-    board.client.post(f"/apps/{board.name}/pause", data={"until": "2099-01-01T08:00", "csrf": board.csrf("/")})
+    board.client.post(
+        f"/apps/{board.name}/pause", data={"until": "2099-01-01T08:00", "csrf": board.csrf("/")}
+    )
     assert board.suspension.paused()["until"] == "2099-01-01T08:00:00+00:00"  # type: ignore[index]
     assert "until <strong>2099-01-01 08:00 UTC</strong>" in board.client.get("/").get_data(as_text=True)
     board.suspension.resume()

@@ -24,7 +24,7 @@ def test_a_zero_between_requests_is_not_drained(monkeypatch) -> None:  # type: i
     monkeypatch.setattr(drain, "QUIET", 0.3)
     counts = Counts(3, 0, 2, 0, 1)
     assert drain.wait_drained(counts, ["a-web-blue:8080"], timeout=10, progress=Progress(io.StringIO()))  # type: ignore[arg-type]
-    assert counts.reads >= 5 + 3          # every count was read, then a quiet period of zeros
+    assert counts.reads >= 5 + 3  # every count was read, then a quiet period of zeros
 
 
 def test_still_busy_at_the_timeout_is_not_drained() -> None:

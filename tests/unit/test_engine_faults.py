@@ -38,7 +38,9 @@ class Said(Progress):
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Deployment]:
-    config = load_host(write_project(tmp_path, app="shop", image="127.0.0.1:5000/acme/shop", port=9), {}).app(None)
+    config = load_host(write_project(tmp_path, app="shop", image="127.0.0.1:5000/acme/shop", port=9), {}).app(
+        None
+    )
     built = Deployment(config, progress=Said(), docker=SimpleNamespace())  # type: ignore[arg-type]
     built.store.save(DeployState(LIVE))
     yield built
@@ -46,14 +48,16 @@ def engine(tmp_path: Path) -> Iterator[Deployment]:
 
 def fill_disk(monkeypatch: pytest.MonkeyPatch) -> None:
     """From now on every new file's content is refused, as on a full disk (renames still work)."""
+
     def refused(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fdopen", refused)
 
 
-def test_a_deploy_that_starts_on_a_full_disk_changes_nothing_and_says_so(engine: Deployment,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_deploy_that_starts_on_a_full_disk_changes_nothing_and_says_so(
+    engine: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fill_disk(monkeypatch)
     view = View(LIVE, None, DeployState(LIVE), Observed(Color.BLUE, {}))
     with pytest.raises(DeployFailed) as failed:
@@ -64,15 +68,20 @@ def test_a_deploy_that_starts_on_a_full_disk_changes_nothing_and_says_so(engine:
 
 
 def test_a_full_disk_after_the_prepare_neither_stops_the_deploy_nor_its_record(
-        engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine._note_pending(View(LIVE, None, DeployState(LIVE), Observed(Color.BLUE, {})),
-                         Pending("deploy", "v2", Color.GREEN, "health"))
+    engine: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine._note_pending(
+        View(LIVE, None, DeployState(LIVE), Observed(Color.BLUE, {})),
+        Pending("deploy", "v2", Color.GREEN, "health"),
+    )
     prepared = engine._prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
     fill_disk(monkeypatch)
     engine._mark("verify")
-    assert any("No space left on device" in line and "'verify' is not noted" in line
-               for line in engine.progress.lines)  # type: ignore[attr-defined]
-    engine.store.deployment_color_file = None   # (in the project directory: not on the full disk)
+    assert any(
+        "No space left on device" in line and "'verify' is not noted" in line
+        for line in engine.progress.lines
+    )  # type: ignore[attr-defined]
+    engine.store.deployment_color_file = None  # (in the project directory: not on the full disk)
     engine._record(prepared)
     recorded = engine.store.load()
     assert recorded.live == prepared.state.live and recorded.previous == LIVE and recorded.pending is None
@@ -84,7 +93,9 @@ def test_a_full_disk_before_the_switch_stops_it(engine: Deployment, monkeypatch:
         engine._prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
 
 
-def test_an_abort_waits_for_a_restarting_docker_engine(engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_abort_waits_for_a_restarting_docker_engine(
+    engine: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     answers = iter([False, False, False, True])
     monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: next(answers)))
     monkeypatch.setattr(deployment.time, "sleep", lambda seconds: None)
@@ -92,13 +103,16 @@ def test_an_abort_waits_for_a_restarting_docker_engine(engine: Deployment, monke
     assert any("Docker is not answering; waiting up to" in line for line in engine.progress.lines)  # type: ignore[attr-defined]
 
 
-def test_an_abort_step_that_failed_with_docker_answering_is_not_retried(engine: Deployment,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_abort_step_that_failed_with_docker_answering_is_not_retried(
+    engine: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: True))
     assert not engine._docker_came_back()
 
 
-def test_an_abort_gives_up_on_an_engine_that_stays_away(engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_abort_gives_up_on_an_engine_that_stays_away(
+    engine: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = iter(range(0, 10_000, 50))
     monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: False))
     monkeypatch.setattr(deployment.time, "monotonic", lambda: float(next(clock)))
@@ -109,12 +123,15 @@ def test_an_abort_gives_up_on_an_engine_that_stays_away(engine: Deployment, monk
 def test_docker_going_away_under_a_call_is_docker_unavailable() -> None:
     """The SDK lets requests' ConnectionError through when the daemon's socket vanishes (a
     restart): it must read as DockerUnavailable, which the engine's abort knows, not a traceback."""
+
     def vanished(**kwargs: object) -> None:
         raise requests.exceptions.ConnectionError("('Connection aborted.', FileNotFoundError(2))")
 
     docker = Containers.__new__(Containers)
-    docker.client = SimpleNamespace(containers=SimpleNamespace(list=vanished),   # type: ignore[assignment]
-                                    info=lambda: vanished())
+    docker.client = SimpleNamespace(
+        containers=SimpleNamespace(list=vanished),  # type: ignore[assignment]
+        info=lambda: vanished(),
+    )
     with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
         docker.of_project("shop-green")
     with pytest.raises(DockerUnavailable, match="Docker stopped answering"):

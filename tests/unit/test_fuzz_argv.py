@@ -36,8 +36,27 @@ from watcher.queue.queue import DeployQueue
 from watcher.validation import NAME_PATTERN, validate_name, validate_tag
 
 # What ColorStack and SharedStack put on a compose command line besides names and paths.
-COMPOSE_WORDS = {"docker", "compose", "-p", "--project-directory", "-f", "--profile", "*", "up", "-d", "--no-deps",
-                 "--pull", "never", "start", "stop", "down", "--remove-orphans", "pull", "--quiet", "--no-recreate"}
+COMPOSE_WORDS = {
+    "docker",
+    "compose",
+    "-p",
+    "--project-directory",
+    "-f",
+    "--profile",
+    "*",
+    "up",
+    "-d",
+    "--no-deps",
+    "--pull",
+    "never",
+    "start",
+    "stop",
+    "down",
+    "--remove-orphans",
+    "pull",
+    "--quiet",
+    "--no-recreate",
+}
 
 
 def is_valid_tag(text: str) -> bool:
@@ -74,6 +93,7 @@ def recorded_argvs() -> Iterator[list[list[str]]]:
 
 # -- versions: engine, queue, registry -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project directory with its (empty) compose files, for every example's config."""
@@ -86,8 +106,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def config(project: Path) -> Config:
     path = project / "shop.toml"
-    path.write_text(to_toml({"apps": {"shop": {"image": "127.0.0.1:5000/acme/shop", "services": {"web": {"port": 80}},
-                                               "verify": {"url": "http://127.0.0.1/version"}}}}))
+    path.write_text(
+        to_toml(
+            {
+                "apps": {
+                    "shop": {
+                        "image": "127.0.0.1:5000/acme/shop",
+                        "services": {"web": {"port": 80}},
+                        "verify": {"url": "http://127.0.0.1/version"},
+                    }
+                }
+            }
+        )
+    )
     return load_host(path, {}).app("shop")
 
 
@@ -98,8 +129,9 @@ def engine(config: Config) -> Deployment:
 
 
 @given(tag_like(), st.booleans())
-def test_the_engine_refuses_an_invalid_version_before_anything_runs(engine: Deployment, version: str,
-                                                                     rollback: bool) -> None:
+def test_the_engine_refuses_an_invalid_version_before_anything_runs(
+    engine: Deployment, version: str, rollback: bool
+) -> None:
     with recorded_argvs() as argvs:
         try:
             if rollback:
@@ -151,8 +183,11 @@ VALID_NAMES = st.from_regex(NAME_PATTERN, fullmatch=True).filter(lambda name: le
 
 def name_like() -> st.SearchStrategy[str]:
     """Valid names and near misses: an option (`-rm`), a hostile or upper-case character."""
-    return st.one_of(VALID_NAMES, VALID_NAMES.map(lambda name: "-" + name),
-                     st.text(st.sampled_from(NAME_TAIL + "A." + HOSTILE), min_size=1, max_size=12))
+    return st.one_of(
+        VALID_NAMES,
+        VALID_NAMES.map(lambda name: "-" + name),
+        st.text(st.sampled_from(NAME_TAIL + "A." + HOSTILE), min_size=1, max_size=12),
+    )
 
 
 @st.composite
@@ -162,10 +197,16 @@ def named_apps(draw: st.DrawFn) -> dict[str, Any]:
     names = VALID_NAMES if draw(st.booleans()) else name_like()
     services = draw(st.lists(names, min_size=1, max_size=3, unique=True))
     app: dict[str, Any] = {
-        "image": "127.0.0.1:5000/acme/shop", "verify": {"url": "http://127.0.0.1/version"},
-        "services": {name: {"port": 8000 + i, "path": f"/s{i}"} if i else {"port": 8000}
-                     for i, name in enumerate(services)},
-        "shared_services": draw(st.lists(names.filter(lambda name: name not in services), max_size=2, unique=True))}
+        "image": "127.0.0.1:5000/acme/shop",
+        "verify": {"url": "http://127.0.0.1/version"},
+        "services": {
+            name: {"port": 8000 + i, "path": f"/s{i}"} if i else {"port": 8000}
+            for i, name in enumerate(services)
+        },
+        "shared_services": draw(
+            st.lists(names.filter(lambda name: name not in services), max_size=2, unique=True)
+        ),
+    }
     if draw(st.booleans()):
         app["project"] = draw(names)
     return {"apps": {draw(names): app}}
@@ -182,7 +223,9 @@ def assert_safe(argv: list[str], project_dir: Path) -> None:
 
 
 @given(named_apps())
-def test_no_name_that_fails_validation_reaches_a_compose_argv(project: Path, document: dict[str, Any]) -> None:
+def test_no_name_that_fails_validation_reaches_a_compose_argv(
+    project: Path, document: dict[str, Any]
+) -> None:
     path = project / "names.toml"
     path.write_text(to_toml(document))
     try:

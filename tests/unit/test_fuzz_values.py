@@ -36,8 +36,13 @@ def tag_like() -> st.SearchStrategy[str]:
     """Valid tags, near misses of the grammar (a hostile character, a trailing newline, one
     character too long), and any text."""
     valid = st.from_regex(TAG_PATTERN, fullmatch=True)
-    return st.one_of(valid, st.text(st.sampled_from(TAG_TAIL + HOSTILE), max_size=130),
-                     valid.map(lambda tag: tag + "\n"), st.text(TAG_TAIL, min_size=126, max_size=130), st.text())
+    return st.one_of(
+        valid,
+        st.text(st.sampled_from(TAG_TAIL + HOSTILE), max_size=130),
+        valid.map(lambda tag: tag + "\n"),
+        st.text(TAG_TAIL, min_size=126, max_size=130),
+        st.text(),
+    )
 
 
 def in_tag_grammar(text: str) -> bool:
@@ -51,6 +56,7 @@ def in_name_grammar(text: str) -> bool:
 
 # -- tags and names --------------------------------------------------------------------------------
 
+
 @given(st.one_of(tag_like(), st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=3)))
 def test_a_tag_is_refused_or_in_the_oci_grammar(value: Any) -> None:
     """Whatever is accepted can be neither an option (`-x`) nor a path or a second argument."""
@@ -63,9 +69,13 @@ def test_a_tag_is_refused_or_in_the_oci_grammar(value: Any) -> None:
     assert not value.startswith(("-", "."))
 
 
-@given(st.one_of(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True),
-                 st.text(st.sampled_from(NAME_TAIL + string.ascii_uppercase + HOSTILE + "."), max_size=20),
-                 st.text()))
+@given(
+    st.one_of(
+        st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True),
+        st.text(st.sampled_from(NAME_TAIL + string.ascii_uppercase + HOSTILE + "."), max_size=20),
+        st.text(),
+    )
+)
 def test_a_name_is_refused_or_in_the_compose_grammar(value: str) -> None:
     try:
         accepted = validate_name(value, "service name")
@@ -79,24 +89,38 @@ def test_a_name_is_refused_or_in_the_compose_grammar(value: str) -> None:
 # -- tag policies ------------------------------------------------------------------------------------
 
 POLICIES: list[TagPolicy] = [
-    SemverPolicy(), SemverPolicy(prereleases=True), SemverPolicy(">=1.2,<2"),
-    SemverPolicy("~=1.2", prereleases=True, exclude=(r"1\.2\..*",)), SemverPolicy("==1.*,!=1.3.0"),
-    RegexPolicy(r"main-(\d+)-[0-9a-f]+"), RegexPolicy(r"(?P<order>\d+)?.*"), RegexPolicy(r".*", (r"sha-.*",)),
+    SemverPolicy(),
+    SemverPolicy(prereleases=True),
+    SemverPolicy(">=1.2,<2"),
+    SemverPolicy("~=1.2", prereleases=True, exclude=(r"1\.2\..*",)),
+    SemverPolicy("==1.*,!=1.3.0"),
+    RegexPolicy(r"main-(\d+)-[0-9a-f]+"),
+    RegexPolicy(r"(?P<order>\d+)?.*"),
+    RegexPolicy(r".*", (r"sha-.*",)),
     DigestPolicy("latest"),
 ]
 
 
 def semver_like() -> st.SearchStrategy[str]:
     """Tags built from semver's parts, so that most reach the version parsing and the range."""
-    number = st.one_of(st.integers(0, 20), st.integers(0, 10**30)).map(str) | st.sampled_from(["01", "00", ""])
-    pre = st.sampled_from(["", "-alpha", "-beta.2", "-rc.1", "-RC1", "-rc.01", "-1", "-snapshot", "-rc..1", "-"])
-    return st.builds(lambda v, parts, suffix: v + ".".join(parts) + suffix,
-                     st.sampled_from(["", "v", "V"]), st.lists(number, min_size=1, max_size=4), pre)
+    number = st.one_of(st.integers(0, 20), st.integers(0, 10**30)).map(str) | st.sampled_from(
+        ["01", "00", ""]
+    )
+    pre = st.sampled_from(
+        ["", "-alpha", "-beta.2", "-rc.1", "-RC1", "-rc.01", "-1", "-snapshot", "-rc..1", "-"]
+    )
+    return st.builds(
+        lambda v, parts, suffix: v + ".".join(parts) + suffix,
+        st.sampled_from(["", "v", "V"]),
+        st.lists(number, min_size=1, max_size=4),
+        pre,
+    )
 
 
 def policy_tags() -> st.SearchStrategy[list[str]]:
-    return st.lists(st.one_of(semver_like(), tag_like(), st.sampled_from(["latest", "main-9-abc", "sha-1"])),
-                    max_size=15)
+    return st.lists(
+        st.one_of(semver_like(), tag_like(), st.sampled_from(["latest", "main-9-abc", "sha-1"])), max_size=15
+    )
 
 
 @given(st.sampled_from(POLICIES), policy_tags())
@@ -113,7 +137,7 @@ def test_a_policy_picks_the_highest_valid_tag_it_was_given(policy: TagPolicy, ta
 
 
 @given(st.sampled_from(POLICIES), st.one_of(semver_like(), tag_like()), st.one_of(semver_like(), tag_like()))
-@example(RegexPolicy(r".*"), "²", "1")   # superscript two: str.isdigit, but no \d and no int(): ValueError
+@example(RegexPolicy(r".*"), "²", "1")  # superscript two: str.isdigit, but no \d and no int(): ValueError
 def test_older_is_a_strict_order_on_any_two_tags(policy: TagPolicy, tag: str, than: str) -> None:
     """`than` is a live version read back from state: whatever it is, comparing raises nothing."""
     assert not (older(policy, tag, than) and older(policy, than, tag))
@@ -125,9 +149,18 @@ def test_older_is_a_strict_order_on_any_two_tags(policy: TagPolicy, tag: str, th
 DURATION_TEXT = st.text(st.sampled_from("0123456789.smh \t\n-+eE_,x٣"), max_size=12)
 
 
-@given(st.one_of(DURATION_TEXT, st.text(), HUGE_INTS, st.floats(), st.booleans(), st.none(),
-                 st.lists(st.integers(), max_size=2)))
-@example(2**1024 - 2**970)   # the smallest int float() cannot hold: OverflowError
+@given(
+    st.one_of(
+        DURATION_TEXT,
+        st.text(),
+        HUGE_INTS,
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+    )
+)
+@example(2**1024 - 2**970)  # the smallest int float() cannot hold: OverflowError
 def test_a_duration_is_seconds_or_an_error_naming_the_key(value: Any) -> None:
     """A ValueError for the schema to place, or with `where` a ConfigError naming it; a result
     is never negative, infinite or NaN."""

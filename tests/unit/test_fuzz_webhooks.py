@@ -21,16 +21,17 @@ import io
 import json
 import sys
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import pytest
 from flask.testing import FlaskClient
-from prometheus_client import CollectorRegistry
 from hypothesis import example, given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from werkzeug.test import TestResponse
 
 from tests.unit.test_fuzz_config import mutated
@@ -41,23 +42,40 @@ from watcher.backends.registry import ImageRef
 from watcher.config import WebhookSettings
 from watcher.triggers import webhook
 from watcher.triggers.dispatch import App, Memory, Triggers
-from watcher.triggers.payloads import (Ignored, Push, parse_github, parse_registry_notification, sign,
-                                       verify_github_signature)
+from watcher.triggers.payloads import (
+    Ignored,
+    Push,
+    parse_github,
+    parse_registry_notification,
+    sign,
+    verify_github_signature,
+)
 from watcher.triggers.policy import RegexPolicy
 from watcher.validation import validate_tag
 
 MAX_BODY = 8 * 1024
 PATHS = ["/hooks/github", "/hooks/registry", "/pause", "/resume", "/status", "/healthz", "/readyz", "/nope"]
-CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain",
-                 "application/vnd.docker.distribution.events.v1+json", "multipart/form-data; boundary=x"]
+CONTENT_TYPES = [
+    "application/json",
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "application/vnd.docker.distribution.events.v1+json",
+    "multipart/form-data; boundary=x",
+]
 
 
 # -- strategies --------------------------------------------------------------------------------------
 
+
 def json_values() -> st.SearchStrategy[Any]:
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), tag_like())
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=10)
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), tag_like()
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=10,
+    )
 
 
 def nested(depth: int) -> Any:
@@ -71,23 +89,38 @@ def nested(depth: int) -> Any:
 def payloads(values: st.SearchStrategy[Any] = json_values()) -> st.SearchStrategy[Any]:
     """Real deliveries for the configured image with a random tag, as sent or with a few keys
     mangled; and any JSON."""
+
     def github(tag: str, event: str, action: str) -> dict[str, Any]:
         return github_package(action, tag, event=event, package_url=f"{IMAGE}:{tag}")
 
     templates = st.one_of(
-        st.builds(github, tag_like(), st.sampled_from(["package", "registry_package"]),
-                  st.sampled_from(["published", "updated", "deleted"])),
-        st.builds(lambda tag, action: distribution_envelope(tag=tag, action=action), tag_like(),
-                  st.sampled_from(["push", "pull"])),
-        st.just(harbor_push()))
-    keys = st.sampled_from(["action", "package", "tag", "name", "events", "target", "package_url"]) \
-        | st.text(max_size=8)
+        st.builds(
+            github,
+            tag_like(),
+            st.sampled_from(["package", "registry_package"]),
+            st.sampled_from(["published", "updated", "deleted"]),
+        ),
+        st.builds(
+            lambda tag, action: distribution_envelope(tag=tag, action=action),
+            tag_like(),
+            st.sampled_from(["push", "pull"]),
+        ),
+        st.just(harbor_push()),
+    )
+    keys = st.sampled_from(["action", "package", "tag", "name", "events", "target", "package_url"]) | st.text(
+        max_size=8
+    )
     return st.one_of(templates, templates.flatmap(lambda payload: mutated(payload, values, keys)), values)
 
 
 # Where a deep value lands in each kind of delivery: the fields the receiver reads or echoes.
-DEEP_FIELDS = [(b"", b""), (b'{"action": ', b"}"), (b'{"events": [{"action": ', b"}]}"),
-               (b'{"zen": "z", "hook_id": ', b"}"), (b'{"type": ', b', "event_data": {}}')]
+DEEP_FIELDS = [
+    (b"", b""),
+    (b'{"action": ', b"}"),
+    (b'{"events": [{"action": ', b"}]}"),
+    (b'{"zen": "z", "hook_id": ', b"}"),
+    (b'{"type": ', b', "event_data": {}}'),
+]
 
 
 def deep(field: tuple[bytes, bytes], depth: int) -> bytes:
@@ -103,12 +136,19 @@ def deep_bodies() -> st.SearchStrategy[bytes]:
 def bodies() -> st.SearchStrategy[bytes]:
     as_json = payloads().map(lambda payload: json.dumps(payload).encode())
     as_form = as_json.map(lambda body: urllib.parse.urlencode({"payload": body.decode()}).encode())
-    junk = st.one_of(as_form, deep_bodies(), st.binary(max_size=300), st.text(max_size=100).map(str.encode),
-                     st.just(b"x" * (MAX_BODY + 1)))
-    return st.one_of(as_json, junk)   # half of them JSON, so that half reach the parsers
+    junk = st.one_of(
+        as_form,
+        deep_bodies(),
+        st.binary(max_size=300),
+        st.text(max_size=100).map(str.encode),
+        st.just(b"x" * (MAX_BODY + 1)),
+    )
+    return st.one_of(as_json, junk)  # half of them JSON, so that half reach the parsers
 
 
-HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
+HEADER_TEXT = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80
+)
 
 
 def right_signatures(body: bytes) -> st.SearchStrategy[str]:
@@ -123,18 +163,29 @@ def signatures(body: bytes) -> st.SearchStrategy[str | None]:
     right = sign(SECRET, body)
     hex_digits = st.text("0123456789abcdefABCDEF", min_size=64, max_size=64)
     return st.one_of(
-        right_signatures(body), st.just(sign(SECRET + "x", body)), st.just(sign(SECRET, body + b"\n")),
-        st.just(right[:-1]), st.just(right[:-1] + ("0" if right[-1] != "0" else "1")),
-        st.just(right.replace("sha256=", "sha1=")), hex_digits.map(lambda digits: "sha256=" + digits),
-        HEADER_TEXT, st.none())
+        right_signatures(body),
+        st.just(sign(SECRET + "x", body)),
+        st.just(sign(SECRET, body + b"\n")),
+        st.just(right[:-1]),
+        st.just(right[:-1] + ("0" if right[-1] != "0" else "1")),
+        st.just(right.replace("sha256=", "sha1=")),
+        hex_digits.map(lambda digits: "sha256=" + digits),
+        HEADER_TEXT,
+        st.none(),
+    )
 
 
 RIGHT_BEARERS = st.sampled_from([f"Bearer {TOKEN}", f"bearer  {TOKEN} "])
-BEARERS = st.one_of(RIGHT_BEARERS, st.sampled_from([f"Bearer {TOKEN}x", f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}",
-                                                    TOKEN]), HEADER_TEXT, st.none())
+BEARERS = st.one_of(
+    RIGHT_BEARERS,
+    st.sampled_from([f"Bearer {TOKEN}x", f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}", TOKEN]),
+    HEADER_TEXT,
+    st.none(),
+)
 
 
 # -- the receiver --------------------------------------------------------------------------------
+
 
 class EveryTag:
     """A registry that has whatever tag it is asked for."""
@@ -171,8 +222,13 @@ class Receiver:
     def post(self, path: str, body: bytes, headers: dict[str, str | None], content_type: str) -> TestResponse:
         """Exactly `body` (as `data`, an empty one would become an empty form's encoding)."""
         sent = {name: value for name, value in headers.items() if value is not None}
-        return self.client.post(path, input_stream=io.BytesIO(body), content_length=len(body), headers=sent,
-                                content_type=content_type)
+        return self.client.post(
+            path,
+            input_stream=io.BytesIO(body),
+            content_length=len(body),
+            headers=sent,
+            content_type=content_type,
+        )
 
 
 @functools.cache
@@ -180,14 +236,22 @@ def _built(secret: str | None, token: str | None, api_token: str | None) -> Rece
     sink, store = RecordingSink(), FakeRedis()
     config = SimpleNamespace(app="demo")
     app = App(config, ImageRef.parse(IMAGE), RegexPolicy(".*"), EveryTag())  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(store), exists_wait=0)   # type: ignore[arg-type]
+    triggers = Triggers([app], sink, Memory(store), exists_wait=0)  # type: ignore[arg-type]
     settings = WebhookSettings(max_body=MAX_BODY, secret=secret, registry_token=token, api_token=api_token)
-    flask_app = webhook.create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name},
-                                   metrics=CollectorRegistry())
+    flask_app = webhook.create_app(
+        triggers,
+        sink,
+        settings,
+        ready=lambda: None,
+        status=lambda name: {"app": name},
+        metrics=CollectorRegistry(),
+    )
     return Receiver(flask_app.test_client(), sink, store)
 
 
-def receiver(secret: str | None = SECRET, token: str | None = TOKEN, api_token: str | None = API_TOKEN) -> Receiver:
+def receiver(
+    secret: str | None = SECRET, token: str | None = TOKEN, api_token: str | None = API_TOKEN
+) -> Receiver:
     """A receiver with nothing queued, claimed or paused. Each is built once and emptied for the
     next example: building the Flask app (werkzeug compiles every route) is most of a request's cost."""
     hooks = _built(secret, token, api_token)
@@ -211,6 +275,7 @@ def assert_nothing_done(hooks: Receiver) -> None:
 
 # -- parsers -------------------------------------------------------------------------------------
 
+
 def assert_pushes_valid(results: list[Push | Ignored]) -> None:
     for result in results:
         assert isinstance(result, (Push, Ignored))
@@ -219,7 +284,10 @@ def assert_pushes_valid(results: list[Push | Ignored]) -> None:
             assert ImageRef(result.registry, result.repository).repository == result.repository.lower()
 
 
-@given(payloads(json_values() | st.integers(1, 990).map(nested)), st.sampled_from(["package", "registry_package"]))
+@given(
+    payloads(json_values() | st.integers(1, 990).map(nested)),
+    st.sampled_from(["package", "registry_package"]),
+)
 def test_the_parsers_read_any_json_without_raising(payload: Any, event: str) -> None:
     """Any JSON: as deep as json.loads nests under the default recursion limit, too."""
     assert_pushes_valid([parse_github(event, payload)])
@@ -228,12 +296,15 @@ def test_the_parsers_read_any_json_without_raising(payload: Any, event: str) -> 
 
 # -- signatures and tokens -------------------------------------------------------------------------
 
+
 @given(st.text(min_size=1, max_size=20), st.binary(max_size=100), st.data())
-def test_a_signature_verifies_only_if_it_is_the_hmac_of_the_body(secret: str, body: bytes, data: st.DataObject) -> None:
+def test_a_signature_verifies_only_if_it_is_the_hmac_of_the_body(
+    secret: str, body: bytes, data: st.DataObject
+) -> None:
     header = data.draw(st.one_of(signatures(body), HEADER_TEXT.map(lambda text: "sha256=" + text)))
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     stripped = (header or "").strip()
-    is_hmac = stripped.startswith("sha256=") and stripped[len("sha256="):].lower() == expected
+    is_hmac = stripped.startswith("sha256=") and stripped[len("sha256=") :].lower() == expected
     assert verify_github_signature(secret, body, header) == is_hmac
 
 
@@ -249,6 +320,7 @@ def test_signatures_and_tokens_are_compared_in_constant_time() -> None:
 
 # -- the receiver ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Delivery:
     body: bytes
@@ -260,16 +332,30 @@ def content_types() -> st.SearchStrategy[str]:
     return st.one_of(st.just("application/json"), st.sampled_from(CONTENT_TYPES) | HEADER_TEXT)
 
 
-def github_deliveries(signing: Callable[[bytes], st.SearchStrategy[str | None]]) -> st.SearchStrategy[Delivery]:
+def github_deliveries(
+    signing: Callable[[bytes], st.SearchStrategy[str | None]],
+) -> st.SearchStrategy[Delivery]:
     events = st.sampled_from(["package", "registry_package", "ping", "push", "Package", ""])
-    return bodies().flatmap(lambda body: st.builds(
-        Delivery, st.just(body), st.fixed_dictionaries({
-            "X-Hub-Signature-256": signing(body), "X-GitHub-Event": events,
-            "X-GitHub-Delivery": st.uuids().map(str) | HEADER_TEXT}), content_types()))
+    return bodies().flatmap(
+        lambda body: st.builds(
+            Delivery,
+            st.just(body),
+            st.fixed_dictionaries(
+                {
+                    "X-Hub-Signature-256": signing(body),
+                    "X-GitHub-Event": events,
+                    "X-GitHub-Delivery": st.uuids().map(str) | HEADER_TEXT,
+                }
+            ),
+            content_types(),
+        )
+    )
 
 
 def registry_deliveries(authorizations: st.SearchStrategy[str | None]) -> st.SearchStrategy[Delivery]:
-    return st.builds(Delivery, bodies(), st.fixed_dictionaries({"Authorization": authorizations}), content_types())
+    return st.builds(
+        Delivery, bodies(), st.fixed_dictionaries({"Authorization": authorizations}), content_types()
+    )
 
 
 def signed(body: bytes, event: str = "package") -> Delivery:
@@ -290,13 +376,14 @@ def test_github_refuses_every_signature_but_the_hmac_of_the_body(delivery: Deliv
     response = hooks.post("/hooks/github", delivery.body, delivery.headers, delivery.content_type)
     assert_answered(response)
     if len(delivery.body) <= MAX_BODY and not verify_github_signature(
-            SECRET, delivery.body, delivery.headers["X-Hub-Signature-256"]):
+        SECRET, delivery.body, delivery.headers["X-Hub-Signature-256"]
+    ):
         assert response.status_code == 401
         assert_nothing_done(hooks)
 
 
 @given(github_deliveries(right_signatures))
-@example(signed(deep(DEEP_FIELDS[0], 4000)))   # json.loads: RecursionError
+@example(signed(deep(DEEP_FIELDS[0], 4000)))  # json.loads: RecursionError
 def test_a_signed_github_delivery_enqueues_only_a_valid_tag(delivery: Delivery) -> None:
     hooks = receiver()
     response = hooks.post("/hooks/github", delivery.body, delivery.headers, delivery.content_type)
@@ -315,7 +402,9 @@ def test_registry_refuses_every_token_but_its_own(delivery: Delivery) -> None:
 
 
 @given(registry_deliveries(RIGHT_BEARERS))
-@example(Delivery(deep(DEEP_FIELDS[2], 4000), {"Authorization": f"Bearer {TOKEN}"}))   # json.loads: RecursionError
+@example(
+    Delivery(deep(DEEP_FIELDS[2], 4000), {"Authorization": f"Bearer {TOKEN}"})
+)  # json.loads: RecursionError
 def test_an_authorized_notification_enqueues_only_valid_tags(delivery: Delivery) -> None:
     hooks = receiver()
     response = hooks.post("/hooks/registry", delivery.body, delivery.headers, delivery.content_type)
@@ -323,13 +412,30 @@ def test_an_authorized_notification_enqueues_only_valid_tags(delivery: Delivery)
     assert_enqueued_only_valid_tags(hooks, response)
 
 
-@given(st.sampled_from(PATHS), st.sampled_from(["GET", "POST", "PUT", "DELETE"]), bodies(),
-       st.dictionaries(st.sampled_from(["X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery",
-                                        "Authorization", "X-Watcher-Signature-256", "Content-Length"]), HEADER_TEXT,
-                       max_size=4),
-       st.sampled_from(CONTENT_TYPES) | HEADER_TEXT, st.sampled_from([SECRET, None, ""]))
-def test_no_request_with_nothing_right_does_anything(path: str, method: str, body: bytes, headers: dict[str, str],
-                                                      content_type: str, secret: str | None) -> None:
+@given(
+    st.sampled_from(PATHS),
+    st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+    bodies(),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "X-Hub-Signature-256",
+                "X-GitHub-Event",
+                "X-GitHub-Delivery",
+                "Authorization",
+                "X-Watcher-Signature-256",
+                "Content-Length",
+            ]
+        ),
+        HEADER_TEXT,
+        max_size=4,
+    ),
+    st.sampled_from(CONTENT_TYPES) | HEADER_TEXT,
+    st.sampled_from([SECRET, None, ""]),
+)
+def test_no_request_with_nothing_right_does_anything(
+    path: str, method: str, body: bytes, headers: dict[str, str], content_type: str, secret: str | None
+) -> None:
     """Random headers (a wrong Content-Length among them) and no secret, or one nobody sent:
     refused, never a 500, nothing done."""
     hooks = receiver(secret=secret, token=secret, api_token=secret)
@@ -347,27 +453,37 @@ def test_json_nested_to_just_under_the_recursion_limit_is_refused(field: tuple[b
     for depth in range(limit - 150, limit + 10):
         body = deep(field, depth)
         ping = hooks.post("/hooks/github", body, signed(body, "ping").headers, "application/json")
-        notification = hooks.post("/hooks/registry", body, {"Authorization": f"Bearer {TOKEN}"}, "application/json")
+        notification = hooks.post(
+            "/hooks/registry", body, {"Authorization": f"Bearer {TOKEN}"}, "application/json"
+        )
         assert (ping.status_code, notification.status_code) == (400, 400), depth
     assert_nothing_done(hooks)
 
 
 def control_bodies() -> st.SearchStrategy[bytes]:
-    fields = st.dictionaries(st.sampled_from(["app", "reason", "by", "until"]),
-                             st.sampled_from(["demo", "other", "2h", "2000-01-01T00:00"]) | json_values(), max_size=4)
-    return st.one_of((fields | payloads()).map(lambda payload: json.dumps(payload).encode()), deep_bodies(),
-                     st.binary(max_size=50))
+    fields = st.dictionaries(
+        st.sampled_from(["app", "reason", "by", "until"]),
+        st.sampled_from(["demo", "other", "2h", "2000-01-01T00:00"]) | json_values(),
+        max_size=4,
+    )
+    return st.one_of(
+        (fields | payloads()).map(lambda payload: json.dumps(payload).encode()),
+        deep_bodies(),
+        st.binary(max_size=50),
+    )
 
 
 @given(st.sampled_from(["/pause", "/resume"]), control_bodies(), st.sampled_from(["bearer", "hmac", "wrong"]))
-@example("/pause", deep(DEEP_FIELDS[0], 4000), "bearer")   # json.loads: RecursionError
+@example("/pause", deep(DEEP_FIELDS[0], 4000), "bearer")  # json.loads: RecursionError
 def test_pause_and_resume_act_only_on_the_api_token(path: str, body: bytes, auth: str) -> None:
     """The API token as bearer or HMAC: the named app (or every app) paused, else a 4xx; a wrong
     token or a signature under another key: 401, nothing paused."""
     hooks = receiver()
-    headers = {"bearer": {"Authorization": f"Bearer {API_TOKEN}"},
-               "hmac": {"X-Watcher-Signature-256": sign(API_TOKEN, body)},
-               "wrong": {"Authorization": f"Bearer {API_TOKEN}x", "X-Watcher-Signature-256": sign(SECRET, body)}}
+    headers = {
+        "bearer": {"Authorization": f"Bearer {API_TOKEN}"},
+        "hmac": {"X-Watcher-Signature-256": sign(API_TOKEN, body)},
+        "wrong": {"Authorization": f"Bearer {API_TOKEN}x", "X-Watcher-Signature-256": sign(SECRET, body)},
+    }
     response = hooks.post(path, body, headers[auth], "application/json")
     assert_answered(response)
     if auth == "wrong":

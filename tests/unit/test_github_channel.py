@@ -21,14 +21,18 @@ def github() -> GithubContract:
 
 
 def channel(github: GithubContract, repository: str | None = None, token: str = TOKEN) -> GithubDeployments:
-    return GithubDeployments(GithubSettings(github.url, token, repository, "shop", "https://shop.example.com"))
+    return GithubDeployments(
+        GithubSettings(github.url, token, repository, "shop", "https://shop.example.com")
+    )
 
 
 def test_it_takes_job_events_of_a_known_repository_only(github: GithubContract) -> None:
     configured, from_job = channel(github, "acme/shop"), channel(github)
     assert configured.wants(Event("started", "shop", "v2", "7"))
-    assert not configured.wants(Event("paused", "shop")) and not configured.wants(Event("refused", "shop", "v9"))
-    assert not from_job.wants(Event("started", "shop", "v2", "7"))   # no repository anywhere: nothing to tell
+    assert not configured.wants(Event("paused", "shop")) and not configured.wants(
+        Event("refused", "shop", "v9")
+    )
+    assert not from_job.wants(Event("started", "shop", "v2", "7"))  # no repository anywhere: nothing to tell
     assert from_job.wants(Event("started", "shop", "v2", "7", repository="acme/web"))
     # the configured repository wins over the one a payload names
     assert configured.repository(Event("started", "shop", "v2", "7", repository="evil/other")) == "acme/shop"
@@ -45,7 +49,9 @@ def test_a_job_becomes_a_deployment_whose_status_follows_it(github: GithubContra
     assert deployment.statuses[1]["environment_url"] == "https://shop.example.com"
 
 
-def test_refusals_are_errors_that_name_the_call_and_githubs_message_never_the_token(github: GithubContract) -> None:
+def test_refusals_are_errors_that_name_the_call_and_githubs_message_never_the_token(
+    github: GithubContract,
+) -> None:
     with pytest.raises(RuntimeError) as refused:
         channel(github, "acme/shop", token="ghp_wrong").send(Event("started", "shop", "v2", "7"), 5)
     assert "POST /repos/acme/shop/deployments: 401 Bad credentials" in str(refused.value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import queue
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,23 +17,35 @@ from watcher.engine.health_check import HealthCheckFailed, wait_on_events
 from watcher.engine.progress import Progress
 
 
-def c(state: str = "running", health: str | None = "healthy", *, service: str = "web", restarts: int = 0,
-      code: int = 0, name: str = "app-blue-web-1") -> ContainerInfo:
-    return ContainerInfo(f"id-{name}", name, service, "ghcr.io/a/b:1", "sha256:1", state, health, code, restarts)
+def c(
+    state: str = "running",
+    health: str | None = "healthy",
+    *,
+    service: str = "web",
+    restarts: int = 0,
+    code: int = 0,
+    name: str = "app-blue-web-1",
+) -> ContainerInfo:
+    return ContainerInfo(
+        f"id-{name}", name, service, "ghcr.io/a/b:1", "sha256:1", state, health, code, restarts
+    )
 
 
-@pytest.mark.parametrize("containers, state", [
-    ([], "absent"),
-    ([c()], "healthy"),
-    ([c(health=None)], "healthy"),                     # no healthcheck: running counts
-    ([c(health="starting")], "starting"),
-    ([c("created", None)], "starting"),
-    ([c(health="unhealthy")], "unhealthy"),
-    ([c("restarting", None, code=127)], "restarting"),
-    ([c("exited", None, code=1)], "stopped"),           # all stopped: a retained colour
-    ([c(), c("exited", None, code=1, service="api", name="x")], "exited"),
-    ([c(), c(health="unhealthy", service="api", name="x")], "unhealthy"),
-])
+@pytest.mark.parametrize(
+    "containers, state",
+    [
+        ([], "absent"),
+        ([c()], "healthy"),
+        ([c(health=None)], "healthy"),  # no healthcheck: running counts
+        ([c(health="starting")], "starting"),
+        ([c("created", None)], "starting"),
+        ([c(health="unhealthy")], "unhealthy"),
+        ([c("restarting", None, code=127)], "restarting"),
+        ([c("exited", None, code=1)], "stopped"),  # all stopped: a retained colour
+        ([c(), c("exited", None, code=1, service="api", name="x")], "exited"),
+        ([c(), c(health="unhealthy", service="api", name="x")], "unhealthy"),
+    ],
+)
 def test_states(containers: list[ContainerInfo], state: str) -> None:
     assert judge(containers, ["web", "api"] if len(containers) > 1 else ["web"]).state == state
 
@@ -52,14 +64,25 @@ def test_a_restart_since_the_wait_began_is_a_crash_loop_even_while_running() -> 
     assert judge([looping], ["web"], {looping.id: 3}).state == "starting"
 
 
-@pytest.mark.parametrize("state, failed", [("unhealthy", True), ("restarting", True), ("exited", True),
-                                           ("starting", False), ("healthy", False), ("absent", False)])
+@pytest.mark.parametrize(
+    "state, failed",
+    [
+        ("unhealthy", True),
+        ("restarting", True),
+        ("exited", True),
+        ("starting", False),
+        ("healthy", False),
+        ("absent", False),
+    ],
+)
 def test_which_states_end_the_health_wait(state: str, failed: bool) -> None:
     from watcher.engine.health import Health
+
     assert Health(state).failed is failed
 
 
 # -- the health wait on Docker's events (health_check.wait_on_events), with a scripted colour --
+
 
 class FakeDocker:
     """What a failure report reads of a container."""
@@ -120,10 +143,12 @@ def test_a_healthy_event_ends_the_wait_at_once_not_at_the_next_poll() -> None:
 
 def test_every_container_of_every_service_must_be_healthy() -> None:
     web, worker = c(health="starting"), c(health="starting", service="worker", name="app-blue-worker-1")
-    color = ScriptedColor([web], [web], [c()], [c(), worker], [c(), c(service="worker", name="w")],
-                          services=("web", "worker"))
-    events = FakeEvents([event("health_status: healthy")], [event("start", "w")],
-                        [event("health_status: healthy", "w")])
+    color = ScriptedColor(
+        [web], [web], [c()], [c(), worker], [c(), c(service="worker", name="w")], services=("web", "worker")
+    )
+    events = FakeEvents(
+        [event("health_status: healthy")], [event("start", "w")], [event("health_status: healthy", "w")]
+    )
     said = wait(color, events)
     assert len(events.waits) == 3, "web alone, then worker starting, are not enough"
     assert "w: health_status: healthy" in said
@@ -163,6 +188,7 @@ def test_starting_waits_until_the_timeout_whatever_the_events() -> None:
 
 # -- the event source (backends/container_events.py) on a fake Docker stream --
 
+
 class FakeStream:
     """Decoded events as the docker SDK yields them; `close` ends the iteration (from any thread)."""
 
@@ -184,9 +210,17 @@ class FakeStream:
 
 def docker_event(action: str, name: str = "app-green-web-1") -> dict:
     """An event as Docker 20.10 sends it."""
-    return {"status": action, "id": "f00d", "from": "app:2", "Type": "container", "Action": action,
-            "Actor": {"ID": "f00d", "Attributes": {"name": name, "com.docker.compose.project": "app-green"}},
-            "scope": "local", "time": 1700000000, "timeNano": 1700000000123456789}
+    return {
+        "status": action,
+        "id": "f00d",
+        "from": "app:2",
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": "f00d", "Attributes": {"name": name, "com.docker.compose.project": "app-green"}},
+        "scope": "local",
+        "time": 1700000000,
+        "timeNano": 1700000000123456789,
+    }
 
 
 def collect(events: ContainerEvents, count: int) -> list[str]:

@@ -40,8 +40,13 @@ HOLDER = textwrap.dedent("""\
 class Holder:
     def __init__(self, path: Path, purpose: str, hold: float) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), purpose, str(hold)],
-                                     stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path), purpose, str(hold)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         line = self.proc.stdout.readline()
         assert line == "held\n", f"holder did not take the lock: {line!r}"
 
@@ -86,10 +91,10 @@ def test_context_manager_releases(lock_path: Path) -> None:
 
 
 def test_holder_is_none_when_free(lock_path: Path) -> None:
-    assert HostLock(lock_path).holder() is None          # no file at all
+    assert HostLock(lock_path).holder() is None  # no file at all
     HostLock(lock_path).acquire("deploy 1.0").release()
     assert lock_path.exists()
-    assert HostLock(lock_path).holder() is None          # file left behind, nobody holds it
+    assert HostLock(lock_path).holder() is None  # file left behind, nobody holds it
 
 
 def test_second_acquire_fails_naming_the_holder(lock_path: Path, holders: list[Holder]) -> None:
@@ -102,7 +107,7 @@ def test_second_acquire_fails_naming_the_holder(lock_path: Path, holders: list[H
     started = time.monotonic()
     with pytest.raises(LockBusy) as caught:
         HostLock(lock_path).acquire("rollback")
-    assert time.monotonic() - started < 2                # no wait asked: fail at once
+    assert time.monotonic() - started < 2  # no wait asked: fail at once
     message = str(caught.value)
     assert "deploy 2.0" in message
     assert f"pid {holder.pid}" in message
@@ -125,7 +130,7 @@ def test_lock_released_when_holder_is_killed(lock_path: Path, holders: list[Hold
         HostLock(lock_path).acquire("deploy 4.0")
     os.kill(holder.pid, signal.SIGKILL)
     holder.proc.wait(timeout=10)
-    assert HostLock(lock_path).holder() is None          # the stale record does not count
+    assert HostLock(lock_path).holder() is None  # the stale record does not count
     lock = HostLock(lock_path).acquire("deploy 4.0")
     try:
         assert HostLock(lock_path).holder()["purpose"] == "deploy 4.0"
@@ -141,7 +146,7 @@ def test_wait_succeeds_when_the_holder_releases_in_time(lock_path: Path, holders
     waited = time.monotonic() - started
     try:
         assert 0.3 < waited < 10
-        assert holder.proc.poll() is None                 # released, not exited
+        assert holder.proc.poll() is None  # released, not exited
         info = HostLock(lock_path).holder()
         assert info["purpose"] == "deploy 6.0" and info["pid"] == os.getpid()
     finally:
@@ -157,14 +162,16 @@ def test_wait_gives_up_after_the_wait(lock_path: Path, holders: list[Holder]) ->
     assert 0.9 < time.monotonic() - started < 5
 
 
-def test_a_full_disk_leaves_the_holder_unnamed_but_the_lock_held(lock_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_leaves_the_holder_unnamed_but_the_lock_held(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def full(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("watcher.host_lock.os.write", full)
     lock = HostLock(lock_path).acquire("deploy v2")
     try:
-        assert lock.holder() == {"pid": "?"}   # held, by somebody it cannot name
+        assert lock.holder() == {"pid": "?"}  # held, by somebody it cannot name
         with pytest.raises(LockBusy):
             HostLock(lock_path).acquire("deploy v3")
     finally:

@@ -161,9 +161,14 @@ class Server:
                     hdrs += f"X-Watcher-Color: {color}\r\n"
                 if self.chunked:
                     mid = len(self.body) // 2
-                    payload = b"".join(
-                        b"%x\r\n%s\r\n" % (len(part), part) for part in (self.body[:mid], self.body[mid:]) if part
-                    ) + b"0\r\nX-Trailer: 1\r\n\r\n"
+                    payload = (
+                        b"".join(
+                            b"%x\r\n%s\r\n" % (len(part), part)
+                            for part in (self.body[:mid], self.body[mid:])
+                            if part
+                        )
+                        + b"0\r\nX-Trailer: 1\r\n\r\n"
+                    )
                     hdrs += "Transfer-Encoding: chunked\r\n"
                 else:
                     payload = self.body
@@ -300,14 +305,16 @@ def test_responses_counted_by_colour_header_errors_included_and_none_as_empty() 
 def test_per_second_timeline_adds_up_to_the_totals() -> None:
     """The per-second counters (for plots of a deploy under load) hold every outcome once, in the
     second since the first scheduled request it was recorded in, colours as in `colors`."""
-    with Server(color=lambda n: "green" if n % 2 else "blue", status=lambda n: 502 if n % 5 == 0 else 200) as s:
+    with Server(
+        color=lambda n: "green" if n % 2 else "blue", status=lambda n: 502 if n % 5 == 0 else 200
+    ) as s:
         before = time.monotonic()
         r = run_load(s.url, rate=100, duration=2.5, connections=4)
     assert_consistent(r)
     assert r.started_at is not None and before <= r.started_at <= before + 1
     assert sum(r.ok_per_second.values()) == r.ok and sum(r.failed_per_second.values()) == r.failed > 0
     rows = r.timeline()
-    assert [row["second"] for row in rows] == list(range(len(rows))) and len(rows) >= 3   # 2.5 s of load
+    assert [row["second"] for row in rows] == list(range(len(rows))) and len(rows) >= 3  # 2.5 s of load
     per_color: dict[str, int] = {}
     for row in rows:
         for color, count in row["colors"].items():
@@ -349,7 +356,13 @@ def test_queue_wait_counts_in_latency() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://example.com/", "http://10.0.0.1:8080/", "http://192.168.1.10/", "https://127.0.0.1/", "ftp://localhost/"],
+    [
+        "http://example.com/",
+        "http://10.0.0.1:8080/",
+        "http://192.168.1.10/",
+        "https://127.0.0.1/",
+        "ftp://localhost/",
+    ],
 )
 def test_non_loopback_or_non_http_url_rejected(url: str) -> None:
     with pytest.raises(ValueError):
@@ -397,7 +410,17 @@ def test_timeout_and_stop_is_bounded() -> None:
 
 def test_cli_json(server: Server) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "tests.harness.load", server.url, "--rate", "50", "--duration", "0.5", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "tests.harness.load",
+            server.url,
+            "--rate",
+            "50",
+            "--duration",
+            "0.5",
+            "--json",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

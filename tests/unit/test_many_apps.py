@@ -17,12 +17,18 @@ from watcher.errors import ConfigError, UsageError
 REPO = Path(__file__).resolve().parents[2]
 
 
-def app(name: str, image: str | None = None, *, extra: str = "", directory: str | None = None,
-        compose_project: str | None = None) -> str:
+def app(
+    name: str,
+    image: str | None = None,
+    *,
+    extra: str = "",
+    directory: str | None = None,
+    compose_project: str | None = None,
+) -> str:
     chosen = f'project = "{compose_project}"\n' if compose_project else ""
     return f"""
 [apps.{name}]
-image = "{image or f'ghcr.io/acme/{name}'}"
+image = "{image or f"ghcr.io/acme/{name}"}"
 project_dir = "{directory or name}"
 {chosen}
 
@@ -52,8 +58,13 @@ def refused(path: Path, env: dict[str, str] | None = None) -> str:
 
 
 def test_three_apps_load_in_file_order_with_their_own_files(tmp_path: Path) -> None:
-    path = project(tmp_path, '[worker]\nconcurrency = 2\n' + app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')
-                   + app("api", extra='[apps.api.caddy]\nsite = "api.example.com"\n[apps.api.poll]\ninterval = "5m"\n'))
+    path = project(
+        tmp_path,
+        "[worker]\nconcurrency = 2\n"
+        + app("shop")
+        + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')
+        + app("api", extra='[apps.api.caddy]\nsite = "api.example.com"\n[apps.api.poll]\ninterval = "5m"\n'),
+    )
     host = load_host(path, {})
     assert list(host.apps) == ["shop", "blog", "api"] and host.concurrency == 2
     shop, blog, api = host.apps.values()
@@ -63,13 +74,23 @@ def test_three_apps_load_in_file_order_with_their_own_files(tmp_path: Path) -> N
     assert shop.services[0].upstream("shop", "blue") == "shop-web-blue:8080"
     assert (blog.route.site, blog.route.path) == (":80", "/blog")
     assert api.route.site == "api.example.com" and api.poll.interval == 300.0 and shop.poll.interval == 60.0
-    assert shop.compose_env("v2") == {"WATCHER_APP": "shop", "APP_IMAGE": "ghcr.io/acme/shop", "APP_VERSION": "v2"}
+    assert shop.compose_env("v2") == {
+        "WATCHER_APP": "shop",
+        "APP_IMAGE": "ghcr.io/acme/shop",
+        "APP_VERSION": "v2",
+    }
 
 
 def test_two_apps_on_one_image_are_allowed(tmp_path: Path) -> None:
-    path = project(tmp_path, app("shop", "ghcr.io/acme/shop")
-                   + app("blog", "ghcr.io/acme/shop", extra='[apps.blog.caddy]\npath = "/staging"\n'
-                                                            '[apps.blog.policy]\nprereleases = true\n'))
+    path = project(
+        tmp_path,
+        app("shop", "ghcr.io/acme/shop")
+        + app(
+            "blog",
+            "ghcr.io/acme/shop",
+            extra='[apps.blog.caddy]\npath = "/staging"\n[apps.blog.policy]\nprereleases = true\n',
+        ),
+    )
     host = load_host(path, {})
     assert {c.image for c in host.apps.values()} == {"ghcr.io/acme/shop"}
 
@@ -80,15 +101,20 @@ def test_a_duplicate_app_is_refused_with_its_name(tmp_path: Path) -> None:
 
 
 def test_two_apps_on_one_compose_project_are_refused(tmp_path: Path) -> None:
-    path = project(tmp_path, app("shop", compose_project="store")
-                   + app("blog", compose_project="store", extra='[apps.blog.caddy]\npath = "/blog"\n'))
+    path = project(
+        tmp_path,
+        app("shop", compose_project="store")
+        + app("blog", compose_project="store", extra='[apps.blog.caddy]\npath = "/blog"\n'),
+    )
     message = refused(path)
     assert "app blog: project: compose project store is already shop's" in message
 
 
 def test_an_app_named_like_another_apps_colour_project_is_refused(tmp_path: Path) -> None:
-    path = project(tmp_path, app("shop") + app("shop-blue", directory="blog",
-                                               extra='[apps.shop-blue.caddy]\npath = "/b"\n'))
+    path = project(
+        tmp_path,
+        app("shop") + app("shop-blue", directory="blog", extra='[apps.shop-blue.caddy]\npath = "/b"\n'),
+    )
     assert "compose project shop-blue is already shop's" in refused(path)
 
 
@@ -99,22 +125,32 @@ def test_two_apps_on_one_caddy_route_are_refused(tmp_path: Path) -> None:
 
 def test_two_apps_on_one_route_file_are_refused(tmp_path: Path) -> None:
     shared = '[apps.{0}.caddy]\nroute_file = "../.watcher/run/live"\npath = "/{0}"\n'
-    message = refused(project(tmp_path, app("shop", extra=shared.format("shop"))
-                              + app("blog", extra=shared.format("blog"))))
+    message = refused(
+        project(tmp_path, app("shop", extra=shared.format("shop")) + app("blog", extra=shared.format("blog")))
+    )
     assert "app blog: caddy.route_file: route file" in message and "already shop's" in message
 
 
-@pytest.mark.parametrize(("extra", "wanted"), [
-    ('[apps.shop.health]\ntimeout = "5x"\n', "app shop: health.timeout: expected a duration like 300, 300s or 5m"),
-    ('[apps.shop.services.web]\nprot = 1\n', None),
-    ('[apps.shop.helth]\ntimeout = 1\n', "app shop: helth: unknown key (known: image, project,"),
-    ('[apps.shop.policy]\nkind = "newest"\n', "app shop: policy.kind: expected semver, regex or digest, got 'newest'"),
-    ('[worker]\nconcurrency = 0\n', "worker.concurrency: must be between 1 and 32, got 0"),
-    ('[apps.shop.services.api]\nport = 9000\n', "app shop: services: several services have a port"),
-])
+@pytest.mark.parametrize(
+    ("extra", "wanted"),
+    [
+        (
+            '[apps.shop.health]\ntimeout = "5x"\n',
+            "app shop: health.timeout: expected a duration like 300, 300s or 5m",
+        ),
+        ("[apps.shop.services.web]\nprot = 1\n", None),
+        ("[apps.shop.helth]\ntimeout = 1\n", "app shop: helth: unknown key (known: image, project,"),
+        (
+            '[apps.shop.policy]\nkind = "newest"\n',
+            "app shop: policy.kind: expected semver, regex or digest, got 'newest'",
+        ),
+        ("[worker]\nconcurrency = 0\n", "worker.concurrency: must be between 1 and 32, got 0"),
+        ("[apps.shop.services.api]\nport = 9000\n", "app shop: services: several services have a port"),
+    ],
+)
 def test_refusals_name_file_app_and_key(tmp_path: Path, extra: str, wanted: str | None) -> None:
     body = app("shop") + extra
-    if "prot" in extra:   # a second [apps.shop.services.web] table is a TOML error; say it as a key
+    if "prot" in extra:  # a second [apps.shop.services.web] table is a TOML error; say it as a key
         body = app("shop").replace("port = 8080", "port = 8080\nprot = 1")
         wanted = "app shop: services.web.prot: unknown key (known: port, path)"
     message = refused(project(tmp_path, body))
@@ -122,13 +158,17 @@ def test_refusals_name_file_app_and_key(tmp_path: Path, extra: str, wanted: str 
 
 
 def test_an_environment_override_is_named_in_the_refusal(tmp_path: Path) -> None:
-    message = refused(project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/b"\n')),
-                      {"HEALTH_CHECK_TIMEOUT": "soon"})
+    message = refused(
+        project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/b"\n')),
+        {"HEALTH_CHECK_TIMEOUT": "soon"},
+    )
     assert message.startswith("environment HEALTH_CHECK_TIMEOUT: expected a duration")
 
 
 def test_the_app_is_chosen_by_name_or_is_the_only_one(tmp_path: Path) -> None:
-    host = load_host(project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/b"\n')), {})
+    host = load_host(
+        project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/b"\n')), {}
+    )
     assert host.app("blog").app == "blog"
     with pytest.raises(UsageError, match=r"no app 'nope' in .* \(known: shop, blog\)"):
         host.app("nope")
@@ -143,25 +183,33 @@ def test_max_body_over_the_limit_says_so(tmp_path: Path) -> None:
 
 # -- the Caddyfile ----------------------------------------------------------------------------------
 
+
 def test_the_example_caddyfile_is_what_watcher_caddyfile_prints() -> None:
     host = load_host(REPO / "config" / "watcher.toml", {})
-    assert (REPO / "Caddyfile").read_text() == render(host, list(host.apps.values())), \
+    assert (REPO / "Caddyfile").read_text() == render(host, list(host.apps.values())), (
         "run: watcher -c config/watcher.toml caddyfile > Caddyfile"
+    )
 
 
 def test_caddyfile_routes_each_app_to_its_own_upstreams(tmp_path: Path) -> None:
-    host = load_host(project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')), {})
+    host = load_host(
+        project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')), {}
+    )
     text = render(host, list(host.apps.values()))
-    assert text.index("handle /blog/*") < text.index("# app shop")     # the prefix before the catch-all
+    assert text.index("handle /blog/*") < text.index("# app shop")  # the prefix before the catch-all
     assert "reverse_proxy blog-web-green:8080 {" in text and "reverse_proxy shop-web-blue:8080 {" in text
-    assert "@shop_blue vars {vars.shop_live} blue" in text and "admin unix//run/watcher/caddy-admin.sock" in text
+    assert (
+        "@shop_blue vars {vars.shop_live} blue" in text and "admin unix//run/watcher/caddy-admin.sock" in text
+    )
 
 
 def test_caddyfile_reads_each_route_file_once_per_request(tmp_path: Path) -> None:
     """Every colour matcher compares one read of the route file: a matcher reading the file itself
     would re-read it, and a switch between two matchers' reads matched neither colour (the request
     took the fallback route, without X-Watcher-Color)."""
-    host = load_host(project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')), {})
+    host = load_host(
+        project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/blog"\n')), {}
+    )
     text = render(host, list(host.apps.values()))
     for name in ("shop", "blog"):
         assert text.count(f"{{file./run/watcher/{name}.live}}") == 1, text
@@ -179,9 +227,14 @@ def test_a_second_proxied_service_gets_its_prefix(tmp_path: Path) -> None:
 
 # -- the CLI ----------------------------------------------------------------------------------------
 
+
 def watcher(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "watcher", "-c", str(config), *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_status_without_app_is_one_line_per_app(tmp_path: Path) -> None:
@@ -212,18 +265,29 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run([sys.executable, "-m", "watcher", "-c", str(path), "status"], stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "watcher", "-c", str(path), "status"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize(("body", "wanted"), [
-    (app("shop") + app("shop"), "app shop: [apps.shop] is declared twice"),
-    (app("shop", compose_project="store") + app("blog", compose_project="store", extra='[apps.blog.caddy]\npath = "/b"\n'),
-     "app blog: project: compose project store is already shop's"),
-])
+@pytest.mark.parametrize(
+    ("body", "wanted"),
+    [
+        (app("shop") + app("shop"), "app shop: [apps.shop] is declared twice"),
+        (
+            app("shop", compose_project="store")
+            + app("blog", compose_project="store", extra='[apps.blog.caddy]\npath = "/b"\n'),
+            "app blog: project: compose project store is already shop's",
+        ),
+    ],
+)
 def test_config_errors_exit_2_naming_file_app_and_key(tmp_path: Path, body: str, wanted: str) -> None:
     path = project(tmp_path, body)
     proc = watcher(path, "status")
@@ -236,7 +300,7 @@ def test_caddyfile_logs_every_request_with_its_app_and_colour(tmp_path: Path) ->
     host = load_host(project(tmp_path, app("shop")), {})
     text = render(host, list(host.apps.values()))
     assert "output file /run/watcher/access.log {" in text and "request delete" in text
-    block = text[text.index("handle @shop_green {"):]
+    block = text[text.index("handle @shop_green {") :]
     assert block.index("log_append watcher_color green") < block.index("reverse_proxy shop-web-green:8080")
     assert "log_append watcher_upstream {http.reverse_proxy.status_code}" in block
     assert "log_append watcher_app shop" in text and "log_append watcher_color none" in text

@@ -20,17 +20,26 @@ from redis.retry import Retry
 from tests.harness.metrics import Samples, named, parse, value
 from tests.harness.stack import free_port
 from tests.unit.test_config import MINIMAL, make_project, refused
-from tests.unit.test_webhook import API_TOKEN, IMAGE, FakeRedis, FakeRegistry, FakeSink, Receiver, github, receiver
+from tests.unit.test_webhook import (
+    API_TOKEN,
+    IMAGE,
+    FakeRedis,
+    FakeRegistry,
+    FakeSink,
+    Receiver,
+    github,
+    receiver,
+)
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
 from watcher.config import Retention, load_host
 from watcher.errors import WatcherError
 from watcher.metrics import activity, registry_for
 from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension
-from watcher.queue.job import Audit
 from watcher.queue.connection import connect
+from watcher.queue.job import Audit
 from watcher.triggers.dispatch import App, Memory, Triggers
-from watcher.triggers.poller import Poller
 from watcher.triggers.policy import SemverPolicy
+from watcher.triggers.poller import Poller
 from watcher.triggers.server import start
 from watcher.triggers.sink import LiveVersion
 
@@ -57,7 +66,9 @@ def live() -> dict[str, LiveVersion | Exception | None]:
 
 
 @pytest.fixture
-def hooks(client: redis.Redis, app_name: str, live: dict[str, LiveVersion | Exception | None]) -> Iterator[Receiver]:
+def hooks(
+    client: redis.Redis, app_name: str, live: dict[str, LiveVersion | Exception | None]
+) -> Iterator[Receiver]:
     def live_of(app: str) -> LiveVersion | None:
         found = live.get(app)
         if isinstance(found, Exception):
@@ -67,8 +78,16 @@ def hooks(client: redis.Redis, app_name: str, live: dict[str, LiveVersion | Exce
     yield receiver(metrics=registry_for(client, [app_name], live_of))
 
 
-def run_job(client: redis.Redis, app: str, version: str, status: Status, phases: dict[str, float],
-            *, kind: str = "cli", receipt: dict | None = None) -> None:
+def run_job(
+    client: redis.Redis,
+    app: str,
+    version: str,
+    status: Status,
+    phases: dict[str, float],
+    *,
+    kind: str = "cli",
+    receipt: dict | None = None,
+) -> None:
     """Enqueue, take and finish one job as a worker does."""
     queue = DeployQueue(client, app)
     queue.enqueue(version, source=kind, requested_by="test")
@@ -78,13 +97,20 @@ def run_job(client: redis.Redis, app: str, version: str, status: Status, phases:
         taken = queue.take(lock, worker="test")
         assert taken is not None
         time.sleep(0.05)
-        queue.finish(lock, taken.job, status, reason="broke" if status is Status.FAILED else None,
-                     message="done", audit=Audit(phases, receipt=receipt))
+        queue.finish(
+            lock,
+            taken.job,
+            status,
+            reason="broke" if status is Status.FAILED else None,
+            message="done",
+            audit=Audit(phases, receipt=receipt),
+        )
     finally:
         lock.release()
 
 
 # -- access -----------------------------------------------------------------------------------
+
 
 def test_metrics_needs_the_api_token_as_status_does(hooks: Receiver) -> None:
     assert hooks.client.get("/metrics").status_code == 401
@@ -98,25 +124,35 @@ def test_metrics_are_open_when_status_auth_is_off() -> None:
 
 # -- deploys from the job history ---------------------------------------------------------------
 
-def test_finished_jobs_count_once_with_their_durations_and_phases(hooks: Receiver, client: redis.Redis,
-                                                                  app_name: str) -> None:
+
+def test_finished_jobs_count_once_with_their_durations_and_phases(
+    hooks: Receiver, client: redis.Redis, app_name: str
+) -> None:
     before = time.time()
     run_job(client, app_name, "v1", Status.SUCCEEDED, {"pull": 0.2, "health": 3.0})
     run_job(client, app_name, "v2", Status.FAILED, {"pull": 0.3, "health": 40.0})
     samples = scrape(hooks)
     assert value(samples, "watcher_deploys_total", app=app_name, kind="deploy", outcome="succeeded") == 1
     assert value(samples, "watcher_deploys_total", app=app_name, kind="deploy", outcome="failed") == 1
-    assert value(samples, "watcher_deploy_duration_seconds_count", app=app_name, kind="deploy",
-                 outcome="failed") == 1
-    assert value(samples, "watcher_deploy_duration_seconds_sum", app=app_name, kind="deploy",
-                 outcome="succeeded") >= 0.05
+    assert (
+        value(samples, "watcher_deploy_duration_seconds_count", app=app_name, kind="deploy", outcome="failed")
+        == 1
+    )
+    assert (
+        value(
+            samples, "watcher_deploy_duration_seconds_sum", app=app_name, kind="deploy", outcome="succeeded"
+        )
+        >= 0.05
+    )
     assert value(samples, "watcher_deploy_phase_duration_seconds_count", app=app_name, phase="pull") == 2
     assert value(samples, "watcher_deploy_phase_duration_seconds_sum", app=app_name, phase="health") == 43.0
-    assert value(samples, "watcher_deploy_phase_duration_seconds_bucket", app=app_name, phase="health",
-                 le="5.0") == 1
+    assert (
+        value(samples, "watcher_deploy_phase_duration_seconds_bucket", app=app_name, phase="health", le="5.0")
+        == 1
+    )
     assert value(samples, "watcher_last_success_timestamp_seconds", app=app_name) >= before
 
-    again = scrape(hooks)   # a scrape adds nothing by itself
+    again = scrape(hooks)  # a scrape adds nothing by itself
     assert value(again, "watcher_deploys_total", app=app_name, kind="deploy", outcome="succeeded") == 1
     run_job(client, app_name, "v1", Status.SUCCEEDED, {"pull": 0.1}, kind="rollback")
     after = scrape(hooks)
@@ -124,22 +160,46 @@ def test_finished_jobs_count_once_with_their_durations_and_phases(hooks: Receive
     assert value(after, "watcher_deploy_phase_duration_seconds_count", app=app_name, phase="pull") == 3
 
 
-def test_receipts_count_the_requests_served_during_deploys(hooks: Receiver, client: redis.Redis,
-                                                           app_name: str) -> None:
-    receipt = {"moved_at": 10.0, "start": 0.0, "end": 20.0, "colors": {
-        "blue": {"requests": 90, "failed": 0, "classes": {"2xx": 90}},
-        "green": {"requests": 110, "failed": 6, "classes": {"2xx": 100, "4xx": 4, "5xx": 5, "upstream_error": 1}}}}
+def test_receipts_count_the_requests_served_during_deploys(
+    hooks: Receiver, client: redis.Redis, app_name: str
+) -> None:
+    receipt = {
+        "moved_at": 10.0,
+        "start": 0.0,
+        "end": 20.0,
+        "colors": {
+            "blue": {"requests": 90, "failed": 0, "classes": {"2xx": 90}},
+            "green": {
+                "requests": 110,
+                "failed": 6,
+                "classes": {"2xx": 100, "4xx": 4, "5xx": 5, "upstream_error": 1},
+            },
+        },
+    }
     run_job(client, app_name, "v1", Status.FAILED, {"verify": 1.4}, receipt=receipt)
     run_job(client, app_name, "v1", Status.SUCCEEDED, {"verify": 2.0}, receipt=receipt)
     samples = scrape(hooks)
-    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="green", **{"class": "5xx"}) == 10
-    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="blue", **{"class": "2xx"}) == 180
-    assert value(samples, "watcher_deploy_requests_total", app=app_name, color="green",
-                 **{"class": "upstream_error"}) == 2
+    assert (
+        value(samples, "watcher_deploy_requests_total", app=app_name, color="green", **{"class": "5xx"}) == 10
+    )
+    assert (
+        value(samples, "watcher_deploy_requests_total", app=app_name, color="blue", **{"class": "2xx"}) == 180
+    )
+    assert (
+        value(
+            samples,
+            "watcher_deploy_requests_total",
+            app=app_name,
+            color="green",
+            **{"class": "upstream_error"},
+        )
+        == 2
+    )
 
 
-def test_an_already_live_request_is_a_noop_not_a_success(hooks: Receiver, client: redis.Redis,
-                                                         app_name: str) -> None:
+def test_an_already_live_request_is_a_noop_not_a_success(
+    hooks: Receiver, client: redis.Redis, app_name: str
+) -> None:
     DeployQueue(client, app_name).enqueue("v1", source="poll", requested_by="test", live=Live("v1", "blue"))
     samples = scrape(hooks)
     assert value(samples, "watcher_deploys_total", app=app_name, kind="deploy", outcome="noop") == 1
@@ -151,7 +211,7 @@ def test_counters_never_fall_when_the_history_is_trimmed(client: redis.Redis, ap
     hooks = receiver(metrics=registry_for(client, [app_name], lambda app: None))
     trimmed = DeployQueue(client, app_name, retention=Retention(keep=2))
     for version in ("v1", "v2", "v3"):
-        trimmed.enqueue(version, source="cli", requested_by="test")   # each supersedes the one before
+        trimmed.enqueue(version, source="cli", requested_by="test")  # each supersedes the one before
     first = value(scrape(hooks), "watcher_deploys_total", app=app_name, kind="deploy", outcome="superseded")
     for version in ("v4", "v5", "v6", "v7"):
         trimmed.enqueue(version, source="cli", requested_by="test")
@@ -166,7 +226,10 @@ def test_phases_are_kept_with_the_job(client: redis.Redis, app_name: str) -> Non
 
 # -- queue state and what is live ---------------------------------------------------------------
 
-def test_queue_pause_and_lock_are_read_at_scrape_time(hooks: Receiver, client: redis.Redis, app_name: str) -> None:
+
+def test_queue_pause_and_lock_are_read_at_scrape_time(
+    hooks: Receiver, client: redis.Redis, app_name: str
+) -> None:
     idle = scrape(hooks)
     assert value(idle, "watcher_redis_up") == 1
     assert value(idle, "watcher_queue_length", app=app_name) == 0
@@ -186,11 +249,15 @@ def test_queue_pause_and_lock_are_read_at_scrape_time(hooks: Receiver, client: r
     assert value(busy, "watcher_job_running", app=app_name) == 0
 
 
-def test_live_info_names_colour_version_and_digest(hooks: Receiver, app_name: str,
-                                                   live: dict[str, LiveVersion | Exception | None]) -> None:
+def test_live_info_names_colour_version_and_digest(
+    hooks: Receiver, app_name: str, live: dict[str, LiveVersion | Exception | None]
+) -> None:
     assert not named(scrape(hooks), "watcher_live_info")
     live[app_name] = LiveVersion("v2", DIGEST, "green")
-    assert value(scrape(hooks), "watcher_live_info", app=app_name, color="green", version="v2", digest=DIGEST) == 1
+    assert (
+        value(scrape(hooks), "watcher_live_info", app=app_name, color="green", version="v2", digest=DIGEST)
+        == 1
+    )
     live[app_name] = WatcherError("the state file is unreadable")
     assert not named(scrape(hooks), "watcher_live_info")
 
@@ -205,38 +272,53 @@ def test_redis_down_is_a_gauge_and_the_rest_is_still_served(app_name: str) -> No
 
 # -- what the receiver process does itself -------------------------------------------------------
 
+
 def test_webhook_deliveries_by_endpoint_and_outcome(hooks: Receiver) -> None:
     hooks.registry.tags["1.2.0"] = DIGEST
     before = scrape(hooks)
     assert github(hooks, "1.2.0").status_code == 202
-    assert github(hooks, "1.3.0").status_code == 422                   # not in the registry
-    hooks.client.post("/hooks/github", data=b"{}", headers={"X-GitHub-Event": "package"})   # unsigned
-    hooks.client.post("/hooks/registry", json={"events": []})                               # no token
+    assert github(hooks, "1.3.0").status_code == 422  # not in the registry
+    hooks.client.post("/hooks/github", data=b"{}", headers={"X-GitHub-Event": "package"})  # unsigned
+    hooks.client.post("/hooks/registry", json={"events": []})  # no token
     after = scrape(hooks)
 
     def moved(endpoint: str, outcome: str) -> float:
-        return (value(after, "watcher_webhook_deliveries_total", endpoint=endpoint, outcome=outcome)
-                - value(before, "watcher_webhook_deliveries_total", endpoint=endpoint, outcome=outcome))
+        return value(after, "watcher_webhook_deliveries_total", endpoint=endpoint, outcome=outcome) - value(
+            before, "watcher_webhook_deliveries_total", endpoint=endpoint, outcome=outcome
+        )
 
     assert moved("github", "enqueued") == 1
     assert moved("github", "not-found") == 1
     assert moved("github", "refused") == 1
     assert moved("registry", "refused") == 1
-    assert all(set(labels) == {"endpoint", "outcome"} for labels in named(after, "watcher_webhook_deliveries_total"))
+    assert all(
+        set(labels) == {"endpoint", "outcome"} for labels in named(after, "watcher_webhook_deliveries_total")
+    )
 
 
 def test_registry_attempts_and_429s_are_counted_per_host(hooks: Receiver) -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json={"tags": ["v1"]})])
-    registry = RegistryClient(transport=httpx.MockTransport(lambda request: next(answers)), backoff=0,
-                              on_attempt=activity.registry_request)
+    answers = iter(
+        [httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json={"tags": ["v1"]})]
+    )
+    registry = RegistryClient(
+        transport=httpx.MockTransport(lambda request: next(answers)),
+        backoff=0,
+        on_attempt=activity.registry_request,
+    )
     host = {"registry": "127.0.0.1:5000"}
     before = scrape(hooks)
     assert registry.list_tags(ImageRef.parse("127.0.0.1:5000/acme/app")) == ["v1"]
     after = scrape(hooks)
-    assert value(after, "watcher_registry_rate_limited_total", **host) \
-        - value(before, "watcher_registry_rate_limited_total", **host) == 1
-    assert value(after, "watcher_registry_request_duration_seconds_count", **host) \
-        - value(before, "watcher_registry_request_duration_seconds_count", **host) == 2
+    assert (
+        value(after, "watcher_registry_rate_limited_total", **host)
+        - value(before, "watcher_registry_rate_limited_total", **host)
+        == 1
+    )
+    assert (
+        value(after, "watcher_registry_request_duration_seconds_count", **host)
+        - value(before, "watcher_registry_request_duration_seconds_count", **host)
+        == 2
+    )
 
 
 def test_polls_and_their_failures_are_counted(hooks: Receiver) -> None:
@@ -245,11 +327,11 @@ def test_polls_and_their_failures_are_counted(hooks: Receiver) -> None:
             raise RegistryUnavailable("the registry is down")
 
     config = SimpleNamespace(app="polled", poll=SimpleNamespace(page_size=None))
-    app = App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())   # type: ignore[arg-type]
-    poller = Poller(Triggers([app], FakeSink(), Memory(FakeRedis())), {"polled": Down()})   # type: ignore[arg-type, dict-item]
+    app = App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())  # type: ignore[arg-type]
+    poller = Poller(Triggers([app], FakeSink(), Memory(FakeRedis())), {"polled": Down()})  # type: ignore[arg-type, dict-item]
     before = scrape(hooks)
     poller.poll(app)
-    poller.poll(app, dry_run=True)   # check-tags: a look, not a poll
+    poller.poll(app, dry_run=True)  # check-tags: a look, not a poll
     after = scrape(hooks)
     for name in ("watcher_poll_runs_total", "watcher_poll_errors_total"):
         assert value(after, name, app="polled") - value(before, name, app="polled") == 1
@@ -257,14 +339,21 @@ def test_polls_and_their_failures_are_counted(hooks: Receiver) -> None:
 
 # -- [metrics] listen: an address of its own ----------------------------------------------------
 
+
 def metrics_config(tmp_path: Path, listen: str, webhook: str = "127.0.0.1:9000") -> Path:
-    return make_project(tmp_path, MINIMAL + f'\n[webhook]\nlisten = "{webhook}"\n\n[metrics]\nlisten = "{listen}"\n')
+    return make_project(
+        tmp_path, MINIMAL + f'\n[webhook]\nlisten = "{webhook}"\n\n[metrics]\nlisten = "{listen}"\n'
+    )
 
 
 def test_metrics_listen_is_validated_like_the_receivers(tmp_path: Path) -> None:
-    assert load_host(metrics_config(tmp_path, "127.0.0.1:9100"), {}).webhook.metrics_listen == "127.0.0.1:9100"
-    assert load_host(make_project(tmp_path), {"METRICS_LISTEN": "0.0.0.0:9100"}).webhook.metrics_listen == \
-        "0.0.0.0:9100"
+    assert (
+        load_host(metrics_config(tmp_path, "127.0.0.1:9100"), {}).webhook.metrics_listen == "127.0.0.1:9100"
+    )
+    assert (
+        load_host(make_project(tmp_path), {"METRICS_LISTEN": "0.0.0.0:9100"}).webhook.metrics_listen
+        == "0.0.0.0:9100"
+    )
     assert load_host(make_project(tmp_path), {}).webhook.metrics_listen is None
     assert "metrics.listen" in refused(metrics_config(tmp_path, "127.0.0.1:99999"))
     assert "the receiver's address already" in refused(metrics_config(tmp_path, "127.0.0.1:9000"))
@@ -280,6 +369,9 @@ def test_with_its_own_address_metrics_are_served_there_only(tmp_path: Path, redi
         assert answer.status_code == 200
         assert named(parse(answer.text), "watcher_queue_length") == [{"app": "shop"}]
         assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).status_code == 401
-        assert httpx.get(f"http://127.0.0.1:{receiver_port}/metrics", headers=AUTH, timeout=10).status_code == 404
+        assert (
+            httpx.get(f"http://127.0.0.1:{receiver_port}/metrics", headers=AUTH, timeout=10).status_code
+            == 404
+        )
     finally:
         service.stop()

@@ -24,21 +24,37 @@ from watcher.queue.job import Audit, Job, Status
 
 
 def job(**fields: object) -> Job:
-    values: dict = {"id": "17", "app": "shop", "version": "v2", "source": "webhook", "requested_by": "ann",
-                    "created": time.time() - 30, "started": time.time() - 12}
+    values: dict = {
+        "id": "17",
+        "app": "shop",
+        "version": "v2",
+        "source": "webhook",
+        "requested_by": "ann",
+        "created": time.time() - 30,
+        "started": time.time() - 12,
+    }
     values.update(fields)
     return Job(**values)
 
 
 def count(channel: str, outcome: str) -> float:
-    return ACTIVITY.get_sample_value("watcher_notifications_total", {"channel": channel, "outcome": outcome}) or 0.0
+    return (
+        ACTIVITY.get_sample_value("watcher_notifications_total", {"channel": channel, "outcome": outcome})
+        or 0.0
+    )
 
 
 # -- events ------------------------------------------------------------------------------------
 
+
 def test_a_succeeded_job_tells_its_phases_duration_id_and_dashboard_page() -> None:
-    event = ended(job(), Status.SUCCEEDED, "v2 is live on green (was v1 on blue)",
-                  Audit({"pull": 1.25, "health": 4.0}, "v1", "v2"), "https://deploy.example.com")
+    event = ended(
+        job(),
+        Status.SUCCEEDED,
+        "v2 is live on green (was v1 on blue)",
+        Audit({"pull": 1.25, "health": 4.0}, "v1", "v2"),
+        "https://deploy.example.com",
+    )
     assert (event.kind, event.title) == ("succeeded", "shop: v2 is live")
     assert 11 < event.duration < 14
     assert event.link == "https://deploy.example.com/apps/shop/jobs/17"
@@ -48,9 +64,13 @@ def test_a_succeeded_job_tells_its_phases_duration_id_and_dashboard_page() -> No
 
 
 def test_a_failed_health_check_carries_the_containers_last_health_output() -> None:
-    reason = ("shop-green: web is unhealthy after 20s (last health check: curl: (7) Failed to connect); "
-              "v1 is still live on blue")
-    event = ended(job(), Status.FAILED, reason, Audit({"pull": 1, "start": 2, "health": 20}, "v1", "v1"), None)
+    reason = (
+        "shop-green: web is unhealthy after 20s (last health check: curl: (7) Failed to connect); "
+        "v1 is still live on blue"
+    )
+    event = ended(
+        job(), Status.FAILED, reason, Audit({"pull": 1, "start": 2, "health": 20}, "v1", "v1"), None
+    )
     assert event.kind == "failed"
     assert event.health == "curl: (7) Failed to connect"
     assert event.link is None and "last health check: curl" in event.body()
@@ -59,17 +79,21 @@ def test_a_failed_health_check_carries_the_containers_last_health_output() -> No
 def test_a_failure_after_the_switch_that_put_the_old_version_back_is_rolled_back() -> None:
     audit = Audit({"start": 2, "health": 3, "switch": 0.1, "verify": 5}, "v1", "v1")
     assert ended(job(), Status.FAILED, "did not answer v2", audit, None).kind == "rolled_back"
-    left_serving = Audit(audit.phases, "v1", "v2")   # the old colour was gone: the new one kept traffic
+    left_serving = Audit(audit.phases, "v1", "v2")  # the old colour was gone: the new one kept traffic
     assert ended(job(), Status.FAILED, "left serving", left_serving, None).kind == "failed"
-    assert ended(job(source="rollback"), Status.SUCCEEDED, "v1 is live", Audit(), None).kind == "rollback_done"
+    assert (
+        ended(job(source="rollback"), Status.SUCCEEDED, "v1 is live", Audit(), None).kind == "rollback_done"
+    )
     assert started(job(), None).title == "shop: deploying v2"
 
 
 # -- routes and config -------------------------------------------------------------------------
 
+
 class Recorder:
-    def __init__(self, name: str = "fake", events: frozenset[str] | None = None, delay: float = 0.0,
-                 fail: bool = False) -> None:
+    def __init__(
+        self, name: str = "fake", events: frozenset[str] | None = None, delay: float = 0.0, fail: bool = False
+    ) -> None:
         self.name, self.events, self.delay, self.fail = name, events, delay, fail
         self.sent: list[Event] = []
         self.release = threading.Event()
@@ -91,7 +115,7 @@ def test_each_url_gets_only_the_events_it_names_and_only_its_apps() -> None:
     notifier = Notifier({"shop": [every, failures], "blog": [other]}, outbox, {"shop": None})
     notifier.job_started(job())
     notifier.job_ended(job(), Status.FAILED, "boom", Audit())
-    notifier.job_ended(job(), Status.SUPERSEDED, "newer", Audit())   # not an outcome anyone is told
+    notifier.job_ended(job(), Status.SUPERSEDED, "newer", Audit())  # not an outcome anyone is told
     notifier.paused("shop", "ann", "release freeze")
     outbox.close(5)
     assert [e.kind for e in every.sent] == ["started", "failed", "paused"]
@@ -100,7 +124,9 @@ def test_each_url_gets_only_the_events_it_names_and_only_its_apps() -> None:
 
 
 def test_config_routes_are_the_hosts_the_environments_and_the_apps(tmp_path: Path) -> None:
-    toml = MINIMAL + """
+    toml = (
+        MINIMAL
+        + """
 [notify]
 urls = ["json://127.0.0.1:9/host"]
 timeout = "2s"
@@ -110,13 +136,14 @@ events = ["failed", "rolled_back"]
 [dashboard]
 url = "https://deploy.example.com/"
 """
+    )
     secret = tmp_path / "urls"
     secret.write_text("# ops chat\njson://127.0.0.1:9/env-a\njson://127.0.0.1:9/env-b\n")
     config = load_config(make_project(tmp_path, toml), {"WATCHER_NOTIFY_URLS_FILE": str(secret)})
     routes = config.notify.routes
     assert [r.events for r in routes] == [None, frozenset({"failed", "rolled_back"}), None, None]
     assert config.notify.timeout == 2.0 and config.dashboard_url == "https://deploy.example.com"
-    assert "127.0.0.1" not in repr(config.notify)   # a URL holds a token: never in a repr
+    assert "127.0.0.1" not in repr(config.notify)  # a URL holds a token: never in a repr
     notifier = notifier_for([config])
     assert notifier is not None and [c.name for c in notifier.channels["shop"]] == ["json"] * 4
     notifier.close(1)
@@ -136,11 +163,16 @@ def test_a_url_apprise_cannot_use_is_refused_by_key_and_scheme_never_shown(tmp_p
 def test_the_github_token_is_never_read_from_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="GITHUB_TOKEN"):
         load_config(make_project(tmp_path, MINIMAL + '[github]\ntoken = "ghp_x"\n'), {})
-    config = load_config(make_project(tmp_path, MINIMAL + '[github]\napi_url = "http://127.0.0.1:1"\n'),
-                         {"GITHUB_TOKEN": "ghp_secret"})
+    config = load_config(
+        make_project(tmp_path, MINIMAL + '[github]\napi_url = "http://127.0.0.1:1"\n'),
+        {"GITHUB_TOKEN": "ghp_secret"},
+    )
     assert config.github.token == "ghp_secret" and "ghp_secret" not in repr(config)
-    assert (config.github.environment, config.github.environment_url) == ("shop", "http://127.0.0.1:8080/version")
-    assert notifier_for([config]) is not None   # a token: GitHub is a channel (when a job names a repository)
+    assert (config.github.environment, config.github.environment_url) == (
+        "shop",
+        "http://127.0.0.1:8080/version",
+    )
+    assert notifier_for([config]) is not None  # a token: GitHub is a channel (when a job names a repository)
 
 
 def test_no_url_and_no_token_is_no_notifier(tmp_path: Path) -> None:
@@ -155,6 +187,7 @@ def test_apprise_channel_names_itself_by_scheme() -> None:
 
 # -- the outbox --------------------------------------------------------------------------------
 
+
 def test_a_put_never_waits_for_a_hanging_channel_and_a_full_queue_drops_and_counts() -> None:
     hanging = Recorder("hang-test", delay=30)
     outbox = Outbox(size=3, timeout=0.5)
@@ -166,7 +199,7 @@ def test_a_put_never_waits_for_a_hanging_channel_and_a_full_queue_drops_and_coun
     assert accepted.count(False) >= 6 and count("hang-test", "dropped") - before == accepted.count(False)
     begun = time.monotonic()
     outbox.close(1.0)
-    assert time.monotonic() - begun < 1.5   # bounded: the rest is dropped at the deadline
+    assert time.monotonic() - begun < 1.5  # bounded: the rest is dropped at the deadline
     hanging.release.set()
 
 
@@ -205,7 +238,7 @@ def test_the_counter_is_on_the_receivers_metrics() -> None:
     from watcher.metrics import registry_for
 
     Outbox._count(Recorder("scrape-test"), Event("started", "shop"), "sent", "")
-    text = generate_latest(registry_for(None, [], lambda app: None)).decode()   # type: ignore[arg-type]
+    text = generate_latest(registry_for(None, [], lambda app: None)).decode()  # type: ignore[arg-type]
     assert 'watcher_notifications_total{channel="scrape-test",outcome="sent"} 1.0' in text
 
 
@@ -219,7 +252,7 @@ def test_every_kind_the_config_accepts_has_a_title() -> None:
 
 
 def test_apprise_never_logs_a_url_it_refuses(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    logging.getLogger("apprise").setLevel(logging.NOTSET)   # as in a process that only loads its config
+    logging.getLogger("apprise").setLevel(logging.NOTSET)  # as in a process that only loads its config
     toml = MINIMAL + '[notify]\nurls = ["slack://hunter2"]\n'
     with pytest.raises(ConfigError, match="'slack'"):
         load_config(make_project(tmp_path, toml), {})

@@ -53,25 +53,41 @@ def hooks(registry: FakeRegistry) -> tuple[Any, Told, LiveSink]:
     told, sink = Told(), LiveSink()
     config = SimpleNamespace(app="demo")
     app = App(config, ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(FakeRedis()), exists_wait=0, notifier=told)   # type: ignore[arg-type]
+    triggers = Triggers([app], sink, Memory(FakeRedis()), exists_wait=0, notifier=told)  # type: ignore[arg-type]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
-    suspension = NotifyingSuspension(triggers.sink, told)   # type: ignore[arg-type]   # as serve wires it
-    flask_app = create_app(triggers, suspension, settings, ready=lambda: None,
-                           status=lambda name: {}, metrics=CollectorRegistry())
+    suspension = NotifyingSuspension(triggers.sink, told)  # type: ignore[arg-type]   # as serve wires it
+    flask_app = create_app(
+        triggers,
+        suspension,
+        settings,
+        ready=lambda: None,
+        status=lambda name: {},
+        metrics=CollectorRegistry(),
+    )
     return flask_app.test_client(), told, sink
 
 
 def push(client: Any, tag: str) -> Any:
-    body = json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}", owner="acme", name="app")).encode()
-    return client.post("/hooks/github", data=body, content_type="application/json", headers={
-        "X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": sign(SECRET, body)})
+    body = json.dumps(
+        github_package(tag=tag, package_url=f"{IMAGE}:{tag}", owner="acme", name="app")
+    ).encode()
+    return client.post(
+        "/hooks/github",
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-GitHub-Event": "package",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(SECRET, body),
+        },
+    )
 
 
 def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_is_not() -> None:
     client, told, _ = hooks(FakeRegistry())
-    assert push(client, "1.3.0").status_code == 422          # not in the registry
-    assert push(client, "2.0.0").status_code == 200          # newer than live, outside >=1,<2
-    assert push(client, "0.9.0").status_code == 200          # refused too, but older than live: no news
+    assert push(client, "1.3.0").status_code == 422  # not in the registry
+    assert push(client, "2.0.0").status_code == 200  # newer than live, outside >=1,<2
+    assert push(client, "0.9.0").status_code == 200  # refused too, but older than live: no news
     assert [(e[0], e[2]) for e in told.events] == [("refused", "1.3.0"), ("refused", "2.0.0")]
     assert "does not exist in the registry" in told.events[0][3] and "range >=1,<2" in told.events[1][3]
 
@@ -80,7 +96,7 @@ def test_a_github_deliverys_repository_is_kept_on_its_job() -> None:
     client, _, sink = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
     answer = push(client, "1.3.0")
     assert answer.status_code == 202, answer.get_json()
-    assert sink.repositories == ["acme/app"]   # enqueued with the job, in the same script
+    assert sink.repositories == ["acme/app"]  # enqueued with the job, in the same script
 
 
 def test_pause_and_resume_over_http_are_told() -> None:
@@ -94,8 +110,9 @@ def test_pause_and_resume_over_http_are_told() -> None:
 def test_a_timed_pause_over_http_says_when_it_ends_and_junk_is_refused() -> None:
     client, told, _ = hooks(FakeRegistry())
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
-    answer = client.post("/pause", json={"by": "ann", "until": "2099-01-01T08:00+01:00", "reason": "freeze"},
-                         headers=headers)
+    answer = client.post(
+        "/pause", json={"by": "ann", "until": "2099-01-01T08:00+01:00", "reason": "freeze"}, headers=headers
+    )
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["reason"] == "demo paused until 2099-01-01 07:00 UTC by ann: freeze"
     assert told.events == [("paused", "demo", "ann", "until 2099-01-01 07:00 UTC: freeze")]

@@ -30,20 +30,47 @@ def digest_of(body: bytes) -> str:
 
 
 def config_blob(architecture: str, variant: str = "") -> bytes:
-    return json.dumps({"architecture": architecture, "os": "linux", "variant": variant,
-                       "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    return json.dumps(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "variant": variant,
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
 
 
 def image_manifest(config: bytes, media_type: str = OCI_MANIFEST) -> bytes:
-    return json.dumps({"schemaVersion": 2, "mediaType": media_type,
-                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                  "digest": digest_of(config), "size": len(config)}, "layers": []}).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest_of(config),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
 
 
 def index(*entries: dict[str, str], media_type: str = OCI_INDEX) -> bytes:
-    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": "sha256:" + f"{n:02x}" * 32, "size": 1, "platform": entry}
-        for n, entry in enumerate(entries)]}).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": "sha256:" + f"{n:02x}" * 32,
+                    "size": 1,
+                    "platform": entry,
+                }
+                for n, entry in enumerate(entries)
+            ],
+        }
+    ).encode()
 
 
 def parsed(body: bytes, media_type: str, blobs: dict[str, bytes] | None = None) -> list[str]:
@@ -54,28 +81,44 @@ def parsed(body: bytes, media_type: str, blobs: dict[str, bytes] | None = None) 
 
 
 def test_an_index_lists_its_platforms_without_the_attestations() -> None:
-    body = index({"os": "linux", "architecture": "amd64"}, {"os": "linux", "architecture": "arm", "variant": "v7"},
-                 {"os": "unknown", "architecture": "unknown"}, {"os": "linux", "architecture": "amd64"})
+    body = index(
+        {"os": "linux", "architecture": "amd64"},
+        {"os": "linux", "architecture": "arm", "variant": "v7"},
+        {"os": "unknown", "architecture": "unknown"},
+        {"os": "linux", "architecture": "amd64"},
+    )
     assert parsed(body, OCI_INDEX) == ["linux/amd64", "linux/arm/v7"]
-    assert parsed(index({"os": "linux", "architecture": "arm64"}, media_type=DOCKER_LIST), DOCKER_LIST) == \
-        ["linux/arm64"]
+    assert parsed(index({"os": "linux", "architecture": "arm64"}, media_type=DOCKER_LIST), DOCKER_LIST) == [
+        "linux/arm64"
+    ]
     assert parsed(body, "") == ["linux/amd64", "linux/arm/v7"], "no Content-Type: the body's mediaType says"
 
 
 @pytest.mark.parametrize("media_type", [OCI_MANIFEST, DOCKER_MANIFEST])
 def test_one_image_has_the_platform_of_its_config(media_type: str) -> None:
     config = config_blob("arm64", "v8")
-    assert parsed(image_manifest(config, media_type), media_type, {digest_of(config): config}) == ["linux/arm64/v8"]
+    assert parsed(image_manifest(config, media_type), media_type, {digest_of(config): config}) == [
+        "linux/arm64/v8"
+    ]
 
 
 def test_a_legacy_manifest_names_its_architecture() -> None:
-    assert parsed(json.dumps({"schemaVersion": 1, "architecture": "amd64"}).encode(),
-                  "application/vnd.docker.distribution.manifest.v1+prettyjws") == ["linux/amd64"]
+    assert parsed(
+        json.dumps({"schemaVersion": 1, "architecture": "amd64"}).encode(),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ) == ["linux/amd64"]
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1]", json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode(),
-                                  json.dumps({"mediaType": OCI_INDEX, "manifests": 3}).encode(),
-                                  index({"os": "linux"})])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1]",
+        json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode(),
+        json.dumps({"mediaType": OCI_INDEX, "manifests": 3}).encode(),
+        index({"os": "linux"}),
+    ],
+)
 def test_an_unreadable_manifest_is_a_registry_error(body: bytes) -> None:
     with pytest.raises(RegistryError):
         parsed(body, "")
@@ -84,36 +127,50 @@ def test_an_unreadable_manifest_is_a_registry_error(body: bytes) -> None:
 # -- the host and matching ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("arch", "expected"), [("x86_64", "linux/amd64"), ("aarch64", "linux/arm64/v8"),
-                                               ("armv7l", "linux/arm/v7"), ("armv6l", "linux/arm/v6"),
-                                               ("s390x", "linux/s390x"), ("something", "linux/something")])
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [
+        ("x86_64", "linux/amd64"),
+        ("aarch64", "linux/arm64/v8"),
+        ("armv7l", "linux/arm/v7"),
+        ("armv6l", "linux/arm/v6"),
+        ("s390x", "linux/s390x"),
+        ("something", "linux/something"),
+    ],
+)
 def test_the_engine_architecture_is_named_the_oci_way(arch: str, expected: str) -> None:
     assert str(host_platform("linux", arch)) == expected
 
 
-@pytest.mark.parametrize(("image", "host", "runs"), [
-    (Platform("linux", "amd64"), AMD64, True),
-    (Platform("linux", "arm64"), AMD64, False),
-    (Platform("linux", "amd64"), ARM64, False),
-    (Platform("linux", "arm64"), ARM64, True),               # arm64 without a variant is v8
-    (Platform("linux", "arm64", "v8"), ARM64, True),
-    (Platform("windows", "amd64"), AMD64, False),
-    (Platform("linux", "arm", "v6"), host_platform("linux", "armv7l"), True),   # older arm runs
-    (Platform("linux", "arm", "v7"), host_platform("linux", "armv6l"), False),  # newer does not
-    (Platform("linux", "arm"), host_platform("linux", "armv7l"), True),         # no variant: v7
-    (Platform("linux", "arm", "v7"), ARM64, False),
-    (Platform("linux", "x86_64"), AMD64, True),
-])
+@pytest.mark.parametrize(
+    ("image", "host", "runs"),
+    [
+        (Platform("linux", "amd64"), AMD64, True),
+        (Platform("linux", "arm64"), AMD64, False),
+        (Platform("linux", "amd64"), ARM64, False),
+        (Platform("linux", "arm64"), ARM64, True),  # arm64 without a variant is v8
+        (Platform("linux", "arm64", "v8"), ARM64, True),
+        (Platform("windows", "amd64"), AMD64, False),
+        (Platform("linux", "arm", "v6"), host_platform("linux", "armv7l"), True),  # older arm runs
+        (Platform("linux", "arm", "v7"), host_platform("linux", "armv6l"), False),  # newer does not
+        (Platform("linux", "arm"), host_platform("linux", "armv7l"), True),  # no variant: v7
+        (Platform("linux", "arm", "v7"), ARM64, False),
+        (Platform("linux", "x86_64"), AMD64, True),
+    ],
+)
 def test_which_images_run_on_which_hosts(image: Platform, host: Platform, runs: bool) -> None:
     assert runs_on(image, host) is runs
 
 
 def test_the_refusal_names_the_host_and_what_the_image_has() -> None:
-    assert missing(IMAGE, [Platform("linux", "amd64"), Platform("linux", "arm", "v7")], ARM64) == \
-        "ghcr.io/x/y:1.4 has no linux/arm64 image (it has: linux/amd64, linux/arm/v7)"
+    assert (
+        missing(IMAGE, [Platform("linux", "amd64"), Platform("linux", "arm", "v7")], ARM64)
+        == "ghcr.io/x/y:1.4 has no linux/arm64 image (it has: linux/amd64, linux/arm/v7)"
+    )
     assert missing(IMAGE, [Platform("linux", "amd64")], AMD64) is None
-    assert "has no linux/arm/v6 image" in str(missing(IMAGE, [Platform("linux", "arm", "v7")],
-                                                       host_platform("linux", "armv6l")))
+    assert "has no linux/arm/v6 image" in str(
+        missing(IMAGE, [Platform("linux", "arm", "v7")], host_platform("linux", "armv6l"))
+    )
 
 
 # -- the pinned digest, against a fake registry --------------------------------------------------
@@ -144,8 +201,10 @@ class Registry:
 def single(architecture: str) -> tuple[str, dict[str, tuple[str, bytes]]]:
     config = config_blob(architecture)
     manifest = image_manifest(config)
-    return digest_of(manifest), {digest_of(manifest): (OCI_MANIFEST, manifest),
-                                 digest_of(config): ("application/octet-stream", config)}
+    return digest_of(manifest), {
+        digest_of(manifest): (OCI_MANIFEST, manifest),
+        digest_of(config): ("application/octet-stream", config),
+    }
 
 
 def pinned(registry: Registry, queued: str | None, host: Platform = AMD64) -> pin.Pin:
@@ -157,17 +216,22 @@ def pinned(registry: Registry, queued: str | None, host: Platform = AMD64) -> pi
 
 def test_an_image_for_another_architecture_only_is_refused() -> None:
     digest, stored = single("arm64")
-    with pytest.raises(DeployFailed, match=r"^ghcr.io/x/y:1.4 has no linux/amd64 image \(it has: linux/arm64\); "
-                                           "nothing was changed$"):
+    with pytest.raises(
+        DeployFailed,
+        match=r"^ghcr.io/x/y:1.4 has no linux/amd64 image \(it has: linux/arm64\); "
+        "nothing was changed$",
+    ):
         pinned(Registry(digest, stored), None)
-    body = index({"os": "linux", "architecture": "arm64"}, {"os": "linux", "architecture": "arm", "variant": "v7"})
+    body = index(
+        {"os": "linux", "architecture": "arm64"}, {"os": "linux", "architecture": "arm", "variant": "v7"}
+    )
     with pytest.raises(DeployFailed, match=r"has no linux/amd64 image \(it has: linux/arm64, linux/arm/v7\)"):
         pinned(Registry(digest_of(body), {digest_of(body): (OCI_INDEX, body)}), None)
 
 
 def test_the_queued_digest_is_deployed_and_a_moved_tag_reported() -> None:
     queued, stored = single("amd64")
-    now, more = single("arm64")   # the tag moved to an image this host cannot even run
+    now, more = single("arm64")  # the tag moved to an image this host cannot even run
     registry = Registry(now, {**stored, **more})
     chosen = pinned(registry, queued)
     assert (chosen.digest, chosen.moved) == (queued, now)
@@ -179,8 +243,11 @@ def test_the_queued_digest_is_deployed_and_a_moved_tag_reported() -> None:
 def test_a_queued_digest_gone_from_the_registry_fails_clearly() -> None:
     now, stored = single("amd64")
     gone = "sha256:" + "cd" * 32
-    with pytest.raises(DeployFailed, match=f"queued at {gone}, which the registry no longer has "
-                                           f"\\(the tag now points at {now}\\); nothing was changed"):
+    with pytest.raises(
+        DeployFailed,
+        match=f"queued at {gone}, which the registry no longer has "
+        f"\\(the tag now points at {now}\\); nothing was changed",
+    ):
         pinned(Registry(now, stored), gone)
 
 
@@ -211,6 +278,8 @@ def test_a_blob_redirect_is_followed_without_credentials() -> None:
     def insecure(request: httpx.Request) -> httpx.Response:
         return httpx.Response(307, headers={"Location": "http://storage.example/blob"})
 
-    with RegistryClient(transport=httpx.MockTransport(insecure)) as client, \
-            pytest.raises(RegistryError, match="not https"):
+    with (
+        RegistryClient(transport=httpx.MockTransport(insecure)) as client,
+        pytest.raises(RegistryError, match="not https"),
+    ):
         client.blob(REF, digest_of(config))

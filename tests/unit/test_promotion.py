@@ -3,7 +3,7 @@ that carries it, the job fields, and the answers of POST /promote and /abort."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,10 +22,11 @@ from watcher.queue.job import Job, Status
 from watcher.queue.promotion import Promotions
 from watcher.triggers.sink import EnqueueOutcome
 
-NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 
 # -- config ---------------------------------------------------------------------------------
+
 
 def test_promotion_is_automatic_unless_the_config_says_manual(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {})
@@ -33,26 +34,37 @@ def test_promotion_is_automatic_unless_the_config_says_manual(tmp_path: Path) ->
 
 
 def test_manual_promotion_in_the_single_app_layout(tmp_path: Path) -> None:
-    config = load_config(make_project(tmp_path, MINIMAL + '\n[promote]\nmode = "manual"\ntimeout = "30m"\n'), {})
+    config = load_config(
+        make_project(tmp_path, MINIMAL + '\n[promote]\nmode = "manual"\ntimeout = "30m"\n'), {}
+    )
     assert (config.promote.manual, config.promote.timeout) == (True, 1800.0)
 
 
 def test_manual_promotion_per_app(tmp_path: Path) -> None:
-    apps = MINIMAL.replace("[app]\nname = \"shop\"", "[apps.shop]").replace("[services.web]", "[apps.shop.services.web]") \
-        .replace("[verify]", "[apps.shop.verify]") + '\n[apps.shop.promote]\nmode = "manual"\n'
+    apps = (
+        MINIMAL.replace('[app]\nname = "shop"', "[apps.shop]")
+        .replace("[services.web]", "[apps.shop.services.web]")
+        .replace("[verify]", "[apps.shop.verify]")
+        + '\n[apps.shop.promote]\nmode = "manual"\n'
+    )
     config = load_config(make_project(tmp_path, apps), {}, "shop")
     assert config.promote.manual and config.promote.timeout == 3600.0
 
 
-@pytest.mark.parametrize("section, key", [('mode = "later"', "promote.mode"), ('timeout = "0s"', "promote.timeout")])
+@pytest.mark.parametrize(
+    "section, key", [('mode = "later"', "promote.mode"), ('timeout = "0s"', "promote.timeout")]
+)
 def test_a_wrong_promote_setting_names_its_key(tmp_path: Path, section: str, key: str) -> None:
     assert key in refused(make_project(tmp_path, MINIMAL + f"\n[promote]\n{section}\n"))
 
 
 # -- the wait -------------------------------------------------------------------------------
 
+
 def waiting(until: str) -> Pending:
-    return Pending("deploy", "v2", Color.GREEN, AWAITING, until=until, digest="sha256:" + "a" * 64, image="sha256:img")
+    return Pending(
+        "deploy", "v2", Color.GREEN, AWAITING, until=until, digest="sha256:" + "a" * 64, image="sha256:img"
+    )
 
 
 def test_a_wait_expires_at_its_deadline() -> None:
@@ -80,25 +92,33 @@ def test_the_pending_note_keeps_what_the_waiting_colour_runs(tmp_path: Path) -> 
 
 
 def test_a_wait_is_no_interrupted_deploy_in_the_warnings() -> None:
-    view = reconcile(DeployState(None, None, waiting("2026-12-03T13:00:00+00:00")),
-                     Observed(None, {c: [] for c in Color}, ("web",), "img", True))
-    assert view.warnings == ["v2 on green awaits promotion until 2026-12-03T13:00:00+00:00 "
-                             "(`watcher promote` switches to it, `watcher abort` removes it)"]
+    view = reconcile(
+        DeployState(None, None, waiting("2026-12-03T13:00:00+00:00")),
+        Observed(None, {c: [] for c in Color}, ("web",), "img", True),
+    )
+    assert view.warnings == [
+        "v2 on green awaits promotion until 2026-12-03T13:00:00+00:00 "
+        "(`watcher promote` switches to it, `watcher abort` removes it)"
+    ]
 
 
 # -- jobs -----------------------------------------------------------------------------------
+
 
 def test_promote_and_abort_jobs_say_what_they_act_on() -> None:
     job = Job("7", "shop", "v2", "promote", "ann@box", 0.0, awaits="6")
     again = Job.from_fields(job.to_fields())
     assert (again.kind, again.awaits) == ("promote", "6")
-    waited = Job("6", "shop", "v2", "cli", "ann@box", 0.0, status=Status.AWAITING, until="2026-12-03T13:00:00+00:00")
+    waited = Job(
+        "6", "shop", "v2", "cli", "ann@box", 0.0, status=Status.AWAITING, until="2026-12-03T13:00:00+00:00"
+    )
     back = Job.from_fields(waited.to_fields())
     assert back.status is Status.AWAITING and back.status.final and back.until == waited.until
     assert "awaiting promotion" in back.describe()
 
 
 # -- POST /promote and /abort ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("action", ["promote", "abort"])
 def test_promote_and_abort_need_the_api_token(action: str) -> None:
@@ -115,8 +135,10 @@ def test_promote_and_abort_queue_a_job(action: str) -> None:
         asked.append((app, what, requested_by))
         return EnqueueOutcome("8", True, f"job 8 queued: {what} v2 (job 7)")
 
-    hooks.sink.act = act   # type: ignore[attr-defined]
-    reply = hooks.client.post(f"/{action}", json={"by": "ann"}, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    hooks.sink.act = act  # type: ignore[attr-defined]
+    reply = hooks.client.post(
+        f"/{action}", json={"by": "ann"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
     assert reply.status_code == 202, reply.json
     assert reply.json["job"] == "8" and asked == [("demo", action, "ann")]
 
@@ -127,7 +149,7 @@ def test_promote_with_nothing_waiting_is_409_with_the_reason() -> None:
     def act(app: str, what: str, *, requested_by: str) -> EnqueueOutcome:
         raise UsageError("no job of demo awaits promotion: nothing to promote")
 
-    hooks.sink.act = act   # type: ignore[attr-defined]
+    hooks.sink.act = act  # type: ignore[attr-defined]
     reply = hooks.client.post("/promote", headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert reply.status_code == 409
     assert "awaits promotion" in reply.json["reason"]
@@ -135,13 +157,20 @@ def test_promote_with_nothing_waiting_is_409_with_the_reason() -> None:
 
 # -- the dashboard's buttons (login + CSRF, as every action) -----------------------------------
 
-def test_the_dashboard_promotes_the_waiting_job_and_says_when_nothing_waits(redis_url: str, app_name: str) -> None:
+
+def test_the_dashboard_promotes_the_waiting_job_and_says_when_nothing_waits(
+    redis_url: str, app_name: str
+) -> None:
     board = dashboard(redis_url, app_name)
     board.login()
     nothing = board.client.post(f"/apps/{app_name}/promote", data={"csrf": board.csrf("/")})
     assert nothing.status_code == 303 and nothing.headers["Location"].endswith(f"/apps/{app_name}")
-    assert "awaits promotion: nothing to promote" in board.client.get(f"/apps/{app_name}").get_data(as_text=True)
-    assert board.client.post(f"/apps/{app_name}/promote", data={}).status_code in (400, 403), "CSRF is checked"
+    assert "awaits promotion: nothing to promote" in board.client.get(f"/apps/{app_name}").get_data(
+        as_text=True
+    )
+    assert board.client.post(f"/apps/{app_name}/promote", data={}).status_code in (400, 403), (
+        "CSRF is checked"
+    )
 
     queue, lock = board.queue, DeployLock(board.queue.client, app_name, ttl=10, purpose="test")
     job = queue.enqueue("v2", source="cli", requested_by="test").job

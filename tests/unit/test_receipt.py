@@ -12,21 +12,43 @@ from watcher.engine import receipt as receipts
 from watcher.engine.receipt import response_class
 
 
-def line(at: float, app: str = "demo", color: str = "blue", status: int = 200, upstream: int | None = 200,
-         duration: float = 0.01, probe: str = "") -> str:
-    return json.dumps({"level": "info", "ts": at, "logger": "http.log.access.log0", "msg": "handled request",
-                       "duration": duration, "size": 3, "status": status, "watcher_probe": probe,
-                       "watcher_upstream": upstream, "watcher_color": color, "watcher_app": app},
-                      separators=(",", ":")) + "\n"
+def line(
+    at: float,
+    app: str = "demo",
+    color: str = "blue",
+    status: int = 200,
+    upstream: int | None = 200,
+    duration: float = 0.01,
+    probe: str = "",
+) -> str:
+    return (
+        json.dumps(
+            {
+                "level": "info",
+                "ts": at,
+                "logger": "http.log.access.log0",
+                "msg": "handled request",
+                "duration": duration,
+                "size": 3,
+                "status": status,
+                "watcher_probe": probe,
+                "watcher_upstream": upstream,
+                "watcher_color": color,
+                "watcher_app": app,
+            },
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
 
 
 def test_a_window_of_a_large_log_is_found_by_bisection_and_filtered_exactly(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     with path.open("w") as log:
-        for i in range(50_000):                       # 5,000 s at 10 requests/s, two apps
+        for i in range(50_000):  # 5,000 s at 10 requests/s, two apps
             log.write(line(1000.0 + i / 10, app="demo" if i % 2 else "api"))
     served = AccessLog(path).served("demo", 3000.0, 3010.0)
-    assert len(served) == 50                          # 100 lines in 10 s, half of them demo's
+    assert len(served) == 50  # 100 lines in 10 s, half of them demo's
     assert all(3000.0 <= s.at < 3010.0 for s in served)
     assert AccessLog(path).served("demo", 0, 999) == []
 
@@ -43,7 +65,7 @@ def test_a_rolled_file_is_read_before_the_current_one(tmp_path: Path) -> None:
     rolled.write_text("".join(line(100.0 + i) for i in range(10)))
     os.utime(rolled, (109.0, 109.0))
     current.write_text("".join(line(110.0 + i) for i in range(10)))
-    old = tmp_path / "access-2026-12-02T12-00-00.000.log"   # ended before the window: not read
+    old = tmp_path / "access-2026-12-02T12-00-00.000.log"  # ended before the window: not read
     old.write_text(line(5.0))
     os.utime(old, (6.0, 6.0))
     assert [s.at for s in AccessLog(current).served("demo", 105.0, 115.0)] == [105.0 + i for i in range(10)]
@@ -61,18 +83,23 @@ def test_classes_tell_the_apps_errors_from_caddys() -> None:
 
     assert served(200, 200) == "2xx"
     assert served(404, 404) == "4xx"
-    assert served(500, 500) == "5xx"                 # the app answered 500
-    assert served(502, 502) == "5xx"                 # the app itself answered 502
-    assert served(502, None) == "upstream_error"     # Caddy got no answer from the app
+    assert served(500, 500) == "5xx"  # the app answered 500
+    assert served(502, 502) == "5xx"  # the app itself answered 502
+    assert served(502, None) == "upstream_error"  # Caddy got no answer from the app
     assert served(503, None, "none") == "upstream_error"
     assert served(0, None) == "cancelled"
 
 
 def test_a_receipt_counts_per_colour_and_per_second_and_leaves_probes_apart() -> None:
     moved = 1000.0
-    entries = [Served(moved - 3 + i * 0.1, "blue", 200, 200, 0.01, False) for i in range(30)]       # 3 s of blue
-    entries += [Served(moved + i * 0.1, "green", 500 if i % 20 == 0 else 200, 200, 0.02, False) for i in range(40)]
-    entries += [Served(moved + 0.5, "green", 200, 200, 0.01, True), Served(moved + 1.5, "blue", 200, 200, 12.0, False)]
+    entries = [Served(moved - 3 + i * 0.1, "blue", 200, 200, 0.01, False) for i in range(30)]  # 3 s of blue
+    entries += [
+        Served(moved + i * 0.1, "green", 500 if i % 20 == 0 else 200, 200, 0.02, False) for i in range(40)
+    ]
+    entries += [
+        Served(moved + 0.5, "green", 200, 200, 0.01, True),
+        Served(moved + 1.5, "blue", 200, 200, 12.0, False),
+    ]
     receipt = receipts.build("deploy", entries, moved, moved - 10, moved + 5, "/run/access.log")
     assert receipt.requests == 71 and receipt.probes == 1
     assert receipt.colors["green"]["requests"] == 40 and receipt.colors["green"]["failed"] == 2
@@ -81,7 +108,9 @@ def test_a_receipt_counts_per_colour_and_per_second_and_leaves_probes_apart() ->
     assert [row["t"] for row in receipt.seconds] == list(range(-10, 6))
     assert receipt.seconds[10]["green"]["requests"] == 10 and "blue" not in receipt.seconds[10]
     assert receipt.summary() == "served 71 requests during the swap, 2 failed, 1 long-lived"
-    assert receipts.Receipt.from_dict(json.loads(json.dumps(receipt.to_dict()))).to_dict() == receipt.to_dict()
+    assert (
+        receipts.Receipt.from_dict(json.loads(json.dumps(receipt.to_dict()))).to_dict() == receipt.to_dict()
+    )
 
 
 def test_a_missing_log_makes_a_receipt_that_says_why() -> None:

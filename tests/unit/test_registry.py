@@ -71,8 +71,9 @@ def token_registry(token_body: dict[str, object], tags: list[str] | None = None)
         if request.url.path == "/token":
             token = f"tok{len(issued) + 1}"
             issued.append(token)
-            return httpx.Response(200, json={key: (token if value == "TOKEN" else value)
-                                             for key, value in token_body.items()})
+            return httpx.Response(
+                200, json={key: (token if value == "TOKEN" else value) for key, value in token_body.items()}
+            )
         if request.headers.get("Authorization") not in {f"Bearer {t}" for t in issued}:
             return httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE})
         if request.url.path.endswith("/tags/list"):
@@ -94,16 +95,24 @@ def token_registry(token_body: dict[str, object], tags: list[str] | None = None)
         ("nginx", "registry-1.docker.io", "library/nginx", "https://registry-1.docker.io"),
         ("nginx:1.25-alpine", "registry-1.docker.io", "library/nginx", "https://registry-1.docker.io"),
         ("docker.io/nginx", "registry-1.docker.io", "library/nginx", "https://registry-1.docker.io"),
-        ("index.docker.io/library/redis", "registry-1.docker.io", "library/redis",
-         "https://registry-1.docker.io"),
+        (
+            "index.docker.io/library/redis",
+            "registry-1.docker.io",
+            "library/redis",
+            "https://registry-1.docker.io",
+        ),
         ("user/app", "registry-1.docker.io", "user/app", "https://registry-1.docker.io"),
         ("localhost:5000/x", "localhost:5000", "x", "http://localhost:5000"),
         ("localhost/team/x", "localhost", "team/x", "http://localhost"),
         ("127.0.0.1:5000/a/b:v1", "127.0.0.1:5000", "a/b", "http://127.0.0.1:5000"),
         ("127.8.9.10:5000/a", "127.8.9.10:5000", "a", "http://127.8.9.10:5000"),
         ("[::1]:5000/a", "[::1]:5000", "a", "http://[::1]:5000"),
-        ("registry.example.com:5000/a__b/c-d.e", "registry.example.com:5000", "a__b/c-d.e",
-         "https://registry.example.com:5000"),
+        (
+            "registry.example.com:5000/a__b/c-d.e",
+            "registry.example.com:5000",
+            "a__b/c-d.e",
+            "https://registry.example.com:5000",
+        ),
         ("localhost.example.com/a", "localhost.example.com", "a", "https://localhost.example.com"),
         ("10.0.0.1:5000/a", "10.0.0.1:5000", "a", "https://10.0.0.1:5000"),
     ],
@@ -151,10 +160,12 @@ def test_manifest_digest_heads_with_all_manifest_types() -> None:
     (request,) = recorder.requests
     assert (request.method, str(request.url)) == ("HEAD", "https://ghcr.io/v2/owner/app/manifests/1.0.0")
     assert request.headers["Accept"] == MANIFEST_ACCEPT
-    for media_type in ("application/vnd.oci.image.index.v1+json",
-                       "application/vnd.oci.image.manifest.v1+json",
-                       "application/vnd.docker.distribution.manifest.list.v2+json",
-                       "application/vnd.docker.distribution.manifest.v2+json"):
+    for media_type in (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ):
         assert media_type in request.headers["Accept"]
     assert request.extensions["timeout"] == {"connect": 10.0, "read": 10.0, "write": 10.0, "pool": 10.0}
 
@@ -256,8 +267,12 @@ def test_tokens_are_cached_per_scope() -> None:
         if request.url.path == "/token":
             return httpx.Response(200, json={"token": request.url.params["scope"]})
         if request.headers.get("Authorization") != f"Bearer {scope}":
-            return httpx.Response(401, headers={
-                "WWW-Authenticate": f'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="{scope}"'})
+            return httpx.Response(
+                401,
+                headers={
+                    "WWW-Authenticate": f'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="{scope}"'
+                },
+            )
         return httpx.Response(200, headers={"Docker-Content-Digest": DIGEST})
 
     recorder = Recorder(handler)
@@ -286,7 +301,11 @@ def test_rejected_cached_token_is_replaced_once() -> None:
         client.manifest_digest(REF, "1.0")  # 401, token tok1, 200
         client.manifest_digest(REF, "1.0")  # tok1 now refused: 401, token tok2, 200
     assert [r.headers.get("Authorization") for r in recorder.requests if r.url.path != "/token"] == [
-        None, "Bearer tok1", "Bearer tok1", "Bearer tok2"]
+        None,
+        "Bearer tok1",
+        "Bearer tok1",
+        "Bearer tok2",
+    ]
 
 
 def test_401_after_fresh_token_is_auth_error() -> None:
@@ -314,8 +333,10 @@ def test_token_service_rejecting_credentials_is_auth_error() -> None:
 
 def test_credentials_never_go_to_a_plain_http_realm() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, headers={
-            "WWW-Authenticate": 'Bearer realm="http://evil.example/token",service="x",scope="y"'})
+        return httpx.Response(
+            401,
+            headers={"WWW-Authenticate": 'Bearer realm="http://evil.example/token",service="x",scope="y"'},
+        )
 
     recorder = Recorder(handler)
     with recorder.client(username="bot", password="pat") as client:
@@ -330,8 +351,10 @@ def test_realm_query_is_kept() -> None:
             return httpx.Response(200, json={"token": "t"})
         if request.headers.get("Authorization") == "Bearer t":
             return httpx.Response(200, json={"tags": []})
-        return httpx.Response(401, headers={"WWW-Authenticate":
-                                            'Bearer realm="https://auth.example/token?account=x",service="s"'})
+        return httpx.Response(
+            401,
+            headers={"WWW-Authenticate": 'Bearer realm="https://auth.example/token?account=x",service="s"'},
+        )
 
     recorder = Recorder(handler)
     with recorder.client() as client:
@@ -379,8 +402,9 @@ def test_list_tags_follows_relative_and_absolute_links() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         tags, link = pages[request.url.params.get("last")]
-        return httpx.Response(200, json={"name": "owner/app", "tags": tags},
-                              headers={"Link": link} if link else {})
+        return httpx.Response(
+            200, json={"name": "owner/app", "tags": tags}, headers={"Link": link} if link else {}
+        )
 
     recorder = Recorder(handler)
     with recorder.client() as client:
@@ -502,24 +526,28 @@ def test_network_errors_are_retried_then_unavailable(error: Exception, sleeps: l
 
 
 def test_token_service_failures_are_retried(sleeps: list[float]) -> None:
-    recorder = Recorder(responses(
-        httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE}),
-        httpx.Response(503),
-        httpx.Response(200, json={"token": "t"}),
-        OK,
-    ))
+    recorder = Recorder(
+        responses(
+            httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE}),
+            httpx.Response(503),
+            httpx.Response(200, json={"token": "t"}),
+            OK,
+        )
+    )
     with recorder.client() as client:
         assert client.manifest_digest(REF, "1.0") == DIGEST
     assert len(sleeps) == 1
 
 
 def test_secrets_are_not_logged(caplog: pytest.LogCaptureFixture, sleeps: list[float]) -> None:
-    recorder = Recorder(responses(
-        httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE}),
-        httpx.Response(200, json={"token": "sekrit-token"}),
-        httpx.Response(503),  # makes the client log a retry of the authenticated request
-        httpx.Response(200, json={"tags": ["1"]}),
-    ))
+    recorder = Recorder(
+        responses(
+            httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE}),
+            httpx.Response(200, json={"token": "sekrit-token"}),
+            httpx.Response(503),  # makes the client log a retry of the authenticated request
+            httpx.Response(200, json={"tags": ["1"]}),
+        )
+    )
     caplog.set_level(logging.DEBUG)
     with recorder.client(username="bot", password="pat-secret") as client:
         assert client.list_tags(REF) == ["1"]

@@ -31,8 +31,9 @@ FATAL = [
     rx.AuthenticationError("invalid username-password pair or user is disabled."),
     rx.AuthenticationWrongNumberOfArgsError("wrong number of arguments for 'auth' command"),
     rx.NoPermissionError("this user has no permissions to run the 'eval' command"),
-    rx.ResponseError("Error running script (call to f_0123): @user_script:1: Script attempted to access a "
-                     "non local key"),
+    rx.ResponseError(
+        "Error running script (call to f_0123): @user_script:1: Script attempted to access a non local key"
+    ),
     rx.ResponseError("UNBLOCKED but not typed: only connect()'s clients type it"),
     rx.NoScriptError("No matching script."),
     rx.DataError("Invalid input of type: 'dict'."),
@@ -40,10 +41,14 @@ FATAL = [
 ]
 
 
-def test_redis_py_files_failover_and_oom_under_response_error_and_a_wrong_password_under_connection_error() -> None:
+def test_redis_py_files_failover_and_oom_under_response_error_and_a_wrong_password_under_connection_error() -> (
+    None
+):
     """Why the policy classifies by name: a blanket `except ResponseError` would retry a script's
     bug for ever, and `except ConnectionError` alone would retry a wrong password for ever."""
-    assert issubclass(rx.ReadOnlyError, rx.ResponseError) and issubclass(rx.OutOfMemoryError, rx.ResponseError)
+    assert issubclass(rx.ReadOnlyError, rx.ResponseError) and issubclass(
+        rx.OutOfMemoryError, rx.ResponseError
+    )
     assert issubclass(rx.AuthenticationError, rx.ConnectionError)
     assert issubclass(rx.BusyLoadingError, rx.ConnectionError)
 
@@ -81,10 +86,14 @@ class Flaky:
 
 
 def test_retry_redis_rides_out_a_failover_and_logs_each_retry_and_the_recovery(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sleeps: list[float] = []
-    call = Flaky(rx.ReadOnlyError("You can't write against a read only replica."),
-                 rx.OutOfMemoryError("command not allowed"), rx.ConnectionError("Connection reset by peer"))
+    call = Flaky(
+        rx.ReadOnlyError("You can't write against a read only replica."),
+        rx.OutOfMemoryError("command not allowed"),
+        rx.ConnectionError("Connection reset by peer"),
+    )
     with caplog.at_level(logging.WARNING, logger="watcher.redis"):
         assert retry_redis(call, "recording job 7", initial=0.2, maximum=2.0, sleep=sleeps.append) == "ok"
     assert call.calls == 4 and len(sleeps) == 3
@@ -116,8 +125,14 @@ def test_retry_redis_gives_up_at_its_deadline_with_the_callers_error() -> None:
     deadline = started + 0.3
     down = Flaky(*[rx.ReadOnlyError("read only")] * 10)
     with pytest.raises(LookupError, match="gave up after ReadOnlyError"):
-        retry_redis(down, "x", deadline=lambda: deadline, initial=2.0, maximum=2.0,
-                    give_up=lambda exc: LookupError(f"gave up after {type(exc).__name__}"))
+        retry_redis(
+            down,
+            "x",
+            deadline=lambda: deadline,
+            initial=2.0,
+            maximum=2.0,
+            give_up=lambda exc: LookupError(f"gave up after {type(exc).__name__}"),
+        )
     took = time.monotonic() - started
     assert 0.3 <= took < 0.9, "the 1-2 s wait is cut short to end at the deadline"
     assert down.calls == 2, "one last try at the deadline"
@@ -141,9 +156,14 @@ def test_retry_redis_reads_a_moving_deadline_again_after_each_failure() -> None:
 
 def test_retrying_bounds_by_seconds_and_raises_redis_unavailable() -> None:
     started = time.monotonic()
-    with pytest.raises(RedisUnavailable, match=r"Redis is unavailable for requeueing job 3: OutOfMemoryError: "
-                                               r"command not allowed"):
-        retrying(Flaky(*[rx.OutOfMemoryError("command not allowed")] * 1000), "requeueing job 3", give_up_after=0.4)
+    with pytest.raises(
+        RedisUnavailable,
+        match=r"Redis is unavailable for requeueing job 3: OutOfMemoryError: "
+        r"command not allowed",
+    ):
+        retrying(
+            Flaky(*[rx.OutOfMemoryError("command not allowed")] * 1000), "requeueing job 3", give_up_after=0.4
+        )
     assert time.monotonic() - started < 1.5
 
 
@@ -163,10 +183,12 @@ def test_backoff_for_loops_logs_the_same_lines(caplog: pytest.LogCaptureFixture)
         first = loop.failed(rx.ReadOnlyError("You can't write against a read only replica."))
         second = loop.failed(redis.exceptions.ConnectionError("Connection refused"))
         loop.succeeded()
-        loop.succeeded()   # nothing to say: it never failed since
+        loop.succeeded()  # nothing to say: it never failed since
     assert 0.25 <= first <= 0.5 and 0.5 <= second <= 1.0
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 3
-    assert "worker w1: reading the queue failed (ReadOnlyError" in messages[0] and "retrying in" in messages[0]
+    assert (
+        "worker w1: reading the queue failed (ReadOnlyError" in messages[0] and "retrying in" in messages[0]
+    )
     assert "works again after" in messages[2]
     assert 0.25 <= loop.failed(rx.TimeoutError("timeout")) <= 0.5, "the count starts over after a success"

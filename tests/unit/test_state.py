@@ -26,18 +26,26 @@ def test_no_state_file_is_an_empty_state(store: StateStore) -> None:
 
 
 def test_round_trip(store: StateStore) -> None:
-    state = DeployState(live=Release(Color.GREEN, "2.0", "2024-02-01T00:00:00+00:00"),
-                        previous=Release(Color.BLUE, "1.0", "2024-01-01T00:00:00+00:00"),
-                        pending=Pending("deploy", "2.1", Color.BLUE, "pull", pid=99, host="box",
-                                        started="2024-03-01T00:00:00+00:00"))
+    state = DeployState(
+        live=Release(Color.GREEN, "2.0", "2024-02-01T00:00:00+00:00"),
+        previous=Release(Color.BLUE, "1.0", "2024-01-01T00:00:00+00:00"),
+        pending=Pending(
+            "deploy", "2.1", Color.BLUE, "pull", pid=99, host="box", started="2024-03-01T00:00:00+00:00"
+        ),
+    )
     saved = store.save(state)
-    assert saved.updated                                   # stamped on save
+    assert saved.updated  # stamped on save
     loaded = store.load()
     assert loaded == saved
     assert (loaded.live, loaded.previous, loaded.pending) == (state.live, state.previous, state.pending)
     raw = json.loads(store.path.read_text())
-    assert raw["live"] == {"color": "green", "version": "2.0", "since": "2024-02-01T00:00:00+00:00",
-                           "digest": None, "image": None}
+    assert raw["live"] == {
+        "color": "green",
+        "version": "2.0",
+        "since": "2024-02-01T00:00:00+00:00",
+        "digest": None,
+        "image": None,
+    }
     assert raw["pending"]["phase"] == "pull" and raw["pending"]["color"] == "blue"
 
 
@@ -76,8 +84,9 @@ def test_state_path_that_is_a_directory_is_a_clear_error(store: StateStore) -> N
         store.load()
 
 
-@pytest.mark.parametrize("content", ["[]", "null", '"blue"', '{"live": "blue"}',
-                                     '{"pending": {"color": "blue", "pid": "abc"}}'])
+@pytest.mark.parametrize(
+    "content", ["[]", "null", '"blue"', '{"live": "blue"}', '{"pending": {"color": "blue", "pid": "abc"}}']
+)
 def test_wrong_shape_state_is_a_clear_error(store: StateStore, content: str) -> None:
     store.path.parent.mkdir(parents=True)
     store.path.write_text(content)
@@ -87,12 +96,16 @@ def test_wrong_shape_state_is_a_clear_error(store: StateStore, content: str) -> 
 
 def test_entries_with_unknown_colour_are_dropped(store: StateStore) -> None:
     store.path.parent.mkdir(parents=True)
-    store.path.write_text(json.dumps({"live": {"color": "purple", "version": "1"},
-                                      "previous": {"color": "blue", "version": ""}}))
+    store.path.write_text(
+        json.dumps(
+            {"live": {"color": "purple", "version": "1"}, "previous": {"color": "blue", "version": ""}}
+        )
+    )
     assert store.load() == DeployState()
 
 
 # -- write_atomic ---------------------------------------------------------------------------
+
 
 def leftovers(directory: Path, name: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(f".{name}."))
@@ -107,8 +120,9 @@ def test_write_atomic_writes_and_creates_the_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fails", ["fsync", "replace", "write"])
-def test_failed_write_keeps_the_old_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            fails: str) -> None:
+def test_failed_write_keeps_the_old_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
     target = tmp_path / "state.json"
     write_atomic(target, "old content")
 
@@ -124,7 +138,7 @@ def test_failed_write_keeps_the_old_content(tmp_path: Path, monkeypatch: pytest.
             def __init__(self, fd: int, *args: object, **kwargs: object) -> None:
                 self.inner = real_fdopen(fd, *args, **kwargs)
 
-            def __enter__(self) -> "Torn":
+            def __enter__(self) -> Torn:
                 return self
 
             def __exit__(self, *exc: object) -> None:
@@ -161,7 +175,9 @@ def test_interrupt_mid_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: py
     assert leftovers(tmp_path, "live") == []
 
 
-def test_failed_state_save_keeps_the_previous_state(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_state_save_keeps_the_previous_state(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = store.save(DeployState(live=Release(Color.BLUE, "1.0")))
 
     def boom(*args: object) -> None:
@@ -180,12 +196,13 @@ def full_disk(*args: object, **kwargs: object) -> None:
 
 
 def test_a_prepared_state_is_in_force_only_once_committed(store: StateStore) -> None:
-    first = store.save(DeployState(live=Release(Color.BLUE, "1.0"),
-                                   pending=Pending("deploy", "2.0", Color.GREEN, "health")))
+    first = store.save(
+        DeployState(live=Release(Color.BLUE, "1.0"), pending=Pending("deploy", "2.0", Color.GREEN, "health"))
+    )
     prepared = store.prepare(DeployState(live=Release(Color.GREEN, "2.0"), previous=first.live))
     assert store.load() == first and store.deployment_color_file.read_text() == "blue\n"
     assert store.commit(prepared) == store.load()
-    assert store.load().live == Release(Color.GREEN, "2.0", prepared.state.live.since)   # type: ignore[union-attr]
+    assert store.load().live == Release(Color.GREEN, "2.0", prepared.state.live.since)  # type: ignore[union-attr]
     assert store.load().pending is None and store.deployment_color_file.read_text() == "green\n"
     assert not prepared.path.exists()
 
@@ -195,10 +212,10 @@ def test_committing_needs_no_free_space(store: StateStore, monkeypatch: pytest.M
     the switch) cannot refuse it, while it refuses every new write."""
     store.save(DeployState(live=Release(Color.BLUE, "1.0")))
     prepared = store.prepare(DeployState(live=Release(Color.GREEN, "2.0")))
-    monkeypatch.setattr(atomic.os, "fdopen", full_disk)   # every new file's write fails
+    monkeypatch.setattr(atomic.os, "fdopen", full_disk)  # every new file's write fails
     with pytest.raises(OSError, match="No space left"):
         store.save(DeployState(live=Release(Color.BLUE, "3.0")))
-    store.deployment_color_file = None   # (it lives in the project directory, not on this disk)
+    store.deployment_color_file = None  # (it lives in the project directory, not on this disk)
     store.commit(prepared)
     assert store.load() == prepared.state
 
@@ -207,7 +224,7 @@ def test_a_discarded_prepare_is_never_seen(store: StateStore) -> None:
     first = store.save(DeployState(live=Release(Color.BLUE, "1.0")))
     store.prepare(DeployState(live=Release(Color.GREEN, "2.0")))
     store.discard()
-    store.discard()   # idempotent
+    store.discard()  # idempotent
     assert store.load() == first and not store.prepared_path.exists()
 
 
@@ -223,7 +240,7 @@ def test_a_writer_waits_for_another_between_its_check_and_its_write(store: State
     def first() -> None:
         with store.writing():
             inside.set()
-            time.sleep(0.3)   # e.g. stopped (SIGSTOP) between its check and its write
+            time.sleep(0.3)  # e.g. stopped (SIGSTOP) between its check and its write
             store.save(DeployState(Release(Color.BLUE, "old")))
             order.append("first")
 

@@ -20,7 +20,12 @@ from watcher.engine.verification import answer, answered_version, wait_for_versi
 ROUTES: dict[str, tuple[int, dict[str, str], bytes, float]] = {
     "/plain": (200, {}, b"1.2.3\n", 0),
     "/multiline": (200, {}, b"  2.0.0  \nbuilt yesterday\n", 0),
-    "/json": (200, {"Content-Type": "application/json"}, json.dumps({"version": "3.1", "ok": True}).encode(), 0),
+    "/json": (
+        200,
+        {"Content-Type": "application/json"},
+        json.dumps({"version": "3.1", "ok": True}).encode(),
+        0,
+    ),
     "/json-number": (200, {}, b'{"version": 4}', 0),
     "/json-no-version": (200, {}, b'{"status": "ok"}', 0),
     "/json-broken": (200, {}, b'{"version": ', 0),
@@ -79,21 +84,24 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize(("path", "version"), [
-    ("/plain", "1.2.3"),
-    ("/multiline", "2.0.0"),
-    ("/json", "3.1"),
-    ("/json-number", "4"),
-    ("/created", "6.0"),
-])
+@pytest.mark.parametrize(
+    ("path", "version"),
+    [
+        ("/plain", "1.2.3"),
+        ("/multiline", "2.0.0"),
+        ("/json", "3.1"),
+        ("/json-number", "4"),
+        ("/created", "6.0"),
+    ],
+)
 def test_body_modes(server: str, path: str, version: str) -> None:
     assert answered_version(server + path, None) == version
 
 
 def test_header_mode(server: str) -> None:
     assert answered_version(server + "/header", "X-App-Version") == "5.0"
-    assert answered_version(server + "/header", "x-app-version") == "5.0"   # headers are case-insensitive
-    assert answered_version(server + "/plain", "X-App-Version") is None     # header absent: no version
+    assert answered_version(server + "/header", "x-app-version") == "5.0"  # headers are case-insensitive
+    assert answered_version(server + "/plain", "X-App-Version") is None  # header absent: no version
 
 
 @pytest.mark.parametrize("path", ["/unavailable", "/missing", "/redirect", "/empty", "/json-broken"])

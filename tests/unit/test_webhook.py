@@ -33,7 +33,7 @@ from watcher.triggers.webhook import create_app
 SECRET = "github-secret"
 TOKEN = "registry-token"
 API_TOKEN = "api-token"
-REGISTRY = "127.0.0.1:5000"     # what distribution_envelope's events name
+REGISTRY = "127.0.0.1:5000"  # what distribution_envelope's events name
 IMAGE = f"{REGISTRY}/acme/app"
 MiB = 1024 * 1024
 
@@ -49,8 +49,16 @@ class FakeRedis:
         if self.down:
             raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    def set(self, name: str, value: str, *, nx: bool = False, xx: bool = False, ex: int | None = None,
-            keepttl: bool = False) -> bool | None:
+    def set(
+        self,
+        name: str,
+        value: str,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        ex: int | None = None,
+        keepttl: bool = False,
+    ) -> bool | None:
         self._check()
         if (nx and name in self.data) or (xx and name not in self.data):
             return None
@@ -86,8 +94,16 @@ class FakeSink:
     jobs: list[str] = field(default_factory=list)
     repositories: list[str | None] = field(default_factory=list)
 
-    def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
+    def enqueue(
+        self,
+        app: str,
+        version: str,
+        *,
+        source: str,
+        requested_by: str,
+        digest: str | None,
+        repository: str | None = None,
+    ) -> EnqueueOutcome:
         self.jobs.append(version)
         self.repositories.append(repository)
         return EnqueueOutcome(str(len(self.jobs)), True, f"job {len(self.jobs)} queued: deploy {version}")
@@ -116,14 +132,23 @@ class Receiver:
     redis: FakeRedis
 
 
-def receiver(max_body: int = MiB, metrics: CollectorRegistry | None = None, status_auth: bool = True) -> Receiver:
+def receiver(
+    max_body: int = MiB, metrics: CollectorRegistry | None = None, status_auth: bool = True
+) -> Receiver:
     registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
     app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(store), exists_wait=0)   # type: ignore[arg-type]
-    settings = WebhookSettings(max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN,
-                               status_auth=status_auth)
-    flask_app = create_app(triggers, sink, settings, ready=lambda: None, status=lambda name: {"app": name},
-                           metrics=metrics or CollectorRegistry())
+    triggers = Triggers([app], sink, Memory(store), exists_wait=0)  # type: ignore[arg-type]
+    settings = WebhookSettings(
+        max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN, status_auth=status_auth
+    )
+    flask_app = create_app(
+        triggers,
+        sink,
+        settings,
+        ready=lambda: None,
+        status=lambda name: {"app": name},
+        metrics=metrics or CollectorRegistry(),
+    )
     return Receiver(flask_app.test_client(), registry, sink, store)
 
 
@@ -133,10 +158,21 @@ def hooks() -> Iterator[Receiver]:
 
 
 def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
-    body = body if body is not None else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
-    return hooks.client.post("/hooks/github", data=body, content_type="application/json", headers={
-        "X-GitHub-Event": "package", "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-        "X-Hub-Signature-256": sign(SECRET, body)})
+    body = (
+        body
+        if body is not None
+        else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
+    )
+    return hooks.client.post(
+        "/hooks/github",
+        data=body,
+        content_type="application/json",
+        headers={
+            "X-GitHub-Event": "package",
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(SECRET, body),
+        },
+    )
 
 
 def envelope(*tags: str | None, action: str = "push") -> dict[str, Any]:
@@ -150,9 +186,12 @@ def envelope(*tags: str | None, action: str = "push") -> dict[str, Any]:
 
 
 def notify(hooks: Receiver, payload: dict[str, Any] | None = None, *, body: bytes | None = None) -> Any:
-    return hooks.client.post("/hooks/registry", data=body if body is not None else json.dumps(payload),
-                             content_type="application/vnd.docker.distribution.events.v1+json",
-                             headers={"Authorization": f"Bearer {TOKEN}"})
+    return hooks.client.post(
+        "/hooks/registry",
+        data=body if body is not None else json.dumps(payload),
+        content_type="application/vnd.docker.distribution.events.v1+json",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
 
 
 def ids(payload: dict[str, Any]) -> list[str]:
@@ -160,6 +199,7 @@ def ids(payload: dict[str, Any]) -> list[str]:
 
 
 # -- a tag the registry does not have: 422 on both hooks ----------------------------------------
+
 
 def test_missing_tag_is_422_on_both_hooks_and_a_redelivery_is_processed(hooks: Receiver) -> None:
     """README: "422 the tag is not in the registry", for GitHub and the registry alike; the ids
@@ -174,7 +214,7 @@ def test_missing_tag_is_422_on_both_hooks_and_a_redelivery_is_processed(hooks: R
     hooks.registry.tags["1.5.0"] = DIGEST
     assert github(hooks, "1.5.0", delivery=delivery).status_code == 202
     again = notify(hooks, notification)
-    assert again.status_code == 200 and again.get_json()["outcome"] == "duplicate"   # the push, not the event
+    assert again.status_code == 200 and again.get_json()["outcome"] == "duplicate"  # the push, not the event
     assert hooks.sink.jobs == ["1.5.0"]
 
 
@@ -195,12 +235,14 @@ def test_a_notification_with_nothing_for_an_app_is_still_200(hooks: Receiver) ->
 
 # -- oversize bodies ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/hooks/github", "/hooks/registry", "/pause"])
 def test_oversize_reply_names_the_configured_limit(hooks: Receiver, path: str) -> None:
     response = hooks.client.post(path, data=b"x" * (MiB + 1), headers={"X-GitHub-Event": "package"})
     assert response.status_code == 413
-    assert response.get_json()["reason"] == ("the body (1048577 bytes) exceeds the 1 MiB (1048576 bytes) limit "
-                                             "([webhook] max_body)")
+    assert response.get_json()["reason"] == (
+        "the body (1048577 bytes) exceeds the 1 MiB (1048576 bytes) limit ([webhook] max_body)"
+    )
 
 
 @pytest.mark.parametrize("max_body, shown", [(512 * 1024, "512 KiB (524288 bytes)"), (1500, "1500 bytes")])
@@ -211,45 +253,58 @@ def test_the_limit_is_shown_as_configured(max_body: int, shown: str) -> None:
 
 def test_a_body_of_exactly_the_limit_is_read(hooks: Receiver) -> None:
     response = github(hooks, "1.5.0", body=b'{"zen": "' + b"x" * (MiB - 11) + b'"}')
-    assert response.status_code == 200, response.get_json()   # read and verified: not a package event
+    assert response.status_code == 200, response.get_json()  # read and verified: not a package event
 
 
 def test_oversize_delivery_is_logged_with_its_id(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "watcher.webhook")
     delivery = str(uuid.uuid4())
     assert github(hooks, "1.5.0", delivery=delivery, body=b"x" * (MiB + 1)).status_code == 413
-    assert notify(hooks, body=b"x" * (MiB + 1)).status_code == 413   # the headers name no event
+    assert notify(hooks, body=b"x" * (MiB + 1)).status_code == 413  # the headers name no event
     records = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert (logging.WARNING, f"github delivery {delivery} (package): 413 refused: the body (1048577 bytes) "
-                             "exceeds the 1 MiB (1048576 bytes) limit ([webhook] max_body)") in records
-    assert any(level == logging.WARNING and message.startswith("registry delivery -: 413 refused: the body")
-               for level, message in records), records
+    assert (
+        logging.WARNING,
+        f"github delivery {delivery} (package): 413 refused: the body (1048577 bytes) "
+        "exceeds the 1 MiB (1048576 bytes) limit ([webhook] max_body)",
+    ) in records
+    assert any(
+        level == logging.WARNING and message.startswith("registry delivery -: 413 refused: the body")
+        for level, message in records
+    ), records
 
 
 # -- registry event ids in the log ----------------------------------------------------------------
 
-def test_registry_delivery_is_logged_with_its_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+
+def test_registry_delivery_is_logged_with_its_event_ids(
+    hooks: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, "watcher.webhook")
     hooks.registry.tags["1.4.0"] = DIGEST
     pushed, missing, pulled = envelope("1.4.0"), envelope("1.5.0", "1.6.0"), envelope("1.4.0", action="pull")
     for payload in (pushed, missing, pulled):
         notify(hooks, payload)
     messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith(f"registry delivery {ids(pushed)[0]}: 202 enqueued: demo: job 1 queued")
-               for m in messages), messages
+    assert any(
+        m.startswith(f"registry delivery {ids(pushed)[0]}: 202 enqueued: demo: job 1 queued")
+        for m in messages
+    ), messages
     assert any(m.startswith(f"registry delivery {', '.join(ids(missing))}: 422 not-found") for m in messages)
     assert any(m.startswith(f"registry delivery {ids(pulled)[0]}: ignored: action 'pull'") for m in messages)
 
 
-def test_a_long_envelope_names_its_first_ten_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_long_envelope_names_its_first_ten_event_ids(
+    hooks: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "watcher.webhook")
     payload = envelope(*["1.5.0"] * 12)
     notify(hooks, payload)
     assert f"registry delivery {', '.join(ids(payload)[:10])} (+2 more): 422" in caplog.text
 
 
-def test_event_ids_are_logged_without_control_characters(hooks: Receiver,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_event_ids_are_logged_without_control_characters(
+    hooks: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "watcher.webhook")
     payload = envelope("1.5.0")
     payload["events"][0]["id"] = "abc\nFAKE registry delivery x: 202 enqueued"
@@ -258,7 +313,9 @@ def test_event_ids_are_logged_without_control_characters(hooks: Receiver,
     assert "\n" not in caplog.records[-1].getMessage()
 
 
-def test_redis_down_is_503_and_logged_with_the_event_ids(hooks: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_down_is_503_and_logged_with_the_event_ids(
+    hooks: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, "watcher.webhook")
     hooks.redis.down = True
     payload = envelope("1.5.0")
@@ -269,13 +326,23 @@ def test_redis_down_is_503_and_logged_with_the_event_ids(hooks: Receiver, caplog
 
 def test_status_answers_an_object_per_app_when_several_are_configured() -> None:
     registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
-    apps = [App(SimpleNamespace(app=name), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
-            for name in ("shop", "blog")]
+    apps = [
+        App(SimpleNamespace(app=name), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
+        for name in ("shop", "blog")
+    ]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
-    client = create_app(Triggers(apps, sink, Memory(store), exists_wait=0), sink, settings,  # type: ignore[arg-type]
-                        ready=lambda: None, status=lambda name: {"app": name},
-                        metrics=CollectorRegistry()).test_client()
+    client = create_app(
+        Triggers(apps, sink, Memory(store), exists_wait=0),
+        sink,
+        settings,  # type: ignore[arg-type]
+        ready=lambda: None,
+        status=lambda name: {"app": name},
+        metrics=CollectorRegistry(),
+    ).test_client()
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
-    assert client.get("/status", headers=auth).get_json() == {"shop": {"app": "shop"}, "blog": {"app": "blog"}}
+    assert client.get("/status", headers=auth).get_json() == {
+        "shop": {"app": "shop"},
+        "blog": {"app": "blog"},
+    }
     assert client.get("/status?app=blog", headers=auth).get_json() == {"app": "blog"}
     assert client.get("/status?app=nope", headers=auth).status_code == 404

@@ -38,34 +38,73 @@ example:
 
 
 def add_parser(sub: Any) -> None:
-    init = sub.add_parser("init", help="adopt an existing compose project: write the colour overlays and config",
-                          description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    init.add_argument("compose_file", nargs="?", metavar="COMPOSE_FILE",
-                      help=f"the compose file to adopt (default: the first of {', '.join(COMPOSE_NAMES)} here)")
-    init.add_argument("--service", action="append", default=[], metavar="NAME[:PORT[:PATH]]",
-                      help="a stateless service, run once per colour; PORT: Caddy proxies to it; PATH: the "
-                           "prefix it answers when several have a port (repeat: --service web:8080 "
-                           "--service worker)")
-    init.add_argument("--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)")
-    init.add_argument("--project", metavar="NAME",
-                      help="the compose project the shared services run in (default: COMPOSE_PROJECT_NAME, "
-                           "the file's top-level name:, or its directory's name, as docker compose does)")
-    init.add_argument("--image", metavar="REPO",
-                      help="the app's image repository, without tag (default: the proxied service's image)")
-    init.add_argument("--verify-url", metavar="URL",
-                      help="URL through Caddy that answers the deployed version, e.g. http://127.0.0.1/version")
+    init = sub.add_parser(
+        "init",
+        help="adopt an existing compose project: write the colour overlays and config",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument(
+        "compose_file",
+        nargs="?",
+        metavar="COMPOSE_FILE",
+        help=f"the compose file to adopt (default: the first of {', '.join(COMPOSE_NAMES)} here)",
+    )
+    init.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT[:PATH]]",
+        help="a stateless service, run once per colour; PORT: Caddy proxies to it; PATH: the "
+        "prefix it answers when several have a port (repeat: --service web:8080 "
+        "--service worker)",
+    )
+    init.add_argument(
+        "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
+    )
+    init.add_argument(
+        "--project",
+        metavar="NAME",
+        help="the compose project the shared services run in (default: COMPOSE_PROJECT_NAME, "
+        "the file's top-level name:, or its directory's name, as docker compose does)",
+    )
+    init.add_argument(
+        "--image",
+        metavar="REPO",
+        help="the app's image repository, without tag (default: the proxied service's image)",
+    )
+    init.add_argument(
+        "--verify-url",
+        metavar="URL",
+        help="URL through Caddy that answers the deployed version, e.g. http://127.0.0.1/version",
+    )
     init.add_argument("--verify-header", metavar="NAME", help="read the version from this response header")
-    init.add_argument("--site", metavar="ADDRESS", help="the app's Caddy site address (default: [caddy] site, :80)")
+    init.add_argument(
+        "--site", metavar="ADDRESS", help="the app's Caddy site address (default: [caddy] site, :80)"
+    )
     # The same dest as the global --config (which init reads as the file to write, not to load);
     # SUPPRESS keeps `watcher -c FILE init` working.
-    init.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
-                      help="the watcher config to write, or to append the app to with --force (default: "
-                           "watcher.toml beside the compose file; $WATCHER_CONFIG is not used)")
-    init.add_argument("--caddyfile", metavar="PATH",
-                      help="where to write the app's Caddyfile (default: Caddyfile.<app> beside the compose file)")
-    init.add_argument("-y", "--yes", action="store_true", help="ask nothing: take the flags, else the defaults")
-    init.add_argument("--force", action="store_true",
-                      help="replace existing overlays and Caddyfile; append the app to an existing config")
+    init.add_argument(
+        "-c",
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="the watcher config to write, or to append the app to with --force (default: "
+        "watcher.toml beside the compose file; $WATCHER_CONFIG is not used)",
+    )
+    init.add_argument(
+        "--caddyfile",
+        metavar="PATH",
+        help="where to write the app's Caddyfile (default: Caddyfile.<app> beside the compose file)",
+    )
+    init.add_argument(
+        "-y", "--yes", action="store_true", help="ask nothing: take the flags, else the defaults"
+    )
+    init.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing overlays and Caddyfile; append the app to an existing config",
+    )
     init.add_argument("--dry-run", action="store_true", help="print everything, write nothing")
 
 
@@ -75,8 +114,12 @@ def run_init(args: argparse.Namespace) -> int:
     prompt = Prompt(interactive=not args.yes and sys.stdin.isatty())
     answers = gather(compose, args, prompt)
     refuse_unsafe(compose, answers)
-    plan = Plan.make(compose, answers, config_path=config_path_for(compose, args.config),
-                     caddyfile=Path(args.caddyfile) if args.caddyfile else None)
+    plan = Plan.make(
+        compose,
+        answers,
+        config_path=config_path_for(compose, args.config),
+        caddyfile=Path(args.caddyfile) if args.caddyfile else None,
+    )
     plan.refuse_existing(force=args.force)
     if args.dry_run:
         snippet, host = plan.preview()

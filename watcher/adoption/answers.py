@@ -8,14 +8,42 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.adoption.compose_file import (ComposeFile, caddy_service, compose_project, ports_of, repository,
-                                           valid_name, volumes_of)
+from watcher.adoption.compose_file import (
+    ComposeFile,
+    caddy_service,
+    compose_project,
+    ports_of,
+    repository,
+    valid_name,
+    volumes_of,
+)
 from watcher.errors import UsageError
 
 # Images whose containers keep state or front the others: never guessed stateless.
-STATEFUL_IMAGES = {"postgres", "postgis", "mysql", "mariadb", "mongo", "redis", "valkey", "memcached",
-                   "rabbitmq", "elasticsearch", "opensearch", "minio", "clickhouse-server", "kafka",
-                   "zookeeper", "etcd", "consul", "nats", "caddy", "nginx", "traefik", "haproxy"}
+STATEFUL_IMAGES = {
+    "postgres",
+    "postgis",
+    "mysql",
+    "mariadb",
+    "mongo",
+    "redis",
+    "valkey",
+    "memcached",
+    "rabbitmq",
+    "elasticsearch",
+    "opensearch",
+    "minio",
+    "clickhouse-server",
+    "kafka",
+    "zookeeper",
+    "etcd",
+    "consul",
+    "nats",
+    "caddy",
+    "nginx",
+    "traefik",
+    "haproxy",
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +72,11 @@ class Answers:
 
     def shared(self, compose: ComposeFile) -> list[str]:
         """The services run once in the shared project: all others a plain `up` starts."""
-        return [name for name, service in compose.services.items()
-                if name not in self.names and not service.get("profiles")]
+        return [
+            name
+            for name, service in compose.services.items()
+            if name not in self.names and not service.get("profiles")
+        ]
 
 
 class Prompt:
@@ -74,12 +105,14 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
     project, source = compose_project(compose, args.project, dict(os.environ))
     stateless = _flagged(compose, args.service) if args.service else _asked(compose, prompt)
     app = valid_name(args.app or prompt.ask("app name", project, "--app"), "app name", "--app")
-    image = args.image or prompt.ask("the app's image repository (without tag)", default_image(compose, stateless),
-                                     "--image")
+    image = args.image or prompt.ask(
+        "the app's image repository (without tag)", default_image(compose, stateless), "--image"
+    )
     # Only a person may accept a guessed URL: a wrong one fails every deploy's verification.
     guess = _default_verify_url(compose, stateless) if prompt.interactive else None
-    verify_url = args.verify_url or prompt.ask("URL through Caddy that answers the deployed version", guess,
-                                               "--verify-url")
+    verify_url = args.verify_url or prompt.ask(
+        "URL through Caddy that answers the deployed version", guess, "--verify-url"
+    )
     return Answers(app, project, source, image, stateless, verify_url, args.verify_header, args.site)
 
 
@@ -88,8 +121,10 @@ def _flagged(compose: ComposeFile, flags: list[str]) -> tuple[Stateless, ...]:
     names = [s.name for s in chosen]
     unknown = [name for name in names if name not in compose.services]
     if unknown:
-        raise UsageError(f"--service {', '.join(unknown)}: no such service in {compose.path.name} "
-                         f"(its services: {', '.join(compose.services)})")
+        raise UsageError(
+            f"--service {', '.join(unknown)}: no such service in {compose.path.name} "
+            f"(its services: {', '.join(compose.services)})"
+        )
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise UsageError(f"--service {', '.join(twice)}: given twice")
@@ -104,27 +139,43 @@ def _parse_service(flag: str) -> Stateless:
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise UsageError(f"--service {flag}: {port_text!r} is not a port number (1-65535)")
     if path and not path.startswith("/"):
-        raise UsageError(f"--service {flag}: the path prefix must start with '/', e.g. {name}:{port_text}:/{path}")
+        raise UsageError(
+            f"--service {flag}: the path prefix must start with '/', e.g. {name}:{port_text}:/{path}"
+        )
     return Stateless(name, int(port_text) if port_text else None, path or None)
 
 
 def _asked(compose: ComposeFile, prompt: Prompt) -> tuple[Stateless, ...]:
     if not prompt.interactive:
-        raise UsageError(f"which services of {compose.path.name} are stateless? pass --service NAME:PORT for "
-                         "each one Caddy proxies to and --service NAME for a worker (its services: "
-                         f"{', '.join(compose.services)})")
-    print(f"{compose.path.name}: stateless services run once per colour; the others (databases, caches, "
-          "Caddy) run once, shared.")
-    names = [name for name, service in compose.services.items()
-             if prompt.confirm(f"  {name} ({service.get('image') or 'build only'}): stateless?",
-                               not _looks_stateful(service))]
+        raise UsageError(
+            f"which services of {compose.path.name} are stateless? pass --service NAME:PORT for "
+            "each one Caddy proxies to and --service NAME for a worker (its services: "
+            f"{', '.join(compose.services)})"
+        )
+    print(
+        f"{compose.path.name}: stateless services run once per colour; the others (databases, caches, "
+        "Caddy) run once, shared."
+    )
+    names = [
+        name
+        for name, service in compose.services.items()
+        if prompt.confirm(
+            f"  {name} ({service.get('image') or 'build only'}): stateless?", not _looks_stateful(service)
+        )
+    ]
     chosen: list[Stateless] = []
     for name in names:
         guess = _guess_port(compose.services[name])
-        port = prompt.ask(f"  port Caddy proxies to on {name} (blank: none, a worker)",
-                          str(guess) if guess else "", "--service")
-        path = prompt.ask(f"  path prefix {name} answers (e.g. /api)", None, "--service") \
-            if port and any(s.port for s in chosen) else ""
+        port = prompt.ask(
+            f"  port Caddy proxies to on {name} (blank: none, a worker)",
+            str(guess) if guess else "",
+            "--service",
+        )
+        path = (
+            prompt.ask(f"  path prefix {name} answers (e.g. /api)", None, "--service")
+            if port and any(s.port for s in chosen)
+            else ""
+        )
         chosen.append(_parse_service(":".join(part for part in (name, port, path) if part)))
     if not chosen:
         raise UsageError("no stateless service chosen: watcher deploys what runs per colour")
@@ -153,6 +204,9 @@ def default_image(compose: ComposeFile, stateless: tuple[Stateless, ...]) -> str
 
 def _default_verify_url(compose: ComposeFile, stateless: tuple[Stateless, ...]) -> str:
     caddy = caddy_service(compose, [s.name for s in stateless])
-    published = next((p.published for p in ports_of(compose.services[caddy]) if p.target == "80"), None) \
-        if caddy else None
+    published = (
+        next((p.published for p in ports_of(compose.services[caddy]) if p.target == "80"), None)
+        if caddy
+        else None
+    )
     return f"http://127.0.0.1{f':{published}' if published and published != '80' else ''}/version"

@@ -4,9 +4,10 @@ its project name, networks and volumes, its services' ports and mounts, and whic
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -14,8 +15,12 @@ from watcher.errors import UsageError
 from watcher.validation import validate_name
 
 COMPOSE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-OVERRIDE_NAMES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
-                  "docker-compose.override.yml")
+OVERRIDE_NAMES = (
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+)
 
 
 class ComposeLoader(yaml.SafeLoader):
@@ -26,8 +31,11 @@ class ComposeLoader(yaml.SafeLoader):
 _INT, _BOOL, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
 ComposeLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _BOOL, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-ComposeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ComposeLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 ComposeLoader.add_implicit_resolver(_INT, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
 
 
@@ -64,7 +72,7 @@ class ComposeFile:
         if declared.get("name"):
             return str(declared["name"])
         external = declared.get("external")
-        if isinstance(external, dict) and external.get("name"):   # the old `external: {name: X}`
+        if isinstance(external, dict) and external.get("name"):  # the old `external: {name: X}`
             return str(external["name"])
         return key if external else f"{project}_{key}"
 
@@ -78,8 +86,10 @@ def compose_path(given: str | None) -> Path:
     for name in COMPOSE_NAMES:
         if Path(name).is_file():
             return Path(name).resolve()
-    raise UsageError(f"no compose file here (looked for {', '.join(COMPOSE_NAMES)}): name it, "
-                     "e.g. `watcher init path/to/compose.yml`")
+    raise UsageError(
+        f"no compose file here (looked for {', '.join(COMPOSE_NAMES)}): name it, "
+        "e.g. `watcher init path/to/compose.yml`"
+    )
 
 
 def read_compose(path: Path) -> ComposeFile:
@@ -104,17 +114,25 @@ def compose_project(compose: ComposeFile, flag: str | None, env: dict[str, str])
     docker compose's own order: -p, COMPOSE_PROJECT_NAME (environment, then .env), top-level
     `name:`, the directory's name."""
     dotenv = _dotenv(compose.dir / ".env").get("COMPOSE_PROJECT_NAME")
-    candidates = [(flag, "--project"), (env.get("COMPOSE_PROJECT_NAME"), "COMPOSE_PROJECT_NAME"),
-                  (dotenv, ".env's COMPOSE_PROJECT_NAME"), (compose.data.get("name"), "its top-level name:"),
-                  (_normalized(compose.dir.name), f"its directory's name ({compose.dir.name})")]
+    candidates = [
+        (flag, "--project"),
+        (env.get("COMPOSE_PROJECT_NAME"), "COMPOSE_PROJECT_NAME"),
+        (dotenv, ".env's COMPOSE_PROJECT_NAME"),
+        (compose.data.get("name"), "its top-level name:"),
+        (_normalized(compose.dir.name), f"its directory's name ({compose.dir.name})"),
+    ]
     found = next(((str(value), source) for value, source in candidates if value), None)
     if found is None:
-        raise UsageError(f"{compose.dir}: no compose project name can be made of this directory's name: "
-                         "pass the one docker compose uses with --project")
+        raise UsageError(
+            f"{compose.dir}: no compose project name can be made of this directory's name: "
+            "pass the one docker compose uses with --project"
+        )
     name, source = found
     if "$" in name:
-        raise UsageError(f"{compose.path.name}: the project name {name!r} ({source}) is interpolated: "
-                         "pass the name docker compose gives it with --project")
+        raise UsageError(
+            f"{compose.path.name}: the project name {name!r} ({source}) is interpolated: "
+            "pass the name docker compose gives it with --project"
+        )
     return valid_name(name, "project name", "--project"), source
 
 
@@ -151,7 +169,7 @@ def repository(image: Any) -> tuple[str | None, str | None]:
 @dataclass(frozen=True)
 class Port:
     shown: str
-    published: str | None       # the host port; None: only the container's
+    published: str | None  # the host port; None: only the container's
     target: str
 
 
@@ -171,7 +189,7 @@ def ports_of(service: dict[str, Any]) -> Iterator[Port]:
             yield Port(f"{published}:{target}" if published else target, published, target)
             continue
         text = str(entry)
-        rest = text.split("]:", 1)[1] if text.startswith("[") else text   # [::1]:8080:80
+        rest = text.split("]:", 1)[1] if text.startswith("[") else text  # [::1]:8080:80
         parts = rest.split("/", 1)[0].split(":")
         published = parts[-2] if len(parts) >= 2 and parts[-2] else None
         yield Port(text, published, parts[-1])
@@ -182,8 +200,12 @@ def volumes_of(service: dict[str, Any]) -> Iterator[Mount]:
         if isinstance(entry, dict):
             source = entry.get("source")
             named = entry.get("type", "volume") == "volume" and bool(source)
-            yield Mount(f"{source}:{entry.get('target')}" if source else str(entry.get("target")), source, named,
-                        bool(entry.get("read_only")))
+            yield Mount(
+                f"{source}:{entry.get('target')}" if source else str(entry.get("target")),
+                source,
+                named,
+                bool(entry.get("read_only")),
+            )
             continue
         text = str(entry)
         parts = text.split(":")
@@ -194,6 +216,10 @@ def volumes_of(service: dict[str, Any]) -> Iterator[Mount]:
 
 def caddy_service(compose: ComposeFile, stateless: list[str]) -> str | None:
     """The shared service that looks like Caddy, if exactly one does."""
-    found = [name for name, service in compose.services.items() if name not in stateless
-             and (repository(service.get("image"))[0] or "").rsplit("/", 1)[-1].startswith("caddy")]
+    found = [
+        name
+        for name, service in compose.services.items()
+        if name not in stateless
+        and (repository(service.get("image"))[0] or "").rsplit("/", 1)[-1].startswith("caddy")
+    ]
     return found[0] if len(found) == 1 else None

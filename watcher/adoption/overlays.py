@@ -25,31 +25,46 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
     """compose.<colour>.yml: per stateless service, the colour's label and its network alias on
     each of its networks, which are the shared project's (external: a colour only joins them)."""
     names = answers.names
-    lines = [f"# The {color} colour of {answers.app}'s stateless services (written by `watcher init`). watcher runs",
-             f"#   docker compose -p {answers.project}-{color} -f {compose.path.name} -f compose.{color}.yml "
-             f"--profile '*' up -d {' '.join(names)}",
-             "# with WATCHER_APP, APP_IMAGE, APP_VERSION and WATCHER_COLOR set. Caddy reaches this colour by",
-             f"# the network alias {answers.app}-<service>-{color}.", "services:"]
+    lines = [
+        f"# The {color} colour of {answers.app}'s stateless services (written by `watcher init`). watcher runs",
+        f"#   docker compose -p {answers.project}-{color} -f {compose.path.name} -f compose.{color}.yml "
+        f"--profile '*' up -d {' '.join(names)}",
+        "# with WATCHER_APP, APP_IMAGE, APP_VERSION and WATCHER_COLOR set. Caddy reaches this colour by",
+        f"# the network alias {answers.app}-<service>-{color}.",
+        "services:",
+    ]
     networks: dict[str, None] = {}
     volumes: dict[str, None] = {}
     for name in names:
         lines += [f"  {_key(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
         for network in compose.networks_of(name):
             networks[network] = None
-            lines += [f"      {_key(network)}:", f"        aliases: [{quoted(f'{answers.app}-{name}-{color}')}]"]
+            lines += [
+                f"      {_key(network)}:",
+                f"        aliases: [{quoted(f'{answers.app}-{name}-{color}')}]",
+            ]
         volumes.update((m.source, None) for m in volumes_of(compose.services[name]) if m.named and m.source)
     lines += ["", "networks:"]
     for index, network in enumerate(networks):
         if index == 0:
             lines.append(f"  # The shared project {answers.project}'s: a colour project only joins them.")
-        lines += [f"  {_key(network)}:", f"    name: {quoted(compose.network_name(network, answers.project))}",
-                  "    external: true"]
+        lines += [
+            f"  {_key(network)}:",
+            f"    name: {quoted(compose.network_name(network, answers.project))}",
+            "    external: true",
+        ]
     if volumes:
-        lines += ["", "volumes:", f"  # The shared project {answers.project}'s, read-only here: one copy for "
-                                  "both colours."]
+        lines += [
+            "",
+            "volumes:",
+            f"  # The shared project {answers.project}'s, read-only here: one copy for both colours.",
+        ]
         for volume in volumes:
-            lines += [f"  {_key(volume)}:", f"    name: {quoted(compose.volume_name(volume, answers.project))}",
-                      "    external: true"]
+            lines += [
+                f"  {_key(volume)}:",
+                f"    name: {quoted(compose.volume_name(volume, answers.project))}",
+                "    external: true",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -57,12 +72,15 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str
     """The app's `[apps.<name>]` tables, each key commented for the user who reads them next."""
     app = answers.app
     shared = answers.shared(compose)
-    lines = [f"# {app}: adopted from {compose.path.name} by `watcher init`.", f"[apps.{app}]",
-             f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
-             f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
-             f"project_dir = {quoted(project_dir)}",
-             f"compose_files = [{quoted(compose.path.name)}]   # compose.<colour>.yml is added per colour",
-             f"shared_services = [{', '.join(quoted(s) for s in shared)}]   # started if missing, never recreated"]
+    lines = [
+        f"# {app}: adopted from {compose.path.name} by `watcher init`.",
+        f"[apps.{app}]",
+        f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
+        f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
+        f"project_dir = {quoted(project_dir)}",
+        f"compose_files = [{quoted(compose.path.name)}]   # compose.<colour>.yml is added per colour",
+        f"shared_services = [{', '.join(quoted(s) for s in shared)}]   # started if missing, never recreated",
+    ]
     if answers.site:
         lines += ["", f"[apps.{app}.caddy]", f"site = {quoted(answers.site)}"]
     for service in answers.stateless:
@@ -74,8 +92,11 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str
         lines.append(f"port = {service.port}")
         if service.path:
             lines.append(f"path = {quoted(service.path)}")
-    lines += ["", f"[apps.{app}.verify]",
-              f"url = {quoted(answers.verify_url)}   # through Caddy: must answer the version deployed"]
+    lines += [
+        "",
+        f"[apps.{app}.verify]",
+        f"url = {quoted(answers.verify_url)}   # through Caddy: must answer the version deployed",
+    ]
     if answers.verify_header:
         lines.append(f"header = {quoted(answers.verify_header)}")
     return "\n".join(lines) + "\n"

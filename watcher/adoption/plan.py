@@ -27,13 +27,20 @@ class Plan:
     caddyfile: Path
 
     @classmethod
-    def make(cls, compose: ComposeFile, answers: Answers, *, config_path: Path, caddyfile: Path | None) -> "Plan":
+    def make(
+        cls, compose: ComposeFile, answers: Answers, *, config_path: Path, caddyfile: Path | None
+    ) -> Plan:
         try:
             before = config_path.read_text() if config_path.is_file() else None
         except OSError as exc:
             raise UsageError(f"{config_path}: cannot read: {exc.strerror}") from None
-        return cls(compose, answers, config_path, before,
-                   (caddyfile or compose.dir / f"Caddyfile.{answers.app}").resolve())
+        return cls(
+            compose,
+            answers,
+            config_path,
+            before,
+            (caddyfile or compose.dir / f"Caddyfile.{answers.app}").resolve(),
+        )
 
     @property
     def app_count(self) -> int:
@@ -43,8 +50,10 @@ class Plan:
 
     @property
     def overlays(self) -> dict[Path, str]:
-        return {self.compose.dir / f"compose.{color}.yml": overlay(self.compose, self.answers, color)
-                for color in COLORS}
+        return {
+            self.compose.dir / f"compose.{color}.yml": overlay(self.compose, self.answers, color)
+            for color in COLORS
+        }
 
     def section(self, project_dir: str | None = None) -> str:
         relative = os.path.relpath(self.compose.dir, self.config_path.parent)
@@ -58,8 +67,11 @@ class Plan:
 
     def refuse_existing(self, *, force: bool) -> None:
         """Nothing is overwritten without --force; an app's section is never replaced or doubled."""
-        problems = [f"{shown(path)} exists: init never overwrites a file; pass --force to replace it"
-                    for path in [*self.overlays, self.caddyfile] if path.exists() and not force]
+        problems = [
+            f"{shown(path)} exists: init never overwrites a file; pass --force to replace it"
+            for path in [*self.overlays, self.caddyfile]
+            if path.exists() and not force
+        ]
         problems += self._config_problems(force)
         if problems:
             raise UsageError("nothing written:\n" + "\n".join(f"  {problem}" for problem in problems))
@@ -73,15 +85,21 @@ class Plan:
         except tomllib.TOMLDecodeError as exc:
             return [f"{where} is not valid TOML ({exc}): fix it first"]
         if "app" in raw:
-            return [f"{where} uses the single-app [app] layout: move it to [apps.<name>] tables first, or write "
-                    f"{self.answers.app}'s config elsewhere with --config"]
+            return [
+                f"{where} uses the single-app [app] layout: move it to [apps.<name>] tables first, or write "
+                f"{self.answers.app}'s config elsewhere with --config"
+            ]
         if self.answers.app in (raw.get("apps") or {}):
-            return [f"{where} already has [apps.{self.answers.app}]: init never replaces or duplicates an app's "
-                    "section; remove it first, or adopt under another name with --app"]
+            return [
+                f"{where} already has [apps.{self.answers.app}]: init never replaces or duplicates an app's "
+                "section; remove it first, or adopt under another name with --app"
+            ]
         clashes = self._clashes(raw)
         if not force:
-            clashes.append(f"{where} exists: pass --force to append [apps.{self.answers.app}] to it (the rest "
-                           "stays as is)")
+            clashes.append(
+                f"{where} exists: pass --force to append [apps.{self.answers.app}] to it (the rest "
+                "stays as is)"
+            )
         return clashes
 
     def _clashes(self, raw: dict[str, Any]) -> list[str]:
@@ -94,11 +112,18 @@ class Plan:
         for name, app in (raw.get("apps") or {}).items():
             project = app.get("project", name)
             if ours & {project, *(f"{project}-{color}" for color in COLORS)}:
-                problems.append(f"{where}: app {name} runs in compose project {project}: two apps never share one")
+                problems.append(
+                    f"{where}: app {name} runs in compose project {project}: two apps never share one"
+                )
             caddy = app.get("caddy") or {}
-            if caddy.get("path") is None and caddy.get("site", (raw.get("caddy") or {}).get("site", ":80")) == site:
-                problems.append(f"{where}: app {name} already answers at {site}: give {answers.app} its own "
-                                "site with --site")
+            if (
+                caddy.get("path") is None
+                and caddy.get("site", (raw.get("caddy") or {}).get("site", ":80")) == site
+            ):
+                problems.append(
+                    f"{where}: app {name} already answers at {site}: give {answers.app} its own "
+                    "site with --site"
+                )
         return problems
 
     # -- writing, or not ---------------------------------------------------------------------------

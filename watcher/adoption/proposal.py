@@ -20,8 +20,8 @@ PROFILE = "app"
 
 @dataclass(frozen=True)
 class _Key:
-    line: int       # the key's line
-    end: int        # after its block's last line with content
+    line: int  # the key's line
+    end: int  # after its block's last line with content
     indent: int
 
 
@@ -54,7 +54,7 @@ class _Edits:
 
     def __init__(self, text: str) -> None:
         self.lines = _ended(text).splitlines(keepends=True)
-        self.changes: list[tuple[int, int, list[str]]] = []   # lines[start:end] = new
+        self.changes: list[tuple[int, int, list[str]]] = []  # lines[start:end] = new
 
     def service(self, name: str) -> dict[str, _Key] | None:
         """The keys of one service's block; None when it has no block layout (flow style, an alias)."""
@@ -100,8 +100,12 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
             edits.put(keys, "image", image)
         profiles = list(compose.services[name].get("profiles") or [])
         if PROFILE not in profiles:
-            edits.put(keys, "profiles", f"[{', '.join([PROFILE, *profiles])}]",
-                      "run per colour by watcher; a plain `docker compose up` skips it")
+            edits.put(
+                keys,
+                "profiles",
+                f"[{', '.join([PROFILE, *profiles])}]",
+                "run per colour by watcher; a plain `docker compose up` skips it",
+            )
     caddy = caddy_service(compose, answers.names)
     if caddy and not _mounts(compose, caddy, mount):
         if not _mount_run_dir(edits, caddy, f"{bind_source(run_dir, compose.dir)}:{mount}"):
@@ -140,12 +144,14 @@ def _mount_run_dir(edits: _Edits, caddy: str, volume: str) -> bool:
     entry = f"- {quoted(volume)}   # watcher's route files and Caddy's admin socket"
     if "volumes" not in keys:
         indent = next(iter(keys.values())).indent
-        edits.insert(max(key.end for key in keys.values()), [" " * indent + "volumes:", " " * (indent + 2) + entry])
+        edits.insert(
+            max(key.end for key in keys.values()), [" " * indent + "volumes:", " " * (indent + 2) + entry]
+        )
         return True
     key = keys["volumes"]
-    items = [line for line in edits.lines[key.line + 1:key.end] if line.strip().startswith("- ")]
+    items = [line for line in edits.lines[key.line + 1 : key.end] if line.strip().startswith("- ")]
     if not items:
-        return False    # a flow list, `volumes: [a, b]`
+        return False  # a flow list, `volumes: [a, b]`
     edits.insert(key.end, [" " * (len(items[-1]) - len(items[-1].lstrip(" "))) + entry])
     return True
 
@@ -176,5 +182,11 @@ def _edited_right(text: str, compose: ComposeFile, answers: Answers, caddy: str 
 
 def diff(compose: ComposeFile, text: str) -> str:
     name = compose.path.name
-    return "".join(difflib.unified_diff(_ended(compose.text).splitlines(keepends=True),
-                                        text.splitlines(keepends=True), f"a/{name}", f"b/{name}"))
+    return "".join(
+        difflib.unified_diff(
+            _ended(compose.text).splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            f"a/{name}",
+            f"b/{name}",
+        )
+    )

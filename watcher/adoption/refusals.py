@@ -16,44 +16,66 @@ from watcher.validation import validate_name
 def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
     """Every reason the file cannot be coloured as it is, at once (exit 2): a user fixes them
     in one pass rather than one per run."""
-    problems = [problem for s in answers.stateless for problem in _stateless_problems(s.name, compose.services[s.name])]
+    problems = [
+        problem
+        for s in answers.stateless
+        for problem in _stateless_problems(s.name, compose.services[s.name])
+    ]
     problems += _shared_problems(compose, answers)
     proxied = [s for s in answers.stateless if s.port is not None]
     if not proxied:
-        problems.append("no stateless service has a port: give the one Caddy proxies to, e.g. --service web:8080")
+        problems.append(
+            "no stateless service has a port: give the one Caddy proxies to, e.g. --service web:8080"
+        )
     elif len([s for s in proxied if s.path is None]) != 1:
-        problems.append(f"{', '.join(s.name for s in proxied)} have ports: Caddy needs to know which answers what: "
-                        f"give all but one a path prefix, e.g. --service {proxied[-1].name}:{proxied[-1].port}:/api")
+        problems.append(
+            f"{', '.join(s.name for s in proxied)} have ports: Caddy needs to know which answers what: "
+            f"give all but one a path prefix, e.g. --service {proxied[-1].name}:{proxied[-1].port}:/api"
+        )
     for name in answers.shared(compose):
         try:
             validate_name(name, "service name")
         except ValueError as exc:
             problems.append(f"{name}: {exc}: watcher names shared services in its config")
     if problems:
-        raise UsageError(f"{compose.path.name} cannot be coloured safely as it is:\n" +
-                         "\n".join(f"  {problem}" for problem in problems))
+        raise UsageError(
+            f"{compose.path.name} cannot be coloured safely as it is:\n"
+            + "\n".join(f"  {problem}" for problem in problems)
+        )
 
 
 def _stateless_problems(name: str, service: dict[str, Any]) -> list[str]:
     problems = []
     if service.get("container_name"):
-        problems.append(f"{name}: container_name {json.dumps(service['container_name'])}: a container name exists "
-                        "once, but each colour runs its own copy; remove it (Caddy reaches the colours by alias)")
+        problems.append(
+            f"{name}: container_name {json.dumps(service['container_name'])}: a container name exists "
+            "once, but each colour runs its own copy; remove it (Caddy reaches the colours by alias)"
+        )
     for port in ports_of(service):
         if port.published:
-            problems.append(f"{name}: ports {json.dumps(port.shown)}: a host port can be bound by one colour only; "
-                            "remove it: Caddy reaches the colours over the network (publish ports on Caddy)")
+            problems.append(
+                f"{name}: ports {json.dumps(port.shown)}: a host port can be bound by one colour only; "
+                "remove it: Caddy reaches the colours over the network (publish ports on Caddy)"
+            )
     if service.get("network_mode"):
-        problems.append(f"{name}: network_mode {json.dumps(service['network_mode'])}: each colour needs its own "
-                        "network alias for Caddy; remove network_mode")
+        problems.append(
+            f"{name}: network_mode {json.dumps(service['network_mode'])}: each colour needs its own "
+            "network alias for Caddy; remove network_mode"
+        )
     for mount in volumes_of(service):
         if mount.named and not mount.read_only:
-            problems.append(f"{name}: volumes {json.dumps(mount.shown)}: named volume {mount.source} is mounted "
-                            "read-write: two colours would write it at once; mount it read-only (:ro) or move "
-                            "the writes to a shared service")
+            problems.append(
+                f"{name}: volumes {json.dumps(mount.shown)}: named volume {mount.source} is mounted "
+                "read-write: two colours would write it at once; mount it read-only (:ro) or move "
+                "the writes to a shared service"
+            )
     if not service.get("image"):
-        problems.append(f"{name}: build without image: watcher deploys registry images: give {name} the image "
-                        "your CI pushes" if service.get("build") else f"{name}: no image")
+        problems.append(
+            f"{name}: build without image: watcher deploys registry images: give {name} the image "
+            "your CI pushes"
+            if service.get("build")
+            else f"{name}: no image"
+        )
     return problems
 
 
@@ -64,6 +86,8 @@ def _shared_problems(compose: ComposeFile, answers: Answers) -> list[str]:
     for name in answers.shared(compose):
         depends = compose.services[name].get("depends_on") or []
         for target in [d for d in depends if d in answers.names]:
-            problems.append(f"{name}: depends_on {target}: {target} runs per colour now (profile {PROFILE}), "
-                            f"so {name} cannot wait for it; remove it (Caddy reaches the colours by alias)")
+            problems.append(
+                f"{name}: depends_on {target}: {target} runs per colour now (profile {PROFILE}), "
+                f"so {name} cannot wait for it; remove it (Caddy reaches the colours by alias)"
+            )
     return problems

@@ -19,8 +19,11 @@ def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
     edited = proposed(compose, plan.answers, host.caddy_run_dir, host.caddy_mount)
     changes = diff(compose, edited) if edited is not None else None
     if changes:
-        out += [f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply them):",
-                changes.rstrip("\n"), ""]
+        out += [
+            f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply them):",
+            changes.rstrip("\n"),
+            "",
+        ]
     elif changes == "":
         out += [f"{shown(compose.path)} needs no changes.", ""]
     out.append("Steps left:")
@@ -29,28 +32,38 @@ def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
 
 
 def _summary(compose: ComposeFile, answers: Answers) -> str:
-    stateless = ", ".join(f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''})" if s.port
-                          else f"{s.name} (no port)" for s in answers.stateless)
-    lines = [f"Adopting {shown(compose.path)}: app {answers.app}, image {answers.image}",
-             f"  compose project {answers.project} (from {answers.project_source}): its shared services keep "
-             "running as they are",
-             f"  per colour (projects {answers.project}-blue and -green): {stateless}",
-             f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}"]
+    stateless = ", ".join(
+        f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''})" if s.port else f"{s.name} (no port)"
+        for s in answers.stateless
+    )
+    lines = [
+        f"Adopting {shown(compose.path)}: app {answers.app}, image {answers.image}",
+        f"  compose project {answers.project} (from {answers.project_source}): its shared services keep "
+        "running as they are",
+        f"  per colour (projects {answers.project}-blue and -green): {stateless}",
+        f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
+    ]
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
     if sidecars:
-        lines.append(f"  on their own image (started per colour as they are, not versioned): {', '.join(sidecars)}")
+        lines.append(
+            f"  on their own image (started per colour as they are, not versioned): {', '.join(sidecars)}"
+        )
     overrides = [name for name in OVERRIDE_NAMES if (compose.dir / name).is_file()]
     if overrides:
-        lines.append(f"  warning: a plain `docker compose` reads {overrides[0]}, watcher does not: add it to "
-                     f"compose_files in [apps.{answers.app}] if the colours need it")
+        lines.append(
+            f"  warning: a plain `docker compose` reads {overrides[0]}, watcher does not: add it to "
+            f"compose_files in [apps.{answers.app}] if the colours need it"
+        )
     return "\n".join(lines)
 
 
 def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
     config = f"[apps.{plan.answers.app}] appended" if plan.config_before is not None else "new"
-    files = [*((path, text, "colour overlay") for path, text in plan.overlays.items()),
-             (plan.config_path, plan.section(), f"watcher config, {config}"),
-             (plan.caddyfile, snippet, "the app's Caddyfile")]
+    files = [
+        *((path, text, "colour overlay") for path, text in plan.overlays.items()),
+        (plan.config_path, plan.section(), f"watcher config, {config}"),
+        (plan.caddyfile, snippet, "the app's Caddyfile"),
+    ]
     if not dry_run:
         return [*(f"wrote {shown(path)} ({what})" for path, _, what in files), ""]
     out = ["Dry run: nothing written. init would write:", ""]
@@ -66,57 +79,93 @@ def _steps(plan: Plan, host: Any, changes: str | None) -> list[str]:
     if changes is None:
         steps.append(_edits_in_words(compose, answers, host))
     elif changes:
-        steps.append(f"Apply the diff above: save it as watcher-init.diff and run `patch -p1 < watcher-init.diff` "
-                     f"in {here}.")
+        steps.append(
+            f"Apply the diff above: save it as watcher-init.diff and run `patch -p1 < watcher-init.diff` "
+            f"in {here}."
+        )
     steps.append(_caddy_step(plan, host))
     steps += _creation_steps(compose, answers)
     app = f" --app {answers.app}" if plan.app_count > 1 else ""
     version = _first_version(compose, answers)
-    steps.append(f"First deploy: `watcher --config {shown(plan.config_path)} deploy{app} {version}`: it pulls "
-                 f"{answers.image}:{version}, starts it as the blue colour beside the shared services, and "
-                 "switches Caddy to it once healthy.")
+    steps.append(
+        f"First deploy: `watcher --config {shown(plan.config_path)} deploy{app} {version}`: it pulls "
+        f"{answers.image}:{version}, starts it as the blue colour beside the shared services, and "
+        "switches Caddy to it once healthy."
+    )
     names = " ".join(answers.names)
-    steps.append(f"Then remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
-                 f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}.")
+    steps.append(
+        f"Then remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
+        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}."
+    )
     return steps
 
 
 def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
-    edits = [f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}" for name in answers.names]
-    return (f"Edit {compose.path.name} by hand (its layout is beyond init's line edits): " + "; ".join(edits) +
-            f"; mount {host.caddy_run_dir} into Caddy at {host.caddy_mount}.")
+    edits = [
+        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}" for name in answers.names
+    ]
+    return (
+        f"Edit {compose.path.name} by hand (its layout is beyond init's line edits): "
+        + "; ".join(edits)
+        + f"; mount {host.caddy_run_dir} into Caddy at {host.caddy_mount}."
+    )
 
 
 def _caddy_step(plan: Plan, host: Any) -> str:
     compose, answers = plan.compose, plan.answers
     proxied = {network for s in answers.stateless if s.port for network in compose.networks_of(s.name)}
     networks = " or ".join(sorted(compose.network_name(network, answers.project) for network in proxied))
-    serve = (f"serve {shown(plan.caddyfile)}: merge its site block and its global `admin` option (watcher reads "
-             f"in-flight counts there) into your Caddyfile, or make it the Caddyfile if Caddy fronts only "
-             f"{answers.app}")
+    serve = (
+        f"serve {shown(plan.caddyfile)}: merge its site block and its global `admin` option (watcher reads "
+        f"in-flight counts there) into your Caddyfile, or make it the Caddyfile if Caddy fronts only "
+        f"{answers.app}"
+    )
     caddy = caddy_service(compose, answers.names)
     if caddy is None:
-        return (f"Caddy: join it to network {networks} (where the colours' aliases live), mount "
-                f"{host.caddy_run_dir} at {host.caddy_mount}, and {serve}; then restart it.")
+        return (
+            f"Caddy: join it to network {networks} (where the colours' aliases live), mount "
+            f"{host.caddy_run_dir} at {host.caddy_mount}, and {serve}; then restart it."
+        )
     join = "" if proxied & set(compose.networks_of(caddy)) else f", join it to network {networks}"
-    return (f"Caddy (service {caddy}): the diff mounts {bind_source(host.caddy_run_dir, compose.dir)} at "
-            f"{host.caddy_mount}{join}; {serve}; then recreate it: `docker compose up -d {caddy}` (until the "
-            f"first deploy it has no colour of {answers.app} to send requests to).")
+    return (
+        f"Caddy (service {caddy}): the diff mounts {bind_source(host.caddy_run_dir, compose.dir)} at "
+        f"{host.caddy_mount}{join}; {serve}; then recreate it: `docker compose up -d {caddy}` (until the "
+        f"first deploy it has no colour of {answers.app} to send requests to)."
+    )
 
 
 def _creation_steps(compose: ComposeFile, answers: Answers) -> list[str]:
     """The networks and volumes the colours join that no shared service creates."""
     shared = answers.shared(compose)
-    used = [("network", key, [s for s in shared if key in compose.networks_of(s)], compose.network_name(
-        key, answers.project)) for key in dict.fromkeys(n for name in answers.names for n in compose.networks_of(name))]
-    used += [("volume", key, [s for s in shared if key in (m.source for m in volumes_of(compose.services[s]))],
-              compose.volume_name(key, answers.project))
-             for key in dict.fromkeys(m.source for name in answers.names for m in volumes_of(compose.services[name])
-                                      if m.named and m.source)]
-    return [f"No shared service uses {kind} {key}, so nothing creates {name}: create it once with "
-            f"`docker {kind} create {name}` and declare it `external: true` in {compose.path.name}."
-            for kind, key, users, name in used
-            if not users and not ((compose.data.get(f"{kind}s") or {}).get(key) or {}).get("external")]
+    used = [
+        (
+            "network",
+            key,
+            [s for s in shared if key in compose.networks_of(s)],
+            compose.network_name(key, answers.project),
+        )
+        for key in dict.fromkeys(n for name in answers.names for n in compose.networks_of(name))
+    ]
+    used += [
+        (
+            "volume",
+            key,
+            [s for s in shared if key in (m.source for m in volumes_of(compose.services[s]))],
+            compose.volume_name(key, answers.project),
+        )
+        for key in dict.fromkeys(
+            m.source
+            for name in answers.names
+            for m in volumes_of(compose.services[name])
+            if m.named and m.source
+        )
+    ]
+    return [
+        f"No shared service uses {kind} {key}, so nothing creates {name}: create it once with "
+        f"`docker {kind} create {name}` and declare it `external: true` in {compose.path.name}."
+        for kind, key, users, name in used
+        if not users and not ((compose.data.get(f"{kind}s") or {}).get(key) or {}).get("external")
+    ]
 
 
 def _first_version(compose: ComposeFile, answers: Answers) -> str:

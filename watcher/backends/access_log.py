@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 FILE_NAME = "access.log"
 ROLL_SIZE_MB = 100
@@ -32,12 +33,12 @@ DISORDER = 2.0
 class Served:
     """One request Caddy finished."""
 
-    at: float                 # when Caddy finished it (Unix seconds)
-    color: str                # the colour block that took it: blue, green, none, fallback
-    status: int               # what the client got (0: the client went away first)
-    upstream: int | None      # what the app answered; None when Caddy got no answer
-    duration: float           # seconds, as Caddy measured it
-    probe: bool               # one of watcher's own verification requests
+    at: float  # when Caddy finished it (Unix seconds)
+    color: str  # the colour block that took it: blue, green, none, fallback
+    status: int  # what the client got (0: the client went away first)
+    upstream: int | None  # what the app answered; None when Caddy got no answer
+    duration: float  # seconds, as Caddy measured it
+    probe: bool  # one of watcher's own verification requests
 
 
 class AccessLog:
@@ -68,7 +69,7 @@ class AccessLog:
                                 break
                             continue
                         found.append(entry)
-            except FileNotFoundError:   # rolled away and deleted while we read: its time is past
+            except FileNotFoundError:  # rolled away and deleted while we read: its time is past
                 continue
         found.sort(key=lambda entry: entry.at)
         return found
@@ -94,7 +95,7 @@ def _offset_of(log: BinaryIO, stamp: float) -> int:
     while high - low > 4096:
         middle = (low + high) // 2
         log.seek(middle)
-        log.readline()                     # to the next line start
+        log.readline()  # to the next line start
         line = log.readline()
         entry = _stamp(line)
         if entry is None or entry >= stamp:
@@ -120,9 +121,13 @@ def _parse(line: bytes) -> Served | None:
     try:
         raw = json.loads(line)
         upstream = raw.get("watcher_upstream")
-        return Served(at=float(raw["ts"]), color=str(raw.get("watcher_color") or "unknown"),
-                      status=int(raw.get("status") or 0),
-                      upstream=int(upstream) if isinstance(upstream, (int, float)) and upstream else None,
-                      duration=float(raw.get("duration") or 0.0), probe=bool(raw.get("watcher_probe")))
+        return Served(
+            at=float(raw["ts"]),
+            color=str(raw.get("watcher_color") or "unknown"),
+            status=int(raw.get("status") or 0),
+            upstream=int(upstream) if isinstance(upstream, (int, float)) and upstream else None,
+            duration=float(raw.get("duration") or 0.0),
+            probe=bool(raw.get("watcher_probe")),
+        )
     except (ValueError, KeyError, TypeError):
         return None

@@ -20,10 +20,11 @@ class CaddyAdmin:
     def __init__(self, admin: str, timeout: float = 5.0) -> None:
         if admin.startswith("unix://"):
             self.where = admin
-            transport = httpx.HTTPTransport(uds=admin[len("unix://"):])
+            transport = httpx.HTTPTransport(uds=admin[len("unix://") :])
             # Caddy checks Host against its admin origins; over a unix socket any host is fine.
-            self._client = httpx.Client(transport=transport, base_url="http://localhost", timeout=timeout,
-                                        trust_env=False)
+            self._client = httpx.Client(
+                transport=transport, base_url="http://localhost", timeout=timeout, trust_env=False
+            )
         else:
             self.where = admin
             self._client = httpx.Client(base_url=admin, timeout=timeout, trust_env=False)

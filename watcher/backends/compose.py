@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from watcher.errors import DockerUnavailable, WatcherError
 
@@ -36,8 +36,15 @@ class ComposeProject:
             argv += ["--profile", profile]
         argv += list(args)
         try:
-            proc = subprocess.run(argv, cwd=self.directory, env={**os.environ, **env},
-                                  capture_output=True, text=True, timeout=timeout, check=False)
+            proc = subprocess.run(
+                argv,
+                cwd=self.directory,
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except FileNotFoundError as exc:
             raise DockerUnavailable("the docker CLI is not installed (need docker with Compose v2)") from exc
         except subprocess.TimeoutExpired as exc:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from docker.errors import DockerException
 
@@ -33,11 +34,11 @@ class EventStream(Protocol):
 
 @dataclass(frozen=True)
 class ContainerEvent:
-    container: str   # the container's name
-    action: str      # e.g. `health_status: healthy`, `die`
+    container: str  # the container's name
+    action: str  # e.g. `health_status: healthy`, `die`
 
     @classmethod
-    def of(cls, raw: dict[str, Any]) -> "ContainerEvent":
+    def of(cls, raw: dict[str, Any]) -> ContainerEvent:
         actor = raw.get("Actor") or {}
         name = (actor.get("Attributes") or {}).get("name") or str(actor.get("ID", ""))[:12]
         return cls(name, str(raw.get("Action") or raw.get("status") or ""))
@@ -57,7 +58,9 @@ class ContainerEvents:
         self._closing = False
         self._thread: threading.Thread | None = None
         if stream is not None:
-            self._thread = threading.Thread(target=self._read, args=(stream,), name="docker-events", daemon=True)
+            self._thread = threading.Thread(
+                target=self._read, args=(stream,), name="docker-events", daemon=True
+            )
             self._thread.start()
 
     def _read(self, stream: EventStream) -> None:
@@ -91,7 +94,7 @@ class ContainerEvents:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def __enter__(self) -> "ContainerEvents":
+    def __enter__(self) -> ContainerEvents:
         return self
 
     def __exit__(self, *exc: object) -> None:

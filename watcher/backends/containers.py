@@ -32,10 +32,10 @@ class ContainerInfo:
     service: str
     image: str
     image_id: str
-    state: str          # running, exited, created, restarting, dead, paused
+    state: str  # running, exited, created, restarting, dead, paused
     health: str | None  # healthy, unhealthy, starting; None without a healthcheck
     exit_code: int
-    restart_count: int = 0   # restarts by Docker's restart policy since the container was started
+    restart_count: int = 0  # restarts by Docker's restart policy since the container was started
 
     @property
     def repository(self) -> str:
@@ -60,9 +60,16 @@ class ContainerInfo:
         return self.running and self.health in (None, "healthy")
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "service": self.service, "state": self.state,
-                "health": self.health, "version": self.version, "image": self.image, "id": self.id[:12],
-                "restarts": self.restart_count}
+        return {
+            "name": self.name,
+            "service": self.service,
+            "state": self.state,
+            "health": self.health,
+            "version": self.version,
+            "image": self.image,
+            "id": self.id[:12],
+            "restarts": self.restart_count,
+        }
 
 
 def of_image(containers: list[ContainerInfo], repository: str) -> list[ContainerInfo]:
@@ -83,7 +90,9 @@ class Containers:
             self.client = docker.from_env(timeout=30)
             self.client.ping()
         except DOCKER_DOWN as exc:
-            raise DockerUnavailable(f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?") from exc
+            raise DockerUnavailable(
+                f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?"
+            ) from exc
 
     def of_project(self, project: str) -> list[ContainerInfo]:
         try:
@@ -115,8 +124,11 @@ class Containers:
             lines: list[str] = []
             for container in running:
                 if "caddy" in " ".join(container.attrs.get("Config", {}).get("Image", "").split("/")[-1:]):
-                    lines += container.logs(since=int(since), stdout=True, stderr=True).decode(
-                        errors="replace").splitlines()
+                    lines += (
+                        container.logs(since=int(since), stdout=True, stderr=True)
+                        .decode(errors="replace")
+                        .splitlines()
+                    )
             return lines
         except DOCKER_DOWN:
             return []
@@ -164,9 +176,16 @@ class Containers:
         the latest, so the daemon ends a stream even if it cannot be closed. Refused or
         unreachable: a source without events that says why."""
         try:
-            stream = self.client.events(since=int(time.time()) - 1, until=int(until) + 1, decode=True,
-                                        filters={"type": "container", "label": f"{PROJECT_LABEL}={project}",
-                                                 "event": list(HEALTH_ACTIONS)})
+            stream = self.client.events(
+                since=int(time.time()) - 1,
+                until=int(until) + 1,
+                decode=True,
+                filters={
+                    "type": "container",
+                    "label": f"{PROJECT_LABEL}={project}",
+                    "event": list(HEALTH_ACTIONS),
+                },
+            )
         except (DockerException, RequestException) as exc:
             return ContainerEvents(None, f"cannot subscribe to Docker's events: {_short(exc)}")
         return ContainerEvents(stream)
@@ -206,9 +225,15 @@ class Containers:
         # Docker keeps the last health status of a stopped container; it means nothing then.
         health = (state.get("Health") or {}).get("Status") if state.get("Status") == "running" else None
         return ContainerInfo(
-            id=attrs["Id"], name=attrs["Name"].lstrip("/"), service=labels.get(SERVICE_LABEL, ""),
-            image=(attrs.get("Config") or {}).get("Image", ""), image_id=attrs.get("Image", ""), state=state.get("Status", "unknown"),
-            health=health, exit_code=int(state.get("ExitCode") or 0), restart_count=int(attrs.get("RestartCount") or 0),
+            id=attrs["Id"],
+            name=attrs["Name"].lstrip("/"),
+            service=labels.get(SERVICE_LABEL, ""),
+            image=(attrs.get("Config") or {}).get("Image", ""),
+            image_id=attrs.get("Image", ""),
+            state=state.get("Status", "unknown"),
+            health=health,
+            exit_code=int(state.get("ExitCode") or 0),
+            restart_count=int(attrs.get("RestartCount") or 0),
         )
 
 

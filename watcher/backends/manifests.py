@@ -10,13 +10,15 @@ deploy refuse before anything is pulled.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from watcher.backends.registry import Manifest, RegistryError
 
-INDEX_TYPES = frozenset({"application/vnd.oci.image.index.v1+json",
-                         "application/vnd.docker.distribution.manifest.list.v2+json"})
+INDEX_TYPES = frozenset(
+    {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def platforms(manifest: Manifest, read_blob: BlobReader) -> list[Platform]:
     media_type = manifest.media_type or str(document.get("mediaType") or "")
     if media_type in INDEX_TYPES or (not media_type and isinstance(document.get("manifests"), list)):
         return _index_platforms(document, manifest.digest)
-    if document.get("schemaVersion") == 1:   # Docker's legacy manifest names the architecture itself
+    if document.get("schemaVersion") == 1:  # Docker's legacy manifest names the architecture itself
         return [_platform({"os": "linux", "architecture": document.get("architecture")}, manifest.digest)]
     config = document.get("config")
     digest = config.get("digest") if isinstance(config, dict) else None
@@ -68,8 +70,11 @@ def _index_platforms(document: dict[str, Any], digest: str) -> list[Platform]:
 
 def _platform(described: dict[str, Any], where: str) -> Platform:
     os, architecture, variant = (described.get(name) or "" for name in ("os", "architecture", "variant"))
-    if not (isinstance(os, str) and isinstance(architecture, str) and isinstance(variant, str)) \
-            or not os or not architecture:
+    if (
+        not (isinstance(os, str) and isinstance(architecture, str) and isinstance(variant, str))
+        or not os
+        or not architecture
+    ):
         raise RegistryError(f"{where} names no readable os and architecture")
     return Platform(os.lower(), architecture.lower(), variant.lower())
 

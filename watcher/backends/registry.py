@@ -13,10 +13,11 @@ import hashlib
 import ipaddress
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic, sleep
 from types import TracebackType
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import httpx
 from tenacity import RetryCallState
@@ -141,9 +142,7 @@ class ImageRef:
     def __post_init__(self) -> None:
         problem = _problem(self.registry, self.repository)
         if problem is not None:
-            raise RegistryError(
-                f"invalid image reference {self.registry}/{self.repository}: {problem}"
-            )
+            raise RegistryError(f"invalid image reference {self.registry}/{self.repository}: {problem}")
 
     @classmethod
     def parse(cls, image: str) -> ImageRef:
@@ -230,9 +229,7 @@ def _parse_challenge(header: str) -> _Challenge | None:
         params.setdefault(key.lower(), re.sub(r"\\(.)", r"\1", quoted) if quoted else bare)
     if scheme == "bearer" and not params.get("realm"):
         return None
-    return _Challenge(
-        scheme, params.get("realm", ""), params.get("service", ""), params.get("scope", "")
-    )
+    return _Challenge(scheme, params.get("realm", ""), params.get("service", ""), params.get("scope", ""))
 
 
 def _checked_tag(tag: str) -> str:
@@ -251,7 +248,9 @@ def _checked_digest(digest: str) -> str:
 def _verified(body: bytes, digest: str, ref: ImageRef) -> bytes:
     """`body` if it hashes to `digest` (sha256; other algorithms are taken on trust)."""
     if len(body) > _MAX_DOCUMENT:
-        raise RegistryError(f"{ref.registry} sent {len(body)} bytes for {ref}@{digest}: too big to be a manifest or config")
+        raise RegistryError(
+            f"{ref.registry} sent {len(body)} bytes for {ref}@{digest}: too big to be a manifest or config"
+        )
     algorithm, _, hex_digest = digest.partition(":")
     if algorithm == "sha256" and hashlib.sha256(body).hexdigest() != hex_digest:
         raise RegistryError(f"{ref.registry} sent content for {ref}@{digest} that does not match that digest")
@@ -320,9 +319,7 @@ class RegistryClient:
             _fail(response, ref, subject)
         digest = response.headers.get("Docker-Content-Digest", "")
         if _DIGEST.fullmatch(digest) is None:
-            raise RegistryError(
-                f"{ref.registry} returned no valid Docker-Content-Digest for {subject}"
-            )
+            raise RegistryError(f"{ref.registry} returned no valid Docker-Content-Digest for {subject}")
         return digest
 
     def manifest(self, ref: ImageRef, digest: str) -> Manifest:
@@ -346,9 +343,15 @@ class RegistryClient:
         response = self._request("GET", ref, url, accept="*/*")
         if response.status_code in _REDIRECTS and response.headers.get("Location"):
             location = response.url.join(response.headers["Location"])
-            if not (location.scheme == "https" or (location.scheme == "http" and _is_loopback(location.host))):
-                raise RegistryError(f"{ref.registry} redirects {subject} to a URL that is not https: {location.host}")
-            response = self._send("GET", location, {"Accept": "*/*"}, f"blob storage {location.host} of {ref.registry}")
+            if not (
+                location.scheme == "https" or (location.scheme == "http" and _is_loopback(location.host))
+            ):
+                raise RegistryError(
+                    f"{ref.registry} redirects {subject} to a URL that is not https: {location.host}"
+                )
+            response = self._send(
+                "GET", location, {"Accept": "*/*"}, f"blob storage {location.host} of {ref.registry}"
+            )
         if response.status_code != 200:
             _fail(response, ref, subject)
         return _verified(response.content, digest, ref)
@@ -393,9 +396,7 @@ class RegistryClient:
             url = response.url.join(next_link)
             # Our token must not travel to another host, and a loop must not spin forever.
             if (url.scheme, url.host, url.port) != (origin.scheme, origin.host, origin.port):
-                raise RegistryError(
-                    f"{ref.registry} sent a tag-list page link to another host: {url.host}"
-                )
+                raise RegistryError(f"{ref.registry} sent a tag-list page link to another host: {url.host}")
             if str(url) in visited:
                 raise RegistryError(f"{ref.registry} sent a tag-list page link that loops")
 
@@ -420,9 +421,7 @@ class RegistryClient:
             return response
         challenge = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if challenge is None:
-            raise AuthError(
-                f"{ref.registry} requires authentication of a kind watcher does not support"
-            )
+            raise AuthError(f"{ref.registry} requires authentication of a kind watcher does not support")
         self._challenges[key] = challenge
         # A 401 despite a cached token means it was revoked or expired early: fetch a fresh one.
         self._tokens.pop((ref.registry, challenge.scope), None)
@@ -474,9 +473,7 @@ class RegistryClient:
             token = body.get("token") or body.get("access_token")
             expires_in = body.get("expires_in")
         except (ValueError, AttributeError):
-            raise RegistryError(
-                f"the token service of {registry} returned no readable JSON"
-            ) from None
+            raise RegistryError(f"the token service of {registry} returned no readable JSON") from None
         if not isinstance(token, str) or not token:
             raise AuthError(f"the token service of {registry} returned no token")
         ttl = _DEFAULT_TOKEN_TTL
@@ -493,7 +490,11 @@ class RegistryClient:
         def log_retry(retry_state: RetryCallState) -> None:
             log.warning(
                 "%s %s: %s; retry %d of %d in %.1f s",
-                method, peer, problem(retry_state), retry_state.attempt_number, self._max_retries,
+                method,
+                peer,
+                problem(retry_state),
+                retry_state.attempt_number,
+                self._max_retries,
                 retry_state.upcoming_sleep,
             )
 
@@ -509,8 +510,12 @@ class RegistryClient:
             )
 
         retrying = http_retrying(
-            attempts=attempts, initial=self._backoff, maximum=_MAX_BACKOFF,
-            max_retry_after=self._max_retry_after, before_sleep=log_retry, give_up=give_up,
+            attempts=attempts,
+            initial=self._backoff,
+            maximum=_MAX_BACKOFF,
+            max_retry_after=self._max_retry_after,
+            before_sleep=log_retry,
+            give_up=give_up,
             sleep=sleep,
         )
         return retrying(self._attempt, method, url, headers)

@@ -15,23 +15,37 @@ import logging
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
 from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
-from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
 from watcher.config.promote import PromoteSettings
+from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
 from watcher.config.smoke import SmokeCheck, SmokeSettings, smoke_settings
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
 from watcher.freeze import FreezeWindow, window
 
-__all__ = ["Config", "HostConfig", "PolicySettings", "PollSettings", "Service", "SmokeCheck", "SmokeSettings",
-           "WebhookSettings",
-           "find_config", "load_config", "load_host", "parse_duration", "read_secret", "DEFAULT_LOCATIONS"]
+__all__ = [
+    "Config",
+    "HostConfig",
+    "PolicySettings",
+    "PollSettings",
+    "Service",
+    "SmokeCheck",
+    "SmokeSettings",
+    "WebhookSettings",
+    "find_config",
+    "load_config",
+    "load_host",
+    "parse_duration",
+    "read_secret",
+    "DEFAULT_LOCATIONS",
+]
 
 DEFAULT_LOCATIONS = ("watcher.toml", "config/watcher.toml")
 
@@ -89,12 +103,16 @@ class WebhookSettings:
 
     listen: str = "127.0.0.1:9000"
     max_body: int = 1024 * 1024
-    status_auth: bool = True       # GET /status and GET /metrics need the API token
-    threads: int = 8               # waitress worker threads
-    secret: str | None = field(default=None, repr=False)          # WEBHOOK_SECRET[_FILE]: GitHub HMAC key
-    registry_token: str | None = field(default=None, repr=False)  # WEBHOOK_REGISTRY_TOKEN[_FILE]: /hooks/registry
-    api_token: str | None = field(default=None, repr=False)       # WATCHER_API_TOKEN[_FILE]: /pause /resume /status
-    metrics_listen: str | None = None   # [metrics] listen: GET /metrics there, not on `listen`
+    status_auth: bool = True  # GET /status and GET /metrics need the API token
+    threads: int = 8  # waitress worker threads
+    secret: str | None = field(default=None, repr=False)  # WEBHOOK_SECRET[_FILE]: GitHub HMAC key
+    registry_token: str | None = field(
+        default=None, repr=False
+    )  # WEBHOOK_REGISTRY_TOKEN[_FILE]: /hooks/registry
+    api_token: str | None = field(
+        default=None, repr=False
+    )  # WATCHER_API_TOKEN[_FILE]: /pause /resume /status
+    metrics_listen: str | None = None  # [metrics] listen: GET /metrics there, not on `listen`
 
     @property
     def host(self) -> str:
@@ -120,7 +138,7 @@ class PollSettings:
     enabled: bool = True
     interval: float = 60.0
     jitter: float = 5.0
-    page_size: int | None = None   # tags/list `n`; None: the registry's default page
+    page_size: int | None = None  # tags/list `n`; None: the registry's default page
 
 
 @dataclass(frozen=True)
@@ -135,12 +153,12 @@ class Retention:
 class PolicySettings:
     """`[policy]`: which tag the triggers deploy (watcher/triggers/policy.py)."""
 
-    kind: str = "semver"                     # semver | regex | digest
-    range: str | None = None                 # semver: e.g. ">=1.2,<2"
-    prereleases: bool = False                # semver: consider 1.3.0-rc.1 and the like
-    include: str | None = None               # regex: tags to consider; a capture group orders them
-    exclude: tuple[str, ...] = ()            # semver and regex: tags never considered
-    tag: str = "latest"                      # digest: the one tag followed
+    kind: str = "semver"  # semver | regex | digest
+    range: str | None = None  # semver: e.g. ">=1.2,<2"
+    prereleases: bool = False  # semver: consider 1.3.0-rc.1 and the like
+    include: str | None = None  # regex: tags to consider; a capture group orders them
+    exclude: tuple[str, ...] = ()  # semver and regex: tags never considered
+    tag: str = "latest"  # digest: the one tag followed
 
 
 @dataclass(frozen=True)
@@ -161,8 +179,8 @@ class NotifySettings:
     """`[notify]` with `[apps.<name>.notify]`: the app's routes are the host's plus its own."""
 
     routes: tuple[NotifyRoute, ...] = ()
-    timeout: float = 10.0          # one send; past it the send counts as failed
-    queue: int = 100               # events waiting to be sent; more are dropped (and counted)
+    timeout: float = 10.0  # one send; past it the send counts as failed
+    queue: int = 100  # events waiting to be sent; more are dropped (and counted)
 
 
 @dataclass(frozen=True)
@@ -174,7 +192,7 @@ class BakeSettings:
     max_error_rate: float | None = 0.01
     max_latency_ratio: float | None = 3.0
     min_requests: int = 50
-    baseline: float = 300.0      # how far before the switch the old colour's answers are read
+    baseline: float = 300.0  # how far before the switch the old colour's answers are read
 
     @property
     def judges(self) -> bool:
@@ -187,7 +205,7 @@ class GithubSettings:
     `[apps.<name>.github] repository`, or the job's, from the webhook payload)."""
 
     api_url: str = "https://api.github.com"
-    token: str | None = field(default=None, repr=False)   # GITHUB_TOKEN[_FILE]
+    token: str | None = field(default=None, repr=False)  # GITHUB_TOKEN[_FILE]
     repository: str | None = None
     environment: str = ""
     environment_url: str | None = None
@@ -199,7 +217,7 @@ class Route:
 
     site: str
     path: str | None
-    route_file_in_caddy: str | None    # the route file as Caddy sees it (None: outside the run dir)
+    route_file_in_caddy: str | None  # the route file as Caddy sees it (None: outside the run dir)
 
 
 @dataclass(frozen=True)
@@ -228,12 +246,12 @@ class Config:
     pre_deploy: tuple[str, ...]
     pre_deploy_timeout: float
     bake: BakeSettings = BakeSettings()
-    access_log: Path | None = None   # Caddy's access log (the traffic receipts); None: not known
+    access_log: Path | None = None  # Caddy's access log (the traffic receipts); None: not known
     route: Route = Route(":80", None, None)
-    project_name: str = ""          # the shared compose project; colours are <project>-blue/-green
+    project_name: str = ""  # the shared compose project; colours are <project>-blue/-green
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
-    redis_url: str | None = field(default=None, repr=False)   # may carry a password
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
     redis_password: str | None = field(default=None, repr=False)
     redis_prefix: str = ""
     lock_ttl: float = 30.0
@@ -242,8 +260,8 @@ class Config:
     policy: PolicySettings = field(default_factory=PolicySettings)
     notify: NotifySettings = NotifySettings()
     github: GithubSettings = GithubSettings()
-    dashboard_url: str | None = None   # [dashboard] url: links to a job's page in notifications
-    freezes: tuple[FreezeWindow, ...] = ()   # [[freeze]]: when workers hold the app's deploys
+    dashboard_url: str | None = None  # [dashboard] url: links to a job's page in notifications
+    freezes: tuple[FreezeWindow, ...] = ()  # [[freeze]]: when workers hold the app's deploys
     smoke: SmokeSettings = SmokeSettings()
     promote: PromoteSettings = PromoteSettings()
     #: The old deploy script's `.deployment-color`, kept current for its users; None when
@@ -303,8 +321,10 @@ class HostConfig:
         if name is None:
             if len(self.apps) == 1:
                 return next(iter(self.apps.values()))
-            raise UsageError(f"{self.source} configures {len(self.apps)} apps ({', '.join(self.apps)}): "
-                             "say which with --app NAME")
+            raise UsageError(
+                f"{self.source} configures {len(self.apps)} apps ({', '.join(self.apps)}): "
+                "say which with --app NAME"
+            )
         if name not in self.apps:
             raise UsageError(f"no app {name!r} in {self.source} (known: {', '.join(self.apps)})")
         return self.apps[name]
@@ -355,11 +375,13 @@ def load_host(path: Path, env: Mapping[str, str] | None = None) -> HostConfig:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except ValueError as exc:   # TOMLDecodeError; also a file not in UTF-8, an int of over 4300 digits
+    except ValueError as exc:  # TOMLDecodeError; also a file not in UTF-8, an int of over 4300 digits
         twice = re.match(r"Cannot declare \('apps', '([^']+)'\) twice", str(exc))
         if twice:
-            raise ConfigError(f"{path}: app {twice.group(1)}: [apps.{twice.group(1)}] is declared twice: "
-                              "app names are unique") from exc
+            raise ConfigError(
+                f"{path}: app {twice.group(1)}: [apps.{twice.group(1)}] is declared twice: "
+                "app names are unique"
+            ) from exc
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     return _Loader(path, raw, env).host()
 
@@ -372,12 +394,16 @@ class _Loader:
         self.env = env
         self.legacy = "app" in raw
         if self.legacy and "apps" in raw:
-            raise ConfigError(f"{path}: [app] and [apps.<name>]: use one layout: [app] for a single app, "
-                              "[apps.<name>] tables for several")
+            raise ConfigError(
+                f"{path}: [app] and [apps.<name>]: use one layout: [app] for a single app, "
+                "[apps.<name>] tables for several"
+            )
         for (section, key), env_name in SECRET_ENV.items():
             if isinstance(raw.get(section), dict) and key in raw[section]:
-                raise ConfigError(f"{path}: {section}.{key}: secrets are never read from the file: set "
-                                  f"{env_name} or {env_name}_FILE")
+                raise ConfigError(
+                    f"{path}: {section}.{key}: secrets are never read from the file: set "
+                    f"{env_name} or {env_name}_FILE"
+                )
         if self.legacy:
             name, raw = legacy_to_apps(raw)
             if name is None:
@@ -410,7 +436,7 @@ class _Loader:
         app = None
         if len(loc) >= 2 and loc[0] == "apps":
             app, loc = loc[1], loc[2:]
-        if loc and loc[-1] == "[key]":     # a table's name: an app's or a service's
+        if loc and loc[-1] == "[key]":  # a table's name: an app's or a service's
             loc = loc[:-1] + ["name"] if loc else ["name"]
             if not self.legacy and loc == ["name"]:
                 loc = []
@@ -425,7 +451,7 @@ class _Loader:
             return ["app", *_LEGACY_TOP]
         model: Any = FileModel if app is None else AppModel
         for part in loc[:-1]:
-            annotation = getattr(model, "model_fields", {}).get(part)   # a list of tables has none
+            annotation = getattr(model, "model_fields", {}).get(part)  # a list of tables has none
             if annotation is None or part == "services":
                 return ["port", "path"] if part == "services" else []
             model = annotation.annotation
@@ -443,7 +469,7 @@ class _Loader:
                     raw[section][key] = self.env[env_name]
                     done.add((None, f"{section}.{key}"))
         apps = raw.get("apps")
-        for name, app in (apps.items() if isinstance(apps, dict) else ()):
+        for name, app in apps.items() if isinstance(apps, dict) else ():
             for env_name, (section, key) in APP_ENV.items():
                 if self.env.get(env_name) and isinstance(app, dict):
                     app.setdefault(section, {})
@@ -456,30 +482,39 @@ class _Loader:
 
     def host(self) -> HostConfig:
         if not self.raw.get("apps") and isinstance(self.raw.get("apps", {}), dict):
-            raise ConfigError(f"{self.path}: apps: configure at least one app: [apps.<name>] with image, "
-                              "[apps.<name>.services.web] port and [apps.<name>.verify] url")
+            raise ConfigError(
+                f"{self.path}: apps: configure at least one app: [apps.<name>] with image, "
+                "[apps.<name>.services.web] port and [apps.<name>.verify] url"
+            )
         try:
             model = FileModel.model_validate(self.raw)
         except ValidationError as exc:
             raise self._explain(exc) from None
         base = self.path.parent
-        if self.legacy:   # the single-app file's paths are relative to its app's project_dir
+        if self.legacy:  # the single-app file's paths are relative to its app's project_dir
             only = next(iter(model.apps.values()))
             base = _resolve(base, only.project_dir)
         run_dir = _resolve(base, model.caddy.run_dir)
         admin = _admin_path(base, model.caddy.admin or f"unix://{run_dir / 'caddy-admin.sock'}")
         webhook = model.webhook
         if model.metrics.listen == webhook.listen:
-            raise ConfigError(f"{self.path}: metrics.listen: {webhook.listen} is the receiver's address already "
-                              "([webhook] listen); leave it out to serve /metrics there")
+            raise ConfigError(
+                f"{self.path}: metrics.listen: {webhook.listen} is the receiver's address already "
+                "([webhook] listen); leave it out to serve /metrics there"
+            )
         host = HostConfig(
             source=self.path,
             apps={},
             webhook=WebhookSettings(
-                listen=webhook.listen, max_body=webhook.max_body, status_auth=webhook.status_auth,
-                threads=webhook.threads, secret=read_secret(self.env, "WEBHOOK_SECRET"),
+                listen=webhook.listen,
+                max_body=webhook.max_body,
+                status_auth=webhook.status_auth,
+                threads=webhook.threads,
+                secret=read_secret(self.env, "WEBHOOK_SECRET"),
                 registry_token=read_secret(self.env, "WEBHOOK_REGISTRY_TOKEN"),
-                api_token=read_secret(self.env, "WATCHER_API_TOKEN"), metrics_listen=model.metrics.listen),
+                api_token=read_secret(self.env, "WATCHER_API_TOKEN"),
+                metrics_listen=model.metrics.listen,
+            ),
             concurrency=model.worker.concurrency,
             caddy_admin=admin,
             caddy_site=model.caddy.site,
@@ -494,13 +529,31 @@ class _Loader:
         host_routes = self._routes(None, model.notify) + self._env_routes()
         project_dirs = [_resolve(self.path.parent, app.project_dir) for app in model.apps.values()]
         for (name, app), project_dir in zip(model.apps.items(), project_dirs):
-            host.apps[name] = self._app(name, app, project_dir, model, host, run_dir, host_routes,
-                                        shared_dir=project_dirs.count(project_dir) > 1)
+            host.apps[name] = self._app(
+                name,
+                app,
+                project_dir,
+                model,
+                host,
+                run_dir,
+                host_routes,
+                shared_dir=project_dirs.count(project_dir) > 1,
+            )
         self._check_apart(host, run_dir)
         return host
 
-    def _app(self, name: str, app: AppModel, project_dir: Path, model: FileModel, host: HostConfig,
-             run_dir: Path, host_routes: tuple[NotifyRoute, ...], *, shared_dir: bool) -> Config:
+    def _app(
+        self,
+        name: str,
+        app: AppModel,
+        project_dir: Path,
+        model: FileModel,
+        host: HostConfig,
+        run_dir: Path,
+        host_routes: tuple[NotifyRoute, ...],
+        *,
+        shared_dir: bool,
+    ) -> Config:
         if not project_dir.is_dir():
             raise self.fail(name, "project_dir", f"{project_dir} is not a directory")
         for file_name in app.compose_files:
@@ -510,7 +563,9 @@ class _Loader:
             if not (project_dir / f"compose.{color}.yml").is_file():
                 raise self.fail(name, "project_dir", f"compose.{color}.yml not found in {project_dir}")
         services = self._services(name, app)
-        route_file = _resolve(project_dir, app.caddy.route_file) if app.caddy.route_file else run_dir / f"{name}.live"
+        route_file = (
+            _resolve(project_dir, app.caddy.route_file) if app.caddy.route_file else run_dir / f"{name}.live"
+        )
         try:
             in_caddy = str(Path(model.caddy.mount) / route_file.relative_to(run_dir))
         except ValueError:
@@ -528,7 +583,9 @@ class _Loader:
             version_env=app.version_env,
             caddy_admin=_admin_path(project_dir, app.caddy.admin) if app.caddy.admin else host.caddy_admin,
             route_file=route_file,
-            state_dir=_resolve(project_dir, app.state.dir) if app.state.dir else project_dir / ".watcher" / name,
+            state_dir=_resolve(project_dir, app.state.dir)
+            if app.state.dir
+            else project_dir / ".watcher" / name,
             health_timeout=app.health.timeout,
             health_interval=app.health.interval,
             verify_url=app.verify.url,
@@ -539,9 +596,13 @@ class _Loader:
             retain_old=app.drain.retain_old,
             pre_deploy=tuple(app.hooks.pre_deploy),
             pre_deploy_timeout=app.hooks.pre_deploy_timeout,
-            bake=BakeSettings(app.bake.duration, app.bake.max_error_rate if app.bake.enabled else None,
-                              app.bake.max_latency_ratio or None if app.bake.enabled else None,
-                              app.bake.min_requests, app.bake.baseline),
+            bake=BakeSettings(
+                app.bake.duration,
+                app.bake.max_error_rate if app.bake.enabled else None,
+                app.bake.max_latency_ratio or None if app.bake.enabled else None,
+                app.bake.min_requests,
+                app.bake.baseline,
+            ),
             access_log=run_dir / ACCESS_LOG,
             route=Route(app.caddy.site or model.caddy.site, app.caddy.path, in_caddy),
             registry_username=self.env.get("REGISTRY_USERNAME") or None,
@@ -553,15 +614,25 @@ class _Loader:
             history=host.history,
             poll=self._poll(name, app, poll),
             policy=self._policy(name, app.policy),
-            notify=NotifySettings(host_routes + self._routes(name, app.notify), model.notify.timeout,
-                                  model.notify.queue),
-            github=GithubSettings(model.github.api_url, read_secret(self.env, "GITHUB_TOKEN"), app.github.repository,
-                                  app.github.environment or name, app.github.environment_url or app.verify.url),
+            notify=NotifySettings(
+                host_routes + self._routes(name, app.notify), model.notify.timeout, model.notify.queue
+            ),
+            github=GithubSettings(
+                model.github.api_url,
+                read_secret(self.env, "GITHUB_TOKEN"),
+                app.github.repository,
+                app.github.environment or name,
+                app.github.environment_url or app.verify.url,
+            ),
             dashboard_url=model.dashboard.url.rstrip("/") if model.dashboard.url else None,
             deployment_color_file=None if shared_dir else project_dir / ".deployment-color",
             freezes=self._freezes(name, app),
-            smoke=smoke_settings(app.hooks.smoke, app.hooks.smoke_timeout, app.smoke,
-                                 lambda key, problem: self.fail(name, key, problem)),
+            smoke=smoke_settings(
+                app.hooks.smoke,
+                app.hooks.smoke_timeout,
+                app.smoke,
+                lambda key, problem: self.fail(name, key, problem),
+            ),
             promote=PromoteSettings(app.promote.mode == "manual", app.promote.timeout),
         )
 
@@ -580,9 +651,12 @@ class _Loader:
         routes += [NotifyRoute(route.url, frozenset(route.events)) for route in notify.routes]
         for index, route in enumerate(routes):
             problem = _apprise_problem(route.url)
-            if problem:   # which entry, and its scheme: never the URL, which holds a token
-                key = f"notify.urls[{index}]" if index < len(notify.urls) else \
-                    f"notify.routes[{index - len(notify.urls)}].url"
+            if problem:  # which entry, and its scheme: never the URL, which holds a token
+                key = (
+                    f"notify.urls[{index}]"
+                    if index < len(notify.urls)
+                    else f"notify.routes[{index - len(notify.urls)}].url"
+                )
                 raise self.fail(app, key, problem)
         return tuple(routes)
 
@@ -590,7 +664,9 @@ class _Loader:
         """WATCHER_NOTIFY_URLS[_FILE]: URLs separated by spaces or lines (`#` starts a comment
         line in the file), sent every event of every app."""
         text = read_secret(self.env, "WATCHER_NOTIFY_URLS") or ""
-        urls = [word for line in text.splitlines() if not line.lstrip().startswith("#") for word in line.split()]
+        urls = [
+            word for line in text.splitlines() if not line.lstrip().startswith("#") for word in line.split()
+        ]
         for index, url in enumerate(urls):
             problem = _apprise_problem(url)
             if problem:
@@ -599,23 +675,35 @@ class _Loader:
 
     def _services(self, name: str, app: AppModel) -> tuple[Service, ...]:
         if not app.services:
-            raise self.fail(name, "services", "list at least one stateless service, e.g. [services.web] port = 8080")
+            raise self.fail(
+                name, "services", "list at least one stateless service, e.g. [services.web] port = 8080"
+            )
         services = tuple(Service(service, spec.port, spec.path) for service, spec in app.services.items())
         proxied = [s for s in services if s.port is not None]
         if not proxied:
-            raise self.fail(name, "services", "give at least one service the port Caddy proxies to, "
-                                              "e.g. [services.web] port = 8080")
+            raise self.fail(
+                name,
+                "services",
+                "give at least one service the port Caddy proxies to, e.g. [services.web] port = 8080",
+            )
         for service in services:
             if service.path and service.port is None:
-                raise self.fail(name, f"services.{service.name}.path", "only a service with a port is proxied")
+                raise self.fail(
+                    name, f"services.{service.name}.path", "only a service with a port is proxied"
+                )
         if sum(1 for s in proxied if s.path is None) != 1:
-            raise self.fail(name, "services", "several services have a port: give all but one a path "
-                                              "prefix (e.g. [services.api] path = \"/api\"), so Caddy knows "
-                                              "which answers what")
+            raise self.fail(
+                name,
+                "services",
+                "several services have a port: give all but one a path "
+                'prefix (e.g. [services.api] path = "/api"), so Caddy knows '
+                "which answers what",
+            )
         overlap = set(app.shared_services) & {s.name for s in services}
         if overlap:
-            raise self.fail(name, "shared_services", f"{', '.join(sorted(overlap))} cannot be both shared "
-                                                     "and per colour")
+            raise self.fail(
+                name, "shared_services", f"{', '.join(sorted(overlap))} cannot be both shared and per colour"
+            )
         return services
 
     def _poll(self, name: str, app: AppModel, host: Any) -> PollSettings:
@@ -623,8 +711,11 @@ class _Loader:
         jitter = app.poll.jitter if app.poll.jitter is not None else host.jitter
         if jitter > interval:
             key = "poll.jitter" if app.poll.jitter is not None else None
-            raise (self.fail(name, key, f"must not exceed poll.interval ({interval:g}s)") if key else
-                   self.fail(None, "poll.jitter", f"must not exceed poll.interval ({interval:g}s)"))
+            raise (
+                self.fail(name, key, f"must not exceed poll.interval ({interval:g}s)")
+                if key
+                else self.fail(None, "poll.jitter", f"must not exceed poll.interval ({interval:g}s)")
+            )
         enabled = app.poll.enabled if app.poll.enabled is not None else host.enabled
         return PollSettings(enabled=enabled, interval=interval, jitter=jitter, page_size=host.page_size)
 
@@ -635,53 +726,96 @@ class _Loader:
         kind = policy.kind
         if policy.range is not None:
             if kind != "semver":
-                raise self.fail(name, "policy.range", "only applies to kind = \"semver\"")
+                raise self.fail(name, "policy.range", 'only applies to kind = "semver"')
             try:
                 SpecifierSet(policy.range)
             except InvalidSpecifier:
-                raise self.fail(name, "policy.range", f"not a version range like \">=1.2,<2\" (comma-separated "
-                                f"comparisons: >=, >, <=, <, ==, !=, ~=, ==1.*), got {policy.range!r}") from None
+                raise self.fail(
+                    name,
+                    "policy.range",
+                    f'not a version range like ">=1.2,<2" (comma-separated '
+                    f"comparisons: >=, >, <=, <, ==, !=, ~=, ==1.*), got {policy.range!r}",
+                ) from None
         if kind == "regex" and policy.include is None:
-            raise self.fail(name, "policy.include", "is required for kind = \"regex\", e.g. \"^main-(\\\\d+)$\"")
+            raise self.fail(name, "policy.include", 'is required for kind = "regex", e.g. "^main-(\\\\d+)$"')
         if policy.include is not None and kind != "regex":
-            raise self.fail(name, "policy.include", "only applies to kind = \"regex\"")
-        for key, pattern in [("policy.include", policy.include), *(("policy.exclude", p) for p in policy.exclude)]:
+            raise self.fail(name, "policy.include", 'only applies to kind = "regex"')
+        for key, pattern in [
+            ("policy.include", policy.include),
+            *(("policy.exclude", p) for p in policy.exclude),
+        ]:
             if pattern is None:
                 continue
             try:
                 compiled = re.compile(pattern)
-            except (re.error, OverflowError, RecursionError) as exc:   # a{4294967296}; 1000 nested groups
+            except (re.error, OverflowError, RecursionError) as exc:  # a{4294967296}; 1000 nested groups
                 raise self.fail(name, key, f"not a valid regular expression {pattern!r}: {exc}") from None
             if key == "policy.include" and compiled.groups > 1 and "order" not in compiled.groupindex:
-                raise self.fail(name, key, "has several capture groups: name the one that orders tags (?P<order>...)")
-        return PolicySettings(kind=kind, range=policy.range, prereleases=policy.prereleases,
-                              include=policy.include, exclude=tuple(policy.exclude), tag=policy.tag)
+                raise self.fail(
+                    name, key, "has several capture groups: name the one that orders tags (?P<order>...)"
+                )
+        return PolicySettings(
+            kind=kind,
+            range=policy.range,
+            prereleases=policy.prereleases,
+            include=policy.include,
+            exclude=tuple(policy.exclude),
+            tag=policy.tag,
+        )
 
     def _check_apart(self, host: HostConfig, run_dir: Path) -> None:
         """What two apps may never share: each would overwrite the other's deploys or traffic."""
         claimed: dict[tuple[str, object], str] = {}
         for name, config in host.apps.items():
             route = f"{config.route.site}{config.route.path or ''}"
-            for kind, value, key in [("compose project", config.project(), "project"),
-                                     ("compose project", config.project("blue"), "project"),
-                                     ("compose project", config.project("green"), "project"),
-                                     ("route file", config.route_file, "caddy.route_file"),
-                                     ("state directory", config.state_dir, "state.dir"),
-                                     ("Caddy route", route, "caddy.path")]:
+            for kind, value, key in [
+                ("compose project", config.project(), "project"),
+                ("compose project", config.project("blue"), "project"),
+                ("compose project", config.project("green"), "project"),
+                ("route file", config.route_file, "caddy.route_file"),
+                ("state directory", config.state_dir, "state.dir"),
+                ("Caddy route", route, "caddy.path"),
+            ]:
                 other = claimed.setdefault((kind, value), name)
                 if other != name:
-                    raise self.fail(name, key, f"{kind} {value} is already {other}'s: two apps never share one")
+                    raise self.fail(
+                        name, key, f"{kind} {value} is already {other}'s: two apps never share one"
+                    )
             if config.state_dir == run_dir:
-                raise self.fail(name, "state.dir", f"{run_dir} is Caddy's run directory; keep state out of it")
+                raise self.fail(
+                    name, "state.dir", f"{run_dir} is Caddy's run directory; keep state out of it"
+                )
 
 
-_LEGACY_TOP = {"services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy", "caddy",
-               "poll", "redis", "webhook", "worker", "freeze",
-               "promote"}
+_LEGACY_TOP = {
+    "services",
+    "health",
+    "verify",
+    "drain",
+    "bake",
+    "hooks",
+    "smoke",
+    "state",
+    "policy",
+    "caddy",
+    "poll",
+    "redis",
+    "webhook",
+    "worker",
+    "freeze",
+    "promote",
+}
 
-_TYPES = {"string_type": "expected a string", "int_type": "expected a number", "float_type": "expected a number",
-          "bool_type": "expected true or false", "list_type": "expected a list", "dict_type": "must be a table",
-          "model_type": "must be a table", "int_parsing": "expected a number"}
+_TYPES = {
+    "string_type": "expected a string",
+    "int_type": "expected a number",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "int_parsing": "expected a number",
+}
 
 
 def _problem(error: Any, known: list[str]) -> str:
@@ -707,14 +841,17 @@ def _problem(error: Any, known: list[str]) -> str:
 
 def _apprise_problem(url: str) -> str | None:
     """Why apprise cannot send to `url` (named by its scheme only), or None."""
-    import apprise   # only when notifications are configured: most commands never send one
+    import apprise  # only when notifications are configured: most commands never send one
 
-    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)   # its messages quote the URL and its token
+    logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)  # its messages quote the URL and its token
     if apprise.Apprise.instantiate(url) is not None:
         return None
     scheme = url.split("://", 1)[0] if "://" in url else ""
-    return (f"not a URL apprise can send to (scheme {scheme!r}; see https://github.com/caronc/apprise/wiki)"
-            if scheme else "not an apprise URL (expected SCHEME://..., e.g. json://host/path or slack://...)")
+    return (
+        f"not a URL apprise can send to (scheme {scheme!r}; see https://github.com/caronc/apprise/wiki)"
+        if scheme
+        else "not an apprise URL (expected SCHEME://..., e.g. json://host/path or slack://...)"
+    )
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -724,5 +861,5 @@ def _resolve(base: Path, value: str) -> Path:
 
 def _admin_path(base: Path, admin: str) -> str:
     if admin.startswith("unix://"):
-        return "unix://" + str(_resolve(base, admin[len("unix://"):]))
+        return "unix://" + str(_resolve(base, admin[len("unix://") :]))
     return admin

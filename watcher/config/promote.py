@@ -9,4 +9,4 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class PromoteSettings:
     manual: bool = False
-    timeout: float = 3600.0   # seconds an unpromoted deploy waits before its colour is removed
+    timeout: float = 3600.0  # seconds an unpromoted deploy waits before its colour is removed

@@ -13,8 +13,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from watcher.config.values import (Admin, Duration, EnvName, HttpUrl, Image, KeyPrefix, Listen, Name,
-                                   PathText, PositiveDuration, RedisUrl, RoutePath, Site, Size, Tag, at_least, between)
+from watcher.config.values import (
+    Admin,
+    Duration,
+    EnvName,
+    HttpUrl,
+    Image,
+    KeyPrefix,
+    Listen,
+    Name,
+    PathText,
+    PositiveDuration,
+    RedisUrl,
+    RoutePath,
+    Site,
+    Size,
+    Tag,
+    at_least,
+    between,
+)
 
 
 class Section(BaseModel):
@@ -23,14 +40,14 @@ class Section(BaseModel):
 
 class ServiceModel(Section):
     port: Annotated[int, between(1, 65535, "port")] | None = None
-    path: RoutePath | None = None         # a second proxied service: the prefix Caddy sends to it
+    path: RoutePath | None = None  # a second proxied service: the prefix Caddy sends to it
 
 
 class AppCaddyModel(Section):
-    site: Site | None = None              # default: [caddy] site
-    path: RoutePath | None = None         # default: every path of the site
-    route_file: PathText | None = None    # default: <[caddy] run_dir>/<app>.live
-    admin: Admin | None = None            # default: [caddy] admin
+    site: Site | None = None  # default: [caddy] site
+    path: RoutePath | None = None  # default: every path of the site
+    route_file: PathText | None = None  # default: <[caddy] run_dir>/<app>.live
+    admin: Admin | None = None  # default: [caddy] admin
 
 
 class HealthModel(Section):
@@ -66,17 +83,17 @@ class BakeModel(Section):
     """After the switch: the new colour's errors and p99 against the old colour's before it."""
 
     enabled: bool = True
-    duration: Duration | None = None      # default: [verify] window
+    duration: Duration | None = None  # default: [verify] window
     max_error_rate: Annotated[float, AfterValidator(_rate)] = 0.01
     max_latency_ratio: Annotated[float, AfterValidator(_ratio)] = 3.0
     min_requests: Annotated[int, between(1, 1_000_000)] = 50
-    baseline: PositiveDuration = 300.0    # how long before the switch the old colour is read
+    baseline: PositiveDuration = 300.0  # how long before the switch the old colour is read
 
 
 class HooksModel(Section):
     pre_deploy: list[str] = []
     pre_deploy_timeout: Duration = 600.0
-    smoke: list[str] = []                 # run against the previewed idle colour, before the switch
+    smoke: list[str] = []  # run against the previewed idle colour, before the switch
     smoke_timeout: Duration = 300.0
 
 
@@ -87,7 +104,7 @@ class SmokeCheckModel(Section):
     path: Annotated[str, Field(pattern=r"^/[^\s]*$")]
     status: Annotated[int, between(100, 599)] = 200
     body_contains: Annotated[str, Field(min_length=1)] | None = None
-    body: str | None = None               # sent with the request
+    body: str | None = None  # sent with the request
     headers: dict[str, str] = {}
     timeout: PositiveDuration = 10.0
 
@@ -96,11 +113,11 @@ class PromoteModel(Section):
     """`[promote]`: manual holds a deploy, healthy and previewable, until `watcher promote`."""
 
     mode: Literal["auto", "manual"] = "auto"
-    timeout: PositiveDuration = 3600.0    # an unpromoted deploy is removed after this
+    timeout: PositiveDuration = 3600.0  # an unpromoted deploy is removed after this
 
 
 class StateModel(Section):
-    dir: PathText | None = None           # default: <project_dir>/.watcher/<app>
+    dir: PathText | None = None  # default: <project_dir>/.watcher/<app>
 
 
 class PolicyModel(Section):
@@ -120,8 +137,9 @@ class AppPollModel(Section):
     jitter: Duration | None = None
 
 
-NotifyEvent = Literal["started", "succeeded", "failed", "rolled_back", "rollback_done", "paused", "resumed",
-                      "refused"]
+NotifyEvent = Literal[
+    "started", "succeeded", "failed", "rolled_back", "rollback_done", "paused", "resumed", "refused"
+]
 
 
 class NotifyRouteModel(Section):
@@ -132,14 +150,14 @@ class NotifyRouteModel(Section):
 
 
 class AppNotifyModel(Section):
-    urls: list[Annotated[str, Field(min_length=1)]] = []   # apprise URLs sent every event of the app
+    urls: list[Annotated[str, Field(min_length=1)]] = []  # apprise URLs sent every event of the app
     routes: list[NotifyRouteModel] = []
 
 
 class AppGithubModel(Section):
     repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
-    environment: Annotated[str, Field(min_length=1)] | None = None   # default: the app's name
-    environment_url: HttpUrl | None = None                           # default: [verify] url
+    environment: Annotated[str, Field(min_length=1)] | None = None  # default: the app's name
+    environment_url: HttpUrl | None = None  # default: [verify] url
 
 
 class FreezeModel(Section):
@@ -153,7 +171,7 @@ class FreezeModel(Section):
 
 class AppModel(Section):
     image: Image
-    project: Name | None = None           # the shared compose project (default: the app's name)
+    project: Name | None = None  # the shared compose project (default: the app's name)
     project_dir: PathText = "."
     compose_files: list[PathText] = ["compose.yml"]
     shared_services: list[Name] = []
@@ -178,7 +196,7 @@ class AppModel(Section):
 class RedisModel(Section):
     url: RedisUrl | None = None
     lock_ttl: Annotated[Duration, at_least(1.0)] = 30.0
-    prefix: KeyPrefix = ""                # keys are [<prefix>:]watcher:<app>:...
+    prefix: KeyPrefix = ""  # keys are [<prefix>:]watcher:<app>:...
 
 
 class WebhookModel(Section):
@@ -189,7 +207,7 @@ class WebhookModel(Section):
 
 
 class MetricsModel(Section):
-    listen: Listen | None = None          # GET /metrics on its own address instead of the receiver's
+    listen: Listen | None = None  # GET /metrics on its own address instead of the receiver's
 
 
 class PollModel(Section):
@@ -204,15 +222,15 @@ class WorkerModel(Section):
 
 
 class HistoryModel(Section):
-    keep: Annotated[int, between(1, 100_000, "keep")] = 1000   # finished jobs kept per app
+    keep: Annotated[int, between(1, 100_000, "keep")] = 1000  # finished jobs kept per app
     max_age: Annotated[Duration, at_least(60.0)] = 90 * 86400.0  # and none older than this
 
 
 class NotifyModel(AppNotifyModel):
     """The host's URLs get every app's events; the sender's bounds apply to every URL."""
 
-    timeout: PositiveDuration = 10.0      # one send, after which it counts as failed
-    queue: Annotated[int, between(1, 10_000, "queue")] = 100   # events waiting; more are dropped
+    timeout: PositiveDuration = 10.0  # one send, after which it counts as failed
+    queue: Annotated[int, between(1, 10_000, "queue")] = 100  # events waiting; more are dropped
 
 
 class GithubModel(Section):
@@ -220,16 +238,16 @@ class GithubModel(Section):
 
 
 class DashboardModel(Section):
-    url: HttpUrl | None = None            # the dashboard's public base URL, for links in messages
+    url: HttpUrl | None = None  # the dashboard's public base URL, for links in messages
 
 
 class CaddyModel(Section):
     """The one Caddy in front of the apps."""
 
-    admin: Admin | None = None            # default: unix://<run_dir>/caddy-admin.sock
-    run_dir: PathText = ".watcher/run"    # host directory mounted into Caddy at `mount`
+    admin: Admin | None = None  # default: unix://<run_dir>/caddy-admin.sock
+    run_dir: PathText = ".watcher/run"  # host directory mounted into Caddy at `mount`
     mount: Annotated[str, Field(pattern=r"^/[^\s{}]*$")] = "/run/watcher"
-    site: Site = ":80"                    # the site address of apps that name none
+    site: Site = ":80"  # the site address of apps that name none
 
 
 class FileModel(Section):
@@ -247,8 +265,19 @@ class FileModel(Section):
 
 
 #: Top-level sections of the single-app layout that belong to its one app.
-LEGACY_APP_SECTIONS = ("services", "health", "verify", "drain", "bake", "hooks", "smoke", "state", "policy",
-                       "freeze", "promote")
+LEGACY_APP_SECTIONS = (
+    "services",
+    "health",
+    "verify",
+    "drain",
+    "bake",
+    "hooks",
+    "smoke",
+    "state",
+    "policy",
+    "freeze",
+    "promote",
+)
 HOST_SECTIONS = ("redis", "webhook", "metrics", "poll", "worker", "history")
 
 
@@ -262,7 +291,8 @@ def legacy_to_apps(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             body[section] = raw[section]
     if "caddy" in raw:
         body["caddy"] = raw["caddy"]
-    rewritten = {k: v for k, v in raw.items() if k in HOST_SECTIONS or k not in (
-        "app", "caddy", *LEGACY_APP_SECTIONS)}
-    rewritten["apps"] = {name: body} if isinstance(name, str) else {}   # the caller refuses such a name
+    rewritten = {
+        k: v for k, v in raw.items() if k in HOST_SECTIONS or k not in ("app", "caddy", *LEGACY_APP_SECTIONS)
+    }
+    rewritten["apps"] = {name: body} if isinstance(name, str) else {}  # the caller refuses such a name
     return name, rewritten

@@ -7,8 +7,8 @@ break (httpx would refuse them only at deploy time), and the preview header is w
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from watcher.config.schema import SmokeCheckModel
 from watcher.errors import ConfigError
@@ -48,8 +48,12 @@ class SmokeSettings:
         return bool(self.hook or self.checks)
 
 
-def smoke_settings(hook: list[str], hook_timeout: float, checks: list[SmokeCheckModel],
-                   fail: Callable[[str, str], ConfigError]) -> SmokeSettings:
+def smoke_settings(
+    hook: list[str],
+    hook_timeout: float,
+    checks: list[SmokeCheckModel],
+    fail: Callable[[str, str], ConfigError],
+) -> SmokeSettings:
     """The settings of one app; `fail(key, problem)` makes the error that names file and app."""
     if hook and not hook[0]:
         raise fail("hooks.smoke", "the first element is the program to run; it is empty")
@@ -65,6 +69,15 @@ def smoke_settings(hook: list[str], hook_timeout: float, checks: list[SmokeCheck
                 raise fail(key, f"the value of {name} holds a line break or NUL")
         if check.method == "HEAD" and check.body_contains is not None:
             raise fail(f"smoke[{index}].body_contains", "a HEAD answer has no body; use GET")
-        built.append(SmokeCheck(check.method, check.path, check.status, check.body_contains, check.body,
-                                tuple(check.headers.items()), check.timeout))
+        built.append(
+            SmokeCheck(
+                check.method,
+                check.path,
+                check.status,
+                check.body_contains,
+                check.body,
+                tuple(check.headers.items()),
+                check.timeout,
+            )
+        )
     return SmokeSettings(tuple(hook), hook_timeout, tuple(built))

@@ -14,8 +14,19 @@ from watcher.validation import validate_name, validate_tag
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-               "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
 MIN_BODY, MAX_BODY = 1024, 64 * 1024**2
 
 
@@ -28,6 +39,7 @@ def parse_duration(value: Any, where: str | None = None) -> float:
         if where is None:
             raise
         from watcher.errors import ConfigError
+
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -37,7 +49,7 @@ def _duration(value: Any) -> float:
     if isinstance(value, (int, float)):
         try:
             seconds = float(value)
-        except OverflowError:   # an int past float's range (TOML integers are unbounded): refused below
+        except OverflowError:  # an int past float's range (TOML integers are unbounded): refused below
             seconds = math.inf
     else:
         match = _DURATION.match(value)
@@ -72,16 +84,22 @@ def at_least(minimum: float) -> AfterValidator:
         if seconds < minimum:
             raise ValueError(f"must be at least {minimum:g}s" if minimum else "must be greater than zero")
         return seconds
+
     return AfterValidator(check)
 
 
 def between(low: int, high: int, what: str = "") -> AfterValidator:
     """An integer within [low, high], said as the docs say it."""
+
     def check(value: int) -> int:
         if not low <= value <= high:
-            raise ValueError(f"expected a port number, got {value!r}" if what == "port"
-                             else f"must be between {low} and {high}, got {value!r}")
+            raise ValueError(
+                f"expected a port number, got {value!r}"
+                if what == "port"
+                else f"must be between {low} and {high}, got {value!r}"
+            )
         return value
+
     return AfterValidator(check)
 
 
@@ -116,8 +134,10 @@ def _admin(value: str) -> str:
     if value.startswith("unix://"):
         return _path(value)
     if not re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/?$", value):
-        raise ValueError("must be unix://PATH or http://127.0.0.1:PORT: Caddy's admin API is never "
-                         "reached over a public address")
+        raise ValueError(
+            "must be unix://PATH or http://127.0.0.1:PORT: Caddy's admin API is never "
+            "reached over a public address"
+        )
     return value.rstrip("/")
 
 
@@ -144,7 +164,9 @@ def _redis_url(value: str) -> str:
 def _route_path(value: str) -> str:
     """A path prefix Caddy routes to an app or service: `/api`, never a pattern."""
     if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-        raise ValueError(f"expected a path prefix like /api (letters, digits, '.', '_', '~', '-'), got {value!r}")
+        raise ValueError(
+            f"expected a path prefix like /api (letters, digits, '.', '_', '~', '-'), got {value!r}"
+        )
     return value
 
 

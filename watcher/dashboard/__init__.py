@@ -19,7 +19,8 @@ Everything needs a login unless `[webhook] status_auth = false`, which opens the
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint
 
@@ -33,15 +34,26 @@ from watcher.triggers.sink import Suspension
 __all__ = ["blueprint"]
 
 
-def blueprint(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
-              status: Callable[[str], dict[str, Any]], queue: Callable[[str], DeployQueue],
-              public_url: str | None = None) -> Blueprint:
+def blueprint(
+    triggers: Triggers,
+    suspension: Suspension,
+    settings: WebhookSettings,
+    *,
+    status: Callable[[str], dict[str, Any]],
+    queue: Callable[[str], DeployQueue],
+    public_url: str | None = None,
+) -> Blueprint:
     """The dashboard for the apps `triggers` knows; `status(app)` is `status --json`'s data and
     `queue(app)` the app's DeployQueue (both what `watcher serve` already has); `public_url` is
     `[dashboard] url` (an https one makes the session cookie Secure on every answer)."""
     face = Face(triggers, suspension, status, queue)
-    bp = Blueprint("dashboard", __name__, template_folder="templates", static_folder="static",
-                   static_url_path="/dashboard/static")
+    bp = Blueprint(
+        "dashboard",
+        __name__,
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/dashboard/static",
+    )
     auth.install(bp, settings, public_url)
     views.install(bp, face)
     actions.install(bp, face)

@@ -39,14 +39,20 @@ def install(bp: Blueprint, face: Face) -> None:
 
     def queued(name: str, version: str, *, source: str, digest: str | None) -> Response:
         try:
-            done = face.triggers.sink.enqueue(name, version, source=source, requested_by=requester(), digest=digest)
+            done = face.triggers.sink.enqueue(
+                name, version, source=source, requested_by=requester(), digest=digest
+            )
         except UsageError as exc:
             flash(str(exc), "error")
             return back(name)
-        log.info("dashboard: %s %s of %s from %s: %s", source, version, name, request.remote_addr, done.reason)
+        log.info(
+            "dashboard: %s %s of %s from %s: %s", source, version, name, request.remote_addr, done.reason
+        )
         hold = FreezeSchedule(face.app(name).config.freezes).hold() if source != "rollback" else None
-        flash(done.reason + (f"; it waits: {name} is {hold.describe()}" if hold and done.created else ""),
-              "ok" if done.created else "info")
+        flash(
+            done.reason + (f"; it waits: {name} is {hold.describe()}" if hold and done.created else ""),
+            "ok" if done.created else "info",
+        )
         return redirect(url_for("dashboard.job_page", name=name, job_id=int(done.job_id)), 303)
 
     @bp.post("/apps/<name>/deploy")
@@ -73,8 +79,11 @@ def install(bp: Blueprint, face: Face) -> None:
         target = (app_status(face, name).get("rollback") or {}).get("version")
         asked = request.form.get("version", "")
         if not target or target != asked:
-            flash(f"The rollback target is now {target or 'none'}, not {asked or 'none'}: nothing queued; "
-                  "check the page and try again.", "error")
+            flash(
+                f"The rollback target is now {target or 'none'}, not {asked or 'none'}: nothing queued; "
+                "check the page and try again.",
+                "error",
+            )
             return back(name)
         return queued(name, target, source="rollback", digest=None)
 

@@ -23,7 +23,18 @@ from collections import deque
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.blueprints import BlueprintSetupState
 from flask.sessions import SecureCookieSessionInterface
 
@@ -32,9 +43,9 @@ from watcher.config import WebhookSettings
 log = logging.getLogger("watcher.dashboard")
 
 SESSION_LIFETIME = timedelta(hours=12)
-MAX_FAILURES = 5          # failed logins from one address within FAILURE_WINDOW, then a wait
+MAX_FAILURES = 5  # failed logins from one address within FAILURE_WINDOW, then a wait
 FAILURE_WINDOW = 60.0
-MAX_CLIENTS = 1024        # addresses remembered before the stale ones are dropped
+MAX_CLIENTS = 1024  # addresses remembered before the stale ones are dropped
 OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
 
 
@@ -78,7 +89,7 @@ class Throttle:
     def fail(self, client: str) -> None:
         with self.lock:
             now = time.monotonic()
-            if len(self.failures) >= MAX_CLIENTS:   # many addresses: forget those past the window
+            if len(self.failures) >= MAX_CLIENTS:  # many addresses: forget those past the window
                 self.failures = {c: f for c, f in self.failures.items() if f and f[-1] > now - FAILURE_WINDOW}
             self.failures.setdefault(client, deque(maxlen=MAX_FAILURES)).append(now)
 
@@ -129,7 +140,7 @@ def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) ->
         app = state.app
         app.secret_key = signing_key(settings.api_token)
         app.session_interface = _Sessions(always_secure=(public_url or "").startswith("https://"))
-        app.permanent_session_lifetime = SESSION_LIFETIME   # also the signature's max age
+        app.permanent_session_lifetime = SESSION_LIFETIME  # also the signature's max age
         app.config["SESSION_COOKIE_NAME"] = "watcher_session"
 
     @bp.app_context_processor
@@ -166,14 +177,16 @@ def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) ->
         if wait > 0:
             flash(f"Too many failed logins from {client}: try again in {wait:.0f} s.", "error")
             return render_template("login.html", configured=True, next=target), 429
-        if not hmac.compare_digest(request.form.get("token", "").strip().encode(), settings.api_token.encode()):
+        if not hmac.compare_digest(
+            request.form.get("token", "").strip().encode(), settings.api_token.encode()
+        ):
             throttle.fail(client)
-            log.warning("dashboard: failed login from %s", client)   # never what was sent
+            log.warning("dashboard: failed login from %s", client)  # never what was sent
             flash("Wrong token.", "error")
             return render_template("login.html", configured=True, next=target), 401
         throttle.forget(client)
         log.info("dashboard: login from %s", client)
-        session.clear()                       # a new session, and a new CSRF token, at login
+        session.clear()  # a new session, and a new CSRF token, at login
         session["auth"] = True
         return redirect(target or url_for("dashboard.host"), 303)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HEIGHT = 60.0
-BAR = 8            # px per second (7 drawn, 1 gap)
+BAR = 8  # px per second (7 drawn, 1 gap)
 STACK = ("blue", "green", "fallback", "none")
 
 
@@ -17,7 +17,7 @@ class Bar:
     y: float
     height: float
     color: str
-    failed_height: float      # the red part at the bar's top (0: nothing failed)
+    failed_height: float  # the red part at the bar's top (0: nothing failed)
     title: str
 
 
@@ -38,6 +38,14 @@ def bars(receipt: dict[str, Any]) -> tuple[list[Bar], int | None, int]:
             height = HEIGHT * tally["requests"] / peak
             y -= height
             failed = max(HEIGHT * tally["failed"] / peak, 1.5) if tally["failed"] else 0.0
-            found.append(Bar(x, round(y, 1), round(height, 1), color, round(failed, 1),
-                             f"t={row['t']}s {color}: {tally['requests']} requests, {tally['failed']} failed"))
+            found.append(
+                Bar(
+                    x,
+                    round(y, 1),
+                    round(height, 1),
+                    color,
+                    round(failed, 1),
+                    f"t={row['t']}s {color}: {tally['requests']} requests, {tally['failed']} failed",
+                )
+            )
     return found, moved, max(len(rows) * BAR, BAR)

@@ -22,7 +22,7 @@ from watcher.triggers.dispatch import App
 
 log = logging.getLogger("watcher.dashboard")
 
-HISTORY = 50            # finished jobs on an app's page
+HISTORY = 50  # finished jobs on an app's page
 
 
 def deployable(app: App) -> tuple[list[str], str | None]:
@@ -42,10 +42,14 @@ def queue_state(face: Face, name: str) -> dict[str, Any]:
     queue = face.queue(name)
     history = queue.history(1)
     hold = FreezeSchedule(face.app(name).config.freezes).hold()
-    return {"app": name, "paused": face.suspension.state(name), "frozen": hold.to_dict() if hold else None,
-            "running": [job.to_dict() for job in queue.running()],
-            "waiting": [job.to_dict() for job in queue.waiting()],
-            "last": history[0].to_dict() if history else None}
+    return {
+        "app": name,
+        "paused": face.suspension.state(name),
+        "frozen": hold.to_dict() if hold else None,
+        "running": [job.to_dict() for job in queue.running()],
+        "waiting": [job.to_dict() for job in queue.waiting()],
+        "last": history[0].to_dict() if history else None,
+    }
 
 
 def app_status(face: Face, name: str) -> dict[str, Any]:
@@ -61,8 +65,11 @@ def ago(stamp: float | str | None) -> str:
     if stamp in (None, ""):
         return "-"
     try:
-        seconds = time.time() - (float(stamp) if isinstance(stamp, (int, float)) else
-                                 datetime.fromisoformat(str(stamp)).timestamp())
+        seconds = time.time() - (
+            float(stamp)
+            if isinstance(stamp, (int, float))
+            else datetime.fromisoformat(str(stamp)).timestamp()
+        )
     except ValueError:
         return str(stamp)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -76,8 +83,11 @@ def when(stamp: float | str | None) -> str:
     if stamp in (None, ""):
         return "-"
     try:
-        return moment(float(stamp) if isinstance(stamp, (int, float))
-                      else datetime.fromisoformat(str(stamp)).timestamp())
+        return moment(
+            float(stamp)
+            if isinstance(stamp, (int, float))
+            else datetime.fromisoformat(str(stamp)).timestamp()
+        )
     except ValueError:
         return str(stamp)
 
@@ -107,18 +117,32 @@ def install(bp: Blueprint, face: Face) -> None:
 
     @bp.get("/")
     def host() -> str:
-        apps = [{"name": app.name, "policy": app.policy.describe(), "status": app_status(face, app.name),
-                 "queue": queue_state(face, app.name)} for app in face.triggers.apps]
+        apps = [
+            {
+                "name": app.name,
+                "policy": app.policy.describe(),
+                "status": app_status(face, app.name),
+                "queue": queue_state(face, app.name),
+            }
+            for app in face.triggers.apps
+        ]
         return render_template("host.html", apps=apps)
 
     @bp.get("/apps/<name>")
     def app_page(name: str) -> str:
         app = face.app(name)
         tags, tags_error = deployable(app)
-        return render_template("app.html", name=name, app=app, policy=app.policy.describe(),
-                               status=app_status(face, name), queue=queue_state(face, name),
-                               history=[job.to_dict() for job in face.queue(name).history(HISTORY)],
-                               tags=tags, tags_error=tags_error)
+        return render_template(
+            "app.html",
+            name=name,
+            app=app,
+            policy=app.policy.describe(),
+            status=app_status(face, name),
+            queue=queue_state(face, name),
+            history=[job.to_dict() for job in face.queue(name).history(HISTORY)],
+            tags=tags,
+            tags_error=tags_error,
+        )
 
     def job_or_404(name: str, job_id: int) -> Job:
         face.app(name)
@@ -150,9 +174,19 @@ def install(bp: Blueprint, face: Face) -> None:
     @bp.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[str, int]:
         if isinstance(exc, (*REDIS_DOWN, RedisUnavailable)):
-            log.warning("%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0])
-            return render_template("error.html", code=503, title="Redis is unreachable",
-                                   detail="The queue cannot be read or changed now; nothing was done."), 503
+            log.warning(
+                "%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0]
+            )
+            return render_template(
+                "error.html",
+                code=503,
+                title="Redis is unreachable",
+                detail="The queue cannot be read or changed now; nothing was done.",
+            ), 503
         log.exception("%s %s: unexpected error", request.method, request.path)
-        return render_template("error.html", code=503, title="Unexpected error",
-                               detail="Nothing was done; the watcher's log says why."), 503
+        return render_template(
+            "error.html",
+            code=503,
+            title="Unexpected error",
+            detail="Nothing was done; the watcher's log says why.",
+        ), 503

@@ -14,6 +14,7 @@ one (and `LATENCY_FLOOR` above it). Neither judges fewer than `min_requests` req
 from __future__ import annotations
 
 import math
+
 from watcher.backends.access_log import AccessLog
 from watcher.config import BakeSettings
 from watcher.engine.receipt import Tally, tally
@@ -33,9 +34,11 @@ def error_verdict(settings: BakeSettings, before: Tally, after: Tally, old: str,
     allowed = min(1.0, old_rate + settings.max_error_rate)
     if allowed >= 1.0 or not above(after.failed, after.requests, allowed):
         return None
-    return (f"{new} answered {after.failed:,} of {after.requests:,} requests with an error "
-            f"({after.failed / after.requests:.1%}), above the allowed {allowed:.1%} "
-            f"({old}'s {old_rate:.1%} before the switch + {settings.max_error_rate:.1%})")
+    return (
+        f"{new} answered {after.failed:,} of {after.requests:,} requests with an error "
+        f"({after.failed / after.requests:.1%}), above the allowed {allowed:.1%} "
+        f"({old}'s {old_rate:.1%} before the switch + {settings.max_error_rate:.1%})"
+    )
 
 
 def latency_verdict(settings: BakeSettings, before: Tally, after: Tally, old: str, new: str) -> str | None:
@@ -48,8 +51,10 @@ def latency_verdict(settings: BakeSettings, before: Tally, after: Tally, old: st
         return None
     if new_p99 <= max(old_p99 * ratio, old_p99 + LATENCY_FLOOR_MS):
         return None
-    return (f"{new}'s p99 latency is {new_p99:,.0f} ms over {after.requests:,} requests, more than "
-            f"{ratio:g}x {old}'s {old_p99:,.0f} ms before the switch")
+    return (
+        f"{new}'s p99 latency is {new_p99:,.0f} ms over {after.requests:,} requests, more than "
+        f"{ratio:g}x {old}'s {old_p99:,.0f} ms before the switch"
+    )
 
 
 def above(failures: int, trials: int, rate: float) -> bool:
@@ -67,8 +72,9 @@ def _upper_tail(k: int, n: int, p: float) -> float:
     log_p, log_q = math.log(p), math.log1p(-p)
     total = 0.0
     for i in range(k, n + 1):
-        term = math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
-                        + (n - i) * log_q)
+        term = math.exp(
+            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        )
         total += term
         if term < total * 1e-12:
             break
@@ -79,8 +85,9 @@ class Bake:
     """One bake: the old colour's answers before `moved_at`, the new colour's since, read as they
     come (each line once) from Caddy's access log."""
 
-    def __init__(self, settings: BakeSettings, log: AccessLog, app: str, old: str | None, new: str,
-                 moved_at: float) -> None:
+    def __init__(
+        self, settings: BakeSettings, log: AccessLog, app: str, old: str | None, new: str, moved_at: float
+    ) -> None:
         self.settings, self.log, self.app, self.new = settings, log, app, new
         self.old = old or "nothing"
         self.before = tally(log.served(app, moved_at - settings.baseline, moved_at), old) if old else Tally()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Color(str, Enum):
+class Color(StrEnum):
     BLUE = "blue"
     GREEN = "green"
 
     @property
-    def other(self) -> "Color":
+    def other(self) -> Color:
         return Color.GREEN if self is Color.BLUE else Color.BLUE
 
     @classmethod
-    def parse(cls, value: str | None) -> "Color | None":
+    def parse(cls, value: str | None) -> Color | None:
         """A colour from text (a state or route file); None for anything else."""
         try:
             return cls((value or "").strip().lower())
         except ValueError:
             return None
-
-    def __str__(self) -> str:
-        return self.value

@@ -21,9 +21,10 @@ what Caddy served on each colour, read from its access log.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Protocol
+from typing import Protocol
 
 from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
@@ -51,7 +52,14 @@ from watcher.engine.stack import ColorStack, SharedStack
 from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
 from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
 from watcher.engine.verification import COLOR_HEADER, answer, wait_for_version
-from watcher.errors import DeployFailed, DockerUnavailable, GuardLost, StateUnwritable, UsageError, WatcherError
+from watcher.errors import (
+    DeployFailed,
+    DockerUnavailable,
+    GuardLost,
+    StateUnwritable,
+    UsageError,
+    WatcherError,
+)
 from watcher.interrupts import shielded
 from watcher.validation import validate_tag
 
@@ -78,17 +86,26 @@ class DeployResult:
     noop: bool = False
     drained: bool = True
     message: str = ""
-    digest: str | None = None   # what the tag pointed at when pulled (None: used the local image)
+    digest: str | None = None  # what the tag pointed at when pulled (None: used the local image)
     receipt: Receipt | None = None
-    awaiting: bool = False      # manual promotion: healthy on `color`, traffic untouched
-    until: str | None = None    # ... until this moment (ISO), then removed
+    awaiting: bool = False  # manual promotion: healthy on `color`, traffic untouched
+    until: str | None = None  # ... until this moment (ISO), then removed
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "version": self.version, "color": self.color.value if self.color else None,
-                "previous": self.previous.to_dict() if self.previous else None, "noop": self.noop,
-                "drained": self.drained, "phases": {k: round(v, 3) for k, v in self.phases.items()},
-                "total": round(self.total, 3), "message": self.message, "awaiting": self.awaiting,
-                "digest": self.digest, "receipt": self.receipt.to_dict() if self.receipt else None}
+        return {
+            "kind": self.kind,
+            "version": self.version,
+            "color": self.color.value if self.color else None,
+            "previous": self.previous.to_dict() if self.previous else None,
+            "noop": self.noop,
+            "drained": self.drained,
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "total": round(self.total, 3),
+            "message": self.message,
+            "awaiting": self.awaiting,
+            "digest": self.digest,
+            "receipt": self.receipt.to_dict() if self.receipt else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -97,15 +114,21 @@ class Plan:
 
     live: Release | None
     target: ColorStack
-    image: str | None      # the local image ID to run, when known
-    reuse: bool            # the target's retained containers are that very image: start them
+    image: str | None  # the local image ID to run, when known
+    reuse: bool  # the target's retained containers are that very image: start them
 
 
 class Deployment:
     """The engine. It knows Docker Compose and Caddy; it knows nothing of queues or webhooks."""
 
-    def __init__(self, config: Config, *, progress: Progress | None = None, docker: Containers | None = None,
-                 registry: RegistryClient | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: Progress | None = None,
+        docker: Containers | None = None,
+        registry: RegistryClient | None = None,
+    ) -> None:
         self.config = config
         self.progress = progress or Progress()
         self.docker = docker or Containers()
@@ -116,7 +139,7 @@ class Deployment:
         self.caddy = CaddyAdmin(config.caddy_admin)
         self.registry = registry
         self.access_log = AccessLog(config.access_log) if config.access_log else None
-        self.receipt: Receipt | None = None   # of the last run that moved traffic or unwound
+        self.receipt: Receipt | None = None  # of the last run that moved traffic or unwound
         self._guard: Guard | None = None
         self._engine = ""
         #: The tag's digest when it moved away from the one the deploy was asked for: a new request
@@ -126,8 +149,13 @@ class Deployment:
     # -- reading -------------------------------------------------------------------------
 
     def observe(self) -> Observed:
-        return Observed(self.switch.current(), {c: s.containers() for c, s in self.colors.items()},
-                        tuple(s.name for s in self.config.services), self.config.image, self.switch.closed())
+        return Observed(
+            self.switch.current(),
+            {c: s.containers() for c, s in self.colors.items()},
+            tuple(s.name for s in self.config.services),
+            self.config.image,
+            self.switch.closed(),
+        )
 
     def view(self) -> View:
         return reconcile(self.store.load(), self.observe())
@@ -140,22 +168,34 @@ class Deployment:
         wanted, probe = stack.declared_images(version), stack.declared_images(f"{version}-watcher-probe")
         versioned = {name: image for name, image in wanted.items() if probe.get(name) != image}
         if not versioned:
-            raise DeployFailed(f"no service of {', '.join(self.config.compose_files)} takes its image tag from "
-                               f"${{{self.config.version_env}}}: give the app's services "
-                               f"image: ${{APP_IMAGE}}:${{{self.config.version_env}}}")
+            raise DeployFailed(
+                f"no service of {', '.join(self.config.compose_files)} takes its image tag from "
+                f"${{{self.config.version_env}}}: give the app's services "
+                f"image: ${{APP_IMAGE}}:${{{self.config.version_env}}}"
+            )
         for name, image in versioned.items():
             if image != self.shared.image(version):
-                raise DeployFailed(f"service {name}: its image resolves to {image}, not the app's "
-                                   f"{self.shared.image(version)}: use image: ${{APP_IMAGE}}:"
-                                   f"${{{self.config.version_env}}} (watcher sets APP_IMAGE to {self.config.image})")
+                raise DeployFailed(
+                    f"service {name}: its image resolves to {image}, not the app's "
+                    f"{self.shared.image(version)}: use image: ${{APP_IMAGE}}:"
+                    f"${{{self.config.version_env}}} (watcher sets APP_IMAGE to {self.config.image})"
+                )
 
     def rollback_target(self, view: View) -> RollbackTarget | None:
         return rollback_target(view, self.colors, self.docker, self.config.image)
 
     # -- deploy --------------------------------------------------------------------------
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = "deploy", prefer_local: bool = False,
-               image: str | None = None, digest: str | None = None) -> DeployResult:
+    def deploy(
+        self,
+        version: str,
+        *,
+        guard: Guard,
+        kind: str = "deploy",
+        prefer_local: bool = False,
+        image: str | None = None,
+        digest: str | None = None,
+    ) -> DeployResult:
         """Put `version` (pinned to the local `image`, for a rollback, or to the registry `digest`
         its job was queued at) live on the idle colour with zero failed requests, or change nothing."""
         _checked(version)
@@ -176,12 +216,29 @@ class Deployment:
             plan = self._plan(view, version, image)
             live, target = plan.live, plan.target
             digest = digest or recorded_digest(view, version, plan.image)
-            if live and live.version == version and plan.image and view.observed.image_id(live.color) == plan.image:
+            if (
+                live
+                and live.version == version
+                and plan.image
+                and view.observed.image_id(live.color) == plan.image
+            ):
                 self._sync_state(view)
-                return DeployResult(kind, version, live.color, view.previous, dict(progress.durations),
-                                    progress.total, noop=True, message=f"{version} is already live on {live.color}",
-                                    digest=digest)
-            progress.say(f"  live: {live.color} ({live.version}, {view.live_health})" if live else "  live: nothing yet")
+                return DeployResult(
+                    kind,
+                    version,
+                    live.color,
+                    view.previous,
+                    dict(progress.durations),
+                    progress.total,
+                    noop=True,
+                    message=f"{version} is already live on {live.color}",
+                    digest=digest,
+                )
+            progress.say(
+                f"  live: {live.color} ({live.version}, {view.live_health})"
+                if live
+                else "  live: nothing yet"
+            )
             progress.say(f"  target: {target}")
             if live is not None and view.live_health.healthy:
                 self._check_route(live.color)
@@ -190,31 +247,45 @@ class Deployment:
             progress.say(f"  superseding: {describe_wait(waiting)}; its containers go")
         self._note_pending(view, Pending(kind, version, target.color, "prepare"))
         if clear_preview(self.config.preview_file):
-            progress.say(f"  removed {self.config.preview_file}, left by a deploy that stopped in its smoke phase")
+            progress.say(
+                f"  removed {self.config.preview_file}, left by a deploy that stopped in its smoke phase"
+            )
         started = False
         try:
             if self.config.pre_deploy:
                 with progress.phase("pre-deploy hook", " ".join(self.config.pre_deploy)):
-                    run_hook(self.config.pre_deploy, cwd=self.config.project_dir, timeout=self.config.pre_deploy_timeout,
-                             env={**self.config.compose_env(version), "WATCHER_VERSION": version,
-                                  "WATCHER_COLOR": target.color.value,
-                                  "WATCHER_PREVIOUS_VERSION": live.version if live else ""})
+                    run_hook(
+                        self.config.pre_deploy,
+                        cwd=self.config.project_dir,
+                        timeout=self.config.pre_deploy_timeout,
+                        env={
+                            **self.config.compose_env(version),
+                            "WATCHER_VERSION": version,
+                            "WATCHER_COLOR": target.color.value,
+                            "WATCHER_PREVIOUS_VERSION": live.version if live else "",
+                        },
+                    )
 
             with progress.phase("start", f"{target.name} at {version}"):
                 self._mark("start")
                 self.config.route_file.parent.mkdir(parents=True, exist_ok=True)  # ours, not Docker's
                 if live is None and view.route is None:
                     with self.fenced():
-                        self.switch.close()   # nothing is verified yet: Caddy answers 503, not the new colour
+                        self.switch.close()  # nothing is verified yet: Caddy answers 503, not the new colour
                 self.shared.ensure(version)
                 started = True
                 self._start(plan, version)
 
-            with progress.phase("health", f"every {self.config.health_interval:g}s, "
-                                          f"up to {self.config.health_timeout:g}s"):
+            with progress.phase(
+                "health", f"every {self.config.health_interval:g}s, up to {self.config.health_timeout:g}s"
+            ):
                 self._mark("health")
-                wait_until_healthy(target, timeout=self.config.health_timeout,
-                                   interval=self.config.health_interval, progress=progress)
+                wait_until_healthy(
+                    target,
+                    timeout=self.config.health_timeout,
+                    interval=self.config.health_interval,
+                    progress=progress,
+                )
 
             if self.config.smoke.enabled:
                 with progress.phase("smoke", f"{target} previewed at {self.config.preview_url}"):
@@ -239,15 +310,21 @@ class Deployment:
             self._guard.check()
             release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
             prepared = self._prepare(DeployState(release, live or view.previous, None))
-            with shielded(), progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"):
+            with (
+                shielded(),
+                progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target}"),
+            ):
                 self._mark("switch")
                 with self.fenced():
                     self.switch.move_to(target)
                 switched, moved_at = True, time.time()
 
             bake = self._bake(kind, live, target, moved_at)
-            with progress.phase("verify", f"{self.config.verify_url} answers {version} from {target}"
-                                          + (" (and the bake)" if bake else "")):
+            with progress.phase(
+                "verify",
+                f"{self.config.verify_url} answers {version} from {target}"
+                + (" (and the bake)" if bake else ""),
+            ):
                 self._mark("verify")
                 self._verify(target, version, bake)
         except BaseException as failure:
@@ -261,15 +338,34 @@ class Deployment:
         if live:
             drained = self._retire(self.colors[live.color], target)
         self.receipt = self._take_receipt(kind, moved_at)
-        message = f"{version} is live on {target}" + (f" (was {live.version} on {live.color})" if live else "")
+        message = f"{version} is live on {target}" + (
+            f" (was {live.version} on {live.color})" if live else ""
+        )
         progress.say(message)
         progress.say(f"  {self.receipt.summary()}")
-        return DeployResult(kind, version, target.color, live, dict(progress.durations), progress.total,
-                            drained=drained, message=f"{message}; {self.receipt.summary()}", digest=digest,
-                            receipt=self.receipt)
+        return DeployResult(
+            kind,
+            version,
+            target.color,
+            live,
+            dict(progress.durations),
+            progress.total,
+            drained=drained,
+            message=f"{message}; {self.receipt.summary()}",
+            digest=digest,
+            receipt=self.receipt,
+        )
 
-    def _failed(self, plan: Plan, version: str, digest: str | None, started: bool, switched: bool,
-                moved_at: float | None, failure: BaseException) -> None:
+    def _failed(
+        self,
+        plan: Plan,
+        version: str,
+        digest: str | None,
+        started: bool,
+        switched: bool,
+        moved_at: float | None,
+        failure: BaseException,
+    ) -> None:
         """Abort, and take the receipt of what was served meanwhile; the caller re-raises."""
         failed_at = time.time()
         try:
@@ -283,7 +379,9 @@ class Deployment:
             _checked(to)
         found = choose(self.view(), self.colors, self.docker, self.config.image, to)
         self.progress.say(f"rolling back to {found.describe()}")
-        return self.deploy(found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image)
+        return self.deploy(
+            found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image
+        )
 
     # -- manual promotion (promotion.py) ----------------------------------------------------
 
@@ -291,20 +389,39 @@ class Deployment:
         """Stop before the switch: the target runs `version`, healthy, smoke-tested and open to
         the preview header; traffic stays where it is until `promote` (or `abort_waiting`)."""
         progress, target, live = self.progress, plan.target, plan.live
-        pending = Pending("deploy", version, target.color, AWAITING, until=deadline(self.config.promote.timeout),
-                          digest=digest, image=plan.image or target.image_id())
+        pending = Pending(
+            "deploy",
+            version,
+            target.color,
+            AWAITING,
+            until=deadline(self.config.promote.timeout),
+            digest=digest,
+            image=plan.image or target.image_id(),
+        )
         try:
             keep_preview(self.config.preview_file, target.color)
             self._save(replace(self.store.load(), pending=pending))
         except (OSError, WatcherError) as failure:
             self._failed(plan, version, digest, True, False, None, failure)
             raise
-        message = (f"{version} is healthy on {target}, awaiting promotion until {pending.until}: `watcher promote` "
-                   f"switches to it, `watcher abort` removes it (preview it at {self.config.preview_url} with "
-                   f"the {PREVIEW_HEADER} header set to the secret in {self.config.preview_file})")
+        message = (
+            f"{version} is healthy on {target}, awaiting promotion until {pending.until}: `watcher promote` "
+            f"switches to it, `watcher abort` removes it (preview it at {self.config.preview_url} with "
+            f"the {PREVIEW_HEADER} header set to the secret in {self.config.preview_file})"
+        )
         progress.say(message)
-        return DeployResult("deploy", version, target.color, live, dict(progress.durations), progress.total,
-                            message=message, digest=digest, awaiting=True, until=pending.until)
+        return DeployResult(
+            "deploy",
+            version,
+            target.color,
+            live,
+            dict(progress.durations),
+            progress.total,
+            message=message,
+            digest=digest,
+            awaiting=True,
+            until=pending.until,
+        )
 
     def promote(self, *, guard: Guard) -> DeployResult:
         """Switch to the colour a manual deploy left waiting: the second half of that deploy
@@ -315,22 +432,30 @@ class Deployment:
         pending = self._waiting(view, "promote")
         if expired(pending):
             removed = self._remove_waiting(view, pending)
-            raise DeployFailed(f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
-                               f"not promoted, nothing was switched; {removed}")
+            raise DeployFailed(
+                f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
+                f"not promoted, nothing was switched; {removed}"
+            )
         target, live = self.colors[pending.color], view.live
         containers = target.containers()
         health = target.health(containers)
-        if not health.healthy or target.version(containers) != pending.version or \
-                (pending.image and target.image_id(containers) != pending.image):
-            raise DeployFailed(f"{target} is {health} (running {target.version(containers) or 'nothing'}), so "
-                               f"{pending.version} was not promoted and nothing was switched: `watcher abort` "
-                               "removes it, a new deploy replaces it")
+        if (
+            not health.healthy
+            or target.version(containers) != pending.version
+            or (pending.image and target.image_id(containers) != pending.image)
+        ):
+            raise DeployFailed(
+                f"{target} is {health} (running {target.version(containers) or 'nothing'}), so "
+                f"{pending.version} was not promoted and nothing was switched: `watcher abort` "
+                "removes it, a new deploy replaces it"
+            )
         if live is not None and view.live_health.healthy:
             self._check_route(live.color)
         self.progress.say(f"promoting {pending.version} on {target}")
         clear_preview(self.config.preview_file)
-        return self._go_live(Plan(live, target, pending.image, False), view, pending.version, pending.digest,
-                             "deploy")
+        return self._go_live(
+            Plan(live, target, pending.image, False), view, pending.version, pending.digest, "deploy"
+        )
 
     def abort_waiting(self, *, guard: Guard) -> str:
         """Remove the colour a manual deploy left waiting; the live colour is never touched."""
@@ -352,12 +477,17 @@ class Deployment:
     def _waiting(self, view: View, verb: str) -> Pending:
         pending = view.recorded.pending
         if pending is None or not awaiting(pending):
-            doing = f"; a {pending.kind} of {pending.version} is in phase {pending.phase!r}" if pending else ""
-            raise UsageError(f"nothing awaits promotion for {self.config.app}{doing}: nothing to {verb} "
-                             "(`watcher status`)")
+            doing = (
+                f"; a {pending.kind} of {pending.version} is in phase {pending.phase!r}" if pending else ""
+            )
+            raise UsageError(
+                f"nothing awaits promotion for {self.config.app}{doing}: nothing to {verb} (`watcher status`)"
+            )
         if view.route == pending.color:
-            raise DeployFailed(f"Caddy routes to {pending.color} although {pending.version} awaits promotion "
-                               "there; nothing was changed (`watcher status`)")
+            raise DeployFailed(
+                f"Caddy routes to {pending.color} although {pending.version} awaits promotion "
+                "there; nothing was changed (`watcher status`)"
+            )
         return pending
 
     def _remove_waiting(self, view: View, pending: Pending) -> str:
@@ -372,7 +502,8 @@ class Deployment:
             self._save(replace(self.store.load(), pending=None))
         live = view.live
         return f"removed {target.name} ({pending.version}); " + (
-            f"{live.version} is still live on {live.color}" if live else "nothing is live")
+            f"{live.version} is still live on {live.color}" if live else "nothing is live"
+        )
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -381,9 +512,11 @@ class Deployment:
         self._engine = self.docker.engine_id()
         recorded = self.store.load().engine
         if recorded and self._engine and recorded != self._engine:
-            raise WatcherError(f"{self.store.path} was recorded on Docker engine {recorded}, but this watcher "
-                               f"talks to engine {self._engine}: an app's colours live on one Docker host. Run "
-                               "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed")
+            raise WatcherError(
+                f"{self.store.path} was recorded on Docker engine {recorded}, but this watcher "
+                f"talks to engine {self._engine}: an app's colours live on one Docker host. Run "
+                "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed"
+            )
 
     def _pull(self, version: str, prefer_local: bool, queued: str | None = None) -> str | None:
         """Pull `version` at the digest it was queued at (or the tag's, when none was), checked for
@@ -393,8 +526,9 @@ class Deployment:
             self.progress.say(f"  {image} is present locally; not pulling")
             return None
         ref = ImageRef.parse(self.config.image)
-        registry = self.registry or RegistryClient(username=self.config.registry_username,
-                                                   password=self.config.registry_password)
+        registry = self.registry or RegistryClient(
+            username=self.config.registry_username, password=self.config.registry_password
+        )
         try:
             chosen = pin.resolve(registry, ref, version, queued, image)
             self.moved = chosen.moved
@@ -404,8 +538,10 @@ class Deployment:
                 registry.close()
         digest = chosen.digest
         if chosen.moved:
-            self.progress.say(f"  {image} was queued at {digest}, but the tag has moved to {chosen.moved} since: "
-                              "deploying the queued digest; the new one is a job of its own")
+            self.progress.say(
+                f"  {image} was queued at {digest}, but the tag has moved to {chosen.moved} since: "
+                "deploying the queued digest; the new one is a job of its own"
+            )
         else:
             self.progress.say(f"  {image} is {digest}")
         try:
@@ -421,7 +557,9 @@ class Deployment:
     def _sidecars(self, version: str) -> list[str]:
         """The colour services whose image is not the app's (their own images, pulled by tag)."""
         app = self.shared.image(version)
-        return [name for name, image in self.colors[Color.BLUE].declared_images(version).items() if image != app]
+        return [
+            name for name, image in self.colors[Color.BLUE].declared_images(version).items() if image != app
+        ]
 
     def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
         """The local `image` must be the pinned `digest`: if the pull brought another (the tag
@@ -431,10 +569,14 @@ class Deployment:
         pulled = [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]
         if digest in pulled:
             return
-        self.progress.say(f"  the pull brought {', '.join(pulled) or 'no image of the checked digest'} (the tag "
-                          f"moved during it?): pulling {digest} itself")
+        self.progress.say(
+            f"  the pull brought {', '.join(pulled) or 'no image of the checked digest'} (the tag "
+            f"moved during it?): pulling {digest} itself"
+        )
         self.docker.pull_digest(image, digest)
-        if digest not in [d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)]:
+        if digest not in [
+            d.rpartition("@")[2] for d in self.docker.repo_digests(image) if same_repository(d, ref)
+        ]:
             raise PullFailed(f"{image} does not carry {digest} after pulling it")
 
     def _plan(self, view: View, version: str, image: str | None) -> Plan:
@@ -444,14 +586,19 @@ class Deployment:
                 f"reads the file watcher writes (was {self.config.route_file.parent} removed after Caddy started?). "
                 f"Write the colour that should serve into it (e.g. `echo blue > {self.config.route_file}`), then "
                 f"restart Caddy so it mounts the directory again (`docker compose -p {self.config.project()} "
-                "restart caddy`); nothing was changed")
+                "restart caddy`); nothing was changed"
+            )
         live = view.live
         target = self.colors[live.color.other if live else Color.BLUE]
         assert view.route != target.color, "a deploy never targets the colour Caddy routes to"
         wanted = image or self.docker.image_id(self.shared.image(version))
         containers = view.observed.of(target.color)
-        reuse = target.retained(containers) and target.version(containers) == version and \
-            wanted is not None and target.image_id(containers) == wanted
+        reuse = (
+            target.retained(containers)
+            and target.version(containers) == version
+            and wanted is not None
+            and target.image_id(containers) == wanted
+        )
         return Plan(live, target, wanted, reuse)
 
     def _check_route(self, live: Color) -> None:
@@ -466,21 +613,29 @@ class Deployment:
         if seen.color == live.value:
             return
         if seen.error:
-            raise DeployFailed(f"{self.config.verify_url} does not answer ({seen.error}): is Caddy running? "
-                               f"(`docker compose -p {self.config.project()} ps caddy`); nothing was changed")
+            raise DeployFailed(
+                f"{self.config.verify_url} does not answer ({seen.error}): is Caddy running? "
+                f"(`docker compose -p {self.config.project()} ps caddy`); nothing was changed"
+            )
         if seen.color is None and seen.status is not None and seen.status >= 500:
-            raise DeployFailed(f"{self.config.verify_url} answers {seen.status} with no {COLOR_HEADER} header: Caddy "
-                               f"cannot reach the live colour {live} (`watcher status` shows its containers); "
-                               "nothing was changed")
+            raise DeployFailed(
+                f"{self.config.verify_url} answers {seen.status} with no {COLOR_HEADER} header: Caddy "
+                f"cannot reach the live colour {live} (`watcher status` shows its containers); "
+                "nothing was changed"
+            )
         if seen.color is None:
-            raise DeployFailed(f"{self.config.verify_url} answers without a {COLOR_HEADER} header, so watcher cannot "
-                               "tell which colour serves: each colour's reverse_proxy in the Caddyfile must set "
-                               f"`header_down {COLOR_HEADER} <colour>` (see the Caddyfile shipped with watcher), or "
-                               f"Caddy does not read {self.config.route_file}; nothing was changed")
-        raise DeployFailed(f"Caddy answers from {seen.color} although {self.config.route_file} says {live}: Caddy "
-                           f"does not read this route file (was {self.config.route_file.parent} removed or "
-                           f"recreated after Caddy started? restart Caddy: `docker compose -p "
-                           f"{self.config.project()} restart caddy`); nothing was changed")
+            raise DeployFailed(
+                f"{self.config.verify_url} answers without a {COLOR_HEADER} header, so watcher cannot "
+                "tell which colour serves: each colour's reverse_proxy in the Caddyfile must set "
+                f"`header_down {COLOR_HEADER} <colour>` (see the Caddyfile shipped with watcher), or "
+                f"Caddy does not read {self.config.route_file}; nothing was changed"
+            )
+        raise DeployFailed(
+            f"Caddy answers from {seen.color} although {self.config.route_file} says {live}: Caddy "
+            f"does not read this route file (was {self.config.route_file.parent} removed or "
+            f"recreated after Caddy started? restart Caddy: `docker compose -p "
+            f"{self.config.project()} restart caddy`); nothing was changed"
+        )
 
     def _start(self, plan: Plan, version: str) -> None:
         """Start the target colour; its leftovers go first (they never serve: Caddy routes to the
@@ -493,9 +648,13 @@ class Deployment:
         leftovers = target.containers()
         if leftovers:
             if any(c.running for c in leftovers):
-                wait_drained(self.caddy, target.upstreams, timeout=self.config.drain_timeout, progress=self.progress)
-            self.progress.say(f"  removing leftover {target} containers "
-                              f"({', '.join(f'{c.name}: {c.version} {c.state}' for c in leftovers)})")
+                wait_drained(
+                    self.caddy, target.upstreams, timeout=self.config.drain_timeout, progress=self.progress
+                )
+            self.progress.say(
+                f"  removing leftover {target} containers "
+                f"({', '.join(f'{c.name}: {c.version} {c.state}' for c in leftovers)})"
+            )
             target.remove()
         ref = self.shared.image(version)
         if plan.image and self.docker.image_id(ref) != plan.image:
@@ -507,10 +666,18 @@ class Deployment:
         """The new version must answer through Caddy, from the new colour, then stay healthy and
         answering for the window (and pass the bake, when one runs, for its duration)."""
         cfg = self.config
-        if not wait_for_version(cfg.verify_url, version, cfg.verify_header, timeout=cfg.verify_timeout,
-                                progress=self.progress, color=target.color.value):
-            raise DeployFailed(f"{cfg.verify_url} did not answer {version} from {target} within "
-                               f"{cfg.verify_timeout:g}s after the switch")
+        if not wait_for_version(
+            cfg.verify_url,
+            version,
+            cfg.verify_header,
+            timeout=cfg.verify_timeout,
+            progress=self.progress,
+            color=target.color.value,
+        ):
+            raise DeployFailed(
+                f"{cfg.verify_url} did not answer {version} from {target} within "
+                f"{cfg.verify_timeout:g}s after the switch"
+            )
         window = max(cfg.verify_window, self._bake_duration() if bake else 0.0)
         deadline = time.monotonic() + window
         while time.monotonic() < deadline:
@@ -519,12 +686,17 @@ class Deployment:
                 raise DeployFailed(f"{target} turned {health} during the verification window")
             seen = answer(cfg.verify_url, cfg.verify_header)
             if (seen.version, seen.color) != (version, target.color.value):
-                raise DeployFailed(f"{cfg.verify_url} answered {seen} instead of {version!r} from {target} "
-                                   "during the verification window")
+                raise DeployFailed(
+                    f"{cfg.verify_url} answered {seen} instead of {version!r} from {target} "
+                    "during the verification window"
+                )
             if bake and (verdict := bake.check(time.time())):
                 raise DeployFailed(verdict)
-            self.progress.waiting(f"the verification window ({version} healthy and answering)",
-                                  window - (deadline - time.monotonic()), window)
+            self.progress.waiting(
+                f"the verification window ({version} healthy and answering)",
+                window - (deadline - time.monotonic()),
+                window,
+            )
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
         if bake and (verdict := bake.check(time.time(), final=True)):
             raise DeployFailed(verdict)
@@ -540,10 +712,14 @@ class Deployment:
         if kind != "deploy" or live is None or not settings.judges or self._bake_duration() <= 0:
             return None
         if self.access_log is None or not self.access_log.exists():
-            self.progress.say(f"  note: no bake: Caddy writes no access log at {self.config.access_log} "
-                              "(regenerate the Caddyfile with `watcher caddyfile`)")
+            self.progress.say(
+                f"  note: no bake: Caddy writes no access log at {self.config.access_log} "
+                "(regenerate the Caddyfile with `watcher caddyfile`)"
+            )
             return None
-        return Bake(settings, self.access_log, self.config.app, live.color.value, target.color.value, moved_at)
+        return Bake(
+            settings, self.access_log, self.config.app, live.color.value, target.color.value, moved_at
+        )
 
     def _take_receipt(self, kind: str, moved_at: float) -> Receipt:
         """What Caddy served from LEAD before `moved_at` to now. Never fails the run: a log that
@@ -551,8 +727,13 @@ class Deployment:
         now = time.time()
         log = self.access_log
         if log is None or not log.exists():
-            return receipts.missing(kind, moved_at, now, f"Caddy writes no access log at {self.config.access_log} "
-                                                         "(regenerate the Caddyfile with `watcher caddyfile`)")
+            return receipts.missing(
+                kind,
+                moved_at,
+                now,
+                f"Caddy writes no access log at {self.config.access_log} "
+                "(regenerate the Caddyfile with `watcher caddyfile`)",
+            )
         try:
             served = log.served(self.config.app, moved_at - receipts.LEAD, now)
         except OSError as exc:
@@ -564,7 +745,9 @@ class Deployment:
         then the old one is the last healthy colour and keeps running."""
         progress = self.progress
         with progress.phase("drain", f"in-flight requests on {', '.join(old.upstreams) or old.name}"):
-            drained = wait_drained(self.caddy, old.upstreams, timeout=self.config.drain_timeout, progress=progress)
+            drained = wait_drained(
+                self.caddy, old.upstreams, timeout=self.config.drain_timeout, progress=progress
+            )
         health = new.health()
         if not health.healthy:
             progress.say(f"  warning: {new} is {health}; leaving {old} running (`watcher status`)")
@@ -574,8 +757,15 @@ class Deployment:
             (old.stop if self.config.retain_old else old.remove)()
         return drained
 
-    def _abort(self, plan: Plan, version: str, digest: str | None, started: bool, switched: bool,
-               failure: BaseException) -> None:
+    def _abort(
+        self,
+        plan: Plan,
+        version: str,
+        digest: str | None,
+        started: bool,
+        switched: bool,
+        failure: BaseException,
+    ) -> None:
         """Leave one healthy colour serving. Never interrupted.
 
         Not when the guard is lost: another holder may already be deploying over these very
@@ -602,7 +792,7 @@ class Deployment:
                     if not self._docker_came_back():
                         raise
                     kept = self._unwind(plan, version, digest, started, switched)
-            except WatcherError as exc:   # report, and leave the trail in state for `status`
+            except WatcherError as exc:  # report, and leave the trail in state for `status`
                 self.progress.say(f"  abort step failed: {exc}; run `watcher status`")
                 return
         if kept:
@@ -639,13 +829,17 @@ class Deployment:
         health = target.health()
         if not health.healthy:
             self._save(replace(self.store.load(), pending=None))
-            return (f"{why}, and {target} is {health} too: traffic stays on {target}, nothing was removed "
-                    "(see `watcher status`)")
+            return (
+                f"{why}, and {target} is {health} too: traffic stays on {target}, nothing was removed "
+                "(see `watcher status`)"
+            )
         release = Release(target.color, version, digest=digest, image=plan.image or target.image_id())
         self.store.discard()
         self._save(DeployState(release, live, None))
-        return f"{why}, so {version} is left serving on {target}; {live.color if live else 'the old colour'} " \
-               "is kept as it is"
+        return (
+            f"{why}, so {version} is left serving on {target}; {live.color if live else 'the old colour'} "
+            "is kept as it is"
+        )
 
     # -- state ----------------------------------------------------------------------------
 
@@ -677,8 +871,10 @@ class Deployment:
         try:
             return self.store.prepare(replace(state, engine=self._engine or state.engine))
         except OSError as exc:
-            raise DeployFailed(f"cannot write {self.store.prepared_path} ({exc.strerror or exc}), so the new "
-                               "release could not be recorded: traffic was not switched") from exc
+            raise DeployFailed(
+                f"cannot write {self.store.prepared_path} ({exc.strerror or exc}), so the new "
+                "release could not be recorded: traffic was not switched"
+            ) from exc
 
     def _record(self, prepared: Prepared) -> None:
         """The record step: the state prepared before the switch goes in force. Traffic is on the
@@ -689,9 +885,11 @@ class Deployment:
             with self.fenced():
                 self.store.commit(prepared)
         except OSError as exc:
-            raise WatcherError(f"{live.version if live else 'the new version'} serves, but "
-                               f"{self.store.path} could not be written ({exc.strerror}); the old colour keeps "
-                               "running: free the disk and run `watcher status`") from exc
+            raise WatcherError(
+                f"{live.version if live else 'the new version'} serves, but "
+                f"{self.store.path} could not be written ({exc.strerror}); the old colour keeps "
+                "running: free the disk and run `watcher status`"
+            ) from exc
 
     def _note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""
@@ -715,7 +913,9 @@ class Deployment:
         else wait up to DOCKER_WAIT for the engine, True once it answers again."""
         if self._docker_answers():
             return False
-        self.progress.say(f"  Docker is not answering; waiting up to {DOCKER_WAIT:g}s for it to finish the abort")
+        self.progress.say(
+            f"  Docker is not answering; waiting up to {DOCKER_WAIT:g}s for it to finish the abort"
+        )
         deadline = time.monotonic() + DOCKER_WAIT
         while time.monotonic() < deadline:
             time.sleep(1.0)

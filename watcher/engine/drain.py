@@ -14,7 +14,7 @@ import time
 from watcher.backends.caddy import CaddyAdmin, CaddyUnavailable
 from watcher.engine.progress import Progress
 
-QUIET = 1.0   # seconds the old colour must show no request in flight
+QUIET = 1.0  # seconds the old colour must show no request in flight
 
 
 def wait_drained(admin: CaddyAdmin, upstreams: list[str], *, timeout: float, progress: Progress) -> bool:
@@ -35,9 +35,11 @@ def wait_drained(admin: CaddyAdmin, upstreams: list[str], *, timeout: float, pro
         if zero_since is not None and now - zero_since >= QUIET:
             return True
         if elapsed >= timeout:
-            if in_flight == 0:    # a DRAIN_TIMEOUT shorter than QUIET: zero now is all we can know
+            if in_flight == 0:  # a DRAIN_TIMEOUT shorter than QUIET: zero now is all we can know
                 return True
             progress.say(f"  {in_flight} request(s) still in flight after {timeout:.0f}s (DRAIN_TIMEOUT)")
             return False
-        progress.waiting(f"{in_flight} request(s) in flight on {', '.join(upstreams)}", elapsed, timeout, every=2.0)
+        progress.waiting(
+            f"{in_flight} request(s) in flight on {', '.join(upstreams)}", elapsed, timeout, every=2.0
+        )
         time.sleep(0.1)

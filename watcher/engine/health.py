@@ -7,8 +7,8 @@ live (the route file does; see reconcile.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from watcher.backends.containers import ContainerInfo
 
@@ -36,19 +36,27 @@ class Health:
         return f"{self.state} ({self.reason})" if self.reason else self.state
 
 
-def judge(containers: Sequence[ContainerInfo], services: Sequence[str],
-          restarts_before: dict[str, int] | None = None) -> Health:
+def judge(
+    containers: Sequence[ContainerInfo],
+    services: Sequence[str],
+    restarts_before: dict[str, int] | None = None,
+) -> Health:
     """The colour's health. `restarts_before` (container id -> restart count when the wait began)
     turns any restart since then into `restarting`: a crash loop can look `running` between
     two restarts."""
     if not containers:
         return Health("absent", "no containers")
-    restarted = [c for c in containers
-                 if restarts_before is not None and c.restart_count > restarts_before.get(c.id, 0)]
+    restarted = [
+        c
+        for c in containers
+        if restarts_before is not None and c.restart_count > restarts_before.get(c.id, 0)
+    ]
     worst = _first(containers, lambda c: c.state == "restarting") or (restarted[0] if restarted else None)
     if worst is not None:
-        return Health("restarting", f"{worst.name} is restarting (exit code {worst.exit_code}, "
-                                    f"{worst.restart_count} restarts)")
+        return Health(
+            "restarting",
+            f"{worst.name} is restarting (exit code {worst.exit_code}, {worst.restart_count} restarts)",
+        )
     if all(c.state in ("exited", "dead") for c in containers):
         return Health("stopped", ", ".join(c.name for c in containers) + " stopped")
     dead = _first(containers, lambda c: c.state in ("exited", "dead"))
@@ -60,11 +68,16 @@ def judge(containers: Sequence[ContainerInfo], services: Sequence[str],
     missing = [s for s in services if not any(c.service == s for c in containers)]
     waiting = _first(containers, lambda c: not c.ready)
     if missing or waiting is not None:
-        what = f"{waiting.name}: {waiting.health or waiting.state}" if waiting else \
-            f"no container yet for {', '.join(missing)}"
+        what = (
+            f"{waiting.name}: {waiting.health or waiting.state}"
+            if waiting
+            else f"no container yet for {', '.join(missing)}"
+        )
         return Health("starting", what)
     return Health("healthy")
 
 
-def _first(containers: Sequence[ContainerInfo], test: Callable[[ContainerInfo], bool]) -> ContainerInfo | None:
+def _first(
+    containers: Sequence[ContainerInfo], test: Callable[[ContainerInfo], bool]
+) -> ContainerInfo | None:
     return next((c for c in containers if test(c)), None)

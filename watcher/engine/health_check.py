@@ -48,8 +48,9 @@ def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, pr
         return wait_on_events(stack, events, timeout=timeout, interval=interval, progress=progress)
 
 
-def wait_on_events(stack: ColorStack, events: EventSource, *, timeout: float, interval: float,
-                   progress: Progress) -> float:
+def wait_on_events(
+    stack: ColorStack, events: EventSource, *, timeout: float, interval: float, progress: Progress
+) -> float:
     """Judge the colour now, on every batch of events, and every `interval` seconds without one."""
     started = time.monotonic()
     restarts = {c.id: c.restart_count for c in stack.containers()}
@@ -64,18 +65,27 @@ def wait_on_events(stack: ColorStack, events: EventSource, *, timeout: float, in
                 progress.say("  warning: a container has no healthcheck; running counts as healthy")
             return elapsed
         if health.failed:
-            raise _failure(f"{stack.color} failed its health check after {elapsed:.0f}s: {health.reason}",
-                           containers, stack.docker)
+            raise _failure(
+                f"{stack.color} failed its health check after {elapsed:.0f}s: {health.reason}",
+                containers,
+                stack.docker,
+            )
         if elapsed >= timeout:
-            raise _failure(f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {health.reason}",
-                           [c for c in containers if not c.ready], stack.docker)
+            raise _failure(
+                f"not healthy after {timeout:.0f}s (HEALTH_CHECK_TIMEOUT): {health.reason}",
+                [c for c in containers if not c.ready],
+                stack.docker,
+            )
         progress.waiting(health.reason or "containers to be created", elapsed, timeout)
         if events.problem != told:
             told = events.problem
             progress.say(f"  note: {told}; polling every {interval:g}s")
         arrived = events.wait(min(interval, max(0.0, timeout - elapsed)) or interval)
-        seen_by = f"Docker's event {', '.join(map(str, arrived[-3:]))}" if arrived else \
-            f"the poll (every {interval:g}s)"
+        seen_by = (
+            f"Docker's event {', '.join(map(str, arrived[-3:]))}"
+            if arrived
+            else f"the poll (every {interval:g}s)"
+        )
 
 
 def _failure(message: str, containers: list[ContainerInfo], docker: Containers) -> HealthCheckFailed:
@@ -83,8 +93,10 @@ def _failure(message: str, containers: list[ContainerInfo], docker: Containers) 
     job's reason); the details, every container's state, health output and last log lines."""
     parts, first_output = [], ""
     for container in containers:
-        parts.append(f"--- {container.name}: state={container.state} health={container.health} "
-                     f"restarts={container.restart_count}")
+        parts.append(
+            f"--- {container.name}: state={container.state} health={container.health} "
+            f"restarts={container.restart_count}"
+        )
         output = docker.last_health_output(container.id)
         if output:
             parts.append(f"last health check: {output[-500:]}")

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from watcher.errors import DeployFailed
 
 
-def run_hook(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float,
-             what: str = "pre-deploy hook") -> str:
+def run_hook(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float, what: str = "pre-deploy hook"
+) -> str:
     """Run the hook; return its output, or raise DeployFailed with the tail of it."""
     try:
-        proc = subprocess.run(list(argv), cwd=cwd, env={**os.environ, **env}, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except FileNotFoundError as exc:
         raise DeployFailed(f"{what} {argv[0]!r} not found") from exc
-    except OSError as exc:   # not executable, a directory, ...
+    except OSError as exc:  # not executable, a directory, ...
         raise DeployFailed(f"{what} {argv[0]!r} cannot run: {exc.strerror or exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise DeployFailed(f"{what} timed out after {timeout:.0f}s") from exc

@@ -2,8 +2,8 @@
 (unless asked). Both run under the same locks as deploy, so they never remove a deploy in flight.
 
 cleanup never touches the live colour (the route file's) nor a colour awaiting promotion, never
-removes the rollback target's image, and never removes the other colour while it is the only healthy one. Only `reset` removes
-everything.
+removes the rollback target's image, and never removes the other colour while it is the only
+healthy one. Only `reset` removes everything.
 """
 
 from __future__ import annotations
@@ -30,15 +30,24 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
         if waiting is not None and waiting.color == color:
             say(f"keeping {color} ({waiting.version}): it awaits promotion (`watcher abort` removes it)")
             continue
-        if target is not None and target.way == "instant" and target.release.color == color and not include_rollback:
-            say(f"keeping {color} ({target.release.version}): the rollback target "
-                "(use --include-rollback to remove it)")
+        if (
+            target is not None
+            and target.way == "instant"
+            and target.release.color == color
+            and not include_rollback
+        ):
+            say(
+                f"keeping {color} ({target.release.version}): the rollback target "
+                "(use --include-rollback to remove it)"
+            )
             continue
         if stack.health(containers).healthy and not view.live_health.healthy:
             say(f"keeping {color}: it is healthy and the live colour is {view.live_health}")
             continue
         if any(c.running for c in containers):
-            wait_drained(engine.caddy, stack.upstreams, timeout=engine.config.drain_timeout, progress=engine.progress)
+            wait_drained(
+                engine.caddy, stack.upstreams, timeout=engine.config.drain_timeout, progress=engine.progress
+            )
         guard.check()
         stack.remove()
         removed.append(f"{stack.name} ({', '.join(c.name for c in containers)})")

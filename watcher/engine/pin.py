@@ -48,11 +48,14 @@ def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: Platform, 
         manifest = registry.manifest(ref, chosen.digest)
         available = platforms(manifest, lambda digest: registry.blob(ref, digest))
     except NotFound:
-        raise DeployFailed(f"{image} was queued at {chosen.digest}, which the registry no longer has (the tag "
-                           f"now points at {chosen.current}); nothing was changed") from None
+        raise DeployFailed(
+            f"{image} was queued at {chosen.digest}, which the registry no longer has (the tag "
+            f"now points at {chosen.current}); nothing was changed"
+        ) from None
     except RegistryError as exc:
-        raise DeployFailed(f"cannot read the manifest of {image}@{chosen.digest}: {exc}; nothing was "
-                           "changed") from None
+        raise DeployFailed(
+            f"cannot read the manifest of {image}@{chosen.digest}: {exc}; nothing was changed"
+        ) from None
     refusal = missing(image, available, host)
     if refusal is not None:
         raise DeployFailed(f"{refusal}; nothing was changed")

@@ -14,13 +14,28 @@ from watcher.backends.manifests import Platform
 
 #: Kernel (uname -m) and Go names of architectures -> OCI architecture and variant.
 _ARCHITECTURES = {
-    "x86_64": ("amd64", ""), "x86-64": ("amd64", ""), "amd64": ("amd64", ""),
-    "aarch64": ("arm64", "v8"), "arm64": ("arm64", "v8"), "armv8l": ("arm64", "v8"),
-    "armv7l": ("arm", "v7"), "armhf": ("arm", "v7"), "armv7": ("arm", "v7"), "arm": ("arm", "v7"),
-    "armv6l": ("arm", "v6"), "armel": ("arm", "v6"), "armv5tel": ("arm", "v5"),
-    "i386": ("386", ""), "i686": ("386", ""), "386": ("386", ""),
-    "ppc64le": ("ppc64le", ""), "s390x": ("s390x", ""), "riscv64": ("riscv64", ""),
-    "mips64le": ("mips64le", ""), "loongarch64": ("loong64", ""), "loong64": ("loong64", ""),
+    "x86_64": ("amd64", ""),
+    "x86-64": ("amd64", ""),
+    "amd64": ("amd64", ""),
+    "aarch64": ("arm64", "v8"),
+    "arm64": ("arm64", "v8"),
+    "armv8l": ("arm64", "v8"),
+    "armv7l": ("arm", "v7"),
+    "armhf": ("arm", "v7"),
+    "armv7": ("arm", "v7"),
+    "arm": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "armel": ("arm", "v6"),
+    "armv5tel": ("arm", "v5"),
+    "i386": ("386", ""),
+    "i686": ("386", ""),
+    "386": ("386", ""),
+    "ppc64le": ("ppc64le", ""),
+    "s390x": ("s390x", ""),
+    "riscv64": ("riscv64", ""),
+    "mips64le": ("mips64le", ""),
+    "loongarch64": ("loong64", ""),
+    "loong64": ("loong64", ""),
 }
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TextIO
+from typing import TextIO
 
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, *, on_phase: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, on_phase: Callable[[str], None] | None = None
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.started = time.monotonic()
         self.durations: dict[str, float] = {}

@@ -10,7 +10,7 @@ and `watcher promote` without Redis must find the waiting colour all the same.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from watcher.engine.color import Color
@@ -27,7 +27,7 @@ def awaiting(pending: Pending | None) -> bool:
 
 def deadline(seconds: float, now: datetime | None = None) -> str:
     """When a wait that starts `now` expires, as the pending note keeps it (ISO, UTC)."""
-    start = now or datetime.now(timezone.utc)
+    start = now or datetime.now(UTC)
     return (start + timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
@@ -43,8 +43,8 @@ def past(until: str | None, now: datetime | None = None) -> bool:
     except ValueError:
         return True
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return (now or datetime.now(timezone.utc)) >= moment
+        moment = moment.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) >= moment
 
 
 def describe(pending: Pending) -> str:

@@ -11,8 +11,9 @@ and the smoke phase's preview requests are counted apart (`probes`), never as us
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from watcher.backends.access_log import Served
 
@@ -30,7 +31,7 @@ def response_class(served: Served) -> str:
     if served.status < 100 or served.status == 499:
         return "cancelled"
     if served.status >= 500 and served.color == "none":
-        return "upstream_error"   # no colour was live: nobody could answer
+        return "upstream_error"  # no colour was live: nobody could answer
     return f"{min(served.status // 100, 5)}xx"
 
 
@@ -65,8 +66,14 @@ class Tally:
         return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))] * 1000, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "failed": self.failed, "classes": dict(self.classes),
-                "p50_ms": self.percentile_ms(50), "p99_ms": self.percentile_ms(99), "long_lived": self.long_lived}
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "classes": dict(self.classes),
+            "p50_ms": self.percentile_ms(50),
+            "p99_ms": self.percentile_ms(99),
+            "long_lived": self.long_lived,
+        }
 
 
 def tally(entries: Iterable[Served], color: str | None = None) -> Tally:
@@ -82,15 +89,15 @@ def tally(entries: Iterable[Served], color: str | None = None) -> Tally:
 class Receipt:
     """The receipt of one engine run. `seconds` rows are offsets from `moved_at`."""
 
-    kind: str                  # deploy, rollback, abort
-    moved_at: float            # when traffic moved (for an abort that moved nothing: when it began)
+    kind: str  # deploy, rollback, abort
+    moved_at: float  # when traffic moved (for an abort that moved nothing: when it began)
     start: float
     end: float
     colors: dict[str, dict[str, Any]]
     seconds: list[dict[str, Any]]
     probes: int
     source: str
-    note: str = ""             # why the receipt is partial or missing
+    note: str = ""  # why the receipt is partial or missing
 
     @property
     def requests(self) -> int:
@@ -108,41 +115,78 @@ class Receipt:
         """One line for messages: what users were served during this run."""
         if self.note and not self.colors:
             return f"no traffic receipt: {self.note}"
-        during = {"deploy": "the swap", "rollback": "the rollback", "abort": "the abort"}.get(self.kind, "the swap")
+        during = {"deploy": "the swap", "rollback": "the rollback", "abort": "the abort"}.get(
+            self.kind, "the swap"
+        )
         streams = f", {self.long_lived:,} long-lived" if self.long_lived else ""
         return f"served {self.requests:,} requests during {during}, {self.failed:,} failed{streams}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "moved_at": round(self.moved_at, 3), "start": round(self.start, 3),
-                "end": round(self.end, 3), "requests": self.requests, "failed": self.failed,
-                "colors": self.colors, "seconds": self.seconds, "probes": self.probes, "source": self.source,
-                "note": self.note, "summary": self.summary()}
+        return {
+            "kind": self.kind,
+            "moved_at": round(self.moved_at, 3),
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "requests": self.requests,
+            "failed": self.failed,
+            "colors": self.colors,
+            "seconds": self.seconds,
+            "probes": self.probes,
+            "source": self.source,
+            "note": self.note,
+            "summary": self.summary(),
+        }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Receipt":
-        return cls(raw.get("kind", "deploy"), float(raw["moved_at"]), float(raw["start"]), float(raw["end"]),
-                   dict(raw.get("colors") or {}), list(raw.get("seconds") or []), int(raw.get("probes", 0)),
-                   str(raw.get("source", "")), str(raw.get("note", "")))
+    def from_dict(cls, raw: dict[str, Any]) -> Receipt:
+        return cls(
+            raw.get("kind", "deploy"),
+            float(raw["moved_at"]),
+            float(raw["start"]),
+            float(raw["end"]),
+            dict(raw.get("colors") or {}),
+            list(raw.get("seconds") or []),
+            int(raw.get("probes", 0)),
+            str(raw.get("source", "")),
+            str(raw.get("note", "")),
+        )
 
 
-def build(kind: str, entries: list[Served], moved_at: float, start: float, end: float, source: str) -> Receipt:
+def build(
+    kind: str, entries: list[Served], moved_at: float, start: float, end: float, source: str
+) -> Receipt:
     """The receipt of `entries` (one app's requests finished in [start, end])."""
     per_color: dict[str, Tally] = {}
     per_second: dict[int, dict[str, Tally]] = {}
     probes = 0
     for served in entries:
-        if served.probe or served.color == "preview":   # watcher's own checks and smoke requests
+        if served.probe or served.color == "preview":  # watcher's own checks and smoke requests
             probes += 1
             continue
         per_color.setdefault(served.color, Tally()).add(served)
         second = math.floor(served.at - moved_at)
         per_second.setdefault(second, {}).setdefault(served.color, Tally()).add(served)
     first, last = math.floor(start - moved_at), math.floor(end - moved_at)
-    seconds = [{"t": second, **{color: {"requests": t.requests, "failed": t.failed, "p99_ms": t.percentile_ms(99)}
-                                for color, t in sorted(per_second.get(second, {}).items())}}
-               for second in range(first, last + 1)]
-    return Receipt(kind, moved_at, start, end, {c: t.to_dict() for c, t in sorted(per_color.items())},
-                   seconds, probes, source)
+    seconds = [
+        {
+            "t": second,
+            **{
+                color: {"requests": t.requests, "failed": t.failed, "p99_ms": t.percentile_ms(99)}
+                for color, t in sorted(per_second.get(second, {}).items())
+            },
+        }
+        for second in range(first, last + 1)
+    ]
+    return Receipt(
+        kind,
+        moved_at,
+        start,
+        end,
+        {c: t.to_dict() for c, t in sorted(per_color.items())},
+        seconds,
+        probes,
+        source,
+    )
 
 
 def missing(kind: str, moved_at: float, end: float, why: str) -> Receipt:

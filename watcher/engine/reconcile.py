@@ -25,7 +25,7 @@ class Observed:
     route: Color | None
     containers: dict[Color, list[ContainerInfo]]
     services: tuple[str, ...] = ("web",)
-    image: str = ""   # the app's image repository: only its containers give a colour's version
+    image: str = ""  # the app's image repository: only its containers give a colour's version
     closed: bool = False  # the route file says `none`: deliberately nothing live
 
     def of(self, color: Color) -> list[ContainerInfo]:
@@ -69,13 +69,18 @@ class View:
     @property
     def route_lost(self) -> bool:
         """No route file although colours exist: Caddy falls back, and watcher cannot know where."""
-        return self.route is None and not self.observed.closed and \
-            (self.observed.anything or self.recorded.live is not None)
+        return (
+            self.route is None
+            and not self.observed.closed
+            and (self.observed.anything or self.recorded.live is not None)
+        )
 
     @property
     def in_sync(self) -> bool:
         recorded = self.recorded.live
-        same = (recorded is None and self.live is None) or (recorded is not None and recorded.same_as(self.live))
+        same = (recorded is None and self.live is None) or (
+            recorded is not None and recorded.same_as(self.live)
+        )
         return same and self.recorded.pending is None and not self.route_lost
 
 
@@ -83,11 +88,15 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
     warnings: list[str] = []
     pending = recorded.pending
     if pending and pending.phase == AWAITING:
-        warnings.append(f"{pending.version} on {pending.color} awaits promotion until {pending.until} "
-                        "(`watcher promote` switches to it, `watcher abort` removes it)")
+        warnings.append(
+            f"{pending.version} on {pending.color} awaits promotion until {pending.until} "
+            "(`watcher promote` switches to it, `watcher abort` removes it)"
+        )
     elif pending:
-        warnings.append(f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on "
-                        f"{pending.host}, started {pending.started}) was interrupted during '{pending.phase}'")
+        warnings.append(
+            f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on "
+            f"{pending.host}, started {pending.started}) was interrupted during '{pending.phase}'"
+        )
 
     route = observed.route
     live: Release | None = None
@@ -97,13 +106,17 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
         if not health.healthy:
             warnings.append(f"the live colour {route} is {health}: Caddy routes to it alone")
     elif not observed.closed and (observed.anything or recorded.live is not None):
-        warnings.append("the route file is missing while colours exist (was the run directory removed?): "
-                        "Caddy falls back to whichever colour answers; deploys refuse until it is restored")
+        warnings.append(
+            "the route file is missing while colours exist (was the run directory removed?): "
+            "Caddy falls back to whichever colour answers; deploys refuse until it is restored"
+        )
 
     rec = recorded.live
     if rec and live and not rec.same_as(live):
-        warnings.append(f"recorded state says {rec.color} ({rec.version}) is live, "
-                        f"but Caddy routes to {live.color} ({live.version})")
+        warnings.append(
+            f"recorded state says {rec.color} ({rec.version}) is live, "
+            f"but Caddy routes to {live.color} ({live.version})"
+        )
 
     previous = recorded.previous
     if rec and live and rec.color != live.color:
@@ -118,8 +131,12 @@ def _live(recorded: Release | None, route: Color, observed: Observed) -> Release
     details (since, digest, image) when they describe the same thing."""
     version = observed.version(route)
     image = observed.image_id(route)
-    if recorded is not None and recorded.color == route and version in (None, recorded.version) \
-            and (image is None or recorded.image in (None, image)):
+    if (
+        recorded is not None
+        and recorded.color == route
+        and version in (None, recorded.version)
+        and (image is None or recorded.image in (None, image))
+    ):
         return Release(route, recorded.version, recorded.since, recorded.digest, recorded.image or image)
     return Release(route, version or "unknown", "", None, image)
 

@@ -21,21 +21,30 @@ from watcher.errors import UsageError
 @dataclass(frozen=True)
 class RollbackTarget:
     release: Release
-    way: str            # "instant" (retained containers) or "full" (image present locally)
-    image: str | None   # the local image ID to run (None: whatever the tag points at locally)
+    way: str  # "instant" (retained containers) or "full" (image present locally)
+    image: str | None  # the local image ID to run (None: whatever the tag points at locally)
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"version": self.release.version, "color": self.release.color.value, "way": self.way,
-                "digest": self.release.digest, "image": self.image}
+        return {
+            "version": self.release.version,
+            "color": self.release.color.value,
+            "way": self.way,
+            "digest": self.release.digest,
+            "image": self.image,
+        }
 
     def describe(self) -> str:
-        how = f"instant: retained on {self.release.color}" if self.way == "instant" else \
-            "full: its image is on this host"
+        how = (
+            f"instant: retained on {self.release.color}"
+            if self.way == "instant"
+            else "full: its image is on this host"
+        )
         return f"{self.release.version} ({how})"
 
 
-def rollback_target(view: View, colors: dict[Color, ColorStack], docker: Containers,
-                    repository: str) -> RollbackTarget | None:
+def rollback_target(
+    view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str
+) -> RollbackTarget | None:
     """The previous release if it can be rolled back to, else None."""
     previous = view.previous
     if previous is None or _is_live(view.live, previous.version, previous.image):
@@ -43,26 +52,33 @@ def rollback_target(view: View, colors: dict[Color, ColorStack], docker: Contain
     return _reachable(previous, view, colors, docker, repository)
 
 
-def choose(view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str,
-           to: str | None) -> RollbackTarget:
+def choose(
+    view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str, to: str | None
+) -> RollbackTarget:
     """What `rollback [--to VERSION]` deploys; UsageError when there is nothing to go back to."""
     previous = view.previous
     if to is None:
         if previous is None:
-            raise UsageError("nothing to roll back to: no previous version is recorded "
-                             "(use `watcher rollback --to VERSION`)")
+            raise UsageError(
+                "nothing to roll back to: no previous version is recorded "
+                "(use `watcher rollback --to VERSION`)"
+            )
         to = previous.version
     idle = view.route.other if view.route else Color.BLUE
     release = previous if previous is not None and previous.version == to else Release(idle, to, "")
     if _is_live(view.live, to, release.image):
-        raise UsageError(f"{to} is already live on {view.live.color if view.live else '?'}"
-                         + (" (and its earlier image is no longer recorded)" if release is previous else ""))
+        raise UsageError(
+            f"{to} is already live on {view.live.color if view.live else '?'}"
+            + (" (and its earlier image is no longer recorded)" if release is previous else "")
+        )
     found = _reachable(release, view, colors, docker, repository)
     if found is not None:
         return found
     if release.image and _is_live(view.live, to, None):
-        raise UsageError(f"the earlier image of {to} ({release.image[:19]}) is no longer on this host: "
-                         "nothing to roll back to")
+        raise UsageError(
+            f"the earlier image of {to} ({release.image[:19]}) is no longer on this host: "
+            "nothing to roll back to"
+        )
     # Not on this host: a full deploy of the tag, pulled from the registry.
     return RollbackTarget(release, "full", None)
 
@@ -71,12 +87,17 @@ def _is_live(live: Release | None, version: str, image: str | None) -> bool:
     return live is not None and live.version == version and (image is None or live.image in (None, image))
 
 
-def _reachable(release: Release, view: View, colors: dict[Color, ColorStack], docker: Containers,
-               repository: str) -> RollbackTarget | None:
+def _reachable(
+    release: Release, view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str
+) -> RollbackTarget | None:
     stack = colors[release.color]
     containers = view.observed.of(release.color)
-    if release.color != view.route and stack.retained(containers) and stack.version(containers) == release.version \
-            and (release.image is None or stack.image_id(containers) == release.image):
+    if (
+        release.color != view.route
+        and stack.retained(containers)
+        and stack.version(containers) == release.version
+        and (release.image is None or stack.image_id(containers) == release.image)
+    ):
         return RollbackTarget(release, "instant", stack.image_id(containers))
     if release.image and docker.image_present(release.image):
         return RollbackTarget(release, "full", release.image)

@@ -48,12 +48,13 @@ class Preview:
         """`text` without the secret (a hook or an app may echo the header it was sent)."""
         return text.replace(self.secret, "<preview secret>")
 
-    def __enter__(self) -> "Preview":
+    def __enter__(self) -> Preview:
         write_atomic(self.path, f"{self.color.value} {self.secret}\n", mode=0o600)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.path.unlink(missing_ok=True)
 
 
@@ -81,10 +82,20 @@ def run_smoke(config: Config, version: str, color: Color, progress: Progress) ->
 
 def _hook(config: Config, version: str, preview: Preview) -> None:
     name, secret = preview.header
-    run_hook(config.smoke.hook, cwd=config.project_dir, timeout=config.smoke.hook_timeout, what="smoke hook",
-             env={**config.compose_env(version), "WATCHER_VERSION": version,
-                  "WATCHER_COLOR": preview.color.value, "WATCHER_PREVIEW_URL": config.preview_url,
-                  "WATCHER_PREVIEW_HEADER": f"{name}: {secret}", "WATCHER_PREVIEW_SECRET": secret})
+    run_hook(
+        config.smoke.hook,
+        cwd=config.project_dir,
+        timeout=config.smoke.hook_timeout,
+        what="smoke hook",
+        env={
+            **config.compose_env(version),
+            "WATCHER_VERSION": version,
+            "WATCHER_COLOR": preview.color.value,
+            "WATCHER_PREVIEW_URL": config.preview_url,
+            "WATCHER_PREVIEW_HEADER": f"{name}: {secret}",
+            "WATCHER_PREVIEW_SECRET": secret,
+        },
+    )
 
 
 def run_check(base_url: str, check: SmokeCheck, preview: Preview) -> None:
@@ -95,19 +106,33 @@ def run_check(base_url: str, check: SmokeCheck, preview: Preview) -> None:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
         with httpx.Client(trust_env=False, follow_redirects=False, timeout=check.timeout) as client:
-            response = client.request(check.method, base_url + check.path, headers=headers,
-                                      content=check.body.encode() if check.body is not None else None)
+            response = client.request(
+                check.method,
+                base_url + check.path,
+                headers=headers,
+                content=check.body.encode() if check.body is not None else None,
+            )
     except httpx.HTTPError as exc:
-        raise DeployFailed(f"smoke check {check}: no answer from {base_url} ({type(exc).__name__}: {exc})") from None
+        raise DeployFailed(
+            f"smoke check {check}: no answer from {base_url} ({type(exc).__name__}: {exc})"
+        ) from None
     body = " ".join(response.text[:QUOTED].split())
     seen = response.headers.get(COLOR_HEADER)
     if seen != preview.color.value:
-        by = f"answered by {seen}" if seen else f"answered {response.status_code} with no {COLOR_HEADER} header"
-        raise DeployFailed(f"smoke check {check}: {by}, not by the previewed {preview.color}: Caddy does not route "
-                           f"{PREVIEW_HEADER} to the idle colour, or the colour did not answer (print the Caddyfile "
-                           "again with `watcher caddyfile` and reload Caddy; Caddy must be able to read "
-                           f"{preview.path.name} in its run directory)")
+        by = (
+            f"answered by {seen}"
+            if seen
+            else f"answered {response.status_code} with no {COLOR_HEADER} header"
+        )
+        raise DeployFailed(
+            f"smoke check {check}: {by}, not by the previewed {preview.color}: Caddy does not route "
+            f"{PREVIEW_HEADER} to the idle colour, or the colour did not answer (print the Caddyfile "
+            "again with `watcher caddyfile` and reload Caddy; Caddy must be able to read "
+            f"{preview.path.name} in its run directory)"
+        )
     if response.status_code != check.status:
-        raise DeployFailed(f"smoke check {check}: expected {check.status}, got {response.status_code}: {body}")
+        raise DeployFailed(
+            f"smoke check {check}: expected {check.status}, got {response.status_code}: {body}"
+        )
     if check.body_contains is not None and check.body_contains not in response.text:
         raise DeployFailed(f"smoke check {check}: the body does not contain {check.body_contains!r}: {body}")

@@ -28,8 +28,12 @@ class ColorStack:
         self.upstreams = [s.upstream(config.app, color.value) for s in config.services if s.port is not None]
         # Every profile: app services may sit behind one (so a plain `docker compose up` skips
         # them), and `down` must see them to remove them.
-        self._project = ComposeProject(config.project(color.value), config.project_dir,
-                                       config.compose_files + (config.overlay(color.value),), ("*",))
+        self._project = ComposeProject(
+            config.project(color.value),
+            config.project_dir,
+            config.compose_files + (config.overlay(color.value),),
+            ("*",),
+        )
 
     @property
     def name(self) -> str:
@@ -64,14 +68,20 @@ class ColorStack:
         import json
 
         rendered = json.loads(self._project.run(["config", "--format", "json"], self._env(version)))
-        return {name: str(spec.get("image", "")) for name, spec in rendered.get("services", {}).items()
-                if name in self.services}
+        return {
+            name: str(spec.get("image", ""))
+            for name, spec in rendered.get("services", {}).items()
+            if name in self.services
+        }
 
     def retained(self, containers: list[ContainerInfo] | None = None) -> bool:
         """Stopped but kept: ready for an instant rollback (`resume`)."""
         found = self.containers() if containers is None else containers
-        return bool(found) and all(c.state in ("exited", "created") for c in found) and \
-            {c.service for c in found} >= set(self.services)
+        return (
+            bool(found)
+            and all(c.state in ("exited", "created") for c in found)
+            and {c.service for c in found} >= set(self.services)
+        )
 
     # -- what a deploy does to it ------------------------------------------------------------
 
@@ -107,7 +117,11 @@ class SharedStack:
         return f"{self.config.image}:{version}"
 
     def containers(self) -> list[ContainerInfo]:
-        return [c for c in self.docker.of_project(self.config.project()) if c.service in self.config.shared_services]
+        return [
+            c
+            for c in self.docker.of_project(self.config.project())
+            if c.service in self.config.shared_services
+        ]
 
     def pull(self, version: str, services: list[str] | None = None) -> None:
         """Pull every image of the version's colour services (or of `services`); a failure changes
@@ -118,5 +132,6 @@ class SharedStack:
     def ensure(self, version: str) -> None:
         """Start shared services that are not running; never recreate one."""
         if self.config.shared_services:
-            self._project.run(["up", "-d", "--no-recreate", *self.config.shared_services],
-                              self.config.compose_env(version))
+            self._project.run(
+                ["up", "-d", "--no-recreate", *self.config.shared_services], self.config.compose_env(version)
+            )

@@ -12,11 +12,12 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
@@ -25,7 +26,7 @@ from watcher.flock import lock_exclusive
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -36,27 +37,40 @@ class Release:
     color: Color
     version: str
     since: str = field(default_factory=now_iso)
-    digest: str | None = None   # the registry's manifest digest of the tag when it was pulled
-    image: str | None = None    # the local image ID the colour's app containers ran
+    digest: str | None = None  # the registry's manifest digest of the tag when it was pulled
+    image: str | None = None  # the local image ID the colour's app containers ran
 
-    def same_as(self, other: "Release | None") -> bool:
+    def same_as(self, other: Release | None) -> bool:
         """Same colour and version (and image, when both know it)."""
-        return other is not None and (self.color, self.version) == (other.color, other.version) and \
-            (self.image is None or other.image is None or self.image == other.image)
+        return (
+            other is not None
+            and (self.color, self.version) == (other.color, other.version)
+            and (self.image is None or other.image is None or self.image == other.image)
+        )
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"color": self.color.value, "version": self.version, "since": self.since,
-                "digest": self.digest, "image": self.image}
+        return {
+            "color": self.color.value,
+            "version": self.version,
+            "since": self.since,
+            "digest": self.digest,
+            "image": self.image,
+        }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> "Release | None":
+    def from_dict(cls, raw: dict[str, Any] | None) -> Release | None:
         if not raw:
             return None
         color = Color.parse(raw.get("color"))
         if color is None or not raw.get("version"):
             return None
-        return cls(color, str(raw["version"]), str(raw.get("since", "")), raw.get("digest") or None,
-                   raw.get("image") or None)
+        return cls(
+            color,
+            str(raw["version"]),
+            str(raw.get("since", "")),
+            raw.get("digest") or None,
+            raw.get("image") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,8 @@ class Pending:
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
     started: str = field(default_factory=now_iso)
-    until: str = ""              # awaiting promotion: when the wait expires (engine/promotion.py)
-    digest: str | None = None    # awaiting promotion: what the waiting colour runs
+    until: str = ""  # awaiting promotion: when the wait expires (engine/promotion.py)
+    digest: str | None = None  # awaiting promotion: what the waiting colour runs
     image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,16 +94,24 @@ class Pending:
         return data
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any] | None) -> "Pending | None":
+    def from_dict(cls, raw: dict[str, Any] | None) -> Pending | None:
         if not raw:
             return None
         color = Color.parse(raw.get("color"))
         if color is None:
             return None
-        return cls(str(raw.get("kind", "deploy")), str(raw.get("version", "")), color,
-                   str(raw.get("phase", "")), int(raw.get("pid", 0)), str(raw.get("host", "")),
-                   str(raw.get("started", "")), str(raw.get("until", "")), raw.get("digest") or None,
-                   raw.get("image") or None)
+        return cls(
+            str(raw.get("kind", "deploy")),
+            str(raw.get("version", "")),
+            color,
+            str(raw.get("phase", "")),
+            int(raw.get("pid", 0)),
+            str(raw.get("host", "")),
+            str(raw.get("started", "")),
+            str(raw.get("until", "")),
+            raw.get("digest") or None,
+            raw.get("image") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -98,7 +120,7 @@ class DeployState:
     previous: Release | None = None
     pending: Pending | None = None
     updated: str = ""
-    engine: str = ""   # the Docker engine ID the colours run on: one Docker host per app
+    engine: str = ""  # the Docker engine ID the colours run on: one Docker host per app
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,7 +148,7 @@ class StateStore:
         self.prepared_path = state_dir / ".state.json.prepared"
         self.lock_path = state_dir / "state.lock"
         self.deployment_color_file = deployment_color_file
-        self._writer: int | None = None   # the thread inside `writing()`
+        self._writer: int | None = None  # the thread inside `writing()`
 
     @contextmanager
     def writing(self, timeout: float = 60.0) -> Iterator[None]:
@@ -139,9 +161,11 @@ class StateStore:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not lock_exclusive(fd, timeout):
-                raise WatcherError(f"{self.lock_path} stayed locked for {timeout:g}s by another watcher "
-                                   "process (one stopped in the middle of a write?); nothing was written "
-                                   "or switched")
+                raise WatcherError(
+                    f"{self.lock_path} stayed locked for {timeout:g}s by another watcher "
+                    "process (one stopped in the middle of a write?); nothing was written "
+                    "or switched"
+                )
             self._writer = threading.get_ident()
             try:
                 yield
@@ -155,14 +179,19 @@ class StateStore:
             raw = json.loads(self.path.read_text())
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-            return DeployState(Release.from_dict(raw.get("live")), Release.from_dict(raw.get("previous")),
-                               Pending.from_dict(raw.get("pending")), str(raw.get("updated", "")),
-                               str(raw.get("engine", "")))
+            return DeployState(
+                Release.from_dict(raw.get("live")),
+                Release.from_dict(raw.get("previous")),
+                Pending.from_dict(raw.get("pending")),
+                str(raw.get("updated", "")),
+                str(raw.get("engine", "")),
+            )
         except FileNotFoundError:
             return DeployState()
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise WatcherError(f"state file {self.path} is unreadable ({exc}); "
-                               "fix or remove it, then run `watcher status`") from exc
+            raise WatcherError(
+                f"state file {self.path} is unreadable ({exc}); fix or remove it, then run `watcher status`"
+            ) from exc
 
     def save(self, state: DeployState) -> DeployState:
         state = replace(state, updated=now_iso())

@@ -21,9 +21,17 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
     colors: dict[str, Any] = {}
     for color in Color:
         stack, containers = engine.colors[color], view.observed.of(color)
-        role = "live" if live and live.color == color else (
-            AWAITING if waiting and waiting.color == color else
-            "rollback target" if target and target.way == "instant" and target.release.color == color else "idle")
+        role = (
+            "live"
+            if live and live.color == color
+            else (
+                AWAITING
+                if waiting and waiting.color == color
+                else "rollback target"
+                if target and target.way == "instant" and target.release.color == color
+                else "idle"
+            )
+        )
         colors[color.value] = {
             "role": role if containers else "absent",
             "version": stack.version(containers),
@@ -43,9 +51,16 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "rollback": target.to_dict() if target else None,
         "rollback_description": target.describe() if target else None,
         "route": view.route.value if view.route else None,
-        "awaiting": None if waiting is None else {"version": waiting.version, "color": waiting.color.value,
-                                                  "since": waiting.started, "until": waiting.until,
-                                                  "expired": expired(waiting), "digest": waiting.digest},
+        "awaiting": None
+        if waiting is None
+        else {
+            "version": waiting.version,
+            "color": waiting.color.value,
+            "since": waiting.started,
+            "until": waiting.until,
+            "expired": expired(waiting),
+            "digest": waiting.digest,
+        },
         "colors": colors,
         "recorded": view.recorded.to_dict(),
         "in_sync": view.in_sync,
@@ -63,16 +78,25 @@ FAULT_WINDOW = 600.0
 def upstream_faults(engine: Deployment) -> list[str]:
     """A warning when Caddy's log of the last ten minutes shows this app's upstreams breaking
     responses off: the zero-failed-requests promise assumes a correct HTTP/1.1 upstream."""
-    aliases = [service.alias(engine.config.app, color.value) for service in engine.config.services
-               if service.port is not None for color in Color]
-    hits = [line for line in engine.docker.caddy_log(time.time() - FAULT_WINDOW)
-            if any(fault in line for fault in BROKEN_HTTP) and any(alias in line for alias in aliases)]
+    aliases = [
+        service.alias(engine.config.app, color.value)
+        for service in engine.config.services
+        if service.port is not None
+        for color in Color
+    ]
+    hits = [
+        line
+        for line in engine.docker.caddy_log(time.time() - FAULT_WINDOW)
+        if any(fault in line for fault in BROKEN_HTTP) and any(alias in line for alias in aliases)
+    ]
     if not hits:
         return []
-    return [f"Caddy logged {len(hits)} response(s) of {engine.config.app} broken off by the app in the last "
-            f"{FAULT_WINDOW / 60:g} min (e.g. \"aborting with incomplete response\": a body without "
-            "Content-Length, or a keep-alive connection the app closed): such requests fail with or without "
-            "a swap; fix the app's HTTP/1.1 (see README, The stack)"]
+    return [
+        f"Caddy logged {len(hits)} response(s) of {engine.config.app} broken off by the app in the last "
+        f'{FAULT_WINDOW / 60:g} min (e.g. "aborting with incomplete response": a body without '
+        "Content-Length, or a keep-alive connection the app closed): such requests fail with or without "
+        "a swap; fix the app's HTTP/1.1 (see README, The stack)"
+    ]
 
 
 def admin_fault(engine: Deployment) -> list[str]:
@@ -81,38 +105,53 @@ def admin_fault(engine: Deployment) -> list[str]:
     try:
         engine.caddy.upstreams()
     except CaddyUnavailable as exc:
-        return [f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
-                f"({engine.config.drain_timeout:g}s); restart Caddy to recreate its admin socket"]
+        return [
+            f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
+            f"({engine.config.drain_timeout:g}s); restart Caddy to recreate its admin socket"
+        ]
     return []
 
 
 def format_status(data: dict[str, Any]) -> str:
     lines = [f"app: {data['app']}"]
     if data["live_color"]:
-        lines.append(f"live: {data['live_color']} {data['live_version']} ({data['live_health']}, "
-                     f"since {data['live_since'] or '?'})")
+        lines.append(
+            f"live: {data['live_color']} {data['live_version']} ({data['live_health']}, "
+            f"since {data['live_since'] or '?'})"
+        )
     else:
         lines.append("live: nothing")
     if data.get("awaiting"):
         wait = data["awaiting"]
-        lines.append(f"awaiting promotion: {wait['version']} on {wait['color']} (since {wait['since']}, "
-                     + ("expired " if wait["expired"] else "until ") + f"{wait['until']}): `watcher promote` "
-                     "switches to it, `watcher abort` removes it")
+        lines.append(
+            f"awaiting promotion: {wait['version']} on {wait['color']} (since {wait['since']}, "
+            + ("expired " if wait["expired"] else "until ")
+            + f"{wait['until']}): `watcher promote` "
+            "switches to it, `watcher abort` removes it"
+        )
     if data["rollback"]:
         lines.append(f"rollback target: {data['rollback_description']}")
     elif data["previous_version"]:
         lines.append(f"rollback target: none ({data['previous_version']} is no longer on this host)")
     for color, info in data["colors"].items():
-        lines.append(f"{color}: {info['role']}" + (f", {info['version']}" if info["version"] else "")
-                     + (f", {info['health']}" if info["role"] != "absent" else ""))
+        lines.append(
+            f"{color}: {info['role']}"
+            + (f", {info['version']}" if info["version"] else "")
+            + (f", {info['health']}" if info["role"] != "absent" else "")
+        )
         for c in info["containers"]:
-            lines.append(f"  {c['name']}: {c['state']}" + (f", {c['health']}" if c["health"] else "")
-                         + (f" ({c['image']})" if c.get("image") and c["version"] != info["version"] else ""))
+            lines.append(
+                f"  {c['name']}: {c['state']}"
+                + (f", {c['health']}" if c["health"] else "")
+                + (f" ({c['image']})" if c.get("image") and c["version"] != info["version"] else "")
+            )
     if data["lock"]:
         holder = data["lock"]
         where = f"pid {holder.get('pid')}" + (f" on {holder['host']}" if holder.get("host") else "")
         fence = f", fence {holder['fence']}" if holder.get("fence") is not None else ""
-        lines.append(f"lock: held by {holder.get('purpose', '?')} ({where}{fence}, since {holder.get('since')})")
+        lines.append(
+            f"lock: held by {holder.get('purpose', '?')} ({where}{fence}, since {holder.get('since')})"
+        )
     for warning in data["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
@@ -125,11 +164,22 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     for data in apps:
         queue = data.get("queue")
         waiting = "?" if queue is None else str(queue["length"]) + (" +running" if queue["running"] else "")
-        paused = "?" if "paused" not in data else (
-            "yes" if data["paused"] else "frozen" if data.get("frozen") else "no")
-        rows.append((data["app"], data["live_color"] or "-", data["live_version"] or "-", data["live_since"] or "-",
-                     data["live_health"], waiting if data.get("queue") is not None or "redis_error" in data else "-",
-                     paused if "paused" in data or "redis_error" in data else "-"))
+        paused = (
+            "?"
+            if "paused" not in data
+            else ("yes" if data["paused"] else "frozen" if data.get("frozen") else "no")
+        )
+        rows.append(
+            (
+                data["app"],
+                data["live_color"] or "-",
+                data["live_version"] or "-",
+                data["live_since"] or "-",
+                data["live_health"],
+                waiting if data.get("queue") is not None or "redis_error" in data else "-",
+                paused if "paused" in data or "redis_error" in data else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines += [f"warning: {data['app']}: {w}" for data in apps for w in data["warnings"]]

@@ -42,7 +42,9 @@ class Answer:
 def answer(url: str, header: str | None, timeout: float = 5.0) -> Answer:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
-        response = httpx.get(url, timeout=timeout, headers={"Cache-Control": "no-cache", PROBE_HEADER: "1"}, trust_env=False)
+        response = httpx.get(
+            url, timeout=timeout, headers={"Cache-Control": "no-cache", PROBE_HEADER: "1"}, trust_env=False
+        )
     except httpx.HTTPError as exc:
         return Answer(None, None, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     color = response.headers.get(COLOR_HEADER)
@@ -69,8 +71,15 @@ def _version(response: httpx.Response, header: str | None) -> str | None:
     return body.splitlines()[0].strip() if body else None
 
 
-def wait_for_version(url: str, version: str, header: str | None, *, timeout: float, progress: Progress,
-                     color: str | None = None) -> bool:
+def wait_for_version(
+    url: str,
+    version: str,
+    header: str | None,
+    *,
+    timeout: float,
+    progress: Progress,
+    color: str | None = None,
+) -> bool:
     """True once `version` answers at `url` (from `color`, when given); False after `timeout`."""
     started = time.monotonic()
     while True:

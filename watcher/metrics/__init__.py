@@ -16,13 +16,12 @@ nothing in the engine or the queue knows metrics exist.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import redis
 from prometheus_client import CollectorRegistry
 
 from watcher.freeze import FreezeSchedule
-
 from watcher.metrics.activity import ACTIVITY
 from watcher.metrics.history import HistoryCollector
 from watcher.metrics.live import LiveCollector, LiveOf
@@ -31,8 +30,13 @@ from watcher.metrics.queue import QueueCollector
 __all__ = ["registry_for"]
 
 
-def registry_for(client: redis.Redis, apps: list[str], live_of: LiveOf, prefix: str = "",
-                 freezes: Mapping[str, FreezeSchedule] | None = None) -> CollectorRegistry:
+def registry_for(
+    client: redis.Redis,
+    apps: list[str],
+    live_of: LiveOf,
+    prefix: str = "",
+    freezes: Mapping[str, FreezeSchedule] | None = None,
+) -> CollectorRegistry:
     """One receiver's registry: the process-wide activity counters and the scrape-time readers of
     these apps (a registry per receiver, so tests and `watcher run` never register twice)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -41,4 +45,3 @@ def registry_for(client: redis.Redis, apps: list[str], live_of: LiveOf, prefix: 
     registry.register(QueueCollector(client, apps, prefix, freezes))
     registry.register(LiveCollector(apps, live_of))
     return registry
-

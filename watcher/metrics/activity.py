@@ -13,17 +13,28 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 ACTIVITY = CollectorRegistry(auto_describe=True)
 
 WEBHOOK_DELIVERIES = Counter(
-    "watcher_webhook_deliveries", "Webhook deliveries answered, by endpoint and outcome.",
-    ["endpoint", "outcome"], registry=ACTIVITY)
+    "watcher_webhook_deliveries",
+    "Webhook deliveries answered, by endpoint and outcome.",
+    ["endpoint", "outcome"],
+    registry=ACTIVITY,
+)
 POLL_RUNS = Counter("watcher_poll_runs", "Registry polls run.", ["app"], registry=ACTIVITY)
-POLL_ERRORS = Counter("watcher_poll_errors", "Registry polls that failed (registry or Redis).", ["app"],
-                      registry=ACTIVITY)
+POLL_ERRORS = Counter(
+    "watcher_poll_errors", "Registry polls that failed (registry or Redis).", ["app"], registry=ACTIVITY
+)
 REGISTRY_SECONDS = Histogram(
-    "watcher_registry_request_duration_seconds", "Registry HTTP requests (each attempt), by registry host.",
-    ["registry"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=ACTIVITY)
+    "watcher_registry_request_duration_seconds",
+    "Registry HTTP requests (each attempt), by registry host.",
+    ["registry"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=ACTIVITY,
+)
 REGISTRY_THROTTLED = Counter(
-    "watcher_registry_rate_limited", "Registry answers 429 Too Many Requests, by registry host.", ["registry"],
-    registry=ACTIVITY)
+    "watcher_registry_rate_limited",
+    "Registry answers 429 Too Many Requests, by registry host.",
+    ["registry"],
+    registry=ACTIVITY,
+)
 
 
 def delivery(endpoint: str, outcome: str) -> None:

@@ -11,7 +11,7 @@ that starts again from the history Redis still holds.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -34,21 +34,43 @@ def outcome(job: Job) -> str:
 class HistoryCollector(Collector):
     def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "") -> None:
         self.queues = {app: DeployQueue(client, app, prefix=prefix) for app in apps}
-        self.seen: dict[str, str | None] = dict.fromkeys(apps)   # the history's head at the last scrape
-        self.latest: dict[str, float] = {}                       # the newest success seen, per app
-        self._scraping = threading.Lock()   # waitress serves scrapes on several threads: add each job once
+        self.seen: dict[str, str | None] = dict.fromkeys(apps)  # the history's head at the last scrape
+        self.latest: dict[str, float] = {}  # the newest success seen, per app
+        self._scraping = threading.Lock()  # waitress serves scrapes on several threads: add each job once
         self.tally = CollectorRegistry()
-        self.deploys = Counter("watcher_deploys", "Jobs finished, by kind (deploy, rollback) and outcome.",
-                               ["app", "kind", "outcome"], registry=self.tally)
-        self.durations = Histogram("watcher_deploy_duration_seconds", "Jobs from start to end, by kind and outcome.",
-                                   ["app", "kind", "outcome"], buckets=DEPLOY_BUCKETS, registry=self.tally)
-        self.phases = Histogram("watcher_deploy_phase_duration_seconds", "Seconds the engine spent in each phase.",
-                                ["app", "phase"], buckets=PHASE_BUCKETS, registry=self.tally)
-        self.requests = Counter("watcher_deploy_requests", "Requests Caddy served during deploys, rollbacks and "
-                                "aborts (their traffic receipts), by colour and response class.",
-                                ["app", "color", "class"], registry=self.tally)
-        self.last_success = Gauge("watcher_last_success_timestamp_seconds",
-                                  "When the last successful job ended (Unix time).", ["app"], registry=self.tally)
+        self.deploys = Counter(
+            "watcher_deploys",
+            "Jobs finished, by kind (deploy, rollback) and outcome.",
+            ["app", "kind", "outcome"],
+            registry=self.tally,
+        )
+        self.durations = Histogram(
+            "watcher_deploy_duration_seconds",
+            "Jobs from start to end, by kind and outcome.",
+            ["app", "kind", "outcome"],
+            buckets=DEPLOY_BUCKETS,
+            registry=self.tally,
+        )
+        self.phases = Histogram(
+            "watcher_deploy_phase_duration_seconds",
+            "Seconds the engine spent in each phase.",
+            ["app", "phase"],
+            buckets=PHASE_BUCKETS,
+            registry=self.tally,
+        )
+        self.requests = Counter(
+            "watcher_deploy_requests",
+            "Requests Caddy served during deploys, rollbacks and "
+            "aborts (their traffic receipts), by colour and response class.",
+            ["app", "color", "class"],
+            registry=self.tally,
+        )
+        self.last_success = Gauge(
+            "watcher_last_success_timestamp_seconds",
+            "When the last successful job ended (Unix time).",
+            ["app"],
+            registry=self.tally,
+        )
 
     def collect(self) -> Iterator[Metric]:
         with self._scraping:
@@ -56,7 +78,7 @@ class HistoryCollector(Collector):
                 try:
                     self._catch_up(app)
                 except REDIS_DOWN:
-                    pass   # what was tallied still stands; the queue collector reports Redis down
+                    pass  # what was tallied still stands; the queue collector reports Redis down
             families = list(self.tally.collect())
         yield from families
 

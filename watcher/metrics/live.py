@@ -7,7 +7,7 @@ time, so a tag never multiplies the series of a counter.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -24,13 +24,16 @@ class LiveCollector(Collector):
         self.live_of = live_of
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        info = GaugeMetricFamily("watcher_live_info", "1 for the colour, version and digest that serve each app.",
-                                 labels=["app", "color", "version", "digest"])
+        info = GaugeMetricFamily(
+            "watcher_live_info",
+            "1 for the colour, version and digest that serve each app.",
+            labels=["app", "color", "version", "digest"],
+        )
         for app in self.apps:
             try:
                 live = self.live_of(app)
             except (OSError, WatcherError):
-                continue   # an unreadable state is `watcher status`'s to explain; no guess here
+                continue  # an unreadable state is `watcher status`'s to explain; no guess here
             if live is not None:
                 info.add_metric([app, live.color, live.version, live.digest or ""], 1)
         yield info

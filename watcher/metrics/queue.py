@@ -9,17 +9,18 @@ zero would claim an empty queue).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from watcher.freeze import FreezeSchedule
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.lock import holder_of
 from watcher.queue.queue import DeployQueue
-from watcher.freeze import FreezeSchedule
 from watcher.queue.suspension import Suspension, until_of
 
 REDIS_UP = "1 when Redis answered this scrape."
@@ -34,26 +35,39 @@ def lock_age(holder: dict[str, Any]) -> float | None:
 
 
 class QueueCollector(Collector):
-    def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "",
-                 freezes: Mapping[str, FreezeSchedule] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        apps: list[str],
+        prefix: str = "",
+        freezes: Mapping[str, FreezeSchedule] | None = None,
+    ) -> None:
         self.client = client
         self.apps = apps
         self.prefix = prefix
         self.freezes = freezes or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauges = {name: GaugeMetricFamily(f"watcher_{name}", text, labels=["app"]) for name, text in (
-            ("queue_length", "Jobs waiting."),
-            ("job_running", "1 while a job runs."),
-            ("job_running_seconds", "How long the running job has run."),
-            ("paused", "1 while the queue is paused."),
-            ("paused_until_timestamp_seconds", "When a timed pause lifts by itself (Unix time); absent for a "
-                                               "pause until resumed."),
-            ("frozen", "1 while a scheduled freeze ([[freeze]]) holds the app's deploys (rollbacks still run)."),
-            ("frozen_until_timestamp_seconds", "When the scheduled freeze in force ends (Unix time)."),
-            ("lock_held", "1 while someone holds the deploy lock (a worker, deploy, rollback...)."),
-            ("lock_age_seconds", "How long the deploy lock has been held."),
-        )}
+        gauges = {
+            name: GaugeMetricFamily(f"watcher_{name}", text, labels=["app"])
+            for name, text in (
+                ("queue_length", "Jobs waiting."),
+                ("job_running", "1 while a job runs."),
+                ("job_running_seconds", "How long the running job has run."),
+                ("paused", "1 while the queue is paused."),
+                (
+                    "paused_until_timestamp_seconds",
+                    "When a timed pause lifts by itself (Unix time); absent for a pause until resumed.",
+                ),
+                (
+                    "frozen",
+                    "1 while a scheduled freeze ([[freeze]]) holds the app's deploys (rollbacks still run).",
+                ),
+                ("frozen_until_timestamp_seconds", "When the scheduled freeze in force ends (Unix time)."),
+                ("lock_held", "1 while someone holds the deploy lock (a worker, deploy, rollback...)."),
+                ("lock_age_seconds", "How long the deploy lock has been held."),
+            )
+        }
         try:
             for app in self.apps:
                 self._read(app, gauges)

@@ -16,9 +16,14 @@ from watcher.notify.event import Event
 
 logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
 
-_TYPES = {"succeeded": apprise.NotifyType.SUCCESS, "rollback_done": apprise.NotifyType.SUCCESS,
-          "failed": apprise.NotifyType.FAILURE, "rolled_back": apprise.NotifyType.FAILURE,
-          "refused": apprise.NotifyType.WARNING, "paused": apprise.NotifyType.WARNING}
+_TYPES = {
+    "succeeded": apprise.NotifyType.SUCCESS,
+    "rollback_done": apprise.NotifyType.SUCCESS,
+    "failed": apprise.NotifyType.FAILURE,
+    "rolled_back": apprise.NotifyType.FAILURE,
+    "refused": apprise.NotifyType.WARNING,
+    "paused": apprise.NotifyType.WARNING,
+}
 
 _ASSET = apprise.AppriseAsset(app_id="watcher", app_desc="watcher blue-green deploys")
 
@@ -28,7 +33,7 @@ class AppriseChannel:
         self.name = route.channel
         self.events = route.events
         self._apprise = apprise.Apprise(asset=_ASSET)
-        if not self._apprise.add(route.url):   # the config checked it already; never show it
+        if not self._apprise.add(route.url):  # the config checked it already; never show it
             raise ValueError(f"apprise cannot send to this {self.name}:// URL")
 
     def wants(self, event: Event) -> bool:
@@ -37,7 +42,8 @@ class AppriseChannel:
     def send(self, event: Event, timeout: float) -> None:
         # `timeout` bounds the whole send in the outbox; apprise's own socket timeouts (the URL's
         # cto/rto, 4 s by default) end the request behind it.
-        sent = self._apprise.notify(body=event.body(), title=event.title,
-                                    notify_type=_TYPES.get(event.kind, apprise.NotifyType.INFO))
+        sent = self._apprise.notify(
+            body=event.body(), title=event.title, notify_type=_TYPES.get(event.kind, apprise.NotifyType.INFO)
+        )
         if not sent:
             raise RuntimeError(f"the {self.name} service did not accept the notification")

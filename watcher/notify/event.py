@@ -17,10 +17,16 @@ from watcher.queue.job import Audit, Job, Status
 _HEALTH = re.compile(r"\(last health check: (.*?)\)(?=;|$)")
 
 #: Each kind of event (as `[[notify.routes]] events` names them: NotifyEvent in config/schema.py) and its title.
-_TITLES = {"started": "{app}: deploying {version}", "succeeded": "{app}: {version} is live",
-           "failed": "{app}: deploy of {version} failed", "rolled_back": "{app}: {version} rolled back",
-           "rollback_done": "{app}: rolled back to {version}", "paused": "{app}: deploys paused",
-           "resumed": "{app}: deploys resumed", "refused": "{app}: {version} not deployed"}
+_TITLES = {
+    "started": "{app}: deploying {version}",
+    "succeeded": "{app}: {version} is live",
+    "failed": "{app}: deploy of {version} failed",
+    "rolled_back": "{app}: {version} rolled back",
+    "rollback_done": "{app}: rolled back to {version}",
+    "paused": "{app}: deploys paused",
+    "resumed": "{app}: deploys resumed",
+    "refused": "{app}: {version} not deployed",
+}
 
 
 @dataclass(frozen=True)
@@ -29,14 +35,14 @@ class Event:
     app: str
     version: str | None = None
     job_id: str | None = None
-    source: str | None = None        # who asked for the job: cli, webhook, poll, rollback, dashboard
-    detail: str | None = None        # what the job did, why it failed, why it was refused or paused
-    health: str | None = None        # the failing container's last health check output
+    source: str | None = None  # who asked for the job: cli, webhook, poll, rollback, dashboard
+    detail: str | None = None  # what the job did, why it failed, why it was refused or paused
+    health: str | None = None  # the failing container's last health check output
     phases: dict[str, float] = field(default_factory=dict)
     duration: float | None = None
     by: str | None = None
-    link: str | None = None          # the job's page on the dashboard
-    repository: str | None = None    # the job's GitHub repository, when the webhook named one
+    link: str | None = None  # the job's page on the dashboard
+    repository: str | None = None  # the job's GitHub repository, when the webhook named one
     at: float = field(default_factory=time.time)
 
     @property
@@ -53,8 +59,10 @@ class Event:
         if self.duration is not None:
             lines.append(f"duration: {self.duration:.1f}s")
         if self.job_id:
-            lines.append(f"job {self.job_id}" + (f" ({self.source}{' by ' + self.by if self.by else ''})"
-                                                 if self.source else ""))
+            lines.append(
+                f"job {self.job_id}"
+                + (f" ({self.source}{' by ' + self.by if self.by else ''})" if self.source else "")
+            )
         elif self.by:
             lines.append(f"by {self.by}")
         if self.link:
@@ -68,8 +76,16 @@ def job_link(dashboard: str | None, app: str, job_id: str) -> str | None:
 
 
 def started(job: Job, dashboard: str | None) -> Event:
-    return Event("started", job.app, job.version, job.id, job.source, by=job.requested_by,
-                 link=job_link(dashboard, job.app, job.id), repository=job.repository)
+    return Event(
+        "started",
+        job.app,
+        job.version,
+        job.id,
+        job.source,
+        by=job.requested_by,
+        link=job_link(dashboard, job.app, job.id),
+        repository=job.repository,
+    )
 
 
 def ended(job: Job, status: Status, detail: str, audit: Audit, dashboard: str | None) -> Event:
@@ -85,9 +101,20 @@ def ended(job: Job, status: Status, detail: str, audit: Audit, dashboard: str | 
     summary = audit.receipt.get("summary") if audit.receipt else None
     if summary and summary not in detail:
         detail = f"{detail}; {summary}"
-    return Event(kind, job.app, job.version, job.id, job.source, detail, health.group(1) if health else None,
-                 dict(audit.phases), time.time() - job.started if job.started else None, job.requested_by,
-                 job_link(dashboard, job.app, job.id), job.repository)
+    return Event(
+        kind,
+        job.app,
+        job.version,
+        job.id,
+        job.source,
+        detail,
+        health.group(1) if health else None,
+        dict(audit.phases),
+        time.time() - job.started if job.started else None,
+        job.requested_by,
+        job_link(dashboard, job.app, job.id),
+        job.repository,
+    )
 
 
 def paused(app: str, by: str, reason: str) -> Event:

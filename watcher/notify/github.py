@@ -36,28 +36,45 @@ class GithubDeployments:
     def __init__(self, settings: GithubSettings) -> None:
         assert settings.token, "GitHub deployments need a token"
         self.settings = settings
-        self._client = httpx.Client(base_url=settings.api_url.rstrip("/"), headers={
-            "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
-            "Authorization": f"Bearer {settings.token}", "User-Agent": "watcher"})
-        self._deployments: dict[str, tuple[str, int]] = {}   # job id -> (repository, deployment id)
+        self._client = httpx.Client(
+            base_url=settings.api_url.rstrip("/"),
+            headers={
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION,
+                "Authorization": f"Bearer {settings.token}",
+                "User-Agent": "watcher",
+            },
+        )
+        self._deployments: dict[str, tuple[str, int]] = {}  # job id -> (repository, deployment id)
 
     def repository(self, event: Event) -> str | None:
         return self.settings.repository or event.repository
 
     def wants(self, event: Event) -> bool:
-        return bool(event.job_id) and (event.kind == "started" or event.kind in _STATES) \
+        return (
+            bool(event.job_id)
+            and (event.kind == "started" or event.kind in _STATES)
             and self.repository(event) is not None
+        )
 
     def send(self, event: Event, timeout: float) -> None:
         assert event.job_id is not None
         if event.kind == "started":
             repository = self.repository(event)
             assert repository is not None
-            created = self._post(f"/repos/{repository}/deployments", timeout, {
-                "ref": event.version, "environment": self.settings.environment, "auto_merge": False,
-                "required_contexts": [], "transient_environment": False,
-                "description": f"watcher job {event.job_id}: {event.version}"[:140],
-                "payload": {"job": event.job_id}})
+            created = self._post(
+                f"/repos/{repository}/deployments",
+                timeout,
+                {
+                    "ref": event.version,
+                    "environment": self.settings.environment,
+                    "auto_merge": False,
+                    "required_contexts": [],
+                    "transient_environment": False,
+                    "description": f"watcher job {event.job_id}: {event.version}"[:140],
+                    "payload": {"job": event.job_id},
+                },
+            )
             self._deployments[event.job_id] = (repository, int(created["id"]))
             self._status(event, "in_progress", timeout)
             return
@@ -68,16 +85,23 @@ class GithubDeployments:
         assert event.job_id is not None
         known = self._deployments.get(event.job_id)
         if known is None:
-            raise RuntimeError(f"job {event.job_id} has no GitHub deployment (creating it failed or timed out)")
+            raise RuntimeError(
+                f"job {event.job_id} has no GitHub deployment (creating it failed or timed out)"
+            )
         repository, deployment = known
-        body: dict[str, Any] = {"state": state, "description": (event.detail or event.title)[:140],
-                                "environment": self.settings.environment}
+        body: dict[str, Any] = {
+            "state": state,
+            "description": (event.detail or event.title)[:140],
+            "environment": self.settings.environment,
+        }
         if self.settings.environment_url:
             body["environment_url"] = self.settings.environment_url
         if event.link:
             body["log_url"] = event.link
         if state == "success":
-            body["auto_inactive"] = True   # the default, said explicitly: the replaced deployment goes inactive
+            body["auto_inactive"] = (
+                True  # the default, said explicitly: the replaced deployment goes inactive
+            )
         self._post(f"/repos/{repository}/deployments/{deployment}/statuses", timeout, body)
 
     def _post(self, path: str, timeout: float, body: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,9 @@ log = logging.getLogger("watcher.notify")
 
 
 class Notifier:
-    def __init__(self, channels: dict[str, list[Channel]], outbox: Outbox,
-                 dashboards: dict[str, str | None]) -> None:
+    def __init__(
+        self, channels: dict[str, list[Channel]], outbox: Outbox, dashboards: dict[str, str | None]
+    ) -> None:
         self.channels = channels
         self.outbox = outbox
         self.dashboards = dashboards
@@ -76,6 +77,9 @@ def notifier_for(configs: Iterable[Config]) -> Notifier | None:
             channels[config.app] = own
     if not channels:
         return None
-    first = configs[0].notify   # [notify] timeout and queue are the host's, the same for every app
-    return Notifier(channels, Outbox(size=first.queue, timeout=first.timeout),
-                    {config.app: config.dashboard_url for config in configs})
+    first = configs[0].notify  # [notify] timeout and queue are the host's, the same for every app
+    return Notifier(
+        channels,
+        Outbox(size=first.queue, timeout=first.timeout),
+        {config.app: config.dashboard_url for config in configs},
+    )

@@ -26,9 +26,13 @@ from watcher.notify.event import Event
 
 log = logging.getLogger("watcher.notify")
 
-NOTIFICATIONS = Counter("watcher_notifications", "Notifications by channel (a URL's scheme, or github) and "
-                        "outcome: sent, failed, timeout, dropped (the outbox was full or closing).",
-                        ["channel", "outcome"], registry=ACTIVITY)
+NOTIFICATIONS = Counter(
+    "watcher_notifications",
+    "Notifications by channel (a URL's scheme, or github) and "
+    "outcome: sent, failed, timeout, dropped (the outbox was full or closing).",
+    ["channel", "outcome"],
+    registry=ACTIVITY,
+)
 
 
 class Channel(Protocol):
@@ -50,7 +54,7 @@ class Outbox:
     def __init__(self, *, size: int = 100, timeout: float = 10.0) -> None:
         self.timeout = timeout
         self._queue: queue.Queue[tuple[Channel, Event] | object] = queue.Queue(maxsize=size)
-        self._deadline: float | None = None   # set by close(): past it, what is left is dropped
+        self._deadline: float | None = None  # set by close(): past it, what is left is dropped
         self._thread = threading.Thread(target=self._drain, name="notify-outbox", daemon=True)
         self._thread.start()
 
@@ -73,7 +77,7 @@ class Outbox:
         try:
             self._queue.put(_CLOSE, timeout=timeout)
         except queue.Full:
-            pass   # the sender stops at the deadline anyway
+            pass  # the sender stops at the deadline anyway
         self._thread.join(max(0.0, self._deadline - time.monotonic()) + 0.1)
 
     def _drain(self) -> None:
@@ -81,7 +85,7 @@ class Outbox:
             item = self._queue.get()
             if item is _CLOSE:
                 return
-            channel, event = item   # type: ignore[misc]
+            channel, event = item  # type: ignore[misc]
             left = self.timeout if self._deadline is None else self._deadline - time.monotonic()
             if left <= 0:
                 self._count(channel, event, "dropped", "closing")
@@ -94,7 +98,7 @@ class Outbox:
         def attempt() -> None:
             try:
                 channel.send(event, timeout)
-            except Exception as exc:   # any failure of a channel is its own, never the sender's
+            except Exception as exc:  # any failure of a channel is its own, never the sender's
                 failure.append(exc)
 
         sender = threading.Thread(target=attempt, name=f"notify-{channel.name}", daemon=True)

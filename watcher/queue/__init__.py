@@ -23,12 +23,26 @@ from watcher.queue.queue import DeployQueue, Enqueued, Live
 from watcher.queue.suspension import Suspension, describe
 from watcher.queue.worker import Worker
 
-__all__ = ["DeployLock", "DeployQueue", "Enqueued", "Job", "Live", "Status", "Suspension", "Worker",
-           "describe_holder", "force_unlock", "holder_of", "overview", "format_overview"]
+__all__ = [
+    "DeployLock",
+    "DeployQueue",
+    "Enqueued",
+    "Job",
+    "Live",
+    "Status",
+    "Suspension",
+    "Worker",
+    "describe_holder",
+    "force_unlock",
+    "holder_of",
+    "overview",
+    "format_overview",
+]
 
 
-def overview(client: redis.Redis, app: str, prefix: str = "",
-             freezes: FreezeSchedule = FreezeSchedule()) -> dict[str, Any]:
+def overview(
+    client: redis.Redis, app: str, prefix: str = "", freezes: FreezeSchedule = FreezeSchedule()
+) -> dict[str, Any]:
     """What `status` adds when Redis is configured: paused, frozen (the scheduled freeze in
     force, and whether it holds the waiting job), queue, lock, last_job."""
     queue = DeployQueue(client, app, prefix=prefix, freezes=freezes)
@@ -36,9 +50,14 @@ def overview(client: redis.Redis, app: str, prefix: str = "",
     hold = freezes.hold()
     return {
         "paused": Suspension(client, app, prefix).paused(),
-        "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind != "rollback"} if hold else None,
-        "queue": {"length": len(waiting), "next": waiting[-1].to_dict() if waiting else None,
-                  "running": running[0].to_dict() if running else None},
+        "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind != "rollback"}
+        if hold
+        else None,
+        "queue": {
+            "length": len(waiting),
+            "next": waiting[-1].to_dict() if waiting else None,
+            "running": running[0].to_dict() if running else None,
+        },
         "lock": holder_of(client, app, prefix),
         "last_job": last.to_dict() if last else None,
     }
@@ -53,8 +72,10 @@ def format_overview(data: dict[str, Any]) -> str:
     if queue["running"]:
         lines.append(f"running: {Job.from_fields(_fields(queue['running'])).describe()}")
     held = f" (held by freeze until {moment(frozen['until_ts'])})" if frozen and frozen["holds_next"] else ""
-    lines.append(f"queue: {queue['length']} waiting"
-                 + (f", next: {Job.from_fields(_fields(queue['next'])).describe()}{held}" if queue["next"] else ""))
+    lines.append(
+        f"queue: {queue['length']} waiting"
+        + (f", next: {Job.from_fields(_fields(queue['next'])).describe()}{held}" if queue["next"] else "")
+    )
     if data["last_job"]:
         lines.append(f"last job: {Job.from_fields(_fields(data['last_job'])).describe()}")
     return "\n".join(lines)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -26,8 +27,15 @@ from redis.connection import AbstractConnection, Connection, SSLConnection, pars
 from redis.retry import Retry
 
 from watcher.errors import ConfigError, RedisUnavailable
-from watcher.retry import (REDIS_DOWN, REDIS_REFUSED, UnblockedError, backoff, log_redis_back, log_redis_retry,
-                           retry_redis)
+from watcher.retry import (
+    REDIS_DOWN,
+    REDIS_REFUSED,
+    UnblockedError,
+    backoff,
+    log_redis_back,
+    log_redis_retry,
+    retry_redis,
+)
 
 __all__ = ["REDIS_DOWN", "Backoff", "RedisRefused", "connect", "describe", "key", "masked", "retrying"]
 
@@ -60,9 +68,16 @@ def connect(url: str, password: str | None = None) -> redis.Redis:
     try:
         base = parse_url(url).get("connection_class", Connection)
         checked = type(f"Classified{base.__name__}", (_Classified, base), {"url": masked(url)})
-        return redis.Redis.from_url(url, password=password, decode_responses=True, socket_connect_timeout=3,
-                                    socket_timeout=10, health_check_interval=10, retry=Retry(NoBackoff(), 1),
-                                    connection_class=checked)
+        return redis.Redis.from_url(
+            url,
+            password=password,
+            decode_responses=True,
+            socket_connect_timeout=3,
+            socket_timeout=10,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 1),
+            connection_class=checked,
+        )
     except ValueError as exc:
         raise RedisUnavailable(f"bad Redis URL {masked(url)}: {exc}") from None
 
@@ -73,7 +88,7 @@ class _Classified(AbstractConnection):
     nor ours catches (the connection is closed first, as redis-py does after an error, so a
     half-authenticated socket is never reused); UNBLOCKED becomes UnblockedError."""
 
-    url = ""   # masked, set per client by connect()
+    url = ""  # masked, set per client by connect()
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -98,13 +113,19 @@ class _Classified(AbstractConnection):
     def _refused(self, exc: Exception) -> RedisRefused:
         said = f"(Redis said: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         if isinstance(exc, redis.exceptions.NoPermissionError):
-            return RedisRefused(f"Redis at {self.url} denied a command to the user of [redis] url / REDIS_URL: "
-                                f"allow it watcher's commands and its watcher:* keys in the ACL {said}")
+            return RedisRefused(
+                f"Redis at {self.url} denied a command to the user of [redis] url / REDIS_URL: "
+                f"allow it watcher's commands and its watcher:* keys in the ACL {said}"
+            )
         if not (self.password or self.credential_provider):
-            return RedisRefused(f"Redis at {self.url} requires a password: set REDIS_PASSWORD or "
-                                f"REDIS_PASSWORD_FILE, or put it in [redis] url / REDIS_URL {said}")
-        return RedisRefused(f"Redis at {self.url} refused the password: check REDIS_PASSWORD / "
-                            f"REDIS_PASSWORD_FILE or the password in [redis] url / REDIS_URL {said}")
+            return RedisRefused(
+                f"Redis at {self.url} requires a password: set REDIS_PASSWORD or "
+                f"REDIS_PASSWORD_FILE, or put it in [redis] url / REDIS_URL {said}"
+            )
+        return RedisRefused(
+            f"Redis at {self.url} refused the password: check REDIS_PASSWORD / "
+            f"REDIS_PASSWORD_FILE or the password in [redis] url / REDIS_URL {said}"
+        )
 
 
 def describe(client: redis.Redis) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class Status(StrEnum):
@@ -22,7 +23,7 @@ class Status(StrEnum):
     FAILED = "failed"
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"
-    AWAITING = "awaiting promotion"   # manual promotion: healthy beside the live colour (promotion.py)
+    AWAITING = "awaiting promotion"  # manual promotion: healthy beside the live colour (promotion.py)
 
     @property
     def final(self) -> bool:
@@ -50,17 +51,17 @@ class Job:
     worker: str | None = None
     started: float | None = None
     finished: float | None = None
-    reason: str | None = None      # why it failed, was superseded or cancelled
-    message: str | None = None     # what a succeeded job did
-    attempts: int = 0              # how many times a worker took it (a dead worker's job is retaken)
-    fence: int | None = None       # the lock grant it runs under; every write about it compares this
-    phases: dict[str, float] = field(default_factory=dict)   # seconds per engine phase, kept at its end
-    before: str | None = None      # the version live before it ran
-    after: str | None = None       # the version live once it ended
+    reason: str | None = None  # why it failed, was superseded or cancelled
+    message: str | None = None  # what a succeeded job did
+    attempts: int = 0  # how many times a worker took it (a dead worker's job is retaken)
+    fence: int | None = None  # the lock grant it runs under; every write about it compares this
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per engine phase, kept at its end
+    before: str | None = None  # the version live before it ran
+    after: str | None = None  # the version live once it ended
     repository: str | None = None  # the GitHub repository a webhook's payload named (deployment statuses)
-    receipt: dict[str, Any] | None = None   # what Caddy served during the run (engine/receipt.py)
-    until: str | None = None       # awaiting promotion: when the wait expires (ISO)
-    awaits: str | None = None      # a promote or abort job: the id of the job it acts on
+    receipt: dict[str, Any] | None = None  # what Caddy served during the run (engine/receipt.py)
+    until: str | None = None  # awaiting promotion: when the wait expires (ISO)
+    awaits: str | None = None  # a promote or abort job: the id of the job it acts on
 
     @property
     def kind(self) -> str:
@@ -77,26 +78,42 @@ class Job:
 
     def to_fields(self) -> dict[str, str]:
         """The Redis hash; absent values are left out."""
-        return {f.name: field_text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: field_text(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     @classmethod
-    def from_fields(cls, raw: Mapping[str, str]) -> "Job":
+    def from_fields(cls, raw: Mapping[str, str]) -> Job:
         def num(name: str) -> float | None:
             return float(raw[name]) if raw.get(name) else None
 
-        return cls(id=raw["id"], app=raw.get("app", ""), version=raw.get("version", ""),
-                   source=raw.get("source", "cli"), requested_by=raw.get("requested_by", ""),
-                   created=float(raw.get("created", 0)), digest=raw.get("digest") or None,
-                   status=Status(raw.get("status", "queued")), phase=raw.get("phase") or None,
-                   worker=raw.get("worker") or None, started=num("started"), finished=num("finished"),
-                   reason=raw.get("reason") or None, message=raw.get("message") or None,
-                   attempts=int(raw.get("attempts") or 0),
-                   fence=int(raw["fence"]) if raw.get("fence") else None,
-                   phases=json.loads(raw["phases"]) if raw.get("phases") else {},
-                   before=raw.get("before") or None, after=raw.get("after") or None,
-                   repository=raw.get("repository") or None,
-                   receipt=json.loads(raw["receipt"]) if raw.get("receipt") else None,
-                   until=raw.get("until") or None, awaits=raw.get("awaits") or None)
+        return cls(
+            id=raw["id"],
+            app=raw.get("app", ""),
+            version=raw.get("version", ""),
+            source=raw.get("source", "cli"),
+            requested_by=raw.get("requested_by", ""),
+            created=float(raw.get("created", 0)),
+            digest=raw.get("digest") or None,
+            status=Status(raw.get("status", "queued")),
+            phase=raw.get("phase") or None,
+            worker=raw.get("worker") or None,
+            started=num("started"),
+            finished=num("finished"),
+            reason=raw.get("reason") or None,
+            message=raw.get("message") or None,
+            attempts=int(raw.get("attempts") or 0),
+            fence=int(raw["fence"]) if raw.get("fence") else None,
+            phases=json.loads(raw["phases"]) if raw.get("phases") else {},
+            before=raw.get("before") or None,
+            after=raw.get("after") or None,
+            repository=raw.get("repository") or None,
+            receipt=json.loads(raw["receipt"]) if raw.get("receipt") else None,
+            until=raw.get("until") or None,
+            awaits=raw.get("awaits") or None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON view: ISO times and the duration next to the raw fields."""
@@ -148,4 +165,4 @@ def field_text(value: object) -> str:
 def iso(stamp: float | None) -> str | None:
     if stamp is None:
         return None
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")

@@ -71,7 +71,9 @@ return fence
 _CHECK = OWNS + "if owns() then return 1 end return 0"
 _RENEW = OWNS + "if owns() then return redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 0"
 # KEYS lock fence waiting wake: a release wakes an idle worker at once when a job waits.
-_RELEASE = OWNS + """
+_RELEASE = (
+    OWNS
+    + """
 if not owns() then return 0 end
 redis.call('DEL', KEYS[1])
 if redis.call('LLEN', KEYS[3]) > 0 then
@@ -80,21 +82,33 @@ if redis.call('LLEN', KEYS[3]) > 0 then
 end
 return 1
 """
-_NOTE_JOB = OWNS + """
+)
+_NOTE_JOB = (
+    OWNS
+    + """
 if not owns() then return 0 end
 local holder = cjson.decode(redis.call('GET', KEYS[1]))
 holder.job = ARGV[3]
 holder.purpose = ARGV[4]
 return redis.call('SET', KEYS[1], cjson.encode(holder), 'KEEPTTL') and 1
 """
+)
 _FORCE = "local raw = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) return raw"
 
 
 class DeployLock:
     """A fenced, self-renewing Redis lock; also the engine's Guard."""
 
-    def __init__(self, client: redis.Redis, app: str, *, ttl: float, purpose: str, job: str | None = None,
-                 prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        app: str,
+        *,
+        ttl: float,
+        purpose: str,
+        job: str | None = None,
+        prefix: str = "",
+    ) -> None:
         self.client = client
         self.app = app
         self.prefix = prefix
@@ -116,8 +130,14 @@ class DeployLock:
 
     def try_acquire(self) -> bool:
         """One attempt; True when granted (the renewal thread then runs until release)."""
-        holder = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-                  "purpose": self.purpose, "job": self.job, "since": now_iso()}
+        holder = {
+            "token": self.token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "purpose": self.purpose,
+            "job": self.job,
+            "since": now_iso(),
+        }
         sent = time.monotonic()
         fence = self.client.eval(_GRANT, 2, *self.keys, json.dumps(holder), int(self.ttl * 1000))
         if not fence:
@@ -126,11 +146,13 @@ class DeployLock:
         self._lease_until = sent + self._lease
         self._lost = None
         self._stop.clear()
-        self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew-{self.fence}", daemon=True)
+        self._renewer = threading.Thread(
+            target=self._renew_loop, name=f"lock-renew-{self.fence}", daemon=True
+        )
         self._renewer.start()
         return True
 
-    def acquire(self, wait: float = 0.0) -> "DeployLock":
+    def acquire(self, wait: float = 0.0) -> DeployLock:
         """Take the lock, waiting up to `wait` seconds; LockBusy names the holder.
 
         An unreachable Redis is retried for at least a few seconds before RedisUnavailable.
@@ -142,13 +164,20 @@ class DeployLock:
             if self.try_acquire():
                 return True
             if time.monotonic() >= deadline:
-                raise LockBusy(f"{describe_holder(holder_of(self.client, self.app, self.prefix))} holds the deploy lock "
-                               f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS")
+                raise LockBusy(
+                    f"{describe_holder(holder_of(self.client, self.app, self.prefix))} holds the deploy lock "
+                    f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS"
+                )
             return False
 
-        while not retry_redis(attempt, "taking the deploy lock", deadline=lambda: redis_deadline,
-                              give_up=lambda exc: RedisUnavailable(
-                                  f"cannot take the deploy lock: Redis is unavailable ({reason(exc)})")):
+        while not retry_redis(
+            attempt,
+            "taking the deploy lock",
+            deadline=lambda: redis_deadline,
+            give_up=lambda exc: RedisUnavailable(
+                f"cannot take the deploy lock: Redis is unavailable ({reason(exc)})"
+            ),
+        ):
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
         return self
 
@@ -160,12 +189,21 @@ class DeployLock:
         if self.fence is None:
             return
         try:
-            self.client.eval(_RELEASE, 4, *self.keys, key(self.app, "waiting", prefix=self.prefix),
-                             key(self.app, "wake", prefix=self.prefix), self.token,
-                             str(self.fence))
+            self.client.eval(
+                _RELEASE,
+                4,
+                *self.keys,
+                key(self.app, "waiting", prefix=self.prefix),
+                key(self.app, "wake", prefix=self.prefix),
+                self.token,
+                str(self.fence),
+            )
         except REDIS_DOWN as exc:
-            log.warning("redis: could not release the deploy lock (%s); it expires by itself within %.0fs",
-                        exc, self.ttl)
+            log.warning(
+                "redis: could not release the deploy lock (%s); it expires by itself within %.0fs",
+                exc,
+                self.ttl,
+            )
         self.fence = None
 
     def note_job(self, job: str, purpose: str) -> None:
@@ -177,7 +215,7 @@ class DeployLock:
         except REDIS_DOWN as exc:
             log.warning("redis: could not note job %s in the deploy lock (%s); carrying on", job, reason(exc))
 
-    def __enter__(self) -> "DeployLock":
+    def __enter__(self) -> DeployLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -199,9 +237,14 @@ class DeployLock:
             return self.client.eval(_CHECK, 2, *self.keys, self.token, str(self.fence))
 
         try:
-            held = retry_redis(attempt, f"checking the deploy lock (fence {self.fence})",
-                               deadline=lambda: self._lease_until, give_up=lambda exc: self._lease_over(),
-                               initial=0.2, maximum=2.0)
+            held = retry_redis(
+                attempt,
+                f"checking the deploy lock (fence {self.fence})",
+                deadline=lambda: self._lease_until,
+                give_up=lambda exc: self._lease_over(),
+                initial=0.2,
+                maximum=2.0,
+            )
         except (redis.exceptions.RedisError, RedisRefused) as exc:
             raise GuardLost(f"the deploy lock (fence {self.fence}) cannot be proved: {reason(exc)}") from None
         if not held:
@@ -209,17 +252,21 @@ class DeployLock:
             raise GuardLost(self._lost)
 
     def _lease_over(self) -> GuardLost:
-        return GuardLost(f"the deploy lock (fence {self.fence}) could not be renewed within its "
-                         f"{self.ttl:g}s lease (this process was paused or Redis was unreachable); "
-                         "it may belong to someone else now")
+        return GuardLost(
+            f"the deploy lock (fence {self.fence}) could not be renewed within its "
+            f"{self.ttl:g}s lease (this process was paused or Redis was unreachable); "
+            "it may belong to someone else now"
+        )
 
     def _lost_reason(self) -> str:
         try:
             now = holder_of(self.client, self.app, self.prefix)
         except (*REDIS_DOWN, RedisRefused):
             now = None
-        return (f"the deploy lock (fence {self.fence}) was lost; "
-                f"{describe_holder(now) + ' holds it now' if now else 'it is free now'}")
+        return (
+            f"the deploy lock (fence {self.fence}) was lost; "
+            f"{describe_holder(now) + ' holds it now' if now else 'it is free now'}"
+        )
 
     def _renew_loop(self) -> None:
         """Every ttl/3, extend the key; transient failures are retried until the lock is released
@@ -231,7 +278,7 @@ class DeployLock:
                 renewed = retry_redis(self._renew, what, initial=0.2, maximum=every, sleep=self._stop.wait)
             except _Released:
                 return
-            except Exception as exc:   # a refused password, a script error: no retry will renew it
+            except Exception as exc:  # a refused password, a script error: no retry will renew it
                 self._lost = f"the deploy lock (fence {self.fence}) could not be renewed: {reason(exc)}"
                 log.error("lock: %s; this process will not switch traffic or record anything", self._lost)
                 return
@@ -245,7 +292,9 @@ class DeployLock:
         if self._stop.is_set():
             raise _Released
         sent = time.monotonic()
-        renewed = bool(self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence), int(self.ttl * 1000)))
+        renewed = bool(
+            self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence), int(self.ttl * 1000))
+        )
         if renewed:
             self._lease_until = sent + self._lease
         return renewed
@@ -258,7 +307,9 @@ class _Released(Exception):
 def holder_of(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Who holds the app's lock (token left out), with `expires_in` seconds; None when free."""
     with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = pipe.get(key(app, "lock", prefix=prefix)).pttl(key(app, "lock", prefix=prefix)).execute()
+        raw, ttl_ms = (
+            pipe.get(key(app, "lock", prefix=prefix)).pttl(key(app, "lock", prefix=prefix)).execute()
+        )
     return _public(raw, ttl_ms)
 
 
@@ -271,8 +322,10 @@ def force_unlock(client: redis.Redis, app: str, prefix: str = "") -> dict[str, A
 def describe_holder(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "nobody"
-    return (f"{holder.get('purpose') or 'a command'} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"fence {holder.get('fence', '?')}, since {holder.get('since', '?')})")
+    return (
+        f"{holder.get('purpose') or 'a command'} (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+        f"fence {holder.get('fence', '?')}, since {holder.get('since', '?')})"
+    )
 
 
 def _public(raw: str | None, ttl_ms: int | None) -> dict[str, Any] | None:

@@ -22,8 +22,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import redis
 
@@ -52,9 +52,19 @@ class Child:
 
 
 class WorkerPool:
-    def __init__(self, client: redis.Redis, apps: list[str], spawn: Spawn, run_here: RunHere, *,
-                 concurrency: int = 1, name: str, poll: float = 0.5, prefix: str = "",
-                 freezes: Mapping[str, FreezeSchedule] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        apps: list[str],
+        spawn: Spawn,
+        run_here: RunHere,
+        *,
+        concurrency: int = 1,
+        name: str,
+        poll: float = 0.5,
+        prefix: str = "",
+        freezes: Mapping[str, FreezeSchedule] | None = None,
+    ) -> None:
         self.client = client
         self.apps = apps
         self.spawn = spawn
@@ -63,11 +73,13 @@ class WorkerPool:
         self.name = name
         self.poll = poll
         self.prefix = prefix
-        self.queues = {app: DeployQueue(client, app, prefix=prefix, freezes=(freezes or {}).get(app, FreezeSchedule()))
-                       for app in apps}
+        self.queues = {
+            app: DeployQueue(client, app, prefix=prefix, freezes=(freezes or {}).get(app, FreezeSchedule()))
+            for app in apps
+        }
         self.children: dict[str, Child] = {}
-        self._not_before: dict[str, float] = {}   # an app whose child found nothing: wait a little
-        self._next = 0                            # round robin: no app starves the others
+        self._not_before: dict[str, float] = {}  # an app whose child found nothing: wait a little
+        self._next = 0  # round robin: no app starves the others
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -75,8 +87,13 @@ class WorkerPool:
 
     def run(self) -> None:
         """Until SIGTERM/SIGINT (forwarded to the children, whose swaps unwind) or `stop()`."""
-        log.info("worker %s: started for %s (%d swap%s at a time)", self.name, ", ".join(self.apps),
-                 self.concurrency, "" if self.concurrency == 1 else "s")
+        log.info(
+            "worker %s: started for %s (%d swap%s at a time)",
+            self.name,
+            ", ".join(self.apps),
+            self.concurrency,
+            "" if self.concurrency == 1 else "s",
+        )
         backoff = Backoff(f"worker {self.name}: reading the queues")
         try:
             while not self._stop.is_set():
@@ -109,7 +126,7 @@ class WorkerPool:
                 if not self.run_here(app):
                     self._not_before[app] = time.monotonic() + self.poll
                 return
-            with shielded():   # a child started is a child recorded, so a signal reaches it
+            with shielded():  # a child started is a child recorded, so a signal reaches it
                 self.children[app] = Child(app, self.spawn(app), now)
 
     def _wait(self) -> None:

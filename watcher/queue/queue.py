@@ -23,10 +23,10 @@ Coalescing happens at enqueue: a new request supersedes whatever waits (the newe
 wins); a request for a version already waiting (same digest, or a digest unknown on either
 side) returns that job instead; a request for the live version while nothing waits or runs is
 recorded as succeeded at once ("already live"). What is live is not kept in Redis: the caller
-reads it from its one source, the route file and the state beside it (engine/reconcile.py). A moved tag is a new request only when it
-carries its new digest (webhooks and the poller do; a worker whose job's tag moved queues the new
-digest with `keep_newer`, so a newer request that waits is never superseded by it; `watcher
-deploy` redeploys directly).
+reads it from its one source, the route file and the state beside it (engine/reconcile.py). A
+moved tag is a new request only when it carries its new digest (webhooks and the poller do; a
+worker whose job's tag moved queues the new digest with `keep_newer`, so a newer request that
+waits is never superseded by it; `watcher deploy` redeploys directly).
 Scripts name job keys they compute, so a Redis Cluster is not supported (one Redis, any host).
 """
 
@@ -35,16 +35,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
+from watcher.config import Retention
 from watcher.engine.promotion import past
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import key, retrying
-from watcher.config import Retention
 from watcher.queue.job import SOURCES, Audit, Job, Status
 from watcher.queue.lock import OWNS, DeployLock
 from watcher.validation import validate_tag
@@ -80,7 +80,9 @@ end
 # (repository: the GitHub repository a webhook named, for deployment statuses; '' when none)
 # (keep_newer '1': a waiting request is newer than this one, so it stays and nothing is added)
 # (what is live comes from the caller, who read it from the route file and state: one source)
-_ENQUEUE = _FINISH_FN + """
+_ENQUEUE = (
+    _FINISH_FN
+    + """
 local prefix, version, digest, now, retention = ARGV[1], ARGV[2], ARGV[3], ARGV[6], ARGV[8]
 local function same(v, d)
   return v == version and (not d or d == '' or digest == '' or d == digest)
@@ -106,7 +108,8 @@ if redis.call('LLEN', KEYS[1]) == 0 and redis.call('LLEN', KEYS[2]) == 0 then
   end
 end
 for _, old in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  finish(prefix, KEYS[4], retention, old, 'superseded', 'reason', 'superseded by job ' .. id .. ' (' .. version .. ')', now)
+  finish(prefix, KEYS[4], retention, old, 'superseded', 'reason',
+         'superseded by job ' .. id .. ' (' .. version .. ')', now)
 end
 redis.call('DEL', KEYS[1])
 redis.call('RPUSH', KEYS[1], id)
@@ -114,10 +117,14 @@ redis.call('LPUSH', KEYS[5], id)
 redis.call('LTRIM', KEYS[5], 0, 0)
 return {id, 'queued'}
 """
+)
 
 # KEYS lock fence waiting running paused history last; ARGV token fence prefix worker now max retention frozen
 # (frozen: '1' while a scheduled freeze holds deploys; a rollback still runs)
-_TAKE = OWNS + _FINISH_FN + """
+_TAKE = (
+    OWNS
+    + _FINISH_FN
+    + """
 if not owns() then return {'lost'} end
 local prefix, now, retention = ARGV[3], ARGV[5], ARGV[7]
 local orphan = redis.call('LINDEX', KEYS[4], 0)
@@ -154,25 +161,35 @@ redis.call('HSET', prefix .. id, 'status', 'running', 'worker', ARGV[4], 'fence'
 redis.call('RPUSH', KEYS[4], id)
 return {'started', id}
 """
+)
 
-_OWNS_JOB = OWNS + """
+_OWNS_JOB = (
+    OWNS
+    + """
 local function owns_job()
   return owns() and redis.call('HGET', KEYS[3], 'fence') == ARGV[2]
          and redis.call('HGET', KEYS[3], 'status') == 'running'
 end
 """
+)
 
 # KEYS lock fence job; ARGV token fence phase
-_PHASE = _OWNS_JOB + """
+_PHASE = (
+    _OWNS_JOB
+    + """
 if not owns_job() then return 0 end
 redis.call('HSET', KEYS[3], 'phase', ARGV[3])
 return 1
 """
+)
 
 # KEYS lock fence job running history last
 # ARGV token fence prefix id status field text now retention audit
 # (audit: a JSON object of the job's other end fields, e.g. phases, before, after, digest)
-_FINISH = _OWNS_JOB + _FINISH_FN + """
+_FINISH = (
+    _OWNS_JOB
+    + _FINISH_FN
+    + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
 for name, value in pairs(cjson.decode(ARGV[10])) do redis.call('HSET', KEYS[3], name, value) end
@@ -180,9 +197,13 @@ finish(ARGV[3], KEYS[5], ARGV[9], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
 redis.call('SET', KEYS[6], ARGV[4])
 return 1
 """
+)
 
 # KEYS lock fence job running waiting history wake; ARGV token fence prefix id now retention why
-_REQUEUE = _OWNS_JOB + _FINISH_FN + """
+_REQUEUE = (
+    _OWNS_JOB
+    + _FINISH_FN
+    + """
 if not owns_job() then return 0 end
 redis.call('LREM', KEYS[4], 0, ARGV[4])
 if redis.call('LLEN', KEYS[5]) > 0 then
@@ -196,9 +217,12 @@ redis.call('LPUSH', KEYS[7], ARGV[4])
 redis.call('LTRIM', KEYS[7], 0, 0)
 return 1
 """
+)
 
 # KEYS waiting history; ARGV prefix id now by retention
-_CANCEL = _FINISH_FN + """
+_CANCEL = (
+    _FINISH_FN
+    + """
 local status = redis.call('HGET', ARGV[1] .. ARGV[2], 'status')
 if not status then return 'missing' end
 if status ~= 'queued' then return status end
@@ -206,6 +230,7 @@ redis.call('LREM', KEYS[1], 0, ARGV[2])
 finish(ARGV[1], KEYS[2], ARGV[5], ARGV[2], 'cancelled', 'reason', 'cancelled by ' .. ARGV[4], ARGV[3])
 return 'done'
 """
+)
 
 
 @dataclass(frozen=True)
@@ -213,8 +238,8 @@ class Enqueued:
     """What `enqueue` did: queued a new job, or found nothing to do (and said why)."""
 
     job: Job
-    outcome: str   # "queued", "already-queued" (job is the waiting one), "live" (done at once),
-                   # "newer-queued" (keep_newer: job is the newer one that waits)
+    outcome: str  # "queued", "already-queued" (job is the waiting one), "live" (done at once),
+    # "newer-queued" (keep_newer: job is the newer one that waits)
 
     @property
     def noop(self) -> bool:
@@ -252,9 +277,16 @@ class DeployQueue:
     """One app's queue. Reads and `enqueue`/`cancel` need no lock; `take` and every write about
     a running job need the DeployLock they run under (its token and fence are compared)."""
 
-    def __init__(self, client: redis.Redis, app: str, *, retention: Retention = Retention(),
-                 max_attempts: int = MAX_ATTEMPTS, prefix: str = "",
-                 freezes: FreezeSchedule = FreezeSchedule()) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        app: str,
+        *,
+        retention: Retention = Retention(),
+        max_attempts: int = MAX_ATTEMPTS,
+        prefix: str = "",
+        freezes: FreezeSchedule = FreezeSchedule(),
+    ) -> None:
         self.client = client
         self.freezes = freezes
         self.app = app
@@ -270,8 +302,17 @@ class DeployQueue:
 
     # -- asking -------------------------------------------------------------------------------
 
-    def enqueue(self, version: str, *, source: str, requested_by: str, digest: str | None = None,
-                live: Live | None = None, repository: str | None = None, keep_newer: bool = False) -> Enqueued:
+    def enqueue(
+        self,
+        version: str,
+        *,
+        source: str,
+        requested_by: str,
+        digest: str | None = None,
+        live: Live | None = None,
+        repository: str | None = None,
+        keep_newer: bool = False,
+    ) -> Enqueued:
         """Queue a deploy (or rollback) of `version`, coalescing with what waits; a no-op when
         `live` (read by the caller from the engine's view) is that very version. `keep_newer`:
         this request is older than any that waits (a tag that moved during a job), so a waiting
@@ -280,16 +321,33 @@ class DeployQueue:
             validate_tag(version)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if source not in SOURCES:   # promote and abort jobs are queued by queue/promotion.py
+        if source not in SOURCES:  # promote and abort jobs are queued by queue/promotion.py
             raise UsageError(f"unknown job source {source!r} (known: {', '.join(SOURCES)})")
         if digest is not None and not _DIGEST.match(digest):
             raise UsageError(f"not an image digest: {digest!r} (expected e.g. sha256:<64 hex digits>)")
         k = self._key
         job_id, outcome = self.client.eval(
-            _ENQUEUE, 5, k("waiting"), k("running"), k("seq"), k("history"), k("wake"),
-            self.job_prefix, version, digest or "", source, requested_by, repr(time.time()), self.app,
-            self._retention, live.version if live else "", (live.digest or "") if live else "",
-            live.color if live else "", repository or "", "1" if keep_newer else "")
+            _ENQUEUE,
+            5,
+            k("waiting"),
+            k("running"),
+            k("seq"),
+            k("history"),
+            k("wake"),
+            self.job_prefix,
+            version,
+            digest or "",
+            source,
+            requested_by,
+            repr(time.time()),
+            self.app,
+            self._retention,
+            live.version if live else "",
+            (live.digest or "") if live else "",
+            live.color if live else "",
+            repository or "",
+            "1" if keep_newer else "",
+        )
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
         return Enqueued(job, outcome)
@@ -297,15 +355,26 @@ class DeployQueue:
     def cancel(self, job_id: str, *, by: str) -> Job:
         """Cancel a waiting job. A running job is not cancelled: stop its worker (SIGTERM)."""
         k = self._key
-        outcome = self.client.eval(_CANCEL, 2, k("waiting"), k("history"), self.job_prefix, job_id,
-                                   repr(time.time()), by, self._retention)
+        outcome = self.client.eval(
+            _CANCEL,
+            2,
+            k("waiting"),
+            k("history"),
+            self.job_prefix,
+            job_id,
+            repr(time.time()),
+            by,
+            self._retention,
+        )
         if outcome == "missing":
             raise UsageError(f"no job {job_id} (see `watcher queue` and `watcher history`)")
         job = self.get(job_id)
         assert job is not None
         if outcome == "running":
-            raise UsageError(f"job {job_id} is running ({job.describe()}); it cannot be cancelled. "
-                             "Stop its worker with SIGTERM to abort it safely to the live colour")
+            raise UsageError(
+                f"job {job_id} is running ({job.describe()}); it cannot be cancelled. "
+                "Stop its worker with SIGTERM to abort it safely to the live colour"
+            )
         if outcome != "done":
             raise UsageError(f"job {job_id} already ended: {job.describe()}")
         return job
@@ -335,7 +404,7 @@ class DeployQueue:
         oldest = max(since or 0.0, time.time() - self.retention.max_age)
         if since is None:
             jobs = self._jobs(self.client.lrange(self._key("history"), 0, max(0, limit - 1)))
-        else:   # the list is in the order jobs ended: read it all (at most `keep` ids), then cut
+        else:  # the list is in the order jobs ended: read it all (at most `keep` ids), then cut
             jobs = self._jobs(self.client.lrange(self._key("history"), 0, -1))
         return [job for job in jobs if (job.finished or 0.0) >= oldest][:limit]
 
@@ -344,7 +413,7 @@ class DeployQueue:
         history (every one held, when it is None or trimmed away). One LRANGE when none did, so
         a reader that follows the history (the metrics) costs little per look."""
         ids = self.client.lrange(self._key("history"), 0, -1)
-        return self._jobs(ids[:ids.index(job_id)] if job_id in ids else ids)
+        return self._jobs(ids[: ids.index(job_id)] if job_id in ids else ids)
 
     def last_job(self) -> Job | None:
         """The last job that ran to an end (succeeded or failed)."""
@@ -371,8 +440,9 @@ class DeployQueue:
         a scheduled freeze), or a job in `running` while nobody holds the lock (its worker died)."""
         k = self._key
         with self.client.pipeline(transaction=False) as pipe:
-            waiting, running, locked, paused = (pipe.llen(k("waiting")).llen(k("running"))
-                                                .exists(k("lock")).exists(k("paused")).execute())
+            waiting, running, locked, paused = (
+                pipe.llen(k("waiting")).llen(k("running")).exists(k("lock")).exists(k("paused")).execute()
+            )
         if running and not locked:
             return True
         return bool(waiting and not paused) and self.held() is None or self._expiry_due()
@@ -390,7 +460,11 @@ class DeployQueue:
         if hold is None:
             return None
         newest = self.client.lindex(self._key("waiting"), -1)
-        return None if newest is None or self.client.hget(self.job_prefix + newest, "source") == "rollback" else hold
+        return (
+            None
+            if newest is None or self.client.hget(self.job_prefix + newest, "source") == "rollback"
+            else hold
+        )
 
     def wait_for_wake(self, timeout: float) -> None:
         """Block until a job is enqueued or the queue resumed, or `timeout` seconds pass."""
@@ -404,9 +478,24 @@ class DeployQueue:
         GuardLost if the lock is gone."""
         k = self._key
         reply = self.client.eval(
-            _TAKE, 7, k("lock"), k("fence"), k("waiting"), k("running"), k("paused"), k("history"), k("last"),
-            lock.token, str(lock.fence), self.job_prefix, worker, repr(time.time()), self.max_attempts,
-            self._retention, "1" if self.freezes.hold() else "0")
+            _TAKE,
+            7,
+            k("lock"),
+            k("fence"),
+            k("waiting"),
+            k("running"),
+            k("paused"),
+            k("history"),
+            k("last"),
+            lock.token,
+            str(lock.fence),
+            self.job_prefix,
+            worker,
+            repr(time.time()),
+            self.max_attempts,
+            self._retention,
+            "1" if self.freezes.hold() else "0",
+        )
         if reply[0] == "lost":
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost before a job was taken")
         if reply[0] not in ("started", "recovered"):
@@ -416,12 +505,28 @@ class DeployQueue:
         return Taken(job, reply[2] if reply[0] == "recovered" else None)
 
     def set_phase(self, lock: DeployLock, job: Job, phase: str) -> None:
-        if not self.client.eval(_PHASE, 3, self._key("lock"), self._key("fence"), self.job_prefix + job.id,
-                                lock.token, str(lock.fence), phase):
+        if not self.client.eval(
+            _PHASE,
+            3,
+            self._key("lock"),
+            self._key("fence"),
+            self.job_prefix + job.id,
+            lock.token,
+            str(lock.fence),
+            phase,
+        ):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not entering {phase}")
 
-    def finish(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-               message: str | None = None, audit: Audit | None = None) -> None:
+    def finish(
+        self,
+        lock: DeployLock,
+        job: Job,
+        status: Status,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        audit: Audit | None = None,
+    ) -> None:
         """Record a job's end, if this grant still owns the job, with its audit trail: the
         seconds each engine phase took (the metrics' phase histograms read them back too), the
         versions live before and after, the digest deployed."""
@@ -429,17 +534,50 @@ class DeployQueue:
         field, text = ("reason", reason) if reason else ("message", message or "")
         k = self._key
         done = self.client.eval(
-            _FINISH, 6, k("lock"), k("fence"), self.job_prefix + job.id, k("running"), k("history"), k("last"),
-            lock.token, str(lock.fence), self.job_prefix, job.id, status.value, field, text,
-            repr(time.time()), self._retention, json.dumps((audit or Audit()).fields()))
+            _FINISH,
+            6,
+            k("lock"),
+            k("fence"),
+            self.job_prefix + job.id,
+            k("running"),
+            k("history"),
+            k("last"),
+            lock.token,
+            str(lock.fence),
+            self.job_prefix,
+            job.id,
+            status.value,
+            field,
+            text,
+            repr(time.time()),
+            self._retention,
+            json.dumps((audit or Audit()).fields()),
+        )
         if not done:
-            raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
-                            f"({status.value}) was not recorded")
+            raise GuardLost(
+                f"job {job.id} is no longer ours (fence {lock.fence}): its outcome "
+                f"({status.value}) was not recorded"
+            )
 
     def requeue(self, lock: DeployLock, job: Job, why: str) -> None:
         """Put a job we stopped (SIGTERM) back at the head of the queue, or supersede it."""
         k = self._key
-        if not self.client.eval(_REQUEUE, 7, k("lock"), k("fence"), self.job_prefix + job.id, k("running"),
-                                k("waiting"), k("history"), k("wake"), lock.token, str(lock.fence), self.job_prefix,
-                                job.id, repr(time.time()), self._retention, why):
+        if not self.client.eval(
+            _REQUEUE,
+            7,
+            k("lock"),
+            k("fence"),
+            self.job_prefix + job.id,
+            k("running"),
+            k("waiting"),
+            k("history"),
+            k("wake"),
+            lock.token,
+            str(lock.fence),
+            self.job_prefix,
+            job.id,
+            repr(time.time()),
+            self._retention,
+            why,
+        ):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -40,7 +40,7 @@ class Suspension:
         or until resumed; returns the pause."""
         info = {"by": by, "since": now_iso(), "reason": reason}
         if until is not None:
-            info["until"] = datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
+            info["until"] = datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds")
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.key).hset(self.key, mapping=info)
             if until is not None:
@@ -51,8 +51,13 @@ class Suspension:
     def resume(self) -> dict[str, Any] | None:
         """Lift the pause and wake an idle worker; returns the pause lifted (None if none)."""
         with self.client.pipeline(transaction=True) as pipe:
-            info, _, _, _ = (pipe.hgetall(self.key).delete(self.key)
-                             .lpush(self.wake, "resume").ltrim(self.wake, 0, 0).execute())
+            info, _, _, _ = (
+                pipe.hgetall(self.key)
+                .delete(self.key)
+                .lpush(self.wake, "resume")
+                .ltrim(self.wake, 0, 0)
+                .execute()
+            )
         return info or None
 
     def paused(self) -> dict[str, Any] | None:
@@ -71,8 +76,11 @@ def until_of(info: dict[str, Any]) -> float | None:
 def describe(info: dict[str, Any]) -> str:
     """`paused until 2026-12-04 08:00 UTC (by ann@host since ...): reason`, or without the end."""
     ends = until_of(info)
-    text = (f"paused until {moment(ends)} (by {info.get('by')} since {info.get('since')})" if ends is not None
-            else f"paused by {info.get('by')} since {info.get('since')}")
+    text = (
+        f"paused until {moment(ends)} (by {info.get('by')} since {info.get('since')})"
+        if ends is not None
+        else f"paused by {info.get('by')} since {info.get('since')}"
+    )
     return text + (f": {info['reason']}" if info.get("reason") else "")
 
 
@@ -92,12 +100,14 @@ def parse_until(text: str, now: float | None = None) -> float:
     if stamp is None:
         try:
             when = datetime.fromisoformat(value)
-            stamp = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+            stamp = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
         except ValueError:
             stamp = None
     if stamp is None or stamp > _LAST:
-        raise ValueError(f"expected a span like 30m or 2h, or a date-time like 2026-12-04T08:00 (UTC unless it "
-                         f"names an offset such as +01:00), got {text!r}")
+        raise ValueError(
+            f"expected a span like 30m or 2h, or a date-time like 2026-12-04T08:00 (UTC unless it "
+            f"names an offset such as +01:00), got {text!r}"
+        )
     if stamp <= now:
         raise ValueError(f"{moment(stamp)} is in the past (it is {moment(now)} now)")
     return stamp

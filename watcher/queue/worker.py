@@ -25,16 +25,17 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable, Protocol, TextIO
+from collections.abc import Callable
+from typing import Protocol, TextIO
 
 import redis
 
 from watcher import logs
 from watcher.config import Retention
 from watcher.engine.deployment import DeployResult, Guard
+from watcher.engine.progress import Progress
 from watcher.engine.promotion import awaiting, past
 from watcher.engine.receipt import Receipt
-from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
 from watcher.freeze import FreezeSchedule
@@ -55,8 +56,15 @@ class Engine(Protocol):
     #: The tag's new digest when it moved away from the job's since the job was queued.
     moved: str | None
 
-    def deploy(self, version: str, *, guard: Guard, kind: str = ..., prefer_local: bool = ...,
-               digest: str | None = ...) -> DeployResult: ...
+    def deploy(
+        self,
+        version: str,
+        *,
+        guard: Guard,
+        kind: str = ...,
+        prefer_local: bool = ...,
+        digest: str | None = ...,
+    ) -> DeployResult: ...
 
     def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
 
@@ -86,10 +94,22 @@ class Observer(Protocol):
 
 
 class Worker:
-    def __init__(self, client: redis.Redis, app: str, engine: EngineFactory, *, lock_ttl: float,
-                 name: str | None = None, poll: float = 0.5, stream: TextIO | None = None,
-                 host_lock: HostLock | None = None, prefix: str = "", retention: Retention = Retention(),
-                 observer: Observer | None = None, freezes: FreezeSchedule = FreezeSchedule()) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        app: str,
+        engine: EngineFactory,
+        *,
+        lock_ttl: float,
+        name: str | None = None,
+        poll: float = 0.5,
+        stream: TextIO | None = None,
+        host_lock: HostLock | None = None,
+        prefix: str = "",
+        retention: Retention = Retention(),
+        observer: Observer | None = None,
+        freezes: FreezeSchedule = FreezeSchedule(),
+    ) -> None:
         self.client = client
         self.app = app
         self.engine = engine
@@ -137,8 +157,9 @@ class Worker:
 
     def _take_and_run(self) -> bool:
         """False when nothing ran: another holder had the deploy lock or the host lock."""
-        lock = DeployLock(self.client, self.app, ttl=self.lock_ttl, purpose=f"worker {self.name}",
-                          prefix=self.prefix)
+        lock = DeployLock(
+            self.client, self.app, ttl=self.lock_ttl, purpose=f"worker {self.name}", prefix=self.prefix
+        )
         if not lock.try_acquire():
             return False
         try:
@@ -166,7 +187,7 @@ class Worker:
         try:
             self.host_lock.acquire(f"worker {self.name}")
         except LockBusy as busy:
-            if not self._host_busy:   # once per wait, not once per poll
+            if not self._host_busy:  # once per wait, not once per poll
                 log.info("worker %s: %s; the job waits", self.name, busy)
             self._host_busy = True
             self._stop.wait(self.poll)
@@ -181,18 +202,29 @@ class Worker:
     def _run_job(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
         lock.note_job(job.id, f"job {job.id}: {job.kind} {job.version} (worker {self.name})")
-        log.info("worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s", self.name, job.id,
-                 job.kind, job.version, job.source, job.requested_by, lock.fence, job.attempts,
-                 f"; taking it over: {taken.recovered}" if taken.recovered else "")
+        log.info(
+            "worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s",
+            self.name,
+            job.id,
+            job.kind,
+            job.version,
+            job.source,
+            job.requested_by,
+            lock.fence,
+            job.attempts,
+            f"; taking it over: {taken.recovered}" if taken.recovered else "",
+        )
         if self.observer is not None:
             self.observer.job_started(job)
         progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
         engine = self.engine(progress)
-        phases = progress.durations   # filled in as the engine goes; recorded with the outcome
+        phases = progress.durations  # filled in as the engine goes; recorded with the outcome
         try:
             waiting = self.promotions.waiting()
-        except REDIS_DOWN as exc:   # the next job's run settles it
-            log.warning("worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc)
+        except REDIS_DOWN as exc:  # the next job's run settles it
+            log.warning(
+                "worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc
+            )
             waiting = None
         try:
             if job.kind == "rollback":
@@ -207,33 +239,51 @@ class Worker:
             else:
                 result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
         except GuardLost as exc:
-            log.error("worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc)
+            log.error(
+                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
+            )
             return
         except Interrupted as exc:
             self._interrupted(lock, job, engine, exc, phases)
             raise
         except WatcherError as exc:
-            self._end(lock, job, Status.FAILED, reason=f"{exc}{self._follow_move(engine, job)}",
-                      audit=unchanged(engine, phases))
+            self._end(
+                lock,
+                job,
+                Status.FAILED,
+                reason=f"{exc}{self._follow_move(engine, job)}",
+                audit=unchanged(engine, phases),
+            )
             self._settle(lock, job, engine, waiting, str(exc), ok=False)
             return
-        except Exception as exc:   # a bug must fail the job, not kill the worker
+        except Exception as exc:  # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
-            self._end(lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases))
+            self._end(
+                lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases)
+            )
             return
         status = Status.AWAITING if result.awaiting else Status.SUCCEEDED
-        self._end(lock, job, status, message=f"{result.message}{self._follow_move(engine, job)}",
-                  audit=audit_of(result, phases))
+        self._end(
+            lock,
+            job,
+            status,
+            message=f"{result.message}{self._follow_move(engine, job)}",
+            audit=audit_of(result, phases),
+        )
         self._settle(lock, job, engine, waiting, result.message, ok=True)
         if result.awaiting and result.until:
             try:
-                retrying(lambda: self.promotions.mark(lock, job, result.until or ""),
-                         f"marking job {job.id} as awaiting promotion", give_up_after=5)
-            except (GuardLost, RedisUnavailable) as exc:   # `watcher promote` then runs it directly
+                retrying(
+                    lambda: self.promotions.mark(lock, job, result.until or ""),
+                    f"marking job {job.id} as awaiting promotion",
+                    give_up_after=5,
+                )
+            except (GuardLost, RedisUnavailable) as exc:  # `watcher promote` then runs it directly
                 log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.name, job.id, exc)
 
-    def _settle(self, lock: DeployLock, job: Job, engine: Engine, waiting: Job | None, detail: str, *,
-                ok: bool) -> None:
+    def _settle(
+        self, lock: DeployLock, job: Job, engine: Engine, waiting: Job | None, detail: str, *, ok: bool
+    ) -> None:
         """End the job that awaited promotion when `job`'s run ended its wait (the state file says
         so): promoted, aborted, expired, or superseded by a newer deploy."""
         if waiting is None or waiting.id == job.id:
@@ -241,10 +291,13 @@ class Worker:
         try:
             pending = engine.view().recorded.pending
         except WatcherError:
-            return   # Docker cannot say: the next job settles it
-        if pending is not None and awaiting(pending) and (pending.version, pending.until) == (waiting.version,
-                                                                                           waiting.until):
-            return   # it still waits (a promote refused, a deploy that stopped before it started)
+            return  # Docker cannot say: the next job settles it
+        if (
+            pending is not None
+            and awaiting(pending)
+            and (pending.version, pending.until) == (waiting.version, waiting.until)
+        ):
+            return  # it still waits (a promote refused, a deploy that stopped before it started)
         if job.kind == "promote" and ok:
             status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
         elif job.kind == "abort" and ok:
@@ -257,8 +310,11 @@ class Worker:
 
     def _settle_as(self, lock: DeployLock, waiting: Job, status: Status, text: str) -> None:
         try:
-            retrying(lambda: self.promotions.settle(lock, waiting, status, text),
-                     f"settling job {waiting.id}", give_up_after=5)
+            retrying(
+                lambda: self.promotions.settle(lock, waiting, status, text),
+                f"settling job {waiting.id}",
+                give_up_after=5,
+            )
         except (GuardLost, RedisUnavailable) as exc:
             log.error("worker %s: job %s was not settled (%s): %s", self.name, waiting.id, text, exc)
             return
@@ -274,14 +330,27 @@ class Worker:
             try:
                 done = engine.expire_waiting(guard=lock)
             except GuardLost as exc:
-                log.error("worker %s: job %s: %s; its expiry is left to the lock's holder", self.name, waiting.id, exc)
+                log.error(
+                    "worker %s: job %s: %s; its expiry is left to the lock's holder",
+                    self.name,
+                    waiting.id,
+                    exc,
+                )
                 return True
             except WatcherError as exc:
-                log.error("worker %s: job %s: its expired colour was not removed: %s", self.name, waiting.id, exc)
-                done = f"the wait for promotion ended at {waiting.until}, but its colour was not removed ({exc}): " \
-                       "the next deploy removes it (`watcher status`)"
-            self._settle_as(lock, waiting, Status.FAILED,
-                            done or f"the wait for promotion ended at {waiting.until} (nothing waited in the state)")
+                log.error(
+                    "worker %s: job %s: its expired colour was not removed: %s", self.name, waiting.id, exc
+                )
+                done = (
+                    f"the wait for promotion ended at {waiting.until}, but its colour was not removed ({exc}): "
+                    "the next deploy removes it (`watcher status`)"
+                )
+            self._settle_as(
+                lock,
+                waiting,
+                Status.FAILED,
+                done or f"the wait for promotion ended at {waiting.until} (nothing waited in the state)",
+            )
         return True
 
     def _follow_move(self, engine: Engine, job: Job) -> str:
@@ -292,13 +361,27 @@ class Worker:
             return ""
         said = f"; {job.version} has moved to {moved} since the job was queued"
         try:
-            done = retrying(lambda: self.queue.enqueue(job.version, source=job.source, digest=moved,
-                                                       requested_by=f"job {job.id} (its tag moved)",
-                                                       repository=job.repository, keep_newer=True),
-                            f"queueing the moved tag of job {job.id}", give_up_after=5)
-        except WatcherError as exc:   # Redis stayed away
-            log.error("worker %s: job %s: the moved tag %s@%s was not queued: %s", self.name, job.id,
-                      job.version, moved, exc)
+            done = retrying(
+                lambda: self.queue.enqueue(
+                    job.version,
+                    source=job.source,
+                    digest=moved,
+                    requested_by=f"job {job.id} (its tag moved)",
+                    repository=job.repository,
+                    keep_newer=True,
+                ),
+                f"queueing the moved tag of job {job.id}",
+                give_up_after=5,
+            )
+        except WatcherError as exc:  # Redis stayed away
+            log.error(
+                "worker %s: job %s: the moved tag %s@%s was not queued: %s",
+                self.name,
+                job.id,
+                job.version,
+                moved,
+                exc,
+            )
             return f"{said}, but it could not be queued ({exc}): deploy it again"
         log.info("worker %s: job %s: %s", self.name, job.id, done.message)
         if done.outcome == "queued":
@@ -314,15 +397,29 @@ class Worker:
         try:
             self.queue.set_phase(lock, job, phase)
         except REDIS_DOWN as exc:
-            log.warning("worker %s: job %s: phase %r not recorded (Redis unreachable: %s); carrying on",
-                        self.name, job.id, phase, exc)
+            log.warning(
+                "worker %s: job %s: phase %r not recorded (Redis unreachable: %s); carrying on",
+                self.name,
+                job.id,
+                phase,
+                exc,
+            )
 
-    def _end(self, lock: DeployLock, job: Job, status: Status, *, reason: str | None = None,
-             message: str | None = None, audit: Audit | None = None,
-             give_up_after: float | None = None) -> None:
+    def _end(
+        self,
+        lock: DeployLock,
+        job: Job,
+        status: Status,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        audit: Audit | None = None,
+        give_up_after: float | None = None,
+    ) -> None:
         """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
         the waits between them not). If the lock is gone by then, the job stays `running` and the
         next lock holder re-runs it: the engine finds the version live and says so."""
+
         def record() -> None:
             with shielded():
                 self.queue.finish(lock, job, status, reason=reason, message=message, audit=audit)
@@ -336,8 +433,9 @@ class Worker:
         if self.observer is not None:
             self.observer.job_ended(job, status, reason or message or "", audit or Audit())
 
-    def _interrupted(self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted,
-                     phases: dict[str, float]) -> None:
+    def _interrupted(
+        self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted, phases: dict[str, float]
+    ) -> None:
         """The engine unwound (the live colour serves): succeeded if the job's version is live
         by now, else back to the head of the queue."""
         with shielded():
@@ -348,13 +446,21 @@ class Worker:
                 live = None
             try:
                 if live is not None:
-                    self._end(lock, job, Status.SUCCEEDED,
-                              message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
-                                      "before the old colour was stopped",
-                              audit=Audit(phases, None, job.version, live.digest), give_up_after=5)
+                    self._end(
+                        lock,
+                        job,
+                        Status.SUCCEEDED,
+                        message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
+                        "before the old colour was stopped",
+                        audit=Audit(phases, None, job.version, live.digest),
+                        give_up_after=5,
+                    )
                 else:
-                    retrying(lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
-                             f"requeueing job {job.id}", give_up_after=5)
+                    retrying(
+                        lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
+                        f"requeueing job {job.id}",
+                        give_up_after=5,
+                    )
                     log.info("worker %s: job %s is back in the queue", self.name, job.id)
             except (GuardLost, RedisUnavailable) as error:
                 log.error("worker %s: job %s left for the next worker: %s", self.name, job.id, error)
@@ -363,8 +469,9 @@ class Worker:
 def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
     """A finished engine run's trail: a no-op changed nothing; otherwise what was live before."""
     before = result.version if result.noop else (result.previous.version if result.previous else None)
-    return Audit(phases, before, result.version, result.digest,
-                 result.receipt.to_dict() if result.receipt else None)
+    return Audit(
+        phases, before, result.version, result.digest, result.receipt.to_dict() if result.receipt else None
+    )
 
 
 def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
@@ -373,7 +480,7 @@ def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
     with shielded():
         try:
             live = engine.view().live
-        except Exception:   # Docker unreachable, or worse: the outcome is recorded all the same
+        except Exception:  # Docker unreachable, or worse: the outcome is recorded all the same
             live = None
     version = live.version if live else None
     return Audit(phases, version, version, receipt=engine.receipt.to_dict() if engine.receipt else None)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from watcher.config import Config, HostConfig
-from watcher.errors import UsageError
 
 if TYPE_CHECKING:
     from watcher.triggers.dispatch import App
@@ -32,8 +32,12 @@ the triggers (need Redis):
 
 
 def add_parsers(sub: Any) -> None:
-    serve = sub.add_parser("serve", help="webhook receiver and registry poller (they enqueue; workers deploy)")
-    serve.add_argument("--no-poll", action="store_true", help="receive webhooks only; do not poll the registry")
+    serve = sub.add_parser(
+        "serve", help="webhook receiver and registry poller (they enqueue; workers deploy)"
+    )
+    serve.add_argument(
+        "--no-poll", action="store_true", help="receive webhooks only; do not poll the registry"
+    )
     run = sub.add_parser("run", help="serve + worker in one process")
     run.add_argument("--no-poll", action="store_true", help="receive webhooks only; do not poll the registry")
     run.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
@@ -49,8 +53,12 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def serve(host: HostConfig, args: argparse.Namespace, status: Callable[[Config], dict[str, Any]],
-          worker: Callable[[HostConfig, argparse.Namespace], int] | None = None) -> int:
+def serve(
+    host: HostConfig,
+    args: argparse.Namespace,
+    status: Callable[[Config], dict[str, Any]],
+    worker: Callable[[HostConfig, argparse.Namespace], int] | None = None,
+) -> int:
     """`serve` (worker None) or `run` (the worker pool in the main thread, the triggers beside it)."""
     quiet_libraries()
     from watcher.triggers import server
@@ -72,8 +80,16 @@ class _Offline:
     def __init__(self, live_of: Callable[[str], LiveVersion | None]) -> None:
         self.live_of = live_of
 
-    def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
+    def enqueue(
+        self,
+        app: str,
+        version: str,
+        *,
+        source: str,
+        requested_by: str,
+        digest: str | None,
+        repository: str | None = None,
+    ) -> EnqueueOutcome:
         raise AssertionError("a dry run enqueues nothing")
 
     def live(self, app: str) -> LiveVersion | None:
@@ -103,7 +119,10 @@ def check_tags(config: Config, args: argparse.Namespace) -> int:
         client = connect(config.redis_url, config.redis_password)
         try:
             client.ping()
-            sink, memory = RedisSink(client, live_of, config.redis_prefix, config.history), Memory(client, config.redis_prefix)
+            sink, memory = (
+                RedisSink(client, live_of, config.redis_prefix, config.history),
+                Memory(client, config.redis_prefix),
+            )
         except REDIS_DOWN as exc:
             notes.append(f"Redis unreachable ({exc}): last request unknown")
     else:
@@ -118,9 +137,14 @@ def check_tags(config: Config, args: argparse.Namespace) -> int:
         client.close()
     if args.json:
         data = result.to_dict()
-        data.update(image=str(app.ref), policy_kind=app.policy.kind, policy_description=app.policy.describe(),
-                    live={"version": live.version, "digest": live.digest} if live else None,
-                    last_request=last, notes=notes)
+        data.update(
+            image=str(app.ref),
+            policy_kind=app.policy.kind,
+            policy_description=app.policy.describe(),
+            live={"version": live.version, "digest": live.digest} if live else None,
+            last_request=last,
+            notes=notes,
+        )
         print(json.dumps(data, indent=2))
     else:
         print(_format(app, result, live, last, notes))
@@ -136,8 +160,9 @@ _VERDICTS = {
 }
 
 
-def _format(app: App, result: PollResult, live: LiveVersion | None, last: dict[str, Any] | None,
-            notes: list[str]) -> str:
+def _format(
+    app: App, result: PollResult, live: LiveVersion | None, last: dict[str, Any] | None, notes: list[str]
+) -> str:
     lines = [f"app {app.name}: {app.ref}", f"policy: {app.policy.describe()}"]
     decision = result.decision
     if decision is not None and decision.verdicts:
@@ -147,10 +172,16 @@ def _format(app: App, result: PollResult, live: LiveVersion | None, last: dict[s
         lines.append(f"tags seen ({len(decision.verdicts)}):")
         lines += [f"  {v.tag:<{width}}  {v.reason}" for v in accepted + refused]
     if decision is not None:
-        lines.append(f"candidate: {decision.candidate or 'none'}"
-                     + (f" ({result.digest})" if result.digest else "") + f": {decision.reason}")
-    lines.append(f"live: {live.version}" + (f" ({live.digest})" if live and live.digest else "") if live
-                 else "live: nothing (route file and state on this host)")
+        lines.append(
+            f"candidate: {decision.candidate or 'none'}"
+            + (f" ({result.digest})" if result.digest else "")
+            + f": {decision.reason}"
+        )
+    lines.append(
+        f"live: {live.version}" + (f" ({live.digest})" if live and live.digest else "")
+        if live
+        else "live: nothing (route file and state on this host)"
+    )
     if last:
         lines.append(f"last request: {last.get('tag')} (job {last.get('job')}, {last.get('source')})")
     lines.append(f"verdict: {_VERDICTS.get(result.status, result.status)}: {result.reason}")

@@ -39,9 +39,9 @@ from watcher.triggers.sink import Enqueuer
 
 log = logging.getLogger("watcher.triggers")
 
-SEEN_TTL = 3600            # one push, one job: how long the (app, tag, digest) claim lasts
-DELIVERY_TTL = 3 * 86400   # GitHub lets a delivery be redelivered for three days
-EXISTS_WAIT = 2.0          # a just-pushed tag may take a moment to be readable (GHCR)
+SEEN_TTL = 3600  # one push, one job: how long the (app, tag, digest) claim lasts
+DELIVERY_TTL = 3 * 86400  # GitHub lets a delivery be redelivered for three days
+EXISTS_WAIT = 2.0  # a just-pushed tag may take a moment to be readable (GHCR)
 
 
 @dataclass
@@ -51,19 +51,25 @@ class App:
     config: Config
     ref: ImageRef
     policy: TagPolicy
-    registry: RegistryClient        # short timeouts: a webhook must answer within GitHub's 10 s
+    registry: RegistryClient  # short timeouts: a webhook must answer within GitHub's 10 s
 
     @property
     def name(self) -> str:
         return self.config.app
 
     @classmethod
-    def from_config(cls, config: Config, registry: RegistryClient | None = None) -> "App":
+    def from_config(cls, config: Config, registry: RegistryClient | None = None) -> App:
         # GitHub waits 10 s for an answer: short timeouts, one quick retry, and a 429 asking for
         # more than 2 s fails the delivery at once (503; the poller catches up) instead of waiting.
-        registry = registry or RegistryClient(username=config.registry_username, password=config.registry_password,
-                                              timeout=2.5, max_retries=1, backoff=0.2, max_retry_after=2.0,
-                                              on_attempt=activity.registry_request)
+        registry = registry or RegistryClient(
+            username=config.registry_username,
+            password=config.registry_password,
+            timeout=2.5,
+            max_retries=1,
+            backoff=0.2,
+            max_retry_after=2.0,
+            on_attempt=activity.registry_request,
+        )
         return cls(config, ImageRef.parse(config.image), build_policy(config.policy), registry)
 
 
@@ -72,7 +78,7 @@ class Outcome:
     """What became of one push for one app."""
 
     app: str | None
-    status: str            # enqueued | duplicate | noop | ignored | not-found | unavailable
+    status: str  # enqueued | duplicate | noop | ignored | not-found | unavailable
     reason: str
     tag: str | None = None
     digest: str | None = None
@@ -94,7 +100,9 @@ class Memory:
         return key("_deliveries", kind, delivery, prefix=self.prefix)
 
     def claim_delivery(self, kind: str, delivery: str) -> bool:
-        return bool(self.client.set(self._delivery(kind, delivery), str(time.time()), nx=True, ex=DELIVERY_TTL))
+        return bool(
+            self.client.set(self._delivery(kind, delivery), str(time.time()), nx=True, ex=DELIVERY_TTL)
+        )
 
     def release_delivery(self, kind: str, delivery: str) -> None:
         """Forget a delivery that failed for a passing reason, so its redelivery is processed."""
@@ -125,43 +133,61 @@ class Memory:
         return value if isinstance(value, dict) else None
 
     def set_last(self, app: str, tag: str, digest: str, job_id: str, source: str) -> None:
-        self.client.set(key(app, "trigger", "last", prefix=self.prefix), json.dumps(
-            {"tag": tag, "digest": digest, "job": job_id, "source": source, "at": time.time()}))
+        self.client.set(
+            key(app, "trigger", "last", prefix=self.prefix),
+            json.dumps({"tag": tag, "digest": digest, "job": job_id, "source": source, "at": time.time()}),
+        )
 
 
 class Triggers:
-    def __init__(self, apps: list[App], sink: Enqueuer, memory: Memory, *, exists_wait: float = EXISTS_WAIT,
-                 notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        apps: list[App],
+        sink: Enqueuer,
+        memory: Memory,
+        *,
+        exists_wait: float = EXISTS_WAIT,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.apps = apps
         self.sink = sink
         self.memory = memory
         self.exists_wait = exists_wait
-        self.notifier = notifier   # told of the refusals an operator must see
+        self.notifier = notifier  # told of the refusals an operator must see
 
     def app(self, name: str) -> App | None:
         return next((app for app in self.apps if app.name == name), None)
 
     def apps_for(self, registry: str, repository: str) -> list[App]:
-        return [app for app in self.apps
-                if (app.ref.registry, app.ref.repository) == (registry.lower(), repository.lower())]
+        return [
+            app
+            for app in self.apps
+            if (app.ref.registry, app.ref.repository) == (registry.lower(), repository.lower())
+        ]
 
-    def push(self, push: Push, *, source: str, requested_by: str, repository: str | None = None) -> list[Outcome]:
+    def push(
+        self, push: Push, *, source: str, requested_by: str, repository: str | None = None
+    ) -> list[Outcome]:
         """A push a webhook reported: one outcome per configured app it concerns. `repository`:
         the GitHub repository the payload named, kept on the job."""
         apps = self.apps_for(push.registry, push.repository)
         if not apps:
             return [Outcome(None, "ignored", f"no configured app deploys {push.image}")]
-        return [self._push_one(app, push, source=source, requested_by=requested_by, repository=repository)
-                for app in apps]
+        return [
+            self._push_one(app, push, source=source, requested_by=requested_by, repository=repository)
+            for app in apps
+        ]
 
-    def _push_one(self, app: App, push: Push, *, source: str, requested_by: str, repository: str | None) -> Outcome:
+    def _push_one(
+        self, app: App, push: Push, *, source: str, requested_by: str, repository: str | None
+    ) -> Outcome:
         refusals = {tag: app.policy.refusal(tag) for tag in push.tags}
         accepted = [tag for tag, why in refusals.items() if why is None]
         if not accepted:
             tag, why = next(iter(refusals.items()))
             refused = Outcome(app.name, "ignored", f"tag {tag}: {why} ({app.policy.describe()})", tag=tag)
             live = self.sink.live(app.name)
-            if live and older(app.policy, live.version, tag):   # newer than live, yet refused: say so
+            if live and older(app.policy, live.version, tag):  # newer than live, yet refused: say so
                 self._tell_refused(refused)
             return refused
         # Several tags in one event (the legacy registry): the highest the policy accepts.
@@ -172,13 +198,27 @@ class Triggers:
         try:
             digest = self._resolve(app, tag)
         except NotFound:
-            return self._tell_refused(Outcome(app.name, "not-found", f"{app.ref}:{tag} does not exist in the "
-                                              "registry: not deployed", tag=tag))
+            return self._tell_refused(
+                Outcome(
+                    app.name,
+                    "not-found",
+                    f"{app.ref}:{tag} does not exist in the registry: not deployed",
+                    tag=tag,
+                )
+            )
         except RegistryError as exc:
-            return Outcome(app.name, "unavailable", f"cannot check {app.ref}:{tag} in the registry: {exc}", tag=tag)
+            return Outcome(
+                app.name, "unavailable", f"cannot check {app.ref}:{tag} in the registry: {exc}", tag=tag
+            )
         if push.digest and push.digest != digest:
-            log.debug("%s: %s:%s resolves to %s; the event named %s (a platform manifest of a multi-arch "
-                      "push?)", app.name, app.ref, tag, digest, push.digest)
+            log.debug(
+                "%s: %s:%s resolves to %s; the event named %s (a platform manifest of a multi-arch push?)",
+                app.name,
+                app.ref,
+                tag,
+                digest,
+                push.digest,
+            )
         return self.request(app, tag, digest, source=source, requested_by=requested_by, repository=repository)
 
     def _tell_refused(self, outcome: Outcome) -> Outcome:
@@ -190,7 +230,9 @@ class Triggers:
         """Why requesting `tag` would go backwards: older than live or than what waits."""
         live = self.sink.live(app.name)
         if live and older(app.policy, tag, live.version):
-            return f"{tag} is older than the live {live.version} under {app.policy.describe()}: not downgrading"
+            return (
+                f"{tag} is older than the live {live.version} under {app.policy.describe()}: not downgrading"
+            )
         waiting = self.sink.waiting(app.name)
         if waiting and older(app.policy, tag, waiting):
             return f"{tag} is older than {waiting}, which is already queued"
@@ -207,8 +249,16 @@ class Triggers:
                     raise
                 time.sleep(0.5)
 
-    def request(self, app: App, tag: str, digest: str, *, source: str, requested_by: str,
-                repository: str | None = None) -> Outcome:
+    def request(
+        self,
+        app: App,
+        tag: str,
+        digest: str,
+        *,
+        source: str,
+        requested_by: str,
+        repository: str | None = None,
+    ) -> Outcome:
         """Enqueue `tag`@`digest` for `app` once, however many events and instances ask."""
         live = self.sink.live(app.name)
         if live and live.version == tag and live.digest == digest:
@@ -216,11 +266,19 @@ class Triggers:
         holder = self.memory.claim_push(app.name, tag, digest)
         if holder is not None:
             job = None if holder == "pending" else holder
-            return Outcome(app.name, "duplicate", f"{tag}@{digest[:19]} was already requested"
-                           + (f" (job {job})" if job else " (being enqueued)"), tag, digest, job)
+            return Outcome(
+                app.name,
+                "duplicate",
+                f"{tag}@{digest[:19]} was already requested"
+                + (f" (job {job})" if job else " (being enqueued)"),
+                tag,
+                digest,
+                job,
+            )
         try:
-            done = self.sink.enqueue(app.name, tag, source=source, requested_by=requested_by, digest=digest,
-                                     repository=repository)
+            done = self.sink.enqueue(
+                app.name, tag, source=source, requested_by=requested_by, digest=digest, repository=repository
+            )
         except BaseException:
             self.memory.release_push(app.name, tag, digest)
             raise

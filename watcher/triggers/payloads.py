@@ -28,16 +28,18 @@ from watcher.backends.registry import ImageRef, RegistryError
 from watcher.validation import validate_tag
 
 GITHUB_HOST = "ghcr.io"
-CONTAINER_ECOSYSTEMS = ("container", "docker")   # CONTAINER (GHCR), docker (the legacy registry)
+CONTAINER_ECOSYSTEMS = ("container", "docker")  # CONTAINER (GHCR), docker (the legacy registry)
 GITHUB_ACTIONS = ("published", "updated")
-MANIFEST_TYPES = frozenset({
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-})
+MANIFEST_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
+)
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _SHOWN = 60
@@ -51,7 +53,7 @@ class Push:
     repository: str
     tags: tuple[str, ...]
     digest: str | None = None
-    event_id: str | None = None   # the registry's event id (Distribution), for deduplication
+    event_id: str | None = None  # the registry's event id (Distribution), for deduplication
 
     @property
     def image(self) -> str:
@@ -61,7 +63,7 @@ class Push:
 @dataclass(frozen=True)
 class Ignored:
     reason: str
-    event_id: str | None = None   # as Push.event_id: the log names every event of an envelope
+    event_id: str | None = None  # as Push.event_id: the log names every event of an envelope
 
 
 def shown(value: Any) -> str:
@@ -163,8 +165,12 @@ def parse_github(event: str, payload: Any) -> Push | Ignored:
     tag_info = _dict(metadata.get("tag"))
     url_image, url_tag = _split_reference(_text(version.get("package_url")))
     docker_metadata = version.get("docker_metadata")
-    legacy = [tag for entry in (docker_metadata if isinstance(docker_metadata, list) else [])
-              if isinstance(entry, dict) and isinstance(entry.get("tags"), list) for tag in entry["tags"]]
+    legacy = [
+        tag
+        for entry in (docker_metadata if isinstance(docker_metadata, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("tags"), list)
+        for tag in entry["tags"]
+    ]
     # The tag GitHub names is the tag; the package URL and the legacy list only stand in when it
     # names none (never when it names an invalid one).
     named = tag_info.get("name")
@@ -206,7 +212,9 @@ def parse_distribution(payload: Any) -> list[Push | Ignored]:
             continue
         tags, problem = _tags([target.get("tag")])
         if not tags:
-            results.append(Ignored(f"invalid tag: {problem}" if problem else "untagged push (digest only)", event_id))
+            results.append(
+                Ignored(f"invalid tag: {problem}" if problem else "untagged push (digest only)", event_id)
+            )
             continue
         host = _text(_dict(event.get("request")).get("host"))
         if not host:
@@ -215,8 +223,11 @@ def parse_distribution(payload: Any) -> list[Push | Ignored]:
         repository = _text(target.get("repository"))
         ref = _image(f"{host}/{repository}") if host and repository else None
         if ref is None:
-            results.append(Ignored(f"no valid registry host and repository ({shown(host)}, {shown(repository)})",
-                                   event_id))
+            results.append(
+                Ignored(
+                    f"no valid registry host and repository ({shown(host)}, {shown(repository)})", event_id
+                )
+            )
             continue
         results.append(Push(ref.registry, ref.repository, tags, _digest(target.get("digest")), event_id))
     return results or [Ignored("the envelope holds no event")]

@@ -59,8 +59,11 @@ class Decision:
     verdicts: list[Verdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "reason": self.reason,
-                "tags": [{"tag": v.tag, "accepted": v.accepted, "reason": v.reason} for v in self.verdicts]}
+        return {
+            "candidate": self.candidate,
+            "reason": self.reason,
+            "tags": [{"tag": v.tag, "accepted": v.accepted, "reason": v.reason} for v in self.verdicts],
+        }
 
 
 class TagPolicy(Protocol):
@@ -119,7 +122,7 @@ class _Ordered:
     def decide(self, tags: list[str]) -> Decision:
         accepted: list[str] = []
         refused: dict[str, str] = {}
-        for tag in dict.fromkeys(tags):   # a registry may list a tag twice across pages
+        for tag in dict.fromkeys(tags):  # a registry may list a tag twice across pages
             why = self.refusal(tag)
             if why is None:
                 accepted.append(tag)
@@ -127,14 +130,19 @@ class _Ordered:
                 refused[tag] = why
         # Ties (v1.2.3 and 1.2.3) go to the greater tag string, so the choice never flips.
         ranked = sorted(accepted, key=lambda t: (self.order(t), t), reverse=True)
-        verdicts = [Verdict(t, True, "candidate" if i == 0 else f"older than {ranked[0]}")
-                    for i, t in enumerate(ranked)]
+        verdicts = [
+            Verdict(t, True, "candidate" if i == 0 else f"older than {ranked[0]}")
+            for i, t in enumerate(ranked)
+        ]
         verdicts += [Verdict(t, False, why) for t, why in refused.items()]
         if not ranked:
             return Decision(None, f"none of {len(refused)} tags qualifies under {self.describe()}", verdicts)
         skipped = f"; {len(refused)} other tags do not qualify" if refused else ""
-        return Decision(ranked[0], f"{ranked[0]} is the highest of {len(ranked)} {self.unit} under "
-                                   f"{self.describe()}{skipped}", verdicts)
+        return Decision(
+            ranked[0],
+            f"{ranked[0]} is the highest of {len(ranked)} {self.unit} under {self.describe()}{skipped}",
+            verdicts,
+        )
 
 
 @dataclass(frozen=True)
@@ -147,8 +155,9 @@ class SemverPolicy(_Ordered):
     kind = "semver"
     unit = "semver tags"
 
-    def __init__(self, version_range: str | None = None, prereleases: bool = False,
-                 exclude: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, version_range: str | None = None, prereleases: bool = False, exclude: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(exclude)
         self.range = version_range
         self.specifiers = SpecifierSet(version_range or "")
@@ -176,9 +185,13 @@ class SemverPolicy(_Ordered):
         label = _PRE.fullmatch(pre)
         if label is None:
             if pre.isdigit():
-                return (f"pre-release -{pre} is ambiguous (a pre-release to SemVer, a build revision to "
-                        "many image tags); use a regex policy to order such tags")
-            return f"pre-release -{pre} is not alpha, beta or rc (with an optional number): it cannot be ordered"
+                return (
+                    f"pre-release -{pre} is ambiguous (a pre-release to SemVer, a build revision to "
+                    "many image tags); use a regex policy to order such tags"
+                )
+            return (
+                f"pre-release -{pre} is not alpha, beta or rc (with an optional number): it cannot be ordered"
+            )
         pep440 = f"{release}{_PEP440_LABEL[label['label'].lower()]}{label['number'] or 0}"
         return _Semver(Version(pep440), True)
 
@@ -253,11 +266,14 @@ class DigestPolicy:
         return None
 
     def decide(self, tags: list[str]) -> Decision:
-        verdicts = [Verdict(t, t == self.tag, "the followed tag" if t == self.tag else f"not {self.tag}")
-                    for t in dict.fromkeys(tags)]
+        verdicts = [
+            Verdict(t, t == self.tag, "the followed tag" if t == self.tag else f"not {self.tag}")
+            for t in dict.fromkeys(tags)
+        ]
         if self.tag in tags:
-            return Decision(self.tag, f"{self.tag} is the followed tag; it deploys when its digest changes",
-                            verdicts)
+            return Decision(
+                self.tag, f"{self.tag} is the followed tag; it deploys when its digest changes", verdicts
+            )
         return Decision(None, f"the followed tag {self.tag} does not exist", verdicts)
 
 

@@ -45,7 +45,9 @@ log = logging.getLogger("watcher.poller")
 @dataclass(frozen=True)
 class PollResult:
     app: str
-    status: str        # enqueued | duplicate | noop | up-to-date | requested | no-candidate | failed | would-enqueue
+    status: (
+        str  # enqueued | duplicate | noop | up-to-date | requested | no-candidate | failed | would-enqueue
+    )
     reason: str
     tag: str | None = None
     digest: str | None = None
@@ -53,8 +55,14 @@ class PollResult:
     decision: Decision | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"app": self.app, "status": self.status, "reason": self.reason, "tag": self.tag,
-                                "digest": self.digest, "job_id": self.job_id}
+        data: dict[str, Any] = {
+            "app": self.app,
+            "status": self.status,
+            "reason": self.reason,
+            "tag": self.tag,
+            "digest": self.digest,
+            "job_id": self.job_id,
+        }
         if self.decision is not None:
             data["policy"] = self.decision.to_dict()
         return data
@@ -63,15 +71,28 @@ class PollResult:
 def poll_client(app: App) -> RegistryClient:
     """Patient registry client for polls (nobody waits on a poll, unlike a webhook)."""
     config = app.config
-    return RegistryClient(username=config.registry_username, password=config.registry_password,
-                          timeout=10.0, max_retries=3, backoff=1.0, on_attempt=activity.registry_request)
+    return RegistryClient(
+        username=config.registry_username,
+        password=config.registry_password,
+        timeout=10.0,
+        max_retries=3,
+        backoff=1.0,
+        on_attempt=activity.registry_request,
+    )
 
 
 class Poller:
-    def __init__(self, triggers: Triggers, clients: dict[str, RegistryClient] | None = None, *,
-                 requested_by: str | None = None) -> None:
+    def __init__(
+        self,
+        triggers: Triggers,
+        clients: dict[str, RegistryClient] | None = None,
+        *,
+        requested_by: str | None = None,
+    ) -> None:
         self.triggers = triggers
-        self.clients = clients if clients is not None else {app.name: poll_client(app) for app in triggers.apps}
+        self.clients = (
+            clients if clients is not None else {app.name: poll_client(app) for app in triggers.apps}
+        )
         self.requested_by = requested_by or f"poller on {socket.gethostname()}"
         self.scheduler: BackgroundScheduler | None = None
 
@@ -84,11 +105,13 @@ class Poller:
         except RegistryError as exc:
             result = PollResult(app.name, "failed", f"registry: {exc}; nothing enqueued, next poll retries")
         except REDIS_DOWN as exc:
-            result = PollResult(app.name, "failed", f"Redis unreachable ({exc}); nothing enqueued, next poll retries")
-        except RedisRefused as exc:   # a wrong password: say so on every poll, no traceback
+            result = PollResult(
+                app.name, "failed", f"Redis unreachable ({exc}); nothing enqueued, next poll retries"
+            )
+        except RedisRefused as exc:  # a wrong password: say so on every poll, no traceback
             result = PollResult(app.name, "failed", f"{exc}; nothing enqueued")
         self._log(result)
-        if not dry_run:   # `check-tags` is a look, not a poll
+        if not dry_run:  # `check-tags` is a look, not a poll
             activity.poll(app.name, failed=result.status == "failed")
         return result
 
@@ -97,7 +120,7 @@ class Poller:
         policy = app.policy
         decision: Decision | None = None
         try:
-            if isinstance(policy, DigestPolicy):   # one tag: no need to list them all
+            if isinstance(policy, DigestPolicy):  # one tag: no need to list them all
                 tag = policy.tag
                 decision = Decision(tag, f"{tag} is the followed tag; it deploys when its digest changes")
             else:
@@ -116,17 +139,26 @@ class Poller:
         if live and live.version == tag and (not policy.mutable or live.digest == digest):
             return result("up-to-date", f"{tag} is live" + (f" ({digest[:19]})" if policy.mutable else ""))
         if live and older(policy, tag, live.version):
-            return result("up-to-date", f"the live {live.version} is newer than the candidate {tag}: not downgrading")
+            return result(
+                "up-to-date", f"the live {live.version} is newer than the candidate {tag}: not downgrading"
+            )
         last = self.triggers.memory.last(app.name)
         if last and last.get("tag") == tag and last.get("digest") == digest:
-            return result("requested", f"{tag}@{digest[:19]} was already requested (job {last.get('job')}, "
-                                       f"{last.get('source')}); not again", str(last.get("job")))
+            return result(
+                "requested",
+                f"{tag}@{digest[:19]} was already requested (job {last.get('job')}, "
+                f"{last.get('source')}); not again",
+                str(last.get("job")),
+            )
         stale = self.triggers.stale(app, tag)
         if stale:
             return result("up-to-date", stale)
         if dry_run:
-            return result("would-enqueue", f"{tag}@{digest[:19]} differs from what is live"
-                                           + (f" ({live.version})" if live else " (nothing recorded live)"))
+            return result(
+                "would-enqueue",
+                f"{tag}@{digest[:19]} differs from what is live"
+                + (f" ({live.version})" if live else " (nothing recorded live)"),
+            )
         outcome = self.triggers.request(app, tag, digest, source="poll", requested_by=self.requested_by)
         return result(outcome.status, outcome.reason, outcome.job_id)
 
@@ -134,8 +166,13 @@ class Poller:
         if result.status == "failed":
             log.warning("poll %s: %s", result.app, result.reason)
         elif result.status in ("enqueued", "duplicate", "noop"):
-            log.info("poll %s: %s %s%s", result.app, result.status, result.reason,
-                     f" (job {result.job_id})" if result.job_id and result.job_id not in result.reason else "")
+            log.info(
+                "poll %s: %s %s%s",
+                result.app,
+                result.status,
+                result.reason,
+                f" (job {result.job_id})" if result.job_id and result.job_id not in result.reason else "",
+            )
         else:
             log.debug("poll %s: %s: %s", result.app, result.status, result.reason)
 
@@ -151,13 +188,26 @@ class Poller:
                 log.info("poll %s: disabled ([poll] enabled = false)", app.name)
                 continue
             scheduler.add_job(
-                self.poll, "interval", args=[app], id=f"poll:{app.name}", name=f"poll {app.name}",
-                seconds=settings.interval, jitter=settings.jitter or None,
-                max_instances=1, coalesce=True, misfire_grace_time=max(1, int(settings.interval)),
+                self.poll,
+                "interval",
+                args=[app],
+                id=f"poll:{app.name}",
+                name=f"poll {app.name}",
+                seconds=settings.interval,
+                jitter=settings.jitter or None,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(settings.interval)),
                 next_run_time=now + timedelta(seconds=random.uniform(0, min(settings.jitter, 5.0))),
             )
-            log.info("poll %s: every %gs (jitter %gs) under %s, %s", app.name, settings.interval, settings.jitter,
-                     app.policy.describe(), app.ref)
+            log.info(
+                "poll %s: every %gs (jitter %gs) under %s, %s",
+                app.name,
+                settings.interval,
+                settings.jitter,
+                app.policy.describe(),
+                app.ref,
+            )
         scheduler.start()
         self.scheduler = scheduler
 

@@ -9,8 +9,9 @@ the workers and `watcher enqueue/pause/resume` use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -18,7 +19,6 @@ from watcher.config import Config, Retention
 from watcher.engine.reconcile import served
 from watcher.engine.state import StateStore
 from watcher.engine.switch import TrafficSwitch
-
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue, Live
 from watcher.queue.suspension import Suspension as QueueSuspension
@@ -27,7 +27,7 @@ from watcher.queue.suspension import Suspension as QueueSuspension
 @dataclass(frozen=True)
 class EnqueueOutcome:
     job_id: str
-    created: bool      # False: the queue found the request already waiting, or already live
+    created: bool  # False: the queue found the request already waiting, or already live
     reason: str
 
 
@@ -39,8 +39,16 @@ class LiveVersion:
 
 
 class Enqueuer(Protocol):
-    def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None, repository: str | None = None) -> EnqueueOutcome: ...
+    def enqueue(
+        self,
+        app: str,
+        version: str,
+        *,
+        source: str,
+        requested_by: str,
+        digest: str | None,
+        repository: str | None = None,
+    ) -> EnqueueOutcome: ...
 
     def live(self, app: str) -> LiveVersion | None:
         """What serves now, from the engine's route file and state (None: nothing live)."""
@@ -64,8 +72,13 @@ class RedisSink:
     """Enqueuer and Suspension over the real Redis queue. What is live comes from `live_of`, which
     reads the engine's one source (the route file and the state beside it), never a copy in Redis."""
 
-    def __init__(self, client: redis.Redis, live_of: Callable[[str], LiveVersion | None], prefix: str = "",
-                 retention: Retention = Retention()) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        live_of: Callable[[str], LiveVersion | None],
+        prefix: str = "",
+        retention: Retention = Retention(),
+    ) -> None:
         self.client = client
         self.live_of = live_of
         self.prefix = prefix
@@ -74,12 +87,25 @@ class RedisSink:
     def _queue(self, app: str) -> DeployQueue:
         return DeployQueue(self.client, app, prefix=self.prefix, retention=self.retention)
 
-    def enqueue(self, app: str, version: str, *, source: str, requested_by: str,
-                digest: str | None, repository: str | None = None) -> EnqueueOutcome:
+    def enqueue(
+        self,
+        app: str,
+        version: str,
+        *,
+        source: str,
+        requested_by: str,
+        digest: str | None,
+        repository: str | None = None,
+    ) -> EnqueueOutcome:
         live = self.live_of(app)
-        done = self._queue(app).enqueue(version, source=source, requested_by=requested_by, digest=digest,
-                                        live=Live(live.version, live.color, live.digest) if live else None,
-                                        repository=repository)
+        done = self._queue(app).enqueue(
+            version,
+            source=source,
+            requested_by=requested_by,
+            digest=digest,
+            live=Live(live.version, live.color, live.digest) if live else None,
+            repository=repository,
+        )
         return EnqueueOutcome(done.job.id, not done.noop, done.message)
 
     def live(self, app: str) -> LiveVersion | None:
@@ -106,8 +132,10 @@ class RedisSink:
 
 def live_reader(*configs: Config) -> Callable[[str], LiveVersion | None]:
     """What serves each of these apps, read from its route file and state on this host."""
-    sources = {c.app: (StateStore(c.state_dir, c.deployment_color_file), TrafficSwitch(c.route_file))
-               for c in configs}
+    sources = {
+        c.app: (StateStore(c.state_dir, c.deployment_color_file), TrafficSwitch(c.route_file))
+        for c in configs
+    }
 
     def live_of(app: str) -> LiveVersion | None:
         if app not in sources:

@@ -36,7 +36,8 @@ import json
 import logging
 import re
 import urllib.parse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,7 +50,13 @@ from watcher.metrics import activity
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.suspension import parse_until
 from watcher.triggers.dispatch import Outcome, Triggers
-from watcher.triggers.payloads import Ignored, Push, parse_github, parse_registry_notification, verify_github_signature
+from watcher.triggers.payloads import (
+    Ignored,
+    Push,
+    parse_github,
+    parse_registry_notification,
+    verify_github_signature,
+)
 from watcher.triggers.sink import Suspension
 
 log = logging.getLogger("watcher.webhook")
@@ -59,8 +66,8 @@ _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,80}")
 _EVENT = re.compile(r"[a-z_]{1,50}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}")
-_SHOWN_IDS = 10   # event ids named in one log line; an envelope may batch many events
-_MAX_DEPTH = 32   # JSON nesting; GitHub's package events nest 6 deep, registry envelopes 5
+_SHOWN_IDS = 10  # event ids named in one log line; an envelope may batch many events
+_MAX_DEPTH = 32  # JSON nesting; GitHub's package events nest 6 deep, registry envelopes 5
 
 
 def _clean(value: Any, limit: int) -> str:
@@ -99,8 +106,12 @@ def _loads(body: bytes) -> Any:
         raise ValueError("the JSON is nested too deeply") from None
     level = [payload]
     for _ in range(_MAX_DEPTH):
-        level = [child for value in level if isinstance(value, (dict, list))
-                 for child in (value.values() if isinstance(value, dict) else value)]
+        level = [
+            child
+            for value in level
+            if isinstance(value, (dict, list))
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
     if level:
         raise ValueError("the JSON is nested too deeply")
     return payload
@@ -150,8 +161,12 @@ def _read_refused(settings: WebhookSettings, what: str) -> tuple[Response, int] 
     if not settings.status_auth:
         return None
     if not settings.api_token:
-        return _reply(403, "refused", f"{what} needs the API token, and none is configured "
-                                      "(WATCHER_API_TOKEN; or [webhook] status_auth = false)")
+        return _reply(
+            403,
+            "refused",
+            f"{what} needs the API token, and none is configured "
+            "(WATCHER_API_TOKEN; or [webhook] status_auth = false)",
+        )
     if not _bearer_ok(request.headers.get("Authorization"), settings.api_token):
         return _reply(401, "refused", "missing or wrong bearer token")
     return None
@@ -160,8 +175,10 @@ def _read_refused(settings: WebhookSettings, what: str) -> tuple[Response, int] 
 def _add_metrics(app: Flask, settings: WebhookSettings, metrics: CollectorRegistry) -> None:
     @app.get("/metrics")
     def metrics_endpoint() -> tuple[Response, int]:
-        return _read_refused(settings, "metrics") or \
-            (Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST), 200)
+        return _read_refused(settings, "metrics") or (
+            Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST),
+            200,
+        )
 
 
 def create_metrics_app(settings: WebhookSettings, metrics: CollectorRegistry) -> Flask:
@@ -172,9 +189,15 @@ def create_metrics_app(settings: WebhookSettings, metrics: CollectorRegistry) ->
     return app
 
 
-def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSettings, *,
-               ready: Callable[[], None], status: Callable[[str], dict[str, Any]],
-               metrics: CollectorRegistry) -> Flask:
+def create_app(
+    triggers: Triggers,
+    suspension: Suspension,
+    settings: WebhookSettings,
+    *,
+    ready: Callable[[], None],
+    status: Callable[[str], dict[str, Any]],
+    metrics: CollectorRegistry,
+) -> Flask:
     """`ready()` raises when Redis is unreachable; `status(app)` returns `status --json`'s data;
     `metrics` is what /metrics exposes (watcher.metrics.registry_for), here unless `[metrics]
     listen` gives it an address of its own (create_metrics_app)."""
@@ -195,9 +218,19 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         sent = f" ({request.content_length} bytes)" if request.content_length is not None else ""
         return f"the body{sent} exceeds the {_size(settings.max_body)} limit ([webhook] max_body)"
 
-    def delivery_log(kind: str, delivery: str | None, event: str, code: int, outcome: str, reason: str) -> None:
-        log.log(_level(code), "%s delivery %s%s: %d %s: %s", kind, delivery or "-", f" ({event})" if event else "",
-                code, outcome, reason)
+    def delivery_log(
+        kind: str, delivery: str | None, event: str, code: int, outcome: str, reason: str
+    ) -> None:
+        log.log(
+            _level(code),
+            "%s delivery %s%s: %d %s: %s",
+            kind,
+            delivery or "-",
+            f" ({event})" if event else "",
+            code,
+            outcome,
+            reason,
+        )
 
     # -- GitHub --------------------------------------------------------------------------------
 
@@ -217,15 +250,19 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if body is None:
             return done(413, "refused", too_large())
         if not settings.secret:
-            return done(403, "refused", "no webhook secret is configured (WEBHOOK_SECRET or WEBHOOK_SECRET_FILE): "
-                                        "every delivery is refused")
+            return done(
+                403,
+                "refused",
+                "no webhook secret is configured (WEBHOOK_SECRET or WEBHOOK_SECRET_FILE): "
+                "every delivery is refused",
+            )
         if not verify_github_signature(settings.secret, body, request.headers.get("X-Hub-Signature-256")):
             return done(401, "refused", "missing or wrong X-Hub-Signature-256")
         if not event:
             return done(400, "refused", "missing or malformed X-GitHub-Event header")
         try:
             payload = _loads(_github_json(body, request.mimetype))
-        except ValueError:   # UnicodeDecodeError is a ValueError too
+        except ValueError:  # UnicodeDecodeError is a ValueError too
             return done(400, "refused", "the body is not valid JSON")
         if not isinstance(payload, dict):
             return done(400, "refused", "the body is not a JSON object")
@@ -239,37 +276,51 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         try:
             return github_push(parsed, payload, delivery, done)
         except (*REDIS_DOWN, RedisUnavailable) as exc:
-            return done(503, "unavailable", f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was "
-                                            "enqueued: redeliver later")
+            return done(
+                503,
+                "unavailable",
+                f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was enqueued: redeliver later",
+            )
 
-    def github_push(parsed: Push, payload: dict[str, Any], delivery: str | None,
-                    done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
+    def github_push(
+        parsed: Push, payload: dict[str, Any], delivery: str | None, done: Callable[..., tuple[Response, int]]
+    ) -> tuple[Response, int]:
         if delivery and not memory.claim_delivery("github", delivery):
             return done(200, "duplicate", "this delivery id was already processed")
         sender = payload.get("sender")
-        login = sender.get("login") if isinstance(sender, dict) and isinstance(sender.get("login"), str) else None
+        login = (
+            sender.get("login") if isinstance(sender, dict) and isinstance(sender.get("login"), str) else None
+        )
         by = f"github delivery {delivery or '-'}" + (f" ({_clean(login, 40)})" if login else "")
         named = payload.get("repository")
         repository = named.get("full_name") if isinstance(named, dict) else None
         try:
-            outcomes = triggers.push(parsed, source="webhook", requested_by=by, repository=repository
-                                     if isinstance(repository, str) and _REPOSITORY.fullmatch(repository) else None)
+            outcomes = triggers.push(
+                parsed,
+                source="webhook",
+                requested_by=by,
+                repository=repository
+                if isinstance(repository, str) and _REPOSITORY.fullmatch(repository)
+                else None,
+            )
         except BaseException:
             if delivery:
                 memory.release_delivery("github", delivery)
             raise
         code, outcome = _http_status(outcomes)
         if code >= 400 and delivery:
-            memory.release_delivery("github", delivery)   # a redelivery may succeed later
+            memory.release_delivery("github", delivery)  # a redelivery may succeed later
         job = next((o.job_id for o in outcomes if o.status == "enqueued"), None)
         reason = "; ".join(f"{o.app or parsed.image}: {o.reason}" for o in outcomes)
-        return done(code, outcome, reason, job_id=job, image=parsed.image, results=[o.to_dict() for o in outcomes])
+        return done(
+            code, outcome, reason, job_id=job, image=parsed.image, results=[o.to_dict() for o in outcomes]
+        )
 
     # -- registry notifications ----------------------------------------------------------------
 
     @app.post("/hooks/registry")
     def registry() -> tuple[Response, int]:
-        items: list[Push | Ignored] = []   # the envelope's events, once it is read
+        items: list[Push | Ignored] = []  # the envelope's events, once it is read
 
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
             # A registry notifies every blob push and pull: only what concerns an app is worth a line.
@@ -285,8 +336,12 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if body is None:
             return done(413, "refused", too_large())
         if not settings.registry_token:
-            return done(403, "refused", "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
-                                        "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused")
+            return done(
+                403,
+                "refused",
+                "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
+                "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused",
+            )
         if not _bearer_ok(request.headers.get("Authorization"), settings.registry_token):
             return done(401, "refused", "missing or wrong bearer token")
         try:
@@ -297,11 +352,16 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         try:
             return registry_pushes(items, done)
         except (*REDIS_DOWN, RedisUnavailable) as exc:
-            return done(503, "unavailable", f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was "
-                                            "enqueued: the registry retries")
+            return done(
+                503,
+                "unavailable",
+                f"Redis is unreachable ({str(exc).splitlines()[0]}); nothing was "
+                "enqueued: the registry retries",
+            )
 
-    def registry_pushes(items: list[Push | Ignored],
-                        done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
+    def registry_pushes(
+        items: list[Push | Ignored], done: Callable[..., tuple[Response, int]]
+    ) -> tuple[Response, int]:
         outcomes: list[Outcome] = []
         claimed: list[str] = []
         try:
@@ -330,14 +390,17 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
             if not memory.claim_delivery("registry", push.event_id):
                 return [Outcome(None, "duplicate", f"event {push.event_id} was already processed")]
             claimed.append(push.event_id)
-        return triggers.push(push, source="webhook", requested_by=f"registry notification {push.event_id or '-'}")
+        return triggers.push(
+            push, source="webhook", requested_by=f"registry notification {push.event_id or '-'}"
+        )
 
     # -- control -------------------------------------------------------------------------------
 
     def authorized(body: bytes) -> bool:
         token = settings.api_token
-        return (_bearer_ok(request.headers.get("Authorization"), token)
-                or _hmac_ok(request.headers.get("X-Watcher-Signature-256"), token, body))
+        return _bearer_ok(request.headers.get("Authorization"), token) or _hmac_ok(
+            request.headers.get("X-Watcher-Signature-256"), token, body
+        )
 
     def control(action: str) -> tuple[Response, int]:
         def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
@@ -348,7 +411,9 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         if body is None:
             return done(413, "refused", too_large())
         if not settings.api_token:
-            return done(403, "refused", "no API token is configured (WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE)")
+            return done(
+                403, "refused", "no API token is configured (WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE)"
+            )
         if not authorized(body):
             return done(401, "refused", "missing or wrong bearer token or X-Watcher-Signature-256")
         try:
@@ -362,34 +427,53 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
         names = [app.name for app in triggers.apps]
         if data.get("app") is not None:
             if data.get("app") not in names:
-                return done(404, "refused", f"no app {_clean(data.get('app'), 100)!r} (configured: {', '.join(names)})")
+                return done(
+                    404,
+                    "refused",
+                    f"no app {_clean(data.get('app'), 100)!r} (configured: {', '.join(names)})",
+                )
             names = [data["app"]]
         if action in ("promote", "abort"):
             return act(action, names, by, done)
         if action == "pause":
-            try:   # "until": a span ahead (2h) or an ISO date-time, as `watcher pause --until`
+            try:  # "until": a span ahead (2h) or an ISO date-time, as `watcher pause --until`
                 until = None if data.get("until") is None else parse_until(str(data["until"]))
             except ValueError as exc:
                 return done(400, "refused", f"until: {_clean(str(exc), 300)}")
             states = {name: suspension.pause(name, by=by, reason=reason, until=until) for name in names}
             ends = f" until {moment(until)}" if until is not None else ""
-            return done(200, "paused", f"{', '.join(names)} paused{ends} by {by}" + (f": {reason}" if reason else ""),
-                        paused=states)
+            return done(
+                200,
+                "paused",
+                f"{', '.join(names)} paused{ends} by {by}" + (f": {reason}" if reason else ""),
+                paused=states,
+            )
         lifted = {name: suspension.resume(name, by=by) for name in names}
-        return done(200, "resumed", f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
-                    lifted=lifted)
+        return done(
+            200,
+            "resumed",
+            f"{', '.join(names)} resumed by {by}" + (f": {reason}" if reason else ""),
+            lifted=lifted,
+        )
 
-    def act(action: str, names: list[str], by: str,
-            done: Callable[..., tuple[Response, int]]) -> tuple[Response, int]:
+    def act(
+        action: str, names: list[str], by: str, done: Callable[..., tuple[Response, int]]
+    ) -> tuple[Response, int]:
         """Promote or abort: a job for the app's worker, as `watcher promote` / `watcher abort`."""
         if len(names) != 1:
-            return done(400, "refused", f"several apps are configured: name one with \"app\" ({', '.join(names)})")
+            return done(
+                400, "refused", f'several apps are configured: name one with "app" ({", ".join(names)})'
+            )
         try:
             asked = triggers.sink.act(names[0], action, requested_by=by)
         except WatcherError as exc:
             return done(409, "refused", str(exc))
-        return done(202 if asked.created else 200, "queued" if asked.created else "already-queued", asked.reason,
-                    job=asked.job_id)
+        return done(
+            202 if asked.created else 200,
+            "queued" if asked.created else "already-queued",
+            asked.reason,
+            job=asked.job_id,
+        )
 
     @app.post("/pause")
     def pause() -> tuple[Response, int]:
@@ -442,8 +526,9 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     def readyz() -> tuple[Response, int]:
         """Readiness as a status code, for probes that only read the code."""
         is_ready, redis_state = readiness()
-        return jsonify({"status": "ready" if is_ready else "unavailable", "redis": redis_state}), \
-            200 if is_ready else 503
+        return jsonify(
+            {"status": "ready" if is_ready else "unavailable", "redis": redis_state}
+        ), 200 if is_ready else 503
 
     # -- errors: JSON, and never a 500 ---------------------------------------------------------
 
@@ -455,10 +540,18 @@ def create_app(triggers: Triggers, suspension: Suspension, settings: WebhookSett
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
         if isinstance(exc, (*REDIS_DOWN, RedisUnavailable)):
-            log.warning("%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0])
-            return _reply(503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver")
+            log.warning(
+                "%s %s: Redis unreachable: %s", request.method, request.path, str(exc).splitlines()[0]
+            )
+            return _reply(
+                503, "unavailable", "Redis is unreachable; nothing was enqueued: retry or redeliver"
+            )
         log.exception("%s %s: unexpected error", request.method, request.path)
-        return _reply(503, "unavailable", "unexpected error: retry or redeliver (a request already queued is "
-                                          "recognized and not queued twice)")
+        return _reply(
+            503,
+            "unavailable",
+            "unexpected error: retry or redeliver (a request already queued is "
+            "recognized and not queued twice)",
+        )
 
     return app
