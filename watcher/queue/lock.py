@@ -66,7 +66,6 @@ class DeployLock:
     ) -> None:
         self.client = client
         self.app = app
-        self.prefix = prefix
         self.ttl = ttl
         self.purpose = purpose
         self.job = job
@@ -120,7 +119,7 @@ class DeployLock:
                 return True
             if time.monotonic() >= deadline:
                 raise LockBusy(
-                    f"{describe_holder(holder_of(self.client, self.app, self.prefix))} holds the deploy lock "
+                    f"{describe_holder(_holder(self.client, self.keys.lock))} holds the deploy lock "
                     f"(Redis key {self.keys.lock}); wait for it to finish or use --wait-lock SECONDS"
                 )
             return False
@@ -210,7 +209,7 @@ class DeployLock:
 
     def _lost_reason(self) -> str:
         try:
-            now = holder_of(self.client, self.app, self.prefix)
+            now = _holder(self.client, self.keys.lock)
         except (*REDIS_DOWN, RedisRefused):
             now = None
         return (
@@ -254,16 +253,19 @@ class _Released(Exception):
 
 def holder_of(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Who holds the app's lock (token left out), with `expires_in` seconds; None when free."""
-    lock = AppKeys(app, prefix).lock
-    with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = pipe.get(lock).pttl(lock).execute()
-    return _public(raw, ttl_ms)
+    return _holder(client, AppKeys(app, prefix).lock)
 
 
 def force_unlock(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Delete the lock whoever holds it; returns who held it. The holder, if alive, fails its
     next check and aborts without switching, but finishes the step it is in."""
     return _public(_run(client, AppKeys(app, prefix), "force"), None)
+
+
+def _holder(client: redis.Redis, lock: str) -> dict[str, Any] | None:
+    with client.pipeline(transaction=True) as pipe:
+        raw, ttl_ms = pipe.get(lock).pttl(lock).execute()
+    return _public(raw, ttl_ms)
 
 
 def _run(client: redis.Redis, keys: AppKeys, op: str, *args: object) -> Any:

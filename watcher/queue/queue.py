@@ -114,7 +114,6 @@ class DeployQueue:
         self.client = client
         self.freezes = freezes
         self.app = app
-        self.prefix = prefix
         self.retention = retention
         self.max_attempts = max_attempts
         k = self.keys = AppKeys(app, prefix)
