@@ -249,7 +249,7 @@ def test_a_command_the_acl_denies_fails_at_once_naming_the_user(private_redis: R
     assert client.ping()
     started = time.monotonic()
     with pytest.raises(
-        RedisRefused, match=r"denied a command to the user of \[redis\] url / REDIS_URL.*'eval'"
+        RedisRefused, match=r"denied a command to the user of \[redis\] url / REDIS_URL.*'evalsha'"
     ):
         DeployLock(client, APP, ttl=3, purpose="deploy v1").acquire(wait=10)
     assert time.monotonic() - started < 1

@@ -148,7 +148,7 @@ def test_the_engine_refuses_an_invalid_version_before_anything_runs(
 @given(tag_like())
 def test_the_queue_refuses_an_invalid_version_before_redis(version: str) -> None:
     client = mock.Mock()
-    client.eval.side_effect = Reached("eval")
+    client.register_script.return_value.side_effect = Reached("the queue script")
     try:
         DeployQueue(client, "shop").enqueue(version, source="cli", requested_by="fuzz")
     except UsageError:

@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from watcher.queue.job import Audit, Job, Status
+from watcher.queue.job import Audit, Job, JobKind, Status
 
 #: The failing container's last health output, as HealthCheckFailed puts it in its message.
 _HEALTH = re.compile(r"\(last health check: (.*?)\)(?=;|$)")
@@ -92,8 +92,10 @@ def ended(job: Job, status: Status, detail: str, audit: Audit, dashboard: str | 
     """A job's outcome. A failure after the switch that put the old version back is `rolled_back`
     (traffic did move, and moved back); a succeeded rollback job is `rollback_done`."""
     if status is Status.SUCCEEDED:
-        kind = "rollback_done" if job.kind == "rollback" else "succeeded"
-    elif job.kind == "deploy" and "switch" in audit.phases and audit.after and audit.after != job.version:
+        kind = "rollback_done" if job.kind is JobKind.ROLLBACK else "succeeded"
+    elif (
+        job.kind is JobKind.DEPLOY and "switch" in audit.phases and audit.after and audit.after != job.version
+    ):
         kind = "rolled_back"
     else:
         kind = "failed"

@@ -4,6 +4,9 @@
     job.py         a job and its statuses
     queue.py       DeployQueue: enqueue/coalesce, take (with recovery), fenced writes, history
     lock.py        DeployLock: SET NX PX + token, renewal thread, fencing counter; the engine's Guard
+    scripts/       the Lua scripts of the queue and the lock, registered once per client
+    promotion.py   the job awaiting promotion, and the promote and abort jobs acting on it
+    pool.py        one worker for every app of the host
     suspension.py  pause / resume
     worker.py      the worker loop
 
@@ -17,7 +20,7 @@ from typing import Any
 import redis
 
 from watcher.freeze import FreezeSchedule, moment
-from watcher.queue.job import Job, Status, field_text
+from watcher.queue.job import Job, JobKind, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
 from watcher.queue.queue import DeployQueue, Enqueued, Live
 from watcher.queue.suspension import Suspension, describe
@@ -28,6 +31,7 @@ __all__ = [
     "DeployQueue",
     "Enqueued",
     "Job",
+    "JobKind",
     "Live",
     "Status",
     "Suspension",
@@ -50,7 +54,7 @@ def overview(
     hold = freezes.hold()
     return {
         "paused": Suspension(client, app, prefix).paused(),
-        "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind != "rollback"}
+        "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind is not JobKind.ROLLBACK}
         if hold
         else None,
         "queue": {

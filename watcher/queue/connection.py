@@ -37,7 +37,17 @@ from watcher.retry import (
     retry_redis,
 )
 
-__all__ = ["REDIS_DOWN", "Backoff", "RedisRefused", "connect", "describe", "key", "masked", "retrying"]
+__all__ = [
+    "REDIS_DOWN",
+    "AppKeys",
+    "Backoff",
+    "RedisRefused",
+    "connect",
+    "describe",
+    "key",
+    "masked",
+    "retrying",
+]
 
 T = TypeVar("T")
 
@@ -51,6 +61,29 @@ def key(app: str, *parts: str, prefix: str = "") -> str:
     """Every key watcher writes is `watcher:<app>:...`, so apps can share one Redis; with the
     installation's `[redis] prefix`, `<prefix>:watcher:<app>:...`, so installations can too."""
     return ":".join((*([prefix] if prefix else []), "watcher", app, *parts))
+
+
+class AppKeys:
+    """One app's keys of the queue and the lock, built once (scripts/queue.lua says what each holds)."""
+
+    def __init__(self, app: str, prefix: str = "") -> None:
+        def named(name: str) -> str:
+            return key(app, name, prefix=prefix)
+
+        self.waiting = named("waiting")
+        self.running = named("running")
+        self.seq = named("seq")
+        self.history = named("history")
+        self.wake = named("wake")
+        self.last = named("last")
+        self.paused = named("paused")
+        self.awaiting = named("awaiting")
+        self.lock = named("lock")
+        self.fence = named("fence")
+        self.jobs = key(app, "job", "", prefix=prefix)  # a job's key is this and its id
+
+    def job(self, job_id: str) -> str:
+        return self.jobs + job_id
 
 
 def masked(url: str) -> str:

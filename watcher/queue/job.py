@@ -30,11 +30,20 @@ class Status(StrEnum):
         return self not in (Status.QUEUED, Status.RUNNING)
 
 
-#: Who may ask for a deploy. A `rollback` job runs the engine's rollback (instant when the
-#: version's colour is retained); the others run a deploy.
+class JobKind(StrEnum):
+    """What a job does, which its source decides (`Job.kind`); a plain string in JSON and logs."""
+
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"  # the engine's rollback (instant when the version's colour is retained)
+    PROMOTE = "promote"  # switch to the job awaiting promotion (queue/promotion.py)
+    ABORT = "abort"  # remove the job awaiting promotion
+
+
+#: Who may ask for a deploy. A `rollback` job runs the engine's rollback; the others run a deploy.
 SOURCES = ("cli", "webhook", "poll", "rollback", "dashboard")
-#: Jobs that act on the job awaiting promotion (queue/promotion.py), not on a version.
-ACTIONS = ("promote", "abort")
+#: Jobs that act on the job awaiting promotion (queue/promotion.py), not on a version: their
+#: source is their kind.
+ACTIONS = (JobKind.PROMOTE, JobKind.ABORT)
 
 
 @dataclass
@@ -64,10 +73,10 @@ class Job:
     awaits: str | None = None  # a promote or abort job: the id of the job it acts on
 
     @property
-    def kind(self) -> str:
-        if self.source in ACTIONS:
-            return self.source
-        return "rollback" if self.source == "rollback" else "deploy"
+    def kind(self) -> JobKind:
+        if self.source in (JobKind.ROLLBACK, *ACTIONS):
+            return JobKind(self.source)
+        return JobKind.DEPLOY
 
     @property
     def duration(self) -> float | None:

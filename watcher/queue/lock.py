@@ -5,15 +5,15 @@ Scope: one lock per app (`watcher:<app>:lock`, app = `app.name`), covering the w
 deployment: every service, both colours, the pre-deploy hook, cleanup and reset. Different
 apps in the same Redis do not wait for each other.
 
-Mechanism:
+Mechanism (each step an operation of scripts/lock.lua):
 - grant: `SET key <holder> NX PX ttl`, where the holder (JSON) carries a random token, host,
-  pid, purpose, job and since; in the same Lua script a counter (`watcher:<app>:fence`) is
+  pid, purpose, job and since; in the same atomic call a counter (`watcher:<app>:fence`) is
   INCRed, so each grant gets a **fencing token** larger than every earlier one;
 - renewal: a daemon thread (not thread-local: the engine runs in the main thread) extends the
   key every ttl/3 if it still holds our token and fence; a renewal that finds the key gone or
   someone else's marks the lock lost;
 - `check()` (the engine's Guard, called right before the switch and before every state write)
-  asks Redis, in one Lua script, whether the key still holds our token *and* the fence counter
+  asks Redis, in one call, whether the key still holds our token *and* the fence counter
   is still ours; anything else raises GuardLost, and the engine aborts touching nothing.
 
 Redis unreachable during `check()` (or failing over, or full: whatever watcher/retry.py calls
@@ -44,56 +44,11 @@ import redis
 
 from watcher.engine.state import now_iso
 from watcher.errors import GuardLost, LockBusy, RedisUnavailable
-from watcher.queue.connection import REDIS_DOWN, RedisRefused, key
+from watcher.queue.connection import REDIS_DOWN, AppKeys, RedisRefused
+from watcher.queue.scripts import script
 from watcher.retry import reason, retry_redis
 
 log = logging.getLogger("watcher.lock")
-
-#: Lua prelude shared by every fenced script: KEYS[1] lock, KEYS[2] fence counter,
-#: ARGV[1] token, ARGV[2] fence.
-OWNS = """
-local function owns()
-  local raw = redis.call('GET', KEYS[1])
-  if not raw then return false end
-  local holder = cjson.decode(raw)
-  return holder.token == ARGV[1] and holder.fence == ARGV[2] and redis.call('GET', KEYS[2]) == ARGV[2]
-end
-"""
-
-_GRANT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local fence = redis.call('INCR', KEYS[2])
-local holder = cjson.decode(ARGV[1])
-holder.fence = tostring(fence)
-redis.call('SET', KEYS[1], cjson.encode(holder), 'NX', 'PX', ARGV[2])
-return fence
-"""
-_CHECK = OWNS + "if owns() then return 1 end return 0"
-_RENEW = OWNS + "if owns() then return redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 0"
-# KEYS lock fence waiting wake: a release wakes an idle worker at once when a job waits.
-_RELEASE = (
-    OWNS
-    + """
-if not owns() then return 0 end
-redis.call('DEL', KEYS[1])
-if redis.call('LLEN', KEYS[3]) > 0 then
-  redis.call('LPUSH', KEYS[4], 'released')
-  redis.call('LTRIM', KEYS[4], 0, 0)
-end
-return 1
-"""
-)
-_NOTE_JOB = (
-    OWNS
-    + """
-if not owns() then return 0 end
-local holder = cjson.decode(redis.call('GET', KEYS[1]))
-holder.job = ARGV[3]
-holder.purpose = ARGV[4]
-return redis.call('SET', KEYS[1], cjson.encode(holder), 'KEEPTTL') and 1
-"""
-)
-_FORCE = "local raw = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) return raw"
 
 
 class DeployLock:
@@ -111,13 +66,12 @@ class DeployLock:
     ) -> None:
         self.client = client
         self.app = app
-        self.prefix = prefix
         self.ttl = ttl
         self.purpose = purpose
         self.job = job
         self.token = secrets.token_hex(16)
         self.fence: int | None = None
-        self.keys = [key(app, "lock", prefix=prefix), key(app, "fence", prefix=prefix)]
+        self.keys = AppKeys(app, prefix)
         # The lease ends before the key can expire in Redis: renewal round trips and clock-rate
         # differences come off the margin.
         self._lease = ttl - max(0.1 * ttl, 0.2)
@@ -139,7 +93,7 @@ class DeployLock:
             "since": now_iso(),
         }
         sent = time.monotonic()
-        fence = self.client.eval(_GRANT, 2, *self.keys, json.dumps(holder), int(self.ttl * 1000))
+        fence = self._script("grant", json.dumps(holder), int(self.ttl * 1000))
         if not fence:
             return False
         self.fence = int(fence)
@@ -165,8 +119,8 @@ class DeployLock:
                 return True
             if time.monotonic() >= deadline:
                 raise LockBusy(
-                    f"{describe_holder(holder_of(self.client, self.app, self.prefix))} holds the deploy lock "
-                    f"(Redis key {self.keys[0]}); wait for it to finish or use --wait-lock SECONDS"
+                    f"{describe_holder(_holder(self.client, self.keys.lock))} holds the deploy lock "
+                    f"(Redis key {self.keys.lock}); wait for it to finish or use --wait-lock SECONDS"
                 )
             return False
 
@@ -189,15 +143,7 @@ class DeployLock:
         if self.fence is None:
             return
         try:
-            self.client.eval(
-                _RELEASE,
-                4,
-                *self.keys,
-                key(self.app, "waiting", prefix=self.prefix),
-                key(self.app, "wake", prefix=self.prefix),
-                self.token,
-                str(self.fence),
-            )
+            self._script("release", self.token, str(self.fence))
         except REDIS_DOWN as exc:
             log.warning(
                 "redis: could not release the deploy lock (%s); it expires by itself within %.0fs",
@@ -211,9 +157,12 @@ class DeployLock:
         so Redis failing here does not stop the job (the guard decides about the switch)."""
         self.job, self.purpose = job, purpose
         try:
-            self.client.eval(_NOTE_JOB, 2, *self.keys, self.token, str(self.fence), job, purpose)
+            self._script("note", self.token, str(self.fence), job, purpose)
         except REDIS_DOWN as exc:
             log.warning("redis: could not note job %s in the deploy lock (%s); carrying on", job, reason(exc))
+
+    def _script(self, op: str, *args: object) -> Any:
+        return _run(self.client, self.keys, op, *args)
 
     def __enter__(self) -> DeployLock:
         return self
@@ -234,7 +183,7 @@ class DeployLock:
         def attempt() -> object:
             if self._lease_until <= time.monotonic():
                 raise self._lease_over()
-            return self.client.eval(_CHECK, 2, *self.keys, self.token, str(self.fence))
+            return self._script("check", self.token, str(self.fence))
 
         try:
             held = retry_redis(
@@ -260,7 +209,7 @@ class DeployLock:
 
     def _lost_reason(self) -> str:
         try:
-            now = holder_of(self.client, self.app, self.prefix)
+            now = _holder(self.client, self.keys.lock)
         except (*REDIS_DOWN, RedisRefused):
             now = None
         return (
@@ -292,9 +241,7 @@ class DeployLock:
         if self._stop.is_set():
             raise _Released
         sent = time.monotonic()
-        renewed = bool(
-            self.client.eval(_RENEW, 2, *self.keys, self.token, str(self.fence), int(self.ttl * 1000))
-        )
+        renewed = bool(self._script("renew", self.token, str(self.fence), int(self.ttl * 1000)))
         if renewed:
             self._lease_until = sent + self._lease
         return renewed
@@ -306,17 +253,24 @@ class _Released(Exception):
 
 def holder_of(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Who holds the app's lock (token left out), with `expires_in` seconds; None when free."""
-    with client.pipeline(transaction=True) as pipe:
-        raw, ttl_ms = (
-            pipe.get(key(app, "lock", prefix=prefix)).pttl(key(app, "lock", prefix=prefix)).execute()
-        )
-    return _public(raw, ttl_ms)
+    return _holder(client, AppKeys(app, prefix).lock)
 
 
 def force_unlock(client: redis.Redis, app: str, prefix: str = "") -> dict[str, Any] | None:
     """Delete the lock whoever holds it; returns who held it. The holder, if alive, fails its
     next check and aborts without switching, but finishes the step it is in."""
-    return _public(client.eval(_FORCE, 1, key(app, "lock", prefix=prefix)), None)
+    return _public(_run(client, AppKeys(app, prefix), "force"), None)
+
+
+def _holder(client: redis.Redis, lock: str) -> dict[str, Any] | None:
+    with client.pipeline(transaction=True) as pipe:
+        raw, ttl_ms = pipe.get(lock).pttl(lock).execute()
+    return _public(raw, ttl_ms)
+
+
+def _run(client: redis.Redis, keys: AppKeys, op: str, *args: object) -> Any:
+    """Operation `op` of lock.lua."""
+    return script(client, "lock")(keys=(keys.lock, keys.fence, keys.waiting, keys.wake), args=(op, *args))
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:

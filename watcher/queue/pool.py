@@ -30,7 +30,7 @@ import redis
 from watcher.errors import Interrupted
 from watcher.freeze import FreezeSchedule
 from watcher.interrupts import shielded
-from watcher.queue.connection import REDIS_DOWN, Backoff, key
+from watcher.queue.connection import REDIS_DOWN, Backoff
 from watcher.queue.queue import DeployQueue
 
 log = logging.getLogger("watcher.worker")
@@ -133,7 +133,7 @@ class WorkerPool:
         """Until an app is woken (enqueue, resume, lock release) or a short poll passes; shorter
         while children run, so a finished one frees its slot promptly."""
         timeout = 0.2 if self.children else self.poll
-        self.client.blpop([key(app, "wake", prefix=self.prefix) for app in self.apps], timeout=timeout)
+        self.client.blpop([queue.keys.wake for queue in self.queues.values()], timeout=timeout)
 
     def _reap(self) -> None:
         for app, child in list(self.children.items()):

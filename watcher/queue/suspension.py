@@ -22,7 +22,7 @@ import redis
 from watcher.config.values import parse_duration
 from watcher.engine.state import now_iso
 from watcher.freeze import moment
-from watcher.queue.connection import key
+from watcher.queue.connection import AppKeys
 
 #: The last second `datetime` can show (9999-12-31T23:59:59 UTC).
 _LAST = 253402300799.0
@@ -32,8 +32,9 @@ class Suspension:
     def __init__(self, client: redis.Redis, app: str, prefix: str = "") -> None:
         self.client = client
         self.app = app
-        self.key = key(app, "paused", prefix=prefix)
-        self.wake = key(app, "wake", prefix=prefix)
+        keys = AppKeys(app, prefix)
+        self.key = keys.paused
+        self.wake = keys.wake
 
     def pause(self, *, by: str, reason: str = "", until: float | None = None) -> dict[str, Any]:
         """Pause (again: the newest reason, author and end win), until the Unix time `until`

@@ -42,7 +42,7 @@ from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
-from watcher.queue.job import Audit, Job, Status
+from watcher.queue.job import ACTIONS, Audit, Job, JobKind, Status
 from watcher.queue.lock import DeployLock
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue, Taken
@@ -227,11 +227,11 @@ class Worker:
             )
             waiting = None
         try:
-            if job.kind == "rollback":
+            if job.kind is JobKind.ROLLBACK:
                 result = engine.rollback(guard=lock, to=job.version)
-            elif job.kind == "promote":
+            elif job.kind is JobKind.PROMOTE:
                 result = engine.promote(guard=lock)
-            elif job.kind == "abort":
+            elif job.kind is JobKind.ABORT:
                 done = engine.abort_waiting(guard=lock)
                 self._end(lock, job, Status.SUCCEEDED, message=done, audit=unchanged(engine, phases))
                 self._settle(lock, job, engine, waiting, done, ok=True)
@@ -298,11 +298,11 @@ class Worker:
             and (pending.version, pending.until) == (waiting.version, waiting.until)
         ):
             return  # it still waits (a promote refused, a deploy that stopped before it started)
-        if job.kind == "promote" and ok:
+        if job.kind is JobKind.PROMOTE and ok:
             status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind == "abort" and ok:
+        elif job.kind is JobKind.ABORT and ok:
             status, text = Status.CANCELLED, f"aborted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind in ("promote", "abort"):
+        elif job.kind in ACTIONS:
             status, text = Status.FAILED, f"job {job.id} ({job.kind}): {detail}"
         else:
             status, text = Status.SUPERSEDED, f"superseded by job {job.id} ({job.kind} {job.version})"
@@ -357,7 +357,7 @@ class Worker:
         """A tag that moved since the job was queued is a new request: queue its new digest
         (unless a newer request already waits), and say so in the job's outcome ("" if no move)."""
         moved = engine.moved
-        if not moved or job.kind != "deploy":
+        if not moved or job.kind is not JobKind.DEPLOY:
             return ""
         said = f"; {job.version} has moved to {moved} since the job was queued"
         try:
