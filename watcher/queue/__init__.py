@@ -7,19 +7,18 @@
     suspension.py  pause / resume
     worker.py      the worker loop
 
-The CLI and (later) the webhook receiver call these; nothing here parses arguments or prints.
+Each app's owner (watcher/host.py `App`) builds its queue, pause and lock; nothing here parses
+arguments or prints.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import redis
-
-from watcher.freeze import FreezeSchedule, moment
+from watcher.freeze import moment
 from watcher.queue.job import Job, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
-from watcher.queue.queue import DeployQueue, Enqueued, Live
+from watcher.queue.queue import DeployQueue, Enqueued
 from watcher.queue.suspension import Suspension, describe
 from watcher.queue.worker import Worker
 
@@ -28,7 +27,6 @@ __all__ = [
     "DeployQueue",
     "Enqueued",
     "Job",
-    "Live",
     "Status",
     "Suspension",
     "Worker",
@@ -40,14 +38,12 @@ __all__ = [
 ]
 
 
-def overview(
-    client: redis.Redis, app: str, prefix: str = "", freezes: FreezeSchedule = FreezeSchedule()
-) -> dict[str, Any]:
+def overview(queue: DeployQueue) -> dict[str, Any]:
     """What `status` adds when Redis is configured: paused, frozen (the scheduled freeze in
     force, and whether it holds the waiting job), queue, lock, last_job."""
-    queue = DeployQueue(client, app, prefix=prefix, freezes=freezes)
+    client, app, prefix = queue.client, queue.app, queue.prefix
     waiting, running, last = queue.waiting(), queue.running(), queue.last_job()
-    hold = freezes.hold()
+    hold = queue.freezes.hold()
     return {
         "paused": Suspension(client, app, prefix).paused(),
         "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind != "rollback"}

@@ -42,6 +42,7 @@ import redis
 
 from watcher.config import Retention
 from watcher.engine.promotion import past
+from watcher.engine.state import Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import key, retrying
@@ -264,15 +265,6 @@ class Taken:
     recovered: str | None = None
 
 
-@dataclass(frozen=True)
-class Live:
-    """What serves now, as the engine's view says (route file + state); `enqueue`'s no-op rule."""
-
-    version: str
-    color: str
-    digest: str | None = None
-
-
 class DeployQueue:
     """One app's queue. Reads and `enqueue`/`cancel` need no lock; `take` and every write about
     a running job need the DeployLock they run under (its token and fence are compared)."""
@@ -309,7 +301,7 @@ class DeployQueue:
         source: str,
         requested_by: str,
         digest: str | None = None,
-        live: Live | None = None,
+        live: Release | None = None,
         repository: str | None = None,
         keep_newer: bool = False,
     ) -> Enqueued:
