@@ -57,7 +57,7 @@ def serve(
     host: HostConfig,
     args: argparse.Namespace,
     status: Callable[[App], dict[str, Any]],
-    worker: Callable[[HostConfig, argparse.Namespace], int] | None = None,
+    worker: Callable[[argparse.Namespace], int] | None = None,
 ) -> int:
     """`serve` (worker None) or `run` (the worker pool in the main thread, the triggers beside it)."""
     quiet_libraries()
@@ -68,7 +68,7 @@ def serve(
         if worker is None:
             service.wait()
             return 0
-        return worker(host, args)
+        return worker(args)
     finally:
         service.stop()
 
