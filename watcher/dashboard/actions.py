@@ -21,6 +21,7 @@ from watcher.dashboard.face import Face
 from watcher.dashboard.views import app_status
 from watcher.errors import UsageError
 from watcher.freeze import moment
+from watcher.host import App
 from watcher.queue.suspension import parse_until
 from watcher.triggers.http import clean
 
@@ -32,37 +33,45 @@ def requester() -> str:
     return f"dashboard ({request.remote_addr})"
 
 
-def install(bp: Blueprint, face: Face) -> None:
-    def back(name: str) -> Response:
-        return redirect(url_for("dashboard.app_page", name=name), 303)
+def back(name: str) -> Response:
+    return redirect(url_for("dashboard.app_page", name=name), 303)
 
-    def queued(name: str, version: str, *, source: str) -> Response:
-        app = face.app(name)
-        try:
-            done = app.request(version, source=source, by=requester())
-        except UsageError as exc:
-            flash(str(exc), "error")
-            return back(name)
-        if done.job_id is None:  # refused: the policy, the registry
-            flash(done.reason, "error")
-            return back(name)
-        log.info(
-            "dashboard: %s %s of %s from %s: %s", source, version, name, request.remote_addr, done.reason
-        )
-        hold = app.freezes.hold() if source != "rollback" else None
-        flash(
-            done.reason + (f"; it waits: {name} is {hold.describe()}" if hold and done.created else ""),
-            "ok" if done.created else "info",
-        )
-        return redirect(url_for("dashboard.job_page", name=name, job_id=int(done.job_id)), 303)
+
+def queued(app: App, version: str, *, source: str) -> Response:
+    """Request `version` of `app` and go to its job's page (or back, saying why not)."""
+    name = app.name
+    try:
+        done = app.request(version, source=source, by=requester())
+    except UsageError as exc:
+        flash(str(exc), "error")
+        return back(name)
+    if done.job_id is None:  # refused: the policy, the registry
+        flash(done.reason, "error")
+        return back(name)
+    log.info("dashboard: %s %s of %s from %s: %s", source, version, name, request.remote_addr, done.reason)
+    hold = app.freezes.hold() if source != "rollback" else None
+    flash(
+        done.reason + (f"; it waits: {name} is {hold.describe()}" if hold and done.created else ""),
+        "ok" if done.created else "info",
+    )
+    return redirect(url_for("dashboard.job_page", name=name, job_id=int(done.job_id)), 303)
+
+
+def install(bp: Blueprint, face: Face) -> None:
+    _install_requests(bp, face)
+    _install_controls(bp, face)
+
+
+def _install_requests(bp: Blueprint, face: Face) -> None:
+    """Deploy, rollback, cancel: the queue's jobs."""
 
     @bp.post("/apps/<name>/deploy")
     def deploy(name: str) -> Response:
-        return queued(name, request.form.get("version", "").strip(), source="dashboard")
+        return queued(face.app(name), request.form.get("version", "").strip(), source="dashboard")
 
     @bp.post("/apps/<name>/rollback")
     def rollback(name: str) -> Response:
-        face.app(name)
+        app = face.app(name)
         target = (app_status(face, name).get("rollback") or {}).get("version")
         asked = request.form.get("version", "")
         if not target or target != asked:
@@ -72,7 +81,21 @@ def install(bp: Blueprint, face: Face) -> None:
                 "error",
             )
             return back(name)
-        return queued(name, target, source="rollback")
+        return queued(app, target, source="rollback")
+
+    @bp.post("/apps/<name>/jobs/<int:job_id>/cancel")
+    def cancel(name: str, job_id: int) -> Response:
+        try:
+            job = face.app(name).queue.cancel(str(job_id), by=requester())
+        except UsageError as exc:
+            flash(str(exc), "error")
+        else:
+            flash(f"Job {job.id} ({job.kind} {job.version}) cancelled.", "ok")
+        return back(name)
+
+
+def _install_controls(bp: Blueprint, face: Face) -> None:
+    """Pause, resume, promote, abort."""
 
     @bp.post("/apps/<name>/pause")
     def pause(name: str) -> Response:
@@ -114,13 +137,3 @@ def install(bp: Blueprint, face: Face) -> None:
     @bp.post("/apps/<name>/abort")
     def abort(name: str) -> Response:
         return act(name, "abort")
-
-    @bp.post("/apps/<name>/jobs/<int:job_id>/cancel")
-    def cancel(name: str, job_id: int) -> Response:
-        try:
-            job = face.app(name).queue.cancel(str(job_id), by=requester())
-        except UsageError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(f"Job {job.id} ({job.kind} {job.version}) cancelled.", "ok")
-        return back(name)

@@ -115,6 +115,7 @@ def install(bp: Blueprint, face: Face) -> None:
     bp.add_app_template_filter(seconds)
     bp.add_app_template_filter(shown)
     bp.add_app_template_global(chart.bars, "receipt_bars")
+    install_errors(bp)
 
     @bp.get("/")
     def host() -> str:
@@ -163,6 +164,10 @@ def install(bp: Blueprint, face: Face) -> None:
     def live_json(name: str) -> Response:
         face.app(name)
         return ordered_json(queue_state(face, name))
+
+
+def install_errors(bp: Blueprint) -> None:
+    """The dashboard's errors as pages (its .json as JSON), never a 500."""
 
     @bp.errorhandler(HTTPException)
     def refused(exc: HTTPException) -> tuple[Response | str, int]:

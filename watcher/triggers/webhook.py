@@ -23,6 +23,7 @@ import logging
 import re
 import urllib.parse
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -106,70 +107,74 @@ def blueprint(host: Host, settings: WebhookSettings) -> Blueprint:
     """POST /hooks/github and /hooks/registry: parse, ask the apps (dispatch.push), answer."""
     bp = Blueprint("hooks", __name__)
 
-    @bp.post("/hooks/github")
-    def github() -> tuple[Response, int]:
-        raw_delivery = request.headers.get("X-GitHub-Delivery", "")
-        delivery = raw_delivery if _DELIVERY.fullmatch(raw_delivery) else None
-        raw_event = request.headers.get("X-GitHub-Event", "")
-        event = raw_event if _EVENT.fullmatch(raw_event) else ""
-
-        def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
-            delivery_log("github", delivery, event, code, outcome, reason)
-            activity.delivery("github", outcome)
-            return reply(code, outcome, reason, delivery=delivery, **extra)
-
-        payload = _github_payload(settings, event, done)
-        if not isinstance(payload, dict):
-            return payload
-        if event == "ping":
-            return done(200, "pong", "ping received; this hook is set up", hook_id=payload.get("hook_id"))
-        if event not in GITHUB_EVENTS:
-            return done(200, "ignored", f"event {event!r} is not handled (only {', '.join(GITHUB_EVENTS)})")
-        parsed = parse_github(event, payload)
-        if isinstance(parsed, Ignored):
-            return done(200, "ignored", parsed.reason)
-        try:
-            return _github_push(host, parsed, payload, delivery, done)
-        except UNAVAILABLE as exc:
-            return done(503, "unavailable", f"{redis_down(exc)}: redeliver later")
-
-    @bp.post("/hooks/registry")
-    def registry() -> tuple[Response, int]:
-        items: list[Push | Ignored] = []  # the envelope's events, once it is read
-
-        def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
-            # A registry notifies every blob push and pull: only what concerns an app is worth a line.
-            ids = _event_ids(items)
-            activity.delivery("registry", outcome)
-            if code == 200 and outcome == "ignored":
-                log.debug("registry delivery %s: ignored: %s", ids or "-", reason)
-            else:
-                delivery_log("registry", ids, "", code, outcome, reason)
-            return reply(code, outcome, reason, **extra)
-
-        body = body_or_none(settings.max_body)
-        if body is None:
-            return done(413, "refused", too_large(settings.max_body))
-        if not settings.registry_token:
-            return done(
-                403,
-                "refused",
-                "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
-                "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused",
-            )
-        if not bearer_ok(request.headers.get("Authorization"), settings.registry_token):
-            return done(401, "refused", "missing or wrong bearer token")
-        try:
-            payload = loads(body)
-        except ValueError:
-            return done(400, "refused", "the body is not valid JSON")
-        items.extend(parse_registry_notification(payload))
-        try:
-            return _registry_pushes(host, items, done)
-        except UNAVAILABLE as exc:
-            return done(503, "unavailable", f"{redis_down(exc)}: the registry retries")
-
+    bp.add_url_rule("/hooks/github", "github", partial(_github, host, settings), methods=["POST"])
+    bp.add_url_rule("/hooks/registry", "registry", partial(_registry, host, settings), methods=["POST"])
     return bp
+
+
+def _github(host: Host, settings: WebhookSettings) -> tuple[Response, int]:
+    """POST /hooks/github: a GitHub package event, signed."""
+    raw_delivery = request.headers.get("X-GitHub-Delivery", "")
+    delivery = raw_delivery if _DELIVERY.fullmatch(raw_delivery) else None
+    raw_event = request.headers.get("X-GitHub-Event", "")
+    event = raw_event if _EVENT.fullmatch(raw_event) else ""
+
+    def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+        delivery_log("github", delivery, event, code, outcome, reason)
+        activity.delivery("github", outcome)
+        return reply(code, outcome, reason, delivery=delivery, **extra)
+
+    payload = _github_payload(settings, event, done)
+    if not isinstance(payload, dict):
+        return payload
+    if event == "ping":
+        return done(200, "pong", "ping received; this hook is set up", hook_id=payload.get("hook_id"))
+    if event not in GITHUB_EVENTS:
+        return done(200, "ignored", f"event {event!r} is not handled (only {', '.join(GITHUB_EVENTS)})")
+    parsed = parse_github(event, payload)
+    if isinstance(parsed, Ignored):
+        return done(200, "ignored", parsed.reason)
+    try:
+        return _github_push(host, parsed, payload, delivery, done)
+    except UNAVAILABLE as exc:
+        return done(503, "unavailable", f"{redis_down(exc)}: redeliver later")
+
+
+def _registry(host: Host, settings: WebhookSettings) -> tuple[Response, int]:
+    """POST /hooks/registry: a Distribution (or Harbor) notification envelope."""
+    items: list[Push | Ignored] = []  # the envelope's events, once it is read
+
+    def done(code: int, outcome: str, reason: str, **extra: Any) -> tuple[Response, int]:
+        # A registry notifies every blob push and pull: only what concerns an app is worth a line.
+        ids = _event_ids(items)
+        activity.delivery("registry", outcome)
+        if code == 200 and outcome == "ignored":
+            log.debug("registry delivery %s: ignored: %s", ids or "-", reason)
+        else:
+            delivery_log("registry", ids, "", code, outcome, reason)
+        return reply(code, outcome, reason, **extra)
+
+    body = body_or_none(settings.max_body)
+    if body is None:
+        return done(413, "refused", too_large(settings.max_body))
+    if not settings.registry_token:
+        return done(
+            403,
+            "refused",
+            "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
+            "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused",
+        )
+    if not bearer_ok(request.headers.get("Authorization"), settings.registry_token):
+        return done(401, "refused", "missing or wrong bearer token")
+    try:
+        payload = loads(body)
+    except ValueError:
+        return done(400, "refused", "the body is not valid JSON")
+    items.extend(parse_registry_notification(payload))
+    try:
+        return _registry_pushes(host, items, done)
+    except UNAVAILABLE as exc:
+        return done(503, "unavailable", f"{redis_down(exc)}: the registry retries")
 
 
 def _github_payload(
