@@ -40,7 +40,7 @@ from watcher.errors import Interrupted, UsageError, WatcherError
 from watcher.freeze import moment
 from watcher.host import App, Host
 from watcher.host_lock import HostLock
-from watcher.queue import Job, Worker, describe_holder, force_unlock, format_overview, overview
+from watcher.queue import Job, Worker, describe_holder, format_overview, overview
 from watcher.queue.connection import REDIS_DOWN, masked
 from watcher.queue.job import Status
 from watcher.queue.pool import NOTHING_RUN, WorkerPool
@@ -660,7 +660,7 @@ def _unlock(app: App, args: argparse.Namespace) -> int:
             f"{describe_holder(holder)} holds the deploy lock; it expires by itself "
             f"{app.host.lock_ttl:g}s after its holder dies. Remove it anyway with --force"
         )
-    removed = force_unlock(app.host.client, app.name, app.host.prefix)
+    removed = app.force_unlock()
     print(
         f"watcher: warning: removed the deploy lock of {describe_holder(removed)}. If that process is "
         "alive, it fails its next lock check and aborts without switching traffic, but finishes the "

@@ -35,7 +35,7 @@ from watcher.freeze import FreezeSchedule, moment
 from watcher.metrics import activity
 from watcher.notify import Notifier, notifier_for
 from watcher.queue.connection import connect, key
-from watcher.queue.lock import DeployLock, holder_of
+from watcher.queue.lock import DeployLock, force_unlock, holder_of
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue
 from watcher.queue.suspension import Suspension
@@ -149,6 +149,10 @@ class App:
 
     def lock_holder(self) -> dict[str, Any] | None:
         return holder_of(self.host.client, self.name, self.host.prefix)
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        """Remove the deploy lock whoever holds it; returns who did."""
+        return force_unlock(self.host.client, self.name, self.host.prefix)
 
     # -- what is live and what waits -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at `GET /metrics` by the webhook receiver (triggers/webhook.py).
+"""Prometheus metrics, served at `GET /metrics` by the receiver (triggers/probes.py).
 
     activity.py  in-process counters of what the serving process itself does: webhook deliveries,
                  polls, registry requests
