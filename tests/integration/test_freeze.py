@@ -28,13 +28,13 @@ from tests.harness.fake_worker import FakeEngine, running
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
-from watcher.config import load_config
+from watcher.config import load_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.freeze import FreezeSchedule, FreezeWindow, window
+from watcher.host import Host
 from watcher.host_lock import HostLock
 from watcher.queue import DeployQueue, Job, Status, Suspension, Worker, overview
 from watcher.queue.connection import connect
-from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ def test_a_scheduled_freeze_holds_a_deploy_lets_a_rollback_through_and_ends_by_i
     assert not worker.run_once() and [j.id for j in queue.waiting()] == [deploy.id], (
         "the freeze holds the deploy"
     )
-    state = overview(client, app_name, freezes=freezes)
+    state = overview(DeployQueue(client, app_name, freezes=freezes))
     assert state["frozen"]["holds_next"] and state["frozen"]["until_ts"] == pytest.approx(MONDAY_8)
     # A rollback (it supersedes the waiting deploy, as any newer request) runs in the freeze.
     back = queue.enqueue("v1", source="rollback", requested_by="test").job
@@ -155,14 +155,16 @@ def test_a_push_during_a_freeze_waits_then_deploys_when_the_freeze_ends(
         client,
         config.app,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=config.lock_ttl,
+        lock_ttl=load_host(stack.config, {}).lock_ttl,
         name="freeze-test",
         stream=io.StringIO(),
         host_lock=HostLock(config.state_dir / "lock"),
         freezes=freezes,
     )
-    pushed = RedisSink(client, live_reader(config)).enqueue(
-        config.app, "v2", source="webhook", requested_by="registry notification test", digest=None
+    pushed = (
+        Host(load_host(stack.config, {}), client=client)
+        .app(config.app)
+        .enqueue("v2", source="webhook", by="registry notification test", digest=None)
     )
     assert pushed.created, pushed.reason
     assert not worker.run_once(), "the freeze holds the push"

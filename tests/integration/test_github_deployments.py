@@ -22,16 +22,15 @@ import pytest
 from tests.harness.github_contract import API_VERSION, GithubContract
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
-from watcher.config import Config, load_config
+from watcher.config import Config, load_config, load_host
 from watcher.engine.deployment import Deployment
+from watcher.host import QUICK_REGISTRY, Host
 from watcher.metrics.activity import ACTIVITY
 from watcher.notify import Notifier, notifier_for
 from watcher.queue.connection import connect
 from watcher.queue.job import Job, Status
 from watcher.queue.queue import DeployQueue
 from watcher.queue.worker import Worker
-from watcher.triggers.dispatch import App, Memory, Triggers
-from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
@@ -84,22 +83,23 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
     """`version` requested as a GitHub webhook's push is (the repository on the job), then run
     by the real worker; returns the finished job and the worker's seconds."""
     client = connect(redis_url)
-    app = App.from_config(config)
-    memory = Memory(client)
-    triggers = Triggers([app], RedisSink(client, live_reader(config), retention=config.history), memory)
+    host = Host(
+        load_host(config.source, {"GITHUB_TOKEN": TOKEN}), client=client, registry_options=QUICK_REGISTRY
+    )
+    app = host.app(config.app)
     digest = app.registry.manifest_digest(app.ref, version)
-    memory.release_push(app.name, version, digest)  # a new push of a tag deployed before in this module
-    outcome = triggers.request(
-        app, version, digest, source="webhook", requested_by="github delivery test", repository=REPOSITORY
+    app.release_push(version, digest)  # a new push of a tag deployed before in this module
+    outcome = app.enqueue_once(
+        version, digest, source="webhook", by="github delivery test", repository=REPOSITORY
     )
     assert outcome.status == "enqueued" and outcome.job_id, outcome
-    queue = DeployQueue(client, config.app, retention=config.history)
+    queue = DeployQueue(client, config.app, retention=host.retention)
     assert queue.get(outcome.job_id).repository == REPOSITORY  # type: ignore[union-attr]
     worker = Worker(
         client,
         config.app,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=config.lock_ttl,
+        lock_ttl=host.lock_ttl,
         name="github-test",
         stream=io.StringIO(),
         observer=notifier,

@@ -21,7 +21,7 @@ import pytest
 from tests.harness.receiver import Receiver, down_url
 from tests.harness.stack import Stack, free_port
 from tests.harness.triggers import WatcherServer, forget
-from watcher.config import Config, load_config
+from watcher.config import Config, load_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.metrics.activity import ACTIVITY
 from watcher.notify import Notifier, notifier_for
@@ -73,13 +73,14 @@ def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | N
     """Queue `version` and run it through the real worker; returns the finished job and the
     seconds the worker took (what a notifier must never lengthen)."""
     client = connect(redis_url)
-    queue = DeployQueue(client, config.app, retention=config.history)
+    host = load_host(config.source, {})
+    queue = DeployQueue(client, config.app, retention=host.history)
     job_id = queue.enqueue(version, source="cli", requested_by="notify-test").job.id
     worker = Worker(
         client,
         config.app,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=config.lock_ttl,
+        lock_ttl=host.lock_ttl,
         name="notify-test",
         stream=io.StringIO(),
         observer=notifier,

@@ -34,14 +34,13 @@ from tests.harness.registry import (
 from tests.harness.stack import free_port
 from tests.harness.triggers import forget, jobs_created, write_project
 from watcher.backends.registry import RegistryClient
-from watcher.config import load_config
+from watcher.config import load_config, load_host
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
 from watcher.engine.state import DeployState, Release, StateStore
+from watcher.host import Host
 from watcher.queue.queue import DeployQueue
-from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.poller import Poller
-from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
@@ -106,15 +105,15 @@ class Setup:
         )
         self.config = load_config(path, env or {})
         self.client = client
-        self.app = App.from_config(self.config)
+        self.host = Host(load_host(path, env or {}), client=client)
+        self.app = self.host.app(self.name)
         self.registry = registry or RegistryClient(
             username=self.config.registry_username,
             password=self.config.registry_password,
             max_retries=2,
             backoff=0.05,
         )
-        self.triggers = Triggers([self.app], RedisSink(client, live_reader(self.config)), Memory(client))
-        self.poller = Poller(self.triggers, {self.name: self.registry}, requested_by="test poller")
+        self.poller = Poller(self.host, {self.name: self.registry}, requested_by="test poller")
         self.queue = DeployQueue(client, self.name)
 
     def poll(self):
@@ -258,7 +257,7 @@ def test_two_instances_polling_make_one_job(tmp_path, client, registry, proxy, s
     at the same moments: the (app, tag, digest) claim lets one enqueue."""
     first = make(setups, tmp_path, client, f"{proxy.host}/acme/app")
     second = Poller(
-        first.triggers.__class__([first.app], RedisSink(client, live_reader(first.config)), Memory(client)),
+        Host(first.host.config, client=client),
         {first.name: RegistryClient(max_retries=2, backoff=0.05)},
         requested_by="second instance",
     )

@@ -20,16 +20,16 @@ from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
 from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
-from watcher.config import Config, load_config
+from watcher.config import Config, load_config, load_host
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine.deployment import Deployment
 from watcher.engine.verification import COLOR_HEADER
 from watcher.errors import UsageError
+from watcher.host import Host
 from watcher.host_lock import HostLock
 from watcher.queue import DeployLock, DeployQueue, Job, Status, Worker
 from watcher.queue.connection import connect
 from watcher.queue.promotion import Promotions
-from watcher.triggers.sink import RedisSink, live_reader
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ timeout = "{timeout}"
         connect(redis_url),
         config.app,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=config.lock_ttl,
+        lock_ttl=load_host(stack.config, {}).lock_ttl,
         name="promotion-test",
         stream=io.StringIO(),
         host_lock=HostLock(config.state_dir / "lock"),
@@ -62,8 +62,10 @@ timeout = "{timeout}"
 
 
 def pushed(client: redis.Redis, config: Config, version: str) -> str:
-    done = RedisSink(client, live_reader(config)).enqueue(
-        config.app, version, source="webhook", requested_by="promotion test", digest=None
+    done = (
+        Host(load_host(config.source, {}), client=client)
+        .app(config.app)
+        .enqueue(version, source="webhook", by="promotion test", digest=None)
     )
     assert done.created, done.reason
     return done.job_id

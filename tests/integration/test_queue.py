@@ -24,8 +24,10 @@ from tests.harness.fake_worker import fake_worker, running
 from tests.harness.redis_server import RedisServer
 from tests.harness.stack import APP_REPO
 from watcher.config import Retention
+from watcher.engine.color import Color
+from watcher.engine.state import Release
 from watcher.errors import GuardLost, LockBusy, UsageError
-from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension, holder_of
+from watcher.queue import DeployLock, DeployQueue, Status, Suspension, holder_of
 from watcher.queue.connection import connect, key
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,7 @@ def ask(
     version: str,
     digest: str | None = None,
     source: str = "cli",  # noqa: ANN201
-    live: Live | None = None,
+    live: Release | None = None,
 ):
     return queue.enqueue(version, source=source, requested_by="test", digest=digest, live=live)
 
@@ -119,7 +121,7 @@ def test_the_live_version_is_a_no_op_only_when_nothing_waits_or_runs(
 ) -> None:
     """What is live comes from the caller (the engine's route file and state), not from Redis."""
     digest = "sha256:" + "c" * 64
-    live = Live("v1", "blue", digest)
+    live = Release(Color.BLUE, "v1", digest=digest)
     noop = ask(queue, "v1", digest, live=live)
     assert noop.outcome == "live" and noop.job.status is Status.SUCCEEDED
     assert noop.job.message == "v1 is already live on blue: nothing to do"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import DEFAULT_LOCATIONS, Service, find_config, load_config, parse_duration
+from watcher.config import DEFAULT_LOCATIONS, Service, find_config, load_config, load_host, parse_duration
 from watcher.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -345,17 +345,17 @@ def test_no_registry_credentials(tmp_path: Path) -> None:
 
 
 def test_without_redis_the_queue_is_off(tmp_path: Path) -> None:
-    config = load_config(make_project(tmp_path), {})
+    config = load_host(make_project(tmp_path), {})
     assert config.redis_url is None and config.lock_ttl == 30.0
 
 
 def test_redis_from_the_file_and_the_environment(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + '[redis]\nurl = "redis://10.0.0.5:6379/2"\nlock_ttl = "10s"\n')
-    config = load_config(path, {})
+    config = load_host(path, {})
     assert (config.redis_url, config.lock_ttl) == ("redis://10.0.0.5:6379/2", 10.0)
     secret = tmp_path / "redis-password"
     secret.write_text("pw\n")
-    config = load_config(
+    config = load_host(
         path,
         {
             "REDIS_URL": "rediss://cache.example:6380/0",

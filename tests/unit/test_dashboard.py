@@ -18,18 +18,17 @@ import redis
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
+from tests.unit.test_webhook import host_config
 from watcher.backends.access_log import Served
 from watcher.backends.registry import ImageRef, NotFound
 from watcher.config import WebhookSettings
-from watcher.dashboard import blueprint
 from watcher.engine.receipt import build
 from watcher.freeze import FreezeWindow, window
+from watcher.host import App, Host
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.job import Audit
-from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.policy import SemverPolicy
-from watcher.triggers.sink import RedisSink
-from watcher.triggers.webhook import create_app
+from watcher.triggers.server import create_app
 
 TOKEN = "dashboard-test-token"
 DIGEST = "sha256:" + "ab" * 32
@@ -113,29 +112,22 @@ def dashboard(
     freezes: tuple[FreezeWindow, ...] = (),
 ) -> Dashboard:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    sink = RedisSink(client, lambda app: None)
+    host = Host(host_config(), client=client, exists_wait=0)
+    host.notifier = None
     config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
-    triggers = Triggers(
-        [App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())],  # type: ignore[arg-type]
-        sink,
-        Memory(client),
-        exists_wait=0,
-    )
+    owner = App(host, config, policy=SemverPolicy(), registry=FakeRegistry())  # type: ignore[arg-type]
+    owner.live = lambda: None  # type: ignore[method-assign]  # nothing serves
+    host.apps[name] = owner
     settings = WebhookSettings(api_token=token, status_auth=status_auth)
     app = create_app(
-        triggers, sink, settings, ready=lambda: None, status=fake_status, metrics=CollectorRegistry()
+        host,
+        settings,
+        ready=lambda: None,
+        status=fake_status,
+        metrics=CollectorRegistry(),
+        public_url=public_url,
     )
-    app.register_blueprint(
-        blueprint(
-            triggers,
-            sink,
-            settings,
-            status=fake_status,
-            queue=lambda app_name: DeployQueue(client, app_name),
-            public_url=public_url,
-        )
-    )
-    return Dashboard(app.test_client(), DeployQueue(client, name), Suspension(client, name), name)
+    return Dashboard(app.test_client(), owner.queue, owner.suspension, name)
 
 
 @pytest.fixture

@@ -173,6 +173,7 @@ def test_metrics_say_frozen_and_when_a_freeze_and_a_timed_pause_end(redis_url: s
     from prometheus_client import generate_latest
 
     from tests.harness.metrics import named, parse, value
+    from tests.unit.test_metrics import owners
     from watcher.metrics import registry_for
     from watcher.queue import Suspension
     from watcher.queue.connection import connect
@@ -181,11 +182,9 @@ def test_metrics_say_frozen_and_when_a_freeze_and_a_timed_pause_end(redis_url: s
     saturday = FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-05T12:00"))
 
     def scrape(schedule: FreezeSchedule) -> dict:  # type: ignore[type-arg]
-        return parse(
-            generate_latest(
-                registry_for(client, [app_name], lambda app: None, "", {app_name: schedule})
-            ).decode()
-        )
+        [app] = owners(client, [app_name])
+        app.freezes = schedule
+        return parse(generate_latest(registry_for([app])).decode())
 
     frozen = scrape(saturday)
     assert value(frozen, "watcher_frozen", app=app_name) == 1
@@ -264,7 +263,7 @@ def test_status_says_frozen_and_held_and_the_summary_says_frozen(redis_url: str,
     client = connect(redis_url)
     saturday = FreezeSchedule((WEEKEND,), clock=lambda: at("2026-12-05T12:00"))
     DeployQueue(client, app_name).enqueue("v2", source="webhook", requested_by="test")
-    data = overview(client, app_name, freezes=saturday)
+    data = overview(DeployQueue(client, app_name, freezes=saturday), paused=None, lock=None)
     assert data["frozen"]["holds_next"] and data["frozen"]["until"] == "2026-12-07T08:00:00+00:00"
     text = format_overview(data)
     assert 'frozen: until 2026-12-07 08:00 UTC (freeze "0 16 * * fri" to "0 8 * * mon" UTC: weekend)' in text
@@ -279,7 +278,7 @@ def test_status_says_frozen_and_held_and_the_summary_says_frozen(redis_url: str,
         **data,
     }
     assert format_summary([row]).splitlines()[1].split()[-1] == "frozen"
-    assert overview(client, app_name)["frozen"] is None
+    assert overview(DeployQueue(client, app_name))["frozen"] is None
 
 
 def test_the_cli_worker_and_pool_read_the_apps_freezes(
@@ -289,16 +288,17 @@ def test_the_cli_worker_and_pool_read_the_apps_freezes(
 
     from watcher import cli
     from watcher.config import load_host
+    from watcher.host import App, Host
 
     toml = MINIMAL + f'\n[redis]\nurl = "{redis_url}"\n' + in_force_now("weekend")
-    host = load_host(make_project(tmp_path, toml), {})
-    config = host.app(None)
-    assert cli._app_worker(config, "n").queue.freezes.windows == config.freezes != ()
+    host = Host(load_host(make_project(tmp_path, toml), {}))
+    config = host.app(None).config
+    assert cli._app_worker(host.app(None), "n").queue.freezes.windows == config.freezes != ()
     seen: dict[str, FreezeSchedule] = {}
 
     class Pool:
-        def __init__(self, *args: object, freezes: dict[str, FreezeSchedule], **kwargs: object) -> None:
-            seen.update(freezes)
+        def __init__(self, apps: list[App], *args: object, **kwargs: object) -> None:
+            seen.update({app.name: app.queue.freezes for app in apps})
 
         def run(self) -> None:
             pass

@@ -277,7 +277,7 @@ def assert_checked(host: HostConfig) -> None:
             config.verify_window,
             config.drain_timeout,
             config.pre_deploy_timeout,
-            config.lock_ttl,
+            host.lock_ttl,
             config.poll.interval,
             config.poll.jitter,
         )

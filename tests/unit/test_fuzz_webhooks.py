@@ -23,7 +23,6 @@ import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -37,11 +36,10 @@ from werkzeug.test import TestResponse
 from tests.unit.test_fuzz_config import mutated
 from tests.unit.test_fuzz_values import tag_like
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package, harbor_push
-from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeSink
+from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeSink, fake_host
 from watcher.backends.registry import ImageRef
 from watcher.config import WebhookSettings
-from watcher.triggers import webhook
-from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.triggers import http
 from watcher.triggers.payloads import (
     Ignored,
     Push,
@@ -51,6 +49,7 @@ from watcher.triggers.payloads import (
     verify_github_signature,
 )
 from watcher.triggers.policy import RegexPolicy
+from watcher.triggers.server import create_app
 from watcher.validation import validate_tag
 
 MAX_BODY = 8 * 1024
@@ -234,13 +233,9 @@ class Receiver:
 @functools.cache
 def _built(secret: str | None, token: str | None, api_token: str | None) -> Receiver:
     sink, store = RecordingSink(), FakeRedis()
-    config = SimpleNamespace(app="demo")
-    app = App(config, ImageRef.parse(IMAGE), RegexPolicy(".*"), EveryTag())  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(store), exists_wait=0)  # type: ignore[arg-type]
     settings = WebhookSettings(max_body=MAX_BODY, secret=secret, registry_token=token, api_token=api_token)
-    flask_app = webhook.create_app(
-        triggers,
-        sink,
+    flask_app = create_app(
+        fake_host(store, sink, EveryTag(), policy=RegexPolicy(".*")),
         settings,
         ready=lambda: None,
         status=lambda name: {"app": name},
@@ -313,8 +308,8 @@ def test_signatures_and_tokens_are_compared_in_constant_time() -> None:
     body = b"{}"
     with mock.patch("hmac.compare_digest", wraps=hmac.compare_digest) as compare:
         assert not verify_github_signature(SECRET, body, "sha256=" + "0" * 64)
-        assert not webhook._bearer_ok(f"Bearer {TOKEN}x", TOKEN)
-        assert not webhook._hmac_ok("sha256=" + "0" * 64, API_TOKEN, body)
+        assert not http.bearer_ok(f"Bearer {TOKEN}x", TOKEN)
+        assert not http.hmac_ok("sha256=" + "0" * 64, API_TOKEN, body)
     assert compare.call_count == 3
 
 
@@ -396,7 +391,7 @@ def test_registry_refuses_every_token_but_its_own(delivery: Delivery) -> None:
     hooks = receiver()
     response = hooks.post("/hooks/registry", delivery.body, delivery.headers, delivery.content_type)
     assert_answered(response)
-    if len(delivery.body) <= MAX_BODY and not webhook._bearer_ok(delivery.headers["Authorization"], TOKEN):
+    if len(delivery.body) <= MAX_BODY and not http.bearer_ok(delivery.headers["Authorization"], TOKEN):
         assert response.status_code == 401
         assert_nothing_done(hooks)
 

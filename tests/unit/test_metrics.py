@@ -7,7 +7,7 @@ test_webhook.py's fakes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,21 +27,24 @@ from tests.unit.test_webhook import (
     FakeRegistry,
     FakeSink,
     Receiver,
+    fake_host,
     github,
+    host_config,
     receiver,
 )
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
 from watcher.config import Retention, load_host
+from watcher.engine.color import Color
+from watcher.engine.state import Release
 from watcher.errors import WatcherError
+from watcher.host import App, Host
 from watcher.metrics import activity, registry_for
-from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension
+from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit
-from watcher.triggers.dispatch import App, Memory, Triggers
 from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.poller import Poller
 from watcher.triggers.server import start
-from watcher.triggers.sink import LiveVersion
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 DIGEST = "sha256:" + "ab" * 32
@@ -60,22 +63,35 @@ def client(redis_url: str) -> redis.Redis:
     return connect(redis_url)
 
 
+def owners(
+    client: redis.Redis, names: list[str], live_of: Callable[[str], Release | None] = lambda app: None
+) -> list[App]:
+    """The apps a receiver's metrics read, over `client`, what is live coming from `live_of`."""
+    host = Host(host_config(), client=client)
+    apps = []
+    for name in names:
+        app = App(host, SimpleNamespace(app=name, image=IMAGE, freezes=()), policy=SemverPolicy())  # type: ignore[arg-type]
+        app.live = lambda name=name: live_of(name)  # type: ignore[method-assign]
+        apps.append(app)
+    return apps
+
+
 @pytest.fixture
-def live() -> dict[str, LiveVersion | Exception | None]:
+def live() -> dict[str, Release | Exception | None]:
     return {}
 
 
 @pytest.fixture
 def hooks(
-    client: redis.Redis, app_name: str, live: dict[str, LiveVersion | Exception | None]
+    client: redis.Redis, app_name: str, live: dict[str, Release | Exception | None]
 ) -> Iterator[Receiver]:
-    def live_of(app: str) -> LiveVersion | None:
+    def live_of(app: str) -> Release | None:
         found = live.get(app)
         if isinstance(found, Exception):
             raise found
         return found
 
-    yield receiver(metrics=registry_for(client, [app_name], live_of))
+    yield receiver(metrics=registry_for(owners(client, [app_name], live_of)))
 
 
 def run_job(
@@ -200,7 +216,9 @@ def test_receipts_count_the_requests_served_during_deploys(
 def test_an_already_live_request_is_a_noop_not_a_success(
     hooks: Receiver, client: redis.Redis, app_name: str
 ) -> None:
-    DeployQueue(client, app_name).enqueue("v1", source="poll", requested_by="test", live=Live("v1", "blue"))
+    DeployQueue(client, app_name).enqueue(
+        "v1", source="poll", requested_by="test", live=Release(Color.BLUE, "v1")
+    )
     samples = scrape(hooks)
     assert value(samples, "watcher_deploys_total", app=app_name, kind="deploy", outcome="noop") == 1
     assert value(samples, "watcher_deploys_total", app=app_name, kind="deploy", outcome="succeeded") == 0
@@ -208,7 +226,7 @@ def test_an_already_live_request_is_a_noop_not_a_success(
 
 
 def test_counters_never_fall_when_the_history_is_trimmed(client: redis.Redis, app_name: str) -> None:
-    hooks = receiver(metrics=registry_for(client, [app_name], lambda app: None))
+    hooks = receiver(metrics=registry_for(owners(client, [app_name])))
     trimmed = DeployQueue(client, app_name, retention=Retention(keep=2))
     for version in ("v1", "v2", "v3"):
         trimmed.enqueue(version, source="cli", requested_by="test")  # each supersedes the one before
@@ -250,10 +268,10 @@ def test_queue_pause_and_lock_are_read_at_scrape_time(
 
 
 def test_live_info_names_colour_version_and_digest(
-    hooks: Receiver, app_name: str, live: dict[str, LiveVersion | Exception | None]
+    hooks: Receiver, app_name: str, live: dict[str, Release | Exception | None]
 ) -> None:
     assert not named(scrape(hooks), "watcher_live_info")
-    live[app_name] = LiveVersion("v2", DIGEST, "green")
+    live[app_name] = Release(Color.GREEN, "v2", digest=DIGEST)
     assert (
         value(scrape(hooks), "watcher_live_info", app=app_name, color="green", version="v2", digest=DIGEST)
         == 1
@@ -264,7 +282,7 @@ def test_live_info_names_colour_version_and_digest(
 
 def test_redis_down_is_a_gauge_and_the_rest_is_still_served(app_name: str) -> None:
     down = redis.Redis(port=1, socket_connect_timeout=0.2, decode_responses=True, retry=Retry(NoBackoff(), 0))
-    hooks = receiver(metrics=registry_for(down, [app_name], lambda app: None))
+    hooks = receiver(metrics=registry_for(owners(down, [app_name])))
     samples = scrape(hooks)
     assert value(samples, "watcher_redis_up") == 0
     assert not named(samples, "watcher_queue_length")
@@ -326,9 +344,9 @@ def test_polls_and_their_failures_are_counted(hooks: Receiver) -> None:
         def list_tags(self, ref: ImageRef, *, page_size: int | None = None) -> list[str]:
             raise RegistryUnavailable("the registry is down")
 
-    config = SimpleNamespace(app="polled", poll=SimpleNamespace(page_size=None))
-    app = App(config, ImageRef.parse(IMAGE), SemverPolicy(), FakeRegistry())  # type: ignore[arg-type]
-    poller = Poller(Triggers([app], FakeSink(), Memory(FakeRedis())), {"polled": Down()})  # type: ignore[arg-type, dict-item]
+    host = fake_host(FakeRedis(), FakeSink(), FakeRegistry(), names=("polled",))
+    app = host.apps["polled"]
+    poller = Poller(host, {"polled": Down()})  # type: ignore[dict-item]
     before = scrape(hooks)
     poller.poll(app)
     poller.poll(app, dry_run=True)  # check-tags: a look, not a poll

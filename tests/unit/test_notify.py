@@ -238,7 +238,7 @@ def test_the_counter_is_on_the_receivers_metrics() -> None:
     from watcher.metrics import registry_for
 
     Outbox._count(Recorder("scrape-test"), Event("started", "shop"), "sent", "")
-    text = generate_latest(registry_for(None, [], lambda app: None)).decode()  # type: ignore[arg-type]
+    text = generate_latest(registry_for([])).decode()
     assert 'watcher_notifications_total{channel="scrape-test",outcome="sent"} 1.0' in text
 
 

@@ -1,28 +1,34 @@
 """The triggers' hooks into the notifier, through the webhook receiver's real Flask app with
-fakes behind it: a refused push an operator must see, pause and resume (the suspension `serve`
-hands both the hooks and the dashboard), and the repository a GitHub delivery names, kept on
-its job."""
+fakes behind it: a refused push an operator must see, pause and resume (App.pause and
+App.resume, which the hooks and the dashboard both call), and the repository a GitHub delivery
+names, kept on its job."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import github_package
-from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeRegistry, FakeSink
-from watcher.backends.registry import ImageRef
+from tests.unit.test_webhook import (
+    API_TOKEN,
+    IMAGE,
+    SECRET,
+    TOKEN,
+    FakeRedis,
+    FakeRegistry,
+    FakeSink,
+    fake_host,
+)
 from watcher.config import WebhookSettings
-from watcher.notify.suspension import NotifyingSuspension
-from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.engine.color import Color
+from watcher.engine.state import Release
 from watcher.triggers.payloads import sign
 from watcher.triggers.policy import SemverPolicy
-from watcher.triggers.sink import LiveVersion
-from watcher.triggers.webhook import create_app
+from watcher.triggers.server import create_app
 
 
 @dataclass
@@ -42,8 +48,8 @@ class Told:
 
 
 class LiveSink(FakeSink):
-    def live(self, app: str) -> LiveVersion | None:
-        return LiveVersion("1.2.0", None)
+    def live(self, app: str) -> Release | None:
+        return Release(Color.BLUE, "1.2.0")
 
     def resume(self, app: str, *, by: str) -> dict[str, Any] | None:
         return {"by": "ann"}
@@ -51,14 +57,10 @@ class LiveSink(FakeSink):
 
 def hooks(registry: FakeRegistry) -> tuple[Any, Told, LiveSink]:
     told, sink = Told(), LiveSink()
-    config = SimpleNamespace(app="demo")
-    app = App(config, ImageRef.parse(IMAGE), SemverPolicy(">=1,<2"), registry)  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(FakeRedis()), exists_wait=0, notifier=told)  # type: ignore[arg-type]
+    host = fake_host(FakeRedis(), sink, registry, policy=SemverPolicy(">=1,<2"), notifier=told)
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
-    suspension = NotifyingSuspension(triggers.sink, told)  # type: ignore[arg-type]   # as serve wires it
     flask_app = create_app(
-        triggers,
-        suspension,
+        host,
         settings,
         ready=lambda: None,
         status=lambda name: {},

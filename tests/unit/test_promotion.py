@@ -17,10 +17,10 @@ from watcher.engine.promotion import AWAITING, awaiting, deadline, expired, past
 from watcher.engine.reconcile import Observed, reconcile
 from watcher.engine.state import DeployState, Pending, StateStore
 from watcher.errors import UsageError
+from watcher.host import Outcome
 from watcher.queue import DeployLock
 from watcher.queue.job import Job, Status
 from watcher.queue.promotion import Promotions
-from watcher.triggers.sink import EnqueueOutcome
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -131,11 +131,11 @@ def test_promote_and_abort_queue_a_job(action: str) -> None:
     hooks = receiver()
     asked: list[tuple[str, str, str]] = []
 
-    def act(app: str, what: str, *, requested_by: str) -> EnqueueOutcome:
-        asked.append((app, what, requested_by))
-        return EnqueueOutcome("8", True, f"job 8 queued: {what} v2 (job 7)")
+    def act(what: str, *, by: str) -> Outcome:
+        asked.append(("demo", what, by))
+        return Outcome("demo", "enqueued", f"job 8 queued: {what} v2 (job 7)", "v2", job_id="8")
 
-    hooks.sink.act = act  # type: ignore[attr-defined]
+    hooks.host.apps["demo"].act = act  # type: ignore[method-assign]
     reply = hooks.client.post(
         f"/{action}", json={"by": "ann"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
@@ -146,10 +146,10 @@ def test_promote_and_abort_queue_a_job(action: str) -> None:
 def test_promote_with_nothing_waiting_is_409_with_the_reason() -> None:
     hooks = receiver()
 
-    def act(app: str, what: str, *, requested_by: str) -> EnqueueOutcome:
+    def act(what: str, *, by: str) -> Outcome:
         raise UsageError("no job of demo awaits promotion: nothing to promote")
 
-    hooks.sink.act = act  # type: ignore[attr-defined]
+    hooks.host.apps["demo"].act = act  # type: ignore[method-assign]
     reply = hooks.client.post("/promote", headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert reply.status_code == 409
     assert "awaits promotion" in reply.json["reason"]

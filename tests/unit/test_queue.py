@@ -15,9 +15,11 @@ import pytest
 import redis
 
 from watcher.config import Retention
+from watcher.engine.color import Color
+from watcher.engine.state import Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, FreezeWindow, Hold
-from watcher.queue import DeployLock, DeployQueue, Live, Status, Suspension
+from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit, JobKind
 from watcher.queue.promotion import Promotions
@@ -91,7 +93,7 @@ def test_keep_newer_leaves_a_newer_waiting_request_alone(queue: DeployQueue) -> 
 def test_the_live_version_is_done_at_once_only_when_the_queue_is_idle(
     queue: DeployQueue, lock: DeployLock
 ) -> None:
-    live = Live("v1", "blue", DIGEST_A)
+    live = Release(Color.BLUE, "v1", digest=DIGEST_A)
     done = ask(queue, "v1", digest=DIGEST_A, live=live)
     assert done.outcome == "live" and done.job.status is Status.SUCCEEDED
     assert done.job.message == "v1 is already live on blue: nothing to do"

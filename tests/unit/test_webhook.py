@@ -1,5 +1,6 @@
-"""The webhook receiver through Flask's test client: the real dispatch (Triggers, Memory) over an
-in-memory Redis stand-in, a registry that holds the tags a test gives it, and a sink that counts.
+"""The webhook receiver through Flask's test client: the real dispatch (Host, App.request) over an
+in-memory Redis stand-in, a registry that holds the tags a test gives it, and a sink that counts
+(each App's enqueue, live and pause, replaced by `FakeSink.attach`).
 
 What the user sees of a delivery: the answer's code for a tag the registry lacks (the same 422 on
 both hooks), the 413 naming the configured limit, and a log line naming the delivery or event ids.
@@ -13,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,12 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
 from watcher.backends.registry import ImageRef, NotFound
-from watcher.config import WebhookSettings
-from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.config import HostConfig, WebhookSettings
+from watcher.engine.state import Release
+from watcher.host import App, Host, Outcome
 from watcher.triggers.payloads import sign
-from watcher.triggers.policy import SemverPolicy
-from watcher.triggers.sink import EnqueueOutcome, LiveVersion
-from watcher.triggers.webhook import create_app
+from watcher.triggers.policy import SemverPolicy, TagPolicy
+from watcher.triggers.server import create_app
 
 SECRET = "github-secret"
 TOKEN = "registry-token"
@@ -91,6 +93,8 @@ class FakeRegistry:
 
 @dataclass
 class FakeSink:
+    """The queue and the pause behind each App it is attached to, counting what they are asked."""
+
     jobs: list[str] = field(default_factory=list)
     repositories: list[str | None] = field(default_factory=list)
 
@@ -100,15 +104,16 @@ class FakeSink:
         version: str,
         *,
         source: str,
-        requested_by: str,
+        by: str,
         digest: str | None,
         repository: str | None = None,
-    ) -> EnqueueOutcome:
+    ) -> Outcome:
         self.jobs.append(version)
         self.repositories.append(repository)
-        return EnqueueOutcome(str(len(self.jobs)), True, f"job {len(self.jobs)} queued: deploy {version}")
+        n = len(self.jobs)
+        return Outcome(app, "enqueued", f"job {n} queued: deploy {version}", version, digest, str(n))
 
-    def live(self, app: str) -> LiveVersion | None:
+    def live(self, app: str) -> Release | None:
         return None
 
     def waiting(self, app: str) -> str | None:
@@ -123,6 +128,52 @@ class FakeSink:
     def state(self, app: str) -> dict[str, Any] | None:
         return None
 
+    def attach(self, app: App) -> App:
+        name = app.name
+        app.enqueue = lambda version, **asked: self.enqueue(name, version, **asked)  # type: ignore[method-assign]
+        app.live = lambda: self.live(name)  # type: ignore[method-assign]
+        app.waiting = lambda: self.waiting(name)  # type: ignore[method-assign]
+        app.suspension = SimpleNamespace(  # type: ignore[assignment]
+            pause=lambda **asked: self.pause(name, **asked),
+            resume=lambda: self.resume(name, by=""),
+            paused=lambda: self.state(name),
+        )
+        return app
+
+
+def host_config() -> HostConfig:
+    """A host with no app yet (a test adds its own, with fakes)."""
+    return HostConfig(
+        source=Path("watcher.toml"),
+        apps={},
+        webhook=WebhookSettings(),
+        concurrency=1,
+        caddy_admin="",
+        caddy_site=":80",
+        caddy_run_dir=Path("."),
+        caddy_mount="/run",
+    )
+
+
+def fake_host(
+    store: Any,
+    sink: FakeSink,
+    registry: Any,
+    *,
+    names: tuple[str, ...] = ("demo",),
+    policy: type[TagPolicy] | TagPolicy = SemverPolicy,
+    notifier: Any = None,
+) -> Host:
+    """A Host over `store` (a Redis stand-in) whose apps enqueue into `sink`, ask `registry`."""
+    host = Host(host_config(), client=store, exists_wait=0)
+    host.notifier = notifier
+    for name in names:
+        chosen = policy() if isinstance(policy, type) else policy
+        config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=())
+        app = App(host, config, policy=chosen, registry=registry)  # type: ignore[arg-type]
+        host.apps[name] = sink.attach(app)
+    return host
+
 
 @dataclass
 class Receiver:
@@ -130,26 +181,25 @@ class Receiver:
     registry: FakeRegistry
     sink: FakeSink
     redis: FakeRedis
+    host: Host
 
 
 def receiver(
     max_body: int = MiB, metrics: CollectorRegistry | None = None, status_auth: bool = True
 ) -> Receiver:
     registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
-    app = App(SimpleNamespace(app="demo"), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
-    triggers = Triggers([app], sink, Memory(store), exists_wait=0)  # type: ignore[arg-type]
     settings = WebhookSettings(
         max_body=max_body, secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN, status_auth=status_auth
     )
+    host = fake_host(store, sink, registry)
     flask_app = create_app(
-        triggers,
-        sink,
+        host,
         settings,
         ready=lambda: None,
         status=lambda name: {"app": name},
         metrics=metrics or CollectorRegistry(),
     )
-    return Receiver(flask_app.test_client(), registry, sink, store)
+    return Receiver(flask_app.test_client(), registry, sink, store, host)
 
 
 @pytest.fixture
@@ -326,15 +376,10 @@ def test_redis_down_is_503_and_logged_with_the_event_ids(
 
 def test_status_answers_an_object_per_app_when_several_are_configured() -> None:
     registry, sink, store = FakeRegistry(), FakeSink(), FakeRedis()
-    apps = [
-        App(SimpleNamespace(app=name), ImageRef.parse(IMAGE), SemverPolicy(), registry)  # type: ignore[arg-type]
-        for name in ("shop", "blog")
-    ]
     settings = WebhookSettings(secret=SECRET, registry_token=TOKEN, api_token=API_TOKEN)
     client = create_app(
-        Triggers(apps, sink, Memory(store), exists_wait=0),
-        sink,
-        settings,  # type: ignore[arg-type]
+        fake_host(store, sink, registry, names=("shop", "blog")),
+        settings,
         ready=lambda: None,
         status=lambda name: {"app": name},
         metrics=CollectorRegistry(),

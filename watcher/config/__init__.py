@@ -251,11 +251,6 @@ class Config:
     project_name: str = ""  # the shared compose project; colours are <project>-blue/-green
     registry_username: str | None = None
     registry_password: str | None = field(default=None, repr=False)
-    redis_url: str | None = field(default=None, repr=False)  # may carry a password
-    redis_password: str | None = field(default=None, repr=False)
-    redis_prefix: str = ""
-    lock_ttl: float = 30.0
-    history: Retention = Retention()
     poll: PollSettings = field(default_factory=PollSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     notify: NotifySettings = NotifySettings()
@@ -607,11 +602,6 @@ class _Loader:
             route=Route(app.caddy.site or model.caddy.site, app.caddy.path, in_caddy),
             registry_username=self.env.get("REGISTRY_USERNAME") or None,
             registry_password=read_secret(self.env, "REGISTRY_PASSWORD"),
-            redis_url=host.redis_url,
-            redis_password=host.redis_password,
-            redis_prefix=host.redis_prefix,
-            lock_ttl=host.lock_ttl,
-            history=host.history,
             poll=self._poll(name, app, poll),
             policy=self._policy(name, app.policy),
             notify=NotifySettings(

@@ -1,6 +1,6 @@
 """The web dashboard: server-rendered pages over the same functions the CLI and the HTTP API
-call (the queue, the suspension, the triggers' sink, `status --json`'s data), served by the
-webhook receiver's Flask app. It adds no deploy logic of its own: a button enqueues a job as
+call (each app's owner, watcher/host.py, and `status --json`'s data), served by the webhook
+receiver's Flask app. It adds no deploy logic of its own: a button enqueues a job as
 `watcher enqueue` would, and a worker runs it.
 
 Routes (auth.py, views.py, actions.py):
@@ -27,26 +27,21 @@ from flask import Blueprint
 from watcher.config import WebhookSettings
 from watcher.dashboard import actions, auth, views
 from watcher.dashboard.face import Face
-from watcher.queue.queue import DeployQueue
-from watcher.triggers.dispatch import Triggers
-from watcher.triggers.sink import Suspension
+from watcher.host import Host
 
 __all__ = ["blueprint"]
 
 
 def blueprint(
-    triggers: Triggers,
-    suspension: Suspension,
+    host: Host,
     settings: WebhookSettings,
     *,
     status: Callable[[str], dict[str, Any]],
-    queue: Callable[[str], DeployQueue],
     public_url: str | None = None,
 ) -> Blueprint:
-    """The dashboard for the apps `triggers` knows; `status(app)` is `status --json`'s data and
-    `queue(app)` the app's DeployQueue (both what `watcher serve` already has); `public_url` is
+    """The dashboard for the host's apps; `status(app)` is `status --json`'s data; `public_url` is
     `[dashboard] url` (an https one makes the session cookie Secure on every answer)."""
-    face = Face(triggers, suspension, status, queue)
+    face = Face(host, status)
     bp = Blueprint(
         "dashboard",
         __name__,

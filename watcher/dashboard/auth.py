@@ -133,7 +133,7 @@ def _local(target: str | None) -> str | None:
 
 
 def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) -> None:
-    throttle = Throttle()
+    _install_login(bp, settings)
 
     @bp.record_once
     def configure(state: BlueprintSetupState) -> None:
@@ -164,6 +164,11 @@ def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) ->
         if request.path.endswith(".json"):
             return Response('{"error": "log in first"}', status=401, mimetype="application/json")
         return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+
+
+def _install_login(bp: Blueprint, settings: WebhookSettings) -> None:
+    """The API token for a session; failed logins throttled per client."""
+    throttle = Throttle()
 
     @bp.route("/login", methods=["GET", "POST"])
     def login() -> Response | tuple[str, int]:

@@ -15,10 +15,10 @@ from watcher.backends.registry import RegistryError
 from watcher.dashboard import chart
 from watcher.dashboard.face import Face
 from watcher.errors import RedisUnavailable, WatcherError
-from watcher.freeze import FreezeSchedule, moment
+from watcher.freeze import moment
+from watcher.host import App
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.job import Job
-from watcher.triggers.dispatch import App
 
 log = logging.getLogger("watcher.dashboard")
 
@@ -39,12 +39,13 @@ def deployable(app: App) -> tuple[list[str], str | None]:
 def queue_state(face: Face, name: str) -> dict[str, Any]:
     """What the live view polls: paused, frozen (the scheduled freeze in force), the running and
     waiting jobs, the last finished one."""
-    queue = face.queue(name)
+    app = face.app(name)
+    queue = app.queue
     history = queue.history(1)
-    hold = FreezeSchedule(face.app(name).config.freezes).hold()
+    hold = app.freezes.hold()
     return {
         "app": name,
-        "paused": face.suspension.state(name),
+        "paused": app.paused(),
         "frozen": hold.to_dict() if hold else None,
         "running": [job.to_dict() for job in queue.running()],
         "waiting": [job.to_dict() for job in queue.waiting()],
@@ -114,6 +115,7 @@ def install(bp: Blueprint, face: Face) -> None:
     bp.add_app_template_filter(seconds)
     bp.add_app_template_filter(shown)
     bp.add_app_template_global(chart.bars, "receipt_bars")
+    install_errors(bp)
 
     @bp.get("/")
     def host() -> str:
@@ -124,7 +126,7 @@ def install(bp: Blueprint, face: Face) -> None:
                 "status": app_status(face, app.name),
                 "queue": queue_state(face, app.name),
             }
-            for app in face.triggers.apps
+            for app in face.host.apps.values()
         ]
         return render_template("host.html", apps=apps)
 
@@ -139,14 +141,13 @@ def install(bp: Blueprint, face: Face) -> None:
             policy=app.policy.describe(),
             status=app_status(face, name),
             queue=queue_state(face, name),
-            history=[job.to_dict() for job in face.queue(name).history(HISTORY)],
+            history=[job.to_dict() for job in app.queue.history(HISTORY)],
             tags=tags,
             tags_error=tags_error,
         )
 
     def job_or_404(name: str, job_id: int) -> Job:
-        face.app(name)
-        job = face.queue(name).get(str(job_id))
+        job = face.app(name).queue.get(str(job_id))
         if job is None:
             abort(404, f"{name} has no job {job_id} (finished jobs are kept up to the history limit)")
         return job
@@ -163,6 +164,10 @@ def install(bp: Blueprint, face: Face) -> None:
     def live_json(name: str) -> Response:
         face.app(name)
         return ordered_json(queue_state(face, name))
+
+
+def install_errors(bp: Blueprint) -> None:
+    """The dashboard's errors as pages (its .json as JSON), never a 500."""
 
     @bp.errorhandler(HTTPException)
     def refused(exc: HTTPException) -> tuple[Response | str, int]:

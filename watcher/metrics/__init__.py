@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at `GET /metrics` by the webhook receiver (triggers/webhook.py).
+"""Prometheus metrics, served at `GET /metrics` by the receiver (triggers/probes.py).
 
     activity.py  in-process counters of what the serving process itself does: webhook deliveries,
                  polls, registry requests
@@ -16,32 +16,28 @@ nothing in the engine or the queue knows metrics exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import redis
 from prometheus_client import CollectorRegistry
 
-from watcher.freeze import FreezeSchedule
 from watcher.metrics.activity import ACTIVITY
 from watcher.metrics.history import HistoryCollector
-from watcher.metrics.live import LiveCollector, LiveOf
+from watcher.metrics.live import LiveCollector
 from watcher.metrics.queue import QueueCollector
+
+if TYPE_CHECKING:
+    from watcher.host import App
 
 __all__ = ["registry_for"]
 
 
-def registry_for(
-    client: redis.Redis,
-    apps: list[str],
-    live_of: LiveOf,
-    prefix: str = "",
-    freezes: Mapping[str, FreezeSchedule] | None = None,
-) -> CollectorRegistry:
+def registry_for(apps: Sequence[App]) -> CollectorRegistry:
     """One receiver's registry: the process-wide activity counters and the scrape-time readers of
     these apps (a registry per receiver, so tests and `watcher run` never register twice)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ACTIVITY)
-    registry.register(HistoryCollector(client, apps, prefix))
-    registry.register(QueueCollector(client, apps, prefix, freezes))
-    registry.register(LiveCollector(apps, live_of))
+    registry.register(HistoryCollector(apps))
+    registry.register(QueueCollector(apps))
+    registry.register(LiveCollector(apps))
     return registry

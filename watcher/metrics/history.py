@@ -11,16 +11,18 @@ that starts again from the history Redis still holds.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from watcher.queue.connection import REDIS_DOWN
 from watcher.queue.job import Job, Status
-from watcher.queue.queue import DeployQueue
+
+if TYPE_CHECKING:
+    from watcher.host import App
 
 DEPLOY_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 PHASE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -32,9 +34,9 @@ def outcome(job: Job) -> str:
 
 
 class HistoryCollector(Collector):
-    def __init__(self, client: redis.Redis, apps: list[str], prefix: str = "") -> None:
-        self.queues = {app: DeployQueue(client, app, prefix=prefix) for app in apps}
-        self.seen: dict[str, str | None] = dict.fromkeys(apps)  # the history's head at the last scrape
+    def __init__(self, apps: Sequence[App]) -> None:
+        self.queues = {app.name: app.queue for app in apps}
+        self.seen: dict[str, str | None] = dict.fromkeys(self.queues)  # the history's head at the last scrape
         self.latest: dict[str, float] = {}  # the newest success seen, per app
         self._scraping = threading.Lock()  # waitress serves scrapes on several threads: add each job once
         self.tally = CollectorRegistry()

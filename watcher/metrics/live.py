@@ -7,21 +7,21 @@ time, so a tag never multiplies the series of a counter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from watcher.errors import WatcherError
-from watcher.triggers.sink import LiveVersion
 
-LiveOf = Callable[[str], LiveVersion | None]
+if TYPE_CHECKING:
+    from watcher.host import App
 
 
 class LiveCollector(Collector):
-    def __init__(self, apps: list[str], live_of: LiveOf) -> None:
+    def __init__(self, apps: Sequence[App]) -> None:
         self.apps = apps
-        self.live_of = live_of
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         info = GaugeMetricFamily(
@@ -31,9 +31,9 @@ class LiveCollector(Collector):
         )
         for app in self.apps:
             try:
-                live = self.live_of(app)
+                live = app.live()
             except (OSError, WatcherError):
                 continue  # an unreadable state is `watcher status`'s to explain; no guess here
             if live is not None:
-                info.add_metric([app, live.color, live.version, live.digest or ""], 1)
+                info.add_metric([app.name, live.color.value, live.version, live.digest or ""], 1)
         yield info

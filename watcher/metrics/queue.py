@@ -9,19 +9,18 @@ zero would claim an empty queue).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from watcher.freeze import FreezeSchedule
 from watcher.queue.connection import REDIS_DOWN
-from watcher.queue.lock import holder_of
-from watcher.queue.queue import DeployQueue
-from watcher.queue.suspension import Suspension, until_of
+from watcher.queue.suspension import until_of
+
+if TYPE_CHECKING:
+    from watcher.host import App
 
 REDIS_UP = "1 when Redis answered this scrape."
 
@@ -35,17 +34,8 @@ def lock_age(holder: dict[str, Any]) -> float | None:
 
 
 class QueueCollector(Collector):
-    def __init__(
-        self,
-        client: redis.Redis,
-        apps: list[str],
-        prefix: str = "",
-        freezes: Mapping[str, FreezeSchedule] | None = None,
-    ) -> None:
-        self.client = client
+    def __init__(self, apps: Sequence[App]) -> None:
         self.apps = apps
-        self.prefix = prefix
-        self.freezes = freezes or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         gauges = {
@@ -77,20 +67,20 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("watcher_redis_up", REDIS_UP, value=1)
         yield from gauges.values()
 
-    def _read(self, app: str, gauges: dict[str, GaugeMetricFamily]) -> None:
-        queue = DeployQueue(self.client, app, prefix=self.prefix)
+    def _read(self, owner: App, gauges: dict[str, GaugeMetricFamily]) -> None:
+        app, queue = owner.name, owner.queue
         running = queue.running()
-        holder = holder_of(self.client, app, self.prefix)
+        holder = owner.lock_holder()
         gauges["queue_length"].add_metric([app], len(queue.waiting()))
         gauges["job_running"].add_metric([app], 1 if running else 0)
         if running and running[0].duration is not None:
             gauges["job_running_seconds"].add_metric([app], running[0].duration)
-        paused = Suspension(self.client, app, self.prefix).paused()
+        paused = owner.paused()
         gauges["paused"].add_metric([app], 1 if paused else 0)
         ends = until_of(paused) if paused else None
         if ends is not None:
             gauges["paused_until_timestamp_seconds"].add_metric([app], ends)
-        hold = self.freezes.get(app, FreezeSchedule()).hold()
+        hold = owner.freezes.hold()
         gauges["frozen"].add_metric([app], 1 if hold else 0)
         if hold is not None:
             gauges["frozen_until_timestamp_seconds"].add_metric([app], hold.until)

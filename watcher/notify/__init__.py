@@ -5,10 +5,9 @@
     apprise_channel.py  one apprise URL, with the events it is sent
     github.py           a GitHub deployment per job, its statuses as the job goes
     notifier.py         the process's notifier: from events to the channels of their app
-    suspension.py       pause and resume over HTTP and from the dashboard, told to the notifier
 
-Data flows one way: the worker, the triggers and pause/resume tell the notifier; the engine
-knows nothing of it.
+Data flows one way: the worker and each app's owner (watcher/host.py: a request refused, a
+pause, a resume) tell the notifier; the engine knows nothing of it.
 """
 
 from watcher.notify.notifier import Notifier, notifier_for

@@ -4,25 +4,21 @@
     job.py         a job and its statuses
     queue.py       DeployQueue: enqueue/coalesce, take (with recovery), fenced writes, history
     lock.py        DeployLock: SET NX PX + token, renewal thread, fencing counter; the engine's Guard
-    scripts/       the Lua scripts of the queue and the lock, registered once per client
-    promotion.py   the job awaiting promotion, and the promote and abort jobs acting on it
-    pool.py        one worker for every app of the host
     suspension.py  pause / resume
     worker.py      the worker loop
 
-The CLI and (later) the webhook receiver call these; nothing here parses arguments or prints.
+Each app's owner (watcher/host.py `App`) builds its queue, pause and lock; nothing here parses
+arguments or prints.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import redis
-
-from watcher.freeze import FreezeSchedule, moment
+from watcher.freeze import moment
 from watcher.queue.job import Job, JobKind, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
-from watcher.queue.queue import DeployQueue, Enqueued, Live
+from watcher.queue.queue import DeployQueue, Enqueued
 from watcher.queue.suspension import Suspension, describe
 from watcher.queue.worker import Worker
 
@@ -32,7 +28,6 @@ __all__ = [
     "Enqueued",
     "Job",
     "JobKind",
-    "Live",
     "Status",
     "Suspension",
     "Worker",
@@ -45,15 +40,14 @@ __all__ = [
 
 
 def overview(
-    client: redis.Redis, app: str, prefix: str = "", freezes: FreezeSchedule = FreezeSchedule()
+    queue: DeployQueue, paused: dict[str, Any] | None, lock: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What `status` adds when Redis is configured: paused, frozen (the scheduled freeze in
     force, and whether it holds the waiting job), queue, lock, last_job."""
-    queue = DeployQueue(client, app, prefix=prefix, freezes=freezes)
     waiting, running, last = queue.waiting(), queue.running(), queue.last_job()
-    hold = freezes.hold()
+    hold = queue.freezes.hold()
     return {
-        "paused": Suspension(client, app, prefix).paused(),
+        "paused": paused,
         "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind is not JobKind.ROLLBACK}
         if hold
         else None,
@@ -62,7 +56,7 @@ def overview(
             "next": waiting[-1].to_dict() if waiting else None,
             "running": running[0].to_dict() if running else None,
         },
-        "lock": holder_of(client, app, prefix),
+        "lock": lock,
         "last_job": last.to_dict() if last else None,
     }
 

@@ -22,16 +22,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import redis
+from typing import TYPE_CHECKING
 
 from watcher.errors import Interrupted
-from watcher.freeze import FreezeSchedule
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff
-from watcher.queue.queue import DeployQueue
+
+if TYPE_CHECKING:
+    from watcher.host import App
 
 log = logging.getLogger("watcher.worker")
 
@@ -54,29 +54,23 @@ class Child:
 class WorkerPool:
     def __init__(
         self,
-        client: redis.Redis,
-        apps: list[str],
+        apps: Sequence[App],
         spawn: Spawn,
         run_here: RunHere,
         *,
         concurrency: int = 1,
         name: str,
         poll: float = 0.5,
-        prefix: str = "",
-        freezes: Mapping[str, FreezeSchedule] | None = None,
     ) -> None:
-        self.client = client
-        self.apps = apps
+        host = apps[0].host
+        self.client = host.client
+        self.apps = [app.name for app in apps]
         self.spawn = spawn
         self.run_here = run_here
         self.concurrency = concurrency
         self.name = name
         self.poll = poll
-        self.prefix = prefix
-        self.queues = {
-            app: DeployQueue(client, app, prefix=prefix, freezes=(freezes or {}).get(app, FreezeSchedule()))
-            for app in apps
-        }
+        self.queues = {app.name: app.queue for app in apps}
         self.children: dict[str, Child] = {}
         self._not_before: dict[str, float] = {}  # an app whose child found nothing: wait a little
         self._next = 0  # round robin: no app starves the others

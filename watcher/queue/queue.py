@@ -43,6 +43,7 @@ import redis
 
 from watcher.config import Retention
 from watcher.engine.promotion import past
+from watcher.engine.state import Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import AppKeys, retrying
@@ -86,15 +87,6 @@ class Taken:
 
     job: Job
     recovered: str | None = None
-
-
-@dataclass(frozen=True)
-class Live:
-    """What serves now, as the engine's view says (route file + state); `enqueue`'s no-op rule."""
-
-    version: str
-    color: str
-    digest: str | None = None
 
 
 class DeployQueue:
@@ -146,7 +138,7 @@ class DeployQueue:
         source: str,
         requested_by: str,
         digest: str | None = None,
-        live: Live | None = None,
+        live: Release | None = None,
         repository: str | None = None,
         keep_newer: bool = False,
     ) -> Enqueued:

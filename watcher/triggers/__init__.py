@@ -2,11 +2,14 @@
 
     payloads.py  GitHub package events, Distribution/Harbor notifications, signatures: pure parsing
     policy.py    tag policies: semver (ranges, pre-releases), regex, digest
-    sink.py      the narrow face of the queue triggers use, and its adapter over watcher/queue
-    dispatch.py  push -> app -> policy -> registry check -> one job per (app, tag, digest)
-    webhook.py   the Flask receiver: /hooks/github, /hooks/registry, /pause, /resume, /status, /metrics, /healthz
+    dispatch.py  push -> the apps it concerns -> the tag the policy picks -> App.request
+    http.py      what the endpoints share: body limit, tokens, JSON answers, errors
+    webhook.py   Blueprint: /hooks/github, /hooks/registry
+    control.py   Blueprint: /pause, /resume, /promote, /abort
+    probes.py    Blueprint: /status, /metrics, /healthz, /readyz
     poller.py    the APScheduler registry poller
-    server.py    `watcher serve`: the receiver under waitress plus the poller
+    server.py    `watcher serve`: the blueprints (and the dashboard's) under waitress, plus the poller
+    commands.py  the CLI verbs serve, run, check-tags
 
-Triggers only enqueue; the worker (watcher/queue/worker.py) deploys.
+Triggers only request (App.request, watcher/host.py); the worker (watcher/queue/worker.py) deploys.
 """

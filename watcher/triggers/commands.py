@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from watcher.config import Config, HostConfig
+from watcher.config import HostConfig
 
 if TYPE_CHECKING:
-    from watcher.triggers.dispatch import App
+    from watcher.engine.state import Release
+    from watcher.host import App
     from watcher.triggers.poller import PollResult
-    from watcher.triggers.sink import EnqueueOutcome, LiveVersion
 
 log = logging.getLogger("watcher.serve")
 
@@ -56,8 +56,8 @@ def quiet_libraries() -> None:
 def serve(
     host: HostConfig,
     args: argparse.Namespace,
-    status: Callable[[Config], dict[str, Any]],
-    worker: Callable[[HostConfig, argparse.Namespace], int] | None = None,
+    status: Callable[[App], dict[str, Any]],
+    worker: Callable[[argparse.Namespace], int] | None = None,
 ) -> int:
     """`serve` (worker None) or `run` (the worker pool in the main thread, the triggers beside it)."""
     quiet_libraries()
@@ -68,71 +68,33 @@ def serve(
         if worker is None:
             service.wait()
             return 0
-        return worker(host, args)
+        return worker(args)
     finally:
         service.stop()
 
 
-class _Offline:
-    """Sink and memory for a dry run without Redis: what is live from the route file and state,
-    nothing requested."""
-
-    def __init__(self, live_of: Callable[[str], LiveVersion | None]) -> None:
-        self.live_of = live_of
-
-    def enqueue(
-        self,
-        app: str,
-        version: str,
-        *,
-        source: str,
-        requested_by: str,
-        digest: str | None,
-        repository: str | None = None,
-    ) -> EnqueueOutcome:
-        raise AssertionError("a dry run enqueues nothing")
-
-    def live(self, app: str) -> LiveVersion | None:
-        return self.live_of(app)
-
-    def waiting(self, app: str) -> str | None:
-        return None
-
-    def last(self, app: str) -> dict[str, Any] | None:
-        return None
-
-
-def check_tags(config: Config, args: argparse.Namespace) -> int:
-    """`config`: the app chosen by the CLI (the positional APP or the only one)."""
+def check_tags(app: App, args: argparse.Namespace) -> int:
+    """`app`: the app chosen by the CLI (the positional APP or the only one)."""
     quiet_libraries()
-    from watcher.queue.connection import REDIS_DOWN, connect
-    from watcher.triggers.dispatch import App, Memory, Triggers
+    from watcher.queue.connection import REDIS_DOWN
     from watcher.triggers.poller import Poller, poll_client
-    from watcher.triggers.sink import RedisSink, live_reader
 
-    app = App.from_config(config)
     notes: list[str] = []
-    live_of = live_reader(config)
-    sink: Any = _Offline(live_of)
-    memory: Any = _Offline(live_of)
-    if config.redis_url:
-        client = connect(config.redis_url, config.redis_password)
+    host = app.host
+    if host.redis:
         try:
-            client.ping()
-            sink, memory = (
-                RedisSink(client, live_of, config.redis_prefix, config.history),
-                Memory(client, config.redis_prefix),
-            )
+            host.client.ping()
         except REDIS_DOWN as exc:
+            host.offline = True
             notes.append(f"Redis unreachable ({exc}): last request unknown")
     else:
+        host.offline = True
         notes.append("no Redis configured: last request unknown")
-    triggers = Triggers([app], sink, memory)
     client = poll_client(app)
     try:
-        result = Poller(triggers, {app.name: client}).poll(app, dry_run=True)
-        live = None if result.status == "failed" else sink.live(app.name)
-        last = None if result.status == "failed" else memory.last(app.name)
+        result = Poller(host, {app.name: client}).poll(app, dry_run=True)
+        live = None if result.status == "failed" else app.live()
+        last = None if result.status == "failed" else app.last()
     finally:
         client.close()
     if args.json:
@@ -161,7 +123,7 @@ _VERDICTS = {
 
 
 def _format(
-    app: App, result: PollResult, live: LiveVersion | None, last: dict[str, Any] | None, notes: list[str]
+    app: App, result: PollResult, live: Release | None, last: dict[str, Any] | None, notes: list[str]
 ) -> str:
     lines = [f"app {app.name}: {app.ref}", f"policy: {app.policy.describe()}"]
     decision = result.decision

@@ -16,7 +16,7 @@ Compared, per app:
   A new digest for the same tag is a new request.
 
 Several watcher instances polling the same app: each may find the same candidate; the
-(app, tag, digest) SET NX claim in dispatch.py lets exactly one enqueue it.
+(app, tag, digest) SET NX claim of `App.request` (watcher/host.py) lets exactly one enqueue it.
 
 A registry that fails: the client retries with backoff and logs each retry; the poll then logs the
 failure and enqueues nothing; the next interval tries again.
@@ -34,9 +34,9 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.backends.registry import NotFound, RegistryClient, RegistryError
+from watcher.host import App, Host
 from watcher.metrics import activity
 from watcher.queue.connection import REDIS_DOWN, RedisRefused
-from watcher.triggers.dispatch import App, Triggers
 from watcher.triggers.policy import Decision, DigestPolicy, older
 
 log = logging.getLogger("watcher.poller")
@@ -84,14 +84,14 @@ def poll_client(app: App) -> RegistryClient:
 class Poller:
     def __init__(
         self,
-        triggers: Triggers,
+        host: Host,
         clients: dict[str, RegistryClient] | None = None,
         *,
         requested_by: str | None = None,
     ) -> None:
-        self.triggers = triggers
+        self.host = host
         self.clients = (
-            clients if clients is not None else {app.name: poll_client(app) for app in triggers.apps}
+            clients if clients is not None else {app.name: poll_client(app) for app in host.apps.values()}
         )
         self.requested_by = requested_by or f"poller on {socket.gethostname()}"
         self.scheduler: BackgroundScheduler | None = None
@@ -128,21 +128,21 @@ class Poller:
                 if decision.candidate is None:
                     return PollResult(app.name, "no-candidate", decision.reason, decision=decision)
                 tag = decision.candidate
-            digest = client.manifest_digest(app.ref, tag)
+            digest = app.digest_of(tag, client=client)
         except NotFound as exc:
             return PollResult(app.name, "no-candidate", str(exc), decision=decision)
 
         def result(status: str, reason: str, job_id: str | None = None) -> PollResult:
             return PollResult(app.name, status, reason, tag, digest, job_id, decision)
 
-        live = self.triggers.sink.live(app.name)
+        live = app.live()
         if live and live.version == tag and (not policy.mutable or live.digest == digest):
             return result("up-to-date", f"{tag} is live" + (f" ({digest[:19]})" if policy.mutable else ""))
         if live and older(policy, tag, live.version):
             return result(
                 "up-to-date", f"the live {live.version} is newer than the candidate {tag}: not downgrading"
             )
-        last = self.triggers.memory.last(app.name)
+        last = app.last()
         if last and last.get("tag") == tag and last.get("digest") == digest:
             return result(
                 "requested",
@@ -150,7 +150,7 @@ class Poller:
                 f"{last.get('source')}); not again",
                 str(last.get("job")),
             )
-        stale = self.triggers.stale(app, tag)
+        stale = app.stale(tag)
         if stale:
             return result("up-to-date", stale)
         if dry_run:
@@ -159,7 +159,7 @@ class Poller:
                 f"{tag}@{digest[:19]} differs from what is live"
                 + (f" ({live.version})" if live else " (nothing recorded live)"),
             )
-        outcome = self.triggers.request(app, tag, digest, source="poll", requested_by=self.requested_by)
+        outcome = app.request(tag, source="poll", by=self.requested_by, digest=digest)
         return result(outcome.status, outcome.reason, outcome.job_id)
 
     def _log(self, result: PollResult) -> None:
@@ -182,7 +182,7 @@ class Poller:
         """One interval job per app whose `[poll] enabled` is true."""
         scheduler = BackgroundScheduler(timezone=UTC)
         now = datetime.now(UTC)
-        for app in self.triggers.apps:
+        for app in self.host.apps.values():
             settings = app.config.poll
             if not settings.enabled:
                 log.info("poll %s: disabled ([poll] enabled = false)", app.name)

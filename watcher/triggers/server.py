@@ -20,22 +20,20 @@ from typing import Any
 
 import redis
 import waitress
+from flask import Flask
 from prometheus_client import CollectorRegistry
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from watcher import dashboard
-from watcher.config import Config, HostConfig, WebhookSettings, listen_host, listen_port
-from watcher.errors import Interrupted
-from watcher.freeze import FreezeSchedule
+from watcher.config import HostConfig, WebhookSettings, listen_host, listen_port
+from watcher.errors import ConfigError, Interrupted
+from watcher.host import QUICK_REGISTRY, App, Host
 from watcher.metrics import registry_for
-from watcher.notify import notifier_for
-from watcher.notify.suspension import NotifyingSuspension
-from watcher.queue.connection import connect, describe
-from watcher.queue.queue import DeployQueue
-from watcher.triggers.dispatch import App, Memory, Triggers
+from watcher.queue.connection import describe
+from watcher.triggers import control, probes, webhook
+from watcher.triggers.http import handle_errors
 from watcher.triggers.poller import Poller
-from watcher.triggers.sink import RedisSink, live_reader
-from watcher.triggers.webhook import create_app, create_metrics_app
+from watcher.triggers.probes import create_metrics_app
 
 log = logging.getLogger("watcher.serve")
 
@@ -75,13 +73,35 @@ def announce(host: HostConfig) -> None:
         )
 
 
+def create_app(
+    host: Host,
+    settings: WebhookSettings,
+    *,
+    ready: Callable[[], None],
+    status: Callable[[str], dict[str, Any]],
+    metrics: CollectorRegistry,
+    public_url: str | None = None,
+) -> Flask:
+    """The receiver: the hooks, the control API, the probes (and /metrics, here unless `[metrics]
+    listen` gives it an address of its own) and the dashboard, each a Blueprint; errors handled
+    once, as JSON (the dashboard's pages answer theirs as pages)."""
+    app = Flask("watcher")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.register_blueprint(webhook.blueprint(host, settings))
+    app.register_blueprint(control.blueprint(host, settings))
+    app.register_blueprint(probes.blueprint(list(host.apps), settings, ready=ready, status=status))
+    if not settings.metrics_listen:
+        app.register_blueprint(probes.metrics_blueprint(settings, metrics))
+    app.register_blueprint(dashboard.blueprint(host, settings, status=status, public_url=public_url))
+    handle_errors(app)
+    return app
+
+
 @dataclass
 class Service:
     """The receiver and the poller of every app, running in background threads."""
 
-    host: HostConfig
-    client: redis.Redis
-    triggers: Triggers
+    host: Host
     poller: Poller
     server: BaseWSGIServer | MultiSocketServer
     thread: threading.Thread
@@ -89,8 +109,12 @@ class Service:
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
+    def client(self) -> redis.Redis:
+        return self.host.client
+
+    @property
     def port(self) -> int:
-        return int(getattr(self.server, "effective_port", self.host.webhook.port))
+        return int(getattr(self.server, "effective_port", self.host.config.webhook.port))
 
     def wait(self) -> None:
         """Block the main thread until SIGTERM/SIGINT (Interrupted) or `stop()`."""
@@ -108,64 +132,32 @@ class Service:
         for server in filter(None, (self.server, self.metrics_server)):
             server.close()
             server.task_dispatcher.shutdown()  # type: ignore[union-attr]
-        for app in self.triggers.apps:
-            app.registry.close()
-        if self.triggers.notifier is not None:
-            self.triggers.notifier.close()
+        self.host.close()
         log.info("webhook receiver and poller stopped")
 
 
 def start(
-    host: HostConfig,
-    status: Callable[[Config], dict[str, Any]],
+    config: HostConfig,
+    status: Callable[[App], dict[str, Any]],
     *,
     client: redis.Redis | None = None,
     poll: bool = True,
 ) -> Service:
     """Start the receiver (waitress, in a thread) and the poller (APScheduler, a job per app) for
-    every app in `host`."""
-    if client is None:
-        if not host.redis_url:
-            from watcher.errors import ConfigError
-
-            raise ConfigError(f"{host.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
-        client = connect(host.redis_url, host.redis_password)
-    apps = list(host.apps.values())
-    sink = RedisSink(client, live_reader(*apps), host.redis_prefix, host.history)
-    notifier = notifier_for(apps)
-    triggers = Triggers(
-        [App.from_config(config) for config in apps],
-        sink,
-        Memory(client, host.redis_prefix),
-        notifier=notifier,
-    )
-    suspension = NotifyingSuspension(sink, notifier) if notifier else sink  # /pause, /resume, the dashboard
-    metrics = registry_for(
-        client,
-        list(host.apps),
-        sink.live_of,
-        host.redis_prefix,
-        {config.app: FreezeSchedule(config.freezes) for config in apps},
-    )
+    every app in `config`; `status(app)` is `status --json`'s data."""
+    if client is None and not config.redis_url:
+        raise ConfigError(f"{config.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
+    host = Host(config, client=client, registry_options=QUICK_REGISTRY)
+    metrics = registry_for(list(host.apps.values()))
     flask_app = create_app(
-        triggers,
-        suspension,
-        host.webhook,
-        ready=client.ping,
+        host,
+        config.webhook,
+        ready=host.client.ping,
         status=lambda name: status(host.apps[name]),
         metrics=metrics,
+        public_url=next(iter(config.apps.values())).dashboard_url,  # [dashboard] url: one for the host
     )
-    flask_app.register_blueprint(
-        dashboard.blueprint(
-            triggers,
-            suspension,
-            host.webhook,
-            status=lambda name: status(host.apps[name]),
-            queue=lambda name: DeployQueue(client, name, prefix=host.redis_prefix, retention=host.history),
-            public_url=apps[0].dashboard_url,
-        )
-    )  # [dashboard] url: one for the host, kept on each app
-    webhook = host.webhook
+    webhook = config.webhook
     # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
     # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
     # answers a body over *its* cap itself, unlogged, so the app must see the usual oversize
@@ -183,17 +175,17 @@ def start(
         ident="watcher",
     )
     thread = threading.Thread(target=server.run, name="webhook", daemon=True)
-    poller = Poller(triggers)
-    service = Service(host, client, triggers, poller, server, thread, metrics_server(webhook, metrics))
+    poller = Poller(host)
+    service = Service(host, poller, server, thread, metrics_server(webhook, metrics))
     # Say what each endpoint accepts before the first request can be answered.
-    announce(host)
+    announce(config)
     log.info(
         "webhook receiver on http://%s:%d (waitress, %d threads, max body %d bytes); queue in Redis %s",
         webhook.host,
         service.port,
         webhook.threads,
         webhook.max_body,
-        describe(client),
+        describe(host.client),
     )
     if poll:
         poller.start()
