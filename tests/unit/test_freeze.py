@@ -278,7 +278,7 @@ def test_status_says_frozen_and_held_and_the_summary_says_frozen(redis_url: str,
         **data,
     }
     assert format_summary([row]).splitlines()[1].split()[-1] == "frozen"
-    assert overview(DeployQueue(client, app_name))["frozen"] is None
+    assert overview(DeployQueue(client, app_name), paused=None, lock=None)["frozen"] is None
 
 
 def test_the_cli_worker_and_pool_read_the_apps_freezes(
