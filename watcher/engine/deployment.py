@@ -35,12 +35,12 @@ from watcher.config import Config
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine import pin
 from watcher.engine import receipt as receipts
+from watcher.engine.arch import host_platform
 from watcher.engine.bake import Bake
 from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.health_check import HealthCheckFailed, wait_until_healthy
 from watcher.engine.hooks import run_hook
-from watcher.engine.platform import host_platform
 from watcher.engine.progress import Progress
 from watcher.engine.promotion import AWAITING, awaiting, deadline, expired, keep_preview
 from watcher.engine.promotion import describe as describe_wait

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watcher.backends.manifests import Platform, platforms
+from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
-from watcher.engine.platform import missing
+from watcher.engine.arch import missing
 from watcher.errors import DeployFailed
 
 
@@ -41,7 +41,7 @@ def resolve(registry: RegistryClient, ref: ImageRef, tag: str, queued: str | Non
     return Pin(queued or current, current)
 
 
-def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: Platform, image: str) -> None:
+def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: ImagePlatform, image: str) -> None:
     """The pinned digest must still exist and have an image for `host`; DeployFailed, with
     nothing pulled, when it does not."""
     try:
