@@ -33,9 +33,10 @@ import redis
 
 from watcher import history, interrupts, logs
 from watcher.config import Config, HostConfig, find_config, load_host
-from watcher.engine.deployment import Deployment, DeployResult, Guard
+from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup, reset
 from watcher.engine.progress import Progress
+from watcher.engine.run import DeployResult, Guard, run_of
 from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import ConfigError, Interrupted, UsageError, WatcherError
 from watcher.freeze import FreezeSchedule, moment
@@ -325,13 +326,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     result = engine.rollback(guard=lock, to=args.to)
             except WatcherError as exc:
                 if args.json:  # a failed run's receipt says what users got while it unwound
+                    receipt = run.receipt if (run := run_of(exc)) else None
                     print(
                         json.dumps(
-                            {
-                                "error": str(exc),
-                                "receipt": engine.receipt.to_dict() if engine.receipt else None,
-                            },
-                            indent=2,
+                            {"error": str(exc), "receipt": receipt.to_dict() if receipt else None}, indent=2
                         )
                     )
                 raise

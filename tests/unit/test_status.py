@@ -18,9 +18,9 @@ ABORTED = (
 
 
 def engine(*lines: str) -> SimpleNamespace:
-    docker = SimpleNamespace(caddy_log=lambda since: list(lines))
+    platform = SimpleNamespace(proxy_log=lambda since: list(lines))
     config = SimpleNamespace(app="shop", services=(Service("web", 8080), Service("worker", None)))
-    return SimpleNamespace(config=config, docker=docker)
+    return SimpleNamespace(config=config, platform=platform)
 
 
 def test_broken_responses_of_this_app_are_warned_about() -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watcher.engine.color import Color
-from watcher.engine.deployment import Deployment, Guard
+from watcher.engine.deployment import Deployment
 from watcher.engine.drain import wait_drained
 from watcher.engine.promotion import awaiting
+from watcher.engine.run import Guard
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
@@ -24,7 +25,7 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     removed: list[str] = []
     waiting = view.recorded.pending if awaiting(view.recorded.pending) else None
     for color in Color:
-        stack, containers = engine.colors[color], view.observed.of(color)
+        stack, containers = engine.platform.color(color), view.observed.of(color)
         if not containers or color == view.route or view.route_lost:
             continue
         if waiting is not None and waiting.color == color:
@@ -46,7 +47,7 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
             continue
         if any(c.running for c in containers):
             wait_drained(
-                engine.caddy, stack.upstreams, timeout=engine.config.drain_timeout, progress=engine.progress
+                engine.caddy, stack.upstreams(), timeout=engine.config.drain_timeout, progress=engine.progress
             )
         guard.check()
         stack.remove()
@@ -59,14 +60,14 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     if target is not None:
         keep_versions.add(target.release.version)
         keep_images.add(target.image or "")
-    for ref in engine.docker.images_of(engine.config.image):
-        if ref.rsplit(":", 1)[1] in keep_versions or engine.docker.image_id(ref) in keep_images:
+    for ref in engine.platform.images.images_of(engine.config.image):
+        if ref.rsplit(":", 1)[1] in keep_versions or engine.platform.images.image_id(ref) in keep_images:
             continue
-        if engine.docker.remove_image(ref):
+        if engine.platform.images.remove_image(ref):
             removed.append(ref)
     state = engine.store.load()
     if state.pending and not awaiting(state.pending):
-        with engine.fenced(guard):
+        with engine.ledger.fenced(guard):
             engine.store.save(replace(state, pending=None))
         removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
     return removed
@@ -78,11 +79,11 @@ def reset(engine: Deployment, *, guard: Guard) -> list[str]:
     guard.check()
     removed = []
     for color in Color:
-        stack = engine.colors[color]
-        if stack.containers():
+        stack = engine.platform.color(color)
+        if stack.instances():
             stack.remove()
             removed.append(stack.name)
-    with engine.fenced(guard):
+    with engine.ledger.fenced(guard):
         engine.switch.close()
         engine.store.remove()
     removed.append("state")

@@ -20,7 +20,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
     waiting = pending if awaiting(pending) else None
     colors: dict[str, Any] = {}
     for color in Color:
-        stack, containers = engine.colors[color], view.observed.of(color)
+        stack, containers = engine.platform.color(color), view.observed.of(color)
         role = (
             "live"
             if live and live.color == color
@@ -86,7 +86,7 @@ def upstream_faults(engine: Deployment) -> list[str]:
     ]
     hits = [
         line
-        for line in engine.docker.caddy_log(time.time() - FAULT_WINDOW)
+        for line in engine.platform.proxy_log(time.time() - FAULT_WINDOW)
         if any(fault in line for fault in BROKEN_HTTP) and any(alias in line for alias in aliases)
     ]
     if not hits:
