@@ -1,20 +1,30 @@
 """Image-platform checks before a pull: manifest parsing, host platform matching, the pinned digest
 (watcher/backends/manifests.py, watcher/engine/arch.py, watcher/engine/pin.py), against a
-registry faked with httpx.MockTransport: pure logic, no pull."""
+registry faked with httpx.MockTransport: pure logic, no pull; and the images the compose files
+declare, rendered once per deploy."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.harness.triggers import write_project
+from watcher.backends import compose
 from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, Manifest, RegistryClient, RegistryError
+from watcher.config import load_host
 from watcher.engine import pin
 from watcher.engine.arch import host_platform, missing, runs_on
 from watcher.errors import DeployFailed
+from watcher.platforms.compose import ComposePlatform
 
 REF = ImageRef("ghcr.io", "x/y")
 IMAGE = "ghcr.io/x/y:1.4"
@@ -283,3 +293,38 @@ def test_a_blob_redirect_is_followed_without_credentials() -> None:
         pytest.raises(RegistryError, match="not https"),
     ):
         client.blob(REF, digest_of(config))
+
+
+# -- the images the compose files declare ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "web, refused",
+    [
+        ("127.0.0.1:5000/acme/shop:{v}", None),
+        ("127.0.0.1:5000/other/shop:{v}", "service web: its image resolves to 127.0.0.1:5000/other/shop:1.4"),
+        ("127.0.0.1:5000/acme/shop:latest", "no service of compose.yml"),
+    ],
+)
+def test_the_compose_files_are_rendered_once_to_check_their_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, web: str, refused: str | None
+) -> None:
+    config = load_host(write_project(tmp_path, app="shop", image="127.0.0.1:5000/acme/shop", port=9), {}).app(
+        None
+    )
+    rendered: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        rendered.append(argv)
+        version = kwargs["env"][config.version_env]
+        services = {"web": {"image": web.format(v=version)}, "caddy": {"image": "caddy:2"}}
+        return subprocess.CompletedProcess(argv, 0, json.dumps({"services": services}), "")
+
+    monkeypatch.setattr(compose.subprocess, "run", run)
+    platform = ComposePlatform(config, SimpleNamespace())  # type: ignore[arg-type]
+    if refused is None:
+        assert pin.check_images(config, platform, "1.4") == {"web": "127.0.0.1:5000/acme/shop:1.4"}
+    else:
+        with pytest.raises(DeployFailed, match=re.escape(refused)):
+            pin.check_images(config, platform, "1.4")
+    assert len(rendered) == 1 and rendered[0][-3:] == ["config", "--format", "json"]

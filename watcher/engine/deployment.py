@@ -40,7 +40,7 @@ from watcher.engine.smoke import clear_preview, run_smoke
 from watcher.engine.state import DeployState, Pending, Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import check_route, verify
-from watcher.errors import DeployFailed, UsageError, WatcherError
+from watcher.errors import DeployFailed, UsageError
 from watcher.interrupts import shielded
 from watcher.platforms.base import ColorStack, Platform
 from watcher.platforms.compose import ComposePlatform
@@ -153,18 +153,9 @@ class Deployment:
 
     @contextmanager
     def _running(self, run: Run, guard: Guard) -> Iterator[None]:
-        """One platform host per app: refuse another than the one the state was recorded on.
-        A failure leaves with the run's record attached."""
+        """The run's guard and host for every write; a failure leaves with the run's record attached."""
         try:
-            self.ledger.guard = guard
-            self.ledger.host = self.platform.host_id()
-            recorded = self.store.load().engine
-            if recorded and self.ledger.host and recorded != self.ledger.host:
-                raise WatcherError(
-                    f"{self.store.path} was recorded on Docker engine {recorded}, but this watcher "
-                    f"talks to engine {self.ledger.host}: an app's colours live on one Docker host. Run "
-                    "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed"
-                )
+            self.ledger.claim(guard, self.platform.host_id())
             yield
         except BaseException as failure:
             attach(failure, run)
@@ -194,7 +185,7 @@ class Deployment:
         if live and live.version == run.version and wanted and view.observed.image_id(live.color) == wanted:
             self.ledger.sync(view)
             message = f"{run.version} is already live on {live.color}"
-            return self.result(run, live.color, view.previous, message, noop=True)
+            return run.result(self.progress, live.color, view.previous, message, noop=True)
         say(f"  live: {live.color} ({live.version}, {view.live_health})" if live else "  live: nothing yet")
         say(f"  target: {target.color}")
         if live is not None and view.live_health.healthy:
@@ -317,7 +308,9 @@ class Deployment:
         )
         progress.say(message)
         progress.say(f"  {run.receipt.summary()}")
-        return self.result(run, target.color, live, f"{message}; {run.receipt.summary()}", drained=drained)
+        return run.result(
+            self.progress, target.color, live, f"{message}; {run.receipt.summary()}", drained=drained
+        )
 
     def _retire(self, old: ColorStack, new: ColorStack) -> bool:
         """Drain the old colour, then stop (or remove) it, unless the new one is no longer healthy:
@@ -338,36 +331,6 @@ class Deployment:
     def _drain(self, stack: ColorStack) -> bool:
         return wait_drained(
             self.caddy, stack.upstreams(), timeout=self.config.drain_timeout, progress=self.progress
-        )
-
-    def result(
-        self,
-        run: Run,
-        color: Color,
-        previous: Release | None,
-        message: str,
-        *,
-        noop: bool = False,
-        drained: bool = True,
-        awaiting: bool = False,
-        until: str | None = None,
-    ) -> DeployResult:
-        """The run's result: its outcome, phases, digest, receipt and moved tag."""
-        return DeployResult(
-            run.kind,
-            run.version,
-            color,
-            previous,
-            dict(self.progress.durations),
-            self.progress.total,
-            noop=noop,
-            drained=drained,
-            message=message,
-            digest=run.digest,
-            receipt=run.receipt,
-            awaiting=awaiting,
-            until=until,
-            moved=run.moved,
         )
 
 

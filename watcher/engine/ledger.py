@@ -27,6 +27,18 @@ class Ledger:
         self.guard: Guard | None = None  # the running job's (set when it starts)
         self.host = ""  # the platform's host ID, recorded with every write
 
+    def claim(self, guard: Guard, host: str) -> None:
+        """A run's writes are fenced by its `guard` and stamped with its `host`: one platform host
+        per app, so a state recorded on another host is refused."""
+        self.guard, self.host = guard, host
+        recorded = self.store.load().engine
+        if recorded and host and recorded != host:
+            raise WatcherError(
+                f"{self.store.path} was recorded on Docker engine {recorded}, but this watcher "
+                f"talks to engine {host}: an app's colours live on one Docker host. Run "
+                "watcher on that host (or point DOCKER_HOST at its engine); nothing was changed"
+            )
+
     @contextmanager
     def fenced(self, guard: Guard | None = None) -> Iterator[None]:
         """Check the guard (a fenced lock) and make the write it allows, with no other watcher

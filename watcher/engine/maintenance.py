@@ -14,7 +14,10 @@ from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.engine.drain import wait_drained
 from watcher.engine.promotion import awaiting
+from watcher.engine.reconcile import View
+from watcher.engine.rollback import RollbackTarget
 from watcher.engine.run import Guard
+from watcher.engine.state import Pending
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
@@ -53,6 +56,19 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
         stack.remove()
         removed.append(f"{stack.name} ({', '.join(c.name for c in containers)})")
 
+    removed += _remove_images(engine, view, target, waiting)
+    state = engine.store.load()
+    if state.pending and not awaiting(state.pending):
+        with engine.ledger.fenced(guard):
+            engine.store.save(replace(state, pending=None))
+        removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
+    return removed
+
+
+def _remove_images(
+    engine: Deployment, view: View, target: RollbackTarget | None, waiting: Pending | None
+) -> list[str]:
+    """The app's local images that neither serve, wait for promotion nor are the rollback target."""
     keep_versions = {view.live.version} if view.live else set()
     keep_images = {view.live.image} if view.live and view.live.image else set()
     if waiting is not None:
@@ -60,16 +76,12 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     if target is not None:
         keep_versions.add(target.release.version)
         keep_images.add(target.image or "")
-    for ref in engine.platform.images.images_of(engine.config.image):
-        if ref.rsplit(":", 1)[1] in keep_versions or engine.platform.images.image_id(ref) in keep_images:
+    images, removed = engine.platform.images, []
+    for ref in images.images_of(engine.config.image):
+        if ref.rsplit(":", 1)[1] in keep_versions or images.image_id(ref) in keep_images:
             continue
-        if engine.platform.images.remove_image(ref):
+        if images.remove_image(ref):
             removed.append(ref)
-    state = engine.store.load()
-    if state.pending and not awaiting(state.pending):
-        with engine.ledger.fenced(guard):
-            engine.store.save(replace(state, pending=None))
-        removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
     return removed
 
 

@@ -95,7 +95,9 @@ def await_promotion(engine: Deployment, run: Run) -> DeployResult:
         f"the {PREVIEW_HEADER} header set to the secret in {config.preview_file})"
     )
     engine.progress.say(message)
-    return engine.result(run, target.color, run.plan.live, message, awaiting=True, until=pending.until)
+    return run.result(
+        engine.progress, target.color, run.plan.live, message, awaiting=True, until=pending.until
+    )
 
 
 def promote(engine: Deployment, run: Run) -> DeployResult:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from watcher.engine.color import Color
+from watcher.engine.progress import Progress
 from watcher.engine.receipt import Receipt
 from watcher.engine.state import Release
 from watcher.platforms.base import ColorStack
@@ -48,6 +49,36 @@ class Run:
     def target(self) -> ColorStack:
         assert self.plan is not None, "a run has a target once it is planned"
         return self.plan.target
+
+    def result(
+        self,
+        progress: Progress,
+        color: Color,
+        previous: Release | None,
+        message: str,
+        *,
+        noop: bool = False,
+        drained: bool = True,
+        awaiting: bool = False,
+        until: str | None = None,
+    ) -> DeployResult:
+        """What the caller gets of a run that ended: its outcome, phases, digest, receipt, moved tag."""
+        return DeployResult(
+            self.kind,
+            self.version,
+            color,
+            previous,
+            dict(progress.durations),
+            progress.total,
+            noop=noop,
+            drained=drained,
+            message=message,
+            digest=self.digest,
+            receipt=self.receipt,
+            awaiting=awaiting,
+            until=until,
+            moved=self.moved,
+        )
 
 
 def attach(failure: BaseException, run: Run) -> None:
