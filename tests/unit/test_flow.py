@@ -354,11 +354,12 @@ def test_an_interrupt_before_the_record_leaves_the_old_version_serving(
     assert run is not None and run.version == "v2"
 
 
+@pytest.mark.parametrize("phase", ["drain", "stop"])
 def test_an_interrupt_after_the_record_leaves_both_colours_running(
-    engine: Deployment, platform: FakePlatform
+    engine: Deployment, platform: FakePlatform, phase: str
 ) -> None:
     deploy(engine, "v1")
-    platform.interrupt_at = "drain"
+    platform.interrupt_at = phase
     with pytest.raises(KeyboardInterrupt):
         deploy(engine, "v2")
     assert serving(engine) == ("green", "v2")
