@@ -37,7 +37,7 @@ from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.run import DeployResult, Guard, Plan, Run, attach
 from watcher.engine.smoke import clear_preview, run_smoke
-from watcher.engine.state import DeployState, Pending, Release, StateStore
+from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import check_route, verify
 from watcher.errors import DeployFailed, UsageError
@@ -270,6 +270,25 @@ class Deployment:
         the target colour runs the version, healthy (and smoke-tested)."""
         assert run.plan is not None
         config, progress, live, target = self.config, self.progress, run.plan.live, run.plan.target
+        prepared = self._switch(run, view)
+        with shielded(), progress.phase("record", f"{run.version} live on {target.color}"):
+            self.ledger.record(prepared)
+        drained = self._retire(self.platform.color(live.color), target) if live else True
+        assert run.moved_at is not None
+        run.receipt = receipts.take(config, self.access_log, run.kind, run.moved_at)
+        message = f"{run.version} is live on {target.color}" + (
+            f" (was {live.version} on {live.color})" if live else ""
+        )
+        progress.say(message)
+        progress.say(f"  {run.receipt.summary()}")
+        return run.result(
+            self.progress, target.color, live, f"{message}; {run.receipt.summary()}", drained=drained
+        )
+
+    def _switch(self, run: Run, view: View) -> Prepared:
+        """Guard, prepare the record, switch, verify (and bake); the run unwinds on any failure."""
+        assert run.plan is not None
+        config, progress, live, target = self.config, self.progress, run.plan.live, run.plan.target
         try:
             assert self.ledger.guard is not None
             self.ledger.guard.check()
@@ -299,18 +318,7 @@ class Deployment:
         except BaseException as failure:
             unwind.fail(self, run, failure)
             raise
-        with shielded(), progress.phase("record", f"{run.version} live on {target.color}"):
-            self.ledger.record(prepared)
-        drained = self._retire(self.platform.color(live.color), target) if live else True
-        run.receipt = receipts.take(config, self.access_log, run.kind, moved_at)
-        message = f"{run.version} is live on {target.color}" + (
-            f" (was {live.version} on {live.color})" if live else ""
-        )
-        progress.say(message)
-        progress.say(f"  {run.receipt.summary()}")
-        return run.result(
-            self.progress, target.color, live, f"{message}; {run.receipt.summary()}", drained=drained
-        )
+        return prepared
 
     def _retire(self, old: ColorStack, new: ColorStack) -> bool:
         """Drain the old colour, then stop (or remove) it, unless the new one is no longer healthy:
