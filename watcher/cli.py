@@ -32,9 +32,10 @@ from typing import Any
 
 from watcher import history, interrupts, logs
 from watcher.config import find_config, load_host
-from watcher.engine.deployment import Deployment, DeployResult, Guard
+from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup, reset
 from watcher.engine.progress import Progress
+from watcher.engine.run import DeployResult, Guard, run_of
 from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import Interrupted, UsageError, WatcherError
 from watcher.freeze import moment
@@ -317,7 +318,7 @@ def _engine(app: App, args: argparse.Namespace, work: Callable[[Deployment, Guar
         except WatcherError as exc:
             if getattr(args, "json", False) and args.command in ("deploy", "rollback"):
                 # a failed run's receipt says what users got while it unwound
-                receipt = engine.receipt.to_dict() if engine.receipt else None
+                receipt = run.receipt.to_dict() if (run := run_of(exc)) and run.receipt else None
                 print(json.dumps({"error": str(exc), "receipt": receipt}, indent=2))
             raise
     return 0

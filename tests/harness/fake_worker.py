@@ -26,8 +26,8 @@ import redis
 
 from watcher import interrupts
 from watcher.engine.color import Color
-from watcher.engine.deployment import DeployResult, Guard
 from watcher.engine.progress import Progress
+from watcher.engine.run import DeployResult, Guard
 from watcher.engine.state import Release
 from watcher.errors import DeployFailed
 from watcher.interrupts import shielded
@@ -52,9 +52,6 @@ class FakeEngine:
     def view(self) -> FakeView:
         live = self.client.get(key(self.app, "fake", "live"))
         return FakeView(Release(Color.GREEN, live) if live else None)
-
-    moved: str | None = None  # its tags never move
-    receipt: None = None  # it moves no traffic: nothing for Caddy to have served
 
     def deploy(
         self,

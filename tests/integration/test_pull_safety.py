@@ -29,8 +29,8 @@ from tests.harness.registry import OCI_INDEX, OCI_MANIFEST, put_manifest, upload
 from tests.harness.stack import APP_REPO, REGISTRY, Stack
 from tests.harness.triggers import forget
 from watcher.config import Config, load_config, load_host
+from watcher.engine.arch import host_platform
 from watcher.engine.deployment import Deployment
-from watcher.engine.platform import host_platform
 from watcher.queue.connection import connect
 from watcher.queue.job import Status
 from watcher.queue.queue import DeployQueue

@@ -146,7 +146,7 @@ class NoGuard:
 def test_engine_validates_the_tag_first(project: Path) -> None:
     # The queue/webhook path calls the engine directly, without the CLI's check.
     config = load_config(project, {})
-    engine = Deployment(config, docker=NoDocker(), registry=NoDocker())
+    engine = Deployment(config, platform=NoDocker(), registry=NoDocker())  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="invalid tag"):
         engine.deploy("1.0;rm", guard=NoGuard())
     untouched(project.parent)

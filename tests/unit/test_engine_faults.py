@@ -16,7 +16,7 @@ import requests
 from tests.harness.triggers import write_project
 from watcher.backends.containers import Containers
 from watcher.config import load_host
-from watcher.engine import atomic, deployment
+from watcher.engine import atomic, unwind
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.engine.progress import Progress
@@ -41,7 +41,7 @@ def engine(tmp_path: Path) -> Iterator[Deployment]:
     config = load_host(write_project(tmp_path, app="shop", image="127.0.0.1:5000/acme/shop", port=9), {}).app(
         None
     )
-    built = Deployment(config, progress=Said(), docker=SimpleNamespace())  # type: ignore[arg-type]
+    built = Deployment(config, progress=Said(), platform=SimpleNamespace())  # type: ignore[arg-type]
     built.store.save(DeployState(LIVE))
     yield built
 
@@ -61,7 +61,7 @@ def test_a_deploy_that_starts_on_a_full_disk_changes_nothing_and_says_so(
     fill_disk(monkeypatch)
     view = View(LIVE, None, DeployState(LIVE), Observed(Color.BLUE, {}))
     with pytest.raises(DeployFailed) as failed:
-        engine._note_pending(view, Pending("deploy", "v2", Color.GREEN, "prepare"))
+        engine.ledger.note_pending(view, Pending("deploy", "v2", Color.GREEN, "prepare"))
     assert str(engine.store.path) in str(failed.value)
     assert "No space left on device" in str(failed.value) and "nothing was changed" in str(failed.value)
     assert engine.store.load() == DeployState(LIVE, updated=engine.store.load().updated)
@@ -70,19 +70,19 @@ def test_a_deploy_that_starts_on_a_full_disk_changes_nothing_and_says_so(
 def test_a_full_disk_after_the_prepare_neither_stops_the_deploy_nor_its_record(
     engine: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine._note_pending(
+    engine.ledger.note_pending(
         View(LIVE, None, DeployState(LIVE), Observed(Color.BLUE, {})),
         Pending("deploy", "v2", Color.GREEN, "health"),
     )
-    prepared = engine._prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
+    prepared = engine.ledger.prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
     fill_disk(monkeypatch)
-    engine._mark("verify")
+    engine.ledger.mark("verify")
     assert any(
         "No space left on device" in line and "'verify' is not noted" in line
         for line in engine.progress.lines
     )  # type: ignore[attr-defined]
     engine.store.deployment_color_file = None  # (in the project directory: not on the full disk)
-    engine._record(prepared)
+    engine.ledger.record(prepared)
     recorded = engine.store.load()
     assert recorded.live == prepared.state.live and recorded.previous == LIVE and recorded.pending is None
 
@@ -90,34 +90,34 @@ def test_a_full_disk_after_the_prepare_neither_stops_the_deploy_nor_its_record(
 def test_a_full_disk_before_the_switch_stops_it(engine: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
     fill_disk(monkeypatch)
     with pytest.raises(DeployFailed, match="No space left on device.*traffic was not switched"):
-        engine._prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
+        engine.ledger.prepare(DeployState(Release(Color.GREEN, "v2"), LIVE, None))
 
 
 def test_an_abort_waits_for_a_restarting_docker_engine(
     engine: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answers = iter([False, False, False, True])
-    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: next(answers)))
-    monkeypatch.setattr(deployment.time, "sleep", lambda seconds: None)
-    assert engine._docker_came_back()
+    engine.platform = SimpleNamespace(answers=lambda: next(answers))  # type: ignore[assignment]
+    monkeypatch.setattr(unwind.time, "sleep", lambda seconds: None)
+    assert unwind.came_back(engine)
     assert any("Docker is not answering; waiting up to" in line for line in engine.progress.lines)  # type: ignore[attr-defined]
 
 
 def test_an_abort_step_that_failed_with_docker_answering_is_not_retried(
     engine: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: True))
-    assert not engine._docker_came_back()
+    engine.platform = SimpleNamespace(answers=lambda: True)  # type: ignore[assignment]
+    assert not unwind.came_back(engine)
 
 
 def test_an_abort_gives_up_on_an_engine_that_stays_away(
     engine: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(0, 10_000, 50))
-    monkeypatch.setattr(Deployment, "_docker_answers", staticmethod(lambda: False))
-    monkeypatch.setattr(deployment.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(deployment.time, "sleep", lambda seconds: None)
-    assert not engine._docker_came_back()
+    engine.platform = SimpleNamespace(answers=lambda: False)  # type: ignore[assignment]
+    monkeypatch.setattr(unwind.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(unwind.time, "sleep", lambda seconds: None)
+    assert not unwind.came_back(engine)
 
 
 def test_docker_going_away_under_a_call_is_docker_unavailable() -> None:

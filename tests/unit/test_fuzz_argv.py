@@ -5,7 +5,7 @@ part of a `docker compose` command line, a registry URL or a queued job.
   or compose is touched; the queue refuses it before Redis is.
 - The registry client refuses an invalid tag before any request; a valid one is one URL segment.
 - Names (app, project, services) come from the config: whatever the file says, each argv element
-  `ColorStack` and `SharedStack` build is compose's own vocabulary, an absolute path, or a name
+  `ComposeColor` and `ComposePlatform` build is compose's own vocabulary, an absolute path, or a name
   that passes `validate_name`, so none can be read as an option.
 """
 
@@ -30,12 +30,12 @@ from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import Config, load_host
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
-from watcher.engine.stack import ColorStack, SharedStack
 from watcher.errors import ConfigError, UsageError
+from watcher.platforms.compose import ComposeColor, ComposePlatform
 from watcher.queue.queue import DeployQueue
 from watcher.validation import NAME_PATTERN, validate_name, validate_tag
 
-# What ColorStack and SharedStack put on a compose command line besides names and paths.
+# What ComposeColor and ComposePlatform put on a compose command line besides names and paths.
 COMPOSE_WORDS = {
     "docker",
     "compose",
@@ -125,7 +125,7 @@ def config(project: Path) -> Config:
 @pytest.fixture(scope="module")
 def engine(config: Config) -> Deployment:
     """One engine for every example (building one makes an HTTP client for Caddy's admin API)."""
-    return Deployment(config, docker=Untouchable(), registry=Untouchable())  # type: ignore[arg-type]
+    return Deployment(config, platform=Untouchable(), registry=Untouchable())  # type: ignore[arg-type]
 
 
 @given(tag_like(), st.booleans())
@@ -232,15 +232,15 @@ def test_no_name_that_fails_validation_reaches_a_compose_argv(
         config = next(iter(load_host(path, {}).apps.values()))
     except ConfigError:
         return
-    color = ColorStack(config, Untouchable(), Color.GREEN)  # type: ignore[arg-type]
-    shared = SharedStack(config, Untouchable())  # type: ignore[arg-type]
+    color = ComposeColor(config, Untouchable(), Color.GREEN)  # type: ignore[arg-type]
+    shared = ComposePlatform(config, Untouchable())  # type: ignore[arg-type]
     with recorded_argvs() as argvs:
         color.start("1.2.3")
         color.resume()
         color.stop()
         color.remove()
         shared.pull("1.2.3")
-        shared.ensure("1.2.3")
+        shared.ensure_shared("1.2.3")
     assert len(argvs) == 5 + bool(config.shared_services)
     for argv in argvs:
         assert_safe(argv, config.project_dir)

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from watcher.backends.container_events import ContainerEvent, ContainerEvents
-from watcher.backends.containers import ContainerInfo, Containers
+from watcher.backends.containers import Containers
 from watcher.engine.health import judge
 from watcher.engine.health_check import HealthCheckFailed, wait_on_events
 from watcher.engine.progress import Progress
+from watcher.platforms.base import Instance
 
 
 def c(
@@ -25,10 +26,8 @@ def c(
     restarts: int = 0,
     code: int = 0,
     name: str = "app-blue-web-1",
-) -> ContainerInfo:
-    return ContainerInfo(
-        f"id-{name}", name, service, "ghcr.io/a/b:1", "sha256:1", state, health, code, restarts
-    )
+) -> Instance:
+    return Instance(f"id-{name}", name, service, "ghcr.io/a/b:1", "sha256:1", state, health, code, restarts)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +45,7 @@ def c(
         ([c(), c(health="unhealthy", service="api", name="x")], "unhealthy"),
     ],
 )
-def test_states(containers: list[ContainerInfo], state: str) -> None:
+def test_states(containers: list[Instance], state: str) -> None:
     assert judge(containers, ["web", "api"] if len(containers) > 1 else ["web"]).state == state
 
 
@@ -97,11 +96,11 @@ class FakeDocker:
 class ScriptedColor:
     """A colour whose every read of its containers returns the next view (the last one repeats)."""
 
-    def __init__(self, *views: list[ContainerInfo], services: tuple[str, ...] = ("web",)) -> None:
+    def __init__(self, *views: list[Instance], services: tuple[str, ...] = ("web",)) -> None:
         self.views, self.reads = list(views), 0
         self.services, self.color, self.name, self.docker = list(services), "green", "app-green", FakeDocker()
 
-    def containers(self) -> list[ContainerInfo]:
+    def instances(self) -> list[Instance]:
         view = self.views[min(self.reads, len(self.views) - 1)]
         self.reads += 1
         return view

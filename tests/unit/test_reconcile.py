@@ -4,10 +4,10 @@ returns to all come from here."""
 
 from __future__ import annotations
 
-from watcher.backends.containers import ContainerInfo
 from watcher.engine.color import Color
 from watcher.engine.reconcile import Observed, reconcile, served
 from watcher.engine.state import DeployState, Pending, Release
+from watcher.platforms.base import Instance
 
 BLUE, GREEN = Color.BLUE, Color.GREEN
 IMAGE = "ghcr.io/acme/demo"
@@ -21,8 +21,8 @@ def container(
     health: str | None = "healthy",
     service: str = "web",
     image: str = IMAGE,
-) -> ContainerInfo:
-    return ContainerInfo(
+) -> Instance:
+    return Instance(
         id=f"{color}-{service}-{version}" * 3,
         name=f"demo-{color}-{service}-1",
         service=service,
@@ -39,7 +39,7 @@ def observed(
     *,
     closed: bool = False,
     services: tuple[str, ...] = ("web",),
-    **by_color: list[ContainerInfo],
+    **by_color: list[Instance],
 ) -> Observed:
     return Observed(route, {Color(name): found for name, found in by_color.items()}, services, IMAGE, closed)
 
@@ -182,7 +182,7 @@ def test_served_reads_without_docker() -> None:
 
 def test_container_version_is_the_image_tag() -> None:
     assert container(BLUE, "1.2.3").version == "1.2.3"
-    untagged = ContainerInfo("x", "n", "web", "localhost:5000/acme/demo", "sha", "running", None, 0)
+    untagged = Instance("x", "n", "web", "localhost:5000/acme/demo", "sha", "running", None, 0)
     assert untagged.version == "latest"
     assert untagged.repository == "localhost:5000/acme/demo"
     assert container(BLUE, "1.0").repository == IMAGE

@@ -16,7 +16,7 @@ import redis
 from tests.harness.fake_worker import FakeEngine, running
 from tests.harness.waiting import wait_until
 from watcher.engine.color import Color
-from watcher.engine.deployment import DeployResult, Guard
+from watcher.engine.run import DeployResult, Guard
 from watcher.errors import Interrupted
 from watcher.queue import DeployLock, DeployQueue, Job, Status, Worker, force_unlock, holder_of
 from watcher.queue.connection import connect

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from datetime import datetime
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -11,6 +11,7 @@ from requests import RequestException
 
 from watcher.backends.container_events import HEALTH_ACTIONS, ContainerEvents
 from watcher.errors import DockerUnavailable, WatcherError
+from watcher.platforms.base import Instance
 
 #: What the Docker SDK raises when the engine is away: its own errors, and requests' (a
 #: connection refused or reset while dockerd restarts is not wrapped into a DockerException).
@@ -25,65 +26,10 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    service: str
-    image: str
-    image_id: str
-    state: str  # running, exited, created, restarting, dead, paused
-    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
-    exit_code: int
-    restart_count: int = 0  # restarts by Docker's restart policy since the container was started
-
-    @property
-    def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
-
-    @property
-    def version(self) -> str:
-        """The tag of the image reference the container was created from."""
-        last = self.image.rsplit("/", 1)[-1]
-        return last.split(":", 1)[1] if ":" in last else "latest"
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def ready(self) -> bool:
-        """Running and healthy (or running without a healthcheck to say otherwise)."""
-        return self.running and self.health in (None, "healthy")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "service": self.service,
-            "state": self.state,
-            "health": self.health,
-            "version": self.version,
-            "image": self.image,
-            "id": self.id[:12],
-            "restarts": self.restart_count,
-        }
-
-
-def of_image(containers: list[ContainerInfo], repository: str) -> list[ContainerInfo]:
-    """The containers that run `repository` (an app's image; sidecars run others)."""
-    return [c for c in containers if c.repository == repository]
-
-
-def agreed(values: set[str]) -> str | None:
-    """The one value all containers agree on (a version, an image ID), else None."""
-    return values.pop() if len(values) == 1 else None
-
-
 class Containers:
     """A thin, typed view over the Docker engine."""
+
+    _engine_info: dict | None = None
 
     def __init__(self) -> None:
         try:
@@ -94,44 +40,81 @@ class Containers:
                 f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?"
             ) from exc
 
-    def of_project(self, project: str) -> list[ContainerInfo]:
+    def of_project(self, project: str) -> list[Instance]:
         try:
             found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
         except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
         return sorted((self._info(c.attrs) for c in found), key=lambda c: c.name)
 
-    def engine_id(self) -> str:
-        """The Docker engine's ID: which host a colour's containers really live on."""
+    def of_projects(self, projects: list[str]) -> dict[str, list[Instance]]:
+        """The containers of several projects, in one listing of the engine (of IDs and labels
+        only): only the projects' own containers are inspected."""
+        found: dict[str, list[Instance]] = {project: [] for project in projects}
         try:
-            return str(self.client.info().get("ID") or "")
+            for listed in self.client.api.containers(all=True, filters={"label": PROJECT_LABEL}):
+                project = (listed.get("Labels") or {}).get(PROJECT_LABEL)
+                if project in found:
+                    try:
+                        found[project].append(self._info(self.client.api.inspect_container(listed["Id"])))
+                    except NotFound:  # removed since the listing
+                        continue
         except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        return {project: sorted(containers, key=lambda c: c.name) for project, containers in found.items()}
+
+    def _info_of_engine(self) -> dict:
+        """`docker info`, asked once per engine object (a deploy asks it for the ID and the platform)."""
+        if self._engine_info is None:
+            try:
+                self._engine_info = self.client.info()
+            except DOCKER_DOWN as exc:
+                raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        return self._engine_info
+
+    def engine_id(self) -> str:
+        """The Docker engine's ID: which host a colour's containers really live on."""
+        return str(self._info_of_engine().get("ID") or "")
 
     def platform(self) -> tuple[str, str]:
         """The engine's OSType and Architecture (`linux`, `x86_64`): what its images must be built for."""
-        try:
-            info = self.client.info()
-        except DOCKER_DOWN as exc:
-            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        info = self._info_of_engine()
         return str(info.get("OSType") or ""), str(info.get("Architecture") or "")
 
-    def caddy_log(self, since: float) -> list[str]:
-        """The recent log lines of every running Caddy container on this engine (an image named
-        caddy): where an upstream's broken HTTP shows. Best effort: Docker trouble gives none."""
+    @staticmethod
+    def answers() -> bool:
+        """Asked on a new connection: a daemon that is shutting down has closed its socket but
+        still answers on the connections it has."""
         try:
-            running = self.client.containers.list(filters={"status": "running"})
-            lines: list[str] = []
-            for container in running:
-                if "caddy" in " ".join(container.attrs.get("Config", {}).get("Image", "").split("/")[-1:]):
-                    lines += (
-                        container.logs(since=int(since), stdout=True, stderr=True)
-                        .decode(errors="replace")
-                        .splitlines()
-                    )
-            return lines
+            Containers().client.close()
+        except DockerUnavailable:
+            return False
+        return True
+
+    def caddy_log(self, since: float) -> list[str]:
+        """The log lines since `since` of every running Caddy container on this engine (an image
+        named caddy): where an upstream's broken HTTP shows. Each line is read from Docker once
+        per process (`status` runs on every dashboard refresh). Best effort: Docker trouble gives none."""
+        try:
+            running = self.client.api.containers(filters={"status": "running"})
+            caddies = [c["Id"] for c in running if "caddy" in str(c.get("Image", "")).split("/")[-1]]
+            for gone in set(_CADDY_LOGS) - set(caddies):
+                del _CADDY_LOGS[gone]
+            return [line for cid in caddies for stamp, line in self._caddy_tail(cid, since) if stamp >= since]
         except DOCKER_DOWN:
             return []
+
+    def _caddy_tail(self, container_id: str, since: float) -> list[tuple[float, str]]:
+        kept = [(stamp, line) for stamp, line in _CADDY_LOGS.get(container_id, []) if stamp >= since]
+        after = kept[-1][0] if kept else since
+        text = self.client.api.logs(container_id, stdout=True, stderr=True, timestamps=True, since=after)
+        for raw in text.decode(errors="replace").splitlines():
+            stamp, _, line = raw.partition(" ")
+            moment = _epoch(stamp)
+            if moment > after or not kept:
+                kept.append((moment, line))
+        _CADDY_LOGS[container_id] = kept
+        return kept
 
     def image_present(self, ref: str) -> bool:
         return self.image_id(ref) is not None
@@ -219,12 +202,12 @@ class Containers:
         return sorted(refs)
 
     @staticmethod
-    def _info(attrs: dict) -> ContainerInfo:
+    def _info(attrs: dict) -> Instance:
         state = attrs.get("State") or {}
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         # Docker keeps the last health status of a stopped container; it means nothing then.
         health = (state.get("Health") or {}).get("Status") if state.get("Status") == "running" else None
-        return ContainerInfo(
+        return Instance(
             id=attrs["Id"],
             name=attrs["Name"].lstrip("/"),
             service=labels.get(SERVICE_LABEL, ""),
@@ -235,6 +218,18 @@ class Containers:
             exit_code=int(state.get("ExitCode") or 0),
             restart_count=int(attrs.get("RestartCount") or 0),
         )
+
+
+#: Caddy's log lines already read, per container ID: (epoch seconds, line).
+_CADDY_LOGS: dict[str, list[tuple[float, str]]] = {}
+
+
+def _epoch(stamp: str) -> float:
+    """Docker's RFC 3339 timestamp (nanoseconds) in epoch seconds; 0 when unreadable."""
+    try:
+        return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _short(exc: Exception) -> str:

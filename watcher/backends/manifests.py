@@ -22,7 +22,7 @@ INDEX_TYPES = frozenset(
 
 
 @dataclass(frozen=True)
-class Platform:
+class ImagePlatform:
     """An OCI platform: `linux/amd64`, `linux/arm/v7`."""
 
     os: str
@@ -37,7 +37,7 @@ class Platform:
 BlobReader = Callable[[str], bytes]
 
 
-def platforms(manifest: Manifest, read_blob: BlobReader) -> list[Platform]:
+def platforms(manifest: Manifest, read_blob: BlobReader) -> list[ImagePlatform]:
     """The platforms `manifest` has an image for, in its order (an index's entries, or the one
     image's config); attestation entries (`unknown/unknown`) are no platform and are left out."""
     document = _document(manifest.body, f"manifest {manifest.digest}")
@@ -53,11 +53,11 @@ def platforms(manifest: Manifest, read_blob: BlobReader) -> list[Platform]:
     return [_platform(_document(read_blob(digest), f"config {digest}"), f"config {digest}")]
 
 
-def _index_platforms(document: dict[str, Any], digest: str) -> list[Platform]:
+def _index_platforms(document: dict[str, Any], digest: str) -> list[ImagePlatform]:
     entries = document.get("manifests")
     if not isinstance(entries, list):
         raise RegistryError(f"index {digest} lists no manifests")
-    found: list[Platform] = []
+    found: list[ImagePlatform] = []
     for entry in entries:
         described = entry.get("platform") if isinstance(entry, dict) else None
         if not isinstance(described, dict) or described.get("os") == "unknown":
@@ -68,7 +68,7 @@ def _index_platforms(document: dict[str, Any], digest: str) -> list[Platform]:
     return found
 
 
-def _platform(described: dict[str, Any], where: str) -> Platform:
+def _platform(described: dict[str, Any], where: str) -> ImagePlatform:
     os, architecture, variant = (described.get(name) or "" for name in ("os", "architecture", "variant"))
     if (
         not (isinstance(os, str) and isinstance(architecture, str) and isinstance(variant, str))
@@ -76,7 +76,7 @@ def _platform(described: dict[str, Any], where: str) -> Platform:
         or not architecture
     ):
         raise RegistryError(f"{where} names no readable os and architecture")
-    return Platform(os.lower(), architecture.lower(), variant.lower())
+    return ImagePlatform(os.lower(), architecture.lower(), variant.lower())
 
 
 def _document(body: bytes, what: str) -> dict[str, Any]:

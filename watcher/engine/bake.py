@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 
 from watcher.backends.access_log import AccessLog
-from watcher.config import BakeSettings
+from watcher.config import BakeSettings, Config
+from watcher.engine.progress import Progress
 from watcher.engine.receipt import Tally, tally
 
 SIGNIFICANCE = 0.001
@@ -86,9 +87,16 @@ class Bake:
     come (each line once) from Caddy's access log."""
 
     def __init__(
-        self, settings: BakeSettings, log: AccessLog, app: str, old: str | None, new: str, moved_at: float
+        self,
+        settings: BakeSettings,
+        log: AccessLog,
+        app: str,
+        old: str | None,
+        new: str,
+        moved_at: float,
+        duration: float,
     ) -> None:
-        self.settings, self.log, self.app, self.new = settings, log, app, new
+        self.settings, self.log, self.app, self.new, self.duration = settings, log, app, new, duration
         self.old = old or "nothing"
         self.before = tally(log.served(app, moved_at - settings.baseline, moved_at), old) if old else Tally()
         self.after = Tally()
@@ -106,3 +114,27 @@ class Bake:
         if verdict is None and final:
             verdict = latency_verdict(self.settings, self.before, self.after, self.old, self.new)
         return f"bake: {verdict}" if verdict else None
+
+
+def start(
+    config: Config,
+    log: AccessLog | None,
+    kind: str,
+    old: str | None,
+    new: str,
+    moved_at: float,
+    progress: Progress,
+) -> Bake | None:
+    """The bake of a deploy that has a colour to go back to (a rollback is the way back itself,
+    and a first deploy has nothing to fall back on), when Caddy logs what it serves."""
+    settings = config.bake
+    duration = config.verify_window if settings.duration is None else settings.duration
+    if kind != "deploy" or old is None or not settings.judges or duration <= 0:
+        return None
+    if log is None or not log.exists():
+        progress.say(
+            f"  note: no bake: Caddy writes no access log at {config.access_log} "
+            "(regenerate the Caddyfile with `watcher caddyfile`)"
+        )
+        return None
+    return Bake(settings, log, config.app, old, new, moved_at, duration)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from watcher.backends.containers import ContainerInfo
+from watcher.platforms.base import Instance
 
 #: States from which a colour that is starting will not become healthy by waiting longer.
 FAILED = frozenset({"unhealthy", "restarting", "exited"})
@@ -37,7 +37,7 @@ class Health:
 
 
 def judge(
-    containers: Sequence[ContainerInfo],
+    containers: Sequence[Instance],
     services: Sequence[str],
     restarts_before: dict[str, int] | None = None,
 ) -> Health:
@@ -77,7 +77,5 @@ def judge(
     return Health("healthy")
 
 
-def _first(
-    containers: Sequence[ContainerInfo], test: Callable[[ContainerInfo], bool]
-) -> ContainerInfo | None:
+def _first(containers: Sequence[Instance], test: Callable[[Instance], bool]) -> Instance | None:
     return next((c for c in containers if test(c)), None)

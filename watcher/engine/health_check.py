@@ -1,4 +1,5 @@
-"""Waiting until a new colour is healthy: fail fast, wait only for slow starts, see it at once.
+"""Waiting until a new colour is healthy: fail fast, wait only for slow starts, see it at once
+(the Docker way, for `ComposeColor.wait_healthy`).
 
 `unhealthy` reported by Docker, a container that exited or is restarting (a crash loop, an
 image whose entrypoint cannot start) ends the wait at once with the container's last health
@@ -15,13 +16,16 @@ the fallback: events are a hint that can be lost, and a socket proxy may not for
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from watcher.backends.container_events import ContainerEvent
-from watcher.backends.containers import ContainerInfo, Containers
+from watcher.backends.containers import Containers
+from watcher.platforms.base import Instance
+
+if TYPE_CHECKING:
+    from watcher.platforms.compose import ComposeColor
 from watcher.engine.health import judge
 from watcher.engine.progress import Progress
-from watcher.engine.stack import ColorStack
 from watcher.errors import DeployFailed
 
 
@@ -41,7 +45,7 @@ class EventSource(Protocol):
     def wait(self, timeout: float) -> list[ContainerEvent]: ...
 
 
-def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, progress: Progress) -> float:
+def wait_until_healthy(stack: ComposeColor, *, timeout: float, interval: float, progress: Progress) -> float:
     """Subscribe to the colour's events, then wait; return the seconds it took, or raise
     HealthCheckFailed."""
     with stack.docker.events(stack.name, until=time.time() + timeout + interval) as events:
@@ -49,14 +53,14 @@ def wait_until_healthy(stack: ColorStack, *, timeout: float, interval: float, pr
 
 
 def wait_on_events(
-    stack: ColorStack, events: EventSource, *, timeout: float, interval: float, progress: Progress
+    stack: ComposeColor, events: EventSource, *, timeout: float, interval: float, progress: Progress
 ) -> float:
     """Judge the colour now, on every batch of events, and every `interval` seconds without one."""
     started = time.monotonic()
-    restarts = {c.id: c.restart_count for c in stack.containers()}
+    restarts = {c.id: c.restart_count for c in stack.instances()}
     seen_by, told = "the first look", ""
     while True:
-        containers = stack.containers()
+        containers = stack.instances()
         health = judge(containers, stack.services, restarts)
         elapsed = time.monotonic() - started
         if health.healthy:
@@ -88,7 +92,7 @@ def wait_on_events(
         )
 
 
-def _failure(message: str, containers: list[ContainerInfo], docker: Containers) -> HealthCheckFailed:
+def _failure(message: str, containers: list[Instance], docker: Containers) -> HealthCheckFailed:
     """The message carries the first failing container's last health output (short enough for a
     job's reason); the details, every container's state, health output and last log lines."""
     parts, first_output = [], ""

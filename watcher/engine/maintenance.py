@@ -11,9 +11,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from watcher.engine.color import Color
-from watcher.engine.deployment import Deployment, Guard
+from watcher.engine.deployment import Deployment
 from watcher.engine.drain import wait_drained
 from watcher.engine.promotion import awaiting
+from watcher.engine.reconcile import View
+from watcher.engine.rollback import RollbackTarget
+from watcher.engine.run import Guard
+from watcher.engine.state import Pending
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
@@ -24,7 +28,7 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     removed: list[str] = []
     waiting = view.recorded.pending if awaiting(view.recorded.pending) else None
     for color in Color:
-        stack, containers = engine.colors[color], view.observed.of(color)
+        stack, containers = engine.platform.color(color), view.observed.of(color)
         if not containers or color == view.route or view.route_lost:
             continue
         if waiting is not None and waiting.color == color:
@@ -46,12 +50,25 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
             continue
         if any(c.running for c in containers):
             wait_drained(
-                engine.caddy, stack.upstreams, timeout=engine.config.drain_timeout, progress=engine.progress
+                engine.caddy, stack.upstreams(), timeout=engine.config.drain_timeout, progress=engine.progress
             )
         guard.check()
         stack.remove()
         removed.append(f"{stack.name} ({', '.join(c.name for c in containers)})")
 
+    removed += _remove_images(engine, view, target, waiting)
+    state = engine.store.load()
+    if state.pending and not awaiting(state.pending):
+        with engine.ledger.fenced(guard):
+            engine.store.save(replace(state, pending=None))
+        removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
+    return removed
+
+
+def _remove_images(
+    engine: Deployment, view: View, target: RollbackTarget | None, waiting: Pending | None
+) -> list[str]:
+    """The app's local images that neither serve, wait for promotion nor are the rollback target."""
     keep_versions = {view.live.version} if view.live else set()
     keep_images = {view.live.image} if view.live and view.live.image else set()
     if waiting is not None:
@@ -59,16 +76,12 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     if target is not None:
         keep_versions.add(target.release.version)
         keep_images.add(target.image or "")
-    for ref in engine.docker.images_of(engine.config.image):
-        if ref.rsplit(":", 1)[1] in keep_versions or engine.docker.image_id(ref) in keep_images:
+    images, removed = engine.platform.images, []
+    for ref in images.images_of(engine.config.image):
+        if ref.rsplit(":", 1)[1] in keep_versions or images.image_id(ref) in keep_images:
             continue
-        if engine.docker.remove_image(ref):
+        if images.remove_image(ref):
             removed.append(ref)
-    state = engine.store.load()
-    if state.pending and not awaiting(state.pending):
-        with engine.fenced(guard):
-            engine.store.save(replace(state, pending=None))
-        removed.append(f"the trail of an interrupted {state.pending.kind} of {state.pending.version}")
     return removed
 
 
@@ -78,11 +91,11 @@ def reset(engine: Deployment, *, guard: Guard) -> list[str]:
     guard.check()
     removed = []
     for color in Color:
-        stack = engine.colors[color]
-        if stack.containers():
+        stack = engine.platform.color(color)
+        if stack.instances():
             stack.remove()
             removed.append(stack.name)
-    with engine.fenced(guard):
+    with engine.ledger.fenced(guard):
         engine.switch.close()
         engine.store.remove()
     removed.append("state")

@@ -1,4 +1,5 @@
-"""The digest a deploy runs: the one its job was queued at, checked for this host before any pull.
+"""The pull phase: the digest a deploy runs is the one its job was queued at, checked for this
+host before any pull.
 
 A tag can move between the enqueue and the pull (a re-push of `1.4`, a new `latest`). Deploying
 whatever the tag points at by then would swap in an image nobody asked for, under the old job's
@@ -11,10 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watcher.backends.manifests import Platform, platforms
+from watcher.backends.compose import ComposeError
+from watcher.backends.containers import PullFailed
+from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
-from watcher.engine.platform import missing
+from watcher.config import Config
+from watcher.engine.arch import host_platform, missing
+from watcher.engine.progress import Progress
+from watcher.engine.run import Run
 from watcher.errors import DeployFailed
+from watcher.platforms.base import Platform
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ def resolve(registry: RegistryClient, ref: ImageRef, tag: str, queued: str | Non
     return Pin(queued or current, current)
 
 
-def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: Platform, image: str) -> None:
+def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: ImagePlatform, image: str) -> None:
     """The pinned digest must still exist and have an image for `host`; DeployFailed, with
     nothing pulled, when it does not."""
     try:
@@ -59,3 +66,98 @@ def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: Platform, 
     refusal = missing(image, available, host)
     if refusal is not None:
         raise DeployFailed(f"{refusal}; nothing was changed")
+
+
+def check_images(config: Config, platform: Platform, version: str) -> dict[str, str]:
+    """Refuse compose files that would run another image than `app.image:<version>`: the
+    services whose image follows the version must name the app's repository (a hard-coded
+    repository that differs from the config would deploy, and verify, the wrong thing).
+    Returns each service's image for `version`."""
+    declared = platform.declared_images(version)
+    app = f"{config.image}:{version}"
+    versioned = {name: image for name, (image, follows) in declared.items() if follows}
+    if not versioned:
+        raise DeployFailed(
+            f"no service of {', '.join(config.compose_files)} takes its image tag from "
+            f"${{{config.version_env}}}: give the app's services "
+            f"image: ${{APP_IMAGE}}:${{{config.version_env}}}"
+        )
+    for name, image in versioned.items():
+        if image != app:
+            raise DeployFailed(
+                f"service {name}: its image resolves to {image}, not the app's {app}: use "
+                f"image: ${{APP_IMAGE}}:${{{config.version_env}}} (watcher sets APP_IMAGE to {config.image})"
+            )
+    return {name: image for name, (image, _) in declared.items()}
+
+
+class Puller:
+    """Pull `run.version` at the digest it was queued at (or the tag's, when none was), checked
+    for the platform's architecture first; `run.digest` says what was pulled (None: the local
+    image is used), `run.moved` where the tag went meanwhile."""
+
+    def __init__(
+        self, config: Config, platform: Platform, registry: RegistryClient | None, progress: Progress
+    ) -> None:
+        self.config, self.platform, self.registry, self.progress = config, platform, registry, progress
+
+    def pull(self, run: Run, declared: dict[str, str], *, prefer_local: bool, queued: str | None) -> None:
+        image, images = f"{self.config.image}:{run.version}", self.platform.images
+        if prefer_local and images.image_present(image):
+            self.progress.say(f"  {image} is present locally; not pulling")
+            return
+        ref = ImageRef.parse(self.config.image)
+        registry = self.registry or RegistryClient(
+            username=self.config.registry_username, password=self.config.registry_password
+        )
+        try:
+            chosen = resolve(registry, ref, run.version, queued, image)
+            run.moved = chosen.moved
+            check(registry, ref, chosen, host_platform(*self.platform.architecture()), image)
+        finally:
+            if self.registry is None:
+                registry.close()
+        run.digest = chosen.digest
+        if chosen.moved:
+            self.progress.say(
+                f"  {image} was queued at {chosen.digest}, but the tag has moved to {chosen.moved} since: "
+                "deploying the queued digest; the new one is a job of its own"
+            )
+        else:
+            self.progress.say(f"  {image} is {chosen.digest}")
+        try:
+            if chosen.moved is None:
+                self.platform.pull(run.version)
+            elif sidecars := [name for name, declared_image in declared.items() if declared_image != image]:
+                self.platform.pull(run.version, sidecars)  # their own images, pulled by tag
+            self._hold(image, ref, chosen.digest)
+        except (ComposeError, PullFailed) as exc:
+            raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
+
+    def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
+        """The local `image` must be the pinned `digest`: if the pull brought another (the tag
+        moved during it) or none, pull the digest and point the tag at it. What Docker pulled is
+        not reported as a move: only the registry's answer to the check is (a registry whose
+        digests Docker records otherwise would make each job queue the next)."""
+        images = self.platform.images
+        pulled = [d.rpartition("@")[2] for d in images.repo_digests(image) if same_repository(d, ref)]
+        if digest in pulled:
+            return
+        self.progress.say(
+            f"  the pull brought {', '.join(pulled) or 'no image of the checked digest'} (the tag "
+            f"moved during it?): pulling {digest} itself"
+        )
+        images.pull_digest(image, digest)
+        if digest not in [
+            d.rpartition("@")[2] for d in images.repo_digests(image) if same_repository(d, ref)
+        ]:
+            raise PullFailed(f"{image} does not carry {digest} after pulling it")
+
+
+def same_repository(repo_digest: str, ref: ImageRef) -> bool:
+    """Whether a RepoDigests entry (`repo@sha256:...`, Docker's short names for Docker Hub) is of `ref`."""
+    name = repo_digest.rpartition("@")[0]
+    try:
+        return ImageRef.parse(name) == ref
+    except RegistryError:
+        return False

@@ -1,8 +1,8 @@
 """Manual promotion (`[promote] mode = "manual"`): a deploy stops before the switch, its colour
 healthy, smoke-tested and previewable, and the state's pending note says so (phase AWAITING,
-with the digest and image it runs and the moment the wait expires). `Deployment.promote` then
-switches to it; `Deployment.abort_waiting` removes it, never touching the live colour. A newer
-deploy targets the same idle colour and removes the waiting containers as its leftovers.
+with the digest and image it runs and the moment the wait expires). `promote` then switches to
+it (the second half of that deploy); `abort_waiting` removes it, never touching the live colour.
+A newer deploy targets the same idle colour and removes the waiting containers as its leftovers.
 
 Why the wait lives in the state file and not in the queue: the engine knows nothing of queues,
 and `watcher promote` without Redis must find the waiting colour all the same.
@@ -10,12 +10,24 @@ and `watcher promote` without Redis must find the waiting colour all the same.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from watcher.config.smoke import PREVIEW_HEADER
+from watcher.engine import unwind
 from watcher.engine.color import Color
-from watcher.engine.smoke import Preview
+from watcher.engine.run import DeployResult, Plan, Run
+from watcher.engine.smoke import Preview, clear_preview
 from watcher.engine.state import Pending
+from watcher.engine.verification import check_route
+from watcher.errors import DeployFailed, UsageError, WatcherError
+from watcher.interrupts import shielded
+
+if TYPE_CHECKING:
+    from watcher.engine.deployment import Deployment
+    from watcher.engine.reconcile import View
 
 #: The pending note's phase while a deploy waits for `watcher promote`.
 AWAITING = "awaiting promotion"
@@ -55,3 +67,98 @@ def keep_preview(path: Path, color: Color) -> None:
     """Open the waiting colour to a new preview secret until it is promoted or removed (the
     smoke phase's preview closed with its phase)."""
     Preview(path, color).__enter__()
+
+
+def await_promotion(engine: Deployment, run: Run) -> DeployResult:
+    """Stop before the switch: the target runs the version, healthy, smoke-tested and open to the
+    preview header; traffic stays where it is until `promote` (or `abort_waiting`)."""
+    assert run.plan is not None
+    config, target = engine.config, run.plan.target
+    pending = Pending(
+        "deploy",
+        run.version,
+        target.color,
+        AWAITING,
+        until=deadline(config.promote.timeout),
+        digest=run.digest,
+        image=run.plan.image or target.image_id(),
+    )
+    try:
+        keep_preview(config.preview_file, target.color)
+        engine.ledger.save(replace(engine.store.load(), pending=pending))
+    except (OSError, WatcherError) as failure:
+        unwind.fail(engine, run, failure)
+        raise
+    message = (
+        f"{run.version} is healthy on {target.color}, awaiting promotion until {pending.until}: `watcher "
+        f"promote` switches to it, `watcher abort` removes it (preview it at {config.preview_url} with "
+        f"the {PREVIEW_HEADER} header set to the secret in {config.preview_file})"
+    )
+    engine.progress.say(message)
+    return run.result(
+        engine.progress, target.color, run.plan.live, message, awaiting=True, until=pending.until
+    )
+
+
+def promote(engine: Deployment, run: Run) -> DeployResult:
+    """Switch to the colour a manual deploy left waiting, if it still runs what waited, healthy."""
+    view = engine.view()
+    pending = waiting(engine, view, "promote")
+    if expired(pending):
+        removed = remove_waiting(engine, view, pending)
+        raise DeployFailed(
+            f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
+            f"not promoted, nothing was switched; {removed}"
+        )
+    target, live = engine.platform.color(pending.color), view.live
+    instances = target.instances()
+    health = target.health(instances)
+    if (
+        not health.healthy
+        or target.version(instances) != pending.version
+        or (pending.image and target.image_id(instances) != pending.image)
+    ):
+        raise DeployFailed(
+            f"{target.color} is {health} (running {target.version(instances) or 'nothing'}), so "
+            f"{pending.version} was not promoted and nothing was switched: `watcher abort` "
+            "removes it, a new deploy replaces it"
+        )
+    if live is not None and view.live_health.healthy:
+        check_route(engine.config, live.color)
+    engine.progress.say(f"promoting {pending.version} on {target.color}")
+    clear_preview(engine.config.preview_file)
+    run.version, run.digest = pending.version, pending.digest
+    run.plan = Plan(live, target, pending.image, False)
+    return engine.go_live(run, view)
+
+
+def waiting(engine: Deployment, view: View, verb: str) -> Pending:
+    """The pending note of the deploy that awaits promotion; UsageError when none does."""
+    pending = view.recorded.pending
+    if pending is None or not awaiting(pending):
+        doing = f"; a {pending.kind} of {pending.version} is in phase {pending.phase!r}" if pending else ""
+        raise UsageError(
+            f"nothing awaits promotion for {engine.config.app}{doing}: nothing to {verb} (`watcher status`)"
+        )
+    if view.route == pending.color:
+        raise DeployFailed(
+            f"Caddy routes to {pending.color} although {pending.version} awaits promotion "
+            "there; nothing was changed (`watcher status`)"
+        )
+    return pending
+
+
+def remove_waiting(engine: Deployment, view: View, pending: Pending) -> str:
+    """Remove the waiting colour and its note, under the guard (never interrupted halfway)."""
+    target = engine.platform.color(pending.color)
+    assert engine.ledger.guard is not None
+    engine.ledger.guard.check()
+    with shielded():
+        clear_preview(engine.config.preview_file)
+        engine.progress.say(f"  removing {target.name} ({pending.version}, awaiting promotion)")
+        target.remove()
+        engine.ledger.clear_pending()
+    live = view.live
+    return f"removed {target.name} ({pending.version}); " + (
+        f"{live.version} is still live on {live.color}" if live else "nothing is live"
+    )

@@ -11,11 +11,13 @@ and the smoke phase's preview requests are counted apart (`probes`), never as us
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from watcher.backends.access_log import Served
+from watcher.backends.access_log import AccessLog, Served
+from watcher.config import Config
 
 #: The receipt starts this long before traffic moves (or before the abort began).
 LEAD = 10.0
@@ -192,3 +194,21 @@ def build(
 def missing(kind: str, moved_at: float, end: float, why: str) -> Receipt:
     """A receipt that could not be read, saying why (an old Caddyfile without the log, say)."""
     return Receipt(kind, moved_at, moved_at - LEAD, end, {}, [], 0, "", why)
+
+
+def take(config: Config, log: AccessLog | None, kind: str, moved_at: float) -> Receipt:
+    """What Caddy served from LEAD before `moved_at` to now. Never fails the run: a log that
+    cannot be read makes a receipt that says why."""
+    now = time.time()
+    if log is None or not log.exists():
+        return missing(
+            kind,
+            moved_at,
+            now,
+            f"Caddy writes no access log at {config.access_log} (regenerate the Caddyfile with `watcher caddyfile`)",
+        )
+    try:
+        served = log.served(config.app, moved_at - LEAD, now)
+    except OSError as exc:
+        return missing(kind, moved_at, now, f"cannot read {log.path}: {exc.strerror or exc}")
+    return build(kind, served, moved_at, moved_at - LEAD, now, str(log.path))

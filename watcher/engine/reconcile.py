@@ -11,30 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.backends.containers import ContainerInfo, agreed, of_image
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
 from watcher.engine.promotion import AWAITING
 from watcher.engine.state import DeployState, Release
+from watcher.platforms.base import Instance, agreed, of_image
 
 
 @dataclass(frozen=True)
 class Observed:
-    """What the route file and Docker show right now."""
+    """What the route file and the platform show right now."""
 
     route: Color | None
-    containers: dict[Color, list[ContainerInfo]]
+    instances: dict[Color, list[Instance]]
     services: tuple[str, ...] = ("web",)
     image: str = ""  # the app's image repository: only its containers give a colour's version
     closed: bool = False  # the route file says `none`: deliberately nothing live
 
-    def of(self, color: Color) -> list[ContainerInfo]:
-        return self.containers.get(color, [])
+    def of(self, color: Color) -> list[Instance]:
+        return self.instances.get(color, [])
 
     def health(self, color: Color) -> Health:
         return judge(self.of(color), self.services)
 
-    def app(self, color: Color) -> list[ContainerInfo]:
+    def app(self, color: Color) -> list[Instance]:
         return of_image(self.of(color), self.image) if self.image else self.of(color)
 
     def version(self, color: Color) -> str | None:
@@ -45,7 +45,7 @@ class Observed:
 
     @property
     def anything(self) -> bool:
-        return any(self.containers.values())
+        return any(self.instances.values())
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watcher.backends.containers import Containers
 from watcher.engine.color import Color
 from watcher.engine.reconcile import View
-from watcher.engine.stack import ColorStack
 from watcher.engine.state import Release
 from watcher.errors import UsageError
+from watcher.platforms.base import Platform
 
 
 @dataclass(frozen=True)
@@ -42,19 +41,15 @@ class RollbackTarget:
         return f"{self.release.version} ({how})"
 
 
-def rollback_target(
-    view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str
-) -> RollbackTarget | None:
+def rollback_target(view: View, platform: Platform, repository: str) -> RollbackTarget | None:
     """The previous release if it can be rolled back to, else None."""
     previous = view.previous
     if previous is None or _is_live(view.live, previous.version, previous.image):
         return None
-    return _reachable(previous, view, colors, docker, repository)
+    return _reachable(previous, view, platform, repository)
 
 
-def choose(
-    view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str, to: str | None
-) -> RollbackTarget:
+def choose(view: View, platform: Platform, repository: str, to: str | None) -> RollbackTarget:
     """What `rollback [--to VERSION]` deploys; UsageError when there is nothing to go back to."""
     previous = view.previous
     if to is None:
@@ -71,7 +66,7 @@ def choose(
             f"{to} is already live on {view.live.color if view.live else '?'}"
             + (" (and its earlier image is no longer recorded)" if release is previous else "")
         )
-    found = _reachable(release, view, colors, docker, repository)
+    found = _reachable(release, view, platform, repository)
     if found is not None:
         return found
     if release.image and _is_live(view.live, to, None):
@@ -87,10 +82,8 @@ def _is_live(live: Release | None, version: str, image: str | None) -> bool:
     return live is not None and live.version == version and (image is None or live.image in (None, image))
 
 
-def _reachable(
-    release: Release, view: View, colors: dict[Color, ColorStack], docker: Containers, repository: str
-) -> RollbackTarget | None:
-    stack = colors[release.color]
+def _reachable(release: Release, view: View, platform: Platform, repository: str) -> RollbackTarget | None:
+    stack, images = platform.color(release.color), platform.images
     containers = view.observed.of(release.color)
     if (
         release.color != view.route
@@ -99,8 +92,8 @@ def _reachable(
         and (release.image is None or stack.image_id(containers) == release.image)
     ):
         return RollbackTarget(release, "instant", stack.image_id(containers))
-    if release.image and docker.image_present(release.image):
+    if release.image and images.image_present(release.image):
         return RollbackTarget(release, "full", release.image)
-    if release.image is None and docker.image_present(f"{repository}:{release.version}"):
+    if release.image is None and images.image_present(f"{repository}:{release.version}"):
         return RollbackTarget(release, "full", None)
     return None

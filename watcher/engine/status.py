@@ -10,6 +10,9 @@ from watcher.backends.caddy import CaddyUnavailable
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.engine.promotion import AWAITING, awaiting, expired
+from watcher.engine.reconcile import View
+from watcher.engine.rollback import RollbackTarget
+from watcher.engine.state import Pending
 
 
 def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, Any]:
@@ -20,20 +23,9 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
     waiting = pending if awaiting(pending) else None
     colors: dict[str, Any] = {}
     for color in Color:
-        stack, containers = engine.colors[color], view.observed.of(color)
-        role = (
-            "live"
-            if live and live.color == color
-            else (
-                AWAITING
-                if waiting and waiting.color == color
-                else "rollback target"
-                if target and target.way == "instant" and target.release.color == color
-                else "idle"
-            )
-        )
+        stack, containers = engine.platform.color(color), view.observed.of(color)
         colors[color.value] = {
-            "role": role if containers else "absent",
+            "role": _role(color, view, target, waiting) if containers else "absent",
             "version": stack.version(containers),
             "health": stack.health(containers).state,
             "containers": [c.to_dict() for c in containers],
@@ -69,6 +61,16 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
     }
 
 
+def _role(color: Color, view: View, target: RollbackTarget | None, waiting: Pending | None) -> str:
+    if view.live and view.live.color == color:
+        return "live"
+    if waiting and waiting.color == color:
+        return AWAITING
+    if target and target.way == "instant" and target.release.color == color:
+        return "rollback target"
+    return "idle"
+
+
 #: What Caddy logs when an app broke HTTP/1.1 (no Content-Length, a keep-alive connection closed
 #: under a request): failures that are the app's, with or without a swap.
 BROKEN_HTTP = ("aborting with incomplete response", "connection reset by peer", "unexpected EOF")
@@ -86,7 +88,7 @@ def upstream_faults(engine: Deployment) -> list[str]:
     ]
     hits = [
         line
-        for line in engine.docker.caddy_log(time.time() - FAULT_WINDOW)
+        for line in engine.platform.proxy_log(time.time() - FAULT_WINDOW)
         if any(fault in line for fault in BROKEN_HTTP) and any(alias in line for alias in aliases)
     ]
     if not hits:

@@ -10,7 +10,7 @@ of that one file, so:
 - if watcher dies, the file stays as it was: traffic keeps flowing to the last colour switched to.
 
 The rule every move obeys: traffic only ever moves to a colour whose containers are healthy at
-that moment (`move_to` asks Docker itself, right before the rename). The file may also say
+that moment (`move_to` asks the platform itself, right before the rename). The file may also say
 `none` (nothing is live yet, or after `reset`): Caddy then answers 503 rather than proxy to a
 colour nobody verified.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
-from watcher.engine.stack import ColorStack
 from watcher.errors import DeployFailed
+from watcher.platforms.base import ColorStack
 
 CLOSED = "none"
 

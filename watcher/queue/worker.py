@@ -32,11 +32,10 @@ import redis
 
 from watcher import logs
 from watcher.config import Retention
-from watcher.engine.deployment import DeployResult, Guard
 from watcher.engine.progress import Progress
 from watcher.engine.promotion import awaiting, past
-from watcher.engine.receipt import Receipt
 from watcher.engine.reconcile import View
+from watcher.engine.run import DeployResult, Guard, run_of
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
 from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
@@ -51,10 +50,8 @@ log = logging.getLogger("watcher.worker")
 
 
 class Engine(Protocol):
-    """What the worker needs of `watcher.engine.deployment.Deployment`."""
-
-    #: The tag's new digest when it moved away from the job's since the job was queued.
-    moved: str | None
+    """What the worker needs of `watcher.engine.deployment.Deployment`: each run's facts come
+    back in its result (or attached to its exception: `run_of`)."""
 
     def deploy(
         self,
@@ -75,9 +72,6 @@ class Engine(Protocol):
     def expire_waiting(self, *, guard: Guard) -> str | None: ...
 
     def view(self) -> View: ...
-
-    #: What Caddy served during the last run that moved traffic or unwound (None: neither).
-    receipt: Receipt | None
 
 
 #: Builds the engine for one job, reporting through the given Progress.
@@ -251,15 +245,19 @@ class Worker:
                 lock,
                 job,
                 Status.FAILED,
-                reason=f"{exc}{self._follow_move(engine, job)}",
-                audit=unchanged(engine, phases),
+                reason=f"{exc}{self._follow_move(job, run.moved if (run := run_of(exc)) else None)}",
+                audit=unchanged(engine, phases, exc),
             )
             self._settle(lock, job, engine, waiting, str(exc), ok=False)
             return
         except Exception as exc:  # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
             self._end(
-                lock, job, Status.FAILED, reason=f"unexpected error: {exc!r}", audit=unchanged(engine, phases)
+                lock,
+                job,
+                Status.FAILED,
+                reason=f"unexpected error: {exc!r}",
+                audit=unchanged(engine, phases, exc),
             )
             return
         status = Status.AWAITING if result.awaiting else Status.SUCCEEDED
@@ -267,7 +265,7 @@ class Worker:
             lock,
             job,
             status,
-            message=f"{result.message}{self._follow_move(engine, job)}",
+            message=f"{result.message}{self._follow_move(job, result.moved)}",
             audit=audit_of(result, phases),
         )
         self._settle(lock, job, engine, waiting, result.message, ok=True)
@@ -353,10 +351,9 @@ class Worker:
             )
         return True
 
-    def _follow_move(self, engine: Engine, job: Job) -> str:
-        """A tag that moved since the job was queued is a new request: queue its new digest
-        (unless a newer request already waits), and say so in the job's outcome ("" if no move)."""
-        moved = engine.moved
+    def _follow_move(self, job: Job, moved: str | None) -> str:
+        """A tag that moved (to `moved`) since the job was queued is a new request: queue its new
+        digest (unless a newer request already waits), and say so in the job's outcome ("" if no move)."""
         if not moved or job.kind is not JobKind.DEPLOY:
             return ""
         said = f"; {job.version} has moved to {moved} since the job was queued"
@@ -474,13 +471,16 @@ def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
     )
 
 
-def unchanged(engine: Engine, phases: dict[str, float]) -> Audit:
+def unchanged(engine: Engine, phases: dict[str, float], failure: BaseException | None = None) -> Audit:
     """A failed run's trail: the engine unwound to what was live, so it is both before and after
-    (read once from the engine's view; unknown when Docker cannot say)."""
+    (read once from the engine's view; unknown when Docker cannot say), with the receipt of the
+    run that raised `failure`."""
     with shielded():
         try:
             live = engine.view().live
         except Exception:  # Docker unreachable, or worse: the outcome is recorded all the same
             live = None
     version = live.version if live else None
-    return Audit(phases, version, version, receipt=engine.receipt.to_dict() if engine.receipt else None)
+    run = run_of(failure) if failure is not None else None
+    receipt = run.receipt if run is not None else None
+    return Audit(phases, version, version, receipt=receipt.to_dict() if receipt else None)

@@ -1,20 +1,30 @@
-"""Platform checks before a pull: manifest parsing, host platform matching, the pinned digest
-(watcher/backends/manifests.py, watcher/engine/platform.py, watcher/engine/pin.py), against a
-registry faked with httpx.MockTransport: pure logic, no pull."""
+"""Image-platform checks before a pull: manifest parsing, host platform matching, the pinned digest
+(watcher/backends/manifests.py, watcher/engine/arch.py, watcher/engine/pin.py), against a
+registry faked with httpx.MockTransport: pure logic, no pull; and the images the compose files
+declare, rendered once per deploy."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 
-from watcher.backends.manifests import Platform, platforms
+from tests.harness.triggers import write_project
+from watcher.backends import compose
+from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, Manifest, RegistryClient, RegistryError
+from watcher.config import load_host
 from watcher.engine import pin
-from watcher.engine.platform import host_platform, missing, runs_on
+from watcher.engine.arch import host_platform, missing, runs_on
 from watcher.errors import DeployFailed
+from watcher.platforms.compose import ComposePlatform
 
 REF = ImageRef("ghcr.io", "x/y")
 IMAGE = "ghcr.io/x/y:1.4"
@@ -145,31 +155,31 @@ def test_the_engine_architecture_is_named_the_oci_way(arch: str, expected: str) 
 @pytest.mark.parametrize(
     ("image", "host", "runs"),
     [
-        (Platform("linux", "amd64"), AMD64, True),
-        (Platform("linux", "arm64"), AMD64, False),
-        (Platform("linux", "amd64"), ARM64, False),
-        (Platform("linux", "arm64"), ARM64, True),  # arm64 without a variant is v8
-        (Platform("linux", "arm64", "v8"), ARM64, True),
-        (Platform("windows", "amd64"), AMD64, False),
-        (Platform("linux", "arm", "v6"), host_platform("linux", "armv7l"), True),  # older arm runs
-        (Platform("linux", "arm", "v7"), host_platform("linux", "armv6l"), False),  # newer does not
-        (Platform("linux", "arm"), host_platform("linux", "armv7l"), True),  # no variant: v7
-        (Platform("linux", "arm", "v7"), ARM64, False),
-        (Platform("linux", "x86_64"), AMD64, True),
+        (ImagePlatform("linux", "amd64"), AMD64, True),
+        (ImagePlatform("linux", "arm64"), AMD64, False),
+        (ImagePlatform("linux", "amd64"), ARM64, False),
+        (ImagePlatform("linux", "arm64"), ARM64, True),  # arm64 without a variant is v8
+        (ImagePlatform("linux", "arm64", "v8"), ARM64, True),
+        (ImagePlatform("windows", "amd64"), AMD64, False),
+        (ImagePlatform("linux", "arm", "v6"), host_platform("linux", "armv7l"), True),  # older arm runs
+        (ImagePlatform("linux", "arm", "v7"), host_platform("linux", "armv6l"), False),  # newer does not
+        (ImagePlatform("linux", "arm"), host_platform("linux", "armv7l"), True),  # no variant: v7
+        (ImagePlatform("linux", "arm", "v7"), ARM64, False),
+        (ImagePlatform("linux", "x86_64"), AMD64, True),
     ],
 )
-def test_which_images_run_on_which_hosts(image: Platform, host: Platform, runs: bool) -> None:
+def test_which_images_run_on_which_hosts(image: ImagePlatform, host: ImagePlatform, runs: bool) -> None:
     assert runs_on(image, host) is runs
 
 
 def test_the_refusal_names_the_host_and_what_the_image_has() -> None:
     assert (
-        missing(IMAGE, [Platform("linux", "amd64"), Platform("linux", "arm", "v7")], ARM64)
+        missing(IMAGE, [ImagePlatform("linux", "amd64"), ImagePlatform("linux", "arm", "v7")], ARM64)
         == "ghcr.io/x/y:1.4 has no linux/arm64 image (it has: linux/amd64, linux/arm/v7)"
     )
-    assert missing(IMAGE, [Platform("linux", "amd64")], AMD64) is None
+    assert missing(IMAGE, [ImagePlatform("linux", "amd64")], AMD64) is None
     assert "has no linux/arm/v6 image" in str(
-        missing(IMAGE, [Platform("linux", "arm", "v7")], host_platform("linux", "armv6l"))
+        missing(IMAGE, [ImagePlatform("linux", "arm", "v7")], host_platform("linux", "armv6l"))
     )
 
 
@@ -207,7 +217,7 @@ def single(architecture: str) -> tuple[str, dict[str, tuple[str, bytes]]]:
     }
 
 
-def pinned(registry: Registry, queued: str | None, host: Platform = AMD64) -> pin.Pin:
+def pinned(registry: Registry, queued: str | None, host: ImagePlatform = AMD64) -> pin.Pin:
     with registry.client() as client:
         chosen = pin.resolve(client, REF, "1.4", queued, IMAGE)
         pin.check(client, REF, chosen, host, IMAGE)
@@ -283,3 +293,38 @@ def test_a_blob_redirect_is_followed_without_credentials() -> None:
         pytest.raises(RegistryError, match="not https"),
     ):
         client.blob(REF, digest_of(config))
+
+
+# -- the images the compose files declare ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "web, refused",
+    [
+        ("127.0.0.1:5000/acme/shop:{v}", None),
+        ("127.0.0.1:5000/other/shop:{v}", "service web: its image resolves to 127.0.0.1:5000/other/shop:1.4"),
+        ("127.0.0.1:5000/acme/shop:latest", "no service of compose.yml"),
+    ],
+)
+def test_the_compose_files_are_rendered_once_to_check_their_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, web: str, refused: str | None
+) -> None:
+    config = load_host(write_project(tmp_path, app="shop", image="127.0.0.1:5000/acme/shop", port=9), {}).app(
+        None
+    )
+    rendered: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        rendered.append(argv)
+        version = kwargs["env"][config.version_env]
+        services = {"web": {"image": web.format(v=version)}, "caddy": {"image": "caddy:2"}}
+        return subprocess.CompletedProcess(argv, 0, json.dumps({"services": services}), "")
+
+    monkeypatch.setattr(compose.subprocess, "run", run)
+    platform = ComposePlatform(config, SimpleNamespace())  # type: ignore[arg-type]
+    if refused is None:
+        assert pin.check_images(config, platform, "1.4") == {"web": "127.0.0.1:5000/acme/shop:1.4"}
+    else:
+        with pytest.raises(DeployFailed, match=re.escape(refused)):
+            pin.check_images(config, platform, "1.4")
+    assert len(rendered) == 1 and rendered[0][-3:] == ["config", "--format", "json"]

@@ -1,4 +1,4 @@
-"""Which image platforms run on the Docker host an app deploys on.
+"""Which image platforms (OS, architecture, variant) run on the Docker host an app deploys on.
 
 The host is the Docker engine's (`docker info`: OSType, Architecture), not this Python process's:
 watcher may talk to a remote engine (DOCKER_HOST). The engine names architectures the kernel's way
@@ -10,7 +10,7 @@ does not tell them.
 
 from __future__ import annotations
 
-from watcher.backends.manifests import Platform
+from watcher.backends.manifests import ImagePlatform
 
 #: Kernel (uname -m) and Go names of architectures -> OCI architecture and variant.
 _ARCHITECTURES = {
@@ -39,13 +39,13 @@ _ARCHITECTURES = {
 }
 
 
-def host_platform(os_type: str, architecture: str) -> Platform:
+def host_platform(os_type: str, architecture: str) -> ImagePlatform:
     """The OCI platform of an engine that reports `os_type` and `architecture`."""
     arch, variant = _ARCHITECTURES.get(architecture.lower(), (architecture.lower(), ""))
-    return Platform(os_type.lower(), arch, variant)
+    return ImagePlatform(os_type.lower(), arch, variant)
 
 
-def normalized(platform: Platform) -> Platform:
+def normalized(platform: ImagePlatform) -> ImagePlatform:
     """`platform` with containerd's defaults: arm64 is v8, arm without a variant is v7."""
     arch = platform.architecture.lower()
     variant = platform.variant.lower()
@@ -56,10 +56,10 @@ def normalized(platform: Platform) -> Platform:
         variant = variant or "v8"
     elif arch == "arm":
         variant = variant or "v7"
-    return Platform(platform.os.lower(), arch, variant)
+    return ImagePlatform(platform.os.lower(), arch, variant)
 
 
-def runs_on(image: Platform, host: Platform) -> bool:
+def runs_on(image: ImagePlatform, host: ImagePlatform) -> bool:
     """Whether an image built for `image` runs on `host`."""
     image, host = normalized(image), normalized(host)
     if (image.os, image.architecture) != (host.os, host.architecture):
@@ -76,7 +76,7 @@ def _level(variant: str) -> int:
     return int(variant[1:]) if variant[:1] == "v" and variant[1:].isdigit() else 99
 
 
-def missing(image: str, available: list[Platform], host: Platform) -> str | None:
+def missing(image: str, available: list[ImagePlatform], host: ImagePlatform) -> str | None:
     """Why `image` cannot run on `host` (None when one of its platforms does)."""
     if any(runs_on(platform, host) for platform in available):
         return None
@@ -84,6 +84,6 @@ def missing(image: str, available: list[Platform], host: Platform) -> str | None
     return f"{image} has no {normalized(host).os}/{_short(normalized(host))} image (it has: {has})"
 
 
-def _short(platform: Platform) -> str:
+def _short(platform: ImagePlatform) -> str:
     """The architecture as people write it: `arm64`, `amd64`, `arm/v7`."""
     return f"arm/{platform.variant}" if platform.architecture == "arm" else platform.architecture
