@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.backends.access_log import ROLL_KEEP, ROLL_SIZE_MB
-from watcher.config import Config, HostConfig, Service
+from watcher.config import AppConfig, HostConfig, Service
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.errors import ConfigError
 
@@ -52,7 +52,7 @@ HEADER = """\
 """
 
 
-def render(host: HostConfig, apps: list[Config]) -> str:
+def render(host: HostConfig, apps: list[AppConfig]) -> str:
     """The whole Caddyfile for `apps` (all: the file Caddy runs; one: that app's site block)."""
     lines = [
         HEADER.format(source=host.source.name),
@@ -66,27 +66,27 @@ def render(host: HostConfig, apps: list[Config]) -> str:
         "}",
         "",
     ]
-    sites: dict[str, list[Config]] = {}
+    sites: dict[str, list[AppConfig]] = {}
     for config in apps:
-        sites.setdefault(config.route.site, []).append(config)
+        sites.setdefault(config.caddy.site, []).append(config)
     for site, configs in sites.items():
         lines += [f"{site} {{", *("\t" + line for line in _access_log(host)), ""]
         # Longest prefix first, the app without a prefix last: Caddy tries `handle` blocks in that order.
-        for config in sorted(configs, key=lambda c: -len(c.route.path or "")):
+        for config in sorted(configs, key=lambda c: -len(c.caddy.path or "")):
             lines += ["\t" + line if line else "" for line in app_block(config)]
         lines += ["}", ""]
     return "\n".join(lines)
 
 
-def app_block(config: Config) -> list[str]:
-    route_file = config.route.route_file_in_caddy
+def app_block(config: AppConfig) -> list[str]:
+    route_file = config.caddy.route_file_in_caddy
     if route_file is None:
         raise ConfigError(
-            f"{config.source}: app {config.app}: caddy.route_file: {config.route_file} is "
+            f"{config.source}: app {config.name}: caddy.route_file: {config.caddy.route_file} is "
             "not under [caddy] run_dir, so Caddy cannot read it"
         )
-    name = config.app
-    path = config.route.path
+    name = config.name
+    path = config.caddy.path
     lines = [
         f"# app {name}: {config.image}, route file {route_file}",
         f"handle {path}/* {{" if path else "handle {",
@@ -138,7 +138,7 @@ def _access_log(host: HostConfig) -> list[str]:
     credentials and would triple every line)."""
     return [
         "log {",
-        f"\toutput file {Path(host.caddy_mount) / ACCESS_LOG} {{",
+        f"\toutput file {Path(host.caddy.mount) / ACCESS_LOG} {{",
         "\t\tmode 0644",
         f"\t\troll_size {ROLL_SIZE_MB}MiB",
         f"\t\troll_keep {ROLL_KEEP}",
@@ -155,10 +155,10 @@ def _access_log(host: HostConfig) -> list[str]:
     ]
 
 
-def _preview(config: Config, route_file: str) -> list[str]:
+def _preview(config: AppConfig, route_file: str) -> list[str]:
     """The smoke phase's way to the idle colour: the header must equal the preview file's secret
     for that colour. Its answers say X-Watcher-Preview: 1, and the app never sees the secret."""
-    name = config.app
+    name = config.name
     preview_file = PurePosixPath(route_file).parent / f"{name}.preview"
     header = f"{{http.request.header.{PREVIEW_HEADER}}}"
     lines = [
@@ -181,7 +181,7 @@ def _preview(config: Config, route_file: str) -> list[str]:
     return lines
 
 
-def _services(config: Config, colors: list[str]) -> list[str]:
+def _services(config: AppConfig, colors: list[str]) -> list[str]:
     """The proxies of one colour (or, for the fallback, of both): a prefix per extra service."""
     proxied = [s for s in config.services if s.port is not None]
     main = next(s for s in proxied if s.path is None)
@@ -189,12 +189,12 @@ def _services(config: Config, colors: list[str]) -> list[str]:
     for service in [s for s in proxied if s.path]:
         lines += [
             f"handle_path {service.path}/* {{",
-            *("\t" + line for line in _proxy(config.app, service, colors)),
+            *("\t" + line for line in _proxy(config.name, service, colors)),
             "}",
         ]
     if len(proxied) == 1:
-        return _proxy(config.app, main, colors)
-    return lines + ["handle {", *("\t" + line for line in _proxy(config.app, main, colors)), "}"]
+        return _proxy(config.name, main, colors)
+    return lines + ["handle {", *("\t" + line for line in _proxy(config.name, main, colors)), "}"]
 
 
 def _proxy(app: str, service: Service, colors: list[str]) -> list[str]:
@@ -209,10 +209,10 @@ def _proxy(app: str, service: Service, colors: list[str]) -> list[str]:
 
 def _admin(host: HostConfig) -> str:
     """The admin endpoint as Caddy sees it: the socket under the run directory's mount."""
-    if not host.caddy_admin.startswith("unix://"):
-        return host.caddy_admin.removeprefix("http://")
-    socket = Path(host.caddy_admin.removeprefix("unix://"))
+    if not host.caddy.admin.startswith("unix://"):
+        return host.caddy.admin.removeprefix("http://")
+    socket = Path(host.caddy.admin.removeprefix("unix://"))
     try:
-        return f"unix/{Path(host.caddy_mount) / socket.relative_to(host.caddy_run_dir)}"
+        return f"unix/{Path(host.caddy.mount) / socket.relative_to(host.caddy.run_dir)}"
     except ValueError:
         return f"unix/{socket}"

@@ -261,7 +261,7 @@ def _locked(app: App, purpose: str, wait: float) -> Iterator[Guard]:
     started = time.monotonic()
     redis_lock = app.lock(purpose).acquire(wait) if app.host.redis else None
     try:
-        host_lock = HostLock(app.config.state_dir / "lock").acquire(
+        host_lock = HostLock(app.config.state.dir / "lock").acquire(
             purpose, wait=max(0.0, wait - (time.monotonic() - started))
         )
         try:
@@ -404,14 +404,14 @@ def _follow(app: App, job_id: str | None) -> Job:
 
 def status_data(app: App) -> dict[str, Any]:
     """What `status --json` prints for one app; GET /status of `watcher serve` answers the same."""
-    host_holder = HostLock(app.config.state_dir / "lock").holder()
+    host_holder = HostLock(app.config.state.dir / "lock").holder()
     data = status(Deployment(app.config), host_holder)
     if not app.host.redis:
         return data
     try:
         data.update(overview(app.queue, app.paused(), app.lock_holder()))
     except REDIS_DOWN as exc:
-        data["redis_error"] = f"cannot reach Redis at {masked(app.host.config.redis_url)}: {exc}"
+        data["redis_error"] = f"cannot reach Redis at {masked(app.host.config.redis.url)}: {exc}"
     data["lock"] = data.get("lock") or host_holder
     return data
 
@@ -434,7 +434,7 @@ def _status(host: Host, args: argparse.Namespace) -> int:
 def _apps(host: Host, args: argparse.Namespace) -> int:
     for app in host.apps.values():
         config = app.config
-        route = f"{config.route.site}{config.route.path or ''}"
+        route = f"{config.caddy.site}{config.caddy.path or ''}"
         print(
             f"{app.name}: {config.image}, compose project {config.project()} in {config.project_dir}, "
             f"route {route}, policy {app.policy.describe()}"
@@ -488,7 +488,7 @@ def _app_worker(app: App, name: str | None) -> Worker:
         lambda progress: Deployment(app.config, progress=progress),
         lock_ttl=host.lock_ttl,
         name=name,
-        host_lock=HostLock(app.config.state_dir / "lock"),
+        host_lock=HostLock(app.config.state.dir / "lock"),
         prefix=host.prefix,
         retention=host.retention,
         observer=host.notifier,

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
-from watcher.config import Config, HostConfig, Retention
+from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
 from watcher.engine.state import Release, StateStore
 from watcher.engine.switch import TrafficSwitch
@@ -98,14 +98,14 @@ class App:
     def __init__(
         self,
         host: Host,
-        config: Config,
+        config: AppConfig,
         *,
         policy: TagPolicy | None = None,
         registry: RegistryClient | None = None,
     ) -> None:
         self.host = host
         self.config = config
-        self.name = config.app
+        self.name = config.name
         self.ref = ImageRef.parse(config.image)
         self.policy = policy or build_policy(config.policy)
         if registry is not None:
@@ -117,8 +117,8 @@ class App:
     @cached_property
     def registry(self) -> RegistryClient:
         return RegistryClient(
-            username=self.config.registry_username,
-            password=self.config.registry_password,
+            username=self.config.registry.username,
+            password=self.config.registry.password,
             on_attempt=activity.registry_request,
             **self.host.registry_options,
         )
@@ -159,8 +159,8 @@ class App:
     def live(self) -> Release | None:
         """What serves, from the engine's one source (the route file and the state beside it),
         never a copy in Redis; None when nothing (or an unknown version) serves."""
-        store = StateStore(self.config.state_dir, self.config.deployment_color_file)
-        release = served(store.load(), TrafficSwitch(self.config.route_file).current())
+        store = StateStore(self.config.state.dir, self.config.state.deployment_color_file)
+        release = served(store.load(), TrafficSwitch(self.config.caddy.route_file).current())
         return None if release is None or release.version == "unknown" else release
 
     def waiting(self) -> str | None:
@@ -367,9 +367,9 @@ class Host:
         exists_wait: float = EXISTS_WAIT,
     ) -> None:
         self.config = config
-        self.prefix = config.redis_prefix
+        self.prefix = config.redis.prefix
         self.retention: Retention = config.history
-        self.lock_ttl = config.lock_ttl
+        self.lock_ttl = config.redis.lock_ttl
         self.registry_options = registry_options or {}
         self.exists_wait = exists_wait
         self.offline = False  # a dry run without Redis: nothing waits, nothing was requested
@@ -380,13 +380,13 @@ class Host:
     @property
     def redis(self) -> bool:
         """Whether Redis is configured (without it, the queue commands are off)."""
-        return bool(self.config.redis_url) or "client" in self.__dict__
+        return bool(self.config.redis.url) or "client" in self.__dict__
 
     @cached_property
     def client(self) -> redis.Redis:
-        if not self.config.redis_url:
+        if not self.config.redis.url:
             raise ConfigError(f"{self.config.source}: the queue needs Redis: set [redis] url or REDIS_URL")
-        return connect(self.config.redis_url, self.config.redis_password)
+        return connect(self.config.redis.url, self.config.redis.password)
 
     @cached_property
     def notifier(self) -> Notifier | None:
@@ -394,7 +394,7 @@ class Host:
 
     def app(self, name: str | None) -> App:
         """One app by name; without a name, the only one (several: the user must say which)."""
-        return self.apps[self.config.app(name).app]
+        return self.apps[self.config.app(name).name]
 
     def chosen(self, name: str | None) -> list[App]:
         """`--app NAME`: that app; no name: every app."""

@@ -153,22 +153,22 @@ def test_a_push_during_a_freeze_waits_then_deploys_when_the_freeze_ends(
     freezes, end = ending_in(5.0, config.freezes)
     worker = Worker(
         client,
-        config.app,
+        config.name,
         lambda progress: Deployment(config, progress=progress),
         lock_ttl=load_host(stack.config, {}).lock_ttl,
         name="freeze-test",
         stream=io.StringIO(),
-        host_lock=HostLock(config.state_dir / "lock"),
+        host_lock=HostLock(config.state.dir / "lock"),
         freezes=freezes,
     )
     pushed = (
         Host(load_host(stack.config, {}), client=client)
-        .app(config.app)
+        .app(config.name)
         .enqueue("v2", source="webhook", by="registry notification test", digest=None)
     )
     assert pushed.created, pushed.reason
     assert not worker.run_once(), "the freeze holds the push"
-    queue = DeployQueue(client, config.app)
+    queue = DeployQueue(client, config.name)
     assert [j.id for j in queue.waiting()] == [pushed.job_id] and stack.version() == "v1"
     wait_until(worker.run_once, 60, "the held job to run once the freeze ends", poll=0.2)
     done = queue.get(pushed.job_id)

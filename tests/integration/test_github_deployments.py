@@ -22,7 +22,7 @@ import pytest
 from tests.harness.github_contract import API_VERSION, GithubContract
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
-from watcher.config import Config, load_config, load_host
+from watcher.config import AppConfig, load_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.host import QUICK_REGISTRY, Host
 from watcher.metrics.activity import ACTIVITY
@@ -58,7 +58,7 @@ def stack(app_images: dict[str, str], redis_url: str, github: GithubContract) ->
         created.destroy()
 
 
-def configure(stack: Stack, redis_url: str, api_url: str) -> Config:
+def configure(stack: Stack, redis_url: str, api_url: str) -> AppConfig:
     stack.write_config(
         **SETTINGS,
         extra=f"""
@@ -79,25 +79,25 @@ url = "{DASHBOARD}"
     return load_config(stack.config, {"GITHUB_TOKEN": TOKEN})
 
 
-def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | None) -> tuple[Job, float]:
+def run_job(config: AppConfig, redis_url: str, version: str, notifier: Notifier | None) -> tuple[Job, float]:
     """`version` requested as a GitHub webhook's push is (the repository on the job), then run
     by the real worker; returns the finished job and the worker's seconds."""
     client = connect(redis_url)
     host = Host(
         load_host(config.source, {"GITHUB_TOKEN": TOKEN}), client=client, registry_options=QUICK_REGISTRY
     )
-    app = host.app(config.app)
+    app = host.app(config.name)
     digest = app.registry.manifest_digest(app.ref, version)
     app.release_push(version, digest)  # a new push of a tag deployed before in this module
     outcome = app.enqueue_once(
         version, digest, source="webhook", by="github delivery test", repository=REPOSITORY
     )
     assert outcome.status == "enqueued" and outcome.job_id, outcome
-    queue = DeployQueue(client, config.app, retention=host.retention)
+    queue = DeployQueue(client, config.name, retention=host.retention)
     assert queue.get(outcome.job_id).repository == REPOSITORY  # type: ignore[union-attr]
     worker = Worker(
         client,
-        config.app,
+        config.name,
         lambda progress: Deployment(config, progress=progress),
         lock_ttl=host.lock_ttl,
         name="github-test",

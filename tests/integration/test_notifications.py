@@ -21,7 +21,7 @@ import pytest
 from tests.harness.receiver import Receiver, down_url
 from tests.harness.stack import Stack, free_port
 from tests.harness.triggers import WatcherServer, forget
-from watcher.config import Config, load_config, load_host
+from watcher.config import AppConfig, load_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.metrics.activity import ACTIVITY
 from watcher.notify import Notifier, notifier_for
@@ -49,7 +49,9 @@ def stack(app_images: dict[str, str], redis_url: str) -> Iterator[Stack]:
         created.destroy()
 
 
-def configure(stack: Stack, redis_url: str, urls: list[str], timeout: str = "2s", extra: str = "") -> Config:
+def configure(
+    stack: Stack, redis_url: str, urls: list[str], timeout: str = "2s", extra: str = ""
+) -> AppConfig:
     quoted = ", ".join(f'"{url}"' for url in urls)
     stack.write_config(
         **SETTINGS,
@@ -69,16 +71,16 @@ url = "{DASHBOARD}"
     return load_config(stack.config, {})
 
 
-def run_job(config: Config, redis_url: str, version: str, notifier: Notifier | None) -> tuple[Job, float]:
+def run_job(config: AppConfig, redis_url: str, version: str, notifier: Notifier | None) -> tuple[Job, float]:
     """Queue `version` and run it through the real worker; returns the finished job and the
     seconds the worker took (what a notifier must never lengthen)."""
     client = connect(redis_url)
     host = load_host(config.source, {})
-    queue = DeployQueue(client, config.app, retention=host.history)
+    queue = DeployQueue(client, config.name, retention=host.history)
     job_id = queue.enqueue(version, source="cli", requested_by="notify-test").job.id
     worker = Worker(
         client,
-        config.app,
+        config.name,
         lambda progress: Deployment(config, progress=progress),
         lock_ttl=host.lock_ttl,
         name="notify-test",

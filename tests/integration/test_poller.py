@@ -108,8 +108,8 @@ class Setup:
         self.host = Host(load_host(path, env or {}), client=client)
         self.app = self.host.app(self.name)
         self.registry = registry or RegistryClient(
-            username=self.config.registry_username,
-            password=self.config.registry_password,
+            username=self.config.registry.username,
+            password=self.config.registry.password,
             max_retries=2,
             backoff=0.05,
         )
@@ -126,10 +126,10 @@ class Setup:
         """What a deploy leaves behind: the route file and the state beside it (the one source)."""
         for job in self.queue.waiting():
             self.queue.cancel(job.id, by="test")
-        StateStore(self.config.state_dir, self.config.deployment_color_file).save(
+        StateStore(self.config.state.dir, self.config.state.deployment_color_file).save(
             DeployState(Release(Color.BLUE, version, digest=digest))
         )
-        write_atomic(self.config.route_file, "blue")
+        write_atomic(self.config.caddy.route_file, "blue")
 
 
 @pytest.fixture

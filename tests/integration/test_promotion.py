@@ -20,7 +20,7 @@ from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
 from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
-from watcher.config import Config, load_config, load_host
+from watcher.config import AppConfig, load_config, load_host
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine.deployment import Deployment
 from watcher.engine.verification import COLOR_HEADER
@@ -34,7 +34,7 @@ from watcher.queue.promotion import Promotions
 pytestmark = pytest.mark.integration
 
 
-def manual(stack: Stack, redis_url: str, timeout: str = "1h") -> tuple[Config, Worker]:
+def manual(stack: Stack, redis_url: str, timeout: str = "1h") -> tuple[AppConfig, Worker]:
     stack.write_config(
         health_timeout="30s",
         verify_window="1s",
@@ -51,20 +51,20 @@ timeout = "{timeout}"
     config = load_config(stack.config, {})
     worker = Worker(
         connect(redis_url),
-        config.app,
+        config.name,
         lambda progress: Deployment(config, progress=progress),
         lock_ttl=load_host(stack.config, {}).lock_ttl,
         name="promotion-test",
         stream=io.StringIO(),
-        host_lock=HostLock(config.state_dir / "lock"),
+        host_lock=HostLock(config.state.dir / "lock"),
     )
     return config, worker
 
 
-def pushed(client: redis.Redis, config: Config, version: str) -> str:
+def pushed(client: redis.Redis, config: AppConfig, version: str) -> str:
     done = (
         Host(load_host(config.source, {}), client=client)
-        .app(config.app)
+        .app(config.name)
         .enqueue(version, source="webhook", by="promotion test", digest=None)
     )
     assert done.created, done.reason
@@ -86,7 +86,7 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(
         first = stack.watcher("deploy", "v1")
         assert first.returncode == 0, first.stderr
         config, worker = manual(stack, redis_url)
-        queue = DeployQueue(client, config.app)
+        queue = DeployQueue(client, config.name)
 
         nothing = stack.watcher("promote")
         assert nothing.returncode != 0 and "nothing awaits promotion" in nothing.stderr, nothing.stderr

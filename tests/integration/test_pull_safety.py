@@ -28,7 +28,7 @@ from tests.harness import images
 from tests.harness.registry import OCI_INDEX, OCI_MANIFEST, put_manifest, upload_blob
 from tests.harness.stack import APP_REPO, REGISTRY, Stack
 from tests.harness.triggers import forget
-from watcher.config import Config, load_config, load_host
+from watcher.config import AppConfig, load_config, load_host
 from watcher.engine.arch import host_platform
 from watcher.engine.deployment import Deployment
 from watcher.queue.connection import connect
@@ -153,14 +153,14 @@ def test_an_image_for_another_architecture_only_is_refused_before_any_pull(
     assert stack.version() == "v1"
 
 
-def config_of(stack: Stack) -> Config:
+def config_of(stack: Stack) -> AppConfig:
     return load_config(stack.config, {})
 
 
-def run_next_job(config: Config, client: redis.Redis) -> None:
+def run_next_job(config: AppConfig, client: redis.Redis) -> None:
     worker = Worker(
         client,
-        config.app,
+        config.name,
         lambda progress: Deployment(config, progress=progress),
         lock_ttl=load_host(config.source, {}).lock_ttl,
         name="pull-safety-test",
@@ -177,7 +177,7 @@ def test_a_tag_moved_after_the_enqueue_deploys_the_queued_digest_and_the_move_is
     stack: Stack, redis_url: str
 ) -> None:
     config, client = config_of(stack), connect(redis_url)
-    queue = DeployQueue(client, config.app, retention=load_host(config.source, {}).history)
+    queue = DeployQueue(client, config.name, retention=load_host(config.source, {}).history)
     tag = new_tag("moved")
     first = images.push(images.build_app_image(f"{APP_REPO}:{tag}", tag, flavor="first"))
     enqueued = stack.watcher("enqueue", tag, check=True)

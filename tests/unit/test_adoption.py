@@ -112,8 +112,8 @@ def test_the_config_it_writes_loads_and_keeps_the_existing_compose_project(proje
     assert config.compose_files == ("compose.yml",)
     assert config.services == (Service("web", 8080), Service("worker", None))
     assert config.shared_services == ("caddy", "postgres", "redis")
-    assert config.verify_url == "http://127.0.0.1/version"
-    assert config.route_file == project / ".watcher" / "run" / "shop.live"
+    assert config.verify.url == "http://127.0.0.1/version"
+    assert config.caddy.route_file == project / ".watcher" / "run" / "shop.live"
     assert (project / "Caddyfile.shop").read_text() == render(host, [config])
 
 
@@ -257,7 +257,7 @@ def test_project_name_comes_from_the_directory_or_env_file(project: Path) -> Non
 def test_app_name_and_site_from_flags(project: Path) -> None:
     init(*FLAGS, "--app", "store", "--site", "shop.example.com")
     config = load_host(project / "watcher.toml", {}).app("store")
-    assert config.project() == "shop" and config.route.site == "shop.example.com"
+    assert config.project() == "shop" and config.caddy.site == "shop.example.com"
     assert yaml.safe_load((project / "compose.blue.yml").read_text())["services"]["web"]["networks"] == {
         "default": {"aliases": ["store-web-blue"]}
     }
@@ -326,7 +326,7 @@ def test_an_existing_config_gets_the_app_appended_only_with_force(project: Path)
     assert text.startswith(existing)
     host = load_host(project / "watcher.toml", {})
     assert list(host.apps) == ["blog", "shop"]
-    assert host.app("shop").route.site == ":8080", "the host's [caddy] site applies"
+    assert host.app("shop").caddy.site == ":8080", "the host's [caddy] site applies"
     assert ":8080 {" in (project / "Caddyfile.shop").read_text()
 
 
@@ -525,7 +525,7 @@ def test_interactive_answers(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert any("[http://127.0.0.1/version]" in q for q in questions)
     config = load_host(project / "watcher.toml", {}).app("shop")
     assert config.services == (Service("web", 8080), Service("worker", None))
-    assert config.verify_url == "http://127.0.0.1/version"
+    assert config.verify.url == "http://127.0.0.1/version"
 
 
 class _Tty:

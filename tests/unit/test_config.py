@@ -52,32 +52,32 @@ def refused(path: Path, env: dict[str, str] | None = None) -> str:
 
 def test_example_config_loads() -> None:
     config = load_config(EXAMPLE, {}, "demo")
-    assert config.app == "demo"
+    assert config.name == "demo"
     assert config.image == "127.0.0.1:5000/watcher/demo-app"
     assert config.project_dir == REPO
     assert config.compose_files == ("compose.yml",)
     assert config.services == (Service("web", 8080),)
     assert config.shared_services == ("caddy", "redis")
-    assert config.caddy_admin == f"unix://{REPO}/.watcher/run/caddy-admin.sock"
-    assert config.route_file == REPO / ".watcher" / "run" / "demo.live"
-    assert config.state_dir == REPO / ".watcher" / "demo"
-    assert (config.health_timeout, config.health_interval) == (300.0, 3.0)
-    assert (config.verify_timeout, config.verify_window, config.drain_timeout) == (30.0, 10.0, 30.0)
-    assert config.pre_deploy == ()
-    assert config.pre_deploy_timeout == 600.0
-    assert config.retain_old is True
-    assert config.deployment_color_file is None  # two apps share the project directory
+    assert config.caddy.admin == f"unix://{REPO}/.watcher/run/caddy-admin.sock"
+    assert config.caddy.route_file == REPO / ".watcher" / "run" / "demo.live"
+    assert config.state.dir == REPO / ".watcher" / "demo"
+    assert (config.health.timeout, config.health.interval) == (300.0, 3.0)
+    assert (config.verify.timeout, config.verify.window, config.drain.timeout) == (30.0, 10.0, 30.0)
+    assert config.hooks.pre_deploy == []
+    assert config.hooks.pre_deploy_timeout == 600.0
+    assert config.drain.retain_old is True
+    assert config.state.deployment_color_file is None  # two apps share the project directory
 
 
 def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {})
     assert config.project_dir == tmp_path
-    assert config.health_timeout == 300.0
-    assert config.health_interval == 3.0
-    assert config.drain_timeout == 30.0
+    assert config.health.timeout == 300.0
+    assert config.health.interval == 3.0
+    assert config.drain.timeout == 30.0
     assert config.version_env == "APP_VERSION"
     assert config.project() == "shop" and config.project("blue") == "shop-blue"
-    assert config.services[0].upstream(config.app, "green") == "shop-web-green:8080"
+    assert config.services[0].upstream(config.name, "green") == "shop-web-green:8080"
 
 
 # -- durations ------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_junk_durations_are_rejected(value: object) -> None:
 )
 def test_durations_in_the_file(tmp_path: Path, toml_value: str, seconds: float) -> None:
     path = make_project(tmp_path, MINIMAL + f"\n[drain]\ntimeout = {toml_value}\n")
-    assert load_config(path, {}).drain_timeout == pytest.approx(seconds)
+    assert load_config(path, {}).drain.timeout == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("toml_value", ['"5x"', '"-1"', "-1", "true"])
@@ -149,19 +149,19 @@ def test_environment_overrides_durations(tmp_path: Path) -> None:
     config = load_config(
         path, {"HEALTH_CHECK_TIMEOUT": "2m", "HEALTH_CHECK_INTERVAL": "500ms", "DRAIN_TIMEOUT": "45"}
     )
-    assert config.health_timeout == 120.0
-    assert config.health_interval == 0.5
-    assert config.drain_timeout == 45.0
+    assert config.health.timeout == 120.0
+    assert config.health.interval == 0.5
+    assert config.drain.timeout == 45.0
 
 
 def test_empty_environment_value_does_not_override(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {"HEALTH_CHECK_TIMEOUT": ""})
-    assert config.health_timeout == 300.0
+    assert config.health.timeout == 300.0
 
 
 def test_environment_override_beats_a_bad_file_value(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + '\n[drain]\ntimeout = "junk"\n')
-    assert load_config(path, {"DRAIN_TIMEOUT": "5s"}).drain_timeout == 5.0
+    assert load_config(path, {"DRAIN_TIMEOUT": "5s"}).drain.timeout == 5.0
 
 
 @pytest.mark.parametrize("name", ["HEALTH_CHECK_TIMEOUT", "HEALTH_CHECK_INTERVAL", "DRAIN_TIMEOUT"])
@@ -173,7 +173,7 @@ def test_bad_environment_value_names_the_variable(tmp_path: Path, name: str) -> 
 
 def test_default_os_environ_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRAIN_TIMEOUT", "7s")
-    assert load_config(make_project(tmp_path)).drain_timeout == 7.0
+    assert load_config(make_project(tmp_path)).drain.timeout == 7.0
 
 
 # -- required keys and structure ------------------------------------------------------------
@@ -249,7 +249,7 @@ def test_verify_url_must_be_http(tmp_path: Path) -> None:
 @pytest.mark.parametrize("admin", ["http://127.0.0.1:2019", "http://localhost:2019/", "http://[::1]:2019"])
 def test_loopback_admin_is_accepted(tmp_path: Path, admin: str) -> None:
     path = make_project(tmp_path, MINIMAL + f'\n[caddy]\nadmin = "{admin}"\n')
-    assert load_config(path, {}).caddy_admin == admin.rstrip("/")
+    assert load_config(path, {}).caddy.admin == admin.rstrip("/")
 
 
 @pytest.mark.parametrize(
@@ -271,12 +271,12 @@ def test_non_loopback_admin_is_rejected(tmp_path: Path, admin: str) -> None:
 
 def test_unix_admin_is_resolved_against_the_project(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + '\n[caddy]\nadmin = "unix://run/admin.sock"\n')
-    assert load_config(path, {}).caddy_admin == f"unix://{tmp_path}/run/admin.sock"
+    assert load_config(path, {}).caddy.admin == f"unix://{tmp_path}/run/admin.sock"
 
 
 def test_caddy_admin_from_environment(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {"CADDY_ADMIN": "http://127.0.0.1:2999"})
-    assert config.caddy_admin == "http://127.0.0.1:2999"
+    assert config.caddy.admin == "http://127.0.0.1:2999"
 
 
 def test_non_loopback_caddy_admin_from_environment_is_rejected(tmp_path: Path) -> None:
@@ -319,8 +319,8 @@ def test_registry_password_file_is_read(tmp_path: Path) -> None:
     config = load_config(
         make_project(tmp_path), {"REGISTRY_USERNAME": "bot", "REGISTRY_PASSWORD_FILE": str(secret)}
     )
-    assert config.registry_username == "bot"
-    assert config.registry_password == "s3cret"
+    assert config.registry.username == "bot"
+    assert config.registry.password == "s3cret"
     assert "s3cret" not in repr(config)
 
 
@@ -328,7 +328,7 @@ def test_registry_password_beats_the_file(tmp_path: Path) -> None:
     config = load_config(
         make_project(tmp_path), {"REGISTRY_PASSWORD": "direct", "REGISTRY_PASSWORD_FILE": "/nonexistent"}
     )
-    assert config.registry_password == "direct"
+    assert config.registry.password == "direct"
 
 
 def test_unreadable_password_file_names_the_variable(tmp_path: Path) -> None:
@@ -338,7 +338,7 @@ def test_unreadable_password_file_names_the_variable(tmp_path: Path) -> None:
 
 def test_no_registry_credentials(tmp_path: Path) -> None:
     config = load_config(make_project(tmp_path), {})
-    assert config.registry_username is None and config.registry_password is None
+    assert config.registry.username is None and config.registry.password is None
 
 
 # -- redis ----------------------------------------------------------------------------------
@@ -346,13 +346,13 @@ def test_no_registry_credentials(tmp_path: Path) -> None:
 
 def test_without_redis_the_queue_is_off(tmp_path: Path) -> None:
     config = load_host(make_project(tmp_path), {})
-    assert config.redis_url is None and config.lock_ttl == 30.0
+    assert config.redis.url is None and config.redis.lock_ttl == 30.0
 
 
 def test_redis_from_the_file_and_the_environment(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + '[redis]\nurl = "redis://10.0.0.5:6379/2"\nlock_ttl = "10s"\n')
     config = load_host(path, {})
-    assert (config.redis_url, config.lock_ttl) == ("redis://10.0.0.5:6379/2", 10.0)
+    assert (config.redis.url, config.redis.lock_ttl) == ("redis://10.0.0.5:6379/2", 10.0)
     secret = tmp_path / "redis-password"
     secret.write_text("pw\n")
     config = load_host(
@@ -363,7 +363,7 @@ def test_redis_from_the_file_and_the_environment(tmp_path: Path) -> None:
             "REDIS_PASSWORD_FILE": str(secret),
         },
     )
-    assert (config.redis_url, config.lock_ttl, config.redis_password) == (
+    assert (config.redis.url, config.redis.lock_ttl, config.redis.password) == (
         "rediss://cache.example:6380/0",
         5.0,
         "pw",
@@ -450,7 +450,7 @@ def test_the_bake_is_on_by_default_and_each_check_can_be_turned_off(tmp_path: Pa
         0.01,
         3.0,
     )
-    assert config.access_log == tmp_path / ".watcher" / "run" / "access.log"
+    assert config.caddy.access_log == tmp_path / ".watcher" / "run" / "access.log"
     off = load_config(
         make_project(tmp_path, MINIMAL + '[bake]\nmax_latency_ratio = 0\nduration = "2m"\n'), {}
     )

@@ -114,7 +114,7 @@ def dashboard(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     host = Host(host_config(), client=client, exists_wait=0)
     host.notifier = None
-    config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
+    config = SimpleNamespace(name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
     owner = App(host, config, policy=SemverPolicy(), registry=FakeRegistry())  # type: ignore[arg-type]
     owner.live = lambda: None  # type: ignore[method-assign]  # nothing serves
     host.apps[name] = owner

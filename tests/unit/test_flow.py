@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness.triggers import write_project
 from tests.unit.test_arch import Registry, single
-from watcher.config import Config, load_host
+from watcher.config import AppConfig, load_host
 from watcher.config.promote import PromoteSettings
 from watcher.engine import drain, verification
 from watcher.engine.color import Color
@@ -188,7 +188,7 @@ class Guard:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
+def config(tmp_path: Path) -> AppConfig:
     path = write_project(tmp_path, app="shop", image=REPO, port=9)
     verify = 'url = "http://127.0.0.1:9/version"'
     path.write_text(path.read_text().replace(verify, f'{verify}\ntimeout = "1s"\nwindow = "0s"'))
@@ -201,7 +201,9 @@ def platform() -> FakePlatform:
 
 
 @pytest.fixture
-def engine(config: Config, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+def engine(
+    config: AppConfig, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
     with Registry(DIGEST, STORED).client() as registry:
         built = Deployment(config, progress=Quiet(), platform=platform, registry=registry)
         built.caddy = SimpleNamespace(in_flight=lambda upstreams: platform.step("drain") or 0)  # type: ignore[assignment]

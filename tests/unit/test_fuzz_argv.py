@@ -27,7 +27,7 @@ from tests.unit.test_fuzz_config import to_toml
 from tests.unit.test_fuzz_values import HOSTILE, NAME_TAIL, tag_like
 from tests.unit.test_github_payloads import DIGEST
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
-from watcher.config import Config, load_host
+from watcher.config import AppConfig, load_host
 from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.errors import ConfigError, UsageError
@@ -104,7 +104,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def config(project: Path) -> Config:
+def config(project: Path) -> AppConfig:
     path = project / "shop.toml"
     path.write_text(
         to_toml(
@@ -123,7 +123,7 @@ def config(project: Path) -> Config:
 
 
 @pytest.fixture(scope="module")
-def engine(config: Config) -> Deployment:
+def engine(config: AppConfig) -> Deployment:
     """One engine for every example (building one makes an HTTP client for Caddy's admin API)."""
     return Deployment(config, platform=Untouchable(), registry=Untouchable())  # type: ignore[arg-type]
 

@@ -263,7 +263,7 @@ def assert_checked(host: HostConfig) -> None:
     assert MIN_BODY <= host.webhook.max_body <= MAX_BODY
     for config in host.apps.values():
         for name in (
-            config.app,
+            config.name,
             config.project("blue"),
             *config.shared_services,
             *(s.name for s in config.services),
@@ -271,18 +271,18 @@ def assert_checked(host: HostConfig) -> None:
             validate_name(name)
         validate_tag(config.policy.tag)
         durations = (
-            config.health_timeout,
-            config.health_interval,
-            config.verify_timeout,
-            config.verify_window,
-            config.drain_timeout,
-            config.pre_deploy_timeout,
+            config.health.timeout,
+            config.health.interval,
+            config.verify.timeout,
+            config.verify.window,
+            config.drain.timeout,
+            config.hooks.pre_deploy_timeout,
             host.lock_ttl,
             config.poll.interval,
             config.poll.jitter,
         )
         assert all(math.isfinite(seconds) and seconds >= 0 for seconds in durations), durations
-        assert config.health_interval > 0 and config.poll.interval >= 1
+        assert config.health.interval > 0 and config.poll.interval >= 1
 
 
 @given(documents(), environments())

@@ -69,11 +69,11 @@ def test_three_apps_load_in_file_order_with_their_own_files(tmp_path: Path) -> N
     assert list(host.apps) == ["shop", "blog", "api"] and host.concurrency == 2
     shop, blog, api = host.apps.values()
     assert shop.project_dir == tmp_path / "shop" and shop.project("green") == "shop-green"
-    assert shop.route_file == tmp_path / ".watcher" / "run" / "shop.live"
-    assert shop.state_dir == tmp_path / "shop" / ".watcher" / "shop"
+    assert shop.caddy.route_file == tmp_path / ".watcher" / "run" / "shop.live"
+    assert shop.state.dir == tmp_path / "shop" / ".watcher" / "shop"
     assert shop.services[0].upstream("shop", "blue") == "shop-web-blue:8080"
-    assert (blog.route.site, blog.route.path) == (":80", "/blog")
-    assert api.route.site == "api.example.com" and api.poll.interval == 300.0 and shop.poll.interval == 60.0
+    assert (blog.caddy.site, blog.caddy.path) == (":80", "/blog")
+    assert api.caddy.site == "api.example.com" and api.poll.interval == 300.0 and shop.poll.interval == 60.0
     assert shop.compose_env("v2") == {
         "WATCHER_APP": "shop",
         "APP_IMAGE": "ghcr.io/acme/shop",
@@ -169,7 +169,7 @@ def test_the_app_is_chosen_by_name_or_is_the_only_one(tmp_path: Path) -> None:
     host = load_host(
         project(tmp_path, app("shop") + app("blog", extra='[apps.blog.caddy]\npath = "/b"\n')), {}
     )
-    assert host.app("blog").app == "blog"
+    assert host.app("blog").name == "blog"
     with pytest.raises(UsageError, match=r"no app 'nope' in .* \(known: shop, blog\)"):
         host.app("nope")
     with pytest.raises(UsageError, match="configures 2 apps .*--app NAME"):

@@ -70,7 +70,7 @@ def owners(
     host = Host(host_config(), client=client)
     apps = []
     for name in names:
-        app = App(host, SimpleNamespace(app=name, image=IMAGE, freezes=()), policy=SemverPolicy())  # type: ignore[arg-type]
+        app = App(host, SimpleNamespace(name=name, image=IMAGE, freezes=()), policy=SemverPolicy())  # type: ignore[arg-type]
         app.live = lambda name=name: live_of(name)  # type: ignore[method-assign]
         apps.append(app)
     return apps

@@ -16,7 +16,7 @@ import pytest
 from tests.harness.local_server import LocalServer, Received, received
 from tests.unit.test_config import MINIMAL, make_project, refused
 from watcher.caddyfile import render
-from watcher.config import Config, SmokeCheck, load_config, load_host
+from watcher.config import AppConfig, SmokeCheck, load_config, load_host
 from watcher.engine.color import Color
 from watcher.engine.progress import Progress
 from watcher.engine.smoke import Preview, clear_preview, run_check, run_smoke
@@ -250,7 +250,7 @@ def test_a_check_nobody_answers_says_so(tmp_path: Path) -> None:
         run_check(url, SmokeCheck("GET", "/"), Preview(tmp_path / "shop.preview", Color.GREEN))
 
 
-def smoke_config(tmp_path: Path, port: int, hook: list[str], checks: str = "") -> Config:
+def smoke_config(tmp_path: Path, port: int, hook: list[str], checks: str = "") -> AppConfig:
     toml = MINIMAL.replace("8080/version", f"{port}/version") + f"[hooks]\nsmoke = {json.dumps(hook)}\n"
     return load_config(make_project(tmp_path, toml + checks), {})
 

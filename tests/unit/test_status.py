@@ -26,7 +26,7 @@ ABORTED = (
 
 def engine(*lines: str) -> SimpleNamespace:
     platform = SimpleNamespace(proxy_log=lambda since: list(lines))
-    config = SimpleNamespace(app="shop", services=(Service("web", 8080), Service("worker", None)))
+    config = SimpleNamespace(name="shop", services=(Service("web", 8080), Service("worker", None)))
     return SimpleNamespace(config=config, platform=platform)
 
 
@@ -42,7 +42,7 @@ def test_another_apps_faults_and_a_clean_log_say_nothing() -> None:
 
 
 def test_an_admin_api_that_does_not_answer_is_warned_about(tmp_path: Path) -> None:
-    config = SimpleNamespace(drain_timeout=30.0)
+    config = SimpleNamespace(drain=SimpleNamespace(timeout=30.0))
     gone = SimpleNamespace(
         config=config, caddy=CaddyAdmin(f"unix://{tmp_path / 'caddy-admin.sock'}", timeout=1)
     )

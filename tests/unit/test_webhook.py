@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
 from watcher.backends.registry import ImageRef, NotFound
-from watcher.config import HostConfig, WebhookSettings
+from watcher.config import HostCaddy, HostConfig, WebhookSettings
 from watcher.engine.state import Release
 from watcher.host import App, Host, Outcome
 from watcher.triggers.payloads import sign
@@ -148,10 +148,7 @@ def host_config() -> HostConfig:
         apps={},
         webhook=WebhookSettings(),
         concurrency=1,
-        caddy_admin="",
-        caddy_site=":80",
-        caddy_run_dir=Path("."),
-        caddy_mount="/run",
+        caddy=HostCaddy(admin="", site=":80", run_dir=Path("."), mount="/run"),
     )
 
 
@@ -169,7 +166,7 @@ def fake_host(
     host.notifier = notifier
     for name in names:
         chosen = policy() if isinstance(policy, type) else policy
-        config = SimpleNamespace(app=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=())
+        config = SimpleNamespace(name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=())
         app = App(host, config, policy=chosen, registry=registry)  # type: ignore[arg-type]
         host.apps[name] = sink.attach(app)
     return host

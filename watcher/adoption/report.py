@@ -16,7 +16,7 @@ def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
     compose = plan.compose
     out = [_summary(compose, plan.answers), ""]
     out += _files(plan, snippet, dry_run=dry_run)
-    edited = proposed(compose, plan.answers, host.caddy_run_dir, host.caddy_mount)
+    edited = proposed(compose, plan.answers, host.caddy.run_dir, host.caddy.mount)
     changes = diff(compose, edited) if edited is not None else None
     if changes:
         out += [
@@ -107,7 +107,7 @@ def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
     return (
         f"Edit {compose.path.name} by hand (its layout is beyond init's line edits): "
         + "; ".join(edits)
-        + f"; mount {host.caddy_run_dir} into Caddy at {host.caddy_mount}."
+        + f"; mount {host.caddy.run_dir} into Caddy at {host.caddy.mount}."
     )
 
 
@@ -124,12 +124,12 @@ def _caddy_step(plan: Plan, host: Any) -> str:
     if caddy is None:
         return (
             f"Caddy: join it to network {networks} (where the colours' aliases live), mount "
-            f"{host.caddy_run_dir} at {host.caddy_mount}, and {serve}; then restart it."
+            f"{host.caddy.run_dir} at {host.caddy.mount}, and {serve}; then restart it."
         )
     join = "" if proxied & set(compose.networks_of(caddy)) else f", join it to network {networks}"
     return (
-        f"Caddy (service {caddy}): the diff mounts {bind_source(host.caddy_run_dir, compose.dir)} at "
-        f"{host.caddy_mount}{join}; {serve}; then recreate it: `docker compose up -d {caddy}` (until the "
+        f"Caddy (service {caddy}): the diff mounts {bind_source(host.caddy.run_dir, compose.dir)} at "
+        f"{host.caddy.mount}{join}; {serve}; then recreate it: `docker compose up -d {caddy}` (until the "
         f"first deploy it has no colour of {answers.app} to send requests to)."
     )
 

@@ -1,5 +1,5 @@
 """watcher's configuration: one TOML file for the host and every app on it, plus environment
-overrides. `load_host` reads it; `HostConfig.app(name)` is one app's `Config`, all the engine sees.
+overrides. `load_host` reads it; `HostConfig.app(name)` is one app's `AppConfig`, all the engine sees.
 
 The file's shape and types are pydantic models (schema.py); what this module adds is what a
 schema cannot say: paths resolved against the right directory, files that must exist, settings
@@ -24,14 +24,24 @@ from pydantic import ValidationError
 
 from watcher.backends.access_log import FILE_NAME as ACCESS_LOG
 from watcher.config.promote import PromoteSettings
-from watcher.config.schema import AppModel, AppNotifyModel, FileModel, PolicyModel, legacy_to_apps
+from watcher.config.schema import (
+    AppModel,
+    AppNotifyModel,
+    DrainModel,
+    FileModel,
+    HealthModel,
+    HooksModel,
+    PolicyModel,
+    VerifyModel,
+    legacy_to_apps,
+)
 from watcher.config.smoke import SmokeCheck, SmokeSettings, smoke_settings
 from watcher.config.values import parse_duration
 from watcher.errors import ConfigError, UsageError
 from watcher.freeze import FreezeWindow, window
 
 __all__ = [
-    "Config",
+    "AppConfig",
     "HostConfig",
     "PolicySettings",
     "PollSettings",
@@ -142,6 +152,17 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """`[redis]`: the queue, locks, pauses and history (None url: the queue is off). The URL
+    may carry a password; REDIS_PASSWORD[_FILE] is the other way to give one."""
+
+    url: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    prefix: str = ""  # keys are [<prefix>:]watcher:<app>:...
+    lock_ttl: float = 30.0
+
+
+@dataclass(frozen=True)
 class Retention:
     """`[history]`: how many finished jobs each app keeps, and for how long (the audit trail)."""
 
@@ -212,45 +233,59 @@ class GithubSettings:
 
 
 @dataclass(frozen=True)
-class Route:
-    """Where Caddy sends an app's requests: a site address and, optionally, a path prefix."""
+class AppCaddy:
+    """`[apps.<name>.caddy]`, resolved: where Caddy sends the app's requests (a site address and,
+    optionally, a path prefix), the route file that names the live colour, and how to reach
+    Caddy's admin API and read its access log."""
 
-    site: str
-    path: str | None
-    route_file_in_caddy: str | None  # the route file as Caddy sees it (None: outside the run dir)
+    admin: str
+    route_file: Path
+    site: str = ":80"
+    path: str | None = None
+    route_file_in_caddy: str | None = None  # the route file as Caddy sees it (None: outside the run dir)
+    access_log: Path | None = None  # Caddy's access log (the traffic receipts); None: not known
 
 
 @dataclass(frozen=True)
-class Config:
-    """Everything the engine needs to know about one app."""
+class AppState:
+    """`[apps.<name>.state]`, resolved: where the app's deploy record lives."""
+
+    dir: Path
+    #: The old deploy script's `.deployment-color`, kept current for its users; None when
+    #: several apps share the project directory (whose colour would it be?).
+    deployment_color_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """REGISTRY_USERNAME and REGISTRY_PASSWORD[_FILE]: for private images (None: anonymous)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One app's settings, nested as the file nests them and read where they are used
+    (`config.health.timeout`, `config.caddy.route_file`). Host settings stay on `HostConfig`."""
 
     source: Path
-    app: str
+    name: str
     image: str
     project_dir: Path
     compose_files: tuple[str, ...]
     services: tuple[Service, ...]
     shared_services: tuple[str, ...]
     version_env: str
-    caddy_admin: str
-    route_file: Path
-    state_dir: Path
-    health_timeout: float
-    health_interval: float
-    verify_url: str
-    verify_header: str | None
-    verify_timeout: float
-    verify_window: float
-    drain_timeout: float
-    retain_old: bool
-    pre_deploy: tuple[str, ...]
-    pre_deploy_timeout: float
+    caddy: AppCaddy
+    state: AppState
+    health: HealthModel = HealthModel()
+    verify: VerifyModel = VerifyModel(url="http://localhost/")
+    drain: DrainModel = DrainModel()
+    hooks: HooksModel = HooksModel()
     bake: BakeSettings = BakeSettings()
-    access_log: Path | None = None  # Caddy's access log (the traffic receipts); None: not known
-    route: Route = Route(":80", None, None)
     project_name: str = ""  # the shared compose project; colours are <project>-blue/-green
-    registry_username: str | None = None
-    registry_password: str | None = field(default=None, repr=False)
+    registry: RegistryCredentials = RegistryCredentials()
     poll: PollSettings = field(default_factory=PollSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     notify: NotifySettings = NotifySettings()
@@ -259,37 +294,45 @@ class Config:
     freezes: tuple[FreezeWindow, ...] = ()  # [[freeze]]: when workers hold the app's deploys
     smoke: SmokeSettings = SmokeSettings()
     promote: PromoteSettings = PromoteSettings()
-    #: The old deploy script's `.deployment-color`, kept current for its users; None when
-    #: several apps share the project directory (whose colour would it be?).
-    deployment_color_file: Path | None = None
 
     def project(self, color: str | None = None) -> str:
         """Compose project name: the shared one, or the one of a colour."""
-        name = self.project_name or self.app
+        name = self.project_name or self.name
         return name if color is None else f"{name}-{color}"
 
     @property
     def preview_file(self) -> Path:
         """Beside the route file (so Caddy reads it too): "<colour> <secret>" while a deploy
         previews its idle colour, absent otherwise."""
-        return self.route_file.parent / f"{self.app}.preview"
+        return self.caddy.route_file.parent / f"{self.name}.preview"
 
     @property
     def preview_url(self) -> str:
         """The app's root through Caddy, where the smoke phase sends its requests: the origin of
         [verify] url plus the app's path prefix."""
-        origin = re.match(r"^https?://[^/?#]*", self.verify_url)
-        return (origin.group(0) if origin else self.verify_url.rstrip("/")) + (self.route.path or "")
+        origin = re.match(r"^https?://[^/?#]*", self.verify.url)
+        return (origin.group(0) if origin else self.verify.url.rstrip("/")) + (self.caddy.path or "")
 
     def overlay(self, color: str) -> str:
         return f"compose.{color}.yml"
 
     def compose_env(self, version: str | None) -> dict[str, str]:
         """What compose interpolates for this app: its name, image and (when known) version."""
-        env = {"WATCHER_APP": self.app, "APP_IMAGE": self.image}
+        env = {"WATCHER_APP": self.name, "APP_IMAGE": self.image}
         if version:
             env[self.version_env] = version
         return env
+
+
+@dataclass(frozen=True)
+class HostCaddy:
+    """`[caddy]`: the host's one Caddy: its admin API, the default site, and the run directory
+    (route files, access log) as watcher and as Caddy see it."""
+
+    admin: str
+    site: str
+    run_dir: Path
+    mount: str
 
 
 @dataclass(frozen=True)
@@ -298,20 +341,14 @@ class HostConfig:
     every app on the host, in file order."""
 
     source: Path
-    apps: dict[str, Config]
+    apps: dict[str, AppConfig]
     webhook: WebhookSettings
     concurrency: int
-    caddy_admin: str
-    caddy_site: str
-    caddy_run_dir: Path
-    caddy_mount: str
-    redis_url: str | None = field(default=None, repr=False)
-    redis_password: str | None = field(default=None, repr=False)
-    redis_prefix: str = ""
-    lock_ttl: float = 30.0
+    caddy: HostCaddy
+    redis: RedisSettings = RedisSettings()
     history: Retention = Retention()
 
-    def app(self, name: str | None) -> Config:
+    def app(self, name: str | None) -> AppConfig:
         """One app by name; without a name, the only one (several: the user must say which)."""
         if name is None:
             if len(self.apps) == 1:
@@ -324,7 +361,7 @@ class HostConfig:
             raise UsageError(f"no app {name!r} in {self.source} (known: {', '.join(self.apps)})")
         return self.apps[name]
 
-    def chosen(self, name: str | None) -> list[Config]:
+    def chosen(self, name: str | None) -> list[AppConfig]:
         """`--app NAME`: that app; no name: every app."""
         return [self.app(name)] if name else list(self.apps.values())
 
@@ -358,7 +395,7 @@ def read_secret(env: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None, app: str | None = None) -> Config:
+def load_config(path: Path, env: Mapping[str, str] | None = None, app: str | None = None) -> AppConfig:
     """One app's configuration (the only one when `app` is None)."""
     return load_host(path, env).app(app)
 
@@ -511,14 +548,13 @@ class _Loader:
                 metrics_listen=model.metrics.listen,
             ),
             concurrency=model.worker.concurrency,
-            caddy_admin=admin,
-            caddy_site=model.caddy.site,
-            caddy_run_dir=run_dir,
-            caddy_mount=model.caddy.mount,
-            redis_url=model.redis.url,
-            redis_password=read_secret(self.env, "REDIS_PASSWORD"),
-            redis_prefix=model.redis.prefix,
-            lock_ttl=model.redis.lock_ttl,
+            caddy=HostCaddy(admin, model.caddy.site, run_dir, model.caddy.mount),
+            redis=RedisSettings(
+                model.redis.url,
+                read_secret(self.env, "REDIS_PASSWORD"),
+                model.redis.prefix,
+                model.redis.lock_ttl,
+            ),
             history=Retention(model.history.keep, model.history.max_age),
         )
         host_routes = self._routes(None, model.notify) + self._env_routes()
@@ -530,11 +566,10 @@ class _Loader:
                 project_dir,
                 model,
                 host,
-                run_dir,
                 host_routes,
                 shared_dir=project_dirs.count(project_dir) > 1,
             )
-        self._check_apart(host, run_dir)
+        self._check_apart(host)
         return host
 
     def _app(
@@ -544,11 +579,10 @@ class _Loader:
         project_dir: Path,
         model: FileModel,
         host: HostConfig,
-        run_dir: Path,
         host_routes: tuple[NotifyRoute, ...],
         *,
         shared_dir: bool,
-    ) -> Config:
+    ) -> AppConfig:
         if not project_dir.is_dir():
             raise self.fail(name, "project_dir", f"{project_dir} is not a directory")
         for file_name in app.compose_files:
@@ -557,40 +591,25 @@ class _Loader:
         for color in ("blue", "green"):
             if not (project_dir / f"compose.{color}.yml").is_file():
                 raise self.fail(name, "project_dir", f"compose.{color}.yml not found in {project_dir}")
-        services = self._services(name, app)
-        route_file = (
-            _resolve(project_dir, app.caddy.route_file) if app.caddy.route_file else run_dir / f"{name}.live"
-        )
-        try:
-            in_caddy = str(Path(model.caddy.mount) / route_file.relative_to(run_dir))
-        except ValueError:
-            in_caddy = None
-        poll = model.poll
-        return Config(
+        return AppConfig(
             source=self.path,
-            app=name,
+            name=name,
             project_name=app.project or name,
             image=app.image,
             project_dir=project_dir,
             compose_files=tuple(app.compose_files),
-            services=services,
+            services=self._services(name, app),
             shared_services=tuple(app.shared_services),
             version_env=app.version_env,
-            caddy_admin=_admin_path(project_dir, app.caddy.admin) if app.caddy.admin else host.caddy_admin,
-            route_file=route_file,
-            state_dir=_resolve(project_dir, app.state.dir)
-            if app.state.dir
-            else project_dir / ".watcher" / name,
-            health_timeout=app.health.timeout,
-            health_interval=app.health.interval,
-            verify_url=app.verify.url,
-            verify_header=app.verify.header,
-            verify_timeout=app.verify.timeout,
-            verify_window=app.verify.window,
-            drain_timeout=app.drain.timeout,
-            retain_old=app.drain.retain_old,
-            pre_deploy=tuple(app.hooks.pre_deploy),
-            pre_deploy_timeout=app.hooks.pre_deploy_timeout,
+            caddy=_caddy(name, app, project_dir, host.caddy),
+            state=AppState(
+                _resolve(project_dir, app.state.dir) if app.state.dir else project_dir / ".watcher" / name,
+                None if shared_dir else project_dir / ".deployment-color",
+            ),
+            health=app.health,
+            verify=app.verify,
+            drain=app.drain,
+            hooks=app.hooks,
             bake=BakeSettings(
                 app.bake.duration,
                 app.bake.max_error_rate if app.bake.enabled else None,
@@ -598,11 +617,10 @@ class _Loader:
                 app.bake.min_requests,
                 app.bake.baseline,
             ),
-            access_log=run_dir / ACCESS_LOG,
-            route=Route(app.caddy.site or model.caddy.site, app.caddy.path, in_caddy),
-            registry_username=self.env.get("REGISTRY_USERNAME") or None,
-            registry_password=read_secret(self.env, "REGISTRY_PASSWORD"),
-            poll=self._poll(name, app, poll),
+            registry=RegistryCredentials(
+                self.env.get("REGISTRY_USERNAME") or None, read_secret(self.env, "REGISTRY_PASSWORD")
+            ),
+            poll=self._poll(name, app, model.poll),
             policy=self._policy(name, app.policy),
             notify=NotifySettings(
                 host_routes + self._routes(name, app.notify), model.notify.timeout, model.notify.queue
@@ -615,7 +633,6 @@ class _Loader:
                 app.github.environment_url or app.verify.url,
             ),
             dashboard_url=model.dashboard.url.rstrip("/") if model.dashboard.url else None,
-            deployment_color_file=None if shared_dir else project_dir / ".deployment-color",
             freezes=self._freezes(name, app),
             smoke=smoke_settings(
                 app.hooks.smoke,
@@ -753,17 +770,17 @@ class _Loader:
             tag=policy.tag,
         )
 
-    def _check_apart(self, host: HostConfig, run_dir: Path) -> None:
+    def _check_apart(self, host: HostConfig) -> None:
         """What two apps may never share: each would overwrite the other's deploys or traffic."""
         claimed: dict[tuple[str, object], str] = {}
         for name, config in host.apps.items():
-            route = f"{config.route.site}{config.route.path or ''}"
+            route = f"{config.caddy.site}{config.caddy.path or ''}"
             for kind, value, key in [
                 ("compose project", config.project(), "project"),
                 ("compose project", config.project("blue"), "project"),
                 ("compose project", config.project("green"), "project"),
-                ("route file", config.route_file, "caddy.route_file"),
-                ("state directory", config.state_dir, "state.dir"),
+                ("route file", config.caddy.route_file, "caddy.route_file"),
+                ("state directory", config.state.dir, "state.dir"),
                 ("Caddy route", route, "caddy.path"),
             ]:
                 other = claimed.setdefault((kind, value), name)
@@ -771,9 +788,9 @@ class _Loader:
                     raise self.fail(
                         name, key, f"{kind} {value} is already {other}'s: two apps never share one"
                     )
-            if config.state_dir == run_dir:
+            if config.state.dir == host.caddy.run_dir:
                 raise self.fail(
-                    name, "state.dir", f"{run_dir} is Caddy's run directory; keep state out of it"
+                    name, "state.dir", f"{host.caddy.run_dir} is Caddy's run directory; keep state out of it"
                 )
 
 
@@ -841,6 +858,25 @@ def _apprise_problem(url: str) -> str | None:
         f"not a URL apprise can send to (scheme {scheme!r}; see https://github.com/caronc/apprise/wiki)"
         if scheme
         else "not an apprise URL (expected SCHEME://..., e.g. json://host/path or slack://...)"
+    )
+
+
+def _caddy(name: str, app: AppModel, project_dir: Path, host: HostCaddy) -> AppCaddy:
+    """The app's route through the host's Caddy: its own keys, else the host's."""
+    route_file = (
+        _resolve(project_dir, app.caddy.route_file) if app.caddy.route_file else host.run_dir / f"{name}.live"
+    )
+    try:
+        in_caddy = str(Path(host.mount) / route_file.relative_to(host.run_dir))
+    except ValueError:
+        in_caddy = None
+    return AppCaddy(
+        admin=_admin_path(project_dir, app.caddy.admin) if app.caddy.admin else host.admin,
+        route_file=route_file,
+        site=app.caddy.site or host.site,
+        path=app.caddy.path,
+        route_file_in_caddy=in_caddy,
+        access_log=host.run_dir / ACCESS_LOG,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from watcher.backends.access_log import AccessLog
-from watcher.config import BakeSettings, Config
+from watcher.config import AppConfig, BakeSettings
 from watcher.engine.progress import Progress
 from watcher.engine.receipt import Tally, tally
 
@@ -117,7 +117,7 @@ class Bake:
 
 
 def start(
-    config: Config,
+    config: AppConfig,
     log: AccessLog | None,
     kind: str,
     old: str | None,
@@ -128,13 +128,13 @@ def start(
     """The bake of a deploy that has a colour to go back to (a rollback is the way back itself,
     and a first deploy has nothing to fall back on), when Caddy logs what it serves."""
     settings = config.bake
-    duration = config.verify_window if settings.duration is None else settings.duration
+    duration = config.verify.window if settings.duration is None else settings.duration
     if kind != "deploy" or old is None or not settings.judges or duration <= 0:
         return None
     if log is None or not log.exists():
         progress.say(
-            f"  note: no bake: Caddy writes no access log at {config.access_log} "
+            f"  note: no bake: Caddy writes no access log at {config.caddy.access_log} "
             "(regenerate the Caddyfile with `watcher caddyfile`)"
         )
         return None
-    return Bake(settings, log, config.app, old, new, moved_at, duration)
+    return Bake(settings, log, config.name, old, new, moved_at, duration)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
 from watcher.backends.registry import RegistryClient
-from watcher.config import Config
+from watcher.config import AppConfig
 from watcher.engine import bake, promotion, unwind
 from watcher.engine import receipt as receipts
 from watcher.engine.color import Color
@@ -53,7 +53,7 @@ class Deployment:
 
     def __init__(
         self,
-        config: Config,
+        config: AppConfig,
         *,
         progress: Progress | None = None,
         platform: Platform | None = None,
@@ -62,11 +62,11 @@ class Deployment:
         self.config = config
         self.progress = progress or Progress()
         self.platform = platform or ComposePlatform(config)
-        self.switch = TrafficSwitch(config.route_file)
-        self.store = StateStore(config.state_dir, config.deployment_color_file)
+        self.switch = TrafficSwitch(config.caddy.route_file)
+        self.store = StateStore(config.state.dir, config.state.deployment_color_file)
         self.ledger = Ledger(self.store, self.progress)
-        self.caddy = CaddyAdmin(config.caddy_admin)
-        self.access_log = AccessLog(config.access_log) if config.access_log else None
+        self.caddy = CaddyAdmin(config.caddy.admin)
+        self.access_log = AccessLog(config.caddy.access_log) if config.caddy.access_log else None
         self.puller = Puller(config, self.platform, registry, self.progress)
 
     # -- reading -------------------------------------------------------------------------
@@ -168,9 +168,9 @@ class Deployment:
             say(f"  note: {warning}")
         if view.route_lost:
             raise DeployFailed(
-                f"the route file {config.route_file} is missing although colours exist, so Caddy no longer "
-                f"reads the file watcher writes (was {config.route_file.parent} removed after Caddy started?). "
-                f"Write the colour that should serve into it (e.g. `echo blue > {config.route_file}`), then "
+                f"the route file {config.caddy.route_file} is missing although colours exist, so Caddy no longer "
+                f"reads the file watcher writes (was {config.caddy.route_file.parent} removed after Caddy started?). "
+                f"Write the colour that should serve into it (e.g. `echo blue > {config.caddy.route_file}`), then "
                 f"restart Caddy so it mounts the directory again (`docker compose -p {config.project()} "
                 "restart caddy`); nothing was changed"
             )
@@ -202,18 +202,18 @@ class Deployment:
         if clear_preview(config.preview_file):
             progress.say(f"  removed {config.preview_file}, left by a deploy that stopped in its smoke phase")
         try:
-            if config.pre_deploy:
-                with progress.phase("pre-deploy hook", " ".join(config.pre_deploy)):
+            if config.hooks.pre_deploy:
+                with progress.phase("pre-deploy hook", " ".join(config.hooks.pre_deploy)):
                     self._hook(run)
             with progress.phase("start", f"{target.name} at {run.version}"):
                 self.ledger.mark("start")
                 self._start(run, view)
             with progress.phase(
-                "health", f"every {config.health_interval:g}s, up to {config.health_timeout:g}s"
+                "health", f"every {config.health.interval:g}s, up to {config.health.timeout:g}s"
             ):
                 self.ledger.mark("health")
                 target.wait_healthy(
-                    timeout=config.health_timeout, interval=config.health_interval, progress=progress
+                    timeout=config.health.timeout, interval=config.health.interval, progress=progress
                 )
             if config.smoke.enabled:
                 with progress.phase("smoke", f"{target.color} previewed at {config.preview_url}"):
@@ -226,9 +226,9 @@ class Deployment:
     def _hook(self, run: Run) -> None:
         live = run.plan.live if run.plan else None
         run_hook(
-            self.config.pre_deploy,
+            self.config.hooks.pre_deploy,
             cwd=self.config.project_dir,
-            timeout=self.config.pre_deploy_timeout,
+            timeout=self.config.hooks.pre_deploy_timeout,
             env={
                 **self.config.compose_env(run.version),
                 "WATCHER_VERSION": run.version,
@@ -242,7 +242,7 @@ class Deployment:
         live colour alone), unless they are the retained containers of this very image."""
         assert run.plan is not None
         plan, target, say = run.plan, run.plan.target, self.progress.say
-        self.config.route_file.parent.mkdir(parents=True, exist_ok=True)  # ours, not Docker's
+        self.config.caddy.route_file.parent.mkdir(parents=True, exist_ok=True)  # ours, not Docker's
         if plan.live is None and view.route is None:
             with self.ledger.fenced():
                 self.switch.close()  # nothing is verified yet: Caddy answers 503, not the new colour
@@ -309,7 +309,7 @@ class Deployment:
             baking = bake.start(
                 config, self.access_log, run.kind, old, target.color.value, moved_at, progress
             )
-            what = f"{config.verify_url} answers {run.version} from {target.color}" + (
+            what = f"{config.verify.url} answers {run.version} from {target.color}" + (
                 " (and the bake)" if baking else ""
             )
             with progress.phase("verify", what):
@@ -331,14 +331,14 @@ class Deployment:
                 f"  warning: {new.color} is {health}; leaving {old.color} running (`watcher status`)"
             )
             return drained
-        verb = "stop" if self.config.retain_old else "remove"
+        verb = "stop" if self.config.drain.retain_old else "remove"
         with self.progress.phase(f"{verb} old", old.name):
-            (old.stop if self.config.retain_old else old.remove)()
+            (old.stop if self.config.drain.retain_old else old.remove)()
         return drained
 
     def _drain(self, stack: ColorStack) -> bool:
         return wait_drained(
-            self.caddy, stack.upstreams(), timeout=self.config.drain_timeout, progress=self.progress
+            self.caddy, stack.upstreams(), timeout=self.config.drain.timeout, progress=self.progress
         )
 
 

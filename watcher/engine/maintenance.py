@@ -50,7 +50,7 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
             continue
         if any(c.running for c in containers):
             wait_drained(
-                engine.caddy, stack.upstreams(), timeout=engine.config.drain_timeout, progress=engine.progress
+                engine.caddy, stack.upstreams(), timeout=engine.config.drain.timeout, progress=engine.progress
             )
         guard.check()
         stack.remove()

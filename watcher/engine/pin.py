@@ -16,7 +16,7 @@ from watcher.backends.compose import ComposeError
 from watcher.backends.containers import PullFailed
 from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
-from watcher.config import Config
+from watcher.config import AppConfig
 from watcher.engine.arch import host_platform, missing
 from watcher.engine.progress import Progress
 from watcher.engine.run import Run
@@ -68,7 +68,7 @@ def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: ImagePlatf
         raise DeployFailed(f"{refusal}; nothing was changed")
 
 
-def check_images(config: Config, platform: Platform, version: str) -> dict[str, str]:
+def check_images(config: AppConfig, platform: Platform, version: str) -> dict[str, str]:
     """Refuse compose files that would run another image than `app.image:<version>`: the
     services whose image follows the version must name the app's repository (a hard-coded
     repository that differs from the config would deploy, and verify, the wrong thing).
@@ -97,7 +97,7 @@ class Puller:
     image is used), `run.moved` where the tag went meanwhile."""
 
     def __init__(
-        self, config: Config, platform: Platform, registry: RegistryClient | None, progress: Progress
+        self, config: AppConfig, platform: Platform, registry: RegistryClient | None, progress: Progress
     ) -> None:
         self.config, self.platform, self.registry, self.progress = config, platform, registry, progress
 
@@ -108,7 +108,7 @@ class Puller:
             return
         ref = ImageRef.parse(self.config.image)
         registry = self.registry or RegistryClient(
-            username=self.config.registry_username, password=self.config.registry_password
+            username=self.config.registry.username, password=self.config.registry.password
         )
         try:
             chosen = resolve(registry, ref, run.version, queued, image)

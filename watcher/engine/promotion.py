@@ -138,7 +138,7 @@ def waiting(engine: Deployment, view: View, verb: str) -> Pending:
     if pending is None or not awaiting(pending):
         doing = f"; a {pending.kind} of {pending.version} is in phase {pending.phase!r}" if pending else ""
         raise UsageError(
-            f"nothing awaits promotion for {engine.config.app}{doing}: nothing to {verb} (`watcher status`)"
+            f"nothing awaits promotion for {engine.config.name}{doing}: nothing to {verb} (`watcher status`)"
         )
     if view.route == pending.color:
         raise DeployFailed(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from watcher.backends.access_log import AccessLog, Served
-from watcher.config import Config
+from watcher.config import AppConfig
 
 #: The receipt starts this long before traffic moves (or before the abort began).
 LEAD = 10.0
@@ -196,7 +196,7 @@ def missing(kind: str, moved_at: float, end: float, why: str) -> Receipt:
     return Receipt(kind, moved_at, moved_at - LEAD, end, {}, [], 0, "", why)
 
 
-def take(config: Config, log: AccessLog | None, kind: str, moved_at: float) -> Receipt:
+def take(config: AppConfig, log: AccessLog | None, kind: str, moved_at: float) -> Receipt:
     """What Caddy served from LEAD before `moved_at` to now. Never fails the run: a log that
     cannot be read makes a receipt that says why."""
     now = time.time()
@@ -205,10 +205,11 @@ def take(config: Config, log: AccessLog | None, kind: str, moved_at: float) -> R
             kind,
             moved_at,
             now,
-            f"Caddy writes no access log at {config.access_log} (regenerate the Caddyfile with `watcher caddyfile`)",
+            f"Caddy writes no access log at {config.caddy.access_log} "
+            "(regenerate the Caddyfile with `watcher caddyfile`)",
         )
     try:
-        served = log.served(config.app, moved_at - LEAD, now)
+        served = log.served(config.name, moved_at - LEAD, now)
     except OSError as exc:
         return missing(kind, moved_at, now, f"cannot read {log.path}: {exc.strerror or exc}")
     return build(kind, served, moved_at, moved_at - LEAD, now, str(log.path))

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import httpx
 
-from watcher.config import Config, SmokeCheck
+from watcher.config import AppConfig, SmokeCheck
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine.atomic import write_atomic
 from watcher.engine.color import Color
@@ -67,7 +67,7 @@ def clear_preview(path: Path) -> bool:
     return True
 
 
-def run_smoke(config: Config, version: str, color: Color, progress: Progress) -> None:
+def run_smoke(config: AppConfig, version: str, color: Color, progress: Progress) -> None:
     """Preview `color`, run the smoke hook and checks against it; raise DeployFailed on the first failure."""
     with Preview(config.preview_file, color) as preview:
         try:
@@ -80,7 +80,7 @@ def run_smoke(config: Config, version: str, color: Color, progress: Progress) ->
             raise DeployFailed(preview.redact(str(failure))) from None
 
 
-def _hook(config: Config, version: str, preview: Preview) -> None:
+def _hook(config: AppConfig, version: str, preview: Preview) -> None:
     name, secret = preview.header
     run_hook(
         config.smoke.hook,

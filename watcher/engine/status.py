@@ -32,7 +32,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         }
     warnings = view.warnings + upstream_faults(engine) + (admin_fault(engine) if live else [])
     return {
-        "app": engine.config.app,
+        "app": engine.config.name,
         "live_color": live.color.value if live else None,
         "live_version": live.version if live else None,
         "live_since": live.since if live else None,
@@ -81,7 +81,7 @@ def upstream_faults(engine: Deployment) -> list[str]:
     """A warning when Caddy's log of the last ten minutes shows this app's upstreams breaking
     responses off: the zero-failed-requests promise assumes a correct HTTP/1.1 upstream."""
     aliases = [
-        service.alias(engine.config.app, color.value)
+        service.alias(engine.config.name, color.value)
         for service in engine.config.services
         if service.port is not None
         for color in Color
@@ -94,7 +94,7 @@ def upstream_faults(engine: Deployment) -> list[str]:
     if not hits:
         return []
     return [
-        f"Caddy logged {len(hits)} response(s) of {engine.config.app} broken off by the app in the last "
+        f"Caddy logged {len(hits)} response(s) of {engine.config.name} broken off by the app in the last "
         f'{FAULT_WINDOW / 60:g} min (e.g. "aborting with incomplete response": a body without '
         "Content-Length, or a keep-alive connection the app closed): such requests fail with or without "
         "a swap; fix the app's HTTP/1.1 (see README, The stack)"
@@ -109,7 +109,7 @@ def admin_fault(engine: Deployment) -> list[str]:
     except CaddyUnavailable as exc:
         return [
             f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
-            f"({engine.config.drain_timeout:g}s); restart Caddy to recreate its admin socket"
+            f"({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
         ]
     return []
 

@@ -87,7 +87,7 @@ def _unwind(engine: Deployment, run: Run) -> str:
         with engine.ledger.fenced():
             engine.switch.close()
     if run.switched:
-        wait_drained(engine.caddy, target.upstreams(), timeout=engine.config.drain_timeout, progress=progress)
+        wait_drained(engine.caddy, target.upstreams(), timeout=engine.config.drain.timeout, progress=progress)
     if run.started:
         progress.say(f"  {'stopping' if run.plan.reuse else 'removing'} {target.name}")
         (target.stop if run.plan.reuse else target.remove)()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from watcher.config import Config
+from watcher.config import AppConfig
 from watcher.engine.bake import Bake
 from watcher.engine.color import Color
 from watcher.engine.progress import Progress
@@ -100,55 +100,57 @@ def wait_for_version(
         time.sleep(0.2)
 
 
-def check_route(config: Config, live: Color) -> None:
+def check_route(config: AppConfig, live: Color) -> None:
     """Before anything changes: Caddy's answers must come from the colour the route file names,
     or Caddy does not read this route file and a switch would be silently ignored."""
-    seen = answer(config.verify_url, config.verify_header)
+    seen = answer(config.verify.url, config.verify.header)
     for _ in range(10):
         if seen.color is not None:
             break
         time.sleep(0.3)
-        seen = answer(config.verify_url, config.verify_header)
+        seen = answer(config.verify.url, config.verify.header)
     if seen.color == live.value:
         return
     if seen.error:
         raise DeployFailed(
-            f"{config.verify_url} does not answer ({seen.error}): is Caddy running? "
+            f"{config.verify.url} does not answer ({seen.error}): is Caddy running? "
             f"(`docker compose -p {config.project()} ps caddy`); nothing was changed"
         )
     if seen.color is None and seen.status is not None and seen.status >= 500:
         raise DeployFailed(
-            f"{config.verify_url} answers {seen.status} with no {COLOR_HEADER} header: Caddy "
+            f"{config.verify.url} answers {seen.status} with no {COLOR_HEADER} header: Caddy "
             f"cannot reach the live colour {live} (`watcher status` shows its containers); "
             "nothing was changed"
         )
     if seen.color is None:
         raise DeployFailed(
-            f"{config.verify_url} answers without a {COLOR_HEADER} header, so watcher cannot "
+            f"{config.verify.url} answers without a {COLOR_HEADER} header, so watcher cannot "
             "tell which colour serves: each colour's reverse_proxy in the Caddyfile must set "
             f"`header_down {COLOR_HEADER} <colour>` (see the Caddyfile shipped with watcher), or "
-            f"Caddy does not read {config.route_file}; nothing was changed"
+            f"Caddy does not read {config.caddy.route_file}; nothing was changed"
         )
     raise DeployFailed(
-        f"Caddy answers from {seen.color} although {config.route_file} says {live}: Caddy "
-        f"does not read this route file (was {config.route_file.parent} removed or "
+        f"Caddy answers from {seen.color} although {config.caddy.route_file} says {live}: Caddy "
+        f"does not read this route file (was {config.caddy.route_file.parent} removed or "
         f"recreated after Caddy started? restart Caddy: `docker compose -p "
         f"{config.project()} restart caddy`); nothing was changed"
     )
 
 
-def verify(config: Config, target: ColorStack, version: str, bake: Bake | None, progress: Progress) -> None:
+def verify(
+    config: AppConfig, target: ColorStack, version: str, bake: Bake | None, progress: Progress
+) -> None:
     """The new version must answer through Caddy, from the new colour, then stay healthy and
     answering for the window (and pass the bake, when one runs, for its duration)."""
-    url, header, color = config.verify_url, config.verify_header, target.color.value
+    url, header, color = config.verify.url, config.verify.header, target.color.value
     if not wait_for_version(
-        url, version, header, timeout=config.verify_timeout, progress=progress, color=color
+        url, version, header, timeout=config.verify.timeout, progress=progress, color=color
     ):
         raise DeployFailed(
             f"{url} did not answer {version} from {target.color} within "
-            f"{config.verify_timeout:g}s after the switch"
+            f"{config.verify.timeout:g}s after the switch"
         )
-    window = max(config.verify_window, bake.duration if bake else 0.0)
+    window = max(config.verify.window, bake.duration if bake else 0.0)
     deadline = time.monotonic() + window
     while time.monotonic() < deadline:
         health = target.health()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from watcher.config import Config
+from watcher.config import AppConfig
 from watcher.notify import event as events
 from watcher.notify.apprise_channel import AppriseChannel
 from watcher.notify.event import Event
@@ -64,7 +64,7 @@ class Notifier:
         self.outbox.close(timeout)
 
 
-def notifier_for(configs: Iterable[Config]) -> Notifier | None:
+def notifier_for(configs: Iterable[AppConfig]) -> Notifier | None:
     """The notifier of these apps, or None when none has a URL or GitHub repository to tell
     (then the hooks cost nothing). Each process builds its own (a pool's child per job, too)."""
     configs = list(configs)
@@ -74,12 +74,12 @@ def notifier_for(configs: Iterable[Config]) -> Notifier | None:
         if config.github.token:
             own.append(GithubDeployments(config.github))
         if own:
-            channels[config.app] = own
+            channels[config.name] = own
     if not channels:
         return None
     first = configs[0].notify  # [notify] timeout and queue are the host's, the same for every app
     return Notifier(
         channels,
         Outbox(size=first.queue, timeout=first.timeout),
-        {config.app: config.dashboard_url for config in configs},
+        {config.name: config.dashboard_url for config in configs},
     )

@@ -13,7 +13,7 @@ import json
 
 from watcher.backends.compose import ComposeProject
 from watcher.backends.containers import Containers
-from watcher.config import Config
+from watcher.config import AppConfig
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
 from watcher.engine.health_check import wait_until_healthy
@@ -27,7 +27,7 @@ PROBE = "watcher-probe"
 class ComposeColor:
     """One colour of the app's stateless services: a compose project."""
 
-    def __init__(self, config: Config, docker: Containers, color: Color) -> None:
+    def __init__(self, config: AppConfig, docker: Containers, color: Color) -> None:
         self.config = config
         self.docker = docker
         self.color = color
@@ -52,7 +52,7 @@ class ComposeColor:
     def upstreams(self) -> list[str]:
         """The services' network aliases with their ports (services without a port are not Caddy's)."""
         return [
-            s.upstream(self.config.app, self.color.value) for s in self.config.services if s.port is not None
+            s.upstream(self.config.name, self.color.value) for s in self.config.services if s.port is not None
         ]
 
     # -- what Docker says ----------------------------------------------------------------------
@@ -120,7 +120,7 @@ class ComposeColor:
 class ComposePlatform:
     """The app's colours as compose projects and its shared services, on one Docker engine."""
 
-    def __init__(self, config: Config, docker: Containers | None = None) -> None:
+    def __init__(self, config: AppConfig, docker: Containers | None = None) -> None:
         self.config = config
         self.docker = docker or Containers()
         self.images = self.docker

@@ -72,8 +72,8 @@ def poll_client(app: App) -> RegistryClient:
     """Patient registry client for polls (nobody waits on a poll, unlike a webhook)."""
     config = app.config
     return RegistryClient(
-        username=config.registry_username,
-        password=config.registry_password,
+        username=config.registry.username,
+        password=config.registry.password,
         timeout=10.0,
         max_retries=3,
         backoff=1.0,

@@ -145,7 +145,7 @@ def start(
 ) -> Service:
     """Start the receiver (waitress, in a thread) and the poller (APScheduler, a job per app) for
     every app in `config`; `status(app)` is `status --json`'s data."""
-    if client is None and not config.redis_url:
+    if client is None and not config.redis.url:
         raise ConfigError(f"{config.source}: the triggers enqueue into Redis: set [redis] url or REDIS_URL")
     host = Host(config, client=client, registry_options=QUICK_REGISTRY)
     metrics = registry_for(list(host.apps.values()))
