@@ -277,7 +277,7 @@ def assert_checked(host: HostConfig) -> None:
             config.verify.window,
             config.drain.timeout,
             config.hooks.pre_deploy_timeout,
-            host.lock_ttl,
+            host.redis.lock_ttl,
             config.poll.interval,
             config.poll.jitter,
         )
