@@ -142,7 +142,7 @@ def browser() -> Iterator[Browser]:
 
 def screenshot(page: Page, name: str, *, docs: str | None = None) -> None:
     """Save a screenshot under tests/artifacts/, and as docs/`docs` too when WATCHER_SCREENSHOTS=docs
-    (the README's pictures are taken from the real thing)."""
+    (the docs' pictures are taken from the real thing)."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
     if docs and os.environ.get("WATCHER_SCREENSHOTS") == "docs":

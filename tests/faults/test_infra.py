@@ -4,7 +4,7 @@ load through Caddy (keep-alive POSTs from a non-retrying client and 1 s requests
 invariants of tests/harness/invariants.py, and a following deploy: the case's own job when it
 deployed after the fault was over (taken over, resumed, polled), else `assert_next_deploy_works`.
 
-What each fault promises (README, "Infrastructure faults"):
+What each fault promises (docs/reliability.md, "When the infrastructure fails"):
 
 - Redis killed (kill -9) mid-deploy for longer than the lock's lease: the deploy aborts without
   switching, a worker takes the job over once Redis is back (AOF) and completes it; killed while
@@ -318,7 +318,7 @@ def test_caddy_killed_mid_deploy_fails_requests_only_while_it_is_down(
     case: Infra, procs: list[Output]
 ) -> None:
     """kill -9 of Caddy right after the switch: requests fail until Docker has restarted it (the
-    bound README states), none before or after; the deploy's verification waits for Caddy to
+    bound docs/reliability.md states), none before or after; the deploy's verification waits for Caddy to
     answer again, then completes."""
     stack = case.stack
     _, target = other_version(stack)

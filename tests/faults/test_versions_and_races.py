@@ -142,7 +142,7 @@ def seen_so_far(loads: Loads) -> tuple[set[str], set[str]]:
 def settled(
     stack: Stack, loads: Loads, client: redis.Redis, job_ids: list[str] | None = None
 ) -> dict[str, Any]:
-    """Every invariant, the load's `failed == 0` included (README: zero failed requests)."""
+    """Every invariant, the load's `failed == 0` included (docs/reliability.md: zero failed requests)."""
     return assert_settled(stack, loads, max_failed=0, client=client, job_ids=job_ids or [])
 
 

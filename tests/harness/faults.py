@@ -285,7 +285,7 @@ def restart_dockerd(timeout: float = 120) -> float:
 
 
 class Window:
-    """The failures a load saw between `open()` and `close()`: what a fault the README bounds
+    """The failures a load saw between `open()` and `close()`: what a fault docs/reliability.md bounds
     (Caddy or the engine down: the one front door is shut) may cost. Every failure outside it
     counts against the case."""
 

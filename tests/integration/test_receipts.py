@@ -99,7 +99,7 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
 def test_a_websocket_on_the_old_colour_lasts_until_the_drain_timeout(stack: Stack) -> None:
     """A stream open on the old colour at the switch is not cut by it: it keeps working through
     the verification and the drain, is closed when the old colour stops (drain.timeout later),
-    and the receipt counts it. The app must reconnect (README)."""
+    and the receipt counts it. The app must reconnect (docs/how-it-works.md)."""
     stack.write_config(drain_timeout="6s")
     assert stack.watcher("deploy", "v1").returncode == 0
     echoes: list[tuple[float, str]] = []

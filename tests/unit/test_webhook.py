@@ -249,7 +249,7 @@ def ids(payload: dict[str, Any]) -> list[str]:
 
 
 def test_missing_tag_is_422_on_both_hooks_and_a_redelivery_is_processed(hooks: Receiver) -> None:
-    """README: "422 the tag is not in the registry", for GitHub and the registry alike; the ids
+    """docs/http-api.md: "422 the tag is not in the registry", for GitHub and the registry alike; the ids
     are released, so the same delivery is processed once the tag shows."""
     delivery, notification = str(uuid.uuid4()), envelope("1.5.0")
     missing = [github(hooks, "1.5.0", delivery=delivery), notify(hooks, notification)]

@@ -103,7 +103,7 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str
 
 
 NEW_CONFIG = """\
-# watcher configuration, written by `watcher init`. Every key is described in watcher's README
+# watcher configuration, written by `watcher init`. Every key is described in watcher's docs/configuration.md
 # ("Configuration"); durations accept 300, 300s, 5m, 250ms.
 
 [caddy]
