@@ -25,8 +25,8 @@ from watcher.engine.health import Health, judge
 from watcher.engine.health_check import HealthCheckFailed
 from watcher.engine.maintenance import cleanup
 from watcher.engine.progress import Progress
-from watcher.engine.promotion import awaiting
 from watcher.engine.run import DeployResult, run_of
+from watcher.engine.state import awaiting
 from watcher.engine.verification import Answer
 from watcher.errors import DeployFailed
 from watcher.platforms.base import Instance, agreed

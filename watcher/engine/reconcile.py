@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from watcher.engine.color import Color
 from watcher.engine.health import Health, judge
-from watcher.engine.promotion import AWAITING
-from watcher.engine.state import DeployState, Release
+from watcher.engine.state import AWAITING, DeployState, Release
 from watcher.platforms.base import Instance, agreed, of_image
 
 

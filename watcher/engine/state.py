@@ -114,6 +114,14 @@ class Pending:
         )
 
 
+#: The pending note's phase while a deploy waits for `watcher promote` (engine/promotion.py).
+AWAITING = "awaiting promotion"
+
+
+def awaiting(pending: Pending | None) -> bool:
+    return pending is not None and pending.phase == AWAITING
+
+
 @dataclass(frozen=True)
 class DeployState:
     live: Release | None = None

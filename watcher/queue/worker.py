@@ -33,9 +33,10 @@ import redis
 from watcher import logs
 from watcher.config import Retention
 from watcher.engine.progress import Progress
-from watcher.engine.promotion import awaiting, past
+from watcher.engine.promotion import past
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Guard, run_of
+from watcher.engine.state import awaiting
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
 from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
