@@ -34,11 +34,11 @@ from tests.unit.test_webhook import (
 )
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
 from watcher.config import Retention, load_host
-from watcher.engine.color import Color
 from watcher.engine.state import Release
 from watcher.errors import WatcherError
 from watcher.host import App, Host
 from watcher.metrics import activity, registry_for
+from watcher.platforms.color import Color
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit

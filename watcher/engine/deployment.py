@@ -27,12 +27,10 @@ from watcher.backends.registry import RegistryClient
 from watcher.config import AppConfig
 from watcher.engine import bake, promotion, unwind
 from watcher.engine import receipt as receipts
-from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.hooks import run_hook
 from watcher.engine.ledger import Ledger
 from watcher.engine.pin import Puller, check_images
-from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.run import DeployResult, Guard, Plan, Run, attach
@@ -43,7 +41,9 @@ from watcher.engine.verification import check_route, verify
 from watcher.errors import DeployFailed, UsageError
 from watcher.interrupts import shielded
 from watcher.platforms.base import ColorStack, Platform
+from watcher.platforms.color import Color
 from watcher.platforms.compose import ComposePlatform
+from watcher.progress import Progress
 from watcher.validation import validate_tag
 
 

@@ -11,12 +11,12 @@ from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
 from watcher.config import AppConfig
 from watcher.engine.ledger import Ledger
-from watcher.engine.progress import Progress
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Run
 from watcher.engine.state import StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.platforms.base import Platform
+from watcher.progress import Progress
 
 
 class Engine(Protocol):

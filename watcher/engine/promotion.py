@@ -16,7 +16,6 @@ from pathlib import Path
 
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine import unwind
-from watcher.engine.color import Color
 from watcher.engine.parts import Engine
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Plan, Run
@@ -25,6 +24,7 @@ from watcher.engine.state import AWAITING, Pending, awaiting
 from watcher.engine.verification import check_route
 from watcher.errors import DeployFailed, UsageError, WatcherError
 from watcher.interrupts import shielded
+from watcher.platforms.color import Color
 
 
 def deadline(seconds: float, now: datetime | None = None) -> str:

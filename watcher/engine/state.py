@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.errors import WatcherError
 from watcher.flock import lock_exclusive
+from watcher.platforms.color import Color
 
 
 def now_iso() -> str:

@@ -14,13 +14,13 @@ import time
 from watcher.backends.compose import ComposeError
 from watcher.engine import receipt as receipts
 from watcher.engine.drain import wait_drained
-from watcher.engine.health_check import HealthCheckFailed
 from watcher.engine.parts import Engine
 from watcher.engine.run import Run
 from watcher.engine.state import DeployState, Release
 from watcher.engine.switch import TargetNotHealthy
 from watcher.errors import DeployFailed, DockerUnavailable, GuardLost, WatcherError
 from watcher.interrupts import shielded
+from watcher.platforms.health_check import HealthCheckFailed
 
 #: How long an unwind waits for a Docker engine that went away (a restart) to remove what the
 #: deploy started: dockerd restarts every running container by its restart policy, so what is
