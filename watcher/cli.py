@@ -475,7 +475,12 @@ def _pool(host: Host, args: argparse.Namespace) -> int:
 
     workers = {app.name: _app_worker(app, name) for app in apps}
     WorkerPool(
-        apps, spawn, lambda app: workers[app].run_once(), concurrency=host.config.concurrency, name=name
+        host.client,
+        {app.name: app.queue for app in apps},
+        spawn,
+        lambda app: workers[app].run_once(),
+        concurrency=host.config.concurrency,
+        name=name,
     ).run()
     return 0
 
