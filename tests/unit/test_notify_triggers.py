@@ -26,8 +26,8 @@ from tests.unit.test_webhook import (
 from watcher.config import WebhookSettings
 from watcher.engine.state import Release
 from watcher.platforms.color import Color
+from watcher.policy import SemverPolicy
 from watcher.triggers.payloads import sign
-from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.server import create_app
 
 
