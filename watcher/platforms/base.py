@@ -12,14 +12,12 @@ unwinds on any failure) holds whatever the platform, provided it keeps the contr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from watcher.backends.containers import Instance
-
-if TYPE_CHECKING:
-    from watcher.platforms.color import Color
-    from watcher.platforms.health import Health
-    from watcher.progress import Progress
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health
+from watcher.progress import Progress
 
 
 def of_image(containers: list[Instance], repository: str) -> list[Instance]:
