@@ -34,13 +34,13 @@ from watcher import history, interrupts, logs
 from watcher.config import find_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup, reset
-from watcher.engine.progress import Progress
 from watcher.engine.run import DeployResult, Guard, run_of
 from watcher.engine.status import format_status, format_summary, status
 from watcher.errors import Interrupted, UsageError, WatcherError
 from watcher.freeze import moment
 from watcher.host import App, Host
 from watcher.host_lock import HostLock
+from watcher.progress import Progress
 from watcher.queue import Job, Worker, describe_holder, format_overview, overview
 from watcher.queue.connection import REDIS_DOWN, masked
 from watcher.queue.job import Status
@@ -475,7 +475,12 @@ def _pool(host: Host, args: argparse.Namespace) -> int:
 
     workers = {app.name: _app_worker(app, name) for app in apps}
     WorkerPool(
-        apps, spawn, lambda app: workers[app].run_once(), concurrency=host.config.concurrency, name=name
+        host.client,
+        {app.name: app.queue for app in apps},
+        spawn,
+        lambda app: workers[app].run_once(),
+        concurrency=host.config.concurrency,
+        name=name,
     ).run()
     return 0
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from watcher import activity
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
@@ -32,14 +33,13 @@ from watcher.engine.state import Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.errors import ConfigError
 from watcher.freeze import FreezeSchedule, moment
-from watcher.metrics import activity
 from watcher.notify import Notifier, notifier_for
+from watcher.policy import TagPolicy, build_policy, older
 from watcher.queue.connection import connect, key
 from watcher.queue.lock import DeployLock, force_unlock, holder_of
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue
 from watcher.queue.suspension import Suspension
-from watcher.triggers.policy import TagPolicy, build_policy, older
 
 log = logging.getLogger("watcher.triggers")
 

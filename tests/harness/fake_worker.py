@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import redis
 
 from watcher import interrupts
-from watcher.engine.color import Color
-from watcher.engine.progress import Progress
 from watcher.engine.run import DeployResult, Guard
 from watcher.engine.state import Release
 from watcher.errors import DeployFailed
 from watcher.interrupts import shielded
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 from watcher.queue import Worker
 from watcher.queue.connection import connect, key
 

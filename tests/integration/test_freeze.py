@@ -155,7 +155,7 @@ def test_a_push_during_a_freeze_waits_then_deploys_when_the_freeze_ends(
         client,
         config.name,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=load_host(stack.config, {}).lock_ttl,
+        lock_ttl=load_host(stack.config, {}).redis.lock_ttl,
         name="freeze-test",
         stream=io.StringIO(),
         host_lock=HostLock(config.state.dir / "lock"),

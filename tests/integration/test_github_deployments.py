@@ -22,10 +22,10 @@ import pytest
 from tests.harness.github_contract import API_VERSION, GithubContract
 from tests.harness.stack import Stack
 from tests.harness.triggers import forget
+from watcher.activity import ACTIVITY
 from watcher.config import AppConfig, load_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.host import QUICK_REGISTRY, Host
-from watcher.metrics.activity import ACTIVITY
 from watcher.notify import Notifier, notifier_for
 from watcher.queue.connection import connect
 from watcher.queue.job import Job, Status

@@ -21,9 +21,9 @@ import pytest
 from tests.harness.receiver import Receiver, down_url
 from tests.harness.stack import Stack, free_port
 from tests.harness.triggers import WatcherServer, forget
+from watcher.activity import ACTIVITY
 from watcher.config import AppConfig, load_config, load_host
 from watcher.engine.deployment import Deployment
-from watcher.metrics.activity import ACTIVITY
 from watcher.notify import Notifier, notifier_for
 from watcher.queue.connection import connect
 from watcher.queue.job import Job, Status

@@ -36,9 +36,9 @@ from tests.harness.triggers import forget, jobs_created, write_project
 from watcher.backends.registry import RegistryClient
 from watcher.config import load_config, load_host
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.engine.state import DeployState, Release, StateStore
 from watcher.host import Host
+from watcher.platforms.color import Color
 from watcher.queue.queue import DeployQueue
 from watcher.triggers.poller import Poller
 

@@ -53,7 +53,7 @@ timeout = "{timeout}"
         connect(redis_url),
         config.name,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=load_host(stack.config, {}).lock_ttl,
+        lock_ttl=load_host(stack.config, {}).redis.lock_ttl,
         name="promotion-test",
         stream=io.StringIO(),
         host_lock=HostLock(config.state.dir / "lock"),

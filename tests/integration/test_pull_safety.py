@@ -162,7 +162,7 @@ def run_next_job(config: AppConfig, client: redis.Redis) -> None:
         client,
         config.name,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=load_host(config.source, {}).lock_ttl,
+        lock_ttl=load_host(config.source, {}).redis.lock_ttl,
         name="pull-safety-test",
         stream=io.StringIO(),
     )

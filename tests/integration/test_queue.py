@@ -24,9 +24,9 @@ from tests.harness.fake_worker import fake_worker, running
 from tests.harness.redis_server import RedisServer
 from tests.harness.stack import APP_REPO
 from watcher.config import Retention
-from watcher.engine.color import Color
 from watcher.engine.state import Release
 from watcher.errors import GuardLost, LockBusy, UsageError
+from watcher.platforms.color import Color
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension, holder_of
 from watcher.queue.connection import connect, key
 

@@ -25,9 +25,9 @@ from watcher.config import WebhookSettings
 from watcher.engine.receipt import build
 from watcher.freeze import FreezeWindow, window
 from watcher.host import App, Host
+from watcher.policy import SemverPolicy
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.job import Audit
-from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.server import create_app
 
 TOKEN = "dashboard-test-token"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from watcher.engine import drain
-from watcher.engine.progress import Progress
+from watcher.progress import Progress
 
 
 class Counts:

@@ -17,12 +17,12 @@ from tests.harness.triggers import write_project
 from watcher.backends.containers import Containers
 from watcher.config import load_host
 from watcher.engine import atomic, unwind
-from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
-from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View
 from watcher.engine.state import DeployState, Pending, Release
 from watcher.errors import DeployFailed, DockerUnavailable
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 
 LIVE = Release(Color.BLUE, "v1")
 

@@ -16,20 +16,21 @@ import pytest
 
 from tests.harness.triggers import write_project
 from tests.unit.test_arch import Registry, single
+from watcher.backends.containers import Instance
 from watcher.config import AppConfig, load_host
 from watcher.config.promote import PromoteSettings
 from watcher.engine import drain, verification
-from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
-from watcher.engine.health import Health, judge
-from watcher.engine.health_check import HealthCheckFailed
 from watcher.engine.maintenance import cleanup
-from watcher.engine.progress import Progress
-from watcher.engine.promotion import awaiting
 from watcher.engine.run import DeployResult, run_of
+from watcher.engine.state import awaiting
 from watcher.engine.verification import Answer
 from watcher.errors import DeployFailed
-from watcher.platforms.base import Instance, agreed
+from watcher.platforms.base import agreed
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health, judge
+from watcher.platforms.health_check import HealthCheckFailed
+from watcher.progress import Progress
 
 REPO = "127.0.0.1:5000/acme/shop"
 DIGEST, STORED = single("amd64")

@@ -288,7 +288,8 @@ def test_the_cli_worker_and_pool_read_the_apps_freezes(
 
     from watcher import cli
     from watcher.config import load_host
-    from watcher.host import App, Host
+    from watcher.host import Host
+    from watcher.queue.queue import DeployQueue
 
     toml = MINIMAL + f'\n[redis]\nurl = "{redis_url}"\n' + in_force_now("weekend")
     host = Host(load_host(make_project(tmp_path, toml), {}))
@@ -297,8 +298,10 @@ def test_the_cli_worker_and_pool_read_the_apps_freezes(
     seen: dict[str, FreezeSchedule] = {}
 
     class Pool:
-        def __init__(self, apps: list[App], *args: object, **kwargs: object) -> None:
-            seen.update({app.name: app.queue.freezes for app in apps})
+        def __init__(
+            self, client: object, queues: dict[str, DeployQueue], *args: object, **kw: object
+        ) -> None:
+            seen.update({name: queue.freezes for name, queue in queues.items()})
 
         def run(self) -> None:
             pass

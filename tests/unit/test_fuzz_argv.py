@@ -28,9 +28,9 @@ from tests.unit.test_fuzz_values import HOSTILE, NAME_TAIL, tag_like
 from tests.unit.test_github_payloads import DIGEST
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryError
 from watcher.config import AppConfig, load_host
-from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.errors import ConfigError, UsageError
+from watcher.platforms.color import Color
 from watcher.platforms.compose import ComposeColor, ComposePlatform
 from watcher.queue.queue import DeployQueue
 from watcher.validation import NAME_PATTERN, validate_name, validate_tag

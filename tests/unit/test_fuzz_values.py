@@ -15,8 +15,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from watcher.config.values import MAX_BODY, MIN_BODY, Size, parse_duration
 from watcher.errors import ConfigError
-from watcher.triggers.http import size as limit_text
-from watcher.triggers.policy import DigestPolicy, RegexPolicy, SemverPolicy, TagPolicy, older
+from watcher.http import size as limit_text
+from watcher.policy import DigestPolicy, RegexPolicy, SemverPolicy, TagPolicy, older
 from watcher.validation import TAG_PATTERN, validate_name, validate_tag
 
 TAG_HEAD = string.ascii_letters + string.digits + "_"

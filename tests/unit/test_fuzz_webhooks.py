@@ -37,9 +37,10 @@ from tests.unit.test_fuzz_config import mutated
 from tests.unit.test_fuzz_values import tag_like
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package, harbor_push
 from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeSink, fake_host
+from watcher import http
 from watcher.backends.registry import ImageRef
 from watcher.config import WebhookSettings
-from watcher.triggers import http
+from watcher.policy import RegexPolicy
 from watcher.triggers.payloads import (
     Ignored,
     Push,
@@ -48,7 +49,6 @@ from watcher.triggers.payloads import (
     sign,
     verify_github_signature,
 )
-from watcher.triggers.policy import RegexPolicy
 from watcher.triggers.server import create_app
 from watcher.validation import validate_tag
 

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from watcher.backends.container_events import ContainerEvent, ContainerEvents
-from watcher.backends.containers import Containers
-from watcher.engine.health import judge
-from watcher.engine.health_check import HealthCheckFailed, wait_on_events
-from watcher.engine.progress import Progress
-from watcher.platforms.base import Instance
+from watcher.backends.containers import Containers, Instance
+from watcher.platforms.health import judge
+from watcher.platforms.health_check import HealthCheckFailed, wait_on_events
+from watcher.progress import Progress
 
 
 def c(
@@ -75,7 +74,7 @@ def test_a_restart_since_the_wait_began_is_a_crash_loop_even_while_running() -> 
     ],
 )
 def test_which_states_end_the_health_wait(state: str, failed: bool) -> None:
-    from watcher.engine.health import Health
+    from watcher.platforms.health import Health
 
     assert Health(state).failed is failed
 

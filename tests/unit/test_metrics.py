@@ -32,17 +32,18 @@ from tests.unit.test_webhook import (
     host_config,
     receiver,
 )
+from watcher import activity
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
 from watcher.config import Retention, load_host
-from watcher.engine.color import Color
 from watcher.engine.state import Release
 from watcher.errors import WatcherError
 from watcher.host import App, Host
-from watcher.metrics import activity, registry_for
+from watcher.metrics import registry_for
+from watcher.platforms.color import Color
+from watcher.policy import SemverPolicy
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit
-from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.poller import Poller
 from watcher.triggers.server import start
 

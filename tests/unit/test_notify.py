@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_config import MINIMAL, make_project
+from watcher.activity import ACTIVITY
 from watcher.config import NotifyRoute, load_config
 from watcher.errors import ConfigError
-from watcher.metrics.activity import ACTIVITY
 from watcher.notify.apprise_channel import AppriseChannel
 from watcher.notify.event import Event, ended, started
 from watcher.notify.notifier import Notifier, notifier_for

@@ -24,10 +24,10 @@ from tests.unit.test_webhook import (
     fake_host,
 )
 from watcher.config import WebhookSettings
-from watcher.engine.color import Color
 from watcher.engine.state import Release
+from watcher.platforms.color import Color
+from watcher.policy import SemverPolicy
 from watcher.triggers.payloads import sign
-from watcher.triggers.policy import SemverPolicy
 from watcher.triggers.server import create_app
 
 

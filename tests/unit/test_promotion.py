@@ -12,12 +12,12 @@ from tests.unit.test_config import MINIMAL, make_project, refused
 from tests.unit.test_dashboard import dashboard
 from tests.unit.test_webhook import API_TOKEN, receiver
 from watcher.config import load_config
-from watcher.engine.color import Color
-from watcher.engine.promotion import AWAITING, awaiting, deadline, expired, past
+from watcher.engine.promotion import deadline, expired, past
 from watcher.engine.reconcile import Observed, reconcile
-from watcher.engine.state import DeployState, Pending, StateStore
+from watcher.engine.state import AWAITING, DeployState, Pending, StateStore, awaiting
 from watcher.errors import UsageError
 from watcher.host import Outcome
+from watcher.platforms.color import Color
 from watcher.queue import DeployLock
 from watcher.queue.job import Job, Status
 from watcher.queue.promotion import Promotions

@@ -15,10 +15,10 @@ import pytest
 import redis
 
 from watcher.config import Retention
-from watcher.engine.color import Color
 from watcher.engine.state import Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, FreezeWindow, Hold
+from watcher.platforms.color import Color
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit, JobKind

@@ -4,10 +4,10 @@ returns to all come from here."""
 
 from __future__ import annotations
 
-from watcher.engine.color import Color
+from watcher.backends.containers import Instance
 from watcher.engine.reconcile import Observed, reconcile, served
 from watcher.engine.state import DeployState, Pending, Release
-from watcher.platforms.base import Instance
+from watcher.platforms.color import Color
 
 BLUE, GREEN = Color.BLUE, Color.GREEN
 IMAGE = "ghcr.io/acme/demo"

@@ -17,10 +17,10 @@ from tests.harness.local_server import LocalServer, Received, received
 from tests.unit.test_config import MINIMAL, make_project, refused
 from watcher.caddyfile import render
 from watcher.config import AppConfig, SmokeCheck, load_config, load_host
-from watcher.engine.color import Color
-from watcher.engine.progress import Progress
 from watcher.engine.smoke import Preview, clear_preview, run_check, run_smoke
 from watcher.errors import DeployFailed
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 
 # -- configuration ------------------------------------------------------------------------------
 

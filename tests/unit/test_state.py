@@ -11,9 +11,9 @@ import pytest
 
 from watcher.engine import atomic
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.engine.state import DeployState, Pending, Release, StateStore
 from watcher.errors import WatcherError
+from watcher.platforms.color import Color
 
 
 @pytest.fixture

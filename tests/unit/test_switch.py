@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher.engine.color import Color
-from watcher.engine.health import Health
 from watcher.engine.switch import TargetNotHealthy, TrafficSwitch
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.test_config import MINIMAL, make_project, refused
 from watcher.config import PolicySettings, load_config
-from watcher.triggers.policy import DigestPolicy, RegexPolicy, SemverPolicy, build_policy, older
+from watcher.policy import DigestPolicy, RegexPolicy, SemverPolicy, build_policy, older
 
 # What a real repository accumulates: releases, pre-releases, floating aliases, CI tags,
 # cosign signatures and attestations, a v-prefixed duplicate.

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from watcher.engine.progress import Progress
 from watcher.engine.verification import answer, answered_version, wait_for_version
+from watcher.progress import Progress
 
 # path -> (status, headers, body, delay seconds)
 ROUTES: dict[str, tuple[int, dict[str, str], bytes, float]] = {

@@ -28,8 +28,8 @@ from watcher.backends.registry import ImageRef, NotFound
 from watcher.config import HostCaddy, HostConfig, WebhookSettings
 from watcher.engine.state import Release
 from watcher.host import App, Host, Outcome
+from watcher.policy import SemverPolicy, TagPolicy
 from watcher.triggers.payloads import sign
-from watcher.triggers.policy import SemverPolicy, TagPolicy
 from watcher.triggers.server import create_app
 
 SECRET = "github-secret"

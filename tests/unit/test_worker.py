@@ -15,9 +15,9 @@ import redis
 
 from tests.harness.fake_worker import FakeEngine, running
 from tests.harness.waiting import wait_until
-from watcher.engine.color import Color
 from watcher.engine.run import DeployResult, Guard
 from watcher.errors import Interrupted
+from watcher.platforms.color import Color
 from watcher.queue import DeployLock, DeployQueue, Job, Status, Worker, force_unlock, holder_of
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit, JobKind

@@ -172,7 +172,7 @@ class Retention:
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """`[policy]`: which tag the triggers deploy (watcher/triggers/policy.py)."""
+    """`[policy]`: which tag the triggers deploy (watcher/policy.py)."""
 
     kind: str = "semver"  # semver | regex | digest
     range: str | None = None  # semver: e.g. ">=1.2,<2"

@@ -22,8 +22,8 @@ from watcher.dashboard.views import app_status
 from watcher.errors import UsageError
 from watcher.freeze import moment
 from watcher.host import App
+from watcher.http import clean
 from watcher.queue.suspension import parse_until
-from watcher.triggers.http import clean
 
 log = logging.getLogger("watcher.dashboard")
 

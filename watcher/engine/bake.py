@@ -17,8 +17,8 @@ import math
 
 from watcher.backends.access_log import AccessLog
 from watcher.config import AppConfig, BakeSettings
-from watcher.engine.progress import Progress
 from watcher.engine.receipt import Tally, tally
+from watcher.progress import Progress
 
 SIGNIFICANCE = 0.001
 LATENCY_FLOOR_MS = 250.0

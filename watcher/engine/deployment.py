@@ -27,23 +27,23 @@ from watcher.backends.registry import RegistryClient
 from watcher.config import AppConfig
 from watcher.engine import bake, promotion, unwind
 from watcher.engine import receipt as receipts
-from watcher.engine.color import Color
 from watcher.engine.drain import wait_drained
 from watcher.engine.hooks import run_hook
 from watcher.engine.ledger import Ledger
 from watcher.engine.pin import Puller, check_images
-from watcher.engine.progress import Progress
 from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.run import DeployResult, Guard, Plan, Run, attach
 from watcher.engine.smoke import clear_preview, run_smoke
-from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore
+from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore, awaiting
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import check_route, verify
 from watcher.errors import DeployFailed, UsageError
 from watcher.interrupts import shielded
 from watcher.platforms.base import ColorStack, Platform
+from watcher.platforms.color import Color
 from watcher.platforms.compose import ComposePlatform
+from watcher.progress import Progress
 from watcher.validation import validate_tag
 
 
@@ -143,7 +143,7 @@ class Deployment:
     def expire_waiting(self, *, guard: Guard) -> str | None:
         """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
         pending = self.store.load().pending
-        if pending is None or not promotion.awaiting(pending) or not promotion.expired(pending):
+        if pending is None or not awaiting(pending) or not promotion.expired(pending):
             return None
         with self._running(Run("abort", pending.version), guard):
             removed = promotion.remove_waiting(self, self.view(), pending)
@@ -196,7 +196,7 @@ class Deployment:
         """Pre-deploy hook, start, health, smoke: the target runs the version, healthy, or the
         run unwinds with nothing switched."""
         config, progress, target = self.config, self.progress, run.target
-        if promotion.awaiting(waiting := view.recorded.pending):
+        if awaiting(waiting := view.recorded.pending):
             progress.say(f"  superseding: {promotion.describe(waiting)}; its containers go")
         self.ledger.note_pending(view, Pending(run.kind, run.version, target.color, "prepare"))
         if clear_preview(config.preview_file):

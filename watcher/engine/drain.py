@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from watcher.backends.caddy import CaddyAdmin, CaddyUnavailable
-from watcher.engine.progress import Progress
+from watcher.progress import Progress
 
 QUIET = 1.0  # seconds the old colour must show no request in flight
 

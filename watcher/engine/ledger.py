@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from watcher.engine.progress import Progress
-from watcher.engine.promotion import awaiting
 from watcher.engine.reconcile import View
 from watcher.engine.run import Guard
-from watcher.engine.state import DeployState, Pending, Prepared, StateStore
+from watcher.engine.state import DeployState, Pending, Prepared, StateStore, awaiting
 from watcher.errors import DeployFailed, StateUnwritable, WatcherError
+from watcher.progress import Progress
 
 
 class Ledger:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
 from watcher.engine.drain import wait_drained
-from watcher.engine.promotion import awaiting
 from watcher.engine.reconcile import View
 from watcher.engine.rollback import RollbackTarget
 from watcher.engine.run import Guard
-from watcher.engine.state import Pending
+from watcher.engine.state import Pending, awaiting
+from watcher.platforms.color import Color
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:

@@ -18,10 +18,10 @@ from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig
 from watcher.engine.arch import host_platform, missing
-from watcher.engine.progress import Progress
 from watcher.engine.run import Run
 from watcher.errors import DeployFailed
 from watcher.platforms.base import Platform
+from watcher.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -13,28 +13,18 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine import unwind
-from watcher.engine.color import Color
+from watcher.engine.parts import Engine
+from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Plan, Run
 from watcher.engine.smoke import Preview, clear_preview
-from watcher.engine.state import Pending
+from watcher.engine.state import AWAITING, Pending, awaiting
 from watcher.engine.verification import check_route
 from watcher.errors import DeployFailed, UsageError, WatcherError
 from watcher.interrupts import shielded
-
-if TYPE_CHECKING:
-    from watcher.engine.deployment import Deployment
-    from watcher.engine.reconcile import View
-
-#: The pending note's phase while a deploy waits for `watcher promote`.
-AWAITING = "awaiting promotion"
-
-
-def awaiting(pending: Pending | None) -> bool:
-    return pending is not None and pending.phase == AWAITING
+from watcher.platforms.color import Color
 
 
 def deadline(seconds: float, now: datetime | None = None) -> str:
@@ -69,7 +59,7 @@ def keep_preview(path: Path, color: Color) -> None:
     Preview(path, color).__enter__()
 
 
-def await_promotion(engine: Deployment, run: Run) -> DeployResult:
+def await_promotion(engine: Engine, run: Run) -> DeployResult:
     """Stop before the switch: the target runs the version, healthy, smoke-tested and open to the
     preview header; traffic stays where it is until `promote` (or `abort_waiting`)."""
     assert run.plan is not None
@@ -100,7 +90,7 @@ def await_promotion(engine: Deployment, run: Run) -> DeployResult:
     )
 
 
-def promote(engine: Deployment, run: Run) -> DeployResult:
+def promote(engine: Engine, run: Run) -> DeployResult:
     """Switch to the colour a manual deploy left waiting, if it still runs what waited, healthy."""
     view = engine.view()
     pending = waiting(engine, view, "promote")
@@ -132,7 +122,7 @@ def promote(engine: Deployment, run: Run) -> DeployResult:
     return engine.go_live(run, view)
 
 
-def waiting(engine: Deployment, view: View, verb: str) -> Pending:
+def waiting(engine: Engine, view: View, verb: str) -> Pending:
     """The pending note of the deploy that awaits promotion; UsageError when none does."""
     pending = view.recorded.pending
     if pending is None or not awaiting(pending):
@@ -148,7 +138,7 @@ def waiting(engine: Deployment, view: View, verb: str) -> Pending:
     return pending
 
 
-def remove_waiting(engine: Deployment, view: View, pending: Pending) -> str:
+def remove_waiting(engine: Engine, view: View, pending: Pending) -> str:
     """Remove the waiting colour and its note, under the guard (never interrupted halfway)."""
     target = engine.platform.color(pending.color)
     assert engine.ledger.guard is not None

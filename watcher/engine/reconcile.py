@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.engine.color import Color
-from watcher.engine.health import Health, judge
-from watcher.engine.promotion import AWAITING
-from watcher.engine.state import DeployState, Release
-from watcher.platforms.base import Instance, agreed, of_image
+from watcher.backends.containers import Instance
+from watcher.engine.state import AWAITING, DeployState, Release
+from watcher.platforms.base import agreed, of_image
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health, judge
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from watcher.engine.color import Color
 from watcher.engine.reconcile import View
 from watcher.engine.state import Release
 from watcher.errors import UsageError
 from watcher.platforms.base import Platform
+from watcher.platforms.color import Color
 
 
 @dataclass(frozen=True)

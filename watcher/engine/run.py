@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from watcher.engine.color import Color
-from watcher.engine.progress import Progress
 from watcher.engine.receipt import Receipt
 from watcher.engine.state import Release
 from watcher.platforms.base import ColorStack
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 
 
 class Guard(Protocol):

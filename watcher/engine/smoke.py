@@ -22,11 +22,11 @@ import httpx
 from watcher.config import AppConfig, SmokeCheck
 from watcher.config.smoke import PREVIEW_HEADER
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.engine.hooks import run_hook
-from watcher.engine.progress import Progress
 from watcher.engine.verification import COLOR_HEADER
 from watcher.errors import DeployFailed
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 
 #: How much of an unexpected answer's body a failure quotes.
 QUOTED = 200

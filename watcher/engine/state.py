@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.errors import WatcherError
 from watcher.flock import lock_exclusive
+from watcher.platforms.color import Color
 
 
 def now_iso() -> str:
@@ -112,6 +112,14 @@ class Pending:
             raw.get("digest") or None,
             raw.get("image") or None,
         )
+
+
+#: The pending note's phase while a deploy waits for `watcher promote` (engine/promotion.py).
+AWAITING = "awaiting promotion"
+
+
+def awaiting(pending: Pending | None) -> bool:
+    return pending is not None and pending.phase == AWAITING
 
 
 @dataclass(frozen=True)

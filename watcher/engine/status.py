@@ -7,12 +7,12 @@ import time
 from typing import Any
 
 from watcher.backends.caddy import CaddyUnavailable
-from watcher.engine.color import Color
 from watcher.engine.deployment import Deployment
-from watcher.engine.promotion import AWAITING, awaiting, expired
+from watcher.engine.promotion import expired
 from watcher.engine.reconcile import View
 from watcher.engine.rollback import RollbackTarget
-from watcher.engine.state import Pending
+from watcher.engine.state import AWAITING, Pending, awaiting
+from watcher.platforms.color import Color
 
 
 def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from watcher.engine.atomic import write_atomic
-from watcher.engine.color import Color
 from watcher.errors import DeployFailed
 from watcher.platforms.base import ColorStack
+from watcher.platforms.color import Color
 
 CLOSED = "none"
 

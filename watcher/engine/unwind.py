@@ -10,20 +10,17 @@ containers. Every unwind ends with a receipt of what users were served meanwhile
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from watcher.backends.compose import ComposeError
 from watcher.engine import receipt as receipts
 from watcher.engine.drain import wait_drained
-from watcher.engine.health_check import HealthCheckFailed
+from watcher.engine.parts import Engine
 from watcher.engine.run import Run
 from watcher.engine.state import DeployState, Release
 from watcher.engine.switch import TargetNotHealthy
 from watcher.errors import DeployFailed, DockerUnavailable, GuardLost, WatcherError
 from watcher.interrupts import shielded
-
-if TYPE_CHECKING:
-    from watcher.engine.deployment import Deployment
+from watcher.platforms.health_check import HealthCheckFailed
 
 #: How long an unwind waits for a Docker engine that went away (a restart) to remove what the
 #: deploy started: dockerd restarts every running container by its restart policy, so what is
@@ -31,7 +28,7 @@ if TYPE_CHECKING:
 DOCKER_WAIT = 120.0
 
 
-def fail(engine: Deployment, run: Run, failure: BaseException) -> None:
+def fail(engine: Engine, run: Run, failure: BaseException) -> None:
     """Unwind, and take the receipt of what was served meanwhile; the caller re-raises."""
     failed_at = time.time()
     try:
@@ -40,7 +37,7 @@ def fail(engine: Deployment, run: Run, failure: BaseException) -> None:
         run.receipt = receipts.take(engine.config, engine.access_log, "abort", run.moved_at or failed_at)
 
 
-def _abort(engine: Deployment, run: Run, failure: BaseException) -> None:
+def _abort(engine: Engine, run: Run, failure: BaseException) -> None:
     """The guard is checked first whatever the failure: a holder that was paused past its lock's
     lease may wake up to a failed health check or verification caused by the new holder's work,
     and must not undo it."""
@@ -71,7 +68,7 @@ def _abort(engine: Deployment, run: Run, failure: BaseException) -> None:
         raise DeployFailed(f"{failure}; {kept}") from failure
 
 
-def _unwind(engine: Deployment, run: Run) -> str:
+def _unwind(engine: Engine, run: Run) -> str:
     """Undo what the run did; returns why something was kept instead ("" when undone)."""
     assert run.plan is not None
     progress, target, live = engine.progress, run.plan.target, run.plan.live
@@ -97,7 +94,7 @@ def _unwind(engine: Deployment, run: Run) -> str:
     return ""
 
 
-def _leave_serving(engine: Deployment, run: Run, why: str) -> str:
+def _leave_serving(engine: Engine, run: Run, why: str) -> str:
     """The old colour is not healthy any more: the new one keeps the traffic if it is healthy
     (recorded as live, never removed); if it is not, nothing is touched."""
     assert run.plan is not None
@@ -118,7 +115,7 @@ def _leave_serving(engine: Deployment, run: Run, why: str) -> str:
     )
 
 
-def came_back(engine: Deployment) -> bool:
+def came_back(engine: Engine) -> bool:
     """After an unwind step failed: False if the platform answers (it was not its absence);
     else wait up to DOCKER_WAIT for it, True once it answers again."""
     platform, say = engine.platform, engine.progress.say

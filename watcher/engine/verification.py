@@ -17,10 +17,10 @@ import httpx
 
 from watcher.config import AppConfig
 from watcher.engine.bake import Bake
-from watcher.engine.color import Color
-from watcher.engine.progress import Progress
 from watcher.errors import DeployFailed
 from watcher.platforms.base import ColorStack
+from watcher.platforms.color import Color
+from watcher.progress import Progress
 
 COLOR_HEADER = "X-Watcher-Color"
 #: Sent with every check, so Caddy's access log (and so the traffic receipt) tells watcher's own

@@ -1,12 +1,14 @@
 """Prometheus metrics, served at `GET /metrics` by the receiver (triggers/probes.py).
 
-    activity.py  in-process counters of what the serving process itself does: webhook deliveries,
-                 polls, registry requests
     history.py   deploys, their durations and phases, the last success: tallied from the queue's
                  job history in Redis at scrape time
     queue.py     queue length, running job, paused (until), frozen (until), lock: read from Redis
                  and the config at scrape time
     live.py      the live colour, version and digest: read from the route file and state
+
+The in-process counters of what the serving process itself does (webhook deliveries, polls,
+registry requests) are watcher/activity.py, a leaf: the host and notify count into it from below,
+while these collectors read the apps from above.
 
 Why read at scrape time: jobs run in the worker, often another process than the receiver (`watcher
 worker`, or the pool's child per job), so an in-process counter there would never reach /metrics.
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from watcher.metrics.activity import ACTIVITY
+from watcher.activity import ACTIVITY
 from watcher.metrics.history import HistoryCollector
 from watcher.metrics.live import LiveCollector
 from watcher.metrics.queue import QueueCollector

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from watcher.metrics.activity import ACTIVITY
+from watcher.activity import ACTIVITY
 from watcher.notify.event import Event
 
 log = logging.getLogger("watcher.notify")

@@ -3,7 +3,7 @@
 The flow (engine/deployment.py) decides what moves when; a `Platform` says what a colour is and
 does what the flow asks of it: start, stop, remove, inspect and judge a colour, pull and keep
 images. `ComposePlatform` (compose.py) is the first: a colour is a compose project. A platform
-reports each colour as `Instance`s (a container, a task) and judges them with engine/health.py,
+reports each colour as `Instance`s (a container, a task) and judges them with platforms/health.py,
 so `status`, the health wait and the switch read every platform the same way.
 
 What the flow guarantees on top (never stops the live colour, switches only to a healthy one,
@@ -12,62 +12,12 @@ unwinds on any failure) holds whatever the platform, provided it keeps the contr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from watcher.engine.color import Color
-    from watcher.engine.health import Health
-    from watcher.engine.progress import Progress
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One running copy of a service of a colour: a container (Compose) or a task (Swarm)."""
-
-    id: str
-    name: str
-    service: str
-    image: str
-    image_id: str
-    state: str  # running, exited, created, restarting, dead, paused
-    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
-    exit_code: int
-    restart_count: int = 0  # restarts by Docker's restart policy since the container was started
-
-    @property
-    def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
-
-    @property
-    def version(self) -> str:
-        """The tag of the image reference the container was created from."""
-        last = self.image.rsplit("/", 1)[-1]
-        return last.split(":", 1)[1] if ":" in last else "latest"
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def ready(self) -> bool:
-        """Running and healthy (or running without a healthcheck to say otherwise)."""
-        return self.running and self.health in (None, "healthy")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "service": self.service,
-            "state": self.state,
-            "health": self.health,
-            "version": self.version,
-            "image": self.image,
-            "id": self.id[:12],
-            "restarts": self.restart_count,
-        }
+from watcher.backends.containers import Instance
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health
+from watcher.progress import Progress
 
 
 def of_image(containers: list[Instance], repository: str) -> list[Instance]:

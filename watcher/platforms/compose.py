@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 
 from watcher.backends.compose import ComposeProject
-from watcher.backends.containers import Containers
+from watcher.backends.containers import Containers, Instance
 from watcher.config import AppConfig
-from watcher.engine.color import Color
-from watcher.engine.health import Health, judge
-from watcher.engine.health_check import wait_until_healthy
-from watcher.engine.progress import Progress
-from watcher.platforms.base import Instance, agreed, of_image
+from watcher.platforms.base import agreed, of_image
+from watcher.platforms.color import Color
+from watcher.platforms.health import Health, judge
+from watcher.platforms.health_check import wait_until_healthy
+from watcher.progress import Progress
 
 #: The version a compose file is rendered with to tell which services follow the version.
 PROBE = "watcher-probe"

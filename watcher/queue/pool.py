@@ -22,16 +22,15 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import redis
 
 from watcher.errors import Interrupted
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, Backoff
-
-if TYPE_CHECKING:
-    from watcher.host import App
+from watcher.queue.queue import DeployQueue
 
 log = logging.getLogger("watcher.worker")
 
@@ -54,7 +53,8 @@ class Child:
 class WorkerPool:
     def __init__(
         self,
-        apps: Sequence[App],
+        client: redis.Redis,
+        queues: Mapping[str, DeployQueue],
         spawn: Spawn,
         run_here: RunHere,
         *,
@@ -62,15 +62,14 @@ class WorkerPool:
         name: str,
         poll: float = 0.5,
     ) -> None:
-        host = apps[0].host
-        self.client = host.client
-        self.apps = [app.name for app in apps]
+        self.client = client
+        self.apps = list(queues)
         self.spawn = spawn
         self.run_here = run_here
         self.concurrency = concurrency
         self.name = name
         self.poll = poll
-        self.queues = {app.name: app.queue for app in apps}
+        self.queues = dict(queues)
         self.children: dict[str, Child] = {}
         self._not_before: dict[str, float] = {}  # an app whose child found nothing: wait a little
         self._next = 0  # round robin: no app starves the others

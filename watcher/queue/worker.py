@@ -32,14 +32,15 @@ import redis
 
 from watcher import logs
 from watcher.config import Retention
-from watcher.engine.progress import Progress
-from watcher.engine.promotion import awaiting, past
+from watcher.engine.promotion import past
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Guard, run_of
+from watcher.engine.state import awaiting
 from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
 from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
+from watcher.progress import Progress
 from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
 from watcher.queue.job import ACTIONS, Audit, Job, JobKind, Status
 from watcher.queue.lock import DeployLock

@@ -1,9 +1,7 @@
 """Triggers: what turns a pushed image into a queued deploy, with no human step.
 
     payloads.py  GitHub package events, Distribution/Harbor notifications, signatures: pure parsing
-    policy.py    tag policies: semver (ranges, pre-releases), regex, digest
     dispatch.py  push -> the apps it concerns -> the tag the policy picks -> App.request
-    http.py      what the endpoints share: body limit, tokens, JSON answers, errors
     webhook.py   Blueprint: /hooks/github, /hooks/registry
     control.py   Blueprint: /pause, /resume, /promote, /abort
     probes.py    Blueprint: /status, /metrics, /healthz, /readyz
@@ -11,5 +9,7 @@
     server.py    `watcher serve`: the blueprints (and the dashboard's) under waitress, plus the poller
     commands.py  the CLI verbs serve, run, check-tags
 
+Beside them, below the host: ../policy.py (the tag policies an App owns) and ../http.py (what
+the endpoints, the dashboard's too, share: body limit, tokens, JSON answers, errors).
 Triggers only request (App.request, watcher/host.py); the worker (watcher/queue/worker.py) deploys.
 """

@@ -20,8 +20,8 @@ from watcher.config import WebhookSettings
 from watcher.errors import WatcherError
 from watcher.freeze import moment
 from watcher.host import App, Host
+from watcher.http import bearer_ok, body_or_none, clean, hmac_ok, level, loads, reply, too_large
 from watcher.queue.suspension import parse_until
-from watcher.triggers.http import bearer_ok, body_or_none, clean, hmac_ok, level, loads, reply, too_large
 
 log = logging.getLogger("watcher.webhook")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 from watcher.host import App, Host, Outcome
+from watcher.policy import older
 from watcher.triggers.payloads import Push
-from watcher.triggers.policy import older
 
 log = logging.getLogger("watcher.triggers")
 

@@ -33,11 +33,11 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from watcher import activity
 from watcher.backends.registry import NotFound, RegistryClient, RegistryError
 from watcher.host import App, Host
-from watcher.metrics import activity
+from watcher.policy import Decision, DigestPolicy, older
 from watcher.queue.connection import REDIS_DOWN, RedisRefused
-from watcher.triggers.policy import Decision, DigestPolicy, older
 
 log = logging.getLogger("watcher.poller")
 

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from watcher.config import WebhookSettings
 from watcher.errors import WatcherError
-from watcher.triggers.http import UNAVAILABLE, clean, read_refused, reply
+from watcher.http import UNAVAILABLE, clean, read_refused, reply
 
 
 def blueprint(

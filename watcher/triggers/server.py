@@ -28,10 +28,10 @@ from watcher import dashboard
 from watcher.config import HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import ConfigError, Interrupted
 from watcher.host import QUICK_REGISTRY, App, Host
+from watcher.http import handle_errors
 from watcher.metrics import registry_for
 from watcher.queue.connection import describe
 from watcher.triggers import control, probes, webhook
-from watcher.triggers.http import handle_errors
 from watcher.triggers.poller import Poller
 from watcher.triggers.probes import create_metrics_app
 

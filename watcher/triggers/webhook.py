@@ -28,11 +28,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from watcher import activity
 from watcher.config import WebhookSettings
 from watcher.host import Host, Outcome
-from watcher.metrics import activity
-from watcher.triggers import dispatch
-from watcher.triggers.http import (
+from watcher.http import (
     UNAVAILABLE,
     bearer_ok,
     body_or_none,
@@ -43,6 +42,7 @@ from watcher.triggers.http import (
     reply,
     too_large,
 )
+from watcher.triggers import dispatch
 from watcher.triggers.payloads import (
     Ignored,
     Push,

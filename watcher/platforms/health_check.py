@@ -16,17 +16,14 @@ the fallback: events are a hint that can be lost, and a socket proxy may not for
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from watcher.backends.container_events import ContainerEvent
-from watcher.backends.containers import Containers
-from watcher.platforms.base import Instance
-
-if TYPE_CHECKING:
-    from watcher.platforms.compose import ComposeColor
-from watcher.engine.health import judge
-from watcher.engine.progress import Progress
+from watcher.backends.containers import Containers, Instance
 from watcher.errors import DeployFailed
+from watcher.platforms.color import Color
+from watcher.platforms.health import judge
+from watcher.progress import Progress
 
 
 class HealthCheckFailed(DeployFailed):
@@ -45,7 +42,20 @@ class EventSource(Protocol):
     def wait(self, timeout: float) -> list[ContainerEvent]: ...
 
 
-def wait_until_healthy(stack: ComposeColor, *, timeout: float, interval: float, progress: Progress) -> float:
+class Watched(Protocol):
+    """A colour whose containers Docker runs (compose.py's `ComposeColor`)."""
+
+    color: Color
+    services: list[str]
+    docker: Containers
+
+    @property
+    def name(self) -> str: ...
+
+    def instances(self) -> list[Instance]: ...
+
+
+def wait_until_healthy(stack: Watched, *, timeout: float, interval: float, progress: Progress) -> float:
     """Subscribe to the colour's events, then wait; return the seconds it took, or raise
     HealthCheckFailed."""
     with stack.docker.events(stack.name, until=time.time() + timeout + interval) as events:
@@ -53,7 +63,7 @@ def wait_until_healthy(stack: ComposeColor, *, timeout: float, interval: float, 
 
 
 def wait_on_events(
-    stack: ComposeColor, events: EventSource, *, timeout: float, interval: float, progress: Progress
+    stack: Watched, events: EventSource, *, timeout: float, interval: float, progress: Progress
 ) -> float:
     """Judge the colour now, on every batch of events, and every `interval` seconds without one."""
     started = time.monotonic()

@@ -1,5 +1,6 @@
-"""What every HTTP endpoint of `watcher serve` shares: reading a body within the limit, the
-token checks (each compared in constant time), JSON answers, and the errors, handled once.
+"""What every HTTP endpoint of `watcher serve` (triggers/, dashboard/) shares: reading a body
+within the limit, the token checks (each compared in constant time), JSON answers, and the
+errors, handled once.
 
 Never a 500: anything unexpected is logged and answered 503 (nothing was enqueued).
 """
