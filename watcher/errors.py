@@ -55,3 +55,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+class PullFailed(WatcherError):
+    """The engine refused or failed a pull (the registry's answer, not Docker's absence)."""

@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness.triggers import write_project
 from tests.unit.test_arch import Registry, single
-from watcher.backends.containers import Instance
+from watcher.backends.instance import Instance
 from watcher.config import AppConfig, load_host
 from watcher.config.promote import PromoteSettings
 from watcher.engine import drain, verification

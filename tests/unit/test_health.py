@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from watcher.backends.container_events import ContainerEvent, ContainerEvents
-from watcher.backends.containers import Containers, Instance
+from watcher.backends.containers import Containers
+from watcher.backends.instance import Instance
 from watcher.platforms.health import judge
 from watcher.platforms.health_check import HealthCheckFailed, wait_on_events
 from watcher.progress import Progress

@@ -4,7 +4,7 @@ returns to all come from here."""
 
 from __future__ import annotations
 
-from watcher.backends.containers import Instance
+from watcher.backends.instance import Instance
 from watcher.engine.reconcile import Observed, reconcile, served
 from watcher.engine.state import DeployState, Pending, Release
 from watcher.platforms.color import Color

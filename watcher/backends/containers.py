@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import datetime
 
 import docker
@@ -11,68 +10,16 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from requests import RequestException
 
 from watcher.backends.container_events import HEALTH_ACTIONS, ContainerEvents
-from watcher.errors import DockerUnavailable, WatcherError
+from watcher.backends.instance import Instance
+from watcher.errors import DockerUnavailable, PullFailed
 
 #: What the Docker SDK raises when the engine is away: its own errors, and requests' (a
 #: connection refused or reset while dockerd restarts is not wrapped into a DockerException).
 DOCKER_DOWN = (DockerException, RequestException)
 
 
-class PullFailed(WatcherError):
-    """The engine refused or failed a pull (the registry's answer, not Docker's absence)."""
-
-
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
-
-
-@dataclass(frozen=True)
-class Instance:
-    """One running copy of a service of a colour: a container (Compose) or a task (Swarm)."""
-
-    id: str
-    name: str
-    service: str
-    image: str
-    image_id: str
-    state: str  # running, exited, created, restarting, dead, paused
-    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
-    exit_code: int
-    restart_count: int = 0  # restarts by Docker's restart policy since the container was started
-
-    @property
-    def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
-
-    @property
-    def version(self) -> str:
-        """The tag of the image reference the container was created from."""
-        last = self.image.rsplit("/", 1)[-1]
-        return last.split(":", 1)[1] if ":" in last else "latest"
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def ready(self) -> bool:
-        """Running and healthy (or running without a healthcheck to say otherwise)."""
-        return self.running and self.health in (None, "healthy")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "service": self.service,
-            "state": self.state,
-            "health": self.health,
-            "version": self.version,
-            "image": self.image,
-            "id": self.id[:12],
-            "restarts": self.restart_count,
-        }
 
 
 class Containers:

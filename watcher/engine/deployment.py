@@ -42,7 +42,6 @@ from watcher.errors import DeployFailed, UsageError
 from watcher.interrupts import shielded
 from watcher.platforms.base import ColorStack, Platform
 from watcher.platforms.color import Color
-from watcher.platforms.compose import ComposePlatform
 from watcher.progress import Progress
 from watcher.validation import validate_tag
 
@@ -61,7 +60,7 @@ class Deployment:
     ) -> None:
         self.config = config
         self.progress = progress or Progress()
-        self.platform = platform or ComposePlatform(config)
+        self.platform = platform or _compose(config)
         self.switch = TrafficSwitch(config.caddy.route_file)
         self.store = StateStore(config.state.dir, config.state.deployment_color_file)
         self.ledger = Ledger(self.store, self.progress)
@@ -356,3 +355,11 @@ def recorded_digest(view: View, version: str, image: str | None) -> str | None:
         if release and release.version == version and release.digest and release.image in (None, image):
             return release.digest
     return None
+
+
+def _compose(config: AppConfig) -> Platform:
+    """Compose, today's one platform: imported when a deploy needs it, so that processes that
+    only read state (`status`, an idle `watcher run`) do not load the Docker SDK."""
+    from watcher.platforms.compose import ComposePlatform
+
+    return ComposePlatform(config)

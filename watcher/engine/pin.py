@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from watcher.backends.compose import ComposeError
-from watcher.backends.containers import PullFailed
 from watcher.backends.manifests import ImagePlatform, platforms
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig
 from watcher.engine.arch import host_platform, missing
 from watcher.engine.run import Run
-from watcher.errors import DeployFailed
+from watcher.errors import DeployFailed, PullFailed
 from watcher.platforms.base import Platform
 from watcher.progress import Progress
 

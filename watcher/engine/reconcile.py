@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from watcher.backends.containers import Instance
+from watcher.backends.instance import Instance
 from watcher.engine.state import AWAITING, DeployState, Release
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color

@@ -9,30 +9,31 @@ from __future__ import annotations
 
 import logging
 
-import apprise
-
 from watcher.config import NotifyRoute
 from watcher.notify.event import Event
 
-logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
-
+#: apprise's notify types (its NotifyType values) by event; any other event is "info".
 _TYPES = {
-    "succeeded": apprise.NotifyType.SUCCESS,
-    "rollback_done": apprise.NotifyType.SUCCESS,
-    "failed": apprise.NotifyType.FAILURE,
-    "rolled_back": apprise.NotifyType.FAILURE,
-    "refused": apprise.NotifyType.WARNING,
-    "paused": apprise.NotifyType.WARNING,
+    "succeeded": "success",
+    "rollback_done": "success",
+    "failed": "failure",
+    "rolled_back": "failure",
+    "refused": "warning",
+    "paused": "warning",
 }
-
-_ASSET = apprise.AppriseAsset(app_id="watcher", app_desc="watcher blue-green deploys")
 
 
 class AppriseChannel:
     def __init__(self, route: NotifyRoute) -> None:
+        # Imported here: apprise is ~17 MB, and most processes (and hosts) never send a notification.
+        import apprise
+
+        logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)
         self.name = route.channel
         self.events = route.events
-        self._apprise = apprise.Apprise(asset=_ASSET)
+        self._apprise = apprise.Apprise(
+            asset=apprise.AppriseAsset(app_id="watcher", app_desc="watcher blue-green deploys")
+        )
         if not self._apprise.add(route.url):  # the config checked it already; never show it
             raise ValueError(f"apprise cannot send to this {self.name}:// URL")
 
@@ -43,7 +44,7 @@ class AppriseChannel:
         # `timeout` bounds the whole send in the outbox; apprise's own socket timeouts (the URL's
         # cto/rto, 4 s by default) end the request behind it.
         sent = self._apprise.notify(
-            body=event.body(), title=event.title, notify_type=_TYPES.get(event.kind, apprise.NotifyType.INFO)
+            body=event.body(), title=event.title, notify_type=_TYPES.get(event.kind, "info")
         )
         if not sent:
             raise RuntimeError(f"the {self.name} service did not accept the notification")

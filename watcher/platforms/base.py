@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from watcher.backends.containers import Instance
+from watcher.backends.instance import Instance
 from watcher.platforms.color import Color
 from watcher.platforms.health import Health
 from watcher.progress import Progress

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 
 from watcher.backends.compose import ComposeProject
-from watcher.backends.containers import Containers, Instance
+from watcher.backends.containers import Containers
+from watcher.backends.instance import Instance
 from watcher.config import AppConfig
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from watcher.backends.containers import Instance
+from watcher.backends.instance import Instance
 
 #: States from which a colour that is starting will not become healthy by waiting longer.
 FAILED = frozenset({"unhealthy", "restarting", "exited"})

@@ -16,14 +16,17 @@ the fallback: events are a hint that can be lost, and a socket proxy may not for
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from watcher.backends.container_events import ContainerEvent
-from watcher.backends.containers import Containers, Instance
+from watcher.backends.instance import Instance
 from watcher.errors import DeployFailed
 from watcher.platforms.color import Color
 from watcher.platforms.health import judge
 from watcher.progress import Progress
+
+if TYPE_CHECKING:  # the Docker SDK behind them loads when a colour is really watched
+    from watcher.backends.container_events import ContainerEvent
+    from watcher.backends.containers import Containers
 
 
 class HealthCheckFailed(DeployFailed):

@@ -1,0 +1,56 @@
+"""What a platform runs of a colour: an instance of a service (a container, a task), as the
+engine and `status` read it whatever the platform. Kept apart from the Docker backend so that
+reading it needs no Docker SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running copy of a service of a colour: a container (Compose) or a task (Swarm)."""
+
+    id: str
+    name: str
+    service: str
+    image: str
+    image_id: str
+    state: str  # running, exited, created, restarting, dead, paused
+    health: str | None  # healthy, unhealthy, starting; None without a healthcheck
+    exit_code: int
+    restart_count: int = 0  # restarts by Docker's restart policy since the container was started
+
+    @property
+    def repository(self) -> str:
+        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
+        head, _, last = self.image.rpartition("/")
+        name = last.split(":", 1)[0].split("@", 1)[0]
+        return f"{head}/{name}" if head else name
+
+    @property
+    def version(self) -> str:
+        """The tag of the image reference the container was created from."""
+        last = self.image.rsplit("/", 1)[-1]
+        return last.split(":", 1)[1] if ":" in last else "latest"
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def ready(self) -> bool:
+        """Running and healthy (or running without a healthcheck to say otherwise)."""
+        return self.running and self.health in (None, "healthy")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "service": self.service,
+            "state": self.state,
+            "health": self.health,
+            "version": self.version,
+            "image": self.image,
+            "id": self.id[:12],
+            "restarts": self.restart_count,
+        }
