@@ -366,13 +366,13 @@ def _act(app: App, args: argparse.Namespace) -> int:
     colour swap at a time per app), else run here under the locks like `watcher deploy` (no
     Redis, or the wait was made by `watcher deploy`)."""
     action = args.command
-    if not app.host.redis or app.promotions.waiting() is None:  # none, or `watcher deploy` made it
+    if not app.host.redis or app.promotions.awaited() is None:  # none, or `watcher deploy` made it
 
         def work(engine: Deployment, lock: Guard) -> None:
             if action == "promote":
                 _print_result(engine.promote(guard=lock), args.json)
             else:
-                done = engine.abort_waiting(guard=lock)
+                done = engine.abort_awaited(guard=lock)
                 print(json.dumps({"message": done}) if args.json else done)
 
         return _engine(app, args, work)
@@ -552,7 +552,7 @@ def _enqueue(app: App, args: argparse.Namespace) -> int:
 
 def _queue(app: App, args: argparse.Namespace) -> int:
     running, waiting = app.queue.running(), app.queue.waiting()
-    promotion = app.promotions.waiting()
+    promotion = app.promotions.awaited()
     if args.json:
         print(
             json.dumps(

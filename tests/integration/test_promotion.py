@@ -186,7 +186,7 @@ def test_promote_and_abort_requests_in_the_queue(redis_url: str, app_name: str) 
         Promotions(queue).ask("promote", requested_by="ann")
     queue, promotions, lock, job = waiting_job(client, app_name)
     try:
-        assert promotions.waiting() == queue.get(job.id)
+        assert promotions.awaited() == queue.get(job.id)
         first = promotions.ask("promote", requested_by="ann")
         assert first.outcome == "queued" and first.job is not None
         assert (first.job.kind, first.job.version, first.job.awaits) == ("promote", "v2", job.id)
@@ -203,6 +203,6 @@ def test_promote_and_abort_requests_in_the_queue(redis_url: str, app_name: str) 
         promotions.settle(lock, job, Status.SUPERSEDED, f"superseded by job {newer.id} (deploy v3)")
         settled = queue.get(job.id)
         assert settled is not None and settled.status is Status.SUPERSEDED and settled.finished is not None
-        assert promotions.waiting() is None
+        assert promotions.awaited() is None
     finally:
         lock.release()

@@ -328,7 +328,7 @@ def test_a_waiting_colour_is_promoted_or_aborted(engine: Deployment, platform: F
     assert promoted.version == "v2" and serving(engine) == ("green", "v2")
     assert engine.store.load().pending is None
     assert deploy(engine, "v3").awaiting
-    said = engine.abort_waiting(guard=Guard())
+    said = engine.abort_awaited(guard=Guard())
     assert said.startswith("removed shop-blue (v3); v2 is still live on green")
     assert serving(engine) == ("green", "v2") and versions(platform)["blue"] is None
 

@@ -377,7 +377,7 @@ def test_promote_and_abort_act_on_the_job_awaiting_promotion(queue: DeployQueue,
     with pytest.raises(UsageError, match="awaits promotion: nothing to promote"):
         promotions.ask("promote", requested_by="ann")
     waiting_id = awaiting_job(queue, lock)
-    waiting = promotions.waiting()
+    waiting = promotions.awaited()
     assert waiting is not None and waiting.id == waiting_id and waiting.until == "2030-01-01T00:00:00+00:00"
     asked = promotions.ask("promote", requested_by="ann")
     assert asked.outcome == "queued" and asked.job is not None
@@ -412,6 +412,6 @@ def test_settle_ends_the_wait_once_under_the_lock(
         Status.SUCCEEDED,
         "promoted by job 9",
     )
-    assert promotions.waiting() is None and client.get(queue.keys.awaiting) is None
+    assert promotions.awaited() is None and client.get(queue.keys.awaiting) is None
     promotions.settle(lock, waiting, Status.FAILED, "expired")  # already settled: left as it is
     assert status_of(queue, waiting_id) is Status.SUCCEEDED

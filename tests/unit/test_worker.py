@@ -201,7 +201,7 @@ class Promoting(FakeEngine):
         guard.check()
         return DeployResult("deploy", "v2", Color.GREEN, None, message="v2 is live on green")
 
-    def abort_waiting(self, *, guard: Guard) -> str:
+    def abort_awaited(self, *, guard: Guard) -> str:
         guard.check()
         return "removed v2 from green"
 
@@ -239,4 +239,4 @@ def test_promote_and_abort_jobs_settle_the_wait(
     assert (done.status, done.message) == (Status.SUCCEEDED, outcome)
     wait = ended(queue, waiting)
     assert (wait.status, wait.message if settled is Status.SUCCEEDED else wait.reason) == (settled, text)
-    assert Promotions(queue).waiting() is None
+    assert Promotions(queue).awaited() is None

@@ -133,19 +133,19 @@ class Deployment:
         with self._running(run, guard):
             return promotion.promote(self, run)
 
-    def abort_waiting(self, *, guard: Guard) -> str:
+    def abort_awaited(self, *, guard: Guard) -> str:
         """Remove the colour a manual deploy left waiting; the live colour is never touched."""
         with self._running(Run("abort", ""), guard):
             view = self.view()
-            return promotion.remove_waiting(self, view, promotion.waiting(self, view, "abort"))
+            return promotion.remove_awaited(self, view, promotion.awaited(self, view, "abort"))
 
-    def expire_waiting(self, *, guard: Guard) -> str | None:
+    def expire_awaited(self, *, guard: Guard) -> str | None:
         """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
         pending = self.store.load().pending
         if pending is None or not awaiting(pending) or not promotion.expired(pending):
             return None
         with self._running(Run("abort", pending.version), guard):
-            removed = promotion.remove_waiting(self, self.view(), pending)
+            removed = promotion.remove_awaited(self, self.view(), pending)
         return f"the wait of {pending.version} on {pending.color} expired at {pending.until}: {removed}"
 
     # -- phases ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Manual promotion (`[promote] mode = "manual"`): a deploy stops before the switch, its colour
 healthy, smoke-tested and previewable, and the state's pending note says so (phase AWAITING,
 with the digest and image it runs and the moment the wait expires). `promote` then switches to
-it (the second half of that deploy); `abort_waiting` removes it, never touching the live colour.
+it (the second half of that deploy); `abort_awaited` removes it, never touching the live colour.
 A newer deploy targets the same idle colour and removes the waiting containers as its leftovers.
 
 Why the wait lives in the state file and not in the queue: the engine knows nothing of queues,
@@ -61,7 +61,7 @@ def keep_preview(path: Path, color: Color) -> None:
 
 def await_promotion(engine: Engine, run: Run) -> DeployResult:
     """Stop before the switch: the target runs the version, healthy, smoke-tested and open to the
-    preview header; traffic stays where it is until `promote` (or `abort_waiting`)."""
+    preview header; traffic stays where it is until `promote` (or `abort_awaited`)."""
     assert run.plan is not None
     config, target = engine.config, run.plan.target
     pending = Pending(
@@ -93,9 +93,9 @@ def await_promotion(engine: Engine, run: Run) -> DeployResult:
 def promote(engine: Engine, run: Run) -> DeployResult:
     """Switch to the colour a manual deploy left waiting, if it still runs what waited, healthy."""
     view = engine.view()
-    pending = waiting(engine, view, "promote")
+    pending = awaited(engine, view, "promote")
     if expired(pending):
-        removed = remove_waiting(engine, view, pending)
+        removed = remove_awaited(engine, view, pending)
         raise DeployFailed(
             f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
             f"not promoted, nothing was switched; {removed}"
@@ -122,7 +122,7 @@ def promote(engine: Engine, run: Run) -> DeployResult:
     return engine.go_live(run, view)
 
 
-def waiting(engine: Engine, view: View, verb: str) -> Pending:
+def awaited(engine: Engine, view: View, verb: str) -> Pending:
     """The pending note of the deploy that awaits promotion; UsageError when none does."""
     pending = view.recorded.pending
     if pending is None or not awaiting(pending):
@@ -138,7 +138,7 @@ def waiting(engine: Engine, view: View, verb: str) -> Pending:
     return pending
 
 
-def remove_waiting(engine: Engine, view: View, pending: Pending) -> str:
+def remove_awaited(engine: Engine, view: View, pending: Pending) -> str:
     """Remove the waiting colour and its note, under the guard (never interrupted halfway)."""
     target = engine.platform.color(pending.color)
     assert engine.ledger.guard is not None

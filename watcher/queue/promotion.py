@@ -3,8 +3,8 @@ id in `watcher:<app>:awaiting`), and the promote and abort jobs that act on it.
 
 A promote or abort is a job like a deploy, run by a worker under the deploy lock, so one colour
 swap at a time per app holds. It is queued only while a job waits for promotion and no deploy
-waits or runs (that newer push supersedes the waiting one: there is nothing left to promote);
-a newer promote or abort supersedes one that waits. The waiting job is settled, fenced like any
+waits or runs (that newer push supersedes the awaited one: there is nothing left to promote);
+a newer promote or abort supersedes one that waits. The awaited job is settled, fenced like any
 job write, once the state file says its wait ended: promoted (succeeded), aborted (cancelled),
 expired (failed) or removed by a newer deploy (superseded).
 """
@@ -39,21 +39,21 @@ class Asked:
 
 
 class Promotions:
-    """One app's waiting job and the requests that act on it."""
+    """One app's awaited job and the requests that act on it."""
 
     def __init__(self, queue: DeployQueue) -> None:
         self.queue = queue
         self.client: redis.Redis = queue.client
         self.key = queue.keys.awaiting
 
-    def waiting(self) -> Job | None:
+    def awaited(self) -> Job | None:
         """The job awaiting promotion, if any."""
         job_id = self.client.get(self.key)
         job = self.queue.get(job_id) if job_id else None
         return job if job is not None and job.status is Status.AWAITING else None
 
     def ask(self, action: str, *, requested_by: str) -> Asked:
-        """Queue a promote or abort of the waiting job; UsageError when there is nothing to act on."""
+        """Queue a promote or abort of the awaited job; UsageError when there is nothing to act on."""
         if action not in ACTIONS:
             raise UsageError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})")
         q = self.queue
@@ -72,14 +72,14 @@ class Promotions:
         return Asked(q.get(job_id), outcome)
 
     def mark(self, lock: DeployLock, job: Job, until: str) -> None:
-        """After the worker recorded `job` as awaiting promotion: it is the app's waiting job."""
+        """After the worker recorded `job` as awaiting promotion: it is the app's awaited job."""
         if not self.queue.write("mark", lock.token, str(lock.fence), job.id, until):
             raise GuardLost(
                 f"job {job.id} is no longer ours (fence {lock.fence}): not marked as awaiting promotion"
             )
 
     def settle(self, lock: DeployLock, job: Job, status: Status, text: str) -> None:
-        """The waiting `job`'s end: promoted (succeeded, `text` its message) or not (`text` why)."""
+        """The awaited `job`'s end: promoted (succeeded, `text` its message) or not (`text` why)."""
         field = "message" if status is Status.SUCCEEDED else "reason"
         if not self.queue.write("settle", lock.token, str(lock.fence), job.id, status.value, field, text):
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost: job {job.id} was not settled")

@@ -68,9 +68,9 @@ class Engine(Protocol):
 
     def promote(self, *, guard: Guard) -> DeployResult: ...
 
-    def abort_waiting(self, *, guard: Guard) -> str: ...
+    def abort_awaited(self, *, guard: Guard) -> str: ...
 
-    def expire_waiting(self, *, guard: Guard) -> str | None: ...
+    def expire_awaited(self, *, guard: Guard) -> str | None: ...
 
     def view(self) -> View: ...
 
@@ -215,21 +215,21 @@ class Worker:
         engine = self.engine(progress)
         phases = progress.durations  # filled in as the engine goes; recorded with the outcome
         try:
-            waiting = self.promotions.waiting()
+            awaited = self.promotions.awaited()
         except REDIS_DOWN as exc:  # the next job's run settles it
             log.warning(
                 "worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc
             )
-            waiting = None
+            awaited = None
         try:
             if job.kind is JobKind.ROLLBACK:
                 result = engine.rollback(guard=lock, to=job.version)
             elif job.kind is JobKind.PROMOTE:
                 result = engine.promote(guard=lock)
             elif job.kind is JobKind.ABORT:
-                done = engine.abort_waiting(guard=lock)
+                done = engine.abort_awaited(guard=lock)
                 self._end(lock, job, Status.SUCCEEDED, message=done, audit=unchanged(engine, phases))
-                self._settle(lock, job, engine, waiting, done, ok=True)
+                self._settle(lock, job, engine, awaited, done, ok=True)
                 return
             else:
                 result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
@@ -249,7 +249,7 @@ class Worker:
                 reason=f"{exc}{self._follow_move(job, run.moved if (run := run_of(exc)) else None)}",
                 audit=unchanged(engine, phases, exc),
             )
-            self._settle(lock, job, engine, waiting, str(exc), ok=False)
+            self._settle(lock, job, engine, awaited, str(exc), ok=False)
             return
         except Exception as exc:  # a bug must fail the job, not kill the worker
             log.exception("worker %s: job %s: unexpected error", self.name, job.id)
@@ -269,7 +269,7 @@ class Worker:
             message=f"{result.message}{self._follow_move(job, result.moved)}",
             audit=audit_of(result, phases),
         )
-        self._settle(lock, job, engine, waiting, result.message, ok=True)
+        self._settle(lock, job, engine, awaited, result.message, ok=True)
         if result.awaiting and result.until:
             try:
                 retrying(
@@ -281,11 +281,11 @@ class Worker:
                 log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.name, job.id, exc)
 
     def _settle(
-        self, lock: DeployLock, job: Job, engine: Engine, waiting: Job | None, detail: str, *, ok: bool
+        self, lock: DeployLock, job: Job, engine: Engine, awaited: Job | None, detail: str, *, ok: bool
     ) -> None:
         """End the job that awaited promotion when `job`'s run ended its wait (the state file says
         so): promoted, aborted, expired, or superseded by a newer deploy."""
-        if waiting is None or waiting.id == job.id:
+        if awaited is None or awaited.id == job.id:
             return
         try:
             pending = engine.view().recorded.pending
@@ -294,7 +294,7 @@ class Worker:
         if (
             pending is not None
             and awaiting(pending)
-            and (pending.version, pending.until) == (waiting.version, waiting.until)
+            and (pending.version, pending.until) == (awaited.version, awaited.until)
         ):
             return  # it still waits (a promote refused, a deploy that stopped before it started)
         if job.kind is JobKind.PROMOTE and ok:
@@ -305,50 +305,50 @@ class Worker:
             status, text = Status.FAILED, f"job {job.id} ({job.kind}): {detail}"
         else:
             status, text = Status.SUPERSEDED, f"superseded by job {job.id} ({job.kind} {job.version})"
-        self._settle_as(lock, waiting, status, text)
+        self._settle_as(lock, awaited, status, text)
 
-    def _settle_as(self, lock: DeployLock, waiting: Job, status: Status, text: str) -> None:
+    def _settle_as(self, lock: DeployLock, awaited: Job, status: Status, text: str) -> None:
         try:
             retrying(
-                lambda: self.promotions.settle(lock, waiting, status, text),
-                f"settling job {waiting.id}",
+                lambda: self.promotions.settle(lock, awaited, status, text),
+                f"settling job {awaited.id}",
                 give_up_after=5,
             )
         except (GuardLost, RedisUnavailable) as exc:
-            log.error("worker %s: job %s was not settled (%s): %s", self.name, waiting.id, text, exc)
+            log.error("worker %s: job %s was not settled (%s): %s", self.name, awaited.id, text, exc)
             return
-        log.info("worker %s: job %s %s: %s", self.name, waiting.id, status.value, text)
+        log.info("worker %s: job %s %s: %s", self.name, awaited.id, status.value, text)
 
     def _expire(self, lock: DeployLock) -> bool:
         """No job to take: remove the colour of a job whose wait for promotion is over."""
-        waiting = self.promotions.waiting()
-        if waiting is None or not past(waiting.until):
+        awaited = self.promotions.awaited()
+        if awaited is None or not past(awaited.until):
             return False
-        with logs.job_context(self.app, waiting.id):
+        with logs.job_context(self.app, awaited.id):
             engine = self.engine(Progress(self.stream))
             try:
-                done = engine.expire_waiting(guard=lock)
+                done = engine.expire_awaited(guard=lock)
             except GuardLost as exc:
                 log.error(
                     "worker %s: job %s: %s; its expiry is left to the lock's holder",
                     self.name,
-                    waiting.id,
+                    awaited.id,
                     exc,
                 )
                 return True
             except WatcherError as exc:
                 log.error(
-                    "worker %s: job %s: its expired colour was not removed: %s", self.name, waiting.id, exc
+                    "worker %s: job %s: its expired colour was not removed: %s", self.name, awaited.id, exc
                 )
                 done = (
-                    f"the wait for promotion ended at {waiting.until}, but its colour was not removed ({exc}): "
+                    f"the wait for promotion ended at {awaited.until}, but its colour was not removed ({exc}): "
                     "the next deploy removes it (`watcher status`)"
                 )
             self._settle_as(
                 lock,
-                waiting,
+                awaited,
                 Status.FAILED,
-                done or f"the wait for promotion ended at {waiting.until} (nothing waited in the state)",
+                done or f"the wait for promotion ended at {awaited.until} (nothing waited in the state)",
             )
         return True
 
