@@ -9,7 +9,7 @@ WORKERS ?= 4
 RESULTS := tests/artifacts
 
 # $(call tests,PATHS): the tests side by side on $(WORKERS) workers, then those marked serial
-# alone (they restart the Docker engine), then the 20 slowest of both; fails if either run did
+# alone (they restart the Docker engine, or bound times tightly), then the 20 slowest of both; fails if either run did
 # (exit 5, nothing collected, too).
 define tests
 	@rm -f $(RESULTS)/junit-*.xml; mkdir -p $(RESULTS); \

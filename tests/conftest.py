@@ -8,7 +8,8 @@ those marked `serial` alone. Every test owns what it changes (a unique stack, co
 port, app name in Redis, and its worker's app repository), so most run beside each other; a
 module whose tests share a module-scoped fixture (a stack, a host) goes to one worker, which
 builds it once and runs the tests in file order. `serial` marks the few that disturb the whole
-machine (they restart the Docker engine): they never run beside another test.
+machine (they restart the Docker engine) or whose time bounds need the CPU to themselves: they
+never run beside another test.
 """
 
 from __future__ import annotations
