@@ -13,7 +13,7 @@ RESULTS := tests/artifacts
 # (exit 5, nothing collected, too).
 define tests
 	@rm -f $(RESULTS)/junit-*.xml; mkdir -p $(RESULTS); \
-	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not serial" --junitxml=$(RESULTS)/junit-side.xml $(1); \
+	$(PYTEST) -n $(WORKERS) --dist loadscope -m "not serial" --junitxml=$(RESULTS)/junit-side.xml $(1); \
 	side=$$?; \
 	$(PYTEST) -m serial --junitxml=$(RESULTS)/junit-serial.xml $(1); \
 	alone=$$?; \

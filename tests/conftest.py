@@ -3,11 +3,11 @@
 Under CI=true a missing service fails the run; elsewhere the tests that need it are skipped
 with the reason, so a laptop without Docker can still run the unit tests.
 
-`make test` runs the tests side by side on pytest-xdist workers (`--dist loadgroup`), then
+`make test` runs the tests side by side on pytest-xdist workers (`--dist loadscope`), then
 those marked `serial` alone. Every test owns what it changes (a unique stack, compose project,
-port, app name in Redis, and its worker's app repository), so most run beside each other; a
-module whose tests share a module-scoped fixture (a stack, a host) goes to one worker, which
-builds it once and runs the tests in file order. `serial` marks the few that disturb the whole
+port, app name in Redis, and its worker's app repository), so modules run beside each other;
+each module goes to one worker, which builds its module-scoped fixtures (a stack, a host) once
+and runs its tests in file order. `serial` marks the few that disturb the whole
 machine (they restart the Docker engine) or whose time bounds need the CPU to themselves: they
 never run beside another test.
 """
@@ -41,17 +41,6 @@ if TYPE_CHECKING:
 
 IN_CI = os.environ.get("CI") == "true"
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per module whose tests share a module-scoped fixture."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures is not None and any(
-            defs[-1].scope in ("module", "class", "package") for defs in fixtures.name2fixturedefs.values()
-        ):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
