@@ -3,6 +3,24 @@
 #   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
 #   make lint   ruff: the lint rules and the format in pyproject.toml
 PY := .venv/bin/python
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+# The tests mostly wait on Docker, so more xdist workers than cores pay (WORKERS=1: one at a time).
+WORKERS ?= 4
+RESULTS := tests/artifacts
+
+# $(call tests,PATHS): the tests side by side on $(WORKERS) workers, then those marked serial
+# alone (they restart the Docker engine, or bound times tightly), then the 20 slowest of both; fails if either run did
+# (exit 5, nothing collected, too).
+define tests
+	@rm -f $(RESULTS)/junit-*.xml; mkdir -p $(RESULTS); \
+	$(PYTEST) -n $(WORKERS) --dist loadscope -m "not serial" --junitxml=$(RESULTS)/junit-side.xml $(1); \
+	side=$$?; \
+	$(PYTEST) -m serial --junitxml=$(RESULTS)/junit-serial.xml $(1); \
+	alone=$$?; \
+	$(PY) -m tests.harness.durations $(RESULTS)/junit-*.xml; \
+	echo "side by side: exit $$side; serial: exit $$alone"; \
+	[ $$side -eq 0 ] && [ $$alone -eq 0 ]
+endef
 
 .PHONY: setup services lint test unit faults demo bench clean-services
 
@@ -17,13 +35,13 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: services
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/integration tests/browser tests/faults
+	$(call tests,tests/unit tests/integration tests/browser tests/faults)
 
 unit: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PYTEST) -n $(WORKERS) --durations=20 tests/unit
 
 faults: services
-	$(PY) -m pytest -q -p no:cacheprovider tests/faults
+	$(call tests,tests/faults)
 
 demo: services
 	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)

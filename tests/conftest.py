@@ -2,6 +2,14 @@
 
 Under CI=true a missing service fails the run; elsewhere the tests that need it are skipped
 with the reason, so a laptop without Docker can still run the unit tests.
+
+`make test` runs the tests side by side on pytest-xdist workers (`--dist loadscope`), then
+those marked `serial` alone. Every test owns what it changes (a unique stack, compose project,
+port, app name in Redis, and its worker's app repository), so modules run beside each other;
+each module goes to one worker, which builds its module-scoped fixtures (a stack, a host) once
+and runs its tests in file order. `serial` marks the few that disturb the whole
+machine (they restart the Docker engine) or whose time bounds need the CPU to themselves: they
+never run beside another test.
 """
 
 from __future__ import annotations
@@ -18,12 +26,30 @@ import pytest
 import redis
 
 from tests.harness.leftovers import sweep
-from tests.harness.stack import APP_REPO, CADDY_IMAGE, REDIS_IMAGE, REGISTRY, SIDECAR_IMAGE, Stack
+from tests.harness.stack import (
+    APP_REPO,
+    CADDY_IMAGE,
+    REDIS_IMAGE,
+    REGISTRY,
+    SHARED_APP_REPO,
+    SIDECAR_IMAGE,
+    Stack,
+)
 
 if TYPE_CHECKING:
     from tests.harness.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI") == "true"
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if WORKERS > 1 and item.get_closest_marker("serial"):
+        pytest.fail(
+            "marked serial (it disturbs the whole machine): run it alone, `pytest -m serial`, "
+            "and the others with -m 'not serial' (see `make test`)",
+            pytrace=False,
+        )
 
 
 def _missing_services() -> list[str]:
@@ -116,17 +142,24 @@ APP_VARIANTS: dict[str, dict[str, object]] = {
 
 @pytest.fixture(scope="session")
 def app_images(real_services: None) -> dict[str, str]:
-    """Build the offline images once per run and push every app variant to the registry."""
+    """Build the offline images once per machine (the first worker builds them, the others find
+    them built) and push every app variant to the registry, as SHARED_APP_REPO and APP_REPO."""
     from tests.harness import images
 
-    images.build_caddy_image(CADDY_IMAGE)
-    images.build_redis_image(REDIS_IMAGE)
-    images.push(images.build_sidecar_image(SIDECAR_IMAGE))  # the engine pulls every configured service
+    own = APP_REPO != SHARED_APP_REPO  # under xdist: this worker's repository, of the same images
     refs = {}
-    for tag, options in APP_VARIANTS.items():
-        ref = images.build_app_image(f"{APP_REPO}:{tag}", tag, **options)  # type: ignore[arg-type]
-        images.push(ref)
-        refs[tag] = ref
+    with images.exclusive():
+        images.build_caddy_image(CADDY_IMAGE)
+        images.build_redis_image(REDIS_IMAGE)
+        images.push(images.build_sidecar_image(SIDECAR_IMAGE))  # the engine pulls every configured service
+        for tag, options in APP_VARIANTS.items():
+            refs[tag] = images.build_app_image(f"{SHARED_APP_REPO}:{tag}", tag, **options)  # type: ignore[arg-type]
+            images.push(refs[tag])
+            if own:
+                refs[tag] = images.tag(refs[tag], f"{APP_REPO}:{tag}")
+    if own:
+        for ref in refs.values():
+            images.push(ref)  # its blobs are in the registry already: manifests only
     return refs
 
 

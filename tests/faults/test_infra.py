@@ -465,6 +465,7 @@ def colors_running(stack: Stack) -> set[str]:
     }
 
 
+@pytest.mark.serial  # dockerd stops every container of the host
 @pytest.mark.timeout(180)
 def test_docker_engine_restarted_between_deploys_brings_the_same_colour_back(
     case: Infra, procs: list[Output]
@@ -489,6 +490,7 @@ def test_docker_engine_restarted_between_deploys_brings_the_same_colour_back(
     assert_next_deploy_works(stack)
 
 
+@pytest.mark.serial  # dockerd stops every container of the host
 @pytest.mark.timeout(180)
 def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(
     case: Infra, procs: list[Output]

@@ -14,6 +14,8 @@ CLI: ``python -m tests.harness.images all`` (see ``main``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -25,8 +27,9 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -202,6 +205,25 @@ def _split(ref: str) -> tuple[str, str]:
     return repo, tag or "latest"
 
 
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Builds and pushes of the shared images, one process of this machine at a time (xdist
+    workers, or another run): the first builds, the others wait, then find them up to date."""
+    with (Path(tempfile.gettempdir()) / "watcher-test-images.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def tag(ref: str, new_ref: str) -> str:
+    """Tag the local image ``ref`` as ``new_ref`` too (the same image, no build)."""
+    repo, new_tag = _split(new_ref)
+    client().images.get(ref).tag(repo, new_tag)
+    return new_ref
+
+
 def _labels(ref: str) -> dict[str, str] | None:
     try:
         image = client().images.get(ref)
@@ -366,8 +388,10 @@ def _python_runtime() -> RootFS:
     return fs
 
 
+@functools.cache
 def build_app_base_image() -> str:
-    """The layer every test app version shares (runtime + server), tagged by its content."""
+    """The layer every test app version shares (runtime + server), tagged by its content; built
+    (or found) once per process: its tar alone takes most of a second to make and hash."""
     fs = _python_runtime()
     ref = f"{APP_BASE_REPO}:{hashlib.sha256(fs.tar()).hexdigest()[:16]}"
     changes = [

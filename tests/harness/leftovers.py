@@ -63,7 +63,8 @@ def remove_projects(match: Callable[[str], bool]) -> list[str]:
     try:
         listings = (  # containers first: a network or volume in use cannot go
             (
-                api.containers.list(all=True, filters=labelled),
+                # another run's (another xdist worker's) container may be gone once listed
+                api.containers.list(all=True, filters=labelled, ignore_removed=True),
                 lambda c: c.labels,
                 lambda c: c.remove(force=True, v=True),
             ),

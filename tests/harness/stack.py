@@ -30,7 +30,14 @@ from tests.harness.leftovers import claim, remove_stack
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = "127.0.0.1:5000"
-APP_REPO = f"{REGISTRY}/watcher-test/app"
+#: The test app's repository every run's images are built into (and tests that name it pull from).
+SHARED_APP_REPO = f"{REGISTRY}/watcher-test/app"
+#: The repository this process's stacks deploy from: under pytest-xdist one per worker, because
+#: `watcher cleanup` removes the local images of its app's repository that nothing live needs,
+#: which must never be an image another worker is about to push or deploy.
+APP_REPO = SHARED_APP_REPO + (
+    f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
+)
 CADDY_IMAGE = "watcher-test/caddy:2.11.7"
 REDIS_IMAGE = "watcher-test/redis:7"
 SIDECAR_IMAGE = f"{REGISTRY}/watcher-test/sidecar:1"

@@ -134,6 +134,7 @@ def test_each_event_of_a_deploy_and_a_failed_deploy_is_one_message(stack: Stack,
         assert f"{DASHBOARD}/apps/{stack.name}/jobs/{failed.id}" in bad["message"]
 
 
+@pytest.mark.serial  # its time bounds need the CPU to itself: beside other tests it flakes
 def test_a_receiver_down_or_hanging_neither_delays_nor_fails_a_deploy(
     stack: Stack, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

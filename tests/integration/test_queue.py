@@ -315,6 +315,7 @@ def test_a_rollback_job_runs_the_engines_rollback(
     assert [(s["version"], s["kind"]) for s in switches(client, app_name)] == [("v1", "rollback")]
 
 
+@pytest.mark.serial  # its time bounds need the CPU to itself: beside other tests it flakes
 def test_a_killed_workers_job_is_taken_over_once_its_lock_expires(
     client: redis.Redis, queue: DeployQueue, redis_url: str, app_name: str, tmp_path: Path
 ) -> None:
@@ -419,7 +420,7 @@ def test_lock_check_rides_out_a_redis_blip_but_not_an_outage(
 CONFIG = """\
 [app]
 name = "{app}"
-image = "127.0.0.1:5000/watcher-test/app"
+image = "{image}"
 
 [services.web]
 port = 8080
@@ -443,7 +444,7 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(
 ) -> None:
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (tmp_path / name).write_text("")
-    (tmp_path / "watcher.toml").write_text(CONFIG.format(app=app_name, url=redis_url))
+    (tmp_path / "watcher.toml").write_text(CONFIG.format(app=app_name, url=redis_url, image=APP_REPO))
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WATCHER_LOCK_TTL")}
     env.update(
         WATCHER_CONFIG=str(tmp_path / "watcher.toml"),
@@ -506,7 +507,7 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(
 def test_queue_commands_need_redis(tmp_path: Path) -> None:
     for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
         (tmp_path / name).write_text("")
-    config = CONFIG.format(app="shop", url="x").split("[redis]")[0]
+    config = CONFIG.format(app="shop", url="x", image=APP_REPO).split("[redis]")[0]
     (tmp_path / "watcher.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     proc = subprocess.run(
