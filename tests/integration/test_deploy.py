@@ -168,6 +168,7 @@ def test_bad_input_gives_a_clear_error_and_changes_nothing(stack: Stack) -> None
     assert stack.version() == "v1"
 
 
+@pytest.mark.serial  # the lock is held for the 4 s slow boot only: beside other tests the CLI can take longer
 def test_deploy_is_refused_while_another_holds_the_lock(stack: Stack) -> None:
     deployed(stack, "v1")
     proc = stack.spawn("deploy", "slowok")

@@ -101,7 +101,7 @@ def test_a_scheduled_freeze_holds_a_deploy_lets_a_rollback_through_and_ends_by_i
     assert not worker.run_once() and [j.id for j in queue.waiting()] == [deploy.id], (
         "the freeze holds the deploy"
     )
-    state = overview(DeployQueue(client, app_name, freezes=freezes))
+    state = overview(DeployQueue(client, app_name, freezes=freezes), paused=None, lock=None)
     assert state["frozen"]["holds_next"] and state["frozen"]["until_ts"] == pytest.approx(MONDAY_8)
     # A rollback (it supersedes the waiting deploy, as any newer request) runs in the freeze.
     back = queue.enqueue("v1", source="rollback", requested_by="test").job

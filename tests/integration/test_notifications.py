@@ -82,7 +82,7 @@ def run_job(config: AppConfig, redis_url: str, version: str, notifier: Notifier 
         client,
         config.name,
         lambda progress: Deployment(config, progress=progress),
-        lock_ttl=host.lock_ttl,
+        lock_ttl=host.redis.lock_ttl,
         name="notify-test",
         stream=io.StringIO(),
         observer=notifier,

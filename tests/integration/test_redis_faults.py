@@ -264,6 +264,7 @@ def test_a_command_the_acl_denies_fails_at_once_naming_the_user(private_redis: R
     ],
     ids=["enqueue", "worker", "deploy-with-REDIS_URL"],
 )
+@pytest.mark.serial  # its time bounds need the CPU to itself: beside other tests it flakes
 def test_the_cli_exits_at_once_on_a_wrong_password_naming_the_setting(
     private_redis: RedisServer, tmp_path: Path, argv: list[str], url_in: str
 ) -> None:
