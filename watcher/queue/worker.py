@@ -29,13 +29,14 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 import redis
 
 from watcher import logs
 from watcher.config import Retention
-from watcher.engine.run import run_of
+from watcher.engine.run import DeployResult, Guard, run_of
 from watcher.errors import GuardLost, Interrupted, LockBusy, WatcherError
 from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
@@ -51,9 +52,29 @@ from watcher.queue.settlement import Settlement
 
 log = logging.getLogger("watcher.worker")
 
-
 #: Builds the engine for one job, reporting through the given Progress.
 EngineFactory = Callable[[Progress], Engine]
+
+#: The engine's run for each kind of job: its result, or (an abort) what it did.
+PERFORM: dict[JobKind, Callable[[Engine, Job, Guard], DeployResult | str]] = {
+    JobKind.DEPLOY: lambda engine, job, lock: engine.deploy(
+        job.version, guard=lock, kind="deploy", digest=job.digest
+    ),
+    JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(guard=lock, to=job.version),
+    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock),
+    JobKind.ABORT: lambda engine, job, lock: engine.abort_awaited(guard=lock),
+}
+
+
+@dataclass(frozen=True)
+class Running:
+    """One job in flight, with what its outcome is recorded from."""
+
+    job: Job
+    lock: DeployLock
+    engine: Engine
+    phases: dict[str, float]  # filled in as the engine goes
+    awaited: Job | None  # the job awaiting promotion as it started: its run may end that wait
 
 
 class Worker:
@@ -166,6 +187,32 @@ class Worker:
 
     def _run_job(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
+        self._started(taken, lock)
+        progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
+        engine = self.engine(progress)
+        run = Running(job, lock, engine, progress.durations, self.settlement.before(job))
+        try:
+            done = PERFORM[job.kind](engine, job, lock)
+        except GuardLost as exc:
+            log.error(
+                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
+            )
+        except Interrupted as exc:
+            self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            raise
+        except WatcherError as exc:
+            self._failed(run, exc)
+        except Exception as exc:  # a bug must fail the job, not kill the worker
+            log.exception("worker %s: job %s: unexpected error", self.name, job.id)
+            reason = f"unexpected error: {exc!r}"
+            self.outcomes.end(
+                lock, job, Status.FAILED, reason=reason, audit=unchanged(engine, run.phases, exc)
+            )
+        else:
+            self._succeeded(run, done)
+
+    def _started(self, taken: Taken, lock: DeployLock) -> None:
+        job = taken.job
         lock.note_job(job.id, f"job {job.id}: {job.kind} {job.version} (worker {self.name})")
         log.info(
             "worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s",
@@ -181,61 +228,37 @@ class Worker:
         )
         if self.observer is not None:
             self.observer.job_started(job)
-        progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
-        engine = self.engine(progress)
-        phases = progress.durations  # filled in as the engine goes; recorded with the outcome
-        awaited = self.settlement.before(job)
-        try:
-            if job.kind is JobKind.ROLLBACK:
-                result = engine.rollback(guard=lock, to=job.version)
-            elif job.kind is JobKind.PROMOTE:
-                result = engine.promote(guard=lock)
-            elif job.kind is JobKind.ABORT:
-                done = engine.abort_awaited(guard=lock)
-                self.outcomes.end(lock, job, Status.SUCCEEDED, message=done, audit=unchanged(engine, phases))
-                self.settlement.after(lock, job, engine, awaited, done, ok=True)
-                return
-            else:
-                result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
-        except GuardLost as exc:
-            log.error(
-                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
-            )
-            return
-        except Interrupted as exc:
-            self.outcomes.interrupted(lock, job, engine, exc, phases)
-            raise
-        except WatcherError as exc:
+
+    def _succeeded(self, run: Running, done: DeployResult | str) -> None:
+        """Succeeded, or awaiting promotion: then it is the app's awaited job."""
+        job, lock = run.job, run.lock
+        if isinstance(done, str):  # an abort: it changed nothing live
             self.outcomes.end(
-                lock,
-                job,
-                Status.FAILED,
-                reason=f"{exc}{self.outcomes.follow_move(job, run.moved if (run := run_of(exc)) else None)}",
-                audit=unchanged(engine, phases, exc),
+                lock, job, Status.SUCCEEDED, message=done, audit=unchanged(run.engine, run.phases)
             )
-            self.settlement.after(lock, job, engine, awaited, str(exc), ok=False)
+            self.settlement.after(lock, job, run.engine, run.awaited, done, ok=True)
             return
-        except Exception as exc:  # a bug must fail the job, not kill the worker
-            log.exception("worker %s: job %s: unexpected error", self.name, job.id)
-            self.outcomes.end(
-                lock,
-                job,
-                Status.FAILED,
-                reason=f"unexpected error: {exc!r}",
-                audit=unchanged(engine, phases, exc),
-            )
-            return
-        status = Status.AWAITING if result.awaiting else Status.SUCCEEDED
         self.outcomes.end(
             lock,
             job,
-            status,
-            message=f"{result.message}{self.outcomes.follow_move(job, result.moved)}",
-            audit=audit_of(result, phases),
+            Status.AWAITING if done.awaiting else Status.SUCCEEDED,
+            message=f"{done.message}{self.outcomes.follow_move(job, done.moved)}",
+            audit=audit_of(done, run.phases),
         )
-        self.settlement.after(lock, job, engine, awaited, result.message, ok=True)
-        if result.awaiting and result.until:
-            self.settlement.mark(lock, job, result.until)
+        self.settlement.after(lock, job, run.engine, run.awaited, done.message, ok=True)
+        if done.awaiting and done.until:
+            self.settlement.mark(lock, job, done.until)
+
+    def _failed(self, run: Running, exc: WatcherError) -> None:
+        moved = failed.moved if (failed := run_of(exc)) else None
+        self.outcomes.end(
+            run.lock,
+            run.job,
+            Status.FAILED,
+            reason=f"{exc}{self.outcomes.follow_move(run.job, moved)}",
+            audit=unchanged(run.engine, run.phases, exc),
+        )
+        self.settlement.after(run.lock, run.job, run.engine, run.awaited, str(exc), ok=False)
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
