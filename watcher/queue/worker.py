@@ -14,6 +14,9 @@ is in safely (traffic stays on, or goes back to, the live colour), the job goes 
 of the queue (or is superseded if a newer one waits), then the worker exits; once the new
 version is recorded live, the job is recorded as succeeded instead.
 
+The outcome's record is outcome.py's (`Outcomes`); the job awaiting promotion, which a run may
+end, is settled by settlement.py (`Settlement`).
+
 Redis trouble: every call is retried with backoff and logged (connection.py); a deploy in flight
 goes on while the lock can be proved or its lease lasts (lock.py), so it completes or aborts
 to the live colour, never half-switched.
@@ -26,66 +29,52 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import Protocol, TextIO
+from dataclasses import dataclass
+from typing import TextIO
 
 import redis
 
 from watcher import logs
 from watcher.config import Retention
-from watcher.engine.promotion import past
-from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Guard, run_of
-from watcher.engine.state import awaiting
-from watcher.errors import GuardLost, Interrupted, LockBusy, RedisUnavailable, WatcherError
+from watcher.errors import GuardLost, Interrupted, LockBusy, WatcherError
 from watcher.freeze import FreezeSchedule
 from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.progress import Progress
-from watcher.queue.connection import REDIS_DOWN, Backoff, retrying
-from watcher.queue.job import ACTIONS, Audit, Job, JobKind, Status
+from watcher.queue.connection import REDIS_DOWN, Backoff
+from watcher.queue.job import Job, JobKind, Status
 from watcher.queue.lock import DeployLock
+from watcher.queue.outcome import Engine, Observer, Outcomes, audit_of, unchanged
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue, Taken
+from watcher.queue.settlement import Settlement
 
 log = logging.getLogger("watcher.worker")
-
-
-class Engine(Protocol):
-    """What the worker needs of `watcher.engine.deployment.Deployment`: each run's facts come
-    back in its result (or attached to its exception: `run_of`)."""
-
-    def deploy(
-        self,
-        version: str,
-        *,
-        guard: Guard,
-        kind: str = ...,
-        prefer_local: bool = ...,
-        digest: str | None = ...,
-    ) -> DeployResult: ...
-
-    def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
-
-    def promote(self, *, guard: Guard) -> DeployResult: ...
-
-    def abort_awaited(self, *, guard: Guard) -> str: ...
-
-    def expire_awaited(self, *, guard: Guard) -> str | None: ...
-
-    def view(self) -> View: ...
-
 
 #: Builds the engine for one job, reporting through the given Progress.
 EngineFactory = Callable[[Progress], Engine]
 
+#: The engine's run for each kind of job: its result, or (an abort) what it did.
+PERFORM: dict[JobKind, Callable[[Engine, Job, Guard], DeployResult | str]] = {
+    JobKind.DEPLOY: lambda engine, job, lock: engine.deploy(
+        job.version, guard=lock, kind="deploy", digest=job.digest
+    ),
+    JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(guard=lock, to=job.version),
+    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock),
+    JobKind.ABORT: lambda engine, job, lock: engine.abort_awaited(guard=lock),
+}
 
-class Observer(Protocol):
-    """Told when a job starts and once its outcome is recorded (watcher/notify); returns at once
-    and never raises, so it cannot delay or fail a job."""
 
-    def job_started(self, job: Job) -> None: ...
+@dataclass(frozen=True)
+class Running:
+    """One job in flight, with what its outcome is recorded from."""
 
-    def job_ended(self, job: Job, status: Status, detail: str, audit: Audit) -> None: ...
+    job: Job
+    lock: DeployLock
+    engine: Engine
+    phases: dict[str, float]  # filled in as the engine goes
+    awaited: Job | None  # the job awaiting promotion as it started: its run may end that wait
 
 
 class Worker:
@@ -115,6 +104,8 @@ class Worker:
         self.prefix = prefix
         self.queue = DeployQueue(client, app, prefix=prefix, retention=retention, freezes=freezes)
         self.promotions = Promotions(self.queue)
+        self.settlement = Settlement(self.promotions, self.name)
+        self.outcomes = Outcomes(self.queue, self.name, observer)
         self.host_lock = host_lock
         self.observer = observer
         self._host_busy = False
@@ -164,7 +155,7 @@ class Worker:
                 with shielded():
                     taken = self.queue.take(lock, worker=self.name)
                 if taken is None:
-                    return self._expire(lock)
+                    return self.settlement.expire(lock, lambda: self.engine(Progress(self.stream)))
                 self._run(taken, lock)
                 return True
             finally:
@@ -196,6 +187,32 @@ class Worker:
 
     def _run_job(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
+        self._started(taken, lock)
+        progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
+        engine = self.engine(progress)
+        run = Running(job, lock, engine, progress.durations, self.settlement.before(job))
+        try:
+            done = PERFORM[job.kind](engine, job, lock)
+        except GuardLost as exc:
+            log.error(
+                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
+            )
+        except Interrupted as exc:
+            self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            raise
+        except WatcherError as exc:
+            self._failed(run, exc)
+        except Exception as exc:  # a bug must fail the job, not kill the worker
+            log.exception("worker %s: job %s: unexpected error", self.name, job.id)
+            reason = f"unexpected error: {exc!r}"
+            self.outcomes.end(
+                lock, job, Status.FAILED, reason=reason, audit=unchanged(engine, run.phases, exc)
+            )
+        else:
+            self._succeeded(run, done)
+
+    def _started(self, taken: Taken, lock: DeployLock) -> None:
+        job = taken.job
         lock.note_job(job.id, f"job {job.id}: {job.kind} {job.version} (worker {self.name})")
         log.info(
             "worker %s: job %s started: %s %s (%s by %s), fence %s, attempt %s%s",
@@ -211,182 +228,37 @@ class Worker:
         )
         if self.observer is not None:
             self.observer.job_started(job)
-        progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
-        engine = self.engine(progress)
-        phases = progress.durations  # filled in as the engine goes; recorded with the outcome
-        try:
-            awaited = self.promotions.awaited()
-        except REDIS_DOWN as exc:  # the next job's run settles it
-            log.warning(
-                "worker %s: job %s: the job awaiting promotion is not known (%s)", self.name, job.id, exc
+
+    def _succeeded(self, run: Running, done: DeployResult | str) -> None:
+        """Succeeded, or awaiting promotion: then it is the app's awaited job."""
+        job, lock = run.job, run.lock
+        if isinstance(done, str):  # an abort: it changed nothing live
+            self.outcomes.end(
+                lock, job, Status.SUCCEEDED, message=done, audit=unchanged(run.engine, run.phases)
             )
-            awaited = None
-        try:
-            if job.kind is JobKind.ROLLBACK:
-                result = engine.rollback(guard=lock, to=job.version)
-            elif job.kind is JobKind.PROMOTE:
-                result = engine.promote(guard=lock)
-            elif job.kind is JobKind.ABORT:
-                done = engine.abort_awaited(guard=lock)
-                self._end(lock, job, Status.SUCCEEDED, message=done, audit=unchanged(engine, phases))
-                self._settle(lock, job, engine, awaited, done, ok=True)
-                return
-            else:
-                result = engine.deploy(job.version, guard=lock, kind="deploy", digest=job.digest)
-        except GuardLost as exc:
-            log.error(
-                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
-            )
+            self.settlement.after(lock, job, run.engine, run.awaited, done, ok=True)
             return
-        except Interrupted as exc:
-            self._interrupted(lock, job, engine, exc, phases)
-            raise
-        except WatcherError as exc:
-            self._end(
-                lock,
-                job,
-                Status.FAILED,
-                reason=f"{exc}{self._follow_move(job, run.moved if (run := run_of(exc)) else None)}",
-                audit=unchanged(engine, phases, exc),
-            )
-            self._settle(lock, job, engine, awaited, str(exc), ok=False)
-            return
-        except Exception as exc:  # a bug must fail the job, not kill the worker
-            log.exception("worker %s: job %s: unexpected error", self.name, job.id)
-            self._end(
-                lock,
-                job,
-                Status.FAILED,
-                reason=f"unexpected error: {exc!r}",
-                audit=unchanged(engine, phases, exc),
-            )
-            return
-        status = Status.AWAITING if result.awaiting else Status.SUCCEEDED
-        self._end(
+        self.outcomes.end(
             lock,
             job,
-            status,
-            message=f"{result.message}{self._follow_move(job, result.moved)}",
-            audit=audit_of(result, phases),
+            Status.AWAITING if done.awaiting else Status.SUCCEEDED,
+            message=f"{done.message}{self.outcomes.follow_move(job, done.moved)}",
+            audit=audit_of(done, run.phases),
         )
-        self._settle(lock, job, engine, awaited, result.message, ok=True)
-        if result.awaiting and result.until:
-            try:
-                retrying(
-                    lambda: self.promotions.mark(lock, job, result.until or ""),
-                    f"marking job {job.id} as awaiting promotion",
-                    give_up_after=5,
-                )
-            except (GuardLost, RedisUnavailable) as exc:  # `watcher promote` then runs it directly
-                log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.name, job.id, exc)
+        self.settlement.after(lock, job, run.engine, run.awaited, done.message, ok=True)
+        if done.awaiting and done.until:
+            self.settlement.mark(lock, job, done.until)
 
-    def _settle(
-        self, lock: DeployLock, job: Job, engine: Engine, awaited: Job | None, detail: str, *, ok: bool
-    ) -> None:
-        """End the job that awaited promotion when `job`'s run ended its wait (the state file says
-        so): promoted, aborted, expired, or superseded by a newer deploy."""
-        if awaited is None or awaited.id == job.id:
-            return
-        try:
-            pending = engine.view().recorded.pending
-        except WatcherError:
-            return  # Docker cannot say: the next job settles it
-        if (
-            pending is not None
-            and awaiting(pending)
-            and (pending.version, pending.until) == (awaited.version, awaited.until)
-        ):
-            return  # it still waits (a promote refused, a deploy that stopped before it started)
-        if job.kind is JobKind.PROMOTE and ok:
-            status, text = Status.SUCCEEDED, f"promoted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind is JobKind.ABORT and ok:
-            status, text = Status.CANCELLED, f"aborted by job {job.id} ({job.requested_by}): {detail}"
-        elif job.kind in ACTIONS:
-            status, text = Status.FAILED, f"job {job.id} ({job.kind}): {detail}"
-        else:
-            status, text = Status.SUPERSEDED, f"superseded by job {job.id} ({job.kind} {job.version})"
-        self._settle_as(lock, awaited, status, text)
-
-    def _settle_as(self, lock: DeployLock, awaited: Job, status: Status, text: str) -> None:
-        try:
-            retrying(
-                lambda: self.promotions.settle(lock, awaited, status, text),
-                f"settling job {awaited.id}",
-                give_up_after=5,
-            )
-        except (GuardLost, RedisUnavailable) as exc:
-            log.error("worker %s: job %s was not settled (%s): %s", self.name, awaited.id, text, exc)
-            return
-        log.info("worker %s: job %s %s: %s", self.name, awaited.id, status.value, text)
-
-    def _expire(self, lock: DeployLock) -> bool:
-        """No job to take: remove the colour of a job whose wait for promotion is over."""
-        awaited = self.promotions.awaited()
-        if awaited is None or not past(awaited.until):
-            return False
-        with logs.job_context(self.app, awaited.id):
-            engine = self.engine(Progress(self.stream))
-            try:
-                done = engine.expire_awaited(guard=lock)
-            except GuardLost as exc:
-                log.error(
-                    "worker %s: job %s: %s; its expiry is left to the lock's holder",
-                    self.name,
-                    awaited.id,
-                    exc,
-                )
-                return True
-            except WatcherError as exc:
-                log.error(
-                    "worker %s: job %s: its expired colour was not removed: %s", self.name, awaited.id, exc
-                )
-                done = (
-                    f"the wait for promotion ended at {awaited.until}, but its colour was not removed ({exc}): "
-                    "the next deploy removes it (`watcher status`)"
-                )
-            self._settle_as(
-                lock,
-                awaited,
-                Status.FAILED,
-                done or f"the wait for promotion ended at {awaited.until} (nothing waited in the state)",
-            )
-        return True
-
-    def _follow_move(self, job: Job, moved: str | None) -> str:
-        """A tag that moved (to `moved`) since the job was queued is a new request: queue its new
-        digest (unless a newer request already waits), and say so in the job's outcome ("" if no move)."""
-        if not moved or job.kind is not JobKind.DEPLOY:
-            return ""
-        said = f"; {job.version} has moved to {moved} since the job was queued"
-        try:
-            done = retrying(
-                lambda: self.queue.enqueue(
-                    job.version,
-                    source=job.source,
-                    digest=moved,
-                    requested_by=f"job {job.id} (its tag moved)",
-                    repository=job.repository,
-                    keep_newer=True,
-                ),
-                f"queueing the moved tag of job {job.id}",
-                give_up_after=5,
-            )
-        except WatcherError as exc:  # Redis stayed away
-            log.error(
-                "worker %s: job %s: the moved tag %s@%s was not queued: %s",
-                self.name,
-                job.id,
-                job.version,
-                moved,
-                exc,
-            )
-            return f"{said}, but it could not be queued ({exc}): deploy it again"
-        log.info("worker %s: job %s: %s", self.name, job.id, done.message)
-        if done.outcome == "queued":
-            return f"{said}: job {done.job.id} deploys it"
-        if done.outcome == "already-queued":
-            return f"{said}: job {done.job.id}, waiting, deploys it"
-        return f"{said}; not queued: {done.message}"
+    def _failed(self, run: Running, exc: WatcherError) -> None:
+        moved = failed.moved if (failed := run_of(exc)) else None
+        self.outcomes.end(
+            run.lock,
+            run.job,
+            Status.FAILED,
+            reason=f"{exc}{self.outcomes.follow_move(run.job, moved)}",
+            audit=unchanged(run.engine, run.phases, exc),
+        )
+        self.settlement.after(run.lock, run.job, run.engine, run.awaited, str(exc), ok=False)
 
     def _phase(self, lock: DeployLock, job: Job, phase: str) -> None:
         """Fenced phase update: a lost lock stops the engine here (GuardLost); an unreachable
@@ -402,86 +274,3 @@ class Worker:
                 phase,
                 exc,
             )
-
-    def _end(
-        self,
-        lock: DeployLock,
-        job: Job,
-        status: Status,
-        *,
-        reason: str | None = None,
-        message: str | None = None,
-        audit: Audit | None = None,
-        give_up_after: float | None = None,
-    ) -> None:
-        """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
-        the waits between them not). If the lock is gone by then, the job stays `running` and the
-        next lock holder re-runs it: the engine finds the version live and says so."""
-
-        def record() -> None:
-            with shielded():
-                self.queue.finish(lock, job, status, reason=reason, message=message, audit=audit)
-
-        try:
-            retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)
-        except GuardLost as exc:
-            log.error("worker %s: %s; the next worker to take the lock re-checks the job", self.name, exc)
-            return
-        log.info("worker %s: job %s %s: %s", self.name, job.id, status.value, reason or message)
-        if self.observer is not None:
-            self.observer.job_ended(job, status, reason or message or "", audit or Audit())
-
-    def _interrupted(
-        self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted, phases: dict[str, float]
-    ) -> None:
-        """The engine unwound (the live colour serves): succeeded if the job's version is live
-        by now, else back to the head of the queue."""
-        with shielded():
-            try:
-                view = engine.view()
-                live = view.live if view.live and view.live.version == job.version else None
-            except WatcherError:
-                live = None
-            try:
-                if live is not None:
-                    self._end(
-                        lock,
-                        job,
-                        Status.SUCCEEDED,
-                        message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
-                        "before the old colour was stopped",
-                        audit=Audit(phases, None, job.version, live.digest),
-                        give_up_after=5,
-                    )
-                else:
-                    retrying(
-                        lambda: self.queue.requeue(lock, job, f"its worker {self.name} was stopped ({exc})"),
-                        f"requeueing job {job.id}",
-                        give_up_after=5,
-                    )
-                    log.info("worker %s: job %s is back in the queue", self.name, job.id)
-            except (GuardLost, RedisUnavailable) as error:
-                log.error("worker %s: job %s left for the next worker: %s", self.name, job.id, error)
-
-
-def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
-    """A finished engine run's trail: a no-op changed nothing; otherwise what was live before."""
-    before = result.version if result.noop else (result.previous.version if result.previous else None)
-    return Audit(
-        phases, before, result.version, result.digest, result.receipt.to_dict() if result.receipt else None
-    )
-
-
-def unchanged(engine: Engine, phases: dict[str, float], failure: BaseException | None = None) -> Audit:
-    """A failed run's trail: the engine unwound to what was live, so it is both before and after
-    (read once from the engine's view; unknown when Docker cannot say), with the receipt of the
-    run that raised `failure`."""
-    with shielded():
-        try:
-            live = engine.view().live
-        except Exception:  # Docker unreachable, or worse: the outcome is recorded all the same
-            live = None
-    version = live.version if live else None
-    run = run_of(failure) if failure is not None else None
-    receipt = run.receipt if run is not None else None
-    return Audit(phases, version, version, receipt=receipt.to_dict() if receipt else None)
