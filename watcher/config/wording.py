@@ -10,31 +10,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from watcher.config.env import APP_ENV, HOST_ENV
-from watcher.config.schema import AppModel, FileModel
+from watcher.config.schema import LEGACY_APP_SECTIONS, AppModel, FileModel
 from watcher.errors import ConfigError
 
 #: `fail(app, key, problem)`: the error to raise for one key (app None: a host key).
 Fail = Callable[[str | None, str, str], ConfigError]
 
 # The sections of the single-app layout's top level; its other keys are [app]'s.
-LEGACY_TOP = {
-    "services",
-    "health",
-    "verify",
-    "drain",
-    "bake",
-    "hooks",
-    "smoke",
-    "state",
-    "policy",
-    "caddy",
-    "poll",
-    "redis",
-    "webhook",
-    "worker",
-    "freeze",
-    "promote",
-}
+LEGACY_TOP = {*LEGACY_APP_SECTIONS, "caddy", "poll", "redis", "webhook", "worker"}
 
 _TYPES = {
     "string_type": "expected a string",
