@@ -157,6 +157,13 @@ def verify(
         if not health.healthy:
             raise DeployFailed(f"{target.color} turned {health} during the verification window")
         seen = answer(url, header)
+        if seen.error:  # Caddy itself did not answer (restarting): judge the app once it answers again
+            down = time.monotonic()
+            if wait_for_version(
+                url, version, header, timeout=config.verify.timeout, progress=progress, color=color
+            ):
+                deadline += time.monotonic() - down  # the window counts answered time only
+                continue
         if (seen.version, seen.color) != (version, color):
             raise DeployFailed(
                 f"{url} answered {seen} instead of {version!r} from {target.color} "
