@@ -38,9 +38,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class ServiceHealthModel(Section):
+    """Health judged by watcher over HTTP, for images without a shell or `wget` to run a Docker
+    healthcheck in (kamal-proxy's convention is `/up`)."""
+
+    path: RoutePath
+    port: Annotated[int, between(1, 65535, "port")] | None = None  # default: the service's port
+
+
 class ServiceModel(Section):
     port: Annotated[int, between(1, 65535, "port")] | None = None
     path: RoutePath | None = None  # a second proxied service: the prefix Caddy sends to it
+    keep_prefix: bool = False  # send the full path to it (Caddy `handle`), not the path without `path`
+    follows_version: bool | None = None  # None: when its image's tag is the version variable
+    one_shot: bool | None = None  # None: when a colour service waits for it to complete successfully
+    health: ServiceHealthModel | None = None
 
 
 class AppCaddyModel(Section):

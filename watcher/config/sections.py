@@ -32,7 +32,19 @@ from watcher.freeze import FreezeWindow, window
 def services(name: str, app: AppModel, fail: Fail) -> tuple[Service, ...]:
     if not app.services:
         raise fail(name, "services", "list at least one stateless service, e.g. [services.web] port = 8080")
-    result = tuple(Service(service, spec.port, spec.path) for service, spec in app.services.items())
+    result = tuple(
+        Service(
+            service,
+            spec.port,
+            spec.path,
+            keep_prefix=spec.keep_prefix,
+            follows_version=spec.follows_version,
+            one_shot=spec.one_shot,
+            health_path=spec.health.path if spec.health else None,
+            health_port=(spec.health.port or spec.port) if spec.health else None,
+        )
+        for service, spec in app.services.items()
+    )
     proxied = [s for s in result if s.port is not None]
     if not proxied:
         raise fail(
@@ -43,6 +55,18 @@ def services(name: str, app: AppModel, fail: Fail) -> tuple[Service, ...]:
     for service in result:
         if service.path and service.port is None:
             raise fail(name, f"services.{service.name}.path", "only a service with a port is proxied")
+        if service.keep_prefix and not service.path:
+            raise fail(
+                name, f"services.{service.name}.keep_prefix", "only a service with a path has a prefix"
+            )
+        if service.health_path and service.health_port is None:
+            raise fail(
+                name,
+                f"services.{service.name}.health",
+                'say which port answers it: health = { path = "/up", port = 8080 }, or give the service a port',
+            )
+        if service.one_shot and service.port is not None:
+            raise fail(name, f"services.{service.name}.one_shot", "a one-shot service exits: it has no port")
     if sum(1 for s in proxied if s.path is None) != 1:
         raise fail(
             name,

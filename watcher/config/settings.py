@@ -24,6 +24,11 @@ class Service:
     name: str
     port: int | None
     path: str | None = None
+    keep_prefix: bool = False  # Caddy sends the full path (`handle`), not the rest (`handle_path`)
+    follows_version: bool | None = None  # its image's tag is the app's version (None: detected)
+    one_shot: bool | None = None  # runs to completion once per deploy of the colour (None: detected)
+    health_path: str | None = None  # watcher judges its health by HTTP GET here (no Docker healthcheck)
+    health_port: int | None = None
 
     def alias(self, app: str, color: str) -> str:
         """The network alias of this service's colour: unique per app behind one Caddy."""
