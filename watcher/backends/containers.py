@@ -213,7 +213,15 @@ class Containers:
             health=health,
             exit_code=int(state.get("ExitCode") or 0),
             restart_count=int(attrs.get("RestartCount") or 0),
+            addresses=_addresses(attrs),
         )
+
+
+def _addresses(attrs: dict) -> tuple[str, ...]:
+    """The container's IPv4 then IPv6 addresses on its networks, in Docker's order of networks."""
+    networks = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    found = [n.get(key) for key in ("IPAddress", "GlobalIPv6Address") for n in networks]
+    return tuple(address for address in found if address)
 
 
 #: Caddy's log lines already read, per container ID: (epoch seconds, line).

@@ -114,7 +114,7 @@ def _failure(message: str, containers: list[Instance], docker: Containers) -> He
             f"--- {container.name}: state={container.state} health={container.health} "
             f"restarts={container.restart_count}"
         )
-        output = docker.last_health_output(container.id)
+        output = container.probe or docker.last_health_output(container.id)
         if output:
             parts.append(f"last health check: {output[-500:]}")
             if not first_output and not container.ready:
