@@ -1,4 +1,5 @@
-"""The health of one colour, judged in one place from what Docker says of its containers.
+"""The health of one colour, judged in one place from what Docker says of its containers (their
+health set by watcher's own GET for a service with a health path: http_health.py).
 
 Every move of traffic asks this (switch.py), the health wait asks it (health_check.py), and
 `status` shows it. Docker health is a *property* of a colour: it never decides which colour is
