@@ -138,6 +138,12 @@ def test_health_port_defaults_to_the_service_port() -> None:
     assert [(p, path) for _, p, path in net.asked] == [(9000, "/healthz"), (3000, "/healthz")]
 
 
+def test_the_health_wait_asks_every_second_at_most_when_a_service_is_checked_by_http() -> None:
+    assert HttpHealth([WEB]).wait_interval(3.0) == 1.0
+    assert HttpHealth([WEB]).wait_interval(0.5) == 0.5
+    assert HttpHealth([Service("web", 8080)]).wait_interval(3.0) == 3.0
+
+
 def test_the_probe_shows_in_the_instance_dict() -> None:
     checked = look(HttpHealth([WEB], Server(**{"10_0_0_2": [200]})), box())
     assert checked.to_dict()["probe"] == "GET http://10.0.0.2:8080/up: 200"

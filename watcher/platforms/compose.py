@@ -89,6 +89,7 @@ class ComposeColor:
         )
 
     def wait_healthy(self, *, timeout: float, interval: float, progress: Progress) -> float:
+        interval = self.http.wait_interval(interval)
         return wait_until_healthy(self, timeout=timeout, interval=interval, progress=progress)
 
     # -- what a deploy does to it ------------------------------------------------------------

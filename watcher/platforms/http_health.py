@@ -33,6 +33,9 @@ from watcher.config.settings import Service
 
 #: Seconds of nothing but wrong answers that make a container unhealthy.
 WRONG_FOR = 3.0
+#: At most this many seconds between two looks of the health wait: no Docker event says when a
+#: GET would succeed, so the wait asks as often as kamal-proxy does.
+WAIT_INTERVAL = 1.0
 UNREACHABLE_HINT = (
     "watcher cannot reach the container from where it runs: run it on the Docker host or in its "
     "container on the app's network (Docker Desktop cannot route to container addresses)"
@@ -57,6 +60,10 @@ class HttpHealth:
         self._ask, self._clock = ask, clock
         self._wrong: dict[str, tuple[float, int]] = {}  # container id -> (first wrong answer, how many)
         self._address: dict[str, str] = {}
+
+    def wait_interval(self, interval: float) -> float:
+        """The health wait's poll: no Docker event tells when a GET would succeed, so ask often."""
+        return min(interval, WAIT_INTERVAL) if self.checks else interval
 
     def judged(self, containers: list[Instance]) -> list[Instance]:
         """`containers`, those of a checked service that run with the health their GET gives."""
