@@ -306,3 +306,10 @@ def test_status_shows_the_http_result_per_container() -> None:
         "warnings": [],
     }
     assert "app-blue-web-c1: running, healthy [GET http://10.0.0.2:8080/up: 200]" in format_status(data)
+
+
+def test_the_failure_names_the_answer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("watcher.platforms.http_health.WRONG_FOR", 0.05)
+    with pytest.raises(HealthCheckFailed) as failed:
+        wait_http(HttpColor(Server(**{"10_0_0_2": [500]})))
+    assert str(failed.value).count("GET http://10.0.0.2:8080/up: 500") == 1, str(failed.value)

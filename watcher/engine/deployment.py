@@ -106,7 +106,7 @@ class Deployment:
             with self.progress.phase("pull", f"{self.config.image}:{version}"):
                 self.puller.pull(run, declared, prefer_local=prefer_local or image is not None, queued=digest)
             with self.progress.phase(
-                "inspect", "the live colour from the route file, its health from Docker"
+                "inspect", "the live colour from the route file, its health from the platform"
             ):
                 view = self.view()
                 noop = self._plan(run, view, image)

@@ -122,6 +122,6 @@ def _failure(message: str, containers: list[Instance], docker: Containers) -> He
         logs = docker.logs(container.id, tail=15)
         if logs:
             parts.append("last log lines:\n" + logs)
-    if first_output:
+    if first_output and first_output not in message:  # a GET's answer is in the reason already
         message += f" (last health check: {first_output})"
     return HealthCheckFailed(message, "\n".join(parts))
