@@ -313,3 +313,24 @@ def test_the_failure_names_the_answer_once(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(HealthCheckFailed) as failed:
         wait_http(HttpColor(Server(**{"10_0_0_2": [500]})))
     assert str(failed.value).count("GET http://10.0.0.2:8080/up: 500") == 1, str(failed.value)
+
+
+def test_a_containers_addresses_are_read_from_every_network() -> None:
+    from watcher.backends.containers import _addresses
+
+    attrs = {
+        "NetworkSettings": {
+            "Networks": {
+                "shop-blue_default": {"IPAddress": "172.30.0.5", "GlobalIPv6Address": ""},
+                "shop_web": {"IPAddress": "172.18.0.5", "GlobalIPv6Address": "fd00::5"},
+                "none": {"IPAddress": ""},
+            }
+        }
+    }
+    assert _addresses(attrs) == ("172.30.0.5", "172.18.0.5", "fd00::5")
+    assert _addresses({}) == ()
+
+
+def test_get_on_ipv6_loopback_brackets_the_address() -> None:
+    answer = get("::1", 9, "/up")
+    assert answer.url == "http://[::1]:9/up"
