@@ -81,6 +81,7 @@ def test_writes_the_overlays_the_config_and_the_caddyfile(project: Path) -> None
         "compose.blue.yml",
         "compose.green.yml",
         "compose.yml",
+        "watcher-init.diff",
         "watcher.toml",
     ]
     for color in ("blue", "green"):
@@ -152,11 +153,12 @@ def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Pat
 @pytest.mark.skipif(
     shutil.which("patch") is None and os.environ.get("CI") != "true", reason="needs patch(1)"
 )  # under CI a missing patch fails (install.sh installs it)
-def test_the_printed_diff_applies_with_patch(project: Path) -> None:
+def test_the_saved_diff_applies_with_the_readmes_patch_command(project: Path) -> None:
     out = init(*FLAGS)
     diff = out[out.index("--- a/compose.yml") : out.index("\nSteps left:")]
-    (project / "watcher-init.diff").write_text(diff)
-    subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=project, check=True, capture_output=True)
+    assert (project / "watcher-init.diff").read_text().rstrip("\n") == diff.rstrip("\n")
+    with (project / "watcher-init.diff").open() as saved:
+        subprocess.run(["patch", "-p1"], stdin=saved, cwd=project, check=True, capture_output=True)
     services = yaml.safe_load((project / "compose.yml").read_text())["services"]
     assert services["web"]["profiles"] == ["app"] and "profiles" not in services["postgres"]
 
@@ -164,7 +166,7 @@ def test_the_printed_diff_applies_with_patch(project: Path) -> None:
 def test_the_steps_say_what_is_left(project: Path) -> None:
     out = init(*FLAGS)
     steps = out[out.index("Steps left:") :]
-    assert f"patch -p1 < watcher-init.diff` in {project}" in steps
+    assert f"run `patch -p1 < watcher-init.diff` in {project}" in steps
     assert "Caddy (service caddy)" in steps and "Caddyfile.shop" in steps
     assert "`watcher --config watcher.toml deploy 1.4.2`" in steps
     assert "`docker compose -p shop --profile app rm --stop --force web worker`" in steps
@@ -278,9 +280,12 @@ def test_dry_run_prints_everything_and_writes_nothing(project: Path) -> None:
     assert "reverse_proxy shop-web-blue:8080" in out and "+    profiles: [app]" in out
     assert "Steps left:" in out
     real = init(*FLAGS)
-    assert out[out.index("Proposed changes") :] == real[real.index("Proposed changes") :], (
-        "the dry run proposes what the real run does"
-    )
+    assert (
+        out[out.index("--- a/") : out.index("Steps left")]
+        == real[real.index("--- a/") : real.index("Steps left")]
+    ), "the dry run proposes what the real run does"
+    assert "save it as watcher-init.diff and run `patch -p1 < watcher-init.diff`" in out
+    assert "saved as watcher-init.diff" in real and "save it as" not in real
 
 
 def test_dry_run_refuses_what_the_real_run_would(project: Path) -> None:
@@ -293,9 +298,10 @@ def test_dry_run_refuses_what_the_real_run_would(project: Path) -> None:
 def test_never_overwrites_without_force(project: Path) -> None:
     (project / "compose.blue.yml").write_text("# mine\n")
     (project / "Caddyfile.shop").write_text("# mine\n")
+    (project / "watcher-init.diff").write_text("# mine\n")
     message = refused(*FLAGS)
     assert "compose.blue.yml exists: init never overwrites a file; pass --force to replace it" in message
-    assert "Caddyfile.shop exists" in message
+    assert "Caddyfile.shop exists" in message and "watcher-init.diff exists" in message
     assert (project / "compose.blue.yml").read_text() == "# mine\n"
     assert not (project / "compose.green.yml").exists() and not (project / "watcher.toml").exists()
 
@@ -526,6 +532,28 @@ def test_interactive_answers(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
     config = load_host(project / "watcher.toml", {}).app("shop")
     assert config.services == (Service("web", 8080), Service("worker", None))
     assert config.verify.url == "http://127.0.0.1/version"
+
+
+def test_a_yes_no_answer_that_fits_neither_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter(["maybe", "nope", "N"])
+    monkeypatch.setattr("builtins.input", lambda question: next(answers))
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert Prompt(interactive=True).confirm("stateless?", True) is False
+    assert out.getvalue().count("please answer y or n") == 2
+
+
+def test_keep_prefix_sends_the_full_path(project: Path) -> None:
+    with_service(project, "    init: true\n", '    init: true\n    expose: ["8080"]\n')
+    out = init(
+        "--service", "web:8080", "--service", "worker:4000:/api/v1/streaming", "--keep-prefix", "worker",
+        "--verify-url", "http://127.0.0.1/version", "--yes",
+    )  # fmt: skip
+    config = load_host(project / "watcher.toml", {}).app("shop")
+    assert [s.keep_prefix for s in config.services] == [False, True]
+    assert "handle /api/v1/streaming/* {" in (project / "Caddyfile.shop").read_text()
+    assert "worker (port 4000, path /api/v1/streaming, full path)" in out
+    message = refused(*FLAGS, "--keep-prefix", "web", "--force")
+    assert "--keep-prefix web: only a --service NAME:PORT:PATH has a prefix to keep" in message
 
 
 class _Tty:

@@ -60,6 +60,14 @@ def add_parser(sub: Any) -> None:
         "--service worker)",
     )
     init.add_argument(
+        "--keep-prefix",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Caddy sends NAME (a --service NAME:PORT:PATH) the full path, prefix included, instead "
+        "of stripping it: for a server that routes on /api/v1/streaming itself",
+    )
+    init.add_argument(
         "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
     )
     init.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watcher.adoption.compose_file import (
@@ -53,6 +53,7 @@ class Stateless:
     name: str
     port: int | None
     path: str | None = None
+    keep_prefix: bool = False  # Caddy sends the full path (`handle`), not the rest (`handle_path`)
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,19 @@ class Prompt:
                 return answer or default or ""
 
     def confirm(self, question: str, default: bool) -> bool:
-        answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
-        return default if not answer else answer in ("y", "yes")
+        """Yes or no; anything else is asked again, never taken for either."""
+        while True:
+            answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
+            if not answer:
+                return default
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
+            print("  please answer y or n")
 
 
 def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> Answers:
     project, source = compose_project(compose, args.project, dict(os.environ))
-    stateless = _flagged(compose, args.service) if args.service else _asked(compose, prompt)
+    stateless = _flagged(compose, args.service, args.keep_prefix) if args.service else _asked(compose, prompt)
     app = valid_name(args.app or prompt.ask("app name", project, "--app"), "app name", "--app")
     image = args.image or prompt.ask(
         "the app's image repository (without tag)", default_image(compose, stateless), "--image"
@@ -116,9 +123,15 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
     return Answers(app, project, source, image, stateless, verify_url, args.verify_header, args.site)
 
 
-def _flagged(compose: ComposeFile, flags: list[str]) -> tuple[Stateless, ...]:
+def _flagged(compose: ComposeFile, flags: list[str], keep: list[str]) -> tuple[Stateless, ...]:
     chosen = tuple(_parse_service(flag) for flag in flags)
     names = [s.name for s in chosen]
+    pathless = [name for name in keep if not any(s.name == name and s.path for s in chosen)]
+    if pathless:
+        raise UsageError(
+            f"--keep-prefix {', '.join(pathless)}: only a --service NAME:PORT:PATH has a prefix to keep"
+        )
+    chosen = tuple(replace(s, keep_prefix=s.name in keep) for s in chosen)
     unknown = [name for name in names if name not in compose.services]
     if unknown:
         raise UsageError(
@@ -176,7 +189,11 @@ def _asked(compose: ComposeFile, prompt: Prompt) -> tuple[Stateless, ...]:
             if port and any(s.port for s in chosen)
             else ""
         )
-        chosen.append(_parse_service(":".join(part for part in (name, port, path) if part)))
+        service = _parse_service(":".join(part for part in (name, port, path) if part))
+        if service.path:
+            keep = prompt.confirm(f"  does {name} route on the full path ({service.path}/...)?", False)
+            service = replace(service, keep_prefix=keep)
+        chosen.append(service)
     if not chosen:
         raise UsageError("no stateless service chosen: watcher deploys what runs per colour")
     return tuple(chosen)

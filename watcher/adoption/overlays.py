@@ -92,6 +92,8 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str
         lines.append(f"port = {service.port}")
         if service.path:
             lines.append(f"path = {quoted(service.path)}")
+        if service.keep_prefix:
+            lines.append("keep_prefix = true   # Caddy sends the full path, prefix included")
     lines += [
         "",
         f"[apps.{app}.verify]",

@@ -13,7 +13,11 @@ from typing import Any
 from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import ComposeFile
 from watcher.adoption.overlays import COLORS, NEW_CONFIG, app_section, overlay, quoted
+from watcher.adoption.proposal import diff, proposed
 from watcher.errors import ConfigError, UsageError, WatcherError
+
+#: The proposed edits of the user's compose file, saved beside it (init never edits the file itself).
+DIFF_NAME = "watcher-init.diff"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,17 @@ class Plan:
             for color in COLORS
         }
 
+    @property
+    def diff_path(self) -> Path:
+        """Where the proposed edits of the compose file are saved, for `patch -p1` there."""
+        return self.compose.dir / DIFF_NAME
+
+    def changes(self, host: Any) -> str | None:
+        """The proposed edits of the compose file as a unified diff ("" none needed; None: its
+        layout is beyond line edits)."""
+        edited = proposed(self.compose, self.answers, host.caddy.run_dir, host.caddy.mount)
+        return diff(self.compose, edited) if edited is not None else None
+
     def section(self, project_dir: str | None = None) -> str:
         relative = os.path.relpath(self.compose.dir, self.config_path.parent)
         return app_section(self.compose, self.answers, relative if project_dir is None else project_dir)
@@ -69,7 +84,7 @@ class Plan:
         """Nothing is overwritten without --force; an app's section is never replaced or doubled."""
         problems = [
             f"{shown(path)} exists: init never overwrites a file; pass --force to replace it"
-            for path in [*self.overlays, self.caddyfile]
+            for path in [*self.overlays, self.caddyfile, self.diff_path]
             if path.exists() and not force
         ]
         problems += self._config_problems(force)
@@ -143,6 +158,9 @@ class Plan:
             host = _load(self.config_path)
             snippet = self.snippet(host)
             put(self.caddyfile, snippet)
+            changes = self.changes(host)
+            if changes:
+                put(self.diff_path, changes)
         except BaseException:
             for path, previous in reversed(written):
                 _restore(path, previous)

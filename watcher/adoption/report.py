@@ -8,7 +8,7 @@ from typing import Any
 from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, repository, volumes_of
 from watcher.adoption.plan import Plan, shown
-from watcher.adoption.proposal import PROFILE, app_repos, bind_source, diff, image_for, is_sidecar, proposed
+from watcher.adoption.proposal import PROFILE, app_repos, bind_source, image_for, is_sidecar
 from watcher.validation import validate_tag
 
 
@@ -16,24 +16,29 @@ def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
     compose = plan.compose
     out = [_summary(compose, plan.answers), ""]
     out += _files(plan, snippet, dry_run=dry_run)
-    edited = proposed(compose, plan.answers, host.caddy.run_dir, host.caddy.mount)
-    changes = diff(compose, edited) if edited is not None else None
+    changes = plan.changes(host)
     if changes:
+        saved = "" if dry_run else f", saved as {shown(plan.diff_path)}"
         out += [
-            f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply them):",
+            f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply "
+            f"them{saved}):",
             changes.rstrip("\n"),
             "",
         ]
     elif changes == "":
         out += [f"{shown(compose.path)} needs no changes.", ""]
     out.append("Steps left:")
-    out += [f"  {number}. {step}" for number, step in enumerate(_steps(plan, host, changes), start=1)]
+    out += [
+        f"  {number}. {step}" for number, step in enumerate(_steps(plan, host, changes, dry_run), start=1)
+    ]
     return "\n".join(out)
 
 
 def _summary(compose: ComposeFile, answers: Answers) -> str:
     stateless = ", ".join(
-        f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''})" if s.port else f"{s.name} (no port)"
+        f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''}{', full path' if s.keep_prefix else ''})"
+        if s.port
+        else f"{s.name} (no port)"
         for s in answers.stateless
     )
     lines = [
@@ -72,16 +77,17 @@ def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
     return out
 
 
-def _steps(plan: Plan, host: Any, changes: str | None) -> list[str]:
+def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[str]:
     compose, answers = plan.compose, plan.answers
     here = compose.dir
     steps = []
     if changes is None:
         steps.append(_edits_in_words(compose, answers, host))
     elif changes:
+        save = f"save it as {plan.diff_path.name} and " if dry_run else ""
         steps.append(
-            f"Apply the diff above: save it as watcher-init.diff and run `patch -p1 < watcher-init.diff` "
-            f"in {here}."
+            f"Apply the diff above: {save}run `patch -p1 < {plan.diff_path.name}` in {here} (it "
+            "edits only what the diff shows; read it first)."
         )
     steps.append(_caddy_step(plan, host))
     steps += _creation_steps(compose, answers)
