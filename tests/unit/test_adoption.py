@@ -5,6 +5,7 @@ refusal with its reason. Nothing is overwritten without --force; --dry-run write
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import shutil
@@ -24,6 +25,7 @@ from watcher.caddyfile import render
 from watcher.config import Service, load_host
 from watcher.errors import ConfigError, UsageError
 
+REPORT = importlib.import_module("watcher.adoption.report")  # the package's `report` is its function
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "adoption" / "compose.yml"
 HOST_PORT = '    ports:\n      - "8080:8080"           # handy in development; Caddy proxies to web:8080\n'
@@ -38,6 +40,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "compose.yml").write_text(text.replace(HOST_PORT, ""))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
+    # Docker has none of the file's networks and volumes (tests/integration asks the real one).
+    monkeypatch.setattr(REPORT, "docker_has", lambda kind, name: False)
     return tmp_path
 
 
@@ -216,6 +220,31 @@ def test_the_colours_join_each_network_of_the_shared_project(project: Path) -> N
         "back": {"name": "shop_back", "external": True},
         "default": {"name": "shop_default", "external": True},
     }
+
+
+@pytest.mark.parametrize(
+    "has, advice",
+    [
+        (False, "and Docker has no shop_back: create it once with `docker network create shop_back`"),
+        (True, "but shop_back exists (your own `docker compose up` made it): the colours join it as it is"),
+        (
+            "cannot reach the Docker engine",
+            "and Docker could not be asked whether shop_back exists (cannot reach the Docker engine): "
+            "if `docker network inspect shop_back` finds none, create it",
+        ),
+    ],
+)
+def test_a_network_no_shared_service_creates_is_looked_up_in_docker(
+    project: Path, monkeypatch: pytest.MonkeyPatch, has: bool | str, advice: str
+) -> None:
+    with_service(project, "    init: true\n", "    init: true\n    networks: [back]\n")
+    with_service(project, "volumes:\n  caddy-data:", "networks:\n  back:\n\nvolumes:\n  caddy-data:")
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(REPORT, "docker_has", lambda kind, name: asked.append((kind, name)) or has)
+    steps = init(*FLAGS)
+    assert asked == [("network", "shop_back")]
+    assert "No shared service uses network back, " + advice in steps
+    assert ("external: true" in steps) is (has is not True)
 
 
 def test_a_layout_beyond_line_edits_is_said_in_words(project: Path) -> None:

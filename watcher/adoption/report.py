@@ -166,12 +166,45 @@ def _creation_steps(compose: ComposeFile, answers: Answers) -> list[str]:
             if m.named and m.source
         )
     ]
-    return [
-        f"No shared service uses {kind} {key}, so nothing creates {name}: create it once with "
-        f"`docker {kind} create {name}` and declare it `external: true` in {compose.path.name}."
+    missing = [
+        (kind, key, name)
         for kind, key, users, name in used
         if not users and not ((compose.data.get(f"{kind}s") or {}).get(key) or {}).get("external")
     ]
+    return [_creation_step(compose, kind, key, name) for kind, key, name in missing]
+
+
+def _creation_step(compose: ComposeFile, kind: str, key: str, name: str) -> str:
+    """What to do about a network or volume no shared service creates: Docker says whether a
+    `docker compose up` of the whole file already made it, and then nothing is to be done."""
+    found = docker_has(kind, name)
+    if found is True:
+        return (
+            f"No shared service uses {kind} {key}, but {name} exists (your own `docker compose up` "
+            "made it): the colours join it as it is; nothing to do (a `docker compose down"
+            f"{' -v' if kind == 'volume' else ''}` of the whole file would remove it)."
+        )
+    create = (
+        f"create it once with `docker {kind} create {name}` and declare it `external: true` in "
+        f"{compose.path.name}"
+    )
+    if found is False:
+        return f"No shared service uses {kind} {key}, and Docker has no {name}: {create}."
+    return (
+        f"No shared service uses {kind} {key}, and Docker could not be asked whether {name} exists "
+        f"({found}): if `docker {kind} inspect {name}` finds none, {create}."
+    )
+
+
+def docker_has(kind: str, name: str) -> bool | str:
+    """Whether Docker has the network or volume; the reason as text when Docker cannot say."""
+    from watcher.backends.containers import Containers
+    from watcher.errors import DockerUnavailable
+
+    try:
+        return Containers().exists(kind, name)
+    except DockerUnavailable as exc:
+        return str(exc)
 
 
 def _first_version(compose: ComposeFile, answers: Answers) -> str:
