@@ -381,14 +381,48 @@ def test_what_another_app_already_has_is_refused_even_in_a_dry_run(project: Path
     assert "compose project shop" in refused(*FLAGS, "--force", "--site", "shop.example.com")
 
 
-def test_an_app_already_configured_is_never_replaced_nor_doubled(project: Path) -> None:
+def test_an_app_already_configured_is_rewritten_only_with_force_keeping_the_users_keys(
+    project: Path,
+) -> None:
     init(*FLAGS)
     config = (project / "watcher.toml").read_text()
-    message = refused(*FLAGS, "--force")
-    assert (
-        "watcher.toml already has [apps.shop]: init never replaces or duplicates an app's section" in message
-    )
+    message = refused(*FLAGS)
+    assert "watcher.toml already has [apps.shop]: pass --force to rewrite it" in message
     assert (project / "watcher.toml").read_text() == config
+    # The user tunes the app: keys in init's tables, tables of their own, a service's health.
+    config = config.replace("[apps.shop.verify]\n", '[apps.shop.verify]\ntimeout = "45s"\n') + (
+        '\n[apps.shop.health]\ntimeout = "3m"\n\n[apps.shop.drain]\ntimeout = "20s"\n'
+        '\n[apps.shop.services.web.health]\npath = "/up"\n\n[[apps.shop.smoke]]\npath = "/"\n'
+        '\n[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "blog"\n\n[apps.blog.caddy]\n'
+        'site = ":81"\n\n[apps.blog.services.web]\nport = 80\n\n[apps.blog.verify]\n'
+        'url = "http://127.0.0.1:81/version"\n'
+    )
+    (project / "blog").mkdir()
+    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
+        (project / "blog" / name).write_text("")
+    (project / "watcher.toml").write_text(config)
+    before = load_host(project / "watcher.toml", {}).app("shop")
+
+    out = init(*FLAGS[:-3], "--verify-url", "http://127.0.0.1/v", "--yes", "--force")
+    host = load_host(project / "watcher.toml", {})
+    after = host.app("shop")
+    assert list(host.apps) == ["blog", "shop"], "the other app is untouched, shop is written once"
+    assert after.verify.url == "http://127.0.0.1/v"
+    for kept in ("health", "drain", "smoke", "services"):
+        assert getattr(after, kept) == getattr(before, kept), kept
+    assert after.verify.timeout == before.verify.timeout == 45.0
+    assert "[apps.shop] rewritten: every key init does not decide is kept; changed:" in out
+    assert '  verify.url: "http://127.0.0.1/version" -> "http://127.0.0.1/v"' in out
+    assert out.count("  verify.url") == 1 and "drain" not in out.split("changed:")[1].split("\n\n")[0]
+
+
+def test_rewriting_an_app_drops_a_service_no_longer_stateless(project: Path) -> None:
+    init(*FLAGS)
+    out = init("--service", "web:8080", "--verify-url", "http://127.0.0.1/version", "--yes", "--force")
+    assert [s.name for s in load_host(project / "watcher.toml", {}).app("shop").services] == ["web"]
+    assert (
+        '  shared_services: ["caddy", "postgres", "redis"] -> ["caddy", "worker", "postgres", "redis"]' in out
+    )
 
 
 def test_a_single_app_layout_config_is_not_appended_to(project: Path) -> None:

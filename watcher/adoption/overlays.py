@@ -17,7 +17,7 @@ def quoted(value: str) -> str:
     return json.dumps(value)
 
 
-def _key(name: str) -> str:
+def key_text(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else quoted(name)
 
 
@@ -36,11 +36,11 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
     networks: dict[str, None] = {}
     volumes: dict[str, None] = {}
     for name in names:
-        lines += [f"  {_key(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
+        lines += [f"  {key_text(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
         for network in compose.networks_of(name):
             networks[network] = None
             lines += [
-                f"      {_key(network)}:",
+                f"      {key_text(network)}:",
                 f"        aliases: [{quoted(f'{answers.app}-{name}-{color}')}]",
             ]
         volumes.update((m.source, None) for m in volumes_of(compose.services[name]) if m.named and m.source)
@@ -49,7 +49,7 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
         if index == 0:
             lines.append(f"  # The shared project {answers.project}'s: a colour project only joins them.")
         lines += [
-            f"  {_key(network)}:",
+            f"  {key_text(network)}:",
             f"    name: {quoted(compose.network_name(network, answers.project))}",
             "    external: true",
         ]
@@ -61,7 +61,7 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
         ]
         for volume in volumes:
             lines += [
-                f"  {_key(volume)}:",
+                f"  {key_text(volume)}:",
                 f"    name: {quoted(compose.volume_name(volume, answers.project))}",
                 "    external: true",
             ]

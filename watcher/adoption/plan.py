@@ -14,6 +14,7 @@ from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import ComposeFile
 from watcher.adoption.overlays import COLORS, NEW_CONFIG, app_section, overlay, quoted
 from watcher.adoption.proposal import diff, proposed
+from watcher.adoption.rewrite import rewritten
 from watcher.errors import ConfigError, UsageError, WatcherError
 
 #: The proposed edits of the user's compose file, saved beside it (init never edits the file itself).
@@ -74,11 +75,26 @@ class Plan:
         relative = os.path.relpath(self.compose.dir, self.config_path.parent)
         return app_section(self.compose, self.answers, relative if project_dir is None else project_dir)
 
+    @property
+    def rewrites(self) -> bool:
+        """Whether the app is in the config already (--force rewrites it, keeping the user's keys)."""
+        apps = tomllib.loads(self.config_before).get("apps") if self.config_before else None
+        return self.answers.app in (apps or {})
+
     def config_text(self) -> str:
-        """The whole config file after init: the old one with the app appended, or a new one."""
+        """The whole config file after init: the old one with the app appended or rewritten, or a
+        new one."""
         if self.config_before is None:
             return NEW_CONFIG + self.section()
+        if self.rewrites:
+            return rewritten(self.config_before, self.answers.app, self.section())[0]
         return self.config_before.rstrip("\n") + "\n\n" + self.section()
+
+    def rewrite_changes(self) -> list[str]:
+        """What rewriting the app's section changes, key by key (nothing for a new app)."""
+        return (
+            rewritten(self.config_before or "", self.answers.app, self.section())[1] if self.rewrites else []
+        )
 
     def refuse_existing(self, *, force: bool) -> None:
         """Nothing is overwritten without --force; an app's section is never replaced or doubled."""
@@ -104,13 +120,15 @@ class Plan:
                 f"{where} uses the single-app [app] layout: move it to [apps.<name>] tables first, or write "
                 f"{self.answers.app}'s config elsewhere with --config"
             ]
-        if self.answers.app in (raw.get("apps") or {}):
-            return [
-                f"{where} already has [apps.{self.answers.app}]: init never replaces or duplicates an app's "
-                "section; remove it first, or adopt under another name with --app"
-            ]
         clashes = self._clashes(raw)
-        if not force:
+        if self.answers.app in (raw.get("apps") or {}):
+            if not force:
+                clashes.append(
+                    f"{where} already has [apps.{self.answers.app}]: pass --force to rewrite it (init "
+                    "keeps every key of it that it does not decide itself), or adopt under another "
+                    "name with --app"
+                )
+        elif not force:
             clashes.append(
                 f"{where} exists: pass --force to append [apps.{self.answers.app}] to it (the rest "
                 "stays as is)"
@@ -125,6 +143,8 @@ class Plan:
         site = answers.site or (raw.get("caddy") or {}).get("site", ":80")
         problems = []
         for name, app in (raw.get("apps") or {}).items():
+            if name == answers.app:
+                continue  # the app itself, rewritten
             project = app.get("project", name)
             if ours & {project, *(f"{project}-{color}" for color in COLORS)}:
                 problems.append(

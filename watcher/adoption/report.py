@@ -63,15 +63,19 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
 
 
 def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
-    config = f"[apps.{plan.answers.app}] appended" if plan.config_before is not None else "new"
+    app = f"[apps.{plan.answers.app}]"
+    config = "new" if plan.config_before is None else f"{app} {'rewritten' if plan.rewrites else 'appended'}"
     files = [
         *((path, text, "colour overlay") for path, text in plan.overlays.items()),
         (plan.config_path, plan.section(), f"watcher config, {config}"),
         (plan.caddyfile, snippet, "the app's Caddyfile"),
     ]
+    changes = plan.rewrite_changes()
+    rewrite = [f"{app} rewritten: every key init does not decide is kept; changed:"] if plan.rewrites else []
+    rewrite += [f"  {change}" for change in changes] or (["  nothing"] if plan.rewrites else [])
     if not dry_run:
-        return [*(f"wrote {shown(path)} ({what})" for path, _, what in files), ""]
-    out = ["Dry run: nothing written. init would write:", ""]
+        return [*(f"wrote {shown(path)} ({what})" for path, _, what in files), *rewrite, ""]
+    out = ["Dry run: nothing written. init would write:", *rewrite, ""]
     for path, text, what in files:
         out += [f"==> {shown(path)} ({what})", text.rstrip("\n"), ""]
     return out
