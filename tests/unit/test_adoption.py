@@ -452,6 +452,49 @@ def test_the_config_is_written_where_asked(project: Path) -> None:
     assert (project / "etc" / "Caddyfile").is_file() and not (project / "Caddyfile.shop").exists()
 
 
+def _without_caddy(project: Path) -> None:
+    """The fixture as published files are: no Caddy, and web's host port kept."""
+    text = FIXTURE.read_text()
+    caddy = text[text.index("  caddy:\n") : text.index("  web:\n")]
+    (project / "compose.yml").write_text(text.replace(caddy, "").replace("  caddy-data:\n", ""))
+
+
+def test_a_file_without_caddy_gets_one_in_its_own_overlay_with_the_apps_host_port(project: Path) -> None:
+    _without_caddy(project)
+    out = init(*FLAGS[:-1], "--caddy-image", "localhost:5000/caddy:test", "--yes")
+    added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
+    assert added["image"] == "localhost:5000/caddy:test"
+    assert added["ports"] == ["8080:80"], "the host port web published moves to Caddy"
+    assert added["volumes"] == [
+        "./Caddyfile.shop:/etc/caddy/Caddyfile:ro",
+        "./.watcher/run:/run/watcher",
+    ]
+    assert added["networks"] == ["default"]
+    config = load_host(project / "watcher.toml", {}).app("shop")
+    assert config.compose_files == ("compose.yml", "compose.watcher.yml")
+    assert config.shared_services == ("postgres", "redis", "caddy")
+    assert "wrote compose.watcher.yml (the Caddy service your compose file lacks)" in out
+    diff = (project / "watcher-init.diff").read_text()
+    assert '-    ports:\n-      - "8080:8080"' in diff
+    assert "Before it, remove the uncoloured web, worker" in out and "web gives its host port to Caddy" in out
+
+
+def test_the_added_caddy_keeps_the_host_address_and_listens_on_the_site_port(project: Path) -> None:
+    _without_caddy(project)
+    with_service(project, '      - "8080:8080"', '      - "127.0.0.1:8000:8080"\n      - "9229:9229"')
+    assert 'web: ports "9229:9229": a host port can be bound by one colour only' in refused(*FLAGS)
+    with_service(project, '\n      - "9229:9229"', "")
+    init(*FLAGS, "--site", ":8081")
+    added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
+    assert added["ports"] == ["127.0.0.1:8000:8081"]
+
+
+def test_a_file_with_its_own_caddy_gets_none_added(project: Path) -> None:
+    init(*FLAGS)
+    assert not (project / "compose.watcher.yml").exists()
+    assert load_host(project / "watcher.toml", {}).app("shop").compose_files == ("compose.yml",)
+
+
 # -- refusals, each with its reason ---------------------------------------------------------
 
 

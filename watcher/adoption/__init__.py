@@ -101,6 +101,13 @@ def add_parser(sub: Any) -> None:
         "watcher.toml beside the compose file; $WATCHER_CONFIG is not used)",
     )
     init.add_argument(
+        "--caddy-image",
+        default="caddy:2.11",
+        metavar="IMAGE",
+        help="the image of the Caddy service init adds (in compose.watcher.yml) when the compose "
+        "file has none (default: caddy:2.11)",
+    )
+    init.add_argument(
         "--caddyfile",
         metavar="PATH",
         help="where to write the app's Caddyfile (default: Caddyfile.<app> beside the compose file)",

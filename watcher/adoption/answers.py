@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -66,6 +67,7 @@ class Answers:
     verify_url: str
     verify_header: str | None
     site: str | None
+    caddy_image: str = "caddy:2.11"  # the Caddy init adds when the compose file has none
 
     @property
     def names(self) -> list[str]:
@@ -120,7 +122,11 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
     verify_url = args.verify_url or prompt.ask(
         "URL through Caddy that answers the deployed version", guess, "--verify-url"
     )
-    return Answers(app, project, source, image, stateless, verify_url, args.verify_header, args.site)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", args.caddy_image):
+        raise UsageError(f"--caddy-image {args.caddy_image!r}: not an image reference")
+    return Answers(
+        app, project, source, image, stateless, verify_url, args.verify_header, args.site, args.caddy_image
+    )
 
 
 def _flagged(compose: ComposeFile, flags: list[str], keep: list[str]) -> tuple[Stateless, ...]:

@@ -171,6 +171,7 @@ class Port:
     shown: str
     published: str | None  # the host port; None: only the container's
     target: str
+    host_ip: str | None = None  # the host address it is bound to; None: all
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,14 @@ def ports_of(service: dict[str, Any]) -> Iterator[Port]:
         if isinstance(entry, dict):
             published = str(entry.get("published") or "") or None
             target = str(entry.get("target", ""))
-            yield Port(f"{published}:{target}" if published else target, published, target)
+            shown = f"{published}:{target}" if published else target
+            yield Port(shown, published, target, entry.get("host_ip"))
             continue
         text = str(entry)
-        rest = text.split("]:", 1)[1] if text.startswith("[") else text  # [::1]:8080:80
+        ip, rest = text[1:].split("]:", 1) if text.startswith("[") else (None, text)  # [::1]:8080:80
         parts = rest.split("/", 1)[0].split(":")
         published = parts[-2] if len(parts) >= 2 and parts[-2] else None
-        yield Port(text, published, parts[-1])
+        yield Port(text, published, parts[-1], f"[{ip}]" if ip else parts[0] if len(parts) == 3 else None)
 
 
 def volumes_of(service: dict[str, Any]) -> Iterator[Mount]:

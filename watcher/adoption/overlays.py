@@ -10,6 +10,8 @@ from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import ComposeFile, volumes_of
 
 COLORS = ("blue", "green")
+#: The overlay with the Caddy service init adds when the compose file has none.
+CADDY_OVERLAY = "compose.watcher.yml"
 
 
 def quoted(value: str) -> str:
@@ -68,17 +70,19 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str:
-    """The app's `[apps.<name>]` tables, each key commented for the user who reads them next."""
+def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_caddy: str | None) -> str:
+    """The app's `[apps.<name>]` tables, each key commented for the user who reads them next;
+    `added_caddy`: the Caddy service of CADDY_OVERLAY, run shared."""
     app = answers.app
-    shared = answers.shared(compose)
+    shared = [*answers.shared(compose), *([added_caddy] if added_caddy else [])]
+    files = [compose.path.name, *([CADDY_OVERLAY] if added_caddy else [])]
     lines = [
         f"# {app}: adopted from {compose.path.name} by `watcher init`.",
         f"[apps.{app}]",
         f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
         f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
         f"project_dir = {quoted(project_dir)}",
-        f"compose_files = [{quoted(compose.path.name)}]   # compose.<colour>.yml is added per colour",
+        f"compose_files = [{', '.join(quoted(f) for f in files)}]   # compose.<colour>.yml is added per colour",
         f"shared_services = [{', '.join(quoted(s) for s in shared)}]   # started if missing, never recreated",
     ]
     if answers.site:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from watcher.adoption.answers import Answers
+from watcher.adoption.caddy import AddedCaddy, added_caddy, caddy_overlay
 from watcher.adoption.compose_file import ComposeFile
-from watcher.adoption.overlays import COLORS, NEW_CONFIG, app_section, overlay, quoted
-from watcher.adoption.proposal import diff, proposed
+from watcher.adoption.overlays import CADDY_OVERLAY, COLORS, NEW_CONFIG, app_section, overlay, quoted
+from watcher.adoption.proposal import bind_source, diff, proposed
 from watcher.adoption.rewrite import rewritten
 from watcher.errors import ConfigError, UsageError, WatcherError
 
@@ -55,10 +56,35 @@ class Plan:
 
     @property
     def overlays(self) -> dict[Path, str]:
-        return {
+        """The colour overlays and, when the compose file has no Caddy, the one that adds it."""
+        colours = {
             self.compose.dir / f"compose.{color}.yml": overlay(self.compose, self.answers, color)
             for color in COLORS
         }
+        if self.added_caddy is None:
+            return colours
+        return {**colours, self.compose.dir / CADDY_OVERLAY: self._caddy_overlay(self.added_caddy)}
+
+    @property
+    def _host_caddy(self) -> dict[str, Any]:
+        """The config's `[caddy]` table as it is before init (empty for a new config)."""
+        return dict(tomllib.loads(self.config_before).get("caddy") or {}) if self.config_before else {}
+
+    @property
+    def added_caddy(self) -> AddedCaddy | None:
+        site = self.answers.site or self._host_caddy.get("site", ":80")
+        return added_caddy(self.compose, self.answers, site)
+
+    def _caddy_overlay(self, caddy: AddedCaddy) -> str:
+        run_dir = self.config_path.parent / self._host_caddy.get("run_dir", ".watcher/run")
+        mount = self._host_caddy.get("mount", "/run/watcher")
+        return caddy_overlay(
+            caddy,
+            self.answers.app,
+            bind_source(self.caddyfile, self.compose.dir),
+            bind_source(run_dir.resolve(), self.compose.dir),
+            mount,
+        )
 
     @property
     def diff_path(self) -> Path:
@@ -73,7 +99,13 @@ class Plan:
 
     def section(self, project_dir: str | None = None) -> str:
         relative = os.path.relpath(self.compose.dir, self.config_path.parent)
-        return app_section(self.compose, self.answers, relative if project_dir is None else project_dir)
+        added = self.added_caddy
+        return app_section(
+            self.compose,
+            self.answers,
+            relative if project_dir is None else project_dir,
+            added.name if added else None,
+        )
 
     @property
     def rewrites(self) -> bool:
@@ -202,7 +234,7 @@ class Plan:
 
     def _staged_caddy(self) -> str:
         """The `[caddy]` table the real config will have, its paths made absolute."""
-        caddy = dict(tomllib.loads(self.config_before).get("caddy") or {}) if self.config_before else {}
+        caddy = self._host_caddy
         base = self.config_path.parent
         caddy["run_dir"] = str(base / caddy.get("run_dir", ".watcher/run"))
         admin = caddy.get("admin")

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from watcher.adoption.answers import Answers, default_image
+from watcher.adoption.caddy import moved_ports
 from watcher.adoption.compose_file import ComposeFile, ComposeLoader, caddy_service, repository, volumes_of
 from watcher.adoption.overlays import quoted
 
@@ -72,6 +73,9 @@ class _Edits:
             first = min(k.line for k in keys.values())
             self.changes.append((first, first, [line]))
 
+    def remove(self, keys: dict[str, _Key], key: str) -> None:
+        self.changes.append((keys[key].line, keys[key].end, []))
+
     def insert(self, at: int, lines: list[str]) -> None:
         self.changes.append((at, at, [line + "\n" for line in lines]))
 
@@ -91,10 +95,13 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
     `app` profile on the stateless services, the run directory mounted into Caddy. None: the
     file's layout is beyond these line edits, and the steps say them in words instead."""
     edits = _Edits(compose.text)
+    moving = _moving(compose, answers)
     for name in answers.names:
         keys = edits.service(name)
         if keys is None:
             return None
+        if name in moving:
+            edits.remove(keys, "ports")
         image = image_for(compose, answers, name)
         if image != compose.services[name].get("image"):
             edits.put(keys, "image", image)
@@ -112,6 +119,12 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
             return None
     text = edits.text()
     return text if _edited_right(text, compose, answers, caddy) else None
+
+
+def _moving(compose: ComposeFile, answers: Answers) -> set[str]:
+    """The service whose host ports move to the Caddy init adds (all of them, or it was refused)."""
+    main = next((s.name for s in answers.stateless if s.port is not None and s.path is None), None)
+    return {main} if main and moved_ports(compose, answers) else set()
 
 
 def image_for(compose: ComposeFile, answers: Answers, name: str) -> str:
@@ -170,6 +183,8 @@ def _edited_right(text: str, compose: ComposeFile, answers: Answers, caddy: str 
     except (yaml.YAMLError, KeyError, TypeError):
         return False
     expected = {name: dict(service) for name, service in compose.services.items()}
+    for name in _moving(compose, answers):
+        del expected[name]["ports"]
     for name in answers.names:
         expected[name]["image"] = image_for(compose, answers, name)
         profiles = list(expected[name].get("profiles") or [])

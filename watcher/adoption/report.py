@@ -7,6 +7,7 @@ from typing import Any
 
 from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, repository, volumes_of
+from watcher.adoption.overlays import CADDY_OVERLAY
 from watcher.adoption.plan import Plan, shown
 from watcher.adoption.proposal import PROFILE, app_repos, bind_source, image_for, is_sidecar
 from watcher.validation import validate_tag
@@ -66,7 +67,7 @@ def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
     app = f"[apps.{plan.answers.app}]"
     config = "new" if plan.config_before is None else f"{app} {'rewritten' if plan.rewrites else 'appended'}"
     files = [
-        *((path, text, "colour overlay") for path, text in plan.overlays.items()),
+        *((path, text, _overlay_kind(path)) for path, text in plan.overlays.items()),
         (plan.config_path, plan.section(), f"watcher config, {config}"),
         (plan.caddyfile, snippet, "the app's Caddyfile"),
     ]
@@ -79,6 +80,10 @@ def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
     for path, text, what in files:
         out += [f"==> {shown(path)} ({what})", text.rstrip("\n"), ""]
     return out
+
+
+def _overlay_kind(path: Any) -> str:
+    return "the Caddy service your compose file lacks" if path.name == CADDY_OVERLAY else "colour overlay"
 
 
 def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[str]:
@@ -103,10 +108,20 @@ def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[st
         "switches Caddy to it once healthy."
     )
     names = " ".join(answers.names)
-    steps.append(
-        f"Then remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
-        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}."
+    remove = (
+        f"remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
+        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}"
     )
+    added = plan.added_caddy
+    if added is not None and added.moved_from:
+        # The host port moves from the service to Caddy: the old container must free it first.
+        steps.insert(
+            -1,
+            f"Before it, {remove}: {added.moved_from} gives its host port to Caddy, which the first "
+            "deploy starts (the app does not answer in between).",
+        )
+    else:
+        steps.append(f"Then {remove}.")
     return steps
 
 
@@ -130,6 +145,15 @@ def _caddy_step(plan: Plan, host: Any) -> str:
         f"in-flight counts there) into your Caddyfile, or make it the Caddyfile if Caddy fronts only "
         f"{answers.app}"
     )
+    added = plan.added_caddy
+    if added is not None:
+        ports = ", ".join(added.ports)
+        return (
+            f"Caddy: {CADDY_OVERLAY} adds it (service {added.name}, image {added.image}, ports {ports}, "
+            f"serving {shown(plan.caddyfile)}, with {bind_source(host.caddy.run_dir, compose.dir)} at "
+            f"{host.caddy.mount}); it is in compose_files, and the first deploy starts it with the "
+            "shared services."
+        )
     caddy = caddy_service(compose, answers.names)
     if caddy is None:
         return (
