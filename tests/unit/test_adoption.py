@@ -691,3 +691,121 @@ def _answers(project: Path) -> Answers:
     compose = read_compose(project / "compose.yml")
     parsed = cli.build_parser().parse_args(["init", *FLAGS])
     return gather(compose, parsed, Prompt(interactive=False))
+
+
+# -- what init reads off the file: one-shots, followers, health ----------------------------------
+
+STACK = """\
+services:
+  server:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: server
+    ports: ["9000:9000"]
+    depends_on:
+      postgresql: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:9000/-/health/live/"]
+  worker:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: worker
+  migrate:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: ak migrate
+  streaming:
+    image: ghcr.io/goauthentik/server-streaming:${AUTHENTIK_TAG:-2024.12.1}
+    expose: ["4000"]
+  outpost:
+    image: ghcr.io/goauthentik/proxy:${AUTHENTIK_TAG:-2024.12.1}
+  static:
+    image: gcr.io/distroless/static-web:1.0
+    expose: ["8043"]
+  postgresql:
+    image: postgres:16-alpine
+    volumes: ["database:/var/lib/postgresql/data"]
+volumes:
+  database:
+"""
+STACK_FLAGS = (
+    "--app", "ak", "--service", "server:9000", "--service", "worker", "--service", "streaming:4000:/ws",
+    "--service", "outpost", "--service", "static:8043:/static",
+    "--verify-url", "http://127.0.0.1:9000/version", "--yes",
+)  # fmt: skip
+
+
+def test_a_job_a_service_waits_for_runs_per_colour_as_a_one_shot(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    config = load_host(project / "watcher.toml", {}).app("ak")
+    migrate = next(s for s in config.services if s.name == "migrate")
+    assert migrate.one_shot and migrate.port is None
+    assert "one-shot, per colour: migrate (server waits for it to complete successfully)" in out
+    assert "expand, then contract" in out, "the migration note"
+    assert "migrate" not in config.shared_services
+    diff = (project / "watcher-init.diff").read_text()
+    assert "+    image: ${APP_IMAGE:-ghcr.io/goauthentik/server}:${APP_VERSION:-unset}" in diff
+
+
+def test_a_migration_on_the_apps_image_is_a_one_shot_even_unwaited(project: Path) -> None:
+    (project / "compose.yml").write_text(
+        STACK.replace("      migrate: {condition: service_completed_successfully}\n", "")
+    )
+    init(*STACK_FLAGS)
+    assert (
+        "one_shot = true   # its command runs migrations on the app's image"
+        in (project / "watcher.toml").read_text()
+    )
+
+
+def test_several_services_from_the_apps_image_all_take_its_version(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    init(*STACK_FLAGS)
+    patched = yaml.safe_load(
+        proposed(read_compose(project / "compose.yml"), _stack_answers(project), project, "/run/watcher")
+        or ""
+    )["services"]
+    for name in ("server", "worker", "migrate"):
+        assert patched[name]["image"] == "${APP_IMAGE:-ghcr.io/goauthentik/server}:${APP_VERSION:-unset}"
+    assert patched["worker"]["command"] == "worker", "each keeps its command"
+
+
+def test_images_that_follow_the_apps_version_are_deployed_with_it(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    services = {s.name: s for s in load_host(project / "watcher.toml", {}).app("ak").services}
+    assert services["streaming"].follows_version and services["outpost"].follows_version
+    assert services["static"].follows_version is None and services["worker"].follows_version is None
+    assert "streaming (its image ghcr.io/goauthentik/server-streaming is the app's with a suffix)" in out
+    assert "outpost (its tag is ${AUTHENTIK_TAG}, as the app image's)" in out
+    diff = (project / "watcher-init.diff").read_text()
+    assert "+    image: ghcr.io/goauthentik/server-streaming:${APP_VERSION:-unset}" in diff
+    assert "+    image: ghcr.io/goauthentik/proxy:${APP_VERSION:-unset}" in diff
+    assert "-    image: gcr.io/distroless/static-web:1.0" not in diff, "a sidecar keeps its own image"
+
+
+def test_health_paths_are_proposed_commented_out_or_written_when_given(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    text = (project / "watcher.toml").read_text()
+    assert '# health = { path = "/-/health/live/" }   # proposed by init: its healthcheck runs wget' in text
+    assert '# health = { path = "/up" }   # proposed by init: it has no healthcheck' in text
+    assert "gcr.io/distroless/static-web has no shell" in text
+    assert "check that it answers 2xx, then uncomment (or pass --health server:/-/health/live/" in text
+    assert all(s.health_path is None for s in load_host(project / "watcher.toml", {}).app("ak").services)
+    assert "health proposed (commented out in the config, check it): server GET /-/health/live/" in out
+
+    init(*STACK_FLAGS, "--health", "static:/healthz", "--health", "worker:/up:8000", "--force")
+    services = {s.name: s for s in load_host(project / "watcher.toml", {}).app("ak").services}
+    assert (services["static"].health_path, services["static"].health_port) == ("/healthz", 8043)
+    assert (services["worker"].health_path, services["worker"].health_port) == ("/up", 8000)
+    assert "--health nope:/up: expected NAME:PATH[:PORT] of a --service" in refused(
+        *STACK_FLAGS, "--health", "nope:/up", "--force"
+    )
+    assert "worker has no port: say which answers" in refused(
+        *STACK_FLAGS, "--health", "worker:/up", "--force"
+    )
+
+
+def _stack_answers(project: Path) -> Answers:
+    parsed = cli.build_parser().parse_args(["init", *STACK_FLAGS])
+    return gather(read_compose(project / "compose.yml"), parsed, Prompt(interactive=False))

@@ -68,6 +68,14 @@ def add_parser(sub: Any) -> None:
         "of stripping it: for a server that routes on /api/v1/streaming itself",
     )
     init.add_argument(
+        "--health",
+        action="append",
+        default=[],
+        metavar="NAME:PATH[:PORT]",
+        help="watcher judges NAME's health by HTTP GET of PATH itself (2xx/3xx), for an image "
+        "without a shell or curl; without it init only proposes one, commented out",
+    )
+    init.add_argument(
         "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
     )
     init.add_argument(

@@ -18,6 +18,7 @@ from watcher.adoption.compose_file import (
     valid_name,
     volumes_of,
 )
+from watcher.adoption.detect import HealthProposal, follows, health, one_shot
 from watcher.errors import UsageError
 
 # Images whose containers keep state or front the others: never guessed stateless.
@@ -55,6 +56,10 @@ class Stateless:
     port: int | None
     path: str | None = None
     keep_prefix: bool = False  # Caddy sends the full path (`handle`), not the rest (`handle_path`)
+    one_shot: str | None = None  # why it runs to completion once per deploy of a colour
+    follows: str | None = None  # why its image (not the app's) follows the app's version
+    health: HealthProposal | None = None  # the HTTP path watcher could judge it by
+    health_given: bool = False  # the user gave it (--health): written as said, not as a proposal
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class Answers:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.stateless]
+
+    def of(self, name: str) -> Stateless:
+        return next(s for s in self.stateless if s.name == name)
 
     def shared(self, compose: ComposeFile) -> list[str]:
         """The services run once in the shared project: all others a plain `up` starts."""
@@ -122,11 +130,54 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
     verify_url = args.verify_url or prompt.ask(
         "URL through Caddy that answers the deployed version", guess, "--verify-url"
     )
+    stateless = _detected(compose, stateless, image, args.health)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", args.caddy_image):
         raise UsageError(f"--caddy-image {args.caddy_image!r}: not an image reference")
     return Answers(
         app, project, source, image, stateless, verify_url, args.verify_header, args.site, args.caddy_image
     )
+
+
+def _detected(
+    compose: ComposeFile, stateless: tuple[Stateless, ...], image: str, flags: list[str]
+) -> tuple[Stateless, ...]:
+    """The user's stateless services with what the file says of them, and the one-shot jobs
+    they wait for (or that migrate the app's database), which run per colour too."""
+    given = dict(_parse_health(flag, stateless) for flag in flags)
+    repos = {image, default_image(compose, stateless)}
+    waiters = [s.name for s in stateless]
+    jobs = [
+        Stateless(name, None)
+        for name, service in compose.services.items()
+        if name not in waiters and not service.get("profiles") and one_shot(compose, name, waiters, repos)
+    ]
+    main = next((s.name for s in stateless if s.port is not None and s.path is None), stateless[0].name)
+    result = []
+    for s in (*stateless, *jobs):
+        job = one_shot(compose, s.name, waiters, repos) if s.port is None else None
+        proposal = given.get(s.name) or (health(compose.services[s.name], s.port) if s.port else None)
+        result.append(
+            replace(
+                s,
+                one_shot=job,
+                follows=follows(compose, s.name, main, repos),
+                health=proposal,
+                health_given=s.name in given,
+            )
+        )
+    return tuple(result)
+
+
+def _parse_health(flag: str, stateless: tuple[Stateless, ...]) -> tuple[str, HealthProposal]:
+    """`web:/up` or `web:/up:9000` (another port than the service's)."""
+    name, _, rest = flag.partition(":")
+    path, _, port = rest.partition(":")
+    service = next((s for s in stateless if s.name == name), None)
+    if service is None or not path.startswith("/") or (port and not port.isdigit()):
+        raise UsageError(f"--health {flag}: expected NAME:PATH[:PORT] of a --service, e.g. --health web:/up")
+    if service.port is None and not port:
+        raise UsageError(f"--health {flag}: {name} has no port: say which answers, e.g. {name}:{path}:8080")
+    return name, HealthProposal(path, int(port) if port else None, "given with --health")
 
 
 def _flagged(compose: ComposeFile, flags: list[str], keep: list[str]) -> tuple[Stateless, ...]:

@@ -162,7 +162,8 @@ def repository(image: Any) -> tuple[str | None, str | None]:
     if not isinstance(image, str) or not image:
         return None, None
     name = image.split("@", 1)[0]
-    repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    last = name.rsplit("/", 1)[-1]  # a registry's port comes before; `${TAG:-1.0}` has a colon too
+    repo, tag = name[: len(name) - len(last)] + last.partition(":")[0], last.partition(":")[2]
     return (None if "$" in repo else repo), (None if "$" in tag or not tag else tag)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from watcher.adoption.answers import Answers
+from watcher.adoption.answers import Answers, Stateless
 from watcher.adoption.compose_file import ComposeFile, volumes_of
 
 COLORS = ("blue", "green")
@@ -88,16 +88,7 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_
     if answers.site:
         lines += ["", f"[apps.{app}.caddy]", f"site = {quoted(answers.site)}"]
     for service in answers.stateless:
-        lines += ["", f"[apps.{app}.services.{service.name}]"]
-        if service.port is None:
-            lines[-1] += "   # per colour, not proxied"
-            continue
-        lines[-1] += f"   # Caddy dials {app}-{service.name}-<colour>:{service.port}"
-        lines.append(f"port = {service.port}")
-        if service.path:
-            lines.append(f"path = {quoted(service.path)}")
-        if service.keep_prefix:
-            lines.append("keep_prefix = true   # Caddy sends the full path, prefix included")
+        lines += ["", f"[apps.{app}.services.{service.name}]", *_service_keys(app, service)]
     lines += [
         "",
         f"[apps.{app}.verify]",
@@ -106,6 +97,36 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_
     if answers.verify_header:
         lines.append(f"header = {quoted(answers.verify_header)}")
     return "\n".join(lines) + "\n"
+
+
+def _service_keys(app: str, service: Stateless) -> list[str]:
+    """One stateless service's keys: what the user said, and what the file says of it; a health
+    path init only proposes is commented out, for the user to check."""
+    lines = []
+    if service.port is None:
+        lines.append("# per colour, not proxied")
+    else:
+        lines += [f"port = {service.port}   # Caddy dials {app}-{service.name}-<colour>:{service.port}"]
+    if service.path:
+        lines.append(f"path = {quoted(service.path)}")
+    if service.keep_prefix:
+        lines.append("keep_prefix = true   # Caddy sends the full path, prefix included")
+    if service.one_shot:
+        lines.append(f"one_shot = true   # {service.one_shot}: runs to completion once per deploy")
+    if service.follows:
+        lines.append(f"follows_version = true   # {service.follows}: deployed with the app's version")
+    if service.health:
+        port = f", port = {service.health.port}" if service.health.port else ""
+        value = f"health = {{ path = {quoted(service.health.path)}{port} }}"
+        if service.health_given:
+            lines.append(f"{value}   # watcher GETs it itself (2xx/3xx: healthy)")
+        else:
+            lines += [
+                f"# {value}   # proposed by init: {service.health.why};",
+                f"#   check that it answers 2xx, then uncomment (or pass --health {service.name}:"
+                f"{service.health.path}{f':{service.health.port}' if port else ''} to init)",
+            ]
+    return lines
 
 
 NEW_CONFIG = """\

@@ -130,15 +130,21 @@ def _moving(compose: ComposeFile, answers: Answers) -> set[str]:
 def image_for(compose: ComposeFile, answers: Answers, name: str) -> str:
     """The app's image under watcher's variables (the defaults keep a plain `docker compose`
     quiet and never run a version nobody chose); a sidecar on another image keeps its own."""
-    current = compose.services[name].get("image")
+    current = str(compose.services[name].get("image"))
+    if answers.of(name).follows:
+        # Its own repository, the app's version: `…-streaming:${VERSION}` moves with the app.
+        last = current.rsplit("/", 1)[-1]
+        repo = current[: len(current) - len(last)] + last.split(":", 1)[0].split("@", 1)[0]
+        return f"{repo}:${{APP_VERSION:-unset}}"
     if is_sidecar(compose, answers, name):
-        return str(current)
+        return current
     return f"${{APP_IMAGE:-{answers.image}}}:${{APP_VERSION:-unset}}"
 
 
 def is_sidecar(compose: ComposeFile, answers: Answers, name: str) -> bool:
+    """A stateless service on an image of its own, which keeps its tag across deploys."""
     repo, _ = repository(compose.services[name].get("image"))
-    return repo is not None and repo not in app_repos(compose, answers)
+    return repo is not None and repo not in app_repos(compose, answers) and not answers.of(name).follows
 
 
 def app_repos(compose: ComposeFile, answers: Answers) -> set[str | None]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from watcher.adoption.answers import Answers
 from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, repository, volumes_of
+from watcher.adoption.detect import follows, migration
 from watcher.adoption.overlays import CADDY_OVERLAY
 from watcher.adoption.plan import Plan, shown
 from watcher.adoption.proposal import PROFILE, app_repos, bind_source, image_for, is_sidecar
@@ -49,6 +50,7 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
         f"  per colour (projects {answers.project}-blue and -green): {stateless}",
         f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
     ]
+    lines += _detected(compose, answers)
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
     if sidecars:
         lines.append(
@@ -61,6 +63,31 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
             f"compose_files in [apps.{answers.app}] if the colours need it"
         )
     return "\n".join(lines)
+
+
+def _detected(compose: ComposeFile, answers: Answers) -> list[str]:
+    """What init read off the file: one-shots (with the migration note), followers, health proposals."""
+    lines = [f"  one-shot, per colour: {s.name} ({s.one_shot})" for s in answers.stateless if s.one_shot]
+    if any(s.one_shot and migration(compose.services[s.name]) for s in answers.stateless):
+        lines.append(
+            "    it migrates while the old colour still serves: a migration must be one the old version "
+            "tolerates (expand, then contract: docs/operations.md, Database migrations)"
+        )
+    lines += [f"  follows the app's version: {s.name} ({s.follows})" for s in answers.stateless if s.follows]
+    lines += [
+        f"  health proposed (commented out in the config, check it): {s.name} GET {s.health.path} "
+        f"({s.health.why})"
+        for s in answers.stateless
+        if s.health and not s.health_given
+    ]
+    main = next(s.name for s in answers.stateless if s.port is not None and s.path is None)
+    repos = app_repos(compose, answers)
+    lines += [
+        f"  warning: {name} runs shared, but {why}: pass --service {name} if it must change with each deploy"
+        for name in answers.shared(compose)
+        if (why := follows(compose, name, main, repos))
+    ]
+    return lines
 
 
 def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
