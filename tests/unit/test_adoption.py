@@ -26,6 +26,7 @@ from watcher.config import Service, load_host
 from watcher.errors import ConfigError, UsageError
 
 REPORT = importlib.import_module("watcher.adoption.report")  # the package's `report` is its function
+TAGS = importlib.import_module("watcher.adoption.tags")
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "adoption" / "compose.yml"
 HOST_PORT = '    ports:\n      - "8080:8080"           # handy in development; Caddy proxies to web:8080\n'
@@ -42,6 +43,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
     # Docker has none of the file's networks and volumes (tests/integration asks the real one).
     monkeypatch.setattr(REPORT, "docker_has", lambda kind, name: False)
+    # No registry answers (tests/integration pushes tags to a real one).
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: "offline")
     return tmp_path
 
 
@@ -809,3 +812,70 @@ def test_health_paths_are_proposed_commented_out_or_written_when_given(project: 
 def _stack_answers(project: Path) -> Answers:
     parsed = cli.build_parser().parse_args(["init", *STACK_FLAGS])
     return gather(read_compose(project / "compose.yml"), parsed, Prompt(interactive=False))
+
+
+# -- the tag policy, from the registry's tags ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tags, current, kind, picked",
+    [
+        (["postgresql-v2.9.0", "postgresql-v2.13.0", "mysql-v2.14.0", "postgresql-v2.13.0-rc1"], None, "regex",
+         "postgresql-v2.13.0"),
+        (["2026.12.07-abc123", "2026.12.10-ffe001", "2026.11.30-0a1b2c", "latest"], None, "regex",
+         "2026.12.10-ffe001"),
+        (["main-abc1234f", "main-0a1b2c3d", "main", "latest"], "main-abc1234f", "digest", "main"),
+        (["build-9", "build-10", "pr-77"], "build-9", "regex", "build-10"),
+    ],
+)  # fmt: skip
+def test_a_tag_scheme_that_is_not_semver_gets_a_policy_that_picks_the_newest(
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tags: list[str],
+    current: str | None,
+    kind: str,
+    picked: str,
+) -> None:
+    from watcher.policy import build_policy
+
+    if current:
+        with_service(project, "ghcr.io/acme/shop:1.4.2", f"ghcr.io/acme/shop:{current}")
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: tags)
+    out = init(*FLAGS)
+    policy = load_host(project / "watcher.toml", {}).app("shop").policy
+    assert policy.kind == kind
+    assert build_policy(policy).decide(tags).candidate == picked
+    assert (
+        "[apps.shop.policy]   # proposed by init from the registry's tags"
+        in (project / "watcher.toml").read_text()
+    )
+    assert "tags of ghcr.io/acme/shop: its tags look like" in out and "check-tags` lists every tag" in out
+
+
+def test_semver_tags_need_no_policy_and_an_unreachable_registry_proposes_none(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: ["1.4.2", "1.10.0", "latest"])
+    out = init(*FLAGS)
+    assert "its tags are semantic versions: the default policy (semver) picks 1.10.0" in out
+    assert "[apps.shop.policy]" not in (project / "watcher.toml").read_text()
+
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: "cannot reach ghcr.io")
+    out = init(*FLAGS, "--force")
+    assert (
+        "could not list the tags of ghcr.io/acme/shop (cannot reach ghcr.io): no tag policy proposed" in out
+    )
+    assert "[apps.shop.policy]" not in (project / "watcher.toml").read_text()
+
+
+def test_the_running_tag_is_read_through_its_variables_default(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_service(project, "ghcr.io/acme/shop:1.4.2", "ghcr.io/acme/shop:${SHOP_TAG:-postgresql-v2.9.0}")
+    seen: list[str] = []
+    monkeypatch.setattr(
+        TAGS, "from_tags", lambda tags, current: seen.append(current) or TAGS.TagProposal(None, "-")
+    )
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: ["x"])
+    out = init(*FLAGS)
+    assert seen == ["postgresql-v2.9.0"] and "deploy postgresql-v2.9.0`" in out

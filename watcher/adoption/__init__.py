@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from watcher.adoption.answers import Prompt, gather
 from watcher.adoption.compose_file import COMPOSE_NAMES, compose_path, read_compose
 from watcher.adoption.plan import Plan, config_path_for
+from watcher.adoption.proposal import current_tag
 from watcher.adoption.refusals import refuse_unsafe
 from watcher.adoption.report import report
+from watcher.adoption.tags import propose
 
 HELP = """\
 Adopt an existing compose project: say which services are stateless (run once per colour) and
@@ -137,6 +140,7 @@ def run_init(args: argparse.Namespace) -> int:
     prompt = Prompt(interactive=not args.yes and sys.stdin.isatty())
     answers = gather(compose, args, prompt)
     refuse_unsafe(compose, answers)
+    answers = replace(answers, tags=propose(answers.image, current_tag(compose, answers)))
     plan = Plan.make(
         compose,
         answers,

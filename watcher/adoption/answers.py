@@ -19,6 +19,7 @@ from watcher.adoption.compose_file import (
     volumes_of,
 )
 from watcher.adoption.detect import HealthProposal, follows, health, one_shot
+from watcher.adoption.tags import TagProposal
 from watcher.errors import UsageError
 
 # Images whose containers keep state or front the others: never guessed stateless.
@@ -73,6 +74,7 @@ class Answers:
     verify_header: str | None
     site: str | None
     caddy_image: str = "caddy:2.11"  # the Caddy init adds when the compose file has none
+    tags: TagProposal | None = None  # the tag policy read off the registry's tags
 
     @property
     def names(self) -> list[str]:

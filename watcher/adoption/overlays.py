@@ -89,6 +89,12 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_
         lines += ["", f"[apps.{app}.caddy]", f"site = {quoted(answers.site)}"]
     for service in answers.stateless:
         lines += ["", f"[apps.{app}.services.{service.name}]", *_service_keys(app, service)]
+    if answers.tags and answers.tags.table:
+        lines += [
+            "",
+            f"[apps.{app}.policy]   # proposed by init from the registry's tags: see `watcher check-tags`",
+        ]
+        lines += [f"{key} = {_toml_text(value)}" for key, value in answers.tags.table.items()]
     lines += [
         "",
         f"[apps.{app}.verify]",
@@ -97,6 +103,11 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_
     if answers.verify_header:
         lines.append(f"header = {quoted(answers.verify_header)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_text(value: str) -> str:
+    """A literal string when it can be one (a regex reads as written), else a basic one."""
+    return f"'{value}'" if "'" not in value and "\n" not in value else quoted(value)
 
 
 def _service_keys(app: str, service: Stateless) -> list[str]:

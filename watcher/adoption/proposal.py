@@ -152,6 +152,20 @@ def app_repos(compose: ComposeFile, answers: Answers) -> set[str | None]:
     return {answers.image, default_image(compose, answers.stateless)}
 
 
+def current_tag(compose: ComposeFile, answers: Answers) -> str | None:
+    """The tag of the app's image the compose file runs today: written, or the default of its
+    variable (`${VERSION:-1.4.2}`)."""
+    for name in answers.names:
+        image = str(compose.services[name].get("image") or "")
+        repo, tag = repository(image)
+        if repo not in app_repos(compose, answers):
+            continue
+        default = re.fullmatch(r"\$\{\w+:?-([^}$]+)\}", image.rsplit("/", 1)[-1].partition(":")[2])
+        if tag or default:
+            return tag or default.group(1)
+    return None
+
+
 def _mounts(compose: ComposeFile, service: str, target: str) -> bool:
     return any(m.shown.split(":")[1:2] == [target] for m in volumes_of(compose.services[service]))
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from watcher.adoption.answers import Answers
-from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, repository, volumes_of
+from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, volumes_of
 from watcher.adoption.detect import follows, migration
 from watcher.adoption.overlays import CADDY_OVERLAY
 from watcher.adoption.plan import Plan, shown
-from watcher.adoption.proposal import PROFILE, app_repos, bind_source, image_for, is_sidecar
+from watcher.adoption.proposal import PROFILE, app_repos, bind_source, current_tag, image_for, is_sidecar
 from watcher.validation import validate_tag
 
 
@@ -51,6 +51,8 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
         f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
     ]
     lines += _detected(compose, answers)
+    if answers.tags:
+        lines.append(f"  tags of {answers.image}: {answers.tags.said}")
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
     if sidecars:
         lines.append(
@@ -126,6 +128,12 @@ def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[st
             "edits only what the diff shows; read it first)."
         )
     steps.append(_caddy_step(plan, host))
+    if answers.tags and answers.tags.table:
+        steps.append(
+            f"Check the tag policy init proposed ([apps.{answers.app}.policy]): `watcher --config "
+            f"{shown(plan.config_path)} check-tags{' --app ' + answers.app if plan.app_count > 1 else ''}` "
+            "lists every tag and why it is or is not the one."
+        )
     steps += _creation_steps(compose, answers)
     app = f" --app {answers.app}" if plan.app_count > 1 else ""
     version = _first_version(compose, answers)
@@ -264,11 +272,8 @@ def docker_has(kind: str, name: str) -> bool | str:
 
 def _first_version(compose: ComposeFile, answers: Answers) -> str:
     """The tag the compose file runs today, when it names one; else a placeholder."""
-    for name in answers.names:
-        repo, tag = repository(compose.services[name].get("image"))
-        if tag and repo in app_repos(compose, answers):
-            try:
-                return validate_tag(tag)
-            except ValueError:
-                return "VERSION"
-    return "VERSION"
+    tag = current_tag(compose, answers)
+    try:
+        return validate_tag(tag) if tag else "VERSION"
+    except ValueError:
+        return "VERSION"
