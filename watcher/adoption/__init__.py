@@ -1,9 +1,10 @@
 """`watcher init`: adopt an existing Compose project for blue-green deploys.
 
 Given the user's own compose file and which of its services are stateless (run once per colour)
-with their ports, init writes the two colour overlays, the app's `[apps.<name>]` config section
-and its Caddy snippet, then prints what is left: the edits to the compose file as a unified diff
-(init never edits the user's file) and the few commands after it.
+with their ports, init writes the two colour overlays, the Caddy service the file lacks, the
+app's `[apps.<name>]` config section and its Caddy snippet, then prints what is left: the edits
+to the compose file as a unified diff, saved for `patch -p1` (init never edits the user's file),
+and the few commands after it.
 
 It refuses, with the reason, a compose file it cannot colour safely: whatever one colour would
 hold alone (a container name, a host port, a named volume it writes) would clash with the other
@@ -30,12 +31,17 @@ from watcher.adoption.tags import propose
 
 HELP = """\
 Adopt an existing compose project: say which services are stateless (run once per colour) and
-the port Caddy proxies to; init writes compose.blue.yml, compose.green.yml, the app's section of
-the watcher config and its Caddy snippet, and prints the edits your compose file needs (a diff;
-init never edits it) and the steps left. Nothing is overwritten without --force.
+the port Caddy proxies to; init writes compose.blue.yml, compose.green.yml, compose.watcher.yml
+(the Caddy service, when the file has none), the app's section of the watcher config and its
+Caddy snippet, and saves the edits your compose file needs as watcher-init.diff (init never edits
+it; apply it with `patch -p1 < watcher-init.diff`). It proposes one-shot jobs, images that follow
+the app's version, a health path to check and, from the registry's tags, a tag policy. Nothing
+is overwritten without --force; an app already in the config is rewritten only with --force,
+keeping every key init does not decide.
 
 example:
   watcher init compose.yml --service web:8080 --service worker \\
+      --service streaming:4000:/api/v1/streaming --keep-prefix streaming \\
       --verify-url http://127.0.0.1/version --yes
 """
 
@@ -129,7 +135,8 @@ def add_parser(sub: Any) -> None:
     init.add_argument(
         "--force",
         action="store_true",
-        help="replace existing overlays and Caddyfile; append the app to an existing config",
+        help="replace existing overlays, Caddyfile and watcher-init.diff; append the app to an existing "
+        "config, or rewrite its section there (keeping the keys init does not decide)",
     )
     init.add_argument("--dry-run", action="store_true", help="print everything, write nothing")
 
