@@ -484,12 +484,32 @@ def test_a_file_without_caddy_gets_one_in_its_own_overlay_with_the_apps_host_por
 
 def test_the_added_caddy_keeps_the_host_address_and_listens_on_the_site_port(project: Path) -> None:
     _without_caddy(project)
-    with_service(project, '      - "8080:8080"', '      - "127.0.0.1:8000:8080"\n      - "9229:9229"')
-    assert 'web: ports "9229:9229": a host port can be bound by one colour only' in refused(*FLAGS)
-    with_service(project, '\n      - "9229:9229"', "")
-    init(*FLAGS, "--site", ":8081")
+    with_service(project, '      - "8080:8080"', '      - "127.0.0.1:8000:8080"\n      - "9443:9443"')
+    out = init(*FLAGS, "--site", ":8081")
     added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
     assert added["ports"] == ["127.0.0.1:8000:8081"]
+    assert "Its other host ports (9443:9443) are dropped: Caddy answers for the app" in out
+    assert "ports" not in yaml.safe_load(_patched(project))["services"]["web"]
+
+
+def test_a_host_port_on_another_stateless_service_is_still_refused(project: Path) -> None:
+    _without_caddy(project)
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["9229:9229"]\n',
+    )
+    assert 'worker: ports "9229:9229": a host port can be bound by one colour only' in refused(*FLAGS)
+
+
+def _patched(project: Path) -> str:
+    """compose.yml as `patch -p1 < watcher-init.diff` leaves it (on a copy)."""
+    copy = project / "patched"
+    copy.mkdir()
+    shutil.copy(project / "compose.yml", copy / "compose.yml")
+    with (project / "watcher-init.diff").open() as diff:
+        subprocess.run(["patch", "-p1"], stdin=diff, cwd=copy, check=True, capture_output=True)
+    return (copy / "compose.yml").read_text()
 
 
 def test_a_file_with_its_own_caddy_gets_none_added(project: Path) -> None:
@@ -849,7 +869,7 @@ def test_a_tag_scheme_that_is_not_semver_gets_a_policy_that_picks_the_newest(
         "[apps.shop.policy]   # proposed by init from the registry's tags"
         in (project / "watcher.toml").read_text()
     )
-    assert "tags of ghcr.io/acme/shop: its tags look like" in out and "check-tags` lists every tag" in out
+    assert "tag policy: its tags look like" in out and "check-tags` lists every tag" in out
 
 
 def test_semver_tags_need_no_policy_and_an_unreachable_registry_proposes_none(

@@ -19,7 +19,8 @@ class AddedCaddy:
     image: str
     ports: tuple[str, ...]  # published:container, as compose reads them
     networks: tuple[str, ...]
-    moved_from: str | None  # the service whose host port Caddy publishes now
+    moved_from: str | None  # the service whose host ports Caddy takes over
+    dropped: tuple[str, ...] = ()  # its other host ports (not the one Caddy proxies to): gone
 
 
 def added_caddy(compose: ComposeFile, answers: Answers, site: str) -> AddedCaddy | None:
@@ -29,26 +30,30 @@ def added_caddy(compose: ComposeFile, answers: Answers, site: str) -> AddedCaddy
     main = next(s for s in answers.stateless if s.port is not None and s.path is None)
     listens = re.search(r":(\d+)$", site)
     inside = listens.group(1) if listens else "80"
-    moved = moved_ports(compose, answers)
+    released = moved_ports(compose, answers)
+    moved = [p for p in released if p.target == str(main.port)]
     ports = tuple(f"{f'{p.host_ip}:' if p.host_ip else ''}{p.published}:{inside}" for p in moved) or (
         f"80:{inside}",
     )
+    dropped = tuple(p.shown for p in released if p not in moved)
     name = "caddy" if "caddy" not in compose.services else "watcher-caddy"
     networks = tuple(
         dict.fromkeys(n for s in answers.stateless if s.port for n in compose.networks_of(s.name))
     )
-    return AddedCaddy(name, answers.caddy_image, ports, networks, main.name if moved else None)
+    return AddedCaddy(name, answers.caddy_image, ports, networks, main.name if released else None, dropped)
 
 
 def moved_ports(compose: ComposeFile, answers: Answers) -> list[Port]:
-    """The host ports of the proxied service on the port Caddy proxies to: Caddy publishes them
-    instead, when init adds Caddy (an existing Caddy already publishes its own)."""
+    """The host ports of the proxied service, which it gives up when init adds Caddy: Caddy
+    publishes those on the port it proxies to; the others (a second listener, e.g. its own
+    HTTPS) are dropped, since Caddy fronts the app. An existing Caddy publishes its own, and
+    then every host port of a stateless service is refused."""
     if caddy_service(compose, answers.names) is not None:
         return []
     main = next((s for s in answers.stateless if s.port is not None and s.path is None), None)
     if main is None:
         return []
-    return [p for p in ports_of(compose.services[main.name]) if p.published and p.target == str(main.port)]
+    return [p for p in ports_of(compose.services[main.name]) if p.published]
 
 
 def caddy_overlay(caddy: AddedCaddy, app: str, caddyfile: str, run_dir: str, mount: str) -> str:

@@ -52,7 +52,7 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
     ]
     lines += _detected(compose, answers)
     if answers.tags:
-        lines.append(f"  tags of {answers.image}: {answers.tags.said}")
+        lines.append(f"  tag policy: {answers.tags.said}")
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
     if sidecars:
         lines.append(
@@ -153,7 +153,13 @@ def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[st
         steps.insert(
             -1,
             f"Before it, {remove}: {added.moved_from} gives its host port to Caddy, which the first "
-            "deploy starts (the app does not answer in between).",
+            "deploy starts (the app does not answer in between)."
+            + (
+                f" Its other host ports ({', '.join(added.dropped)}) are dropped: Caddy answers for the "
+                f"app; publish them on Caddy in {CADDY_OVERLAY} if you still need them."
+                if added.dropped
+                else ""
+            ),
         )
     else:
         steps.append(f"Then {remove}.")
