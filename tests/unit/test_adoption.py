@@ -479,7 +479,10 @@ def test_a_file_without_caddy_gets_one_in_its_own_overlay_with_the_apps_host_por
     assert "wrote compose.watcher.yml (the Caddy service your compose file lacks)" in out
     diff = (project / "watcher-init.diff").read_text()
     assert '-    ports:\n-      - "8080:8080"' in diff
-    assert "Before it, remove the uncoloured web, worker" in out and "web gives its host port to Caddy" in out
+    assert (
+        "Before the first deploy, remove the uncoloured web, worker" in out
+        and "web gives its host port to Caddy" in out
+    )
 
 
 def test_the_added_caddy_keeps_the_host_address_and_listens_on_the_site_port(project: Path) -> None:

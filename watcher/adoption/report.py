@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher.adoption.answers import Answers
+from watcher.adoption.caddy import AddedCaddy
 from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, volumes_of
 from watcher.adoption.detect import follows, migration
 from watcher.adoption.overlays import CADDY_OVERLAY
@@ -137,33 +138,38 @@ def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[st
     steps += _creation_steps(compose, answers)
     app = f" --app {answers.app}" if plan.app_count > 1 else ""
     version = _first_version(compose, answers)
-    steps.append(
+    deploy = (
         f"First deploy: `watcher --config {shown(plan.config_path)} deploy{app} {version}`: it pulls "
         f"{answers.image}:{version}, starts it as the blue colour beside the shared services, and "
         "switches Caddy to it once healthy."
     )
+    added = plan.added_caddy
+    if added is not None and added.moved_from:
+        # The host port moves from the service to Caddy: the old container must free it first.
+        return [*steps, _removal(answers, here, added), deploy]
+    return [*steps, deploy, f"Then {_removal(answers, here, None)}."]
+
+
+def _removal(answers: Answers, here: Any, added: AddedCaddy | None) -> str:
+    """Removing the containers a plain `up` started before the `app` profile: before the first
+    deploy when their host port moves to the Caddy init adds, after it otherwise."""
     names = " ".join(answers.names)
     remove = (
         f"remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
         f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}"
     )
-    added = plan.added_caddy
-    if added is not None and added.moved_from:
-        # The host port moves from the service to Caddy: the old container must free it first.
-        steps.insert(
-            -1,
-            f"Before it, {remove}: {added.moved_from} gives its host port to Caddy, which the first "
-            "deploy starts (the app does not answer in between)."
-            + (
-                f" Its other host ports ({', '.join(added.dropped)}) are dropped: Caddy answers for the "
-                f"app; publish them on Caddy in {CADDY_OVERLAY} if you still need them."
-                if added.dropped
-                else ""
-            ),
-        )
-    else:
-        steps.append(f"Then {remove}.")
-    return steps
+    if added is None:
+        return remove
+    dropped = (
+        f" Its other host ports ({', '.join(added.dropped)}) are dropped: Caddy answers for the app; "
+        f"publish them on Caddy in {CADDY_OVERLAY} if you still need them."
+        if added.dropped
+        else ""
+    )
+    return (
+        f"Before the first deploy, {remove}: {added.moved_from} gives its host port to Caddy, which "
+        f"the first deploy starts (the app does not answer in between).{dropped}"
+    )
 
 
 def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
