@@ -107,8 +107,9 @@ def test_adopt_then_deploy_twice_under_load(adopted: Stack) -> None:
 
     # Step 1: apply the printed diff. Step 2: Caddy serves the app's Caddyfile (it fronts only
     # this app), and is recreated with the run directory the diff mounts.
-    (root / "watcher-init.diff").write_text(out[out.index("--- a/compose.yml") : out.index("\nSteps left:")])
-    subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=root, check=True, capture_output=True)
+    assert "saved as watcher-init.diff" in out
+    with (root / "watcher-init.diff").open() as diff:  # README's `patch -p1 < watcher-init.diff`
+        subprocess.run(["patch", "-p1"], stdin=diff, cwd=root, check=True, capture_output=True)
     text = compose.read_text()
     compose.write_text(
         text.replace(
