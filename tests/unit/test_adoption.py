@@ -550,9 +550,21 @@ def test_a_container_only_port_is_not_a_host_port(project: Path) -> None:
     init(*FLAGS)
 
 
-def test_container_name_is_refused(project: Path) -> None:
+def test_container_name_is_removed_by_the_diff(project: Path) -> None:
     with_service(project, "    init: true\n", "    init: true\n    container_name: shop-web\n")
-    assert 'web: container_name "shop-web": a container name exists once' in refused(*FLAGS)
+    init(*FLAGS)
+    assert "-    container_name: shop-web\n" in (project / "watcher-init.diff").read_text()
+    assert "container_name" not in yaml.safe_load(_patched(project))["services"]["web"]
+
+
+def test_keys_from_an_anchor_are_said_in_words(project: Path) -> None:
+    _without_caddy(project)
+    text = (project / "compose.yml").read_text()
+    text = text.replace("services:\n", 'x-web: &web\n  ports: ["8080:8080"]\n\nservices:\n', 1)
+    (project / "compose.yml").write_text(text.replace(HOST_PORT, "    <<: *web\n"))
+    out = init(*FLAGS)
+    assert "Edit compose.yml by hand" in out and "and profile app, no ports" in out
+    assert not (project / "watcher-init.diff").exists()
 
 
 def test_container_name_on_a_shared_service_is_fine(project: Path) -> None:
@@ -576,9 +588,9 @@ def test_a_named_volume_written_by_a_stateless_service_is_refused(project: Path)
 
 def test_every_problem_is_reported_at_once(project: Path) -> None:
     (project / "compose.yml").write_text(FIXTURE.read_text())
-    with_service(project, "    init: true\n", "    init: true\n    container_name: shop-web\n")
+    with_service(project, "    init: true\n", '    init: true\n    network_mode: "host"\n')
     message = refused(*FLAGS)
-    assert "web: container_name" in message and 'web: ports "8080:8080"' in message
+    assert "web: network_mode" in message and 'web: ports "8080:8080"' in message
 
 
 def test_build_without_image_is_refused(project: Path) -> None:

@@ -95,13 +95,13 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
     `app` profile on the stateless services, the run directory mounted into Caddy. None: the
     file's layout is beyond these line edits, and the steps say them in words instead."""
     edits = _Edits(compose.text)
-    moving = _moving(compose, answers)
+    dropped = dropped_keys(compose, answers)
     for name in answers.names:
         keys = edits.service(name)
-        if keys is None:
-            return None
-        if name in moving:
-            edits.remove(keys, "ports")
+        if keys is None or any(key not in keys for key in dropped.get(name, [])):
+            return None  # or the key comes from an anchor (`<<: *defaults`)
+        for key in dropped.get(name, []):
+            edits.remove(keys, key)
         image = image_for(compose, answers, name)
         if image != compose.services[name].get("image"):
             edits.put(keys, "image", image)
@@ -121,10 +121,19 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
     return text if _edited_right(text, compose, answers, caddy) else None
 
 
-def _moving(compose: ComposeFile, answers: Answers) -> set[str]:
-    """The service whose host ports move to the Caddy init adds (all of them, or it was refused)."""
+def dropped_keys(compose: ComposeFile, answers: Answers) -> dict[str, list[str]]:
+    """The keys the stateless services lose: a container_name (a name exists once, but each colour
+    runs its own copy; Caddy reaches them by alias), and the proxied service's host ports, which
+    move to the Caddy init adds."""
+    dropped = {
+        s.name: ["container_name"]
+        for s in answers.stateless
+        if compose.services[s.name].get("container_name")
+    }
     main = next((s.name for s in answers.stateless if s.port is not None and s.path is None), None)
-    return {main} if main and moved_ports(compose, answers) else set()
+    if main and moved_ports(compose, answers):
+        dropped.setdefault(main, []).append("ports")
+    return dropped
 
 
 def image_for(compose: ComposeFile, answers: Answers, name: str) -> str:
@@ -203,8 +212,9 @@ def _edited_right(text: str, compose: ComposeFile, answers: Answers, caddy: str 
     except (yaml.YAMLError, KeyError, TypeError):
         return False
     expected = {name: dict(service) for name, service in compose.services.items()}
-    for name in _moving(compose, answers):
-        del expected[name]["ports"]
+    for name, keys in dropped_keys(compose, answers).items():
+        for key in keys:
+            del expected[name][key]
     for name in answers.names:
         expected[name]["image"] = image_for(compose, answers, name)
         profiles = list(expected[name].get("profiles") or [])

@@ -48,11 +48,6 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
 
 def _stateless_problems(name: str, service: dict[str, Any], moved: list[Port]) -> list[str]:
     problems = []
-    if service.get("container_name"):
-        problems.append(
-            f"{name}: container_name {json.dumps(service['container_name'])}: a container name exists "
-            "once, but each colour runs its own copy; remove it (Caddy reaches the colours by alias)"
-        )
     for port in ports_of(service):
         if port.published and port not in moved:
             problems.append(

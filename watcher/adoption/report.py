@@ -11,7 +11,15 @@ from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_ser
 from watcher.adoption.detect import follows, migration
 from watcher.adoption.overlays import CADDY_OVERLAY
 from watcher.adoption.plan import Plan, shown
-from watcher.adoption.proposal import PROFILE, app_repos, bind_source, current_tag, image_for, is_sidecar
+from watcher.adoption.proposal import (
+    PROFILE,
+    app_repos,
+    bind_source,
+    current_tag,
+    dropped_keys,
+    image_for,
+    is_sidecar,
+)
 from watcher.validation import validate_tag
 
 
@@ -173,8 +181,11 @@ def _removal(answers: Answers, here: Any, added: AddedCaddy | None) -> str:
 
 
 def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
+    dropped = dropped_keys(compose, answers)
     edits = [
-        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}" for name in answers.names
+        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}"
+        + "".join(f", no {key}" for key in dropped.get(name, []))
+        for name in answers.names
     ]
     return (
         f"Edit {compose.path.name} by hand (its layout is beyond init's line edits): "
