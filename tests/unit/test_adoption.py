@@ -914,3 +914,23 @@ def test_the_running_tag_is_read_through_its_variables_default(
     monkeypatch.setattr(TAGS, "registry_tags", lambda image: ["x"])
     out = init(*FLAGS)
     assert seen == ["postgresql-v2.9.0"] and "deploy postgresql-v2.9.0`" in out
+
+
+@pytest.mark.parametrize(
+    "tags, current, table",
+    [
+        # umami's file runs postgresql-latest: its family's numbered tags set the scheme.
+        (["postgresql-latest", "postgresql-v2.9.0", "postgresql-v2.13.0", "mysql-v2.14.0", "latest"],
+         "postgresql-latest", {"kind": "regex", "include": r"postgresql-v(?P<order>\d+\.\d+\.\d+)"}),
+        (["latest", "2.2.3", "2.2.10"], "latest", None),  # miniflux: semver, the default
+        (["dev-abc1234f", "dev"], "dev-abc1234f", {"kind": "digest", "tag": "dev"}),
+        (["latest"], "latest", {"kind": "digest", "tag": "latest"}),
+        (["main-abc1234f", "main-0a1b2c3d"], None, None),  # no order, nothing moving
+    ],
+)  # fmt: skip
+def test_the_scheme_is_the_running_tags_or_its_familys(
+    tags: list[str], current: str | None, table: dict[str, str] | None
+) -> None:
+    proposal = TAGS.from_tags(tags, current)
+    assert proposal.table == table
+    assert "no tags yet" not in proposal.said

@@ -16,7 +16,7 @@ from watcher.policy import RegexPolicy, SemverPolicy
 #: A commit hash in a tag: hex with at least one letter (all digits is a number).
 _SHA = re.compile(r"(?=[0-9a-f]*[a-f])[0-9a-f]{6,40}")
 _SHA_PATTERN = "[0-9a-f]{6,40}"
-#: Tags that name a branch or a channel, not a build: what a digest policy follows.
+#: Tags that name a branch or a channel, not a build: what a digest policy may follow.
 MOVING = ("latest", "main", "master", "stable", "edge", "nightly", "develop")
 
 
@@ -38,10 +38,9 @@ def propose(image: str, current: str | None) -> TagProposal:
 
 
 def from_tags(tags: list[str], current: str | None) -> TagProposal:
-    builds = [tag for tag in tags if tag not in MOVING]
-    if not builds:
+    sample = _sample(tags, current)
+    if sample is None:
         return TagProposal(None, "the registry lists no tags yet: no tag policy proposed")
-    sample = current if current in tags else _commonest(builds)
     if SemverPolicy().refusal(sample) is None:
         picked = SemverPolicy().decide(tags).candidate
         return TagProposal(
@@ -56,20 +55,44 @@ def from_tags(tags: list[str], current: str | None) -> TagProposal:
             f"its tags look like {sample}: regex policy '{include}' orders {matched} of {len(tags)} "
             f"tags by their numbers and picks {decision.candidate}",
         )
-    # The branch the tags are built from (`main` for main-<sha>) first, then any channel.
+    # What moves with each build: the tag the file runs, else the branch the tags are built from
+    # (`main` for main-<sha>), else a channel.
     branch = re.split(r"[-_.+]", sample)[0]
-    moving = next((tag for tag in (branch, *MOVING) if tag in MOVING and tag in tags), None)
+    moving = next((tag for tag in (current, branch, *MOVING) if tag in tags and _moves(tag)), None)
     if moving is not None:
         return TagProposal(
             {"kind": "digest", "tag": moving},
-            f"its tags look like {sample}, which carries no order (a commit hash): follow the digest "
-            f"of {moving}, which moves with each build",
+            f"its tags look like {sample}, which carries no order: follow the digest of {moving}, "
+            "which moves with each build",
         )
     return TagProposal(
         None,
         f"its tags look like {sample}, which carries no order and there is no moving tag to follow: "
         "no tag policy proposed (tag builds with a number or a date, or push a moving tag)",
     )
+
+
+def _sample(tags: list[str], current: str | None) -> str | None:
+    """The tag whose scheme the policy follows: the one the file runs, or, when that one moves
+    (`latest`, `postgresql-latest`), the commonest scheme of the numbered tags of its family;
+    without a tag in the file, the commonest scheme of all."""
+    numbered = [tag for tag in tags if _numbered(tag)]
+    if current in tags and _numbered(current):
+        return current
+    if current in tags:
+        family = current.rpartition("-")[0] if "-" in current else ""
+        kin = [tag for tag in numbered if tag.startswith(family)]
+        return _commonest(kin) if kin else current
+    return _commonest(numbered or tags) if tags else None
+
+
+def _numbered(tag: str | None) -> bool:
+    return tag is not None and any(kind == "num" for kind, _ in _parts(tag))
+
+
+def _moves(tag: str | None) -> bool:
+    """A tag with neither a number nor a commit hash names a branch or a channel: it moves."""
+    return tag is not None and all(kind == "text" for kind, _ in _parts(tag))
 
 
 def scheme(tag: str) -> str | None:
