@@ -515,6 +515,21 @@ def _patched(project: Path) -> str:
     return (copy / "compose.yml").read_text()
 
 
+def test_no_caddy_is_added_beside_the_one_that_fronts_the_configs_other_apps(project: Path) -> None:
+    _without_caddy(project)
+    with_service(project, HOST_PORT, "")
+    (project / "blog").mkdir()
+    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
+        (project / "blog" / name).write_text("")
+    (project / "watcher.toml").write_text(
+        '[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "blog"\n\n[apps.blog.caddy]\nsite = ":81"\n'
+        '\n[apps.blog.services.web]\nport = 80\n\n[apps.blog.verify]\nurl = "http://127.0.0.1:81/version"\n'
+    )
+    out = init(*FLAGS, "--force")
+    assert not (project / "compose.watcher.yml").exists()
+    assert "Caddy: join it to network shop_default" in out
+
+
 def test_a_file_with_its_own_caddy_gets_none_added(project: Path) -> None:
     init(*FLAGS)
     assert not (project / "compose.watcher.yml").exists()

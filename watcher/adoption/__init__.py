@@ -23,7 +23,7 @@ from typing import Any
 
 from watcher.adoption.answers import Prompt, gather
 from watcher.adoption.compose_file import COMPOSE_NAMES, compose_path, read_compose
-from watcher.adoption.plan import Plan, config_path_for
+from watcher.adoption.plan import Plan, config_path_for, configured_apps
 from watcher.adoption.proposal import current_tag
 from watcher.adoption.refusals import refuse_unsafe
 from watcher.adoption.report import report
@@ -145,14 +145,13 @@ def run_init(args: argparse.Namespace) -> int:
     """Read, ask, refuse what cannot be coloured, then write (or, --dry-run, stage) and report."""
     compose = read_compose(compose_path(args.compose_file))
     prompt = Prompt(interactive=not args.yes and sys.stdin.isatty())
+    config_path = config_path_for(compose, args.config)
     answers = gather(compose, args, prompt)
+    answers = replace(answers, fronted=bool(set(configured_apps(config_path)) - {answers.app}))
     refuse_unsafe(compose, answers)
     answers = replace(answers, tags=propose(answers.image, current_tag(compose, answers)))
     plan = Plan.make(
-        compose,
-        answers,
-        config_path=config_path_for(compose, args.config),
-        caddyfile=Path(args.caddyfile) if args.caddyfile else None,
+        compose, answers, config_path=config_path, caddyfile=Path(args.caddyfile) if args.caddyfile else None
     )
     plan.refuse_existing(force=args.force)
     if args.dry_run:

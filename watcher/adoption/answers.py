@@ -75,6 +75,7 @@ class Answers:
     site: str | None
     caddy_image: str = "caddy:2.11"  # the Caddy init adds when the compose file has none
     tags: TagProposal | None = None  # the tag policy read off the registry's tags
+    fronted: bool = False  # the config has other apps: their Caddy fronts this one too
 
     @property
     def names(self) -> list[str]:

@@ -23,9 +23,15 @@ class AddedCaddy:
     dropped: tuple[str, ...] = ()  # its other host ports (not the one Caddy proxies to): gone
 
 
+def adds_caddy(compose: ComposeFile, answers: Answers) -> bool:
+    """Whether init adds a Caddy: not when the file has its own, nor when the config has other
+    apps (their Caddy fronts this one too; two would share one admin socket)."""
+    return caddy_service(compose, answers.names) is None and not answers.fronted
+
+
 def added_caddy(compose: ComposeFile, answers: Answers, site: str) -> AddedCaddy | None:
-    """The Caddy to add; None when the compose file has its own."""
-    if caddy_service(compose, answers.names) is not None:
+    """The Caddy to add; None when one is there already."""
+    if not adds_caddy(compose, answers):
         return None
     main = next(s for s in answers.stateless if s.port is not None and s.path is None)
     listens = re.search(r":(\d+)$", site)
@@ -48,7 +54,7 @@ def moved_ports(compose: ComposeFile, answers: Answers) -> list[Port]:
     publishes those on the port it proxies to; the others (a second listener, e.g. its own
     HTTPS) are dropped, since Caddy fronts the app. An existing Caddy publishes its own, and
     then every host port of a stateless service is refused."""
-    if caddy_service(compose, answers.names) is not None:
+    if not adds_caddy(compose, answers):
         return []
     main = next((s for s in answers.stateless if s.port is not None and s.path is None), None)
     if main is None:

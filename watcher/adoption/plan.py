@@ -258,6 +258,15 @@ def _load(path: Path) -> Any:
         raise ConfigError(f"nothing written: the config init made does not load: {exc}") from None
 
 
+def configured_apps(path: Path) -> list[str]:
+    """The apps the config at `path` has already (none when it is missing or unreadable: the
+    plan says why, later)."""
+    try:
+        return list(tomllib.loads(path.read_text()).get("apps") or {})
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return []
+
+
 def config_path_for(compose: ComposeFile, given: str | None) -> Path:
     return Path(given).resolve() if given else compose.dir / "watcher.toml"
 
