@@ -949,3 +949,14 @@ def test_the_scheme_is_the_running_tags_or_its_familys(
     proposal = TAGS.from_tags(tags, current)
     assert proposal.table == table
     assert "no tags yet" not in proposal.said
+
+
+def test_a_value_init_writes_replaces_the_users_whole(project: Path) -> None:
+    init(*FLAGS)
+    with (project / "watcher.toml").open("a") as config:
+        config.write('\n[apps.shop.services.web.health]\npath = "/old"\nport = 9999\n')
+    out = init(*FLAGS, "--health", "web:/up", "--force")
+    web = load_host(project / "watcher.toml", {}).app("shop").services[0]
+    assert (web.health_path, web.health_port) == ("/up", 8080), "not /up on the old port"
+    assert '  services.web.health.path: "/old" -> "/up"' in out
+    assert "  services.web.health.port: 9999 -> (none)" in out

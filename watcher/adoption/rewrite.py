@@ -22,10 +22,17 @@ def rewritten(config: str, app: str, section: str) -> tuple[str, list[str]]:
     and what changed, one line per key."""
     old = tomllib.loads(config)["apps"][app]
     new = tomllib.loads(section)["apps"][app]
-    stateless = set(new.get("services") or {})
-    kept = _kept(old, new, stateless)
+    # The tables init writes, and `services`, which holds those of the services.
+    tables = {path for line in section.splitlines() if (path := _header_path(line))} | {
+        f"apps.{app}.services"
+    }
+    kept = _kept(old, new, f"apps.{app}", tables)
     text = _without(config, app) + "\n\n" + _with_kept(section, app, kept)
-    if tomllib.loads(text)["apps"][app] != _merged(new, kept):
+    try:
+        same = tomllib.loads(text)["apps"][app] == _merged(new, kept)
+    except tomllib.TOMLDecodeError:
+        same = False
+    if not same:
         raise UsageError(
             f"[apps.{app}] is written in a layout init cannot rewrite (dotted keys outside its "
             "tables?): move it to [apps.<name>] tables, or remove it and run init again"
@@ -37,17 +44,18 @@ def rewritten(config: str, app: str, section: str) -> tuple[str, list[str]]:
     return text, changes
 
 
-def _kept(old: dict[str, Any], new: dict[str, Any], stateless: set[str]) -> dict[str, Any]:
-    """What the user had that init does not write: old keys absent from `new`, recursively;
-    services no longer stateless are dropped (they run shared now)."""
+def _kept(old: dict[str, Any], new: dict[str, Any], path: str, tables: set[str]) -> dict[str, Any]:
+    """What the user had that init does not write: old keys absent from `new` and, within the
+    tables init writes (`tables`), theirs, recursively. A value init writes (an inline
+    `health = {...}` too) replaces the old one whole."""
     kept: dict[str, Any] = {}
     for key, value in old.items():
-        if key == "services":
-            value = {name: spec for name, spec in value.items() if name in stateless}
+        here = f"{path}.{key}"
         if key not in new:
-            kept[key] = value
-        elif isinstance(value, dict) and isinstance(new[key], dict):
-            inner = _kept(value, new[key], set(new[key]) if key == "services" else set())
+            if not path.endswith(".services"):  # a service no longer stateless runs shared now
+                kept[key] = value
+        elif isinstance(value, dict) and here in tables:
+            inner = _kept(value, new[key], here, tables)
             if inner:
                 kept[key] = inner
     return kept
