@@ -132,3 +132,21 @@ def test_rollback_is_judged_by_http_too(stack: Stack) -> None:
     status = json.loads(stack.watcher("status", "--json", check=True).stdout)
     assert status["live_health"] == "healthy"
     assert str(status["colors"]["blue"]["containers"][0]["probe"]).endswith(":8080/up: 200")
+
+
+def test_a_docker_healthcheck_that_cannot_run_in_the_image_is_ignored(shellless: str) -> None:
+    """The compose file keeps its `CMD wget` healthcheck, which fails in this image (no wget):
+    with a health path, watcher judges by its own GET and deploys."""
+    stack = Stack.create(image=shellless, extra=HEALTH)
+    try:
+        deploy(stack, "s1")
+        (blue,) = stack.containers_of("blue")
+        deadline = time.monotonic() + 20
+        while stack.health(blue) != "unhealthy":
+            assert time.monotonic() < deadline, f"Docker's healthcheck did not fail: {stack.health(blue)}"
+            time.sleep(0.5)
+        status = stack.status()
+        assert (status["live_version"], status["live_health"]) == ("s1", "healthy")
+        assert str(web(stack, "blue")["probe"]).endswith(":8080/up: 200")
+    finally:
+        stack.destroy()
