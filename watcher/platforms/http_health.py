@@ -15,7 +15,8 @@ How one look judges a container of such a service (its Docker healthcheck, if an
   times in a row. A single look (the check right before traffic moves, `status`) is never
   healthy on a wrong answer.
 - **cannot be reached** (no route, no connection within a second on any of the container's
-  addresses): starting, with a reason that says where watcher must run; see docs/platforms.md.
+  addresses): starting, with a reason that says where watcher must run (docs/how-it-works.md,
+  "Health by HTTP").
 
 A container that exits or restart-loops is judged by Docker's state first (health.py), so the
 wait still fails at once for it.
