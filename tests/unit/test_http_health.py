@@ -7,14 +7,16 @@ from __future__ import annotations
 import errno
 import http.server
 import io
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from watcher.backends import http_probe
-from watcher.backends.http_probe import Answer, get
+from watcher.backends.http_probe import Answer, get, nearest_first
 from watcher.backends.instance import Instance
 from watcher.config.settings import Service
 from watcher.platforms.health import judge
@@ -105,12 +107,29 @@ def test_a_restart_in_between_forgets_the_wrong_ones() -> None:
 
 
 def test_the_first_reachable_address_is_used_and_remembered() -> None:
-    net = Server(**{"172_30_0_5": ["unreachable: no connection within 1s"], "172_18_0_5": [200]})
+    net = Server(**{"198_51_100_5": ["unreachable: no connection within 1s"], "198_51_100_9": [200]})
     http = HttpHealth([WEB], net)
-    container = box(addresses=("172.30.0.5", "172.18.0.5"))
+    container = box(addresses=("198.51.100.5", "198.51.100.9"))  # TEST-NET-2: on no network here
     assert look(http, container).health == "healthy"
     assert look(http, container).health == "healthy"
-    assert [a for a, _, _ in net.asked] == ["172.30.0.5", "172.18.0.5", "172.18.0.5"]
+    assert [a for a, _, _ in net.asked] == ["198.51.100.5", "198.51.100.9", "198.51.100.9"]
+
+
+ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+"""
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the routing table sample is little-endian")
+def test_addresses_on_a_network_watcher_is_on_come_first(tmp_path: Path) -> None:
+    """In its own container watcher is on the shared network alone (here 172.18.0.0/16): that
+    address is tried first, not the per-colour network's, which would cost a connect timeout."""
+    routes = tmp_path / "route"
+    routes.write_text(ROUTES)
+    addresses = ("172.30.0.5", "172.18.0.5", "fd00::5")
+    assert nearest_first(addresses, routes) == ["172.18.0.5", "172.30.0.5", "fd00::5"]
+    assert nearest_first(addresses, tmp_path / "missing") == list(addresses)
 
 
 def test_no_reachable_address_says_where_watcher_must_run() -> None:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from watcher.backends.http_probe import Answer, get
+from watcher.backends.http_probe import Answer, get, nearest_first
 from watcher.backends.instance import Instance
 from watcher.config.settings import Service
 
@@ -87,10 +87,10 @@ class HttpHealth:
         return replace(container, health="starting", probe=f"{answer} (unhealthy if it lasts {WRONG_FOR:g}s)")
 
     def _reach(self, container: Instance, path: str, port: int) -> Answer | None:
-        """The first answer from an address reachable from here, the last one that was tried first."""
+        """The first answer from an address reachable from here: the one that answered last time
+        first, then those on a network this host is on."""
         known = self._address.get(container.id)
-        ordered = sorted(container.addresses, key=lambda a: a != known)
-        for address in ordered:
+        for address in sorted(nearest_first(container.addresses), key=lambda a: a != known):
             answer = self._ask(address, port, path)
             if answer.reached:
                 self._address[container.id] = address
