@@ -28,9 +28,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from importlib import metadata
 from typing import Any
 
-from watcher import history, interrupts, logs
+from watcher import DISTRIBUTION, history, interrupts, logs
 from watcher.config import find_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup, reset
@@ -92,6 +93,7 @@ the queue (needs Redis: [redis] url or REDIS_URL):
                          workers start no new job (the one in flight finishes); resume undoes
                          it, or TIME does (2h, 30m, 2026-12-04T08:00, UTC unless it says
                          otherwise) (--all: every app)
+  resume                 lift the pause (--all: every app)
   unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
 
 """
@@ -223,9 +225,27 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
 }
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, read only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        try:
+            found = metadata.version(DISTRIBUTION)
+        except metadata.PackageNotFoundError:
+            found = f"unknown ({DISTRIBUTION} is not installed: run from a source tree)"
+        print(f"watcher {found}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="watcher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="watcher",
+        usage="%(prog)s [-h] [--version] [-c CONFIG] [--log-format text|json] COMMAND ...",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-c", "--config", help="config file (default: $WATCHER_CONFIG, ./watcher.toml, ./config/watcher.toml)"
@@ -235,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="text|json",
         help=f"log lines as text (default) or one JSON object each (${logs.ENV})",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action=_Version, help="print watcher's version and exit")
+    # The description lists the commands with what they take; argparse's own list would repeat them.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     for verb, (text, arguments) in PARSERS.items():
         verb_parser = sub.add_parser(verb, help=text)
         for names, options in arguments:

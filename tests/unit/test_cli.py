@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from watcher import cli
+from watcher import DISTRIBUTION, cli
 from watcher.config import load_config
 from watcher.engine.deployment import Deployment
 from watcher.errors import UsageError
@@ -75,6 +77,60 @@ def test_help_lists_the_commands(tmp_path: Path, args: tuple[str, ...]) -> None:
     for command in COMMANDS:
         assert command in result.stdout
     assert "HEALTH_CHECK_TIMEOUT" in result.stdout and "DRAIN_TIMEOUT" in result.stdout
+
+
+def test_help_lists_each_command_once(tmp_path: Path) -> None:
+    """The description lists every command with what it takes; argparse's own list is not added."""
+    text = watcher("--help", cwd=tmp_path).stdout
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and line[2:3].isalpha()]
+    verbs = [*cli.PARSERS, "serve", "run", "check-tags", "init"]
+    for verb in verbs:
+        assert listed.count(verb) == 1, (verb, listed)
+    assert "positional arguments" not in text
+    assert text.startswith("usage: watcher ") and "COMMAND" in text.splitlines()[0]
+
+
+def test_version_is_the_distributions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked = []
+    monkeypatch.setattr(cli.metadata, "version", lambda name: asked.append(name) or "9.8.7")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == "watcher 9.8.7\n"
+    assert asked == [DISTRIBUTION]
+
+
+def test_the_distribution_named_in_code_is_pyprojects() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION != "watcher"  # `watcher` on PyPI is someone else's
+    assert project["scripts"] == {"watcher": "watcher.cli:main"}
+
+
+def test_version_from_a_source_tree_says_so(tmp_path: Path) -> None:
+    """Run from a checkout without installing: no traceback, the reason."""
+    result = watcher("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("watcher "), result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_serve_help_lists_every_route(tmp_path: Path, command: str) -> None:
+    """Read from the receiver's routes: one the help forgot cannot exist."""
+    from prometheus_client import CollectorRegistry
+
+    from watcher.config import WebhookSettings
+    from watcher.triggers.server import create_app
+
+    text = watcher(command, "--help", cwd=tmp_path).stdout
+    app = create_app(
+        SimpleNamespace(apps={}), WebhookSettings(), ready=print, status=dict, metrics=CollectorRegistry()
+    )
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.endswith("static"):
+            assert f" {rule.rule} " in text, rule.rule
+    for wanted in ("/hooks/github", "/promote", "/abort", "/metrics", "/healthz", "/status", "dashboard"):
+        assert wanted in text
 
 
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
