@@ -211,6 +211,66 @@ def test_engine_validates_the_tag_first(project: Path) -> None:
 # -- configuration --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", ["deploy 1.0", "rollback", "cleanup", "reset --force"])
+def test_a_state_directory_that_cannot_be_written_is_said_not_a_traceback(
+    project: Path, command: str
+) -> None:
+    """state.dir under a file: the OSError a read-only or foreign directory gives too, as root."""
+    (project.parent / "afile").write_text("")
+    project.write_text(CONFIG + '\n[state]\ndir = "afile/state"\n')
+    result = watcher("--config", str(project), *command.split(), cwd=project.parent)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot write the state directory {project.parent / 'afile' / 'state'}" in result.stderr
+    assert "writable by the user running watcher" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"REGISTRY_PASSWORD": "p"}, "REGISTRY_PASSWORD[_FILE] is set without REGISTRY_USERNAME[_FILE]"),
+        ({"REGISTRY_PASSWORD_FILE": "secret"}, "REGISTRY_PASSWORD[_FILE] is set without REGISTRY_USERNAME"),
+        ({"REGISTRY_USERNAME": "u"}, "REGISTRY_USERNAME[_FILE] is set without REGISTRY_PASSWORD[_FILE]"),
+        ({"REGISTRY_USERNAME_FILE": "secret"}, "REGISTRY_USERNAME[_FILE] is set without REGISTRY_PASSWORD"),
+    ],
+)
+def test_half_the_registry_credentials_is_a_config_error(
+    project: Path, env: dict[str, str], said: str
+) -> None:
+    (project.parent / "secret").write_text("s3cret\n")
+    env = {
+        name: str(project.parent / value) if name.endswith("_FILE") else value for name, value in env.items()
+    }
+    result = watcher("--config", str(project), "check-tags", cwd=project.parent, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and said in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_the_registry_credentials_may_both_come_from_files(tmp_path: Path, project: Path) -> None:
+    (tmp_path / "user").write_text("robot\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    env = {
+        "REGISTRY_USERNAME_FILE": str(tmp_path / "user"),
+        "REGISTRY_PASSWORD_FILE": str(tmp_path / "password"),
+    }
+    registry = load_config(project, env).registry
+    assert (registry.username, registry.password) == ("robot", "s3cret")
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_a_deploy_starts(tmp_path: Path) -> None:
+    from watcher.engine.atomic import ensure_writable
+    from watcher.errors import StateUnwritable
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(
+        StateUnwritable, match=r"cannot write Caddy's run dir .*afile/run \(Not a directory\)"
+    ):
+        ensure_writable(tmp_path / "afile" / "run", "Caddy's run dir")
+    ensure_writable(tmp_path / "run", "Caddy's run dir")
+    assert (tmp_path / "run").is_dir() and not list((tmp_path / "run").iterdir())
+
+
 def test_missing_config_names_what_was_tried(tmp_path: Path) -> None:
     result = watcher("status", cwd=tmp_path)
     assert result.returncode == 2
