@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tomllib
@@ -269,6 +270,35 @@ def test_a_run_directory_that_cannot_be_written_is_refused_before_a_deploy_start
         ensure_writable(tmp_path / "afile" / "run", "Caddy's run dir")
     ensure_writable(tmp_path / "run", "Caddy's run dir")
     assert (tmp_path / "run").is_dir() and not list((tmp_path / "run").iterdir())
+
+
+def test_a_docker_socket_without_permission_is_said_so(project: Path) -> None:
+    """A socket of mode 000, opened by root without CAP_DAC_OVERRIDE (setpriv): what a user outside
+    the `docker` group gets. Not "is dockerd running?", which sends them after the wrong cause."""
+    sock = project.parent / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(sock))
+        listening.listen(1)
+        sock.chmod(0)
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "watcher"]
+            + ["--config", str(project), "status"],
+            cwd=project.parent,
+            env={**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{sock}"},
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"permission denied on the Docker socket {sock}" in result.stderr
+    assert "usermod -aG docker" in result.stderr and "dockerd running" not in result.stderr
+
+
+def test_no_docker_socket_asks_whether_dockerd_runs(project: Path) -> None:
+    result = watcher("--config", str(project), "status", cwd=project.parent)
+    assert result.returncode == 1
+    assert "cannot reach the Docker engine at /nonexistent/docker.sock" in result.stderr
+    assert "is dockerd running?" in result.stderr
 
 
 def test_missing_config_names_what_was_tried(tmp_path: Path) -> None:
