@@ -3,6 +3,8 @@ Docker, Caddy or the lock, and a clear message when no configuration is found.""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import socket
@@ -132,6 +134,46 @@ def test_serve_help_lists_every_route(tmp_path: Path, command: str) -> None:
             assert f" {rule.rule} " in text, rule.rule
     for wanted in ("/hooks/github", "/promote", "/abort", "/metrics", "/healthz", "/status", "dashboard"):
         assert wanted in text
+
+
+def test_every_json_is_printed_with_its_schema() -> None:
+    """Every command that takes --json prints through output.dumps (the `schema` key first): the
+    faces hold no other JSON printing (test_history.py runs the queue's commands)."""
+    import ast
+
+    for face in (REPO / "watcher" / "cli.py", REPO / "watcher" / "triggers" / "commands.py"):
+        tree = ast.parse(face.read_text())
+        dumped = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr == "dumps"
+            and getattr(node.value, "id", "") == "json"
+        ]
+        assert dumped == [], (face, dumped)
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with_json = {name for name, sub in verbs.items() if "--json" in sub._option_string_actions}
+    wanted = {"apps", "deploy", "rollback", "promote", "abort", "status", "cleanup", "enqueue"}
+    wanted |= {"queue", "history", "show", "pause", "resume", "check-tags"}
+    assert wanted <= with_json, wanted - with_json
+
+
+def test_apps_as_json(project: Path) -> None:
+    result = watcher("--config", str(project), "apps", "--json", cwd=project.parent)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["schema", "apps"] and data["schema"] == 1
+    assert data["apps"] == [
+        {
+            "name": "shop",
+            "image": "ghcr.io/acme/shop",
+            "project": "shop",
+            "project_dir": str(project.parent),
+            "route": ":80",
+            "policy": "semver, releases only",
+        }
+    ]
 
 
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:

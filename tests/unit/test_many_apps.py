@@ -250,7 +250,10 @@ def test_status_without_app_is_one_line_per_app(tmp_path: Path) -> None:
     assert lines[0].split() == ["APP", "LIVE", "VERSION", "SINCE", "HEALTH", "QUEUE", "PAUSED"]
     assert [line.split()[0] for line in lines[1:3]] == ["shop", "blog"]
     data = json.loads(watcher(path, "status", "--json").stdout)
-    assert set(data) == {"shop", "blog"} and data["blog"]["app"] == "blog"
+    assert data["schema"] == 1 and set(data["apps"]) == {"shop", "blog"}
+    assert data["apps"]["blog"]["app"] == "blog"
+    one = json.loads(watcher(path, "status", "--app", "blog", "--json").stdout)
+    assert list(one)[0] == "schema" and one["app"] == "blog"
     assert "HTTP Request" not in proc.stderr
 
 

@@ -7,11 +7,11 @@ every `watcher` invocation.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from watcher import output
 from watcher.config import HostConfig
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def add_parsers(sub: Any) -> None:
     run.set_defaults(app=None, one=False)
     check = sub.add_parser("check-tags", help="dry run of the tag policy against the registry")
     check.add_argument("app", nargs="?", help="the app (needed when several are configured)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 class _EndpointsHelp(argparse.Action):
@@ -124,7 +124,7 @@ def check_tags(app: App, args: argparse.Namespace) -> int:
             last_request=last,
             notes=notes,
         )
-        print(json.dumps(data, indent=2))
+        print(output.dumps(data))
     else:
         print(_format(app, result, live, last, notes))
     return 1 if result.status == "failed" else 0
