@@ -350,7 +350,12 @@ def test_registry_password_file_is_read(tmp_path: Path) -> None:
 
 def test_registry_password_beats_the_file(tmp_path: Path) -> None:
     config = load_config(
-        make_project(tmp_path), {"REGISTRY_PASSWORD": "direct", "REGISTRY_PASSWORD_FILE": "/nonexistent"}
+        make_project(tmp_path),
+        {
+            "REGISTRY_USERNAME": "robot",
+            "REGISTRY_PASSWORD": "direct",
+            "REGISTRY_PASSWORD_FILE": "/nonexistent",
+        },
     )
     assert config.registry.password == "direct"
 
