@@ -7,7 +7,7 @@ live (the route file does; see reconcile.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from watcher.backends.instance import Instance
@@ -40,12 +40,19 @@ def judge(
     containers: Sequence[Instance],
     services: Sequence[str],
     restarts_before: dict[str, int] | None = None,
+    one_shots: Collection[str] = (),
 ) -> Health:
     """The colour's health. `restarts_before` (container id -> restart count when the wait began)
     turns any restart since then into `restarting`: a crash loop can look `running` between
-    two restarts."""
+    two restarts. A one-shot that exited 0 is done, not down; one that exited otherwise failed."""
     if not containers:
         return Health("absent", "no containers")
+    failed_shot = _first(containers, lambda c: c.service in one_shots and c.state == "exited" and c.exit_code)
+    if failed_shot is not None:
+        return Health("exited", f"one-shot {failed_shot.name} exited (code {failed_shot.exit_code})")
+    if any(c.service not in one_shots for c in containers):
+        containers = [c for c in containers if c.service not in one_shots]
+        services = [s for s in services if s not in one_shots]
     restarted = [
         c
         for c in containers
