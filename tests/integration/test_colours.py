@@ -112,6 +112,8 @@ def test_deploy_rollback_and_reset_with_every_depends_on_form(colours: Stack) ->
 
     out = deployed(stack, "v1")
     assert f"one-shot {stack.name}-blue-migrate-1 exited 0" in out and "migrated to v1" in out
+    shown = stack.watcher("status", check=True).stdout
+    assert f"{stack.name}-blue-migrate-1: exited (code 0), one-shot: done" in shown, shown
     out = deployed(stack, "v2")
     assert "migrated to v2" in out and stack.version() == "v2"
     green = stack.status()["colors"]["green"]

@@ -53,4 +53,5 @@ class Instance:
             "image": self.image,
             "id": self.id[:12],
             "restarts": self.restart_count,
+            "exit_code": self.exit_code,
         }
