@@ -113,5 +113,7 @@ def test_a_one_shot_that_exited_0_is_done_one_that_failed_fails_the_colour() -> 
     assert judge([web, done], ["web", "migrate"]).state == "exited"  # not a one-shot: it died
     failed = judge([web, shot("migrate", "exited", 1)], ["web", "migrate"], one_shots={"migrate"})
     assert failed.failed and "one-shot shop-blue-migrate-1 exited (code 1)" in failed.reason
+    running = judge([web, shot("migrate", "running")], ["web", "migrate"], one_shots={"migrate"})
+    assert running.state == "starting" and "one-shot shop-blue-migrate-1 is running" in running.reason
     stopped = judge([shot("web", "exited", 137), done], ["web", "migrate"], one_shots={"migrate"})
     assert stopped.state == "stopped"

@@ -103,7 +103,8 @@ class Puller:
     def pull(self, run: Run, declared: dict[str, str], *, prefer_local: bool, queued: str | None) -> None:
         image, images = f"{self.config.image}:{run.version}", self.platform.images
         if prefer_local and images.image_present(image):
-            self.progress.say(f"  {image} is present locally; not pulling")
+            self.progress.say(f"  {image} is present locally; not pulling it")
+            self._pull_missing(run.version, declared)
             return
         ref = ImageRef.parse(self.config.image)
         registry = self.registry or RegistryClient(
@@ -132,6 +133,15 @@ class Puller:
             self._hold(image, ref, chosen.digest)
         except (ComposeError, PullFailed) as exc:
             raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
+
+    def _pull_missing(self, version: str, declared: dict[str, str]) -> None:
+        """The services' images that are not here (a companion at the version), by tag."""
+        missing = [name for name, ref in declared.items() if not self.platform.images.image_present(ref)]
+        if missing:
+            try:
+                self.platform.pull(version, missing)
+            except (ComposeError, PullFailed) as exc:
+                raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
 
     def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
         """The local `image` must be the pinned `digest`: if the pull brought another (the tag

@@ -47,12 +47,17 @@ def judge(
     two restarts. A one-shot that exited 0 is done, not down; one that exited otherwise failed."""
     if not containers:
         return Health("absent", "no containers")
-    failed_shot = _first(containers, lambda c: c.service in one_shots and c.state == "exited" and c.exit_code)
-    if failed_shot is not None:
-        return Health("exited", f"one-shot {failed_shot.name} exited (code {failed_shot.exit_code})")
-    if any(c.service not in one_shots for c in containers):
-        containers = [c for c in containers if c.service not in one_shots]
-        services = [s for s in services if s not in one_shots]
+    shots = [c for c in containers if c.service in one_shots]
+    rest = [c for c in containers if c.service not in one_shots]
+    failed = _first(shots, lambda c: c.state in ("exited", "dead") and c.exit_code != 0)
+    if failed is not None:
+        return Health("exited", f"one-shot {failed.name} exited (code {failed.exit_code})")
+    if shots and rest:
+        health = judge(rest, [s for s in services if s not in one_shots], restarts_before)
+        pending = _first(shots, lambda c: c.state not in ("exited", "dead"))
+        if health.healthy and pending is not None:
+            return Health("starting", f"one-shot {pending.name} is {pending.state}")
+        return health
     restarted = [
         c
         for c in containers
