@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from watcher.backends.instance import Instance
-from watcher.platforms.colour_model import NETWORK, ColourModel, network_name, one_shots, repository
+from watcher.backends.instance import Instance, repository
+from watcher.platforms.colour_model import NETWORK, ColourModel, network_name, one_shots
 from watcher.platforms.health import judge
 
 #: umami-like: web waits for a shared db (healthy), a colour worker and a colour migration.

@@ -7,6 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def repository(image: str) -> str:
+    """An image reference without its tag or digest (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
+    head, _, last = image.rpartition("/")
+    name = last.split(":", 1)[0].split("@", 1)[0]
+    return f"{head}/{name}" if head else name
+
+
 @dataclass(frozen=True)
 class Instance:
     """One running copy of a service of a colour: a container (Compose) or a task (Swarm)."""
@@ -23,10 +30,7 @@ class Instance:
 
     @property
     def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
+        return repository(self.image)
 
     @property
     def version(self) -> str:

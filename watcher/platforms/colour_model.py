@@ -33,13 +33,6 @@ def network_name(project: str) -> str:
     return f"0-{project}"
 
 
-def repository(image: str) -> str:
-    """The image reference without its tag or digest (`host:5000/a/b:1` -> `host:5000/a/b`)."""
-    head, _, last = image.rpartition("/")
-    name = last.split("@", 1)[0].split(":", 1)[0]
-    return f"{head}/{name}" if head else name
-
-
 def one_shots(
     model: Mapping[str, Any], services: Collection[str], declared: Mapping[str, bool | None]
 ) -> set[str]:

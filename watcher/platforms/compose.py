@@ -18,11 +18,11 @@ import os
 
 from watcher.backends.compose import ComposeError, ComposeProject
 from watcher.backends.containers import Containers
-from watcher.backends.instance import Instance
+from watcher.backends.instance import Instance, repository
 from watcher.config import AppConfig
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color
-from watcher.platforms.colour_model import ColourModel, one_shots, repository
+from watcher.platforms.colour_model import ColourModel, one_shots
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import wait_until_healthy
 from watcher.progress import Progress
