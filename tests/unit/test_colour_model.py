@@ -5,6 +5,8 @@ from __future__ import annotations
 import yaml
 
 from watcher.backends.instance import Instance, repository
+from watcher.engine.reconcile import Observed
+from watcher.platforms.color import Color
 from watcher.platforms.colour_model import NETWORK, ColourModel, network_name, one_shots
 from watcher.platforms.health import judge
 
@@ -117,3 +119,20 @@ def test_a_one_shot_that_exited_0_is_done_one_that_failed_fails_the_colour() -> 
     assert running.state == "starting" and "one-shot shop-blue-migrate-1 is running" in running.reason
     stopped = judge([shot("web", "exited", 137), done], ["web", "migrate"], one_shots={"migrate"})
     assert stopped.state == "stopped"
+
+
+def test_every_following_service_must_agree_on_the_colour_version() -> None:
+    def of(service: str, image: str) -> Instance:
+        return Instance(service, f"shop-blue-{service}-1", service, image, "sha", "running", None, 0)
+
+    web = of("web", "127.0.0.1:5000/acme/web:2")
+    for stream, version in (("127.0.0.1:5000/acme/stream:2", "2"), ("127.0.0.1:5000/acme/stream:1", None)):
+        found = {Color.BLUE: [web, of("stream", stream)]}
+        observed = Observed(
+            Color.BLUE, found, ("web", "stream"), "127.0.0.1:5000/acme/web", following=frozenset({"stream"})
+        )
+        assert observed.version(Color.BLUE) == version
+    sidecar = Observed(
+        Color.BLUE, {Color.BLUE: [web, of("logs", "vector:0.40")]}, ("web", "logs"), "127.0.0.1:5000/acme/web"
+    )
+    assert sidecar.version(Color.BLUE) == "2"  # a sidecar on an image of its own never makes it unknown
