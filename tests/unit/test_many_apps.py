@@ -139,7 +139,10 @@ def test_two_apps_on_one_route_file_are_refused(tmp_path: Path) -> None:
             "app shop: health.timeout: expected a duration like 300, 300s or 5m",
         ),
         ("[apps.shop.services.web]\nprot = 1\n", None),
-        ("[apps.shop.helth]\ntimeout = 1\n", "app shop: helth: unknown key (known: image, project,"),
+        (
+            "[apps.shop.helth]\ntimeout = 1\n",
+            "app shop: helth: unknown key; did you mean 'health'? (known: image, project,",
+        ),
         (
             '[apps.shop.policy]\nkind = "newest"\n',
             "app shop: policy.kind: expected semver, regex or digest, got 'newest'",
@@ -152,7 +155,9 @@ def test_refusals_name_file_app_and_key(tmp_path: Path, extra: str, wanted: str 
     body = app("shop") + extra
     if "prot" in extra:  # a second [apps.shop.services.web] table is a TOML error; say it as a key
         body = app("shop").replace("port = 8080", "port = 8080\nprot = 1")
-        wanted = "app shop: services.web.prot: unknown key (known: port, path)"
+        wanted = (
+            "app shop: services.web.prot: unknown key; did you mean 'port'? (known: port, path, keep_prefix,"
+        )
     message = refused(project(tmp_path, body))
     assert message.startswith(str(tmp_path / "watcher.toml")) and wanted in message, message
 
@@ -225,6 +230,14 @@ def test_a_second_proxied_service_gets_its_prefix(tmp_path: Path) -> None:
     assert "handle_path /ws/* {" in block and "reverse_proxy shop-ws-blue:9000 {" in block
 
 
+def test_a_service_that_keeps_its_prefix_gets_the_full_path(tmp_path: Path) -> None:
+    extra = '[apps.shop.services.ws]\nport = 9000\npath = "/api/v1/streaming"\nkeep_prefix = true\n'
+    host = load_host(project(tmp_path, app("shop", extra=extra)), {})
+    block = render(host, [host.app("shop")])
+    assert "handle_path" not in block
+    assert block.count("handle /api/v1/streaming/* {") == 5, "both colours, both previews, the fallback"
+
+
 # -- the CLI ----------------------------------------------------------------------------------------
 
 
@@ -245,7 +258,10 @@ def test_status_without_app_is_one_line_per_app(tmp_path: Path) -> None:
     assert lines[0].split() == ["APP", "LIVE", "VERSION", "SINCE", "HEALTH", "QUEUE", "PAUSED"]
     assert [line.split()[0] for line in lines[1:3]] == ["shop", "blog"]
     data = json.loads(watcher(path, "status", "--json").stdout)
-    assert set(data) == {"shop", "blog"} and data["blog"]["app"] == "blog"
+    assert data["schema"] == 1 and set(data["apps"]) == {"shop", "blog"}
+    assert data["apps"]["blog"]["app"] == "blog"
+    one = json.loads(watcher(path, "status", "--app", "blog", "--json").stdout)
+    assert list(one)[0] == "schema" and one["app"] == "blog"
     assert "HTTP Request" not in proc.stderr
 
 
