@@ -100,6 +100,7 @@ class ScriptedColor:
     def __init__(self, *views: list[Instance], services: tuple[str, ...] = ("web",)) -> None:
         self.views, self.reads = list(views), 0
         self.services, self.color, self.name, self.docker = list(services), "green", "app-green", FakeDocker()
+        self.one_shots: set[str] = set()
 
     def instances(self) -> list[Instance]:
         view = self.views[min(self.reads, len(self.views) - 1)]

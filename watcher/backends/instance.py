@@ -7,6 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def repository(image: str) -> str:
+    """An image reference without its tag or digest (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
+    head, _, last = image.rpartition("/")
+    name = last.split(":", 1)[0].split("@", 1)[0]
+    return f"{head}/{name}" if head else name
+
+
 @dataclass(frozen=True)
 class Instance:
     """One running copy of a service of a colour: a container (Compose) or a task (Swarm)."""
@@ -25,10 +32,7 @@ class Instance:
 
     @property
     def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
+        return repository(self.image)
 
     @property
     def version(self) -> str:
@@ -56,4 +60,5 @@ class Instance:
             "id": self.id[:12],
             "restarts": self.restart_count,
             "probe": self.probe or None,
+            "exit_code": self.exit_code,
         }

@@ -8,7 +8,7 @@ live (the route file does; see reconcile.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from watcher.backends.instance import Instance
@@ -42,12 +42,24 @@ def judge(
     containers: Sequence[Instance],
     services: Sequence[str],
     restarts_before: dict[str, int] | None = None,
+    one_shots: Collection[str] = (),
 ) -> Health:
     """The colour's health. `restarts_before` (container id -> restart count when the wait began)
     turns any restart since then into `restarting`: a crash loop can look `running` between
-    two restarts."""
+    two restarts. A one-shot that exited 0 is done, not down; one that exited otherwise failed."""
     if not containers:
         return Health("absent", "no containers")
+    shots = [c for c in containers if c.service in one_shots]
+    rest = [c for c in containers if c.service not in one_shots]
+    failed = _first(shots, lambda c: c.state in ("exited", "dead") and c.exit_code != 0)
+    if failed is not None:
+        return Health("exited", f"one-shot {failed.name} exited (code {failed.exit_code})")
+    if shots and rest:
+        health = judge(rest, [s for s in services if s not in one_shots], restarts_before)
+        pending = _first(shots, lambda c: c.state not in ("exited", "dead"))
+        if health.healthy and pending is not None:
+            return Health("starting", f"one-shot {pending.name} is {pending.state}")
+        return health
     restarted = [
         c
         for c in containers

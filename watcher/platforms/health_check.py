@@ -50,6 +50,7 @@ class Watched(Protocol):
 
     color: Color
     services: list[str]
+    one_shots: set[str]
     docker: Containers
 
     @property
@@ -74,7 +75,7 @@ def wait_on_events(
     seen_by, told = "the first look", ""
     while True:
         containers = stack.instances()
-        health = judge(containers, stack.services, restarts)
+        health = judge(containers, stack.services, restarts, stack.one_shots)
         elapsed = time.monotonic() - started
         if health.healthy:
             progress.say(f"  healthy, seen on {seen_by}")
