@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from watcher.backends.instance import Instance
+from watcher.backends.instance import SETTLE, Instance
 
 #: States from which a colour that is starting will not become healthy by waiting longer
 #: (`stopped`: every container exited, e.g. a crash at start without a restart policy).
@@ -83,12 +83,18 @@ def judge(
     waiting = _first(containers, lambda c: not c.ready)
     if missing or waiting is not None:
         what = (
-            f"{waiting.name}: {waiting.probe or waiting.health or waiting.state}"
+            f"{waiting.name}: {waiting.probe or waiting.health or _settling(waiting)}"
             if waiting
             else f"no container yet for {', '.join(missing)}"
         )
         return Health("starting", what)
     return Health("healthy")
+
+
+def _settling(container: Instance) -> str:
+    if container.running and container.up_for is not None:
+        return f"up {container.up_for:.1f}s of the {SETTLE:g}s a container without a healthcheck must stay up"
+    return container.state
 
 
 def _first(containers: Sequence[Instance], test: Callable[[Instance], bool]) -> Instance | None:
