@@ -539,11 +539,39 @@ def test_a_file_with_its_own_caddy_gets_none_added(project: Path) -> None:
 # -- refusals, each with its reason ---------------------------------------------------------
 
 
-def test_a_host_port_is_refused_naming_the_port(project: Path) -> None:
+def test_a_proxied_services_host_port_is_given_up_in_the_diff_beside_the_files_caddy(project: Path) -> None:
     (project / "compose.yml").write_text(FIXTURE.read_text())
+    out = init(*FLAGS)
+    assert "host ports given up (Caddy fronts these services; the diff removes them): web 8080:8080" in out
+    assert "ports" not in yaml.safe_load(_patched(project))["services"]["web"]
+
+
+def test_a_path_routed_services_host_port_is_given_up_too(project: Path) -> None:
+    """mastodon's streaming: 127.0.0.1:4000:4000, routed by Caddy at /api/v1/streaming."""
+    _without_caddy(project)
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["127.0.0.1:4000:4000"]\n',
+    )
+    flags = ("--service", "web:8080", "--service", "worker:4000:/api/v1/streaming", "--keep-prefix", "worker")
+    out = init(*flags, *FLAGS[4:])
+    assert "web 8080:8080; worker 127.0.0.1:4000:4000" in out
+    added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
+    assert added["ports"] == ["8080:80"], "only the main service's port moves to Caddy"
+    services = yaml.safe_load(_patched(project))["services"]
+    assert "ports" not in services["web"] and "ports" not in services["worker"]
+
+
+def test_a_host_port_on_a_service_caddy_does_not_proxy_is_refused_naming_the_port(project: Path) -> None:
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["8080:8080"]\n',
+    )
     message = refused(*FLAGS)
-    assert 'web: ports "8080:8080": a host port can be bound by one colour only' in message
-    assert "Caddy reaches the colours over the network" in message
+    assert 'worker: ports "8080:8080": a host port can be bound by one colour only' in message
+    assert "Caddy does not proxy to worker" in message
     assert sorted(listing(project)) == ["compose.yml"], "a refusal writes nothing"
 
 
@@ -556,8 +584,12 @@ def test_a_host_port_is_refused_naming_the_port(project: Path) -> None:
     ],
 )
 def test_every_spelling_of_a_host_port_is_refused(project: Path, entry: str, shown: str) -> None:
-    with_service(project, "    init: true\n", f"    init: true\n    ports:\n      - {entry}\n")
-    assert f'web: ports "{shown}"' in refused(*FLAGS)
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        f"    depends_on: [postgres, redis]\n    ports:\n      - {entry}\n",
+    )
+    assert f'worker: ports "{shown}"' in refused(*FLAGS)
 
 
 def test_a_container_only_port_is_not_a_host_port(project: Path) -> None:
@@ -602,10 +634,14 @@ def test_a_named_volume_written_by_a_stateless_service_is_refused(project: Path)
 
 
 def test_every_problem_is_reported_at_once(project: Path) -> None:
-    (project / "compose.yml").write_text(FIXTURE.read_text())
     with_service(project, "    init: true\n", '    init: true\n    network_mode: "host"\n')
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["9229:9229"]\n',
+    )
     message = refused(*FLAGS)
-    assert "web: network_mode" in message and 'web: ports "8080:8080"' in message
+    assert "web: network_mode" in message and 'worker: ports "9229:9229"' in message
 
 
 def test_build_without_image_is_refused(project: Path) -> None:
@@ -721,7 +757,11 @@ class _Tty:
 
 
 def test_exit_code_2_from_the_command_line(project: Path) -> None:
-    (project / "compose.yml").write_text(FIXTURE.read_text())
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["9229:9229"]\n',
+    )
     env = {k: v for k, v in os.environ.items() if k != "WATCHER_CONFIG"}
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
@@ -735,7 +775,7 @@ def test_exit_code_2_from_the_command_line(project: Path) -> None:
     )
     assert result.returncode == 2
     assert (
-        'watcher: error: compose.yml cannot be coloured safely as it is:\n  web: ports "8080:8080"'
+        'watcher: error: compose.yml cannot be coloured safely as it is:\n  worker: ports "9229:9229"'
         in result.stderr
     )
 
@@ -960,3 +1000,43 @@ def test_a_value_init_writes_replaces_the_users_whole(project: Path) -> None:
     assert (web.health_path, web.health_port) == ("/up", 8080), "not /up on the old port"
     assert '  services.web.health.path: "/old" -> "/up"' in out
     assert "  services.web.health.port: 9999 -> (none)" in out
+
+
+@pytest.mark.parametrize(
+    "dotenv, environ, repo",
+    [
+        ("", None, "ghcr.io/goauthentik/server"),  # as authentik publishes it: the default
+        ("AUTHENTIK_IMAGE=registry.example.com/mirror/server\n", None, "registry.example.com/mirror/server"),
+        ("AUTHENTIK_IMAGE=from-dotenv/server\n", "from-env/server", "from-env/server"),
+        ("AUTHENTIK_IMAGE=\n", None, "ghcr.io/goauthentik/server"),  # `:-`: empty takes the default
+    ],
+)
+def test_an_image_repository_given_as_a_variables_default_needs_no_flag(
+    project: Path, monkeypatch: pytest.MonkeyPatch, dotenv: str, environ: str | None, repo: str
+) -> None:
+    published = "${AUTHENTIK_IMAGE:-ghcr.io/goauthentik/server}:${AUTHENTIK_TAG:-2024.12.1}"
+    with_service(
+        project, "    image: ghcr.io/acme/shop:1.4.2\n    restart", f"    image: {published}\n    restart"
+    )
+    with_service(
+        project, "    image: ghcr.io/acme/shop:1.4.2\n    restart", f"    image: {published}\n    restart"
+    )
+    (project / ".env").write_text(dotenv)
+    if environ:
+        monkeypatch.setenv("AUTHENTIK_IMAGE", environ)
+    else:
+        monkeypatch.delenv("AUTHENTIK_IMAGE", raising=False)
+    out = init(*FLAGS)
+    assert f"app shop, image {repo}\n" in out
+    assert "`watcher --config watcher.toml deploy 2024.12.1`" in out
+    services = yaml.safe_load(_patched(project))["services"]
+    for name in ("web", "worker"):
+        assert services[name]["image"] == f"${{APP_IMAGE:-{repo}}}:${{APP_VERSION:-unset}}"
+
+
+def test_an_image_repository_whose_variable_has_no_value_still_asks_for_image(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOP_IMAGE", raising=False)
+    with_service(project, "ghcr.io/acme/shop:1.4.2", "${SHOP_IMAGE}:1.4.2")
+    assert "the app's image repository (without tag): pass --image" in refused(*FLAGS)

@@ -276,7 +276,7 @@ def _guess_port(service: dict[str, Any]) -> int | None:
 
 def default_image(compose: ComposeFile, stateless: tuple[Stateless, ...]) -> str | None:
     main = next((s for s in stateless if s.port is not None), stateless[0])
-    return repository(compose.services[main.name].get("image"))[0]
+    return compose.repository_of(main.name)
 
 
 def _default_verify_url(compose: ComposeFile, stateless: tuple[Stateless, ...]) -> str:

@@ -36,7 +36,7 @@ def added_caddy(compose: ComposeFile, answers: Answers, site: str) -> AddedCaddy
     main = next(s for s in answers.stateless if s.port is not None and s.path is None)
     listens = re.search(r":(\d+)$", site)
     inside = listens.group(1) if listens else "80"
-    released = moved_ports(compose, answers)
+    released = released_ports(compose, answers).get(main.name, [])
     moved = [p for p in released if p.target == str(main.port)]
     ports = tuple(f"{f'{p.host_ip}:' if p.host_ip else ''}{p.published}:{inside}" for p in moved) or (
         f"80:{inside}",
@@ -49,17 +49,17 @@ def added_caddy(compose: ComposeFile, answers: Answers, site: str) -> AddedCaddy
     return AddedCaddy(name, answers.caddy_image, ports, networks, main.name if released else None, dropped)
 
 
-def moved_ports(compose: ComposeFile, answers: Answers) -> list[Port]:
-    """The host ports of the proxied service, which it gives up when init adds Caddy: Caddy
-    publishes those on the port it proxies to; the others (a second listener, e.g. its own
-    HTTPS) are dropped, since Caddy fronts the app. An existing Caddy publishes its own, and
-    then every host port of a stateless service is refused."""
-    if not adds_caddy(compose, answers):
-        return []
-    main = next((s for s in answers.stateless if s.port is not None and s.path is None), None)
-    if main is None:
-        return []
-    return [p for p in ports_of(compose.services[main.name]) if p.published]
+def released_ports(compose: ComposeFile, answers: Answers) -> dict[str, list[Port]]:
+    """The host ports of every service Caddy proxies to (the main one and the path-routed
+    ones), which they give up: Caddy fronts them, whether init adds it or the app has one. The
+    Caddy init adds publishes the main service's on the port it proxies to; the others are
+    dropped. A stateless service Caddy does not proxy to keeps its host port, and is refused."""
+    released = {
+        s.name: [p for p in ports_of(compose.services[s.name]) if p.published]
+        for s in answers.stateless
+        if s.port is not None
+    }
+    return {name: ports for name, ports in released.items() if ports}
 
 
 def caddy_overlay(caddy: AddedCaddy, app: str, caddyfile: str, run_dir: str, mount: str) -> str:

@@ -3,9 +3,10 @@ its project name, networks and volumes, its services' ports and mounts, and whic
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,19 @@ class ComposeFile:
     path: Path
     text: str
     data: dict[str, Any]
+    #: The variables compose interpolates with: the environment's, else the project's `.env`.
+    env: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def dir(self) -> Path:
         return self.path.parent
+
+    def repository_of(self, service: str) -> str | None:
+        """A service's image repository as compose reads it: `${IMAGE:-ghcr.io/x/y}` from the
+        environment or `.env`, else its default (authentik publishes its image so); None when
+        interpolation leaves it unknown."""
+        image = self.services[service].get("image")
+        return repository(interpolated(image, self.env) if isinstance(image, str) else image)[0]
 
     @property
     def services(self) -> dict[str, dict[str, Any]]:
@@ -106,7 +116,7 @@ def read_compose(path: Path) -> ComposeFile:
     for name, service in services.items():
         if not isinstance(service, dict):
             raise UsageError(f"{path}: service {name}: expected a mapping of keys")
-    return ComposeFile(path, text, data)
+    return ComposeFile(path, text, data, {**_dotenv(path.parent / ".env"), **os.environ})
 
 
 def compose_project(compose: ComposeFile, flag: str | None, env: dict[str, str]) -> tuple[str, str]:
@@ -143,6 +153,30 @@ def _dotenv(path: Path) -> dict[str, str]:
         return {}
     pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
     return {key.strip().removeprefix("export "): value.strip().strip("'\"") for key, value in pairs}
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^}$]*))?\}|\$(\w+)")
+
+
+def interpolated(text: str, env: Mapping[str, str]) -> str | None:
+    """`text` with `${VAR}`, `$VAR`, `${VAR:-default}` and `${VAR-default}` read as compose
+    does; None when a variable has no value (or the text is beyond these forms)."""
+    unknown = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal unknown
+        name = match.group(1) or match.group(5)
+        colon, kind, default = match.group(2), match.group(3), match.group(4)
+        found = env.get(name)
+        if kind == "-" and (found is None or (colon and not found)):
+            return default
+        unknown = unknown or not found
+        return found or ""
+
+    if "$$" in text:
+        return None
+    result = _INTERPOLATION.sub(value, text)
+    return None if unknown or "$" in result else result
 
 
 def _normalized(directory: str) -> str:

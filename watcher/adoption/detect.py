@@ -38,7 +38,7 @@ def one_shot(compose: ComposeFile, name: str, waiters: list[str], app_repos: set
     ]
     if waiting:
         return f"{', '.join(waiting)} wait{'s' if len(waiting) == 1 else ''} for it to complete successfully"
-    if migration(compose.services[name]) and repository(compose.services[name].get("image"))[0] in app_repos:
+    if migration(compose.services[name]) and compose.repository_of(name) in app_repos:
         return "its command runs migrations on the app's image"
     return None
 
@@ -60,7 +60,7 @@ def follows(compose: ComposeFile, name: str, main: str, app_repos: set[str | Non
     """Why `name`'s image, another than the app's, follows the app's version (None: it does
     not): its repository is the app's with a suffix, or its tag is the app image's variable."""
     image = str(compose.services[name].get("image") or "")
-    repo, _ = repository(image)
+    repo = compose.repository_of(name)
     if repo in app_repos or name == main:
         return None
     suffixed = [

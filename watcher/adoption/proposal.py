@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from watcher.adoption.answers import Answers, default_image
-from watcher.adoption.caddy import moved_ports
+from watcher.adoption.caddy import released_ports
 from watcher.adoption.compose_file import ComposeFile, ComposeLoader, caddy_service, repository, volumes_of
 from watcher.adoption.overlays import quoted
 
@@ -123,16 +123,15 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
 
 def dropped_keys(compose: ComposeFile, answers: Answers) -> dict[str, list[str]]:
     """The keys the stateless services lose: a container_name (a name exists once, but each colour
-    runs its own copy; Caddy reaches them by alias), and the proxied service's host ports, which
-    move to the Caddy init adds."""
+    runs its own copy; Caddy reaches them by alias), and the proxied services' host ports (Caddy
+    fronts them; the one it adds publishes the main service's)."""
     dropped = {
         s.name: ["container_name"]
         for s in answers.stateless
         if compose.services[s.name].get("container_name")
     }
-    main = next((s.name for s in answers.stateless if s.port is not None and s.path is None), None)
-    if main and moved_ports(compose, answers):
-        dropped.setdefault(main, []).append("ports")
+    for name in released_ports(compose, answers):
+        dropped.setdefault(name, []).append("ports")
     return dropped
 
 
@@ -152,7 +151,7 @@ def image_for(compose: ComposeFile, answers: Answers, name: str) -> str:
 
 def is_sidecar(compose: ComposeFile, answers: Answers, name: str) -> bool:
     """A stateless service on an image of its own, which keeps its tag across deploys."""
-    repo, _ = repository(compose.services[name].get("image"))
+    repo = compose.repository_of(name)
     return repo is not None and repo not in app_repos(compose, answers) and not answers.of(name).follows
 
 
@@ -166,7 +165,7 @@ def current_tag(compose: ComposeFile, answers: Answers) -> str | None:
     variable (`${VERSION:-1.4.2}`)."""
     for name in answers.names:
         image = str(compose.services[name].get("image") or "")
-        repo, tag = repository(image)
+        repo, tag = compose.repository_of(name), repository(image)[1]
         if repo not in app_repos(compose, answers):
             continue
         default = re.fullmatch(r"\$\{\w+:?-([^}$]+)\}", image.rsplit("/", 1)[-1].partition(":")[2])

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from watcher.adoption.answers import Answers
-from watcher.adoption.caddy import moved_ports
+from watcher.adoption.caddy import released_ports
 from watcher.adoption.compose_file import ComposeFile, Port, ports_of, volumes_of
 from watcher.adoption.proposal import PROFILE
 from watcher.errors import UsageError
@@ -17,11 +17,11 @@ from watcher.validation import validate_name
 def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
     """Every reason the file cannot be coloured as it is, at once (exit 2): a user fixes them
     in one pass rather than one per run."""
-    moved = moved_ports(compose, answers)
+    released = released_ports(compose, answers)
     problems = [
         problem
         for s in answers.stateless
-        for problem in _stateless_problems(s.name, compose.services[s.name], moved)
+        for problem in _stateless_problems(s.name, compose.services[s.name], released.get(s.name, []))
     ]
     problems += _shared_problems(compose, answers)
     proxied = [s for s in answers.stateless if s.port is not None]
@@ -46,13 +46,14 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
         )
 
 
-def _stateless_problems(name: str, service: dict[str, Any], moved: list[Port]) -> list[str]:
+def _stateless_problems(name: str, service: dict[str, Any], released: list[Port]) -> list[str]:
     problems = []
     for port in ports_of(service):
-        if port.published and port not in moved:
+        if port.published and port not in released:
             problems.append(
-                f"{name}: ports {json.dumps(port.shown)}: a host port can be bound by one colour only; "
-                "remove it: Caddy reaches the colours over the network (publish ports on Caddy)"
+                f"{name}: ports {json.dumps(port.shown)}: a host port can be bound by one colour only, "
+                f"and Caddy does not proxy to {name}; remove it, or give {name} a port and path "
+                "(--service NAME:PORT:PATH) for Caddy to route to it"
             )
     if service.get("network_mode"):
         problems.append(

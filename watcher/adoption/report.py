@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from watcher.adoption.answers import Answers
-from watcher.adoption.caddy import AddedCaddy
+from watcher.adoption.caddy import AddedCaddy, released_ports
 from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, volumes_of
 from watcher.adoption.detect import follows, migration
 from watcher.adoption.overlays import CADDY_OVERLAY
@@ -60,6 +60,11 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
         f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
     ]
     lines += _detected(compose, answers)
+    if released := released_ports(compose, answers):
+        lines.append(
+            "  host ports given up (Caddy fronts these services; the diff removes them): "
+            + "; ".join(f"{name} {', '.join(p.shown for p in ports)}" for name, ports in released.items())
+        )
     if answers.tags:
         lines.append(f"  tag policy: {answers.tags.said}")
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
