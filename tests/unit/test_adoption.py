@@ -1040,3 +1040,55 @@ def test_an_image_repository_whose_variable_has_no_value_still_asks_for_image(
     monkeypatch.delenv("SHOP_IMAGE", raising=False)
     with_service(project, "ghcr.io/acme/shop:1.4.2", "${SHOP_IMAGE}:1.4.2")
     assert "the app's image repository (without tag): pass --image" in refused(*FLAGS)
+
+
+WORKER_WRITES = (
+    "    image: ghcr.io/acme/shop:1.4.2\n    restart: unless-stopped\n    init: true\n"
+    "    environment:\n      DATABASE_URL: postgres://shop@postgres:5432/shop\n"
+    "      REDIS_URL: redis://redis:6379/0\n    depends_on: [postgres, redis]\n",
+    "    image: ghcr.io/acme/shop:1.4.2\n    volumes:\n      - scratch:/tmp/work\n"
+    "    depends_on: [postgres, redis]\n",
+)
+
+
+def test_a_volume_declared_per_colour_is_the_colours_own(project: Path) -> None:
+    """plausible's TMPDIR volume: each colour its own empty copy, named per colour project."""
+    with_service(project, *WORKER_WRITES)
+    with_service(project, "volumes:\n  caddy-data:\n", "volumes:\n  caddy-data:\n  scratch:\n")
+    message = refused(*FLAGS)
+    assert "named volume scratch is mounted read-write" in message
+    assert "its own empty copy with --per-colour-volume scratch" in message
+    out = init(*FLAGS, "--per-colour-volume", "scratch")
+    assert "volumes per colour (each colour its own empty copy, removed with it): scratch" in out
+    for color in ("blue", "green"):
+        overlay = yaml.safe_load((project / f"compose.{color}.yml").read_text())
+        assert overlay["volumes"] == {"scratch": {"name": f"shop-{color}_scratch"}}, "not external"
+    assert "docker volume create" not in out, "the colour creates it, nobody else"
+
+
+def test_a_per_colour_volume_must_be_one_a_stateless_service_mounts_under_its_projects_name(
+    project: Path,
+) -> None:
+    assert "--per-colour-volume pgdata: no stateless service mounts" in refused(
+        *FLAGS, "--per-colour-volume", "pgdata"
+    )
+    with_service(project, *WORKER_WRITES)
+    with_service(project, "volumes:\n  caddy-data:\n", "volumes:\n  caddy-data:\n  scratch:\n    name: tmp\n")
+    assert "--per-colour-volume scratch: declared with name: or external:" in refused(
+        *FLAGS, "--per-colour-volume", "scratch"
+    )
+
+
+def test_interactive_init_offers_a_per_colour_copy_explaining_what_it_is(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_service(project, *WORKER_WRITES)
+    questions: list[str] = []
+    monkeypatch.setattr(sys, "stdin", _Tty())
+    monkeypatch.setattr("builtins.input", lambda question: questions.append(question) or "y")
+    out = init(*FLAGS[:-1], "--app", "shop", "--image", "ghcr.io/acme/shop")
+    assert any("scratch (written by worker): one copy per colour? [y/N]" in q for q in questions)
+    assert "each colour then gets its own empty copy" in out and "wrong for data both colours must see" in out
+    assert yaml.safe_load((project / "compose.blue.yml").read_text())["volumes"] == {
+        "scratch": {"name": "shop-blue_scratch"}
+    }

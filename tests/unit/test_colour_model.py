@@ -136,3 +136,28 @@ def test_every_following_service_must_agree_on_the_colour_version() -> None:
         Color.BLUE, {Color.BLUE: [web, of("logs", "vector:0.40")]}, ("web", "logs"), "127.0.0.1:5000/acme/web"
     )
     assert sidecar.version(Color.BLUE) == "2"  # a sidecar on an image of its own never makes it unknown
+
+
+def test_only_the_volumes_the_colour_created_for_itself_go_with_it() -> None:
+    """A per-colour volume (compose's own name for it in the colour project) goes with the colour;
+    the shared project's, external or named by the user, and those only shared services use, stay."""
+    model = {
+        "services": {
+            "db": {"volumes": [{"type": "volume", "source": "db-data"}]},
+            "web": {
+                "volumes": [
+                    {"type": "volume", "source": "scratch"},
+                    {"type": "volume", "source": "assets", "read_only": True},
+                    {"type": "volume", "source": "named"},
+                    {"type": "bind", "source": "/srv/config"},
+                ]
+            },
+        },
+        "volumes": {
+            "db-data": {"name": "shop-blue_db-data"},
+            "scratch": {"name": "shop-blue_scratch"},
+            "assets": {"name": "shop_assets", "external": True},
+            "named": {"name": "shop_named"},
+        },
+    }
+    assert ColourModel(model, ("web",), "shop-blue").own_volumes == ["shop-blue_scratch"]

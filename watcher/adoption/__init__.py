@@ -85,6 +85,15 @@ def add_parser(sub: Any) -> None:
         "without a shell or curl; without it init only proposes one, commented out",
     )
     init.add_argument(
+        "--per-colour-volume",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the named volume NAME, which a stateless service writes, is per colour: each colour "
+        "gets its own empty copy, created and removed with it (scratch space, a cache), never "
+        "data both colours must see; without it init refuses a volume two colours would write",
+    )
+    init.add_argument(
         "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
     )
     init.add_argument(

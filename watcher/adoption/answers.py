@@ -76,6 +76,7 @@ class Answers:
     caddy_image: str = "caddy:2.11"  # the Caddy init adds when the compose file has none
     tags: TagProposal | None = None  # the tag policy read off the registry's tags
     fronted: bool = False  # the config has other apps: their Caddy fronts this one too
+    per_colour: tuple[str, ...] = ()  # named volumes each colour gets its own copy of
 
     @property
     def names(self) -> list[str]:
@@ -134,11 +135,69 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
         "URL through Caddy that answers the deployed version", guess, "--verify-url"
     )
     stateless = _detected(compose, stateless, image, args.health)
+    per_colour = _per_colour(compose, stateless, args.per_colour_volume, prompt)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", args.caddy_image):
         raise UsageError(f"--caddy-image {args.caddy_image!r}: not an image reference")
     return Answers(
-        app, project, source, image, stateless, verify_url, args.verify_header, args.site, args.caddy_image
+        app,
+        project,
+        source,
+        image,
+        stateless,
+        verify_url,
+        args.verify_header,
+        args.site,
+        args.caddy_image,
+        per_colour=per_colour,
     )
+
+
+PER_COLOUR = (
+    "each colour then gets its own empty copy, created with the colour and removed with it: right "
+    "for scratch space or a cache, wrong for data both colours must see (uploads, settings), which "
+    "belongs in a shared service or object storage"
+)
+
+
+def _per_colour(
+    compose: ComposeFile, stateless: tuple[Stateless, ...], flags: list[str], prompt: Prompt
+) -> tuple[str, ...]:
+    """The named volumes each colour gets its own copy of: given with --per-colour-volume or,
+    at a terminal, accepted where init would refuse a volume both colours would write."""
+    writable = {
+        m.source: name
+        for name in (s.name for s in stateless)
+        for m in volumes_of(compose.services[name])
+        if m.named and m.source and not m.read_only
+    }
+    used = {m.source for s in stateless for m in volumes_of(compose.services[s.name]) if m.named}
+    unknown = [name for name in flags if name not in used]
+    if unknown:
+        raise UsageError(
+            f"--per-colour-volume {', '.join(unknown)}: no stateless service mounts such a named volume"
+        )
+    named = _user_named(compose.data.get("volumes") or {})
+    fixed = [name for name in flags if name in named]
+    if fixed:
+        raise UsageError(
+            f"--per-colour-volume {', '.join(fixed)}: declared with name: or external:, so both "
+            "colours would share it; a per-colour volume is compose's own, named per colour project"
+        )
+    chosen = list(dict.fromkeys(flags))
+    offered = [name for name in writable if name not in chosen and name not in named]
+    if prompt.interactive and offered:
+        print(f"A named volume a stateless service writes can be per colour: {PER_COLOUR}.")
+        chosen += [
+            name
+            for name in offered
+            if prompt.confirm(f"  {name} (written by {writable[name]}): one copy per colour?", False)
+        ]
+    return tuple(chosen)
+
+
+def _user_named(declared: dict[str, Any]) -> set[str]:
+    """The top-level volumes whose Docker name is the user's (name:, external:), not per project."""
+    return {key for key, spec in declared.items() if {"name", "external"} & set(spec or {})}
 
 
 def _detected(

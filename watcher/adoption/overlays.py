@@ -55,19 +55,33 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
             f"    name: {quoted(compose.network_name(network, answers.project))}",
             "    external: true",
         ]
-    if volumes:
-        lines += [
-            "",
-            "volumes:",
-            f"  # The shared project {answers.project}'s, read-only here: one copy for both colours.",
-        ]
-        for volume in volumes:
-            lines += [
-                f"  {key_text(volume)}:",
-                f"    name: {quoted(compose.volume_name(volume, answers.project))}",
-                "    external: true",
-            ]
+    lines += _volumes(compose, answers, color, list(volumes))
     return "\n".join(lines) + "\n"
+
+
+def _volumes(compose: ComposeFile, answers: Answers, color: str, volumes: list[str]) -> list[str]:
+    """The named volumes the colour's services mount: its own (per colour, created by the colour
+    project and removed with it), and the shared project's (read-only, one copy for both)."""
+    own = [volume for volume in volumes if volume in answers.per_colour]
+    shared = [volume for volume in volumes if volume not in answers.per_colour]
+    lines = ["", "volumes:"] if volumes else []
+    if own:
+        lines.append(
+            "  # This colour's own (--per-colour-volume): an empty copy per colour, removed with it."
+        )
+    for volume in own:
+        lines += [f"  {key_text(volume)}:", f"    name: {quoted(f'{answers.project}-{color}_{volume}')}"]
+    if shared:
+        lines.append(
+            f"  # The shared project {answers.project}'s, read-only here: one copy for both colours."
+        )
+    for volume in shared:
+        lines += [
+            f"  {key_text(volume)}:",
+            f"    name: {quoted(compose.volume_name(volume, answers.project))}",
+            "    external: true",
+        ]
+    return lines
 
 
 def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_caddy: str | None) -> str:

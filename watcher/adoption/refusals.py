@@ -21,7 +21,9 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
     problems = [
         problem
         for s in answers.stateless
-        for problem in _stateless_problems(s.name, compose.services[s.name], released.get(s.name, []))
+        for problem in _stateless_problems(
+            s.name, compose.services[s.name], released.get(s.name, []), answers.per_colour
+        )
     ]
     problems += _shared_problems(compose, answers)
     proxied = [s for s in answers.stateless if s.port is not None]
@@ -46,7 +48,9 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
         )
 
 
-def _stateless_problems(name: str, service: dict[str, Any], released: list[Port]) -> list[str]:
+def _stateless_problems(
+    name: str, service: dict[str, Any], released: list[Port], per_colour: tuple[str, ...]
+) -> list[str]:
     problems = []
     for port in ports_of(service):
         if port.published and port not in released:
@@ -61,11 +65,12 @@ def _stateless_problems(name: str, service: dict[str, Any], released: list[Port]
             "network alias for Caddy; remove network_mode"
         )
     for mount in volumes_of(service):
-        if mount.named and not mount.read_only:
+        if mount.named and not mount.read_only and mount.source not in per_colour:
             problems.append(
                 f"{name}: volumes {json.dumps(mount.shown)}: named volume {mount.source} is mounted "
-                "read-write: two colours would write it at once; mount it read-only (:ro) or move "
-                "the writes to a shared service"
+                "read-write: two colours would write it at once; mount it read-only (:ro), move "
+                f"the writes to a shared service, or, for scratch space or a cache, give each colour "
+                f"its own empty copy with --per-colour-volume {mount.source}"
             )
     if not service.get("image"):
         problems.append(

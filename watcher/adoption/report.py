@@ -60,6 +60,10 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
         f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
     ]
     lines += _detected(compose, answers)
+    if answers.per_colour:
+        lines.append(
+            f"  volumes per colour (each colour its own empty copy, removed with it): {', '.join(answers.per_colour)}"
+        )
     if released := released_ports(compose, answers):
         lines.append(
             "  host ports given up (Caddy fronts these services; the diff removes them): "
@@ -261,7 +265,7 @@ def _creation_steps(compose: ComposeFile, answers: Answers) -> list[str]:
             m.source
             for name in answers.names
             for m in volumes_of(compose.services[name])
-            if m.named and m.source
+            if m.named and m.source and m.source not in answers.per_colour
         )
     ]
     missing = [

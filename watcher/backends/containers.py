@@ -191,6 +191,15 @@ class Containers:
         except (ImageNotFound, DockerException):
             return False
 
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one already gone is fine."""
+        try:
+            self.client.volumes.get(name).remove()
+        except NotFound:
+            return
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"cannot remove volume {name} ({_short(exc)})") from exc
+
     def exists(self, kind: str, name: str) -> bool:
         """Whether Docker has the network or volume `name` (kind: "network" or "volume")."""
         collection = self.client.networks if kind == "network" else self.client.volumes

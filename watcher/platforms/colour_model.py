@@ -13,6 +13,10 @@ It makes each colour a world of its own:
   sibling's service name resolves to this colour's container only, never to the other colour's
   on the shared network (Caddy still dials `<app>-<service>-<colour>` there);
 - the services that follow the app's version run `<their repository>:<version>`.
+
+A volume the colour services use that is neither external nor named by the user (its name is
+compose's `<colour project>_<key>`) is the colour's own: created by the colour project (declared
+per colour in compose.<colour>.yml, `watcher init --per-colour-volume`), removed with the colour.
 """
 
 from __future__ import annotations
@@ -99,6 +103,19 @@ class ColourModel:
             else:
                 used |= {v.get("source") for v in spec.get("volumes") or [] if v.get("type") == "volume"}
         return used
+
+    @property
+    def own_volumes(self) -> list[str]:
+        """The Docker names of the volumes the colour project created for itself, which go with
+        it; never an external one or one the user named (the shared project's, however declared)."""
+        declared = self.model.get("volumes") or {}
+        return [
+            f"{self.project}_{key}"
+            for key in sorted(self._used("volumes"))
+            if key in declared
+            and not (declared[key] or {}).get("external")
+            and (declared[key] or {}).get("name", f"{self.project}_{key}") == f"{self.project}_{key}"
+        ]
 
     def _unused(self, kind: str) -> list[str]:
         return [key for key in self.model.get(kind) or {} if key not in self._used(kind)]

@@ -210,9 +210,13 @@ class ComposeColor:
         self._project.run(["stop", *self.services], self.env(None))
 
     def remove(self) -> None:
-        """The colour's containers and its network; watcher's overlay of it goes last."""
+        """The colour's containers, its network and the volumes it created for itself (never a
+        shared or external one: not `down -v`, which removes any volume the project declares);
+        watcher's overlay of it goes last."""
         self._write_overlay(None)
         self._project.run(["down", "--remove-orphans"], self.env(None))
+        for volume in ColourModel(self._probed or {}, tuple(self.services), self.name).own_volumes:
+            self.docker.remove_volume(volume)
         self.generated.unlink(missing_ok=True)
 
 
