@@ -167,3 +167,43 @@ def test_a_failed_one_shot_fails_the_deploy_with_nothing_switched(colours: Stack
     assert f"one-shot {stack.name}-green-migrate-1 exited 3" in out and "migrated to v2" in out
     assert stack.version() == "v1" and stack.live_route() == "blue"
     assert stack.containers_of("green", "web") == []
+
+
+def test_per_colour_volumes_go_with_their_colour_and_the_shared_ones_stay(colours: Stack) -> None:
+    """A volume the worker writes, declared per colour in compose.<colour>.yml (as `watcher init
+    --per-colour-volume` writes it), beside the shared database's, mounted read-only: removing a
+    colour removes its own copy, never the shared volume nor its data."""
+    stack = colours
+    extra = EXTRA.replace(
+        "    depends_on: [db]\n",
+        "    depends_on: [db]\n    volumes: [scratch:/scratch, db-data:/shared:ro]\n",
+    ).replace("\nvolumes:\n  db-data:\n", "\nvolumes:\n  db-data:\n  scratch:\n")
+    (stack.root / "compose.extra.yml").write_text(extra)
+    for color in ("blue", "green"):
+        with (stack.root / f"compose.{color}.yml").open("a") as overlay:
+            overlay.write(
+                f'\nvolumes:\n  scratch:\n    name: "{stack.name}-{color}_scratch"\n'
+                f'  db-data:\n    name: "{stack.name}_db-data"\n    external: true\n'
+            )
+    db = stack.container_ids(stack.name)[f"{stack.name}-db-1"]
+    docker("exec", db, "/bin/busybox", "sh", "-c", "echo kept > /data/mark")
+
+    deployed(stack, "v1")
+    (blue,) = stack.containers_of("blue", "worker")
+    assert docker("exec", blue, "/bin/busybox", "cat", "/shared/mark") == "kept"
+    docker("exec", blue, "/bin/busybox", "sh", "-c", "echo blue > /scratch/own")
+    deployed(stack, "v2")
+    (green,) = stack.containers_of("green", "worker")
+    assert docker("exec", green, "/bin/busybox", "ls", "/scratch") == "", "each colour its own empty copy"
+    assert sorted(colour_volumes(stack)) == [f"{stack.name}-blue_scratch", f"{stack.name}-green_scratch"]
+
+    proc = stack.watcher("rollback")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stack.watcher("cleanup").returncode == 0  # keeps green: the rollback target
+    assert sorted(colour_volumes(stack)) == [f"{stack.name}-blue_scratch", f"{stack.name}-green_scratch"]
+    assert stack.watcher("cleanup", "--include-rollback").returncode == 0
+    assert colour_volumes(stack) == [f"{stack.name}-blue_scratch"]
+    assert stack.watcher("reset", "--force").returncode == 0
+    assert colour_volumes(stack) == []
+    assert f"{stack.name}_db-data" in docker("volume", "ls", "-q").split()
+    assert docker("exec", db, "/bin/busybox", "cat", "/data/mark") == "kept"
