@@ -162,7 +162,10 @@ class TestAuthentik:
     )
 
     def test_journey(self, journey: Journey) -> None:
-        journey.journey(("--service", "server:9000", "--service", "worker"))
+        # init cannot read the repository out of ${AUTHENTIK_IMAGE:-...} and asks for it.
+        journey.journey(
+            ("--service", "server:9000", "--service", "worker", "--image", f"{R}/goauthentik/server")
+        )
 
 
 class TestListmonk:

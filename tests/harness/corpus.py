@@ -118,10 +118,12 @@ class Journey:
 
     def watcher(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         proc = self.stack.watcher(*args, **{**FAST, **env})
-        if check:
-            assert proc.returncode == 0, (
-                f"watcher {' '.join(args)} exited {proc.returncode}: "
-                f"{proc.stderr.strip()[-1500:]}\n{proc.stdout[-3000:]}"
+        if check and proc.returncode != 0:
+            lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+            why = next((line for line in reversed(lines) if "error" in line.lower() or "FAILED" in line), "")
+            raise AssertionError(
+                f"watcher {' '.join(args)} exited {proc.returncode}: {why.strip()}\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr.strip()[-1500:]}"
             )
         return proc
 
@@ -270,7 +272,8 @@ class Journey:
             with self.step("reset"):
                 self.watcher("reset", "--force")
         self.row.left_behind = self.left_behind()
-        assert not self.row.left_behind, f"left behind: {self.row.left_behind}"
+        if self.row.left_behind:
+            self.failures.append(f"left behind: {', '.join(self.row.left_behind)}")
         assert not self.failures, "\n".join(self.failures)
 
     def swap(self, argv: tuple[str, ...], version: str, paths: tuple[str, ...]) -> None:

@@ -78,6 +78,7 @@ def _shellless_base() -> str:
     changes = [
         f"ENV PYTHONHOME={images.PY_HOME} PYTHONDONTWRITEBYTECODE=1 PATH={images.PY_HOME}/bin",
         "WORKDIR /app",
+        f"ENTRYPOINT {json.dumps([images.PY_HOME + '/bin/python3'])}",
     ]
     images._import(ref, fs, changes)
     return ref

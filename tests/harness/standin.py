@@ -26,6 +26,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from urllib.parse import urlsplit
@@ -109,7 +110,9 @@ async def serve(config: dict) -> int:
 async def fetch(host: str, port: int, target: str, timeout: float = 2) -> str:
     """GET target from host:port (HTTP/1.0, one connection): the body of a 200, else what went wrong."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        # Resolved here, blocking, as bytes: the image has no thread pool for asyncio's resolver, no idna.
+        address = socket.getaddrinfo(host.encode(), port, type=socket.SOCK_STREAM)[0][4][0]
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
         writer.write(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         data = await asyncio.wait_for(reader.read(), timeout)
         writer.close()
