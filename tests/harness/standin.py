@@ -155,7 +155,8 @@ def database() -> tuple[str, int] | None:
             return found.group(1), int(found.group(2) or 5432)
     for name in ("POSTGRES_HOST", "DB_HOST", "DATABASE_HOST", "LISTMONK_db__host"):
         if os.environ.get(name):
-            return os.environ[name], int(os.environ.get(name.replace("HOST", "PORT"), "5432"))
+            port = os.environ.get(name.replace("HOST", "PORT").replace("host", "port"), "5432")
+            return os.environ[name], int(port)
     return None
 
 
@@ -179,7 +180,22 @@ def ping() -> int:
     return 0 if answer == "ok" else 1
 
 
+ENTRYPOINTS = ("standin.py", "entrypoint.sh", "docker-entrypoint.sh", "rails.sh")
+
+
+def delegate(argv: list[str]) -> None:
+    """As the entrypoint scripts of real images do (`exec "$@"`): a command that names a program
+    (`sh -c ...`, `bundle exec ...`, `./listmonk ...`) is run in its place."""
+    if os.path.basename(argv[0]) not in ENTRYPOINTS or len(argv) < 2:
+        return
+    program = argv[1]
+    places = [program] if "/" in program else [f"{d}/{program}" for d in os.environ["PATH"].split(":")]
+    if any(os.path.isfile(p) and os.access(p, os.X_OK) for p in places):
+        os.execvp(program, argv[1:])
+
+
 def main(argv: list[str]) -> int:
+    delegate(argv)
     config = settings()
     acting = role(argv)
     if acting == "ping":
