@@ -187,8 +187,10 @@ def _services(config: AppConfig, colors: list[str]) -> list[str]:
     main = next(s for s in proxied if s.path is None)
     lines: list[str] = []
     for service in [s for s in proxied if s.path]:
+        # handle_path strips the prefix; a service that routes on its full path keeps it.
+        directive = "handle" if service.keep_prefix else "handle_path"
         lines += [
-            f"handle_path {service.path}/* {{",
+            f"{directive} {service.path}/* {{",
             *("\t" + line for line in _proxy(config.name, service, colors)),
             "}",
         ]

@@ -22,6 +22,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -484,6 +485,68 @@ def _commit(ref: str, base: str, layer: RootFS, changes: list[str]) -> bool:
         except docker.errors.APIError:
             pass
     return True
+
+
+SHELLLESS_BASE_REPO = "watcher-test/shellless-base"
+
+# The shell-less app's whole behaviour: Caddy's static responses (no CGI, no shell to run one).
+SHELLLESS_CADDYFILE = """{{
+	admin off
+	persist_config off
+	auto_https off
+}}
+:{port} {{
+	respond /up "{up_body}" {up_status}
+	respond /version "{version}\n" 200
+	respond "{version}\n" 200
+}}
+"""
+
+
+@functools.cache
+def build_shellless_base_image() -> str:
+    """The layer every shell-less app version shares: one static Go binary (this venv's caddy)
+    named ``/app``, and nothing else: no /bin, no shell, no wget or curl (distroless-like)."""
+    fs = RootFS()
+    fs.host_file("app", caddy_binary(), 0o755)
+    fs.dir("etc/app")
+    ref = f"{SHELLLESS_BASE_REPO}:{hashlib.sha256(fs.tar()).hexdigest()[:16]}"
+    changes = [
+        "ENV XDG_DATA_HOME=/tmp XDG_CONFIG_HOME=/tmp HOME=/tmp",
+        "EXPOSE 8080",
+        f"ENTRYPOINT {_json(['/app'])}",
+    ]
+    _import(ref, fs, changes)
+    return ref
+
+
+def build_shellless_app_image(
+    ref: str, version: str, *, up_status: int = 200, port: int = 8080, exit_at_start: bool = False
+) -> str:
+    """Build a test app with no shell and no HTTP client as ``ref`` (like distroless or scratch
+    Go images): ``/app`` serves ``GET /up`` (answered ``up_status``), ``GET /version`` and every
+    other path (answered ``version``) on ``port``. Only an HTTP probe from outside can judge it.
+
+    ``port`` other than 8080: nothing answers on 8080 (an app that never comes up).
+    ``exit_at_start``: ``/app`` is given a config that does not exist and exits 1 at once.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", version):
+        raise ValueError(f"bad version {version!r}")
+    if not 200 <= up_status <= 599:
+        raise ValueError(f"up_status must be an HTTP status, not {up_status!r}")
+    layer = RootFS()
+    caddyfile = SHELLLESS_CADDYFILE.format(
+        port=port, version=version, up_status=up_status, up_body="ok" if up_status < 400 else "down"
+    )
+    layer.file("etc/app/Caddyfile", caddyfile.encode())
+    layer.file("etc/app/version", f"{version}\n".encode())
+    config = "/etc/app/missing" if exit_at_start else "/etc/app/Caddyfile"
+    changes = [
+        f"ENTRYPOINT {_json(['/app', 'run', '--config', config, '--adapter', 'caddyfile'])}",
+        f"LABEL org.opencontainers.image.version={_json(version)}",
+    ]
+    _commit(ref, build_shellless_base_image(), layer, changes)
+    return ref
 
 
 # The per-colour sidecar: sleeps until SIGTERM/SIGINT, then exits 0 at once (no init needed:

@@ -357,3 +357,53 @@ def test_push_to_registry(dclient: docker.DockerClient) -> None:
     finally:
         httpx.delete(f"http://{images.REGISTRY}/v2/watcher/testapp-it/manifests/{digest}")
         dclient.images.remove(ref)
+
+
+def test_shellless_image_answers_http_but_has_no_shell_or_http_client(
+    run: Callable[..., Any], dclient: docker.DockerClient
+) -> None:
+    """The stand-in for distroless/scratch images: only an HTTP probe from outside can judge it."""
+    wget = ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/up"]
+    check = {"test": wget, "interval": 300_000_000, "timeout": 1_000_000_000, "retries": 1}
+    ref = images.build_shellless_app_image(f"{APP}:shellless-v1", "v1")
+    ct, addr = run(ref, healthcheck=check)
+    wait_up(f"http://{addr}/up")
+    assert httpx.get(f"http://{addr}/up").status_code == 200
+    assert httpx.get(f"http://{addr}/version").text == "v1\n"
+    assert httpx.get(f"http://{addr}/cgi-bin/work").text == "v1\n"
+    for command in (["sh", "-c", "true"], ["/bin/sh", "-c", "true"], ["wget", "--help"], ["curl", "-V"]):
+        code, out = ct.exec_run(command)
+        assert code == 126 and b"exec failed" in out, (command, code, out)
+    deadline = time.monotonic() + 15
+    while (state := dclient.api.inspect_container(ct.id)["State"]["Health"]["Status"]) != "unhealthy":
+        assert time.monotonic() < deadline, f"the wget healthcheck did not fail: {state}"
+        time.sleep(0.2)
+    assert (
+        "executable file not found"
+        in dclient.api.inspect_container(ct.id)["State"]["Health"]["Log"][-1]["Output"]
+    )
+
+
+def test_shellless_image_knobs(run: Callable[..., Any]) -> None:
+    down = images.build_shellless_app_image(f"{APP}:shellless-down", "down", up_status=500)
+    _, addr = run(down)
+    wait_up(f"http://{addr}/up")
+    assert httpx.get(f"http://{addr}/up").status_code == 500
+    assert httpx.get(f"http://{addr}/version").text == "down\n"
+    crash = images.build_shellless_app_image(f"{APP}:shellless-crash", "crash", exit_at_start=True)
+    ct, _ = run(crash)
+    assert ct.wait(timeout=15)["StatusCode"] == 1
+
+
+def test_shellless_image_is_versioned_and_pushable(dclient: docker.DockerClient) -> None:
+    try:
+        httpx.get(f"http://{images.REGISTRY}/v2/", timeout=2).raise_for_status()
+    except httpx.HTTPError as err:
+        _unavailable(f"registry {images.REGISTRY} (scripts/services.sh start)", err)
+    repo = f"{images.REGISTRY}/watcher/shellless-it"
+    v1 = images.build_shellless_app_image(f"{repo}:v1", "v1")
+    v2 = images.build_shellless_app_image(f"{repo}:v2", "v2")
+    assert images.push(v1) != images.push(v2)
+    assert dclient.images.get(v2).labels["org.opencontainers.image.version"] == "v2"
+    dclient.images.remove(v1)
+    dclient.images.remove(v2)

@@ -5,6 +5,7 @@ refusal with its reason. Nothing is overwritten without --force; --dry-run write
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import shutil
@@ -24,6 +25,8 @@ from watcher.caddyfile import render
 from watcher.config import Service, load_host
 from watcher.errors import ConfigError, UsageError
 
+REPORT = importlib.import_module("watcher.adoption.report")  # the package's `report` is its function
+TAGS = importlib.import_module("watcher.adoption.tags")
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "adoption" / "compose.yml"
 HOST_PORT = '    ports:\n      - "8080:8080"           # handy in development; Caddy proxies to web:8080\n'
@@ -38,6 +41,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "compose.yml").write_text(text.replace(HOST_PORT, ""))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
+    # Docker has none of the file's networks and volumes (tests/integration asks the real one).
+    monkeypatch.setattr(REPORT, "docker_has", lambda kind, name: False)
+    # No registry answers (tests/integration pushes tags to a real one).
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: "offline")
     return tmp_path
 
 
@@ -81,6 +88,7 @@ def test_writes_the_overlays_the_config_and_the_caddyfile(project: Path) -> None
         "compose.blue.yml",
         "compose.green.yml",
         "compose.yml",
+        "watcher-init.diff",
         "watcher.toml",
     ]
     for color in ("blue", "green"):
@@ -152,11 +160,12 @@ def test_the_diff_proposes_the_image_the_profile_and_caddys_run_dir(project: Pat
 @pytest.mark.skipif(
     shutil.which("patch") is None and os.environ.get("CI") != "true", reason="needs patch(1)"
 )  # under CI a missing patch fails (install.sh installs it)
-def test_the_printed_diff_applies_with_patch(project: Path) -> None:
+def test_the_saved_diff_applies_with_the_readmes_patch_command(project: Path) -> None:
     out = init(*FLAGS)
     diff = out[out.index("--- a/compose.yml") : out.index("\nSteps left:")]
-    (project / "watcher-init.diff").write_text(diff)
-    subprocess.run(["patch", "-p1", "-i", "watcher-init.diff"], cwd=project, check=True, capture_output=True)
+    assert (project / "watcher-init.diff").read_text().rstrip("\n") == diff.rstrip("\n")
+    with (project / "watcher-init.diff").open() as saved:
+        subprocess.run(["patch", "-p1"], stdin=saved, cwd=project, check=True, capture_output=True)
     services = yaml.safe_load((project / "compose.yml").read_text())["services"]
     assert services["web"]["profiles"] == ["app"] and "profiles" not in services["postgres"]
 
@@ -164,7 +173,7 @@ def test_the_printed_diff_applies_with_patch(project: Path) -> None:
 def test_the_steps_say_what_is_left(project: Path) -> None:
     out = init(*FLAGS)
     steps = out[out.index("Steps left:") :]
-    assert f"patch -p1 < watcher-init.diff` in {project}" in steps
+    assert f"run `patch -p1 < watcher-init.diff` in {project}" in steps
     assert "Caddy (service caddy)" in steps and "Caddyfile.shop" in steps
     assert "`watcher --config watcher.toml deploy 1.4.2`" in steps
     assert "`docker compose -p shop --profile app rm --stop --force web worker`" in steps
@@ -214,6 +223,31 @@ def test_the_colours_join_each_network_of_the_shared_project(project: Path) -> N
         "back": {"name": "shop_back", "external": True},
         "default": {"name": "shop_default", "external": True},
     }
+
+
+@pytest.mark.parametrize(
+    "has, advice",
+    [
+        (False, "and Docker has no shop_back: create it once with `docker network create shop_back`"),
+        (True, "but shop_back exists (your own `docker compose up` made it): the colours join it as it is"),
+        (
+            "cannot reach the Docker engine",
+            "and Docker could not be asked whether shop_back exists (cannot reach the Docker engine): "
+            "if `docker network inspect shop_back` finds none, create it",
+        ),
+    ],
+)
+def test_a_network_no_shared_service_creates_is_looked_up_in_docker(
+    project: Path, monkeypatch: pytest.MonkeyPatch, has: bool | str, advice: str
+) -> None:
+    with_service(project, "    init: true\n", "    init: true\n    networks: [back]\n")
+    with_service(project, "volumes:\n  caddy-data:", "networks:\n  back:\n\nvolumes:\n  caddy-data:")
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(REPORT, "docker_has", lambda kind, name: asked.append((kind, name)) or has)
+    steps = init(*FLAGS)
+    assert asked == [("network", "shop_back")]
+    assert "No shared service uses network back, " + advice in steps
+    assert ("external: true" in steps) is (has is not True)
 
 
 def test_a_layout_beyond_line_edits_is_said_in_words(project: Path) -> None:
@@ -278,9 +312,12 @@ def test_dry_run_prints_everything_and_writes_nothing(project: Path) -> None:
     assert "reverse_proxy shop-web-blue:8080" in out and "+    profiles: [app]" in out
     assert "Steps left:" in out
     real = init(*FLAGS)
-    assert out[out.index("Proposed changes") :] == real[real.index("Proposed changes") :], (
-        "the dry run proposes what the real run does"
-    )
+    assert (
+        out[out.index("--- a/") : out.index("Steps left")]
+        == real[real.index("--- a/") : real.index("Steps left")]
+    ), "the dry run proposes what the real run does"
+    assert "save it as watcher-init.diff and run `patch -p1 < watcher-init.diff`" in out
+    assert "saved as watcher-init.diff" in real and "save it as" not in real
 
 
 def test_dry_run_refuses_what_the_real_run_would(project: Path) -> None:
@@ -293,9 +330,10 @@ def test_dry_run_refuses_what_the_real_run_would(project: Path) -> None:
 def test_never_overwrites_without_force(project: Path) -> None:
     (project / "compose.blue.yml").write_text("# mine\n")
     (project / "Caddyfile.shop").write_text("# mine\n")
+    (project / "watcher-init.diff").write_text("# mine\n")
     message = refused(*FLAGS)
     assert "compose.blue.yml exists: init never overwrites a file; pass --force to replace it" in message
-    assert "Caddyfile.shop exists" in message
+    assert "Caddyfile.shop exists" in message and "watcher-init.diff exists" in message
     assert (project / "compose.blue.yml").read_text() == "# mine\n"
     assert not (project / "compose.green.yml").exists() and not (project / "watcher.toml").exists()
 
@@ -346,14 +384,48 @@ def test_what_another_app_already_has_is_refused_even_in_a_dry_run(project: Path
     assert "compose project shop" in refused(*FLAGS, "--force", "--site", "shop.example.com")
 
 
-def test_an_app_already_configured_is_never_replaced_nor_doubled(project: Path) -> None:
+def test_an_app_already_configured_is_rewritten_only_with_force_keeping_the_users_keys(
+    project: Path,
+) -> None:
     init(*FLAGS)
     config = (project / "watcher.toml").read_text()
-    message = refused(*FLAGS, "--force")
-    assert (
-        "watcher.toml already has [apps.shop]: init never replaces or duplicates an app's section" in message
-    )
+    message = refused(*FLAGS)
+    assert "watcher.toml already has [apps.shop]: pass --force to rewrite it" in message
     assert (project / "watcher.toml").read_text() == config
+    # The user tunes the app: keys in init's tables, tables of their own, a service's health.
+    config = config.replace("[apps.shop.verify]\n", '[apps.shop.verify]\ntimeout = "45s"\n') + (
+        '\n[apps.shop.health]\ntimeout = "3m"\n\n[apps.shop.drain]\ntimeout = "20s"\n'
+        '\n[apps.shop.services.web.health]\npath = "/up"\n\n[[apps.shop.smoke]]\npath = "/"\n'
+        '\n[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "blog"\n\n[apps.blog.caddy]\n'
+        'site = ":81"\n\n[apps.blog.services.web]\nport = 80\n\n[apps.blog.verify]\n'
+        'url = "http://127.0.0.1:81/version"\n'
+    )
+    (project / "blog").mkdir()
+    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
+        (project / "blog" / name).write_text("")
+    (project / "watcher.toml").write_text(config)
+    before = load_host(project / "watcher.toml", {}).app("shop")
+
+    out = init(*FLAGS[:-3], "--verify-url", "http://127.0.0.1/v", "--yes", "--force")
+    host = load_host(project / "watcher.toml", {})
+    after = host.app("shop")
+    assert list(host.apps) == ["blog", "shop"], "the other app is untouched, shop is written once"
+    assert after.verify.url == "http://127.0.0.1/v"
+    for kept in ("health", "drain", "smoke", "services"):
+        assert getattr(after, kept) == getattr(before, kept), kept
+    assert after.verify.timeout == before.verify.timeout == 45.0
+    assert "[apps.shop] rewritten: every key init does not decide is kept; changed:" in out
+    assert '  verify.url: "http://127.0.0.1/version" -> "http://127.0.0.1/v"' in out
+    assert out.count("  verify.url") == 1 and "drain" not in out.split("changed:")[1].split("\n\n")[0]
+
+
+def test_rewriting_an_app_drops_a_service_no_longer_stateless(project: Path) -> None:
+    init(*FLAGS)
+    out = init("--service", "web:8080", "--verify-url", "http://127.0.0.1/version", "--yes", "--force")
+    assert [s.name for s in load_host(project / "watcher.toml", {}).app("shop").services] == ["web"]
+    assert (
+        '  shared_services: ["caddy", "postgres", "redis"] -> ["caddy", "worker", "postgres", "redis"]' in out
+    )
 
 
 def test_a_single_app_layout_config_is_not_appended_to(project: Path) -> None:
@@ -381,6 +453,87 @@ def test_the_config_is_written_where_asked(project: Path) -> None:
     assert config.project_dir == project
     assert 'project_dir = ".."' in (project / "etc" / "hosts.toml").read_text()
     assert (project / "etc" / "Caddyfile").is_file() and not (project / "Caddyfile.shop").exists()
+
+
+def _without_caddy(project: Path) -> None:
+    """The fixture as published files are: no Caddy, and web's host port kept."""
+    text = FIXTURE.read_text()
+    caddy = text[text.index("  caddy:\n") : text.index("  web:\n")]
+    (project / "compose.yml").write_text(text.replace(caddy, "").replace("  caddy-data:\n", ""))
+
+
+def test_a_file_without_caddy_gets_one_in_its_own_overlay_with_the_apps_host_port(project: Path) -> None:
+    _without_caddy(project)
+    out = init(*FLAGS[:-1], "--caddy-image", "localhost:5000/caddy:test", "--yes")
+    added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
+    assert added["image"] == "localhost:5000/caddy:test"
+    assert added["ports"] == ["8080:80"], "the host port web published moves to Caddy"
+    assert added["volumes"] == [
+        "./Caddyfile.shop:/etc/caddy/Caddyfile:ro",
+        "./.watcher/run:/run/watcher",
+    ]
+    assert added["networks"] == ["default"]
+    config = load_host(project / "watcher.toml", {}).app("shop")
+    assert config.compose_files == ("compose.yml", "compose.watcher.yml")
+    assert config.shared_services == ("postgres", "redis", "caddy")
+    assert "wrote compose.watcher.yml (the Caddy service your compose file lacks)" in out
+    diff = (project / "watcher-init.diff").read_text()
+    assert '-    ports:\n-      - "8080:8080"' in diff
+    assert (
+        "Before the first deploy, remove the uncoloured web, worker" in out
+        and "web gives its host port to Caddy" in out
+    )
+
+
+def test_the_added_caddy_keeps_the_host_address_and_listens_on_the_site_port(project: Path) -> None:
+    _without_caddy(project)
+    with_service(project, '      - "8080:8080"', '      - "127.0.0.1:8000:8080"\n      - "9443:9443"')
+    out = init(*FLAGS, "--site", ":8081")
+    added = yaml.safe_load((project / "compose.watcher.yml").read_text())["services"]["caddy"]
+    assert added["ports"] == ["127.0.0.1:8000:8081"]
+    assert "Its other host ports (9443:9443) are dropped: Caddy answers for the app" in out
+    assert "ports" not in yaml.safe_load(_patched(project))["services"]["web"]
+
+
+def test_a_host_port_on_another_stateless_service_is_still_refused(project: Path) -> None:
+    _without_caddy(project)
+    with_service(
+        project,
+        "    depends_on: [postgres, redis]\n",
+        '    depends_on: [postgres, redis]\n    ports: ["9229:9229"]\n',
+    )
+    assert 'worker: ports "9229:9229": a host port can be bound by one colour only' in refused(*FLAGS)
+
+
+def _patched(project: Path) -> str:
+    """compose.yml as `patch -p1 < watcher-init.diff` leaves it (on a copy)."""
+    copy = project / "patched"
+    copy.mkdir()
+    shutil.copy(project / "compose.yml", copy / "compose.yml")
+    with (project / "watcher-init.diff").open() as diff:
+        subprocess.run(["patch", "-p1"], stdin=diff, cwd=copy, check=True, capture_output=True)
+    return (copy / "compose.yml").read_text()
+
+
+def test_no_caddy_is_added_beside_the_one_that_fronts_the_configs_other_apps(project: Path) -> None:
+    _without_caddy(project)
+    with_service(project, HOST_PORT, "")
+    (project / "blog").mkdir()
+    for name in ("compose.yml", "compose.blue.yml", "compose.green.yml"):
+        (project / "blog" / name).write_text("")
+    (project / "watcher.toml").write_text(
+        '[apps.blog]\nimage = "ghcr.io/acme/blog"\nproject_dir = "blog"\n\n[apps.blog.caddy]\nsite = ":81"\n'
+        '\n[apps.blog.services.web]\nport = 80\n\n[apps.blog.verify]\nurl = "http://127.0.0.1:81/version"\n'
+    )
+    out = init(*FLAGS, "--force")
+    assert not (project / "compose.watcher.yml").exists()
+    assert "Caddy: join it to network shop_default" in out
+
+
+def test_a_file_with_its_own_caddy_gets_none_added(project: Path) -> None:
+    init(*FLAGS)
+    assert not (project / "compose.watcher.yml").exists()
+    assert load_host(project / "watcher.toml", {}).app("shop").compose_files == ("compose.yml",)
 
 
 # -- refusals, each with its reason ---------------------------------------------------------
@@ -412,9 +565,21 @@ def test_a_container_only_port_is_not_a_host_port(project: Path) -> None:
     init(*FLAGS)
 
 
-def test_container_name_is_refused(project: Path) -> None:
+def test_container_name_is_removed_by_the_diff(project: Path) -> None:
     with_service(project, "    init: true\n", "    init: true\n    container_name: shop-web\n")
-    assert 'web: container_name "shop-web": a container name exists once' in refused(*FLAGS)
+    init(*FLAGS)
+    assert "-    container_name: shop-web\n" in (project / "watcher-init.diff").read_text()
+    assert "container_name" not in yaml.safe_load(_patched(project))["services"]["web"]
+
+
+def test_keys_from_an_anchor_are_said_in_words(project: Path) -> None:
+    _without_caddy(project)
+    text = (project / "compose.yml").read_text()
+    text = text.replace("services:\n", 'x-web: &web\n  ports: ["8080:8080"]\n\nservices:\n', 1)
+    (project / "compose.yml").write_text(text.replace(HOST_PORT, "    <<: *web\n"))
+    out = init(*FLAGS)
+    assert "Edit compose.yml by hand" in out and "and profile app, no ports" in out
+    assert not (project / "watcher-init.diff").exists()
 
 
 def test_container_name_on_a_shared_service_is_fine(project: Path) -> None:
@@ -438,9 +603,9 @@ def test_a_named_volume_written_by_a_stateless_service_is_refused(project: Path)
 
 def test_every_problem_is_reported_at_once(project: Path) -> None:
     (project / "compose.yml").write_text(FIXTURE.read_text())
-    with_service(project, "    init: true\n", "    init: true\n    container_name: shop-web\n")
+    with_service(project, "    init: true\n", '    init: true\n    network_mode: "host"\n')
     message = refused(*FLAGS)
-    assert "web: container_name" in message and 'web: ports "8080:8080"' in message
+    assert "web: network_mode" in message and 'web: ports "8080:8080"' in message
 
 
 def test_build_without_image_is_refused(project: Path) -> None:
@@ -528,6 +693,28 @@ def test_interactive_answers(project: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert config.verify.url == "http://127.0.0.1/version"
 
 
+def test_a_yes_no_answer_that_fits_neither_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter(["maybe", "nope", "N"])
+    monkeypatch.setattr("builtins.input", lambda question: next(answers))
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert Prompt(interactive=True).confirm("stateless?", True) is False
+    assert out.getvalue().count("please answer y or n") == 2
+
+
+def test_keep_prefix_sends_the_full_path(project: Path) -> None:
+    with_service(project, "    init: true\n", '    init: true\n    expose: ["8080"]\n')
+    out = init(
+        "--service", "web:8080", "--service", "worker:4000:/api/v1/streaming", "--keep-prefix", "worker",
+        "--verify-url", "http://127.0.0.1/version", "--yes",
+    )  # fmt: skip
+    config = load_host(project / "watcher.toml", {}).app("shop")
+    assert [s.keep_prefix for s in config.services] == [False, True]
+    assert "handle /api/v1/streaming/* {" in (project / "Caddyfile.shop").read_text()
+    assert "worker (port 4000, path /api/v1/streaming, full path)" in out
+    message = refused(*FLAGS, "--keep-prefix", "web", "--force")
+    assert "--keep-prefix web: only a --service NAME:PORT:PATH has a prefix to keep" in message
+
+
 class _Tty:
     def isatty(self) -> bool:
         return True
@@ -557,3 +744,219 @@ def _answers(project: Path) -> Answers:
     compose = read_compose(project / "compose.yml")
     parsed = cli.build_parser().parse_args(["init", *FLAGS])
     return gather(compose, parsed, Prompt(interactive=False))
+
+
+# -- what init reads off the file: one-shots, followers, health ----------------------------------
+
+STACK = """\
+services:
+  server:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: server
+    ports: ["9000:9000"]
+    depends_on:
+      postgresql: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:9000/-/health/live/"]
+  worker:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: worker
+  migrate:
+    image: ghcr.io/goauthentik/server:${AUTHENTIK_TAG:-2024.12.1}
+    command: ak migrate
+  streaming:
+    image: ghcr.io/goauthentik/server-streaming:${AUTHENTIK_TAG:-2024.12.1}
+    expose: ["4000"]
+  outpost:
+    image: ghcr.io/goauthentik/proxy:${AUTHENTIK_TAG:-2024.12.1}
+  static:
+    image: gcr.io/distroless/static-web:1.0
+    expose: ["8043"]
+  postgresql:
+    image: postgres:16-alpine
+    volumes: ["database:/var/lib/postgresql/data"]
+volumes:
+  database:
+"""
+STACK_FLAGS = (
+    "--app", "ak", "--service", "server:9000", "--service", "worker", "--service", "streaming:4000:/ws",
+    "--service", "outpost", "--service", "static:8043:/static",
+    "--verify-url", "http://127.0.0.1:9000/version", "--yes",
+)  # fmt: skip
+
+
+def test_a_job_a_service_waits_for_runs_per_colour_as_a_one_shot(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    config = load_host(project / "watcher.toml", {}).app("ak")
+    migrate = next(s for s in config.services if s.name == "migrate")
+    assert migrate.one_shot and migrate.port is None
+    assert "one-shot, per colour: migrate (server waits for it to complete successfully)" in out
+    assert "expand, then contract" in out, "the migration note"
+    assert "migrate" not in config.shared_services
+    diff = (project / "watcher-init.diff").read_text()
+    assert "+    image: ${APP_IMAGE:-ghcr.io/goauthentik/server}:${APP_VERSION:-unset}" in diff
+
+
+def test_a_migration_on_the_apps_image_is_a_one_shot_even_unwaited(project: Path) -> None:
+    (project / "compose.yml").write_text(
+        STACK.replace("      migrate: {condition: service_completed_successfully}\n", "")
+    )
+    init(*STACK_FLAGS)
+    assert (
+        "one_shot = true   # its command runs migrations on the app's image"
+        in (project / "watcher.toml").read_text()
+    )
+
+
+def test_several_services_from_the_apps_image_all_take_its_version(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    init(*STACK_FLAGS)
+    patched = yaml.safe_load(
+        proposed(read_compose(project / "compose.yml"), _stack_answers(project), project, "/run/watcher")
+        or ""
+    )["services"]
+    for name in ("server", "worker", "migrate"):
+        assert patched[name]["image"] == "${APP_IMAGE:-ghcr.io/goauthentik/server}:${APP_VERSION:-unset}"
+    assert patched["worker"]["command"] == "worker", "each keeps its command"
+
+
+def test_images_that_follow_the_apps_version_are_deployed_with_it(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    services = {s.name: s for s in load_host(project / "watcher.toml", {}).app("ak").services}
+    assert services["streaming"].follows_version and services["outpost"].follows_version
+    assert services["static"].follows_version is None and services["worker"].follows_version is None
+    assert "streaming (its image ghcr.io/goauthentik/server-streaming is the app's with a suffix)" in out
+    assert "outpost (its tag is ${AUTHENTIK_TAG}, as the app image's)" in out
+    diff = (project / "watcher-init.diff").read_text()
+    assert "+    image: ghcr.io/goauthentik/server-streaming:${APP_VERSION:-unset}" in diff
+    assert "+    image: ghcr.io/goauthentik/proxy:${APP_VERSION:-unset}" in diff
+    assert "-    image: gcr.io/distroless/static-web:1.0" not in diff, "a sidecar keeps its own image"
+
+
+def test_health_paths_are_proposed_commented_out_or_written_when_given(project: Path) -> None:
+    (project / "compose.yml").write_text(STACK)
+    out = init(*STACK_FLAGS)
+    text = (project / "watcher.toml").read_text()
+    assert '# health = { path = "/-/health/live/" }   # proposed by init: its healthcheck runs wget' in text
+    assert '# health = { path = "/up" }   # proposed by init: it has no healthcheck' in text
+    assert "gcr.io/distroless/static-web has no shell" in text
+    assert "check that it answers 2xx, then uncomment (or pass --health server:/-/health/live/" in text
+    assert all(s.health_path is None for s in load_host(project / "watcher.toml", {}).app("ak").services)
+    assert "health proposed (commented out in the config, check it): server GET /-/health/live/" in out
+
+    init(*STACK_FLAGS, "--health", "static:/healthz", "--health", "worker:/up:8000", "--force")
+    services = {s.name: s for s in load_host(project / "watcher.toml", {}).app("ak").services}
+    assert (services["static"].health_path, services["static"].health_port) == ("/healthz", 8043)
+    assert (services["worker"].health_path, services["worker"].health_port) == ("/up", 8000)
+    assert "--health nope:/up: expected NAME:PATH[:PORT] of a --service" in refused(
+        *STACK_FLAGS, "--health", "nope:/up", "--force"
+    )
+    assert "worker has no port: say which answers" in refused(
+        *STACK_FLAGS, "--health", "worker:/up", "--force"
+    )
+
+
+def _stack_answers(project: Path) -> Answers:
+    parsed = cli.build_parser().parse_args(["init", *STACK_FLAGS])
+    return gather(read_compose(project / "compose.yml"), parsed, Prompt(interactive=False))
+
+
+# -- the tag policy, from the registry's tags ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tags, current, kind, picked",
+    [
+        (["postgresql-v2.9.0", "postgresql-v2.13.0", "mysql-v2.14.0", "postgresql-v2.13.0-rc1"], None, "regex",
+         "postgresql-v2.13.0"),
+        (["2026.12.07-abc123", "2026.12.10-ffe001", "2026.11.30-0a1b2c", "latest"], None, "regex",
+         "2026.12.10-ffe001"),
+        (["main-abc1234f", "main-0a1b2c3d", "main", "latest"], "main-abc1234f", "digest", "main"),
+        (["build-9", "build-10", "pr-77"], "build-9", "regex", "build-10"),
+    ],
+)  # fmt: skip
+def test_a_tag_scheme_that_is_not_semver_gets_a_policy_that_picks_the_newest(
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tags: list[str],
+    current: str | None,
+    kind: str,
+    picked: str,
+) -> None:
+    from watcher.policy import build_policy
+
+    if current:
+        with_service(project, "ghcr.io/acme/shop:1.4.2", f"ghcr.io/acme/shop:{current}")
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: tags)
+    out = init(*FLAGS)
+    policy = load_host(project / "watcher.toml", {}).app("shop").policy
+    assert policy.kind == kind
+    assert build_policy(policy).decide(tags).candidate == picked
+    assert (
+        "[apps.shop.policy]   # proposed by init from the registry's tags"
+        in (project / "watcher.toml").read_text()
+    )
+    assert "tag policy: its tags look like" in out and "check-tags` lists every tag" in out
+
+
+def test_semver_tags_need_no_policy_and_an_unreachable_registry_proposes_none(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: ["1.4.2", "1.10.0", "latest"])
+    out = init(*FLAGS)
+    assert "its tags are semantic versions: the default policy (semver) picks 1.10.0" in out
+    assert "[apps.shop.policy]" not in (project / "watcher.toml").read_text()
+
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: "cannot reach ghcr.io")
+    out = init(*FLAGS, "--force")
+    assert (
+        "could not list the tags of ghcr.io/acme/shop (cannot reach ghcr.io): no tag policy proposed" in out
+    )
+    assert "[apps.shop.policy]" not in (project / "watcher.toml").read_text()
+
+
+def test_the_running_tag_is_read_through_its_variables_default(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_service(project, "ghcr.io/acme/shop:1.4.2", "ghcr.io/acme/shop:${SHOP_TAG:-postgresql-v2.9.0}")
+    seen: list[str] = []
+    monkeypatch.setattr(
+        TAGS, "from_tags", lambda tags, current: seen.append(current) or TAGS.TagProposal(None, "-")
+    )
+    monkeypatch.setattr(TAGS, "registry_tags", lambda image: ["x"])
+    out = init(*FLAGS)
+    assert seen == ["postgresql-v2.9.0"] and "deploy postgresql-v2.9.0`" in out
+
+
+@pytest.mark.parametrize(
+    "tags, current, table",
+    [
+        # umami's file runs postgresql-latest: its family's numbered tags set the scheme.
+        (["postgresql-latest", "postgresql-v2.9.0", "postgresql-v2.13.0", "mysql-v2.14.0", "latest"],
+         "postgresql-latest", {"kind": "regex", "include": r"postgresql-v(?P<order>\d+\.\d+\.\d+)"}),
+        (["latest", "2.2.3", "2.2.10"], "latest", None),  # miniflux: semver, the default
+        (["dev-abc1234f", "dev"], "dev-abc1234f", {"kind": "digest", "tag": "dev"}),
+        (["latest"], "latest", {"kind": "digest", "tag": "latest"}),
+        (["main-abc1234f", "main-0a1b2c3d"], None, None),  # no order, nothing moving
+    ],
+)  # fmt: skip
+def test_the_scheme_is_the_running_tags_or_its_familys(
+    tags: list[str], current: str | None, table: dict[str, str] | None
+) -> None:
+    proposal = TAGS.from_tags(tags, current)
+    assert proposal.table == table
+    assert "no tags yet" not in proposal.said
+
+
+def test_a_value_init_writes_replaces_the_users_whole(project: Path) -> None:
+    init(*FLAGS)
+    with (project / "watcher.toml").open("a") as config:
+        config.write('\n[apps.shop.services.web.health]\npath = "/old"\nport = 9999\n')
+    out = init(*FLAGS, "--health", "web:/up", "--force")
+    web = load_host(project / "watcher.toml", {}).app("shop").services[0]
+    assert (web.health_path, web.health_port) == ("/up", 8080), "not /up on the old port"
+    assert '  services.web.health.path: "/old" -> "/up"' in out
+    assert "  services.web.health.port: 9999 -> (none)" in out

@@ -225,6 +225,14 @@ def test_a_second_proxied_service_gets_its_prefix(tmp_path: Path) -> None:
     assert "handle_path /ws/* {" in block and "reverse_proxy shop-ws-blue:9000 {" in block
 
 
+def test_a_service_that_keeps_its_prefix_gets_the_full_path(tmp_path: Path) -> None:
+    extra = '[apps.shop.services.ws]\nport = 9000\npath = "/api/v1/streaming"\nkeep_prefix = true\n'
+    host = load_host(project(tmp_path, app("shop", extra=extra)), {})
+    block = render(host, [host.app("shop")])
+    assert "handle_path" not in block
+    assert block.count("handle /api/v1/streaming/* {") == 5, "both colours, both previews, the fallback"
+
+
 # -- the CLI ----------------------------------------------------------------------------------------
 
 

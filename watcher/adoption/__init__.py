@@ -1,9 +1,10 @@
 """`watcher init`: adopt an existing Compose project for blue-green deploys.
 
 Given the user's own compose file and which of its services are stateless (run once per colour)
-with their ports, init writes the two colour overlays, the app's `[apps.<name>]` config section
-and its Caddy snippet, then prints what is left: the edits to the compose file as a unified diff
-(init never edits the user's file) and the few commands after it.
+with their ports, init writes the two colour overlays, the Caddy service the file lacks, the
+app's `[apps.<name>]` config section and its Caddy snippet, then prints what is left: the edits
+to the compose file as a unified diff, saved for `patch -p1` (init never edits the user's file),
+and the few commands after it.
 
 It refuses, with the reason, a compose file it cannot colour safely: whatever one colour would
 hold alone (a container name, a host port, a named volume it writes) would clash with the other
@@ -16,23 +17,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from watcher.adoption.answers import Prompt, gather
 from watcher.adoption.compose_file import COMPOSE_NAMES, compose_path, read_compose
-from watcher.adoption.plan import Plan, config_path_for
+from watcher.adoption.plan import Plan, config_path_for, configured_apps
+from watcher.adoption.proposal import current_tag
 from watcher.adoption.refusals import refuse_unsafe
 from watcher.adoption.report import report
+from watcher.adoption.tags import propose
 
 HELP = """\
 Adopt an existing compose project: say which services are stateless (run once per colour) and
-the port Caddy proxies to; init writes compose.blue.yml, compose.green.yml, the app's section of
-the watcher config and its Caddy snippet, and prints the edits your compose file needs (a diff;
-init never edits it) and the steps left. Nothing is overwritten without --force.
+the port Caddy proxies to; init writes compose.blue.yml, compose.green.yml, compose.watcher.yml
+(the Caddy service, when the file has none), the app's section of the watcher config and its
+Caddy snippet, and saves the edits your compose file needs as watcher-init.diff (init never edits
+it; apply it with `patch -p1 < watcher-init.diff`). It proposes one-shot jobs, images that follow
+the app's version, a health path to check and, from the registry's tags, a tag policy. Nothing
+is overwritten without --force; an app already in the config is rewritten only with --force,
+keeping every key init does not decide.
 
 example:
   watcher init compose.yml --service web:8080 --service worker \\
+      --service streaming:4000:/api/v1/streaming --keep-prefix streaming \\
       --verify-url http://127.0.0.1/version --yes
 """
 
@@ -58,6 +67,22 @@ def add_parser(sub: Any) -> None:
         help="a stateless service, run once per colour; PORT: Caddy proxies to it; PATH: the "
         "prefix it answers when several have a port (repeat: --service web:8080 "
         "--service worker)",
+    )
+    init.add_argument(
+        "--keep-prefix",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Caddy sends NAME (a --service NAME:PORT:PATH) the full path, prefix included, instead "
+        "of stripping it: for a server that routes on /api/v1/streaming itself",
+    )
+    init.add_argument(
+        "--health",
+        action="append",
+        default=[],
+        metavar="NAME:PATH[:PORT]",
+        help="watcher judges NAME's health by HTTP GET of PATH itself (2xx/3xx), for an image "
+        "without a shell or curl; without it init only proposes one, commented out",
     )
     init.add_argument(
         "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
@@ -93,6 +118,13 @@ def add_parser(sub: Any) -> None:
         "watcher.toml beside the compose file; $WATCHER_CONFIG is not used)",
     )
     init.add_argument(
+        "--caddy-image",
+        default="caddy:2.11",
+        metavar="IMAGE",
+        help="the image of the Caddy service init adds (in compose.watcher.yml) when the compose "
+        "file has none (default: caddy:2.11)",
+    )
+    init.add_argument(
         "--caddyfile",
         metavar="PATH",
         help="where to write the app's Caddyfile (default: Caddyfile.<app> beside the compose file)",
@@ -103,7 +135,8 @@ def add_parser(sub: Any) -> None:
     init.add_argument(
         "--force",
         action="store_true",
-        help="replace existing overlays and Caddyfile; append the app to an existing config",
+        help="replace existing overlays, Caddyfile and watcher-init.diff; append the app to an existing "
+        "config, or rewrite its section there (keeping the keys init does not decide)",
     )
     init.add_argument("--dry-run", action="store_true", help="print everything, write nothing")
 
@@ -112,13 +145,13 @@ def run_init(args: argparse.Namespace) -> int:
     """Read, ask, refuse what cannot be coloured, then write (or, --dry-run, stage) and report."""
     compose = read_compose(compose_path(args.compose_file))
     prompt = Prompt(interactive=not args.yes and sys.stdin.isatty())
+    config_path = config_path_for(compose, args.config)
     answers = gather(compose, args, prompt)
+    answers = replace(answers, fronted=bool(set(configured_apps(config_path)) - {answers.app}))
     refuse_unsafe(compose, answers)
+    answers = replace(answers, tags=propose(answers.image, current_tag(compose, answers)))
     plan = Plan.make(
-        compose,
-        answers,
-        config_path=config_path_for(compose, args.config),
-        caddyfile=Path(args.caddyfile) if args.caddyfile else None,
+        compose, answers, config_path=config_path, caddyfile=Path(args.caddyfile) if args.caddyfile else None
     )
     plan.refuse_existing(force=args.force)
     if args.dry_run:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from watcher.adoption.compose_file import (
@@ -17,6 +18,8 @@ from watcher.adoption.compose_file import (
     valid_name,
     volumes_of,
 )
+from watcher.adoption.detect import HealthProposal, follows, health, one_shot
+from watcher.adoption.tags import TagProposal
 from watcher.errors import UsageError
 
 # Images whose containers keep state or front the others: never guessed stateless.
@@ -53,6 +56,11 @@ class Stateless:
     name: str
     port: int | None
     path: str | None = None
+    keep_prefix: bool = False  # Caddy sends the full path (`handle`), not the rest (`handle_path`)
+    one_shot: str | None = None  # why it runs to completion once per deploy of a colour
+    follows: str | None = None  # why its image (not the app's) follows the app's version
+    health: HealthProposal | None = None  # the HTTP path watcher could judge it by
+    health_given: bool = False  # the user gave it (--health): written as said, not as a proposal
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,16 @@ class Answers:
     verify_url: str
     verify_header: str | None
     site: str | None
+    caddy_image: str = "caddy:2.11"  # the Caddy init adds when the compose file has none
+    tags: TagProposal | None = None  # the tag policy read off the registry's tags
+    fronted: bool = False  # the config has other apps: their Caddy fronts this one too
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.stateless]
+
+    def of(self, name: str) -> Stateless:
+        return next(s for s in self.stateless if s.name == name)
 
     def shared(self, compose: ComposeFile) -> list[str]:
         """The services run once in the shared project: all others a plain `up` starts."""
@@ -97,13 +111,19 @@ class Prompt:
                 return answer or default or ""
 
     def confirm(self, question: str, default: bool) -> bool:
-        answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
-        return default if not answer else answer in ("y", "yes")
+        """Yes or no; anything else is asked again, never taken for either."""
+        while True:
+            answer = input(f"{question} [{'Y/n' if default else 'y/N'}] ").strip().lower()
+            if not answer:
+                return default
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
+            print("  please answer y or n")
 
 
 def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> Answers:
     project, source = compose_project(compose, args.project, dict(os.environ))
-    stateless = _flagged(compose, args.service) if args.service else _asked(compose, prompt)
+    stateless = _flagged(compose, args.service, args.keep_prefix) if args.service else _asked(compose, prompt)
     app = valid_name(args.app or prompt.ask("app name", project, "--app"), "app name", "--app")
     image = args.image or prompt.ask(
         "the app's image repository (without tag)", default_image(compose, stateless), "--image"
@@ -113,12 +133,65 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
     verify_url = args.verify_url or prompt.ask(
         "URL through Caddy that answers the deployed version", guess, "--verify-url"
     )
-    return Answers(app, project, source, image, stateless, verify_url, args.verify_header, args.site)
+    stateless = _detected(compose, stateless, image, args.health)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", args.caddy_image):
+        raise UsageError(f"--caddy-image {args.caddy_image!r}: not an image reference")
+    return Answers(
+        app, project, source, image, stateless, verify_url, args.verify_header, args.site, args.caddy_image
+    )
 
 
-def _flagged(compose: ComposeFile, flags: list[str]) -> tuple[Stateless, ...]:
+def _detected(
+    compose: ComposeFile, stateless: tuple[Stateless, ...], image: str, flags: list[str]
+) -> tuple[Stateless, ...]:
+    """The user's stateless services with what the file says of them, and the one-shot jobs
+    they wait for (or that migrate the app's database), which run per colour too."""
+    given = dict(_parse_health(flag, stateless) for flag in flags)
+    repos = {image, default_image(compose, stateless)}
+    waiters = [s.name for s in stateless]
+    jobs = [
+        Stateless(name, None)
+        for name, service in compose.services.items()
+        if name not in waiters and not service.get("profiles") and one_shot(compose, name, waiters, repos)
+    ]
+    main = next((s.name for s in stateless if s.port is not None and s.path is None), stateless[0].name)
+    result = []
+    for s in (*stateless, *jobs):
+        job = one_shot(compose, s.name, waiters, repos) if s.port is None else None
+        proposal = given.get(s.name) or (health(compose.services[s.name], s.port) if s.port else None)
+        result.append(
+            replace(
+                s,
+                one_shot=job,
+                follows=follows(compose, s.name, main, repos),
+                health=proposal,
+                health_given=s.name in given,
+            )
+        )
+    return tuple(result)
+
+
+def _parse_health(flag: str, stateless: tuple[Stateless, ...]) -> tuple[str, HealthProposal]:
+    """`web:/up` or `web:/up:9000` (another port than the service's)."""
+    name, _, rest = flag.partition(":")
+    path, _, port = rest.partition(":")
+    service = next((s for s in stateless if s.name == name), None)
+    if service is None or not path.startswith("/") or (port and not port.isdigit()):
+        raise UsageError(f"--health {flag}: expected NAME:PATH[:PORT] of a --service, e.g. --health web:/up")
+    if service.port is None and not port:
+        raise UsageError(f"--health {flag}: {name} has no port: say which answers, e.g. {name}:{path}:8080")
+    return name, HealthProposal(path, int(port) if port else None, "given with --health")
+
+
+def _flagged(compose: ComposeFile, flags: list[str], keep: list[str]) -> tuple[Stateless, ...]:
     chosen = tuple(_parse_service(flag) for flag in flags)
     names = [s.name for s in chosen]
+    pathless = [name for name in keep if not any(s.name == name and s.path for s in chosen)]
+    if pathless:
+        raise UsageError(
+            f"--keep-prefix {', '.join(pathless)}: only a --service NAME:PORT:PATH has a prefix to keep"
+        )
+    chosen = tuple(replace(s, keep_prefix=s.name in keep) for s in chosen)
     unknown = [name for name in names if name not in compose.services]
     if unknown:
         raise UsageError(
@@ -176,7 +249,11 @@ def _asked(compose: ComposeFile, prompt: Prompt) -> tuple[Stateless, ...]:
             if port and any(s.port for s in chosen)
             else ""
         )
-        chosen.append(_parse_service(":".join(part for part in (name, port, path) if part)))
+        service = _parse_service(":".join(part for part in (name, port, path) if part))
+        if service.path:
+            keep = prompt.confirm(f"  does {name} route on the full path ({service.path}/...)?", False)
+            service = replace(service, keep_prefix=keep)
+        chosen.append(service)
     if not chosen:
         raise UsageError("no stateless service chosen: watcher deploys what runs per colour")
     return tuple(chosen)

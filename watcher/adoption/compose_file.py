@@ -162,7 +162,8 @@ def repository(image: Any) -> tuple[str | None, str | None]:
     if not isinstance(image, str) or not image:
         return None, None
     name = image.split("@", 1)[0]
-    repo, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    last = name.rsplit("/", 1)[-1]  # a registry's port comes before; `${TAG:-1.0}` has a colon too
+    repo, tag = name[: len(name) - len(last)] + last.partition(":")[0], last.partition(":")[2]
     return (None if "$" in repo else repo), (None if "$" in tag or not tag else tag)
 
 
@@ -171,6 +172,7 @@ class Port:
     shown: str
     published: str | None  # the host port; None: only the container's
     target: str
+    host_ip: str | None = None  # the host address it is bound to; None: all
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,14 @@ def ports_of(service: dict[str, Any]) -> Iterator[Port]:
         if isinstance(entry, dict):
             published = str(entry.get("published") or "") or None
             target = str(entry.get("target", ""))
-            yield Port(f"{published}:{target}" if published else target, published, target)
+            shown = f"{published}:{target}" if published else target
+            yield Port(shown, published, target, entry.get("host_ip"))
             continue
         text = str(entry)
-        rest = text.split("]:", 1)[1] if text.startswith("[") else text  # [::1]:8080:80
+        ip, rest = text[1:].split("]:", 1) if text.startswith("[") else (None, text)  # [::1]:8080:80
         parts = rest.split("/", 1)[0].split(":")
         published = parts[-2] if len(parts) >= 2 and parts[-2] else None
-        yield Port(text, published, parts[-1])
+        yield Port(text, published, parts[-1], f"[{ip}]" if ip else parts[0] if len(parts) == 3 else None)
 
 
 def volumes_of(service: dict[str, Any]) -> Iterator[Mount]:

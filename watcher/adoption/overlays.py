@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 
-from watcher.adoption.answers import Answers
+from watcher.adoption.answers import Answers, Stateless
 from watcher.adoption.compose_file import ComposeFile, volumes_of
 
 COLORS = ("blue", "green")
+#: The overlay with the Caddy service init adds when the compose file has none.
+CADDY_OVERLAY = "compose.watcher.yml"
 
 
 def quoted(value: str) -> str:
@@ -17,7 +19,7 @@ def quoted(value: str) -> str:
     return json.dumps(value)
 
 
-def _key(name: str) -> str:
+def key_text(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else quoted(name)
 
 
@@ -36,11 +38,11 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
     networks: dict[str, None] = {}
     volumes: dict[str, None] = {}
     for name in names:
-        lines += [f"  {_key(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
+        lines += [f"  {key_text(name)}:", "    labels:", f"      watcher.color: {color}", "    networks:"]
         for network in compose.networks_of(name):
             networks[network] = None
             lines += [
-                f"      {_key(network)}:",
+                f"      {key_text(network)}:",
                 f"        aliases: [{quoted(f'{answers.app}-{name}-{color}')}]",
             ]
         volumes.update((m.source, None) for m in volumes_of(compose.services[name]) if m.named and m.source)
@@ -49,7 +51,7 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
         if index == 0:
             lines.append(f"  # The shared project {answers.project}'s: a colour project only joins them.")
         lines += [
-            f"  {_key(network)}:",
+            f"  {key_text(network)}:",
             f"    name: {quoted(compose.network_name(network, answers.project))}",
             "    external: true",
         ]
@@ -61,37 +63,38 @@ def overlay(compose: ComposeFile, answers: Answers, color: str) -> str:
         ]
         for volume in volumes:
             lines += [
-                f"  {_key(volume)}:",
+                f"  {key_text(volume)}:",
                 f"    name: {quoted(compose.volume_name(volume, answers.project))}",
                 "    external: true",
             ]
     return "\n".join(lines) + "\n"
 
 
-def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str:
-    """The app's `[apps.<name>]` tables, each key commented for the user who reads them next."""
+def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_caddy: str | None) -> str:
+    """The app's `[apps.<name>]` tables, each key commented for the user who reads them next;
+    `added_caddy`: the Caddy service of CADDY_OVERLAY, run shared."""
     app = answers.app
-    shared = answers.shared(compose)
+    shared = [*answers.shared(compose), *([added_caddy] if added_caddy else [])]
+    files = [compose.path.name, *([CADDY_OVERLAY] if added_caddy else [])]
     lines = [
         f"# {app}: adopted from {compose.path.name} by `watcher init`.",
         f"[apps.{app}]",
         f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
         f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
         f"project_dir = {quoted(project_dir)}",
-        f"compose_files = [{quoted(compose.path.name)}]   # compose.<colour>.yml is added per colour",
+        f"compose_files = [{', '.join(quoted(f) for f in files)}]   # compose.<colour>.yml is added per colour",
         f"shared_services = [{', '.join(quoted(s) for s in shared)}]   # started if missing, never recreated",
     ]
     if answers.site:
         lines += ["", f"[apps.{app}.caddy]", f"site = {quoted(answers.site)}"]
     for service in answers.stateless:
-        lines += ["", f"[apps.{app}.services.{service.name}]"]
-        if service.port is None:
-            lines[-1] += "   # per colour, not proxied"
-            continue
-        lines[-1] += f"   # Caddy dials {app}-{service.name}-<colour>:{service.port}"
-        lines.append(f"port = {service.port}")
-        if service.path:
-            lines.append(f"path = {quoted(service.path)}")
+        lines += ["", f"[apps.{app}.services.{service.name}]", *_service_keys(app, service)]
+    if answers.tags and answers.tags.table:
+        lines += [
+            "",
+            f"[apps.{app}.policy]   # proposed by init from the registry's tags: see `watcher check-tags`",
+        ]
+        lines += [f"{key} = {_toml_text(value)}" for key, value in answers.tags.table.items()]
     lines += [
         "",
         f"[apps.{app}.verify]",
@@ -100,6 +103,41 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str) -> str
     if answers.verify_header:
         lines.append(f"header = {quoted(answers.verify_header)}")
     return "\n".join(lines) + "\n"
+
+
+def _toml_text(value: str) -> str:
+    """A literal string when it can be one (a regex reads as written), else a basic one."""
+    return f"'{value}'" if "'" not in value and "\n" not in value else quoted(value)
+
+
+def _service_keys(app: str, service: Stateless) -> list[str]:
+    """One stateless service's keys: what the user said, and what the file says of it; a health
+    path init only proposes is commented out, for the user to check."""
+    lines = []
+    if service.port is None:
+        lines.append("# per colour, not proxied")
+    else:
+        lines += [f"port = {service.port}   # Caddy dials {app}-{service.name}-<colour>:{service.port}"]
+    if service.path:
+        lines.append(f"path = {quoted(service.path)}")
+    if service.keep_prefix:
+        lines.append("keep_prefix = true   # Caddy sends the full path, prefix included")
+    if service.one_shot:
+        lines.append(f"one_shot = true   # {service.one_shot}: runs to completion once per deploy")
+    if service.follows:
+        lines.append(f"follows_version = true   # {service.follows}: deployed with the app's version")
+    if service.health:
+        port = f", port = {service.health.port}" if service.health.port else ""
+        value = f"health = {{ path = {quoted(service.health.path)}{port} }}"
+        if service.health_given:
+            lines.append(f"{value}   # watcher GETs it itself (2xx/3xx: healthy)")
+        else:
+            lines += [
+                f"# {value}   # proposed by init: {service.health.why};",
+                f"#   check that it answers 2xx, then uncomment (or pass --health {service.name}:"
+                f"{service.health.path}{f':{service.health.port}' if port else ''} to init)",
+            ]
+    return lines
 
 
 NEW_CONFIG = """\

@@ -11,9 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from watcher.adoption.answers import Answers
+from watcher.adoption.caddy import AddedCaddy, added_caddy, caddy_overlay
 from watcher.adoption.compose_file import ComposeFile
-from watcher.adoption.overlays import COLORS, NEW_CONFIG, app_section, overlay, quoted
+from watcher.adoption.overlays import CADDY_OVERLAY, COLORS, NEW_CONFIG, app_section, overlay, quoted
+from watcher.adoption.proposal import bind_source, diff, proposed
+from watcher.adoption.rewrite import rewritten
 from watcher.errors import ConfigError, UsageError, WatcherError
+
+#: The proposed edits of the user's compose file, saved beside it (init never edits the file itself).
+DIFF_NAME = "watcher-init.diff"
 
 
 @dataclass(frozen=True)
@@ -50,26 +56,83 @@ class Plan:
 
     @property
     def overlays(self) -> dict[Path, str]:
-        return {
+        """The colour overlays and, when the compose file has no Caddy, the one that adds it."""
+        colours = {
             self.compose.dir / f"compose.{color}.yml": overlay(self.compose, self.answers, color)
             for color in COLORS
         }
+        if self.added_caddy is None:
+            return colours
+        return {**colours, self.compose.dir / CADDY_OVERLAY: self._caddy_overlay(self.added_caddy)}
+
+    @property
+    def _host_caddy(self) -> dict[str, Any]:
+        """The config's `[caddy]` table as it is before init (empty for a new config)."""
+        return dict(tomllib.loads(self.config_before).get("caddy") or {}) if self.config_before else {}
+
+    @property
+    def added_caddy(self) -> AddedCaddy | None:
+        site = self.answers.site or self._host_caddy.get("site", ":80")
+        return added_caddy(self.compose, self.answers, site)
+
+    def _caddy_overlay(self, caddy: AddedCaddy) -> str:
+        run_dir = self.config_path.parent / self._host_caddy.get("run_dir", ".watcher/run")
+        mount = self._host_caddy.get("mount", "/run/watcher")
+        return caddy_overlay(
+            caddy,
+            self.answers.app,
+            bind_source(self.caddyfile, self.compose.dir),
+            bind_source(run_dir.resolve(), self.compose.dir),
+            mount,
+        )
+
+    @property
+    def diff_path(self) -> Path:
+        """Where the proposed edits of the compose file are saved, for `patch -p1` there."""
+        return self.compose.dir / DIFF_NAME
+
+    def changes(self, host: Any) -> str | None:
+        """The proposed edits of the compose file as a unified diff ("" none needed; None: its
+        layout is beyond line edits)."""
+        edited = proposed(self.compose, self.answers, host.caddy.run_dir, host.caddy.mount)
+        return diff(self.compose, edited) if edited is not None else None
 
     def section(self, project_dir: str | None = None) -> str:
         relative = os.path.relpath(self.compose.dir, self.config_path.parent)
-        return app_section(self.compose, self.answers, relative if project_dir is None else project_dir)
+        added = self.added_caddy
+        return app_section(
+            self.compose,
+            self.answers,
+            relative if project_dir is None else project_dir,
+            added.name if added else None,
+        )
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the app is in the config already (--force rewrites it, keeping the user's keys)."""
+        apps = tomllib.loads(self.config_before).get("apps") if self.config_before else None
+        return self.answers.app in (apps or {})
 
     def config_text(self) -> str:
-        """The whole config file after init: the old one with the app appended, or a new one."""
+        """The whole config file after init: the old one with the app appended or rewritten, or a
+        new one."""
         if self.config_before is None:
             return NEW_CONFIG + self.section()
+        if self.rewrites:
+            return rewritten(self.config_before, self.answers.app, self.section())[0]
         return self.config_before.rstrip("\n") + "\n\n" + self.section()
+
+    def rewrite_changes(self) -> list[str]:
+        """What rewriting the app's section changes, key by key (nothing for a new app)."""
+        return (
+            rewritten(self.config_before or "", self.answers.app, self.section())[1] if self.rewrites else []
+        )
 
     def refuse_existing(self, *, force: bool) -> None:
         """Nothing is overwritten without --force; an app's section is never replaced or doubled."""
         problems = [
             f"{shown(path)} exists: init never overwrites a file; pass --force to replace it"
-            for path in [*self.overlays, self.caddyfile]
+            for path in [*self.overlays, self.caddyfile, self.diff_path]
             if path.exists() and not force
         ]
         problems += self._config_problems(force)
@@ -89,13 +152,15 @@ class Plan:
                 f"{where} uses the single-app [app] layout: move it to [apps.<name>] tables first, or write "
                 f"{self.answers.app}'s config elsewhere with --config"
             ]
-        if self.answers.app in (raw.get("apps") or {}):
-            return [
-                f"{where} already has [apps.{self.answers.app}]: init never replaces or duplicates an app's "
-                "section; remove it first, or adopt under another name with --app"
-            ]
         clashes = self._clashes(raw)
-        if not force:
+        if self.answers.app in (raw.get("apps") or {}):
+            if not force:
+                clashes.append(
+                    f"{where} already has [apps.{self.answers.app}]: pass --force to rewrite it (init "
+                    "keeps every key of it that it does not decide itself), or adopt under another "
+                    "name with --app"
+                )
+        elif not force:
             clashes.append(
                 f"{where} exists: pass --force to append [apps.{self.answers.app}] to it (the rest "
                 "stays as is)"
@@ -110,6 +175,8 @@ class Plan:
         site = answers.site or (raw.get("caddy") or {}).get("site", ":80")
         problems = []
         for name, app in (raw.get("apps") or {}).items():
+            if name == answers.app:
+                continue  # the app itself, rewritten
             project = app.get("project", name)
             if ours & {project, *(f"{project}-{color}" for color in COLORS)}:
                 problems.append(
@@ -143,6 +210,9 @@ class Plan:
             host = _load(self.config_path)
             snippet = self.snippet(host)
             put(self.caddyfile, snippet)
+            changes = self.changes(host)
+            if changes:
+                put(self.diff_path, changes)
         except BaseException:
             for path, previous in reversed(written):
                 _restore(path, previous)
@@ -164,7 +234,7 @@ class Plan:
 
     def _staged_caddy(self) -> str:
         """The `[caddy]` table the real config will have, its paths made absolute."""
-        caddy = dict(tomllib.loads(self.config_before).get("caddy") or {}) if self.config_before else {}
+        caddy = self._host_caddy
         base = self.config_path.parent
         caddy["run_dir"] = str(base / caddy.get("run_dir", ".watcher/run"))
         admin = caddy.get("admin")
@@ -186,6 +256,15 @@ def _load(path: Path) -> Any:
         return load_host(path, {})
     except ConfigError as exc:
         raise ConfigError(f"nothing written: the config init made does not load: {exc}") from None
+
+
+def configured_apps(path: Path) -> list[str]:
+    """The apps the config at `path` has already (none when it is missing or unreadable: the
+    plan says why, later)."""
+    try:
+        return list(tomllib.loads(path.read_text()).get("apps") or {})
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return []
 
 
 def config_path_for(compose: ComposeFile, given: str | None) -> Path:

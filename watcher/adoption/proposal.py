@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from watcher.adoption.answers import Answers, default_image
+from watcher.adoption.caddy import moved_ports
 from watcher.adoption.compose_file import ComposeFile, ComposeLoader, caddy_service, repository, volumes_of
 from watcher.adoption.overlays import quoted
 
@@ -72,6 +73,9 @@ class _Edits:
             first = min(k.line for k in keys.values())
             self.changes.append((first, first, [line]))
 
+    def remove(self, keys: dict[str, _Key], key: str) -> None:
+        self.changes.append((keys[key].line, keys[key].end, []))
+
     def insert(self, at: int, lines: list[str]) -> None:
         self.changes.append((at, at, [line + "\n" for line in lines]))
 
@@ -91,10 +95,13 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
     `app` profile on the stateless services, the run directory mounted into Caddy. None: the
     file's layout is beyond these line edits, and the steps say them in words instead."""
     edits = _Edits(compose.text)
+    dropped = dropped_keys(compose, answers)
     for name in answers.names:
         keys = edits.service(name)
-        if keys is None:
-            return None
+        if keys is None or any(key not in keys for key in dropped.get(name, [])):
+            return None  # or the key comes from an anchor (`<<: *defaults`)
+        for key in dropped.get(name, []):
+            edits.remove(keys, key)
         image = image_for(compose, answers, name)
         if image != compose.services[name].get("image"):
             edits.put(keys, "image", image)
@@ -114,23 +121,58 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
     return text if _edited_right(text, compose, answers, caddy) else None
 
 
+def dropped_keys(compose: ComposeFile, answers: Answers) -> dict[str, list[str]]:
+    """The keys the stateless services lose: a container_name (a name exists once, but each colour
+    runs its own copy; Caddy reaches them by alias), and the proxied service's host ports, which
+    move to the Caddy init adds."""
+    dropped = {
+        s.name: ["container_name"]
+        for s in answers.stateless
+        if compose.services[s.name].get("container_name")
+    }
+    main = next((s.name for s in answers.stateless if s.port is not None and s.path is None), None)
+    if main and moved_ports(compose, answers):
+        dropped.setdefault(main, []).append("ports")
+    return dropped
+
+
 def image_for(compose: ComposeFile, answers: Answers, name: str) -> str:
     """The app's image under watcher's variables (the defaults keep a plain `docker compose`
     quiet and never run a version nobody chose); a sidecar on another image keeps its own."""
-    current = compose.services[name].get("image")
+    current = str(compose.services[name].get("image"))
+    if answers.of(name).follows:
+        # Its own repository, the app's version: `…-streaming:${VERSION}` moves with the app.
+        last = current.rsplit("/", 1)[-1]
+        repo = current[: len(current) - len(last)] + last.split(":", 1)[0].split("@", 1)[0]
+        return f"{repo}:${{APP_VERSION:-unset}}"
     if is_sidecar(compose, answers, name):
-        return str(current)
+        return current
     return f"${{APP_IMAGE:-{answers.image}}}:${{APP_VERSION:-unset}}"
 
 
 def is_sidecar(compose: ComposeFile, answers: Answers, name: str) -> bool:
+    """A stateless service on an image of its own, which keeps its tag across deploys."""
     repo, _ = repository(compose.services[name].get("image"))
-    return repo is not None and repo not in app_repos(compose, answers)
+    return repo is not None and repo not in app_repos(compose, answers) and not answers.of(name).follows
 
 
 def app_repos(compose: ComposeFile, answers: Answers) -> set[str | None]:
     """The app's image, as configured and as the compose file names it today."""
     return {answers.image, default_image(compose, answers.stateless)}
+
+
+def current_tag(compose: ComposeFile, answers: Answers) -> str | None:
+    """The tag of the app's image the compose file runs today: written, or the default of its
+    variable (`${VERSION:-1.4.2}`)."""
+    for name in answers.names:
+        image = str(compose.services[name].get("image") or "")
+        repo, tag = repository(image)
+        if repo not in app_repos(compose, answers):
+            continue
+        default = re.fullmatch(r"\$\{\w+:?-([^}$]+)\}", image.rsplit("/", 1)[-1].partition(":")[2])
+        if tag or default:
+            return tag or default.group(1)
+    return None
 
 
 def _mounts(compose: ComposeFile, service: str, target: str) -> bool:
@@ -170,6 +212,9 @@ def _edited_right(text: str, compose: ComposeFile, answers: Answers, caddy: str 
     except (yaml.YAMLError, KeyError, TypeError):
         return False
     expected = {name: dict(service) for name, service in compose.services.items()}
+    for name, keys in dropped_keys(compose, answers).items():
+        for key in keys:
+            del expected[name][key]
     for name in answers.names:
         expected[name]["image"] = image_for(compose, answers, name)
         profiles = list(expected[name].get("profiles") or [])

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from watcher.adoption.answers import Answers
-from watcher.adoption.compose_file import ComposeFile, ports_of, volumes_of
+from watcher.adoption.caddy import moved_ports
+from watcher.adoption.compose_file import ComposeFile, Port, ports_of, volumes_of
 from watcher.adoption.proposal import PROFILE
 from watcher.errors import UsageError
 from watcher.validation import validate_name
@@ -16,10 +17,11 @@ from watcher.validation import validate_name
 def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
     """Every reason the file cannot be coloured as it is, at once (exit 2): a user fixes them
     in one pass rather than one per run."""
+    moved = moved_ports(compose, answers)
     problems = [
         problem
         for s in answers.stateless
-        for problem in _stateless_problems(s.name, compose.services[s.name])
+        for problem in _stateless_problems(s.name, compose.services[s.name], moved)
     ]
     problems += _shared_problems(compose, answers)
     proxied = [s for s in answers.stateless if s.port is not None]
@@ -44,15 +46,10 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
         )
 
 
-def _stateless_problems(name: str, service: dict[str, Any]) -> list[str]:
+def _stateless_problems(name: str, service: dict[str, Any], moved: list[Port]) -> list[str]:
     problems = []
-    if service.get("container_name"):
-        problems.append(
-            f"{name}: container_name {json.dumps(service['container_name'])}: a container name exists "
-            "once, but each colour runs its own copy; remove it (Caddy reaches the colours by alias)"
-        )
     for port in ports_of(service):
-        if port.published:
+        if port.published and port not in moved:
             problems.append(
                 f"{name}: ports {json.dumps(port.shown)}: a host port can be bound by one colour only; "
                 "remove it: Caddy reaches the colours over the network (publish ports on Caddy)"

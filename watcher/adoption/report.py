@@ -6,9 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from watcher.adoption.answers import Answers
-from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, repository, volumes_of
+from watcher.adoption.caddy import AddedCaddy
+from watcher.adoption.compose_file import OVERRIDE_NAMES, ComposeFile, caddy_service, volumes_of
+from watcher.adoption.detect import follows, migration
+from watcher.adoption.overlays import CADDY_OVERLAY
 from watcher.adoption.plan import Plan, shown
-from watcher.adoption.proposal import PROFILE, app_repos, bind_source, diff, image_for, is_sidecar, proposed
+from watcher.adoption.proposal import (
+    PROFILE,
+    app_repos,
+    bind_source,
+    current_tag,
+    dropped_keys,
+    image_for,
+    is_sidecar,
+)
 from watcher.validation import validate_tag
 
 
@@ -16,24 +27,29 @@ def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
     compose = plan.compose
     out = [_summary(compose, plan.answers), ""]
     out += _files(plan, snippet, dry_run=dry_run)
-    edited = proposed(compose, plan.answers, host.caddy.run_dir, host.caddy.mount)
-    changes = diff(compose, edited) if edited is not None else None
+    changes = plan.changes(host)
     if changes:
+        saved = "" if dry_run else f", saved as {shown(plan.diff_path)}"
         out += [
-            f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply them):",
+            f"Proposed changes to {shown(compose.path)} (init never edits it: read them, then apply "
+            f"them{saved}):",
             changes.rstrip("\n"),
             "",
         ]
     elif changes == "":
         out += [f"{shown(compose.path)} needs no changes.", ""]
     out.append("Steps left:")
-    out += [f"  {number}. {step}" for number, step in enumerate(_steps(plan, host, changes), start=1)]
+    out += [
+        f"  {number}. {step}" for number, step in enumerate(_steps(plan, host, changes, dry_run), start=1)
+    ]
     return "\n".join(out)
 
 
 def _summary(compose: ComposeFile, answers: Answers) -> str:
     stateless = ", ".join(
-        f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''})" if s.port else f"{s.name} (no port)"
+        f"{s.name} (port {s.port}{f', path {s.path}' if s.path else ''}{', full path' if s.keep_prefix else ''})"
+        if s.port
+        else f"{s.name} (no port)"
         for s in answers.stateless
     )
     lines = [
@@ -43,6 +59,9 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
         f"  per colour (projects {answers.project}-blue and -green): {stateless}",
         f"  shared, run once: {', '.join(answers.shared(compose)) or 'none'}",
     ]
+    lines += _detected(compose, answers)
+    if answers.tags:
+        lines.append(f"  tag policy: {answers.tags.said}")
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
     if sidecars:
         lines.append(
@@ -57,52 +76,116 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
     return "\n".join(lines)
 
 
+def _detected(compose: ComposeFile, answers: Answers) -> list[str]:
+    """What init read off the file: one-shots (with the migration note), followers, health proposals."""
+    lines = [f"  one-shot, per colour: {s.name} ({s.one_shot})" for s in answers.stateless if s.one_shot]
+    if any(s.one_shot and migration(compose.services[s.name]) for s in answers.stateless):
+        lines.append(
+            "    it migrates while the old colour still serves: a migration must be one the old version "
+            "tolerates (expand, then contract: docs/operations.md, Database migrations)"
+        )
+    lines += [f"  follows the app's version: {s.name} ({s.follows})" for s in answers.stateless if s.follows]
+    lines += [
+        f"  health proposed (commented out in the config, check it): {s.name} GET {s.health.path} "
+        f"({s.health.why})"
+        for s in answers.stateless
+        if s.health and not s.health_given
+    ]
+    main = next(s.name for s in answers.stateless if s.port is not None and s.path is None)
+    repos = app_repos(compose, answers)
+    lines += [
+        f"  warning: {name} runs shared, but {why}: pass --service {name} if it must change with each deploy"
+        for name in answers.shared(compose)
+        if (why := follows(compose, name, main, repos))
+    ]
+    return lines
+
+
 def _files(plan: Plan, snippet: str, *, dry_run: bool) -> list[str]:
-    config = f"[apps.{plan.answers.app}] appended" if plan.config_before is not None else "new"
+    app = f"[apps.{plan.answers.app}]"
+    config = "new" if plan.config_before is None else f"{app} {'rewritten' if plan.rewrites else 'appended'}"
     files = [
-        *((path, text, "colour overlay") for path, text in plan.overlays.items()),
+        *((path, text, _overlay_kind(path)) for path, text in plan.overlays.items()),
         (plan.config_path, plan.section(), f"watcher config, {config}"),
         (plan.caddyfile, snippet, "the app's Caddyfile"),
     ]
+    changes = plan.rewrite_changes()
+    rewrite = [f"{app} rewritten: every key init does not decide is kept; changed:"] if plan.rewrites else []
+    rewrite += [f"  {change}" for change in changes] or (["  nothing"] if plan.rewrites else [])
     if not dry_run:
-        return [*(f"wrote {shown(path)} ({what})" for path, _, what in files), ""]
-    out = ["Dry run: nothing written. init would write:", ""]
+        return [*(f"wrote {shown(path)} ({what})" for path, _, what in files), *rewrite, ""]
+    out = ["Dry run: nothing written. init would write:", *rewrite, ""]
     for path, text, what in files:
         out += [f"==> {shown(path)} ({what})", text.rstrip("\n"), ""]
     return out
 
 
-def _steps(plan: Plan, host: Any, changes: str | None) -> list[str]:
+def _overlay_kind(path: Any) -> str:
+    return "the Caddy service your compose file lacks" if path.name == CADDY_OVERLAY else "colour overlay"
+
+
+def _steps(plan: Plan, host: Any, changes: str | None, dry_run: bool) -> list[str]:
     compose, answers = plan.compose, plan.answers
     here = compose.dir
     steps = []
     if changes is None:
         steps.append(_edits_in_words(compose, answers, host))
     elif changes:
+        save = f"save it as {plan.diff_path.name} and " if dry_run else ""
         steps.append(
-            f"Apply the diff above: save it as watcher-init.diff and run `patch -p1 < watcher-init.diff` "
-            f"in {here}."
+            f"Apply the diff above: {save}run `patch -p1 < {plan.diff_path.name}` in {here} (it "
+            "edits only what the diff shows; read it first)."
         )
     steps.append(_caddy_step(plan, host))
+    if answers.tags and answers.tags.table:
+        steps.append(
+            f"Check the tag policy init proposed ([apps.{answers.app}.policy]): `watcher --config "
+            f"{shown(plan.config_path)} check-tags{' --app ' + answers.app if plan.app_count > 1 else ''}` "
+            "lists every tag and why it is or is not the one."
+        )
     steps += _creation_steps(compose, answers)
     app = f" --app {answers.app}" if plan.app_count > 1 else ""
     version = _first_version(compose, answers)
-    steps.append(
+    deploy = (
         f"First deploy: `watcher --config {shown(plan.config_path)} deploy{app} {version}`: it pulls "
         f"{answers.image}:{version}, starts it as the blue colour beside the shared services, and "
         "switches Caddy to it once healthy."
     )
+    added = plan.added_caddy
+    if added is not None and added.moved_from:
+        # The host port moves from the service to Caddy: the old container must free it first.
+        return [*steps, _removal(answers, here, added), deploy]
+    return [*steps, deploy, f"Then {_removal(answers, here, None)}."]
+
+
+def _removal(answers: Answers, here: Any, added: AddedCaddy | None) -> str:
+    """Removing the containers a plain `up` started before the `app` profile: before the first
+    deploy when their host port moves to the Caddy init adds, after it otherwise."""
     names = " ".join(answers.names)
-    steps.append(
-        f"Then remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
-        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}."
+    remove = (
+        f"remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
+        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}"
     )
-    return steps
+    if added is None:
+        return remove
+    dropped = (
+        f" Its other host ports ({', '.join(added.dropped)}) are dropped: Caddy answers for the app; "
+        f"publish them on Caddy in {CADDY_OVERLAY} if you still need them."
+        if added.dropped
+        else ""
+    )
+    return (
+        f"Before the first deploy, {remove}: {added.moved_from} gives its host port to Caddy, which "
+        f"the first deploy starts (the app does not answer in between).{dropped}"
+    )
 
 
 def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
+    dropped = dropped_keys(compose, answers)
     edits = [
-        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}" for name in answers.names
+        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}"
+        + "".join(f", no {key}" for key in dropped.get(name, []))
+        for name in answers.names
     ]
     return (
         f"Edit {compose.path.name} by hand (its layout is beyond init's line edits): "
@@ -120,6 +203,15 @@ def _caddy_step(plan: Plan, host: Any) -> str:
         f"in-flight counts there) into your Caddyfile, or make it the Caddyfile if Caddy fronts only "
         f"{answers.app}"
     )
+    added = plan.added_caddy
+    if added is not None:
+        ports = ", ".join(added.ports)
+        return (
+            f"Caddy: {CADDY_OVERLAY} adds it (service {added.name}, image {added.image}, ports {ports}, "
+            f"serving {shown(plan.caddyfile)}, with {bind_source(host.caddy.run_dir, compose.dir)} at "
+            f"{host.caddy.mount}); it is in compose_files, and the first deploy starts it with the "
+            "shared services."
+        )
     caddy = caddy_service(compose, answers.names)
     if caddy is None:
         return (
@@ -160,21 +252,51 @@ def _creation_steps(compose: ComposeFile, answers: Answers) -> list[str]:
             if m.named and m.source
         )
     ]
-    return [
-        f"No shared service uses {kind} {key}, so nothing creates {name}: create it once with "
-        f"`docker {kind} create {name}` and declare it `external: true` in {compose.path.name}."
+    missing = [
+        (kind, key, name)
         for kind, key, users, name in used
         if not users and not ((compose.data.get(f"{kind}s") or {}).get(key) or {}).get("external")
     ]
+    return [_creation_step(compose, kind, key, name) for kind, key, name in missing]
+
+
+def _creation_step(compose: ComposeFile, kind: str, key: str, name: str) -> str:
+    """What to do about a network or volume no shared service creates: Docker says whether a
+    `docker compose up` of the whole file already made it, and then nothing is to be done."""
+    found = docker_has(kind, name)
+    if found is True:
+        return (
+            f"No shared service uses {kind} {key}, but {name} exists (your own `docker compose up` "
+            "made it): the colours join it as it is; nothing to do (a `docker compose down"
+            f"{' -v' if kind == 'volume' else ''}` of the whole file would remove it)."
+        )
+    create = (
+        f"create it once with `docker {kind} create {name}` and declare it `external: true` in "
+        f"{compose.path.name}"
+    )
+    if found is False:
+        return f"No shared service uses {kind} {key}, and Docker has no {name}: {create}."
+    return (
+        f"No shared service uses {kind} {key}, and Docker could not be asked whether {name} exists "
+        f"({found}): if `docker {kind} inspect {name}` finds none, {create}."
+    )
+
+
+def docker_has(kind: str, name: str) -> bool | str:
+    """Whether Docker has the network or volume; the reason as text when Docker cannot say."""
+    from watcher.backends.containers import Containers
+    from watcher.errors import DockerUnavailable
+
+    try:
+        return Containers().exists(kind, name)
+    except DockerUnavailable as exc:
+        return str(exc)
 
 
 def _first_version(compose: ComposeFile, answers: Answers) -> str:
     """The tag the compose file runs today, when it names one; else a placeholder."""
-    for name in answers.names:
-        repo, tag = repository(compose.services[name].get("image"))
-        if tag and repo in app_repos(compose, answers):
-            try:
-                return validate_tag(tag)
-            except ValueError:
-                return "VERSION"
-    return "VERSION"
+    tag = current_tag(compose, answers)
+    try:
+        return validate_tag(tag) if tag else "VERSION"
+    except ValueError:
+        return "VERSION"

@@ -190,6 +190,17 @@ class Containers:
         except (ImageNotFound, DockerException):
             return False
 
+    def exists(self, kind: str, name: str) -> bool:
+        """Whether Docker has the network or volume `name` (kind: "network" or "volume")."""
+        collection = self.client.networks if kind == "network" else self.client.volumes
+        try:
+            collection.get(name)
+        except NotFound:
+            return False
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"cannot ask Docker for {kind} {name} ({_short(exc)})") from exc
+        return True
+
     def images_of(self, repository: str) -> list[str]:
         """Local tags of one repository, as full references."""
         refs = []
