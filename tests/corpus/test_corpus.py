@@ -68,20 +68,6 @@ def image_follows(service: str, version: str) -> object:
     return check
 
 
-def config_key(service: str, line: str, what: str) -> object:
-    """A key the user adds to the service's table of watcher.toml, unless init wrote it."""
-
-    def edit(journey: Journey) -> None:
-        text = (journey.root / "watcher.toml").read_text()
-        key = line.split("=")[0].strip()
-        table = f"[apps.{journey.name}.services.{service}]"
-        section = text[text.index(table) :].split("\n\n")[0]
-        if f"\n{key} " not in section and f"\n{key}=" not in section:
-            journey.edit(what, "watcher.toml", section, f"{section}\n{line}")
-
-    return edit
-
-
 def compose_edit(old: str, new: str, what: str) -> object:
     """An edit of compose.yml the user makes unless init's diff already did."""
 
@@ -176,23 +162,22 @@ class TestListmonk:
         "image: postgres:14-alpine": f"image: {R}/library/postgres:14-alpine",
         '"9432:5432"': f'"127.0.0.1:{free_port()}:5432"',  # the test machine's: a free port
     }
-    FIXES = (
-        Fix(
-            "app: container_name",
-            "removed the app's container_name",
-            "compose.yml",
-            "    container_name: listmonk_app\n",
+    FIXES = ()
+    # init cannot line-edit what the x-app-defaults anchor supplies; it says the edits in words.
+    EDITS = (
+        (
+            f"  image: {R}/listmonk/listmonk:v1\n",
+            "  image: ${APP_IMAGE}:${APP_VERSION}\n",
+            "the anchor's image",
         ),
-        Fix(
-            "app: ports",
-            "removed the app's host port 9000 (in the x-app-defaults anchor)",
-            "compose.yml",
-            '  ports:\n    - "9000:9000"\n',
-        ),
+        ('  ports:\n    - "9000:9000"\n', "", "the anchor's host port"),
+        ("    container_name: listmonk_app\n", "", "the app's container_name"),
+        ("    <<: *app-defaults\n", "    <<: *app-defaults\n    profiles: [app]\n", "the app's profile"),
     )
 
     def test_journey(self, journey: Journey) -> None:
-        journey.journey(("--service", "app:9000"))
+        edits = [compose_edit(old, new, f"{what}, as init's steps say") for old, new, what in self.EDITS]
+        journey.journey(("--service", "app:9000"), after={"config": edits})
 
 
 class TestMiniflux:
@@ -212,10 +197,7 @@ class TestMiniflux:
     )
 
     def test_journey(self, journey: Journey) -> None:
-        health = config_key(
-            "miniflux", 'health = { path = "/healthcheck" }', "health.path of the shell-less miniflux"
-        )
-        journey.journey(("--service", "miniflux:8080"), after={"config": [health]})
+        journey.journey(("--service", "miniflux:8080", "--health", "miniflux:/healthcheck"))
 
 
 def migrations(journey: Journey) -> dict[str, int]:
@@ -323,9 +305,6 @@ class TestMastodon:
     )
 
     def test_journey(self, journey: Journey) -> None:
-        keep = config_key(
-            "streaming", "keep_prefix = true", "keep_prefix for streaming (it routes on its full path)"
-        )
         follows = compose_edit(
             f"{R}/mastodon/mastodon-streaming:v1",
             f"{R}/mastodon/mastodon-streaming:${{APP_VERSION:-unset}}",
@@ -342,7 +321,7 @@ class TestMastodon:
             ),
             paths=("", self.STREAMING),
             after={
-                "config": [keep, follows],
+                "config": [follows],
                 "v1": [image_follows("streaming", "v1")],
                 "v2": [image_follows("streaming", "v2")],
                 "rollback": [image_follows("streaming", "v1")],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import yaml
 
 from tests.harness.leftovers import claim, remove_stack
 from tests.harness.stack import CADDY_IMAGE, Stack, free_port
@@ -138,9 +137,10 @@ class Journey:
         the user makes that edit and runs it again."""
         applied: set[Fix] = set()
         while True:
-            proc = self.watcher(
-                "init", *flags, "--verify-url", f"{self.stack.url}/version", "--yes", check=False
-            )
+            # --caddy-image: the offline Caddy (a user takes the default, caddy:2.11, from Docker Hub).
+            offline = ("--caddy-image", CADDY_IMAGE)
+            verify = ("--verify-url", f"{self.stack.url}/version")
+            proc = self.watcher("init", *flags, *verify, *offline, "--yes", check=False)
             if proc.returncode == 0:
                 return proc
             todo = [f for f in self.fixes if f.reason in proc.stderr and f not in applied]
@@ -149,41 +149,26 @@ class Journey:
                 self.edit(fix.what, fix.file, fix.old, fix.new)
                 applied.add(fix)
 
-    def apply_diff(self, out: str) -> None:
-        """Apply the compose changes init proposed: its saved diff, or the printed one."""
+    def apply_diff(self) -> None:
+        """`patch -p1 < watcher-init.diff`, as init's steps say (when it proposed changes)."""
         diff = self.root / "watcher-init.diff"
-        if not diff.exists() and "--- a/" in out:
-            diff.write_text(out[out.index("--- a/") : out.index("\nSteps left:")] + "\n")
-            self.row.hand_edits.append("saved the diff init printed as watcher-init.diff")
         if diff.exists():
             patched = subprocess.run(
                 ["patch", "-p1", "-i", str(diff)], cwd=self.root, capture_output=True, text=True
             )
             assert patched.returncode == 0, f"patch: {patched.stdout}{patched.stderr}"
 
-    def caddy(self) -> None:
-        """Caddy in front: the service init adds, published on this test's port; or, when init
-        adds none, the one the user writes by hand from init's steps."""
-        compose = self.root / "compose.yml"
-        text = compose.read_text()
-        services = yaml.safe_load(text)["services"]
-        if "caddy" in services:
-            text = text.replace('"80:80"', f'"127.0.0.1:{self.stack.port}:80"').replace(
-                "- 80:80", f'- "127.0.0.1:{self.stack.port}:80"'
-            )
-            compose.write_text(text)
-            return
-        overlay = yaml.safe_load((self.root / "compose.blue.yml").read_text())
-        networks = list((overlay.get("networks") or {"default": None}).keys())
-        block = (
-            f"  caddy:\n    image: {CADDY_IMAGE}\n    restart: unless-stopped\n"
-            f'    ports:\n      - "127.0.0.1:{self.stack.port}:80"\n'
-            f"    volumes:\n      - ./Caddyfile.{self.name}:/etc/caddy/Caddyfile:ro\n"
-            f"      - ./.watcher/run:/run/watcher\n"
-            f"    networks: [{', '.join(networks)}]\n"
-        )
-        compose.write_text(text.replace("\nservices:\n", "\nservices:\n" + block, 1))
-        self.row.hand_edits.append("wrote a caddy service (Caddyfile, run directory, the colours' network)")
+    def publish_caddy(self) -> None:
+        """The Caddy init adds (compose.watcher.yml) publishes the port the app did; this test
+        publishes it on a free loopback port instead (the stacks run side by side)."""
+        path = self.root / "compose.watcher.yml"
+        assert path.exists(), "init added no Caddy service (compose.watcher.yml)"
+        text = path.read_text()
+        published = re.findall(r'^ *- "([^"]+:80)"', text, flags=re.M)
+        assert published, f"compose.watcher.yml publishes no port of Caddy:\n{text}"
+        for port in published:
+            text = text.replace(f'"{port}"', f'"127.0.0.1:{self.stack.port}:80"', 1)
+        path.write_text(text)
 
     def up(self) -> None:
         proc = self.compose("up", "-d")
@@ -241,11 +226,11 @@ class Journey:
         step runs when the steps it builds on passed; asserts at the end that every step did."""
         after = after or {}
         with self.step("init"):
-            adopted = self.init(*init_flags)
-            self.apply_diff(adopted.stdout)
+            self.init(*init_flags)
+            self.apply_diff()
             for config_edit in after.get("config", []):
                 config_edit(self)
-            self.caddy()
+            self.publish_caddy()
         if self.ok("init"):
             with self.step("up"):
                 self.up()

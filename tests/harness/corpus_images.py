@@ -27,7 +27,6 @@ COMMANDS = (
     "usr/local/bin/pg_isready",
     "usr/local/bin/postgres",
     "usr/local/bin/curl",
-    "usr/bin/miniflux",
     "usr/local/bin/n8n",
     "listmonk/listmonk",
     "app/docker/entrypoints/rails.sh",
@@ -66,27 +65,15 @@ def _layer(version: str, broken: bool) -> images.RootFS:
     return layer
 
 
-def _shellless_base() -> str:
-    """The test app's runtime without busybox: no shell, no wget, as distroless images are."""
-    full = images._python_runtime()
-    fs = images.RootFS()
-    for name, info in sorted(full._entries.items()):
-        if name == "bin/busybox" or (name.startswith("bin/") and info.issym()) or name == "bin/app":
-            continue
-        fs._add(info, full._data.get(name))
-    ref = f"{images.APP_BASE_REPO}:shellless"
-    changes = [
-        f"ENV PYTHONHOME={images.PY_HOME} PYTHONDONTWRITEBYTECODE=1 PATH={images.PY_HOME}/bin",
-        "WORKDIR /app",
-        f"ENTRYPOINT {json.dumps([images.PY_HOME + '/bin/python3'])}",
-    ]
-    images._import(ref, fs, changes)
-    return ref
-
-
 def build(standin: StandIn) -> list[str]:
     """Build and push every tag of `standin`; return the refs."""
-    base = _shellless_base() if standin.shellless else images.build_app_base_image()
+    if standin.shellless:  # static answers, no roles: the harness's distroless-like app
+        port = int(standin.env.get("PORT", "8080"))
+        refs = [images.build_shellless_app_image(standin.ref(tag), tag, port=port) for tag in standin.tags]
+        for ref in refs:
+            images.push(ref)
+        return refs
+    base = images.build_app_base_image()
     refs = []
     for tag in standin.tags:
         env = {"STANDIN_ROLE": "serve", "PORT": "8080", **standin.env}

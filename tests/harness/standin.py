@@ -78,10 +78,7 @@ class PrefixedConnection(server.Connection):
 
 
 async def serve(config: dict) -> int:
-    """app_server.serve on every port this role listens on (after the migrations RUN_MIGRATIONS=1
-    asks for, as miniflux runs them)."""
-    if os.environ.get("RUN_MIGRATIONS") == "1" and await migrate(config):
-        return 1
+    """app_server.serve on every port this role listens on."""
     with open(server.HEALTH_FILE, "w", encoding="utf-8") as f:
         f.write("ok")
     app = server.App(config)
