@@ -189,7 +189,7 @@ class Journey:
     def serving(self, version: str, path: str = "") -> None:
         seen = None
         for _ in range(50):
-            seen = self.stack.version() if not path else _get(f"{self.stack.url}{path}/version")
+            seen = _get(f"{self.stack.url}{path}/version")
             if seen == version:
                 return
             time.sleep(0.2)
@@ -249,7 +249,7 @@ class Journey:
                 with self.step(name):
                     self.swap(argv, version, paths)
                     _run(after, name, self)
-        if self.ok("v1"):
+        if self.ok("up"):
             with self.step("cleanup"):
                 _run(after, "before cleanup", self)
                 self.watcher("cleanup")
@@ -290,9 +290,9 @@ def _get(url: str) -> str | None:
 
     try:
         response = httpx.get(url, timeout=5)
-    except httpx.HTTPError:
-        return None
-    return response.text.strip() if response.is_success else None
+    except httpx.HTTPError as exc:
+        return f"no answer ({type(exc).__name__})"
+    return response.text.strip() if response.is_success else f"{response.status_code} {response.text[:80]!r}"
 
 
 def docker_objects() -> set[str]:

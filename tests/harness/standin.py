@@ -173,7 +173,9 @@ def ping() -> int:
     with open("/proc/1/cmdline", "rb") as f:
         if role([w.decode() for w in f.read().split(b"\0") if w][1:]) == "worker":
             return 0
-    answer = asyncio.run(fetch("127.0.0.1", int(os.environ.get("PORT", "8080")), "/up"))
+    up = os.environ.get("STANDIN_PREFIX", "") + "/up"
+    answer = asyncio.run(fetch("127.0.0.1", int(os.environ.get("PORT", "8080")), up))
+    print("OK" if answer == "ok" else answer)  # what healthchecks grep for (mastodon's `grep -q 'OK'`)
     return 0 if answer == "ok" else 1
 
 
