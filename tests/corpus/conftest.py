@@ -1,28 +1,24 @@
 """The corpus table: each stack's row is written by its journey (tests/harness/corpus.py); the
-run's rows are cleared at its start and printed, with tests/artifacts/corpus.json, at its end."""
+rows written during this run are printed at its end and saved as tests/artifacts/corpus.json.
+(`make test` runs a second session for the serial tests: it writes no row, so prints nothing.)"""
 
 from __future__ import annotations
 
 import json
-import shutil
+import time
 
 import pytest
 
 from tests.harness.corpus import ARTIFACTS, rows, table
 
-
-def _controller(config: pytest.Config) -> bool:
-    return not hasattr(config, "workerinput")  # not an xdist worker
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if _controller(session.config):
-        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+STARTED = time.time()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    found = rows()
-    if not found or not _controller(config):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller prints
+        return
+    found = rows(since=STARTED)
+    if not found:
         return
     (ARTIFACTS.parent / "corpus.json").write_text(json.dumps(found, indent=1) + "\n")
     terminalreporter.section("corpus: stack x step (tests/artifacts/corpus.json)")

@@ -47,8 +47,10 @@ class Row:
     failed: int = 0
     left_behind: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    written: float = 0.0  # time.time(): a run's table shows the rows written during it
 
     def write(self) -> None:
+        self.written = time.time()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / f"{self.stack}.json").write_text(json.dumps(asdict(self), indent=1) + "\n")
 
@@ -331,8 +333,10 @@ def _cell(outcome: str) -> str:
     )
 
 
-def rows() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(ARTIFACTS.glob("*.json"))]
+def rows(since: float = 0.0) -> list[dict]:
+    """The rows written since then (each stack's last)."""
+    found = [json.loads(p.read_text()) for p in sorted(ARTIFACTS.glob("*.json"))]
+    return [row for row in found if row.get("written", 0.0) >= since]
 
 
 if __name__ == "__main__":
