@@ -4,9 +4,9 @@
 #   docker build -t watcher .
 #   docker compose --profile watcher up -d watcher      # see the watcher service in compose.yml
 #
-# Inside: Python 3.11 with watcher and its dependencies (from PyPI), the docker CLI and the
-# Compose v2 plugin (watcher drives deploys through `docker compose`, over the host's Docker socket,
-# which compose.yml mounts). Pinned versions; bump them together.
+# Inside: Python 3.11 with watcher (the watcher-bluegreen distribution) and its dependencies (from
+# PyPI), the docker CLI and the Compose v2 plugin (watcher drives deploys through `docker compose`,
+# over the host's Docker socket, which compose.yml mounts). Pinned versions; bump them together.
 #
 # NOTE: the machine it was written on has no Docker Hub; there it was built only against offline
 # stand-ins of the three base images (same names and layout), not the real ones.
@@ -27,7 +27,7 @@ COPY pyproject.toml README.md ./
 COPY watcher ./watcher
 RUN python -m venv /opt/watcher \
  && /opt/watcher/bin/pip install --no-cache-dir . \
- && /opt/watcher/bin/watcher help >/dev/null
+ && /opt/watcher/bin/watcher --version
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 COPY --from=docker-cli /usr/local/bin/docker /usr/local/bin/docker

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import socket
 import subprocess
@@ -28,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from importlib import metadata
 from typing import Any
 
-from watcher import history, interrupts, logs
+from watcher import DISTRIBUTION, history, interrupts, logs, output
 from watcher.config import find_config, load_host
 from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup, reset
@@ -57,7 +57,8 @@ DESCRIPTION = (
     """\
 Zero-downtime blue-green deploys for Docker Compose apps behind Caddy.
 
-Per-app commands take --app NAME when the config has several apps.
+Per-app commands take --app NAME when the config has several apps. Those that print a result
+take --json: one JSON object, "schema": 1 first (docs/cli.md).
 
 commands:
   apps                   the configured apps: image, compose project, Caddy route, policy
@@ -92,6 +93,7 @@ the queue (needs Redis: [redis] url or REDIS_URL):
                          workers start no new job (the one in flight finishes); resume undoes
                          it, or TIME does (2h, 30m, 2026-12-04T08:00, UTC unless it says
                          otherwise) (--all: every app)
+  resume                 lift the pause (--all: every app)
   unlock --force         remove the deploy lock whoever holds it (it expires by itself anyway)
 
 """
@@ -99,7 +101,7 @@ the queue (needs Redis: [redis] url or REDIS_URL):
     + """
 
 environment: HEALTH_CHECK_TIMEOUT (300s), HEALTH_CHECK_INTERVAL (3s), DRAIN_TIMEOUT (30s),
-VERIFY_TIMEOUT, VERIFY_WINDOW, CADDY_ADMIN, WATCHER_CONFIG, REGISTRY_USERNAME, REGISTRY_PASSWORD[_FILE],
+VERIFY_TIMEOUT, VERIFY_WINDOW, CADDY_ADMIN, WATCHER_CONFIG, REGISTRY_USERNAME[_FILE], REGISTRY_PASSWORD[_FILE],
 REDIS_URL, REDIS_PASSWORD[_FILE], WATCHER_LOCK_TTL (30s), WEBHOOK_SECRET[_FILE],
 WEBHOOK_REGISTRY_TOKEN[_FILE], WATCHER_API_TOKEN[_FILE], WEBHOOK_LISTEN, POLL_INTERVAL,
 WATCHER_NOTIFY_URLS[_FILE], GITHUB_TOKEN[_FILE]
@@ -133,7 +135,7 @@ def positional(name: str) -> Arg:
 
 #: Each verb: its help line and its arguments (the handlers are in VERBS, below).
 PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
-    "apps": ("list the configured apps", ()),
+    "apps": ("list the configured apps", (JSON,)),
     "deploy": (
         "deploy a version",
         (APP, WAIT_LOCK, positional("version"), JSON)
@@ -159,7 +161,7 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
     ),
     "cleanup": (
         "remove stopped or failed colours and unused images",
-        (APP, WAIT_LOCK, flag("--include-rollback", "also remove the retained rollback target")),
+        (APP, WAIT_LOCK, flag("--include-rollback", "also remove the retained rollback target"), JSON),
     ),
     "reset": (
         "remove both colours and the state",
@@ -179,6 +181,7 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
             (("--digest",), {"help": "the image digest the tag should have (e.g. sha256:...)"}),
             flag("--rollback", "a rollback job: reuse the version's retained colour when there is one"),
             flag("--wait", "follow the job to its end and exit with its result"),
+            JSON,
         ),
     ),
     "queue": ("show running and waiting jobs", (APP, JSON)),
@@ -213,9 +216,10 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
                 },
             ),
             ALL,
+            JSON,
         ),
     ),
-    "resume": ("lift a pause", (APP, ALL)),
+    "resume": ("lift a pause", (APP, ALL, JSON)),
     "unlock": (
         "remove the deploy lock (operator use)",
         (APP, flag("--force", "really remove it, whoever holds it")),
@@ -223,9 +227,27 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
 }
 
 
+class _Version(argparse.Action):
+    """`--version`: the installed distribution's version, read only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        try:
+            found = metadata.version(DISTRIBUTION)
+        except metadata.PackageNotFoundError:
+            found = f"unknown ({DISTRIBUTION} is not installed: run from a source tree)"
+        print(f"watcher {found}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="watcher", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="watcher",
+        usage="%(prog)s [-h] [--version] [-c CONFIG] [--log-format text|json] COMMAND ...",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-c", "--config", help="config file (default: $WATCHER_CONFIG, ./watcher.toml, ./config/watcher.toml)"
@@ -235,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="text|json",
         help=f"log lines as text (default) or one JSON object each (${logs.ENV})",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--version", action=_Version, help="print watcher's version and exit")
+    # The description lists the commands with what they take; argparse's own list would repeat them.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     for verb, (text, arguments) in PARSERS.items():
         verb_parser = sub.add_parser(verb, help=text)
         for names, options in arguments:
@@ -275,7 +299,7 @@ def _locked(app: App, purpose: str, wait: float) -> Iterator[Guard]:
 
 def _print_result(result: DeployResult, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(output.dumps(result.to_dict()))
     else:
         print(result.message)
         if not result.noop:
@@ -319,7 +343,7 @@ def _engine(app: App, args: argparse.Namespace, work: Callable[[Deployment, Guar
             if getattr(args, "json", False) and args.command in ("deploy", "rollback"):
                 # a failed run's receipt says what users got while it unwound
                 receipt = run.receipt.to_dict() if (run := run_of(exc)) and run.receipt else None
-                print(json.dumps({"error": str(exc), "receipt": receipt}, indent=2))
+                print(output.dumps({"error": str(exc), "receipt": receipt}))
             raise
     return 0
 
@@ -345,7 +369,10 @@ def _rollback(app: App, args: argparse.Namespace) -> int:
 def _cleanup(app: App, args: argparse.Namespace) -> int:
     def work(engine: Deployment, lock: Guard) -> None:
         removed = cleanup(engine, guard=lock, include_rollback=args.include_rollback)
-        print("removed: " + ", ".join(removed) if removed else "nothing to clean up")
+        if args.json:
+            print(output.dumps({"removed": removed}))
+        else:
+            print("removed: " + ", ".join(removed) if removed else "nothing to clean up")
 
     return _engine(app, args, work)
 
@@ -373,7 +400,7 @@ def _act(app: App, args: argparse.Namespace) -> int:
                 _print_result(engine.promote(guard=lock), args.json)
             else:
                 done = engine.abort_awaited(guard=lock)
-                print(json.dumps({"message": done}) if args.json else done)
+                print(output.dumps({"message": done}) if args.json else done)
 
         return _engine(app, args, work)
     asked = app.act(action, by=_who())
@@ -382,7 +409,7 @@ def _act(app: App, args: argparse.Namespace) -> int:
     if args.no_wait:
         return 0
     job = _follow(app, asked.job_id)
-    print(json.dumps(job.to_dict(), indent=2) if args.json else job.describe())
+    print(output.dumps(job.to_dict()) if args.json else job.describe())
     return 0 if job.status is Status.SUCCEEDED else 1
 
 
@@ -419,11 +446,11 @@ def status_data(app: App) -> dict[str, Any]:
 def _status(host: Host, args: argparse.Namespace) -> int:
     if args.app is None and len(host.apps) > 1:
         every = {name: status_data(app) for name, app in host.apps.items()}
-        print(json.dumps(every, indent=2) if args.json else format_summary(list(every.values())))
+        print(output.dumps({"apps": every}) if args.json else format_summary(list(every.values())))
         return 0
     data = status_data(host.app(args.app))
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(output.dumps(data))
         return 0
     print(format_status(data))
     if host.redis:
@@ -432,12 +459,24 @@ def _status(host: Host, args: argparse.Namespace) -> int:
 
 
 def _apps(host: Host, args: argparse.Namespace) -> int:
-    for app in host.apps.values():
-        config = app.config
-        route = f"{config.caddy.site}{config.caddy.path or ''}"
+    every = [
+        {
+            "name": app.name,
+            "image": app.config.image,
+            "project": app.config.project(),
+            "project_dir": str(app.config.project_dir),
+            "route": f"{app.config.caddy.site}{app.config.caddy.path or ''}",
+            "policy": app.policy.describe(),
+        }
+        for app in host.apps.values()
+    ]
+    if args.json:
+        print(output.dumps({"apps": every}))
+        return 0
+    for one in every:
         print(
-            f"{app.name}: {config.image}, compose project {config.project()} in {config.project_dir}, "
-            f"route {route}, policy {app.policy.describe()}"
+            f"{one['name']}: {one['image']}, compose project {one['project']} in {one['project_dir']}, "
+            f"route {one['route']}, policy {one['policy']}"
         )
     return 0
 
@@ -537,17 +576,18 @@ def _enqueue(app: App, args: argparse.Namespace) -> int:
         raise WatcherError(done.reason)
     if done.job_id is None:  # the registry has no such tag, or another digest
         raise UsageError(done.reason)
-    print(done.job_id)
     hold = app.freezes.hold() if not args.rollback and done.created else None
-    print(
-        f"watcher: {done.reason}" + (f"; it waits: {app.name} is {hold.describe()}" if hold else ""),
-        file=sys.stderr,
-    )
-    if not args.wait:
-        return 0
-    job = _follow(app, done.job_id)
-    print(job.describe())
-    return 0 if job.status in ("succeeded", "awaiting promotion") else 1
+    said = done.reason + (f"; it waits: {app.name} is {hold.describe()}" if hold else "")
+    if not args.json:
+        print(done.job_id)
+    print(f"watcher: {said}", file=sys.stderr)
+    job = _follow(app, done.job_id) if args.wait else None
+    if args.json:
+        queued = {"job_id": done.job_id, "created": done.created, "reason": said}
+        print(output.dumps({**queued, "job": job.to_dict() if job else None}))
+    elif job:
+        print(job.describe())
+    return 0 if job is None or job.status in ("succeeded", "awaiting promotion") else 1
 
 
 def _queue(app: App, args: argparse.Namespace) -> int:
@@ -555,13 +595,12 @@ def _queue(app: App, args: argparse.Namespace) -> int:
     promotion = app.promotions.awaited()
     if args.json:
         print(
-            json.dumps(
+            output.dumps(
                 {
                     "running": [j.to_dict() for j in running],
                     "waiting": [j.to_dict() for j in waiting],
                     "awaiting_promotion": promotion.to_dict() if promotion else None,
-                },
-                indent=2,
+                }
             )
         )
         return 0
@@ -587,7 +626,7 @@ def _history(host: Host, args: argparse.Namespace) -> int:
     apps = host.chosen(args.app)
     jobs = history.newest_first([app.queue for app in apps], args.n, since)
     if args.json:
-        print(json.dumps([j.to_dict() for j in jobs], indent=2))
+        print(output.dumps({"jobs": [j.to_dict() for j in jobs]}))
     elif not jobs:
         print("no finished job" + (f" since {args.since}" if args.since else " yet"))
     else:
@@ -597,7 +636,7 @@ def _history(host: Host, args: argparse.Namespace) -> int:
 
 def _show(host: Host, args: argparse.Namespace) -> int:
     job = history.find([app.queue for app in host.chosen(args.app)], args.job)
-    print(json.dumps(job.to_dict(), indent=2) if args.json else history.show(job))
+    print(output.dumps(job.to_dict()) if args.json else history.show(job))
     return 0
 
 
@@ -615,25 +654,28 @@ def _resume_all(host: Host, args: argparse.Namespace) -> int:
     return _each(host, args, _resume)
 
 
-def _each(host: Host, args: argparse.Namespace, command: Callable[[App, argparse.Namespace], int]) -> int:
-    """`--all`: the command for every app; else for `--app` (or the only one)."""
-    if not args.all:
-        return command(host.app(args.app), args)
-    if args.app:
+def _each(host: Host, args: argparse.Namespace, command: Callable[[App, argparse.Namespace], Any]) -> int:
+    """`--all`: the command for every app; else for `--app` (or the only one). With --json, what
+    each app's command returned, under the command's name (`paused`, `resumed`) by app."""
+    if args.all and args.app:
         raise UsageError("--all and --app: choose one")
-    for app in host.apps.values():
-        command(app, args)
+    apps = host.apps.values() if args.all else [host.app(args.app)]
+    done = {app.name: command(app, args) for app in apps}
+    if args.json:
+        print(output.dumps({f"{args.command}d": done}))
     return 0
 
 
-def _pause(app: App, args: argparse.Namespace) -> int:
+def _pause(app: App, args: argparse.Namespace) -> dict[str, Any]:
     until = args.until_at
     info = app.pause(by=_who(), reason=args.reason, until=until)
     ends = f"{moment(until)} (or `watcher resume`)" if until is not None else "`watcher resume`"
-    print(
-        f"{app.name}: paused by {info['by']}: workers finish the job in flight and start no new one until {ends}"
-    )
-    return 0
+    if not args.json:
+        print(
+            f"{app.name}: paused by {info['by']}: workers finish the job in flight and start no new one "
+            f"until {ends}"
+        )
+    return info
 
 
 def _until(text: str | None) -> float | None:
@@ -646,14 +688,16 @@ def _until(text: str | None) -> float | None:
         raise UsageError(f"--until: {exc}") from None
 
 
-def _resume(app: App, args: argparse.Namespace) -> int:
+def _resume(app: App, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The pause lifted (None: there was none)."""
     lifted = app.resume(by=_who())
-    print(
-        f"{app.name}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})"
-        if lifted
-        else f"{app.name}: was not paused"
-    )
-    return 0
+    if not args.json:
+        print(
+            f"{app.name}: resumed (paused by {lifted.get('by')} since {lifted.get('since')})"
+            if lifted
+            else f"{app.name}: was not paused"
+        )
+    return lifted
 
 
 def _unlock(app: App, args: argparse.Namespace) -> int:

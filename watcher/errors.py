@@ -38,6 +38,15 @@ class StateUnwritable(WatcherError):
     did not land; what was there before is intact (every write is atomic)."""
 
 
+def unwritable(directory: object, what: str, exc: OSError) -> StateUnwritable:
+    """A directory watcher must write refused it: which one, why, and the way out."""
+    reason = exc.strerror or str(exc)
+    return StateUnwritable(
+        f"cannot write {what} {directory} ({reason}): make it writable by the user running watcher "
+        "(or run watcher as its owner); nothing was started or switched"
+    )
+
+
 class DeployFailed(WatcherError):
     """The deploy did not go live; the previous colour still serves."""
 

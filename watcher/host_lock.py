@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.engine.state import now_iso
-from watcher.errors import LockBusy
+from watcher.errors import LockBusy, WatcherError, unwritable
 from watcher.flock import lock_exclusive
 
 
@@ -25,8 +25,11 @@ class HostLock:
         self._fd: int | None = None
 
     def acquire(self, purpose: str, wait: float = 0.0) -> HostLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise unwritable(self.path.parent, "the state directory", exc) from exc
         if not lock_exclusive(fd, wait, poll=0.2):
             os.close(fd)
             holder = self.holder()
@@ -63,8 +66,10 @@ class HostLock:
         """Who holds the lock now, or None when it is free."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise WatcherError(f"cannot read the deploy lock {self.path} ({exc.strerror or exc})") from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

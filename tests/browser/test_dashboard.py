@@ -1,7 +1,8 @@
 """The dashboard in Debian's Chromium (Playwright, headless) over a real two-app host: log in,
 see both apps, deploy from the page and watch the job's phases change in place until it
-succeeded, roll back, pause and resume, cancel a waiting job; a page without login redirects, and a POST without the
-CSRF token is refused. Screenshots go to tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
+succeeded, roll back, pause and resume, cancel a waiting job; on a phone, the history table says
+it scrolls and the job's raw record is folded; a page without login redirects, and a POST
+without the CSRF token is refused. Screenshots go to tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
 
 The tests share one host and run in file order (see conftest.py).
 """
@@ -109,6 +110,52 @@ def test_rollback_from_the_page(page: Page, host: Host) -> None:
     )
     assert serves(host, app) == "v1"
     assert "rollback" in page.inner_text("[data-field=kind]")
+
+
+NO_SIDEWAYS = "document.documentElement.scrollWidth <= window.innerWidth"
+
+
+def test_on_a_phone_the_history_shows_it_scrolls_and_every_field_is_folded(page: Page, host: Host) -> None:
+    """390 x 844: the history table is wider than the screen and says so (a fade on the side with
+    more, a hint under it) while the page itself never scrolls sideways; the job page's raw record
+    stays folded until asked for."""
+    app = next(iter(host.apps))
+    page.goto(f"/apps/{app}")
+    hint = page.get_by_text("Swipe the table for more columns")
+    assert not hint.is_visible()  # a wide screen shows the whole table: no cue
+    page.set_viewport_size(PHONE)
+    try:
+        page.goto(f"/apps/{app}")
+        cue = page.locator("[data-scroll-cue]")
+        wrap = cue.locator(".table-wrap")
+        assert wrap.evaluate("w => w.scrollWidth > w.clientWidth + 50")
+        assert hint.is_visible() and cue.evaluate("el => getComputedStyle(el, '::after').opacity") == "1"
+        assert cue.evaluate("el => getComputedStyle(el, '::before').opacity") == "0"  # nothing to the left
+        assert page.evaluate(NO_SIDEWAYS)
+        screenshot(page, "app-phone")
+        wrap.evaluate("w => { w.scrollLeft = w.scrollWidth; }")
+        page.wait_for_function(
+            "!document.querySelector('[data-scroll-cue]').classList.contains('more-right')"
+        )
+        assert not hint.is_visible() and cue.evaluate("el => getComputedStyle(el, '::before').opacity") == "1"
+
+        page.locator("table.history tbody tr a").first.click()
+        page.wait_for_url(re.compile(rf"/apps/{app}/jobs/\d+$"))
+        fields = page.locator("details.every-field")
+        folded = fields.bounding_box()
+        assert folded and fields.evaluate("d => d.open") is False and folded["height"] < 120, folded
+        assert page.evaluate(NO_SIDEWAYS)
+        page.get_by_text("Every field").click()
+        unfolded = fields.bounding_box()
+        assert (
+            fields.evaluate("d => d.open") is True and unfolded and unfolded["height"] > 3 * folded["height"]
+        )
+        assert page.evaluate(NO_SIDEWAYS)
+        print(
+            f"every field: {folded['height']:.0f} px folded, {unfolded['height']:.0f} px open at 390 px wide"
+        )
+    finally:
+        page.set_viewport_size(WIDE)
 
 
 def test_pause_with_a_reason_and_resume(page: Page, host: Host) -> None:

@@ -149,7 +149,7 @@ def test_history_of_every_app_since_a_time_and_as_json(
         cli(
             tmp_path, client, app_name, "history", "--since", "1d", "--json", apps=(app_name, other_app)
         ).stdout
-    )
+    )["jobs"]
     assert [(j["app"], j["version"]) for j in recent] == [(other_app, "v0"), (app_name, "v1")]
     assert recent[1]["before"] == "v0" and recent[1]["after"] == "v1" and recent[1]["digest"] == DIGEST
     assert recent[1]["phases"] == {"pull": 0.5, "health": 2.25, "switch": 0.01}
@@ -167,11 +167,42 @@ def test_history_of_every_app_since_a_time_and_as_json(
         "--json",
         apps=(app_name, other_app),
     )
-    assert [j["id"] for j in json.loads(one.stdout)] == first[::-1]
+    assert [j["id"] for j in json.loads(one.stdout)["jobs"]] == first[::-1]
     bad = cli(tmp_path, client, app_name, "history", "--since", "last tuesday", apps=(app_name, other_app))
     assert bad.returncode == 2 and "--since: expected a span like 6h or 7d" in bad.stderr
     both = cli(tmp_path, client, app_name, "show", "1", apps=(app_name, other_app))
     assert both.returncode == 2 and "say which with --app" in both.stderr
+
+
+def test_every_json_output_carries_the_schema(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    """The queue's commands with --json, each one JSON object whose `schema` is first; the rest
+    print through the same function (tests/unit/test_cli.py checks that no other prints JSON)."""
+    ids = run_jobs(DeployQueue(client, app_name), 1)
+    printed = {}
+    for args in (
+        ("apps",),
+        ("queue",),
+        ("history",),
+        ("show", ids[0]),
+        ("pause", "--reason", "json"),
+        ("pause", "--all"),
+        ("resume",),
+        ("resume", "--all"),
+        ("cancel", "424242"),  # no --json: refused by argparse
+    ):
+        done = cli(tmp_path, client, app_name, *args, "--json")
+        if args[0] == "cancel":
+            assert done.returncode == 2 and "unrecognized arguments: --json" in done.stderr
+            continue
+        assert done.returncode == 0, (args, done.stderr)
+        printed[args] = json.loads(done.stdout)
+        assert next(iter(printed[args])) == "schema" and printed[args]["schema"] == 1, args
+    assert [app["name"] for app in printed[("apps",)]["apps"]] == [app_name]
+    assert [job["id"] for job in printed[("history",)]["jobs"]] == ids
+    assert printed[("pause", "--reason", "json")]["paused"][app_name]["reason"] == "json"
+    assert printed[("pause", "--all")]["paused"][app_name]["reason"] == ""  # the second pause's
+    assert printed[("resume",)]["resumed"][app_name]["by"]
+    assert printed[("resume", "--all")]["resumed"] == {app_name: None}  # was not paused
 
 
 def test_json_logs_name_the_app_job_and_phase(

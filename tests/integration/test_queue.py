@@ -476,7 +476,7 @@ def test_cli_enqueue_queue_history_cancel_pause_resume_unlock(
     assert waiting[0]["digest"].startswith("sha256:"), "the job is pinned to the digest the registry gave"
     cancelled = watcher("cancel", second.stdout.strip())
     assert cancelled.returncode == 0 and "cancelled by" in cancelled.stdout
-    history = json.loads(watcher("history", "-n", "5", "--json").stdout)
+    history = json.loads(watcher("history", "-n", "5", "--json").stdout)["jobs"]
     assert [(j["version"], j["status"]) for j in history] == [("v2", "cancelled"), ("v1", "superseded")]
     assert watcher("cancel", "424242").returncode == 2
 

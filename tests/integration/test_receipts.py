@@ -68,7 +68,7 @@ def test_the_bake_switches_a_version_with_five_percent_errors_back(queued: Stack
         worker.wait(timeout=60)
     assert proc.returncode != 0, proc.stderr
     assert stack.live_route() == "blue" and stack.version() == "v1"
-    job = json.loads(stack.watcher("history", "--json").stdout)[0]
+    job = json.loads(stack.watcher("history", "--json").stdout)["jobs"][0]
     assert job["version"] == "err5" and job["status"] == "failed"
     assert "bake: green answered" in job["reason"] and "above the allowed 1.0%" in job["reason"], job[
         "reason"

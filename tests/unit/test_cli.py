@@ -3,16 +3,21 @@ Docker, Caddy or the lock, and a clear message when no configuration is found.""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from watcher import cli
+from watcher import DISTRIBUTION, cli
 from watcher.config import load_config
 from watcher.engine.deployment import Deployment
 from watcher.errors import UsageError
@@ -75,6 +80,100 @@ def test_help_lists_the_commands(tmp_path: Path, args: tuple[str, ...]) -> None:
     for command in COMMANDS:
         assert command in result.stdout
     assert "HEALTH_CHECK_TIMEOUT" in result.stdout and "DRAIN_TIMEOUT" in result.stdout
+
+
+def test_help_lists_each_command_once(tmp_path: Path) -> None:
+    """The description lists every command with what it takes; argparse's own list is not added."""
+    text = watcher("--help", cwd=tmp_path).stdout
+    listed = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and line[2:3].isalpha()]
+    verbs = [*cli.PARSERS, "serve", "run", "check-tags", "init"]
+    for verb in verbs:
+        assert listed.count(verb) == 1, (verb, listed)
+    assert "positional arguments" not in text
+    assert text.startswith("usage: watcher ") and "COMMAND" in text.splitlines()[0]
+
+
+def test_version_is_the_distributions(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asked = []
+    monkeypatch.setattr(cli.metadata, "version", lambda name: asked.append(name) or "9.8.7")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == "watcher 9.8.7\n"
+    assert asked == [DISTRIBUTION]
+
+
+def test_the_distribution_named_in_code_is_pyprojects() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION != "watcher"  # `watcher` on PyPI is someone else's
+    assert project["scripts"] == {"watcher": "watcher.cli:main"}
+
+
+def test_version_from_a_source_tree_says_so(tmp_path: Path) -> None:
+    """Run from a checkout without installing: no traceback, the reason."""
+    result = watcher("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("watcher "), result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_serve_help_lists_every_route(tmp_path: Path, command: str) -> None:
+    """Read from the receiver's routes: one the help forgot cannot exist."""
+    from prometheus_client import CollectorRegistry
+
+    from watcher.config import WebhookSettings
+    from watcher.triggers.server import create_app
+
+    text = watcher(command, "--help", cwd=tmp_path).stdout
+    app = create_app(
+        SimpleNamespace(apps={}), WebhookSettings(), ready=print, status=dict, metrics=CollectorRegistry()
+    )
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.endswith("static"):
+            assert f" {rule.rule} " in text, rule.rule
+    for wanted in ("/hooks/github", "/promote", "/abort", "/metrics", "/healthz", "/status", "dashboard"):
+        assert wanted in text
+
+
+def test_every_json_is_printed_with_its_schema() -> None:
+    """Every command that takes --json prints through output.dumps (the `schema` key first): the
+    faces hold no other JSON printing (test_history.py runs the queue's commands)."""
+    import ast
+
+    for face in (REPO / "watcher" / "cli.py", REPO / "watcher" / "triggers" / "commands.py"):
+        tree = ast.parse(face.read_text())
+        dumped = [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr == "dumps"
+            and getattr(node.value, "id", "") == "json"
+        ]
+        assert dumped == [], (face, dumped)
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    with_json = {name for name, sub in verbs.items() if "--json" in sub._option_string_actions}
+    wanted = {"apps", "deploy", "rollback", "promote", "abort", "status", "cleanup", "enqueue"}
+    wanted |= {"queue", "history", "show", "pause", "resume", "check-tags"}
+    assert wanted <= with_json, wanted - with_json
+
+
+def test_apps_as_json(project: Path) -> None:
+    result = watcher("--config", str(project), "apps", "--json", cwd=project.parent)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert list(data) == ["schema", "apps"] and data["schema"] == 1
+    assert data["apps"] == [
+        {
+            "name": "shop",
+            "image": "ghcr.io/acme/shop",
+            "project": "shop",
+            "project_dir": str(project.parent),
+            "route": ":80",
+            "policy": "semver, releases only",
+        }
+    ]
 
 
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
@@ -153,6 +252,95 @@ def test_engine_validates_the_tag_first(project: Path) -> None:
 
 
 # -- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["deploy 1.0", "rollback", "cleanup", "reset --force"])
+def test_a_state_directory_that_cannot_be_written_is_said_not_a_traceback(
+    project: Path, command: str
+) -> None:
+    """state.dir under a file: the OSError a read-only or foreign directory gives too, as root."""
+    (project.parent / "afile").write_text("")
+    project.write_text(CONFIG + '\n[state]\ndir = "afile/state"\n')
+    result = watcher("--config", str(project), *command.split(), cwd=project.parent)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"cannot write the state directory {project.parent / 'afile' / 'state'}" in result.stderr
+    assert "writable by the user running watcher" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"REGISTRY_PASSWORD": "p"}, "REGISTRY_PASSWORD[_FILE] is set without REGISTRY_USERNAME[_FILE]"),
+        ({"REGISTRY_PASSWORD_FILE": "secret"}, "REGISTRY_PASSWORD[_FILE] is set without REGISTRY_USERNAME"),
+        ({"REGISTRY_USERNAME": "u"}, "REGISTRY_USERNAME[_FILE] is set without REGISTRY_PASSWORD[_FILE]"),
+        ({"REGISTRY_USERNAME_FILE": "secret"}, "REGISTRY_USERNAME[_FILE] is set without REGISTRY_PASSWORD"),
+    ],
+)
+def test_half_the_registry_credentials_is_a_config_error(
+    project: Path, env: dict[str, str], said: str
+) -> None:
+    (project.parent / "secret").write_text("s3cret\n")
+    env = {
+        name: str(project.parent / value) if name.endswith("_FILE") else value for name, value in env.items()
+    }
+    result = watcher("--config", str(project), "check-tags", cwd=project.parent, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and said in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_the_registry_credentials_may_both_come_from_files(tmp_path: Path, project: Path) -> None:
+    (tmp_path / "user").write_text("robot\n")
+    (tmp_path / "password").write_text("s3cret\n")
+    env = {
+        "REGISTRY_USERNAME_FILE": str(tmp_path / "user"),
+        "REGISTRY_PASSWORD_FILE": str(tmp_path / "password"),
+    }
+    registry = load_config(project, env).registry
+    assert (registry.username, registry.password) == ("robot", "s3cret")
+
+
+def test_a_run_directory_that_cannot_be_written_is_refused_before_a_deploy_starts(tmp_path: Path) -> None:
+    from watcher.engine.atomic import ensure_writable
+    from watcher.errors import StateUnwritable
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(
+        StateUnwritable, match=r"cannot write Caddy's run dir .*afile/run \(Not a directory\)"
+    ):
+        ensure_writable(tmp_path / "afile" / "run", "Caddy's run dir")
+    ensure_writable(tmp_path / "run", "Caddy's run dir")
+    assert (tmp_path / "run").is_dir() and not list((tmp_path / "run").iterdir())
+
+
+def test_a_docker_socket_without_permission_is_said_so(project: Path) -> None:
+    """A socket of mode 000, opened by root without CAP_DAC_OVERRIDE (setpriv): what a user outside
+    the `docker` group gets. Not "is dockerd running?", which sends them after the wrong cause."""
+    sock = project.parent / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(sock))
+        listening.listen(1)
+        sock.chmod(0)
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "watcher"]
+            + ["--config", str(project), "status"],
+            cwd=project.parent,
+            env={**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": f"unix://{sock}"},
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"permission denied on the Docker socket {sock}" in result.stderr
+    assert "usermod -aG docker" in result.stderr and "dockerd running" not in result.stderr
+
+
+def test_no_docker_socket_asks_whether_dockerd_runs(project: Path) -> None:
+    result = watcher("--config", str(project), "status", cwd=project.parent)
+    assert result.returncode == 1
+    assert "cannot reach the Docker engine at /nonexistent/docker.sock" in result.stderr
+    assert "is dockerd running?" in result.stderr
 
 
 def test_missing_config_names_what_was_tried(tmp_path: Path) -> None:

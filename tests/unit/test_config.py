@@ -207,6 +207,30 @@ def test_unknown_key_in_a_section_is_rejected(tmp_path: Path) -> None:
     assert "timout" in refused(path)
 
 
+@pytest.mark.parametrize(
+    ("typo", "key", "meant"),
+    [
+        ('imagee = "ghcr.io/acme/shop"', "apps.shop.imagee", "image"),  # a required key mistyped
+        ('image = "ghcr.io/acme/shop"\n[apps.shop.services.web]\nprot = 8080', "services.web.prot", "port"),
+        (
+            'image = "ghcr.io/acme/shop"\n[apps.shop.services.web]\nport = 80\nhealth = { pth = "/up" }',
+            "services.web.health.pth",
+            "path",
+        ),
+    ],
+)
+def test_a_typo_is_named_before_the_key_it_leaves_missing(
+    tmp_path: Path, typo: str, key: str, meant: str
+) -> None:
+    """`imagee` is the error, not the `image` it leaves missing: the message names the unknown key
+    and the close match."""
+    path = make_project(tmp_path, f"[apps.shop]\n{typo}\n")
+    message = refused(path)
+    assert key.removeprefix("apps.shop.") + ": unknown key" in message
+    assert f"did you mean {meant!r}?" in message
+    assert "is required" not in message
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     path = make_project(tmp_path, MINIMAL + "\n[app\n")
     message = refused(path)
@@ -326,7 +350,12 @@ def test_registry_password_file_is_read(tmp_path: Path) -> None:
 
 def test_registry_password_beats_the_file(tmp_path: Path) -> None:
     config = load_config(
-        make_project(tmp_path), {"REGISTRY_PASSWORD": "direct", "REGISTRY_PASSWORD_FILE": "/nonexistent"}
+        make_project(tmp_path),
+        {
+            "REGISTRY_USERNAME": "robot",
+            "REGISTRY_PASSWORD": "direct",
+            "REGISTRY_PASSWORD_FILE": "/nonexistent",
+        },
     )
     assert config.registry.password == "direct"
 

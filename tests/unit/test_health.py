@@ -69,6 +69,7 @@ def test_a_restart_since_the_wait_began_is_a_crash_loop_even_while_running() -> 
         ("unhealthy", True),
         ("restarting", True),
         ("exited", True),
+        ("stopped", True),
         ("starting", False),
         ("healthy", False),
         ("absent", False),

@@ -139,7 +139,10 @@ def test_two_apps_on_one_route_file_are_refused(tmp_path: Path) -> None:
             "app shop: health.timeout: expected a duration like 300, 300s or 5m",
         ),
         ("[apps.shop.services.web]\nprot = 1\n", None),
-        ("[apps.shop.helth]\ntimeout = 1\n", "app shop: helth: unknown key (known: image, project,"),
+        (
+            "[apps.shop.helth]\ntimeout = 1\n",
+            "app shop: helth: unknown key; did you mean 'health'? (known: image, project,",
+        ),
         (
             '[apps.shop.policy]\nkind = "newest"\n',
             "app shop: policy.kind: expected semver, regex or digest, got 'newest'",
@@ -152,7 +155,9 @@ def test_refusals_name_file_app_and_key(tmp_path: Path, extra: str, wanted: str 
     body = app("shop") + extra
     if "prot" in extra:  # a second [apps.shop.services.web] table is a TOML error; say it as a key
         body = app("shop").replace("port = 8080", "port = 8080\nprot = 1")
-        wanted = "app shop: services.web.prot: unknown key (known: port, path)"
+        wanted = (
+            "app shop: services.web.prot: unknown key; did you mean 'port'? (known: port, path, keep_prefix,"
+        )
     message = refused(project(tmp_path, body))
     assert message.startswith(str(tmp_path / "watcher.toml")) and wanted in message, message
 
@@ -253,7 +258,10 @@ def test_status_without_app_is_one_line_per_app(tmp_path: Path) -> None:
     assert lines[0].split() == ["APP", "LIVE", "VERSION", "SINCE", "HEALTH", "QUEUE", "PAUSED"]
     assert [line.split()[0] for line in lines[1:3]] == ["shop", "blog"]
     data = json.loads(watcher(path, "status", "--json").stdout)
-    assert set(data) == {"shop", "blog"} and data["blog"]["app"] == "blog"
+    assert data["schema"] == 1 and set(data["apps"]) == {"shop", "blog"}
+    assert data["apps"]["blog"]["app"] == "blog"
+    one = json.loads(watcher(path, "status", "--app", "blog", "--json").stdout)
+    assert list(one)[0] == "schema" and one["app"] == "blog"
     assert "HTTP Request" not in proc.stderr
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import time
 from datetime import datetime
 
@@ -18,6 +20,7 @@ from watcher.errors import DockerUnavailable, PullFailed
 DOCKER_DOWN = (DockerException, RequestException)
 
 
+DEFAULT_SOCKET = "/var/run/docker.sock"  # the SDK's, when DOCKER_HOST is unset
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 
@@ -32,9 +35,7 @@ class Containers:
             self.client = docker.from_env(timeout=30)
             self.client.ping()
         except DOCKER_DOWN as exc:
-            raise DockerUnavailable(
-                f"cannot reach the Docker engine ({_short(exc)}); is dockerd running?"
-            ) from exc
+            raise DockerUnavailable(unreachable(exc, os.environ.get("DOCKER_HOST"))) from exc
 
     def of_project(self, project: str) -> list[Instance]:
         try:
@@ -224,7 +225,15 @@ class Containers:
             health=health,
             exit_code=int(state.get("ExitCode") or 0),
             restart_count=int(attrs.get("RestartCount") or 0),
+            addresses=_addresses(attrs),
         )
+
+
+def _addresses(attrs: dict) -> tuple[str, ...]:
+    """The container's IPv4 then IPv6 addresses on its networks, in Docker's order of networks."""
+    networks = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    found = [n.get(key) for key in ("IPAddress", "GlobalIPv6Address") for n in networks]
+    return tuple(address for address in found if address)
 
 
 #: Caddy's log lines already read, per container ID: (epoch seconds, line).
@@ -237,6 +246,27 @@ def _epoch(stamp: str) -> float:
         return datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00").timestamp()
     except ValueError:
         return 0.0
+
+
+def unreachable(exc: Exception, docker_host: str | None) -> str:
+    """Why the engine did not answer, and what to do: a socket this user may not open is not a
+    stopped dockerd."""
+    socket = (docker_host or DEFAULT_SOCKET).removeprefix("unix://")
+    if "PermissionError" in str(exc) or "Permission denied" in str(exc):
+        return (
+            f"permission denied on the Docker socket {socket}: the user running watcher "
+            f"({_user()}) is not in the socket's group (`docker`), or the socket's mode keeps that "
+            "group out. Add the user to it (`sudo usermod -aG docker USER`, then log in again) or "
+            f"check the socket (`ls -l {socket}`: srw-rw---- root docker)"
+        )
+    return f"cannot reach the Docker engine at {socket} ({_short(exc)}); is dockerd running?"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def _short(exc: Exception) -> str:

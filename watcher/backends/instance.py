@@ -20,6 +20,8 @@ class Instance:
     health: str | None  # healthy, unhealthy, starting; None without a healthcheck
     exit_code: int
     restart_count: int = 0  # restarts by Docker's restart policy since the container was started
+    addresses: tuple[str, ...] = ()  # its IP addresses, one per network it is on
+    probe: str = ""  # what watcher's own HTTP GET saw, when it judges the health (http_health.py)
 
     @property
     def repository(self) -> str:
@@ -53,4 +55,5 @@ class Instance:
             "image": self.image,
             "id": self.id[:12],
             "restarts": self.restart_count,
+            "probe": self.probe or None,
         }

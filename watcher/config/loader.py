@@ -103,6 +103,19 @@ class _Loader:
         self.fail = self.wording.fail
         self.model = self._validate(raw)
 
+    @cached_property
+    def registry(self) -> RegistryCredentials:
+        """REGISTRY_USERNAME[_FILE] and REGISTRY_PASSWORD[_FILE]: both, or neither (anonymous)."""
+        username = read_secret(self.env, "REGISTRY_USERNAME") or None
+        password = read_secret(self.env, "REGISTRY_PASSWORD") or None
+        if (username is None) != (password is None):
+            given, missing = ("USERNAME", "PASSWORD") if username else ("PASSWORD", "USERNAME")
+            raise ConfigError(
+                f"environment REGISTRY_{given}[_FILE] is set without REGISTRY_{missing}[_FILE]: "
+                "set both for a private registry, or neither to pull anonymously"
+            )
+        return RegistryCredentials(username, password)
+
     def host(self) -> HostConfig:
         model = self.model
         host = self._host()
@@ -206,9 +219,7 @@ class _Loader:
             drain=app.drain,
             hooks=app.hooks,
             bake=sections.bake(app.bake),
-            registry=RegistryCredentials(
-                self.env.get("REGISTRY_USERNAME") or None, read_secret(self.env, "REGISTRY_PASSWORD")
-            ),
+            registry=self.registry,
             poll=sections.poll(name, app, self.model.poll, self.fail),
             policy=sections.policy(name, app.policy, self.fail),
             notify=replace(notify, routes=notify.routes + sections.routes(name, app.notify, self.fail)),

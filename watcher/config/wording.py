@@ -3,14 +3,15 @@ bad setting is (or the environment variable that set it), and pydantic's complai
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from watcher.config.env import APP_ENV, HOST_ENV
-from watcher.config.schema import LEGACY_APP_SECTIONS, AppModel, FileModel
+from watcher.config.schema import LEGACY_APP_SECTIONS, AppModel, FileModel, ServiceModel
 from watcher.errors import ConfigError
 
 #: `fail(app, key, problem)`: the error to raise for one key (app None: a host key).
@@ -55,8 +56,10 @@ class Wording:
         return ConfigError(f"{self.where(app, key)}: {problem}")
 
     def explain(self, exc: ValidationError) -> ConfigError:
-        """pydantic's first error, at the key the user wrote."""
-        error = exc.errors()[0]
+        """pydantic's first error, at the key the user wrote; an unknown key before all else, since
+        a typo (`imagee`) is also why a required key (`image`) is missing."""
+        errors = exc.errors()
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = [str(part) for part in error["loc"]]
         app = None
         if len(loc) >= 2 and loc[0] == "apps":
@@ -75,12 +78,19 @@ class Wording:
         if app is None and len(loc) == 1 and self.legacy:
             return ["app", *LEGACY_TOP]
         model: Any = FileModel if app is None else AppModel
-        for part in loc[:-1]:
-            annotation = getattr(model, "model_fields", {}).get(part)  # a list of tables has none
-            if annotation is None or part == "services":
-                return ["port", "path"] if part == "services" else []
-            model = annotation.annotation
+        for index, part in enumerate(loc[:-1]):
+            if index and loc[index - 1] == "services":
+                continue  # a service's name
+            field = getattr(model, "model_fields", {}).get(part)  # a list of tables has none
+            if field is None:
+                return []
+            model = ServiceModel if part == "services" else _table(field.annotation)
         return list(getattr(model, "model_fields", {}))
+
+
+def _table(annotation: Any) -> Any:
+    """The table model of a key's type: `X`, or the X of `X | None`."""
+    return next((arg for arg in get_args(annotation) if hasattr(arg, "model_fields")), annotation)
 
 
 def _problem(error: Any, known: list[str]) -> str:
@@ -89,7 +99,9 @@ def _problem(error: Any, known: list[str]) -> str:
     value = error.get("input")
     if kind == "extra_forbidden":
         where = "section" if len(error["loc"]) == 1 else "key"
-        return f"unknown {where} (known: {', '.join(known)})" if known else f"unknown {where}"
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        meant = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown {where}{meant} (known: {', '.join(known)})" if known else f"unknown {where}"
     if kind == "missing":
         return "is required"
     if kind in _TYPES:

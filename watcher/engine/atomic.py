@@ -6,6 +6,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from watcher.errors import unwritable
+
+
+def ensure_writable(directory: Path, what: str) -> None:
+    """`directory` exists and takes a new file, checked before a deploy starts anything in it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        raise unwritable(directory, what, exc) from exc
+
 
 def write_atomic(path: Path, data: str, mode: int = 0o644) -> None:
     """Write to a temp file in the same directory, fsync, rename over `path`, fsync the dir."""

@@ -27,6 +27,7 @@ from watcher.backends.registry import RegistryClient
 from watcher.config import AppConfig
 from watcher.engine import bake, promotion, unwind
 from watcher.engine import receipt as receipts
+from watcher.engine.atomic import ensure_writable
 from watcher.engine.drain import wait_drained
 from watcher.engine.hooks import run_hook
 from watcher.engine.ledger import Ledger
@@ -106,7 +107,7 @@ class Deployment:
             with self.progress.phase("pull", f"{self.config.image}:{version}"):
                 self.puller.pull(run, declared, prefer_local=prefer_local or image is not None, queued=digest)
             with self.progress.phase(
-                "inspect", "the live colour from the route file, its health from Docker"
+                "inspect", "the live colour from the route file, its health from the platform"
             ):
                 view = self.view()
                 noop = self._plan(run, view, image)
@@ -241,7 +242,8 @@ class Deployment:
         live colour alone), unless they are the retained containers of this very image."""
         assert run.plan is not None
         plan, target, say = run.plan, run.plan.target, self.progress.say
-        self.config.caddy.route_file.parent.mkdir(parents=True, exist_ok=True)  # ours, not Docker's
+        # ours, not Docker's (who would create it as root), and writable before anything starts
+        ensure_writable(self.config.caddy.route_file.parent, "the route file's directory (Caddy's run dir)")
         if plan.live is None and view.route is None:
             with self.ledger.fenced():
                 self.switch.close()  # nothing is verified yet: Caddy answers 503, not the new colour

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.engine.atomic import write_atomic
-from watcher.errors import WatcherError
+from watcher.errors import WatcherError, unwritable
 from watcher.flock import lock_exclusive
 from watcher.platforms.color import Color
 
@@ -165,8 +165,11 @@ class StateStore:
         if self._writer == threading.get_ident():
             yield
             return
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise unwritable(self.lock_path.parent, "the state directory", exc) from exc
         try:
             if not lock_exclusive(fd, timeout):
                 raise WatcherError(

@@ -145,6 +145,7 @@ def format_status(data: dict[str, Any]) -> str:
             lines.append(
                 f"  {c['name']}: {c['state']}"
                 + (f", {c['health']}" if c["health"] else "")
+                + (f" [{c['probe']}]" if c.get("probe") else "")
                 + (f" ({c['image']})" if c.get("image") and c["version"] != info["version"] else "")
             )
     if data["lock"]:

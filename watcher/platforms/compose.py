@@ -19,6 +19,7 @@ from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import wait_until_healthy
+from watcher.platforms.http_health import HttpHealth
 from watcher.progress import Progress
 
 #: The version a compose file is rendered with to tell which services follow the version.
@@ -33,6 +34,7 @@ class ComposeColor:
         self.docker = docker
         self.color = color
         self.services = [s.name for s in config.services]
+        self.http = HttpHealth(config.services)
         # Every profile: app services may sit behind one (so a plain `docker compose up` skips
         # them), and `down` must see them to remove them.
         self._project = ComposeProject(
@@ -63,7 +65,8 @@ class ComposeColor:
         return self.of(self.docker.of_project(self.name))
 
     def of(self, containers: list[Instance]) -> list[Instance]:
-        return [c for c in containers if c.service in self.services]
+        """The colour's containers among `containers`, health by HTTP where a service declares it."""
+        return self.http.judged([c for c in containers if c.service in self.services])
 
     def _app(self, instances: list[Instance] | None) -> list[Instance]:
         return of_image(self.instances() if instances is None else instances, self.config.image)
@@ -86,6 +89,7 @@ class ComposeColor:
         )
 
     def wait_healthy(self, *, timeout: float, interval: float, progress: Progress) -> float:
+        interval = self.http.wait_interval(interval)
         return wait_until_healthy(self, timeout=timeout, interval=interval, progress=progress)
 
     # -- what a deploy does to it ------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The health of one colour, judged in one place from what Docker says of its containers.
+"""The health of one colour, judged in one place from what Docker says of its containers (their
+health set by watcher's own GET for a service with a health path: http_health.py).
 
 Every move of traffic asks this (switch.py), the health wait asks it (health_check.py), and
 `status` shows it. Docker health is a *property* of a colour: it never decides which colour is
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 
 from watcher.backends.instance import Instance
 
-#: States from which a colour that is starting will not become healthy by waiting longer.
-FAILED = frozenset({"unhealthy", "restarting", "exited"})
+#: States from which a colour that is starting will not become healthy by waiting longer
+#: (`stopped`: every container exited, e.g. a crash at start without a restart policy).
+FAILED = frozenset({"unhealthy", "restarting", "exited", "stopped"})
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,12 @@ def judge(
         return Health("exited", f"{dead.name} exited (code {dead.exit_code})")
     sick = _first(containers, lambda c: c.running and c.health == "unhealthy")
     if sick is not None:
-        return Health("unhealthy", f"{sick.name} is unhealthy")
+        return Health("unhealthy", f"{sick.name} is unhealthy" + (f": {sick.probe}" if sick.probe else ""))
     missing = [s for s in services if not any(c.service == s for c in containers)]
     waiting = _first(containers, lambda c: not c.ready)
     if missing or waiting is not None:
         what = (
-            f"{waiting.name}: {waiting.health or waiting.state}"
+            f"{waiting.name}: {waiting.probe or waiting.health or waiting.state}"
             if waiting
             else f"no container yet for {', '.join(missing)}"
         )

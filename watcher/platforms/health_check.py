@@ -114,7 +114,7 @@ def _failure(message: str, containers: list[Instance], docker: Containers) -> He
             f"--- {container.name}: state={container.state} health={container.health} "
             f"restarts={container.restart_count}"
         )
-        output = docker.last_health_output(container.id)
+        output = container.probe or docker.last_health_output(container.id)
         if output:
             parts.append(f"last health check: {output[-500:]}")
             if not first_output and not container.ready:
@@ -122,6 +122,6 @@ def _failure(message: str, containers: list[Instance], docker: Containers) -> He
         logs = docker.logs(container.id, tail=15)
         if logs:
             parts.append("last log lines:\n" + logs)
-    if first_output:
+    if first_output and first_output not in message:  # a GET's answer is in the reason already
         message += f" (last health check: {first_output})"
     return HealthCheckFailed(message, "\n".join(parts))

@@ -7,11 +7,11 @@ every `watcher` invocation.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from watcher import output
 from watcher.config import HostConfig
 
 if TYPE_CHECKING:
@@ -23,9 +23,9 @@ log = logging.getLogger("watcher.serve")
 
 HELP = """\
 the triggers (need Redis):
-  serve [--no-poll]      webhook receiver (POST /hooks/github, /hooks/registry, /pause, /resume;
-                         GET /status, /healthz, /readyz) and registry poller, for every app;
-                         they only enqueue
+  serve [--no-poll]      webhook receiver, control API, probes, metrics and dashboard, and the
+                         registry poller, for every app; they only enqueue (every endpoint:
+                         serve --help)
   run [--no-poll]        serve + worker in one process (the compose service's default)
   check-tags [APP]       dry run: the tags seen, which one the tag policy would deploy, and why
 """
@@ -33,18 +33,35 @@ the triggers (need Redis):
 
 def add_parsers(sub: Any) -> None:
     serve = sub.add_parser(
-        "serve", help="webhook receiver and registry poller (they enqueue; workers deploy)"
+        "serve", help="webhook receiver and registry poller (they enqueue; workers deploy)", add_help=False
     )
+    serve.add_argument("-h", "--help", action=_EndpointsHelp, help="show this help and every endpoint")
     serve.add_argument(
         "--no-poll", action="store_true", help="receive webhooks only; do not poll the registry"
     )
-    run = sub.add_parser("run", help="serve + worker in one process")
+    run = sub.add_parser("run", help="serve + worker in one process", add_help=False)
+    run.add_argument("-h", "--help", action=_EndpointsHelp, help="show this help and every endpoint")
     run.add_argument("--no-poll", action="store_true", help="receive webhooks only; do not poll the registry")
     run.add_argument("--name", help="worker name in the queue and the lock (default HOST:PID)")
     run.set_defaults(app=None, one=False)
     check = sub.add_parser("check-tags", help="dry run of the tag policy against the registry")
     check.add_argument("app", nargs="?", help="the app (needed when several are configured)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+class _EndpointsHelp(argparse.Action):
+    """`serve --help`, `run --help`: the options, then every endpoint the receiver answers, read
+    from its routes when asked (Flask is imported for help only, not for every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from watcher.triggers.server import endpoints
+
+        parser.print_help()
+        print("\nendpoints (on [webhook] listen):\n" + "\n".join(f"  {line}" for line in endpoints()))
+        parser.exit()
 
 
 def quiet_libraries() -> None:
@@ -107,7 +124,7 @@ def check_tags(app: App, args: argparse.Namespace) -> int:
             last_request=last,
             notes=notes,
         )
-        print(json.dumps(data, indent=2))
+        print(output.dumps(data))
     else:
         print(_format(app, result, live, last, notes))
     return 1 if result.status == "failed" else 0

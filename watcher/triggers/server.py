@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import redis
@@ -95,6 +96,41 @@ def create_app(
     app.register_blueprint(dashboard.blueprint(host, settings, status=status, public_url=public_url))
     handle_errors(app)
     return app
+
+
+def endpoints() -> list[str]:
+    """Every endpoint `serve` answers, read from the receiver's own routes (so `serve --help`
+    cannot drift from them): one line per method and path, the dashboard's static files aside."""
+    flask_app = create_app(
+        SimpleNamespace(apps={}),  # type: ignore[arg-type]  # building the routes calls nothing on it
+        WebhookSettings(),
+        ready=lambda: None,
+        status=lambda name: {},
+        metrics=CollectorRegistry(),
+    )
+    order = list(_OWNERS)
+    rules = [rule for rule in flask_app.url_map.iter_rules() if not rule.endpoint.endswith("static")]
+    lines = []
+    for rule in sorted(rules, key=lambda rule: (_owner_rank(order, rule.endpoint), rule.rule)):
+        methods = "/".join(sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}))
+        owner = rule.endpoint.partition(".")[0]
+        lines.append(f"{methods:<9}{rule.rule:<40}{_OWNERS.get(owner, owner)}")
+    return lines
+
+
+def _owner_rank(order: list[str], endpoint: str) -> int:
+    owner = endpoint.partition(".")[0]
+    return order.index(owner) if owner in order else len(order)
+
+
+#: Who answers each blueprint's endpoints, as `serve --help` says it.
+_OWNERS = {
+    "hooks": "webhook: enqueues a pushed version",
+    "control": "control API (WATCHER_API_TOKEN)",
+    "probes": "probe (/status: what `status --json` prints)",
+    "metrics": "Prometheus metrics (on [metrics] listen instead, if set)",
+    "dashboard": "dashboard",
+}
 
 
 @dataclass

@@ -2,6 +2,8 @@
 // [data-live-job]   a job: polls its JSON every second and redraws it in place until it ends.
 // [data-live-queue] an app's queue: polls live.json; a new, started or finished job, or a
 //                   pause or a freeze starting or ending, reloads the page (unless the user is typing), a new phase is shown in place.
+// [data-scroll-cue] a table that may be wider than the screen: more-left / more-right say which
+//                   side has more to scroll to (the stylesheet draws the fade and the hint).
 "use strict";
 
 const FINAL = ["succeeded", "failed", "superseded", "cancelled", "awaiting promotion"];
@@ -131,5 +133,18 @@ function liveQueue(el) {
   tick();
 }
 
+function scrollCue(el) {
+  const wrap = el.querySelector(".table-wrap");
+  function mark() {
+    const rest = wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft;
+    el.classList.toggle("more-left", wrap.scrollLeft > 1);
+    el.classList.toggle("more-right", rest > 1);
+  }
+  wrap.addEventListener("scroll", mark, {passive: true});
+  window.addEventListener("resize", mark);
+  mark();
+}
+
+document.querySelectorAll("[data-scroll-cue]").forEach(scrollCue);
 document.querySelectorAll("[data-live-job]").forEach((el) => { if (!el.dataset.final) liveJob(el); });
 document.querySelectorAll("[data-live-queue]").forEach(liveQueue);
