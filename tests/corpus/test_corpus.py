@@ -134,7 +134,8 @@ class TestAuthentik:
         redis("alpine"),
     ]
     REPLACE = {
-        "AUTHENTIK_TAG=2024.12.1\n": f"AUTHENTIK_IMAGE={R}/goauthentik/server\nAUTHENTIK_TAG=v1\n",
+        "ghcr.io/goauthentik/server": f"{R}/goauthentik/server",
+        "AUTHENTIK_TAG=2024.12.1\n": "AUTHENTIK_TAG=v1\n",
         "image: docker.io/library/postgres:16-alpine": f"image: {R}/library/postgres:16-alpine",
         "image: docker.io/library/redis:alpine": f"image: {R}/library/redis:alpine",
     }
@@ -148,10 +149,9 @@ class TestAuthentik:
     )
 
     def test_journey(self, journey: Journey) -> None:
-        # init cannot read the repository out of ${AUTHENTIK_IMAGE:-...} and asks for it.
-        journey.journey(
-            ("--service", "server:9000", "--service", "worker", "--image", f"{R}/goauthentik/server")
-        )
+        # init cannot read the repository out of ${AUTHENTIK_IMAGE:-...}: it asks for --image.
+        image = ("--image", f"{R}/goauthentik/server")
+        journey.journey(("--service", "server:9000", "--service", "worker", *image))
 
 
 class TestListmonk:
