@@ -185,7 +185,7 @@ def test_a_sidecar_on_its_own_image_keeps_it(project: Path) -> None:
     out = init(
         "--service", "web:8080", "--service", "logs", "--verify-url", "http://127.0.0.1/version", "--yes"
     )
-    assert "on their own image (started per colour as they are, not versioned): logs" in out
+    assert "on their own image, at the tag they name" in out and "): logs" in out
     diff = out[out.index("--- a/compose.yml") :]
     assert "-    image: vector:0.40" not in diff and " logs:\n+    profiles: [app]" in diff
     assert load_host(project / "watcher.toml", {}).app("shop").services == (

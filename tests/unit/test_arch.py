@@ -328,3 +328,32 @@ def test_the_compose_files_are_rendered_once_to_check_their_images(
         with pytest.raises(DeployFailed, match=re.escape(refused)):
             pin.check_images(config, platform, "1.4")
     assert len(rendered) == 1 and rendered[0][-3:] == ["config", "--format", "json"]
+
+
+@pytest.mark.parametrize("follows", [None, True, False])
+def test_a_companion_on_its_own_image_follows_the_version_when_declared_or_detected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follows: bool | None
+) -> None:
+    declared = "" if follows is None else f"follows_version = {'true' if follows else 'false'}"
+    path = write_project(
+        tmp_path,
+        app="shop",
+        image="127.0.0.1:5000/acme/shop",
+        port=9,
+        extra=f"[services.stream]\n{declared}\n",
+    )
+    config = load_host(path, {}).app(None)
+    stream = "127.0.0.1:5000/acme/stream:{v}" if follows is None else "127.0.0.1:5000/acme/stream:own"
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        version = kwargs["env"][config.version_env]
+        services = {
+            "web": {"image": f"127.0.0.1:5000/acme/shop:{version}"},
+            "stream": {"image": stream.format(v=version)},
+        }
+        return subprocess.CompletedProcess(argv, 0, json.dumps({"services": services}), "")
+
+    monkeypatch.setattr(compose.subprocess, "run", run)
+    images = pin.check_images(config, ComposePlatform(config, SimpleNamespace()), "1.4")  # type: ignore[arg-type]
+    expected = "127.0.0.1:5000/acme/stream:own" if follows is False else "127.0.0.1:5000/acme/stream:1.4"
+    assert images == {"web": "127.0.0.1:5000/acme/shop:1.4", "stream": expected}

@@ -76,9 +76,15 @@ class FakeImages:
 class FakeColor:
     """One colour: a web instance per start, healthy unless its version is in `platform.sick`."""
 
+    following: set[str] = {"web"}
+    one_shots: set[str] = set()
+
     def __init__(self, platform: FakePlatform, color: Color) -> None:
         self.platform, self.color = platform, color
         self.running: list[Instance] = []
+
+    def one_shot_report(self) -> list[str]:
+        return []
 
     @property
     def name(self) -> str:

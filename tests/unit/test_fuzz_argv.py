@@ -56,6 +56,9 @@ COMPOSE_WORDS = {
     "pull",
     "--quiet",
     "--no-recreate",
+    "config",
+    "--format",
+    "json",
 }
 
 
@@ -241,6 +244,7 @@ def test_no_name_that_fails_validation_reaches_a_compose_argv(
         color.remove()
         shared.pull("1.2.3")
         shared.ensure_shared("1.2.3")
-    assert len(argvs) == 5 + bool(config.shared_services)
+    # each colour command (and the pull) after the `config` that watcher's overlay is written from
+    assert len(argvs) == 2 * 5 + bool(config.shared_services)
     for argv in argvs:
         assert_safe(argv, config.project_dir)

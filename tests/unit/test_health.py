@@ -7,12 +7,14 @@ import io
 import queue
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from watcher.backends.container_events import ContainerEvent, ContainerEvents
-from watcher.backends.containers import Containers
-from watcher.backends.instance import Instance
+from watcher.backends.containers import Containers, _up_for
+from watcher.backends.instance import SETTLE, Instance
 from watcher.platforms.health import judge
 from watcher.platforms.health_check import HealthCheckFailed, wait_on_events
 from watcher.progress import Progress
@@ -100,6 +102,7 @@ class ScriptedColor:
     def __init__(self, *views: list[Instance], services: tuple[str, ...] = ("web",)) -> None:
         self.views, self.reads = list(views), 0
         self.services, self.color, self.name, self.docker = list(services), "green", "app-green", FakeDocker()
+        self.one_shots: set[str] = set()
 
     def instances(self) -> list[Instance]:
         view = self.views[min(self.reads, len(self.views) - 1)]
@@ -261,3 +264,21 @@ def test_a_refused_subscription_is_a_source_without_events() -> None:
     assert events.problem == "cannot subscribe to Docker's events: 403 Client Error: Forbidden"
     assert events.wait(0.01) == []
     events.close()
+
+
+def test_a_container_without_a_healthcheck_is_ready_once_it_stayed_up() -> None:
+    """An app that dies of its config a moment after start must not be judged healthy on the look
+    that caught it running: without a healthcheck, it must have stayed up SETTLE seconds."""
+    fresh = replace(c(health=None), up_for=0.4)
+    health = judge([fresh], ["web"])
+    assert health.state == "starting" and f"up 0.4s of the {SETTLE:g}s" in health.reason
+    assert judge([replace(fresh, up_for=SETTLE)], ["web"]).healthy
+    assert judge([replace(c(), up_for=0.1)], ["web"]).healthy  # a healthcheck decides by itself
+
+
+def test_the_time_a_container_has_been_up_is_read_from_docker() -> None:
+    started = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%f123Z")
+    assert 4.5 < (_up_for({"Status": "running", "StartedAt": started}) or 0) < 6
+    assert _up_for({"Status": "exited", "StartedAt": started}) is None
+    assert _up_for({"Status": "running", "StartedAt": "0001-01-01T00:00:00Z"}) is not None
+    assert _up_for({"Status": "running"}) is None

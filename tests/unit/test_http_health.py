@@ -248,6 +248,7 @@ class HttpColor:
     def __init__(self, net: Server, *states: str) -> None:
         self.http, self.states = HttpHealth([WEB], net), list(states) or ["running"]
         self.services, self.color, self.name = ["web"], "green", "app-green"
+        self.one_shots: set[str] = set()
         self.docker = self
 
     def instances(self) -> list[Instance]:

@@ -63,9 +63,16 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
     if answers.tags:
         lines.append(f"  tag policy: {answers.tags.said}")
     sidecars = [name for name in answers.names if is_sidecar(compose, answers, name)]
-    if sidecars:
+    following = [name for name in sidecars if "APP_VERSION" in str(compose.services[name].get("image"))]
+    if following:
         lines.append(
-            f"  on their own image (started per colour as they are, not versioned): {', '.join(sidecars)}"
+            "  on their own image, at the app's version (${APP_VERSION}): pulled, deployed and "
+            f"rolled back with it: {', '.join(following)}"
+        )
+    if others := [name for name in sidecars if name not in following]:
+        lines.append(
+            "  on their own image, at the tag they name (follows_version = true in [apps.<app>.services."
+            f"<name>] makes it the app's version): {', '.join(others)}"
         )
     overrides = [name for name in OVERRIDE_NAMES if (compose.dir / name).is_file()]
     if overrides:

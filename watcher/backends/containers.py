@@ -226,7 +226,17 @@ class Containers:
             exit_code=int(state.get("ExitCode") or 0),
             restart_count=int(attrs.get("RestartCount") or 0),
             addresses=_addresses(attrs),
+            up_for=_up_for(state),
         )
+
+
+def _up_for(state: dict) -> float | None:
+    """Seconds since the container last started (None: not running, or Docker did not say)."""
+    try:
+        started = datetime.fromisoformat(state["StartedAt"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, time.time() - started) if state.get("Status") == "running" else None
 
 
 def _addresses(attrs: dict) -> tuple[str, ...]:

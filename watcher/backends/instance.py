@@ -6,6 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: How long a container without any healthcheck must have stayed up to count as ready: an app
+#: that dies of its config a moment after start must not be judged healthy, and traffic moved, on
+#: the look that caught it running.
+SETTLE = 2.0
+
+
+def repository(image: str) -> str:
+    """An image reference without its tag or digest (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
+    head, _, last = image.rpartition("/")
+    name = last.split(":", 1)[0].split("@", 1)[0]
+    return f"{head}/{name}" if head else name
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -21,14 +33,12 @@ class Instance:
     exit_code: int
     restart_count: int = 0  # restarts by Docker's restart policy since the container was started
     addresses: tuple[str, ...] = ()  # its IP addresses, one per network it is on
+    up_for: float | None = None  # seconds since it (re)started, when it was looked at
     probe: str = ""  # what watcher's own HTTP GET saw, when it judges the health (http_health.py)
 
     @property
     def repository(self) -> str:
-        """The image reference without its tag (`ghcr.io/acme/app:1.2` -> `ghcr.io/acme/app`)."""
-        head, _, last = self.image.rpartition("/")
-        name = last.split(":", 1)[0].split("@", 1)[0]
-        return f"{head}/{name}" if head else name
+        return repository(self.image)
 
     @property
     def version(self) -> str:
@@ -42,8 +52,10 @@ class Instance:
 
     @property
     def ready(self) -> bool:
-        """Running and healthy (or running without a healthcheck to say otherwise)."""
-        return self.running and self.health in (None, "healthy")
+        """Running and healthy, or, without a healthcheck to say so, up for SETTLE seconds."""
+        if self.health is None:
+            return self.running and (self.up_for is None or self.up_for >= SETTLE)
+        return self.running and self.health == "healthy"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -56,4 +68,5 @@ class Instance:
             "id": self.id[:12],
             "restarts": self.restart_count,
             "probe": self.probe or None,
+            "exit_code": self.exit_code,
         }

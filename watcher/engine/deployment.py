@@ -72,12 +72,15 @@ class Deployment:
     # -- reading -------------------------------------------------------------------------
 
     def observe(self) -> Observed:
+        stack = self.platform.color(Color.BLUE)  # both colours run the same files
         return Observed(
             self.switch.current(),
             self.platform.observe(),
             tuple(s.name for s in self.config.services),
             self.config.image,
             self.switch.closed(),
+            frozenset(stack.following),
+            frozenset(stack.one_shots),
         )
 
     def view(self) -> View:
@@ -265,6 +268,8 @@ class Deployment:
             say(f"  pointing {ref} at {plan.image[:19]} again (an earlier image of the tag)")
             images.tag(plan.image, ref)
         target.start(run.version)
+        for line in target.one_shot_report():
+            say(f"  {line}")
 
     def go_live(self, run: Run, view: View) -> DeployResult:
         """The second half of a deploy (and a promotion), from the guard check before the switch:

@@ -91,8 +91,9 @@ def reset(engine: Deployment, *, guard: Guard) -> list[str]:
     removed = []
     for color in Color:
         stack = engine.platform.color(color)
-        if stack.instances():
-            stack.remove()
+        had = stack.instances()
+        stack.remove()  # with no container left, still its network and watcher's overlay
+        if had:
             removed.append(stack.name)
     with engine.ledger.fenced(guard):
         engine.switch.close()

@@ -68,10 +68,10 @@ def check(registry: RegistryClient, ref: ImageRef, chosen: Pin, host: ImagePlatf
 
 
 def check_images(config: AppConfig, platform: Platform, version: str) -> dict[str, str]:
-    """Refuse compose files that would run another image than `app.image:<version>`: the
-    services whose image follows the version must name the app's repository (a hard-coded
-    repository that differs from the config would deploy, and verify, the wrong thing).
-    Returns each service's image for `version`."""
+    """Refuse compose files that would not run `app.image:<version>`: a service that follows
+    the version must run the app's repository (a hard-coded repository that differs from the
+    config would deploy, and verify, the wrong thing); the other services that follow it are
+    its companions on images of their own. Returns each service's image for `version`."""
     declared = platform.declared_images(version)
     app = f"{config.image}:{version}"
     versioned = {name: image for name, (image, follows) in declared.items() if follows}
@@ -81,12 +81,12 @@ def check_images(config: AppConfig, platform: Platform, version: str) -> dict[st
             f"${{{config.version_env}}}: give the app's services "
             f"image: ${{APP_IMAGE}}:${{{config.version_env}}}"
         )
-    for name, image in versioned.items():
-        if image != app:
-            raise DeployFailed(
-                f"service {name}: its image resolves to {image}, not the app's {app}: use "
-                f"image: ${{APP_IMAGE}}:${{{config.version_env}}} (watcher sets APP_IMAGE to {config.image})"
-            )
+    if app not in versioned.values():
+        name, image = next(iter(versioned.items()))
+        raise DeployFailed(
+            f"service {name}: its image resolves to {image}, not the app's {app}: use "
+            f"image: ${{APP_IMAGE}}:${{{config.version_env}}} (watcher sets APP_IMAGE to {config.image})"
+        )
     return {name: image for name, (image, _) in declared.items()}
 
 
@@ -103,7 +103,8 @@ class Puller:
     def pull(self, run: Run, declared: dict[str, str], *, prefer_local: bool, queued: str | None) -> None:
         image, images = f"{self.config.image}:{run.version}", self.platform.images
         if prefer_local and images.image_present(image):
-            self.progress.say(f"  {image} is present locally; not pulling")
+            self.progress.say(f"  {image} is present locally; not pulling it")
+            self._pull_missing(run.version, declared)
             return
         ref = ImageRef.parse(self.config.image)
         registry = self.registry or RegistryClient(
@@ -132,6 +133,15 @@ class Puller:
             self._hold(image, ref, chosen.digest)
         except (ComposeError, PullFailed) as exc:
             raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
+
+    def _pull_missing(self, version: str, declared: dict[str, str]) -> None:
+        """The services' images that are not here (a companion at the version), by tag."""
+        missing = [name for name, ref in declared.items() if not self.platform.images.image_present(ref)]
+        if missing:
+            try:
+                self.platform.pull(version, missing)
+            except (ComposeError, PullFailed) as exc:
+                raise DeployFailed(f"pull failed, nothing was changed: {exc}") from None
 
     def _hold(self, image: str, ref: ImageRef, digest: str) -> None:
         """The local `image` must be the pinned `digest`: if the pull brought another (the tag

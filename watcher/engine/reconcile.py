@@ -27,18 +27,21 @@ class Observed:
     services: tuple[str, ...] = ("web",)
     image: str = ""  # the app's image repository: only its containers give a colour's version
     closed: bool = False  # the route file says `none`: deliberately nothing live
+    following: frozenset[str] = frozenset()  # services whose tag is the version (a companion's too)
+    one_shots: frozenset[str] = frozenset()  # services that exit 0 once per deploy, by design
 
     def of(self, color: Color) -> list[Instance]:
         return self.instances.get(color, [])
 
     def health(self, color: Color) -> Health:
-        return judge(self.of(color), self.services)
+        return judge(self.of(color), self.services, one_shots=self.one_shots)
 
     def app(self, color: Color) -> list[Instance]:
         return of_image(self.of(color), self.image) if self.image else self.of(color)
 
     def version(self, color: Color) -> str | None:
-        return agreed({c.version for c in self.app(color)})
+        companions = [c for c in self.of(color) if c.service in self.following]
+        return agreed({c.version for c in self.app(color) + companions})
 
     def image_id(self, color: Color) -> str | None:
         return agreed({c.image_id for c in self.app(color)})

@@ -28,7 +28,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "role": _role(color, view, target, waiting) if containers else "absent",
             "version": stack.version(containers),
             "health": stack.health(containers).state,
-            "containers": [c.to_dict() for c in containers],
+            "containers": [{**c.to_dict(), "one_shot": c.service in stack.one_shots} for c in containers],
         }
     warnings = view.warnings + upstream_faults(engine) + (admin_fault(engine) if live else [])
     return {
@@ -141,13 +141,7 @@ def format_status(data: dict[str, Any]) -> str:
             + (f", {info['version']}" if info["version"] else "")
             + (f", {info['health']}" if info["role"] != "absent" else "")
         )
-        for c in info["containers"]:
-            lines.append(
-                f"  {c['name']}: {c['state']}"
-                + (f", {c['health']}" if c["health"] else "")
-                + (f" [{c['probe']}]" if c.get("probe") else "")
-                + (f" ({c['image']})" if c.get("image") and c["version"] != info["version"] else "")
-            )
+        lines += [_container_line(c, info["version"]) for c in info["containers"]]
     if data["lock"]:
         holder = data["lock"]
         where = f"pid {holder.get('pid')}" + (f" on {holder['host']}" if holder.get("host") else "")
@@ -188,3 +182,17 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     lines += [f"warning: {data['app']}: {w}" for data in apps for w in data["warnings"]]
     lines += [f"warning: {data['redis_error']}" for data in apps[:1] if "redis_error" in data]
     return "\n".join(lines)
+
+
+def _container_line(c: dict, version: str | None) -> str:
+    """One container of a colour; a one-shot that exited 0 is done, not down."""
+    exited = c["state"] == "exited"
+    shot = ", one-shot" + ((": done" if c["exit_code"] == 0 else ": failed") if exited else "")
+    return (
+        f"  {c['name']}: {c['state']}"
+        + (f" (code {c['exit_code']})" if exited else "")
+        + (shot if c.get("one_shot") else "")
+        + (f", {c['health']}" if c["health"] else "")
+        + (f" [{c['probe']}]" if c.get("probe") else "")
+        + (f" ({c['image']})" if c.get("image") and c["version"] != version else "")
+    )

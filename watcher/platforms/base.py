@@ -42,6 +42,20 @@ class ColorStack(Protocol):
         """What the platform calls this colour (`shop-green`): in messages and leftovers."""
         ...
 
+    @property
+    def following(self) -> set[str]:
+        """The services whose image's tag is the app's version (the app's, its companions')."""
+        ...
+
+    @property
+    def one_shots(self) -> set[str]:
+        """The services that run to completion once per start: exited 0 is done, not down."""
+        ...
+
+    def one_shot_report(self) -> list[str]:
+        """What the one-shots of the last start did (exit code, last log lines): for the output."""
+        ...
+
     def upstreams(self) -> list[str]:
         """Caddy's upstream addresses of this colour, whose in-flight counts a drain watches."""
         ...

@@ -2,21 +2,27 @@
 the app's compose files plus that colour's overlay; the shared services (caddy, redis) are the
 app's own project, started if missing, never recreated by a deploy.
 
-A colour's *version* and *image* are those of its containers that run the app's image
-(`app.image`); a sidecar on another image is listed with the colour but never makes its version
-unknown.
+Each use of a colour writes watcher's own overlay after the user's files (colour_model.py): the
+colour project runs its own services only, on a network of its own, its dependencies on the shared
+project dropped, and the services that follow the app's version at that version.
+
+A colour's *version* is the tag its version-following containers agree on (the app's image and
+its companions; a one-shot too); its *image* is the app image's ID. A sidecar on an image of its
+own is listed with the colour but never makes its version unknown.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
-from watcher.backends.compose import ComposeProject
+from watcher.backends.compose import ComposeError, ComposeProject
 from watcher.backends.containers import Containers
-from watcher.backends.instance import Instance
+from watcher.backends.instance import Instance, repository
 from watcher.config import AppConfig
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color
+from watcher.platforms.colour_model import ColourModel, one_shots
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import wait_until_healthy
 from watcher.platforms.http_health import HttpHealth
@@ -24,6 +30,8 @@ from watcher.progress import Progress
 
 #: The version a compose file is rendered with to tell which services follow the version.
 PROBE = "watcher-probe"
+#: A one-shot's last log lines shown in the deploy's output.
+ONE_SHOT_TAIL = 10
 
 
 class ComposeColor:
@@ -35,14 +43,15 @@ class ComposeColor:
         self.color = color
         self.services = [s.name for s in config.services]
         self.http = HttpHealth(config.services)
+        self.generated = (config.state.dir / f"compose.{color.value}.watcher.yml").absolute()
         # Every profile: app services may sit behind one (so a plain `docker compose up` skips
         # them), and `down` must see them to remove them.
+        files = config.compose_files + (config.overlay(color.value),)
+        self._user = ComposeProject(config.project(color.value), config.project_dir, files, ("*",))
         self._project = ComposeProject(
-            config.project(color.value),
-            config.project_dir,
-            config.compose_files + (config.overlay(color.value),),
-            ("*",),
+            self._user.name, config.project_dir, files + (str(self.generated),), ("*",)
         )
+        self._probed: dict | None = None
 
     @property
     def name(self) -> str:
@@ -71,11 +80,26 @@ class ComposeColor:
     def _app(self, instances: list[Instance] | None) -> list[Instance]:
         return of_image(self.instances() if instances is None else instances, self.config.image)
 
+    @property
+    def following(self) -> set[str]:
+        """The services whose image's tag is the app's version (declared, else detected)."""
+        return self._read_roles()[0]
+
+    @property
+    def one_shots(self) -> set[str]:
+        """The services that run to completion once per deploy (declared, else detected)."""
+        return self._read_roles()[1]
+
     def health(self, instances: list[Instance] | None = None) -> Health:
-        return judge(self.instances() if instances is None else instances, self.services)
+        return judge(
+            self.instances() if instances is None else instances, self.services, one_shots=self.one_shots
+        )
 
     def version(self, instances: list[Instance] | None = None) -> str | None:
-        return agreed({c.version for c in self._app(instances)})
+        found = self.instances() if instances is None else instances
+        return agreed(
+            {c.version for c in self._app(found) + [c for c in found if c.service in self.following]}
+        )
 
     def image_id(self, instances: list[Instance] | None = None) -> str | None:
         return agreed({c.image_id for c in self._app(instances)})
@@ -97,29 +121,99 @@ class ComposeColor:
     def env(self, version: str | None) -> dict[str, str]:
         return {**self.config.compose_env(version), "WATCHER_COLOR": self.color.value}
 
-    def render(self, version: str) -> dict[str, str]:
-        """What the compose files and this colour's overlay make each service's image for `version`."""
-        rendered = json.loads(self._project.run(["config", "--format", "json"], self.env(version)))
+    def model(self, version: str) -> dict:
+        """The user's compose files and colour overlay as compose renders them for `version`."""
+        return json.loads(self._user.run(["config", "--format", "json"], self.env(version)))
+
+    def probed(self, *, fresh: bool = False) -> dict:
+        """The files rendered at the probe version, read once (`fresh`: read again). A service
+        whose image carries the probe follows the version."""
+        if self._probed is None or fresh:
+            self._probed = self.model(PROBE)
+        return self._probed
+
+    def _read_roles(self) -> tuple[set[str], set[str]]:
+        """Declared roles, else detected in the files; only what is declared when the files do
+        not render (`status` still answers, and a deploy fails on them anyway)."""
+        try:
+            model = self.probed()
+        except ComposeError:
+            return self._declared("follows_version"), self._declared("one_shot")
+        declared = {s.name: s.follows_version for s in self.config.services}
+        following = {
+            name
+            for name in self.services
+            if (PROBE in _image(model, name) if declared[name] is None else declared[name])
+        }
+        return following, one_shots(model, self.services, {s.name: s.one_shot for s in self.config.services})
+
+    def _declared(self, role: str) -> set[str]:
+        return {s.name for s in self.config.services if getattr(s, role)}
+
+    def images(self, version: str, *, fresh: bool = False) -> dict[str, tuple[str, bool]]:
+        """Each service's image for `version`, and whether it follows the version (a following
+        service runs its repository at `version`, as watcher's overlay sets it)."""
+        model = self.probed(fresh=fresh)
+        following = self.following
         return {
-            name: str(spec.get("image", ""))
-            for name, spec in rendered.get("services", {}).items()
-            if name in self.services
+            name: (f"{repository(_image(model, name))}:{version}", True)
+            if name in following
+            else (_image(model, name).replace(PROBE, version), False)
+            for name in self.services
+            if name in model.get("services", {})
         }
 
+    def _write_overlay(self, version: str | None) -> None:
+        """watcher's overlay of this colour, written afresh for each use (the user's files may
+        have changed since); `version` sets the images of the services that follow it."""
+        declared = self.images(version or PROBE, fresh=True)
+        images = {name: image for name, (image, follows) in declared.items() if follows and version}
+        text = ColourModel(self._probed or {}, tuple(self.services), self.name).overlay(images)
+        self.generated.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.generated.with_name(self.generated.name + ".partial")
+        partial.write_text(text)
+        partial.chmod(0o644)
+        os.replace(partial, self.generated)
+
     def start(self, version: str) -> None:
-        """Create this colour's containers running `version` (the local image of its tag)."""
-        self._project.run(["up", "-d", "--no-deps", "--pull", "never", *self.services], self.env(version))
+        """Create this colour's containers running `version` (the local image of its tag); its
+        one-shots run to completion first (compose waits for them); a failed one says how."""
+        self._write_overlay(version)
+        try:
+            self._project.run(["up", "-d", "--no-deps", "--pull", "never", *self.services], self.env(version))
+        except ComposeError as exc:
+            raise ComposeError("; ".join([str(exc), *self.one_shot_report()])) from None
+
+    def pull(self, version: str, services: list[str]) -> None:
+        self._write_overlay(version)
+        self._project.run(["pull", "--quiet", *services], self.env(version))
+
+    def one_shot_report(self) -> list[str]:
+        """Each one-shot container's exit code and last log lines (the deploy's output)."""
+        lines = []
+        for c in self.instances():
+            if c.service in self.one_shots and c.state in ("exited", "dead"):
+                log = self.docker.logs(c.id, tail=ONE_SHOT_TAIL)
+                lines.append(f"one-shot {c.name} exited {c.exit_code}" + (":" if log else ""))
+                lines += [f"  | {line}" for line in log.splitlines()]
+        return lines
 
     def resume(self) -> None:
-        """`up` would recreate the containers when the tag now points at another image: `start`."""
+        """`up` would recreate the containers when the tag now points at another image: `start`.
+        Compose runs the one-shots again first (a migration that has run is a no-op)."""
+        self._write_overlay(None)
         self._project.run(["start", *self.services], self.env(None))
 
     def stop(self) -> None:
         """SIGTERM, then compose's stop_grace_period; the containers are kept for a rollback."""
+        self._write_overlay(None)
         self._project.run(["stop", *self.services], self.env(None))
 
     def remove(self) -> None:
+        """The colour's containers and its network; watcher's overlay of it goes last."""
+        self._write_overlay(None)
         self._project.run(["down", "--remove-orphans"], self.env(None))
+        self.generated.unlink(missing_ok=True)
 
 
 class ComposePlatform:
@@ -146,18 +240,15 @@ class ComposePlatform:
         return self.docker.platform()
 
     def declared_images(self, version: str) -> dict[str, tuple[str, bool]]:
-        """One `compose config`, at a probe version: a service whose image carries the probe
-        follows the version (its image for `version` is the probe's, with `version` in its place)."""
-        probe = f"{version}-{PROBE}"
-        return {
-            name: (image.replace(probe, version), probe in image)
-            for name, image in self.colors[Color.BLUE].render(probe).items()
-        }
+        """One `compose config`, at a probe version (colour_model.py)."""
+        return self.colors[Color.BLUE].images(version, fresh=True)
 
     def pull(self, version: str, services: list[str] | None = None) -> None:
-        """A failure changes nothing that runs."""
+        """Through a colour's project and watcher's overlay, so that a service following the
+        version through a variable of its own is pulled at `version` too. A failure changes
+        nothing that runs."""
         names = services if services is not None else [s.name for s in self.config.services]
-        self._shared.run(["pull", "--quiet", *names], self.config.compose_env(version))
+        self.colors[Color.BLUE].pull(version, names)
 
     def ensure_shared(self, version: str) -> None:
         if self.config.shared_services:
@@ -170,3 +261,7 @@ class ComposePlatform:
 
     def proxy_log(self, since: float) -> list[str]:
         return self.docker.caddy_log(since)
+
+
+def _image(model: dict, service: str) -> str:
+    return str(((model.get("services") or {}).get(service) or {}).get("image", ""))

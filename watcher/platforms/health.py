@@ -8,10 +8,10 @@ live (the route file does; see reconcile.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from watcher.backends.instance import Instance
+from watcher.backends.instance import SETTLE, Instance
 
 #: States from which a colour that is starting will not become healthy by waiting longer
 #: (`stopped`: every container exited, e.g. a crash at start without a restart policy).
@@ -42,12 +42,24 @@ def judge(
     containers: Sequence[Instance],
     services: Sequence[str],
     restarts_before: dict[str, int] | None = None,
+    one_shots: Collection[str] = (),
 ) -> Health:
     """The colour's health. `restarts_before` (container id -> restart count when the wait began)
     turns any restart since then into `restarting`: a crash loop can look `running` between
-    two restarts."""
+    two restarts. A one-shot that exited 0 is done, not down; one that exited otherwise failed."""
     if not containers:
         return Health("absent", "no containers")
+    shots = [c for c in containers if c.service in one_shots]
+    rest = [c for c in containers if c.service not in one_shots]
+    failed = _first(shots, lambda c: c.state in ("exited", "dead") and c.exit_code != 0)
+    if failed is not None:
+        return Health("exited", f"one-shot {failed.name} exited (code {failed.exit_code})")
+    if shots and rest:
+        health = judge(rest, [s for s in services if s not in one_shots], restarts_before)
+        pending = _first(shots, lambda c: c.state not in ("exited", "dead"))
+        if health.healthy and pending is not None:
+            return Health("starting", f"one-shot {pending.name} is {pending.state}")
+        return health
     restarted = [
         c
         for c in containers
@@ -71,12 +83,18 @@ def judge(
     waiting = _first(containers, lambda c: not c.ready)
     if missing or waiting is not None:
         what = (
-            f"{waiting.name}: {waiting.probe or waiting.health or waiting.state}"
+            f"{waiting.name}: {waiting.probe or waiting.health or _settling(waiting)}"
             if waiting
             else f"no container yet for {', '.join(missing)}"
         )
         return Health("starting", what)
     return Health("healthy")
+
+
+def _settling(container: Instance) -> str:
+    if container.running and container.up_for is not None:
+        return f"up {container.up_for:.1f}s of the {SETTLE:g}s a container without a healthcheck must stay up"
+    return container.state
 
 
 def _first(containers: Sequence[Instance], test: Callable[[Instance], bool]) -> Instance | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from watcher.backends.instance import Instance
+from watcher.backends.instance import SETTLE, Instance
 from watcher.errors import DeployFailed
 from watcher.platforms.color import Color
 from watcher.platforms.health import judge
@@ -50,6 +50,7 @@ class Watched(Protocol):
 
     color: Color
     services: list[str]
+    one_shots: set[str]
     docker: Containers
 
     @property
@@ -74,12 +75,14 @@ def wait_on_events(
     seen_by, told = "the first look", ""
     while True:
         containers = stack.instances()
-        health = judge(containers, stack.services, restarts)
+        health = judge(containers, stack.services, restarts, stack.one_shots)
         elapsed = time.monotonic() - started
         if health.healthy:
             progress.say(f"  healthy, seen on {seen_by}")
             if any(c.health is None for c in containers):
-                progress.say("  warning: a container has no healthcheck; running counts as healthy")
+                progress.say(
+                    f"  warning: a container has no healthcheck; up for {SETTLE:g}s counts as healthy"
+                )
             return elapsed
         if health.failed:
             raise _failure(
@@ -97,12 +100,18 @@ def wait_on_events(
         if events.problem != told:
             told = events.problem
             progress.say(f"  note: {told}; polling every {interval:g}s")
-        arrived = events.wait(min(interval, max(0.0, timeout - elapsed)) or interval)
+        arrived = events.wait(min(_next_look(containers, interval), max(0.0, timeout - elapsed)) or interval)
         seen_by = (
             f"Docker's event {', '.join(map(str, arrived[-3:]))}"
             if arrived
             else f"the poll (every {interval:g}s)"
         )
+
+
+def _next_look(containers: list[Instance], interval: float) -> float:
+    """No event says when a container without a healthcheck has settled: look again then."""
+    settling = [SETTLE - c.up_for for c in containers if c.health is None and c.up_for is not None]
+    return min([interval, *(max(0.05, left) for left in settling if left > 0)])
 
 
 def _failure(message: str, containers: list[Instance], docker: Containers) -> HealthCheckFailed:
