@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import corpus_images
-from tests.harness.corpus import Fix, Journey
+from tests.harness.corpus import Check, Fix, Journey
 from tests.harness.corpus_images import StandIn
 from tests.harness.stack import free_port
 
@@ -48,7 +48,7 @@ def peers_seen(journey: Journey, color: str, service: str) -> set[str]:
     return {line.rsplit(" ", 1)[1] for line in lines if " answered v" in line}
 
 
-def sibling_by_name(service: str) -> object:
+def sibling_by_name(service: str) -> Check:
     """After a deploy v1 -> v2: each colour's `service` reached only its own colour by name."""
 
     def check(journey: Journey) -> None:
@@ -60,7 +60,7 @@ def sibling_by_name(service: str) -> object:
     return check
 
 
-def image_follows(service: str, version: str) -> object:
+def image_follows(service: str, version: str) -> Check:
     def check(journey: Journey) -> None:
         image = journey.container_image(journey.live(), service)
         assert image.endswith(f":{version}"), f"{service} runs {image}, not version {version}"
@@ -68,7 +68,7 @@ def image_follows(service: str, version: str) -> object:
     return check
 
 
-def compose_edit(old: str, new: str, what: str) -> object:
+def compose_edit(old: str, new: str, what: str) -> Check:
     """An edit of compose.yml the user makes unless init's diff already did."""
 
     def edit(journey: Journey) -> None:
@@ -211,7 +211,7 @@ def migrations(journey: Journey) -> dict[str, int]:
     return counts
 
 
-def migrated(expected: dict[str, int]) -> object:
+def migrated(expected: dict[str, int]) -> Check:
     def check(journey: Journey) -> None:
         assert migrations(journey) == expected, f"one-shot runs: {migrations(journey)}, expected {expected}"
 

@@ -281,7 +281,10 @@ class Journey:
         shutil.rmtree(self.outer, ignore_errors=True)
 
 
-Hooks = dict[str, list[Callable[["Journey"], None]]]
+#: A stack's own check or edit, run at a moment of its journey (a step's name, "config" after
+#: init, "before cleanup").
+Check = Callable[["Journey"], None]
+Hooks = dict[str, list[Check]]
 
 
 def _run(after: Hooks, when: str, journey: Journey) -> None:
@@ -330,9 +333,7 @@ def table(rows: list[dict]) -> str:
 
 
 def _cell(outcome: str) -> str:
-    return {"ok": "ok", "not run": "-", "refused": "refused"}.get(
-        outcome, outcome.replace("failed: ", "FAIL: ")[:120]
-    )
+    return "-" if outcome == "not run" else outcome.replace("failed: ", "FAIL: ")[:120]
 
 
 def rows(since: float = 0.0) -> list[dict]:

@@ -23,15 +23,11 @@ REGISTRY = images.REGISTRY
 COMMANDS = (
     "usr/local/bin/bundle",
     "usr/local/bin/node",
-    "usr/local/bin/ak",
     "usr/local/bin/pg_isready",
-    "usr/local/bin/postgres",
     "usr/local/bin/curl",
-    "usr/local/bin/n8n",
     "listmonk/listmonk",
     "app/docker/entrypoints/rails.sh",
     "entrypoint.sh",
-    "usr/local/bin/docker-entrypoint.sh",
 )
 
 

@@ -2,10 +2,11 @@
 """The corpus's stand-in for every image of a real stack (tests/fixtures/corpus): one program that
 plays the role a compose file's `command` asks of it, so the stacks' published shapes run offline.
 
-It runs inside the images tests/harness/corpus.py builds, beside the test app's server
+It runs inside the images tests/harness/corpus_images.py builds, beside the test app's server
 (tests/harness/app_server.py, imported as /app/server.py), and is linked under the names real
-commands use (`bundle`, `node`, `ak`, `listmonk`, `pg_isready`, ...). The role comes from the
-words of its command line, else from the image's STANDIN_ROLE:
+commands use (`bundle`, `node`, `listmonk`, `pg_isready`, `curl`, ...). The role comes from the
+words of its command line, else from the image's STANDIN_ROLE; as an entrypoint it runs a
+command that names a program (`sh -c ...`) in its place, as real entrypoint scripts do:
 
     serve    the test app's HTTP server (keep-alive, graceful drain) on $PORT and every port of
              $STANDIN_PORTS, under the prefix $STANDIN_PREFIX when set (a server that routes on
@@ -15,8 +16,8 @@ words of its command line, else from the image's STANDIN_ROLE:
     migrate  a one-shot: tells the database stand-in "migration <version>" and exits with the
              image's "migrate_exit" (0 unless the version is built broken)
     db       a database stand-in: the HTTP server on $PORT; logs each migration it is told of
-    ping     a healthcheck command (pg_isready, redis-cli ping, ...): exit 0 when 127.0.0.1:$PORT
-             answers /up
+    ping     a healthcheck command (pg_isready, curl, `... healthcheck`): prints OK and exits 0
+             when 127.0.0.1:$PORT answers /up; a worker is healthy while it runs
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def ping() -> int:
     return 0 if answer == "ok" else 1
 
 
-ENTRYPOINTS = ("standin.py", "entrypoint.sh", "docker-entrypoint.sh", "rails.sh")
+ENTRYPOINTS = ("standin.py", "entrypoint.sh", "rails.sh")
 
 
 def delegate(argv: list[str]) -> None:
