@@ -136,3 +136,12 @@ def test_every_following_service_must_agree_on_the_colour_version() -> None:
         Color.BLUE, {Color.BLUE: [web, of("logs", "vector:0.40")]}, ("web", "logs"), "127.0.0.1:5000/acme/web"
     )
     assert sidecar.version(Color.BLUE) == "2"  # a sidecar on an image of its own never makes it unknown
+
+
+def test_a_resumed_colour_waits_no_more_for_the_one_shots_that_ran() -> None:
+    """An instant rollback must not run an old migration again over a newer schema."""
+    out = yaml.load(ColourModel(MODEL, COLOUR, "shop-blue").overlay({}, ran={"migrate"}), ResetTag)
+    assert out["services"]["web"]["depends_on"] == (
+        "override",
+        {"worker": {"condition": "service_started", "required": True}},
+    )
