@@ -2,6 +2,7 @@
 #   make demo   live local demo of a zero-downtime deploy (and a rollback) under load
 #   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
 #   make lint   ruff: the lint rules and the format in pyproject.toml
+#   make corpus the real stacks' shapes alone (tests/corpus), with their table
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # The tests mostly wait on Docker, so more xdist workers than cores pay (WORKERS=1: one at a time).
@@ -22,7 +23,7 @@ define tests
 	[ $$side -eq 0 ] && [ $$alone -eq 0 ]
 endef
 
-.PHONY: setup services lint test unit faults demo bench clean-services
+.PHONY: setup services lint test unit faults corpus demo bench clean-services
 
 setup:
 	bash scripts/install.sh
@@ -35,13 +36,16 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: services
-	$(call tests,tests/unit tests/integration tests/browser tests/faults)
+	$(call tests,tests/unit tests/integration tests/corpus tests/browser tests/faults)
 
 unit: setup
 	$(PYTEST) -n $(WORKERS) --durations=20 tests/unit
 
 faults: services
 	$(call tests,tests/faults)
+
+corpus: services
+	$(PYTEST) -n $(WORKERS) --dist loadscope tests/corpus
 
 demo: services
 	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)

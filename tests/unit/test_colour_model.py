@@ -161,3 +161,12 @@ def test_only_the_volumes_the_colour_created_for_itself_go_with_it() -> None:
         },
     }
     assert ColourModel(model, ("web",), "shop-blue").own_volumes == ["shop-blue_scratch"]
+
+
+def test_a_resumed_colour_waits_no_more_for_the_one_shots_that_ran() -> None:
+    """An instant rollback must not run an old migration again over a newer schema."""
+    out = yaml.load(ColourModel(MODEL, COLOUR, "shop-blue").overlay({}, ran={"migrate"}), ResetTag)
+    assert out["services"]["web"]["depends_on"] == (
+        "override",
+        {"worker": {"condition": "service_started", "required": True}},
+    )

@@ -59,15 +59,16 @@ class ColourModel:
     services: tuple[str, ...]
     project: str
 
-    def overlay(self, images: Mapping[str, str]) -> str:
-        """The overlay's YAML; `images` are the images to force (a following service's)."""
+    def overlay(self, images: Mapping[str, str], ran: Collection[str] = ()) -> str:
+        """The overlay's YAML; `images` are the images to force (a following service's); `ran`:
+        one-shots that already ran for this colour, which its services no longer wait for."""
         rendered = self.model.get("services") or {}
         lines = ["# Written by watcher for each use; edits are lost.", "services:"]
         for name in rendered:
             if name not in self.services:
                 lines.append(f"  {_q(name)}: !reset {{}}")
                 continue
-            lines += [f"  {_q(name)}:", *self._service(name, rendered[name], images.get(name))]
+            lines += [f"  {_q(name)}:", *self._service(name, rendered[name], images.get(name), ran)]
         own_network = f"  {_q(NETWORK)}: {_q({'name': network_name(self.project)})}"
         for kind in ("volumes", "networks"):
             entries = [f"  {_q(key)}: !reset {{}}" for key in self._unused(kind)]
@@ -76,11 +77,13 @@ class ColourModel:
                 lines += [f"{kind}:", *entries]
         return "\n".join(lines) + "\n"
 
-    def _service(self, name: str, spec: Mapping[str, Any], image: str | None) -> list[str]:
+    def _service(
+        self, name: str, spec: Mapping[str, Any], image: str | None, ran: Collection[str]
+    ) -> list[str]:
         own = {
             dependency: {k: v for k, v in (condition or {}).items() if k in DEPENDENCY_KEYS}
             for dependency, condition in _depends_on(self.model, name).items()
-            if dependency in self.services
+            if dependency in self.services and dependency not in ran
         }
         lines = [f"    depends_on: !override {_q(own)}" if own else "    depends_on: !reset {}"]
         links = [link for link in spec.get("links") or [] if link.split(":", 1)[0] in self.services]

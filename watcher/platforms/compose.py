@@ -163,12 +163,13 @@ class ComposeColor:
             if name in model.get("services", {})
         }
 
-    def _write_overlay(self, version: str | None) -> None:
+    def _write_overlay(self, version: str | None, ran: set[str] | frozenset[str] = frozenset()) -> None:
         """watcher's overlay of this colour, written afresh for each use (the user's files may
-        have changed since); `version` sets the images of the services that follow it."""
+        have changed since); `version` sets the images of the services that follow it; `ran`:
+        one-shots that already ran, which nothing waits for."""
         declared = self.images(version or PROBE, fresh=True)
         images = {name: image for name, (image, follows) in declared.items() if follows and version}
-        text = ColourModel(self._probed or {}, tuple(self.services), self.name).overlay(images)
+        text = ColourModel(self._probed or {}, tuple(self.services), self.name).overlay(images, ran)
         self.generated.parent.mkdir(parents=True, exist_ok=True)
         partial = self.generated.with_name(self.generated.name + ".partial")
         partial.write_text(text)
@@ -200,9 +201,11 @@ class ComposeColor:
 
     def resume(self) -> None:
         """`up` would recreate the containers when the tag now points at another image: `start`.
-        Compose runs the one-shots again first (a migration that has run is a no-op)."""
-        self._write_overlay(None)
-        self._project.run(["start", *self.services], self.env(None))
+        The one-shots ran when this colour was deployed: an instant rollback does not run an old
+        migration again over a newer schema; nothing waits for them this time."""
+        ran = self.one_shots
+        self._write_overlay(None, ran)
+        self._project.run(["start", *[s for s in self.services if s not in ran]], self.env(None))
 
     def stop(self) -> None:
         """SIGTERM, then compose's stop_grace_period; the containers are kept for a rollback."""
