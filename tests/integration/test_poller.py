@@ -33,9 +33,9 @@ from tests.harness.registry import (
 )
 from tests.harness.stack import free_port
 from tests.harness.triggers import forget, jobs_created, write_project
+from watcher.atomic import write_atomic
 from watcher.backends.registry import RegistryClient
 from watcher.config import load_config, load_host
-from watcher.engine.atomic import write_atomic
 from watcher.engine.state import DeployState, Release, StateStore
 from watcher.host import Host
 from watcher.platforms.color import Color

@@ -302,7 +302,7 @@ def test_the_registry_credentials_may_both_come_from_files(tmp_path: Path, proje
 
 
 def test_a_run_directory_that_cannot_be_written_is_refused_before_a_deploy_starts(tmp_path: Path) -> None:
-    from watcher.engine.atomic import ensure_writable
+    from watcher.atomic import ensure_writable
     from watcher.errors import StateUnwritable
 
     (tmp_path / "afile").write_text("")

@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from tests.harness.triggers import write_project
+from watcher import atomic
 from watcher.backends.containers import Containers
 from watcher.config import load_host
-from watcher.engine import atomic, unwind
+from watcher.engine import unwind
 from watcher.engine.deployment import Deployment
 from watcher.engine.reconcile import Observed, View
 from watcher.engine.state import DeployState, Pending, Release

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher.engine import atomic
-from watcher.engine.atomic import write_atomic
+from watcher import atomic
+from watcher.atomic import write_atomic
 from watcher.engine.state import DeployState, Pending, Release, StateStore
 from watcher.errors import WatcherError
 from watcher.platforms.color import Color

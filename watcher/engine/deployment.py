@@ -21,13 +21,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from watcher.atomic import ensure_writable
 from watcher.backends.access_log import AccessLog
 from watcher.backends.caddy import CaddyAdmin
 from watcher.backends.registry import RegistryClient
 from watcher.config import AppConfig
 from watcher.engine import bake, promotion, unwind
 from watcher.engine import receipt as receipts
-from watcher.engine.atomic import ensure_writable
 from watcher.engine.drain import wait_drained
 from watcher.engine.hooks import run_hook
 from watcher.engine.ledger import Ledger

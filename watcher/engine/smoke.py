@@ -19,9 +19,9 @@ from types import TracebackType
 
 import httpx
 
+from watcher.atomic import write_atomic
 from watcher.config import AppConfig, SmokeCheck
 from watcher.config.smoke import PREVIEW_HEADER
-from watcher.engine.atomic import write_atomic
 from watcher.engine.hooks import run_hook
 from watcher.engine.verification import COLOR_HEADER
 from watcher.errors import DeployFailed

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watcher.engine.atomic import write_atomic
+from watcher.atomic import write_atomic
 from watcher.errors import WatcherError, unwritable
 from watcher.flock import lock_exclusive
 from watcher.platforms.color import Color

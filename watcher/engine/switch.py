@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from watcher.engine.atomic import write_atomic
+from watcher.atomic import write_atomic
 from watcher.errors import DeployFailed
 from watcher.platforms.base import ColorStack
 from watcher.platforms.color import Color

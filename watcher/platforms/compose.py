@@ -14,12 +14,13 @@ own is listed with the colour but never makes its version unknown.
 from __future__ import annotations
 
 import json
-import os
 
+from watcher.atomic import write_atomic
 from watcher.backends.compose import ComposeError, ComposeProject
 from watcher.backends.containers import Containers
 from watcher.backends.instance import Instance, repository
 from watcher.config import AppConfig
+from watcher.errors import StateUnwritable
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color
 from watcher.platforms.colour_model import ColourModel, one_shots
@@ -170,11 +171,13 @@ class ComposeColor:
         declared = self.images(version or PROBE, fresh=True)
         images = {name: image for name, (image, follows) in declared.items() if follows and version}
         text = ColourModel(self._probed or {}, tuple(self.services), self.name).overlay(images, ran)
-        self.generated.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.generated.with_name(self.generated.name + ".partial")
-        partial.write_text(text)
-        partial.chmod(0o644)
-        os.replace(partial, self.generated)
+        try:
+            write_atomic(self.generated, text)
+        except OSError as exc:
+            raise StateUnwritable(
+                f"cannot write {self.generated} ({exc.strerror or exc}): free the disk of the state "
+                "directory; nothing was changed"
+            ) from exc
 
     def start(self, version: str) -> None:
         """Create this colour's containers running `version` (the local image of its tag); its
