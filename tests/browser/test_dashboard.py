@@ -182,6 +182,7 @@ def test_pause_with_a_reason_and_resume(page: Page, host: Host) -> None:
 
 def test_a_waiting_job_is_cancelled_from_the_page(page: Page, host: Host) -> None:
     app = list(host.apps)[1]
+    page.goto("about:blank")  # a page left open by an earlier test would reload on the pause
     Suspension(host.client, app).pause(by="test", reason="hold the queue")  # so the job waits
     try:
         page.goto(f"/apps/{app}")

@@ -384,15 +384,18 @@ def test_shellless_image_answers_http_but_has_no_shell_or_http_client(
     )
 
 
-def test_shellless_image_knobs(run: Callable[..., Any]) -> None:
+def test_shellless_image_knobs(run: Callable[..., Any], dclient: docker.DockerClient) -> None:
     down = images.build_shellless_app_image(f"{APP}:shellless-down", "down", up_status=500)
     _, addr = run(down)
     wait_up(f"http://{addr}/up")
     assert httpx.get(f"http://{addr}/up").status_code == 500
     assert httpx.get(f"http://{addr}/version").text == "down\n"
     crash = images.build_shellless_app_image(f"{APP}:shellless-crash", "crash", exit_at_start=True)
-    ct, _ = run(crash)
-    assert ct.wait(timeout=15)["StatusCode"] == 1
+    ct = dclient.containers.run(crash, name=f"wt-testapp-{uuid.uuid4().hex[:10]}", detach=True)
+    try:  # it exits at once: no port to look up
+        assert ct.wait(timeout=15)["StatusCode"] == 1
+    finally:
+        ct.remove(force=True)
 
 
 def test_shellless_image_is_versioned_and_pushable(dclient: docker.DockerClient) -> None:
