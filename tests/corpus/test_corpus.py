@@ -85,14 +85,7 @@ class TestUmami:
         "image: ghcr.io/umami-software/umami:postgresql-v2.13.0": f"image: {R}/umami-software/umami:v1",
         "image: postgres:15-alpine": f"image: {R}/library/postgres:15-alpine",
     }
-    FIXES = (
-        Fix(
-            "umami: ports",
-            "removed umami's host port 3000:3000",
-            "compose.yml",
-            '    ports:\n      - "3000:3000"\n',
-        ),
-    )
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
         journey.journey(("--service", "umami:3000"))
@@ -112,18 +105,12 @@ class TestPlausible:
         "image: postgres:16-alpine": f"image: {R}/library/postgres:16-alpine",
         "image: clickhouse/clickhouse-server:24.12-alpine": f"image: {R}/clickhouse/clickhouse-server:24.12-alpine",
     }
-    FIXES = (
-        Fix(
-            "named volume plausible-data",
-            "plausible-data (its TMPDIR) made a tmpfs: two colours would write the named volume",
-            "compose.yml",
-            "    volumes:\n      - plausible-data:/var/lib/plausible\n",
-            "    tmpfs:\n      - /var/lib/plausible\n",
-        ),
-    )
+
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
-        journey.journey(("--service", "plausible:8000"))
+        # Its TMPDIR: scratch each colour may have to itself.
+        journey.journey(("--service", "plausible:8000", "--per-colour-volume", "plausible-data"))
 
 
 class TestAuthentik:
@@ -139,19 +126,12 @@ class TestAuthentik:
         "image: docker.io/library/postgres:16-alpine": f"image: {R}/library/postgres:16-alpine",
         "image: docker.io/library/redis:alpine": f"image: {R}/library/redis:alpine",
     }
-    FIXES = (
-        Fix(
-            "server: ports",
-            "removed the server's host ports 9000 and 9443",
-            "compose.yml",
-            '    ports:\n      - "${COMPOSE_PORT_HTTP:-9000}:9000"\n      - "${COMPOSE_PORT_HTTPS:-9443}:9443"\n',
-        ),
-    )
+
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
-        # init cannot read the repository out of ${AUTHENTIK_IMAGE:-...}: it asks for --image.
-        image = ("--image", f"{R}/goauthentik/server")
-        journey.journey(("--service", "server:9000", "--service", "worker", *image))
+        # The repository is the default of ${AUTHENTIK_IMAGE:-...}: init reads it as compose does.
+        journey.journey(("--service", "server:9000", "--service", "worker"))
 
 
 class TestListmonk:
@@ -187,14 +167,7 @@ class TestMiniflux:
         "image: miniflux/miniflux:2.2.3": f"image: {R}/miniflux/miniflux:v1",
         "image: postgres:17-alpine": f"image: {R}/library/postgres:17-alpine",
     }
-    FIXES = (
-        Fix(
-            "miniflux: ports",
-            "removed miniflux's host port 80:8080",
-            "compose.yml",
-            '    ports:\n      - "80:8080"\n',
-        ),
-    )
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
         journey.journey(("--service", "miniflux:8080", "--health", "miniflux:/healthcheck"))
@@ -248,12 +221,6 @@ class TestChatwoot:
     }
     FIXES = (
         Fix(
-            "rails: ports",
-            "removed rails' loopback host port 3000",
-            "compose.yml",
-            '    ports:\n      - "127.0.0.1:3000:3000"\n',
-        ),
-        Fix(
             "named volume storage_data",
             "removed storage_data from the base anchor (uploads to object storage): two colours would write it",
             "compose.yml",
@@ -291,20 +258,8 @@ class TestMastodon:
         "image: postgres:14-alpine": f"image: {R}/library/postgres:14-alpine",
         "image: redis:7-alpine": f"image: {R}/library/redis:7-alpine",
     }
-    FIXES = (
-        Fix(
-            "web: ports",
-            "removed web's loopback host port 3000",
-            "compose.yml",
-            '    ports:\n      - "127.0.0.1:3000:3000"\n',
-        ),
-        Fix(
-            "streaming: ports",
-            "removed streaming's loopback host port 4000",
-            "compose.yml",
-            '    ports:\n      - "127.0.0.1:4000:4000"\n',
-        ),
-    )
+
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
         follows = compose_edit(
@@ -351,16 +306,8 @@ class TestN8n:
         "image: postgres:16\n": f"image: {R}/library/postgres:16\n",
         "image: redis:6-alpine": f"image: {R}/library/redis:6-alpine",
     }
-    FIXES = (
-        Fix("n8n: ports", "removed n8n's host port 5678", "compose.yml", "    ports:\n      - 5678:5678\n"),
-        Fix(
-            "named volume n8n_storage",
-            "removed n8n_storage from the x-shared anchor (settings come from N8N_ENCRYPTION_KEY): "
-            "two colours would write it",
-            "compose.yml",
-            "  volumes:\n    - n8n_storage:/home/node/.n8n\n",
-        ),
-    )
+
+    FIXES = ()
 
     def test_journey(self, journey: Journey) -> None:
         follows = compose_edit(
@@ -369,7 +316,17 @@ class TestN8n:
             "the runners' image tag made ${APP_VERSION} (they must match n8n's)",
         )
         journey.journey(
-            ("--service", "n8n:5678", "--service", "n8n-worker", "--service", "task-runners"),
+            (
+                "--service",
+                "n8n:5678",
+                "--service",
+                "n8n-worker",
+                "--service",
+                "task-runners",
+                # its settings come from N8N_ENCRYPTION_KEY: each colour's own copy of .n8n will do
+                "--per-colour-volume",
+                "n8n_storage",
+            ),
             after={
                 "config": [follows],
                 "v1": [image_follows("task-runners", "v1")],
