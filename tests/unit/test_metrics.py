@@ -6,6 +6,7 @@ test_webhook.py's fakes.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,7 +72,9 @@ def owners(
     host = Host(host_config(), client=client)
     apps = []
     for name in names:
-        app = App(host, SimpleNamespace(name=name, image=IMAGE, freezes=()), policy=SemverPolicy())  # type: ignore[arg-type]
+        state = SimpleNamespace(dir=Path(tempfile.mkdtemp(prefix="watcher-metrics-")))
+        config = SimpleNamespace(name=name, image=IMAGE, freezes=(), state=state)
+        app = App(host, config, policy=SemverPolicy())  # type: ignore[arg-type]
         app.live = lambda name=name: live_of(name)  # type: ignore[method-assign]
         apps.append(app)
     return apps
