@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from watcher.atomic import write_atomic
+from watcher.errors import StateUnwritable, WatcherError, unwritable
 from watcher.flock import lock_exclusive
 from watcher.freeze import moment
 from watcher.queue.connection import AppKeys
@@ -83,7 +84,7 @@ class Loss:
 
 
 class Continuity:
-    """One app's epoch, id reservation and host copies; `None` state dir: nothing is checked."""
+    """One app's marker, id reservation and host copies. A file it cannot write is StateUnwritable."""
 
     def __init__(
         self,
@@ -119,10 +120,16 @@ class Continuity:
         return self._ids
 
     def check(self) -> Loss | None:
-        """One GET: a loss noticed now (and dealt with), or None."""
+        """One GET: a loss noticed now (and dealt with), or None. For readers (status, /metrics,
+        an idle worker): a state directory this process cannot write is logged, not raised; the
+        next queue write meets it (FORGOTTEN) and fails naming it."""
         if self._epoch and self.client.get(self.keys.epoch) == self._epoch:
             return None
-        return self.recover()
+        try:
+            return self.recover()
+        except StateUnwritable as exc:
+            log.warning("redis: cannot look for a lost queue of %s: %s", self.app, exc)
+            return None
 
     def recover(self) -> Loss | None:
         """Make Redis and this host agree on the epoch; the loss when Redis forgot (recorded,
@@ -227,16 +234,22 @@ class Continuity:
     @contextmanager
     def _file(self) -> Iterator[dict[str, Any]]:
         """The file's content, written back atomically when the block ends, under its flock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise unwritable(self.path.parent, "the state directory", exc) from exc
         try:
             if not lock_exclusive(fd, 10.0):
-                raise TimeoutError(f"{self.path} stayed locked for 10 s")
+                raise WatcherError(f"{self.path} stayed locked for 10 s: is a watcher process stuck?")
             kept = self._read()
             before = dict(kept)
             yield kept
             if kept != before:
-                write_atomic(self.path, json.dumps(kept, indent=1, sort_keys=True) + "\n")
+                try:
+                    write_atomic(self.path, json.dumps(kept, indent=1, sort_keys=True) + "\n")
+                except OSError as exc:
+                    raise unwritable(self.path.parent, "the state directory", exc) from exc
         finally:
             os.close(fd)
 
