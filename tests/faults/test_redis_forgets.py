@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +157,10 @@ def said(case: Forgetful, job_id: str, *, pause: bool) -> dict:
     return status
 
 
-def figures(name: str, loads: Loads) -> None:
-    print(f"\n{name}: sent {loads.sent}, failed {loads.failed}")
+def figures(name: str, loads: Loads, **seconds: float) -> None:
+    """The case's load figures and how long each step took, for the suite's report (`-s`)."""
+    took = "".join(f", {what.replace('_', ' ')} {value:.1f}s" for what, value in seconds.items())
+    print(f"\n{name}: sent {loads.sent}, failed {loads.failed}{took}")
 
 
 @pytest.mark.timeout(150)
@@ -170,8 +173,9 @@ def test_flushall_with_a_job_waiting_gives_back_the_pause_and_the_job_and_never_
     case.cli("pause", "--reason", "release freeze")
     job_id = case.enqueue(target)
     with under_load(stack) as loads:
+        flushed = time.monotonic()
         case.server.command("FLUSHALL")
-        idle.wait_for("Redis lost the queue of", timeout=10)
+        noticed = idle.wait_for("Redis lost the queue of", timeout=10) - flushed
         status = said(case, job_id, pause=True)
         assert status["paused"]["reason"] == "release freeze", status["paused"]
         assert status["queue"]["next"]["id"] == job_id and status["queue"]["next"]["version"] == target
@@ -181,13 +185,14 @@ def test_flushall_with_a_job_waiting_gives_back_the_pause_and_the_job_and_never_
         done = case.final(job_id, 90, idle)
     settled(case, loads, [job_id])
     assert done.status is Status.SUCCEEDED and done.attempts == 1, done.describe()
+    assert done.duration is not None
     case.cli("pause")
     after = case.enqueue(VERSIONS[0] if target == VERSIONS[1] else VERSIONS[1])
     assert int(after) > IDS_BLOCK >= int(job_id), f"job {after} after job {job_id}: an id was reused"
     case.cli("cancel", after)
     case.cli("resume")
     assert idle.proc.poll() is None and idle.text.count("Redis lost the queue of") == 1, idle.text
-    figures("FLUSHALL with a job waiting", loads)
+    figures("FLUSHALL with a job waiting", loads, noticed_after=noticed, deploy_after_resume=done.duration)
 
 
 @pytest.mark.timeout(180)
@@ -206,8 +211,11 @@ def test_flushall_with_a_job_running_aborts_it_untouched_and_it_is_taken_over(
             poll=0.1,
             detail=lambda: running.text,
         )
+        flushed = time.monotonic()
         case.server.command("FLUSHALL")
+        aborted = running.wait_for("aborting without touching anything", timeout=60) - flushed
         done = case.final(job_id, 150, running)
+        ended = time.monotonic() - flushed
     settled(case, loads, [job_id])
     assert done.status is Status.SUCCEEDED and done.attempts == 2, done.describe()
     assert stack.version() == target
@@ -219,7 +227,7 @@ def test_flushall_with_a_job_running_aborts_it_untouched_and_it_is_taken_over(
         f"job {job_id} (deploy {target}), running in phase health, stopped touching nothing more "
         "and is back in the queue"
     ], lost
-    figures("FLUSHALL with a job running", loads)
+    figures("FLUSHALL with a job running", loads, aborted_after=aborted, job_done_after=ended)
 
 
 @pytest.mark.timeout(150)
@@ -231,7 +239,9 @@ def test_redis_restarted_without_persistence_status_notices_and_the_job_still_de
     case.cli("pause", "--reason", "maintenance")
     job_id = case.enqueue(target)
     with under_load(stack) as loads:
+        begun = time.monotonic()
         case.server.restart_empty()
+        restarted = time.monotonic() - begun
         assert case.client.dbsize() == 0
         status = said(case, job_id, pause=True)  # the first `status` notices and puts them back
         assert status["paused"]["reason"] == "maintenance"
@@ -241,4 +251,9 @@ def test_redis_restarted_without_persistence_status_notices_and_the_job_still_de
     settled(case, loads, [job_id])
     assert done.status is Status.SUCCEEDED and done.attempts == 1, done.describe()
     assert "Redis lost the queue of" not in late.text, "noticed once, by `status`"
-    figures("Redis restarted without persistence", loads)
+    figures(
+        "Redis restarted without persistence",
+        loads,
+        restart=restarted,
+        deploy_after_resume=done.duration or 0.0,
+    )
