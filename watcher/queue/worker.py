@@ -204,7 +204,7 @@ class Worker:
         try:
             done = PERFORM[job.kind](engine, job, lock)
         except GuardLost as exc:
-            if not self.outcomes.forgotten(job, epoch, run.phases):
+            if not self.outcomes.forgotten(job, epoch, run.phases, run_of(exc)):
                 log.error(
                     "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
                 )
