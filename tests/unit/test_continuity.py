@@ -17,6 +17,8 @@ import redis
 
 from tests.harness.fake_worker import FakeEngine
 from watcher.engine.run import DeployResult, Guard
+from watcher.engine.status import format_summary
+from watcher.host_lock import HostLock
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension, Worker, format_overview, overview
 from watcher.queue.connection import connect
 from watcher.queue.continuity import IDS_BLOCK, Continuity, Loss
@@ -216,3 +218,60 @@ def test_a_job_that_cannot_go_back_is_recorded_failed(
         assert queue.restore(job, "again") == "exists"
     failed = queue.get(job.id)
     assert failed is not None and (failed.status, failed.reason) == (Status.FAILED, "another job started")
+
+
+def test_another_marker_in_redis_is_a_loss_with_nothing_put_back(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    """A Redis holding a marker this host never saw (another Redis, or data another host wrote):
+    what this host knew is gone, but what Redis holds is not overwritten."""
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    continuity.check()
+    Suspension(client, app_name, continuity=continuity).pause(by="ann")
+    client.set(f"watcher:{app_name}:epoch", "someone-else")
+    loss = continuity.check()
+    assert loss is not None and loss.other and not loss.pause
+    assert "another watcher's marker" in loss.describe(app_name)
+    assert continuity.epoch == "someone-else" and queue.waiting() == []
+
+
+def test_the_several_apps_summary_says_it_too(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    continuity.check()
+    forget(client, app_name)
+    continuity.check()
+    row = {"app": app_name, "live_color": None, "live_version": None, "live_since": None}
+    text = format_summary([{**row, "live_health": "absent", "warnings": [], **overview(queue, None, None)}])
+    assert f"warning: Redis lost the queue of {app_name}" in text
+
+
+def test_a_lock_lost_between_its_grant_and_the_take_runs_nothing_and_frees_the_host_lock(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    host_lock = HostLock(tmp_path / "lock")
+    worker = Worker(
+        client,
+        app_name,
+        lambda progress: FakeEngine(progress, client, app_name),
+        lock_ttl=5,
+        name="w",
+        stream=io.StringIO(),
+        host_lock=host_lock,
+        continuity=continuity,
+    )
+    queue_of(continuity).enqueue("v1", source="cli", requested_by="test")
+    taking = worker.queue.take
+
+    def flushed_first(lock: DeployLock, *, worker: str) -> object:
+        forget(client, app_name)
+        return taking(lock, worker=worker)
+
+    worker.queue.take = flushed_first  # type: ignore[method-assign]
+    assert not worker.run_once()
+    assert host_lock.holder() is None
+    worker.queue.take = taking  # type: ignore[method-assign]
+    assert worker.run_once()  # the waiting job came back from the host, and runs
+    assert [job.status for job in worker.queue.history()] == [Status.SUCCEEDED]
