@@ -436,6 +436,7 @@ def status_data(app: App) -> dict[str, Any]:
     if not app.host.redis:
         return data
     try:
+        app.continuity.check()  # a Redis that forgot the queue is noticed (and refilled) before it is read
         data.update(overview(app.queue, app.paused(), app.lock_holder()))
     except REDIS_DOWN as exc:
         data["redis_error"] = f"cannot reach Redis at {masked(app.host.config.redis.url)}: {exc}"
@@ -537,6 +538,7 @@ def _app_worker(app: App, name: str | None) -> Worker:
         retention=host.retention,
         observer=host.notifier,
         freezes=app.freezes,
+        continuity=app.continuity,
     )
 
 

@@ -36,6 +36,7 @@ from watcher.freeze import FreezeSchedule, moment
 from watcher.notify import Notifier, notifier_for
 from watcher.policy import TagPolicy, build_policy, older
 from watcher.queue.connection import connect, key
+from watcher.queue.continuity import Continuity
 from watcher.queue.lock import DeployLock, force_unlock, holder_of
 from watcher.queue.promotion import Promotions
 from watcher.queue.queue import DeployQueue
@@ -128,15 +129,33 @@ class App:
         return FreezeSchedule(self.config.freezes)
 
     @cached_property
+    def continuity(self) -> Continuity:
+        """What this host keeps of the app's queue, so that a Redis that forgot it is noticed."""
+        host = self.host
+        told = host.notifier.redis_lost if host.notifier is not None else None
+        return Continuity(
+            host.client,
+            self.name,
+            self.config.state.dir,
+            prefix=host.prefix,
+            on_loss=(lambda loss: told(self.name, loss.describe(self.name))) if told else None,
+        )
+
+    @cached_property
     def queue(self) -> DeployQueue:
         host = self.host
         return DeployQueue(
-            host.client, self.name, prefix=host.prefix, retention=host.retention, freezes=self.freezes
+            host.client,
+            self.name,
+            prefix=host.prefix,
+            retention=host.retention,
+            freezes=self.freezes,
+            continuity=self.continuity,
         )
 
     @cached_property
     def suspension(self) -> Suspension:
-        return Suspension(self.host.client, self.name, self.host.prefix)
+        return Suspension(self.host.client, self.name, self.host.prefix, self.continuity)
 
     @property
     def promotions(self) -> Promotions:

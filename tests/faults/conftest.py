@@ -31,6 +31,7 @@ import redis
 
 from tests.harness.stack import APP_REPO, Stack, free_port
 from tests.harness.traffic import Output
+from tests.harness.triggers import forget
 from tests.harness.waiting import wait_until
 from watcher.config import load_host
 from watcher.engine.deployment import Deployment
@@ -78,9 +79,9 @@ def redis_extra(url: str, *, lock_ttl: float = LOCK_TTL) -> str:
     return f'[redis]\nurl = "{url}"\nlock_ttl = "{lock_ttl:g}s"\n'
 
 
-def forget_app(client: redis.Redis, app: str) -> None:
-    for found in client.scan_iter(f"watcher:{app}:*"):
-        client.delete(found)
+def forget_app(client: redis.Redis, app: str, stack: Stack | None = None) -> None:
+    """The app's keys gone, and with its stack what the host keeps of its queue (a fresh start)."""
+    forget(client, app, stack.root if stack else None)
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def watchers(request: pytest.FixtureRequest) -> Iterator[Watchers]:
 
 def repair(queued: QueuedStack) -> None:
     """After a failed case: no job or lock left, and a fresh deploy, so later cases start clean."""
-    forget_app(queued.client, queued.stack.name)
+    forget_app(queued.client, queued.stack.name, queued.stack)
     live = queued.stack.version()
     proc = queued.stack.watcher("deploy", other_version(live))
     print(f"repair after the failure: deploy exited {proc.returncode}\n{proc.stderr[-2000:]}")

@@ -118,9 +118,11 @@ jitter = "0s"
         )
 
     def forget_jobs(self) -> None:
+        """A fresh queue: its keys (fences only ever grow) and what the host keeps of it."""
         for found in self.client.scan_iter(f"watcher:{self.stack.name}:*"):
-            if not found.endswith(":fence"):  # fences only ever grow
+            if not found.endswith(":fence"):
                 self.client.delete(found)
+        (self.stack.root / ".watcher" / self.stack.name / "redis.json").unlink(missing_ok=True)
 
 
 def the_other(live: str | None) -> str:

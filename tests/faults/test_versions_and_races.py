@@ -90,7 +90,7 @@ def stack(module_stack: Stack, client: redis.Redis, request: pytest.FixtureReque
     failures = request.session.testsfailed
     yield module_stack
     if request.session.testsfailed > failures:
-        forget(client, module_stack.name)
+        forget(client, module_stack.name, module_stack.root)
         proc = module_stack.watcher("deploy", "v2" if module_stack.version() == "v1" else "v1")
         print(f"repair after the failure: deploy exited {proc.returncode}\n{proc.stderr[-2000:]}")
 

@@ -1,7 +1,8 @@
 """A private redis-server for tests that stop, restart or otherwise upset Redis (never the shared
 one): a free port, its own directory, AOF on (`appendonly yes`, fsync every second) as
 compose.yml ships it. It can also require a password, fail over (become a read-only replica of
-a master that is not there), and fill up (`maxmemory` reached under `noeviction`).
+a master that is not there), fill up (`maxmemory` reached under `noeviction`), and come back
+empty (restarted without persistence).
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ class RedisServer:
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()
         time.sleep(down_for)
+        self.start()
+
+    def restart_empty(self) -> None:
+        """Restarted with its data gone, as a Redis without persistence (or a new empty replica)
+        comes back: the same port, nothing in it."""
+        self.stop()
+        for found in self.dir.iterdir():
+            if found.name != "redis.log":
+                shutil.rmtree(found) if found.is_dir() else found.unlink()
         self.start()
 
     def admin(self) -> redis.Redis:

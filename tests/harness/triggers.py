@@ -151,7 +151,11 @@ def jobs_created(client: redis.Redis, app: str) -> int:
     return int(client.get(f"watcher:{app}:seq") or 0)
 
 
-def forget(client: redis.Redis, app: str) -> None:
-    """Remove the app's keys: queue, pause, trigger memory (delivery ids are unique per test)."""
+def forget(client: redis.Redis, app: str, project: Path | None = None) -> None:
+    """Remove the app's keys: queue, pause, trigger memory (delivery ids are unique per test);
+    with its project directory, what the host keeps of its queue too (watcher/queue/continuity.py),
+    so that the app starts afresh rather than as one whose Redis lost the queue."""
     for found in client.scan_iter(f"watcher:{app}:*"):
         client.delete(found)
+    if project is not None:
+        (project / ".watcher" / app / "redis.json").unlink(missing_ok=True)

@@ -95,7 +95,7 @@ def server(registry, redis_url: str, client: redis.Redis, tmp_path_factory) -> I
 @pytest.fixture
 def app(server: WatcherServer, client: redis.Redis) -> str:
     """The served app's name, its queue emptied before the test."""
-    forget(client, server.app)  # type: ignore[attr-defined]
+    forget(client, server.app, server.config.parent)  # type: ignore[attr-defined]
     return server.app  # type: ignore[attr-defined]
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -114,7 +116,10 @@ def dashboard(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     host = Host(host_config(), client=client, exists_wait=0)
     host.notifier = None
-    config = SimpleNamespace(name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes)
+    state = SimpleNamespace(dir=Path(tempfile.mkdtemp(prefix="watcher-dashboard-")))
+    config = SimpleNamespace(
+        name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes, state=state
+    )
     owner = App(host, config, policy=SemverPolicy(), registry=FakeRegistry())  # type: ignore[arg-type]
     owner.live = lambda: None  # type: ignore[method-assign]  # nothing serves
     host.apps[name] = owner

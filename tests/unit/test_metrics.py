@@ -6,6 +6,7 @@ test_webhook.py's fakes.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,7 +72,9 @@ def owners(
     host = Host(host_config(), client=client)
     apps = []
     for name in names:
-        app = App(host, SimpleNamespace(name=name, image=IMAGE, freezes=()), policy=SemverPolicy())  # type: ignore[arg-type]
+        state = SimpleNamespace(dir=Path(tempfile.mkdtemp(prefix="watcher-metrics-")))
+        config = SimpleNamespace(name=name, image=IMAGE, freezes=(), state=state)
+        app = App(host, config, policy=SemverPolicy())  # type: ignore[arg-type]
         app.live = lambda name=name: live_of(name)  # type: ignore[method-assign]
         apps.append(app)
     return apps
@@ -394,3 +397,16 @@ def test_with_its_own_address_metrics_are_served_there_only(tmp_path: Path, redi
         )
     finally:
         service.stop()
+
+
+def test_a_redis_that_lost_the_queue_is_counted_with_when(
+    hooks: Receiver, client: redis.Redis, app_name: str
+) -> None:
+    before = scrape(hooks)  # the first look sets the app's marker
+    assert value(before, "watcher_redis_data_lost_total", app=app_name) == 0
+    assert not named(before, "watcher_redis_data_lost_timestamp_seconds")
+    for found in client.scan_iter(f"watcher:{app_name}:*"):  # FLUSHALL, for this app's keys
+        client.delete(found)
+    after = scrape(hooks)
+    assert value(after, "watcher_redis_data_lost_total", app=app_name) == 1
+    assert abs(value(after, "watcher_redis_data_lost_timestamp_seconds", app=app_name) - time.time()) < 30

@@ -117,8 +117,12 @@ def test_each_url_gets_only_the_events_it_names_and_only_its_apps() -> None:
     notifier.job_ended(job(), Status.FAILED, "boom", Audit())
     notifier.job_ended(job(), Status.SUPERSEDED, "newer", Audit())  # not an outcome anyone is told
     notifier.paused("shop", "ann", "release freeze")
+    notifier.redis_lost("shop", "Redis lost the queue of shop (...)")
     outbox.close(5)
-    assert [e.kind for e in every.sent] == ["started", "failed", "paused"]
+    assert [e.kind for e in every.sent] == ["started", "failed", "paused", "redis_lost"]
+    assert every.sent[-1].title == "shop: Redis lost the deploy queue" and every.sent[-1].body().startswith(
+        "Redis lost"
+    )
     assert [e.kind for e in failures.sent] == ["failed"]
     assert other.sent == []
 

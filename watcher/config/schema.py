@@ -150,7 +150,15 @@ class AppPollModel(Section):
 
 
 NotifyEvent = Literal[
-    "started", "succeeded", "failed", "rolled_back", "rollback_done", "paused", "resumed", "refused"
+    "started",
+    "succeeded",
+    "failed",
+    "rolled_back",
+    "rollback_done",
+    "paused",
+    "resumed",
+    "refused",
+    "redis_lost",
 ]
 
 

@@ -181,6 +181,7 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines += [f"warning: {data['app']}: {w}" for data in apps for w in data["warnings"]]
     lines += [f"warning: {data['redis_error']}" for data in apps[:1] if "redis_error" in data]
+    lines += [f"warning: {data['redis_lost']['description']}" for data in apps if data.get("redis_lost")]
     return "\n".join(lines)
 
 

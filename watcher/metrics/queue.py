@@ -1,6 +1,7 @@
 """The queue's state per app, read from Redis at scrape time: waiting jobs, the running job,
 the pause (and when a timed one lifts), the scheduled freeze in force (from the config and the
-clock) and the deploy lock. Gauges of the present, true whichever process runs the jobs.
+clock) and the deploy lock. Gauges of the present, true whichever process runs the jobs; and how
+many times Redis lost the queue (and when last), from the host's record (continuity.py).
 
 Redis unreachable: `watcher_redis_up 0` and no queue gauges (an absent series is honest; a
 zero would claim an empty queue).
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from watcher.queue.connection import REDIS_DOWN
@@ -37,7 +38,7 @@ class QueueCollector(Collector):
     def __init__(self, apps: Sequence[App]) -> None:
         self.apps = apps
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         gauges = {
             name: GaugeMetricFamily(f"watcher_{name}", text, labels=["app"])
             for name, text in (
@@ -58,17 +59,33 @@ class QueueCollector(Collector):
                 ("lock_age_seconds", "How long the deploy lock has been held."),
             )
         }
+        lost = CounterMetricFamily(
+            "watcher_redis_data_lost",
+            "Times Redis lost the app's queue (noticed by this host).",
+            labels=["app"],
+        )
+        gauges["redis_data_lost_timestamp_seconds"] = GaugeMetricFamily(
+            "watcher_redis_data_lost_timestamp_seconds",
+            "When Redis last lost the app's queue (Unix time).",
+            labels=["app"],
+        )
         try:
             for app in self.apps:
-                self._read(app, gauges)
+                self._read(app, gauges, lost)
         except REDIS_DOWN:
             yield GaugeMetricFamily("watcher_redis_up", REDIS_UP, value=0)
             return
         yield GaugeMetricFamily("watcher_redis_up", REDIS_UP, value=1)
+        yield lost
         yield from gauges.values()
 
-    def _read(self, owner: App, gauges: dict[str, GaugeMetricFamily]) -> None:
+    def _read(self, owner: App, gauges: dict[str, GaugeMetricFamily], lost: CounterMetricFamily) -> None:
         app, queue = owner.name, owner.queue
+        owner.continuity.check()  # a Redis that forgot the queue is noticed before it is read
+        losses, loss = owner.continuity.last_loss()
+        lost.add_metric([app], losses)
+        if loss is not None:
+            gauges["redis_data_lost_timestamp_seconds"].add_metric([app], loss.at)
         running = queue.running()
         holder = owner.lock_holder()
         gauges["queue_length"].add_metric([app], len(queue.waiting()))

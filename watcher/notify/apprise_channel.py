@@ -20,6 +20,7 @@ _TYPES = {
     "rolled_back": "failure",
     "refused": "warning",
     "paused": "warning",
+    "redis_lost": "failure",
 }
 
 

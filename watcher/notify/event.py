@@ -1,5 +1,5 @@
 """What happened, as people and GitHub are told it: one `Event` per job start and end, pause,
-resume and refused trigger.
+resume, refused trigger and Redis that lost the queue.
 
 Events are built from the job record the worker keeps and the outcome it records, never from
 the engine, so a message says exactly what `watcher history` will say.
@@ -26,6 +26,7 @@ _TITLES = {
     "paused": "{app}: deploys paused",
     "resumed": "{app}: deploys resumed",
     "refused": "{app}: {version} not deployed",
+    "redis_lost": "{app}: Redis lost the deploy queue",
 }
 
 
@@ -129,3 +130,7 @@ def resumed(app: str, by: str) -> Event:
 
 def refused(app: str, tag: str, reason: str) -> Event:
     return Event("refused", app, tag, detail=reason)
+
+
+def redis_lost(app: str, detail: str) -> Event:
+    return Event("redis_lost", app, detail=detail)

@@ -49,7 +49,7 @@ class Notifier:
         if status in (Status.SUCCEEDED, Status.FAILED):
             self.emit(lambda: events.ended(job, status, detail, audit, self.dashboards.get(job.app)))
 
-    # -- the queue's controls and the triggers -------------------------------------------------
+    # -- the queue's controls, its Redis and the triggers --------------------------------------
 
     def paused(self, app: str, by: str, reason: str = "") -> None:
         self.emit(lambda: events.paused(app, by, reason))
@@ -59,6 +59,9 @@ class Notifier:
 
     def refused(self, app: str, tag: str, reason: str) -> None:
         self.emit(lambda: events.refused(app, tag, reason))
+
+    def redis_lost(self, app: str, detail: str) -> None:
+        self.emit(lambda: events.redis_lost(app, detail))
 
     def close(self, timeout: float = 5.0) -> None:
         self.outbox.close(timeout)

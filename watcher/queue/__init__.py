@@ -5,6 +5,7 @@
     queue.py       DeployQueue: enqueue/coalesce, take (with recovery), fenced writes, history
     lock.py        DeployLock: SET NX PX + token, renewal thread, fencing counter; the engine's Guard
     suspension.py  pause / resume
+    continuity.py  the marker by which a Redis that forgot the queue is noticed; the host's copies
     worker.py      the worker loop
 
 Each app's owner (watcher/host.py `App`) builds its queue, pause and lock; nothing here parses
@@ -13,9 +14,12 @@ arguments or prints.
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from typing import Any
 
 from watcher.freeze import moment
+from watcher.queue.continuity import SHOWN_FOR
 from watcher.queue.job import Job, JobKind, Status, field_text
 from watcher.queue.lock import DeployLock, describe_holder, force_unlock, holder_of
 from watcher.queue.queue import DeployQueue, Enqueued
@@ -43,9 +47,11 @@ def overview(
     queue: DeployQueue, paused: dict[str, Any] | None, lock: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What `status` adds when Redis is configured: paused, frozen (the scheduled freeze in
-    force, and whether it holds the waiting job), queue, lock, last_job."""
+    force, and whether it holds the waiting job), queue, lock, last_job, and redis_lost (the last
+    time Redis lost the queue, for a day after it)."""
     waiting, running, last = queue.waiting(), queue.running(), queue.last_job()
     hold = queue.freezes.hold()
+    losses, loss = queue.continuity.last_loss() if queue.continuity else (0, None)
     return {
         "paused": paused,
         "frozen": {**hold.to_dict(), "holds_next": bool(waiting) and waiting[-1].kind is not JobKind.ROLLBACK}
@@ -58,6 +64,9 @@ def overview(
         },
         "lock": lock,
         "last_job": last.to_dict() if last else None,
+        "redis_lost": {**asdict(loss), "losses": losses, "description": loss.describe(queue.app)}
+        if loss and loss.at > time.time() - SHOWN_FOR
+        else None,
     }
 
 
@@ -76,6 +85,8 @@ def format_overview(data: dict[str, Any]) -> str:
     )
     if data["last_job"]:
         lines.append(f"last job: {Job.from_fields(_fields(data['last_job'])).describe()}")
+    if data.get("redis_lost"):
+        lines.append(f"warning: {data['redis_lost']['description']}")
     return "\n".join(lines)
 
 

@@ -80,6 +80,7 @@ class AppKeys:
         self.awaiting = named("awaiting")
         self.lock = named("lock")
         self.fence = named("fence")
+        self.epoch = named("epoch")
         self.jobs = key(app, "job", "", prefix=prefix)  # a job's key is this and its id
 
     def job(self, job_id: str) -> str:

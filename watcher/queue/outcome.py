@@ -6,10 +6,11 @@ was queued (queued again for its new digest).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Protocol
 
 from watcher.engine.reconcile import View
-from watcher.engine.run import DeployResult, Guard, run_of
+from watcher.engine.run import DeployResult, Guard, Run, run_of
 from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
 from watcher.interrupts import shielded
 from watcher.queue.connection import retrying
@@ -116,6 +117,40 @@ class Outcomes:
                     self._requeue(lock, job, exc)
             except (GuardLost, RedisUnavailable) as error:
                 log.error("worker %s: job %s left for the next worker: %s", self.worker, job.id, error)
+
+    def forgotten(self, job: Job, epoch: str, phases: dict[str, float], run: Run | None) -> bool:
+        """After a lost lock: whether Redis forgot the queue since `job` started (under marker
+        `epoch`). Then nobody else can own the job: it goes back in Redis, for the next lock
+        holder to take over (which finds its version live if it had switched), and the loss
+        records what became of it, with the receipt of what users were served (`run`'s)."""
+        kept = self.queue.continuity
+        if kept is None or not epoch:
+            return False
+        try:
+            retrying(
+                kept.check, f"looking for the queue marker after job {job.id} lost its lock", give_up_after=5
+            )
+            if kept.epoch == epoch:
+                return False
+            phase = next(reversed(phases), "start")
+            ran = f"job {job.id} ({job.kind} {job.version}), running in phase {phase},"
+            why = f"Redis lost the queue while it ran (phase {phase}) and another job started meanwhile"
+            back = retrying(
+                lambda: self.queue.restore(replace(job, phase=phase), why),
+                f"putting job {job.id} back",
+                give_up_after=5,
+            )
+        except RedisUnavailable as exc:
+            log.error(
+                "worker %s: job %s: Redis lost the queue and is away now (%s)", self.worker, job.id, exc
+            )
+            return True
+        served = f" ({run.receipt.summary()})" if run is not None and run.receipt is not None else ""
+        if back == "running":
+            kept.interrupted(epoch, f"{ran} stopped touching nothing more{served} and is back in the queue")
+        elif back == "failed":
+            kept.interrupted(epoch, f"{ran} stopped touching nothing more{served}; recorded failed: {why}")
+        return True
 
     def _requeue(self, lock: DeployLock, job: Job, exc: Interrupted) -> None:
         retrying(

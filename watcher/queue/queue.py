@@ -9,6 +9,7 @@ Data (all `watcher:<app>:...`):
              older hashes go)
   last       id of the last job that ran to an end (succeeded or failed)
   wake       list a new job or a resume pushes to, so an idle worker's BLPOP returns at once
+  epoch      the marker by which a Redis that forgot all this is noticed (continuity.py)
 
 Why lists and Lua rather than Streams: only one job may run at a time (one lock), and a job's
 liveness is exactly its lock's liveness. So "taken by a worker" means "in `running` under a fence";
@@ -47,6 +48,7 @@ from watcher.engine.state import Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, Hold
 from watcher.queue.connection import AppKeys, retrying
+from watcher.queue.continuity import Continuity
 from watcher.queue.job import SOURCES, Audit, Job, JobKind, Status
 from watcher.queue.lock import DeployLock
 from watcher.queue.scripts import script
@@ -102,9 +104,11 @@ class DeployQueue:
         max_attempts: int = MAX_ATTEMPTS,
         prefix: str = "",
         freezes: FreezeSchedule = FreezeSchedule(),
+        continuity: Continuity | None = None,
     ) -> None:
         self.client = client
         self.freezes = freezes
+        self.continuity = continuity  # None: a Redis that forgets is not noticed (tests, tools)
         self.app = app
         self.retention = retention
         self.max_attempts = max_attempts
@@ -120,14 +124,30 @@ class DeployQueue:
             k.awaiting,
             k.lock,
             k.fence,
+            k.epoch,
         )
         # The history's age limit in whole seconds, bounded so that Lua reads it as a plain integer.
         self._max_age = int(min(retention.max_age, 10**12))
 
     def write(self, op: str, *args: object) -> Any:
-        """Operation `op` of queue.lua (its KEYS and ARGV are documented there) on this app's queue."""
-        common = (op, self.keys.jobs, repr(time.time()), self.retention.keep, self._max_age)
-        return script(self.client, "queue")(keys=self._script_keys, args=(*common, *args))
+        """Operation `op` of queue.lua (its KEYS and ARGV are documented there) on this app's queue.
+        A Redis that forgot the queue is dealt with first (FORGOTTEN), and an id not reserved on
+        the host yet is reserved (RESERVE): then the operation runs again."""
+        for _ in range(3):
+            kept = self.continuity
+            marks = (kept.epoch, kept.ids) if kept else ("", "")
+            common = (op, self.keys.jobs, repr(time.time()), self.retention.keep, self._max_age, *marks)
+            try:
+                return script(self.client, "queue")(keys=self._script_keys, args=(*common, *args))
+            except redis.exceptions.ResponseError as exc:
+                said = str(exc)
+                if kept is None or not said.startswith(("FORGOTTEN", "RESERVE ")):
+                    raise
+                if said.startswith("FORGOTTEN"):
+                    kept.recover()
+                else:
+                    kept.reserve(int(said.split()[1]))
+        raise AssertionError(f"queue operation {op}: Redis kept refusing it: {said}")
 
     # -- asking -------------------------------------------------------------------------------
 
@@ -169,6 +189,8 @@ class DeployQueue:
         )
         job = self.get(job_id)
         assert job is not None, f"job {job_id} vanished right after enqueue"
+        if outcome == "queued" and self.continuity is not None:
+            self.continuity.keep_waiting(job.to_fields())
         return Enqueued(job, outcome)
 
     def cancel(self, job_id: str, *, by: str) -> Job:
@@ -185,6 +207,8 @@ class DeployQueue:
             )
         if outcome != "done":
             raise UsageError(f"job {job_id} already ended: {job.describe()}")
+        if self.continuity is not None:
+            self.continuity.forget_waiting(job_id)
         return job
 
     # -- reading ------------------------------------------------------------------------------
@@ -247,6 +271,8 @@ class DeployQueue:
         """Something a worker should take the lock for: a waiting job (unless paused, or held by
         a scheduled freeze), or a job in `running` while nobody holds the lock (its worker died)."""
         k = self.keys
+        if self.continuity is not None:
+            self.continuity.check()
         with self.client.pipeline(transaction=False) as pipe:
             waiting, running, locked, paused = (
                 pipe.llen(k.waiting).llen(k.running).exists(k.lock).exists(k.paused).execute()
@@ -298,6 +324,8 @@ class DeployQueue:
             return None
         job = self.get(reply[1])
         assert job is not None
+        if self.continuity is not None:
+            self.continuity.taken(job.id)
         return Taken(job, reply[2] if reply[0] == "recovered" else None)
 
     def set_phase(self, lock: DeployLock, job: Job, phase: str) -> None:
@@ -339,3 +367,8 @@ class DeployQueue:
         """Put a job we stopped (SIGTERM) back at the head of the queue, or supersede it."""
         if not self.write("requeue", lock.token, str(lock.fence), job.id, why):
             raise GuardLost(f"job {job.id} is no longer ours (fence {lock.fence}): not requeued")
+
+    def restore(self, job: Job, why: str) -> str:
+        """Job `job`, running when Redis forgot the queue, back in Redis: 'running' (the next lock
+        holder takes it over), 'failed' (`why`: another job runs) or 'exists' (back already)."""
+        return str(self.write("restore", json.dumps(job.to_fields()), why))

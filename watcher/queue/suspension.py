@@ -7,7 +7,8 @@ persisted like the queue, so it survives worker and Redis restarts. A timed paus
 hash with a Redis expiry at `until`: Redis itself lifts it then, so no process has to be up at
 that moment, and every reader (worker, status, dashboard, /metrics) sees it gone at once; the
 workers' next look at the queue (within their poll) runs the newest waiting job. Nobody is
-notified of a lift by expiry: the pause notification said when it would end.
+notified of a lift by expiry: the pause notification said when it would end. A copy is kept on
+the host (continuity.py), so a Redis that forgot the queue gets the pause back.
 """
 
 from __future__ import annotations
@@ -23,15 +24,19 @@ from watcher.config.values import parse_duration
 from watcher.engine.state import now_iso
 from watcher.freeze import moment
 from watcher.queue.connection import AppKeys
+from watcher.queue.continuity import Continuity
 
 #: The last second `datetime` can show (9999-12-31T23:59:59 UTC).
 _LAST = 253402300799.0
 
 
 class Suspension:
-    def __init__(self, client: redis.Redis, app: str, prefix: str = "") -> None:
+    def __init__(
+        self, client: redis.Redis, app: str, prefix: str = "", continuity: Continuity | None = None
+    ) -> None:
         self.client = client
         self.app = app
+        self.continuity = continuity
         keys = AppKeys(app, prefix)
         self.key = keys.paused
         self.wake = keys.wake
@@ -47,6 +52,8 @@ class Suspension:
             if until is not None:
                 pipe.pexpireat(self.key, int(until * 1000))
             pipe.execute()
+        if self.continuity is not None:
+            self.continuity.keep_pause(info, until)
         return info
 
     def resume(self) -> dict[str, Any] | None:
@@ -59,6 +66,8 @@ class Suspension:
                 .ltrim(self.wake, 0, 0)
                 .execute()
             )
+        if self.continuity is not None:
+            self.continuity.keep_pause(None)
         return info or None
 
     def paused(self) -> dict[str, Any] | None:

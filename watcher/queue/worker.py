@@ -9,10 +9,12 @@ from the engine's progress; record the outcome (fenced); release the lock.
 
 Outcomes: the engine's result -> succeeded (a no-op says so); WatcherError (DeployFailed,
 a failed health check, a missing tag...) -> failed with its message; GuardLost -> nothing is
-recorded, the lock's new holder owns the job. SIGTERM or SIGINT: the engine aborts the phase it
-is in safely (traffic stays on, or goes back to, the live colour), the job goes back to the head
-of the queue (or is superseded if a newer one waits), then the worker exits; once the new
-version is recorded live, the job is recorded as succeeded instead.
+recorded, the lock's new holder owns the job, unless Redis forgot the queue meanwhile (its
+marker changed, continuity.py): then the job goes back in Redis for the next holder to take
+over. SIGTERM or SIGINT: the engine aborts the phase it is in safely (traffic stays on, or goes
+back to, the live colour), the job goes back to the head of the queue (or is superseded if a
+newer one waits), then the worker exits; once the new version is recorded live, the job is
+recorded as succeeded instead.
 
 The outcome's record is outcome.py's (`Outcomes`); the job awaiting promotion, which a run may
 end, is settled by settlement.py (`Settlement`).
@@ -43,6 +45,7 @@ from watcher.host_lock import HostLock
 from watcher.interrupts import shielded
 from watcher.progress import Progress
 from watcher.queue.connection import REDIS_DOWN, Backoff
+from watcher.queue.continuity import Continuity
 from watcher.queue.job import Job, JobKind, Status
 from watcher.queue.lock import DeployLock
 from watcher.queue.outcome import Engine, Observer, Outcomes, audit_of, unchanged
@@ -93,6 +96,7 @@ class Worker:
         retention: Retention = Retention(),
         observer: Observer | None = None,
         freezes: FreezeSchedule = FreezeSchedule(),
+        continuity: Continuity | None = None,
     ) -> None:
         self.client = client
         self.app = app
@@ -102,7 +106,9 @@ class Worker:
         self.poll = poll
         self.stream = stream if stream is not None else logs.progress_stream()
         self.prefix = prefix
-        self.queue = DeployQueue(client, app, prefix=prefix, retention=retention, freezes=freezes)
+        self.queue = DeployQueue(
+            client, app, prefix=prefix, retention=retention, freezes=freezes, continuity=continuity
+        )
         self.promotions = Promotions(self.queue)
         self.settlement = Settlement(self.promotions, self.name)
         self.outcomes = Outcomes(self.queue, self.name, observer)
@@ -158,6 +164,9 @@ class Worker:
                     return self.settlement.expire(lock, lambda: self.engine(Progress(self.stream)))
                 self._run(taken, lock)
                 return True
+            except GuardLost as exc:  # between the grant and the take (Redis forgot it, or it expired)
+                log.warning("worker %s: %s", self.name, exc)
+                return False
             finally:
                 if self.host_lock is not None:
                     self.host_lock.release()
@@ -187,6 +196,7 @@ class Worker:
 
     def _run_job(self, taken: Taken, lock: DeployLock) -> None:
         job = taken.job
+        epoch = self.queue.continuity.epoch if self.queue.continuity else ""
         self._started(taken, lock)
         progress = Progress(self.stream, on_phase=lambda phase: self._phase(lock, job, phase))
         engine = self.engine(progress)
@@ -194,9 +204,10 @@ class Worker:
         try:
             done = PERFORM[job.kind](engine, job, lock)
         except GuardLost as exc:
-            log.error(
-                "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
-            )
+            if not self.outcomes.forgotten(job, epoch, run.phases, run_of(exc)):
+                log.error(
+                    "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
+                )
         except Interrupted as exc:
             self.outcomes.interrupted(lock, job, engine, exc, run.phases)
             raise

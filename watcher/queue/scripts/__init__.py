@@ -1,4 +1,5 @@
-"""The Lua scripts of the deploy lock (lock.lua) and of the queue (queue.lua), each with its KEYS
+"""The Lua scripts of the deploy lock (lock.lua), of the queue (queue.lua) and of its marker
+(epoch.lua: a Redis that forgot the queue, continuity.py), each with its KEYS
 and ARGV documented at its top. Each is registered once per Redis client: redis-py then runs it by
 its SHA (EVALSHA) and, when Redis answers NOSCRIPT (restarted, failed over, SCRIPT FLUSH), loads
 it again by itself.
@@ -18,7 +19,9 @@ import redis
 from redis.commands.core import Script
 
 #: Each script's source, by name.
-SOURCES = {name: files(__package__).joinpath(f"{name}.lua").read_text() for name in ("lock", "queue")}
+SOURCES = {
+    name: files(__package__).joinpath(f"{name}.lua").read_text() for name in ("lock", "queue", "epoch")
+}
 
 _registered: WeakKeyDictionary[redis.Redis, dict[str, Script]] = WeakKeyDictionary()
 _registering = threading.Lock()

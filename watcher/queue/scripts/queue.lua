@@ -14,19 +14,33 @@ KEYS (the same for every operation)
   8 awaiting  id of the job awaiting promotion
   9 lock      the deploy lock's holder, JSON with its token and fence (lock.lua)
  10 fence     the lock's grant counter
+ 11 epoch     the marker of the queue's Redis (epoch.lua)
 ARGV (every operation)
   1 op        the operation
   2 jobs      the job hashes' key prefix: a job's key is this and its id
   3 now       Unix time (the caller's clock, as every job time)
   4 keep      the history holds at most this many jobs ...
   5 max_age   ... none that finished more than this many seconds ago (their hashes go too)
-  6...        the operation's own arguments, named by its function's parameters below
+  6 epoch     the marker the caller knows: another one in Redis (or none) means Redis forgot
+              the queue, and every operation answers the error FORGOTTEN ('': not checked)
+  7 ids       job ids above this are not reserved on the caller's host: a new job that would
+              get one answers the error RESERVE <id> ('': no limit); see continuity.py
+  8...        the operation's own arguments, named by its function's parameters below
 Job keys are computed, so a Redis Cluster is not supported (one Redis, any host).
 ]]
 
-local waiting, running, seq, history, wake, last, paused, awaiting, lock, fence = unpack(KEYS)
+local waiting, running, seq, history, wake, last, paused, awaiting, lock, fence, epoch = unpack(KEYS)
 local jobs, now, keep, max_age = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local known, ids = ARGV[6], ARGV[7]
 local ops = {}
+
+-- The next job id, or nil and the refused id when it is not reserved on the caller's host.
+local function next_id()
+  local id = tonumber(redis.call('GET', seq) or '0') + 1
+  if ids ~= '' and id > tonumber(ids) then return nil, id end
+  redis.call('SET', seq, id)
+  return tostring(id)
+end
 
 -- The grant (token, fence) still holds the lock, and no grant came after it. The same lines
 -- are in lock.lua (a script cannot call another); tests/unit/test_lock.py keeps the copies equal.
@@ -87,7 +101,8 @@ function ops.enqueue(version, digest, source, by, app, repository, keep_newer, l
   if keep_newer == '1' and redis.call('LLEN', waiting) > 0 then
     return {redis.call('LINDEX', waiting, -1), 'newer-queued'}
   end
-  local id = tostring(redis.call('INCR', seq))
+  local id, refused = next_id()
+  if not id then return redis.error_reply('RESERVE ' .. refused) end
   redis.call('HSET', jobs .. id, 'id', id, 'app', app, 'version', version, 'source', source,
              'requested_by', by, 'created', now, 'status', 'queued', 'attempts', '0')
   if digest ~= '' then redis.call('HSET', jobs .. id, 'digest', digest) end
@@ -200,7 +215,8 @@ function ops.ask(action, by, app)
     if not control(id) then return {id, 'newer-queued'} end
     if redis.call('HGET', jobs .. id, 'source') == action then return {id, 'already-queued'} end
   end
-  local id = tostring(redis.call('INCR', seq))
+  local id, refused = next_id()
+  if not id then return redis.error_reply('RESERVE ' .. refused) end
   redis.call('HSET', jobs .. id, 'id', id, 'app', app, 'version', redis.call('HGET', jobs .. aw, 'version'),
              'source', action, 'requested_by', by, 'created', now, 'status', 'queued', 'attempts', '0',
              'awaits', aw)
@@ -226,4 +242,24 @@ function ops.settle(token, grant, id, status, field, text)
   return 1
 end
 
-return ops[ARGV[1]](unpack(ARGV, 6))
+-- Job `fields` (its hash, JSON), which ran when Redis forgot the queue, back in Redis: in
+-- `running`, for the next lock holder to take over, unless the lock is held or a job runs (then
+-- failed: `why`). Reply 'running', 'failed', or 'exists' (it is back already).
+function ops.restore(fields, why)
+  local job = cjson.decode(fields)
+  if redis.call('EXISTS', jobs .. job.id) == 1 then return 'exists' end
+  for name, value in pairs(job) do redis.call('HSET', jobs .. job.id, name, value) end
+  if redis.call('EXISTS', lock) == 0 and redis.call('LLEN', running) == 0 then
+    redis.call('HSET', jobs .. job.id, 'status', 'running')
+    redis.call('RPUSH', running, job.id)
+    return 'running'
+  end
+  end_job(job.id, 'failed', 'reason', why)
+  redis.call('SET', last, job.id)
+  return 'failed'
+end
+
+if known ~= '' and redis.call('GET', epoch) ~= known then
+  return redis.error_reply('FORGOTTEN Redis does not hold the queue marker ' .. known)
+end
+return ops[ARGV[1]](unpack(ARGV, 8))

@@ -1,0 +1,277 @@
+"""A Redis that forgets the queue (watcher/queue/continuity.py, scripts/epoch.lua) against the real
+Redis: the loss of one app's keys, as FLUSHALL or a Redis restarted without persistence leaves
+them, is noticed once whoever looks first, job ids never restart, the pause and the waiting job
+come back from the host, and a job that ran goes back for the next worker. The whole worker
+under a real FLUSHALL, a restart without persistence and load is tests/faults/test_redis_forgets.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.harness.fake_worker import FakeEngine
+from watcher.engine.run import DeployResult, Guard
+from watcher.engine.status import format_summary
+from watcher.host_lock import HostLock
+from watcher.queue import DeployLock, DeployQueue, Status, Suspension, Worker, format_overview, overview
+from watcher.queue.connection import connect
+from watcher.queue.continuity import IDS_BLOCK, Continuity, Loss
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return connect(redis_url)
+
+
+class Told:
+    """The losses a Continuity reported."""
+
+    def __init__(self) -> None:
+        self.losses: list[Loss] = []
+
+    def __call__(self, loss: Loss) -> None:
+        self.losses.append(loss)
+
+
+def kept(
+    client: redis.Redis, app: str, state: Path, who: str = "test", told: Told | None = None
+) -> Continuity:
+    return Continuity(client, app, state, who=who, on_loss=told)
+
+
+def queue_of(continuity: Continuity) -> DeployQueue:
+    return DeployQueue(continuity.client, continuity.app, continuity=continuity)
+
+
+def forget(client: redis.Redis, app: str) -> None:
+    """What FLUSHALL does to one app's keys (the shared Redis is never flushed)."""
+    for found in client.scan_iter(f"watcher:{app}:*"):
+        client.delete(found)
+
+
+def host_file(state: Path) -> dict:
+    return json.loads((state / "redis.json").read_text())
+
+
+def test_a_first_look_sets_the_marker_and_is_no_loss(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    told = Told()
+    first = kept(client, app_name, tmp_path, told=told)
+    assert first.check() is None and told.losses == []
+    assert client.get(f"watcher:{app_name}:epoch") == first.epoch == host_file(tmp_path)["epoch"]
+    assert first.check() is None  # the same marker: one GET, nothing else
+
+
+def test_job_ids_are_reserved_on_the_host_and_go_on_above_them_after_a_loss(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    told = Told()
+    queue = queue_of(kept(client, app_name, tmp_path, told=told))
+    first = queue.enqueue("v1", source="cli", requested_by="test").job
+    assert first.id == "1" and host_file(tmp_path)["ids"] == IDS_BLOCK
+    forget(client, app_name)
+    second = queue.enqueue("v2", source="cli", requested_by="test").job
+    assert int(second.id) == IDS_BLOCK + 1, "an id a lost Redis may have handed out is never reused"
+    assert [loss.ids_above for loss in told.losses] == [IDS_BLOCK]
+    assert host_file(tmp_path)["ids"] == 2 * IDS_BLOCK
+
+
+def test_a_loss_is_noticed_once_whichever_process_looks_first(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    worker_told, cli_told = Told(), Told()
+    worker = kept(client, app_name, tmp_path, "worker", worker_told)
+    cli = kept(client, app_name, tmp_path, "cli", cli_told)
+    assert worker.epoch == cli.epoch
+    forget(client, app_name)
+    loss = cli.check()
+    assert loss is not None and loss.noticed_by == "cli" and cli_told.losses == [loss]
+    assert worker.check() is None and worker_told.losses == [], "the other process adopts the new marker"
+    assert worker.epoch == cli.epoch != loss.epoch
+    count, last = worker.last_loss()
+    assert count == 1 and last == loss
+    assert "Redis lost the queue of" in loss.describe(app_name)
+
+
+def test_the_pause_and_the_waiting_job_come_back_from_the_host(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    pause = Suspension(client, app_name, continuity=continuity)
+    pause.pause(by="ann", reason="release freeze")
+    waiting = queue.enqueue("v2", source="webhook", requested_by="github").job
+    forget(client, app_name)
+    assert pause.paused() is None and queue.waiting() == []
+    loss = continuity.check()
+    assert loss is not None and loss.pause and loss.job == waiting.id
+    back = pause.paused()
+    assert back is not None and (back["by"], back["reason"]) == ("ann", "release freeze")
+    assert [(job.id, job.version, job.source, job.status) for job in queue.waiting()] == [
+        (waiting.id, "v2", "webhook", Status.QUEUED)
+    ]
+    assert "the pause was put back" in loss.describe(app_name)
+    assert f"waiting job {waiting.id} was put back" in loss.describe(app_name)
+
+
+def test_what_ended_is_not_put_back(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    """A lifted or lapsed pause, a cancelled job and a taken one stay gone."""
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    pause = Suspension(client, app_name, continuity=continuity)
+    pause.pause(by="ann", until=time.time() + 0.3)
+    cancelled = queue.enqueue("v1", source="cli", requested_by="test").job
+    queue.cancel(cancelled.id, by="test")
+    time.sleep(0.4)
+    forget(client, app_name)
+    loss = continuity.check()
+    assert loss is not None and not loss.pause and loss.job is None
+    taken = queue.enqueue("v2", source="cli", requested_by="test").job
+    with DeployLock(client, app_name, ttl=10, purpose="test").acquire() as lock:
+        assert queue.take(lock, worker="w") is not None
+    forget(client, app_name)
+    loss = continuity.check()
+    assert loss is not None and loss.job is None and queue.get(taken.id) is None
+    pause.pause(by="ann")
+    pause.resume()
+    forget(client, app_name)
+    assert not continuity.check().pause  # type: ignore[union-attr]
+
+
+def test_status_says_it_for_a_day(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    continuity.check()
+    assert overview(queue, None, None)["redis_lost"] is None
+    forget(client, app_name)
+    continuity.check()
+    data = overview(queue, None, None)
+    assert data["redis_lost"]["losses"] == 1 and data["redis_lost"]["ids_above"] == 0
+    assert "warning: Redis lost the queue of" in format_overview(data)
+
+
+class ForgottenInHealth(FakeEngine):
+    """Redis forgets the app's queue while the new colour is in its health wait."""
+
+    def deploy(self, version: str, *, guard: Guard, **options: object) -> DeployResult:  # type: ignore[override]
+        if self.client.get(f"watcher:{self.app}:forgot") is None:
+            with self.progress.phase("health"):
+                forget(self.client, self.app)
+                self.client.set(f"watcher:{self.app}:forgot", "1")
+                guard.check()
+        return super().deploy(version, guard=guard, **options)  # type: ignore[arg-type]
+
+
+def test_a_job_running_when_redis_forgets_goes_back_and_is_taken_over(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    told = Told()
+    continuity = kept(client, app_name, tmp_path, "w", told)
+    queue = queue_of(continuity)
+    worker = Worker(
+        client,
+        app_name,
+        lambda progress: ForgottenInHealth(progress, client, app_name),
+        lock_ttl=5,
+        name="w",
+        poll=0.1,
+        stream=io.StringIO(),
+        continuity=continuity,
+    )
+    job = queue.enqueue("v2", source="cli", requested_by="test").job
+    assert worker.run_once()  # lost its lock to the loss: the job goes back
+    back = queue.get(job.id)
+    assert back is not None and back.status is Status.RUNNING and back.phase == "health"
+    assert [j.id for j in queue.running()] == [job.id]
+    assert len(told.losses) == 1
+    _, loss = continuity.last_loss()
+    assert loss is not None and loss.interrupted == [
+        f"job {job.id} (deploy v2), running in phase health, stopped touching nothing more and is back in the queue"
+    ]
+    assert worker.run_once()  # the next lock holder takes it over
+    done = queue.get(job.id)
+    assert done is not None and done.status is Status.SUCCEEDED and done.attempts == 2, done
+    assert [j.id for j in queue.history()] == [job.id]
+
+
+def test_a_job_that_cannot_go_back_is_recorded_failed(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    queue.enqueue("v2", source="cli", requested_by="test")
+    with DeployLock(client, app_name, ttl=10, purpose="test").acquire() as lock:
+        taken = queue.take(lock, worker="w")
+    assert taken is not None
+    job = taken.job
+    forget(client, app_name)
+    continuity.check()
+    with DeployLock(client, app_name, ttl=10, purpose="another worker").acquire():
+        assert queue.restore(job, "another job started") == "failed"
+        assert queue.restore(job, "again") == "exists"
+    failed = queue.get(job.id)
+    assert failed is not None and (failed.status, failed.reason) == (Status.FAILED, "another job started")
+
+
+def test_another_marker_in_redis_is_a_loss_with_nothing_put_back(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    """A Redis holding a marker this host never saw (another Redis, or data another host wrote):
+    what this host knew is gone, but what Redis holds is not overwritten."""
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    continuity.check()
+    Suspension(client, app_name, continuity=continuity).pause(by="ann")
+    client.set(f"watcher:{app_name}:epoch", "someone-else")
+    loss = continuity.check()
+    assert loss is not None and loss.other and not loss.pause
+    assert "another watcher's marker" in loss.describe(app_name)
+    assert continuity.epoch == "someone-else" and queue.waiting() == []
+
+
+def test_the_several_apps_summary_says_it_too(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    continuity.check()
+    forget(client, app_name)
+    continuity.check()
+    row = {"app": app_name, "live_color": None, "live_version": None, "live_since": None}
+    text = format_summary([{**row, "live_health": "absent", "warnings": [], **overview(queue, None, None)}])
+    assert f"warning: Redis lost the queue of {app_name}" in text
+
+
+def test_a_lock_lost_between_its_grant_and_the_take_runs_nothing_and_frees_the_host_lock(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    host_lock = HostLock(tmp_path / "lock")
+    worker = Worker(
+        client,
+        app_name,
+        lambda progress: FakeEngine(progress, client, app_name),
+        lock_ttl=5,
+        name="w",
+        stream=io.StringIO(),
+        host_lock=host_lock,
+        continuity=continuity,
+    )
+    queue_of(continuity).enqueue("v1", source="cli", requested_by="test")
+    taking = worker.queue.take
+
+    def flushed_first(lock: DeployLock, *, worker: str) -> object:
+        forget(client, app_name)
+        return taking(lock, worker=worker)
+
+    worker.queue.take = flushed_first  # type: ignore[method-assign]
+    assert not worker.run_once()
+    assert host_lock.holder() is None
+    worker.queue.take = taking  # type: ignore[method-assign]
+    assert worker.run_once()  # the waiting job came back from the host, and runs
+    assert [job.status for job in worker.queue.history()] == [Status.SUCCEEDED]

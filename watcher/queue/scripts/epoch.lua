@@ -1,0 +1,52 @@
+--[[ epoch.lua: the marker by which watcher notices that Redis forgot an app's queue (restarted
+without persistence, failed over to an empty replica, flushed), and what it puts back then
+(watcher/queue/continuity.py). One operation.
+
+KEYS
+  1 epoch    the app's marker: a random string this host also keeps beside its state
+  2 seq      the job id counter (queue.lua)
+  3 paused   the pause hash (suspension.py)
+  4 waiting  the queue's list of waiting job ids (queue.lua)
+  5 wake     the list an idle worker blocks on (BLPOP)
+ARGV
+  1 op       the operation; then its own arguments, named by its function's parameters below
+]]
+
+local epoch, seq, paused, waiting, wake = unpack(KEYS)
+local ops = {}
+
+-- Redis holds the marker `known` (this host's; '' when it has none) or gets `fresh`. The id
+-- counter is raised to `floor` whatever the case (ids up to it may have been handed out). When
+-- the marker is gone although this host knew one, Redis forgot: the host's copy of the pause
+-- (`pause`, JSON, '' for none; `pause_until_ms`, '' when until resumed) and of the waiting job
+-- (`jobs` prefix, `job` its hash as JSON, '' for none) go back, unless Redis already has one.
+-- Reply {outcome, the marker now, pause restored '1'/'0', job restored (id or '')}: outcome
+-- 'same' (Redis holds `known`), 'other' (Redis holds another marker: set by a process that does
+-- not share this host's copy, or this host had none), 'new' (no marker anywhere yet: a first
+-- start), 'lost' (Redis forgot).
+function ops.ensure(known, fresh, floor, pause, pause_until_ms, jobs, job)
+  if tonumber(redis.call('GET', seq) or '0') < tonumber(floor) then redis.call('SET', seq, floor) end
+  local now = redis.call('GET', epoch)
+  if now then return {now == known and 'same' or 'other', now, '0', ''} end
+  redis.call('SET', epoch, fresh)
+  if known == '' then return {'new', fresh, '0', ''} end
+  local restored_pause, restored_job = '0', ''
+  if pause ~= '' and redis.call('EXISTS', paused) == 0 then
+    for name, value in pairs(cjson.decode(pause)) do redis.call('HSET', paused, name, value) end
+    if pause_until_ms ~= '' then redis.call('PEXPIREAT', paused, pause_until_ms) end
+    restored_pause = '1'
+  end
+  if job ~= '' and redis.call('LLEN', waiting) == 0 then
+    local fields = cjson.decode(job)
+    if redis.call('EXISTS', jobs .. fields.id) == 0 then
+      for name, value in pairs(fields) do redis.call('HSET', jobs .. fields.id, name, value) end
+      redis.call('RPUSH', waiting, fields.id)
+      redis.call('LPUSH', wake, fields.id)
+      redis.call('LTRIM', wake, 0, 0)
+      restored_job = fields.id
+    end
+  end
+  return {'lost', fresh, restored_pause, restored_job}
+end
+
+return ops[ARGV[1]](unpack(ARGV, 2))
