@@ -61,7 +61,7 @@ PERFORM: dict[JobKind, Callable[[Engine, Job, Guard], DeployResult | str]] = {
         job.version, guard=lock, kind="deploy", digest=job.digest
     ),
     JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(guard=lock, to=job.version),
-    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock),
+    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock, version=job.version),
     JobKind.ABORT: lambda engine, job, lock: engine.abort_awaited(guard=lock),
 }
 
@@ -198,7 +198,10 @@ class Worker:
                 "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
             )
         except Interrupted as exc:
-            self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            done = self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            if done is not None:  # e.g. a promote stopped after its record: the awaited job ends too
+                with shielded():
+                    self.settlement.after(lock, job, engine, run.awaited, done, ok=True)
             raise
         except WatcherError as exc:
             self._failed(run, exc)
