@@ -436,6 +436,20 @@ def test_a_taken_over_promote_whose_colour_sickened_waits_again_with_nothing_swi
     assert serving(engine) == ("blue", "v1") and awaiting(engine.store.load().pending)
 
 
+@pytest.mark.parametrize("how", ["abort", "expiry"])
+def test_an_abort_or_expiry_undoes_a_promote_left_halfway_then_removes_its_colour(
+    engine: Deployment, platform: FakePlatform, how: str
+) -> None:
+    note = waiting_v2(engine)
+    if how == "expiry":
+        note = replace(note, until="2000-01-01T00:00:00+00:00")
+    stopped_promote(engine, note, "verify", switched=True)
+    said = engine.abort_awaited(guard=Guard()) if how == "abort" else engine.expire_awaited(guard=Guard())
+    assert said is not None and "removed shop-green (v2); v1 is still live on blue" in said
+    assert serving(engine) == ("blue", "v1") and versions(platform) == {"blue": "v1", "green": None}
+    assert engine.store.load().pending is None
+
+
 def test_cleanup_keeps_the_rollback_target(engine: Deployment, platform: FakePlatform) -> None:
     for version in ("v1", "v2", "v3"):
         deploy(engine, version)

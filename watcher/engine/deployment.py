@@ -37,7 +37,7 @@ from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.run import DeployResult, Guard, Plan, Run, attach
 from watcher.engine.smoke import clear_preview, run_smoke
-from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore, awaiting
+from watcher.engine.state import PROMOTE, DeployState, Pending, Prepared, Release, StateStore, awaiting
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import check_route, verify
 from watcher.errors import DeployFailed, UsageError
@@ -143,17 +143,24 @@ class Deployment:
     def abort_awaited(self, *, guard: Guard) -> str:
         """Remove the colour a manual deploy left waiting; the live colour is never touched."""
         with self._running(Run("abort", ""), guard):
-            view = self.view()
+            view = self._undone(self.view())
             return promotion.remove_awaited(self, view, promotion.awaited(self, view, "abort"))
 
     def expire_awaited(self, *, guard: Guard) -> str | None:
         """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
         pending = self.store.load().pending
-        if pending is None or not awaiting(pending) or not promotion.expired(pending):
+        if pending is None or not (awaiting(pending) or pending.kind == PROMOTE):
+            return None
+        if not promotion.expired(pending):
             return None
         with self._running(Run("abort", pending.version), guard):
-            removed = promotion.remove_awaited(self, self.view(), pending)
+            removed = promotion.remove_awaited(self, self._undone(self.view()), pending)
         return f"the wait of {pending.version} on {pending.color} expired at {pending.until}: {removed}"
+
+    def _undone(self, view: View) -> View:
+        """The view once a promote its worker left halfway is unwound (its colour waits again)."""
+        note = view.recorded.pending
+        return promotion.undo(self, view, note) if note is not None and note.kind == PROMOTE else view
 
     # -- phases ---------------------------------------------------------------------------
 

@@ -127,12 +127,16 @@ def promote(engine: Engine, run: Run, asked: str | None = None) -> DeployResult:
     live = view.previous if switched else view.live
     if not switched:
         ready(engine, view, target, pending)
-    engine.ledger.save(replace(view.recorded, pending=promoting(pending)))
-    engine.progress.say(f"promoting {pending.version} on {target.color}")
     clear_preview(engine.config.preview_file)
     run.version, run.digest = pending.version, pending.digest
     run.plan = Plan(live, target, pending.image, False)
     run.switched = switched
+    try:  # from the note on, a failure or an interrupt unwinds: the colour waits again
+        engine.ledger.save(replace(view.recorded, pending=promoting(pending)))
+        engine.progress.say(f"promoting {pending.version} on {target.color}")
+    except BaseException as failure:
+        unwind.fail(engine, run, failure)
+        raise
     return engine.go_live(run, view)
 
 
@@ -175,6 +179,21 @@ def promoted(engine: Engine, run: Run, view: View, version: str) -> DeployResult
     run.version, run.digest = version, live.digest
     message = f"{version} is live on {live.color} (promoted; the attempt that switched it was stopped)"
     return run.result(engine.progress, live.color, view.previous, message, noop=True, drained=drained)
+
+
+def undo(engine: Engine, view: View, note: Pending) -> View:
+    """An abort or expiry that finds a promote its worker left halfway (note PROMOTE) first
+    unwinds it as the worker would have: traffic back to the live colour, the colour waiting
+    again, to be removed. DeployFailed when the live colour is no longer healthy (then the
+    promoted one is left serving, never removed)."""
+    target = engine.platform.color(note.color)
+    switched = view.route == target.color
+    run = Run(
+        "abort", note.version, Plan(view.previous if switched else view.live, target, note.image, False)
+    )
+    run.switched = switched
+    unwind.fail(engine, run, DeployFailed(f"the promote of {note.version} on {note.color} was left halfway"))
+    return engine.view()
 
 
 def awaited(engine: Engine, view: View, verb: str) -> Pending:

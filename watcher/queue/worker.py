@@ -11,8 +11,10 @@ Outcomes: the engine's result -> succeeded (a no-op says so); WatcherError (Depl
 a failed health check, a missing tag...) -> failed with its message; GuardLost -> nothing is
 recorded, the lock's new holder owns the job. SIGTERM or SIGINT: the engine aborts the phase it
 is in safely (traffic stays on, or goes back to, the live colour), the job goes back to the head
-of the queue (or is superseded if a newer one waits), then the worker exits; once the new
-version is recorded live, the job is recorded as succeeded instead.
+of the queue (or is superseded if a newer one waits), then the worker exits; once the job's
+work is done (the new version recorded live, an abort's colour removed), the job is recorded as
+succeeded instead, and the job awaiting promotion it ended is settled. A promote unwound so is
+taken up by the next worker: its colour awaits promotion again (engine/promotion.py).
 
 The outcome's record is outcome.py's (`Outcomes`); the job awaiting promotion, which a run may
 end, is settled by settlement.py (`Settlement`).
