@@ -104,6 +104,19 @@ def awaiting(queued: QueuedStack, victim: Followed, version: str, watchers: Watc
     return job
 
 
+def settled(queued: QueuedStack, deploy: Job, watchers: Watchers) -> Job:
+    """The deploy that awaited promotion, once its wait has ended."""
+    return wait_until(
+        lambda: (
+            (j := queued.queue.get(deploy.id)) and j.status not in (Status.AWAITING, Status.RUNNING) and j
+        ),
+        60,
+        f"the wait of job {deploy.id} to end",
+        poll=0.1,
+        detail=watchers.logs,
+    )
+
+
 def asked(queued: QueuedStack, action: str, victim: str, watchers: Watchers) -> Job:
     """A promote or abort job, once the victim runs it."""
     job = Promotions(queued.queue).ask(action, requested_by="fault test").job
@@ -158,9 +171,13 @@ def waits_again(queued: QueuedStack, victim: Followed, old: str, new: str) -> No
 # -- promote ----------------------------------------------------------------------------------------
 
 
+#: (phase, fault) of each promote case. SIGTERM before the switch unwinds exactly as at the
+#: switch, less the switch back (tests/unit/test_flow.py covers it): left out for the time budget.
+PROMOTE_CASES = [(p, f) for p in PROMOTE_AT for f in SIGNALS if (p, f) != ("before-switch", "term")]
+
+
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("fault", SIGNALS)
-@pytest.mark.parametrize("phase", PROMOTE_AT)
+@pytest.mark.parametrize(("phase", "fault"), PROMOTE_CASES, ids=[f"{f}-{p}" for p, f in PROMOTE_CASES])
 def test_a_promote_killed_or_stopped_at_each_phase_is_finished(
     queued_stack: QueuedStack, watchers: Watchers, phase: str, fault: str
 ) -> None:
@@ -194,8 +211,8 @@ def test_a_promote_killed_or_stopped_at_each_phase_is_finished(
     assert done.worker == ("victim" if by_victim else "heir"), done.describe()
     if fault == "kill9":
         assert "taking it over: its worker victim stopped during" in heir.text, heir.text
-    waited = queued.queue.get(deploy.id)
-    assert waited is not None and waited.status is Status.SUCCEEDED, waited.describe()
+    waited = settled(queued, deploy, watchers)
+    assert waited.status is Status.SUCCEEDED, waited.describe()
     assert (waited.message or "").startswith(f"promoted by job {promote.id}"), waited.describe()
     status = assert_settled(stack, loads, client=queued.client, job_ids=[deploy.id, promote.id])
     assert status["live_version"] == new, status
@@ -228,17 +245,17 @@ def test_an_abort_or_expiry_killed_or_stopped_while_removing_is_finished(
         printed = victim.frozen_output(60)
         if fault == "kill9":
             os.killpg(victim.pid, signal.SIGKILL)
-        else:
+            watchers.worker("heir")
+        else:  # the removal finishes first: nothing is left for another worker
             victim.proc.send_signal(signal.SIGTERM)
             victim.thaw()
             assert victim.wait(60) == 0, victim.text
-        watchers.worker("heir")
-        waited = queued.final(deploy.id, 60, watchers)
+        waited = settled(queued, deploy, watchers)
         if abort is not None:
             done = queued.final(abort.id, 60, watchers)
             assert done.status is Status.SUCCEEDED, done.describe()
             assert done.worker == ("heir" if fault == "kill9" else "victim"), done.describe()
-    report(f"{action}, {fault} while removing", f"after {victim.landed_at_freeze!r}", loads)
+    report(f"{action}, {fault} while removing", f"at {REMOVING.strip(', )')!r}'s removal line", loads)
     assert REMOVING in printed
     if action == "abort":
         assert waited.status is Status.CANCELLED, waited.describe()

@@ -289,3 +289,22 @@ def test_a_promote_stopped_before_its_record_waits_again_and_the_wait_goes_on(
         worker_of(client, queue.app, StoppedBeforeTheRecord).run_once()
     assert [job.id for job in queue.waiting()] == [asked.id]
     assert Promotions(queue).awaited() is not None and queue.get(waiting).status is Status.AWAITING  # type: ignore[union-attr]
+
+
+class ExpiryStopped(Promoting):
+    """SIGTERM arrives during the expiry's shielded removal: raised once it is done."""
+
+    def expire_awaited(self, *, guard: Guard) -> str | None:
+        raise Interrupted(15)
+
+
+def test_an_expiry_stopped_once_its_colour_is_gone_ends_the_wait(
+    client: redis.Redis, queue: DeployQueue
+) -> None:
+    waiting = awaiting_promotion(client, queue)
+    with DeployLock(client, queue.app, ttl=5, purpose="w").acquire() as lock:
+        Promotions(queue).mark(lock, queue.get(waiting), "2020-01-01T00:00:00+00:00")  # type: ignore[arg-type]
+    with pytest.raises(Interrupted):
+        worker_of(client, queue.app, ExpiryStopped).run_once()
+    wait = ended(queue, waiting)
+    assert wait.status is Status.FAILED and "its colour was removed" in (wait.reason or ""), wait.describe()
