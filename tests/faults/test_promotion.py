@@ -216,7 +216,8 @@ def test_a_promote_killed_or_stopped_at_each_phase_is_finished(
             if not recorded and not lease_lost(victim):
                 waits_again(queued, victim, old, new)
         done = queued.final(promote.id, 60, watchers)
-    report(f"promote, {fault} at {phase}", f"after {victim.landed_at_freeze!r}", loads)
+    lost = " (its lease lapsed while frozen: the heir took over)" if lease_lost(victim) else ""
+    report(f"promote, {fault} at {phase}", f"after {victim.landed_at_freeze!r}{lost}", loads)
     by_victim = fault == "term" and recorded and not lease_lost(victim)
     assert done.status is Status.SUCCEEDED, done.describe()
     assert done.worker == ("victim" if by_victim else "heir"), done.describe()
