@@ -19,11 +19,12 @@ from tests.unit.test_arch import Registry, single
 from watcher.backends.instance import Instance
 from watcher.config import AppConfig, load_host
 from watcher.config.promote import PromoteSettings
-from watcher.engine import drain, verification
+from watcher.engine import deployment, drain, verification
 from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup
+from watcher.engine.promotion import promoting
 from watcher.engine.run import DeployResult, run_of
-from watcher.engine.state import awaiting
+from watcher.engine.state import Pending, awaiting
 from watcher.engine.verification import Answer
 from watcher.errors import DeployFailed
 from watcher.platforms.base import agreed
@@ -337,6 +338,116 @@ def test_a_waiting_colour_is_promoted_or_aborted(engine: Deployment, platform: F
     said = engine.abort_awaited(guard=Guard())
     assert said.startswith("removed shop-blue (v3); v2 is still live on green")
     assert serving(engine) == ("green", "v2") and versions(platform)["blue"] is None
+
+
+def waiting_v2(engine: Deployment) -> Pending:
+    """v1 live on blue, v2 awaiting promotion on green; the waiting note."""
+    deploy(engine, "v1")
+    engine.config = replace(engine.config, promote=PromoteSettings(manual=True))
+    assert deploy(engine, "v2").awaiting
+    note = engine.store.load().pending
+    assert note is not None and awaiting(note)
+    return note
+
+
+def stopped_promote(engine: Deployment, note: Pending, phase: str, *, switched: bool) -> None:
+    """What a promote leaves when its worker is killed (kill -9) in `phase`: its note, the
+    prepared record, and the route file moved if it got that far."""
+    engine.store.save(replace(engine.store.load(), pending=replace(promoting(note), phase=phase, pid=1)))
+    if switched:
+        engine.switch.route_file.write_text("green")
+
+
+@pytest.mark.parametrize(("phase", "switched"), [("promote", False), ("switch", True), ("verify", True)])
+def test_a_promote_whose_worker_died_is_taken_over_and_completed(
+    engine: Deployment, platform: FakePlatform, phase: str, switched: bool
+) -> None:
+    note = waiting_v2(engine)
+    stopped_promote(engine, note, phase, switched=switched)
+    done = engine.promote(guard=Guard(), version="v2")
+    assert (done.version, done.color) == ("v2", Color.GREEN) and not done.noop
+    recorded = engine.store.load()
+    assert serving(engine) == ("green", "v2") and recorded.pending is None
+    assert recorded.previous is not None and recorded.previous.version == "v1"
+    assert platform.color(Color.BLUE).retained() and ("verify", "green") in platform.steps
+    assert any("taking over the promote of v2 on green" in line for line in engine.progress.lines)  # type: ignore[attr-defined]
+
+
+def test_a_promote_that_recorded_its_version_before_it_died_retires_the_old_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    waiting_v2(engine)
+    platform.interrupt_at = "drain"
+    with pytest.raises(KeyboardInterrupt):
+        engine.promote(guard=Guard(), version="v2")
+    platform.interrupt_at = None
+    assert serving(engine) == ("green", "v2") and platform.color(Color.BLUE).health().healthy
+    done = engine.promote(guard=Guard(), version="v2")
+    assert done.noop and done.message.startswith("v2 is live on green (promoted;")
+    assert platform.color(Color.BLUE).retained() and engine.store.load().pending is None
+
+
+@pytest.mark.parametrize("how", ["interrupted", "failed"])
+def test_an_unwound_promote_switches_back_and_its_colour_waits_again(
+    engine: Deployment, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """SIGTERM in the verification (issue 20, defect 2), or a failed one: traffic goes back to
+    blue, green keeps running v2 and awaits promotion again until the same moment."""
+    note = waiting_v2(engine)
+    if how == "interrupted":
+
+        def stopped(*args: object) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        monkeypatch.setattr(deployment, "verify", stopped)
+    else:
+        platform.wrong.add("v2")
+    with pytest.raises(KeyboardInterrupt if how == "interrupted" else DeployFailed):
+        engine.promote(guard=Guard(), version="v2")
+    assert serving(engine) == ("blue", "v1") and versions(platform) == {"blue": "v1", "green": "v2"}
+    again = engine.store.load().pending
+    assert (
+        again is not None
+        and awaiting(again)
+        and (again.version, again.until, again.image)
+        == (
+            note.version,
+            note.until,
+            note.image,
+        )
+    )
+    assert ("remove", "green") not in platform.steps
+    monkeypatch.setattr(deployment, "verify", verification.verify)
+    platform.wrong.clear()
+    assert engine.promote(guard=Guard(), version="v2").color is Color.GREEN
+    assert serving(engine) == ("green", "v2")
+
+
+def test_a_taken_over_promote_whose_colour_sickened_waits_again_with_nothing_switched(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    note = waiting_v2(engine)
+    stopped_promote(engine, note, "promote", switched=False)
+    platform.color(Color.GREEN).running = [
+        replace_state(c, "running", "unhealthy") for c in platform.color(Color.GREEN).running
+    ]
+    with pytest.raises(DeployFailed, match="was not promoted and nothing was switched"):
+        engine.promote(guard=Guard(), version="v2")
+    assert serving(engine) == ("blue", "v1") and awaiting(engine.store.load().pending)
+
+
+@pytest.mark.parametrize("how", ["abort", "expiry"])
+def test_an_abort_or_expiry_undoes_a_promote_left_halfway_then_removes_its_colour(
+    engine: Deployment, platform: FakePlatform, how: str
+) -> None:
+    note = waiting_v2(engine)
+    if how == "expiry":
+        note = replace(note, until="2000-01-01T00:00:00+00:00")
+    stopped_promote(engine, note, "verify", switched=True)
+    said = engine.abort_awaited(guard=Guard()) if how == "abort" else engine.expire_awaited(guard=Guard())
+    assert said is not None and "removed shop-green (v2); v1 is still live on blue" in said
+    assert serving(engine) == ("blue", "v1") and versions(platform) == {"blue": "v1", "green": None}
+    assert engine.store.load().pending is None
 
 
 def test_cleanup_keeps_the_rollback_target(engine: Deployment, platform: FakePlatform) -> None:

@@ -119,6 +119,21 @@ def test_pending_is_reported_with_its_phase() -> None:
     assert not view.in_sync
 
 
+def test_a_note_of_the_process_holding_the_host_lock_runs_any_other_was_interrupted() -> None:
+    """While a promote runs, `status` names it and its live worker (issue 20, defect 7); the
+    same note once that process is gone reads as interrupted."""
+    note = Pending(
+        "promote", "2.0", GREEN, "verify", pid=4242, host="box", started="2024-01-01T00:00:00+00:00"
+    )
+    seen = observed(BLUE, blue=[container(BLUE, "1.0")], green=[container(GREEN, "2.0")])
+    recorded = DeployState(live=Release(BLUE, "1.0"), pending=note)
+    running = reconcile(recorded, seen, {"pid": 4242, "host": "box", "purpose": "worker w"}).warnings
+    assert running == ["a promote of 2.0 to green (pid 4242 on box) is running, in phase 'verify'"]
+    for holder in (None, {"pid": 4243, "host": "box"}, {"pid": 4242, "host": "other"}):
+        (warning,) = reconcile(recorded, seen, holder).warnings
+        assert warning == "a promote of 2.0 to green (pid 4242 on box) was interrupted during 'verify'"
+
+
 def test_nothing_deployed_yet() -> None:
     for closed in (False, True):
         view = reconcile(DeployState(), observed(None, closed=closed))

@@ -16,6 +16,7 @@ import redis
 from tests.harness.fake_worker import FakeEngine, running
 from tests.harness.waiting import wait_until
 from watcher.engine.run import DeployResult, Guard
+from watcher.engine.state import AWAITING, DeployState, Pending
 from watcher.errors import Interrupted
 from watcher.platforms.color import Color
 from watcher.queue import DeployLock, DeployQueue, Job, Status, Worker, force_unlock, holder_of
@@ -197,7 +198,7 @@ class Promoting(FakeEngine):
         view.recorded = Waiting()  # type: ignore[attr-defined]
         return view
 
-    def promote(self, *, guard: Guard) -> DeployResult:
+    def promote(self, *, guard: Guard, version: str | None = None) -> DeployResult:
         guard.check()
         return DeployResult("deploy", "v2", Color.GREEN, None, message="v2 is live on green")
 
@@ -240,3 +241,70 @@ def test_promote_and_abort_jobs_settle_the_wait(
     wait = ended(queue, waiting)
     assert (wait.status, wait.message if settled is Status.SUCCEEDED else wait.reason) == (settled, text)
     assert Promotions(queue).awaited() is None
+
+
+class StoppedAtTheEnd(Promoting):
+    """SIGTERM arrives during the abort's shielded removal: raised once it is done."""
+
+    def abort_awaited(self, *, guard: Guard) -> str:
+        raise Interrupted(15)
+
+
+class StoppedBeforeTheRecord(FakeEngine):
+    """SIGTERM in the promote's verification: unwound, the colour waits again (the state's note)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.note = Pending("deploy", "v2", Color.GREEN, AWAITING, until="2030-01-01T00:00:00+00:00")
+
+    def view(self):  # noqa: ANN201
+        view = super().view()
+        view.recorded = DeployState(pending=self.note)  # type: ignore[attr-defined]
+        return view
+
+    def promote(self, *, guard: Guard, version: str | None = None) -> DeployResult:
+        raise Interrupted(15)
+
+
+def test_an_abort_stopped_once_its_colour_is_gone_succeeded_and_ends_the_wait(
+    client: redis.Redis, queue: DeployQueue
+) -> None:
+    waiting = awaiting_promotion(client, queue)
+    asked = Promotions(queue).ask("abort", requested_by="test").job
+    assert asked is not None
+    with pytest.raises(Interrupted):
+        worker_of(client, queue.app, StoppedAtTheEnd).run_once()
+    done = ended(queue, asked.id)
+    assert done.status is Status.SUCCEEDED and "is removed" in (done.message or ""), done.describe()
+    assert ended(queue, waiting).status is Status.CANCELLED and queue.waiting() == []
+
+
+def test_a_promote_stopped_before_its_record_waits_again_and_the_wait_goes_on(
+    client: redis.Redis, queue: DeployQueue
+) -> None:
+    waiting = awaiting_promotion(client, queue)
+    asked = Promotions(queue).ask("promote", requested_by="test").job
+    assert asked is not None
+    with pytest.raises(Interrupted):
+        worker_of(client, queue.app, StoppedBeforeTheRecord).run_once()
+    assert [job.id for job in queue.waiting()] == [asked.id]
+    assert Promotions(queue).awaited() is not None and queue.get(waiting).status is Status.AWAITING  # type: ignore[union-attr]
+
+
+class ExpiryStopped(Promoting):
+    """SIGTERM arrives during the expiry's shielded removal: raised once it is done."""
+
+    def expire_awaited(self, *, guard: Guard) -> str | None:
+        raise Interrupted(15)
+
+
+def test_an_expiry_stopped_once_its_colour_is_gone_ends_the_wait(
+    client: redis.Redis, queue: DeployQueue
+) -> None:
+    waiting = awaiting_promotion(client, queue)
+    with DeployLock(client, queue.app, ttl=5, purpose="w").acquire() as lock:
+        Promotions(queue).mark(lock, queue.get(waiting), "2020-01-01T00:00:00+00:00")  # type: ignore[arg-type]
+    with pytest.raises(Interrupted):
+        worker_of(client, queue.app, ExpiryStopped).run_once()
+    wait = ended(queue, waiting)
+    assert wait.status is Status.FAILED and "its colour was removed" in (wait.reason or ""), wait.describe()

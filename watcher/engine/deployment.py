@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from watcher.atomic import ensure_writable
 from watcher.backends.access_log import AccessLog
@@ -36,7 +37,7 @@ from watcher.engine.reconcile import Observed, View, reconcile
 from watcher.engine.rollback import RollbackTarget, choose, rollback_target
 from watcher.engine.run import DeployResult, Guard, Plan, Run, attach
 from watcher.engine.smoke import clear_preview, run_smoke
-from watcher.engine.state import DeployState, Pending, Prepared, Release, StateStore, awaiting
+from watcher.engine.state import PROMOTE, DeployState, Pending, Prepared, Release, StateStore, awaiting
 from watcher.engine.switch import TrafficSwitch
 from watcher.engine.verification import check_route, verify
 from watcher.errors import DeployFailed, UsageError
@@ -83,8 +84,9 @@ class Deployment:
             frozenset(stack.one_shots),
         )
 
-    def view(self) -> View:
-        return reconcile(self.store.load(), self.observe())
+    def view(self, holder: dict[str, Any] | None = None) -> View:
+        """The reconciled truth; `holder`: the host lock's (a run in flight reads as running)."""
+        return reconcile(self.store.load(), self.observe(), holder)
 
     def rollback_target(self, view: View) -> RollbackTarget | None:
         return rollback_target(view, self.platform, self.config.image)
@@ -131,26 +133,34 @@ class Deployment:
             found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image
         )
 
-    def promote(self, *, guard: Guard) -> DeployResult:
-        """Switch to the colour a manual deploy left waiting: the second half of that deploy."""
+    def promote(self, *, guard: Guard, version: str | None = None) -> DeployResult:
+        """Switch to the colour a manual deploy left waiting: the second half of that deploy.
+        `version`: the one a promote job was asked for (an earlier attempt may have promoted it)."""
         run = Run("deploy", "")
         with self._running(run, guard):
-            return promotion.promote(self, run)
+            return promotion.promote(self, run, version)
 
     def abort_awaited(self, *, guard: Guard) -> str:
         """Remove the colour a manual deploy left waiting; the live colour is never touched."""
         with self._running(Run("abort", ""), guard):
-            view = self.view()
+            view = self._undone(self.view())
             return promotion.remove_awaited(self, view, promotion.awaited(self, view, "abort"))
 
     def expire_awaited(self, *, guard: Guard) -> str | None:
         """Remove the waiting colour once its wait is over; None when nothing waits or the wait lasts."""
         pending = self.store.load().pending
-        if pending is None or not awaiting(pending) or not promotion.expired(pending):
+        if pending is None or not (awaiting(pending) or pending.kind == PROMOTE):
+            return None
+        if not promotion.expired(pending):
             return None
         with self._running(Run("abort", pending.version), guard):
-            removed = promotion.remove_awaited(self, self.view(), pending)
+            removed = promotion.remove_awaited(self, self._undone(self.view()), pending)
         return f"the wait of {pending.version} on {pending.color} expired at {pending.until}: {removed}"
+
+    def _undone(self, view: View) -> View:
+        """The view once a promote its worker left halfway is unwound (its colour waits again)."""
+        note = view.recorded.pending
+        return promotion.undo(self, view, note) if note is not None and note.kind == PROMOTE else view
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -279,7 +289,7 @@ class Deployment:
         prepared = self._switch(run, view)
         with shielded(), progress.phase("record", f"{run.version} live on {target.color}"):
             self.ledger.record(prepared)
-        drained = self._retire(self.platform.color(live.color), target) if live else True
+        drained = self.retire(self.platform.color(live.color), target) if live else True
         assert run.moved_at is not None
         run.receipt = receipts.take(config, self.access_log, run.kind, run.moved_at)
         message = f"{run.version} is live on {target.color}" + (
@@ -326,7 +336,7 @@ class Deployment:
             raise
         return prepared
 
-    def _retire(self, old: ColorStack, new: ColorStack) -> bool:
+    def retire(self, old: ColorStack, new: ColorStack) -> bool:
         """Drain the old colour, then stop (or remove) it, unless the new one is no longer healthy:
         then the old one is the last healthy colour and keeps running."""
         with self.progress.phase("drain", f"in-flight requests on {', '.join(old.upstreams()) or old.name}"):

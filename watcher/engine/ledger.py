@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from watcher.engine.reconcile import View
 from watcher.engine.run import Guard
-from watcher.engine.state import DeployState, Pending, Prepared, StateStore, awaiting
+from watcher.engine.state import PROMOTE, DeployState, Pending, Prepared, StateStore, awaiting, waiting_again
 from watcher.errors import DeployFailed, StateUnwritable, WatcherError
 from watcher.progress import Progress
 
@@ -101,6 +101,15 @@ class Ledger:
 
     def clear_pending(self) -> None:
         self.save(replace(self.store.load(), pending=None))
+
+    def unwound(self) -> Pending | None:
+        """An unwound run leaves no note, but a promote's: the colour it was to promote was not
+        started by it, so it awaits promotion again (the note returned), never removed."""
+        state = self.store.load()
+        pending = state.pending
+        kept = waiting_again(pending) if pending is not None and pending.kind == PROMOTE else None
+        self.save(replace(state, pending=kept))
+        return kept
 
     def sync(self, view: View) -> None:
         """Write the reconciled truth when the record differs (a wait for promotion stays)."""

@@ -15,7 +15,7 @@ from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Run
 from watcher.engine.state import StateStore
 from watcher.engine.switch import TrafficSwitch
-from watcher.platforms.base import Platform
+from watcher.platforms.base import ColorStack, Platform
 from watcher.progress import Progress
 
 
@@ -33,4 +33,8 @@ class Engine(Protocol):
 
     def go_live(self, run: Run, view: View) -> DeployResult:
         """Switch to the run's planned target, verify, finish (engine/deployment.py)."""
+        ...
+
+    def retire(self, old: ColorStack, new: ColorStack) -> bool:
+        """Drain `old`, then stop or remove it unless `new` is no longer healthy (deployment.py)."""
         ...

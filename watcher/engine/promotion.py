@@ -6,10 +6,20 @@ A newer deploy targets the same idle colour and removes the waiting containers a
 
 Why the wait lives in the state file and not in the queue: the engine knows nothing of queues,
 and `watcher promote` without Redis must find the waiting colour all the same.
+
+Crashes. A promote takes the note over before it acts (kind PROMOTE, its own pid; the wait's
+image and deadline kept) and marks its phases on it, so whoever runs the next promote (the
+worker that takes the dead one's job over, or `watcher promote`) finishes it from there: traffic
+already moved is verified again, then recorded. Unwound (a failed verification, SIGTERM), it
+goes back to the live colour and the note waits again: only an abort, the expiry or a newer
+deploy removes the waiting colour. An abort or an expiry removes it under `shielded()`; killed
+halfway, the note still waits and the next abort, expiry or deploy removes the rest.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +30,11 @@ from watcher.engine.parts import Engine
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Plan, Run
 from watcher.engine.smoke import Preview, clear_preview
-from watcher.engine.state import AWAITING, Pending, awaiting
+from watcher.engine.state import AWAITING, PROMOTE, Pending, awaiting, waiting_again
 from watcher.engine.verification import check_route
 from watcher.errors import DeployFailed, UsageError, WatcherError
 from watcher.interrupts import shielded
+from watcher.platforms.base import ColorStack
 from watcher.platforms.color import Color
 
 
@@ -90,17 +101,48 @@ def await_promotion(engine: Engine, run: Run) -> DeployResult:
     )
 
 
-def promote(engine: Engine, run: Run) -> DeployResult:
-    """Switch to the colour a manual deploy left waiting, if it still runs what waited, healthy."""
+def promote(engine: Engine, run: Run, asked: str | None = None) -> DeployResult:
+    """Switch to the colour a manual deploy left waiting, if it still runs what waited, healthy.
+    A promote the state shows in flight (its worker died) is taken over from where its note
+    says it got to; one that already recorded the promoted version (`asked`) live is finished."""
     view = engine.view()
-    pending = awaited(engine, view, "promote")
-    if expired(pending):
-        removed = remove_awaited(engine, view, pending)
-        raise DeployFailed(
-            f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
-            f"not promoted, nothing was switched; {removed}"
+    pending = view.recorded.pending
+    if pending is None and asked is not None and (done := promoted(engine, run, view, asked)):
+        return done
+    if pending is not None and pending.kind == PROMOTE:
+        engine.progress.say(
+            f"  taking over the promote of {pending.version} on {pending.color} "
+            f"(its run stopped during '{pending.phase}')"
         )
-    target, live = engine.platform.color(pending.color), view.live
+    else:
+        pending = awaited(engine, view, "promote")
+        if expired(pending):
+            removed = remove_awaited(engine, view, pending)
+            raise DeployFailed(
+                f"the wait of {pending.version} on {pending.color} expired at {pending.until}: "
+                f"not promoted, nothing was switched; {removed}"
+            )
+    target = engine.platform.color(pending.color)
+    switched = view.route == target.color  # by the promote taken over: its verification is redone
+    live = view.previous if switched else view.live
+    if not switched:
+        ready(engine, view, target, pending)
+    clear_preview(engine.config.preview_file)
+    run.version, run.digest = pending.version, pending.digest
+    run.plan = Plan(live, target, pending.image, False)
+    run.switched = switched
+    try:  # from the note on, a failure or an interrupt unwinds: the colour waits again
+        engine.ledger.save(replace(view.recorded, pending=promoting(pending)))
+        engine.progress.say(f"promoting {pending.version} on {target.color}")
+    except BaseException as failure:
+        unwind.fail(engine, run, failure)
+        raise
+    return engine.go_live(run, view)
+
+
+def ready(engine: Engine, view: View, target: ColorStack, pending: Pending) -> None:
+    """The waiting colour still runs what waited, healthy, and Caddy answers from the live one;
+    else DeployFailed with nothing switched (the colour still waits)."""
     instances = target.instances()
     health = target.health(instances)
     if (
@@ -108,18 +150,50 @@ def promote(engine: Engine, run: Run) -> DeployResult:
         or target.version(instances) != pending.version
         or (pending.image and target.image_id(instances) != pending.image)
     ):
+        if pending.kind == PROMOTE:
+            engine.ledger.save(replace(view.recorded, pending=waiting_again(pending)))
         raise DeployFailed(
             f"{target.color} is {health} (running {target.version(instances) or 'nothing'}), so "
             f"{pending.version} was not promoted and nothing was switched: `watcher abort` "
             "removes it, a new deploy replaces it"
         )
-    if live is not None and view.live_health.healthy:
-        check_route(engine.config, live.color)
-    engine.progress.say(f"promoting {pending.version} on {target.color}")
-    clear_preview(engine.config.preview_file)
-    run.version, run.digest = pending.version, pending.digest
-    run.plan = Plan(live, target, pending.image, False)
-    return engine.go_live(run, view)
+    if view.live is not None and view.live_health.healthy:
+        check_route(engine.config, view.live.color)
+
+
+def promoting(pending: Pending) -> Pending:
+    """The note a promote keeps while it runs, written before it acts: the waiting note's
+    version, colour, image and deadline, with this process as its runner."""
+    return replace(pending, kind=PROMOTE, phase="promote", pid=os.getpid(), host=socket.gethostname())
+
+
+def promoted(engine: Engine, run: Run, view: View, version: str) -> DeployResult | None:
+    """A promote whose earlier attempt recorded `version` live and stopped before the old colour
+    did: the old colour is retired now. None when `version` is not what serves."""
+    live = view.live
+    if live is None or live.version != version or not view.in_sync:
+        return None
+    new, old = engine.platform.color(live.color), engine.platform.color(live.color.other)
+    engine.progress.say(f"  {version} was promoted on {live.color} by an earlier attempt")
+    drained = engine.retire(old, new) if any(c.running for c in old.instances()) else True
+    run.version, run.digest = version, live.digest
+    message = f"{version} is live on {live.color} (promoted; the attempt that switched it was stopped)"
+    return run.result(engine.progress, live.color, view.previous, message, noop=True, drained=drained)
+
+
+def undo(engine: Engine, view: View, note: Pending) -> View:
+    """An abort or expiry that finds a promote its worker left halfway (note PROMOTE) first
+    unwinds it as the worker would have: traffic back to the live colour, the colour waiting
+    again, to be removed. DeployFailed when the live colour is no longer healthy (then the
+    promoted one is left serving, never removed)."""
+    target = engine.platform.color(note.color)
+    switched = view.route == target.color
+    run = Run(
+        "abort", note.version, Plan(view.previous if switched else view.live, target, note.image, False)
+    )
+    run.switched = switched
+    unwind.fail(engine, run, DeployFailed(f"the promote of {note.version} on {note.color} was left halfway"))
+    return engine.view()
 
 
 def awaited(engine: Engine, view: View, verb: str) -> Pending:

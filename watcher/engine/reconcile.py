@@ -10,9 +10,10 @@ interrupted. Where the two disagree we say so and trust the route file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from watcher.backends.instance import Instance
-from watcher.engine.state import AWAITING, DeployState, Release
+from watcher.engine.state import AWAITING, PROMOTE, DeployState, Pending, Release
 from watcher.platforms.base import agreed, of_image
 from watcher.platforms.color import Color
 from watcher.platforms.health import Health, judge
@@ -87,7 +88,9 @@ class View:
         return same and self.recorded.pending is None and not self.route_lost
 
 
-def reconcile(recorded: DeployState, observed: Observed) -> View:
+def reconcile(recorded: DeployState, observed: Observed, holder: dict[str, Any] | None = None) -> View:
+    """`holder`: who holds the host lock (`status` knows), so that a pending note written by
+    that very process reads as running, not interrupted."""
     warnings: list[str] = []
     pending = recorded.pending
     if pending and pending.phase == AWAITING:
@@ -96,10 +99,7 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
             "(`watcher promote` switches to it, `watcher abort` removes it)"
         )
     elif pending:
-        warnings.append(
-            f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on "
-            f"{pending.host}, started {pending.started}) was interrupted during '{pending.phase}'"
-        )
+        warnings.append(in_flight(pending, holder))
 
     route = observed.route
     live: Release | None = None
@@ -127,6 +127,16 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
         # what a rollback returns to.
         previous = rec
     return View(live, previous, recorded, observed, warnings)
+
+
+def in_flight(pending: Pending, holder: dict[str, Any] | None) -> str:
+    """What the note of a run that has not ended says: running, when the host lock's holder is
+    the process that wrote it, else interrupted (its process is gone)."""
+    started = "" if pending.kind == PROMOTE else f", started {pending.started}"  # a promote keeps the wait's
+    what = f"a {pending.kind} of {pending.version} to {pending.color} (pid {pending.pid} on {pending.host}{started})"
+    if holder is not None and (holder.get("pid"), holder.get("host")) == (pending.pid, pending.host):
+        return f"{what} is running, in phase '{pending.phase}'"
+    return f"{what} was interrupted during '{pending.phase}'"
 
 
 def _live(recorded: Release | None, route: Color, observed: Observed) -> Release:

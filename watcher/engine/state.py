@@ -122,6 +122,16 @@ def awaiting(pending: Pending | None) -> bool:
     return pending is not None and pending.phase == AWAITING
 
 
+#: The pending note's kind while a promote runs: the awaiting note, taken on by the promote, so
+#: that a successor finds it (engine/promotion.py) and an unwind can make it wait again.
+PROMOTE = "promote"
+
+
+def waiting_again(pending: Pending) -> Pending:
+    """An unwound promote's note: its colour awaits promotion again, until the same moment."""
+    return replace(pending, kind="deploy", phase=AWAITING)
+
+
 @dataclass(frozen=True)
 class DeployState:
     live: Release | None = None

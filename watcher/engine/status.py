@@ -16,7 +16,8 @@ from watcher.platforms.color import Color
 
 
 def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, Any]:
-    view = engine.view()
+    """`lock_holder`: the host lock's, so that the run it holds it for reads as running."""
+    view = engine.view(lock_holder)
     live, previous = view.live, view.previous
     target = engine.rollback_target(view)
     pending = view.recorded.pending

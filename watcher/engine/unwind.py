@@ -89,7 +89,8 @@ def _unwind(engine: Engine, run: Run) -> str:
         progress.say(f"  {'stopping' if run.plan.reuse else 'removing'} {target.name}")
         (target.stop if run.plan.reuse else target.remove)()
     engine.store.discard()
-    engine.ledger.clear_pending()
+    if (waiting := engine.ledger.unwound()) is not None:
+        progress.say(f"  {waiting.version} on {waiting.color} awaits promotion again (until {waiting.until})")
     progress.say(f"{live.version} is still live on {live.color}" if live else "nothing is live")
     return ""
 

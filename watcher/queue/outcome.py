@@ -11,6 +11,7 @@ from typing import Protocol
 
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Guard, Run, run_of
+from watcher.engine.state import awaiting
 from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
 from watcher.interrupts import shielded
 from watcher.queue.connection import retrying
@@ -37,7 +38,7 @@ class Engine(Protocol):
 
     def rollback(self, *, guard: Guard, to: str | None = ...) -> DeployResult: ...
 
-    def promote(self, *, guard: Guard) -> DeployResult: ...
+    def promote(self, *, guard: Guard, version: str | None = ...) -> DeployResult: ...
 
     def abort_awaited(self, *, guard: Guard) -> str: ...
 
@@ -93,30 +94,33 @@ class Outcomes:
 
     def interrupted(
         self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted, phases: dict[str, float]
-    ) -> None:
-        """The engine unwound (the live colour serves): succeeded if the job's version is live
-        by now, else back to the head of the queue."""
+    ) -> str | None:
+        """The engine unwound (the live colour serves): succeeded if the job's work is done by now
+        (its version live; an abort's colour gone), else back to the head of the queue. Returns
+        what the job did when it succeeded."""
         with shielded():
             try:
                 view = engine.view()
-                live = view.live if view.live and view.live.version == job.version else None
+                done = done_by(view, job)
             except WatcherError:
-                live = None
+                view, done = None, None
             try:
-                if live is not None:
-                    self.end(
-                        lock,
-                        job,
-                        Status.SUCCEEDED,
-                        message=f"{job.version} is live on {live.color}; the worker was stopped ({exc}) "
-                        "before the old colour was stopped",
-                        audit=Audit(phases, None, job.version, live.digest),
-                        give_up_after=5,
-                    )
-                else:
+                if done is None:
                     self._requeue(lock, job, exc)
+                    return None
+                live = view.live if view else None
+                self.end(
+                    lock,
+                    job,
+                    Status.SUCCEEDED,
+                    message=f"{done}; the worker was stopped ({exc}) before the job's end was recorded",
+                    audit=Audit(phases, None, live.version if live else None, live.digest if live else None),
+                    give_up_after=5,
+                )
+                return done
             except (GuardLost, RedisUnavailable) as error:
                 log.error("worker %s: job %s left for the next worker: %s", self.worker, job.id, error)
+                return None
 
     def forgotten(self, job: Job, epoch: str, phases: dict[str, float], run: Run | None) -> bool:
         """After a lost lock: whether Redis forgot the queue since `job` started (under marker
@@ -195,6 +199,19 @@ class Outcomes:
         if done.outcome == "already-queued":
             return f"{said}: job {done.job.id}, waiting, deploys it"
         return f"{said}; not queued: {done.message}"
+
+
+def done_by(view: View, job: Job) -> str | None:
+    """What an interrupted job did, if its work is done: a deploy, rollback or promote whose
+    version is live (stopped after its record), an abort whose waiting colour is gone (stopped
+    at the end of its shielded removal). None: it must run again."""
+    if job.kind is JobKind.ABORT:
+        pending = view.recorded.pending
+        if awaiting(pending) and pending is not None and pending.version == job.version:
+            return None
+        return f"the colour that awaited promotion ({job.version}) is removed"
+    live = view.live
+    return f"{job.version} is live on {live.color}" if live and live.version == job.version else None
 
 
 def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:

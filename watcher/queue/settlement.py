@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from watcher import logs
 from watcher.engine.promotion import past
-from watcher.engine.state import awaiting
-from watcher.errors import GuardLost, RedisUnavailable, WatcherError
+from watcher.engine.state import PROMOTE, awaiting
+from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
+from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, retrying
 from watcher.queue.job import ACTIONS, Job, JobKind, Status
 from watcher.queue.lock import DeployLock
@@ -106,6 +107,12 @@ class Settlement:
                     exc,
                 )
                 return True
+            except Interrupted:  # the removal is shielded: once the note is gone, the wait ended
+                with shielded():
+                    if not still_waits(built, awaited):
+                        ended = f"the wait for promotion ended at {awaited.until}: its colour was removed"
+                        self.settle(lock, awaited, Status.FAILED, f"{ended} (the worker was then stopped)")
+                raise
             except WatcherError as exc:
                 log.error(
                     "worker %s: job %s: its expired colour was not removed: %s", self.worker, awaited.id, exc
@@ -117,3 +124,20 @@ class Settlement:
             ended = done or f"the wait for promotion ended at {awaited.until} (nothing waited in the state)"
             self.settle(lock, awaited, Status.FAILED, ended)
         return True
+
+
+def still_waits(engine: Engine, awaited: Job) -> bool:
+    """Whether the state still holds `awaited`'s wait (or a promote of it): unknown counts as yes."""
+    try:
+        pending = engine.view().recorded.pending
+    except WatcherError:
+        return True
+    return (
+        pending is not None
+        and (awaiting(pending) or pending.kind == PROMOTE)
+        and (
+            pending.version,
+            pending.until,
+        )
+        == (awaited.version, awaited.until)
+    )

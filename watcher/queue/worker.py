@@ -13,8 +13,10 @@ recorded, the lock's new holder owns the job, unless Redis forgot the queue mean
 marker changed, continuity.py): then the job goes back in Redis for the next holder to take
 over. SIGTERM or SIGINT: the engine aborts the phase it is in safely (traffic stays on, or goes
 back to, the live colour), the job goes back to the head of the queue (or is superseded if a
-newer one waits), then the worker exits; once the new version is recorded live, the job is
-recorded as succeeded instead.
+newer one waits), then the worker exits; once the job's work is done (the new version recorded
+live, an abort's colour removed), the job is recorded as succeeded instead, and the job awaiting
+promotion it ended is settled. A promote unwound so is taken up by the next worker: its colour
+awaits promotion again (engine/promotion.py).
 
 The outcome's record is outcome.py's (`Outcomes`); the job awaiting promotion, which a run may
 end, is settled by settlement.py (`Settlement`).
@@ -64,7 +66,7 @@ PERFORM: dict[JobKind, Callable[[Engine, Job, Guard], DeployResult | str]] = {
         job.version, guard=lock, kind="deploy", digest=job.digest
     ),
     JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(guard=lock, to=job.version),
-    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock),
+    JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock, version=job.version),
     JobKind.ABORT: lambda engine, job, lock: engine.abort_awaited(guard=lock),
 }
 
@@ -209,7 +211,10 @@ class Worker:
                     "worker %s: job %s: %s; its outcome is left to the lock's holder", self.name, job.id, exc
                 )
         except Interrupted as exc:
-            self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            done = self.outcomes.interrupted(lock, job, engine, exc, run.phases)
+            if done is not None:  # e.g. a promote stopped after its record: the awaited job ends too
+                with shielded():
+                    self.settlement.after(lock, job, engine, run.awaited, done, ok=True)
             raise
         except WatcherError as exc:
             self._failed(run, exc)
