@@ -133,7 +133,7 @@ class Deployment:
 
     def promote(self, *, guard: Guard) -> DeployResult:
         """Switch to the colour a manual deploy left waiting: the second half of that deploy."""
-        run = Run("deploy", "")
+        run = Run("deploy", "", promotion=True)
         with self._running(run, guard):
             return promotion.promote(self, run)
 
@@ -299,7 +299,11 @@ class Deployment:
             assert self.ledger.guard is not None
             self.ledger.guard.check()
             release = Release(
-                target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id()
+                target.color,
+                run.version,
+                digest=run.digest,
+                image=run.plan.image or target.image_id(),
+                how=run.how,
             )
             prepared = self.ledger.prepare(DeployState(release, live or view.previous, None))
             with (

@@ -9,7 +9,7 @@ interrupted. Where the two disagree we say so and trust the route file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from watcher.backends.instance import Instance
 from watcher.engine.state import AWAITING, DeployState, Release
@@ -114,6 +114,9 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
             "Caddy falls back to whichever colour answers; deploys refuse until it is restored"
         )
 
+    if live is not None and live.unverified:
+        warnings.append(unverified_warning(live))
+
     rec = recorded.live
     if rec and live and not rec.same_as(live):
         warnings.append(
@@ -129,6 +132,14 @@ def reconcile(recorded: DeployState, observed: Observed) -> View:
     return View(live, previous, recorded, observed, warnings)
 
 
+def unverified_warning(live: Release) -> str:
+    return (
+        f"{live.version} on {live.color} serves unverified: its verification failed (or never ended) "
+        f"after the switch, and the old colour was down, so traffic stayed on it; deploy a "
+        "version that passes verification"
+    )
+
+
 def _live(recorded: Release | None, route: Color, observed: Observed) -> Release:
     """The route's colour as a release: the version its app containers run, and the recorded
     details (since, digest, image) when they describe the same thing."""
@@ -140,7 +151,7 @@ def _live(recorded: Release | None, route: Color, observed: Observed) -> Release
         and version in (None, recorded.version)
         and (image is None or recorded.image in (None, image))
     ):
-        return Release(route, recorded.version, recorded.since, recorded.digest, recorded.image or image)
+        return replace(recorded, image=recorded.image or image)
     return Release(route, version or "unknown", "", None, image)
 
 
