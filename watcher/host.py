@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from watcher import activity
+from watcher.backends.caddy import Front, probe
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
@@ -162,6 +163,10 @@ class App:
         store = StateStore(self.config.state.dir, self.config.state.deployment_color_file)
         release = served(store.load(), TrafficSwitch(self.config.caddy.route_file).current())
         return None if release is None or release.version == "unknown" else release
+
+    def proxy(self) -> Front:
+        """Whether Caddy serves the app (its site takes connections) and its admin API answers."""
+        return probe(self.config.caddy.admin, self.config.verify.url)
 
     def waiting(self) -> str | None:
         """The version of the newest waiting job, if any."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from watcher.backends.caddy import CaddyUnavailable
+from watcher.backends.caddy import Front, probe
 from watcher.engine.deployment import Deployment
 from watcher.engine.promotion import expired
 from watcher.engine.reconcile import View
@@ -30,7 +30,8 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "health": stack.health(containers).state,
             "containers": [{**c.to_dict(), "one_shot": c.service in stack.one_shots} for c in containers],
         }
-    warnings = view.warnings + upstream_faults(engine) + (admin_fault(engine) if live else [])
+    front = probe(engine.config.caddy.admin, engine.config.verify.url)
+    warnings = proxy_faults(engine, front, live is not None) + view.warnings + upstream_faults(engine)
     return {
         "app": engine.config.name,
         "live_color": live.color.value if live else None,
@@ -38,6 +39,8 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "live_since": live.since if live else None,
         "live_digest": live.digest if live else None,
         "live_health": view.live_health.state,
+        "live_how": live.how if live else None,
+        "proxy": front.to_dict(),
         "previous_color": previous.color.value if previous else None,
         "previous_version": previous.version if previous else None,
         "rollback": target.to_dict() if target else None,
@@ -101,15 +104,21 @@ def upstream_faults(engine: Deployment) -> list[str]:
     ]
 
 
-def admin_fault(engine: Deployment) -> list[str]:
-    """A warning when Caddy's admin API does not answer while a colour is live: drains cannot
-    count the old colour's requests in flight then, and each waits the whole DRAIN_TIMEOUT."""
-    try:
-        engine.caddy.upstreams()
-    except CaddyUnavailable as exc:
+def proxy_faults(engine: Deployment, front: Front, live: bool) -> list[str]:
+    """Caddy down first (nothing is served, so every other line matters less); else, while a
+    colour is live, its admin API gone: drains cannot count the old colour's requests in flight
+    then, and each waits the whole DRAIN_TIMEOUT."""
+    if not front.up:
+        admin = "; its admin API does not answer either" if not front.admin else ""
         return [
-            f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
-            f"({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
+            f"Caddy is down: nothing takes connections at {front.site} ({front.site_problem}){admin}, "
+            f"so nothing of {engine.config.name} is served whatever its colours' health; start Caddy "
+            "again (its container, or the compose project that runs it)"
+        ]
+    if live and not front.admin:
+        return [
+            f"{front.admin_problem}: drains cannot count requests in flight, so each waits the whole "
+            f"DRAIN_TIMEOUT ({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
         ]
     return []
 
@@ -117,12 +126,16 @@ def admin_fault(engine: Deployment) -> list[str]:
 def format_status(data: dict[str, Any]) -> str:
     lines = [f"app: {data['app']}"]
     if data["live_color"]:
+        how = f", {data['live_how']}" if data.get("live_how") else ""
         lines.append(
             f"live: {data['live_color']} {data['live_version']} ({data['live_health']}, "
-            f"since {data['live_since'] or '?'})"
+            f"since {data['live_since'] or '?'}{how})"
         )
     else:
         lines.append("live: nothing")
+    proxy = data.get("proxy")
+    if proxy and not proxy["up"]:
+        lines.append(f"caddy: DOWN at {proxy['site']} ({proxy['site_problem']}): nothing is served")
     if data.get("awaiting"):
         wait = data["awaiting"]
         lines.append(
