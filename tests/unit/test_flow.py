@@ -337,6 +337,21 @@ def test_a_release_left_serving_is_recorded_unverified_and_status_says_so(
     assert any("v2 on green serves unverified" in warning for warning in view.warnings), view.warnings
 
 
+def test_the_unverified_version_deployed_again_is_verified_on_the_other_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    deploy(engine, "v1")
+    platform.wrong.add("v2")
+    platform.dies_in_verify = Color.BLUE
+    with pytest.raises(DeployFailed):
+        deploy(engine, "v2")
+    platform.wrong.clear()
+    again = deploy(engine, "v2")
+    assert not again.noop and serving(engine) == ("blue", "v2")
+    assert hows(engine) == (VERIFIED, UNVERIFIED) and engine.rollback_target(engine.view()) is None
+    assert deploy(engine, "v2").noop  # verified now: the usual no-op
+
+
 def test_an_unverified_release_is_never_the_rollback_target_unawares(
     engine: Deployment, platform: FakePlatform
 ) -> None:

@@ -185,7 +185,13 @@ class Deployment:
         reuse = target.retained(found) and target.version(found) == run.version and wanted is not None
         run.plan = Plan(live, target, wanted, reuse and target.image_id(found) == wanted)
         run.digest = run.digest or recorded_digest(view, run.version, wanted)
-        if live and live.version == run.version and wanted and view.observed.image_id(live.color) == wanted:
+        if (
+            live
+            and live.version == run.version
+            and not live.unverified  # deployed again, it is verified on the other colour
+            and wanted
+            and view.observed.image_id(live.color) == wanted
+        ):
             self.ledger.sync(view)
             message = f"{run.version} is already live on {live.color}"
             return run.result(self.progress, live.color, view.previous, message, noop=True)
