@@ -87,7 +87,7 @@ def test_caddy_that_takes_no_connection_is_down_and_status_says_nothing_is_serve
         "Caddy is down: nothing takes connections at 127.0.0.1:"
     )
     assert "nothing of shop is served" in warnings[0] and "admin API does not answer either" in warnings[0]
-    assert proxy_faults(proxy_engine(), front, live=False) == warnings  # type: ignore[arg-type]
+    assert proxy_faults(proxy_engine(), front, live=False) == []  # type: ignore[arg-type]  # not started yet
     text = format_status(
         {
             "app": "shop",

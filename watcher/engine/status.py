@@ -105,9 +105,11 @@ def upstream_faults(engine: Deployment) -> list[str]:
 
 
 def proxy_faults(engine: Deployment, front: Front, live: bool) -> list[str]:
-    """Caddy down first (nothing is served, so every other line matters less); else, while a
-    colour is live, its admin API gone: drains cannot count the old colour's requests in flight
-    then, and each waits the whole DRAIN_TIMEOUT."""
+    """While a colour is live: Caddy down first (nothing is served, so every other line matters
+    less); else its admin API gone: drains cannot count the old colour's requests in flight
+    then, and each waits the whole DRAIN_TIMEOUT. Before the first deploy starts Caddy, neither."""
+    if not live:
+        return []
     if not front.up:
         admin = "; its admin API does not answer either" if not front.admin else ""
         return [
@@ -115,7 +117,7 @@ def proxy_faults(engine: Deployment, front: Front, live: bool) -> list[str]:
             f"so nothing of {engine.config.name} is served whatever its colours' health; start Caddy "
             "again (its container, or the compose project that runs it)"
         ]
-    if live and not front.admin:
+    if not front.admin:
         return [
             f"{front.admin_problem}: drains cannot count requests in flight, so each waits the whole "
             f"DRAIN_TIMEOUT ({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
@@ -134,7 +136,7 @@ def format_status(data: dict[str, Any]) -> str:
     else:
         lines.append("live: nothing")
     proxy = data.get("proxy")
-    if proxy and not proxy["up"]:
+    if data["live_color"] and proxy and not proxy["up"]:
         lines.append(f"caddy: DOWN at {proxy['site']} ({proxy['site_problem']}): nothing is served")
     if data.get("awaiting"):
         wait = data["awaiting"]
