@@ -214,7 +214,7 @@ def test_a_post_without_the_csrf_token_is_refused(page: Page, host: Host) -> Non
 
 def test_caddy_stopped_shows_down_on_the_overview_and_the_app_page(page: Page, host: Host) -> None:
     """Caddy is the one front door: stopped, every app's card and page say nothing is served."""
-    caddy = f"{host.stack.name}-caddy-1"
+    caddy = f"{next(iter(host.apps))}-caddy-1"  # the first app's project runs the one Caddy
     subprocess.run(["docker", "stop", "-t", "5", caddy], check=True, capture_output=True)
     try:
         for path in ("/", f"/apps/{next(iter(host.apps))}"):

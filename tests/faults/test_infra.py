@@ -358,8 +358,11 @@ def test_caddy_admin_socket_removed_deploys_wait_the_whole_drain_and_status_says
         proc = stack.watcher("deploy", target)
     assert proc.returncode == 0, proc.stderr
     assert "waiting the full drain timeout instead" in proc.stderr, proc.stderr
-    warnings = stack.status()["warnings"]
+    status = stack.status()
+    warnings = status["warnings"]
     assert any("admin API" in w and "restart Caddy" in w for w in warnings), warnings
+    assert status["proxy"]["up"] and not status["proxy"]["admin"], status  # serving: not "down"
+    assert not any("Caddy is down" in w for w in warnings), warnings
     restart_caddy(stack)  # the repair, after the load: a restart closes client connections
     assert admin_socket(stack).is_socket()
     settled(case, loads, [])
