@@ -396,6 +396,8 @@ def test_caddy_stopped_status_says_it_is_down_and_nothing_is_served(case: Infra)
         data
     )
     assert f"so nothing of {stack.name} is served" in data["warnings"][0], data
+    assert [c.split(":")[0] for c in proxy["containers"]] == [caddy_container(stack)], proxy
+    assert f"Docker: {caddy_container(stack)}: Exited" in data["warnings"][0], data
     assert f"caddy: DOWN at {proxy['site']}" in text and "nothing is served" in text, text
     assert down == 0
     again = stack.status()

@@ -88,6 +88,8 @@ def test_caddy_that_takes_no_connection_is_down_and_status_says_nothing_is_serve
     )
     assert "nothing of shop is served" in warnings[0] and "admin API does not answer either" in warnings[0]
     assert proxy_faults(proxy_engine(), front, live=False) == []  # type: ignore[arg-type]  # not started yet
+    named = proxy_faults(proxy_engine(), front, True, ["shop-caddy-1: Exited (0) 3 seconds ago"])  # type: ignore[arg-type]
+    assert "; Docker: shop-caddy-1: Exited (0) 3 seconds ago, so nothing of shop is served" in named[0]
     text = format_status(
         {
             "app": "shop",

@@ -4,6 +4,7 @@ really be reached, each colour's containers, and what differs from the record.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from watcher.backends.caddy import Front, probe
@@ -31,7 +32,11 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "containers": [{**c.to_dict(), "one_shot": c.service in stack.one_shots} for c in containers],
         }
     front = probe(engine.config.caddy.admin, engine.config.verify.url)
-    warnings = proxy_faults(engine, front, live is not None) + view.warnings + upstream_faults(engine)
+    # Docker's word on Caddy's container, only when its port says it is down: why, and where
+    caddies = [] if front.up else engine.platform.proxy_containers(engine.config.caddy.route_file.parent)
+    warnings = (
+        proxy_faults(engine, front, live is not None, caddies) + view.warnings + upstream_faults(engine)
+    )
     return {
         "app": engine.config.name,
         "live_color": live.color.value if live else None,
@@ -40,7 +45,7 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "live_digest": live.digest if live else None,
         "live_health": view.live_health.state,
         "live_how": live.how if live else None,
-        "proxy": front.to_dict(),
+        "proxy": {**front.to_dict(), "containers": caddies},
         "previous_color": previous.color.value if previous else None,
         "previous_version": previous.version if previous else None,
         "rollback": target.to_dict() if target else None,
@@ -104,7 +109,7 @@ def upstream_faults(engine: Deployment) -> list[str]:
     ]
 
 
-def proxy_faults(engine: Deployment, front: Front, live: bool) -> list[str]:
+def proxy_faults(engine: Deployment, front: Front, live: bool, caddies: Sequence[str] = ()) -> list[str]:
     """While a colour is live: Caddy down first (nothing is served, so every other line matters
     less); else its admin API gone: drains cannot count the old colour's requests in flight
     then, and each waits the whole DRAIN_TIMEOUT. Before the first deploy starts Caddy, neither."""
@@ -112,8 +117,9 @@ def proxy_faults(engine: Deployment, front: Front, live: bool) -> list[str]:
         return []
     if not front.up:
         admin = "; its admin API does not answer either" if not front.admin else ""
+        named = f"; Docker: {', '.join(caddies)}" if caddies else ""
         return [
-            f"Caddy is down: nothing takes connections at {front.site} ({front.site_problem}){admin}, "
+            f"Caddy is down: nothing takes connections at {front.site} ({front.site_problem}){admin}{named}, "
             f"so nothing of {engine.config.name} is served whatever its colours' health; start Caddy "
             "again (its container, or the compose project that runs it)"
         ]
