@@ -32,6 +32,7 @@ from watcher.platforms.color import Color
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import HealthCheckFailed
 from watcher.progress import Progress
+from watcher.queue.outcome import unchanged
 
 REPO = "127.0.0.1:5000/acme/shop"
 DIGEST, STORED = single("amd64")
@@ -329,9 +330,11 @@ def test_a_release_left_serving_is_recorded_unverified_and_status_says_so(
     assert hows(engine) == (VERIFIED, None)
     platform.wrong.add("v2")
     platform.dies_in_verify = Color.BLUE
-    with pytest.raises(DeployFailed):
+    with pytest.raises(DeployFailed) as failed:
         deploy(engine, "v2")
     assert hows(engine) == (UNVERIFIED, VERIFIED)
+    audit = unchanged(engine, {}, failed.value)  # what the job's history keeps
+    assert (audit.before, audit.after) == ("v1", "v2") and "unverified" in str(failed.value)
     view = engine.view()
     assert view.in_sync and view.live is not None and view.live.unverified
     assert any("v2 on green serves unverified" in warning for warning in view.warnings), view.warnings
