@@ -292,9 +292,17 @@ class App:
     def enqueue(
         self, version: str, *, source: str, by: str, digest: str | None, repository: str | None = None
     ) -> Outcome:
-        """Into the queue, with what is live for its no-op rule (UsageError: a bad request)."""
+        """Into the queue, with what is live for its no-op rule (UsageError: a bad request). A
+        release left serving unverified is no reason to skip its version: deployed again, it is
+        verified on the other colour."""
+        live = self.live()
         done = self.queue.enqueue(
-            version, source=source, requested_by=by, digest=digest, live=self.live(), repository=repository
+            version,
+            source=source,
+            requested_by=by,
+            digest=digest,
+            live=None if live is not None and live.unverified else live,
+            repository=repository,
         )
         status = "noop" if done.noop else "enqueued"
         return Outcome(self.name, status, done.message, version, digest, done.job.id)
