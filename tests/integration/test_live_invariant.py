@@ -241,6 +241,7 @@ def test_same_tag_with_new_content_is_a_new_version_and_rolls_back(app_images: d
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
         clean(loads)
         assert back == "a" and stack.live_route() == "blue"
+        assert stack.status()["live_how"] == "rolled back to"
         assert stack.container_ids(f"{stack.name}-blue") == blue, (
             "instant: the retained containers serve again"
         )
