@@ -19,7 +19,7 @@ from watcher.backends import containers
 from watcher.backends.caddy import Front, probe
 from watcher.backends.containers import Containers
 from watcher.config import Service
-from watcher.engine.status import format_status, proxy_faults, upstream_faults
+from watcher.engine.status import format_status, format_summary, proxy_faults, upstream_faults
 
 ABORTED = (
     '{"level":"error","logger":"http.handlers.reverse_proxy","msg":"aborting with incomplete response",'
@@ -90,26 +90,27 @@ def test_caddy_that_takes_no_connection_is_down_and_status_says_nothing_is_serve
     assert proxy_faults(proxy_engine(), front, live=False) == []  # type: ignore[arg-type]  # not started yet
     named = proxy_faults(proxy_engine(), front, True, ["shop-caddy-1: Exited (0) 3 seconds ago"])  # type: ignore[arg-type]
     assert "; Docker: shop-caddy-1: Exited (0) 3 seconds ago, so nothing of shop is served" in named[0]
-    text = format_status(
-        {
-            "app": "shop",
-            "live_color": "blue",
-            "live_version": "v1",
-            "live_health": "healthy",
-            "live_since": "2026-12-07T11:00:00+00:00",
-            "live_how": "verified",
-            "proxy": front.to_dict(),
-            "rollback": None,
-            "previous_version": None,
-            "colors": {},
-            "lock": None,
-            "warnings": warnings,
-        }
-    )
+    data = {
+        "app": "shop",
+        "live_color": "blue",
+        "live_version": "v1",
+        "live_health": "healthy",
+        "live_since": "2026-12-07T11:00:00+00:00",
+        "live_how": "verified",
+        "proxy": front.to_dict(),
+        "rollback": None,
+        "previous_version": None,
+        "colors": {},
+        "lock": None,
+        "warnings": warnings,
+    }
+    text = format_status(data)
     assert text.splitlines()[1:3] == [
         "live: blue v1 (healthy, since 2026-12-07T11:00:00+00:00, verified)",
         f"caddy: DOWN at {front.site} (Connection refused): nothing is served",
     ], text
+    row = format_summary([{**data, "live_since": "2026-12-07"}]).splitlines()[1]
+    assert row.split()[:5] == ["shop", "blue", "v1", "2026-12-07", "healthy,"] and "caddy down" in row, row
 
 
 class LoggingCaddy:

@@ -141,8 +141,8 @@ def format_status(data: dict[str, Any]) -> str:
         )
     else:
         lines.append("live: nothing")
-    proxy = data.get("proxy")
-    if data["live_color"] and proxy and not proxy["up"]:
+    if _proxy_down(data):
+        proxy = data["proxy"]
         lines.append(f"caddy: DOWN at {proxy['site']} ({proxy['site_problem']}): nothing is served")
     if data.get("awaiting"):
         wait = data["awaiting"]
@@ -193,7 +193,7 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
                 data["live_color"] or "-",
                 data["live_version"] or "-",
                 data["live_since"] or "-",
-                data["live_health"],
+                data["live_health"] + (", caddy down" if _proxy_down(data) else ""),
                 waiting if data.get("queue") is not None or "redis_error" in data else "-",
                 paused if "paused" in data or "redis_error" in data else "-",
             )
@@ -203,6 +203,12 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     lines += [f"warning: {data['app']}: {w}" for data in apps for w in data["warnings"]]
     lines += [f"warning: {data['redis_error']}" for data in apps[:1] if "redis_error" in data]
     return "\n".join(lines)
+
+
+def _proxy_down(data: dict[str, Any]) -> bool:
+    """Caddy takes no connection while a colour is live: nothing is served."""
+    proxy = data.get("proxy")
+    return bool(data["live_color"] and proxy and not proxy["up"])
 
 
 def _container_line(c: dict, version: str | None) -> str:
