@@ -66,7 +66,8 @@ commands:
                          switch Caddy, verify, drain and stop the old colour
   status [--json]        live colour and version, rollback target, containers, warnings
                          (several apps and no --app: one line per app)
-  rollback [--to V]      back to the previous version (instant while its colour is retained)
+  rollback [--to V]      back to the previous version (instant while its colour is retained;
+                         one that never passed verification only when named with --to)
   promote                switch to the version a manual deploy ([promote] mode = "manual")
                          left healthy beside the live colour (with Redis: a job, followed
                          to its end unless --no-wait)
@@ -147,7 +148,14 @@ PARSERS: dict[str, tuple[str, tuple[Arg, ...]]] = {
         (
             APP,
             WAIT_LOCK,
-            (("--to",), {"metavar": "VERSION", "help": "roll back to this version instead"}),
+            (
+                ("--to",),
+                {
+                    "metavar": "VERSION",
+                    "help": "roll back to this version instead (needed for a previous version "
+                    "that never passed verification)",
+                },
+            ),
             JSON,
         ),
     ),

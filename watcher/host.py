@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from watcher import activity
+from watcher.backends.caddy import Front, probe
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
@@ -182,6 +183,10 @@ class App:
         release = served(store.load(), TrafficSwitch(self.config.caddy.route_file).current())
         return None if release is None or release.version == "unknown" else release
 
+    def proxy(self) -> Front:
+        """Whether Caddy serves the app (its site takes connections) and its admin API answers."""
+        return probe(self.config.caddy.admin, self.config.verify.url)
+
     def waiting(self) -> str | None:
         """The version of the newest waiting job, if any."""
         if self.host.offline:
@@ -306,9 +311,17 @@ class App:
     def enqueue(
         self, version: str, *, source: str, by: str, digest: str | None, repository: str | None = None
     ) -> Outcome:
-        """Into the queue, with what is live for its no-op rule (UsageError: a bad request)."""
+        """Into the queue, with what is live for its no-op rule (UsageError: a bad request). A
+        release left serving unverified is no reason to skip its version: deployed again, it is
+        verified on the other colour."""
+        live = self.live()
         done = self.queue.enqueue(
-            version, source=source, requested_by=by, digest=digest, live=self.live(), repository=repository
+            version,
+            source=source,
+            requested_by=by,
+            digest=digest,
+            live=None if live is not None and live.unverified else live,
+            repository=repository,
         )
         status = "noop" if done.noop else "enqueued"
         return Outcome(self.name, status, done.message, version, digest, done.job.id)

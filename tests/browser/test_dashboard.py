@@ -2,7 +2,8 @@
 see both apps, deploy from the page and watch the job's phases change in place until it
 succeeded, roll back, pause and resume, cancel a waiting job; on a phone, the history table says
 it scrolls and the job's raw record is folded; a page without login redirects, and a POST
-without the CSRF token is refused. Screenshots go to tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
+without the CSRF token is refused; Caddy stopped shows as down. Screenshots go to
+tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
 
 The tests share one host and run in file order (see conftest.py).
 """
@@ -10,6 +11,7 @@ The tests share one host and run in file order (see conftest.py).
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -208,3 +210,20 @@ def test_a_post_without_the_csrf_token_is_refused(page: Page, host: Host) -> Non
     assert (missing.status, forged.status) == (400, 403)
     assert Suspension(host.client, app).paused() is None
     wait_until(lambda: serves(host, app) == "v1", 5, f"{app} still serves v1")
+
+
+def test_caddy_stopped_shows_down_on_the_overview_and_the_app_page(page: Page, host: Host) -> None:
+    """Caddy is the one front door: stopped, every app's card and page say nothing is served."""
+    caddy = f"{next(iter(host.apps))}-caddy-1"  # the first app's project runs the one Caddy
+    subprocess.run(["docker", "stop", "-t", "5", caddy], check=True, capture_output=True)
+    try:
+        for path in ("/", f"/apps/{next(iter(host.apps))}"):
+            page.goto(path)
+            down = page.locator("[data-proxy='down']")
+            assert down.count() >= 1 and "nothing is served" in down.first.inner_text(), page.content()
+            assert "Caddy is down" in page.content()
+    finally:
+        subprocess.run(["docker", "start", caddy], check=True, capture_output=True)
+        wait_until(lambda: all(serves(host, app) == "v1" for app in host.apps), 30, "both apps serve again")
+    page.goto("/")
+    assert page.locator("[data-proxy='up']").count() == len(host.apps)

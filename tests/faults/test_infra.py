@@ -14,6 +14,7 @@ What each fault promises (docs/reliability.md, "When the infrastructure fails"):
   restarted it (`restart: unless-stopped`, a second or two); none before or after, and a deploy
   in its verification waits for Caddy and completes. Its admin socket removed: deploys still
   succeed with no failed request, waiting the whole DRAIN_TIMEOUT, and `status` says why.
+  Caddy stopped: `status` and /metrics say it is down and nothing is served.
 - The registry down, slow (5 s per request) or answering 429 with Retry-After: a pull that
   cannot finish fails with nothing changed; a slow one, or one asked to wait, completes; a poll
   that fails enqueues nothing and a later one enqueues exactly one job. No request fails.
@@ -41,11 +42,13 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import generate_latest
 
 from tests.conftest import require
 from tests.harness.faults import (
     RegistryFront,
     Window,
+    caddy_container,
     kill_caddy,
     kill_redis,
     restart_caddy,
@@ -53,12 +56,15 @@ from tests.harness.faults import (
     small_disk,
 )
 from tests.harness.invariants import assert_next_deploy_works, assert_settled
+from tests.harness.metrics import parse, value
 from tests.harness.redis_server import RedisServer
 from tests.harness.stack import Stack, free_port
 from tests.harness.traffic import Loads, Output, spawn, under_load
 from tests.harness.waiting import wait_until
 from watcher.config import load_host
 from watcher.engine.deployment import Deployment
+from watcher.host import Host
+from watcher.metrics import registry_for
 from watcher.queue import DeployQueue, Job, Status, Suspension
 from watcher.queue.connection import connect
 
@@ -354,13 +360,51 @@ def test_caddy_admin_socket_removed_deploys_wait_the_whole_drain_and_status_says
         proc = stack.watcher("deploy", target)
     assert proc.returncode == 0, proc.stderr
     assert "waiting the full drain timeout instead" in proc.stderr, proc.stderr
-    warnings = stack.status()["warnings"]
+    status = stack.status()
+    warnings = status["warnings"]
     assert any("admin API" in w and "restart Caddy" in w for w in warnings), warnings
+    assert status["proxy"]["up"] and not status["proxy"]["admin"], status  # serving: not "down"
+    assert not any("Caddy is down" in w for w in warnings), warnings
     restart_caddy(stack)  # the repair, after the load: a restart closes client connections
     assert admin_socket(stack).is_socket()
     settled(case, loads, [])
     figures("caddy admin socket removed", loads)
     assert_next_deploy_works(stack)
+
+
+def proxy_up(case: Infra) -> float:
+    """`watcher_proxy_up` of the stack's app, as `watcher serve`'s /metrics would scrape it."""
+    host = Host(load_host(case.stack.config, case.stack.env()), client=case.client)
+    samples = parse(generate_latest(registry_for(list(host.apps.values()))).decode())
+    return value(samples, "watcher_proxy_up", app=case.stack.name)
+
+
+@pytest.mark.timeout(120)
+def test_caddy_stopped_status_says_it_is_down_and_nothing_is_served(case: Infra) -> None:
+    """`docker stop` of Caddy: `status` (text, --json) and /metrics say Caddy is down, not just
+    that its admin socket is silent (the case above: serving, not down). Started again: up."""
+    stack = case.stack
+    subprocess.run(["docker", "stop", "-t", "5", caddy_container(stack)], check=True, capture_output=True)
+    try:
+        data = stack.status()
+        text = stack.watcher("status").stdout
+        down = proxy_up(case)
+    finally:
+        subprocess.run(["docker", "start", caddy_container(stack)], check=True, capture_output=True)
+        stack.wait_serving(30)
+    proxy = data["proxy"]
+    assert (proxy["up"], proxy["admin"]) == (False, False) and proxy["site_problem"], proxy
+    assert data["warnings"][0].startswith(f"Caddy is down: nothing takes connections at {proxy['site']}"), (
+        data
+    )
+    assert f"so nothing of {stack.name} is served" in data["warnings"][0], data
+    assert [c.split(":")[0] for c in proxy["containers"]] == [caddy_container(stack)], proxy
+    assert f"Docker: {caddy_container(stack)}: Exited" in data["warnings"][0], data
+    assert f"caddy: DOWN at {proxy['site']}" in text and "nothing is served" in text, text
+    assert down == 0
+    again = stack.status()
+    assert again["proxy"]["up"] and again["proxy"]["admin"] and again["warnings"] == [], again
+    assert proxy_up(case) == 1
 
 
 # -- the registry -------------------------------------------------------------------------------

@@ -150,6 +150,8 @@ def test_host_cli_without_redis_is_refused_while_a_worker_deploys(
 def test_verification_failing_after_the_old_colour_died_leaves_the_new_one_serving(stack: Stack) -> None:
     """`wrongver` is healthy but answers another version: verification fails after the switch.
     Meanwhile the old colour dies (docker stop), so switching back would send traffic nowhere.
+    `status` says it serves unverified until a deploy replaces it, and `rollback` does not go
+    back to it unless it is named.
 
     The stop waits 2 s after the switch: requests Caddy routed to blue just before it may still
     be connecting (busybox httpd's small listen backlog drops SYNs under this load, retried by
@@ -179,6 +181,22 @@ def test_verification_failing_after_the_old_colour_died_leaves_the_new_one_servi
     assert (status["live_color"], status["live_version"]) == ("green", "wrongver"), status
     assert status["live_health"] == "healthy", status
     assert [c["state"] for c in status["colors"]["green"]["containers"]] == ["running"], "not removed"
+    # It never passed verification, and status says so until a deploy replaces it (issue 20, defect 5).
+    assert status["live_how"] == "left serving unverified" and status["in_sync"], status
+    assert any("wrongver on green serves unverified" in w for w in status["warnings"]), status
+    assert (
+        "(healthy, since" in (text := stack.watcher("status").stdout) and "left serving unverified)" in text
+    )
+    deployed(stack, "v1")  # blue's stopped containers are v1's: resumed, verified
+    status = stack.status()
+    assert (status["live_version"], status["live_how"], status["warnings"]) == ("v1", "verified", []), status
+    assert status["rollback"]["version"] == "wrongver" and status["rollback"]["unverified"], status
+    assert (
+        "rollback target: wrongver (instant: retained on green; unverified:" in stack.watcher("status").stdout
+    )
+    refused = stack.watcher("rollback")
+    assert refused.returncode != 0 and "`watcher rollback --to wrongver`" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and stack.live_route() == "blue"
 
 
 # (h) a moved tag ---------------------------------------------------------------------------------
@@ -223,6 +241,7 @@ def test_same_tag_with_new_content_is_a_new_version_and_rolls_back(app_images: d
         assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
         clean(loads)
         assert back == "a" and stack.live_route() == "blue"
+        assert stack.status()["live_how"] == "rolled back to"
         assert stack.container_ids(f"{stack.name}-blue") == blue, (
             "instant: the retained containers serve again"
         )

@@ -115,7 +115,8 @@ def test_manual_promotion_waits_promotes_aborts_expires_and_is_superseded(
         assert stack.version() == "v2" and stack.live_route() == "green"
         assert queue.get(v2.id).status is Status.SUCCEEDED  # type: ignore[union-attr]
         assert not config.preview_file.exists()
-        assert stack.status()["awaiting"] is None
+        promoted = stack.status()
+        assert promoted["awaiting"] is None and promoted["live_how"] == "promoted", promoted
 
         # Abort: the waiting colour goes, the live one is untouched.
         green = stack.container_ids(f"{stack.name}-green")

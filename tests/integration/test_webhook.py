@@ -289,32 +289,39 @@ def test_policy_refusals_and_no_downgrade(server: WatcherServer, app: str, regis
 # -- bad input ----------------------------------------------------------------------------------
 
 
-def test_oversize_bodies_are_413(server: WatcherServer, app: str) -> None:
-    big = b'{"zen": "' + b"x" * MAX_BODY + b'"}'
-    response = github_delivery(server.url, "ping", None, SECRET, body=big)
-    assert response.status_code == 413
-    # Chunked (no Content-Length): waitress stops reading at the cap.
-    chunked = httpx.post(
-        f"{server.url}/hooks/github",
-        content=iter([big[i : i + 65536] for i in range(0, len(big), 65536)]),
-        headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sign(SECRET, big)},
-        timeout=15,
-    )
-    assert chunked.status_code == 413
-    # Exactly at the limit is fine.
+LIMIT_SAID = "exceeds the 1 MiB (1048576 bytes) limit ([webhook] max_body)"
+
+
+@pytest.mark.parametrize(
+    "size, chunked",
+    [(3 * MAX_BODY // 2, False), (3 * MAX_BODY, False), (3 * MAX_BODY, True), (MAX_BODY + 1, True)],
+    ids=["1.5MiB", "3MiB", "3MiB-chunked", "1MiB+1-chunked"],
+)
+def test_every_oversize_body_gets_the_one_json_413_and_is_logged(
+    server: WatcherServer, app: str, size: int, chunked: bool
+) -> None:
+    """Under and over waitress's own cap alike: the app's JSON 413 naming `max_body`, logged
+    with the delivery id (waitress once answered bodies over 2 MiB itself, in plain text)."""
+    delivery = str(uuid.uuid4())
+    body = b'{"zen": "' + b"x" * (size - 11) + b'"}'
+    headers = {
+        "X-GitHub-Event": "ping",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": sign(SECRET, body),
+        "Content-Type": "application/json",
+    }
+    content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    response = httpx.post(f"{server.url}/hooks/github", content=content, headers=headers, timeout=15)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/json", response.text
+    assert response.json()["outcome"] == "refused" and LIMIT_SAID in response.json()["reason"], response.text
+    assert f"github delivery {delivery} (ping): 413 refused: the body" in server.log()
+
+
+def test_a_body_at_the_limit_is_read(server: WatcherServer, app: str) -> None:
     exact = b'{"zen": "' + b"x" * (MAX_BODY - 11) + b'"}'
     assert len(exact) == MAX_BODY
     assert github_delivery(server.url, "ping", None, SECRET, body=exact).status_code == 200
-
-
-def test_oversize_delivery_names_the_limit_and_is_logged(server: WatcherServer, app: str) -> None:
-    delivery = str(uuid.uuid4())
-    response = github_delivery(
-        server.url, "ping", None, SECRET, body=b"x" * (MAX_BODY + 1), delivery=delivery
-    )
-    assert response.status_code == 413
-    assert "exceeds the 1 MiB (1048576 bytes) limit" in response.text
-    assert f"github delivery {delivery} (ping): 413 refused" in server.log()
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]", b"", b"null"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,6 +112,7 @@ def dashboard(
     status_auth: bool = True,
     public_url: str | None = None,
     freezes: tuple[FreezeWindow, ...] = (),
+    status: Callable[[str], dict[str, Any]] = fake_status,
 ) -> Dashboard:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     host = Host(host_config(), client=client, exists_wait=0)
@@ -128,7 +129,7 @@ def dashboard(
         host,
         settings,
         ready=lambda: None,
-        status=fake_status,
+        status=status,
         metrics=CollectorRegistry(),
         public_url=public_url,
     )
@@ -282,6 +283,42 @@ def test_rollback_queues_a_rollback_job_of_the_target_shown(board: Dashboard) ->
     board.client.post(f"/apps/{board.name}/rollback", data={"version": "1.0.0", "csrf": board.csrf("/")})
     [job] = board.queue.waiting()
     assert (job.version, job.source, job.kind) == ("1.0.0", "rollback", "rollback")
+
+
+def faulty_status(name: str) -> dict[str, Any]:
+    """Caddy down, the live release left serving unverified, the rollback target unverified too."""
+    data = fake_status(name)
+    data["live_how"] = "left serving unverified"
+    data["proxy"] = {
+        "up": False,
+        "site": "127.0.0.1:8080",
+        "site_problem": "Connection refused",
+        "admin": False,
+        "admin_problem": "Caddy admin API at unix:///run/caddy-admin.sock did not answer",
+    }
+    data["rollback"] = {**data["rollback"], "how": "left serving unverified", "unverified": True}
+    data["rollback_description"] = (
+        "1.0.0 (instant: retained on green; unverified: it never passed verification)"
+    )
+    data["warnings"] = ["Caddy is down: nothing takes connections at 127.0.0.1:8080 (Connection refused)"]
+    return data
+
+
+def test_caddy_down_and_unverified_releases_are_shown_on_the_overview_and_the_app_page(
+    redis_url: str, app_name: str
+) -> None:
+    board = dashboard(redis_url, app_name, status=faulty_status)
+    board.login()
+    for path in ("/", f"/apps/{app_name}"):
+        page = board.client.get(path).get_data(as_text=True)
+        assert 'data-proxy="down"' in page and "nothing is served" in page, path
+        assert 'data-state="left serving unverified">left serving unverified<' in page, path
+        assert "data-rollback-unverified" in page and "Caddy is down" in page, path
+    assert "it never passed verification" in board.client.get(f"/apps/{app_name}").get_data(as_text=True)
+    healthy = dashboard(redis_url, app_name)
+    healthy.login()
+    page = healthy.client.get("/").get_data(as_text=True)
+    assert "data-proxy" not in page and "unverified" not in page  # older status data: nothing claimed
 
 
 def test_pause_resume_and_cancel_do_what_the_cli_does(board: Dashboard) -> None:

@@ -7,6 +7,7 @@ Caddy's admin API (nothing in flight, so drains end at once).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,14 +25,15 @@ from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup
 from watcher.engine.promotion import promoting
 from watcher.engine.run import DeployResult, run_of
-from watcher.engine.state import Pending, awaiting
+from watcher.engine.state import PROMOTED, ROLLED_BACK, UNVERIFIED, VERIFIED, Pending, awaiting
 from watcher.engine.verification import Answer
-from watcher.errors import DeployFailed
+from watcher.errors import DeployFailed, UsageError
 from watcher.platforms.base import agreed
 from watcher.platforms.color import Color
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import HealthCheckFailed
 from watcher.progress import Progress
+from watcher.queue.outcome import unchanged
 
 REPO = "127.0.0.1:5000/acme/shop"
 DIGEST, STORED = single("amd64")
@@ -308,10 +310,105 @@ def test_an_old_colour_that_died_during_the_verification_leaves_the_new_one_serv
     deploy(engine, "v1")
     platform.wrong.add("v2")
     platform.dies_in_verify = Color.BLUE
-    with pytest.raises(DeployFailed, match="v2 is left serving on green"):
+    with pytest.raises(DeployFailed, match="v2 is left serving on green, unverified"):
         deploy(engine, "v2")
     assert serving(engine) == ("green", "v2")
     assert ("remove", "green") not in platform.steps
+
+
+# -- how a release came to be live (issue 20, defect 5) -------------------------------------------
+
+
+def hows(engine: Deployment) -> tuple[str | None, str | None]:
+    state = engine.store.load()
+    return (state.live.how if state.live else None, state.previous.how if state.previous else None)
+
+
+def test_a_release_left_serving_is_recorded_unverified_and_status_says_so(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    deploy(engine, "v1")
+    assert hows(engine) == (VERIFIED, None)
+    platform.wrong.add("v2")
+    platform.dies_in_verify = Color.BLUE
+    with pytest.raises(DeployFailed) as failed:
+        deploy(engine, "v2")
+    assert hows(engine) == (UNVERIFIED, VERIFIED)
+    audit = unchanged(engine, {}, failed.value)  # what the job's history keeps
+    assert (audit.before, audit.after) == ("v1", "v2") and "unverified" in str(failed.value)
+    view = engine.view()
+    assert view.in_sync and view.live is not None and view.live.unverified
+    assert any("v2 on green serves unverified" in warning for warning in view.warnings), view.warnings
+
+
+def test_the_unverified_version_deployed_again_is_verified_on_the_other_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    deploy(engine, "v1")
+    platform.wrong.add("v2")
+    platform.dies_in_verify = Color.BLUE
+    with pytest.raises(DeployFailed):
+        deploy(engine, "v2")
+    platform.wrong.clear()
+    again = deploy(engine, "v2")
+    assert not again.noop and serving(engine) == ("blue", "v2")
+    assert hows(engine) == (VERIFIED, UNVERIFIED) and engine.rollback_target(engine.view()) is None
+    assert deploy(engine, "v2").noop  # verified now: the usual no-op
+
+
+def test_an_unverified_release_is_never_the_rollback_target_unawares(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """Once a verified deploy replaced it, the unverified release is the previous one: `status`
+    names it unverified, and `rollback` goes to it only when it is named (`--to`)."""
+    deploy(engine, "v1")
+    platform.wrong.add("v2")
+    platform.dies_in_verify = Color.BLUE
+    with pytest.raises(DeployFailed):
+        deploy(engine, "v2")
+    platform.wrong.clear()
+    deploy(engine, "v3")
+    assert hows(engine) == (VERIFIED, UNVERIFIED) and engine.view().warnings == []
+    target = engine.rollback_target(engine.view())
+    assert target is not None and target.to_dict()["unverified"]
+    assert target.describe() == "v2 (instant: retained on green; unverified: it never passed verification)"
+    with pytest.raises(UsageError, match=r"v2 never passed verification .*`watcher rollback --to v2`"):
+        engine.rollback(guard=Guard())
+    assert serving(engine) == ("blue", "v3")
+    back = engine.rollback(guard=Guard(), to="v2")
+    assert back.version == "v2" and serving(engine) == ("green", "v2")
+    assert hows(engine) == (ROLLED_BACK, VERIFIED)  # verified by the rollback itself
+
+
+def test_both_colours_dead_after_the_switch_leave_the_new_one_recorded_unverified(
+    engine: Deployment, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy(engine, "v1")
+
+    def everything_died(url: str, header: str | None, timeout: float = 5.0) -> Answer:
+        if engine.switch.current() != Color.GREEN:  # the check of the live route, before the switch
+            return caddy(engine, platform)
+        for stack in platform.colors.values():
+            stack.running = []
+        return Answer(None, None, 502)
+
+    monkeypatch.setattr(verification, "answer", everything_died)
+    with pytest.raises(DeployFailed, match=r"traffic stays on green \(v2, unverified\)"):
+        deploy(engine, "v2")
+    assert serving(engine) == ("green", "v2") and hows(engine) == (UNVERIFIED, VERIFIED)
+
+
+def test_a_promotion_and_an_older_state_file_say_how(engine: Deployment, platform: FakePlatform) -> None:
+    deploy(engine, "v1")
+    engine.config = replace(engine.config, promote=PromoteSettings(manual=True))
+    deploy(engine, "v2")
+    engine.promote(guard=Guard())
+    assert hows(engine) == (PROMOTED, VERIFIED)
+    raw = json.loads(engine.store.path.read_text())
+    del raw["live"]["how"], raw["previous"]["how"]  # written before `how` existed
+    engine.store.path.write_text(json.dumps(raw))
+    assert hows(engine) == (None, None) and engine.view().in_sync
+    assert engine.rollback_target(engine.view()) is not None  # not judged unverified
 
 
 def test_a_rollback_resumes_the_retained_colour(engine: Deployment, platform: FakePlatform) -> None:

@@ -6,6 +6,7 @@ test_webhook.py's fakes.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from tests.unit.test_webhook import (
     receiver,
 )
 from watcher import activity
+from watcher.backends.caddy import Front, probe
 from watcher.backends.registry import ImageRef, RegistryClient, RegistryUnavailable
 from watcher.config import Retention, load_host
 from watcher.engine.state import Release
@@ -65,10 +67,17 @@ def client(redis_url: str) -> redis.Redis:
     return connect(redis_url)
 
 
+UP = Front("127.0.0.1:8080", "", "")
+
+
 def owners(
-    client: redis.Redis, names: list[str], live_of: Callable[[str], Release | None] = lambda app: None
+    client: redis.Redis,
+    names: list[str],
+    live_of: Callable[[str], Release | None] = lambda app: None,
+    proxy_of: Callable[[str], Front] = lambda app: UP,
 ) -> list[App]:
-    """The apps a receiver's metrics read, over `client`, what is live coming from `live_of`."""
+    """The apps a receiver's metrics read, over `client`, what is live coming from `live_of`,
+    what Caddy is from `proxy_of`."""
     host = Host(host_config(), client=client)
     apps = []
     for name in names:
@@ -76,6 +85,7 @@ def owners(
         config = SimpleNamespace(name=name, image=IMAGE, freezes=(), state=state)
         app = App(host, config, policy=SemverPolicy())  # type: ignore[arg-type]
         app.live = lambda name=name: live_of(name)  # type: ignore[method-assign]
+        app.proxy = lambda name=name: proxy_of(name)  # type: ignore[method-assign]
         apps.append(app)
     return apps
 
@@ -282,6 +292,25 @@ def test_live_info_names_colour_version_and_digest(
     )
     live[app_name] = WatcherError("the state file is unreadable")
     assert not named(scrape(hooks), "watcher_live_info")
+
+
+def test_proxy_up_is_what_status_judges_of_caddy(client: redis.Redis, app_name: str, tmp_path: Path) -> None:
+    """The real probe: a site taking connections is up (its admin socket gone or not); a port
+    nothing listens at is down."""
+    with socket.create_server(("127.0.0.1", 0)) as site:
+        open_url = f"http://127.0.0.1:{site.getsockname()[1]}/version"
+        sock = f"unix://{tmp_path / 'caddy-admin.sock'}"
+        served, down = f"{app_name}-served", f"{app_name}-down"
+        apps = owners(
+            client,
+            [served, down],
+            proxy_of=lambda name: probe(
+                sock, open_url if name == served else f"http://127.0.0.1:{free_port()}/"
+            ),
+        )
+        samples = scrape(receiver(metrics=registry_for(apps)))
+    assert value(samples, "watcher_proxy_up", app=served) == 1
+    assert value(samples, "watcher_proxy_up", app=down) == 0
 
 
 def test_redis_down_is_a_gauge_and_the_rest_is_still_served(app_name: str) -> None:

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 
 from watcher.config import Retention
-from watcher.engine.state import Release
+from watcher.engine.state import UNVERIFIED, VERIFIED, Release
 from watcher.errors import GuardLost, UsageError
 from watcher.freeze import FreezeSchedule, FreezeWindow, Hold
+from watcher.host import App, Host
 from watcher.platforms.color import Color
+from watcher.policy import SemverPolicy
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.connection import connect
 from watcher.queue.job import Audit, JobKind
@@ -415,3 +419,18 @@ def test_settle_ends_the_wait_once_under_the_lock(
     assert promotions.awaited() is None and client.get(queue.keys.awaiting) is None
     promotions.settle(lock, waiting, Status.FAILED, "expired")  # already settled: left as it is
     assert status_of(queue, waiting_id) is Status.SUCCEEDED
+
+
+def test_an_unverified_live_release_is_no_reason_to_skip_its_version(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    from tests.unit.test_webhook import IMAGE, host_config
+
+    host = Host(host_config(), client=client)
+    for name, how, outcome in ((app_name, UNVERIFIED, "enqueued"), (f"{app_name}-v", VERIFIED, "noop")):
+        state = SimpleNamespace(dir=tmp_path / name)
+        app = App(
+            host, SimpleNamespace(name=name, image=IMAGE, freezes=(), state=state), policy=SemverPolicy()
+        )  # type: ignore[arg-type]
+        app.live = lambda how=how: Release(Color.GREEN, "v2", digest=DIGEST_A, how=how)  # type: ignore[method-assign]
+        assert app.enqueue("v2", source="cli", by="test", digest=DIGEST_A).status == outcome, how

@@ -11,7 +11,7 @@ import pytest
 
 from watcher import atomic
 from watcher.atomic import write_atomic
-from watcher.engine.state import DeployState, Pending, Release, StateStore
+from watcher.engine.state import UNVERIFIED, DeployState, Pending, Release, StateStore
 from watcher.errors import WatcherError
 from watcher.platforms.color import Color
 
@@ -27,7 +27,7 @@ def test_no_state_file_is_an_empty_state(store: StateStore) -> None:
 
 def test_round_trip(store: StateStore) -> None:
     state = DeployState(
-        live=Release(Color.GREEN, "2.0", "2024-02-01T00:00:00+00:00"),
+        live=Release(Color.GREEN, "2.0", "2024-02-01T00:00:00+00:00", how=UNVERIFIED),
         previous=Release(Color.BLUE, "1.0", "2024-01-01T00:00:00+00:00"),
         pending=Pending(
             "deploy", "2.1", Color.BLUE, "pull", pid=99, host="box", started="2024-03-01T00:00:00+00:00"
@@ -45,7 +45,9 @@ def test_round_trip(store: StateStore) -> None:
         "since": "2024-02-01T00:00:00+00:00",
         "digest": None,
         "image": None,
+        "how": "left serving unverified",
     }
+    assert raw["previous"]["how"] is None  # not recorded: a state written before `how` reads the same
     assert raw["pending"]["phase"] == "pull" and raw["pending"]["color"] == "blue"
 
 

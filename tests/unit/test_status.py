@@ -1,11 +1,14 @@
 """`status` points at Caddy's own evidence when an app breaks HTTP/1.1: requests that fail with
 or without a swap are the app's, and must not be mistaken for the switch's. It also says when
-Caddy's admin API is gone, which leaves every drain blind. Caddy's log is read once per line, not
+Caddy's admin API is gone, which leaves every drain blind, and that Caddy is down (its site
+takes no connection), which leaves nothing served. Caddy's log is read once per line, not
 on every call."""
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,10 +16,10 @@ from types import SimpleNamespace
 import pytest
 
 from watcher.backends import containers
-from watcher.backends.caddy import CaddyAdmin
+from watcher.backends.caddy import Front, probe
 from watcher.backends.containers import Containers
 from watcher.config import Service
-from watcher.engine.status import admin_fault, upstream_faults
+from watcher.engine.status import format_status, format_summary, proxy_faults, upstream_faults
 
 ABORTED = (
     '{"level":"error","logger":"http.handlers.reverse_proxy","msg":"aborting with incomplete response",'
@@ -41,22 +44,73 @@ def test_another_apps_faults_and_a_clean_log_say_nothing() -> None:
     assert upstream_faults(engine()) == []  # type: ignore[arg-type]
 
 
-def test_an_admin_api_that_does_not_answer_is_warned_about(tmp_path: Path) -> None:
-    config = SimpleNamespace(drain=SimpleNamespace(timeout=30.0))
-    gone = SimpleNamespace(
-        config=config, caddy=CaddyAdmin(f"unix://{tmp_path / 'caddy-admin.sock'}", timeout=1)
-    )
-    warnings = admin_fault(gone)  # type: ignore[arg-type]
+@pytest.fixture
+def listening() -> Iterator[str]:
+    """A URL whose host and port take connections (as Caddy's site does)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/version"
+
+
+def closed_url() -> str:
+    """A URL nothing listens at (as when Caddy's container is stopped)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+    return f"http://127.0.0.1:{port}/version"
+
+
+def proxy_engine() -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(name="shop", drain=SimpleNamespace(timeout=30.0)))
+
+
+def test_an_admin_api_that_does_not_answer_is_warned_about(tmp_path: Path, listening: str) -> None:
+    front = probe(f"unix://{tmp_path / 'caddy-admin.sock'}", listening, timeout=1)
+    assert front.up and not front.admin
+    warnings = proxy_faults(proxy_engine(), front, live=True)  # type: ignore[arg-type]
     assert len(warnings) == 1
     assert (
         "caddy-admin.sock did not answer" in warnings[0]
         and "waits the whole DRAIN_TIMEOUT (30s)" in warnings[0]
     )
-    assert "restart Caddy" in warnings[0]
-    answering = SimpleNamespace(
-        config=config, caddy=SimpleNamespace(upstreams=lambda: {"shop-web-blue:8080": 0})
+    assert "restart Caddy" in warnings[0] and "down" not in warnings[0]
+    assert proxy_faults(proxy_engine(), front, live=False) == []  # type: ignore[arg-type]
+    answering = Front(front.site, "", "")
+    assert proxy_faults(proxy_engine(), answering, live=True) == []  # type: ignore[arg-type]
+
+
+def test_caddy_that_takes_no_connection_is_down_and_status_says_nothing_is_served(tmp_path: Path) -> None:
+    """Down is judged by the site's port (a stopped container refuses it), not by the admin
+    socket alone: with the socket gone but the port taking connections, Caddy still serves."""
+    front = probe(f"unix://{tmp_path / 'caddy-admin.sock'}", closed_url(), timeout=1)
+    assert not front.up and front.to_dict()["up"] is False
+    warnings = proxy_faults(proxy_engine(), front, live=True)  # type: ignore[arg-type]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "Caddy is down: nothing takes connections at 127.0.0.1:"
     )
-    assert admin_fault(answering) == []  # type: ignore[arg-type]
+    assert "nothing of shop is served" in warnings[0] and "admin API does not answer either" in warnings[0]
+    assert proxy_faults(proxy_engine(), front, live=False) == []  # type: ignore[arg-type]  # not started yet
+    named = proxy_faults(proxy_engine(), front, True, ["shop-caddy-1: Exited (0) 3 seconds ago"])  # type: ignore[arg-type]
+    assert "; Docker: shop-caddy-1: Exited (0) 3 seconds ago, so nothing of shop is served" in named[0]
+    data = {
+        "app": "shop",
+        "live_color": "blue",
+        "live_version": "v1",
+        "live_health": "healthy",
+        "live_since": "2026-12-07T11:00:00+00:00",
+        "live_how": "verified",
+        "proxy": front.to_dict(),
+        "rollback": None,
+        "previous_version": None,
+        "colors": {},
+        "lock": None,
+        "warnings": warnings,
+    }
+    text = format_status(data)
+    assert text.splitlines()[1:3] == [
+        "live: blue v1 (healthy, since 2026-12-07T11:00:00+00:00, verified)",
+        f"caddy: DOWN at {front.site} (Connection refused): nothing is served",
+    ], text
+    row = format_summary([{**data, "live_since": "2026-12-07"}]).splitlines()[1]
+    assert row.split()[:5] == ["shop", "blue", "v1", "2026-12-07", "healthy,"] and "caddy down" in row, row
 
 
 class LoggingCaddy:

@@ -88,6 +88,19 @@ class Containers:
             return False
         return True
 
+    def mounting(self, path: str) -> list[str]:
+        """`name: status` of every container, running or not, that mounts `path` (Caddy mounts
+        the run directory of the route files): best effort, [] when Docker cannot say."""
+        try:
+            found = self.client.api.containers(all=True)
+        except DOCKER_DOWN:
+            return []
+        return [
+            f"{(c.get('Names') or ['?'])[0].lstrip('/')}: {c.get('Status') or c.get('State')}"
+            for c in found
+            if any(m.get("Source") == path for m in c.get("Mounts") or [])
+        ]
+
     def caddy_log(self, since: float) -> list[str]:
         """The log lines since `since` of every running Caddy container on this engine (an image
         named caddy): where an upstream's broken HTTP shows. Each line is read from Docker once

@@ -136,7 +136,7 @@ class Deployment:
     def promote(self, *, guard: Guard, version: str | None = None) -> DeployResult:
         """Switch to the colour a manual deploy left waiting: the second half of that deploy.
         `version`: the one a promote job was asked for (an earlier attempt may have promoted it)."""
-        run = Run("deploy", "")
+        run = Run("deploy", "", promotion=True)
         with self._running(run, guard):
             return promotion.promote(self, run, version)
 
@@ -195,7 +195,13 @@ class Deployment:
         reuse = target.retained(found) and target.version(found) == run.version and wanted is not None
         run.plan = Plan(live, target, wanted, reuse and target.image_id(found) == wanted)
         run.digest = run.digest or recorded_digest(view, run.version, wanted)
-        if live and live.version == run.version and wanted and view.observed.image_id(live.color) == wanted:
+        if (
+            live
+            and live.version == run.version
+            and not live.unverified  # deployed again, it is verified on the other colour
+            and wanted
+            and view.observed.image_id(live.color) == wanted
+        ):
             self.ledger.sync(view)
             message = f"{run.version} is already live on {live.color}"
             return run.result(self.progress, live.color, view.previous, message, noop=True)
@@ -309,7 +315,11 @@ class Deployment:
             assert self.ledger.guard is not None
             self.ledger.guard.check()
             release = Release(
-                target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id()
+                target.color,
+                run.version,
+                digest=run.digest,
+                image=run.plan.image or target.image_id(),
+                how=run.how,
             )
             prepared = self.ledger.prepare(DeployState(release, live or view.previous, None))
             with (

@@ -9,7 +9,7 @@ interrupted. Where the two disagree we say so and trust the route file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from watcher.backends.instance import Instance
@@ -114,6 +114,9 @@ def reconcile(recorded: DeployState, observed: Observed, holder: dict[str, Any] 
             "Caddy falls back to whichever colour answers; deploys refuse until it is restored"
         )
 
+    if live is not None and live.unverified:
+        warnings.append(unverified_warning(live))
+
     rec = recorded.live
     if rec and live and not rec.same_as(live):
         warnings.append(
@@ -139,6 +142,14 @@ def in_flight(pending: Pending, holder: dict[str, Any] | None) -> str:
     return f"{what} was interrupted during '{pending.phase}'"
 
 
+def unverified_warning(live: Release) -> str:
+    return (
+        f"{live.version} on {live.color} serves unverified: its verification failed (or never ended) "
+        f"after the switch, and the old colour was down, so traffic stayed on it; deploy a "
+        "version that passes verification"
+    )
+
+
 def _live(recorded: Release | None, route: Color, observed: Observed) -> Release:
     """The route's colour as a release: the version its app containers run, and the recorded
     details (since, digest, image) when they describe the same thing."""
@@ -150,7 +161,7 @@ def _live(recorded: Release | None, route: Color, observed: Observed) -> Release
         and version in (None, recorded.version)
         and (image is None or recorded.image in (None, image))
     ):
-        return Release(route, recorded.version, recorded.since, recorded.digest, recorded.image or image)
+        return replace(recorded, image=recorded.image or image)
     return Release(route, version or "unknown", "", None, image)
 
 

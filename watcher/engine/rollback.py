@@ -30,6 +30,8 @@ class RollbackTarget:
             "way": self.way,
             "digest": self.release.digest,
             "image": self.image,
+            "how": self.release.how,
+            "unverified": self.release.unverified,
         }
 
     def describe(self) -> str:
@@ -38,7 +40,8 @@ class RollbackTarget:
             if self.way == "instant"
             else "full: its image is on this host"
         )
-        return f"{self.release.version} ({how})"
+        unverified = "; unverified: it never passed verification" if self.release.unverified else ""
+        return f"{self.release.version} ({how}{unverified})"
 
 
 def rollback_target(view: View, platform: Platform, repository: str) -> RollbackTarget | None:
@@ -50,13 +53,20 @@ def rollback_target(view: View, platform: Platform, repository: str) -> Rollback
 
 
 def choose(view: View, platform: Platform, repository: str, to: str | None) -> RollbackTarget:
-    """What `rollback [--to VERSION]` deploys; UsageError when there is nothing to go back to."""
+    """What `rollback [--to VERSION]` deploys; UsageError when there is nothing to go back to, or
+    when the previous release never passed verification and is not named (`--to`)."""
     previous = view.previous
     if to is None:
         if previous is None:
             raise UsageError(
                 "nothing to roll back to: no previous version is recorded "
                 "(use `watcher rollback --to VERSION`)"
+            )
+        if previous.unverified:
+            raise UsageError(
+                f"the rollback target {previous.version} never passed verification (it was "
+                f"{previous.how} on {previous.color}): nothing was changed; roll back to it by "
+                f"name, `watcher rollback --to {previous.version}`, or deploy another version"
             )
         to = previous.version
     idle = view.route.other if view.route else Color.BLUE

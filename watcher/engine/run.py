@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from watcher.engine.receipt import Receipt
-from watcher.engine.state import Release
+from watcher.engine.state import PROMOTED, ROLLED_BACK, VERIFIED, Release
 from watcher.platforms.base import ColorStack
 from watcher.platforms.color import Color
 from watcher.progress import Progress
@@ -44,6 +44,12 @@ class Run:
     switched: bool = False  # traffic moved to the target: an unwind moves it back
     moved_at: float | None = None  # when traffic moved (epoch seconds): the receipt starts there
     receipt: Receipt | None = None  # what Caddy served, once traffic moved or the run unwound
+    promotion: bool = False  # a promote: the second half of the deploy that waited
+
+    @property
+    def how(self) -> str:
+        """How its release is recorded once it passed verification (`Release.how`)."""
+        return ROLLED_BACK if self.kind == "rollback" else PROMOTED if self.promotion else VERIFIED
 
     @property
     def target(self) -> ColorStack:

@@ -29,6 +29,13 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+#: How a release came to be live (`Release.how`): every way but UNVERIFIED passed verification.
+VERIFIED = "verified"  # a deploy, switched to and verified
+PROMOTED = "promoted"  # a manual deploy's waiting colour, promoted and verified
+ROLLED_BACK = "rolled back to"  # a rollback, verified
+UNVERIFIED = "left serving unverified"  # its verification failed or never ended, the old colour was down
+
+
 @dataclass(frozen=True)
 class Release:
     """A version running as one colour: its tag, and the image it ran (a tag can move, so a
@@ -39,6 +46,12 @@ class Release:
     since: str = field(default_factory=now_iso)
     digest: str | None = None  # the registry's manifest digest of the tag when it was pulled
     image: str | None = None  # the local image ID the colour's app containers ran
+    how: str | None = None  # how it came to be live (VERIFIED...); None: not recorded (older state)
+
+    @property
+    def unverified(self) -> bool:
+        """It never passed verification: not a release to fall back to unawares."""
+        return self.how == UNVERIFIED
 
     def same_as(self, other: Release | None) -> bool:
         """Same colour and version (and image, when both know it)."""
@@ -55,6 +68,7 @@ class Release:
             "since": self.since,
             "digest": self.digest,
             "image": self.image,
+            "how": self.how,
         }
 
     @classmethod
@@ -70,6 +84,7 @@ class Release:
             str(raw.get("since", "")),
             raw.get("digest") or None,
             raw.get("image") or None,
+            str(raw["how"]) if raw.get("how") else None,
         )
 
 

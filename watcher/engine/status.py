@@ -4,9 +4,10 @@ really be reached, each colour's containers, and what differs from the record.""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from watcher.backends.caddy import CaddyUnavailable
+from watcher.backends.caddy import Front, probe
 from watcher.engine.deployment import Deployment
 from watcher.engine.promotion import expired
 from watcher.engine.reconcile import View
@@ -31,7 +32,12 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
             "health": stack.health(containers).state,
             "containers": [{**c.to_dict(), "one_shot": c.service in stack.one_shots} for c in containers],
         }
-    warnings = view.warnings + upstream_faults(engine) + (admin_fault(engine) if live else [])
+    front = probe(engine.config.caddy.admin, engine.config.verify.url)
+    # Docker's word on Caddy's container, only when its port says it is down: why, and where
+    caddies = [] if front.up else engine.platform.proxy_containers(engine.config.caddy.route_file.parent)
+    warnings = (
+        proxy_faults(engine, front, live is not None, caddies) + view.warnings + upstream_faults(engine)
+    )
     return {
         "app": engine.config.name,
         "live_color": live.color.value if live else None,
@@ -39,6 +45,8 @@ def status(engine: Deployment, lock_holder: dict[str, Any] | None) -> dict[str, 
         "live_since": live.since if live else None,
         "live_digest": live.digest if live else None,
         "live_health": view.live_health.state,
+        "live_how": live.how if live else None,
+        "proxy": {**front.to_dict(), "containers": caddies},
         "previous_color": previous.color.value if previous else None,
         "previous_version": previous.version if previous else None,
         "rollback": target.to_dict() if target else None,
@@ -102,15 +110,24 @@ def upstream_faults(engine: Deployment) -> list[str]:
     ]
 
 
-def admin_fault(engine: Deployment) -> list[str]:
-    """A warning when Caddy's admin API does not answer while a colour is live: drains cannot
-    count the old colour's requests in flight then, and each waits the whole DRAIN_TIMEOUT."""
-    try:
-        engine.caddy.upstreams()
-    except CaddyUnavailable as exc:
+def proxy_faults(engine: Deployment, front: Front, live: bool, caddies: Sequence[str] = ()) -> list[str]:
+    """While a colour is live: Caddy down first (nothing is served, so every other line matters
+    less); else its admin API gone: drains cannot count the old colour's requests in flight
+    then, and each waits the whole DRAIN_TIMEOUT. Before the first deploy starts Caddy, neither."""
+    if not live:
+        return []
+    if not front.up:
+        admin = "; its admin API does not answer either" if not front.admin else ""
+        named = f"; Docker: {', '.join(caddies)}" if caddies else ""
         return [
-            f"{exc}: drains cannot count requests in flight, so each waits the whole DRAIN_TIMEOUT "
-            f"({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
+            f"Caddy is down: nothing takes connections at {front.site} ({front.site_problem}){admin}{named}, "
+            f"so nothing of {engine.config.name} is served whatever its colours' health; start Caddy "
+            "again (its container, or the compose project that runs it)"
+        ]
+    if not front.admin:
+        return [
+            f"{front.admin_problem}: drains cannot count requests in flight, so each waits the whole "
+            f"DRAIN_TIMEOUT ({engine.config.drain.timeout:g}s); restart Caddy to recreate its admin socket"
         ]
     return []
 
@@ -118,12 +135,16 @@ def admin_fault(engine: Deployment) -> list[str]:
 def format_status(data: dict[str, Any]) -> str:
     lines = [f"app: {data['app']}"]
     if data["live_color"]:
+        how = f", {data['live_how']}" if data.get("live_how") else ""
         lines.append(
             f"live: {data['live_color']} {data['live_version']} ({data['live_health']}, "
-            f"since {data['live_since'] or '?'})"
+            f"since {data['live_since'] or '?'}{how})"
         )
     else:
         lines.append("live: nothing")
+    if _proxy_down(data):
+        proxy = data["proxy"]
+        lines.append(f"caddy: DOWN at {proxy['site']} ({proxy['site_problem']}): nothing is served")
     if data.get("awaiting"):
         wait = data["awaiting"]
         lines.append(
@@ -173,7 +194,7 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
                 data["live_color"] or "-",
                 data["live_version"] or "-",
                 data["live_since"] or "-",
-                data["live_health"],
+                data["live_health"] + (", caddy down" if _proxy_down(data) else ""),
                 waiting if data.get("queue") is not None or "redis_error" in data else "-",
                 paused if "paused" in data or "redis_error" in data else "-",
             )
@@ -184,6 +205,12 @@ def format_summary(apps: list[dict[str, Any]]) -> str:
     lines += [f"warning: {data['redis_error']}" for data in apps[:1] if "redis_error" in data]
     lines += [f"warning: {data['redis_lost']['description']}" for data in apps if data.get("redis_lost")]
     return "\n".join(lines)
+
+
+def _proxy_down(data: dict[str, Any]) -> bool:
+    """Caddy takes no connection while a colour is live: nothing is served."""
+    proxy = data.get("proxy")
+    return bool(data["live_color"] and proxy and not proxy["up"])
 
 
 def _container_line(c: dict, version: str | None) -> str:

@@ -16,7 +16,7 @@ from watcher.engine import receipt as receipts
 from watcher.engine.drain import wait_drained
 from watcher.engine.parts import Engine
 from watcher.engine.run import Run
-from watcher.engine.state import DeployState, Release
+from watcher.engine.state import UNVERIFIED, DeployState, Release
 from watcher.engine.switch import TargetNotHealthy
 from watcher.errors import DeployFailed, DockerUnavailable, GuardLost, WatcherError
 from watcher.interrupts import shielded
@@ -96,23 +96,28 @@ def _unwind(engine: Engine, run: Run) -> str:
 
 
 def _leave_serving(engine: Engine, run: Run, why: str) -> str:
-    """The old colour is not healthy any more: the new one keeps the traffic if it is healthy
-    (recorded as live, never removed); if it is not, nothing is touched."""
+    """The old colour is not healthy any more: traffic stays on the new one, recorded as live but
+    unverified (never removed; a rollback to it must be asked for by name), healthy or not."""
     assert run.plan is not None
     target, live = run.plan.target, run.plan.live
     health = target.health()
-    if not health.healthy:
-        engine.ledger.clear_pending()
-        return (
-            f"{why}, and {target.color} is {health} too: traffic stays on {target.color}, nothing was "
-            "removed (see `watcher status`)"
-        )
-    release = Release(target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id())
+    release = Release(
+        target.color,
+        run.version,
+        digest=run.digest,
+        image=run.plan.image or target.image_id(),
+        how=UNVERIFIED,
+    )
     engine.store.discard()
     engine.ledger.save(DeployState(release, live, None))
+    if not health.healthy:
+        return (
+            f"{why}, and {target.color} is {health} too: traffic stays on {target.color} "
+            f"({run.version}, unverified), nothing was removed (see `watcher status`)"
+        )
     return (
-        f"{why}, so {run.version} is left serving on {target.color}; "
-        f"{live.color if live else 'the old colour'} is kept as it is"
+        f"{why}, so {run.version} is left serving on {target.color}, unverified (it never passed "
+        f"verification); {live.color if live else 'the old colour'} is kept as it is"
     )
 
 

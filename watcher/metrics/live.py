@@ -1,5 +1,6 @@
 """What serves each app, read at scrape time from the route file and the state beside it (the
-one source `watcher status` reads too): `watcher_live_info{app,color,version,digest} 1`.
+one source `watcher status` reads too): `watcher_live_info{app,color,version,digest} 1`; and
+whether Caddy serves it at all, as `status` judges it: `watcher_proxy_up{app}` 1 or 0.
 
 The version and digest are labels only here, in an `_info` metric: one series per app at a
 time, so a tag never multiplies the series of a counter.
@@ -37,3 +38,11 @@ class LiveCollector(Collector):
             if live is not None:
                 info.add_metric([app.name, live.color.value, live.version, live.digest or ""], 1)
         yield info
+        up = GaugeMetricFamily(
+            "watcher_proxy_up",
+            "1 while Caddy takes connections at the app's site (its verify URL's address); 0: nothing is served.",
+            labels=["app"],
+        )
+        for app in self.apps:
+            up.add_metric([app.name], 1 if app.proxy().up else 0)
+        yield up

@@ -12,6 +12,7 @@ unwinds on any failure) holds whatever the platform, provided it keeps the contr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 from watcher.backends.instance import Instance
@@ -157,4 +158,9 @@ class Platform(Protocol):
 
     def proxy_log(self, since: float) -> list[str]:
         """Caddy's log lines since `since` (epoch seconds): best effort, [] when unreadable."""
+        ...
+
+    def proxy_containers(self, run_dir: Path) -> list[str]:
+        """`name: status` of the Caddy containers that read `run_dir` (the route files): what
+        `status` names when Caddy is down. Best effort, [] when unknown."""
         ...

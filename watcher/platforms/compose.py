@@ -14,6 +14,7 @@ own is listed with the colour but never makes its version unknown.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from watcher.atomic import write_atomic
 from watcher.backends.compose import ComposeError, ComposeProject
@@ -271,6 +272,9 @@ class ComposePlatform:
 
     def proxy_log(self, since: float) -> list[str]:
         return self.docker.caddy_log(since)
+
+    def proxy_containers(self, run_dir: Path) -> list[str]:
+        return self.docker.mounting(str(run_dir))
 
 
 def _image(model: dict, service: str) -> str:

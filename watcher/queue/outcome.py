@@ -223,9 +223,9 @@ def audit_of(result: DeployResult, phases: dict[str, float]) -> Audit:
 
 
 def unchanged(engine: Engine, phases: dict[str, float], failure: BaseException | None = None) -> Audit:
-    """A failed run's trail: the engine unwound to what was live, so it is both before and after
-    (read once from the engine's view; unknown when Docker cannot say), with the receipt of the
-    run that raised `failure`."""
+    """A failed run's trail: what was live before (its plan's, once it planned: an unwind may
+    have left the new version serving) and after (read once from the engine's view; unknown when
+    Docker cannot say), with the receipt of the run that raised `failure`."""
     with shielded():
         try:
             live = engine.view().live
@@ -234,4 +234,6 @@ def unchanged(engine: Engine, phases: dict[str, float], failure: BaseException |
     version = live.version if live else None
     run = run_of(failure) if failure is not None else None
     receipt = run.receipt if run is not None else None
-    return Audit(phases, version, version, receipt=receipt.to_dict() if receipt else None)
+    planned = run.plan if run is not None and run.plan is not None else None
+    before = version if planned is None else planned.live.version if planned.live else None
+    return Audit(phases, before, version, receipt=receipt.to_dict() if receipt else None)

@@ -7,7 +7,8 @@ process with one SIGTERM handler, and the worker keeps the main thread the engin
 handling needs. Gunicorn is a pre-fork master that owns the process and its signals and would
 fork the poller along with each worker. waitress also reads each request whole in its I/O
 thread before an application thread sees it (a slow client ties up no worker thread) and caps
-bodies itself (`max_request_body_size`) before buffering more than the limit.
+bodies itself (`max_request_body_size`) before buffering more than the limit: a body over it is
+answered by the app all the same (`Oversize`), so every oversize body gets the one JSON 413.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import redis
 import waitress
 from flask import Flask
 from prometheus_client import CollectorRegistry
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer, MultiSocketServer
+from waitress.task import ErrorTask, Task, WSGITask
+from waitress.utilities import RequestEntityTooLarge
 
 from watcher import dashboard
 from watcher.config import HostConfig, WebhookSettings, listen_host, listen_port
@@ -194,22 +199,21 @@ def start(
         public_url=next(iter(config.apps.values())).dashboard_url,  # [dashboard] url: one for the host
     )
     webhook = config.webhook
-    # The body cap is enforced twice: by the app on Content-Length (a 413 that names the limit,
-    # logged with the delivery id), and by waitress before buffering, at twice the limit: waitress
-    # answers a body over *its* cap itself, unlogged, so the app must see the usual oversize
-    # delivery, and a hostile client still cannot make waitress buffer more than 2 x max_body.
+    # One cap, `max_body`: waitress stops reading there (a hostile client cannot make it buffer
+    # more), and the app answers what waitress refused as it answers any oversize body.
     server = waitress.create_server(
         flask_app,
         host=webhook.host,
         port=webhook.port,
         threads=webhook.threads,
-        max_request_body_size=2 * webhook.max_body,
+        max_request_body_size=webhook.max_body + 1,  # waitress refuses a body *at* its cap
         channel_timeout=30,
         connection_limit=256,
         clear_untrusted_proxy_headers=True,
         expose_tracebacks=False,
         ident="watcher",
     )
+    answer_oversize_in_app(server)
     thread = threading.Thread(target=server.run, name="webhook", daemon=True)
     poller = Poller(host)
     service = Service(host, poller, server, thread, metrics_server(webhook, metrics))
@@ -229,6 +233,37 @@ def start(
     if service.metrics_server is not None:
         threading.Thread(target=service.metrics_server.run, name="metrics", daemon=True).start()
     return service
+
+
+class Oversize(WSGITask):
+    """A body waitress stopped reading at its cap, handed to the app without it: the app sees
+    a Content-Length over `max_body` and answers its JSON 413 (logged with the delivery id),
+    the same answer a body just over the limit gets."""
+
+    def __init__(self, channel: HTTPChannel, request: HTTPRequestParser) -> None:
+        received = request.body_bytes_received  # chunked: no Content-Length, the bytes read
+        request.headers.setdefault("CONTENT_LENGTH", str(received))
+        request.body_rcv = None  # an empty body stream: the app reads nothing of it
+        super().__init__(channel, request)
+
+    def execute(self) -> None:
+        self.set_close_on_finish()  # the rest of the body is still coming: never read it
+        super().execute()
+
+
+class OversizeChannel(HTTPChannel):
+    @staticmethod
+    def error_task_class(channel: HTTPChannel, request: HTTPRequestParser) -> Task:
+        oversize = isinstance(request.error, RequestEntityTooLarge)
+        return (Oversize if oversize else ErrorTask)(channel, request)
+
+
+def answer_oversize_in_app(server: BaseWSGIServer | MultiSocketServer) -> None:
+    """Every listening socket of `server` hands a body over its cap to the app (`Oversize`)."""
+    listeners = server.map.values() if isinstance(server, MultiSocketServer) else [server]
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = OversizeChannel
 
 
 def metrics_server(
