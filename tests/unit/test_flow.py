@@ -107,7 +107,7 @@ class FakeColor:
 
     def retained(self, instances: list[Instance] | None = None) -> bool:
         found = self.running if instances is None else instances
-        return bool(found) and all(c.state == "exited" for c in found)
+        return bool(found) and all(c.state in ("exited", "created") for c in found)
 
     def start(self, version: str) -> None:
         self.platform.step("start", self.color)
@@ -345,6 +345,42 @@ def test_cleanup_keeps_the_rollback_target(engine: Deployment, platform: FakePla
     removed = cleanup(engine, guard=Guard())
     assert removed == [f"{REPO}:v1"]
     assert versions(platform) == {"blue": "v3", "green": "v2"} and platform.color(Color.GREEN).retained()
+
+
+@pytest.mark.parametrize("state", ["exited", "created", "restarting", "running"])
+def test_cleanup_keeps_the_rollback_target_in_any_state_an_engine_restart_leaves(
+    engine: Deployment, platform: FakePlatform, state: str
+) -> None:
+    """Issue 20 #8: after a Docker engine restart the retained colour's containers can be
+    created, restarting or running (its restart policy) as well as exited: cleanup keeps them
+    (stopped, as a deploy leaves them) and the rollback that follows works."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    blue = platform.color(Color.BLUE)
+    blue.running = [replace_state(c, state, "healthy" if state == "running" else None) for c in blue.running]
+    platform.steps.clear()
+    assert cleanup(engine, guard=Guard()) == []
+    lines = engine.progress.lines  # type: ignore[attr-defined]
+    assert f"keeping blue (v1): the rollback target, {state} (use --include-rollback to remove it)" in lines
+    assert versions(platform)["blue"] == "v1" and blue.retained()
+    assert (("stop", "blue") in platform.steps) == (state in ("running", "restarting"))
+    assert f"{REPO}:v1" in platform.images.tags
+    back = engine.rollback(guard=Guard())
+    assert (back.version, back.color) == ("v1", Color.BLUE) and serving(engine) == ("blue", "v1")
+
+
+def test_cleanup_removes_a_later_deploys_leftovers_from_the_rollback_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """The rollback colour holding another version (a deploy stopped before it could remove what
+    it started there) is no rollback target: cleanup removes it, the target's image stays."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    platform.pull("v3")
+    platform.color(Color.BLUE).start("v3")
+    assert cleanup(engine, guard=Guard()) == ["shop-blue (shop-blue-web-1)", f"{REPO}:v3"]
+    assert versions(platform)["blue"] is None and f"{REPO}:v1" in platform.images.tags
+    assert engine.rollback(guard=Guard()).version == "v1" and serving(engine) == ("blue", "v1")
 
 
 @pytest.mark.parametrize("phase", ["pull", "inspect", "start", "health", "verify"])
