@@ -113,7 +113,7 @@ def fault_a_rollback(
             assert worker.wait(60) == 0, worker.text
         done = queued.final(job.id, 60, watchers)
     signalled = "kill -9" if killed else "SIGTERM"
-    report(f"{signalled} of a {way} rollback at {phase}", f"after {worker.landed_at_freeze!r}", loads)
+    report(f"{signalled} of the {way} rollback at {phase}", f"after {worker.landed_at_freeze!r}", loads)
     assert f"rolling back to {back_to} (" in printed, printed
     recorded = "record:" in printed
     by = victim if (recorded and not killed) else heir
