@@ -125,7 +125,7 @@ class Deployment:
     def rollback(self, *, guard: Guard, to: str | None = None, done_if_live: bool = False) -> DeployResult:
         """Back to the previous release (or `to`): instant when its colour is retained.
         `done_if_live`: `to` already live is a no-op, not a usage error (a queued rollback, taken
-        over after its worker died past the switch)."""
+        over after its worker died past its record)."""
         if to is not None:
             _checked(to)
         with self._running(Run("rollback", to or ""), guard):
