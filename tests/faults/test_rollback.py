@@ -228,15 +228,16 @@ def test_the_bakes_switch_back_killed_or_interrupted_never_leaves_the_rejected_v
     )
     if not steps:
         pytest.skip("WATCHER_EVERY_FAULT=1 runs this case")
+    victim = "baker"
+    watchers.worker(victim)
     for n, (step, line) in enumerate(steps.items()):
-        old = stack.version()
-        victim, heir = f"baker{n}", f"heir{n}"
-        worker = watchers.worker(victim)
+        old, heir = stack.version(), f"heir{n}"
+        worker = watchers.started[victim]
         with under_load(stack, settle=SETTLE) as loads:
             worker.freeze_at(line)
             job = taken_by(queued, victim, "err5", watchers)
             watchers.worker(heir)
-            printed = worker.frozen_output()
+            printed = worker.frozen_output().partition(f"job {job.id} started")[2]
             if signum == signal.SIGKILL:
                 os.killpg(worker.pid, signal.SIGKILL)
             else:
@@ -257,6 +258,7 @@ def test_the_bakes_switch_back_killed_or_interrupted_never_leaves_the_rejected_v
         status = assert_settled(stack, client=queued.client, job_ids=[job.id])
         assert status["live_version"] == old and stack.version() == old, status
         assert running_colors(stack) == {stack.live_route()}
+        victim = heir  # idle now: the next step's victim
 
 
 # -- the live colour killed during the new colour's health wait (issue 20 #6) -------------------------
