@@ -12,6 +12,10 @@ restart, on one stack under constant load through Caddy (test_signals.py's machi
 - cleanup with the rollback target's containers in each state a Docker engine restart leaves
   (running by their restart policy, restarting, created): it keeps them, stopped, and the
   rollback that follows is instant.
+- the live colour killed (or downed) while the new one waits for its health: only the dead
+  colour's requests fail, as Caddy's access log attributes them (issue 20 #6).
+
+CI runs one fault per path of the code (EVERY_FAULT below); `WATCHER_EVERY_FAULT=1` runs all.
 """
 
 from __future__ import annotations
