@@ -100,7 +100,7 @@ def only_live_runs(stack: Stack) -> None:
 # -- kill -9 ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)  # after the switch, the heir undoes it and deploys again
 @pytest.mark.parametrize("phase", PHASES, ids=[f"kill9-{p}" for p in PHASES])
 def test_kill_9_of_the_worker_hands_the_job_over(
     queued_stack: QueuedStack, watchers: Watchers, phase: str
