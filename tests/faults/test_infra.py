@@ -545,7 +545,8 @@ def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(
     rides it out (the new colour comes back by its restart policy and is healthy before the
     switch) and the deploy completes, or it fails, waits for the engine to answer again and
     removes the colour it started. Which one depends on whether a health poll falls into the
-    moment nothing answers; both leave one colour running and serving."""
+    moment nothing answers; both leave one colour running and serving, and `cleanup` keeps the
+    rollback target, to which a rollback then works."""
     stack = case.stack
     live, target = other_version(stack)
     color = stack.live_route()
@@ -570,7 +571,24 @@ def test_docker_engine_restarted_during_the_health_wait_leaves_one_colour(
     settled(case, loads, [], max_failed=window.failed)
     assert colors_running(stack) == running and stack.version() == serving, deploy.text
     figures(f"docker engine restarted during the health wait (deploy exited {code})", loads, window)
+    cleanup_keeps_the_rollback_target(stack)
     assert_next_deploy_works(stack)
+
+
+def cleanup_keeps_the_rollback_target(stack: Stack) -> None:
+    """Issue 20 #8: after the restart, `cleanup` keeps the rollback target (whatever state the
+    engine left its containers in), and the rollback to it works."""
+    target = stack.status()["rollback"]
+    clean = stack.watcher("cleanup")
+    assert clean.returncode == 0, clean.stderr
+    if target is None:
+        return
+    kept = stack.status()["rollback"]
+    assert kept is not None and kept["version"] == target["version"], clean.stderr
+    back = stack.watcher("rollback")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert stack.version() == target["version"], back.stderr
+    assert_settled(stack)
 
 
 # -- the state directory's disk -----------------------------------------------------------------

@@ -86,7 +86,7 @@ class FakeEngine:
         self.client.set(key(self.app, "fake", "live"), version)
         return DeployResult(kind, version, Color.GREEN, live, message=f"{version} is live")
 
-    def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
+    def rollback(self, *, guard: Guard, to: str | None = None, done_if_live: bool = False) -> DeployResult:
         assert to is not None
         return self.deploy(to, guard=guard, kind="rollback", prefer_local=True)
 

@@ -327,7 +327,9 @@ def test_a_lost_route_file_is_refused_until_caddy_restarts(stack: Stack) -> None
 
 def test_cleanup_keeps_the_idle_colour_while_the_live_one_is_unhealthy(stack: Stack) -> None:
     """A deploy killed at drain leaves both colours running; if the live one then turns
-    unhealthy, the running idle colour is the last healthy one: cleanup keeps it."""
+    unhealthy, the running idle colour is the last healthy one: cleanup keeps it. Once the live
+    one is healthy again, cleanup stops it (the rollback target, as the deploy would have left
+    it), never removes it."""
     deployed(stack, "v1")
     proc = stack.spawn("deploy", "v2", DRAIN_TIMEOUT="30s")
     read_until(proc, "drain:")
@@ -347,4 +349,6 @@ def test_cleanup_keeps_the_idle_colour_while_the_live_one_is_unhealthy(stack: St
         stack.restore_health(broken)
     stack.wait_health("green", "healthy")
     proc = stack.watcher("cleanup")
-    assert proc.returncode == 0 and f"{stack.name}-blue" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"{stack.name}-blue" not in proc.stdout, proc.stdout + proc.stderr
+    assert "keeping blue (v1): the rollback target, running" in proc.stderr, proc.stderr
+    assert running(stack, "blue") == {"web": "exited"}, "stopped, kept for an instant rollback"

@@ -132,8 +132,14 @@ def test_docker_going_away_under_a_call_is_docker_unavailable() -> None:
     docker.client = SimpleNamespace(
         containers=SimpleNamespace(list=vanished),  # type: ignore[assignment]
         info=lambda: vanished(),
+        api=SimpleNamespace(logs=lambda *a, **k: vanished(), inspect_container=lambda *a: vanished()),
     )
     with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
         docker.of_project("shop-green")
     with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
         docker.engine_id()
+    # A failed health wait's report (seen under an engine restart: a traceback out of `deploy`).
+    with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
+        docker.logs("id")
+    with pytest.raises(DockerUnavailable, match="Docker stopped answering"):
+        docker.last_health_output("id")

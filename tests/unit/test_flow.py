@@ -20,7 +20,7 @@ from tests.unit.test_arch import Registry, single
 from watcher.backends.instance import Instance
 from watcher.config import AppConfig, load_host
 from watcher.config.promote import PromoteSettings
-from watcher.engine import deployment, drain, verification
+from watcher.engine import deployment, drain, unwind, verification
 from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup
 from watcher.engine.promotion import promoting
@@ -110,7 +110,7 @@ class FakeColor:
 
     def retained(self, instances: list[Instance] | None = None) -> bool:
         found = self.running if instances is None else instances
-        return bool(found) and all(c.state == "exited" for c in found)
+        return bool(found) and all(c.state in ("exited", "created") for c in found)
 
     def start(self, version: str) -> None:
         self.platform.step("start", self.color)
@@ -555,6 +555,42 @@ def test_cleanup_keeps_the_rollback_target(engine: Deployment, platform: FakePla
     assert versions(platform) == {"blue": "v3", "green": "v2"} and platform.color(Color.GREEN).retained()
 
 
+@pytest.mark.parametrize("state", ["exited", "created", "restarting", "running"])
+def test_cleanup_keeps_the_rollback_target_in_any_state_an_engine_restart_leaves(
+    engine: Deployment, platform: FakePlatform, state: str
+) -> None:
+    """Issue 20 #8: after a Docker engine restart the retained colour's containers can be
+    created, restarting or running (its restart policy) as well as exited: cleanup keeps them
+    (stopped, as a deploy leaves them) and the rollback that follows works."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    blue = platform.color(Color.BLUE)
+    blue.running = [replace_state(c, state, "healthy" if state == "running" else None) for c in blue.running]
+    platform.steps.clear()
+    assert cleanup(engine, guard=Guard()) == []
+    lines = engine.progress.lines  # type: ignore[attr-defined]
+    assert f"keeping blue (v1): the rollback target, {state} (use --include-rollback to remove it)" in lines
+    assert versions(platform)["blue"] == "v1" and blue.retained()
+    assert (("stop", "blue") in platform.steps) == (state in ("running", "restarting"))
+    assert f"{REPO}:v1" in platform.images.tags
+    back = engine.rollback(guard=Guard())
+    assert (back.version, back.color) == ("v1", Color.BLUE) and serving(engine) == ("blue", "v1")
+
+
+def test_cleanup_removes_a_later_deploys_leftovers_from_the_rollback_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """The rollback colour holding another version (a deploy stopped before it could remove what
+    it started there) is no rollback target: cleanup removes it, the target's image stays."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    platform.pull("v3")
+    platform.color(Color.BLUE).start("v3")
+    assert cleanup(engine, guard=Guard()) == ["shop-blue (shop-blue-web-1)", f"{REPO}:v3"]
+    assert versions(platform)["blue"] is None and f"{REPO}:v1" in platform.images.tags
+    assert engine.rollback(guard=Guard()).version == "v1" and serving(engine) == ("blue", "v1")
+
+
 @pytest.mark.parametrize("phase", ["pull", "inspect", "start", "health", "verify"])
 def test_an_interrupt_before_the_record_leaves_the_old_version_serving(
     engine: Deployment, platform: FakePlatform, phase: str
@@ -581,3 +617,74 @@ def test_an_interrupt_after_the_record_leaves_both_colours_running(
         deploy(engine, "v2")
     assert serving(engine) == ("green", "v2")
     assert all(stack.health().healthy for stack in platform.colors.values())
+
+
+# -- a run killed between its switch and its record (kill -9: nothing unwinds) ----------------------
+
+
+def killed_in_verify(engine: Deployment, run: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `run` (a callable) until its verification starts, then die there as kill -9 does:
+    nothing unwinds."""
+    mark = engine.ledger.mark
+
+    def dies(phase: str) -> None:
+        mark(phase)
+        if phase == "verify":
+            raise KeyboardInterrupt(phase)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.ledger, "mark", dies)
+        patched.setattr(unwind, "fail", lambda *args: None)
+        with pytest.raises(KeyboardInterrupt):
+            run()  # type: ignore[operator]
+    pending = engine.store.load().pending
+    assert pending is not None and pending.phase == "verify"
+
+
+def test_a_deploy_killed_in_its_verification_is_undone_and_run_again(
+    engine: Deployment, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heir never takes the unverified colour for live: it switches back, then deploys and
+    verifies the version itself (issue 20: a bake's switch-back killed before it switched)."""
+    deploy(engine, "v1")
+    killed_in_verify(engine, lambda: deploy(engine, "v2"), monkeypatch)
+    assert engine.switch.current() is Color.GREEN
+    platform.wrong.add("v2")  # its verification (or bake) rejects it
+    with pytest.raises(DeployFailed, match="did not answer v2"):
+        deploy(engine, "v2")
+    lines = engine.progress.lines  # type: ignore[attr-defined]
+    assert (
+        "undoing a deploy of v2 interrupted during 'verify', before its record: traffic on green was never verified"
+        in lines
+    )
+    assert serving(engine) == ("blue", "v1") and versions(platform) == {"blue": "v1", "green": None}
+    assert engine.store.load().pending is None
+    platform.wrong.clear()
+    done = deploy(engine, "v2")
+    assert not done.noop and serving(engine) == ("green", "v2")
+
+
+def test_a_rollback_killed_in_its_verification_is_undone_and_run_again(
+    engine: Deployment, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    killed_in_verify(engine, lambda: engine.rollback(guard=Guard(), to="v1"), monkeypatch)
+    assert engine.switch.current() is Color.BLUE
+    platform.steps.clear()
+    back = engine.rollback(guard=Guard(), to="v1", done_if_live=True)
+    assert not back.noop and serving(engine) == ("blue", "v1")
+    assert ("stop", "blue") in platform.steps and ("resume", "blue") in platform.steps, "instant again"
+    assert platform.color(Color.GREEN).retained()
+
+
+def test_a_queued_rollback_found_live_is_done(engine: Deployment, platform: FakePlatform) -> None:
+    """Its worker died after the record: the heir finds the version live (a no-op that syncs the
+    record), where `watcher rollback --to` says it is live already."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    engine.rollback(guard=Guard(), to="v1")
+    again = engine.rollback(guard=Guard(), to="v1", done_if_live=True)
+    assert again.noop and again.message == "v1 is already live on blue"
+    with pytest.raises(UsageError, match="already live"):
+        engine.rollback(guard=Guard(), to="v1")

@@ -188,6 +188,8 @@ class Containers:
             attrs = self.client.api.inspect_container(container_id)
         except NotFound:
             return ""
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
         log = ((attrs.get("State") or {}).get("Health") or {}).get("Log") or []
         return log[-1].get("Output", "").strip() if log else ""
 
@@ -196,6 +198,8 @@ class Containers:
             return self.client.api.logs(container_id, tail=tail).decode(errors="replace").strip()
         except NotFound:
             return ""
+        except DOCKER_DOWN as exc:  # dockerd restarting while a failed health wait reports
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
     def remove_image(self, ref: str) -> bool:
         try:

@@ -108,6 +108,7 @@ class Deployment:
         _checked(version)
         run = Run(kind, version)
         with self._running(run, guard):
+            unwind.undo_unverified(self)
             declared = check_images(self.config, self.platform, version)
             with self.progress.phase("pull", f"{self.config.image}:{version}"):
                 self.puller.pull(run, declared, prefer_local=prefer_local or image is not None, queued=digest)
@@ -123,11 +124,18 @@ class Deployment:
                 return promotion.await_promotion(self, run)
             return self.go_live(run, view)
 
-    def rollback(self, *, guard: Guard, to: str | None = None) -> DeployResult:
-        """Back to the previous release (or `to`): instant when its colour is retained."""
+    def rollback(self, *, guard: Guard, to: str | None = None, done_if_live: bool = False) -> DeployResult:
+        """Back to the previous release (or `to`): instant when its colour is retained.
+        `done_if_live`: `to` already live is a no-op, not a usage error (a queued rollback, taken
+        over after its worker died past its record)."""
         if to is not None:
             _checked(to)
-        found = choose(self.view(), self.platform, self.config.image, to)
+        with self._running(Run("rollback", to or ""), guard):
+            unwind.undo_unverified(self)
+            view = self.view()
+        if done_if_live and to is not None and view.live is not None and view.live.version == to:
+            return self.deploy(to, guard=guard, kind="rollback", prefer_local=True)
+        found = choose(view, self.platform, self.config.image, to)
         self.progress.say(f"rolling back to {found.describe()}")
         return self.deploy(
             found.release.version, guard=guard, kind="rollback", prefer_local=True, image=found.image

@@ -2,8 +2,9 @@
 (unless asked). Both run under the same locks as deploy, so they never remove a deploy in flight.
 
 cleanup never touches the live colour (the route file's) nor a colour awaiting promotion, never
-removes the rollback target's image, and never removes the other colour while it is the only
-healthy one. Only `reset` removes everything.
+removes the recorded rollback target (its containers, whatever state a Docker engine restart left
+them in, and its image), and never removes the other colour while it is the only healthy one.
+Only `reset` removes everything.
 """
 
 from __future__ import annotations
@@ -13,49 +14,32 @@ from dataclasses import replace
 from watcher.engine.deployment import Deployment
 from watcher.engine.drain import wait_drained
 from watcher.engine.reconcile import View
-from watcher.engine.rollback import RollbackTarget
+from watcher.engine.rollback import RollbackTarget, holds, recorded_target
 from watcher.engine.run import Guard
-from watcher.engine.state import Pending, awaiting
+from watcher.engine.state import Pending, Release, awaiting
+from watcher.platforms.base import ColorStack
 from watcher.platforms.color import Color
 
 
 def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False) -> list[str]:
     """Remove failed or stray colours and unused app images; say what was removed."""
     view = engine.view()
-    say = engine.progress.say
-    target = engine.rollback_target(view)
-    removed: list[str] = []
+    recorded = recorded_target(view)
     waiting = view.recorded.pending if awaiting(view.recorded.pending) else None
+    removed: list[str] = []
     for color in Color:
         stack, containers = engine.platform.color(color), view.observed.of(color)
         if not containers or color == view.route or view.route_lost:
             continue
-        if waiting is not None and waiting.color == color:
-            say(f"keeping {color} ({waiting.version}): it awaits promotion (`watcher abort` removes it)")
-            continue
-        if (
-            target is not None
-            and target.way == "instant"
-            and target.release.color == color
-            and not include_rollback
-        ):
-            say(
-                f"keeping {color} ({target.release.version}): the rollback target "
-                "(use --include-rollback to remove it)"
-            )
-            continue
-        if stack.health(containers).healthy and not view.live_health.healthy:
-            say(f"keeping {color}: it is healthy and the live colour is {view.live_health}")
+        if _kept(engine, view, color, waiting, None if include_rollback else recorded, guard):
             continue
         if any(c.running for c in containers):
-            wait_drained(
-                engine.caddy, stack.upstreams(), timeout=engine.config.drain.timeout, progress=engine.progress
-            )
+            _drain(engine, stack)
         guard.check()
         stack.remove()
         removed.append(f"{stack.name} ({', '.join(c.name for c in containers)})")
 
-    removed += _remove_images(engine, view, target, waiting)
+    removed += _remove_images(engine, view, recorded, engine.rollback_target(view), waiting)
     state = engine.store.load()
     if state.pending and not awaiting(state.pending):
         with engine.ledger.fenced(guard):
@@ -64,16 +48,62 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     return removed
 
 
+def _kept(
+    engine: Deployment,
+    view: View,
+    color: Color,
+    waiting: Pending | None,
+    target: Release | None,
+    guard: Guard,
+) -> bool:
+    """True when the colour stays: it awaits promotion, is the last healthy one, or holds the
+    rollback target. That one is stopped if it runs (a deploy interrupted before it stopped
+    it, a Docker engine restart): kept as a deploy leaves it, for an instant rollback."""
+    say, stack, containers = engine.progress.say, engine.platform.color(color), view.observed.of(color)
+    if waiting is not None and waiting.color == color:
+        say(f"keeping {color} ({waiting.version}): it awaits promotion (`watcher abort` removes it)")
+        return True
+    if stack.health(containers).healthy and not view.live_health.healthy:
+        say(f"keeping {color}: it is healthy and the live colour is {view.live_health}")
+        return True
+    if target is None or target.color != color or not holds(view, target):
+        return False
+    states = ", ".join(sorted({c.state for c in containers}))
+    say(
+        f"keeping {color} ({target.version}): the rollback target, {states} "
+        "(use --include-rollback to remove it)"
+    )
+    if any(c.state in ("running", "restarting") for c in containers):
+        _drain(engine, stack)
+        guard.check()
+        stack.stop()
+        say(f"  stopped {stack.name}")
+    return True
+
+
+def _drain(engine: Deployment, stack: ColorStack) -> None:
+    wait_drained(
+        engine.caddy, stack.upstreams(), timeout=engine.config.drain.timeout, progress=engine.progress
+    )
+
+
 def _remove_images(
-    engine: Deployment, view: View, target: RollbackTarget | None, waiting: Pending | None
+    engine: Deployment,
+    view: View,
+    recorded: Release | None,
+    target: RollbackTarget | None,
+    waiting: Pending | None,
 ) -> list[str]:
-    """The app's local images that neither serve, wait for promotion nor are the rollback target."""
+    """The app's local images that neither serve, wait for promotion nor are the rollback target
+    (`recorded`, reachable or not; `target`, the image its retained containers run)."""
     keep_versions = {view.live.version} if view.live else set()
     keep_images = {view.live.image} if view.live and view.live.image else set()
     if waiting is not None:
         keep_versions.add(waiting.version)
+    if recorded is not None:
+        keep_versions.add(recorded.version)
+        keep_images.add(recorded.image or "")
     if target is not None:
-        keep_versions.add(target.release.version)
         keep_images.add(target.image or "")
     images, removed = engine.platform.images, []
     for ref in images.images_of(engine.config.image):

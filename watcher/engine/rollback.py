@@ -46,10 +46,29 @@ class RollbackTarget:
 
 def rollback_target(view: View, platform: Platform, repository: str) -> RollbackTarget | None:
     """The previous release if it can be rolled back to, else None."""
+    previous = recorded_target(view)
+    return None if previous is None else _reachable(previous, view, platform, repository)
+
+
+def recorded_target(view: View) -> Release | None:
+    """The release a rollback returns to, as recorded, whether or not it can be reached right now:
+    a Docker engine restart leaves its containers exited, created or restarting for a while."""
     previous = view.previous
     if previous is None or _is_live(view.live, previous.version, previous.image):
         return None
-    return _reachable(previous, view, platform, repository)
+    return previous
+
+
+def holds(view: View, release: Release) -> bool:
+    """True when the release's colour holds its containers (in any state): its version and,
+    when recorded, its image; not a later deploy's leftovers on that colour."""
+    observed = view.observed
+    image = observed.image_id(release.color)
+    return (
+        bool(observed.of(release.color))
+        and observed.version(release.color) == release.version
+        and (release.image is None or image in (None, release.image))
+    )
 
 
 def choose(view: View, platform: Platform, repository: str, to: str | None) -> RollbackTarget:

@@ -5,6 +5,10 @@ Traffic goes back to the colour that was live if it is still healthy; if it is n
 colour is left serving (and recorded), never removed; if neither is healthy, nothing is touched.
 Not at all when the guard is lost: another holder may already be deploying over these very
 containers. Every unwind ends with a receipt of what users were served meanwhile (`run.receipt`).
+
+A run killed between its switch and its record (kill -9: nothing unwinds) left traffic on a
+colour nobody verified, or that its verification or bake was rejecting. The next run undoes it
+first, from the pending note (`undo_unverified`), then does its own work from a clean view.
 """
 
 from __future__ import annotations
@@ -119,6 +123,47 @@ def _leave_serving(engine: Engine, run: Run, why: str) -> str:
         f"{why}, so {run.version} is left serving on {target.color}, unverified (it never passed "
         f"verification); {live.color if live else 'the old colour'} is kept as it is"
     )
+
+
+#: The phases of a pending note in which traffic may be on its colour, unverified.
+SWITCHED_PHASES = ("switch", "verify")
+
+
+def undo_unverified(engine: Engine) -> None:
+    """Switch back from the colour a killed run switched to before its record, when the recorded
+    live colour is healthy: stopped if a rollback's (it is the way back again), else removed.
+    If the recorded colour is not healthy, the other one keeps serving (the run finds it live)."""
+    view, say = engine.view(), engine.progress.say
+    pending, recorded = view.recorded.pending, view.recorded.live
+    if (
+        pending is None
+        or pending.phase not in SWITCHED_PHASES
+        or pending.kind not in ("deploy", "rollback")
+        or recorded is None
+        or view.route != pending.color
+        or recorded.color == pending.color
+    ):
+        return
+    old, new = engine.platform.color(recorded.color), engine.platform.color(pending.color)
+    say(
+        f"undoing a {pending.kind} of {pending.version} interrupted during '{pending.phase}', "
+        f"before its record: traffic on {new.color} was never verified"
+    )
+    with shielded():
+        try:
+            with engine.ledger.fenced():
+                engine.switch.move_to(old)
+        except TargetNotHealthy as refused:
+            say(f"  {refused}: {pending.version} keeps serving on {new.color}")
+            return
+        say(f"  switched traffic back to {old.color} ({recorded.version})")
+        wait_drained(
+            engine.caddy, new.upstreams(), timeout=engine.config.drain.timeout, progress=engine.progress
+        )
+        say(f"  {'stopping' if pending.kind == 'rollback' else 'removing'} {new.name}")
+        (new.stop if pending.kind == "rollback" else new.remove)()
+        engine.store.discard()
+        engine.ledger.clear_pending()
 
 
 def came_back(engine: Engine) -> bool:

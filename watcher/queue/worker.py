@@ -65,7 +65,9 @@ PERFORM: dict[JobKind, Callable[[Engine, Job, Guard], DeployResult | str]] = {
     JobKind.DEPLOY: lambda engine, job, lock: engine.deploy(
         job.version, guard=lock, kind="deploy", digest=job.digest
     ),
-    JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(guard=lock, to=job.version),
+    JobKind.ROLLBACK: lambda engine, job, lock: engine.rollback(
+        guard=lock, to=job.version, done_if_live=True
+    ),
     JobKind.PROMOTE: lambda engine, job, lock: engine.promote(guard=lock, version=job.version),
     JobKind.ABORT: lambda engine, job, lock: engine.abort_awaited(guard=lock),
 }
