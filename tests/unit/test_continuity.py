@@ -83,6 +83,20 @@ def test_job_ids_are_reserved_on_the_host_and_go_on_above_them_after_a_loss(
     assert host_file(tmp_path)["ids"] == 2 * IDS_BLOCK
 
 
+def test_another_process_s_first_look_leaves_the_id_counter_alone(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    """A process started while the host's block of ids is in use (`status`, a pool's child that
+    runs one job) finds Redis holding the marker: the counter is truthful, the next id follows
+    on (ids skip a block only after a loss)."""
+    queue = queue_of(kept(client, app_name, tmp_path, "webhook"))
+    assert queue.enqueue("v1", source="cli", requested_by="test").job.id == "1"
+    child = kept(client, app_name, tmp_path, "child")
+    assert child.check() is None and child.ids == IDS_BLOCK
+    assert client.get(f"watcher:{app_name}:seq") == "1"
+    assert queue_of(child).enqueue("v2", source="cli", requested_by="test").job.id == "2"
+
+
 def test_a_loss_is_noticed_once_whichever_process_looks_first(
     client: redis.Redis, app_name: str, tmp_path: Path
 ) -> None:

@@ -15,8 +15,11 @@ ARGV
 local epoch, seq, paused, waiting, wake = unpack(KEYS)
 local ops = {}
 
--- Redis holds the marker `known` (this host's; '' when it has none) or gets `fresh`. The id
--- counter is raised to `floor` whatever the case (ids up to it may have been handed out). When
+-- Redis holds the marker `known` (this host's; '' when it has none) or gets `fresh`. Unless
+-- Redis holds `known`, the id counter is raised to `floor` (ids up to it may have been handed
+-- out). Redis holding `known` still has its own counter, which is truthful: raising it then
+-- would skip the rest of the host's reserved block at every new process's first look (a
+-- `status`, a pool's child), not only after a loss. When
 -- the marker is gone although this host knew one, Redis forgot: the host's copy of the pause
 -- (`pause`, JSON, '' for none; `pause_until_ms`, '' when until resumed) and of the waiting job
 -- (`jobs` prefix, `job` its hash as JSON, '' for none) go back, unless Redis already has one.
@@ -25,9 +28,10 @@ local ops = {}
 -- not share this host's copy, or this host had none), 'new' (no marker anywhere yet: a first
 -- start), 'lost' (Redis forgot).
 function ops.ensure(known, fresh, floor, pause, pause_until_ms, jobs, job)
-  if tonumber(redis.call('GET', seq) or '0') < tonumber(floor) then redis.call('SET', seq, floor) end
   local now = redis.call('GET', epoch)
-  if now then return {now == known and 'same' or 'other', now, '0', ''} end
+  if now and now == known then return {'same', now, '0', ''} end
+  if tonumber(redis.call('GET', seq) or '0') < tonumber(floor) then redis.call('SET', seq, floor) end
+  if now then return {'other', now, '0', ''} end
   redis.call('SET', epoch, fresh)
   if known == '' then return {'new', fresh, '0', ''} end
   local restored_pause, restored_job = '0', ''
