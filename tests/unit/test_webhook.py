@@ -388,3 +388,43 @@ def test_status_answers_an_object_per_app_when_several_are_configured() -> None:
     }
     assert client.get("/status?app=blog", headers=auth).get_json() == {"app": "blog"}
     assert client.get("/status?app=nope", headers=auth).status_code == 404
+
+
+def _closed_under_its_loop() -> Any:
+    """A waitress server whose listening socket was closed while still in its loop's map: its
+    next select() fails (EBADF), as when `Service.stop` closes it between the loop's listing
+    of its sockets and its select()."""
+    import waitress
+
+    server = waitress.create_server(lambda environ, start: [], host="127.0.0.1", port=0)
+    server.socket.close()
+    server.trigger.close()
+    return server
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+def test_a_receiver_loop_ended_by_its_closed_sockets_logs_one_line_and_no_traceback(
+    stopping: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from watcher.triggers.server import serve_until_stopped
+
+    uncaught: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    caplog.set_level(logging.DEBUG, "watcher.serve")
+    stopped = threading.Event()
+    if stopping:
+        stopped.set()
+    thread = threading.Thread(
+        target=serve_until_stopped, args=(_closed_under_its_loop(), stopped, "webhook receiver")
+    )
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and uncaught == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if stopping:
+        assert errors == []
+    else:
+        assert len(errors) == 1 and errors[0].startswith("webhook receiver stopped answering: "), errors
+    assert "Traceback" not in caplog.text

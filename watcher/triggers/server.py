@@ -37,6 +37,7 @@ from watcher.host import QUICK_REGISTRY, App, Host
 from watcher.http import handle_errors
 from watcher.metrics import registry_for
 from watcher.queue.connection import describe
+from watcher.retry import reason
 from watcher.triggers import control, probes, webhook
 from watcher.triggers.poller import Poller
 from watcher.triggers.probes import create_metrics_app
@@ -214,9 +215,12 @@ def start(
         ident="watcher",
     )
     answer_oversize_in_app(server)
-    thread = threading.Thread(target=server.run, name="webhook", daemon=True)
+    stopped = threading.Event()
+    thread = threading.Thread(
+        target=serve_until_stopped, args=(server, stopped, "webhook receiver"), name="webhook", daemon=True
+    )
     poller = Poller(host)
-    service = Service(host, poller, server, thread, metrics_server(webhook, metrics))
+    service = Service(host, poller, server, thread, metrics_server(webhook, metrics), stopped)
     # Say what each endpoint accepts before the first request can be answered.
     announce(config)
     log.info(
@@ -231,8 +235,29 @@ def start(
         poller.start()
     thread.start()
     if service.metrics_server is not None:
-        threading.Thread(target=service.metrics_server.run, name="metrics", daemon=True).start()
+        threading.Thread(
+            target=serve_until_stopped,
+            args=(service.metrics_server, stopped, "metrics listener"),
+            name="metrics",
+            daemon=True,
+        ).start()
     return service
+
+
+def serve_until_stopped(
+    server: BaseWSGIServer | MultiSocketServer, stopped: threading.Event, what: str
+) -> None:
+    """`server`'s loop (its thread's target). `Service.stop` closes its sockets from the main
+    thread while the loop may be between listing them and its select(): that select() then fails
+    (EBADF), and the error would end the thread with a traceback. Once stopping, that is the
+    expected end of the loop; before, the receiver is down: one line says so, no traceback."""
+    try:
+        server.run()
+    except Exception as exc:
+        if stopped.is_set():
+            log.debug("%s: its loop ended as it was closed: %s", what, reason(exc))
+            return
+        log.error("%s stopped answering: %s", what, reason(exc))
 
 
 class Oversize(WSGITask):
