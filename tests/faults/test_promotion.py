@@ -177,9 +177,8 @@ def waits_again(queued: QueuedStack, victim: Followed, old: str, new: str) -> No
 # -- promote ----------------------------------------------------------------------------------------
 
 
-#: (phase, fault) of each promote case. SIGTERM before the switch unwinds exactly as at the
-#: switch, less the switch back (tests/unit/test_flow.py covers it): left out for the time budget.
-PROMOTE_CASES = [(p, f) for p in PROMOTE_AT for f in SIGNALS if (p, f) != ("before-switch", "term")]
+#: (phase, fault) of each promote case: every phase, both signals.
+PROMOTE_CASES = [(p, f) for p in PROMOTE_AT for f in SIGNALS]
 
 
 @pytest.mark.timeout(150)
