@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from watcher import logs
 from watcher.engine.promotion import past
-from watcher.engine.state import PROMOTE, awaiting
+from watcher.engine.state import awaiting, holds_wait
 from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, retrying
@@ -132,12 +132,4 @@ def still_waits(engine: Engine, awaited: Job) -> bool:
         pending = engine.view().recorded.pending
     except WatcherError:
         return True
-    return (
-        pending is not None
-        and (awaiting(pending) or pending.kind == PROMOTE)
-        and (
-            pending.version,
-            pending.until,
-        )
-        == (awaited.version, awaited.until)
-    )
+    return holds_wait(pending, awaited.version, awaited.until)
