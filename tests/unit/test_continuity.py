@@ -197,10 +197,10 @@ def test_the_job_awaiting_promotion_comes_back_while_the_state_holds_its_wait(
     waiting = awaiting_promotion(continuity, note)
     assert host_file(tmp_path)["awaited"] == waiting.to_fields()
     forget(client, app_name)
-    asked = promotions.ask("promote", requested_by="ann").job  # its write notices the loss first
-    assert asked is not None and asked.awaits == waiting.id and int(asked.id) > IDS_BLOCK
-    back = promotions.awaited()
+    back = promotions.awaited()  # `watcher promote`'s look notices the loss first
     assert back is not None and back.to_fields() == waiting.to_fields()
+    asked = promotions.ask("promote", requested_by="ann").job
+    assert asked is not None and asked.awaits == waiting.id and int(asked.id) > IDS_BLOCK
     _, loss = continuity.last_loss()
     assert loss is not None and loss.awaited == waiting.id and loss.job is None and loss.not_awaited is None
     assert f"job {waiting.id} awaiting promotion was put back from this host" in loss.describe(app_name)

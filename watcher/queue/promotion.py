@@ -48,7 +48,10 @@ class Promotions:
         self.key = queue.keys.awaiting
 
     def awaited(self) -> Job | None:
-        """The job awaiting promotion, if any."""
+        """The job awaiting promotion, if any: a Redis that lost it gets it back first, so that
+        `watcher promote` finds it and queues its promote (continuity.py)."""
+        if self.queue.continuity is not None:
+            self.queue.continuity.check()
         job_id = self.client.get(self.key)
         job = self.queue.get(job_id) if job_id else None
         return job if job is not None and job.status is Status.AWAITING else None
