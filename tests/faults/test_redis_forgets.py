@@ -17,6 +17,9 @@ What each promises (docs/reliability.md, "When Redis forgets the queue"):
 - Redis restarted without persistence with a paused job waiting and no worker: the first
   `watcher status` notices and puts the pause and the job back; a worker started then deploys it
   once resumed. No request fails.
+- FLUSHALL while a deploy awaits promotion (`[promote] mode = "manual"`): the job and its mark
+  come back from the host (its colour still waits in the state), so `watcher promote` queues its
+  promote and the waiting colour goes live; `status` says what came back. No request fails.
 """
 
 from __future__ import annotations
@@ -66,8 +69,23 @@ class Forgetful:
         """What the host keeps of the app's queue (watcher/queue/continuity.py)."""
         return self.stack.root / ".watcher" / self.stack.name / "redis.json"
 
+    def kept_awaited(self) -> str | None:
+        """The id of the job awaiting promotion the host keeps a copy of."""
+        try:
+            return (json.loads(self.kept.read_text()).get("awaited") or {}).get("id")
+        except FileNotFoundError:
+            return None
+
     def cli(self, *args: str) -> str:
         return self.stack.watcher(*args, check=True).stdout
+
+    def configure(self, extra: str = "") -> None:
+        """The module's config, with `extra` sections."""
+        self.stack.write_config(
+            verify_window="1s",
+            drain_timeout="3s",
+            extra=f'[redis]\nurl = "{self.server.url}"\nlock_ttl = "{LOCK_TTL:g}s"\n{extra}',
+        )
 
     def enqueue(self, version: str) -> str:
         """`watcher enqueue`, as an operator queues a deploy: the job's id."""
@@ -101,11 +119,7 @@ def forgetful(app_images: dict[str, str]) -> Iterator[Forgetful]:
     stack = Stack.create(verify_window="1s", drain_timeout="3s")
     built = Forgetful(stack, server, connect(server.url))
     try:
-        stack.write_config(
-            verify_window="1s",
-            drain_timeout="3s",
-            extra=f'[redis]\nurl = "{server.url}"\nlock_ttl = "{LOCK_TTL:g}s"\n',
-        )
+        built.configure()
         stack.watcher("deploy", VERSIONS[0], check=True)
         yield built
     finally:
@@ -271,3 +285,50 @@ def test_redis_restarted_without_persistence_status_notices_and_the_job_still_de
         restart=restarted,
         deploy_after_resume=done.duration or 0.0,
     )
+
+
+@pytest.fixture
+def manual(case: Forgetful) -> Iterator[Forgetful]:
+    """The case's deploys wait for `watcher promote`; automatic again afterwards."""
+    case.configure('[promote]\nmode = "manual"\ntimeout = "1h"\n')
+    yield case
+    case.configure()
+
+
+@pytest.mark.timeout(150)
+def test_flushall_with_a_deploy_awaiting_promotion_gives_it_back_and_promote_goes_live(
+    manual: Forgetful, procs: list[Output]
+) -> None:
+    case, stack = manual, manual.stack
+    target = other_version(stack)
+    idle = worker(case, procs)
+    with under_load(stack) as loads:
+        job_id = case.enqueue(target)
+        wait_until(
+            lambda: case.kept_awaited() == job_id,
+            90,
+            f"job {job_id} to await promotion, kept on the host",
+            poll=0.1,
+            detail=lambda: idle.text[-5000:],
+        )
+        waiting = stack.status()["recorded"]["pending"]
+        assert waiting["phase"] == "awaiting promotion" and waiting["version"] == target, waiting
+        flushed = time.monotonic()
+        case.server.command("FLUSHALL")
+        promoting = stack.watcher("promote", timeout=90, check=True)  # through the queue, followed
+        promoted = time.monotonic() - flushed
+        promote_id = promoting.stdout.split()[0]
+        assert f"queued: promote {target} (job {job_id})" in promoting.stderr, promoting.stderr
+    settled(case, loads, [job_id, promote_id])
+    assert stack.version() == target
+    done = case.queue.get(promote_id)
+    assert done is not None and done.status is Status.SUCCEEDED, done
+    waited = case.queue.get(job_id)
+    assert waited is not None and waited.status is Status.SUCCEEDED, waited
+    assert waited.message and waited.message.startswith(f"promoted by job {promote_id}"), waited.describe()
+    lost = stack.status()["redis_lost"]
+    assert lost is not None and lost["losses"] == 1, lost
+    assert lost["awaited"] == job_id and lost["job"] is None and not lost["pause"], lost
+    assert f"job {job_id} awaiting promotion was put back from this host" in case.cli("status")
+    assert case.kept_awaited() is None, "settled: the host's copy is gone"
+    figures("FLUSHALL with a deploy awaiting promotion", loads, promoted_after=promoted)

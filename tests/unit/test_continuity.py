@@ -1,7 +1,8 @@
 """A Redis that forgets the queue (watcher/queue/continuity.py, scripts/epoch.lua) against the real
 Redis: the loss of one app's keys, as FLUSHALL or a Redis restarted without persistence leaves
 them, is noticed once whoever looks first, job ids never restart, the pause and the waiting job
-come back from the host, and a job that ran goes back for the next worker. The whole worker
+come back from the host, so does the job awaiting promotion while the host's state holds its wait,
+and a job that ran goes back for the next worker. The whole worker
 under a real FLUSHALL, a restart without persistence and load is tests/faults/test_redis_forgets.py.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,15 @@ import redis
 
 from tests.harness.fake_worker import FakeEngine
 from watcher.engine.run import DeployResult, Guard
+from watcher.engine.state import AWAITING, PROMOTE, DeployState, Pending, StateStore
 from watcher.engine.status import format_summary
+from watcher.errors import UsageError
 from watcher.host_lock import HostLock
-from watcher.queue import DeployLock, DeployQueue, Status, Suspension, Worker, format_overview, overview
+from watcher.platforms.color import Color
+from watcher.queue import DeployLock, DeployQueue, Job, Status, Suspension, Worker, format_overview, overview
 from watcher.queue.connection import connect
 from watcher.queue.continuity import IDS_BLOCK, Continuity, Loss
+from watcher.queue.promotion import Promotions
 
 
 @pytest.fixture
@@ -157,6 +163,116 @@ def test_what_ended_is_not_put_back(client: redis.Redis, app_name: str, tmp_path
     pause.resume()
     forget(client, app_name)
     assert not continuity.check().pause  # type: ignore[union-attr]
+
+
+UNTIL = "2030-01-01T00:00:00+00:00"
+WAITING = Pending("deploy", "v2", Color.GREEN, AWAITING, until=UNTIL)
+
+
+def awaiting_promotion(continuity: Continuity, note: Pending = WAITING) -> Job:
+    """A deploy of v2 awaiting promotion as a worker leaves it: the engine's note in state.json,
+    the job recorded and marked in the queue."""
+    StateStore(continuity.path.parent, None).save(DeployState(pending=note))
+    queue = queue_of(continuity)
+    queue.enqueue("v2", source="cli", requested_by="test")
+    with DeployLock(continuity.client, continuity.app, ttl=10, purpose="test").acquire() as lock:
+        taken = queue.take(lock, worker="w")
+        assert taken is not None
+        queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion")
+        Promotions(queue).mark(lock, taken.job, note.until)
+    job = queue.get(taken.job.id)
+    assert job is not None
+    return job
+
+
+@pytest.mark.parametrize(
+    "note", [WAITING, replace(WAITING, kind=PROMOTE, phase="verify")], ids=["waiting", "promote-running"]
+)
+def test_the_job_awaiting_promotion_comes_back_while_the_state_holds_its_wait(
+    client: redis.Redis, app_name: str, tmp_path: Path, note: Pending
+) -> None:
+    """A promote in flight holds the wait too: unwound, its colour waits again."""
+    continuity = kept(client, app_name, tmp_path)
+    promotions = Promotions(queue_of(continuity))
+    waiting = awaiting_promotion(continuity, note)
+    assert host_file(tmp_path)["awaited"] == waiting.to_fields()
+    forget(client, app_name)
+    back = promotions.awaited()  # `watcher promote`'s look notices the loss first
+    assert back is not None and back.to_fields() == waiting.to_fields()
+    asked = promotions.ask("promote", requested_by="ann").job
+    assert asked is not None and asked.awaits == waiting.id and int(asked.id) > IDS_BLOCK
+    _, loss = continuity.last_loss()
+    assert loss is not None and loss.awaited == waiting.id and loss.job is None and loss.not_awaited is None
+    assert f"job {waiting.id} awaiting promotion was put back from this host" in loss.describe(app_name)
+
+
+@pytest.mark.parametrize(
+    ("state", "said", "copy_stays"),
+    [
+        ("{}", "holds its wait no more: not put back, nothing awaits promotion", False),
+        (json.dumps({"pending": {**WAITING.to_dict(), "version": "v3"}}), "holds its wait no more", False),
+        ("not json", "awaiting promotion was not put back: state file", True),
+    ],
+    ids=["ended", "another-wait", "unreadable"],
+)
+def test_a_job_whose_wait_the_state_does_not_hold_stays_gone(
+    client: redis.Redis, app_name: str, tmp_path: Path, state: str, said: str, copy_stays: bool
+) -> None:
+    """The engine's state is the truth about the waiting colour: promoted, aborted or replaced on
+    this host meanwhile, nothing awaits promotion; unreadable, nobody can say."""
+    continuity = kept(client, app_name, tmp_path)
+    queue = queue_of(continuity)
+    waiting = awaiting_promotion(continuity)
+    (tmp_path / "state.json").write_text(state)
+    forget(client, app_name)
+    loss = continuity.check()
+    assert loss is not None and loss.awaited is None and queue.get(waiting.id) is None
+    assert loss.not_awaited and said in loss.not_awaited and said in loss.describe(app_name)
+    with pytest.raises(UsageError, match="awaits promotion: nothing to promote"):
+        Promotions(queue).ask("promote", requested_by="ann")
+    assert (host_file(tmp_path)["awaited"] is not None) is copy_stays
+
+
+def test_a_job_awaiting_promotion_in_redis_is_not_replaced(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    waiting = awaiting_promotion(continuity)
+    forget(client, app_name)
+    client.set(f"watcher:{app_name}:awaiting", "7")
+    loss = continuity.check()
+    assert loss is not None and loss.awaited is None and queue_of(continuity).get(waiting.id) is None
+    assert client.get(f"watcher:{app_name}:awaiting") == "7"
+
+
+class Expiring(FakeEngine):
+    def expire_awaited(self, *, guard: Guard) -> str:
+        guard.check()
+        return "removed v2 from green"
+
+
+def test_a_wait_put_back_still_expires_and_its_settling_drops_the_copy(
+    client: redis.Redis, app_name: str, tmp_path: Path
+) -> None:
+    continuity = kept(client, app_name, tmp_path)
+    waiting = awaiting_promotion(continuity, replace(WAITING, until="2020-01-01T00:00:00+00:00"))
+    forget(client, app_name)
+    worker = Worker(
+        client,
+        app_name,
+        lambda progress: Expiring(progress, client, app_name),
+        lock_ttl=5,
+        name="w",
+        stream=io.StringIO(),
+        continuity=continuity,
+    )
+    assert worker.run_once()  # its look puts the wait back, whose expiry is due
+    expired = queue_of(continuity).get(waiting.id)
+    assert expired is not None and (expired.status, expired.reason) == (
+        Status.FAILED,
+        "removed v2 from green",
+    )
+    assert host_file(tmp_path)["awaited"] is None
 
 
 def test_status_says_it_for_a_day(client: redis.Redis, app_name: str, tmp_path: Path) -> None:

@@ -142,6 +142,16 @@ def awaiting(pending: Pending | None) -> bool:
 PROMOTE = "promote"
 
 
+def holds_wait(pending: Pending | None, version: str, until: str | None) -> bool:
+    """The note is the wait for promotion of `version` until `until`: awaiting, or taken on by a
+    promote of it (which, unwound, waits again)."""
+    return (
+        pending is not None
+        and (awaiting(pending) or pending.kind == PROMOTE)
+        and (pending.version, pending.until) == (version, until)
+    )
+
+
 def waiting_again(pending: Pending) -> Pending:
     """An unwound promote's note: its colour awaits promotion again, until the same moment."""
     return replace(pending, kind="deploy", phase=AWAITING)

@@ -6,8 +6,11 @@ The marker: a random epoch in Redis (`watcher:<app>:epoch`) that this host also 
 knows and Redis refuses it (FORGOTTEN) when its own differs; an idle worker looks at it every
 poll, `status` and `/metrics` at every read. Whoever first finds it gone, under the file's flock
 (`redis.json.lock`), sets a new epoch, raises the id counter above every id this host may have
-handed out, puts back the pause and the waiting job this host kept a copy of, and records the
-loss in the file: the log, `status`, `/metrics` and a notification say it from there.
+handed out, puts back the pause, the waiting job and the job awaiting promotion this host kept
+a copy of, and records the loss in the file: the log, `status`, `/metrics` and a notification
+say it from there. The job awaiting promotion comes back only while the engine's state (the
+truth about the waiting colour) still holds its wait: else `promote` and `abort` would answer
+"nothing awaits" beside a colour that waits, and its expiry, which reads the queue, never come.
 
 Job ids are reserved on the host before Redis hands them out: queue.lua refuses (RESERVE) an id
 above the file's `ids`, which is then raised by IDS_BLOCK. So a counter that restarts from zero
@@ -15,7 +18,8 @@ starts above every id ever given, even one whose job the loss took with it.
 
 The file (JSON): epoch, ids, pause (the pause in force, or null), waiting (the hash of the job
 that waits, or null), taken (the highest id a worker of this host took: a copy not above it was
-taken, never restored), losses (how many), lost (the last loss: `Loss`).
+taken, never restored), awaited (the hash of the job awaiting promotion, or null), losses (how
+many), lost (the last loss: `Loss`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import redis
 
 from watcher.atomic import write_atomic
+from watcher.engine.state import StateStore, holds_wait
 from watcher.errors import StateUnwritable, WatcherError, unwritable
 from watcher.flock import lock_exclusive
 from watcher.freeze import moment
@@ -59,6 +64,8 @@ class Loss:
     ids_above: int  # job ids go on above this
     pause: bool = False  # the pause was put back
     job: str | None = None  # the waiting job put back
+    awaited: str | None = None  # the job awaiting promotion put back
+    not_awaited: str | None = None  # why a job kept as awaiting promotion did not come back
     other: bool = False  # Redis held another marker (another watcher's data, or another Redis)
     interrupted: list[str] = field(default_factory=list)  # what became of the jobs that ran then
 
@@ -73,6 +80,8 @@ class Loss:
             f"job ids go on above {self.ids_above}",
             "the pause was put back from this host" if self.pause else "",
             f"waiting job {self.job} was put back from this host" if self.job else "",
+            f"job {self.awaited} awaiting promotion was put back from this host" if self.awaited else "",
+            self.not_awaited or "",
             *self.interrupted,
             "the job history before it is gone from Redis",
         ]
@@ -99,6 +108,7 @@ class Continuity:
         self.client = client
         self.app = app
         self.path = state_dir / "redis.json"
+        self.state = StateStore(state_dir, None)  # read only: whether a kept awaited job still waits
         self.keys = AppKeys(app, prefix)
         self.who = who or f"{socket.gethostname()}:{os.getpid()}"
         self.on_loss = on_loss
@@ -140,7 +150,8 @@ class Continuity:
             job = kept.get("waiting")
             if job is not None and int(job["id"]) <= int(kept.get("taken", 0)):
                 job = None  # a worker took it: never run twice
-            outcome, epoch, pause_back, job_back = self._script(
+            awaited, not_awaited = self._awaited(kept)
+            outcome, epoch, pause_back, job_back, awaited_back = self._script(
                 "ensure",
                 known,
                 secrets.token_hex(8),
@@ -149,6 +160,7 @@ class Continuity:
                 str(pause["until_ms"]) if _lasting(pause) and pause.get("until_ms") else "",
                 self.keys.jobs,
                 json.dumps(job) if job else "",
+                json.dumps(awaited) if awaited else "",
             )
             kept["epoch"] = epoch
             loss = None
@@ -160,6 +172,8 @@ class Continuity:
                     int(kept.get("ids", 0)),
                     pause=pause_back == "1",
                     job=job_back or None,
+                    awaited=awaited_back or None,
+                    not_awaited=not_awaited if outcome == "lost" else None,
                     other=outcome == "other",
                 )
                 kept["losses"] = int(kept.get("losses", 0)) + 1
@@ -170,6 +184,24 @@ class Continuity:
             if self.on_loss is not None:
                 self.on_loss(loss)
         return loss
+
+    def _awaited(self, kept: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
+        """The kept job awaiting promotion, if the engine's state still holds its wait (else the
+        copy goes: that wait ended); or None and why it cannot come back."""
+        job = kept.get("awaited")
+        if job is None:
+            return None, None
+        try:
+            pending = self.state.load().pending
+        except WatcherError as exc:
+            return None, f"job {job['id']} awaiting promotion was not put back: {exc}"
+        if holds_wait(pending, job["version"], job.get("until")):
+            return job, None
+        kept["awaited"] = None
+        return None, (
+            f"job {job['id']} awaited promotion, but this host's state holds its wait no more: "
+            "not put back, nothing awaits promotion"
+        )
 
     def reserve(self, wanted: int) -> None:
         """Queue.lua refused id `wanted` (RESERVE): reserve a block above it on the host first."""
@@ -204,6 +236,17 @@ class Continuity:
             kept["taken"] = max(int(kept.get("taken", 0)), int(job_id))
             if kept.get("waiting") and int(kept["waiting"]["id"]) <= kept["taken"]:
                 kept["waiting"] = None
+
+    def keep_awaited(self, job: dict[str, str]) -> None:
+        """Job `job` (its hash) was marked as the app's job awaiting promotion (one at a time)."""
+        with self._file() as kept:
+            kept["awaited"] = job
+
+    def forget_awaited(self, job_id: str) -> None:
+        """Job `job_id`'s wait for promotion was settled (promoted, aborted, expired, superseded)."""
+        with self._file() as kept:
+            if kept.get("awaited") and kept["awaited"]["id"] == job_id:
+                kept["awaited"] = None
 
     def interrupted(self, epoch: str, what: str) -> None:
         """Add what became of a job that ran when Redis forgot epoch `epoch` to that loss."""
@@ -256,7 +299,7 @@ class Continuity:
     def _script(self, op: str, *args: object) -> Any:
         k = self.keys
         return script(self.client, "epoch")(
-            keys=(k.epoch, k.seq, k.paused, k.waiting, k.wake), args=(op, *args)
+            keys=(k.epoch, k.seq, k.paused, k.waiting, k.wake, k.awaiting), args=(op, *args)
         )
 
 

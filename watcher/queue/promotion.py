@@ -6,7 +6,8 @@ swap at a time per app holds. It is queued only while a job waits for promotion 
 waits or runs (that newer push supersedes the awaited one: there is nothing left to promote);
 a newer promote or abort supersedes one that waits. The awaited job is settled, fenced like any
 job write, once the state file says its wait ended: promoted (succeeded), aborted (cancelled),
-expired (failed) or removed by a newer deploy (superseded).
+expired (failed) or removed by a newer deploy (superseded). The host keeps a copy of the awaited
+job from its mark to its settling (continuity.py), for a Redis that loses it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class Promotions:
         self.key = queue.keys.awaiting
 
     def awaited(self) -> Job | None:
-        """The job awaiting promotion, if any."""
+        """The job awaiting promotion, if any: a Redis that lost it gets it back first, so that
+        `watcher promote` finds it and queues its promote (continuity.py)."""
+        if self.queue.continuity is not None:
+            self.queue.continuity.check()
         job_id = self.client.get(self.key)
         job = self.queue.get(job_id) if job_id else None
         return job if job is not None and job.status is Status.AWAITING else None
@@ -72,14 +76,21 @@ class Promotions:
         return Asked(q.get(job_id), outcome)
 
     def mark(self, lock: DeployLock, job: Job, until: str) -> None:
-        """After the worker recorded `job` as awaiting promotion: it is the app's awaited job."""
+        """After the worker recorded `job` as awaiting promotion: it is the app's awaited job (and
+        the host's copy of it). StateUnwritable: marked, but the host keeps no copy."""
         if not self.queue.write("mark", lock.token, str(lock.fence), job.id, until):
             raise GuardLost(
                 f"job {job.id} is no longer ours (fence {lock.fence}): not marked as awaiting promotion"
             )
+        marked = self.queue.get(job.id)
+        if self.queue.continuity is not None and marked is not None:
+            self.queue.continuity.keep_awaited(marked.to_fields())
 
     def settle(self, lock: DeployLock, job: Job, status: Status, text: str) -> None:
-        """The awaited `job`'s end: promoted (succeeded, `text` its message) or not (`text` why)."""
+        """The awaited `job`'s end: promoted (succeeded, `text` its message) or not (`text` why).
+        StateUnwritable: settled, but the host's copy stays (never put back: its wait ended)."""
         field = "message" if status is Status.SUCCEEDED else "reason"
         if not self.queue.write("settle", lock.token, str(lock.fence), job.id, status.value, field, text):
             raise GuardLost(f"the deploy lock (fence {lock.fence}) was lost: job {job.id} was not settled")
+        if self.queue.continuity is not None:
+            self.queue.continuity.forget_awaited(job.id)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from watcher import logs
 from watcher.engine.promotion import past
-from watcher.engine.state import PROMOTE, awaiting
-from watcher.errors import GuardLost, Interrupted, RedisUnavailable, WatcherError
+from watcher.engine.state import awaiting, holds_wait
+from watcher.errors import GuardLost, Interrupted, RedisUnavailable, StateUnwritable, WatcherError
 from watcher.interrupts import shielded
 from watcher.queue.connection import REDIS_DOWN, retrying
 from watcher.queue.job import ACTIONS, Job, JobKind, Status
@@ -77,6 +77,10 @@ class Settlement:
         except (GuardLost, RedisUnavailable) as exc:
             log.error("worker %s: job %s was not settled (%s): %s", self.worker, awaited.id, text, exc)
             return
+        except StateUnwritable as exc:  # harmless: a copy whose wait the state ended is never put back
+            log.warning(
+                "worker %s: job %s: this host's copy of its wait stays: %s", self.worker, awaited.id, exc
+            )
         log.info("worker %s: job %s %s: %s", self.worker, awaited.id, status.value, text)
 
     def mark(self, lock: DeployLock, job: Job, until: str) -> None:
@@ -89,6 +93,13 @@ class Settlement:
             )
         except (GuardLost, RedisUnavailable) as exc:  # `watcher promote` then runs it directly
             log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.worker, job.id, exc)
+        except StateUnwritable as exc:  # a Redis that loses it cannot get it back from this host
+            log.error(
+                "worker %s: job %s awaits promotion, but this host keeps no copy: %s",
+                self.worker,
+                job.id,
+                exc,
+            )
 
     def expire(self, lock: DeployLock, engine: Callable[[], Engine]) -> bool:
         """No job to take: remove the colour of a job whose wait for promotion is over."""
@@ -132,12 +143,4 @@ def still_waits(engine: Engine, awaited: Job) -> bool:
         pending = engine.view().recorded.pending
     except WatcherError:
         return True
-    return (
-        pending is not None
-        and (awaiting(pending) or pending.kind == PROMOTE)
-        and (
-            pending.version,
-            pending.until,
-        )
-        == (awaited.version, awaited.until)
-    )
+    return holds_wait(pending, awaited.version, awaited.until)
