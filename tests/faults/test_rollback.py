@@ -27,6 +27,7 @@ import pytest
 
 from tests.faults.conftest import QueuedStack, Watchers, other_version, redis_extra, running_colors
 from tests.faults.test_signals import AFTER, PHASES, SETTLE, a_queued_deploy_works, report
+from tests.harness.faults import crash
 from tests.harness.invariants import assert_settled
 from tests.harness.stack import Stack
 from tests.harness.traffic import under_load
@@ -160,7 +161,7 @@ def as_an_engine_restart_leaves(stack: Stack, color: str, state: str, version: s
         docker("start", name)
         if state == "restarting":
             docker("exec", name, "sh", "-c", CRASH_AT_START)
-            os.kill(int(docker("inspect", "-f", "{{.State.Pid}}", name)), signal.SIGKILL)
+            crash(name)
     wanted = "healthy" if state == "running" else state
     wait_until(
         lambda: {stack.health(name) for name in stack.containers_of(color)} == {wanted},

@@ -210,13 +210,20 @@ def caddy_container(stack: Stack) -> str:
 def kill_caddy(stack: Stack) -> None:
     """kill -9 Caddy's process from the host, as a crash: Docker restarts it by its restart
     policy (`docker kill` would count as stopping it by hand)."""
+    crash(caddy_container(stack))
+
+
+def crash(container: str) -> None:
+    """kill -9 the container's main process from the host, as a crash (its restart policy
+    applies). A container not running has pid 0, and os.kill(0) would kill our own process
+    group (the whole test run): refused."""
     pid = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.Pid}}", caddy_container(stack)],
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    assert pid.isdigit() and pid != "0", f"Caddy is not running (pid {pid!r})"
+    assert pid.isdigit() and int(pid) > 1, f"{container} is not running (pid {pid!r})"
     os.kill(int(pid), signal.SIGKILL)
 
 
