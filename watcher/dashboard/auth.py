@@ -22,6 +22,7 @@ import time
 from collections import deque
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from flask import (
     Blueprint,
@@ -47,6 +48,7 @@ MAX_FAILURES = 5  # failed logins from one address within FAILURE_WINDOW, then a
 FAILURE_WINDOW = 60.0
 MAX_CLIENTS = 1024  # addresses remembered before the stale ones are dropped
 OPEN_ENDPOINTS = ("dashboard.login", "dashboard.static")
+_URL_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": kept as they are
 
 
 class _Sessions(SecureCookieSessionInterface):
@@ -126,10 +128,17 @@ def logged_in() -> bool:
 
 
 def _local(target: str | None) -> str | None:
-    """`next` only when it is a path on this site (no open redirect to `//evil`)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    """`next` rebuilt as a path and query on this site, or None. Parsed, not filtered: urlsplit
+    drops the tabs and newlines a browser drops (so `/\t/evil` is seen as the `//evil` a browser
+    would follow, and refused), and what is kept is percent-encoded, so no backslash, space or
+    control character reaches the Location header for a browser to reinterpret."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return None
+    path = "/" + quote(parts.path.lstrip("/"), safe=_URL_SAFE)
+    return path + ("?" + quote(parts.query, safe=_URL_SAFE + "?") if parts.query else "")
 
 
 def install(bp: Blueprint, settings: WebhookSettings, public_url: str | None) -> None:
