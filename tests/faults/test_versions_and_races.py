@@ -48,8 +48,8 @@ from watcher.queue.connection import connect
 pytestmark = pytest.mark.integration
 
 LOCK_TTL = "4s"  # expiries and renewals happen within a case
-SECRET = "flood-secret-" + os.urandom(6).hex()
-TOKEN = "flood-token-" + os.urandom(6).hex()
+SECRET = "flood-secret-" + os.urandom(16).hex()
+TOKEN = "flood-token-" + os.urandom(16).hex()
 #: A fast failure ends long before HEALTH_CHECK_TIMEOUT=300s, the whole deploy included (pull,
 #: start) on a loaded 2-core machine, where it has taken up to 52 s (alone: under 15 s).
 FAST = 100
