@@ -17,12 +17,15 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from tests.harness.triggers import write_project
 from tests.unit.test_dashboard import TOKEN, Dashboard, dashboard
 from watcher import signing
+from watcher.config import WebhookSettings
 from watcher.http import Guard
-from watcher.memory import AuthKeys
+from watcher.memory import AuthKeys, LocalMemory
+from watcher.triggers.probes import create_metrics_app
 
 PREVIOUS = "previous-api-token-" + "p" * 32  # the API token being rotated out
 REGISTRY_TOKEN = "registry-token-" + "r" * 32
@@ -221,6 +224,16 @@ def test_the_throttle_is_one_for_every_endpoint_and_every_process(redis_url: str
         assert login.status_code == 429 and login.headers["Retry-After"]
     counter = redis.Redis.from_url(redis_url).ttl(AuthKeys(app_name).failed + "127.0.0.1")
     assert 0 < counter <= Guard.FAILURE_WINDOW  # it ends by itself
+
+
+def test_metrics_on_an_address_of_its_own_is_throttled_too() -> None:
+    """`[metrics] listen`: /metrics served by an app of its own, guarded and throttled the same."""
+    settings = WebhookSettings(api_token=TOKEN)
+    scraper = create_metrics_app(settings, Guard(LocalMemory()), CollectorRegistry()).test_client()
+    for _ in range(Guard.MAX_FAILURES):
+        assert scraper.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401
+    answer = scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 429 and answer.is_json and int(answer.headers["Retry-After"]) > 0
 
 
 def test_a_request_without_a_credential_is_not_a_guess(board: Dashboard) -> None:
