@@ -189,7 +189,7 @@ def _install_login(bp: Blueprint, settings: WebhookSettings, guard: Guard, sessi
         client = request.remote_addr or "?"
         wait = guard.wait()
         if wait:
-            flash(f"Too many failed logins from {client}: try again in {wait} s.", "error")
+            flash(f"Too many failed attempts from {client}: try again in {wait} s.", "error")
             body, code = page(429, target)
             return Response(body, code, headers={"Retry-After": str(wait)})
         sent = request.form.get("token", "").strip().encode()
