@@ -26,6 +26,7 @@ from watcher.config import WebhookSettings
 from watcher.dashboard import auth
 from watcher.http import Guard
 from watcher.memory import AuthKeys, LocalMemory
+from watcher.triggers.payloads import sign as github_sign
 from watcher.triggers.probes import create_metrics_app
 
 PREVIOUS = "previous-api-token-" + "p" * 32  # the API token being rotated out
@@ -299,6 +300,18 @@ def test_the_previous_api_token_still_works_while_it_is_rotated(redis_url: str, 
         assert post(board, "/resume", body, signing.sign(token, "POST", "/resume", body)).status_code == 200
     assert board.login(PREVIOUS).status_code == 303
     assert board.client.get("/status", headers={"Authorization": "Bearer " + "z" * 40}).status_code == 401
+
+
+def test_github_deliveries_signed_with_the_previous_secret_still_count(redis_url: str, app_name: str) -> None:
+    new, old = "new-webhook-secret-" + "n" * 32, "old-webhook-secret-" + "o" * 32
+    board = dashboard(redis_url, app_name, webhook={"secret": new, "secret_previous": old})
+    body = b'{"zen": "Rotate.", "hook_id": 1}'
+    for key, code in ((new, 200), (old, 200), ("another-secret-" + "a" * 32, 401)):
+        headers = {"X-GitHub-Event": "ping", "X-Hub-Signature-256": github_sign(key, body)}
+        answer = board.client.post(
+            "/hooks/github", data=body, headers=headers, content_type="application/json"
+        )
+        assert answer.status_code == code, (key, answer.get_json())
 
 
 # -- 8. dashboard sessions nobody could end ----------------------------------------------------------
