@@ -73,6 +73,11 @@ def announce(host: HostConfig) -> None:
             "GET /status, GET /metrics: open to anyone who can reach %s ([webhook] status_auth = false)",
             webhook.listen,
         )
+    log.info(
+        "a client address with %d failed authentications within %d s is refused (429) until they end",
+        Guard.MAX_FAILURES,
+        Guard.FAILURE_WINDOW,
+    )
 
 
 def create_app(
