@@ -334,6 +334,16 @@ def test_a_session_cookie_is_worthless_after_logout(redis_url: str, app_name: st
     assert thief.client.get("/").status_code == 302
 
 
+def test_a_session_outlives_the_restart_that_rotates_the_token(redis_url: str, app_name: str) -> None:
+    before = dashboard(redis_url, app_name, token=PREVIOUS)
+    before.login(PREVIOUS)
+    rotating = dashboard(redis_url, app_name, webhook={"api_token_previous": PREVIOUS})
+    rotated = dashboard(redis_url, app_name)  # the previous token dropped
+    for board, code in ((rotating, 200), (rotated, 302)):
+        board.client.set_cookie("watcher_session", cookie(before))
+        assert board.client.get("/").status_code == code
+
+
 def test_log_out_everywhere_ends_every_session_of_every_process(redis_url: str, app_name: str) -> None:
     laptop, phone, other = (dashboard(redis_url, app_name) for _ in range(3))
     for board in (laptop, phone, other):
