@@ -2,20 +2,28 @@
 authentications per client address, the nonces of signed requests, the dashboard's sessions.
 
 In Redis when it is configured (every `watcher serve` / `run` of the installation sees the same),
-else in this process (a single process; lost at restart). Each entry expires by itself; no
-value is a secret (a nonce is public once used, a session id is only the record's name).
+else in this process (a single process; lost at restart). While Redis is unreachable, in this
+process too, so what answers without Redis still does (`/metrics` saying `watcher_redis_up 0`,
+`/healthz`) and failures are still counted; a dashboard session begun before the outage is not
+known then (log in again). Each entry expires by itself; no value is a secret (a nonce is public
+once used, a session id is only the record's name).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import redis
 
-from watcher.queue.connection import key
+from watcher.queue.connection import REDIS_DOWN, key
+
+log = logging.getLogger("watcher.webhook")
+T = TypeVar("T")
 
 #: Adds ARGV[1] (0: only reads) to the counter KEYS[1], which expires ARGV[2] ms after its first
 #: addition (a fixed window); answers the count and the ms left. INCR and PEXPIRE in one atomic
@@ -57,27 +65,46 @@ class AuthKeys:
 
 
 class RedisMemory:
+    """In Redis; while it is unreachable, in `fallback` (see the module's docstring)."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.script = client.register_script(_TALLY)  # by SHA; reloaded by redis-py on NOSCRIPT
+        self.fallback = LocalMemory()
+
+    def _or_local(self, in_redis: Callable[[], T], in_process: Callable[[LocalMemory], T]) -> T:
+        try:
+            return in_redis()
+        except REDIS_DOWN as exc:
+            log.warning("Redis is unreachable (%s): remembering in this process", str(exc).splitlines()[0])
+            return in_process(self.fallback)
 
     def claim(self, name: str, ttl: int, value: str = "1") -> bool:
-        return bool(self.client.set(name, value, nx=True, ex=ttl))
+        return self._or_local(
+            lambda: bool(self.client.set(name, value, nx=True, ex=ttl)), lambda m: m.claim(name, ttl, value)
+        )
 
     def exists(self, name: str) -> bool:
-        return bool(self.client.exists(name))
+        return self._or_local(lambda: bool(self.client.exists(name)), lambda m: m.exists(name))
 
     def forget(self, name: str) -> None:
-        self.client.delete(name)
+        self._or_local(lambda: self.client.delete(name), lambda m: m.forget(name))
 
     def forget_all(self, start: str) -> int:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", start) + "*"  # the prefix's own glob characters escaped
-        names = list(self.client.scan_iter(match=pattern, count=500))
-        return int(self.client.delete(*names)) if names else 0
+
+        def in_redis() -> int:
+            names = list(self.client.scan_iter(match=pattern, count=500))
+            return int(self.client.delete(*names)) if names else 0
+
+        return self._or_local(in_redis, lambda m: m.forget_all(start))
 
     def tally(self, name: str, add: int, window: int) -> tuple[int, float]:
-        count, left_ms = self.script(keys=[name], args=[add, window * 1000])
-        return int(count), int(left_ms) / 1000
+        def in_redis() -> tuple[int, float]:
+            count, left_ms = self.script(keys=[name], args=[add, window * 1000])
+            return int(count), int(left_ms) / 1000
+
+        return self._or_local(in_redis, lambda m: m.tally(name, add, window))
 
 
 class LocalMemory:

@@ -18,6 +18,8 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.harness.triggers import write_project
 from tests.unit.test_dashboard import TOKEN, Dashboard, dashboard
@@ -25,7 +27,7 @@ from watcher import signing
 from watcher.config import WebhookSettings
 from watcher.dashboard import auth
 from watcher.http import Guard
-from watcher.memory import AuthKeys, LocalMemory
+from watcher.memory import AuthKeys, LocalMemory, RedisMemory
 from watcher.triggers.payloads import sign as github_sign
 from watcher.triggers.probes import create_metrics_app
 
@@ -244,6 +246,17 @@ def test_metrics_on_an_address_of_its_own_is_throttled_too() -> None:
         assert scraper.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401
     answer = scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 429 and answer.is_json and int(answer.headers["Retry-After"]) > 0
+
+
+def test_while_redis_is_down_the_reads_answer_and_the_throttle_holds_in_the_process() -> None:
+    """/metrics must still say `watcher_redis_up 0`: the guard must not need Redis to let it."""
+    down = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    guard = Guard(RedisMemory(down))
+    scraper = create_metrics_app(WebhookSettings(api_token=TOKEN), guard, CollectorRegistry()).test_client()
+    assert scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    for _ in range(Guard.MAX_FAILURES):
+        assert scraper.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401
+    assert scraper.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 429
 
 
 def test_a_request_without_a_credential_is_not_a_guess(board: Dashboard) -> None:
