@@ -79,8 +79,8 @@ from tests.unit.test_github_payloads import github_package  # noqa: E402
 from watcher.queue import DeployQueue, Job  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
-SECRET = "bench-" + secrets.token_hex(8)
-REGISTRY_TOKEN = "notify-" + secrets.token_hex(8)
+SECRET = "bench-" + secrets.token_hex(16)
+REGISTRY_TOKEN = "notify-" + secrets.token_hex(16)
 CONCURRENCY = 1
 PATHS = ("", "/b", "/c")
 SCENARIOS = {"1 app": 1, "3 apps": 3}

@@ -101,12 +101,14 @@ def redis_url() -> str:
 
 @pytest.fixture
 def app_name(redis_url: str) -> Iterator[str]:
-    """A fresh app name; its `watcher:<app>:*` keys are removed afterwards."""
+    """A fresh app name; its `watcher:<app>:*` keys, and every key under it as a `[redis]
+    prefix` (`<app>:*`), are removed afterwards."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
     client = redis.Redis.from_url(redis_url)
-    for found in client.scan_iter(f"watcher:{name}:*"):
-        client.delete(found)
+    for pattern in (f"watcher:{name}:*", f"{name}:*"):
+        for found in client.scan_iter(pattern):
+            client.delete(found)
 
 
 @pytest.fixture

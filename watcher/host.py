@@ -34,6 +34,7 @@ from watcher.engine.state import Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.errors import ConfigError
 from watcher.freeze import FreezeSchedule, moment
+from watcher.memory import LocalMemory, Memory, RedisMemory
 from watcher.notify import Notifier, notifier_for
 from watcher.policy import TagPolicy, build_policy, older
 from watcher.queue.connection import connect, key
@@ -419,6 +420,12 @@ class Host:
         if not self.config.redis.url:
             raise ConfigError(f"{self.config.source}: the queue needs Redis: set [redis] url or REDIS_URL")
         return connect(self.config.redis.url, self.config.redis.password)
+
+    @cached_property
+    def memory(self) -> Memory:
+        """What the receiver remembers for minutes (throttle, nonces, sessions): in Redis when it
+        is configured, so every process shares it, else in this process."""
+        return RedisMemory(self.client) if self.redis else LocalMemory()
 
     @cached_property
     def notifier(self) -> Notifier | None:

@@ -7,19 +7,21 @@ Never a 500: anything unexpected is logged and answered 503 (nothing was enqueue
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 
 from watcher.config import WebhookSettings
 from watcher.errors import RedisUnavailable
+from watcher.memory import AuthKeys, Memory
 from watcher.queue.connection import REDIS_DOWN
+from watcher.signing import TOLERANCE
 
 log = logging.getLogger("watcher.webhook")
 
@@ -34,18 +36,74 @@ def clean(value: Any, limit: int) -> str:
     return _CONTROL.sub(" ", value)[:limit].strip() if isinstance(value, str) else ""
 
 
-def bearer_ok(header: str | None, token: str | None) -> bool:
-    if not token or not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+def bearer_ok(header: str | None, *tokens: str | None) -> bool:
+    """Whether `header` is `Bearer <one of tokens>`; every token is compared, in constant time."""
+    scheme, _, value = (header or "").partition(" ")
+    sent = value.strip().encode()
+    matches = [hmac.compare_digest(sent, token.encode()) for token in tokens if token]
+    return scheme.lower() == "bearer" and any(matches)
 
 
-def hmac_ok(header: str | None, token: str | None, body: bytes) -> bool:
-    if not token or not header:
+class Guard:
+    """Failed authentications per client address, on every endpoint that takes a secret and,
+    through the host's memory (Redis), in every process: after MAX_FAILURES within FAILURE_WINDOW
+    seconds the address is answered 429 with Retry-After, whatever it sends, until the window
+    ends (a guess is not even checked, so none goes faster than MAX_FAILURES a window); said in
+    the log once per window. A request that sends no credential is not a guess and is not counted.
+    Also the nonces of signed control requests, each accepted once."""
+
+    MAX_FAILURES = 10
+    FAILURE_WINDOW = 60
+
+    def __init__(self, memory: Memory, prefix: str = "") -> None:
+        self.memory = memory
+        self.keys = AuthKeys(prefix)
+
+    def wait(self) -> int:
+        """Seconds the request's address must wait before it may try again (0: it may now)."""
+        count, left = self.memory.tally(self.keys.failed + _client(), 0, self.FAILURE_WINDOW)
+        return math.ceil(left) if count >= self.MAX_FAILURES else 0
+
+    def admit(self) -> None:
+        """Raise a 429 (TooManyRequests, with Retry-After) while the request's address waits."""
+        wait = self.wait()
+        if wait:
+            raise TooManyRequests(
+                f"too many failed authentications from {_client()}: try again in {wait} s", retry_after=wait
+            )
+
+    def failed(self) -> None:
+        client = _client()
+        count, left = self.memory.tally(self.keys.failed + client, 1, self.FAILURE_WINDOW)
+        if count == self.MAX_FAILURES:
+            log.warning(
+                "%d failed authentications from %s within %d s: every request from it is refused "
+                "(429) for %d s",
+                count,
+                client,
+                self.FAILURE_WINDOW,
+                math.ceil(left),
+            )
+
+    def bearer(self, *tokens: str | None) -> bool:
+        """Whether the request's `Authorization` is a bearer of one of `tokens`; a wrong one is
+        counted; 429 (raised) while the address waits."""
+        self.admit()
+        header = request.headers.get("Authorization")
+        if bearer_ok(header, *tokens):
+            return True
+        if header:
+            self.failed()
         return False
-    expected = "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), header.strip().lower().encode(errors="replace"))
+
+    def fresh(self, nonce: str) -> bool:
+        """Whether a signed request's nonce is new: remembered as long as a timestamp the signature
+        accepts could carry it (2 x TOLERANCE), so a second use is refused."""
+        return self.memory.claim(self.keys.nonce + nonce, 2 * TOLERANCE)
+
+
+def _client() -> str:
+    return request.remote_addr or "?"
 
 
 def loads(body: bytes) -> Any:
@@ -102,7 +160,7 @@ def too_large(max_body: int) -> str:
     return f"the body{sent} exceeds the {size(max_body)} limit ([webhook] max_body)"
 
 
-def read_refused(settings: WebhookSettings, what: str) -> tuple[Response, int] | None:
+def read_refused(settings: WebhookSettings, guard: Guard, what: str) -> tuple[Response, int] | None:
     """The refusal of a read endpoint (/status, /metrics) without the API token, unless
     `status_auth = false`: both tell what is deployed where, and when."""
     if not settings.status_auth:
@@ -114,7 +172,7 @@ def read_refused(settings: WebhookSettings, what: str) -> tuple[Response, int] |
             f"{what} needs the API token, and none is configured "
             "(WATCHER_API_TOKEN; or [webhook] status_auth = false)",
         )
-    if not bearer_ok(request.headers.get("Authorization"), settings.api_token):
+    if not guard.bearer(*settings.api_tokens):
         return reply(401, "refused", "missing or wrong bearer token")
     return None
 
@@ -128,7 +186,9 @@ def handle_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
-        return reply(exc.code or 400, "refused", exc.description or exc.name)
+        response, code = reply(exc.code or 400, "refused", exc.description or exc.name)
+        response.headers.extend((name, value) for name, value in exc.get_headers() if name != "Content-Type")
+        return response, code
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
-API_TOKEN = "dash-" + secrets.token_hex(12)
+API_TOKEN = "dash-" + secrets.token_hex(16)
 ARTIFACTS = REPO / "tests" / "artifacts"
 DOCS = REPO / "docs"
 

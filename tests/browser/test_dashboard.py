@@ -1,9 +1,9 @@
 """The dashboard in Debian's Chromium (Playwright, headless) over a real two-app host: log in,
 see both apps, deploy from the page and watch the job's phases change in place until it
 succeeded, roll back, pause and resume, cancel a waiting job; on a phone, the history table says
-it scrolls and the job's raw record is folded; a page without login redirects, and a POST
-without the CSRF token is refused; Caddy stopped shows as down. Screenshots go to
-tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
+it scrolls and the job's raw record is folded; a page without login redirects, a login never
+leaves the site, and a POST without the CSRF token is refused; Caddy stopped shows as down.
+Screenshots go to tests/artifacts/ (and docs/ with WATCHER_SCREENSHOTS=docs).
 
 The tests share one host and run in file order (see conftest.py).
 """
@@ -61,6 +61,20 @@ def test_a_page_without_login_redirects_to_the_login(browser: Browser, host: Hos
     tab.get_by_label("API token").fill("wrong")
     tab.get_by_role("button", name="Log in").click()
     assert "Wrong token" in tab.content()
+    context.close()
+
+
+def test_login_never_sends_the_browser_off_site(browser: Browser, host: Host) -> None:
+    """Issue 21's open redirect: `/login?next=/%09/evil.example/x`, then a correct login, sent
+    Chromium to http://evil.example/x (it strips the tab from `/\t/evil...`, leaving `//evil...`)."""
+    context = browser.new_context(viewport=WIDE, base_url=host.url)
+    context.route(re.compile(r"^https?://evil\.example"), lambda route: route.abort())  # never out
+    tab = context.new_page()
+    tab.goto("/login?next=/%09/evil.example/x")
+    tab.get_by_label("API token").fill(API_TOKEN)
+    tab.get_by_role("button", name="Log in").click()
+    tab.wait_for_load_state()
+    assert tab.url.startswith(f"{host.url}/"), tab.url
     context.close()
 
 

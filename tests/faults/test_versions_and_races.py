@@ -50,8 +50,8 @@ pytestmark = pytest.mark.integration
 
 LOCK_TTL = "4s"  # expiries and renewals happen within a case
 READ_LAG = 0.5  # how late this process may read a racer's line under the load it generates
-SECRET = "flood-secret-" + os.urandom(6).hex()
-TOKEN = "flood-token-" + os.urandom(6).hex()
+SECRET = "flood-secret-" + os.urandom(16).hex()
+TOKEN = "flood-token-" + os.urandom(16).hex()
 #: A fast failure ends long before HEALTH_CHECK_TIMEOUT=300s, the whole deploy included (pull,
 #: start) on a loaded 2-core machine, where it has taken up to 52 s (alone: under 15 s).
 FAST = 100

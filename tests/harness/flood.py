@@ -28,7 +28,9 @@ GITHUB = "/hooks/github"
 REGISTRY = "/hooks/registry"
 ACCEPTED = frozenset({200, 202})  # a genuine copy: the first one to arrive makes the job, the rest are 200
 IGNORED = frozenset({200})
-FORGED = frozenset({401, 403})
+FORGED = frozenset({401, 403, 429})  # 429: the forger's address is throttled after a few wrong tokens
+SENDER = "127.0.0.1"  # GitHub and the registry
+FORGER = "127.0.0.2"  # another address (loopback is a /8): its failures throttle it, not the senders
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Delivery:
     body: bytes
     headers: dict[str, str]
     allowed: frozenset[int]
+    source: str = SENDER  # the address it is sent from
 
 
 @dataclass(frozen=True)
@@ -122,12 +125,16 @@ def github(
 
 
 def registry(
-    kind: str, envelope: dict[str, Any], authorization: str | None, allowed: frozenset[int] = ACCEPTED
+    kind: str,
+    envelope: dict[str, Any],
+    authorization: str | None,
+    allowed: frozenset[int] = ACCEPTED,
+    source: str = SENDER,
 ) -> Delivery:
     headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    return Delivery(kind, REGISTRY, json.dumps(envelope).encode(), headers, allowed)
+    return Delivery(kind, REGISTRY, json.dumps(envelope).encode(), headers, allowed, source)
 
 
 def copies(
@@ -188,7 +195,11 @@ def forgeries(pushes: list[Pushed], secret: str, *, github_count: int, registry_
         auth = ("Bearer not-the-token", None, "Basic Zm9vOmJhcg==", "Bearer")[i % 4]
         out.append(
             registry(
-                "forged registry", pushes[i % len(pushes)].envelope(str(uuid.uuid4())), auth, allowed=FORGED
+                "forged registry",
+                pushes[i % len(pushes)].envelope(str(uuid.uuid4())),
+                auth,
+                allowed=FORGED,
+                source=FORGER,
             )
         )
     return out
@@ -225,16 +236,22 @@ def send(
     clients: list[httpx.Client] = []
     guard = threading.Lock()
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url, timeout=30)
+    def client(source: str) -> httpx.Client:
+        """This thread's keep-alive client from `source`."""
+        if not hasattr(local, "clients"):
+            local.clients = {}
+        if source not in local.clients:
+            transport = httpx.HTTPTransport(local_address=source)
+            local.clients[source] = httpx.Client(base_url=url, timeout=30, transport=transport)
             with guard:
-                clients.append(local.client)
-        return local.client
+                clients.append(local.clients[source])
+        return local.clients[source]
 
     def one(delivery: Delivery) -> Answer:
         try:
-            response = client().post(delivery.path, content=delivery.body, headers=delivery.headers)
+            response = client(delivery.source).post(
+                delivery.path, content=delivery.body, headers=delivery.headers
+            )
         except httpx.HTTPError as exc:
             return Answer(delivery, 0, {}, f"{type(exc).__name__}: {exc}")
         try:

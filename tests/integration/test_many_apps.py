@@ -39,9 +39,9 @@ from watcher.queue import DeployQueue, Job, Status, Suspension
 
 pytestmark = pytest.mark.integration
 
-REGISTRY_TOKEN = "notify-" + secrets.token_hex(8)
-SECRET = "hook-" + secrets.token_hex(8)
-API_TOKEN = "api-" + secrets.token_hex(8)
+REGISTRY_TOKEN = "notify-" + secrets.token_hex(16)
+SECRET = "hook-" + secrets.token_hex(16)
+API_TOKEN = "api-" + secrets.token_hex(16)
 
 C_COMPOSE = """\
 services:

@@ -25,7 +25,7 @@ from watcher.queue.connection import connect
 
 pytestmark = pytest.mark.integration
 
-API_TOKEN = "api-" + secrets.token_hex(8)
+API_TOKEN = "api-" + secrets.token_hex(16)
 
 
 @dataclass

@@ -218,7 +218,7 @@ def test_the_worker_and_pause_commands_send_them_from_their_own_processes(
 
 def test_pause_and_resume_over_http_are_told_by_serve(stack: Stack, redis_url: str) -> None:
     """`watcher serve` hands /pause, /resume and the dashboard one suspension that tells."""
-    token = "api-notify-test"
+    token = "api-notify-test-" + "n" * 32
     with Receiver() as receiver:
         port = free_port()
         configure(

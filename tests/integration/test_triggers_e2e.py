@@ -32,8 +32,8 @@ from watcher.queue import DeployQueue, Status, Suspension
 
 pytestmark = pytest.mark.integration
 
-REGISTRY_TOKEN = "notify-" + secrets.token_hex(8)
-API_TOKEN = "api-" + secrets.token_hex(8)
+REGISTRY_TOKEN = "notify-" + secrets.token_hex(16)
+API_TOKEN = "api-" + secrets.token_hex(16)
 
 
 @dataclass
@@ -80,7 +80,7 @@ kind = "regex"
 include = "v(\\\\d+)"
 """,
         )
-        env = {"WATCHER_API_TOKEN": API_TOKEN, "WEBHOOK_SECRET": "unused-" + secrets.token_hex(4)}
+        env = {"WATCHER_API_TOKEN": API_TOKEN, "WEBHOOK_SECRET": "unused-" + secrets.token_hex(16)}
         if registry_token:
             env["WEBHOOK_REGISTRY_TOKEN"] = REGISTRY_TOKEN
         return WatcherServer(self.stack.config, env, self.port, command=("run",)).start()

@@ -123,11 +123,16 @@ def test_serve_help_lists_every_route(tmp_path: Path, command: str) -> None:
     from prometheus_client import CollectorRegistry
 
     from watcher.config import WebhookSettings
+    from watcher.memory import LocalMemory
     from watcher.triggers.server import create_app
 
     text = watcher(command, "--help", cwd=tmp_path).stdout
     app = create_app(
-        SimpleNamespace(apps={}), WebhookSettings(), ready=print, status=dict, metrics=CollectorRegistry()
+        SimpleNamespace(apps={}, memory=LocalMemory(), prefix=""),
+        WebhookSettings(),
+        ready=print,
+        status=dict,
+        metrics=CollectorRegistry(),
     )
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.endswith("static"):

@@ -9,7 +9,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,16 +23,18 @@ from prometheus_client import CollectorRegistry
 from tests.unit.test_webhook import host_config
 from watcher.backends.access_log import Served
 from watcher.backends.registry import ImageRef, NotFound
-from watcher.config import WebhookSettings
+from watcher.config import RedisSettings, WebhookSettings
 from watcher.engine.receipt import build
 from watcher.freeze import FreezeWindow, window
 from watcher.host import App, Host
+from watcher.http import Guard
+from watcher.memory import LocalMemory
 from watcher.policy import SemverPolicy
 from watcher.queue import DeployLock, DeployQueue, Status, Suspension
 from watcher.queue.job import Audit
 from watcher.triggers.server import create_app
 
-TOKEN = "dashboard-test-token"
+TOKEN = "dashboard-test-token-" + "d" * 32
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = "127.0.0.1:5000/acme/app"
 
@@ -113,10 +115,18 @@ def dashboard(
     public_url: str | None = None,
     freezes: tuple[FreezeWindow, ...] = (),
     status: Callable[[str], dict[str, Any]] = fake_status,
+    webhook: dict[str, Any] | None = None,
+    local: bool = False,
 ) -> Dashboard:
+    """The receiver's app over Redis (`local`: the throttle, nonces and sessions in the process,
+    as without Redis); `webhook`: more WebhookSettings (other secrets)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    host = Host(host_config(), client=client, exists_wait=0)
+    # The app's name as the installation's prefix: its sessions and its failed logins (counted per
+    # address, 127.0.0.1 for every test) are its own, and the app_name fixture removes them.
+    host = Host(replace(host_config(), redis=RedisSettings(prefix=name)), client=client, exists_wait=0)
     host.notifier = None
+    if local:
+        host.memory = LocalMemory()
     state = SimpleNamespace(dir=Path(tempfile.mkdtemp(prefix="watcher-dashboard-")))
     config = SimpleNamespace(
         name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=freezes, state=state
@@ -124,7 +134,7 @@ def dashboard(
     owner = App(host, config, policy=SemverPolicy(), registry=FakeRegistry())  # type: ignore[arg-type]
     owner.live = lambda: None  # type: ignore[method-assign]  # nothing serves
     host.apps[name] = owner
-    settings = WebhookSettings(api_token=token, status_auth=status_auth)
+    settings = WebhookSettings(api_token=token, status_auth=status_auth, **(webhook or {}))
     app = create_app(
         host,
         settings,
@@ -204,7 +214,7 @@ def test_logout_ends_the_session(board: Dashboard) -> None:
 
 
 def test_repeated_failed_logins_are_slowed_down(board: Dashboard) -> None:
-    for _ in range(5):
+    for _ in range(Guard.MAX_FAILURES):
         assert board.login("guess").status_code == 401
     assert board.login().status_code == 429  # even the right token waits out the window
 
@@ -366,7 +376,7 @@ def test_a_jobs_page_charts_its_traffic_receipt(board: Dashboard) -> None:
     ]
     receipt = build("abort", served, moved, moved - 10, moved + 5, "/run/watcher/access.log").to_dict()
     board.queue.enqueue("1.1.0", source="cli", requested_by="test")
-    lock = DeployLock(board.queue.client, board.name, ttl=30, purpose="test")
+    lock = DeployLock(board.queue.client, board.name, ttl=30, purpose="test", prefix=board.name)
     assert lock.try_acquire()
     taken = board.queue.take(lock, worker="test")
     board.queue.finish(

@@ -252,7 +252,7 @@ def loaded_or_refused(path: Path, env: dict[str, str]) -> HostConfig | None:
         assert (
             message.startswith(f"{path}: ")
             or message.startswith("environment ")
-            or any(message.startswith(f"{name}_FILE: ") for name in SECRET_ENV.values())
+            or any(message.startswith((f"{name}: ", f"{name}_FILE: ")) for name in SECRET_ENV.values())
         ), message
         return None
 

@@ -20,6 +20,7 @@ import hmac
 import io
 import json
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +38,10 @@ from tests.unit.test_fuzz_config import mutated
 from tests.unit.test_fuzz_values import tag_like
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package, harbor_push
 from tests.unit.test_webhook import API_TOKEN, IMAGE, SECRET, TOKEN, FakeRedis, FakeSink, fake_host
-from watcher import http
+from watcher import http, signing
 from watcher.backends.registry import ImageRef
 from watcher.config import WebhookSettings
+from watcher.memory import LocalMemory
 from watcher.policy import RegexPolicy
 from watcher.triggers.payloads import (
     Ignored,
@@ -217,6 +219,7 @@ class Receiver:
     client: FlaskClient
     sink: RecordingSink
     redis: FakeRedis
+    memory: LocalMemory  # the failed-authentication throttle and the nonces
 
     def post(self, path: str, body: bytes, headers: dict[str, str | None], content_type: str) -> TestResponse:
         """Exactly `body` (as `data`, an empty one would become an empty form's encoding)."""
@@ -234,14 +237,15 @@ class Receiver:
 def _built(secret: str | None, token: str | None, api_token: str | None) -> Receiver:
     sink, store = RecordingSink(), FakeRedis()
     settings = WebhookSettings(max_body=MAX_BODY, secret=secret, registry_token=token, api_token=api_token)
+    host = fake_host(store, sink, EveryTag(), policy=RegexPolicy(".*"))
     flask_app = create_app(
-        fake_host(store, sink, EveryTag(), policy=RegexPolicy(".*")),
+        host,
         settings,
         ready=lambda: None,
         status=lambda name: {"app": name},
         metrics=CollectorRegistry(),
     )
-    return Receiver(flask_app.test_client(), sink, store)
+    return Receiver(flask_app.test_client(), sink, store, host.memory)  # type: ignore[arg-type]
 
 
 def receiver(
@@ -253,6 +257,7 @@ def receiver(
     hooks.sink.jobs.clear()
     hooks.sink.controls.clear()
     hooks.redis.data.clear()
+    hooks.memory.entries.clear()
     return hooks
 
 
@@ -309,7 +314,8 @@ def test_signatures_and_tokens_are_compared_in_constant_time() -> None:
     with mock.patch("hmac.compare_digest", wraps=hmac.compare_digest) as compare:
         assert not verify_github_signature(SECRET, body, "sha256=" + "0" * 64)
         assert not http.bearer_ok(f"Bearer {TOKEN}x", TOKEN)
-        assert not http.hmac_ok("sha256=" + "0" * 64, API_TOKEN, body)
+        stale = {**signing.sign(API_TOKEN, "POST", "/pause", body), signing.SIGNATURE: "sha256=" + "0" * 64}
+        assert signing.refusal([API_TOKEN], stale, "POST", "/pause", body, time.time())
     assert compare.call_count == 3
 
 
@@ -476,8 +482,8 @@ def test_pause_and_resume_act_only_on_the_api_token(path: str, body: bytes, auth
     hooks = receiver()
     headers = {
         "bearer": {"Authorization": f"Bearer {API_TOKEN}"},
-        "hmac": {"X-Watcher-Signature-256": sign(API_TOKEN, body)},
-        "wrong": {"Authorization": f"Bearer {API_TOKEN}x", "X-Watcher-Signature-256": sign(SECRET, body)},
+        "hmac": signing.sign(API_TOKEN, "POST", path, body),
+        "wrong": {"Authorization": f"Bearer {API_TOKEN}x", **signing.sign(SECRET, "POST", path, body)},
     }
     response = hooks.post(path, body, headers[auth], "application/json")
     assert_answered(response)

@@ -172,7 +172,8 @@ def test_the_dashboard_promotes_the_waiting_job_and_says_when_nothing_waits(
         "CSRF is checked"
     )
 
-    queue, lock = board.queue, DeployLock(board.queue.client, app_name, ttl=10, purpose="test")
+    queue = board.queue
+    lock = DeployLock(queue.client, app_name, ttl=10, purpose="test", prefix=app_name)  # the board's prefix
     job = queue.enqueue("v2", source="cli", requested_by="test").job
     assert lock.try_acquire()
     try:

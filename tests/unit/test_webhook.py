@@ -28,13 +28,14 @@ from watcher.backends.registry import ImageRef, NotFound
 from watcher.config import HostCaddy, HostConfig, WebhookSettings
 from watcher.engine.state import Release
 from watcher.host import App, Host, Outcome
+from watcher.memory import LocalMemory
 from watcher.policy import SemverPolicy, TagPolicy
 from watcher.triggers.payloads import sign
 from watcher.triggers.server import create_app
 
-SECRET = "github-secret"
-TOKEN = "registry-token"
-API_TOKEN = "api-token"
+SECRET = "github-secret-" + "s" * 32  # each at least 32 characters, as start-up demands
+TOKEN = "registry-token-" + "r" * 32
+API_TOKEN = "api-token-" + "a" * 32
 REGISTRY = "127.0.0.1:5000"  # what distribution_envelope's events name
 IMAGE = f"{REGISTRY}/acme/app"
 MiB = 1024 * 1024
@@ -164,6 +165,7 @@ def fake_host(
     """A Host over `store` (a Redis stand-in) whose apps enqueue into `sink`, ask `registry`."""
     host = Host(host_config(), client=store, exists_wait=0)
     host.notifier = notifier
+    host.memory = LocalMemory()  # the throttle and nonces, without Redis's scripts
     for name in names:
         chosen = policy() if isinstance(policy, type) else policy
         config = SimpleNamespace(name=name, image=IMAGE, poll=SimpleNamespace(page_size=None), freezes=())

@@ -47,7 +47,27 @@ def read_secret(env: Mapping[str, str], name: str) -> str | None:
             return Path(file_name).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE: cannot read {file_name}: {exc.strerror}") from exc
+        except ValueError as exc:  # a NUL or a lone surrogate in the name, undecodable content
+            raise ConfigError(f"{name}_FILE: cannot read {file_name!r}: {exc}") from exc
     return None
+
+
+#: The length below which a secret that guards an endpoint is refused at start-up.
+MIN_SECRET_LENGTH = 32
+
+
+def read_strong_secret(env: Mapping[str, str], name: str) -> str | None:
+    """read_secret, refusing a value short enough to guess, with how to make a good one: for the
+    secrets a request presents (the API and registry tokens, GitHub's HMAC key)."""
+    value = read_secret(env, name)
+    if value is not None and len(value) < MIN_SECRET_LENGTH:
+        where = name if env.get(name) else f"{name}_FILE: {env[f'{name}_FILE']}"
+        raise ConfigError(
+            f"{where}: {len(value)} characters, too few to withstand guessing: a secret that guards "
+            f"an endpoint needs at least {MIN_SECRET_LENGTH}. Make one with "
+            "`python3 -c 'import secrets; print(secrets.token_hex(32))'` or `openssl rand -hex 32`"
+        )
+    return value
 
 
 def refuse_secrets_in_file(path: Path, raw: dict[str, Any]) -> None:

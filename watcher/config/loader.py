@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from watcher.config import sections
-from watcher.config.env import apply_env, read_secret, refuse_secrets_in_file
+from watcher.config.env import apply_env, read_secret, read_strong_secret, refuse_secrets_in_file
 from watcher.config.promote import PromoteSettings
 from watcher.config.schema import AppModel, FileModel, legacy_to_apps
 from watcher.config.settings import (
@@ -175,15 +175,22 @@ class _Loader:
                 f"{self.path}: metrics.listen: {webhook.listen} is the receiver's address already "
                 "([webhook] listen); leave it out to serve /metrics there"
             )
+        for name in ("WEBHOOK_SECRET", "WATCHER_API_TOKEN"):
+            if read_secret(self.env, f"{name}_PREVIOUS") and not read_secret(self.env, name):
+                raise ConfigError(
+                    f"{name}_PREVIOUS is set without {name}: set the new value beside the old one"
+                )
         return WebhookSettings(
             listen=webhook.listen,
             max_body=webhook.max_body,
             status_auth=webhook.status_auth,
             threads=webhook.threads,
-            secret=read_secret(self.env, "WEBHOOK_SECRET"),
-            registry_token=read_secret(self.env, "WEBHOOK_REGISTRY_TOKEN"),
-            api_token=read_secret(self.env, "WATCHER_API_TOKEN"),
+            secret=read_strong_secret(self.env, "WEBHOOK_SECRET"),
+            registry_token=read_strong_secret(self.env, "WEBHOOK_REGISTRY_TOKEN"),
+            api_token=read_strong_secret(self.env, "WATCHER_API_TOKEN"),
             metrics_listen=model.metrics.listen,
+            secret_previous=read_strong_secret(self.env, "WEBHOOK_SECRET_PREVIOUS"),
+            api_token_previous=read_strong_secret(self.env, "WATCHER_API_TOKEN_PREVIOUS"),
         )
 
     def _check_files(self, name: str, app: AppModel, project_dir: Path) -> None:

@@ -55,6 +55,19 @@ class WebhookSettings:
         default=None, repr=False
     )  # WATCHER_API_TOKEN[_FILE]: /pause /resume /status
     metrics_listen: str | None = None  # [metrics] listen: GET /metrics there, not on `listen`
+    # *_PREVIOUS[_FILE]: the value being rotated out, still accepted beside the new one
+    secret_previous: str | None = field(default=None, repr=False)
+    api_token_previous: str | None = field(default=None, repr=False)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The GitHub HMAC keys accepted: WEBHOOK_SECRET, and its previous value while rotating."""
+        return tuple(filter(None, (self.secret, self.secret_previous)))
+
+    @property
+    def api_tokens(self) -> tuple[str, ...]:
+        """The API tokens accepted: WATCHER_API_TOKEN, and its previous value while rotating."""
+        return tuple(filter(None, (self.api_token, self.api_token_previous)))
 
     @property
     def host(self) -> str:

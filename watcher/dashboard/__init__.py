@@ -6,6 +6,7 @@ receiver's Flask app. It adds no deploy logic of its own: a button enqueues a jo
 Routes (auth.py, views.py, actions.py):
 
     GET  /login, POST /login, POST /logout    the API token (WATCHER_API_TOKEN) -> a session
+    POST /logout/everywhere                   ends every session, of every process
     GET  /                                    every app: live colour, health, rollback, queue
     GET  /apps/<app>                          one app: actions, running job live, history
     GET  /apps/<app>/jobs/<id>                one job: every field, its phases with durations
@@ -28,6 +29,7 @@ from watcher.config import WebhookSettings
 from watcher.dashboard import actions, auth, views
 from watcher.dashboard.face import Face
 from watcher.host import Host
+from watcher.http import Guard
 
 __all__ = ["blueprint"]
 
@@ -35,6 +37,7 @@ __all__ = ["blueprint"]
 def blueprint(
     host: Host,
     settings: WebhookSettings,
+    guard: Guard,
     *,
     status: Callable[[str], dict[str, Any]],
     public_url: str | None = None,
@@ -49,7 +52,7 @@ def blueprint(
         static_folder="static",
         static_url_path="/dashboard/static",
     )
-    auth.install(bp, settings, public_url)
+    auth.install(bp, settings, guard, public_url)
     views.install(bp, face)
     actions.install(bp, face)
     return bp

@@ -5,13 +5,16 @@
     POST /promote         queue a promote of the deploy awaiting promotion (JSON {"app", "by"});
     POST /abort           ... or an abort: 202 + job id, 200 already queued, 409 nothing awaits
 
-A bearer token or an X-Watcher-Signature-256 HMAC of the body, with the API token; none
-configured: every request is refused (403).
+A bearer token or an X-Watcher-Signature-256 (watcher/signing.py: the method, path, a timestamp
+and a one-time nonce signed with the body), with the API token or, while it is rotated, the
+previous one; none configured: every request is refused (403). Failed attempts are throttled
+per address (http.Guard).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -20,8 +23,9 @@ from watcher.config import WebhookSettings
 from watcher.errors import WatcherError
 from watcher.freeze import moment
 from watcher.host import App, Host
-from watcher.http import bearer_ok, body_or_none, clean, hmac_ok, level, loads, reply, too_large
+from watcher.http import Guard, body_or_none, clean, level, loads, reply, too_large
 from watcher.queue.suspension import parse_until
+from watcher.signing import NONCE, SIGNATURE, refusal
 
 log = logging.getLogger("watcher.webhook")
 
@@ -37,7 +41,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-def blueprint(host: Host, settings: WebhookSettings) -> Blueprint:
+def blueprint(host: Host, settings: WebhookSettings, guard: Guard) -> Blueprint:
     bp = Blueprint("control", __name__)
 
     def control(action: str) -> tuple[Response, int]:
@@ -46,7 +50,7 @@ def blueprint(host: Host, settings: WebhookSettings) -> Blueprint:
             return reply(code, outcome, reason, **extra)
 
         try:
-            data = _read(settings)
+            data = _read(settings, guard)
             apps = _apps(host, data.get("app"))
             by = clean(data.get("by"), 100) or f"http {request.remote_addr}"
             reason = clean(data.get("reason"), 500)
@@ -67,20 +71,15 @@ def blueprint(host: Host, settings: WebhookSettings) -> Blueprint:
     return bp
 
 
-def _read(settings: WebhookSettings) -> dict[str, Any]:
+def _read(settings: WebhookSettings, guard: Guard) -> dict[str, Any]:
     """The authenticated body as a JSON object (an empty body is {})."""
     body = body_or_none(settings.max_body)
     if body is None:
         raise Refused(413, too_large(settings.max_body))
-    token = settings.api_token
-    if not token:
+    if not settings.api_token:
         raise Refused(403, "no API token is configured (WATCHER_API_TOKEN or WATCHER_API_TOKEN_FILE)")
-    headers = request.headers
-    if not (
-        bearer_ok(headers.get("Authorization"), token)
-        or hmac_ok(headers.get("X-Watcher-Signature-256"), token, body)
-    ):
-        raise Refused(401, "missing or wrong bearer token or X-Watcher-Signature-256")
+    if not guard.bearer(*settings.api_tokens):
+        _check_signature(settings, guard, body)
     try:
         data = loads(body) if body.strip() else {}
     except ValueError:
@@ -88,6 +87,20 @@ def _read(settings: WebhookSettings) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Refused(400, "the body is not a JSON object")
     return data
+
+
+def _check_signature(settings: WebhookSettings, guard: Guard, body: bytes) -> None:
+    """Refuse (401) a request without a bearer whose signature does not hold, is stale, or
+    whose nonce was used before: a replay of a captured request. Each a counted failure."""
+    headers = request.headers
+    if SIGNATURE not in headers:
+        raise Refused(401, f"missing or wrong bearer token, and no {SIGNATURE}")
+    reason = refusal(settings.api_tokens, headers, request.method, request.path, body, time.time())
+    if reason is None and not guard.fresh(headers[NONCE].strip()):
+        reason = f"this {NONCE} was used already: a signed request is accepted once"
+    if reason is not None:
+        guard.failed()
+        raise Refused(401, reason)
 
 
 def _apps(host: Host, name: Any) -> list[App]:

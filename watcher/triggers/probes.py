@@ -18,12 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from watcher.config import WebhookSettings
 from watcher.errors import WatcherError
-from watcher.http import UNAVAILABLE, clean, read_refused, reply
+from watcher.http import UNAVAILABLE, Guard, clean, handle_errors, read_refused, reply
 
 
 def blueprint(
     names: list[str],
     settings: WebhookSettings,
+    guard: Guard,
     *,
     ready: Callable[[], None],
     status: Callable[[str], dict[str, Any]],
@@ -33,7 +34,7 @@ def blueprint(
 
     @bp.get("/status")
     def status_endpoint() -> tuple[Response, int]:
-        refused = read_refused(settings, "status")
+        refused = read_refused(settings, guard, "status")
         if refused:
             return refused
         name = request.args.get("app") or (names[0] if len(names) == 1 else None)
@@ -68,13 +69,13 @@ def blueprint(
     return bp
 
 
-def metrics_blueprint(settings: WebhookSettings, metrics: CollectorRegistry) -> Blueprint:
+def metrics_blueprint(settings: WebhookSettings, guard: Guard, metrics: CollectorRegistry) -> Blueprint:
     """GET /metrics, guarded as /status."""
     bp = Blueprint("metrics", __name__)
 
     @bp.get("/metrics")
     def metrics_endpoint() -> tuple[Response, int]:
-        return read_refused(settings, "metrics") or (
+        return read_refused(settings, guard, "metrics") or (
             Response(generate_latest(metrics), content_type=CONTENT_TYPE_LATEST),
             200,
         )
@@ -82,9 +83,10 @@ def metrics_blueprint(settings: WebhookSettings, metrics: CollectorRegistry) -> 
     return bp
 
 
-def create_metrics_app(settings: WebhookSettings, metrics: CollectorRegistry) -> Flask:
+def create_metrics_app(settings: WebhookSettings, guard: Guard, metrics: CollectorRegistry) -> Flask:
     """/metrics alone, for `[metrics] listen`: a scrape address apart from the hooks (a private
     interface, while the receiver faces GitHub), guarded the same way."""
     app = Flask("watcher-metrics")
-    app.register_blueprint(metrics_blueprint(settings, metrics))
+    app.register_blueprint(metrics_blueprint(settings, guard, metrics))
+    handle_errors(app)  # a 429 as JSON, with its Retry-After
     return app

@@ -34,7 +34,8 @@ from watcher import dashboard
 from watcher.config import HostConfig, WebhookSettings, listen_host, listen_port
 from watcher.errors import ConfigError, Interrupted
 from watcher.host import QUICK_REGISTRY, App, Host
-from watcher.http import handle_errors
+from watcher.http import Guard, handle_errors
+from watcher.memory import LocalMemory
 from watcher.metrics import registry_for
 from watcher.queue.connection import describe
 from watcher.retry import reason
@@ -78,6 +79,11 @@ def announce(host: HostConfig) -> None:
             "GET /status, GET /metrics: open to anyone who can reach %s ([webhook] status_auth = false)",
             webhook.listen,
         )
+    log.info(
+        "a client address with %d failed authentications within %d s is refused (429) until they end",
+        Guard.MAX_FAILURES,
+        Guard.FAILURE_WINDOW,
+    )
 
 
 def create_app(
@@ -94,12 +100,13 @@ def create_app(
     once, as JSON (the dashboard's pages answer theirs as pages)."""
     app = Flask("watcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
-    app.register_blueprint(webhook.blueprint(host, settings))
-    app.register_blueprint(control.blueprint(host, settings))
-    app.register_blueprint(probes.blueprint(list(host.apps), settings, ready=ready, status=status))
+    guard = Guard(host.memory, host.prefix)
+    app.register_blueprint(webhook.blueprint(host, settings, guard))
+    app.register_blueprint(control.blueprint(host, settings, guard))
+    app.register_blueprint(probes.blueprint(list(host.apps), settings, guard, ready=ready, status=status))
     if not settings.metrics_listen:
-        app.register_blueprint(probes.metrics_blueprint(settings, metrics))
-    app.register_blueprint(dashboard.blueprint(host, settings, status=status, public_url=public_url))
+        app.register_blueprint(probes.metrics_blueprint(settings, guard, metrics))
+    app.register_blueprint(dashboard.blueprint(host, settings, guard, status=status, public_url=public_url))
     handle_errors(app)
     return app
 
@@ -108,7 +115,7 @@ def endpoints() -> list[str]:
     """Every endpoint `serve` answers, read from the receiver's own routes (so `serve --help`
     cannot drift from them): one line per method and path, the dashboard's static files aside."""
     flask_app = create_app(
-        SimpleNamespace(apps={}),  # type: ignore[arg-type]  # building the routes calls nothing on it
+        SimpleNamespace(apps={}, memory=LocalMemory(), prefix=""),  # type: ignore[arg-type]  # routes only
         WebhookSettings(),
         ready=lambda: None,
         status=lambda name: {},
@@ -220,7 +227,8 @@ def start(
         target=serve_until_stopped, args=(server, stopped, "webhook receiver"), name="webhook", daemon=True
     )
     poller = Poller(host)
-    service = Service(host, poller, server, thread, metrics_server(webhook, metrics), stopped)
+    metrics_alone = metrics_server(webhook, Guard(host.memory, host.prefix), metrics)
+    service = Service(host, poller, server, thread, metrics_alone, stopped)
     # Say what each endpoint accepts before the first request can be answered.
     announce(config)
     log.info(
@@ -292,14 +300,14 @@ def answer_oversize_in_app(server: BaseWSGIServer | MultiSocketServer) -> None:
 
 
 def metrics_server(
-    webhook: WebhookSettings, metrics: CollectorRegistry
+    webhook: WebhookSettings, guard: Guard, metrics: CollectorRegistry
 ) -> BaseWSGIServer | MultiSocketServer | None:
     """GET /metrics alone on `[metrics] listen`, if set: two threads (a scrape is one request now
     and then), no body to read."""
     if not webhook.metrics_listen:
         return None
     server = waitress.create_server(
-        create_metrics_app(webhook, metrics),
+        create_metrics_app(webhook, guard, metrics),
         host=listen_host(webhook.metrics_listen),
         port=listen_port(webhook.metrics_listen),
         threads=2,

@@ -33,7 +33,7 @@ from watcher.config import WebhookSettings
 from watcher.host import Host, Outcome
 from watcher.http import (
     UNAVAILABLE,
-    bearer_ok,
+    Guard,
     body_or_none,
     clean,
     level,
@@ -103,12 +103,14 @@ def delivery_log(kind: str, delivery: str | None, event: str, code: int, outcome
     )
 
 
-def blueprint(host: Host, settings: WebhookSettings) -> Blueprint:
+def blueprint(host: Host, settings: WebhookSettings, guard: Guard) -> Blueprint:
     """POST /hooks/github and /hooks/registry: parse, ask the apps (dispatch.push), answer."""
     bp = Blueprint("hooks", __name__)
 
     bp.add_url_rule("/hooks/github", "github", partial(_github, host, settings), methods=["POST"])
-    bp.add_url_rule("/hooks/registry", "registry", partial(_registry, host, settings), methods=["POST"])
+    bp.add_url_rule(
+        "/hooks/registry", "registry", partial(_registry, host, settings, guard), methods=["POST"]
+    )
     return bp
 
 
@@ -140,7 +142,7 @@ def _github(host: Host, settings: WebhookSettings) -> tuple[Response, int]:
         return done(503, "unavailable", f"{redis_down(exc)}: redeliver later")
 
 
-def _registry(host: Host, settings: WebhookSettings) -> tuple[Response, int]:
+def _registry(host: Host, settings: WebhookSettings, guard: Guard) -> tuple[Response, int]:
     """POST /hooks/registry: a Distribution (or Harbor) notification envelope."""
     items: list[Push | Ignored] = []  # the envelope's events, once it is read
 
@@ -164,7 +166,7 @@ def _registry(host: Host, settings: WebhookSettings) -> tuple[Response, int]:
             "no registry token is configured (WEBHOOK_REGISTRY_TOKEN or "
             "WEBHOOK_REGISTRY_TOKEN_FILE): every notification is refused",
         )
-    if not bearer_ok(request.headers.get("Authorization"), settings.registry_token):
+    if not guard.bearer(settings.registry_token):  # a throttled address: 429 (raised)
         return done(401, "refused", "missing or wrong bearer token")
     try:
         payload = loads(body)
@@ -191,7 +193,8 @@ def _github_payload(
             "no webhook secret is configured (WEBHOOK_SECRET or WEBHOOK_SECRET_FILE): "
             "every delivery is refused",
         )
-    if not verify_github_signature(settings.secret, body, request.headers.get("X-Hub-Signature-256")):
+    sent = request.headers.get("X-Hub-Signature-256")
+    if not any([verify_github_signature(secret, body, sent) for secret in settings.secrets]):
         return done(401, "refused", "missing or wrong X-Hub-Signature-256")
     if not event:
         return done(400, "refused", "missing or malformed X-GitHub-Event header")
