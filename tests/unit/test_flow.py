@@ -324,6 +324,24 @@ def test_a_rollback_resumes_the_retained_colour(engine: Deployment, platform: Fa
     assert platform.color(Color.GREEN).retained()
 
 
+def test_a_rollback_records_what_it_left_until_that_version_goes_live_again(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """What an operator rolled back from is recorded with its digest (the triggers hold it back,
+    watcher/host.py), kept by the deploys in between, and dropped once it goes live again."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    engine.rollback(guard=Guard())
+    held = engine.store.load().rolled_back
+    assert [(entry.version, entry.digest) for entry in held] == [("v2", DIGEST)] and held[0].at
+    assert engine.store.load().withheld("v2", DIGEST) == held[0]
+    assert engine.store.load().withheld("v2", "sha256:" + "0" * 64) is None  # a new digest is not held
+    deploy(engine, "v3")
+    assert engine.store.load().rolled_back == held
+    deploy(engine, "v2")  # an operator asks for it again
+    assert engine.store.load().rolled_back == ()
+
+
 def test_a_waiting_colour_is_promoted_or_aborted(engine: Deployment, platform: FakePlatform) -> None:
     deploy(engine, "v1")
     engine.config = replace(engine.config, promote=PromoteSettings(manual=True))

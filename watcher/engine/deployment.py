@@ -301,7 +301,12 @@ class Deployment:
             release = Release(
                 target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id()
             )
-            prepared = self.ledger.prepare(DeployState(release, live or view.previous, None))
+            rolled_back = view.recorded.going_live(
+                release, rolled_back_from=live if run.kind == "rollback" else None
+            )
+            prepared = self.ledger.prepare(
+                DeployState(release, live or view.previous, None, rolled_back=rolled_back)
+            )
             with (
                 shielded(),
                 progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target.color}"),

@@ -108,7 +108,9 @@ def _leave_serving(engine: Engine, run: Run, why: str) -> str:
         )
     release = Release(target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id())
     engine.store.discard()
-    engine.ledger.save(DeployState(release, live, None))
+    recorded = engine.store.load()
+    rolled_back = recorded.going_live(release, rolled_back_from=live if run.kind == "rollback" else None)
+    engine.ledger.save(DeployState(release, live, None, rolled_back=rolled_back))
     return (
         f"{why}, so {run.version} is left serving on {target.color}; "
         f"{live.color if live else 'the old colour'} is kept as it is"
