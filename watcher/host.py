@@ -26,10 +26,11 @@ from typing import Any
 import redis
 
 from watcher import activity
+from watcher.backends.manifests import members
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
-from watcher.engine.state import Release, StateStore
+from watcher.engine.state import DeployState, Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.errors import ConfigError
 from watcher.freeze import FreezeSchedule, moment
@@ -57,7 +58,9 @@ class Outcome:
     """What became of one request for one app."""
 
     app: str | None
-    status: str  # enqueued | duplicate | noop | ignored | not-found | unavailable | refused
+    status: (
+        str  # enqueued | duplicate | noop | ignored | not-found | unavailable | refused | stale | rolled-back
+    )
     reason: str
     tag: str | None = None
     digest: str | None = None
@@ -79,14 +82,15 @@ class Checks:
     stale: bool  # not older than what is live or waits (a late event must not supersede)
     registry: bool  # the registry has the tag: its digest is the job's
     claim: bool  # one push, one job, however many events and instances ask
+    rollback: bool  # what an operator rolled back from is not requested again (only they may)
 
 
 CHECKS = {
-    "webhook": Checks(policy=True, stale=True, registry=True, claim=True),
-    "poll": Checks(policy=False, stale=False, registry=False, claim=True),  # the poller decided
-    "dashboard": Checks(policy=True, stale=False, registry=True, claim=False),
-    "cli": Checks(policy=False, stale=False, registry=True, claim=False),
-    "rollback": Checks(policy=False, stale=False, registry=False, claim=False),  # a retained colour
+    "webhook": Checks(policy=True, stale=True, registry=True, claim=True, rollback=True),
+    "poll": Checks(policy=False, stale=False, registry=False, claim=True, rollback=True),  # it decided
+    "dashboard": Checks(policy=True, stale=False, registry=True, claim=False, rollback=False),
+    "cli": Checks(policy=False, stale=False, registry=True, claim=False, rollback=False),
+    "rollback": Checks(policy=False, stale=False, registry=False, claim=False, rollback=False),
 }
 TRIGGERS = ("webhook", "poll")
 
@@ -156,12 +160,27 @@ class App:
 
     # -- what is live and what waits -----------------------------------------------------------
 
+    def recorded(self) -> DeployState:
+        """The engine's record on this host (state.json), read as it is."""
+        return StateStore(self.config.state.dir, self.config.state.deployment_color_file).load()
+
     def live(self) -> Release | None:
         """What serves, from the engine's one source (the route file and the state beside it),
         never a copy in Redis; None when nothing (or an unknown version) serves."""
-        store = StateStore(self.config.state.dir, self.config.state.deployment_color_file)
-        release = served(store.load(), TrafficSwitch(self.config.caddy.route_file).current())
+        release = served(self.recorded(), TrafficSwitch(self.config.caddy.route_file).current())
         return None if release is None or release.version == "unknown" else release
+
+    def withheld(self, tag: str, digest: str) -> Outcome | None:
+        """The refusal of a trigger's request for what an operator rolled back from: a replayed
+        event or the next poll must not undo the rollback, a new digest of the tag may."""
+        rolled = self.recorded().withheld(tag, digest)
+        if rolled is None:
+            return None
+        reason = (
+            f"{tag}@{digest[:19]} was rolled back from at {rolled.at}: no trigger deploys it again "
+            f"until its tag names a new digest; an operator can (`watcher deploy {tag}`)"
+        )
+        return Outcome(self.name, "rolled-back", reason, tag, digest)
 
     def waiting(self) -> str | None:
         """The version of the newest waiting job, if any."""
@@ -222,6 +241,11 @@ class App:
             if isinstance(found, Outcome):
                 return found
             digest = found
+        if checks.rollback:
+            assert digest is not None
+            withheld = self.withheld(version, digest)
+            if withheld is not None:
+                return withheld
         if not checks.claim:
             return self.enqueue(version, source=source, by=by, digest=digest, repository=repository)
         assert digest is not None
@@ -229,9 +253,12 @@ class App:
 
     def _checked(self, tag: str, digest: str | None, *, trigger: bool) -> str | Outcome:
         """The registry's digest of `tag`, or the refusal: a tag the registry lacks is refused
-        now, not later in a worker."""
+        now, not later in a worker, and so is an event whose digest the tag no longer names (a
+        replay, with a new delivery id, of a push since overwritten). The registry is asked with
+        the app's client: short timeouts for a webhook (QUICK_REGISTRY), unreachable -> 503."""
         try:
             found = self.digest_of(tag, self.host.exists_wait if trigger else 0.0)
+            named = not digest or digest == found or (trigger and digest in self._members(found))
         except NotFound:
             refused = Outcome(
                 self.name,
@@ -250,10 +277,22 @@ class App:
                 else f"cannot check {self.ref}:{tag} in the registry ({exc}): nothing queued"
             )
             return Outcome(self.name, "unavailable", reason, tag=tag)
-        if digest and digest != found:
+        if named:
+            return found
+        if not trigger:
             reason = f"{self.ref}:{tag} is {found} in the registry, not {digest}: nothing queued"
             return Outcome(self.name, "refused", reason, tag=tag)
-        return found
+        assert digest is not None
+        reason = (
+            f"stale event: {self.ref}:{tag} is {found[:19]} in the registry now, not the event's "
+            f"{digest[:19]} (the tag moved since): nothing queued"
+        )
+        return Outcome(self.name, "stale", reason, tag=tag, digest=found)
+
+    def _members(self, digest: str) -> frozenset[str]:
+        """The platform manifests of the index at `digest`: each names the tag in an event of one
+        multi-arch push (GHCR). RegistryError."""
+        return members(self.registry.manifest(self.ref, digest))
 
     def enqueue_once(
         self, tag: str, digest: str, *, source: str, by: str, repository: str | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_github_payloads import github_package
+from tests.unit.test_github_payloads import DIGEST, github_package
 from tests.unit.test_webhook import (
     API_TOKEN,
     IMAGE,
@@ -95,7 +95,7 @@ def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_
 
 
 def test_a_github_deliverys_repository_is_kept_on_its_job() -> None:
-    client, _, sink = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
+    client, _, sink = hooks(FakeRegistry({"1.3.0": DIGEST}))
     answer = push(client, "1.3.0")
     assert answer.status_code == 202, answer.get_json()
     assert sink.repositories == ["acme/app"]  # enqueued with the job, in the same script

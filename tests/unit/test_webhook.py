@@ -24,9 +24,9 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
-from watcher.backends.registry import ImageRef, NotFound
+from watcher.backends.registry import ImageRef, Manifest, NotFound
 from watcher.config import HostCaddy, HostConfig, WebhookSettings
-from watcher.engine.state import Release
+from watcher.engine.state import DeployState, Release
 from watcher.host import App, Host, Outcome
 from watcher.policy import SemverPolicy, TagPolicy
 from watcher.triggers.payloads import sign
@@ -87,6 +87,10 @@ class FakeRegistry:
             raise NotFound(f"manifest unknown: {ref}:{tag}")
         return self.tags[tag]
 
+    def manifest(self, ref: ImageRef, digest: str) -> Manifest:
+        """Each tag names one image manifest: no index lists other manifests."""
+        return Manifest("application/vnd.oci.image.manifest.v1+json", digest, b"{}")
+
     def close(self) -> None:
         pass
 
@@ -132,6 +136,7 @@ class FakeSink:
         name = app.name
         app.enqueue = lambda version, **asked: self.enqueue(name, version, **asked)  # type: ignore[method-assign]
         app.live = lambda: self.live(name)  # type: ignore[method-assign]
+        app.recorded = DeployState  # type: ignore[method-assign]  # no rollback recorded
         app.waiting = lambda: self.waiting(name)  # type: ignore[method-assign]
         app.suspension = SimpleNamespace(  # type: ignore[assignment]
             pause=lambda **asked: self.pause(name, **asked),
