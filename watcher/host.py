@@ -123,6 +123,7 @@ class App:
         return RegistryClient(
             username=self.config.registry.username,
             password=self.config.registry.password,
+            token_hosts=self.config.registry.token_hosts,
             on_attempt=activity.registry_request,
             **self.host.registry_options,
         )

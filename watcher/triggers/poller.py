@@ -75,6 +75,7 @@ def poll_client(app: App) -> RegistryClient:
     return RegistryClient(
         username=config.registry.username,
         password=config.registry.password,
+        token_hosts=config.registry.token_hosts,
         timeout=10.0,
         max_retries=3,
         backoff=1.0,
