@@ -24,6 +24,7 @@ from watcher.engine.deployment import Deployment
 from watcher.engine.maintenance import cleanup
 from watcher.engine.run import DeployResult, run_of
 from watcher.engine.state import awaiting
+from watcher.engine.status import format_status, status
 from watcher.engine.verification import Answer
 from watcher.errors import DeployFailed
 from watcher.platforms.base import agreed
@@ -336,6 +337,8 @@ def test_a_rollback_records_what_it_left_until_that_version_goes_live_again(
     assert [(entry.version, entry.digest) for entry in held] == [("v2", DIGEST)] and held[0].at
     assert engine.store.load().withheld("v2", DIGEST) == held[0]
     assert engine.store.load().withheld("v2", "sha256:" + "0" * 64) is None  # a new digest is not held
+    engine.caddy.upstreams = dict  # type: ignore[attr-defined]  # the admin API answers
+    assert f"rolled back from: v2@{DIGEST[:19]} at {held[0].at}" in format_status(status(engine, None))
     deploy(engine, "v3")
     assert engine.store.load().rolled_back == held
     deploy(engine, "v2")  # an operator asks for it again
