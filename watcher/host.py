@@ -2,16 +2,19 @@
 
 Every face (the CLI, the GitHub and registry hooks, the control API, the poller, the dashboard)
 parses its input, calls an `App` or the `Host`, and renders the answer. What it means to request a
-deploy of an app (policy, staleness, the registry's word on the tag, the one-push-one-job claim,
-the enqueue) is written once, in `App.request`; the app's queue, pause, promotions and lock are
-built once, here, with the host's Redis client and key namespace.
+deploy of an app (policy, staleness, the registry's word on the tag and the event's digest, an
+operator's rollback, the one-push-one-job claim, the enqueue) is written once, in `App.request`;
+the app's queue, pause, promotions and lock are built once, here, with the host's Redis client
+and key namespace.
 
 Why one claim key besides the queue's coalescing: the queue coalesces against what waits and what
 is live, but once a job has run, a second copy of the same push would queue the same deploy again
 (and once a deploy has failed, retry it). `watcher:<app>:trigger:seen:<tag>@<digest>` (SET NX EX,
 one hour) makes "one push, one job" hold across events, sources and instances; the queue's rule
 still catches the rest. `watcher:<app>:trigger:last` records the last request, which the poller
-reads so that a failed or rolled-back deploy is not requested again every interval.
+reads so that a failed deploy is not requested again every interval. What an operator rolled back
+from is the engine's record (state.json, `rolled_back`), read here as what is live is: no
+trigger requests it again, whoever requested it first, and however long ago.
 """
 
 from __future__ import annotations
@@ -58,9 +61,8 @@ class Outcome:
     """What became of one request for one app."""
 
     app: str | None
-    status: (
-        str  # enqueued | duplicate | noop | ignored | not-found | unavailable | refused | stale | rolled-back
-    )
+    #: enqueued | duplicate | noop | ignored | not-found | unavailable | refused | stale | rolled-back
+    status: str
     reason: str
     tag: str | None = None
     digest: str | None = None
