@@ -30,17 +30,15 @@ from tests.harness.registry import push_images, push_index
 from tests.harness.stack import REGISTRY, free_port
 from tests.harness.triggers import write_project
 from tests.unit.test_github_payloads import distribution_envelope, github_package
+from tests.unit.test_webhook import SECRET, TOKEN, signed
 from watcher.config import WebhookSettings, load_host
 from watcher.engine.state import DeployState, Release, StateStore
 from watcher.host import QUICK_REGISTRY, App, Host
 from watcher.platforms.color import Color
 from watcher.queue.queue import DeployQueue
-from watcher.triggers.payloads import sign
 from watcher.triggers.poller import Poller, poll_client
 from watcher.triggers.server import create_app
 
-SECRET = "replay-" + uuid.uuid4().hex
-TOKEN = "notify-" + uuid.uuid4().hex
 BASE = f"http://{REGISTRY}"
 
 
@@ -106,17 +104,7 @@ def github(rolled: Rolled, tag: str, digest: str) -> Any:
     payload = github_package(
         tag=tag, package_url=f"{rolled.image}:{tag}", owner="watcher-test", name="x", digest=digest
     )
-    body = json.dumps(payload).encode()
-    return rolled.client.post(
-        "/hooks/github",
-        data=body,
-        content_type="application/json",
-        headers={
-            "X-GitHub-Event": "package",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": sign(SECRET, body),
-        },
-    )
+    return signed(rolled.client, json.dumps(payload).encode())
 
 
 def notify(rolled: Rolled, tag: str, digest: str) -> Any:

@@ -209,13 +209,10 @@ def hooks() -> Iterator[Receiver]:
     yield receiver()
 
 
-def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
-    body = (
-        body
-        if body is not None
-        else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
-    )
-    return hooks.client.post(
+def signed(client: FlaskClient, body: bytes, *, delivery: str | None = None) -> Any:
+    """A `package` delivery as GitHub sends it: signed with SECRET, under a new delivery id unless
+    one is given."""
+    return client.post(
         "/hooks/github",
         data=body,
         content_type="application/json",
@@ -225,6 +222,15 @@ def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: byte
             "X-Hub-Signature-256": sign(SECRET, body),
         },
     )
+
+
+def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
+    body = (
+        body
+        if body is not None
+        else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
+    )
+    return signed(hooks.client, body, delivery=delivery)
 
 
 def envelope(*tags: str | None, action: str = "push") -> dict[str, Any]:
