@@ -73,13 +73,9 @@ def hostile(registry: str, realm: str) -> httpx.BaseTransport:
     return httpx.MockTransport(handle)
 
 
-def client(registry: str, realm: str, **kwargs: object) -> RegistryClient:
+def client(registry: str, realm: str) -> RegistryClient:
     return RegistryClient(
-        username="bot",
-        password="s3cret",
-        transport=hostile(registry, realm),
-        max_retries=0,
-        **kwargs,  # type: ignore[arg-type]
+        username="bot", password="s3cret", transport=hostile(registry, realm), max_retries=0
     )
 
 
