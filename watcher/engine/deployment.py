@@ -301,9 +301,7 @@ class Deployment:
             release = Release(
                 target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id()
             )
-            rolled_back = view.recorded.going_live(
-                release, rolled_back_from=live if run.kind == "rollback" else None
-            )
+            rolled_back = view.recorded.going_live(release, rolled_back_from=run.rolled_back_from)
             prepared = self.ledger.prepare(
                 DeployState(release, live or view.previous, None, rolled_back=rolled_back)
             )

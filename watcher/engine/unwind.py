@@ -108,8 +108,7 @@ def _leave_serving(engine: Engine, run: Run, why: str) -> str:
         )
     release = Release(target.color, run.version, digest=run.digest, image=run.plan.image or target.image_id())
     engine.store.discard()
-    recorded = engine.store.load()
-    rolled_back = recorded.going_live(release, rolled_back_from=live if run.kind == "rollback" else None)
+    rolled_back = engine.store.load().going_live(release, rolled_back_from=run.rolled_back_from)
     engine.ledger.save(DeployState(release, live, None, rolled_back=rolled_back))
     return (
         f"{why}, so {run.version} is left serving on {target.color}; "
