@@ -212,12 +212,17 @@ include = "v(\\\\d+)"
     def build(self, app: str, version: str) -> str:
         return images.build_app_image(f"{self.repos[app]}:{version}", version)
 
-    def deliver(self, server: WatcherServer, app: str, version: str) -> None:
-        """The signed `package` event GitHub sends for the app's image."""
+    def deliver(self, server: WatcherServer, app: str, version: str, digest: str) -> None:
+        """The signed `package` event GitHub sends for the app's image, naming the pushed digest."""
         registry, _, repository = self.repos[app].partition("/")
         owner, _, name = repository.partition("/")
         payload = github_package(
-            "published", version, owner=owner, name=name, package_url=f"{registry}/{repository}:{version}"
+            "published",
+            version,
+            owner=owner,
+            name=name,
+            package_url=f"{registry}/{repository}:{version}",
+            digest=digest,
         )
         response = github_delivery(server.url, "package", payload, SECRET)
         if response.status_code != 202:
@@ -294,11 +299,11 @@ def push_all(
     def push(app: str) -> None:
         try:
             began = time.time()
-            images.push(refs[app])
+            digest = images.push(refs[app])
             returned = time.time()
             pushed[app] = {"at": returned, "push_s": round(returned - began, 3)}
             if trigger == "github":
-                bench.deliver(server, app, version)
+                bench.deliver(server, app, version, digest)
         except Exception as exc:  # noqa: BLE001 - raised in the caller's thread below
             errors.append(f"{app}: {type(exc).__name__}: {exc}")
 

@@ -109,7 +109,12 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
             app: images.build_app_image(f"{REPOS[app]}:{version}", version)
             for app, version in versions.items()
         }
-        pushes = [threading.Thread(target=images.push, args=(ref,)) for ref in refs.values()]
+        digests: dict[str, str] = {}  # what GitHub's event names: the push's digest
+
+        def push(app: str) -> None:
+            digests[app] = images.push(refs[app])
+
+        pushes = [threading.Thread(target=push, args=(app,)) for app in refs]
         for thread in pushes:
             thread.start()
         for thread in pushes:
@@ -120,7 +125,12 @@ def push_triggered(versions: dict[str, str], *, keep: bool) -> list[tuple[str, d
             owner, name = REPOS[app].split("/")[1:]
             body = json.dumps(
                 github_package(
-                    "published", version, owner=owner, name=name, package_url=f"{REPOS[app]}:{version}"
+                    "published",
+                    version,
+                    owner=owner,
+                    name=name,
+                    package_url=f"{REPOS[app]}:{version}",
+                    digest=digests[app],
                 )
             ).encode()
             answer = httpx.post(

@@ -2,16 +2,19 @@
 
 Every face (the CLI, the GitHub and registry hooks, the control API, the poller, the dashboard)
 parses its input, calls an `App` or the `Host`, and renders the answer. What it means to request a
-deploy of an app (policy, staleness, the registry's word on the tag, the one-push-one-job claim,
-the enqueue) is written once, in `App.request`; the app's queue, pause, promotions and lock are
-built once, here, with the host's Redis client and key namespace.
+deploy of an app (policy, staleness, the registry's word on the tag and the event's digest, an
+operator's rollback, the one-push-one-job claim, the enqueue) is written once, in `App.request`;
+the app's queue, pause, promotions and lock are built once, here, with the host's Redis client
+and key namespace.
 
 Why one claim key besides the queue's coalescing: the queue coalesces against what waits and what
 is live, but once a job has run, a second copy of the same push would queue the same deploy again
 (and once a deploy has failed, retry it). `watcher:<app>:trigger:seen:<tag>@<digest>` (SET NX EX,
 one hour) makes "one push, one job" hold across events, sources and instances; the queue's rule
 still catches the rest. `watcher:<app>:trigger:last` records the last request, which the poller
-reads so that a failed or rolled-back deploy is not requested again every interval.
+reads so that a failed deploy is not requested again every interval. What an operator rolled back
+from is the engine's record (state.json, `rolled_back`), read here as what is live is: no
+trigger requests it again, whoever requested it first, and however long ago.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import redis
 
 from watcher import activity
 from watcher.backends.caddy import Front, probe
+from watcher.backends.manifests import members
 from watcher.backends.registry import ImageRef, NotFound, RegistryClient, RegistryError
 from watcher.config import AppConfig, HostConfig, Retention
 from watcher.engine.reconcile import served
-from watcher.engine.state import Release, StateStore
+from watcher.engine.state import DeployState, Release, StateStore
 from watcher.engine.switch import TrafficSwitch
 from watcher.errors import ConfigError
 from watcher.freeze import FreezeSchedule, moment
@@ -60,7 +64,8 @@ class Outcome:
     """What became of one request for one app."""
 
     app: str | None
-    status: str  # enqueued | duplicate | noop | ignored | not-found | unavailable | refused
+    #: enqueued | duplicate | noop | ignored | not-found | unavailable | refused | stale | rolled-back
+    status: str
     reason: str
     tag: str | None = None
     digest: str | None = None
@@ -82,14 +87,15 @@ class Checks:
     stale: bool  # not older than what is live or waits (a late event must not supersede)
     registry: bool  # the registry has the tag: its digest is the job's
     claim: bool  # one push, one job, however many events and instances ask
+    rollback: bool  # what an operator rolled back from is not requested again (only they may)
 
 
 CHECKS = {
-    "webhook": Checks(policy=True, stale=True, registry=True, claim=True),
-    "poll": Checks(policy=False, stale=False, registry=False, claim=True),  # the poller decided
-    "dashboard": Checks(policy=True, stale=False, registry=True, claim=False),
-    "cli": Checks(policy=False, stale=False, registry=True, claim=False),
-    "rollback": Checks(policy=False, stale=False, registry=False, claim=False),  # a retained colour
+    "webhook": Checks(policy=True, stale=True, registry=True, claim=True, rollback=True),
+    "poll": Checks(policy=False, stale=False, registry=False, claim=True, rollback=True),  # it decided
+    "dashboard": Checks(policy=True, stale=False, registry=True, claim=False, rollback=False),
+    "cli": Checks(policy=False, stale=False, registry=True, claim=False, rollback=False),
+    "rollback": Checks(policy=False, stale=False, registry=False, claim=False, rollback=False),
 }
 TRIGGERS = ("webhook", "poll")
 
@@ -122,6 +128,7 @@ class App:
         return RegistryClient(
             username=self.config.registry.username,
             password=self.config.registry.password,
+            token_hosts=self.config.registry.token_hosts,
             on_attempt=activity.registry_request,
             **self.host.registry_options,
         )
@@ -177,16 +184,31 @@ class App:
 
     # -- what is live and what waits -----------------------------------------------------------
 
+    def recorded(self) -> DeployState:
+        """The engine's record on this host (state.json), read as it is."""
+        return StateStore(self.config.state.dir, self.config.state.deployment_color_file).load()
+
     def live(self) -> Release | None:
         """What serves, from the engine's one source (the route file and the state beside it),
         never a copy in Redis; None when nothing (or an unknown version) serves."""
-        store = StateStore(self.config.state.dir, self.config.state.deployment_color_file)
-        release = served(store.load(), TrafficSwitch(self.config.caddy.route_file).current())
+        release = served(self.recorded(), TrafficSwitch(self.config.caddy.route_file).current())
         return None if release is None or release.version == "unknown" else release
 
     def proxy(self) -> Front:
         """Whether Caddy serves the app (its site takes connections) and its admin API answers."""
         return probe(self.config.caddy.admin, self.config.verify.url)
+
+    def withheld(self, tag: str, digest: str) -> Outcome | None:
+        """The refusal of a trigger's request for what an operator rolled back from: a replayed
+        event or the next poll must not undo the rollback, a new digest of the tag may."""
+        rolled = self.recorded().withheld(tag, digest)
+        if rolled is None:
+            return None
+        reason = (
+            f"{tag}@{digest[:19]} was rolled back from at {rolled.at}: no trigger deploys it again "
+            f"until its tag names a new digest; an operator can (`watcher deploy {tag}`)"
+        )
+        return Outcome(self.name, "rolled-back", reason, tag, digest)
 
     def waiting(self) -> str | None:
         """The version of the newest waiting job, if any."""
@@ -247,6 +269,11 @@ class App:
             if isinstance(found, Outcome):
                 return found
             digest = found
+        if checks.rollback:
+            assert digest is not None
+            withheld = self.withheld(version, digest)
+            if withheld is not None:
+                return withheld
         if not checks.claim:
             return self.enqueue(version, source=source, by=by, digest=digest, repository=repository)
         assert digest is not None
@@ -254,9 +281,12 @@ class App:
 
     def _checked(self, tag: str, digest: str | None, *, trigger: bool) -> str | Outcome:
         """The registry's digest of `tag`, or the refusal: a tag the registry lacks is refused
-        now, not later in a worker."""
+        now, not later in a worker, and so is an event whose digest the tag no longer names (a
+        replay, with a new delivery id, of a push since overwritten). The registry is asked with
+        the app's client: short timeouts for a webhook (QUICK_REGISTRY), unreachable -> 503."""
         try:
             found = self.digest_of(tag, self.host.exists_wait if trigger else 0.0)
+            named = not digest or digest == found or (trigger and digest in self._members(found))
         except NotFound:
             refused = Outcome(
                 self.name,
@@ -275,10 +305,22 @@ class App:
                 else f"cannot check {self.ref}:{tag} in the registry ({exc}): nothing queued"
             )
             return Outcome(self.name, "unavailable", reason, tag=tag)
-        if digest and digest != found:
+        if named:
+            return found
+        if not trigger:
             reason = f"{self.ref}:{tag} is {found} in the registry, not {digest}: nothing queued"
             return Outcome(self.name, "refused", reason, tag=tag)
-        return found
+        assert digest is not None
+        reason = (
+            f"stale event: {self.ref}:{tag} is {found[:19]} in the registry now, not the event's "
+            f"{digest[:19]} (the tag moved since): nothing queued"
+        )
+        return Outcome(self.name, "stale", reason, tag=tag, digest=found)
+
+    def _members(self, digest: str) -> frozenset[str]:
+        """The platform manifests of the index at `digest`: each names the tag in an event of one
+        multi-arch push (GHCR). RegistryError."""
+        return members(self.registry.manifest(self.ref, digest))
 
     def enqueue_once(
         self, tag: str, digest: str, *, source: str, by: str, repository: str | None = None

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -103,6 +103,7 @@ class Host:
     client: redis.Redis
     redis_url: str
     port: int
+    pushed: dict[tuple[str, str], str] = field(default_factory=dict)  # (app, version) -> digest
 
     def queue(self, app: str) -> DeployQueue:
         return DeployQueue(self.client, app)
@@ -115,7 +116,9 @@ class Host:
         return response.text.strip() if response.is_success else None
 
     def push(self, app: str, version: str) -> None:
-        images.push(images.build_app_image(f"{self.apps[app]}:{version}", version))
+        self.pushed[app, version] = images.push(
+            images.build_app_image(f"{self.apps[app]}:{version}", version)
+        )
 
     def write_config(self, concurrency: int) -> None:
         a, b, c = self.apps
@@ -181,11 +184,15 @@ include = "v(\\\\d+)"
         return WatcherServer(self.stack.config, env, self.port, command=("run", "--no-poll")).start()
 
     def deliver(self, server: WatcherServer, app: str, version: str) -> httpx.Response:
-        """The organisation webhook's signed `package` event for `app`'s image."""
+        """The organisation webhook's signed `package` event for `app`'s image, naming its digest."""
         registry, _, repository = self.apps[app].partition("/")
         owner, _, name = repository.partition("/")
         payload = github_package(
-            tag=version, owner=owner, name=name, package_url=f"{registry}/{repository}:{version}"
+            tag=version,
+            owner=owner,
+            name=name,
+            package_url=f"{registry}/{repository}:{version}",
+            digest=self.pushed[app, version],
         )
         return github_delivery(server.url, "package", payload, SECRET)
 

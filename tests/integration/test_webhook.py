@@ -123,6 +123,12 @@ def push_event(
     )
 
 
+def to_be_pushed(reg: LocalRegistry, tag: str) -> str:
+    """The digest `push_images` will give `tag` in acme/app, what the event of that push names:
+    the same bytes pushed to another repository first."""
+    return push_images(reg.url, "acme/elsewhere", [tag])[tag]
+
+
 # -- signatures ---------------------------------------------------------------------------------
 
 
@@ -267,7 +273,7 @@ def test_tag_absent_from_registry_is_not_enqueued_until_it_exists(
 ) -> None:
     reg, _ = registry
     delivery = str(uuid.uuid4())
-    payload = push_event(registry, "1.5.0", digest=PLATFORM)
+    payload = push_event(registry, "1.5.0", digest=to_be_pushed(reg, "1.5.0"))
     missing = github_delivery(server.url, "package", payload, SECRET, delivery=delivery)
     assert missing.status_code == 422 and "does not exist in the registry" in missing.json()["reason"]
     assert jobs_created(client, app) == 0
@@ -352,7 +358,7 @@ def test_unknown_event_and_unknown_image_are_200_ignored(
 def test_registry_notification(server: WatcherServer, app: str, registry, client) -> None:
     reg, digests = registry
     envelope = distribution_envelope(tag="1.2.0")
-    envelope["events"][0]["target"]["repository"] = "acme/app"
+    envelope["events"][0]["target"].update(repository="acme/app", digest=digests["1.2.0"])
     envelope["events"][0]["request"]["host"] = reg.host
     envelope["events"][0]["id"] = str(uuid.uuid4())
     url = f"{server.url}/hooks/registry"
@@ -379,7 +385,7 @@ def test_registry_notification_of_a_missing_tag_is_422_until_it_exists(
     the tag shows."""
     reg, _ = registry
     envelope = distribution_envelope(tag="1.6.0")
-    envelope["events"][0]["target"]["repository"] = "acme/app"
+    envelope["events"][0]["target"].update(repository="acme/app", digest=to_be_pushed(reg, "1.6.0"))
     envelope["events"][0]["request"]["host"] = reg.host
     envelope["events"][0]["id"] = event = str(uuid.uuid4())
     auth = {"Authorization": f"Bearer {REGISTRY_TOKEN}"}

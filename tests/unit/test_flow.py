@@ -26,6 +26,7 @@ from watcher.engine.maintenance import cleanup
 from watcher.engine.promotion import promoting
 from watcher.engine.run import DeployResult, run_of
 from watcher.engine.state import PROMOTED, ROLLED_BACK, UNVERIFIED, VERIFIED, Pending, awaiting
+from watcher.engine.status import format_status, status
 from watcher.engine.verification import Answer
 from watcher.errors import DeployFailed, UsageError
 from watcher.platforms.base import agreed
@@ -420,6 +421,26 @@ def test_a_rollback_resumes_the_retained_colour(engine: Deployment, platform: Fa
     assert serving(engine) == ("blue", "v1")
     assert ("resume", "blue") in platform.steps and ("pull", "") not in platform.steps
     assert platform.color(Color.GREEN).retained()
+
+
+def test_a_rollback_records_what_it_left_until_that_version_goes_live_again(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """What an operator rolled back from is recorded with its digest (the triggers hold it back,
+    watcher/host.py), kept by the deploys in between, and dropped once it goes live again."""
+    deploy(engine, "v1")
+    deploy(engine, "v2")
+    engine.rollback(guard=Guard())
+    held = engine.store.load().rolled_back
+    assert [(entry.version, entry.digest) for entry in held] == [("v2", DIGEST)] and held[0].at
+    assert engine.store.load().withheld("v2", DIGEST) == held[0]
+    assert engine.store.load().withheld("v2", "sha256:" + "0" * 64) is None  # a new digest is not held
+    engine.caddy.upstreams = dict  # type: ignore[attr-defined]  # the admin API answers
+    assert f"rolled back from: v2@{DIGEST[:19]} at {held[0].at}" in format_status(status(engine, None))
+    deploy(engine, "v3")
+    assert engine.store.load().rolled_back == held
+    deploy(engine, "v2")  # an operator asks for it again
+    assert engine.store.load().rolled_back == ()
 
 
 def test_a_waiting_colour_is_promoted_or_aborted(engine: Deployment, platform: FakePlatform) -> None:

@@ -22,6 +22,7 @@ from redis.retry import Retry
 from tests.harness.metrics import Samples, named, parse, value
 from tests.harness.stack import free_port
 from tests.unit.test_config import MINIMAL, make_project, refused
+from tests.unit.test_github_payloads import DIGEST as PUSHED
 from tests.unit.test_webhook import (
     API_TOKEN,
     IMAGE,
@@ -325,7 +326,7 @@ def test_redis_down_is_a_gauge_and_the_rest_is_still_served(app_name: str) -> No
 
 
 def test_webhook_deliveries_by_endpoint_and_outcome(hooks: Receiver) -> None:
-    hooks.registry.tags["1.2.0"] = DIGEST
+    hooks.registry.tags["1.2.0"] = PUSHED  # the digest the event names
     before = scrape(hooks)
     assert github(hooks, "1.2.0").status_code == 202
     assert github(hooks, "1.3.0").status_code == 422  # not in the registry

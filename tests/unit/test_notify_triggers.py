@@ -6,13 +6,12 @@ names, kept on its job."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_github_payloads import github_package
+from tests.unit.test_github_payloads import DIGEST, github_package
 from tests.unit.test_webhook import (
     API_TOKEN,
     IMAGE,
@@ -22,12 +21,12 @@ from tests.unit.test_webhook import (
     FakeRegistry,
     FakeSink,
     fake_host,
+    signed,
 )
 from watcher.config import WebhookSettings
 from watcher.engine.state import Release
 from watcher.platforms.color import Color
 from watcher.policy import SemverPolicy
-from watcher.triggers.payloads import sign
 from watcher.triggers.server import create_app
 
 
@@ -70,19 +69,8 @@ def hooks(registry: FakeRegistry) -> tuple[Any, Told, LiveSink]:
 
 
 def push(client: Any, tag: str) -> Any:
-    body = json.dumps(
-        github_package(tag=tag, package_url=f"{IMAGE}:{tag}", owner="acme", name="app")
-    ).encode()
-    return client.post(
-        "/hooks/github",
-        data=body,
-        content_type="application/json",
-        headers={
-            "X-GitHub-Event": "package",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": sign(SECRET, body),
-        },
-    )
+    body = json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}", owner="acme", name="app"))
+    return signed(client, body.encode())
 
 
 def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_is_not() -> None:
@@ -95,7 +83,7 @@ def test_a_missing_tag_and_a_newer_tag_the_policy_refuses_are_told_an_older_one_
 
 
 def test_a_github_deliverys_repository_is_kept_on_its_job() -> None:
-    client, _, sink = hooks(FakeRegistry({"1.3.0": "sha256:" + "a" * 64}))
+    client, _, sink = hooks(FakeRegistry({"1.3.0": DIGEST}))
     answer = push(client, "1.3.0")
     assert answer.status_code == 202, answer.get_json()
     assert sink.repositories == ["acme/app"]  # enqueued with the job, in the same script

@@ -335,7 +335,7 @@ def test_credentials_never_go_to_a_plain_http_realm() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             401,
-            headers={"WWW-Authenticate": 'Bearer realm="http://evil.example/token",service="x",scope="y"'},
+            headers={"WWW-Authenticate": 'Bearer realm="http://ghcr.io/token",service="x",scope="y"'},
         )
 
     recorder = Recorder(handler)
@@ -353,7 +353,7 @@ def test_realm_query_is_kept() -> None:
             return httpx.Response(200, json={"tags": []})
         return httpx.Response(
             401,
-            headers={"WWW-Authenticate": 'Bearer realm="https://auth.example/token?account=x",service="s"'},
+            headers={"WWW-Authenticate": 'Bearer realm="https://ghcr.io/token?account=x",service="s"'},
         )
 
     recorder = Recorder(handler)

@@ -24,9 +24,9 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
 from tests.unit.test_github_payloads import DIGEST, distribution_envelope, github_package
-from watcher.backends.registry import ImageRef, NotFound
+from watcher.backends.registry import ImageRef, Manifest, NotFound
 from watcher.config import HostCaddy, HostConfig, WebhookSettings
-from watcher.engine.state import Release
+from watcher.engine.state import DeployState, Release
 from watcher.host import App, Host, Outcome
 from watcher.memory import LocalMemory
 from watcher.policy import SemverPolicy, TagPolicy
@@ -88,6 +88,10 @@ class FakeRegistry:
             raise NotFound(f"manifest unknown: {ref}:{tag}")
         return self.tags[tag]
 
+    def manifest(self, ref: ImageRef, digest: str) -> Manifest:
+        """Each tag names one image manifest: no index lists other manifests."""
+        return Manifest("application/vnd.oci.image.manifest.v1+json", digest, b"{}")
+
     def close(self) -> None:
         pass
 
@@ -133,6 +137,7 @@ class FakeSink:
         name = app.name
         app.enqueue = lambda version, **asked: self.enqueue(name, version, **asked)  # type: ignore[method-assign]
         app.live = lambda: self.live(name)  # type: ignore[method-assign]
+        app.recorded = DeployState  # type: ignore[method-assign]  # no rollback recorded
         app.waiting = lambda: self.waiting(name)  # type: ignore[method-assign]
         app.suspension = SimpleNamespace(  # type: ignore[assignment]
             pause=lambda **asked: self.pause(name, **asked),
@@ -206,13 +211,10 @@ def hooks() -> Iterator[Receiver]:
     yield receiver()
 
 
-def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
-    body = (
-        body
-        if body is not None
-        else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
-    )
-    return hooks.client.post(
+def signed(client: FlaskClient, body: bytes, *, delivery: str | None = None) -> Any:
+    """A `package` delivery as GitHub sends it: signed with SECRET, under a new delivery id unless
+    one is given."""
+    return client.post(
         "/hooks/github",
         data=body,
         content_type="application/json",
@@ -222,6 +224,15 @@ def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: byte
             "X-Hub-Signature-256": sign(SECRET, body),
         },
     )
+
+
+def github(hooks: Receiver, tag: str, *, delivery: str | None = None, body: bytes | None = None) -> Any:
+    body = (
+        body
+        if body is not None
+        else json.dumps(github_package(tag=tag, package_url=f"{IMAGE}:{tag}")).encode()
+    )
+    return signed(hooks.client, body, delivery=delivery)
 
 
 def envelope(*tags: str | None, action: str = "push") -> dict[str, Any]:

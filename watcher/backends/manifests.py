@@ -53,6 +53,20 @@ def platforms(manifest: Manifest, read_blob: BlobReader) -> list[ImagePlatform]:
     return [_platform(_document(read_blob(digest), f"config {digest}"), f"config {digest}")]
 
 
+def members(manifest: Manifest) -> frozenset[str]:
+    """The digests of the manifests an index lists (none for an image manifest): the platform
+    manifests one multi-arch push also names in its events."""
+    document = _document(manifest.body, f"manifest {manifest.digest}")
+    entries = document.get("manifests")
+    if not isinstance(entries, list):
+        return frozenset()
+    return frozenset(
+        entry["digest"]
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("digest"), str)
+    )
+
+
 def _index_platforms(document: dict[str, Any], digest: str) -> list[ImagePlatform]:
     entries = document.get("manifests")
     if not isinstance(entries, list):

@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from time import monotonic, sleep
 from types import TracebackType
@@ -41,6 +41,11 @@ MANIFEST_ACCEPT = ", ".join(
 
 DOCKER_HUB = "registry-1.docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
+
+#: (registry, token service host) pairs known beyond a registry's own host, where a token request
+#: may carry the credentials (GHCR's realm is ghcr.io itself); others come from the config
+#: (`[registry] token_hosts`).
+TOKEN_HOSTS = frozenset({(DOCKER_HUB, "auth.docker.io")})
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{{1,5}}))?")
@@ -271,6 +276,9 @@ class RegistryClient:
     """Sync client for one set of credentials; safe to reuse across calls, tokens are cached.
 
     TLS certificates are always verified; only loopback registries are spoken to over http.
+    A token is asked for only from a realm on the registry's own host or on a host `token_hosts`
+    (or TOKEN_HOSTS) names for it, over https, or plain http when both the registry and the realm
+    are on loopback: a registry's challenge must not send the credentials anywhere it likes.
     """
 
     def __init__(
@@ -284,6 +292,7 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         max_retry_after: float = _MAX_RETRY_AFTER,
         on_attempt: AttemptObserver | None = None,
+        token_hosts: Collection[tuple[str, str]] = (),
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("registry username and password must be given together")
@@ -306,6 +315,7 @@ class RegistryClient:
             headers={"User-Agent": "watcher"},
         )
         self._on_attempt = on_attempt
+        self._token_hosts = TOKEN_HOSTS | frozenset(token_hosts)
         self._challenges: dict[tuple[str, str], _Challenge] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
 
@@ -450,10 +460,7 @@ class RegistryClient:
         now = monotonic()
         if cached is not None and now < cached.renew_at:
             return cached.value
-        realm = httpx.URL(challenge.realm)
-        # Credentials go to the realm the registry names: never in clear text over the network.
-        if not (realm.scheme == "https" or (realm.scheme == "http" and _is_loopback(realm.host))):
-            raise AuthError(f"{registry} names a token service that is not https: {realm.host}")
+        realm = self._realm(registry, challenge.realm)
         wanted = (("service", challenge.service), ("scope", challenge.scope))
         params = {name: value for name, value in wanted if value}
         headers = {"Accept": "application/json"}
@@ -481,6 +488,30 @@ class RegistryClient:
             ttl = float(expires_in)
         self._tokens[key] = _Token(token, now + ttl - min(_TOKEN_MARGIN, ttl / 2))
         return token
+
+    def _realm(self, registry: str, named: str) -> httpx.URL:
+        """The token service `registry` names, if the credentials may go there (AuthError)."""
+        try:
+            realm = httpx.URL(named)
+        except httpx.InvalidURL:
+            realm = httpx.URL()
+        host = _split_host(registry)[0]
+        shown = str(realm.copy_with(query=None, fragment=None))[:200] if realm.host else repr(named[:200])
+        if realm.host != host and (registry, realm.host) not in self._token_hosts:
+            raise AuthError(
+                f"{registry} names the token service {shown}, which is not on {host}: no token is "
+                f"asked for there (add its host to [registry] token_hosts for {registry} if it is "
+                "the registry's own)"
+            )
+        if not (
+            realm.scheme == "https"
+            or (realm.scheme == "http" and _is_loopback(host) and _is_loopback(realm.host))
+        ):
+            raise AuthError(
+                f"{registry} names the token service {shown}, which is not https: no token is asked "
+                "for in clear text (plain http only for a registry and a token service on loopback)"
+            )
+        return realm
 
     def _send(self, method: str, url: httpx.URL, headers: dict[str, str], peer: str) -> httpx.Response:
         """One request with retries (watcher/retry.py): 429 after Retry-After, 5xx and network

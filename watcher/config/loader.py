@@ -105,7 +105,8 @@ class _Loader:
 
     @cached_property
     def registry(self) -> RegistryCredentials:
-        """REGISTRY_USERNAME[_FILE] and REGISTRY_PASSWORD[_FILE]: both, or neither (anonymous)."""
+        """REGISTRY_USERNAME[_FILE] and REGISTRY_PASSWORD[_FILE]: both, or neither (anonymous);
+        the token services beside the registries' own hosts that may receive them."""
         username = read_secret(self.env, "REGISTRY_USERNAME") or None
         password = read_secret(self.env, "REGISTRY_PASSWORD") or None
         if (username is None) != (password is None):
@@ -114,7 +115,10 @@ class _Loader:
                 f"environment REGISTRY_{given}[_FILE] is set without REGISTRY_{missing}[_FILE]: "
                 "set both for a private registry, or neither to pull anonymously"
             )
-        return RegistryCredentials(username, password)
+        hosts = self.model.registry.token_hosts
+        return RegistryCredentials(
+            username, password, frozenset((name, host) for name, listed in hosts.items() for host in listed)
+        )
 
     def host(self) -> HostConfig:
         model = self.model

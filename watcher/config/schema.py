@@ -25,10 +25,12 @@ from watcher.config.values import (
     PathText,
     PositiveDuration,
     RedisUrl,
+    RegistryHost,
     RoutePath,
     Site,
     Size,
     Tag,
+    TokenHost,
     at_least,
     between,
 )
@@ -261,6 +263,12 @@ class DashboardModel(Section):
     url: HttpUrl | None = None  # the dashboard's public base URL, for links in messages
 
 
+class RegistryModel(Section):
+    #: A registry's token service on another host, where the registry credentials may go too
+    #: (Docker Hub's auth.docker.io is built in; a realm on the registry's own host needs nothing).
+    token_hosts: dict[RegistryHost, list[TokenHost]] = {}
+
+
 class CaddyModel(Section):
     """The one Caddy in front of the apps."""
 
@@ -282,6 +290,7 @@ class FileModel(Section):
     github: GithubModel = GithubModel()
     dashboard: DashboardModel = DashboardModel()
     caddy: CaddyModel = CaddyModel()
+    registry: RegistryModel = RegistryModel()
 
 
 #: Top-level sections of the single-app layout that belong to its one app.

@@ -203,10 +203,12 @@ class AppState:
 
 @dataclass(frozen=True)
 class RegistryCredentials:
-    """REGISTRY_USERNAME and REGISTRY_PASSWORD[_FILE]: for private images (None: anonymous)."""
+    """REGISTRY_USERNAME and REGISTRY_PASSWORD[_FILE]: for private images (None: anonymous), and
+    `[registry] token_hosts`: the (registry, token service host) pairs they may also be sent to."""
 
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    token_hosts: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)

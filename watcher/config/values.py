@@ -177,6 +177,25 @@ def _site(value: str) -> str:
     return value
 
 
+_HOSTNAME = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+
+
+def _registry_host(value: str) -> str:
+    """A registry as an image names it: `registry.gitlab.com`, `127.0.0.1:5000`."""
+    if not re.fullmatch(rf"{_HOSTNAME}(:\d{{1,5}})?", value):
+        raise ValueError(
+            f"expected a registry HOST[:PORT] in lowercase, like registry.example.com, got {value!r}"
+        )
+    return value
+
+
+def _token_host(value: str) -> str:
+    """The host of a registry's token service, without scheme, port or path: `auth.example.com`."""
+    if not re.fullmatch(_HOSTNAME, value):
+        raise ValueError(f"expected a host name in lowercase, like auth.example.com, got {value!r}")
+    return value
+
+
 def _key_prefix(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]*", value):
         raise ValueError(f"expected letters, digits, '_', '.' or '-', got {value!r}")
@@ -198,3 +217,5 @@ RoutePath = Annotated[str, AfterValidator(_route_path)]
 Site = Annotated[str, AfterValidator(_site)]
 KeyPrefix = Annotated[str, AfterValidator(_key_prefix)]
 PathText = Annotated[str, AfterValidator(_path)]
+RegistryHost = Annotated[str, AfterValidator(_registry_host)]
+TokenHost = Annotated[str, AfterValidator(_token_host)]

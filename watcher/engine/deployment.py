@@ -329,7 +329,10 @@ class Deployment:
                 image=run.plan.image or target.image_id(),
                 how=run.how,
             )
-            prepared = self.ledger.prepare(DeployState(release, live or view.previous, None))
+            rolled_back = view.recorded.going_live(release, rolled_back_from=run.rolled_back_from)
+            prepared = self.ledger.prepare(
+                DeployState(release, live or view.previous, None, rolled_back=rolled_back)
+            )
             with (
                 shielded(),
                 progress.phase("switch", f"traffic {live.color if live else 'nothing'} -> {target.color}"),

@@ -85,7 +85,7 @@ class Ledger:
     def note_pending(self, view: View, pending: Pending) -> None:
         """Record the reconciled truth plus what this deploy is about to do."""
         try:
-            self.save(DeployState(view.live, view.previous, pending))
+            self.save(DeployState(view.live, view.previous, pending, rolled_back=view.recorded.rolled_back))
         except StateUnwritable as exc:
             raise DeployFailed(f"{exc}; nothing was changed") from exc
 
@@ -115,4 +115,4 @@ class Ledger:
         """Write the reconciled truth when the record differs (a wait for promotion stays)."""
         if not view.in_sync:
             kept = view.recorded.pending if awaiting(view.recorded.pending) else None
-            self.save(DeployState(view.live, view.previous, kept))
+            self.save(DeployState(view.live, view.previous, kept, rolled_back=view.recorded.rolled_back))

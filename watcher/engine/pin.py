@@ -107,8 +107,9 @@ class Puller:
             self._pull_missing(run.version, declared)
             return
         ref = ImageRef.parse(self.config.image)
+        credentials = self.config.registry
         registry = self.registry or RegistryClient(
-            username=self.config.registry.username, password=self.config.registry.password
+            username=credentials.username, password=credentials.password, token_hosts=credentials.token_hosts
         )
         try:
             chosen = resolve(registry, ref, run.version, queued, image)

@@ -56,6 +56,11 @@ class Run:
         assert self.plan is not None, "a run has a target once it is planned"
         return self.plan.target
 
+    @property
+    def rolled_back_from(self) -> Release | None:
+        """The release a rollback leaves (the triggers hold it back once this run is recorded)."""
+        return self.plan.live if self.kind == "rollback" and self.plan is not None else None
+
     def result(
         self,
         progress: Progress,

@@ -129,6 +129,33 @@ class Pending:
         )
 
 
+#: How many releases an operator rolled back from are remembered, newest first.
+ROLLED_BACK_KEPT = 10
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """A release an operator rolled back from. The triggers do not request it again until its tag
+    names a new digest or an operator deploys it (`App.withheld`, watcher/host.py): a replayed
+    webhook or the next poll must not undo the rollback."""
+
+    version: str
+    digest: str | None  # None: not known, so every digest of the version is held back
+    at: str = field(default_factory=now_iso)
+
+    def holds(self, version: str, digest: str | None) -> bool:
+        return self.version == version and (self.digest is None or digest is None or self.digest == digest)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RolledBack | None:
+        if not isinstance(raw, dict) or not raw.get("version"):
+            return None
+        return cls(str(raw["version"]), raw.get("digest") or None, str(raw.get("at", "")))
+
+
 #: The pending note's phase while a deploy waits for `watcher promote` (engine/promotion.py).
 AWAITING = "awaiting promotion"
 
@@ -164,6 +191,7 @@ class DeployState:
     pending: Pending | None = None
     updated: str = ""
     engine: str = ""  # the Docker engine ID the colours run on: one Docker host per app
+    rolled_back: tuple[RolledBack, ...] = ()  # what operators rolled back from, newest first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,7 +200,23 @@ class DeployState:
             "pending": self.pending.to_dict() if self.pending else None,
             "updated": self.updated,
             "engine": self.engine,
+            "rolled_back": [entry.to_dict() for entry in self.rolled_back],
         }
+
+    def withheld(self, version: str, digest: str | None) -> RolledBack | None:
+        """The rollback that holds `version`@`digest` back from the triggers, if any."""
+        return next((entry for entry in self.rolled_back if entry.holds(version, digest)), None)
+
+    def going_live(self, release: Release, *, rolled_back_from: Release | None) -> tuple[RolledBack, ...]:
+        """The rollback record once `release` goes live: what goes live is held back no more (an
+        operator or a new digest put it there); the release a rollback leaves is (a tag's earlier
+        digest, for the digest policy, leaves the later one held back)."""
+        kept = tuple(entry for entry in self.rolled_back if not entry.holds(release.version, release.digest))
+        left = rolled_back_from
+        if left is not None and (left.version, left.digest) != (release.version, release.digest):
+            entry = RolledBack(left.version, left.digest)
+            kept = (entry, *(e for e in kept if (e.version, e.digest) != (entry.version, entry.digest)))
+        return kept[:ROLLED_BACK_KEPT]
 
 
 @dataclass(frozen=True)
@@ -231,6 +275,7 @@ class StateStore:
                 Pending.from_dict(raw.get("pending")),
                 str(raw.get("updated", "")),
                 str(raw.get("engine", "")),
+                tuple(filter(None, map(RolledBack.from_dict, raw.get("rolled_back") or ()))),
             )
         except FileNotFoundError:
             return DeployState()

@@ -157,6 +157,12 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"rollback target: {data['rollback_description']}")
     elif data["previous_version"]:
         lines.append(f"rollback target: none ({data['previous_version']} is no longer on this host)")
+    for held in (data.get("recorded") or {}).get("rolled_back") or []:
+        digest = f"@{held['digest'][:19]}" if held["digest"] else ""
+        lines.append(
+            f"rolled back from: {held['version']}{digest} at {held['at']} (no trigger deploys it again "
+            "until its tag names a new digest)"
+        )
     for color, info in data["colors"].items():
         lines.append(
             f"{color}: {info['role']}"

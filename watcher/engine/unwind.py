@@ -113,7 +113,8 @@ def _leave_serving(engine: Engine, run: Run, why: str) -> str:
         how=UNVERIFIED,
     )
     engine.store.discard()
-    engine.ledger.save(DeployState(release, live, None))
+    rolled_back = engine.store.load().going_live(release, rolled_back_from=run.rolled_back_from)
+    engine.ledger.save(DeployState(release, live, None, rolled_back=rolled_back))
     if not health.healthy:
         return (
             f"{why}, and {target.color} is {health} too: traffic stays on {target.color} "

@@ -134,6 +134,7 @@ _VERDICTS = {
     "would-enqueue": "would enqueue",
     "up-to-date": "nothing to do",
     "requested": "nothing to do",
+    "rolled-back": "nothing to do",
     "no-candidate": "nothing to deploy",
     "failed": "poll failed",
 }

@@ -3,19 +3,16 @@
 1. map the pushed image to the configured apps (registry and repository, lowercased);
 2. of the event's tags, the highest the app's policy accepts (the legacy registry sends several);
    a tag newer than live yet refused is told to the notifier;
-3. `App.request` (watcher/host.py) does the rest: staleness, the registry check, the
-   one-push-one-job claim, the enqueue, exactly as for the poller.
+3. `App.request` (watcher/host.py) does the rest: staleness, the registry check (the tag must
+   still name the event's digest), an operator's rollback, the one-push-one-job claim, the
+   enqueue, exactly as for the poller.
 """
 
 from __future__ import annotations
 
-import logging
-
 from watcher.host import App, Host, Outcome
 from watcher.policy import older
 from watcher.triggers.payloads import Push
-
-log = logging.getLogger("watcher.triggers")
 
 
 def apps_for(host: Host, registry: str, repository: str) -> list[App]:
@@ -46,14 +43,5 @@ def _push_one(app: App, pushed: Push, *, by: str, repository: str | None) -> Out
             app.host.tell_refused(refused)
         return refused
     tag = accepted[0] if len(accepted) == 1 else max(accepted, key=lambda t: (app.policy.order(t), t))
-    outcome = app.request(tag, source="webhook", by=by, repository=repository)
-    if pushed.digest and outcome.digest and pushed.digest != outcome.digest:
-        log.debug(
-            "%s: %s:%s resolves to %s; the event named %s (a platform manifest of a multi-arch push?)",
-            app.name,
-            app.ref,
-            tag,
-            outcome.digest,
-            pushed.digest,
-        )
-    return outcome
+    # The event's digest must still be what the registry names: a replayed event is stale.
+    return app.request(tag, source="webhook", by=by, digest=pushed.digest, repository=repository)

@@ -12,8 +12,9 @@ Compared, per app:
   what is live (a manual deploy of something newer) is left alone: the poller never downgrades;
 - the digest policy (a mutable tag: latest, main): the tag's *digest* against the live digest;
 - both against the last request any trigger made for the app (`watcher:<app>:trigger:last`), so
-  a deploy that failed, or that an operator rolled back, is not requested again every interval.
-  A new digest for the same tag is a new request.
+  a deploy that failed is not requested again every interval, and against what an operator
+  rolled back from (the engine's record, `App.withheld`), whoever requested it. A new digest for
+  the same tag is a new request.
 
 Several watcher instances polling the same app: each may find the same candidate; the
 (app, tag, digest) SET NX claim of `App.request` (watcher/host.py) lets exactly one enqueue it.
@@ -45,9 +46,9 @@ log = logging.getLogger("watcher.poller")
 @dataclass(frozen=True)
 class PollResult:
     app: str
-    status: (
-        str  # enqueued | duplicate | noop | up-to-date | requested | no-candidate | failed | would-enqueue
-    )
+    #: enqueued | duplicate | noop | up-to-date | requested | rolled-back | no-candidate | failed |
+    #: would-enqueue
+    status: str
     reason: str
     tag: str | None = None
     digest: str | None = None
@@ -74,6 +75,7 @@ def poll_client(app: App) -> RegistryClient:
     return RegistryClient(
         username=config.registry.username,
         password=config.registry.password,
+        token_hosts=config.registry.token_hosts,
         timeout=10.0,
         max_retries=3,
         backoff=1.0,
@@ -153,6 +155,9 @@ class Poller:
         stale = app.stale(tag)
         if stale:
             return result("up-to-date", stale)
+        withheld = app.withheld(tag, digest)  # App.request refuses it too; `check-tags` says so
+        if withheld is not None:
+            return result(withheld.status, withheld.reason)
         if dry_run:
             return result(
                 "would-enqueue",

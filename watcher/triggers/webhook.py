@@ -9,7 +9,8 @@ constant time (hmac.compare_digest); with no secret configured an endpoint refus
 
 Answers, the same on both hooks: 202 + job id when a deploy was queued; 200 with a reason when
 nothing was (ping, unknown event, unknown image, untagged version, tag refused by the policy,
-duplicate delivery, already queued or live); 401 bad or missing signature/token; 400 malformed
+duplicate delivery, already queued or live, a stale event, what an operator rolled back from:
+no retry would mend those); 401 bad or missing signature/token; 400 malformed
 JSON; 413 body over `[webhook] max_body`; 422 the tag is not in the registry; 503 Redis or the
 registry is unreachable (after a 422 or 503 the delivery can be redelivered: its id is released).
 
