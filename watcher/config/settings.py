@@ -241,6 +241,12 @@ class AppConfig:
         return self.caddy.route_file.parent / f"{self.name}.preview"
 
     @property
+    def probe_file(self) -> Path:
+        """Beside the route file (so Caddy reads it too): the secret that marks watcher's own
+        checks in Caddy's access log (engine/verification.py)."""
+        return self.caddy.route_file.parent / f"{self.name}.probe"
+
+    @property
     def preview_url(self) -> str:
         """The app's root through Caddy, where the smoke phase sends its requests: the origin of
         [verify] url plus the app's path prefix."""
