@@ -52,7 +52,8 @@ HEADER = """\
 # Before a switch, watcher's smoke checks reach the idle colour with X-Watcher-Preview: <secret>,
 # the secret watcher wrote into <app>.preview for this deploy alone; other requests never do.
 # Watcher's own checks carry X-Watcher-Probe: <the secret in <app>.probe>, and are logged apart
-# only when it matches; neither secret is ever logged or sent on to the app.
+# only when it matches. Neither secret is ever logged (not even in Caddy's error log, which writes
+# the headers of a request that failed) or sent on to the app.
 """
 
 
@@ -62,6 +63,7 @@ def render(host: HostConfig, apps: list[AppConfig]) -> str:
         HEADER.format(source=host.source.name),
         "{",
         f"\tadmin {_admin(host)}",
+        *("\t" + line for line in _default_log()),
         "}",
         "",
         "(ride_out_blips) {",
@@ -171,6 +173,21 @@ def _probe(config: AppConfig, route_file: str) -> list[str]:
         "\t}",
         f"\tlog_append @{name}_probe {PROBE_FIELD} 1",
         f"\trequest_header -{PROBE_HEADER}",
+    ]
+
+
+def _default_log() -> list[str]:
+    """Caddy's own log (stderr: `docker logs`), where an error (a 502) writes the request with its
+    headers: without the two that carry watcher's secrets."""
+    return [
+        "log default {",
+        "\tformat filter {",
+        "\t\tfields {",
+        f"\t\t\trequest>headers>{PROBE_HEADER} delete",
+        f"\t\t\trequest>headers>{PREVIEW_HEADER} delete",
+        "\t\t}",
+        "\t}",
+        "}",
     ]
 
 

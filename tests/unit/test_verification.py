@@ -201,3 +201,8 @@ def test_caddy_logs_a_probe_only_when_its_header_equals_the_secret_and_never_the
     logged = [line for line in text.splitlines() if "log_append" in line]
     assert not any("X-Watcher-Probe" in line or "Preview}" in line for line in logged)
     assert "request_header -X-Watcher-Probe" in text  # nor does the app see it
+    # Caddy's error log writes a failed request's headers: never these two.
+    assert (
+        "\t\t\t\trequest>headers>X-Watcher-Probe delete\n\t\t\t\trequest>headers>X-Watcher-Preview delete"
+        in text
+    )
