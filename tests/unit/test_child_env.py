@@ -90,7 +90,7 @@ def test_what_the_compose_files_interpolate_is_passed_but_never_a_secret(
         "    ports: ['${HTTP_PORT-8080}:80']\n"
         "    environment:\n"
         "      TOKEN: ${WEBHOOK_SECRET}\n"  # a compose file cannot ask for watcher's secrets
-        "      PRICE: $$5 $NOT_A_VAR_BUT_ESCAPED_IS $${ESCAPED}\n"
+        "      PRICE: $$5 and $${ESCAPED}\n"  # `$$` is a literal `$`
     )
     (tmp_path / "compose.green.yml").write_text("services: {web: {labels: [x=$GREEN_ONLY]}}\n")
     for name in ("STACK_NAME", "HTTP_PORT", "GREEN_ONLY", "ESCAPED"):

@@ -5,7 +5,8 @@ A child gets, from watcher's environment: the basics of a process, the Docker CL
 settings and Compose's own (`ALLOWED`), the variables the app's compose files interpolate (a
 stack that reads `${HTTP_PORT}` from the shell keeps working), and those the app's `pass_env`
 names; never one of watcher's secrets (config/env.py), whoever asks for it. The compose
-project's `.env` and `env_file`s are read by compose itself, unaffected.
+project's `.env` and `env_file`s are read by compose itself, unaffected. (The worker processes
+watcher starts, queue/pool.py, are watcher itself and keep its environment.)
 """
 
 from __future__ import annotations
