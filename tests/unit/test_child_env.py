@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_config import MINIMAL, make_project, refused
+from tests.unit.test_config import EXAMPLE, MINIMAL, make_project, refused
 from watcher.backends.compose import ComposeProject
 from watcher.config import load_config
 from watcher.engine.hooks import run_hook
@@ -120,3 +120,20 @@ def test_pass_env_never_takes_a_secret_of_watchers(tmp_path: Path, name: str) ->
         f"{path}: app.pass_env: {name} is watcher's own secret and is never passed to hooks or "
         "docker compose; give the app a variable of its own"
     )
+
+
+def test_the_demo_stack_still_gets_the_shell_variables_it_interpolates(
+    secrets_set: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` sets STACK_NAME, HTTP_PORT and the images in watcher's environment for
+    compose.yml to read; they pass, the secrets do not."""
+    demo = {
+        "STACK_NAME": "demo",
+        "HTTP_PORT": "8080",
+        "CADDY_IMAGE": "caddy:2.11",
+        "APP_HEALTH_INTERVAL": "1s",
+    }
+    for name, value in demo.items():
+        monkeypatch.setenv(name, value)
+    env = load_config(EXAMPLE, {}, "demo").compose_env("v1")
+    assert env.items() >= demo.items() and leaked(env) == []
