@@ -76,7 +76,7 @@ admin = "unix://{run}/caddy-admin.sock"
     finally:
         caddy.terminate()
         caddy.wait(timeout=10)
-    served = AccessLog(run / "access.log").served("shop", started - 1, time.time())
+    served = AccessLog(run / "access.log").served("shop", started, time.time())
     assert [s.probe for s in served] == [True, False, False, False, True]
     for log in (run / "access.log", own_log):
         text = log.read_text()
