@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.backends.access_log import Served
+from tests.unit.test_receipt import line
+from watcher.backends.access_log import AccessLog, Served
 from watcher.config import BakeSettings
-from watcher.engine.bake import above, error_verdict, latency_verdict
+from watcher.engine.bake import Bake, above, error_verdict, latency_verdict
 from watcher.engine.receipt import Tally
 
 SETTINGS = BakeSettings()
@@ -77,3 +79,18 @@ def test_latency_judged_against_the_old_p99_with_a_floor() -> None:
     verdict = latency_verdict(SETTINGS, before, tally_of(1000, duration=0.5), "blue", "green")
     assert verdict is not None and "green's p99 latency is 500 ms" in verdict and "3x blue's 20 ms" in verdict
     assert latency_verdict(SETTINGS, tally_of(10), tally_of(1000, duration=5.0), "blue", "green") is None
+
+
+def test_failures_claiming_to_be_probes_still_fail_the_bake(tmp_path: Path) -> None:
+    """Issue 21's attack: green's failures sent with `X-Watcher-Probe: 1` were left out of the bake."""
+    log = tmp_path / "access.log"
+    moved = 1000.0
+    log.write_text(
+        "".join(line(moved - 60 + i * 0.5) for i in range(100))  # blue: 100 answers, no error
+        + "".join(
+            line(moved + i * 0.05, color="green", status=500, upstream=500, probe="1") for i in range(60)
+        )
+    )
+    bake = Bake(SETTINGS, AccessLog(log), "demo", "blue", "green", moved, 10.0)
+    verdict = bake.check(moved + 10, final=True)
+    assert verdict is not None and "green answered 60 of 60 requests with an error" in verdict

@@ -116,3 +116,19 @@ def test_a_receipt_counts_per_colour_and_per_second_and_leaves_probes_apart() ->
 def test_a_missing_log_makes_a_receipt_that_says_why() -> None:
     receipt = receipts.missing("abort", 10.0, 20.0, "Caddy writes no access log at /x")
     assert receipt.summary() == "no traffic receipt: Caddy writes no access log at /x"
+
+
+def test_a_request_claiming_to_be_a_probe_is_a_users_request(tmp_path: Path) -> None:
+    """Issue 21's attack: `X-Watcher-Probe: 1` (or any value Caddy did not match against the
+    probe file's secret) hid a request from the receipt and the bake. Only `watcher_own`, which
+    Caddy sets when the header equals the secret, marks watcher's own request."""
+    path = tmp_path / "access.log"
+    path.write_text(
+        line(1.0, probe="1")  # a Caddyfile of before: the header's value, whatever the client sent
+        + line(2.0, probe="anything-at-all-0123456789abcdefghij")
+        + line(3.0).replace('"watcher_probe":""', '"watcher_own":"1"')  # Caddy matched the secret
+    )
+    served = AccessLog(path).served("demo", 0, 10)
+    assert [s.probe for s in served] == [False, False, True]
+    receipt = receipts.build("deploy", served, 2.0, 0.0, 10.0, str(path))
+    assert receipt.requests == 2 and receipt.probes == 1

@@ -6,14 +6,19 @@ from __future__ import annotations
 import io
 import json
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from watcher.engine.verification import answer, answered_version, wait_for_version
+from tests.unit.test_config import make_project
+from watcher.caddyfile import render
+from watcher.config import load_host
+from watcher.engine.verification import PROBE_SECRET, answer, answered_version, mark_probes, wait_for_version
 from watcher.progress import Progress
 
 # path -> (status, headers, body, delay seconds)
@@ -163,3 +168,41 @@ def test_wait_for_version_fails_when_another_version_answers(server: str) -> Non
     assert not wait_for_version(server + "/plain", "9.9", None, timeout=0.5, progress=Progress(out))
     assert time.monotonic() - started < 3
     assert "'1.2.3'" in out.getvalue() and "'9.9'" in out.getvalue()
+
+
+# -- watcher's own requests, told apart in Caddy's log -----------------------------------------
+
+
+def test_a_check_carries_the_secret_the_probe_file_holds_for_caddy(server: str, tmp_path: Path) -> None:
+    config = next(iter(load_host(make_project(tmp_path), {}).apps.values()))
+    mark_probes(config)
+    assert config.probe_file.read_text() == f"{PROBE_SECRET}\n" and len(PROBE_SECRET) >= 43
+    assert stat.S_IMODE(config.probe_file.stat().st_mode) == 0o600  # Caddy's to read, nobody else's
+    Handler.seen_headers.clear()
+    answer(server + "/plain", None)
+    assert Handler.seen_headers[0]["X-Watcher-Probe"] == PROBE_SECRET
+
+
+def test_caddy_logs_a_probe_only_when_its_header_equals_the_secret_and_never_the_header(
+    tmp_path: Path,
+) -> None:
+    """Issue 21's attack, at its root: the Caddyfile logged X-Watcher-Probe's value, whatever a
+    client sent, and any value hid the request. Now Caddy compares it with the probe file and
+    logs `watcher_own 1` on a match alone; the header's value is in no log field."""
+    host = load_host(make_project(tmp_path), {})
+    text = render(host, list(host.apps.values()))
+    assert text.count("{file./run/watcher/shop.probe}") == 1  # read only for a token-like header
+    assert "@shop_probe_asked header_regexp X-Watcher-Probe ^[A-Za-z0-9_-]{32,}$" in text
+    assert "vars @shop_probe_asked shop_probe {file./run/watcher/shop.probe}" in text
+    matcher = text[text.index("@shop_probe {") :]
+    matcher = matcher[: matcher.index("}\n\t\tlog_append") + 1]
+    assert "vars {vars.shop_probe} {http.request.header.X-Watcher-Probe}" in matcher
+    assert "log_append @shop_probe watcher_own 1" in text
+    logged = [line for line in text.splitlines() if "log_append" in line]
+    assert not any("X-Watcher-Probe" in line or "Preview}" in line for line in logged)
+    assert "request_header -X-Watcher-Probe" in text  # nor does the app see it
+    # Caddy's error log writes a failed request's headers: never these two.
+    assert (
+        "\t\t\t\trequest>headers>X-Watcher-Probe delete\n\t\t\t\trequest>headers>X-Watcher-Preview delete"
+        in text
+    )

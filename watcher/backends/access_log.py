@@ -4,8 +4,11 @@ and the bake read it. Never a probe of ours: these are the requests users sent.
 `watcher caddyfile` gives every site a `log` writing `<run dir>/access.log` (Caddy rolls it at
 `ROLL_SIZE`) and tags each request of an app with `log_append`: `watcher_app`, `watcher_color`
 (the colour block that proxied it: blue, green, none, fallback), `watcher_upstream` (the status
-the app answered; null when Caddy got no answer: an upstream error) and `watcher_probe` (set on
-watcher's own verification requests, so they are told apart from users' traffic).
+the app answered; null when Caddy got no answer: an upstream error) and `watcher_own` ("1" on
+watcher's own verification requests, so they are told apart from users' traffic: Caddy sets it
+only when the request's `X-Watcher-Probe` equals the secret in the app's probe file, so a client
+sending the header is counted as what it is, a user). The log holds no request header, URI or
+address, and so no secret: it may be read by others (mode 0644).
 
 Lines are in the order Caddy finished the requests (`ts` is that moment); a window of time is
 found by bisecting the file on `ts`, so reading the minutes before a switch costs the same in
@@ -27,6 +30,10 @@ ROLL_KEEP = 3
 #: Lines are written when requests finish, by many goroutines: `ts` is in order only to within a
 #: moment. A bisection lands this much early, and the lines are then filtered on `ts` exactly.
 DISORDER = 2.0
+#: The header watcher's own requests carry (engine/verification.py), and the field Caddy logs
+#: when its value is the probe file's secret (caddyfile.py).
+PROBE_HEADER = "X-Watcher-Probe"
+PROBE_FIELD = "watcher_own"
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Served:
     status: int  # what the client got (0: the client went away first)
     upstream: int | None  # what the app answered; None when Caddy got no answer
     duration: float  # seconds, as Caddy measured it
-    probe: bool  # one of watcher's own verification requests
+    probe: bool  # one of watcher's own verification requests, as Caddy checked its secret
 
 
 class AccessLog:
@@ -127,7 +134,7 @@ def _parse(line: bytes) -> Served | None:
             status=int(raw.get("status") or 0),
             upstream=int(upstream) if isinstance(upstream, (int, float)) and upstream else None,
             duration=float(raw.get("duration") or 0.0),
-            probe=bool(raw.get("watcher_probe")),
+            probe=raw.get(PROBE_FIELD) == "1",
         )
     except (ValueError, KeyError, TypeError):
         return None

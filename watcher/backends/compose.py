@@ -6,7 +6,6 @@ exactly what they mean to `docker compose` (overlays, profiles, healthchecks, in
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ class ComposeProject:
             proc = subprocess.run(
                 argv,
                 cwd=self.directory,
-                env={**os.environ, **env},
+                env=dict(env),  # the whole of it: config/child_env.py keeps watcher's secrets out
                 capture_output=True,
                 text=True,
                 timeout=timeout,

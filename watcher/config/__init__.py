@@ -3,7 +3,8 @@ overrides. `load_host` reads it; `HostConfig.app(name)` is one app's `AppConfig`
 
 schema.py is the file's shape and types (pydantic models); settings.py what watcher runs on;
 loader.py turns one into the other, with sections.py for each app's sections, env.py for what the
-environment adds (overrides, secrets) and wording.py for errors that name file, app, key and problem.
+environment adds (overrides, secrets), child_env.py for what an app's hooks and compose see of it,
+and wording.py for errors that name file, app, key and problem.
 """
 
 from watcher.config.env import APP_ENV, HOST_ENV, SECRET_ENV, read_secret

@@ -37,6 +37,26 @@ SECRET_ENV: dict[tuple[str, str], str] = {
 }
 
 
+#: Every variable that holds a secret of watcher's (each also as NAME_FILE, and as NAME_PREVIOUS
+#: while it is rotated): never passed to what watcher runs for an app (child_env.py). REDIS_URL
+#: may carry Redis's password.
+SECRETS = frozenset(
+    {
+        *SECRET_ENV.values(),
+        "REDIS_PASSWORD",
+        "REDIS_URL",
+        "REGISTRY_USERNAME",
+        "REGISTRY_PASSWORD",
+        "WATCHER_NOTIFY_URLS",
+    }
+)
+
+
+def is_secret(name: str) -> bool:
+    """`name` is one of watcher's secret variables, or its _FILE or _PREVIOUS form."""
+    return name.removesuffix("_FILE").removesuffix("_PREVIOUS") in SECRETS
+
+
 def read_secret(env: Mapping[str, str], name: str) -> str | None:
     """A secret from NAME or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
     if env.get(name):

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from watcher.config import sections
+from watcher.config.child_env import pass_env
 from watcher.config.env import apply_env, read_secret, read_strong_secret, refuse_secrets_in_file
 from watcher.config.promote import PromoteSettings
 from watcher.config.schema import AppModel, FileModel, legacy_to_apps
@@ -241,6 +242,7 @@ class _Loader:
                 app.hooks.smoke, app.hooks.smoke_timeout, app.smoke, partial(self.fail, name)
             ),
             promote=PromoteSettings(app.promote.mode == "manual", app.promote.timeout),
+            pass_env=pass_env(app.pass_env, partial(self.fail, name)),
         )
 
     def _github(self, name: str, app: AppModel) -> GithubSettings:

@@ -198,6 +198,7 @@ class AppModel(Section):
     compose_files: list[PathText] = ["compose.yml"]
     shared_services: list[Name] = []
     version_env: EnvName = "APP_VERSION"
+    pass_env: list[EnvName] = []  # watcher's variables its hooks and compose see besides the allowed
     services: dict[Name, ServiceModel]
     caddy: AppCaddyModel = AppCaddyModel()
     health: HealthModel = HealthModel()

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from watcher.config.child_env import child_env
 from watcher.config.promote import PromoteSettings
 from watcher.config.schema import DrainModel, HealthModel, HooksModel, VerifyModel
 from watcher.config.smoke import SmokeSettings
@@ -241,6 +242,7 @@ class AppConfig:
     freezes: tuple[FreezeWindow, ...] = ()  # [[freeze]]: when workers hold the app's deploys
     smoke: SmokeSettings = SmokeSettings()
     promote: PromoteSettings = PromoteSettings()
+    pass_env: tuple[str, ...] = ()  # [apps.<name>] pass_env: besides child_env.py's allow-list
 
     def project(self, color: str | None = None) -> str:
         """Compose project name: the shared one, or the one of a colour."""
@@ -254,6 +256,12 @@ class AppConfig:
         return self.caddy.route_file.parent / f"{self.name}.preview"
 
     @property
+    def probe_file(self) -> Path:
+        """Beside the route file (so Caddy reads it too): the secret that marks watcher's own
+        checks in Caddy's access log (engine/verification.py)."""
+        return self.caddy.route_file.parent / f"{self.name}.probe"
+
+    @property
     def preview_url(self) -> str:
         """The app's root through Caddy, where the smoke phase sends its requests: the origin of
         [verify] url plus the app's path prefix."""
@@ -264,8 +272,11 @@ class AppConfig:
         return f"compose.{color}.yml"
 
     def compose_env(self, version: str | None) -> dict[str, str]:
-        """What compose interpolates for this app: its name, image and (when known) version."""
-        env = {"WATCHER_APP": self.name, "APP_IMAGE": self.image}
+        """The whole environment of the app's compose commands and hooks: what child_env.py lets
+        through (never watcher's secrets), then the app's name, image and (when known) version."""
+        files = [*self.compose_files, self.overlay("blue"), self.overlay("green")]
+        env = child_env([self.project_dir / name for name in files], self.pass_env)
+        env |= {"WATCHER_APP": self.name, "APP_IMAGE": self.image}
         if version:
             env[self.version_env] = version
         return env

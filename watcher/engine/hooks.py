@@ -8,7 +8,6 @@ before anything is started or switched.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ def run_hook(
         proc = subprocess.run(
             list(argv),
             cwd=cwd,
-            env={**os.environ, **env},
+            env=dict(env),  # the whole of it: config/child_env.py keeps watcher's secrets out
             capture_output=True,
             text=True,
             timeout=timeout,

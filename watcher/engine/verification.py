@@ -5,27 +5,34 @@ apart. The Caddyfile adds `X-Watcher-Color` to every response a colour's app ser
 for both: the colour header (a same-tag redeploy answers the same version from both colours, and
 a route file Caddy no longer reads shows up as the wrong colour) and the version (a response
 header, or the body / its JSON `version` field).
+
+Every check carries X-Watcher-Probe with this process's secret, which `check_route` writes into
+the app's probe file before a deploy's first check: Caddy logs a request as watcher's own (left
+out of the receipt and the bake) only when the two are equal, so nobody else can hide a request.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 
 import httpx
 
+from watcher.atomic import write_atomic
+from watcher.backends.access_log import PROBE_HEADER
 from watcher.config import AppConfig
 from watcher.engine.bake import Bake
-from watcher.errors import DeployFailed
+from watcher.errors import DeployFailed, unwritable
 from watcher.platforms.base import ColorStack
 from watcher.platforms.color import Color
 from watcher.progress import Progress
 
 COLOR_HEADER = "X-Watcher-Color"
-#: Sent with every check, so Caddy's access log (and so the traffic receipt) tells watcher's own
-#: requests apart from users'.
-PROBE_HEADER = "X-Watcher-Probe"
+#: This process's value of PROBE_HEADER, sent with every check: random, never logged, and only
+#: in the probe file (mode 0600) for Caddy to compare.
+PROBE_SECRET = secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,10 @@ def answer(url: str, header: str | None, timeout: float = 5.0) -> Answer:
     try:
         # trust_env=False: the check must reach this host's Caddy, never an HTTP_PROXY.
         response = httpx.get(
-            url, timeout=timeout, headers={"Cache-Control": "no-cache", PROBE_HEADER: "1"}, trust_env=False
+            url,
+            timeout=timeout,
+            headers={"Cache-Control": "no-cache", PROBE_HEADER: PROBE_SECRET},
+            trust_env=False,
         )
     except httpx.HTTPError as exc:
         return Answer(None, None, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -100,9 +110,18 @@ def wait_for_version(
         time.sleep(0.2)
 
 
+def mark_probes(config: AppConfig) -> None:
+    """Let Caddy tell this process's checks of the app from users' requests (caddyfile.py)."""
+    try:
+        write_atomic(config.probe_file, f"{PROBE_SECRET}\n", mode=0o600)
+    except OSError as exc:
+        raise unwritable(config.probe_file.parent, "the probe file in", exc) from exc
+
+
 def check_route(config: AppConfig, live: Color) -> None:
     """Before anything changes: Caddy's answers must come from the colour the route file names,
     or Caddy does not read this route file and a switch would be silently ignored."""
+    mark_probes(config)
     seen = answer(config.verify.url, config.verify.header)
     for _ in range(10):
         if seen.color is not None:
