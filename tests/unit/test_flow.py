@@ -173,6 +173,9 @@ class FakePlatform:
     def host_id(self) -> str:
         return "fake-host"
 
+    def proxy_containers(self, run_dir: Path) -> list[str]:
+        return []
+
     def architecture(self) -> tuple[str, str]:
         return "linux", "x86_64"
 
