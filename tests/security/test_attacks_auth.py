@@ -136,61 +136,6 @@ def test_a_signature_of_the_body_alone_is_refused(board: Dashboard) -> None:
     assert board.suspension.paused() is None
 
 
-def test_the_worked_example_of_the_readme() -> None:
-    """README and docs/http-api.md show these numbers; `openssl dgst -sha256 -hmac` agrees."""
-    headers = signing.sign(
-        "3b0f6c1e9d2a47f58e6b1c0d9a8f7e6d5c4b3a29180706f5e4d3c2b1a0998877",
-        "POST",
-        "/pause",
-        b'{"app":"shop"}',
-        timestamp=1765100000,
-        nonce="7f3c0a9e5b1d4c2f8a6e1b0d9c8f7a6e",
-    )
-    assert headers == {
-        "X-Watcher-Timestamp": "1765100000",
-        "X-Watcher-Nonce": "7f3c0a9e5b1d4c2f8a6e1b0d9c8f7a6e",
-        "X-Watcher-Signature-256": "sha256=a22dd440456c2bec29a4b511850053b34f76468ae5713537ba6db29a6fc8f9af",
-    }
-
-
-NONCES = st.text("abcdefABCDEF0123456789_-", min_size=16, max_size=64)
-
-
-@given(
-    method=st.sampled_from(["POST", "GET", "PUT"]),
-    path=st.sampled_from(["/pause", "/resume", "/promote", "/abort", "/pause/"]),
-    body=st.binary(max_size=64),
-    nonce=NONCES,
-    change=st.sampled_from(["method", "path", "timestamp", "nonce", "body", "token"]),
-    data=st.data(),
-)
-def test_any_change_of_what_was_signed_is_refused(
-    method: str, path: str, body: bytes, nonce: str, change: str, data: st.DataObject
-) -> None:
-    now = 1765100000
-    stamp = data.draw(st.integers(now - signing.TOLERANCE, now + signing.TOLERANCE))
-    headers = signing.sign(TOKEN, method, path, body, timestamp=stamp, nonce=nonce)
-    sent = {"method": method, "path": path, "body": body, "token": TOKEN}
-    assert signing.refusal([TOKEN], headers, method, path, body, now) is None
-    if change == "timestamp":
-        other = data.draw(
-            st.integers(now - signing.TOLERANCE, now + signing.TOLERANCE).filter(lambda t: t != stamp)
-        )
-        headers = {**headers, signing.TIMESTAMP: str(other)}
-    elif change == "nonce":
-        headers = {**headers, signing.NONCE: data.draw(NONCES.filter(lambda n: n != nonce))}
-    else:
-        sent[change] = data.draw(
-            {
-                "method": st.sampled_from(["POST", "GET", "PUT", "DELETE"]),
-                "path": st.sampled_from(["/pause", "/resume", "/promote", "/abort", "/status"]),
-                "body": st.binary(max_size=64),
-                "token": st.text(min_size=32, max_size=40),
-            }[change].filter(lambda value: value != sent[change])
-        )
-    assert signing.refusal([sent["token"]], headers, sent["method"], sent["path"], sent["body"], now)
-
-
 # -- 3. the API token guessed at full speed --------------------------------------------------------
 
 
