@@ -65,3 +65,40 @@ def test_any_change_of_what_was_signed_is_refused(
             }[change].filter(lambda value: value != sent[change])
         )
     assert signing.refusal([sent["token"]], headers, sent["method"], sent["path"], sent["body"], now)
+
+
+def test_the_worked_example_verifies_and_is_refused_later_or_elsewhere() -> None:
+    """What a receiver does with README's example: accepted at its time, refused five minutes
+    and a second after, or at another endpoint."""
+    key = "3b0f6c1e9d2a47f58e6b1c0d9a8f7e6d5c4b3a29180706f5e4d3c2b1a0998877"
+    headers = signing.sign(
+        key,
+        "POST",
+        "/pause",
+        b'{"app":"shop"}',
+        timestamp=1765100000,
+        nonce="7f3c0a9e5b1d4c2f8a6e1b0d9c8f7a6e",
+    )
+    assert signing.refusal([key], headers, "POST", "/pause", b'{"app":"shop"}', 1765100000) is None
+    assert signing.refusal([key], headers, "POST", "/pause", b'{"app":"shop"}', 1765100000 + 301)
+    assert signing.refusal([key], headers, "POST", "/resume", b'{"app":"shop"}', 1765100000)
+
+
+@given(
+    skew=st.integers(signing.TOLERANCE + 1, 10**9) | st.integers(-(10**9), -signing.TOLERANCE - 1),
+    body=st.binary(max_size=64),
+    nonce=NONCES,
+)
+def test_any_timestamp_more_than_five_minutes_off_is_refused(skew: int, body: bytes, nonce: str) -> None:
+    """A correct signature, kept and sent later (or dated ahead), is refused by its timestamp alone."""
+    now = 1765100000
+    headers = signing.sign(TOKEN, "POST", "/pause", body, timestamp=now + skew, nonce=nonce)
+    assert "X-Watcher-Timestamp" in (signing.refusal([TOKEN], headers, "POST", "/pause", body, now) or "")
+
+
+@given(
+    headers=st.dictionaries(st.sampled_from([signing.SIGNATURE, signing.TIMESTAMP, signing.NONCE]), st.text())
+)
+def test_headers_not_made_with_the_key_are_refused(headers: dict[str, str]) -> None:
+    """Whatever an attacker writes in the three headers without the key, nothing is accepted."""
+    assert signing.refusal([TOKEN], headers, "POST", "/pause", b"{}", 1765100000)
