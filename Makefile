@@ -36,7 +36,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: services
-	$(call tests,tests/unit tests/integration tests/corpus tests/browser tests/faults)
+	$(call tests,tests/unit tests/integration tests/security tests/corpus tests/browser tests/faults)
 
 unit: setup
 	$(PYTEST) -n $(WORKERS) --durations=20 tests/unit
