@@ -224,7 +224,10 @@ def crash(container: str) -> None:
         check=True,
     ).stdout.strip()
     assert pid.isdigit() and int(pid) > 1, f"{container} is not running (pid {pid!r})"
-    os.kill(int(pid), signal.SIGKILL)
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        raise AssertionError(f"{container}'s process {pid} ended before the crash could land") from None
 
 
 def restart_caddy(stack: Stack) -> None:
