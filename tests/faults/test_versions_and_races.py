@@ -567,7 +567,12 @@ def test_a_webhook_flood_makes_one_job_per_new_version_per_app(flooded: Flood, c
             *flood.forgeries(pushes, SECRET, github_count=1, registry_count=1),
         ]
         after, _ = flood.send(server.url, deliveries[-4:])
-        assert [a.status for a in after] == [200, 200, 401, 401], [(a.status, a.body) for a in after]
+        # The registry forgery comes from the forger, throttled by its hundred failures (401 once
+        # its minute is over); GitHub's deliveries are never throttled.
+        statuses = [a.status for a in after]
+        assert statuses[:3] == [200, 200, 401] and statuses[3] in (401, 429), [
+            (a.status, a.body) for a in after
+        ]
         assert after[1].body["outcome"] == "duplicate", after[1].body
         assert jobs_created(client, names[0]) == 1
         log = server.log()
