@@ -174,9 +174,14 @@ def waiting_job(client: redis.Redis, app: str) -> tuple[DeployQueue, Promotions,
     assert lock.try_acquire()
     taken = queue.take(lock, worker="test")
     assert taken is not None and taken.job.id == job.id
-    queue.finish(lock, job, Status.AWAITING, message="v2 is healthy on green, awaiting promotion")
+    queue.finish(
+        lock,
+        job,
+        Status.AWAITING,
+        message="v2 is healthy on green, awaiting promotion",
+        until="2026-12-03T13:00:00+00:00",
+    )
     promotions = Promotions(queue)
-    promotions.mark(lock, job, "2026-12-03T13:00:00+00:00")
     return queue, promotions, lock, job
 
 

@@ -171,15 +171,15 @@ WAITING = Pending("deploy", "v2", Color.GREEN, AWAITING, until=UNTIL)
 
 def awaiting_promotion(continuity: Continuity, note: Pending = WAITING) -> Job:
     """A deploy of v2 awaiting promotion as a worker leaves it: the engine's note in state.json,
-    the job recorded and marked in the queue."""
+    the job recorded as the app's awaited one, and the host's copy of it."""
     StateStore(continuity.path.parent, None).save(DeployState(pending=note))
     queue = queue_of(continuity)
     queue.enqueue("v2", source="cli", requested_by="test")
     with DeployLock(continuity.client, continuity.app, ttl=10, purpose="test").acquire() as lock:
         taken = queue.take(lock, worker="w")
         assert taken is not None
-        queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion")
-        Promotions(queue).mark(lock, taken.job, note.until)
+        queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion", until=note.until)
+    Promotions(queue).keep(taken.job)
     job = queue.get(taken.job.id)
     assert job is not None
     return job

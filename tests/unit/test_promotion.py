@@ -20,7 +20,6 @@ from watcher.host import Outcome
 from watcher.platforms.color import Color
 from watcher.queue import DeployLock
 from watcher.queue.job import Job, Status
-from watcher.queue.promotion import Promotions
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -178,8 +177,13 @@ def test_the_dashboard_promotes_the_waiting_job_and_says_when_nothing_waits(
     assert lock.try_acquire()
     try:
         assert queue.take(lock, worker="test") is not None
-        queue.finish(lock, job, Status.AWAITING, message="v2 is healthy on green, awaiting promotion")
-        Promotions(queue).mark(lock, job, "2026-12-03T13:00:00+00:00")
+        queue.finish(
+            lock,
+            job,
+            Status.AWAITING,
+            message="v2 is healthy on green, awaiting promotion",
+            until="2026-12-03T13:00:00+00:00",
+        )
     finally:
         lock.release()
     asked = board.client.post(f"/apps/{app_name}/abort", data={"csrf": board.csrf("/")})

@@ -371,8 +371,13 @@ def awaiting_job(queue: DeployQueue, lock: DeployLock) -> str:
     ask(queue, "v2")
     taken = queue.take(lock, worker="w")
     assert taken is not None
-    queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion on green")
-    Promotions(queue).mark(lock, taken.job, "2030-01-01T00:00:00+00:00")
+    queue.finish(
+        lock,
+        taken.job,
+        Status.AWAITING,
+        message="v2 awaits promotion on green",
+        until="2030-01-01T00:00:00+00:00",
+    )
     return taken.job.id
 
 
@@ -408,8 +413,6 @@ def test_settle_ends_the_wait_once_under_the_lock(
     stale.fence, stale.token = lock.fence, "not-the-token"
     with pytest.raises(GuardLost):
         promotions.settle(stale, waiting, Status.SUCCEEDED, "promoted")
-    with pytest.raises(GuardLost):
-        promotions.mark(stale, waiting, "2031-01-01T00:00:00+00:00")
     promotions.settle(lock, waiting, Status.SUCCEEDED, "promoted by job 9")
     settled = queue.get(waiting_id)
     assert settled is not None and (settled.status, settled.message) == (

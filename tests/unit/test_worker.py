@@ -207,13 +207,14 @@ class Promoting(FakeEngine):
         return "removed v2 from green"
 
 
-def awaiting_promotion(client: redis.Redis, queue: DeployQueue) -> str:
+def awaiting_promotion(
+    client: redis.Redis, queue: DeployQueue, until: str = "2030-01-01T00:00:00+00:00"
+) -> str:
     ask(queue, "v2")
     with DeployLock(client, queue.app, ttl=5, purpose="w").acquire() as lock:
         taken = queue.take(lock, worker="w")
         assert taken is not None
-        queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion")
-        Promotions(queue).mark(lock, taken.job, "2030-01-01T00:00:00+00:00")
+        queue.finish(lock, taken.job, Status.AWAITING, message="v2 awaits promotion", until=until)
     return taken.job.id
 
 
@@ -301,9 +302,7 @@ class ExpiryStopped(Promoting):
 def test_an_expiry_stopped_once_its_colour_is_gone_ends_the_wait(
     client: redis.Redis, queue: DeployQueue
 ) -> None:
-    waiting = awaiting_promotion(client, queue)
-    with DeployLock(client, queue.app, ttl=5, purpose="w").acquire() as lock:
-        Promotions(queue).mark(lock, queue.get(waiting), "2020-01-01T00:00:00+00:00")  # type: ignore[arg-type]
+    waiting = awaiting_promotion(client, queue, until="2020-01-01T00:00:00+00:00")
     with pytest.raises(Interrupted):
         worker_of(client, queue.app, ExpiryStopped).run_once()
     wait = ended(queue, waiting)

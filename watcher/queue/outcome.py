@@ -74,6 +74,7 @@ class Outcomes:
         message: str | None = None,
         audit: Audit | None = None,
         give_up_after: float | None = None,
+        until: str = "",
     ) -> None:
         """Record the outcome, retrying while Redis is away (each attempt shielded from SIGTERM,
         the waits between them not). If the lock is gone by then, the job stays `running` and the
@@ -81,7 +82,7 @@ class Outcomes:
 
         def record() -> None:
             with shielded():
-                self.queue.finish(lock, job, status, reason=reason, message=message, audit=audit)
+                self.queue.finish(lock, job, status, reason=reason, message=message, audit=audit, until=until)
 
         try:
             retrying(record, f"recording the end of job {job.id}", give_up_after=give_up_after)

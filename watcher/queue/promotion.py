@@ -75,15 +75,11 @@ class Promotions:
             )
         return Asked(q.get(job_id), outcome)
 
-    def mark(self, lock: DeployLock, job: Job, until: str) -> None:
-        """After the worker recorded `job` as awaiting promotion: it is the app's awaited job (and
-        the host's copy of it). StateUnwritable: marked, but the host keeps no copy."""
-        if not self.queue.write("mark", lock.token, str(lock.fence), job.id, until):
-            raise GuardLost(
-                f"job {job.id} is no longer ours (fence {lock.fence}): not marked as awaiting promotion"
-            )
+    def keep(self, job: Job) -> None:
+        """The host's copy of `job`, which the worker just recorded as the awaited job
+        (continuity.py). StateUnwritable: the host keeps no copy."""
         marked = self.queue.get(job.id)
-        if self.queue.continuity is not None and marked is not None:
+        if self.queue.continuity is not None and marked is not None and marked.status is Status.AWAITING:
             self.queue.continuity.keep_awaited(marked.to_fields())
 
     def settle(self, lock: DeployLock, job: Job, status: Status, text: str) -> None:

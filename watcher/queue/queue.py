@@ -341,10 +341,12 @@ class DeployQueue:
         reason: str | None = None,
         message: str | None = None,
         audit: Audit | None = None,
+        until: str = "",
     ) -> None:
         """Record a job's end, if this grant still owns the job, with its audit trail: the
         seconds each engine phase took (the metrics' phase histograms read them back too), the
-        versions live before and after, the digest deployed."""
+        versions live before and after, the digest deployed. A job awaiting promotion `until`
+        a time is the app's awaited job from this write on (promotion.py)."""
         assert status in (Status.SUCCEEDED, Status.FAILED, Status.AWAITING)
         field, text = ("reason", reason) if reason else ("message", message or "")
         done = self.write(
@@ -356,6 +358,7 @@ class DeployQueue:
             field,
             text,
             json.dumps((audit or Audit()).fields()),
+            until,
         )
         if not done:
             raise GuardLost(

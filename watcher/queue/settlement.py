@@ -83,17 +83,16 @@ class Settlement:
             )
         log.info("worker %s: job %s %s: %s", self.worker, awaited.id, status.value, text)
 
-    def mark(self, lock: DeployLock, job: Job, until: str) -> None:
-        """`job`, just recorded as awaiting promotion, is the app's awaited job."""
+    def keep(self, job: Job) -> None:
+        """`job`, just recorded as awaiting promotion: the host keeps a copy of it, for a Redis
+        that loses it (continuity.py)."""
         try:
             retrying(
-                lambda: self.promotions.mark(lock, job, until),
-                f"marking job {job.id} as awaiting promotion",
+                lambda: self.promotions.keep(job),
+                f"keeping a copy of job {job.id}, awaiting promotion",
                 give_up_after=5,
             )
-        except (GuardLost, RedisUnavailable) as exc:  # `watcher promote` then runs it directly
-            log.error("worker %s: job %s is not marked as awaiting promotion: %s", self.worker, job.id, exc)
-        except StateUnwritable as exc:  # a Redis that loses it cannot get it back from this host
+        except (RedisUnavailable, StateUnwritable) as exc:
             log.error(
                 "worker %s: job %s awaits promotion, but this host keeps no copy: %s",
                 self.worker,

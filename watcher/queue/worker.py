@@ -262,10 +262,11 @@ class Worker:
             Status.AWAITING if done.awaiting else Status.SUCCEEDED,
             message=f"{done.message}{self.outcomes.follow_move(job, done.moved)}",
             audit=audit_of(done, run.phases),
+            until=(done.until or "") if done.awaiting else "",
         )
         self.settlement.after(lock, job, run.engine, run.awaited, done.message, ok=True)
         if done.awaiting and done.until:
-            self.settlement.mark(lock, job, done.until)
+            self.settlement.keep(job)
 
     def _failed(self, run: Running, exc: WatcherError) -> None:
         moved = failed.moved if (failed := run_of(exc)) else None

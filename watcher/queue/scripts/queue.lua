@@ -173,12 +173,18 @@ end
 
 -- The grant's running job `id` ended (`status`, `field` = `text`), with `audit`, a JSON object
 -- of its other end fields (phases, before, after, digest, receipt): 1, or 0 when not the grant's.
-function ops.finish(token, grant, id, status, field, text, audit)
+-- A job that awaits promotion until `expires` (ISO) is the app's awaited job from the same
+-- write, so that a `promote` read after its status always finds it.
+function ops.finish(token, grant, id, status, field, text, audit, expires)
   if not owns_job(token, grant, id) then return 0 end
   redis.call('LREM', running, 0, id)
   for name, value in pairs(cjson.decode(audit)) do redis.call('HSET', jobs .. id, name, value) end
   end_job(id, status, field, text)
   redis.call('SET', last, id)
+  if status == 'awaiting promotion' and expires ~= '' then
+    redis.call('SET', awaiting, id)
+    redis.call('HSET', jobs .. id, 'until', expires)
+  end
   return 1
 end
 
@@ -221,15 +227,6 @@ function ops.ask(action, by, app)
              'source', action, 'requested_by', by, 'created', now, 'status', 'queued', 'attempts', '0',
              'awaits', aw)
   return wait_alone(id, 'superseded by job ' .. id .. ' (' .. action .. ')')
-end
-
--- Job `id`, recorded as awaiting promotion by the grant's worker, is the app's waiting job
--- until `expires` (ISO): 1, or 0 when the lock is no longer the grant's.
-function ops.mark(token, grant, id, expires)
-  if not owns(token, grant) then return 0 end
-  redis.call('SET', awaiting, id)
-  redis.call('HSET', jobs .. id, 'until', expires)
-  return 1
 end
 
 -- The wait of job `id` ended (`status`, `field` = `text`), if it still awaited promotion: 1,
