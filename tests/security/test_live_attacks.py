@@ -2,7 +2,7 @@
 127.0.0.1), the real Redis and the real registry at 127.0.0.1:5000: the open redirect after login
 (1), a captured signed control request replayed elsewhere, later or twice (2), the API token
 guessed at full speed (3), a signed GitHub event replayed after a rollback or after its tag moved
-(4), and a copied dashboard session kept after logout (8).
+(4), a copied dashboard session kept after logout (8), and a padded event past the body limit.
 
 The server has a `[redis] prefix` of its own, so its throttle, nonces, sessions and queue are
 nobody else's; each test speaks from a loopback address of its own (127.0.0.2 and up), so one
@@ -206,6 +206,31 @@ def test_a_replayed_event_for_what_an_operator_rolled_back_from_queues_nothing(s
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["outcome"] == "rolled-back" and body.get("job_id") is None, body
+    served.untouched()
+
+
+@pytest.mark.parametrize(
+    ("signed", "chunked"),
+    [(True, False), (True, True), (False, True)],
+    ids=["signed", "signed-chunked", "unsigned-chunked"],
+)
+def test_a_padded_event_past_the_body_limit_is_413_and_queues_nothing(
+    served: Served, signed: bool, chunked: bool
+) -> None:
+    """A real package event padded to 3 MiB, signed or not, in one piece or chunked without a
+    Content-Length: the JSON 413 before any signature or payload is looked at; nothing queued."""
+    event = published(served, "2.15.0", served.digests["2.13.1"])
+    body = json.dumps({**event, "padding": "x" * (3 << 20)}).encode()
+    headers = {"X-GitHub-Event": "package", "X-GitHub-Delivery": str(uuid.uuid4())}
+    headers["Content-Type"] = "application/json"
+    if signed:
+        headers["X-Hub-Signature-256"] = (
+            "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        )
+    content = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    answer = httpx.post(f"{served.server.url}/hooks/github", content=content, headers=headers, timeout=15)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["outcome"] == "refused" and "[webhook] max_body" in answer.json()["reason"]
     served.untouched()
 
 
