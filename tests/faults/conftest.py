@@ -136,6 +136,16 @@ class Followed(Output):
     def thaw(self) -> None:
         os.killpg(self.pid, signal.SIGCONT)
 
+    def signal_frozen(self, signum: int) -> None:
+        """The fault on a frozen worker: kill -9 of its process group, or SIGTERM, then thawed so
+        that it unwinds, exiting 0."""
+        if signum == signal.SIGKILL:
+            os.killpg(self.pid, signal.SIGKILL)
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        self.thaw()
+        assert self.wait(60) == 0, self.text
+
     def frozen_output(self, timeout: float = 90) -> str:
         """Once frozen, everything it printed (the pipe drained): where the fault landed."""
         if not self.frozen.wait(timeout):

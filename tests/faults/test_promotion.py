@@ -24,7 +24,6 @@ other version: the following job after the previous case's fault.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 
@@ -209,12 +208,10 @@ def test_a_promote_killed_or_stopped_at_each_phase_is_finished(
         if fault == "kill9":
             if phase == "switch":
                 second_writers_are_refused(stack)
-            os.killpg(victim.pid, signal.SIGKILL)
+            victim.signal_frozen(signal.SIGKILL)
             promote_shown_interrupted(stack, printed)
         else:
-            victim.proc.send_signal(signal.SIGTERM)
-            victim.thaw()
-            assert victim.wait(60) == 0, victim.text
+            victim.signal_frozen(signal.SIGTERM)
             recorded = recorded or "record done in" in victim.text
             if not recorded and not lease_lost(victim):
                 waits_again(queued, victim, heir, old, new)
@@ -258,13 +255,10 @@ def test_an_abort_or_expiry_killed_or_stopped_while_removing_is_finished(
         victim.freeze_at(REMOVING)
         abort = asked(queued, "abort", "victim", watchers) if action == "abort" else None
         printed = victim.frozen_output(60)
+        victim.signal_frozen(signal.SIGKILL if fault == "kill9" else signal.SIGTERM)
         if fault == "kill9":
-            os.killpg(victim.pid, signal.SIGKILL)
             watchers.worker("heir")
-        else:  # the removal finishes first: nothing is left for another worker
-            victim.proc.send_signal(signal.SIGTERM)
-            victim.thaw()
-            assert victim.wait(60) == 0, victim.text
+        # else the removal finished first: nothing is left for another worker
         waited = settled(queued, deploy, watchers)
         if abort is not None:
             done = queued.final(abort.id, 60, watchers)

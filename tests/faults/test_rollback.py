@@ -19,7 +19,6 @@ The bake's switch-back and the live colour lost in the health wait: test_switch_
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -108,12 +107,7 @@ def fault_a_rollback(
         job = taken_by(queued, victim, back_to, watchers, "rollback")
         watchers.worker(heir)  # boots while the victim works; the lock keeps it waiting
         printed = worker.frozen_output().partition(f"job {job.id} started")[2]  # a former heir's too
-        if killed:
-            os.killpg(worker.pid, signal.SIGKILL)
-        else:
-            worker.proc.send_signal(signal.SIGTERM)
-            worker.thaw()
-            assert worker.wait(60) == 0, worker.text
+        worker.signal_frozen(signum)
         done = queued.final(job.id, 60, watchers)
     signalled = "kill -9" if killed else "SIGTERM"
     report(f"{signalled} of the {way} rollback at {phase}", f"after {worker.landed_at_freeze!r}", loads)

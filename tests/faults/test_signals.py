@@ -127,7 +127,7 @@ def test_kill_9_of_the_worker_hands_the_job_over(
             and "victim" in held["purpose"]
             and held["fence"] == queued.queue.get(job.id).fence
         )
-        os.killpg(victim.pid, signal.SIGKILL)
+        victim.signal_frozen(signal.SIGKILL)
         killed = time.monotonic()
         interrupted_deploy_is_shown(stack, printed)
         wait_until(
@@ -213,9 +213,7 @@ def test_sigterm_of_the_worker_aborts_before_the_record_and_keeps_the_new_colour
         victim.freeze_at(PHASES[phase], AFTER.get(phase, 0.0))
         job = taken_by_the_victim(queued, victim, target, watchers)
         printed = victim.frozen_output()
-        victim.proc.send_signal(signal.SIGTERM)
-        victim.thaw()
-        assert victim.wait(60) == 0, victim.text
+        victim.signal_frozen(signal.SIGTERM)
         recorded = "record:" in printed
         if not recorded:
             aborted_to_the_live_colour(queued, victim, job, old)

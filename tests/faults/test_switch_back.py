@@ -12,7 +12,6 @@ for its health, on one stack under constant load through Caddy (test_signals.py'
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import time
 from pathlib import Path
@@ -56,12 +55,7 @@ def test_the_bakes_switch_back_killed_or_interrupted_never_leaves_the_rejected_v
             job = taken_by(queued, victim, "err5", watchers)
             watchers.worker(heir)
             printed = worker.frozen_output().partition(f"job {job.id} started")[2]
-            if signum == signal.SIGKILL:
-                os.killpg(worker.pid, signal.SIGKILL)
-            else:
-                worker.proc.send_signal(signal.SIGTERM)
-                worker.thaw()
-                assert worker.wait(60) == 0, worker.text
+            worker.signal_frozen(signum)
             done = queued.final(job.id, 90, watchers)
         report(
             f"{signal.Signals(signum).name} of the bake's switch-back at {step}",
