@@ -219,6 +219,8 @@ class _Loader:
             name=name,
             project_name=app.project or name,
             image=app.image,
+            platform=app.platform,
+            swarm=app.swarm,
             project_dir=project_dir,
             compose_files=tuple(app.compose_files),
             services=sections.services(name, app, self.fail),

@@ -191,8 +191,16 @@ class FreezeModel(Section):
     reason: str = ""
 
 
+class SwarmModel(Section):
+    """[apps.<name>.swarm]: how the colours' stacks meet the edge Caddy (platform = "swarm")."""
+
+    network: Name = "watcher-edge"  # the external attachable overlay the edge Caddy is on
+
+
 class AppModel(Section):
     image: Image
+    platform: Literal["compose", "swarm"] = "compose"  # what runs the colours (docs/platforms.md)
+    swarm: SwarmModel = SwarmModel()
     project: Name | None = None  # the shared compose project (default: the app's name)
     project_dir: PathText = "."
     compose_files: list[PathText] = ["compose.yml"]

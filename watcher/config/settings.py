@@ -10,7 +10,7 @@ from pathlib import Path
 
 from watcher.config.child_env import child_env
 from watcher.config.promote import PromoteSettings
-from watcher.config.schema import DrainModel, HealthModel, HooksModel, VerifyModel
+from watcher.config.schema import DrainModel, HealthModel, HooksModel, SwarmModel, VerifyModel
 from watcher.config.smoke import SmokeSettings
 from watcher.errors import UsageError
 from watcher.freeze import FreezeWindow
@@ -243,6 +243,8 @@ class AppConfig:
     smoke: SmokeSettings = SmokeSettings()
     promote: PromoteSettings = PromoteSettings()
     pass_env: tuple[str, ...] = ()  # [apps.<name>] pass_env: besides child_env.py's allow-list
+    platform: str = "compose"  # what runs the colours: "compose" or "swarm" (docs/platforms.md)
+    swarm: SwarmModel = SwarmModel()
 
     def project(self, color: str | None = None) -> str:
         """Compose project name: the shared one, or the one of a colour."""

@@ -62,7 +62,7 @@ class Deployment:
     ) -> None:
         self.config = config
         self.progress = progress or Progress()
-        self.platform = platform or _compose(config)
+        self.platform = platform or platform_of(config)
         self.switch = TrafficSwitch(config.caddy.route_file)
         self.store = StateStore(config.state.dir, config.state.deployment_color_file)
         self.ledger = Ledger(self.store, self.progress)
@@ -395,9 +395,13 @@ def recorded_digest(view: View, version: str, image: str | None) -> str | None:
     return None
 
 
-def _compose(config: AppConfig) -> Platform:
-    """Compose, today's one platform: imported when a deploy needs it, so that processes that
-    only read state (`status`, an idle `watcher run`) do not load the Docker SDK."""
+def platform_of(config: AppConfig) -> Platform:
+    """The app's platform (`platform` in its config): imported when a deploy needs it, so that
+    processes that only read state (`status`, an idle `watcher run`) do not load the Docker SDK."""
+    if config.platform == "swarm":
+        from watcher.platforms.swarm import SwarmPlatform
+
+        return SwarmPlatform(config)
     from watcher.platforms.compose import ComposePlatform
 
     return ComposePlatform(config)
