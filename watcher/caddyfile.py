@@ -227,22 +227,39 @@ def _services(config: AppConfig, colors: list[str]) -> list[str]:
         directive = "handle" if service.keep_prefix else "handle_path"
         lines += [
             f"{directive} {service.path}/* {{",
-            *("\t" + line for line in _proxy(config.name, service, colors)),
+            *("\t" + line for line in _proxy(config, service, colors)),
             "}",
         ]
     if len(proxied) == 1:
-        return _proxy(config.name, main, colors)
-    return lines + ["handle {", *("\t" + line for line in _proxy(config.name, main, colors)), "}"]
+        return _proxy(config, main, colors)
+    return lines + ["handle {", *("\t" + line for line in _proxy(config, main, colors)), "}"]
 
 
-def _proxy(app: str, service: Service, colors: list[str]) -> list[str]:
-    upstreams = " ".join(service.upstream(app, color) for color in colors)
-    lines = [f"reverse_proxy {upstreams} {{", "\timport ride_out_blips"]
+def _proxy(config: AppConfig, service: Service, colors: list[str]) -> list[str]:
+    if config.platform == "swarm":
+        lines = ["reverse_proxy {", *("\t" + line for line in _tasks(config, service, colors))]
+    else:
+        upstreams = " ".join(service.upstream(config.name, color) for color in colors)
+        lines = [f"reverse_proxy {upstreams} {{"]
+    lines.append("\timport ride_out_blips")
     if len(colors) == 1:
         lines.append(f"\theader_down X-Watcher-Color {colors[0]}")
     else:
         lines += ["\tlb_policy first", "\tfail_duration 5s"]
     return lines + ["}"]
+
+
+def _tasks(config: AppConfig, service: Service, colors: list[str]) -> list[str]:
+    """On Swarm, a colour's upstreams are its service's running tasks, as Swarm's DNS answers
+    `tasks.<stack>_<service>` on the edge network (a task that has not passed its healthcheck
+    is not in it): looked up again every second."""
+    sources = [
+        [f"a tasks.{config.project(color)}_{service.name} {service.port} {{", "\trefresh 1s", "}"]
+        for color in colors
+    ]
+    if len(sources) == 1:
+        return ["dynamic " + sources[0][0], *sources[0][1:]]
+    return ["dynamic multi {", *("\t" + line for source in sources for line in source), "}"]
 
 
 def _admin(host: HostConfig) -> str:
