@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.harness.images import caddy_binary
-from tests.unit.test_many_apps import app, project
+from tests.unit.test_many_apps import app, project, refused
 from watcher.backends.swarm import SwarmService, _instance, _scaled_to_zero
 from watcher.caddyfile import render
 from watcher.config import load_host
@@ -131,3 +131,14 @@ def test_a_swarm_apps_caddyfile_proxies_to_its_tasks_and_caddy_reads_it(tmp_path
     )
     assert adapted.returncode == 0, adapted.stderr
     assert '"source":"multi"' in adapted.stdout and '"name":"tasks.shop-green_web"' in adapted.stdout
+
+
+def test_a_swarm_app_refuses_what_watcher_cannot_do_there(tmp_path: Path) -> None:
+    swarm = 'project_dir = "shop"\nplatform = "swarm"'
+    for extra, key, said in (
+        ('[apps.shop.services.web.health]\npath = "/up"\n', "services.web.health", "their own healthcheck"),
+        ("[apps.shop.services.migrate]\none_shot = true\n", "services.migrate.one_shot", "pre-deploy hook"),
+    ):
+        body = app("shop", extra=extra).replace('project_dir = "shop"', swarm)
+        message = refused(project(tmp_path, body, dirs=("shop",)))
+        assert key in message and said in message, message

@@ -34,11 +34,18 @@ class CaddyAdmin:
             self._client = httpx.Client(base_url=admin, timeout=timeout, trust_env=False)
 
     def upstreams(self) -> dict[str, int]:
-        """Every upstream address Caddy knows, with its requests in flight."""
+        """Every upstream address Caddy knows, with its requests in flight. A dynamic upstream
+        (Swarm's tasks) may be listed more than once: its counts add up (a drain waits longer,
+        never shorter)."""
         try:
             response = self._client.get("/reverse_proxy/upstreams")
             response.raise_for_status()
-            return {u["address"]: int(u.get("num_requests", 0)) for u in response.json()}
+            counts: dict[str, int] = {}
+            for upstream in response.json():
+                counts[upstream["address"]] = counts.get(upstream["address"], 0) + int(
+                    upstream.get("num_requests", 0)
+                )
+            return counts
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             raise CaddyUnavailable(f"Caddy admin API at {self.where} did not answer: {exc}") from exc
 

@@ -199,8 +199,6 @@ class SwarmModel(Section):
 
 class AppModel(Section):
     image: Image
-    platform: Literal["compose", "swarm"] = "compose"  # what runs the colours (docs/platforms.md)
-    swarm: SwarmModel = SwarmModel()
     project: Name | None = None  # the shared compose project (default: the app's name)
     project_dir: PathText = "."
     compose_files: list[PathText] = ["compose.yml"]
@@ -222,6 +220,8 @@ class AppModel(Section):
     notify: AppNotifyModel = AppNotifyModel()
     github: AppGithubModel = AppGithubModel()
     freeze: list[FreezeModel] = []
+    platform: Literal["compose", "swarm"] = "compose"  # what runs the colours (docs/platforms.md)
+    swarm: SwarmModel = SwarmModel()
 
 
 class RedisModel(Section):

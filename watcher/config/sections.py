@@ -67,6 +67,20 @@ def services(name: str, app: AppModel, fail: Fail) -> tuple[Service, ...]:
             )
         if service.one_shot and service.port is not None:
             raise fail(name, f"services.{service.name}.one_shot", "a one-shot service exits: it has no port")
+        if app.platform == "swarm" and service.health_path:
+            raise fail(
+                name,
+                f"services.{service.name}.health",
+                "on Swarm the tasks are judged by their own healthcheck (watcher cannot reach them): "
+                "give the image or the compose service a healthcheck and remove this key",
+            )
+        if app.platform == "swarm" and service.one_shot:
+            raise fail(
+                name,
+                f"services.{service.name}.one_shot",
+                "a stack has no one-shot services (Swarm restarts what exits): run the migration "
+                "from a pre-deploy hook instead",
+            )
     if sum(1 for s in proxied if s.path is None) != 1:
         raise fail(
             name,
