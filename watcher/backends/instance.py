@@ -35,6 +35,7 @@ class Instance:
     addresses: tuple[str, ...] = ()  # its IP addresses, one per network it is on
     up_for: float | None = None  # seconds since it (re)started, when it was looked at
     probe: str = ""  # what watcher's own HTTP GET saw, when it judges the health (http_health.py)
+    node: str = ""  # the swarm node a task runs on ("": one engine, Compose)
 
     @property
     def repository(self) -> str:
@@ -69,4 +70,5 @@ class Instance:
             "restarts": self.restart_count,
             "probe": self.probe or None,
             "exit_code": self.exit_code,
+            "node": self.node or None,
         }

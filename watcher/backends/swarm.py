@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -89,6 +89,7 @@ class SwarmEngine(Containers):
             tasks = self.client.api.tasks(filters={"service": [s.id for s in services]})
         except DOCKER_DOWN as exc:
             raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        nodes = self.node_names()
         found: list[Instance] = []
         for service in services:
             mine = [t for t in tasks if t.get("ServiceID") == service.id]
@@ -105,12 +106,26 @@ class SwarmEngine(Containers):
                     continue  # a slot scaled away
                 newest = (current or history)[-1]
                 failed = sum(1 for t in history if _state(t) in BROKEN and t is not newest)
-                found.append(_instance(service, slot, newest, failed))
+                found.append(
+                    replace(
+                        _instance(service, slot, newest, failed), node=nodes.get(newest.get("NodeID"), "")
+                    )
+                )
             wanted = service.replicas or 0
             for slot in range(1, wanted + 1):
                 if str(slot) not in slots:
                     found.append(_placeholder(service, str(slot)))
         return sorted(found, key=lambda i: i.name)
+
+    def node_names(self) -> dict[str, str]:
+        """Node ID -> hostname, for `status` (tasks per node)."""
+        try:
+            return {
+                n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12])
+                for n in self.client.api.nodes()
+            }
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
 
     def scale(self, service: SwarmService, replicas: int) -> None:
         try:

@@ -228,6 +228,7 @@ def _container_line(c: dict, version: str | None) -> str:
         + (f" (code {c['exit_code']})" if exited else "")
         + (shot if c.get("one_shot") else "")
         + (f", {c['health']}" if c["health"] else "")
+        + (f", on {c['node']}" if c.get("node") else "")
         + (f" [{c['probe']}]" if c.get("probe") else "")
         + (f" ({c['image']})" if c.get("image") and c["version"] != version else "")
     )
