@@ -136,6 +136,12 @@ class Followed(Output):
     def thaw(self) -> None:
         os.killpg(self.pid, signal.SIGCONT)
 
+    @property
+    def lease_lost(self) -> bool:
+        """Whether it was frozen past its lock's lease (a loaded host) and found it gone once
+        thawed: then it touched nothing, and an heir takes the job over as after a kill."""
+        return "aborting without touching anything" in self.text
+
     def signal_frozen(self, signum: int) -> None:
         """The fault on a frozen worker: kill -9 of its process group, or SIGTERM, then thawed so
         that it unwinds, exiting 0."""

@@ -154,12 +154,6 @@ def promote_shown_interrupted(stack: Stack, printed: str) -> None:
         assert warnings and warnings[0].startswith("a promote of"), warnings
 
 
-def lease_lost(victim: Followed) -> bool:
-    """Whether the victim, frozen past its lock's lease on a loaded host, found it gone once
-    thawed: then it touched nothing, and the heir takes the job over as after a kill."""
-    return "aborting without touching anything" in victim.text
-
-
 def waits_again(queued: QueuedStack, victim: Followed, heir: Followed, old: str, new: str) -> None:
     """A promote stopped before its record: traffic back on the live colour, the new colour
     still running and awaiting promotion again, the job back in the queue. The heir, booted
@@ -213,15 +207,15 @@ def test_a_promote_killed_or_stopped_at_each_phase_is_finished(
         else:
             victim.signal_frozen(signal.SIGTERM)
             recorded = recorded or "record done in" in victim.text
-            if not recorded and not lease_lost(victim):
+            if not recorded and not victim.lease_lost:
                 waits_again(queued, victim, heir, old, new)
         done = queued.final(promote.id, 60, watchers)
-    lost = " (its lease lapsed while frozen: the heir took over)" if lease_lost(victim) else ""
+    lost = " (its lease lapsed while frozen: the heir took over)" if victim.lease_lost else ""
     report(f"promote, {fault} at {phase}", f"after {victim.landed_at_freeze!r}{lost}", loads)
-    by_victim = fault == "term" and recorded and not lease_lost(victim)
+    by_victim = fault == "term" and recorded and not victim.lease_lost
     assert done.status is Status.SUCCEEDED, done.describe()
     assert done.worker == ("victim" if by_victim else "heir"), done.describe()
-    if fault == "kill9" or lease_lost(victim):
+    if fault == "kill9" or victim.lease_lost:
         assert "taking it over: its worker victim stopped during" in heir.text, heir.text
     waited = settled(queued, deploy, watchers)
     assert waited.status is Status.SUCCEEDED, waited.describe()
