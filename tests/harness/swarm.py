@@ -1053,7 +1053,11 @@ class Swarm:
 
     # ------------------------------------------------------------------------------- load
 
-    def load(
+    def load(self, path: str = "/", **kw: Any) -> LoadSummary:
+        """`start_load` and wait for its result (blocking for ``duration`` seconds)."""
+        return self.start_load(path, **kw).result()
+
+    def start_load(
         self,
         path: str = "/",
         *,
@@ -1063,18 +1067,50 @@ class Swarm:
         connections: int = 8,
         timeout: float = 10,
         headers: dict[str, str] | None = None,
-    ) -> LoadSummary:
-        """Run tests/harness/load.py in node 1's network namespace against the edge (its port
-        published on that namespace's loopback); return what it saw. Raises if nothing was sent."""
-        argv = [sys.executable, "-m", "tests.harness.load", f"{self.edge_url}{path}", "--json"]
+        direct: bool = False,
+    ) -> RunningLoad:
+        """Start tests/harness/load.py (it loads loopback addresses only) in node 1's network
+        namespace against the edge's published port on that namespace's loopback, so every
+        connection passes docker-proxy as a user's would; ``direct``: in the edge container's own
+        network namespace against Caddy's :80 (no proxy, no NAT in between). `RunningLoad.result`
+        waits for it to finish."""
+        if direct:
+            pid = self.manager.docker(
+                "inspect", "--format", "{{.State.Pid}}", self.edge_container, check=True
+            ).stdout.strip()
+            netns, url = f"/proc/{pid}/ns/net", f"http://127.0.0.1:80{path}"
+        else:
+            netns, url = str(NETNS_DIR / self.manager.netns), f"{self.edge_url}{path}"
+        argv = ["nsenter", f"--net={netns}", sys.executable, "-m", "tests.harness.load", url, "--json"]
         argv += ["--rate", str(rate), "--duration", str(duration), "--method", method]
         argv += ["--connections", str(connections), "--timeout", str(timeout)]
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
-        out = self.manager.exec(argv, timeout=duration + timeout + 30, cwd=REPO)
-        if out.returncode not in (0, 1):
-            raise SwarmError(f"load generator exited {out.returncode}: {out.stderr.strip()[-1000:]}")
-        data = json.loads(out.stdout)
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return RunningLoad(proc, duration + timeout + 30)
+
+
+class RunningLoad:
+    """A load generator running in a namespace (`Swarm.start_load`)."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: float) -> None:
+        self.proc = proc
+        self.timeout = timeout
+        self._summary: LoadSummary | None = None
+
+    def result(self) -> LoadSummary:
+        """Wait for the run to end; its figures. Raises if it failed to run or sent nothing."""
+        if self._summary is not None:
+            return self._summary
+        try:
+            out, err = self.proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise SwarmError(f"the load generator did not finish within {self.timeout:.0f} s") from None
+        if self.proc.returncode not in (0, 1):  # 1: some requests failed
+            raise SwarmError(f"load generator exited {self.proc.returncode}: {err.strip()[-1000:]}")
+        data = json.loads(out)
         summary = LoadSummary(
             sent=data["sent"],
             ok=data["ok"],
@@ -1085,6 +1121,7 @@ class Swarm:
         )
         if summary.sent <= 0:
             raise SwarmError(f"the load generator sent nothing: {data}")
+        self._summary = summary
         return summary
 
 

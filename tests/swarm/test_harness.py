@@ -90,6 +90,37 @@ def test_pinned_dnsrr_service_spreads_and_the_edge_answers(
     assert task_ips <= seen, (task_ips, seen)
 
 
+ROUTED_SITE = f"""
+vars live {{file./run/watcher/{SERVICE}.live}}
+@on vars {{vars.live}} on
+handle @on {{
+	reverse_proxy {{
+		dynamic a tasks.{SERVICE} 8080 {{
+			refresh 1s
+		}}
+	}}
+}}
+handle {{
+	respond "off" 503
+}}
+"""
+
+
+def test_route_files_and_reload_reach_the_edge(swarm3: Swarm) -> None:
+    """The edge reads route files from the host's run directory per request, and
+    `caddy_reload` loads a changed Caddyfile; loads both through docker-proxy and directly."""
+    (swarm3.edge_run_dir / f"{SERVICE}.live").write_text("on")
+    swarm3.caddy_reload(Swarm.caddyfile(ROUTED_SITE))
+    on = swarm3.load("/work", rate=20, duration=2, direct=True)
+    assert on.sent > 0 and on.failed == 0, on.errors
+    (swarm3.edge_run_dir / f"{SERVICE}.live").write_text("off")
+    off = swarm3.load("/work", rate=20, duration=1)
+    assert off.sent > 0 and off.errors == {"status 503": off.sent}
+    swarm3.caddy_reload(Swarm.caddyfile(EDGE_SITE))
+    back = swarm3.load("/work", rate=20, duration=1)
+    assert back.sent > 0 and back.failed == 0, back.errors
+
+
 def test_link_down_cuts_a_node_off_and_up_restores_it(swarm3: Swarm) -> None:
     node = swarm3.nodes[2]
     url = f"http://{swarm3.registry}/v2/"
