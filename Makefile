@@ -3,6 +3,7 @@
 #   make test   unit + end-to-end tests on real Docker, Compose, Caddy, Redis and registry
 #   make lint   ruff: the lint rules and the format in pyproject.toml
 #   make corpus the real stacks' shapes alone (tests/corpus), with their table
+#   make swarm  the tests on a real 3-node Docker Swarm (tests/swarm; root: namespaces, dockerds)
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # The tests mostly wait on Docker, so more xdist workers than cores pay (WORKERS=1: one at a time).
@@ -23,7 +24,7 @@ define tests
 	[ $$side -eq 0 ] && [ $$alone -eq 0 ]
 endef
 
-.PHONY: setup services lint test unit faults corpus demo bench clean-services
+.PHONY: setup services lint test unit faults corpus swarm demo bench clean-services
 
 setup:
 	bash scripts/install.sh
@@ -46,6 +47,11 @@ faults: services
 
 corpus: services
 	$(PYTEST) -n $(WORKERS) --dist loadscope tests/corpus
+
+# Each module starts its own swarm (about 100 MB and a few seconds of CPU per node); at most
+# WATCHER_SWARM_MAX (2) swarms run on the machine at once, so more workers only wait.
+swarm: services
+	$(PYTEST) -n 2 --dist loadscope tests/swarm
 
 demo: services
 	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)
