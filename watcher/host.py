@@ -129,6 +129,7 @@ class App:
             username=self.config.registry.username,
             password=self.config.registry.password,
             token_hosts=self.config.registry.token_hosts,
+            plain_http=self.config.registry.plain_http,
             on_attempt=activity.registry_request,
             **self.host.registry_options,
         )

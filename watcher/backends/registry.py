@@ -293,6 +293,7 @@ class RegistryClient:
         max_retry_after: float = _MAX_RETRY_AFTER,
         on_attempt: AttemptObserver | None = None,
         token_hosts: Collection[tuple[str, str]] = (),
+        plain_http: Collection[str] = (),
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("registry username and password must be given together")
@@ -316,14 +317,20 @@ class RegistryClient:
         )
         self._on_attempt = on_attempt
         self._token_hosts = TOKEN_HOSTS | frozenset(token_hosts)
+        self._plain_http = frozenset(plain_http)
         self._challenges: dict[tuple[str, str], _Challenge] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
+
+    def _base(self, ref: ImageRef) -> str:
+        """`ref.base_url`, or plain http for a registry `[registry] plain_http` lists (a
+        registry on a private network without TLS, as Docker's insecure-registries)."""
+        return f"http://{ref.registry}" if ref.registry in self._plain_http else ref.base_url
 
     def manifest_digest(self, ref: ImageRef, tag: str) -> str:
         """Digest of what `tag` points to (the index for multi-arch images), without pulling it."""
         tag = _checked_tag(tag)
         subject = f"image {ref}:{tag}"
-        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/manifests/{tag}")
+        url = httpx.URL(f"{self._base(ref)}/v2/{ref.repository}/manifests/{tag}")
         response = self._request("HEAD", ref, url, accept=MANIFEST_ACCEPT)
         if response.status_code != 200:
             _fail(response, ref, subject)
@@ -337,7 +344,7 @@ class RegistryClient:
         deploy pinned to that digest will pull, read before anything is pulled."""
         digest = _checked_digest(digest)
         subject = f"image {ref}@{digest}"
-        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/manifests/{digest}")
+        url = httpx.URL(f"{self._base(ref)}/v2/{ref.repository}/manifests/{digest}")
         response = self._request("GET", ref, url, accept=MANIFEST_ACCEPT)
         if response.status_code != 200:
             _fail(response, ref, subject)
@@ -349,12 +356,14 @@ class RegistryClient:
         answer with a redirect: it is followed once, without our credentials."""
         digest = _checked_digest(digest)
         subject = f"blob {ref}@{digest}"
-        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/blobs/{digest}")
+        url = httpx.URL(f"{self._base(ref)}/v2/{ref.repository}/blobs/{digest}")
         response = self._request("GET", ref, url, accept="*/*")
         if response.status_code in _REDIRECTS and response.headers.get("Location"):
             location = response.url.join(response.headers["Location"])
             if not (
-                location.scheme == "https" or (location.scheme == "http" and _is_loopback(location.host))
+                location.scheme == "https"
+                or (location.scheme == "http" and _is_loopback(location.host))
+                or (location.scheme == "http" and ref.registry in self._plain_http)
             ):
                 raise RegistryError(
                     f"{ref.registry} redirects {subject} to a URL that is not https: {location.host}"
@@ -381,8 +390,8 @@ class RegistryClient:
         """
         if page_size is not None and page_size < 1:
             raise ValueError("page_size must be a positive number")
-        origin = httpx.URL(ref.base_url)
-        url = httpx.URL(f"{ref.base_url}/v2/{ref.repository}/tags/list")
+        origin = httpx.URL(self._base(ref))
+        url = httpx.URL(f"{self._base(ref)}/v2/{ref.repository}/tags/list")
         if page_size is not None:
             url = url.copy_merge_params({"n": str(page_size)})
         unreadable = f"{ref.registry} returned an unreadable tag list for {ref}"
@@ -506,6 +515,7 @@ class RegistryClient:
         if not (
             realm.scheme == "https"
             or (realm.scheme == "http" and _is_loopback(host) and _is_loopback(realm.host))
+            or (realm.scheme == "http" and registry in self._plain_http and realm.host == host)
         ):
             raise AuthError(
                 f"{registry} names the token service {shown}, which is not https: no token is asked "

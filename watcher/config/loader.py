@@ -118,7 +118,10 @@ class _Loader:
             )
         hosts = self.model.registry.token_hosts
         return RegistryCredentials(
-            username, password, frozenset((name, host) for name, listed in hosts.items() for host in listed)
+            username,
+            password,
+            frozenset((name, host) for name, listed in hosts.items() for host in listed),
+            frozenset(self.model.registry.plain_http),
         )
 
     def host(self) -> HostConfig:

@@ -276,6 +276,9 @@ class RegistryModel(Section):
     #: A registry's token service on another host, where the registry credentials may go too
     #: (Docker Hub's auth.docker.io is built in; a realm on the registry's own host needs nothing).
     token_hosts: dict[RegistryHost, list[TokenHost]] = {}
+    #: Registries reached over plain http (a private network without TLS; Docker's engines
+    #: need them in insecure-registries too). Credentials cross the network in clear text.
+    plain_http: list[RegistryHost] = []
 
 
 class CaddyModel(Section):

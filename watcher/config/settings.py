@@ -210,6 +210,7 @@ class RegistryCredentials:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     token_hosts: frozenset[tuple[str, str]] = frozenset()
+    plain_http: frozenset[str] = frozenset()  # [registry] plain_http: registries without TLS
 
 
 @dataclass(frozen=True)

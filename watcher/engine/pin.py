@@ -109,7 +109,10 @@ class Puller:
         ref = ImageRef.parse(self.config.image)
         credentials = self.config.registry
         registry = self.registry or RegistryClient(
-            username=credentials.username, password=credentials.password, token_hosts=credentials.token_hosts
+            username=credentials.username,
+            password=credentials.password,
+            token_hosts=credentials.token_hosts,
+            plain_http=credentials.plain_http,
         )
         try:
             chosen = resolve(registry, ref, run.version, queued, image)

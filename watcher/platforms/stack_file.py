@@ -81,7 +81,7 @@ def stack_file(
     used_volumes: set[str] = set()
     for name, alias in services.items():
         spec = rendered.get(name) or {}
-        service = {key: value for key, value in spec.items() if key in SERVICE_KEYS}
+        service = {key: value for key, value in spec.items() if key in SERVICE_KEYS and value is not None}
         if "environment" in service:
             service["environment"] = {
                 k: "" if v is None else str(v) for k, v in service["environment"].items()

@@ -76,6 +76,7 @@ def poll_client(app: App) -> RegistryClient:
         username=config.registry.username,
         password=config.registry.password,
         token_hosts=config.registry.token_hosts,
+        plain_http=config.registry.plain_http,
         timeout=10.0,
         max_retries=3,
         backoff=1.0,

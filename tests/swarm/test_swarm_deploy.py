@@ -1,0 +1,175 @@
+"""watcher on a real 3-node swarm (tests/harness/swarm.py): an app with `platform = "swarm"`,
+three replicas spread over the nodes, behind the edge Caddy with the Caddyfile `watcher
+caddyfile` prints, deployed v1 -> v2 -> v3 and rolled back by the real CLI, run (as on a
+manager) in node 1's network namespace with DOCKER_HOST on its dockerd. Each swap is under
+keep-alive POST load from inside that namespace; each asserts requests were sent and none failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import images
+from tests.harness.swarm import NETNS_DIR, LoadSummary, Swarm
+from tests.swarm.conftest import SWARM_APP
+from watcher.caddyfile import render
+from watcher.config import load_host
+
+pytestmark = pytest.mark.integration
+
+APP = "shop"
+REPOSITORY = "watcher-test/app"
+COMPOSE = """\
+services:
+  web:
+    image: ${APP_IMAGE}:${APP_VERSION:-unset}
+    environment:
+      APP_VERSION: ${APP_VERSION:-unset}
+    stop_grace_period: 20s
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+      start_period: 5s
+    deploy:
+      replicas: 3
+      placement:
+        max_replicas_per_node: 1
+"""
+
+
+@dataclass
+class SwarmApp:
+    """The app's project directory and the swarm it deploys to."""
+
+    swarm: Swarm
+    root: Path
+
+    def watcher(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """The real CLI, in node 1's network namespace, against node 1's dockerd (a manager)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOK_", "WATCHER_", "REDIS_"))}
+        env["DOCKER_HOST"] = self.swarm.manager.host
+        argv = ["nsenter", f"--net={NETNS_DIR / self.swarm.manager.netns}", sys.executable, "-m", "watcher"]
+        return subprocess.run(
+            [*argv, *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def deploy(self, *args: str) -> str:
+        done = self.watcher(*args)
+        assert done.returncode == 0, (
+            f"watcher {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+        return done.stdout
+
+    def status(self) -> dict:
+        shown = self.watcher("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        return json.loads(shown.stdout)
+
+
+@pytest.fixture(scope="module")
+def shop(
+    swarm3: Swarm, swarm_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SwarmApp]:
+    with images.exclusive():
+        swarm_images = {**swarm_images, "v3": images.build_app_image(f"{SWARM_APP}:v3", "v3")}
+    for version in ("v1", "v2", "v3"):
+        swarm3.push(swarm_images[version], REPOSITORY, version)
+    root = tmp_path_factory.mktemp("swarm-shop")
+    (root / "compose.yml").write_text(COMPOSE)
+    for color in ("blue", "green"):
+        (root / f"compose.{color}.yml").write_text(
+            f"services:\n  web:\n    labels:\n      watcher.color: {color}\n"
+        )
+    (root / ".env").write_text(f"APP_IMAGE={swarm3.registry}/{REPOSITORY}\n")
+    (root / "watcher.toml").write_text(f"""
+[caddy]
+run_dir = "{swarm3.edge_run_dir}"
+
+[registry]
+plain_http = ["{swarm3.registry}"]
+
+[apps.{APP}]
+image = "{swarm3.registry}/{REPOSITORY}"
+platform = "swarm"
+
+[apps.{APP}.swarm]
+network = "{swarm3.edge_network}"
+
+[apps.{APP}.services.web]
+port = 8080
+
+[apps.{APP}.health]
+timeout = "90s"
+interval = "1s"
+
+[apps.{APP}.verify]
+url = "{swarm3.edge_url}/version"
+window = "2s"
+
+[apps.{APP}.drain]
+timeout = "30s"
+""")
+    host = load_host(root / "watcher.toml", {})
+    swarm3.edge_run_dir.mkdir(parents=True, exist_ok=True)
+    (swarm3.edge_run_dir / f"{APP}.live").write_text("none\n")  # nothing live yet: 503 at once
+    swarm3.start_edge(render(host, list(host.apps.values())))
+    yield SwarmApp(swarm3, root)
+
+
+def under_load(app: SwarmApp, *args: str) -> tuple[str, LoadSummary]:
+    """`watcher <args>` while keep-alive POSTs (and slow ones) go through the edge."""
+    load = app.swarm.start_load("/cgi-bin/work", rate=40, duration=25, connections=8)
+    slow = app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=25, connections=8)
+    try:
+        printed = app.deploy(*args)
+    finally:
+        fast, slow_result = load.result(), slow.result()
+    combined = LoadSummary(
+        sent=fast.sent + slow_result.sent,
+        ok=fast.ok + slow_result.ok,
+        failed=fast.failed + slow_result.failed,
+        errors={**fast.errors, **slow_result.errors},
+        versions={},
+        raw={},
+    )
+    print(f"\nswarm {' '.join(args)}: sent {combined.sent} failed {combined.failed}")
+    return printed, combined
+
+
+def spread(status: dict) -> dict[str, set[str]]:
+    """Each colour's running tasks' nodes."""
+    return {
+        color: {c["node"] for c in info["containers"] if c["state"] == "running"}
+        for color, info in status["colors"].items()
+    }
+
+
+def test_v1_then_v2_then_v3_then_a_rollback_fail_no_request(shop: SwarmApp) -> None:
+    first = shop.deploy("deploy", "v1")
+    assert "v1 is live on blue" in first, first
+    for version, color in (("v2", "green"), ("v3", "blue")):
+        printed, load = under_load(shop, "deploy", version)
+        assert f"{version} is live on {color}" in printed, printed
+        assert load.sent > 0 and load.failed == 0, load.errors
+        status = shop.status()
+        assert status["live_version"] == version, status
+        assert len(spread(status)[color]) == 3, status["colors"][color]
+    printed, load = under_load(shop, "rollback")
+    assert "v2" in printed and load.sent > 0 and load.failed == 0, (printed, load.errors)
+    assert shop.status()["live_version"] == "v2"
