@@ -576,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--body", default=None, help="request body (default: 64 x's for POST/PUT/PATCH)")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--answered", action="store_true", help="with --json: every answer's [epoch time, colour, status]"
+    )
     args = p.parse_args(argv)
     headers: dict[str, str] = {}
     for h in args.header:
@@ -596,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         p.error(str(exc))
-    print(json.dumps(result.as_dict(), indent=2) if args.json else _format(result))
+    shown = {**result.as_dict(), **({"answered": result.answered} if args.answered else {})}
+    print(json.dumps(shown, indent=2) if args.json else _format(result))
     return 0 if result.failed == 0 else 1
 
 

@@ -1068,6 +1068,7 @@ class Swarm:
         timeout: float = 10,
         headers: dict[str, str] | None = None,
         direct: bool = False,
+        answered: bool = False,
     ) -> RunningLoad:
         """Start tests/harness/load.py (it loads loopback addresses only) in node 1's network
         namespace against the edge's published port on that namespace's loopback, so every
@@ -1084,6 +1085,7 @@ class Swarm:
         argv = ["nsenter", f"--net={netns}", sys.executable, "-m", "tests.harness.load", url, "--json"]
         argv += ["--rate", str(rate), "--duration", str(duration), "--method", method]
         argv += ["--connections", str(connections), "--timeout", str(timeout)]
+        argv += ["--answered"] if answered else []
         for name, value in (headers or {}).items():
             argv += ["-H", f"{name}: {value}"]
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

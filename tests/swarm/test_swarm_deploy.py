@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,13 @@ def shop(
     swarm3: Swarm, swarm_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SwarmApp]:
     with images.exclusive():
-        swarm_images = {**swarm_images, "v3": images.build_app_image(f"{SWARM_APP}:v3", "v3")}
-    for version in ("v1", "v2", "v3"):
+        swarm_images = {
+            **swarm_images,
+            "v3": images.build_app_image(f"{SWARM_APP}:v3", "v3"),
+            "crash": images.build_app_image(f"{SWARM_APP}:crash", "crash", exit_at_start=3),
+            "sick": images.build_app_image(f"{SWARM_APP}:sick", "sick", healthy=False),
+        }
+    for version in ("v1", "v2", "v3", "crash", "sick"):
         swarm3.push(swarm_images[version], REPOSITORY, version)
     root = tmp_path_factory.mktemp("swarm-shop")
     (root / "compose.yml").write_text(COMPOSE)
@@ -132,24 +138,34 @@ timeout = "30s"
     yield SwarmApp(swarm3, root)
 
 
-def under_load(app: SwarmApp, *args: str) -> tuple[str, LoadSummary]:
-    """`watcher <args>` while keep-alive POSTs (and slow ones) go through the edge."""
-    load = app.swarm.start_load("/cgi-bin/work", rate=40, duration=25, connections=8)
-    slow = app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=25, connections=8)
+def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
+    """`watcher <args> --json` while keep-alive POSTs (and 1 s ones) go through the edge; the
+    receipt is checked against what the load was answered in its window (within 1 %)."""
+    loads = [
+        app.swarm.start_load("/cgi-bin/work", rate=40, duration=25, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=25, connections=8, answered=True),
+    ]
     try:
-        printed = app.deploy(*args)
+        done = app.watcher(*args, "--json")
     finally:
-        fast, slow_result = load.result(), slow.result()
-    combined = LoadSummary(
-        sent=fast.sent + slow_result.sent,
-        ok=fast.ok + slow_result.ok,
-        failed=fast.failed + slow_result.failed,
-        errors={**fast.errors, **slow_result.errors},
-        versions={},
-        raw={},
+        results = [load.result() for load in loads]
+    assert done.returncode == 0, (
+        f"watcher {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     )
-    print(f"\nswarm {' '.join(args)}: sent {combined.sent} failed {combined.failed}")
-    return printed, combined
+    out = json.loads(done.stdout)
+    sent, failed = sum(r.sent for r in results), sum(r.failed for r in results)
+    receipt = out["receipt"]
+    answered = sum(
+        1 for r in results for at, _, _ in r.raw["answered"] if receipt["start"] <= at < receipt["end"]
+    )
+    print(
+        f"\nswarm {' '.join(args)}: sent {sent} failed {failed}; receipt {receipt['requests']} "
+        f"vs {answered} answered in its window ({(receipt['requests'] - answered) / max(answered, 1):+.2%}); "
+        f"phases {json.dumps(out.get('phases'))}"
+    )
+    assert sent > 0 and failed == 0, [r.errors for r in results]
+    assert answered > 0 and abs(receipt["requests"] - answered) <= 0.01 * answered, (receipt, answered)
+    return out, LoadSummary(sent=sent, ok=sent - failed, failed=failed, errors={}, versions={}, raw={})
 
 
 def spread(status: dict) -> dict[str, set[str]]:
@@ -164,12 +180,32 @@ def test_v1_then_v2_then_v3_then_a_rollback_fail_no_request(shop: SwarmApp) -> N
     first = shop.deploy("deploy", "v1")
     assert "v1 is live on blue" in first, first
     for version, color in (("v2", "green"), ("v3", "blue")):
-        printed, load = under_load(shop, "deploy", version)
-        assert f"{version} is live on {color}" in printed, printed
-        assert load.sent > 0 and load.failed == 0, load.errors
+        out, _ = under_load(shop, "deploy", version)
+        assert (out["color"], out["version"]) == (color, version), out
         status = shop.status()
-        assert status["live_version"] == version, status
+        assert status["live_version"] == version and status["in_sync"], status
         assert len(spread(status)[color]) == 3, status["colors"][color]
-    printed, load = under_load(shop, "rollback")
-    assert "v2" in printed and load.sent > 0 and load.failed == 0, (printed, load.errors)
-    assert shop.status()["live_version"] == "v2"
+    out, _ = under_load(shop, "rollback")
+    status = shop.status()
+    assert status["live_version"] == "v2" and status["in_sync"], status
+
+
+@pytest.mark.parametrize("version", ["crash", "sick"])
+def test_a_broken_version_never_takes_traffic_and_fails_within_a_few_intervals(
+    shop: SwarmApp, version: str
+) -> None:
+    before = shop.status()
+    load = shop.swarm.start_load("/cgi-bin/work", rate=20, duration=20, connections=4)
+    started = time.monotonic()
+    done = shop.watcher("deploy", version)
+    took = time.monotonic() - started
+    result = load.result()
+    print(
+        f"\nswarm deploy {version}: exit {done.returncode} after {took:.1f}s; sent {result.sent} failed {result.failed}"
+    )
+    assert done.returncode != 0, done.stdout
+    assert "failed its health check" in done.stderr, done.stderr
+    assert result.sent > 0 and result.failed == 0 and set(result.versions) == {before["live_version"]}, result
+    status = shop.status()
+    assert (status["live_version"], status["live_color"]) == (before["live_version"], before["live_color"])
+    assert status["in_sync"] and status["colors"][before["live_color"]]["health"] == "healthy", status
