@@ -886,6 +886,16 @@ class Swarm:
         """An attachable overlay network (services and plain containers can join it)."""
         self.manager.docker("network", "create", "--driver", "overlay", "--attachable", name, check=True)
 
+    def stack_deploy(self, name: str, compose: str) -> subprocess.CompletedProcess:
+        """``docker stack deploy`` of the compose text ``compose`` as stack ``name`` on the manager
+        (the file is kept in the run directory as ``stack-<name>.yml``)."""
+        path = self.run_dir / f"stack-{name}.yml"
+        path.write_text(compose)
+        return self.manager.docker("stack", "deploy", "--compose-file", str(path), name, check=True)
+
+    def stack_rm(self, name: str) -> None:
+        self.manager.docker("stack", "rm", name, check=True)
+
     def tasks(self, service: str) -> list[dict[str, str]]:
         """``docker service ps`` rows (Node is the node's name)."""
         out = self.manager.docker(
