@@ -302,9 +302,13 @@ def _machine_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _destroy(swarm_id: str, *, term_timeout: float = 20) -> list[str]:
+def _destroy(
+    swarm_id: str, *, term_timeout: float = 20, timings: dict[str, float] | None = None
+) -> list[str]:
     """Tear down everything of ``swarm_id`` (also of a swarm whose owner was killed); return
-    what could not be removed (empty on success)."""
+    what could not be removed (empty on success). ``timings`` gets the seconds of each step."""
+    timings = timings if timings is not None else {}
+    t0 = time.monotonic()
     if not ID_RE.fullmatch(swarm_id):
         raise ValueError(f"not a swarm id: {swarm_id!r}")
     state = _state(swarm_id)
@@ -317,6 +321,7 @@ def _destroy(swarm_id: str, *, term_timeout: float = 20) -> list[str]:
     _signal(daemons, signal.SIGTERM)
     _signal(_wait_gone(daemons, term_timeout), signal.SIGKILL)
     _wait_gone(daemons, 5)
+    timings["stop_daemons"] = time.monotonic() - t0
     # 2. Whatever they left (containerd and its shims after a SIGKILL, containers): SIGKILL.
     for _ in range(3):
         rest = _processes_of(swarm_id)
@@ -324,6 +329,7 @@ def _destroy(swarm_id: str, *, term_timeout: float = 20) -> list[str]:
             break
         _signal(rest, signal.SIGKILL)
         _wait_gone(rest, 5)
+    timings["stop_rest"] = time.monotonic() - t0
     # 3. Mounts (overlay layers, container namespaces, /run/netns entries), deepest first.
     for point in _mounts_of(swarm_id):
         if point.startswith(f"{NETNS_DIR}/"):
@@ -807,7 +813,7 @@ class Swarm:
             "--insecure-registry",
             self.registry,
             "--shutdown-timeout",
-            "2",
+            "1",  # at teardown the swarm's cluster stop hangs until this cuts it
             "--log-level",
             "warn",
         ]
@@ -853,7 +859,7 @@ class Swarm:
         t0 = time.monotonic()
         try:
             if self.k is not None:
-                left = _destroy(self.id)
+                left = _destroy(self.id, timings=self.timings)
                 for proc in self._procs:
                     with contextlib.suppress(Exception):
                         proc.wait(timeout=1)
