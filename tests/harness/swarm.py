@@ -881,6 +881,23 @@ class Swarm:
     def ready_nodes(self) -> list[str]:
         return [n["Hostname"] for n in self.nodes_status() if n.get("Status") == "Ready"]
 
+    def wait_node(self, node: Node, status: str = "Down", timeout: float = 60) -> float:
+        """Wait until the manager reports ``node`` with ``status`` (Ready, Down, Unknown);
+        return the seconds it took. With Docker's default 5 s dispatcher heartbeat a cut node is
+        Down after ~12 s; ``Swarm(dispatcher_heartbeat="1s")``: ~2.5 s."""
+        t0 = time.monotonic()
+        _wait(
+            f"{node.name} {status}",
+            lambda: any(n["Hostname"] == node.name and n["Status"] == status for n in self.nodes_status()),
+            timeout,
+            0.25,
+        )
+        return time.monotonic() - t0
+
+    def daemon_log(self, node: Node, lines: int = 50) -> str:
+        """The last ``lines`` of the node's dockerd log (kept in the run directory until close)."""
+        return _tail(self.run_dir / f"{node.name}.log", lines)
+
     def drain(self, node: Node) -> None:
         """Set ``node`` to availability drain (Swarm moves its tasks away)."""
         self.manager.docker("node", "update", "--availability", "drain", node.node_id, check=True)

@@ -164,6 +164,7 @@ def test_link_down_cuts_a_node_off_and_up_restores_it(swarm3: Swarm) -> None:
     while node.exec(probe).returncode != 0:
         assert time.monotonic() < deadline, "node 3 did not reach node 1 again after link up"
         time.sleep(0.2)
+    swarm3.wait_node(node, "Ready", timeout=30)
 
 
 def test_drain_moves_the_tasks_off_a_node(swarm3: Swarm) -> None:
