@@ -121,6 +121,35 @@ def test_route_files_and_reload_reach_the_edge(swarm3: Swarm) -> None:
     assert back.sent > 0 and back.failed == 0, back.errors
 
 
+STACK = """
+services:
+  web:
+    image: {image}
+    networks: [edge]
+    deploy:
+      endpoint_mode: dnsrr
+      replicas: 2
+networks:
+  edge:
+    external: true
+    name: {network}
+"""
+
+
+def test_a_stack_on_the_edge_network_answers(swarm3: Swarm, swarm_images: dict[str, str]) -> None:
+    """`docker stack deploy` of a dnsrr service on the external edge network: the edge reaches
+    it as tasks.<stack>_<service>."""
+    pinned = swarm3.push(swarm_images["v2"], "watcher-test/app", "v2")
+    swarm3.stack_deploy("shop-blue", STACK.format(image=pinned, network=swarm3.edge_network))
+    swarm3.wait_running("shop-blue_web", 2)
+    swarm3.caddy_reload(Swarm.caddyfile(EDGE_SITE.replace(f"tasks.{SERVICE}", "tasks.shop-blue_web")))
+    result = swarm3.load("/work", rate=20, duration=2)
+    assert result.sent > 0 and result.failed == 0, result.errors
+    assert result.versions == {"v2": result.ok}
+    swarm3.caddy_reload(Swarm.caddyfile(EDGE_SITE))
+    swarm3.stack_rm("shop-blue")
+
+
 def test_link_down_cuts_a_node_off_and_up_restores_it(swarm3: Swarm) -> None:
     node = swarm3.nodes[2]
     url = f"http://{swarm3.registry}/v2/"
@@ -135,6 +164,7 @@ def test_link_down_cuts_a_node_off_and_up_restores_it(swarm3: Swarm) -> None:
     while node.exec(probe).returncode != 0:
         assert time.monotonic() < deadline, "node 3 did not reach node 1 again after link up"
         time.sleep(0.2)
+    swarm3.wait_node(node, "Ready", timeout=30)
 
 
 def test_drain_moves_the_tasks_off_a_node(swarm3: Swarm) -> None:
