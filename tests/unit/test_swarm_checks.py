@@ -233,6 +233,10 @@ def test_a_bind_mount_without_a_placement_constraint_is_a_warning() -> None:
     assert said({**IMAGE, "volumes": ["./config/shop.ini:/etc/shop.ini:ro"]})[0][1].startswith(
         'web: volumes "./config/shop.ini:/etc/shop.ini:ro": a bind mount is'
     ), "read-only too: the file must be on every node"
+    assert (
+        said({**IMAGE, "volumes": ["/etc/localtime:/etc/localtime:ro", "/etc/timezone:/etc/timezone:ro"]})
+        == []
+    ), "every node has its own"
 
 
 def test_a_local_volume_without_a_placement_constraint_is_a_warning() -> None:

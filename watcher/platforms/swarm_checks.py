@@ -31,6 +31,8 @@ Severity = Literal["refuse", "warn"]
 EDGE = "the edge Caddy reaches the tasks on the overlay"
 #: `driver_opts.type` of the local driver that mounts storage every node reaches.
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb")
+#: Bind mounts of what every node has of its own, the same (gitea mounts the host's time zone).
+EVERY_NODES = ("/etc/localtime", "/etc/timezone")
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def _node_local(
     if nodes == 1 or (deploy.get("placement") or {}).get("constraints"):
         return
     for shown, kind, source in _mounts(spec.get("volumes") or []):
-        if kind == "bind":
+        if kind == "bind" and source not in EVERY_NODES:
             yield Finding(
                 "warn",
                 name,
