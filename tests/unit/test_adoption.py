@@ -1092,3 +1092,118 @@ def test_interactive_init_offers_a_per_colour_copy_explaining_what_it_is(
     assert yaml.safe_load((project / "compose.blue.yml").read_text())["volumes"] == {
         "scratch": {"name": "shop-blue_scratch"}
     }
+
+
+# -- --platform swarm: what `docker stack deploy` would silently break --------------------------------
+
+SWARM = (*FLAGS, "--platform", "swarm")
+WEB_BIND = "    volumes:\n      - ./config/shop.ini:/etc/shop.ini:ro\n"
+WORKER_IMAGE = "  worker:\n    image: ghcr.io/acme/shop:1.4.2\n"
+
+
+def test_platform_swarm_writes_platform_swarm_for_a_clean_file(project: Path) -> None:
+    with_service(project, WEB_BIND, "")
+    out = init(*SWARM)
+    assert 'platform = "swarm"   # what runs the colours' in (project / "watcher.toml").read_text()
+    assert load_host(project / "watcher.toml", {}).app("shop").platform == "swarm"
+    assert (
+        'Docker Swarm (platform = "swarm"): nothing in the colour services that Swarm ignores or drops.'
+        in out
+    )
+    diff = out[out.index("--- a/compose.yml") : out.index("Steps left:")]
+    assert "profiles" not in diff, "stack deploy rejects profiles: the diff puts none on the colours"
+    assert "--profile" not in out.split("Steps left:")[1]
+
+
+def test_platform_compose_writes_no_platform_key(project: Path) -> None:
+    init(*FLAGS)
+    assert "platform" not in (project / "watcher.toml").read_text()
+    assert load_host(project / "watcher.toml", {}).app("shop").platform == "compose"
+
+
+def test_platform_swarm_refuses_build_without_image_and_writes_nothing(project: Path) -> None:
+    with_service(project, WORKER_IMAGE, "  worker:\n    build: .\n")
+    message = refused(*SWARM)
+    assert message.startswith("compose.yml cannot be coloured safely on Docker Swarm as it is:\n")
+    assert "  worker: build without image: watcher deploys registry images" in message
+    assert message.count("worker: build") == 1, "one reason per key, not Compose's and Swarm's"
+    assert listing(project) == {"compose.yml": (project / "compose.yml").read_text()}, "nothing written"
+
+
+def test_platform_swarm_refuses_what_only_swarm_breaks_every_reason_at_once(project: Path) -> None:
+    """Each of these colours safely on Compose; Swarm would reject the file, refuse the port or
+    run the migration out of order."""
+    with_service(project, WORKER_IMAGE, f'{WORKER_IMAGE}    profiles: [jobs]\n    ports: ["9229"]\n')
+    with_service(
+        project,
+        "  postgres:\n",
+        "  migrate:\n    image: ghcr.io/acme/shop:1.4.2\n    command: migrate\n\n  postgres:\n",
+    )
+    with_service(
+        project,
+        "    depends_on:\n      - postgres\n      - redis\n",
+        "    depends_on:\n      postgres: {condition: service_started}\n"
+        "      migrate: {condition: service_completed_successfully}\n",
+    )
+    init(*FLAGS, "--dry-run")  # Compose takes it as it is
+    message = refused(*SWARM)
+    assert message == (
+        "compose.yml cannot be coloured safely on Docker Swarm as it is:\n"
+        "  web: depends_on migrate (condition: service_completed_successfully): Swarm drops it, so web "
+        "starts without waiting for migrate to complete; run migrate before the deploy (hooks.pre_deploy) "
+        "or when the app starts, and take it out of the colours\n"
+        '  worker: profiles ["jobs"]: docker stack deploy rejects the file ("Additional property profiles '
+        'is not allowed"); remove profiles from the services the colours run\n'
+        '  worker: ports "9229": Swarm publishes it in ingress mode, which Docker refuses with endpoint_mode '
+        "dnsrr; remove ports: (the edge Caddy reaches the tasks on the overlay)"
+    )
+    assert sorted(listing(project)) == ["compose.yml"]
+
+
+def test_platform_swarm_prints_each_warning(project: Path) -> None:
+    with_service(project, WORKER_IMAGE, f"{WORKER_IMAGE}    build: .\n    container_name: shop-worker\n")
+    out = init(*SWARM)
+    warned = out[out.index("Docker Swarm") : out.index("wrote ")]
+    assert warned.splitlines() == [
+        'Docker Swarm (platform = "swarm"): what `docker stack deploy` would do otherwise than the file '
+        "says (with the diff applied):",
+        '  warning: web: volumes "./config/shop.ini:/etc/shop.ini:ro": a bind mount is the directory of '
+        "whichever node runs the task, and web's tasks may run on any node; add a "
+        "deploy.placement.constraints entry (node.hostname == ...), or use a Swarm config or secret for "
+        "a file",
+        "  warning: worker: build: Swarm ignores it: every node pulls ghcr.io/acme/shop:1.4.2 from its "
+        "registry, never builds it; push that image (a node without it retries the task forever) or "
+        "remove build:",
+        "",
+    ], "the container_name is not one: the diff removes it"
+    assert 'platform = "swarm"' in (project / "watcher.toml").read_text()
+
+
+def test_rewriting_a_swarm_app_without_the_flag_makes_it_compose_again(project: Path) -> None:
+    with_service(project, WEB_BIND, "")
+    init(*SWARM)
+    out = init(*FLAGS, "--force")
+    assert 'platform = "compose"' in (project / "watcher.toml").read_text()
+    assert '  platform: "swarm" -> "compose"' in out
+
+
+def test_a_swarm_refusal_from_the_command_line_is_exit_2_without_a_traceback(project: Path) -> None:
+    with_service(project, WORKER_IMAGE, f"{WORKER_IMAGE}    profiles: [jobs]\n")
+    env = {k: v for k, v in os.environ.items() if k != "WATCHER_CONFIG"}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "watcher", "init", *SWARM],
+        cwd=project,
+        env=env,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "watcher: error: compose.yml cannot be coloured safely on Docker Swarm as it is:\n"
+        '  worker: profiles ["jobs"]: docker stack deploy rejects the file'
+    )
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["compose.yml"]

@@ -4,16 +4,24 @@ as instances, and the Caddyfile's upstreams of a swarm app (checked by `caddy ad
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from tests.harness.images import caddy_binary
 from tests.unit.test_many_apps import app, project, refused
 from watcher.backends.swarm import SwarmService, _instance, _scaled_to_zero
 from watcher.caddyfile import render
 from watcher.config import load_host
+from watcher.errors import ConfigError
+from watcher.platforms import swarm as swarm_platform
+from watcher.platforms.color import Color
 from watcher.platforms.health import judge
 from watcher.platforms.stack_file import EDGE, replicas, stack_file
+from watcher.platforms.swarm import SwarmColor, SwarmImages
 
 MODEL = {
     "name": "shop",
@@ -142,3 +150,62 @@ def test_a_swarm_app_refuses_what_watcher_cannot_do_there(tmp_path: Path) -> Non
         body = app("shop", extra=extra).replace('project_dir = "shop"', swarm)
         message = refused(project(tmp_path, body, dirs=("shop",)))
         assert key in message and said in message, message
+
+
+def _colour(
+    tmp_path: Path, model: dict, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SwarmColor, list[list[str]]]:
+    """The green colour of a swarm app on a 2-node swarm faked at its edges: `model` is what
+    compose renders; the `docker stack` commands run are recorded, not run."""
+    body = app("shop").replace('project_dir = "shop"', 'project_dir = "shop"\nplatform = "swarm"')
+    config = load_host(project(tmp_path, body, dirs=("shop",)), {}).app("shop")
+    engine = SimpleNamespace(
+        node_names=lambda: {"n1": "node-1", "n2": "node-2"},
+        image_present=lambda ref: False,
+        ensure_network=lambda name: None,
+    )
+    colour = SwarmColor(config, engine, SwarmImages(engine), Color.GREEN)  # type: ignore[arg-type]
+    colour.model = SimpleNamespace(  # type: ignore[assignment]
+        model=lambda version: model,
+        images=lambda version, fresh: {"web": ("ghcr.io/acme/shop:v2", True)},
+        env=lambda version: {},
+    )
+    ran: list[list[str]] = []
+    monkeypatch.setattr(swarm_platform, "stack_command", lambda args, env, cwd: ran.append(args))
+    return colour, ran
+
+
+def test_a_colour_refuses_what_swarm_would_break_before_its_stack_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web = {"image": "ghcr.io/acme/shop:v2", "ports": ["8080:8080"], "network_mode": "host"}
+    colour, ran = _colour(tmp_path, {"services": {"web": web}}, monkeypatch)
+    with pytest.raises(ConfigError) as caught:
+        colour.start("v2")
+    assert str(caught.value).splitlines() == [
+        "app shop: its compose files cannot run on Docker Swarm as they are (nothing was deployed):",
+        "  web: network_mode \"host\": Swarm ignores it and puts web's tasks on the stack's networks; "
+        "remove network_mode (the edge Caddy reaches the tasks on the overlay)",
+        '  web: ports "8080:8080": Swarm publishes it in ingress mode, which Docker refuses with '
+        "endpoint_mode dnsrr; remove ports: (the edge Caddy reaches the tasks on the overlay)",
+    ]
+    assert ran == [] and not colour.stack_path.exists()
+
+
+def test_a_colour_deploys_with_the_warnings_logged_and_knows_the_node_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    start_first = {"replicas": 2, "update_config": {"order": "start-first"}}
+    web = {"image": "ghcr.io/acme/shop:v2", "container_name": "shop-web", "deploy": start_first}
+    colour, ran = _colour(tmp_path, {"services": {"web": web}}, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="watcher.platforms.swarm"):
+        colour.start("v2")
+    assert [r.getMessage().split(": Swarm")[0] for r in caplog.records] == [
+        'shop green: web: container_name "shop-web"'
+    ]
+    assert ran and ran[0][0] == "deploy" and colour.stack_path.is_file()
+    filled = {**start_first, "placement": {"max_replicas_per_node": 1}}
+    colour, ran = _colour(tmp_path, {"services": {"web": {**web, "deploy": filled}}}, monkeypatch)
+    with pytest.raises(ConfigError, match="replicas 2 at max_replicas_per_node 1 fill all 2 nodes"):
+        colour.start("v2")
+    assert ran == []

@@ -94,6 +94,14 @@ def add_parser(sub: Any) -> None:
         "data both colours must see; without it init refuses a volume two colours would write",
     )
     init.add_argument(
+        "--platform",
+        choices=("compose", "swarm"),
+        default="compose",
+        help='what runs the colours (default: compose). swarm: init writes platform = "swarm", '
+        "refuses what `docker stack deploy` would silently break (build without image, profiles, "
+        "ingress ports, network_mode, one-shots) and prints what it would ignore (docs/platforms.md)",
+    )
+    init.add_argument(
         "--app", metavar="NAME", help="the app's name in watcher (default: the compose project's)"
     )
     init.add_argument(

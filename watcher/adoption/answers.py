@@ -77,6 +77,7 @@ class Answers:
     tags: TagProposal | None = None  # the tag policy read off the registry's tags
     fronted: bool = False  # the config has other apps: their Caddy fronts this one too
     per_colour: tuple[str, ...] = ()  # named volumes each colour gets its own copy of
+    platform: str = "compose"  # what runs the colours: "compose" or "swarm" (--platform)
 
     @property
     def names(self) -> list[str]:
@@ -149,6 +150,7 @@ def gather(compose: ComposeFile, args: argparse.Namespace, prompt: Prompt) -> An
         args.site,
         args.caddy_image,
         per_colour=per_colour,
+        platform=args.platform,
     )
 
 

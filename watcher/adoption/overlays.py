@@ -84,9 +84,17 @@ def _volumes(compose: ComposeFile, answers: Answers, color: str, volumes: list[s
     return lines
 
 
-def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_caddy: str | None) -> str:
+def app_section(
+    compose: ComposeFile,
+    answers: Answers,
+    project_dir: str,
+    added_caddy: str | None,
+    *,
+    platform_key: bool = False,
+) -> str:
     """The app's `[apps.<name>]` tables, each key commented for the user who reads them next;
-    `added_caddy`: the Caddy service of CADDY_OVERLAY, run shared."""
+    `added_caddy`: the Caddy service of CADDY_OVERLAY, run shared. `platform` is written for
+    Swarm, or always (`platform_key`) when it replaces a section that had one."""
     app = answers.app
     shared = [*answers.shared(compose), *([added_caddy] if added_caddy else [])]
     files = [compose.path.name, *([CADDY_OVERLAY] if added_caddy else [])]
@@ -94,6 +102,11 @@ def app_section(compose: ComposeFile, answers: Answers, project_dir: str, added_
         f"# {app}: adopted from {compose.path.name} by `watcher init`.",
         f"[apps.{app}]",
         f"image = {quoted(answers.image)}   # the repository; each deploy's version is its tag",
+        *(
+            [f"platform = {quoted(answers.platform)}   # what runs the colours (docs/platforms.md)"]
+            if platform_key or answers.platform != "compose"
+            else []
+        ),
         f"project = {quoted(answers.project)}   # the compose project the shared services already run in",
         f"project_dir = {quoted(project_dir)}",
         f"compose_files = [{', '.join(quoted(f) for f in files)}]   # compose.<colour>.yml is added per colour",

@@ -105,7 +105,14 @@ class Plan:
             self.answers,
             relative if project_dir is None else project_dir,
             added.name if added else None,
+            platform_key="platform" in self._old_section,
         )
+
+    @property
+    def _old_section(self) -> dict[str, Any]:
+        """The app's section in the config before init, as read ({} when it has none)."""
+        apps = tomllib.loads(self.config_before).get("apps") if self.config_before else None
+        return dict((apps or {}).get(self.answers.app) or {})
 
     @property
     def rewrites(self) -> bool:

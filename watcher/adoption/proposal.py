@@ -106,7 +106,7 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
         if image != compose.services[name].get("image"):
             edits.put(keys, "image", image)
         profiles = list(compose.services[name].get("profiles") or [])
-        if PROFILE not in profiles:
+        if uses_profile(answers) and PROFILE not in profiles:
             edits.put(
                 keys,
                 "profiles",
@@ -119,6 +119,12 @@ def proposed(compose: ComposeFile, answers: Answers, run_dir: Path, mount: str) 
             return None
     text = edits.text()
     return text if _edited_right(text, compose, answers, caddy) else None
+
+
+def uses_profile(answers: Answers) -> bool:
+    """Whether the diff puts the stateless services behind the `app` profile: on Compose (a plain
+    `docker compose up` then skips them), never on Swarm, whose `stack deploy` rejects profiles."""
+    return answers.platform == "compose"
 
 
 def dropped_keys(compose: ComposeFile, answers: Answers) -> dict[str, list[str]]:
@@ -217,7 +223,8 @@ def _edited_right(text: str, compose: ComposeFile, answers: Answers, caddy: str 
     for name in answers.names:
         expected[name]["image"] = image_for(compose, answers, name)
         profiles = list(expected[name].get("profiles") or [])
-        expected[name]["profiles"] = profiles if PROFILE in profiles else [PROFILE, *profiles]
+        if uses_profile(answers):
+            expected[name]["profiles"] = profiles if PROFILE in profiles else [PROFILE, *profiles]
     if caddy is not None and isinstance(services.get(caddy), dict):
         expected[caddy]["volumes"] = services[caddy].get("volumes")
     others = {k: v for k, v in after.items() if k != "services"}

@@ -10,6 +10,7 @@ from watcher.adoption.answers import Answers
 from watcher.adoption.caddy import released_ports
 from watcher.adoption.compose_file import ComposeFile, Port, ports_of, volumes_of
 from watcher.adoption.proposal import PROFILE
+from watcher.adoption.swarm import swarm_findings
 from watcher.errors import UsageError
 from watcher.validation import validate_name
 
@@ -41,9 +42,16 @@ def refuse_unsafe(compose: ComposeFile, answers: Answers) -> None:
             validate_name(name, "service name")
         except ValueError as exc:
             problems.append(f"{name}: {exc}: watcher names shared services in its config")
+    # Swarm's own (--platform swarm), but for a key init's checks above already refuse.
+    problems += [
+        finding.message
+        for finding in swarm_findings(compose, answers)
+        if finding.refused and not any(problem.startswith(finding.subject) for problem in problems)
+    ]
     if problems:
+        on = " on Docker Swarm" if answers.platform == "swarm" else ""
         raise UsageError(
-            f"{compose.path.name} cannot be coloured safely as it is:\n"
+            f"{compose.path.name} cannot be coloured safely{on} as it is:\n"
             + "\n".join(f"  {problem}" for problem in problems)
         )
 

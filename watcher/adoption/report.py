@@ -19,13 +19,16 @@ from watcher.adoption.proposal import (
     dropped_keys,
     image_for,
     is_sidecar,
+    uses_profile,
 )
+from watcher.adoption.swarm import swarm_findings
 from watcher.validation import validate_tag
 
 
 def report(plan: Plan, host: Any, snippet: str, *, dry_run: bool) -> str:
     compose = plan.compose
     out = [_summary(compose, plan.answers), ""]
+    out += _swarm(compose, plan.answers)
     out += _files(plan, snippet, dry_run=dry_run)
     changes = plan.changes(host)
     if changes:
@@ -90,6 +93,25 @@ def _summary(compose: ComposeFile, answers: Answers) -> str:
             f"compose_files in [apps.{answers.app}] if the colours need it"
         )
     return "\n".join(lines)
+
+
+def _swarm(compose: ComposeFile, answers: Answers) -> list[str]:
+    """On Swarm, what `docker stack deploy` would do otherwise than the file says (its refusals
+    stopped init before this): each warning, or that there is none."""
+    if answers.platform != "swarm":
+        return []
+    warned = [finding.message for finding in swarm_findings(compose, answers)]
+    if not warned:
+        return [
+            'Docker Swarm (platform = "swarm"): nothing in the colour services that Swarm ignores or drops.',
+            "",
+        ]
+    return [
+        'Docker Swarm (platform = "swarm"): what `docker stack deploy` would do otherwise than the file '
+        "says (with the diff applied):",
+        *(f"  warning: {message}" for message in warned),
+        "",
+    ]
 
 
 def _detected(compose: ComposeFile, answers: Answers) -> list[str]:
@@ -180,7 +202,8 @@ def _removal(answers: Answers, here: Any, added: AddedCaddy | None) -> str:
     names = " ".join(answers.names)
     remove = (
         f"remove the uncoloured {', '.join(answers.names)} that a plain `docker compose up` started: "
-        f"`docker compose -p {answers.project} --profile {PROFILE} rm --stop --force {names}` in {here}"
+        f"`docker compose -p {answers.project}{f' --profile {PROFILE}' if uses_profile(answers) else ''} "
+        f"rm --stop --force {names}` in {here}"
     )
     if added is None:
         return remove
@@ -199,7 +222,8 @@ def _removal(answers: Answers, here: Any, added: AddedCaddy | None) -> str:
 def _edits_in_words(compose: ComposeFile, answers: Answers, host: Any) -> str:
     dropped = dropped_keys(compose, answers)
     edits = [
-        f"{name}: image {image_for(compose, answers, name)} and profile {PROFILE}"
+        f"{name}: image {image_for(compose, answers, name)}"
+        + (f" and profile {PROFILE}" if uses_profile(answers) else "")
         + "".join(f", no {key}" for key in dropped.get(name, []))
         for name in answers.names
     ]

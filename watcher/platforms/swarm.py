@@ -14,6 +14,7 @@ model), written as a stack file (stack_file.py), on the manager watcher runs on.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from watcher.platforms.compose import ComposeColor
 from watcher.platforms.health import Health, judge
 from watcher.platforms.health_check import HealthCheckFailed
 from watcher.platforms.stack_file import replicas, stack_file
+from watcher.platforms.swarm_checks import refuse_for_swarm
 from watcher.progress import Progress
+
+log = logging.getLogger(__name__)
 
 #: How long `remove` waits for `docker stack rm` to take the stack's networks too.
 REMOVE_TIMEOUT = 60.0
@@ -178,7 +182,12 @@ class SwarmColor:
         return self.model.env(None)
 
     def start(self, version: str) -> None:
-        """`docker stack deploy` of the colour at `version`, images pinned by digest."""
+        """`docker stack deploy` of the colour at `version`, images pinned by digest; first, what
+        Swarm would silently break in the files (swarm_checks.py): a refusal deploys nothing."""
+        model = self.model.model(version)
+        nodes = len(self.engine.node_names()) or None
+        for finding in refuse_for_swarm(self.config.name, model, self.services, nodes=nodes):
+            log.warning("%s %s: %s", self.config.name, self.color.value, finding.message)
         declared = self.model.images(version, fresh=True)
         images = {}
         for name, (image, _) in declared.items():
@@ -188,7 +197,7 @@ class SwarmColor:
             s.name: (s.alias(self.config.name, self.color.value) if s.port is not None else None)
             for s in self.config.services
         }
-        text = stack_file(self.model.model(version), aliases, images, edge_network=self.config.swarm.network)
+        text = stack_file(model, aliases, images, edge_network=self.config.swarm.network)
         self._write(text)
         self.engine.ensure_network(self.config.swarm.network)
         stack_command(
