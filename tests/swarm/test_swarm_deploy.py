@@ -194,6 +194,8 @@ def test_v1_then_v2_then_v3_then_a_rollback_fail_no_request(shop: SwarmApp) -> N
 def test_a_broken_version_never_takes_traffic_and_fails_within_a_few_intervals(
     shop: SwarmApp, version: str
 ) -> None:
+    if shop.status()["live_version"] is None:  # run alone (-k): something must serve first
+        shop.deploy("deploy", "v1")
     before = shop.status()
     load = shop.swarm.start_load("/cgi-bin/work", rate=20, duration=20, connections=4)
     started = time.monotonic()

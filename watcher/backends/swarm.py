@@ -25,8 +25,11 @@ STACK_LABEL = "com.docker.stack.namespace"
 STARTING = frozenset(
     {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 )
-#: Task states that say the task will never run.
-BROKEN = frozenset({"failed", "rejected", "orphaned"})
+#: Task states of a task that ended while its service wanted it: a replacement follows (a
+#: crash, a rejection such as "No such image", or a healthcheck that failed: Swarm stops that
+#: container, and one that exits 0 on SIGTERM ends `complete`). Not `shutdown`: a task moved
+#: off a drained node, or scaled away, was stopped on purpose.
+BROKEN = frozenset({"failed", "rejected", "orphaned", "complete"})
 
 
 class StackError(WatcherError):
@@ -157,11 +160,7 @@ class SwarmEngine(Containers):
         broken = sorted(
             (t for t in tasks if _state(t) in BROKEN), key=lambda t: t.get("CreatedAt", ""), reverse=True
         )
-        return [
-            f"{names.get(t.get('ServiceID'), '?')}.{t.get('Slot', '')}: {_state(t)}: "
-            f"{(t.get('Status') or {}).get('Err') or (t.get('Status') or {}).get('Message', '')}"
-            for t in broken
-        ]
+        return [f"{names.get(t.get('ServiceID'), '?')}.{t.get('Slot', '')}: {_why(t)}" for t in broken]
 
 
 def stack_command(args: list[str], env: dict[str, str], *, cwd: Path, timeout: float = 300.0) -> str:
@@ -181,6 +180,17 @@ def stack_command(args: list[str], env: dict[str, str], *, cwd: Path, timeout: f
             f"docker stack {' '.join(args)} failed: {' | '.join(line.strip() for line in output[-6:])}"
         )
     return proc.stdout
+
+
+def _why(task: dict) -> str:
+    """What ended a task Swarm replaces, in its words."""
+    status = task.get("Status") or {}
+    if _state(task) == "complete":
+        return "stopped while wanted (its healthcheck failed, or it exited 0)"
+    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    return f"{_state(task)}: {status.get('Err') or status.get('Message', '')}" + (
+        f" (exit {code})" if code else ""
+    )
 
 
 def _state(task: dict) -> str:
