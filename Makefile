@@ -37,7 +37,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: services
-	$(call tests,tests/unit tests/integration tests/security tests/corpus tests/browser tests/faults)
+	$(call tests,tests/unit tests/integration tests/security tests/corpus tests/browser tests/faults tests/swarm)
 
 unit: setup
 	$(PYTEST) -n $(WORKERS) --durations=20 tests/unit

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import images
+from tests.harness.stack import Stack
 from tests.harness.swarm import NETNS_DIR, LoadSummary, Swarm
+from tests.harness.traffic import under_load as compose_load
 from tests.swarm.conftest import SWARM_APP
 from watcher.caddyfile import render
 from watcher.config import load_host
@@ -142,7 +144,7 @@ def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
     """`watcher <args> --json` while keep-alive POSTs (and 1 s ones) go through the edge; the
     receipt is checked against what the load was answered in its window (within 1 %)."""
     loads = [
-        app.swarm.start_load("/cgi-bin/work", rate=40, duration=25, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work", rate=100, duration=25, connections=8, answered=True),
         app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=25, connections=8, answered=True),
     ]
     try:
@@ -168,6 +170,10 @@ def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
     return out, LoadSummary(sent=sent, ok=sent - failed, failed=failed, errors={}, versions={}, raw={})
 
 
+#: The swarm deploys' phase times, for the table beside Compose's.
+SWARM_PHASES: dict[str, dict[str, float]] = {}
+
+
 def spread(status: dict) -> dict[str, set[str]]:
     """Each colour's running tasks' nodes."""
     return {
@@ -181,6 +187,7 @@ def test_v1_then_v2_then_v3_then_a_rollback_fail_no_request(shop: SwarmApp) -> N
     assert "v1 is live on blue" in first, first
     for version, color in (("v2", "green"), ("v3", "blue")):
         out, _ = under_load(shop, "deploy", version)
+        SWARM_PHASES[version] = out["phases"]
         assert (out["color"], out["version"]) == (color, version), out
         status = shop.status()
         assert status["live_version"] == version and status["in_sync"], status
@@ -211,3 +218,18 @@ def test_a_broken_version_never_takes_traffic_and_fails_within_a_few_intervals(
     status = shop.status()
     assert (status["live_version"], status["live_color"]) == (before["live_version"], before["live_color"])
     assert status["in_sync"] and status["colors"][before["live_color"]]["health"] == "healthy", status
+
+
+def test_the_phase_times_beside_a_compose_deploy_of_the_same_app(stack: Stack) -> None:
+    """The same test app, health interval and verification window on Compose (one engine), in
+    the same run: where Swarm costs time."""
+    assert stack.watcher("deploy", "v1").returncode == 0
+    with compose_load(stack) as loads:
+        done = stack.watcher("deploy", "v2", "--json")
+    assert done.returncode == 0 and loads.failed == 0, (done.stderr, loads.describe())
+    compose = json.loads(done.stdout)["phases"]
+    swarm = SWARM_PHASES.get("v2") or {}
+    print("\n| phase | swarm, 3 nodes (s) | compose (s) |\n|---|---|---|")
+    for phase in compose:
+        print(f"| {phase} | {swarm.get(phase, float('nan')):.2f} | {compose[phase]:.2f} |")
+    print(f"| total | {sum(swarm.values()):.2f} | {sum(compose.values()):.2f} |")
