@@ -25,6 +25,7 @@ from tests.harness.traffic import under_load as compose_load
 from tests.swarm.conftest import SWARM_APP
 from watcher.caddyfile import render
 from watcher.config import load_host
+from watcher.engine.receipt import LEAD
 
 pytestmark = pytest.mark.integration
 
@@ -144,9 +145,12 @@ def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
     """`watcher <args> --json` while keep-alive POSTs (and 1 s ones) go through the edge; the
     receipt is checked against what the load was answered in its window (within 1 %)."""
     loads = [
-        app.swarm.start_load("/cgi-bin/work", rate=100, duration=25, connections=8, answered=True),
-        app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=25, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work", rate=100, duration=32, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=32, connections=8, answered=True),
     ]
+    # The receipt's window opens LEAD s before the switch: the load covers it all, so answers a
+    # loaded host's load generator reads late shift out of its end as many as into its start.
+    time.sleep(LEAD)
     try:
         done = app.watcher(*args, "--json")
     finally:
