@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -537,11 +538,21 @@ class LoadGenerator:
                 raise _Failure("bad response: chunk framing")
 
 
+class _Stopped(Exception):
+    """Raised by `main`'s SIGTERM handler: the run ends early (its figures are still printed)."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
 def run_load(url: str, *, rate: float, duration: float, **kw: Any) -> LoadResult:
     """Blocking helper: run ``rate`` req/s for ``duration`` seconds, then stop and return."""
     gen = LoadGenerator(url, rate=rate, **kw).start()
     try:
         time.sleep(duration)
+    except _Stopped:  # SIGTERM under `main`: stop early, report what was sent
+        pass
     finally:
         result = gen.stop()
     return result
@@ -586,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             p.error(f"bad header {h!r}; use 'Name: value'")
         headers[name.strip()] = value.strip()
+    signal.signal(signal.SIGTERM, _stop)
     try:
         result = run_load(
             args.url,
@@ -599,7 +611,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ValueError as exc:
         p.error(str(exc))
-    shown = {**result.as_dict(), **({"answered": result.answered} if args.answered else {})}
+    shown = result.as_dict()
+    if args.answered:  # every answer, and outcomes per second from `started_epoch` (epoch seconds)
+        offset = time.time() - time.monotonic()
+        started = None if result.started_at is None else result.started_at + offset
+        shown |= {"answered": result.answered, "timeline": result.timeline(), "started_epoch": started}
     print(json.dumps(shown, indent=2) if args.json else _format(result))
     return 0 if result.failed == 0 else 1
 

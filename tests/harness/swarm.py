@@ -1141,6 +1141,13 @@ class RunningLoad:
         self.timeout = timeout
         self._summary: LoadSummary | None = None
 
+    def stop(self) -> LoadSummary:
+        """End the run now (SIGTERM: the generator stops sending, waits for what is in flight
+        and reports); its figures."""
+        if self._summary is None and self.proc.poll() is None:
+            self.proc.terminate()
+        return self.result()
+
     def result(self) -> LoadSummary:
         """Wait for the run to end; its figures. Raises if it failed to run or sent nothing."""
         if self._summary is not None:

@@ -8,137 +8,22 @@ keep-alive POST load from inside that namespace; each asserts requests were sent
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.harness import images
 from tests.harness.stack import Stack
-from tests.harness.swarm import NETNS_DIR, LoadSummary, Swarm
+from tests.harness.swarm import LoadSummary, Swarm
 from tests.harness.traffic import under_load as compose_load
-from tests.swarm.conftest import SWARM_APP
-from watcher.caddyfile import render
-from watcher.config import load_host
+from tests.swarm.conftest import SwarmApp, swarm_app
 from watcher.engine.receipt import LEAD
 
 pytestmark = pytest.mark.integration
 
-APP = "shop"
-REPOSITORY = "watcher-test/app"
-COMPOSE = """\
-services:
-  web:
-    image: ${APP_IMAGE}:${APP_VERSION:-unset}
-    environment:
-      APP_VERSION: ${APP_VERSION:-unset}
-    stop_grace_period: 20s
-    healthcheck:
-      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
-      interval: 1s
-      timeout: 2s
-      retries: 3
-      start_period: 5s
-    deploy:
-      replicas: 3
-      placement:
-        max_replicas_per_node: 1
-"""
-
-
-@dataclass
-class SwarmApp:
-    """The app's project directory and the swarm it deploys to."""
-
-    swarm: Swarm
-    root: Path
-
-    def watcher(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """The real CLI, in node 1's network namespace, against node 1's dockerd (a manager)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOK_", "WATCHER_", "REDIS_"))}
-        env["DOCKER_HOST"] = self.swarm.manager.host
-        argv = ["nsenter", f"--net={NETNS_DIR / self.swarm.manager.netns}", sys.executable, "-m", "watcher"]
-        return subprocess.run(
-            [*argv, *args],
-            cwd=self.root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def deploy(self, *args: str) -> str:
-        done = self.watcher(*args)
-        assert done.returncode == 0, (
-            f"watcher {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-        )
-        return done.stdout
-
-    def status(self) -> dict:
-        shown = self.watcher("status", "--json")
-        assert shown.returncode == 0, shown.stderr
-        return json.loads(shown.stdout)
-
 
 @pytest.fixture(scope="module")
-def shop(
-    swarm3: Swarm, swarm_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SwarmApp]:
-    with images.exclusive():
-        swarm_images = {
-            **swarm_images,
-            "v3": images.build_app_image(f"{SWARM_APP}:v3", "v3"),
-            "crash": images.build_app_image(f"{SWARM_APP}:crash", "crash", exit_at_start=3),
-            "sick": images.build_app_image(f"{SWARM_APP}:sick", "sick", healthy=False),
-        }
-    for version in ("v1", "v2", "v3", "crash", "sick"):
-        swarm3.push(swarm_images[version], REPOSITORY, version)
-    root = tmp_path_factory.mktemp("swarm-shop")
-    (root / "compose.yml").write_text(COMPOSE)
-    for color in ("blue", "green"):
-        (root / f"compose.{color}.yml").write_text(
-            f"services:\n  web:\n    labels:\n      watcher.color: {color}\n"
-        )
-    (root / ".env").write_text(f"APP_IMAGE={swarm3.registry}/{REPOSITORY}\n")
-    (root / "watcher.toml").write_text(f"""
-[caddy]
-run_dir = "{swarm3.edge_run_dir}"
-
-[registry]
-plain_http = ["{swarm3.registry}"]
-
-[apps.{APP}]
-image = "{swarm3.registry}/{REPOSITORY}"
-platform = "swarm"
-
-[apps.{APP}.swarm]
-network = "{swarm3.edge_network}"
-
-[apps.{APP}.services.web]
-port = 8080
-
-[apps.{APP}.health]
-timeout = "90s"
-interval = "1s"
-
-[apps.{APP}.verify]
-url = "{swarm3.edge_url}/version"
-window = "2s"
-
-[apps.{APP}.drain]
-timeout = "30s"
-""")
-    host = load_host(root / "watcher.toml", {})
-    swarm3.edge_run_dir.mkdir(parents=True, exist_ok=True)
-    (swarm3.edge_run_dir / f"{APP}.live").write_text("none\n")  # nothing live yet: 503 at once
-    swarm3.start_edge(render(host, list(host.apps.values())))
-    yield SwarmApp(swarm3, root)
+def shop(swarm3: Swarm, swarm_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> SwarmApp:
+    return swarm_app(swarm3, swarm_images, tmp_path_factory.mktemp("swarm-shop"), replicas=3, broken=True)
 
 
 def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
