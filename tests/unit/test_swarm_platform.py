@@ -209,3 +209,42 @@ def test_a_colour_deploys_with_the_warnings_logged_and_knows_the_node_count(
     with pytest.raises(ConfigError, match="replicas 2 at max_replicas_per_node 1 fill all 2 nodes"):
         colour.start("v2")
     assert ran == []
+
+
+def test_remove_stops_a_running_colours_tasks_before_stack_rm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`docker stack rm` returns while the tasks' containers still stop, their addresses still in
+    `tasks.<stack>_<service>`: a running colour is scaled to 0 and its tasks waited for first, so
+    the colour started again at once (a running leftover) does not have the edge dial them."""
+    colour, _ = _colour(tmp_path, {"services": {"web": {"image": "x"}}}, monkeypatch)
+    service = SwarmService(id="s1", name="web", full_name="shop-green_web", replicas=2, image="r/shop:v2")
+    services = [service]
+    calls: list[tuple] = []
+    stopping = iter([2, 1, 0])
+
+    def scale(s: SwarmService, n: int) -> None:
+        calls.append(("scale", s.name, n))
+        services[0] = SwarmService(
+            id="s1", name="web", full_name="shop-green_web", replicas=n, image="r/shop:v2"
+        )
+
+    def rm(args: list[str], env: dict, cwd: Path) -> None:
+        calls.append(("stack", *args))
+        services.clear()
+
+    engine = colour.engine
+    engine.services = lambda stack: list(services)  # type: ignore[attr-defined]
+    engine.scale = scale  # type: ignore[attr-defined]
+    engine.live_tasks = lambda stack: calls.append(("live",)) or next(stopping)  # type: ignore[attr-defined]
+    engine.networks = lambda stack: []  # type: ignore[attr-defined]
+    monkeypatch.setattr(swarm_platform, "stack_command", rm)
+    monkeypatch.setattr(swarm_platform.time, "sleep", lambda s: None)
+    colour.remove()
+    assert calls == [("scale", "web", 0), ("live",), ("live",), ("live",), ("stack", "rm", colour.name)]
+    calls.clear()
+    services.append(
+        SwarmService(id="s1", name="web", full_name="shop-green_web", replicas=0, image="r/shop:v2")
+    )
+    colour.remove()  # scaled to 0 already (a retained colour): straight to `stack rm`
+    assert calls == [("stack", "rm", colour.name)]

@@ -30,6 +30,8 @@ STARTING = frozenset(
 #: container, and one that exits 0 on SIGTERM ends `complete`). Not `shutdown`: a task moved
 #: off a drained node, or scaled away, was stopped on purpose.
 BROKEN = frozenset({"failed", "rejected", "orphaned", "complete"})
+#: Task states of a task whose container is gone (or never ran).
+ENDED = BROKEN | {"shutdown", "remove"}
 
 
 class StackError(WatcherError):
@@ -119,6 +121,18 @@ class SwarmEngine(Containers):
                 if str(slot) not in slots:
                     found.append(_placeholder(service, str(slot)))
         return sorted(found, key=lambda i: i.name)
+
+    def live_tasks(self, stack: str) -> int:
+        """How many of the stack's tasks have not ended (a task being stopped still runs its
+        container, on the edge network and in its service's DNS, until it has)."""
+        services = self.services(stack)
+        if not services:
+            return 0
+        try:
+            tasks = self.client.api.tasks(filters={"service": [s.id for s in services]})
+        except DOCKER_DOWN as exc:
+            raise DockerUnavailable(f"Docker stopped answering ({_short(exc)})") from exc
+        return sum(1 for t in tasks if _state(t) not in ENDED)
 
     def node_names(self) -> dict[str, str]:
         """Node ID -> hostname, for `status` (tasks per node)."""

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: How long `remove` waits for `docker stack rm` to take the stack's networks too.
 REMOVE_TIMEOUT = 60.0
+#: How long `remove` waits for a scaled-down colour's tasks to stop before `docker stack rm`.
+STOP_TIMEOUT = 30.0
 
 
 class SwarmImages:
@@ -228,7 +230,20 @@ class SwarmColor:
                 self.engine.scale(service, 0)
 
     def remove(self) -> None:
-        """`docker stack rm`, waited for until its services and networks are gone."""
+        """`docker stack rm`, waited for until its services and networks are gone. A colour with
+        tasks is scaled to 0 first, and its tasks waited for (up to STOP_TIMEOUT): `stack rm`
+        returns at once while its tasks' containers still stop, and until they have their
+        addresses stay in `tasks.<stack>_<service>`, so the colour started again at once (a
+        running leftover of an interrupted deploy) would have the edge dial dead addresses."""
+        if any(s.replicas for s in self._services()):
+            self.stop()
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while (left := self.engine.live_tasks(self.name)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if left:
+                log.warning(
+                    "%s: %d task(s) still stopping after %.0fs; removing it", self.name, left, STOP_TIMEOUT
+                )
         if self._services() or self.engine.networks(self.name):
             stack_command(["rm", self.name], self.env(), cwd=self.config.project_dir)
         deadline = time.monotonic() + REMOVE_TIMEOUT
