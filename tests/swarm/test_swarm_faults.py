@@ -181,7 +181,7 @@ def recover(app: SwarmApp, *skip: str, leftover_known: bool = False) -> str:
 
 #: Where the deploy dies: the line it waits for, and how long after it the kill comes.
 KILL_AT = {
-    "start": ("] start: ", 0.3),  # the stack deploy of the new colour under way
+    "start": ("] start: ", 0.0),  # the stack deploy of the new colour under way (or just done)
     "health": ("] health: ", 1.0),  # the new colour's tasks starting, not yet healthy
     "switched": ("switch done in", 0.0),  # the route names the new colour; verify begins
     "drain": ("] drain: ", 0.3),  # recorded; the old colour draining
@@ -230,7 +230,9 @@ def test_a_node_drained_while_the_new_colour_starts(app: SwarmApp) -> None:
     swarm = app.swarm
     node = swarm.node(3)
     before = app.status()
-    version = next_version(before["live_version"])
+    idle = "green" if before["live_color"] == "blue" else "blue"
+    retained = (before["colors"].get(idle) or {}).get("version")
+    version = next_version(before["live_version"], *([retained] if retained else []))  # a new stack
     try:
         with loaded(app) as loads:
             deploying = Deploying(app, "deploy", version)
