@@ -16,7 +16,8 @@ import pytest
 
 from tests.harness.swarm import REPO, Swarm, leftovers, sweep
 
-pytestmark = pytest.mark.integration
+# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SERVICE = "web"
 EDGE_SITE = f"""

@@ -6,7 +6,8 @@ import pytest
 
 from tests.harness.swarm import Swarm, leftovers
 
-pytestmark = pytest.mark.integration
+# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 def test_one_node_swarm_serves_through_the_edge(swarm1: Swarm, swarm_images: dict[str, str]) -> None:

@@ -18,7 +18,8 @@ from tests.harness.traffic import under_load as compose_load
 from tests.swarm.conftest import SwarmApp, swarm_app
 from watcher.engine.receipt import LEAD
 
-pytestmark = pytest.mark.integration
+# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")
