@@ -44,7 +44,7 @@ def answer(request: BaseHTTPRequestHandler, code: int, body: Any) -> None:
 
 
 class LocalServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.released = threading.Event()  # set at stop: a hanging handler returns
         owner = self
 
@@ -58,7 +58,7 @@ class LocalServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -10,17 +10,21 @@ hang (accept and never answer) or to fail (500). `down_url` is a port nothing li
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 import threading
 import time
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 from tests.harness.local_server import LocalServer, Received, answer, received
 
 
 class Receiver(LocalServer):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
         self.requests: list[Received] = []
         self.mode = "ok"  # ok | hang | fail
         self._changed = threading.Condition()
@@ -65,3 +69,28 @@ def down_url(path: str = "/hook") -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"json://127.0.0.1:{port}{path}"
+
+
+class Recorder(Receiver):
+    """A receiver that also appends each request, as one JSON line, to a file: for a receiver
+    in another network namespace (a swarm node's), which the test reads through the file."""
+
+    def __init__(self, port: int, out: Path) -> None:
+        super().__init__(port)
+        self.out = out
+
+    def record(self, request: Received) -> None:
+        super().record(request)
+        with self.out.open("a") as f:
+            f.write(json.dumps(asdict(request)) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.harness.receiver PORT FILE`: record until killed."""
+    with Recorder(int(argv[0]), Path(argv[1])) as recorder:
+        recorder.released.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -785,6 +785,12 @@ class Swarm:
         self._daemons[name] = proc.pid
         return proc
 
+    def start_process(self, name: str, argv: list[str]) -> subprocess.Popen:
+        """Run ``argv`` (from the repository's root) in node 1's network namespace until the swarm
+        closes: a service the CLI there must reach on loopback (its Redis, a notification
+        receiver). Its output goes to ``<run dir>/<swarm id>-<name>.log``."""
+        return self._spawn(f"{self.id}-{name}", self.manager.netns, ["env", "-C", str(REPO), *argv])
+
     def _start_registry(self) -> None:
         storage = self.data_dir / "registry"
         storage.mkdir()

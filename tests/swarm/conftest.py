@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -106,6 +106,7 @@ class SwarmApp:
 
     swarm: Swarm
     root: Path
+    env: dict[str, str] = field(default_factory=dict)  # besides the test's, WATCHER_* and REDIS_* left out
 
     def argv(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """The real CLI's argv and environment: in node 1's network namespace, against node 1's
@@ -113,6 +114,7 @@ class SwarmApp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WEBHOOK_", "WATCHER_", "REDIS_"))}
         env["DOCKER_HOST"] = self.swarm.manager.host
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         netns = NETNS_DIR / self.swarm.manager.netns
         return ["nsenter", f"--net={netns}", sys.executable, "-m", "watcher", *args], env
 
@@ -155,12 +157,19 @@ class SwarmApp:
 
 
 def swarm_app(
-    swarm: Swarm, swarm_images: dict[str, str], root: Path, *, replicas: int, broken: bool = False
+    swarm: Swarm,
+    swarm_images: dict[str, str],
+    root: Path,
+    *,
+    replicas: int,
+    broken: bool = False,
+    compose: str = COMPOSE,
+    config: str = "",
 ) -> SwarmApp:
     """The app ``shop`` (``platform = "swarm"``, ``replicas`` tasks at most one a node) in
     ``root``, its versions v1, v2, v3 (and with ``broken``: crash, sick) pushed to the swarm's
     registry, and the edge Caddy started with the Caddyfile `watcher caddyfile` renders; nothing
-    is deployed yet."""
+    is deployed yet. ``compose`` replaces the compose file, ``config`` is added to watcher.toml."""
     from tests.harness import images
 
     versions = ["v1", "v2", "v3", *(["crash", "sick"] if broken else [])]
@@ -171,7 +180,7 @@ def swarm_app(
             refs["sick"] = images.build_app_image(f"{SWARM_APP}:sick", "sick", healthy=False)
     for version in versions:
         swarm.push(refs[version], REPOSITORY, version)
-    (root / "compose.yml").write_text(COMPOSE.replace("{replicas}", str(replicas)))
+    (root / "compose.yml").write_text(compose.replace("{replicas}", str(replicas)))
     for color in ("blue", "green"):
         (root / f"compose.{color}.yml").write_text(
             f"services:\n  web:\n    labels:\n      watcher.color: {color}\n"
@@ -204,7 +213,7 @@ window = "2s"
 
 [apps.{APP}.drain]
 timeout = "30s"
-""")
+{config}""")
     host = load_host(root / "watcher.toml", {})
     swarm.edge_run_dir.mkdir(parents=True, exist_ok=True)
     (swarm.edge_run_dir / f"{APP}.live").write_text("none\n")  # nothing live yet: 503 at once
