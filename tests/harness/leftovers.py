@@ -28,7 +28,7 @@ STACK_NAME = re.compile(
 OWNER = "owner"
 
 
-def _started(pid: int) -> str | None:
+def process_started(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -39,7 +39,7 @@ def _started(pid: int) -> str | None:
 
 def claim(root: Path) -> None:
     """Mark `root` as this process's stack."""
-    (root / OWNER).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
+    (root / OWNER).write_text(f"{os.getpid()} {process_started(os.getpid())}\n")
 
 
 def _owned(name: str) -> bool:
@@ -49,7 +49,7 @@ def _owned(name: str) -> bool:
             pid, started = (root / OWNER).read_text().split()
         except (OSError, ValueError):
             continue
-        if _started(int(pid)) == started:
+        if process_started(int(pid)) == started:
             return True
     return False
 

@@ -66,6 +66,8 @@ from typing import Any
 
 import httpx
 
+from tests.harness.leftovers import process_started
+
 REPO = Path(__file__).resolve().parents[2]
 RUN_ROOT = Path("/run/watcher-swarm")  # small: owner files, sockets, exec roots
 DATA_ROOT = Path("/var/tmp/watcher-swarm")  # large: data roots, the registry's storage
@@ -130,15 +132,6 @@ def _docker_env() -> dict[str, str]:
     for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
         env.pop(name, None)
     return env
-
-
-def _started(pid: int) -> str | None:
-    """Start time of a process (field 22 of /proc/<pid>/stat), None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
 
 
 def _alive(pid: int) -> bool:
@@ -286,7 +279,7 @@ def _mounts_text_ids() -> list[str]:
 def _owner_alive(swarm_id: str) -> bool:
     try:
         owner = json.loads((RUN_ROOT / swarm_id / "owner.json").read_text())
-        return _started(int(owner["pid"])) == owner["started"]
+        return process_started(int(owner["pid"])) == owner["started"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -662,7 +655,7 @@ class Swarm:
         t1 = time.monotonic()
         owner = {
             "pid": os.getpid(),
-            "started": _started(os.getpid()),
+            "started": process_started(os.getpid()),
             "created": time.time(),
             "nodes": self.size,
         }

@@ -196,6 +196,14 @@ class ImageRef:
     def __str__(self) -> str:
         return f"{self.registry}/{self.repository}"
 
+    def names(self, repo_digest: str) -> bool:
+        """Whether a RepoDigests entry (`repo@sha256:...`, Docker's short names for Docker Hub)
+        is of this repository."""
+        try:
+            return ImageRef.parse(repo_digest.rpartition("@")[0]) == self
+        except RegistryError:
+            return False
+
 
 @dataclass(frozen=True)
 class Manifest:

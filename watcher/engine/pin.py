@@ -153,7 +153,7 @@ class Puller:
         not reported as a move: only the registry's answer to the check is (a registry whose
         digests Docker records otherwise would make each job queue the next)."""
         images = self.platform.images
-        pulled = [d.rpartition("@")[2] for d in images.repo_digests(image) if same_repository(d, ref)]
+        pulled = [d.rpartition("@")[2] for d in images.repo_digests(image) if ref.names(d)]
         if digest in pulled:
             return
         self.progress.say(
@@ -161,16 +161,5 @@ class Puller:
             f"moved during it?): pulling {digest} itself"
         )
         images.pull_digest(image, digest)
-        if digest not in [
-            d.rpartition("@")[2] for d in images.repo_digests(image) if same_repository(d, ref)
-        ]:
+        if digest not in [d.rpartition("@")[2] for d in images.repo_digests(image) if ref.names(d)]:
             raise PullFailed(f"{image} does not carry {digest} after pulling it")
-
-
-def same_repository(repo_digest: str, ref: ImageRef) -> bool:
-    """Whether a RepoDigests entry (`repo@sha256:...`, Docker's short names for Docker Hub) is of `ref`."""
-    name = repo_digest.rpartition("@")[0]
-    try:
-        return ImageRef.parse(name) == ref
-    except RegistryError:
-        return False

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from watcher.atomic import write_atomic
 from watcher.backends.instance import Instance
+from watcher.backends.registry import ImageRef, RegistryError
 from watcher.backends.swarm import StackError, SwarmEngine, SwarmService, stack_command
 from watcher.config import AppConfig
 from watcher.errors import StateUnwritable
@@ -48,12 +49,12 @@ class SwarmImages:
         self.engine = engine
 
     def _digest(self, ref: str) -> str | None:
-        repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
-        for found in self.engine.repo_digests(ref):
-            name, _, digest = found.rpartition("@")
-            if name == repository or name.endswith("/" + repository.rsplit("/", 1)[-1]):
-                return digest
-        return None
+        try:
+            repository = ImageRef.parse(ref)
+        except RegistryError:
+            return None
+        found = [d for d in self.engine.repo_digests(ref) if repository.names(d)]
+        return found[0].rpartition("@")[2] if found else None
 
     def image_present(self, ref: str) -> bool:
         if ref.startswith("sha256:"):
