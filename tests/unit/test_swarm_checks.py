@@ -88,12 +88,14 @@ def test_container_name_is_a_warning() -> None:
     ]
 
 
-def test_profiles_are_refused() -> None:
+def test_profiles_are_a_warning_saying_when_the_service_runs() -> None:
     assert said({**IMAGE, "profiles": ["app"]}) == [
         (
-            "refuse",
-            'web: profiles ["app"]: docker stack deploy rejects the file ("Additional property profiles '
-            'is not allowed"); remove profiles from the services the colours run',
+            "warn",
+            'web: profiles ["app"]: Swarm has no profiles (`docker stack deploy` rejects the key): '
+            "watcher writes the stack without it, and deploys the service only while one of them is "
+            "active when it renders the files, as `docker compose up` would; set COMPOSE_PROFILES in "
+            "the app's .env, or remove profiles from the services the colours run",
         )
     ]
 
@@ -414,11 +416,11 @@ def test_the_rendered_model_and_the_raw_file_say_the_same() -> None:
         ("refuse", "web", "deploy.update_config.order"),
         ("refuse", "web", "network_mode"),
         ("refuse", "web", "ports"),
-        ("refuse", "web", "profiles"),
         ("warn", "cache", "depends_on"),
         ("warn", "web", "container_name"),
         ("warn", "web", "depends_on"),
         ("warn", "web", "ports"),
+        ("warn", "web", "profiles"),
         ("warn", "web", "restart"),
     ]
 
@@ -437,8 +439,6 @@ def test_the_platform_gets_every_refusal_at_once_and_the_warnings_back() -> None
         refuse_for_swarm("shop", model, ["web", "worker"])
     assert str(caught.value) == (
         "app shop: its compose files cannot run on Docker Swarm as they are (nothing was deployed):\n"
-        '  web: profiles ["app"]: docker stack deploy rejects the file ("Additional property profiles '
-        'is not allowed"); remove profiles from the services the colours run\n'
         '  web: ports "8080:8080": Swarm publishes it in ingress mode, which Docker refuses with '
         f"endpoint_mode dnsrr; remove ports: ({EDGE})\n"
         "  worker: build: Swarm ignores build, and without image it has nothing to run; push an image "

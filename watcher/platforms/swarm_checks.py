@@ -4,7 +4,7 @@ A colour on Swarm is a stack deployed from the app's compose files plus the colo
 service with `endpoint_mode: dnsrr`, on an attachable overlay shared with an edge Caddy. Swarm
 reads the files its own way (docker/cli `cli/compose/types/types.go`): some keys it ignores
 without failing (`build`, `container_name`, `restart`, `network_mode`), one it drops (`depends_on`),
-one makes it reject the whole file (`profiles`), and some combinations deploy and then never run
+one makes it reject the whole file (`profiles`, which watcher's stack file leaves out), and some combinations deploy and then never run
 (ingress ports with dnsrr, `start-first` with every node at `max_replicas_per_node`). Each is a
 `Finding`: a refusal (the colour would not run, or would run otherwise than the file says, in a way
 that breaks it) or a warning (it runs, but not as a Compose user expects); each says which service
@@ -165,12 +165,14 @@ def _ignored(name: str, spec: Mapping[str, Any]) -> Iterator[Finding]:
     """Keys Swarm ignores or rejects, each with what it does instead."""
     if spec.get("profiles"):
         yield Finding(
-            "refuse",
+            "warn",
             name,
             "profiles",
             _shown(spec["profiles"]),
-            'docker stack deploy rejects the file ("Additional property profiles is not allowed")',
-            "remove profiles from the services the colours run",
+            "Swarm has no profiles (`docker stack deploy` rejects the key): watcher writes the stack "
+            "without it, and deploys the service only while one of them is active when it renders "
+            "the files, as `docker compose up` would",
+            "set COMPOSE_PROFILES in the app's .env, or remove profiles from the services the colours run",
         )
     if spec.get("network_mode"):
         yield Finding(
