@@ -3,9 +3,10 @@
 A colour on Swarm is a stack deployed from the app's compose files plus the colour's overlay, every
 service with `endpoint_mode: dnsrr`, on an attachable overlay shared with an edge Caddy. Swarm
 reads the files its own way (docker/cli `cli/compose/types/types.go`): some keys it ignores
-without failing (`build`, `container_name`, `restart`, `network_mode`), one it drops (`depends_on`),
-one makes it reject the whole file (`profiles`, which watcher's stack file leaves out), and some combinations deploy and then never run
-(ingress ports with dnsrr, `start-first` with every node at `max_replicas_per_node`). Each is a
+without failing (`build`, `container_name`, `restart`, `network_mode`), one it drops
+(`depends_on`), one makes it reject the whole file (`profiles`, which watcher's stack file leaves
+out), and some combinations deploy and then never run (ingress ports with dnsrr, `start-first`
+with every node at `max_replicas_per_node`). Each is a
 `Finding`: a refusal (the colour would not run, or would run otherwise than the file says, in a way
 that breaks it) or a warning (it runs, but not as a Compose user expects); each says which service
 and key, what Swarm would do, and the fix.
