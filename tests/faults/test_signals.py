@@ -381,7 +381,8 @@ def test_kill_9_of_watcher_run_with_two_apps_in_flight(
     report(f"kill -9 of watcher run ({whom})", f"in {at_kill}", loads)
     for path, app in host.apps.items():
         job = done[path]
-        assert job.status is Status.SUCCEEDED and job.worker == "run2", job.describe()
+        # the watchers' output: ci15 saw the heir's verification fail here once, unexplained
+        assert job.status is Status.SUCCEEDED and job.worker == "run2", f"{job.describe()}\n{watchers.logs()}"
         assert job.attempts == 2, job.describe()
         status = assert_settled(app, loads[path], client=host.client, job_ids=[job.id])
         assert status["live_version"] == targets[path], status
