@@ -9,22 +9,27 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # The tests mostly wait on Docker, so more xdist workers than cores pay (WORKERS=1: one at a time).
 WORKERS ?= 4
 RESULTS := tests/artifacts
-# The swarm tests in `make test`, all of tests/swarm, marked serial (run alone, after the rest):
-# beside the other tests their dockerds take the CPU timing-bound tests need.
+# The swarm tests in `make test`: all of tests/swarm, after the rest (beside it their dockerds
+# took the CPU timing-bound tests need), two modules at a time (each module starts its own swarm).
 SWARM_IN_CI := tests/swarm
 
-# $(call tests,PATHS): the tests side by side on $(WORKERS) workers, then those marked serial
-# alone (they restart the Docker engine, or bound times tightly), then the 20 slowest of both; fails if either run did
-# (exit 5, nothing collected, too).
+# $(call tests,PATHS[,SWARM]): the tests of PATHS side by side on $(WORKERS) workers, then those
+# marked serial alone (they restart the Docker engine, or bound times tightly), then the swarm
+# tests SWARM on 2 workers with nothing else running, then the 20 slowest of all; fails if any
+# run did (exit 5, nothing collected, too).
 define tests
 	@rm -f $(RESULTS)/junit-*.xml; mkdir -p $(RESULTS); \
 	$(PYTEST) -n $(WORKERS) --dist loadscope -m "not serial" --junitxml=$(RESULTS)/junit-side.xml $(1); \
 	side=$$?; \
 	$(PYTEST) -m serial --junitxml=$(RESULTS)/junit-serial.xml $(1); \
 	alone=$$?; \
+	swarm=0; \
+	if [ -n "$(2)" ]; then \
+		$(PYTEST) -n 2 --dist loadscope --junitxml=$(RESULTS)/junit-swarm.xml $(2); swarm=$$?; \
+	fi; \
 	$(PY) -m tests.harness.durations $(RESULTS)/junit-*.xml; \
-	echo "side by side: exit $$side; serial: exit $$alone"; \
-	[ $$side -eq 0 ] && [ $$alone -eq 0 ]
+	echo "side by side: exit $$side; serial: exit $$alone; swarm: exit $$swarm"; \
+	[ $$side -eq 0 ] && [ $$alone -eq 0 ] && [ $$swarm -eq 0 ]
 endef
 
 .PHONY: setup services lint test unit faults corpus swarm demo bench clean-services
@@ -40,7 +45,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 test: services
-	$(call tests,tests/unit tests/integration tests/security tests/corpus tests/browser tests/faults $(SWARM_IN_CI))
+	$(call tests,tests/unit tests/integration tests/security tests/corpus tests/browser tests/faults,$(SWARM_IN_CI))
 
 unit: setup
 	$(PYTEST) -n $(WORKERS) --durations=20 tests/unit
