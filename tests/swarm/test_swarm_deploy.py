@@ -15,7 +15,7 @@ import pytest
 from tests.harness.stack import Stack
 from tests.harness.swarm import LoadSummary, Swarm
 from tests.harness.traffic import under_load as compose_load
-from tests.swarm.conftest import SwarmApp, swarm_app
+from tests.swarm.conftest import APP, SwarmApp, swarm_app
 from watcher.engine.receipt import LEAD
 
 # Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
@@ -123,3 +123,40 @@ def test_the_phase_times_beside_a_compose_deploy_of_the_same_app(stack: Stack) -
     for phase in compose:
         print(f"| {phase} | {swarm.get(phase, float('nan')):.2f} | {compose[phase]:.2f} |")
     print(f"| total | {sum(swarm.values()):.2f} | {sum(compose.values()):.2f} |")
+
+
+def test_cleanup_removes_a_half_failed_stack_and_reset_removes_both(shop: SwarmApp) -> None:
+    """Cleanup keeps the live colour and removes what a `stack deploy` that failed creating its
+    services leaves: the stack's network (made here as `stack deploy` makes it). Reset removes
+    both stacks and their networks; the edge then answers 503."""
+    if shop.status()["live_version"] is None:  # run alone (-k): something must serve first
+        shop.deploy("deploy", "v1")
+    shop.deploy("cleanup", "--include-rollback")  # the idle colour: nothing of it left
+    live = shop.status()["live_color"]
+    idle = "green" if live == "blue" else "blue"
+    swarm, namespace = shop.swarm, "com.docker.stack.namespace"
+
+    def left(color: str, kind: str) -> list[str]:
+        out = swarm.manager.docker(
+            kind, "ls", "-q", "--filter", f"label={namespace}={APP}-{color}", check=True
+        )
+        return out.stdout.split()
+
+    assert left(idle, "service") == [] and left(idle, "network") == []
+    swarm.manager.docker(
+        "network", "create", "--driver", "overlay", "--attachable", "--label",
+        f"{namespace}={APP}-{idle}", f"{APP}-{idle}_default", check=True,
+    )  # fmt: skip
+    cleaned = shop.deploy("cleanup")
+    print(f"\ncleanup: {cleaned.strip()}")
+    assert f"{APP}-{idle} (network {APP}-{idle}_default: left by a start that failed half-way)" in cleaned
+    assert left(idle, "network") == [] and len(left(live, "service")) == 1
+    assert shop.status()["live_color"] == live
+    shop.deploy("reset", "--force")
+    for color in ("blue", "green"):
+        assert left(color, "service") == [] and left(color, "network") == [], color
+    assert shop.route_file.read_text().strip() == "none"
+    answered = swarm.manager.exec(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{swarm.edge_url}/version"], check=True
+    )
+    assert answered.stdout == "503", answered.stdout

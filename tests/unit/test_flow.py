@@ -86,6 +86,7 @@ class FakeColor:
     def __init__(self, platform: FakePlatform, color: Color) -> None:
         self.platform, self.color = platform, color
         self.running: list[Instance] = []
+        self.networks: list[str] = []  # a half-failed start's, without instances
 
     def one_shot_report(self) -> list[str]:
         return []
@@ -134,7 +135,10 @@ class FakeColor:
 
     def remove(self) -> None:
         self.platform.step("remove", self.color)
-        self.running = []
+        self.running, self.networks = [], []
+
+    def leftovers(self) -> list[str]:
+        return [] if self.running else [f"network {n}" for n in self.networks]
 
     def wait_healthy(self, *, timeout: float, interval: float, progress: Progress) -> float:
         self.platform.step("health", self.color)
@@ -613,6 +617,22 @@ def test_cleanup_removes_a_later_deploys_leftovers_from_the_rollback_colour(
     assert cleanup(engine, guard=Guard()) == ["shop-blue (shop-blue-web-1)", f"{REPO}:v3"]
     assert versions(platform)["blue"] is None and f"{REPO}:v1" in platform.images.tags
     assert engine.rollback(guard=Guard()).version == "v1" and serving(engine) == ("blue", "v1")
+
+
+def test_cleanup_removes_what_a_start_that_failed_half_way_left_of_the_idle_colour(
+    engine: Deployment, platform: FakePlatform
+) -> None:
+    """Swarm: a `stack deploy` that failed creating a service leaves the stack's networks; the
+    idle colour has no instance, yet cleanup removes them. The live colour's are never touched."""
+    deploy(engine, "v1")
+    platform.color(Color.GREEN).networks = ["shop-green_default"]
+    platform.color(Color.BLUE).networks = ["shop-blue_default"]
+    platform.steps.clear()
+    removed = cleanup(engine, guard=Guard())
+    assert removed == ["shop-green (network shop-green_default: left by a start that failed half-way)"]
+    assert ("remove", "green") in platform.steps and ("remove", "blue") not in platform.steps
+    assert platform.color(Color.GREEN).leftovers() == [] and serving(engine) == ("blue", "v1")
+    assert cleanup(engine, guard=Guard()) == []
 
 
 @pytest.mark.parametrize("phase", ["pull", "inspect", "start", "health", "verify"])

@@ -29,7 +29,13 @@ def cleanup(engine: Deployment, *, guard: Guard, include_rollback: bool = False)
     removed: list[str] = []
     for color in Color:
         stack, containers = engine.platform.color(color), view.observed.of(color)
-        if not containers or color == view.route or view.route_lost:
+        if color == view.route or view.route_lost:
+            continue
+        if not containers:
+            if left := stack.leftovers():
+                guard.check()
+                stack.remove()
+                removed.append(f"{stack.name} ({', '.join(left)}: left by a start that failed half-way)")
             continue
         if _kept(engine, view, color, waiting, None if include_rollback else recorded, guard):
             continue

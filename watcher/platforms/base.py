@@ -91,6 +91,11 @@ class ColorStack(Protocol):
 
     def remove(self) -> None: ...
 
+    def leftovers(self) -> list[str]:
+        """What of the colour exists without an instance, which `cleanup` removes: Swarm's
+        networks of a `stack deploy` that failed before its services were created."""
+        ...
+
     def wait_healthy(self, *, timeout: float, interval: float, progress: Progress) -> float:
         """Wait until `health()` is healthy; raise HealthCheckFailed at once when waiting cannot
         help, or after `timeout`. Returns the seconds it took."""

@@ -226,6 +226,11 @@ class ComposeColor:
             self.docker.remove_volume(volume)
         self.generated.unlink(missing_ok=True)
 
+    def leftovers(self) -> list[str]:
+        """None: a network a failed `up` left is the next `up`'s, and removing a colour without
+        containers would take the volumes it created for itself."""
+        return []
+
 
 class ComposePlatform:
     """The app's colours as compose projects and its shared services, on one Docker engine."""

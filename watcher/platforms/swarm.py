@@ -254,6 +254,14 @@ class SwarmColor:
             time.sleep(0.5)
         self.stack_path.unlink(missing_ok=True)
 
+    def leftovers(self) -> list[str]:
+        """The stack's networks when it has no service: `stack deploy` creates networks, secrets
+        and configs first, and one that failed creating a service leaves them (`stack rm` takes
+        them all)."""
+        if self._services():
+            return []
+        return [f"network {name}" for name in self.engine.networks(self.name)]
+
     def _services(self) -> list[SwarmService]:
         return [s for s in self.engine.services(self.name) if s.name in self.services]
 
