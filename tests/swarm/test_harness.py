@@ -16,8 +16,9 @@ import pytest
 
 from tests.harness.swarm import REPO, Swarm, leftovers, sweep
 
-# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+# Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
+# `make test` runs tests/swarm after them, on its own.
+pytestmark = pytest.mark.integration
 
 SERVICE = "web"
 EDGE_SITE = f"""

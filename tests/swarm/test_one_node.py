@@ -6,8 +6,9 @@ import pytest
 
 from tests.harness.swarm import Swarm, leftovers
 
-# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+# Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
+# `make test` runs tests/swarm after them, on its own.
+pytestmark = pytest.mark.integration
 
 
 def test_one_node_swarm_serves_through_the_edge(swarm1: Swarm, swarm_images: dict[str, str]) -> None:

@@ -18,8 +18,9 @@ from tests.harness.traffic import under_load as compose_load
 from tests.swarm.conftest import APP, SwarmApp, swarm_app
 from watcher.engine.receipt import LEAD
 
-# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+# Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
+# `make test` runs tests/swarm after them, on its own.
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

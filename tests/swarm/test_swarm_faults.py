@@ -23,8 +23,9 @@ import pytest
 from tests.harness.swarm import LoadSummary, Node, RunningLoad, Swarm
 from tests.swarm.conftest import APP, SwarmApp, swarm_app
 
-# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+# Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
+# `make test` runs tests/swarm after them, on its own.
+pytestmark = pytest.mark.integration
 
 REPLICAS = 2
 VERSIONS = ("v1", "v2", "v3")

@@ -20,8 +20,9 @@ from tests.harness.stack import free_port
 from tests.harness.swarm import LoadSummary, Swarm
 from tests.swarm.conftest import APP, COMPOSE, SwarmApp, swarm_app
 
-# Serial: three dockerd and their tasks take the CPU the timing-bound tests beside them need.
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+# Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
+# `make test` runs tests/swarm after them, on its own.
+pytestmark = pytest.mark.integration
 
 REPLICAS = 2
 TOKEN = secrets.token_hex(32)

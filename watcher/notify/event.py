@@ -113,7 +113,7 @@ def ended(job: Job, status: Status, detail: str, audit: Audit, dashboard: str | 
         detail,
         health.group(1) if health else None,
         dict(audit.phases),
-        time.time() - job.started if job.started else None,
+        job.duration,
         job.requested_by,
         job_link(dashboard, job.app, job.id),
         job.repository,

@@ -9,6 +9,8 @@ import logging
 from dataclasses import replace
 from typing import Protocol
 
+import redis
+
 from watcher.engine.reconcile import View
 from watcher.engine.run import DeployResult, Guard, Run, run_of
 from watcher.engine.state import awaiting
@@ -91,7 +93,15 @@ class Outcomes:
             return
         log.info("worker %s: job %s %s: %s", self.worker, job.id, status.value, reason or message)
         if self.observer is not None:
-            self.observer.job_ended(job, status, reason or message or "", audit or Audit())
+            self.observer.job_ended(self._as_recorded(job), status, reason or message or "", audit or Audit())
+
+    def _as_recorded(self, job: Job) -> Job:
+        """The job as `finish` wrote it, with its end time: a notification then says the duration
+        `history` shows. As it was given when Redis cannot say."""
+        try:
+            return self.queue.get(job.id) or job
+        except redis.RedisError:
+            return job
 
     def interrupted(
         self, lock: DeployLock, job: Job, engine: Engine, exc: Interrupted, phases: dict[str, float]
