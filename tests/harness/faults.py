@@ -48,7 +48,7 @@ def unavailable(message: str) -> None:
 @dataclass(frozen=True)
 class Seen:
     at: float  # time.monotonic() when the request arrived
-    answered: float  # ... and when the front had answered it
+    answered: float  # ... and when the front began sending its answer (the client reads it later)
     method: str
     path: str
     status: int  # what the front answered
@@ -167,9 +167,10 @@ class RegistryFront:
                     }
                     answer = front._forward(self.command, self.path, headers)
                 status, headers, body = answer
+                answered = time.monotonic()  # before the client can read it: its waits start later
                 self._reply(status, headers, body)
                 with front._lock:
-                    front.seen.append(Seen(arrived, time.monotonic(), self.command, self.path, status))
+                    front.seen.append(Seen(arrived, answered, self.command, self.path, status))
                     trigger = front._down_after is not None and front._down_after(self.command, self.path)
                     if trigger:
                         front._down_after = None
