@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import require
 from tests.harness.stack import CADDY_IMAGE
-from tests.harness.swarm import NETNS_DIR, Swarm, missing_tools
+from tests.harness.swarm import NETNS_DIR, LoadSummary, RunningLoad, Swarm, missing_tools
 from watcher.caddyfile import render
 from watcher.config import load_host
 
@@ -219,3 +219,23 @@ timeout = "30s"
     (swarm.edge_run_dir / f"{APP}.live").write_text("none\n")  # nothing live yet: 503 at once
     swarm.start_edge(render(host, list(host.apps.values())))
     return SwarmApp(swarm, root)
+
+
+def total(loads: list[RunningLoad]) -> LoadSummary:
+    """What the loads were answered, added up (each waited for to its end)."""
+    results = [load.result() for load in loads]
+    errors: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    for r in results:
+        for k, v in r.errors.items():
+            errors[k] = errors.get(k, 0) + v
+        for k, v in r.versions.items():
+            versions[k] = versions.get(k, 0) + v
+    return LoadSummary(
+        sent=sum(r.sent for r in results),
+        ok=sum(r.ok for r in results),
+        failed=sum(r.failed for r in results),
+        errors=errors,
+        versions=versions,
+        raw={"results": [r.raw for r in results]},
+    )

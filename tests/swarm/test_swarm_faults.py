@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.harness.swarm import LoadSummary, Node, RunningLoad, Swarm
-from tests.swarm.conftest import APP, SwarmApp, swarm_app
+from tests.swarm.conftest import APP, SwarmApp, swarm_app, total
 
 # Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
 # `make test` runs tests/swarm after them, on its own.
@@ -97,25 +97,6 @@ def loaded(app: SwarmApp) -> Iterator[list[RunningLoad]]:
         time.sleep(1)
         for load in loads:
             load.stop()
-
-
-def total(loads: list[RunningLoad]) -> LoadSummary:
-    results = [load.result() for load in loads]
-    errors: dict[str, int] = {}
-    versions: dict[str, int] = {}
-    for r in results:
-        for k, v in r.errors.items():
-            errors[k] = errors.get(k, 0) + v
-        for k, v in r.versions.items():
-            versions[k] = versions.get(k, 0) + v
-    return LoadSummary(
-        sent=sum(r.sent for r in results),
-        ok=sum(r.ok for r in results),
-        failed=sum(r.failed for r in results),
-        errors=errors,
-        versions=versions,
-        raw={"results": [r.raw for r in results]},
-    )
 
 
 def next_version(live: str, *skip: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness.stack import free_port
 from tests.harness.swarm import LoadSummary, Swarm
-from tests.swarm.conftest import APP, COMPOSE, SwarmApp, swarm_app
+from tests.swarm.conftest import APP, COMPOSE, SwarmApp, swarm_app, total
 
 # Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
 # `make test` runs tests/swarm after them, on its own.
@@ -139,15 +139,9 @@ def loaded(app: SwarmApp, seconds: float) -> list:
 
 def summed(loads: list) -> LoadSummary:
     """Stop the loads (what is in flight is answered first) and add up what they were answered."""
-    results = [load.stop() for load in loads]
-    return LoadSummary(
-        sent=sum(r.sent for r in results),
-        ok=sum(r.ok for r in results),
-        failed=sum(r.failed for r in results),
-        errors={k: v for r in results for k, v in r.errors.items()},
-        versions={k: v for r in results for k, v in r.versions.items()},
-        raw={},
-    )
+    for load in loads:
+        load.stop()
+    return total(loads)
 
 
 def test_a_queued_deploy_waits_previewable_is_promoted_baked_and_rolled_back(shop: Queued) -> None:
