@@ -13,6 +13,7 @@ start time (so a reused pid is not mistaken for it).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
@@ -99,10 +100,17 @@ def remove_stack(name: str) -> None:
 
 
 def sweep() -> list[str]:
-    """Remove the stacks of earlier runs (their creator is gone); return their projects' names."""
+    """Remove the stacks of earlier runs (their creator is gone); return their projects' names.
+    One process of the machine at a time: xdist workers all sweep as they start, and two removing
+    the same container get "removal already in progress", then a network still in use."""
 
     def left_over(project: str) -> bool:
         found = STACK_NAME.match(project)
         return found is not None and not _owned(found.group())
 
-    return remove_projects(left_over)
+    with (Path(tempfile.gettempdir()) / "watcher-test-sweep.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            return remove_projects(left_over)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
