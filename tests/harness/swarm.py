@@ -504,6 +504,25 @@ class Node:
             raise ValueError(f"link state must be 'down' or 'up', not {state!r}")
         _run(["ip", "-n", self.swarm.bridge_netns, "link", "set", f"v{self.index}", state])
 
+    def refuse(self, target: str, refused: bool = True) -> None:
+        """Refuse (``refused``) or let through again this node's TCP connections to ``target``
+        (``host:port``): an iptables rule in the node's own namespace, never the host's."""
+        host, port = target.rsplit(":", 1)
+        rule = [
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            host,
+            "--dport",
+            port,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]
+        self.exec(["iptables", "-I" if refused else "-D", *rule], check=True)
+
     @property
     def node_id(self) -> str:
         """The swarm's ID of this node."""
@@ -715,16 +734,18 @@ class Swarm:
         if self.edge_network:
             self.create_network(self.edge_network)
         if self.with_registry:
-            url = f"http://{self.registry}/v2/"
-            _wait(
-                "the swarm registry",
-                lambda: (
-                    self.manager.exec(["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", url]).returncode
-                    == 0
-                ),
-                30,
-                0.2,
-            )
+            self._wait_registry()
+
+    def _wait_registry(self) -> None:
+        url = f"http://{self.registry}/v2/"
+        _wait(
+            "the swarm registry",
+            lambda: (
+                self.manager.exec(["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", url]).returncode == 0
+            ),
+            30,
+            0.2,
+        )
 
     def _save_state(self) -> None:
         state = _state(self.id)
@@ -784,17 +805,34 @@ class Swarm:
         receiver). Its output goes to ``<run dir>/<swarm id>-<name>.log``."""
         return self._spawn(f"{self.id}-{name}", self.manager.netns, ["env", "-C", str(REPO), *argv])
 
-    def _start_registry(self) -> None:
+    def _start_registry(self, notify: str = "") -> None:
         storage = self.data_dir / "registry"
-        storage.mkdir()
+        storage.mkdir(exist_ok=True)
         config = self.run_dir / "registry.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             "  cache:\n    blobdescriptor: inmemory\n"
-            f"http:\n  addr: {self.registry}\n  secret: {self.id}-registry\n"
+            f"http:\n  addr: {self.registry}\n  secret: {self.id}-registry\n{notify}"
         )
         self._spawn(f"{self.id}-registry", self.manager.netns, ["docker-registry", "serve", str(config)])
+
+    def notify_from_registry(self, url: str, token_file: Path) -> None:
+        """Restart the registry (its storage kept) sending its push notifications to ``url``
+        with the bearer token in ``token_file``, as a user's registry tells watcher of a push."""
+        name = f"{self.id}-registry"
+        proc = next(p for p in self._procs if p.pid == self._daemons[name])
+        proc.terminate()
+        proc.wait(timeout=30)
+        self._procs.remove(proc)
+        token = token_file.read_text().strip()
+        self._start_registry(
+            "notifications:\n  endpoints:\n    - name: watcher\n"
+            f"      url: {url}\n      headers:\n        Authorization: [Bearer {token}]\n"
+            "      timeout: 2s\n      threshold: 3\n      backoff: 1s\n"
+        )
+        self._save_state()
+        self._wait_registry()
 
     def _start_dockerd(self, node: Node) -> None:
         if not hasattr(self, "_t_spawn"):

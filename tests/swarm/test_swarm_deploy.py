@@ -15,7 +15,7 @@ import pytest
 from tests.harness.stack import Stack
 from tests.harness.swarm import LoadSummary, Swarm
 from tests.harness.traffic import under_load as compose_load
-from tests.swarm.conftest import APP, SwarmApp, swarm_app
+from tests.swarm.conftest import APP, REPOSITORY, SWARM_APP, SwarmApp, swarm_app
 from watcher.engine.receipt import LEAD
 
 # Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
@@ -32,16 +32,18 @@ def under_load(app: SwarmApp, *args: str) -> tuple[dict, LoadSummary]:
     """`watcher <args> --json` while keep-alive POSTs (and 1 s ones) go through the edge; the
     receipt is checked against what the load was answered in its window (within 1 %)."""
     loads = [
-        app.swarm.start_load("/cgi-bin/work", rate=100, duration=32, connections=8, answered=True),
-        app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=32, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work", rate=100, duration=300, connections=8, answered=True),
+        app.swarm.start_load("/cgi-bin/work?sleep=1", rate=4, duration=300, connections=8, answered=True),
     ]
-    # The receipt's window opens LEAD s before the switch: the load covers it all, so answers a
-    # loaded host's load generator reads late shift out of its end as many as into its start.
+    # The receipt's window opens LEAD s before the switch and closes as the command ends: the
+    # load covers it all (and 2 s more), so answers a loaded host's load generator reads late
+    # shift out of its end as many as into its start.
     time.sleep(LEAD)
     try:
         done = app.watcher(*args, "--json")
+        time.sleep(2)
     finally:
-        results = [load.result() for load in loads]
+        results = [load.stop() for load in loads]
     assert done.returncode == 0, (
         f"watcher {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     )
@@ -95,16 +97,53 @@ def test_a_broken_version_never_takes_traffic_and_fails_within_a_few_intervals(
     if shop.status()["live_version"] is None:  # run alone (-k): something must serve first
         shop.deploy("deploy", "v1")
     before = shop.status()
-    load = shop.swarm.start_load("/cgi-bin/work", rate=20, duration=20, connections=4)
+    load = shop.swarm.start_load("/cgi-bin/work", rate=20, duration=120, connections=4)
     started = time.monotonic()
     done = shop.watcher("deploy", version)
     took = time.monotonic() - started
-    result = load.result()
+    result = load.stop()
     print(
         f"\nswarm deploy {version}: exit {done.returncode} after {took:.1f}s; sent {result.sent} failed {result.failed}"
     )
     assert done.returncode != 0, done.stdout
     assert "failed its health check" in done.stderr, done.stderr
+    assert result.sent > 0 and result.failed == 0 and set(result.versions) == {before["live_version"]}, result
+    status = shop.status()
+    assert (status["live_version"], status["live_color"]) == (before["live_version"], before["live_color"])
+    assert status["in_sync"] and status["colors"][before["live_color"]]["health"] == "healthy", status
+
+
+def test_a_version_missing_on_one_node_never_takes_traffic_and_fails_at_once(
+    shop: SwarmApp, swarm_images: dict[str, str]
+) -> None:
+    """Node 3 cannot reach the registry (its connections refused), so a version it never pulled
+    is missing there, as an image built on one host or a registry one node cannot log in to:
+    Swarm rejects that node's task ("No such image"), which ends the health wait at once."""
+    from tests.harness import images
+
+    if shop.status()["live_version"] is None:  # run alone (-k): something must serve first
+        shop.deploy("deploy", "v1")
+    before = shop.status()
+    with images.exclusive():
+        lost = images.build_app_image(f"{SWARM_APP}:lost", "lost")
+    shop.swarm.push(lost, REPOSITORY, "lost")
+    node = shop.swarm.node(3)
+    node.refuse(shop.swarm.registry)
+    try:
+        load = shop.swarm.start_load("/cgi-bin/work", rate=20, duration=120, connections=4)
+        started = time.monotonic()
+        done = shop.watcher("deploy", "lost")
+        took = time.monotonic() - started
+        result = load.stop()
+    finally:
+        node.refuse(shop.swarm.registry, refused=False)
+    print(
+        f"\nswarm deploy of a version missing on {node.name}: exit {done.returncode} after {took:.1f}s; "
+        f"sent {result.sent} failed {result.failed}\n{done.stderr.strip()}"
+    )
+    assert done.returncode != 0, done.stdout
+    assert "No such image" in done.stderr, done.stderr
+    assert took < 30, took  # a few health intervals (1 s), not the health timeout (90 s)
     assert result.sent > 0 and result.failed == 0 and set(result.versions) == {before["live_version"]}, result
     status = shop.status()
     assert (status["live_version"], status["live_color"]) == (before["live_version"], before["live_color"])

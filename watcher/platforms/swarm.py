@@ -164,12 +164,11 @@ class SwarmColor:
             if health.healthy:
                 progress.say(f"  healthy: {len(found)} task(s) running on the swarm")
                 return elapsed
-            if health.failed:
+            if health.failed:  # Swarm's own error first: a rejected task is "restarting" here
                 errors = self.engine.task_errors(self.name)
+                detail = f"{errors[0]} ({health.reason})" if errors else health.reason
                 raise HealthCheckFailed(
-                    f"{self.color} failed its health check after {elapsed:.0f}s: {health.reason}"
-                    + (f" ({errors[0]})" if errors else ""),
-                    "\n".join(errors),
+                    f"{self.color} failed its health check after {elapsed:.0f}s: {detail}", "\n".join(errors)
                 )
             if elapsed >= timeout:
                 errors = self.engine.task_errors(self.name)
