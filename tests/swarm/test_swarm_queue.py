@@ -1,6 +1,7 @@
 """The rest of watcher on a real 3-node swarm, as on Compose: the queue and `watcher run` (worker,
-receiver, metrics), manual promotion with its preview and smoke checks, the bake, notifications,
-history, an instant rollback, and the app's Swarm secrets and configs.
+receiver, metrics, dashboard), manual promotion with its preview and smoke checks, the bake,
+notifications, history, an instant rollback from the dashboard, a deploy the swarm's registry
+triggers by its push notification, and the app's Swarm secrets and configs.
 
 The app (tests/swarm/conftest.py `swarm_app`, two replicas) reads a secret and a config in its
 healthcheck, so a colour whose tasks lack them never turns healthy. Redis and the notification
@@ -10,15 +11,17 @@ receiver run in node 1's network namespace, where the CLI runs (as on a manager)
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.harness.stack import free_port
 from tests.harness.swarm import LoadSummary, Swarm
-from tests.swarm.conftest import APP, COMPOSE, SwarmApp, swarm_app, total
+from tests.swarm.conftest import APP, COMPOSE, REPOSITORY, SWARM_APP, SwarmApp, swarm_app, total
 
 # Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
 # `make test` runs tests/swarm after them, on its own.
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 REPLICAS = 2
 TOKEN = secrets.token_hex(32)
+REGISTRY_TOKEN = secrets.token_hex(32)
 #: The test app reading a Swarm secret and config: its healthcheck fails without them.
 WITH_SECRETS = (
     COMPOSE.replace(
@@ -72,12 +76,62 @@ class Queued(SwarmApp):
             assert time.monotonic() < deadline, f"job {job_id} still {job['status']}: {job}"
             time.sleep(0.5)
 
-    def curl(self, url: str, *headers: str) -> str:
-        argv = ["curl", "-sS", "--max-time", "10", url]
+    def wait_for(self, found: Callable[[], dict | None], timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while (value := found()) is None:
+            assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+            time.sleep(0.5)
+        return value
+
+    def curl(self, url: str, *headers: str, options: tuple[str, ...] = ()) -> str:
+        """``curl URL`` in node 1's namespace, with ``headers`` and further curl ``options``."""
+        argv = ["curl", "-sS", "--max-time", "10", *options, url]
         for header in headers:
             argv += ["-H", header]
         done = self.swarm.manager.exec(argv, check=True)
         return done.stdout
+
+
+class Dashboard:
+    """A browser's session on the dashboard of `watcher run`, by curl in node 1's namespace:
+    logged in with the API token (read from a file, never on a command line), its cookie in a jar."""
+
+    def __init__(self, shop: Queued) -> None:
+        self.shop = shop
+        self.jar = shop.root / "dashboard.cookies"
+        token = shop.root / "api-token"
+        token.write_text(TOKEN)
+        login = self.post("/login", csrf=csrf(self.get("/login")), token=f"@{token}")
+        assert login.startswith("303 "), login
+
+    def get(self, path: str) -> str:
+        return self.shop.curl(f"{self.shop.serve_url}{path}", options=self.session)
+
+    @property
+    def session(self) -> tuple[str, ...]:
+        return ("-b", str(self.jar), "-c", str(self.jar))
+
+    def job_of(self, version: str) -> dict | None:
+        """A job of ``version`` the app's live view (as the page polls it) shows, if any."""
+        live = json.loads(self.get(f"/apps/{APP}/live.json"))
+        jobs = [*live["running"], *live["waiting"], *([live["last"]] if live["last"] else [])]
+        return next((job for job in jobs if job["version"] == version), None)
+
+    def post(self, path: str, **form: str) -> str:
+        """The form posted; "<status> <redirect location>". A value "@file" is read from the file."""
+        fields = [
+            arg
+            for key, value in form.items()
+            for arg in ("--data-urlencode", f"{key}{value}" if value.startswith("@") else f"{key}={value}")
+        ]
+        written = ("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}")
+        return self.shop.curl(f"{self.shop.serve_url}{path}", options=(*self.session, *written, *fields))
+
+
+def csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:2000]
+    return found.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +157,15 @@ mode = "manual"
 duration = "4s"
 min_requests = 20
 
+[apps.{APP}.policy]
+kind = "regex"
+include = '^v(\\d+)$'  # a TOML literal string: no escapes
+
 [[apps.{APP}.smoke]]
 path = "/version"
 """
     app = swarm_app(swarm3, swarm_images, root, replicas=REPLICAS, compose=WITH_SECRETS, config=config)
-    shop = Queued(app.swarm, app.root, {"WATCHER_API_TOKEN": TOKEN})
+    shop = Queued(app.swarm, app.root, {"WATCHER_API_TOKEN": TOKEN, "WEBHOOK_REGISTRY_TOKEN": REGISTRY_TOKEN})
     shop.events_file = root / "events.jsonl"
     shop.serve_url = f"http://127.0.0.1:{serve_port}"
     swarm3.start_process(
@@ -180,12 +238,13 @@ def _the_journey(shop: Queued) -> None:
     done = shop.wait_job(job_id, ("succeeded", "failed"))
     print(f"deploy job: {json.dumps(done)}")
     assert done["status"] == "succeeded", done
-    rollback = shop.watcher("rollback", "--json")
+    dashboard = Dashboard(shop)
+    rollback = _rollback_from_the_dashboard(shop, dashboard)
     load = summed(loads)
     print(
         f"queued deploy, promote, rollback under load: sent {load.sent} failed {load.failed}; {load.versions}"
     )
-    assert rollback.returncode == 0, f"{rollback.stdout}\n{rollback.stderr}"
+    assert rollback["status"] == "succeeded", rollback
     assert load.sent > 0 and load.failed == 0, load.errors
     assert set(load.versions) == {"v1", "v2"}, load.versions
     status = shop.status()
@@ -203,23 +262,61 @@ def _the_journey(shop: Queued) -> None:
     print(f"notifications: {[e.get('title') for e in events]}")
     titles = [e.get("title") for e in events]
     assert f"{APP}: deploying v2" in titles and f"{APP}: v2 is live" in titles, titles
-    _a_changed_secret_goes_out_with_the_next_deploy(shop)
+    _a_push_deploys_a_changed_secret(shop, dashboard)
 
 
-def _a_changed_secret_goes_out_with_the_next_deploy(shop: Queued) -> None:
-    """Swarm never updates a secret in place (\"only updates to Labels are allowed\"): a new
-    content is a new secret, which the next deploy's colour gets."""
+def _rollback_from_the_dashboard(shop: Queued, dashboard: Dashboard) -> dict:
+    """The app's page shows each running task with its node; its rollback button queues a
+    rollback job, which the worker runs."""
+    page = dashboard.get(f"/apps/{APP}")
+    nodes = {
+        c["node"]
+        for info in shop.status()["colors"].values()
+        for c in info["containers"]
+        if c["state"] == "running"
+    }
+    assert len(nodes) >= REPLICAS and all(f"on {node}" in page for node in nodes), (nodes, page[:3000])
+    form = page[page.index(f'action="/apps/{APP}/rollback"') :]
+    target = re.search(r'name="version" value="([^"]+)"', form)
+    assert target and target.group(1) == "v1", form[:1000]
+    queued = dashboard.post(f"/apps/{APP}/rollback", csrf=csrf(form), version="v1")
+    found = re.fullmatch(rf"303 \S*/apps/{APP}/jobs/(\d+)", queued)
+    assert found, queued
+    return shop.wait_job(found.group(1), ("succeeded", "failed"))
+
+
+def _a_push_deploys_a_changed_secret(shop: Queued, dashboard: Dashboard) -> None:
+    """The swarm's registry, told to notify `watcher run`, gets v4 pushed: the notification
+    queues the deploy, which waits for promotion; the dashboard's button promotes it. The
+    secret's file changed before: Swarm never updates a secret in place (\"only updates to
+    Labels are allowed\"), so the new content is a new secret, which the new colour gets."""
+    from tests.harness import images
+
     (shop.root / "api_key.txt").write_text("rotated\n")
+    token = shop.root / "registry-token"
+    token.write_text(REGISTRY_TOKEN)
+    shop.swarm.notify_from_registry(f"{shop.serve_url}/hooks/registry", token)
+    with images.exclusive():
+        v4 = images.build_app_image(f"{SWARM_APP}:v4", "v4")
     loads = loaded(shop, 60)
-    deployed = shop.watcher("deploy", "v3")
-    if deployed.returncode == 0 and shop.status().get("awaiting"):
-        deployed = shop.watcher("promote")
+    shop.swarm.push(v4, REPOSITORY, "v4")
+    job = shop.wait_for(lambda: dashboard.job_of("v4"), 60, "a job of v4 from the registry's notification")
+    assert job["source"] == "webhook" and job["requested_by"].startswith("registry notification"), job
+    waiting = shop.wait_job(str(job["id"]), ("awaiting promotion", "failed", "succeeded"))
+    assert waiting["status"] == "awaiting promotion", waiting
+    page = dashboard.get(f"/apps/{APP}")
+    form = page[page.index(f'action="/apps/{APP}/promote"') :]
+    promoted = dashboard.post(f"/apps/{APP}/promote", csrf=csrf(form))
+    assert promoted.startswith("303 "), promoted
+    deployed = shop.wait_job(str(job["id"]), ("succeeded", "failed"))
     load = summed(loads)
     print(
-        f"deploy v3 with a rotated secret: exit {deployed.returncode}; sent {load.sent} failed {load.failed}"
+        f"push of v4 with a rotated secret, promoted on the dashboard: {deployed['status']}; "
+        f"sent {load.sent} failed {load.failed}"
     )
-    assert deployed.returncode == 0, f"{deployed.stdout}\n{deployed.stderr}"
+    assert deployed["status"] == "succeeded", deployed
     assert load.sent > 0 and load.failed == 0, load.errors
+    assert shop.status()["live_version"] == "v4"
     live = shop.status()["live_color"]
     seen = {
         node.name: node.docker("exec", container, "cat", "/run/secrets/api_key").stdout.strip()
