@@ -5,6 +5,9 @@
 #   make corpus the real stacks' shapes alone (tests/corpus), with their table
 #   make swarm  the tests on a real 3-node Docker Swarm (tests/swarm; root: namespaces, dockerds)
 PY := .venv/bin/python
+# The suite starts thousands of Python processes (the CLI, workers, load generators): each would
+# compile watcher's modules again where PYTHONDONTWRITEBYTECODE is set (as on our CI machine).
+unexport PYTHONDONTWRITEBYTECODE
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 # The tests mostly wait on Docker, so more xdist workers than cores pay (WORKERS=1: one at a time).
 WORKERS ?= 4
