@@ -13,12 +13,14 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 WORKERS ?= 4
 RESULTS := tests/artifacts
 # The swarm tests in `make test`: all of tests/swarm, after the rest (beside it their dockerds
-# took the CPU timing-bound tests need), two modules at a time (each module starts its own swarm).
+# took the CPU timing-bound tests need), three modules at a time (each module starts its own
+# swarm; two left the CPU half idle).
 SWARM_IN_CI := tests/swarm
+SWARMS := 3
 
 # $(call tests,PATHS[,SWARM]): the tests of PATHS side by side on $(WORKERS) workers, then those
 # marked serial alone (they restart the Docker engine, or bound times tightly), then the swarm
-# tests SWARM on 2 workers with nothing else running, then the 20 slowest of all; fails if any
+# tests SWARM on $(SWARMS) workers with nothing else running, then the 20 slowest of all; fails if any
 # run did (exit 5, nothing collected, too).
 define tests
 	@rm -f $(RESULTS)/junit-*.xml; mkdir -p $(RESULTS); \
@@ -28,7 +30,7 @@ define tests
 	alone=$$?; \
 	swarm=0; \
 	if [ -n "$(2)" ]; then \
-		$(PYTEST) -n 2 --dist loadscope --junitxml=$(RESULTS)/junit-swarm.xml $(2); swarm=$$?; \
+		WATCHER_SWARM_MAX=$(SWARMS) $(PYTEST) -n $(SWARMS) --dist loadscope --junitxml=$(RESULTS)/junit-swarm.xml $(2); swarm=$$?; \
 	fi; \
 	$(PY) -m tests.harness.durations $(RESULTS)/junit-*.xml; \
 	echo "side by side: exit $$side; serial: exit $$alone; swarm: exit $$swarm"; \
@@ -60,9 +62,9 @@ corpus: services
 	$(PYTEST) -n $(WORKERS) --dist loadscope tests/corpus
 
 # Each module starts its own swarm (about 100 MB and a few seconds of CPU per node); at most
-# WATCHER_SWARM_MAX (2) swarms run on the machine at once, so more workers only wait.
+# WATCHER_SWARM_MAX swarms run on the machine at once, so more workers than that only wait.
 swarm: services
-	$(PYTEST) -n 2 --dist loadscope tests/swarm
+	WATCHER_SWARM_MAX=$(SWARMS) $(PYTEST) -n $(SWARMS) --dist loadscope tests/swarm
 
 demo: services
 	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)
