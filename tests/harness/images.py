@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -36,6 +35,8 @@ from pathlib import Path
 import docker
 import docker.errors
 from docker.utils import parse_repository_tag
+
+from tests.harness.leftovers import machine_lock
 
 CONTENT_LABEL = "watcher.test.content"
 REGISTRY = "127.0.0.1:5000"
@@ -210,12 +211,8 @@ def _split(ref: str) -> tuple[str, str]:
 def exclusive() -> Iterator[None]:
     """Builds and pushes of the shared images, one process of this machine at a time (xdist
     workers, or another run): the first builds, the others wait, then find them up to date."""
-    with (Path(tempfile.gettempdir()) / "watcher-test-images.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with machine_lock(Path(tempfile.gettempdir()) / "watcher-test-images.lock"):
+        yield
 
 
 def tag(ref: str, new_ref: str) -> str:

@@ -13,11 +13,12 @@ start time (so a reused pid is not mistaken for it).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -27,6 +28,19 @@ STACK_NAME = re.compile(
     r"w[at][0-9a-f]{8}"
 )  # Stack.create's and the adoption test's; apps and colours add suffixes
 OWNER = "owner"
+
+
+@contextlib.contextmanager
+def machine_lock(path: Path) -> Iterator[None]:
+    """One process of this machine at a time (xdist workers, other runs) inside the block: a
+    flock on ``path``, which a killed holder frees."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def process_started(pid: int) -> str | None:
@@ -108,9 +122,5 @@ def sweep() -> list[str]:
         found = STACK_NAME.match(project)
         return found is not None and not _owned(found.group())
 
-    with (Path(tempfile.gettempdir()) / "watcher-test-sweep.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            return remove_projects(left_over)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with machine_lock(Path(tempfile.gettempdir()) / "watcher-test-sweep.lock"):
+        return remove_projects(left_over)

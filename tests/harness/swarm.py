@@ -66,7 +66,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness.leftovers import process_started
+from tests.harness.leftovers import machine_lock, process_started
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ROOT = Path("/run/watcher-swarm")  # small: owner files, sockets, exec roots
@@ -294,13 +294,8 @@ def _state(swarm_id: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def _machine_lock() -> Iterator[None]:
     """One process of this machine at a time allocates subnets and sweeps."""
-    RUN_ROOT.mkdir(parents=True, exist_ok=True)
-    with (RUN_ROOT / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with machine_lock(RUN_ROOT / ".lock"):
+        yield
 
 
 def _destroy(

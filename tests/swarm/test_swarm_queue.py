@@ -14,13 +14,13 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.harness.stack import free_port
 from tests.harness.swarm import LoadSummary, Swarm
+from tests.harness.waiting import wait_until
 from tests.swarm.conftest import APP, COMPOSE, REPOSITORY, SWARM_APP, SwarmApp, swarm_app, total
 
 # Never beside the other suites (the swarm's dockerds took the CPU timing-bound tests need):
@@ -75,13 +75,6 @@ class Queued(SwarmApp):
                 return job
             assert time.monotonic() < deadline, f"job {job_id} still {job['status']}: {job}"
             time.sleep(0.5)
-
-    def wait_for(self, found: Callable[[], dict | None], timeout: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while (value := found()) is None:
-            assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-            time.sleep(0.5)
-        return value
 
     def curl(self, url: str, *headers: str, options: tuple[str, ...] = ()) -> str:
         """``curl URL`` in node 1's namespace, with ``headers`` and further curl ``options``."""
@@ -300,7 +293,9 @@ def _a_push_deploys_a_changed_secret(shop: Queued, dashboard: Dashboard) -> None
         v4 = images.build_app_image(f"{SWARM_APP}:v4", "v4")
     loads = loaded(shop, 60)
     shop.swarm.push(v4, REPOSITORY, "v4")
-    job = shop.wait_for(lambda: dashboard.job_of("v4"), 60, "a job of v4 from the registry's notification")
+    job = wait_until(
+        lambda: dashboard.job_of("v4"), 60, "a job of v4 from the registry's notification", poll=0.5
+    )
     assert job["source"] == "webhook" and job["requested_by"].startswith("registry notification"), job
     waiting = shop.wait_job(str(job["id"]), ("awaiting promotion", "failed", "succeeded"))
     assert waiting["status"] == "awaiting promotion", waiting
